@@ -1,0 +1,94 @@
+// The typed, validated configuration of both daemons. Built from an IniFile
+// (pure: tests call these directly) and then overridden by command-line flags.
+// Unknown sections or keys, bad values and contradictions throw config::Error.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/config/ini.hpp"
+
+namespace cdn::config {
+
+using std::chrono::milliseconds;
+
+// [server]: the listening side, shared by both daemons.
+struct ServerSettings {
+  std::string address = "0.0.0.0";
+  uint16_t port = 33000;
+  std::string name;  // shown in status; default: hostname:port (filled by the daemon)
+  uint32_t max_connections = 10000;
+  milliseconds idle_timeout{60'000};    // keep-alive connection with no request
+  milliseconds header_timeout{10'000};  // a request head must arrive within this
+  milliseconds send_timeout{60'000};    // no write progress for this long closes
+  milliseconds drain_timeout{30'000};   // SIGTERM: finish in-flight work within this
+  uint64_t max_request_line = 8 * 1024;
+  uint64_t max_header_bytes = 16 * 1024;
+  uint32_t max_headers = 100;
+};
+
+// [log]
+struct LogSettings {
+  std::string level = "info";  // trace, debug, info, warn, error, critical, off
+  std::string file;            // also log to this file (the seed's -l)
+};
+
+// [content] of replicad: exactly one of root, page, origin.
+struct ContentSettings {
+  std::string root;    // serve this directory
+  std::string page;    // serve this single file at "/" (and at its own name)
+  std::string origin;  // pull from this URL (http:// or https://); a bare host means http://host/
+  std::string index = "index.html";
+  milliseconds max_age{60'000};  // Cache-Control max-age sent to clients
+  uint32_t capacity = 1000;      // connections at which this replica reports load 1.0
+};
+
+struct ReplicaSettings {
+  ServerSettings server;
+  LogSettings log;
+  ContentSettings content;
+};
+
+// [replicas] + [probe] + [balance] of balancerd.
+struct ProbeSettings {
+  milliseconds interval{1'000};
+  milliseconds timeout{500};
+  uint32_t rise = 2;  // good probes to go up
+  uint32_t fall = 2;  // failed probes to go down
+};
+
+struct BalanceSettings {
+  std::string policy = "p2c";  // best, round-robin, least-loaded, p2c, consistent
+  uint32_t fallbacks = 2;      // extra replicas named in the 302 answer
+  milliseconds retry_after{2'000};
+  double hash_load_factor = 1.25;  // consistent: no replica above factor x mean
+};
+
+struct BalancerSettings {
+  ServerSettings server;
+  LogSettings log;
+  std::string servers_file;        // [replicas] servers_file: seed format, one address a line
+  std::vector<HostPort> replicas;  // [replicas] replica = host[:port] (repeatable) + servers_file
+  ProbeSettings probe;
+  BalanceSettings balance;
+};
+
+// Build from a parsed file; throws Error naming file:line:key.
+ReplicaSettings replica_settings(const IniFile& file);
+BalancerSettings balancer_settings(const IniFile& file);
+
+// Seed's servers.txt: one "host" or "host:port" a line, '#' comments and blank
+// lines ignored; a bare host takes default_port. Throws Error "FILE:LINE: ...".
+std::vector<HostPort> parse_servers(std::string_view text, const std::string& path,
+                                    uint16_t default_port);
+std::vector<HostPort> load_servers(const std::string& path, uint16_t default_port);
+
+// Checks that do not depend on where a value came from (run again after
+// command-line overrides): exactly one content source, timeouts > 0, etc.
+// Throws Error "PATH: problem".
+void validate(const ReplicaSettings& s, const std::string& path);
+void validate(const BalancerSettings& s, const std::string& path);
+
+}  // namespace cdn::config

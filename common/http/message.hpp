@@ -1,0 +1,55 @@
+// HTTP/1.1 message types shared by the server and the client side.
+// Pure data: no I/O. A Request/Response is reused across messages on one
+// connection (clear() keeps capacity), so steady-state parsing allocates nothing.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace cdn::http {
+
+struct Header {
+  std::string name;   // as received (case preserved)
+  std::string value;  // leading/trailing whitespace trimmed
+};
+
+// Case-insensitive ASCII comparison for header names and tokens.
+bool iequals(std::string_view a, std::string_view b) noexcept;
+
+struct Request {
+  std::string method;  // "GET", "HEAD", ... as on the wire
+  std::string target;  // request-target as on the wire, e.g. "/a/b?x=1"
+  int version_major = 1;
+  int version_minor = 1;
+  std::vector<Header> headers;
+  bool keep_alive = true;  // from version + Connection header
+  std::optional<uint64_t> content_length;
+  bool chunked = false;
+
+  // First header with this name (case-insensitive), or nullopt.
+  std::optional<std::string_view> header(std::string_view name) const;
+  void clear();
+};
+
+struct Response {
+  int status = 0;
+  std::string reason;
+  int version_major = 1;
+  int version_minor = 1;
+  std::vector<Header> headers;
+  bool keep_alive = true;
+  std::optional<uint64_t> content_length;
+  bool chunked = false;
+
+  std::optional<std::string_view> header(std::string_view name) const;
+  void clear();
+};
+
+// Standard reason phrase for a status code ("Not Found"); "Unknown" otherwise.
+std::string_view reason_phrase(int status) noexcept;
+
+}  // namespace cdn::http

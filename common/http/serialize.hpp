@@ -1,0 +1,35 @@
+// Building HTTP/1.1 message heads into a caller-owned buffer (reused per
+// connection, so no allocation per response at steady state).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace cdn::http {
+
+class HeadWriter {
+ public:
+  explicit HeadWriter(std::string& out) : out_(out) {}
+  // "HTTP/1.1 200 OK\r\n"
+  HeadWriter& status_line(int status);
+  // "GET /path HTTP/1.1\r\n"
+  HeadWriter& request_line(std::string_view method, std::string_view target);
+  // Rejects (skips, returns false through ok()) names/values with CR, LF or NUL.
+  HeadWriter& header(std::string_view name, std::string_view value);
+  HeadWriter& header(std::string_view name, uint64_t value);
+  // Terminating empty line.
+  HeadWriter& end();
+  bool ok() const { return ok_; }
+
+ private:
+  std::string& out_;
+  bool ok_ = true;
+};
+
+// RFC 9110 IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT".
+std::string http_date(int64_t unix_seconds);
+// Parse an IMF-fixdate; -1 when malformed.
+int64_t parse_http_date(std::string_view s);
+
+}  // namespace cdn::http

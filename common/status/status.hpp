@@ -1,0 +1,35 @@
+// The replica's /.cdn/status document: what a replica reports and the
+// balancer's prober reads. Pure JSON codec; fuzzed.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace cdn::status {
+
+enum class State { Starting, Serving, Draining };
+std::string_view to_string(State s) noexcept;
+std::optional<State> state_from_string(std::string_view s) noexcept;
+
+struct ReplicaStatus {
+  std::string name;
+  std::string source;  // "root:/srv/site", "page:/srv/a.html", "origin:http://..."
+  State state = State::Starting;
+  uint64_t active_connections = 0;
+  uint64_t capacity = 0;     // connections at which load reaches 1.0
+  uint64_t requests_total = 0;
+  uint64_t bytes_total = 0;  // body bytes sent
+  double bytes_per_second = 0;  // recent send rate
+  double load = 0;           // active_connections / capacity (comparable across replicas)
+  double uptime_seconds = 0;
+  std::string version;
+};
+
+std::string encode(const ReplicaStatus& s);
+// nullopt when the text is not a status document (bad JSON, wrong types,
+// missing name/state/load). Never throws.
+std::optional<ReplicaStatus> decode(std::string_view json);
+
+}  // namespace cdn::status
