@@ -1,0 +1,77 @@
+// The replica's content: a directory (`root`) or a single page (`page`),
+// looked up by normalised request path. Files are opened beneath the root
+// only (openat2 RESOLVE_BENEATH: no "..", no symlink out of the root).
+//
+// Objects are immutable and shared: a response in flight keeps its Object
+// alive. Each carries what the headers need (size, ETag, Last-Modified,
+// sha-256 digest, type); small files also carry their bytes (memory tier).
+// Digests are computed once per (inode, size, mtime) and cached; a file that
+// changed on disk is noticed by fstat and re-digested.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <variant>
+
+namespace cdn::replica {
+
+struct Object {
+  std::string rel;           // path relative to the root ("a/index.html"); the page's file name for a page
+  uint64_t size = 0;
+  int64_t mtime = 0;         // seconds since the epoch
+  uint64_t inode = 0;
+  uint64_t device = 0;
+  std::string etag;          // strong: "\"<hex of digest prefix>\""
+  std::string digest;        // "sha-256=:<base64>:" (RFC 9530 Repr-Digest value)
+  std::string content_type;
+  std::string last_modified; // IMF-fixdate
+  std::string body;          // the bytes when size <= memory_limit, else empty
+  bool in_memory = false;
+};
+
+struct NotFound {};
+struct Forbidden {};                       // exists but may not be served (not a regular file, escapes root)
+struct RedirectSlash { std::string location; };  // a directory asked for without its trailing slash
+struct Found { std::shared_ptr<const Object> object; };
+using Lookup = std::variant<Found, NotFound, Forbidden, RedirectSlash>;
+
+class Store {
+ public:
+  // Throws std::runtime_error with a clear message when the directory or page cannot be opened.
+  static std::unique_ptr<Store> open_root(const std::string& dir, std::string index,
+                                          uint64_t memory_limit = 256 * 1024);
+  static std::unique_ptr<Store> open_page(const std::string& file,
+                                          uint64_t memory_limit = 256 * 1024);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // `path` is already normalised (http::normalize_path). For a directory the
+  // index file is served; for a page, "/" and "/<its name>" serve the page.
+  // May read and digest the file on first use (blocking; callers that care
+  // run it on a worker thread — it is safe to call from several threads).
+  Lookup lookup(std::string_view path);
+
+  // Open the object's file for streaming (O_RDONLY|O_CLOEXEC, beneath the
+  // root). Returns -1 (errno set) when it is gone or changed since lookup
+  // (different inode/size/mtime): the caller answers 404/503 and looks up again.
+  int open(const Object& obj) const;
+
+  std::string source() const;  // "root:/srv/site" or "page:/srv/a.html"
+
+ private:
+  Store() = default;
+  int root_fd_ = -1;
+  std::string root_path_;
+  std::string page_name_;  // non-empty in page mode
+  std::string index_;
+  uint64_t memory_limit_ = 0;
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, std::shared_ptr<const Object>> cache_;
+};
+
+}  // namespace cdn::replica
