@@ -1,1 +1,256 @@
-// placeholder
+#include "common/net/client.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace cdn::net {
+
+namespace {
+constexpr size_t kReadBuffer = 64 * 1024;
+}
+
+std::string_view to_string(ClientError e) noexcept {
+  switch (e) {
+    case ClientError::None: return "ok";
+    case ClientError::Connect: return "connect failed";
+    case ClientError::Timeout: return "timed out";
+    case ClientError::Reset: return "connection lost";
+    case ClientError::Protocol: return "bad response";
+    case ClientError::Aborted: return "aborted";
+  }
+  return "?";
+}
+
+ClientConnection::Ptr ClientConnection::create(uv_loop_t* loop, const Address& address,
+                                               const http::Limits& limits) {
+  return Ptr(new ClientConnection(loop, address, limits));
+}
+
+ClientConnection::ClientConnection(uv_loop_t* loop, const Address& address,
+                                   const http::Limits& limits)
+    : loop_(loop), address_(address), parser_(limits) {
+  uv_timer_init(loop_, &timer_);
+  timer_.data = this;
+  timer_open_ = true;
+}
+
+void ClientConnection::close() {
+  if (closing_) return;
+  closing_ = true;
+  busy_ = false;
+  cb_ = {};
+  disconnect();
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), [](uv_handle_t* h) {
+    auto* self = static_cast<ClientConnection*>(h->data);
+    self->timer_open_ = false;
+    if (self->live_streams_ == 0) delete self;
+  });
+}
+
+void ClientConnection::request(std::string_view method, std::string_view target,
+                               std::string_view host, std::string_view extra_headers,
+                               std::chrono::milliseconds timeout, ClientCallbacks callbacks) {
+  if (closing_) return;
+  cb_ = std::move(callbacks);
+  timeout_ = timeout;
+  busy_ = true;
+  got_bytes_ = false;
+  out_.clear();
+  out_.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: ");
+  out_.append(host).append("\r\n").append(extra_headers).append("\r\n");
+  parser_.reset();
+  parser_.expect_no_body(method == "HEAD");
+  headers_reported_ = false;
+  aborted_ = false;
+  parser_.set_body_sink([this](std::string_view piece) {
+    if (aborted_) return;
+    if (!report_headers()) return;
+    if (cb_.on_body && !cb_.on_body(piece)) aborted_ = true;
+  });
+  arm();
+  if (stream_ != nullptr && stream_->connected && !stream_->closing) {
+    reused_ = true;
+    send();
+  } else {
+    reused_ = false;
+    connect();
+  }
+}
+
+bool ClientConnection::report_headers() {
+  if (headers_reported_) return !aborted_;
+  headers_reported_ = true;
+  if (cb_.on_headers && !cb_.on_headers(parser_.response())) aborted_ = true;
+  return !aborted_;
+}
+
+void ClientConnection::arm() {
+  uv_timer_start(
+      &timer_,
+      [](uv_timer_t* t) {
+        auto* self = static_cast<ClientConnection*>(t->data);
+        if (self->closing_ || !self->busy_) return;
+        self->fail(ClientError::Timeout,
+                   "no progress from " + self->address_.str() + " within " +
+                       std::to_string(self->timeout_.count()) + " ms");
+      },
+      static_cast<uint64_t>(timeout_.count()), 0);
+}
+
+void ClientConnection::connect() {
+  disconnect();
+  auto* s = new Stream();
+  s->owner = this;
+  uv_tcp_init(loop_, &s->tcp);
+  s->tcp.data = s;
+  ++live_streams_;
+  stream_ = s;
+  s->connect.data = s;
+  const int rc = uv_tcp_connect(&s->connect, &s->tcp, address_.sa(), on_connect);
+  if (rc != 0) {
+    fail(ClientError::Connect, address_.str() + ": " + uv_strerror(rc));
+    return;
+  }
+  s->connect_pending = true;
+}
+
+void ClientConnection::on_connect(uv_connect_t* req, int status) {
+  auto* s = static_cast<Stream*>(req->data);
+  s->connect_pending = false;
+  ClientConnection* self = s->owner;
+  if (s->closing || self->stream_ != s) return;
+  if (status < 0) {
+    self->fail(ClientError::Connect, self->address_.str() + ": " + uv_strerror(status));
+    return;
+  }
+  s->connected = true;
+  uv_tcp_nodelay(&s->tcp, 1);
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&s->tcp), on_alloc, on_read);
+  if (self->busy_) self->send();
+}
+
+void ClientConnection::send() {
+  Stream* s = stream_;
+  uv_buf_t buf = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
+  s->write.data = s;
+  const int rc =
+      uv_write(&s->write, reinterpret_cast<uv_stream_t*>(&s->tcp), &buf, 1, on_write);
+  if (rc != 0) {
+    fail(ClientError::Reset, address_.str() + ": " + uv_strerror(rc));
+    return;
+  }
+  s->write_pending = true;
+}
+
+void ClientConnection::on_write(uv_write_t* req, int status) {
+  auto* s = static_cast<Stream*>(req->data);
+  s->write_pending = false;
+  ClientConnection* self = s->owner;
+  if (s->closing || self->stream_ != s || !self->busy_) return;
+  if (status < 0) {
+    if (self->reused_ && !self->got_bytes_) {
+      // The server closed the kept-alive connection as we reused it: one fresh try.
+      self->reused_ = false;
+      self->connect();
+      return;
+    }
+    self->fail(ClientError::Reset, self->address_.str() + ": " + uv_strerror(status));
+  }
+}
+
+void ClientConnection::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  auto* s = static_cast<Stream*>(h->data);
+  auto& in = s->owner->in_;
+  if (in.size() < kReadBuffer) in.resize(kReadBuffer);
+  *buf = uv_buf_init(in.data(), static_cast<unsigned>(in.size()));
+}
+
+void ClientConnection::on_read(uv_stream_t* st, ssize_t nread, const uv_buf_t* buf) {
+  auto* s = static_cast<Stream*>(st->data);
+  ClientConnection* self = s->owner;
+  if (s->closing || self->stream_ != s) return;
+  if (nread > 0) {
+    if (!self->busy_) {
+      // Bytes nobody asked for: the connection is out of step; drop it.
+      self->disconnect();
+      return;
+    }
+    self->got_bytes_ = true;
+    self->arm();
+    const auto res = self->parser_.feed(std::string_view(buf->base, static_cast<size_t>(nread)));
+    if (res.status == http::ParseStatus::Error) {
+      self->fail(ClientError::Protocol,
+                 self->address_.str() + ": malformed response: " + std::string(res.reason));
+      return;
+    }
+    if (self->parser_.headers_complete() && !self->report_headers()) {
+      self->fail(ClientError::Aborted, "aborted");
+      return;
+    }
+    if (self->aborted_) {
+      self->fail(ClientError::Aborted, "aborted");
+      return;
+    }
+    if (res.status == http::ParseStatus::Complete) self->complete();
+    return;
+  }
+  if (nread == 0) return;
+  // EOF or error.
+  if (!self->busy_) {
+    self->disconnect();
+    return;
+  }
+  if (nread == UV_EOF) {
+    const auto res = self->parser_.finish();
+    if (res.status == http::ParseStatus::Complete) {
+      if (self->parser_.headers_complete() && !self->report_headers()) {
+        self->fail(ClientError::Aborted, "aborted");
+        return;
+      }
+      self->disconnect();
+      self->complete();
+      return;
+    }
+  }
+  if (self->reused_ && !self->got_bytes_) {
+    self->reused_ = false;
+    self->connect();
+    return;
+  }
+  const std::string why = nread == UV_EOF ? "closed before the response was complete"
+                                          : uv_strerror(static_cast<int>(nread));
+  self->fail(ClientError::Reset, self->address_.str() + ": " + why + " (after " +
+                                     std::to_string(self->parser_.body_bytes()) + " body bytes)");
+}
+
+void ClientConnection::complete() {
+  busy_ = false;
+  uv_timer_stop(&timer_);
+  if (!parser_.response().keep_alive) disconnect();
+  auto done = std::move(cb_.on_done);
+  cb_ = {};
+  if (done) done(ClientResult{}, parser_.response());
+}
+
+void ClientConnection::fail(ClientError e, std::string message) {
+  busy_ = false;
+  uv_timer_stop(&timer_);
+  disconnect();
+  auto done = std::move(cb_.on_done);
+  cb_ = {};
+  if (done) done(ClientResult{e, std::move(message)}, parser_.response());
+}
+
+void ClientConnection::disconnect() {
+  Stream* s = stream_;
+  stream_ = nullptr;
+  if (s == nullptr || s->closing) return;
+  s->closing = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&s->tcp), [](uv_handle_t* h) {
+    auto* st = static_cast<Stream*>(h->data);
+    ClientConnection* self = st->owner;
+    delete st;
+    if (--self->live_streams_ == 0 && self->closing_ && !self->timer_open_) delete self;
+  });
+}
+
+}  // namespace cdn::net

@@ -1,1 +1,683 @@
-// placeholder
+#include "common/net/server.hpp"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <optional>
+
+#include "common/net/address.hpp"
+
+namespace cdn::net {
+
+namespace {
+// Requests already read but held back (pipelined behind a streaming
+// response) are capped; past this the connection stops reading.
+constexpr size_t kMaxPending = 64 * 1024;
+// Responses queued in the kernel-bound write queue before we stop taking
+// requests from a client that does not read its answers.
+constexpr size_t kMaxWriteQueue = 1024 * 1024;
+constexpr size_t kFileChunk = 256 * 1024;
+constexpr size_t kReadBuffer = 64 * 1024;
+
+constexpr std::string_view kRejectResponse =
+    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
+    "Connection: close\r\n\r\n";
+}  // namespace
+
+// One write handed to libuv. Owns the bytes it writes (or keeps their owner
+// alive) and its connection outlives it (freed only after every write callback).
+struct WriteReq {
+  uv_write_t req{};
+  Connection* conn = nullptr;
+  std::string head;
+  std::string body_copy;
+  std::shared_ptr<const void> owner;
+  uv_buf_t bufs[2]{};
+  unsigned nbufs = 0;
+  bool file_chunk = false;
+  size_t bytes = 0;
+};
+
+class Connection {
+ public:
+  enum class State { Reading, Handling, Writing, Closing };
+
+  explicit Connection(Server& server)
+      : server_(server), parser_(server.options_.limits), exchange_(*this) {}
+  ~Connection() {
+    for (auto* w : free_writes_) delete w;
+  }
+
+  bool start(uv_stream_t* listener);
+  void close();
+  void reject();
+  // Drain: close now when idle, else after the response in progress.
+  void drain();
+
+  Server& server_;
+  uv_tcp_t tcp_{};
+  uv_timer_t timer_{};
+  int open_handles_ = 0;
+  Connection* prev_ = nullptr;
+  Connection* next_ = nullptr;
+  State state_ = State::Reading;
+
+  http::RequestParser parser_;
+  std::string pending_;  // bytes read but not yet parsed
+  std::string peer_;
+  bool reading_ = false;
+  bool request_started_ = false;  // some bytes of the next request arrived
+  bool keep_alive_ = true;        // of the response being built
+  bool close_after_write_ = false;
+  bool peer_eof_ = false;
+
+  int pending_writes_ = 0;
+  std::vector<WriteReq*> free_writes_;
+  WriteReq* current_ = nullptr;  // being built by the Exchange
+  std::optional<http::HeadWriter> writer_;
+  bool finished_ = false;
+
+  // A file being streamed.
+  int file_fd_ = -1;
+  uint64_t file_offset_ = 0;
+  uint64_t file_remaining_ = 0;
+  std::unique_ptr<char[]> chunk_;
+
+  Exchange exchange_;
+
+  static void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf);
+  static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  static void on_write(uv_write_t* req, int status);
+  static void on_timer(uv_timer_t* t);
+  static void on_close(uv_handle_t* h);
+
+  void read_start();
+  void read_stop();
+  size_t process(std::string_view input);
+  void resume();
+  void handle_request();
+  void send_error(int status, std::string_view reason);
+  void after_response();
+  void arm(std::chrono::milliseconds ms);
+  WriteReq* take_write();
+  void submit(WriteReq* w);
+  bool send_next_chunk(WriteReq* w);
+  void finish_file_stream();
+  bool idle() const {
+    return state_ == State::Reading && !request_started_ && pending_writes_ == 0 &&
+           pending_.empty();
+  }
+};
+
+// ---------------------------------------------------------------- Exchange
+
+const http::Request& Exchange::request() const { return conn_.parser_.request(); }
+const std::string& Exchange::peer() const { return conn_.peer_; }
+bool Exchange::is_head() const { return conn_.parser_.request().method == "HEAD"; }
+
+http::HeadWriter& Exchange::begin(int status) {
+  Connection& c = conn_;
+  c.current_ = c.take_write();
+  c.writer_.emplace(c.current_->head);
+  c.writer_->status_line(status);
+  c.writer_->header("Date", c.server_.date_header());
+  c.writer_->header("Server", c.server_.options_.server_header);
+  const auto& req = c.parser_.request();
+  if (!c.keep_alive_) {
+    c.writer_->header("Connection", "close");
+  } else if (req.version_major == 1 && req.version_minor == 0) {
+    c.writer_->header("Connection", "keep-alive");
+  }
+  return *c.writer_;
+}
+
+void Exchange::finish(std::string_view body, std::shared_ptr<const void> owner) {
+  Connection& c = conn_;
+  if (c.current_ == nullptr || c.finished_) return;
+  c.writer_->end();
+  WriteReq* w = c.current_;
+  c.current_ = nullptr;
+  c.finished_ = true;
+  w->bufs[0] = uv_buf_init(w->head.data(), static_cast<unsigned>(w->head.size()));
+  w->nbufs = 1;
+  if (!is_head() && !body.empty()) {
+    if (owner) {
+      w->owner = std::move(owner);
+      w->bufs[1] = uv_buf_init(const_cast<char*>(body.data()), static_cast<unsigned>(body.size()));
+    } else {
+      w->body_copy.assign(body);
+      w->bufs[1] = uv_buf_init(w->body_copy.data(), static_cast<unsigned>(w->body_copy.size()));
+    }
+    w->nbufs = 2;
+  }
+  c.submit(w);
+}
+
+void Exchange::finish_file(int fd, uint64_t offset, uint64_t length) {
+  Connection& c = conn_;
+  if (c.current_ == nullptr || c.finished_) {
+    ::close(fd);
+    return;
+  }
+  if (is_head() || length == 0) {
+    ::close(fd);
+    finish();
+    return;
+  }
+  c.writer_->end();
+  WriteReq* w = c.current_;
+  c.current_ = nullptr;
+  c.finished_ = true;
+  c.file_fd_ = fd;
+  c.file_offset_ = offset;
+  c.file_remaining_ = length;
+  // The head travels with the first chunk: one write, one syscall for small files.
+  w->bufs[0] = uv_buf_init(w->head.data(), static_cast<unsigned>(w->head.size()));
+  w->nbufs = 1;
+  if (!c.send_next_chunk(w)) c.close();
+}
+
+void Exchange::reply(int status, std::string_view text,
+                     std::initializer_list<std::pair<std::string_view, std::string_view>> headers) {
+  auto& h = begin(status);
+  h.header("Content-Type", "text/plain; charset=utf-8");
+  for (const auto& [name, value] : headers) h.header(name, value);
+  h.header("Content-Length", static_cast<uint64_t>(text.size() + 1));
+  std::string body(text);
+  body.push_back('\n');
+  finish(body);
+}
+
+// -------------------------------------------------------------- Connection
+
+bool Connection::start(uv_stream_t* listener) {
+  uv_loop_t* loop = listener->loop;
+  uv_tcp_init(loop, &tcp_);
+  tcp_.data = this;
+  ++open_handles_;
+  uv_timer_init(loop, &timer_);
+  timer_.data = this;
+  ++open_handles_;
+  if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(&tcp_)) != 0) return false;
+  uv_tcp_nodelay(&tcp_, 1);
+  uv_os_fd_t fd = -1;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) == 0) peer_ = peer_name(fd);
+  read_start();
+  arm(server_.options_.header_timeout);
+  return true;
+}
+
+void Connection::read_start() {
+  if (reading_ || peer_eof_ || state_ == State::Closing) return;
+  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read) == 0) reading_ = true;
+}
+
+void Connection::read_stop() {
+  if (!reading_) return;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+  reading_ = false;
+}
+
+void Connection::arm(std::chrono::milliseconds ms) {
+  if (state_ == State::Closing) return;
+  uv_timer_start(&timer_, on_timer, static_cast<uint64_t>(ms.count()), 0);
+}
+
+void Connection::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  // One read buffer per server: libuv calls alloc and read back to back on
+  // the loop thread, and process() copies what it keeps, so sharing is safe
+  // and an idle connection costs no buffer at all.
+  auto* c = static_cast<Connection*>(h->data);
+  auto& b = c->server_.read_buffer_;
+  if (b.size() < kReadBuffer) b.resize(kReadBuffer);
+  *buf = uv_buf_init(b.data(), static_cast<unsigned>(b.size()));
+}
+
+void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+  auto* c = static_cast<Connection*>(s->data);
+  if (c->state_ == State::Closing) return;
+  if (nread > 0) {
+    std::string_view data(buf->base, static_cast<size_t>(nread));
+    if (!c->request_started_ && c->state_ == State::Reading && c->pending_.empty()) {
+      // First bytes of a request: the whole head must arrive within
+      // header_timeout from now (a slow client cannot extend it byte by byte).
+      c->request_started_ = true;
+      c->arm(c->server_.options_.header_timeout);
+    }
+    if (c->pending_.empty() && c->state_ == State::Reading) {
+      const size_t used = c->process(data);
+      if (c->state_ != State::Closing && used < data.size() && !c->close_after_write_) {
+        c->pending_.assign(data.substr(used));
+      }
+    } else if (!c->close_after_write_) {
+      c->pending_.append(data);
+      if (c->state_ == State::Reading) c->resume();
+    }
+    if (c->state_ != State::Closing && c->pending_.size() > kMaxPending) c->read_stop();
+    return;
+  }
+  if (nread == UV_EOF) {
+    // Half-closed: answer what was already asked, then close.
+    c->peer_eof_ = true;
+    c->read_stop();
+    if (c->idle() || (c->state_ == State::Reading && c->pending_writes_ == 0)) {
+      c->close();
+    } else {
+      c->close_after_write_ = true;
+    }
+    return;
+  }
+  if (nread < 0) c->close();
+}
+
+size_t Connection::process(std::string_view input) {
+  size_t offset = 0;
+  while (state_ == State::Reading && offset < input.size()) {
+    const auto res = parser_.feed(input.substr(offset));
+    offset += res.consumed;
+    if (res.status == http::ParseStatus::NeedMore) {
+      if (!request_started_) {
+        request_started_ = true;
+        arm(server_.options_.header_timeout);
+      }
+      break;
+    }
+    if (res.status == http::ParseStatus::Error) {
+      SPDLOG_DEBUG("{}: bad request: {}", peer_, res.reason);
+      ++server_.stats_.errors_total;
+      send_error(res.http_status, res.reason);
+      return input.size();
+    }
+    handle_request();
+  }
+  return offset;
+}
+
+void Connection::resume() {
+  if (pending_.empty() || state_ != State::Reading) return;
+  std::string input;
+  input.swap(pending_);
+  const size_t used = process(input);
+  if (state_ != State::Closing && used < input.size() && !close_after_write_) {
+    pending_.assign(std::string_view(input).substr(used));
+  }
+  if (state_ == State::Reading && pending_.size() <= kMaxPending) read_start();
+}
+
+void Connection::handle_request() {
+  ++server_.stats_.requests_total;
+  request_started_ = false;
+  const auto& req = parser_.request();
+  keep_alive_ = req.keep_alive && !server_.draining_ && !peer_eof_;
+  state_ = State::Handling;
+  finished_ = false;
+  uv_timer_stop(&timer_);
+  try {
+    server_.handler_(exchange_);
+  } catch (const std::exception& e) {
+    spdlog::error("{} {} {}: handler failed: {}", peer_, req.method, req.target, e.what());
+    if (current_ != nullptr) {
+      // A head was begun: drop it and answer 500 instead.
+      current_->head.clear();
+      free_writes_.push_back(current_);
+      current_ = nullptr;
+    }
+    if (!finished_) {
+      keep_alive_ = false;
+      exchange_.reply(500, "internal error");
+    }
+  }
+  if (state_ == State::Closing) return;
+  if (!finished_) {
+    spdlog::error("{} {} {}: handler gave no answer", peer_, req.method, req.target);
+    keep_alive_ = false;
+    exchange_.reply(500, "internal error");
+  }
+  if (!keep_alive_) close_after_write_ = true;
+  state_ = State::Writing;
+  after_response();
+}
+
+// After a response was queued or a write completed: decide whether to take
+// the next request, wait for the kernel, or close.
+void Connection::after_response() {
+  if (state_ == State::Closing) return;
+  if (file_fd_ >= 0 || pending_writes_ > 0) {
+    const size_t queued = uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&tcp_));
+    if (file_fd_ < 0 && !close_after_write_ && queued < kMaxWriteQueue) {
+      // Small answers already queued: take the next pipelined request now.
+      parser_.reset();
+      state_ = State::Reading;
+      arm(server_.options_.send_timeout);
+      resume();
+      return;
+    }
+    state_ = State::Writing;
+    arm(server_.options_.send_timeout);
+    if (file_fd_ >= 0 || queued >= kMaxWriteQueue) read_stop();
+    return;
+  }
+  if (close_after_write_) {
+    close();
+    return;
+  }
+  parser_.reset();
+  state_ = State::Reading;
+  if (server_.draining_ && pending_.empty()) {
+    close();
+    return;
+  }
+  arm(pending_.empty() ? server_.options_.idle_timeout : server_.options_.header_timeout);
+  resume();
+  if (state_ == State::Reading) read_start();
+}
+
+void Connection::send_error(int status, std::string_view reason) {
+  keep_alive_ = false;
+  close_after_write_ = true;
+  read_stop();
+  pending_.clear();
+  state_ = State::Handling;
+  finished_ = false;
+  exchange_.reply(status, http::reason_phrase(status));
+  (void)reason;
+  state_ = State::Writing;
+  after_response();
+}
+
+WriteReq* Connection::take_write() {
+  WriteReq* w;
+  if (!free_writes_.empty()) {
+    w = free_writes_.back();
+    free_writes_.pop_back();
+  } else {
+    w = new WriteReq();
+  }
+  w->conn = this;
+  w->head.clear();
+  w->nbufs = 0;
+  w->file_chunk = false;
+  return w;
+}
+
+void Connection::submit(WriteReq* w) {
+  w->bytes = 0;
+  for (unsigned i = 0; i < w->nbufs; ++i) w->bytes += w->bufs[i].len;
+  w->req.data = w;
+  const int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), w->bufs, w->nbufs,
+                          on_write);
+  if (rc != 0) {
+    SPDLOG_DEBUG("{}: write failed: {}", peer_, uv_strerror(rc));
+    w->owner.reset();
+    w->body_copy.clear();
+    free_writes_.push_back(w);
+    close();
+    return;
+  }
+  ++pending_writes_;
+}
+
+// Reads the next piece of the file into the connection's chunk buffer and
+// queues it (after the head, when `w` already carries one). False on a read error.
+bool Connection::send_next_chunk(WriteReq* w) {
+  if (!chunk_) chunk_ = std::make_unique<char[]>(kFileChunk);
+  const size_t want = static_cast<size_t>(std::min<uint64_t>(file_remaining_, kFileChunk));
+  ssize_t got;
+  do {
+    got = ::pread(file_fd_, chunk_.get(), want, static_cast<off_t>(file_offset_));
+  } while (got < 0 && errno == EINTR);
+  if (got <= 0) {
+    // The file shrank under us: the length promised in the head cannot be
+    // kept, so the connection must close rather than send a short body.
+    spdlog::warn("{}: file read failed after {} bytes: {}", peer_, file_offset_,
+                 got == 0 ? "unexpected end of file" : std::strerror(errno));
+    w->owner.reset();
+    free_writes_.push_back(w);
+    return false;
+  }
+  file_offset_ += static_cast<uint64_t>(got);
+  file_remaining_ -= static_cast<uint64_t>(got);
+  w->bufs[w->nbufs++] = uv_buf_init(chunk_.get(), static_cast<unsigned>(got));
+  w->file_chunk = true;
+  submit(w);
+  return true;
+}
+
+void Connection::finish_file_stream() {
+  if (file_fd_ >= 0) ::close(file_fd_);
+  file_fd_ = -1;
+  file_remaining_ = 0;
+}
+
+void Connection::on_write(uv_write_t* req, int status) {
+  auto* w = static_cast<WriteReq*>(req->data);
+  Connection* c = w->conn;
+  --c->pending_writes_;
+  const bool file_chunk = w->file_chunk;
+  w->owner.reset();
+  w->body_copy.clear();
+  if (c->state_ == State::Closing) {
+    c->free_writes_.push_back(w);
+    return;
+  }
+  if (status < 0) {
+    SPDLOG_DEBUG("{}: write error: {}", c->peer_, uv_strerror(status));
+    c->free_writes_.push_back(w);
+    c->close();
+    return;
+  }
+  c->server_.stats_.bytes_sent += w->bytes;
+  if (file_chunk && c->file_fd_ >= 0) {
+    if (c->file_remaining_ > 0) {
+      w->nbufs = 0;
+      w->head.clear();
+      if (!c->send_next_chunk(w)) c->close();
+      else c->arm(c->server_.options_.send_timeout);
+      return;
+    }
+    c->finish_file_stream();
+  }
+  c->free_writes_.push_back(w);
+  if (c->state_ == State::Writing) {
+    c->after_response();
+  } else if (c->state_ == State::Reading && c->pending_writes_ == 0 && c->file_fd_ < 0) {
+    // All pipelined answers are out: back to waiting for a request.
+    if (c->close_after_write_) {
+      c->close();
+    } else if (!c->request_started_) {
+      c->arm(c->server_.options_.idle_timeout);
+    }
+  }
+}
+
+void Connection::on_timer(uv_timer_t* t) {
+  auto* c = static_cast<Connection*>(t->data);
+  if (c->state_ == State::Closing) return;
+  if (c->state_ == State::Reading && c->request_started_ && c->pending_writes_ == 0) {
+    SPDLOG_DEBUG("{}: request head not complete in time", c->peer_);
+    ++c->server_.stats_.errors_total;
+    c->send_error(408, "header timeout");
+    return;
+  }
+  SPDLOG_DEBUG("{}: {} timeout", c->peer_,
+               c->pending_writes_ > 0 || c->file_fd_ >= 0 ? "send" : "idle");
+  c->close();
+}
+
+void Connection::reject() {
+  keep_alive_ = false;
+  close_after_write_ = true;
+  state_ = State::Writing;
+  WriteReq* w = take_write();
+  w->head.assign(kRejectResponse);
+  w->bufs[0] = uv_buf_init(w->head.data(), static_cast<unsigned>(w->head.size()));
+  w->nbufs = 1;
+  submit(w);
+  arm(std::chrono::milliseconds(1000));
+}
+
+void Connection::drain() {
+  if (state_ == State::Closing) return;
+  if (idle()) {
+    close();
+  } else {
+    close_after_write_ = true;
+  }
+}
+
+void Connection::close() {
+  if (state_ == State::Closing) return;
+  state_ = State::Closing;
+  finish_file_stream();
+  reading_ = false;
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
+  server_.connection_closed(this);
+}
+
+void Connection::on_close(uv_handle_t* h) {
+  auto* c = static_cast<Connection*>(h->data);
+  if (--c->open_handles_ == 0) delete c;
+}
+
+// ------------------------------------------------------------------ Server
+
+Server::Server(uv_loop_t* loop, ServerOptions options, Handler handler)
+    : loop_(loop), options_(std::move(options)), handler_(std::move(handler)) {}
+
+Server::~Server() {
+  // The daemon closes and runs the loop first; anything left is a bug, but
+  // freeing it here would hand libuv dangling memory, so it is left alone.
+  if (!closed()) spdlog::critical("server destroyed while open");
+}
+
+int Server::listen(const std::string& address, uint16_t port) {
+  std::string err;
+  auto addr = resolve(address, port, &err);
+  if (!addr) return UV_EADDRNOTAVAIL;
+  auto* tcp = new uv_tcp_t();
+  uv_tcp_init(loop_, tcp);
+  tcp->data = this;
+  int rc = uv_tcp_bind(tcp, addr->sa(), 0);
+  if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(tcp), 511, on_connection);
+  if (rc != 0) {
+    uv_close(reinterpret_cast<uv_handle_t*>(tcp),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+    return rc;
+  }
+  listeners_.push_back(tcp);
+  return 0;
+}
+
+int Server::adopt(int fd) {
+  auto* tcp = new uv_tcp_t();
+  uv_tcp_init(loop_, tcp);
+  tcp->data = this;
+  int rc = uv_tcp_open(tcp, fd);
+  if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(tcp), 511, on_connection);
+  if (rc != 0) {
+    uv_close(reinterpret_cast<uv_handle_t*>(tcp),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+    return rc;
+  }
+  listeners_.push_back(tcp);
+  return 0;
+}
+
+uint16_t Server::port() const {
+  if (listeners_.empty()) return 0;
+  uv_os_fd_t fd = -1;
+  if (uv_fileno(reinterpret_cast<const uv_handle_t*>(listeners_.front()), &fd) != 0) return 0;
+  return local_port(fd);
+}
+
+void Server::set_options(ServerOptions options) { options_ = std::move(options); }
+
+void Server::on_connection(uv_stream_t* listener, int status) {
+  auto* s = static_cast<Server*>(listener->data);
+  if (status < 0) {
+    spdlog::warn("accept: {}", uv_strerror(status));
+    return;
+  }
+  s->accept_one(listener);
+}
+
+void Server::accept_one(uv_stream_t* listener) {
+  auto* c = new Connection(*this);
+  c->next_ = connections_;
+  if (connections_ != nullptr) connections_->prev_ = c;
+  connections_ = c;
+  ++stats_.active_connections;
+  if (stats_.active_connections > options_.max_connections) {
+    // Over the limit: answer 503 rather than leave the client in the backlog.
+    ++stats_.rejected_total;
+    if (!c->start(listener)) {
+      c->close();
+      return;
+    }
+    c->read_stop();
+    c->reject();
+    return;
+  }
+  ++stats_.connections_total;
+  if (!c->start(listener)) c->close();
+}
+
+void Server::connection_closed(Connection* c) {
+  if (c->prev_ != nullptr) c->prev_->next_ = c->next_;
+  if (c->next_ != nullptr) c->next_->prev_ = c->prev_;
+  if (connections_ == c) connections_ = c->next_;
+  c->prev_ = c->next_ = nullptr;
+  --stats_.active_connections;
+  maybe_drained();
+}
+
+void Server::maybe_drained() {
+  if (draining_ && connections_ == nullptr && on_drained_) {
+    auto cb = std::move(on_drained_);
+    on_drained_ = nullptr;
+    cb();
+  }
+}
+
+void Server::drain(std::function<void()> on_drained) {
+  draining_ = true;
+  on_drained_ = std::move(on_drained);
+  for (auto* l : listeners_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(l),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+  }
+  listeners_.clear();
+  for (Connection* c = connections_; c != nullptr;) {
+    Connection* next = c->next_;
+    c->drain();
+    c = next;
+  }
+  maybe_drained();
+}
+
+void Server::close() {
+  draining_ = true;
+  on_drained_ = nullptr;
+  for (auto* l : listeners_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(l),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+  }
+  listeners_.clear();
+  while (connections_ != nullptr) connections_->close();
+}
+
+const std::string& Server::date_header() {
+  const uint64_t now = static_cast<uint64_t>(std::time(nullptr));
+  if (now != date_second_ || date_.empty()) {
+    date_second_ = now;
+    date_ = http::http_date(static_cast<int64_t>(now));
+  }
+  return date_;
+}
+
+}  // namespace cdn::net

@@ -1,0 +1,134 @@
+// An HTTP/1.1 server on libuv: listeners, connections, limits, drain.
+//
+// Glossary and ownership (after knot-resolver's session2.h):
+// - Server: owns its listeners and the set of live connections. Lives on the
+//   loop thread; the daemon owns it and must call close() and run the loop
+//   until closed() before destroying it.
+// - Connection (server.cc): one accepted TCP stream. Heap-held, never moves;
+//   freed in the close callback of its last handle (tcp + timer). Its state
+//   is explicit (Reading, Handling, Writing, Closing) and every libuv callback
+//   checks it first. A close asked for inside a callback only marks it.
+// - Exchange: the handler's view of one request on a connection: the request,
+//   and the calls that answer it. Valid only inside the handler call.
+// Requests on a connection are answered strictly in order (pipelining); a
+// response that streams a file holds the next request back until it is sent.
+#pragma once
+
+#include <uv.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/http/message.hpp"
+#include "common/http/parser.hpp"
+#include "common/http/serialize.hpp"
+
+namespace cdn::net {
+
+class Connection;
+
+struct ServerOptions {
+  uint32_t max_connections = 10000;
+  std::chrono::milliseconds idle_timeout{60'000};
+  std::chrono::milliseconds header_timeout{10'000};
+  std::chrono::milliseconds send_timeout{60'000};
+  http::Limits limits;
+  std::string server_header = "cdn";
+};
+
+struct ServerStats {
+  uint64_t active_connections = 0;
+  uint64_t connections_total = 0;
+  uint64_t requests_total = 0;
+  uint64_t bytes_sent = 0;      // response bytes handed to the kernel
+  uint64_t rejected_total = 0;  // connections refused over max_connections
+  uint64_t errors_total = 0;    // requests answered 4xx by the framing layer
+};
+
+class Exchange {
+ public:
+  const http::Request& request() const;
+  const std::string& peer() const;
+  bool is_head() const;
+
+  // Starts the response: status line, Date, Server and, when this is the
+  // connection's last response, "Connection: close". Add headers to the
+  // returned writer, then call exactly one finish*().
+  http::HeadWriter& begin(int status);
+  // Ends the head and sends `body` (not for HEAD requests, whose
+  // Content-Length still describes the body). The bytes are copied unless
+  // `owner` keeps them alive until written.
+  void finish(std::string_view body = {}, std::shared_ptr<const void> owner = nullptr);
+  // Ends the head and streams `length` bytes of `fd` from `offset`; takes
+  // ownership of fd (closed when done, also for HEAD).
+  void finish_file(int fd, uint64_t offset, uint64_t length);
+
+  // A complete short answer: status, Content-Type text/plain, the text as body.
+  void reply(int status, std::string_view text,
+             std::initializer_list<std::pair<std::string_view, std::string_view>> headers = {});
+
+ private:
+  friend class Connection;
+  explicit Exchange(Connection& c) : conn_(c) {}
+  Connection& conn_;
+};
+
+class Server {
+ public:
+  using Handler = std::function<void(Exchange&)>;
+
+  Server(uv_loop_t* loop, ServerOptions options, Handler handler);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Bind and listen; returns a libuv error (<0) or 0. Port 0 picks a free port.
+  int listen(const std::string& address, uint16_t port);
+  // Serve on an already listening socket (socket activation).
+  int adopt(int fd);
+  // The bound port of the first listener (after listen on port 0).
+  uint16_t port() const;
+
+  // Apply new limits/timeouts to new connections and new requests (reload).
+  void set_options(ServerOptions options);
+  const ServerOptions& options() const { return options_; }
+
+  // Graceful stop: close the listeners (new connections are refused), close
+  // idle connections, let the others finish their current response, then
+  // close them; `on_drained` runs once no connection is left.
+  void drain(std::function<void()> on_drained);
+  // Immediate stop: close every connection and listener.
+  void close();
+  bool draining() const { return draining_; }
+  bool closed() const { return listeners_.empty() && connections_ == nullptr; }
+
+  const ServerStats& stats() const { return stats_; }
+
+ private:
+  friend class Connection;
+  friend class Exchange;
+  static void on_connection(uv_stream_t* listener, int status);
+  void accept_one(uv_stream_t* listener);
+  void connection_closed(Connection* c);
+  void maybe_drained();
+  const std::string& date_header();
+
+  uv_loop_t* loop_;
+  ServerOptions options_;
+  Handler handler_;
+  std::vector<uv_tcp_t*> listeners_;
+  Connection* connections_ = nullptr;  // intrusive doubly linked list
+  ServerStats stats_;
+  bool draining_ = false;
+  std::function<void()> on_drained_;
+  std::string date_;
+  std::string read_buffer_;  // shared by all connections (see Connection::on_alloc)
+  uint64_t date_second_ = 0;
+};
+
+}  // namespace cdn::net

@@ -1,0 +1,36 @@
+// What both daemons share about their life under systemd (or a shell):
+// signals, readiness, status line, watchdog, reload and graceful drain.
+//
+// SIGINT/SIGTERM once: STOPPING=1, `drain` is asked to finish in-flight work
+// and calls back when done; past drain_timeout, `stop_now`. A second signal:
+// `stop_now` at once. SIGHUP: RELOADING=1, `reload`, READY=1.
+// The watchdog is pinged from a loop timer, so a stuck loop stops the pings.
+#pragma once
+
+#include <uv.h>
+
+#include <chrono>
+#include <functional>
+#include <string>
+
+namespace cdn::daemon {
+
+struct Hooks {
+  // Re-read the configuration; return false when it was refused (the hook
+  // has logged why, and the old configuration stays).
+  std::function<bool()> reload;
+  // Begin a graceful stop; call `done` once nothing is in flight.
+  std::function<void(std::function<void()> done)> drain;
+  // Close everything now (after drain, on timeout, or on a second signal).
+  std::function<void()> stop_now;
+  // One line for systemd's STATUS=, asked for every second.
+  std::function<std::string()> status_line;
+  // The drain bound, read when the signal arrives (it may change on reload).
+  std::function<std::chrono::milliseconds()> drain_timeout;
+};
+
+// Announce READY=1, then run the loop until the daemon has stopped; closes
+// every handle and the loop. Returns the process exit code.
+int run(uv_loop_t* loop, Hooks hooks);
+
+}  // namespace cdn::daemon
