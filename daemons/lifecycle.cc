@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <csignal>
 
 #include "cdn_config.h"
@@ -13,7 +16,7 @@ namespace cdn::daemon {
 namespace {
 
 struct Runner {
-  uv_loop_t* loop;
+  uv_loop_t* loop = nullptr;
   Hooks hooks;
   uv::Ptr<uv_signal_t> sigint, sigterm, sighup;
 #if CDN_DEBUG_HOOKS
@@ -85,7 +88,9 @@ struct Runner {
 int run(uv_loop_t* loop, Hooks hooks) {
   // A client that vanishes mid-write must give EPIPE, not kill the daemon.
   std::signal(SIGPIPE, SIG_IGN);
-  Runner r{loop, std::move(hooks), {}, {}, {}, {}, {}, {}, {}, false, false, {}};
+  Runner r;
+  r.loop = loop;
+  r.hooks = std::move(hooks);
   r.sigint = uv::make_signal(loop, SIGINT, [&r] { r.on_stop_signal("SIGINT"); });
   r.sigterm = uv::make_signal(loop, SIGTERM, [&r] { r.on_stop_signal("SIGTERM"); });
   r.sighup = uv::make_signal(loop, SIGHUP, [&r] { r.on_reload(); });
