@@ -1,6 +1,8 @@
 // The replica's content: a directory (`root`) or a single page (`page`),
 // looked up by normalised request path. Files are opened beneath the root
-// only (openat2 RESOLVE_BENEATH: no "..", no symlink out of the root).
+// only (openat2 RESOLVE_BENEATH: no "..", no symlink out of the root; relative
+// symlinks that stay inside are followed, absolute ones are refused even when
+// they point inside, as the kernel cannot tell where "/" should be).
 //
 // Objects are immutable and shared: a response in flight keeps its Object
 // alive. Each carries what the headers need (size, ETag, Last-Modified,
@@ -20,23 +22,31 @@
 namespace cdn::replica {
 
 struct Object {
-  std::string rel;           // path relative to the root ("a/index.html"); the page's file name for a page
+  std::string rel;  // path relative to the root ("a/index.html"); the page's file name for a page
   uint64_t size = 0;
-  int64_t mtime = 0;         // seconds since the epoch
+  int64_t mtime = 0;       // seconds since the epoch
+  int64_t mtime_nsec = 0;  // nanosecond part of the mtime (sub-second rewrites are noticed)
+  // Status change time in ns: an in-place rewrite that puts the old mtime back still moves it.
+  int64_t ctime_ns = 0;
   uint64_t inode = 0;
   uint64_t device = 0;
-  std::string etag;          // strong: "\"<hex of digest prefix>\""
-  std::string digest;        // "sha-256=:<base64>:" (RFC 9530 Repr-Digest value)
+  std::string etag;    // strong: "\"<hex of digest prefix>\""
+  std::string digest;  // "sha-256=:<base64>:" (RFC 9530 Repr-Digest value)
   std::string content_type;
-  std::string last_modified; // IMF-fixdate
-  std::string body;          // the bytes when size <= memory_limit, else empty
+  std::string last_modified;  // IMF-fixdate
+  std::string body;           // the bytes when size <= memory_limit, else empty
   bool in_memory = false;
 };
 
 struct NotFound {};
-struct Forbidden {};                       // exists but may not be served (not a regular file, escapes root)
-struct RedirectSlash { std::string location; };  // a directory asked for without its trailing slash
-struct Found { std::shared_ptr<const Object> object; };
+struct Forbidden {};  // exists but may not be served (not a regular file, escapes root)
+// A directory asked for without its trailing slash; `location` is the path with it.
+struct RedirectSlash {
+  std::string location;
+};
+struct Found {
+  std::shared_ptr<const Object> object;
+};
 using Lookup = std::variant<Found, NotFound, Forbidden, RedirectSlash>;
 
 class Store {
@@ -54,6 +64,8 @@ class Store {
   // index file is served; for a page, "/" and "/<its name>" serve the page.
   // May read and digest the file on first use (blocking; callers that care
   // run it on a worker thread — it is safe to call from several threads).
+  // Never throws for file-system errors: an unexpected one (EIO, EMFILE, a
+  // file that keeps changing while it is digested) is reported as NotFound.
   Lookup lookup(std::string_view path);
 
   // Open the object's file for streaming (O_RDONLY|O_CLOEXEC, beneath the
@@ -63,8 +75,20 @@ class Store {
 
   std::string source() const;  // "root:/srv/site" or "page:/srv/a.html"
 
+  // Tests only: act as if the kernel had no openat2(2), so the realpath
+  // fallback (kernels < 5.6, seccomp filters answering ENOSYS) is exercised.
+  static void disable_openat2_for_testing(bool disabled);
+
  private:
   Store() = default;
+  // openat2(root_fd_, rel, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS) or its
+  // fallback; -1 with errno (EXDEV when `rel` leads outside the root).
+  int open_beneath(const std::string& rel, int flags) const;
+  // For the fallback: is an absolute, symlink-free path at or beneath root_path_?
+  bool inside_root(const std::string& resolved) const;
+  // Reads and digests `rel`; nullptr (errno set) when it vanished, is not a
+  // regular file, or kept changing while being read.
+  std::shared_ptr<const Object> load(const std::string& rel) const;
   int root_fd_ = -1;
   std::string root_path_;
   std::string page_name_;  // non-empty in page mode
