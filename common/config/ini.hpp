@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
@@ -26,17 +27,32 @@ struct Entry {
   int line = 0;
 };
 
+// A "[name]" heading; recorded even when the section holds no key, so that an
+// empty unknown section is still reported.
+struct Section {
+  std::string name;
+  int line = 0;
+};
+
 struct IniFile {
-  std::string path;  // for messages
-  std::vector<Entry> entries;  // in file order; a key may repeat
+  std::string path;               // for messages
+  std::vector<Entry> entries;     // in file order; a key may repeat
+  std::vector<Section> sections;  // headings in file order; a name may repeat
 };
 
 // Parse INI text (inih syntax; ';' and '#' comments). Throws Error on a syntax error.
+// Leading whitespace is ignored (no multi-line values: an indented line is an
+// ordinary line). A line may hold at most kMaxLineLength characters.
+inline constexpr std::size_t kMaxLineLength =
+    198;  // inih's fixed 200-byte line buffer, less "\n\0"
 IniFile parse_ini(std::string_view text, const std::string& path);
 // Read and parse a file. Throws Error when it cannot be read.
 IniFile load_ini(const std::string& path);
+// Reads a whole (small) configuration file; throws Error "PATH: cannot read: why".
+std::string read_config_file(const std::string& path);
 
-// "500ms", "2s", "1m", "1h", "1.5s"; a bare number means seconds. nullopt when malformed or negative.
+// "500ms", "2s", "1m", "1h", "1.5s"; a bare number means seconds. nullopt when malformed or
+// negative.
 std::optional<std::chrono::milliseconds> parse_duration(std::string_view s);
 // "512", "64K", "1M", "2G" (powers of 1024; "KiB"/"MB" spellings accepted). nullopt when malformed.
 std::optional<uint64_t> parse_size(std::string_view s);
@@ -53,5 +69,8 @@ std::optional<HostPort> parse_host_port(std::string_view s, uint16_t default_por
 
 // Formats an Error message for an entry: "FILE:LINE: [section] key: what".
 std::string where(const IniFile& file, const Entry& e, std::string_view what);
+
+// Strict integer parsing for configuration values: decimal digits only.
+std::optional<uint64_t> parse_uint(std::string_view s);
 
 }  // namespace cdn::config

@@ -1,1 +1,534 @@
-// placeholder
+#include "common/config/settings.hpp"
+
+#include <arpa/inet.h>
+
+#include <charconv>
+#include <cmath>
+#include <filesystem>
+#include <functional>
+#include <limits>
+#include <map>
+#include <optional>
+#include <utility>
+
+namespace cdn::config {
+
+namespace {
+
+constexpr std::string_view kSpace = " \t\r\n\f\v";
+constexpr std::string_view kLevels[] = {"trace", "debug",    "info", "warn",
+                                        "error", "critical", "off"};
+constexpr std::string_view kPolicies[] = {"best", "round-robin", "least-loaded", "p2c",
+                                          "consistent"};
+
+std::string_view trim(std::string_view s) {
+  const size_t b = s.find_first_not_of(kSpace);
+  if (b == std::string_view::npos) return {};
+  const size_t e = s.find_last_not_of(kSpace);
+  return s.substr(b, e - b + 1);
+}
+
+std::string lowered(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+template <size_t N>
+bool one_of(std::string_view v, const std::string_view (&set)[N]) {
+  for (const auto s : set) {
+    if (s == v) return true;
+  }
+  return false;
+}
+
+template <size_t N>
+std::string list(const std::string_view (&set)[N]) {
+  std::string out;
+  for (const auto s : set) {
+    if (!out.empty()) out += ", ";
+    out += s;
+  }
+  return out;
+}
+
+std::string q(std::string_view v) { return "'" + std::string(v) + "'"; }
+
+std::string show(milliseconds d) {
+  const auto ms = d.count();
+  if (ms != 0 && ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
+  return std::to_string(ms) + "ms";
+}
+
+bool is_ip_literal(std::string_view s) {
+  if (s.empty() || s.size() >= INET6_ADDRSTRLEN) return false;
+  const std::string copy(s);
+  in_addr a4{};
+  in6_addr a6{};
+  return inet_pton(AF_INET, copy.c_str(), &a4) == 1 || inet_pton(AF_INET6, copy.c_str(), &a6) == 1;
+}
+
+// ---- typed values from entries; every failure names file:line:[section] key ----
+
+[[noreturn]] void bad(const IniFile& f, const Entry& e, std::string_view what) {
+  throw Error(where(f, e, what));
+}
+
+milliseconds duration_of(const IniFile& f, const Entry& e) {
+  const auto d = parse_duration(e.value);
+  if (!d) bad(f, e, q(e.value) + " is not a duration (use 500ms, 2s, 1m)");
+  return *d;
+}
+
+uint64_t uint_of(const IniFile& f, const Entry& e, uint64_t min, uint64_t max) {
+  const auto v = parse_uint(e.value);
+  if (!v || *v < min || *v > max) {
+    bad(f, e,
+        q(e.value) + " is not a whole number from " + std::to_string(min) + " to " +
+            std::to_string(max));
+  }
+  return *v;
+}
+
+uint64_t size_of(const IniFile& f, const Entry& e, uint64_t min, uint64_t max) {
+  const auto v = parse_size(e.value);
+  if (!v) bad(f, e, q(e.value) + " is not a size (use 512, 64K, 1M)");
+  if (*v < min || *v > max) {
+    bad(f, e,
+        q(e.value) + " is out of range (" + std::to_string(min) + " to " + std::to_string(max) +
+            " bytes)");
+  }
+  return *v;
+}
+
+std::string choice_of(const IniFile& f, const Entry& e, std::string_view what,
+                      const auto& choices) {
+  std::string v = lowered(trim(e.value));
+  if (!one_of(v, choices)) {
+    bad(f, e,
+        q(e.value) + " is not a " + std::string(what) + " (use one of " + list(choices) + ")");
+  }
+  return v;
+}
+
+// ---- sections and keys ----
+
+using Setter = std::function<void(const Entry&)>;
+
+struct KeySpec {
+  std::string_view name;
+  Setter set;
+  bool repeatable = false;
+};
+
+struct SectionSpec {
+  std::string_view name;
+  std::vector<KeySpec> keys;
+};
+
+std::string section_names(const std::vector<SectionSpec>& spec) {
+  std::string out;
+  for (const auto& s : spec) {
+    if (!out.empty()) out += ", ";
+    out += "[" + std::string(s.name) + "]";
+  }
+  return out;
+}
+
+// Checks every heading and key against spec and hands each value to its setter.
+// A key that is not repeatable may appear once.
+void apply(const IniFile& f, const std::vector<SectionSpec>& spec) {
+  const auto find_section = [&](std::string_view name) -> const SectionSpec* {
+    for (const auto& s : spec) {
+      if (s.name == name) return &s;
+    }
+    return nullptr;
+  };
+  for (const auto& s : f.sections) {
+    if (find_section(s.name) == nullptr) {
+      throw Error(f.path + ":" + std::to_string(s.line) + ": [" + s.name +
+                  "]: unknown section (known: " + section_names(spec) + ")");
+    }
+  }
+  std::map<std::pair<std::string, std::string>, int> seen;
+  for (const auto& e : f.entries) {
+    if (e.section.empty()) {
+      throw Error(f.path + ":" + std::to_string(e.line) + ": " + e.key +
+                  ": key outside any section (put it under one of " + section_names(spec) + ")");
+    }
+    const SectionSpec* section = find_section(e.section);
+    if (section == nullptr) bad(f, e, "unknown section");  // unreachable: headings checked above
+    const KeySpec* key = nullptr;
+    for (const auto& k : section->keys) {
+      if (k.name == e.key) key = &k;
+    }
+    if (key == nullptr) {
+      std::string known;
+      for (const auto& k : section->keys) {
+        if (!known.empty()) known += ", ";
+        known += k.name;
+      }
+      bad(f, e, "unknown key (known in [" + e.section + "]: " + known + ")");
+    }
+    if (!key->repeatable) {
+      const auto [it, fresh] = seen.emplace(std::make_pair(e.section, e.key), e.line);
+      if (!fresh) bad(f, e, "set twice (first at line " + std::to_string(it->second) + ")");
+    }
+    key->set(e);
+  }
+}
+
+SectionSpec server_section(const IniFile& f, ServerSettings& s) {
+  return {"server",
+          {
+              {"address",
+               [&](const Entry& e) {
+                 std::string_view v = trim(e.value);
+                 if (v.size() >= 2 && v.front() == '[' && v.back() == ']') {
+                   v = v.substr(1, v.size() - 2);
+                 }
+                 if (!is_ip_literal(v)) {
+                   bad(f, e, q(e.value) + " is not an IP address (use 0.0.0.0, ::, 127.0.0.1)");
+                 }
+                 s.address = std::string(v);
+               }},
+              // 0 asks the kernel for any free port (tests use it).
+              {"port",
+               [&](const Entry& e) { s.port = static_cast<uint16_t>(uint_of(f, e, 0, 65535)); }},
+              {"name", [&](const Entry& e) { s.name = std::string(trim(e.value)); }},
+              {"max_connections",
+               [&](const Entry& e) {
+                 s.max_connections = static_cast<uint32_t>(uint_of(f, e, 1, 10'000'000));
+               }},
+              {"idle_timeout", [&](const Entry& e) { s.idle_timeout = duration_of(f, e); }},
+              {"header_timeout", [&](const Entry& e) { s.header_timeout = duration_of(f, e); }},
+              {"send_timeout", [&](const Entry& e) { s.send_timeout = duration_of(f, e); }},
+              {"drain_timeout", [&](const Entry& e) { s.drain_timeout = duration_of(f, e); }},
+              {"max_request_line",
+               [&](const Entry& e) { s.max_request_line = size_of(f, e, 64, 1 << 20); }},
+              {"max_header_bytes",
+               [&](const Entry& e) { s.max_header_bytes = size_of(f, e, 256, 64 << 20); }},
+              {"max_headers",
+               [&](const Entry& e) {
+                 s.max_headers = static_cast<uint32_t>(uint_of(f, e, 1, 10'000));
+               }},
+          }};
+}
+
+SectionSpec log_section(const IniFile& f, LogSettings& s) {
+  return {"log",
+          {
+              {"level", [&](const Entry& e) { s.level = choice_of(f, e, "log level", kLevels); }},
+              {"file", [&](const Entry& e) { s.file = std::string(trim(e.value)); }},
+          }};
+}
+
+// A relative path in file f means relative to f's directory.
+std::string resolve(const IniFile& f, std::string_view value) {
+  const std::filesystem::path p{std::string(value)};
+  if (p.empty() || p.is_absolute()) return p.string();
+  const std::filesystem::path dir = std::filesystem::path(f.path).parent_path();
+  return (dir / p).lexically_normal().string();
+}
+
+// A replica address and where it was written, for duplicate messages.
+struct Listed {
+  HostPort hp;
+  std::string source;  // "FILE:LINE"
+};
+
+std::string canonical(const HostPort& hp) { return lowered(hp.str()); }
+
+std::vector<Listed> servers_with_lines(std::string_view text, const std::string& path,
+                                       uint16_t default_port) {
+  std::vector<Listed> out;
+  int line = 0;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    ++line;
+    const size_t nl = text.find('\n', pos);
+    std::string_view raw = text.substr(pos, nl == std::string_view::npos ? text.npos : nl - pos);
+    pos = nl == std::string_view::npos ? text.size() : nl + 1;
+    if (const size_t hash = raw.find('#'); hash != std::string_view::npos) {
+      raw = raw.substr(0, hash);
+    }
+    const std::string_view v = trim(raw);
+    if (v.empty()) continue;
+    const std::string here = path + ":" + std::to_string(line);
+    const auto hp = parse_host_port(v, default_port);
+    if (!hp) throw Error(here + ": " + q(v) + " is not an address");
+    if (hp->port == 0) {
+      throw Error(here + ": " + q(v) + " has no port, and there is no default port to use");
+    }
+    out.push_back(Listed{*hp, here});
+  }
+  return out;
+}
+
+void check_content_source(const ContentSettings& c, const std::string& prefix) {
+  std::vector<std::string_view> given;
+  if (!c.root.empty()) given.push_back("root");
+  if (!c.page.empty()) given.push_back("page");
+  if (!c.origin.empty()) given.push_back("origin");
+  if (given.size() == 1) return;
+  std::string why;
+  if (given.empty()) {
+    why = "none is set";
+  } else if (given.size() == 2) {
+    why = "both " + std::string(given[0]) + " and " + std::string(given[1]) + " are set";
+  } else {
+    why = "root, page and origin are all set";
+  }
+  throw Error(prefix + "[content]: set exactly one of root, page or origin (" + why + ")");
+}
+
+void check_positive(milliseconds d, std::string_view name, const std::string& prefix) {
+  if (d.count() <= 0) throw Error(prefix + std::string(name) + ": must be longer than 0");
+}
+
+void check_server(const ServerSettings& s, const std::string& prefix) {
+  std::string_view addr = s.address;
+  if (!is_ip_literal(addr)) {
+    throw Error(prefix + "[server] address: " + q(addr) + " is not an IP address");
+  }
+  if (s.max_connections < 1) throw Error(prefix + "[server] max_connections: must be at least 1");
+  check_positive(s.idle_timeout, "[server] idle_timeout", prefix);
+  check_positive(s.header_timeout, "[server] header_timeout", prefix);
+  check_positive(s.send_timeout, "[server] send_timeout", prefix);
+  check_positive(s.drain_timeout, "[server] drain_timeout", prefix);
+  if (s.max_request_line < 1) throw Error(prefix + "[server] max_request_line: must be at least 1");
+  if (s.max_header_bytes < 1) throw Error(prefix + "[server] max_header_bytes: must be at least 1");
+  if (s.max_headers < 1) throw Error(prefix + "[server] max_headers: must be at least 1");
+}
+
+void check_log(const LogSettings& s, const std::string& prefix) {
+  if (!one_of(s.level, kLevels)) {
+    throw Error(prefix + "[log] level: " + q(s.level) + " is not a log level (use one of " +
+                list(kLevels) + ")");
+  }
+}
+
+std::optional<double> parse_double(std::string_view s) {
+  s = trim(s);
+  if (s.empty()) return std::nullopt;
+  double v = 0;
+  const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc{} || ptr != s.data() + s.size() || !std::isfinite(v)) return std::nullopt;
+  return v;
+}
+
+}  // namespace
+
+std::string normalize_origin(std::string_view origin) {
+  const std::string_view s = trim(origin);
+  const auto fail = [&]() -> Error {
+    return Error(q(origin) +
+                 " is not an origin (use http://host[:port]/path, https://... or a bare host)");
+  };
+  std::string scheme = "http";
+  std::string_view rest = s;
+  if (const size_t p = s.find("://"); p != std::string_view::npos) {
+    scheme = lowered(s.substr(0, p));
+    if (scheme != "http" && scheme != "https") throw fail();
+    rest = s.substr(p + 3);
+  }
+  const size_t slash = rest.find('/');
+  const std::string_view authority = rest.substr(0, slash);
+  const std::string_view path = slash == std::string_view::npos ? "/" : rest.substr(slash);
+  if (authority.empty() || !parse_host_port(authority, 1)) throw fail();
+  for (const char c : path) {
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) throw fail();
+  }
+  return scheme + "://" + std::string(authority) + std::string(path);
+}
+
+ReplicaSettings replica_settings(const IniFile& file) {
+  ReplicaSettings r;
+  ContentSettings& c = r.content;
+  const std::vector<SectionSpec> spec = {
+      server_section(file, r.server),
+      log_section(file, r.log),
+      {"content",
+       {
+           {"root", [&](const Entry& e) { c.root = std::string(trim(e.value)); }},
+           {"page", [&](const Entry& e) { c.page = std::string(trim(e.value)); }},
+           {"origin",
+            [&](const Entry& e) {
+              const std::string_view v = trim(e.value);
+              if (v.empty()) {
+                c.origin.clear();
+                return;
+              }
+              try {
+                c.origin = normalize_origin(v);
+              } catch (const Error& err) {
+                bad(file, e, err.what());
+              }
+            }},
+           {"index",
+            [&](const Entry& e) {
+              const std::string_view v = trim(e.value);
+              if (v.empty() || v.find('/') != std::string_view::npos || v == "." || v == "..") {
+                bad(file, e, q(e.value) + " is not a file name (use e.g. index.html)");
+              }
+              c.index = std::string(v);
+            }},
+           {"max_age", [&](const Entry& e) { c.max_age = duration_of(file, e); }},
+           {"capacity",
+            [&](const Entry& e) {
+              c.capacity =
+                  static_cast<uint32_t>(uint_of(file, e, 1, std::numeric_limits<uint32_t>::max()));
+            }},
+       }},
+  };
+  apply(file, spec);
+  return r;
+}
+
+BalancerSettings balancer_settings(const IniFile& file) {
+  BalancerSettings b;
+  std::vector<const Entry*> replica_entries;
+  const Entry* servers_entry = nullptr;
+  const std::vector<SectionSpec> spec = {
+      server_section(file, b.server),
+      log_section(file, b.log),
+      {"replicas",
+       {
+           {"servers_file",
+            [&](const Entry& e) {
+              const std::string_view v = trim(e.value);
+              b.servers_file = v.empty() ? std::string() : resolve(file, v);
+              servers_entry = &e;
+            }},
+           {"replica", [&](const Entry& e) { replica_entries.push_back(&e); }, true},
+       }},
+      {"probe",
+       {
+           {"interval", [&](const Entry& e) { b.probe.interval = duration_of(file, e); }},
+           {"timeout", [&](const Entry& e) { b.probe.timeout = duration_of(file, e); }},
+           {"rise",
+            [&](const Entry& e) {
+              b.probe.rise = static_cast<uint32_t>(uint_of(file, e, 1, 100));
+            }},
+           {"fall",
+            [&](const Entry& e) {
+              b.probe.fall = static_cast<uint32_t>(uint_of(file, e, 1, 100));
+            }},
+       }},
+      {"balance",
+       {
+           {"policy",
+            [&](const Entry& e) { b.balance.policy = choice_of(file, e, "policy", kPolicies); }},
+           {"fallbacks",
+            [&](const Entry& e) {
+              b.balance.fallbacks = static_cast<uint32_t>(uint_of(file, e, 0, 64));
+            }},
+           {"retry_after", [&](const Entry& e) { b.balance.retry_after = duration_of(file, e); }},
+           {"hash_load_factor",
+            [&](const Entry& e) {
+              const auto v = parse_double(e.value);
+              if (!v || *v <= 1.0 || *v > 100.0) {
+                bad(file, e, q(e.value) + " is not a number above 1.0 (e.g. 1.25)");
+              }
+              b.balance.hash_load_factor = *v;
+            }},
+       }},
+  };
+  apply(file, spec);
+
+  // Replicas last: a bare host takes [server] port, which may come later in the file.
+  std::vector<Listed> listed;
+  std::map<std::string, std::string> first;  // canonical address -> where
+  const auto add = [&](Listed l) {
+    const auto [it, fresh] = first.emplace(canonical(l.hp), l.source);
+    if (!fresh) {
+      throw Error(l.source + ": replica " + l.hp.str() + " is listed twice (also at " + it->second +
+                  ")");
+    }
+    b.replicas.push_back(l.hp);
+  };
+  for (const Entry* e : replica_entries) {
+    const auto hp = parse_host_port(e->value, b.server.port);
+    if (!hp) {
+      bad(file, *e, q(e->value) + " is not an address (use host, host:port or [v6]:port)");
+    }
+    if (hp->port == 0) {
+      bad(file, *e, q(e->value) + " needs a port, since [server] port is 0");
+    }
+    add(Listed{*hp, file.path + ":" + std::to_string(e->line)});
+  }
+  if (!b.servers_file.empty()) {
+    std::string text;
+    try {
+      text = read_config_file(b.servers_file);
+    } catch (const Error& err) {
+      bad(file, *servers_entry, err.what());
+    }
+    for (auto& l : servers_with_lines(text, b.servers_file, b.server.port)) add(std::move(l));
+  }
+  return b;
+}
+
+std::vector<HostPort> parse_servers(std::string_view text, const std::string& path,
+                                    uint16_t default_port) {
+  std::vector<HostPort> out;
+  for (auto& l : servers_with_lines(text, path, default_port)) out.push_back(std::move(l.hp));
+  return out;
+}
+
+std::vector<HostPort> load_servers(const std::string& path, uint16_t default_port) {
+  return parse_servers(read_config_file(path), path, default_port);
+}
+
+void validate(const ReplicaSettings& s, const std::string& path) {
+  const std::string prefix = path + ": ";
+  check_server(s.server, prefix);
+  check_log(s.log, prefix);
+  check_content_source(s.content, prefix);
+  const std::string_view o = s.content.origin;
+  if (!o.empty() && o.substr(0, 7) != "http://" && o.substr(0, 8) != "https://") {
+    throw Error(prefix + "[content] origin: " + q(o) + " must start with http:// or https://");
+  }
+  if (s.content.index.empty() || s.content.index.find('/') != std::string::npos) {
+    throw Error(prefix + "[content] index: " + q(s.content.index) + " is not a file name");
+  }
+  if (s.content.max_age.count() < 0)
+    throw Error(prefix + "[content] max_age: must not be negative");
+  if (s.content.capacity < 1) throw Error(prefix + "[content] capacity: must be at least 1");
+}
+
+void validate(const BalancerSettings& s, const std::string& path) {
+  const std::string prefix = path + ": ";
+  check_server(s.server, prefix);
+  check_log(s.log, prefix);
+  if (s.replicas.empty()) {
+    throw Error(prefix + "no replicas: set [replicas] replica= or servers_file=");
+  }
+  std::map<std::string, std::string> seen;
+  for (const auto& r : s.replicas) {
+    if (r.port == 0) throw Error(prefix + "[replicas]: replica " + q(r.host) + " has no port");
+    if (!seen.emplace(canonical(r), r.str()).second) {
+      throw Error(prefix + "[replicas]: replica " + r.str() + " is listed twice");
+    }
+  }
+  check_positive(s.probe.interval, "[probe] interval", prefix);
+  check_positive(s.probe.timeout, "[probe] timeout", prefix);
+  if (s.probe.timeout >= s.probe.interval) {
+    throw Error(prefix + "[probe] timeout: " + show(s.probe.timeout) +
+                " must be shorter than interval (" + show(s.probe.interval) + ")");
+  }
+  if (s.probe.rise < 1) throw Error(prefix + "[probe] rise: must be at least 1");
+  if (s.probe.fall < 1) throw Error(prefix + "[probe] fall: must be at least 1");
+  if (!one_of(s.balance.policy, kPolicies)) {
+    throw Error(prefix + "[balance] policy: " + q(s.balance.policy) +
+                " is not a policy (use one of " + list(kPolicies) + ")");
+  }
+  check_positive(s.balance.retry_after, "[balance] retry_after", prefix);
+  if (!(s.balance.hash_load_factor > 1.0) || !std::isfinite(s.balance.hash_load_factor)) {
+    throw Error(prefix + "[balance] hash_load_factor: must be above 1.0");
+  }
+}
+
+}  // namespace cdn::config

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/config/ini.hpp"
@@ -24,8 +25,8 @@ struct ServerSettings {
   milliseconds header_timeout{10'000};  // a request head must arrive within this
   milliseconds send_timeout{60'000};    // no write progress for this long closes
   milliseconds drain_timeout{30'000};   // SIGTERM: finish in-flight work within this
-  uint64_t max_request_line = 8 * 1024;
-  uint64_t max_header_bytes = 16 * 1024;
+  uint64_t max_request_line = 8 * 1024ULL;
+  uint64_t max_header_bytes = 16 * 1024ULL;
   uint32_t max_headers = 100;
 };
 
@@ -90,5 +91,12 @@ std::vector<HostPort> load_servers(const std::string& path, uint16_t default_por
 // Throws Error "PATH: problem".
 void validate(const ReplicaSettings& s, const std::string& path);
 void validate(const BalancerSettings& s, const std::string& path);
+
+// An origin as the user wrote it -> a URL: "http://..." and "https://..." are
+// kept (scheme lower-cased, "/" added when there is no path); a bare
+// "host[:port][/path]" becomes "http://host[:port]/path". replica_settings
+// applies it to [content] origin; main applies it to the seed's -w flag.
+// Throws Error "'x' is not an origin (...)" without a file prefix.
+std::string normalize_origin(std::string_view origin);
 
 }  // namespace cdn::config

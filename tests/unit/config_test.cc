@@ -1,1 +1,834 @@
 #include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "common/config/ini.hpp"
+#include "common/config/settings.hpp"
+
+namespace cdn::config {
+namespace {
+
+namespace fs = std::filesystem;
+using std::chrono::milliseconds;
+
+// gmock is not linked: a small substring assertion instead of HasSubstr.
+::testing::AssertionResult Contains(const std::string& haystack, const std::string& needle) {
+  if (haystack.find(needle) != std::string::npos) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << "'" << haystack << "' does not contain '" << needle << "'";
+}
+
+// The message of the Error that f throws; fails the test when it throws none.
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no config::Error thrown";
+  return {};
+}
+
+// The repository root, found from this file's name: __FILE__ is relative to
+// the build directory under meson, so try it against the current directory and
+// against the build directory (two levels above this test executable).
+fs::path source_root() {
+  if (const char* env = std::getenv("CDN_SOURCE_ROOT"); env != nullptr && *env != '\0') {
+    return env;
+  }
+  const fs::path self = fs::path(__FILE__).parent_path().parent_path().parent_path();
+  std::vector<fs::path> candidates;
+  if (self.is_absolute()) {
+    candidates.push_back(self);
+  } else {
+    candidates.push_back(fs::current_path() / self);
+    std::error_code ec;
+    const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+    if (!ec) candidates.push_back(exe.parent_path().parent_path().parent_path() / self);
+  }
+  for (const auto& c : candidates) {
+    if (fs::exists(c / "etc/cdn/replicad.ini")) return fs::weakly_canonical(c);
+  }
+  return {};
+}
+
+// A fresh directory, removed at the end of the test.
+class TempDir {
+ public:
+  TempDir() {
+    std::string templ = (fs::temp_directory_path() / "cdn-config-test-XXXXXX").string();
+    if (mkdtemp(templ.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = templ;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const fs::path& path() const { return path_; }
+  std::string write(const std::string& name, const std::string& text) const {
+    const fs::path p = path_ / name;
+    fs::create_directories(p.parent_path());
+    std::ofstream(p) << text;
+    return p.string();
+  }
+
+ private:
+  fs::path path_;
+};
+
+// ---------------------------------------------------------------- durations
+
+TEST(Duration, Units) {
+  EXPECT_EQ(parse_duration("500ms"), milliseconds(500));
+  EXPECT_EQ(parse_duration("2s"), milliseconds(2000));
+  EXPECT_EQ(parse_duration("1m"), milliseconds(60'000));
+  EXPECT_EQ(parse_duration("1h"), milliseconds(3'600'000));
+  EXPECT_EQ(parse_duration("0"), milliseconds(0));
+  EXPECT_EQ(parse_duration("0ms"), milliseconds(0));
+}
+
+TEST(Duration, BareNumberIsSeconds) {
+  EXPECT_EQ(parse_duration("5"), milliseconds(5000));
+  EXPECT_EQ(parse_duration("007"), milliseconds(7000));
+}
+
+TEST(Duration, Decimals) {
+  EXPECT_EQ(parse_duration("1.5s"), milliseconds(1500));
+  EXPECT_EQ(parse_duration("0.25"), milliseconds(250));
+  EXPECT_EQ(parse_duration(".5s"), milliseconds(500));
+  EXPECT_EQ(parse_duration("1.5m"), milliseconds(90'000));
+  EXPECT_EQ(parse_duration("0.001s"), milliseconds(1));
+  EXPECT_EQ(parse_duration("2.5ms"), milliseconds(3));  // rounded to the nearest ms
+  EXPECT_EQ(parse_duration("1.0000000000000000000001s"), milliseconds(1000));
+}
+
+TEST(Duration, WhitespaceAndCase) {
+  EXPECT_EQ(parse_duration("  2s "), milliseconds(2000));
+  EXPECT_EQ(parse_duration("2 s"), milliseconds(2000));
+  EXPECT_EQ(parse_duration("300MS"), milliseconds(300));
+}
+
+TEST(Duration, Rejects) {
+  for (const char* bad : {"",    " ",     "-1s",    "-0",        "+1s",  "s",  "ms",  "1.",
+                          ".",   "1..5s", "1.5.2s", "5 parsecs", "1sec", "1d", "1s1", "1s junk",
+                          "1e3", "0x10",  "1,5s",   "1m30s",     "∞",    "nan"}) {
+    EXPECT_EQ(parse_duration(bad), std::nullopt) << "'" << bad << "'";
+  }
+}
+
+TEST(Duration, Overflow) {
+  EXPECT_EQ(parse_duration("99999999999999999999999"), std::nullopt);
+  EXPECT_EQ(parse_duration("18446744073709551615s"), std::nullopt);
+  EXPECT_EQ(parse_duration("9223372036854775807h"), std::nullopt);
+  EXPECT_EQ(parse_duration("2562047788015h"), std::nullopt);  // > int64 ms / 2
+  EXPECT_TRUE(parse_duration("1000000h").has_value());
+}
+
+// ---------------------------------------------------------------- sizes
+
+TEST(Size, Units) {
+  EXPECT_EQ(parse_size("0"), 0U);
+  EXPECT_EQ(parse_size("512"), 512U);
+  EXPECT_EQ(parse_size("512B"), 512U);
+  EXPECT_EQ(parse_size("64K"), 64U * 1024);
+  EXPECT_EQ(parse_size("64k"), 64U * 1024);
+  EXPECT_EQ(parse_size("1M"), 1024U * 1024);
+  EXPECT_EQ(parse_size("2G"), 2ULL << 30);
+  EXPECT_EQ(parse_size("3T"), 3ULL << 40);
+  EXPECT_EQ(parse_size("8 K"), 8U * 1024);
+}
+
+TEST(Size, LongSpellingsArePowersOf1024) {
+  EXPECT_EQ(parse_size("1KiB"), 1024U);
+  EXPECT_EQ(parse_size("1KB"), 1024U);
+  EXPECT_EQ(parse_size("1kb"), 1024U);
+  EXPECT_EQ(parse_size("1MiB"), 1U << 20);
+  EXPECT_EQ(parse_size("1MB"), 1U << 20);
+  EXPECT_EQ(parse_size("1GiB"), 1ULL << 30);
+  EXPECT_EQ(parse_size("1TB"), 1ULL << 40);
+}
+
+TEST(Size, Rejects) {
+  for (const char* bad : {"", "K", "-1", "+1", "1.5M", "1X", "1KK", "1Kib2", "1 K B", "1iB", "1P",
+                          "0x10", "1KBB", "12abc"}) {
+    EXPECT_EQ(parse_size(bad), std::nullopt) << "'" << bad << "'";
+  }
+}
+
+TEST(Size, Overflow) {
+  EXPECT_EQ(parse_size("18446744073709551615"), UINT64_MAX);
+  EXPECT_EQ(parse_size("18446744073709551616"), std::nullopt);
+  EXPECT_EQ(parse_size("16777216T"), std::nullopt);  // 2^24 * 2^40 = 2^64
+  EXPECT_EQ(parse_size("16777215T"), 16777215ULL << 40);
+  EXPECT_EQ(parse_size("17179869184G"), std::nullopt);
+}
+
+// ---------------------------------------------------------------- bools
+
+TEST(Bool, Spellings) {
+  for (const char* t : {"yes", "true", "on", "1", "YES", "True", " on "}) {
+    EXPECT_EQ(parse_bool(t), true) << t;
+  }
+  for (const char* f : {"no", "false", "off", "0", "NO", "False"}) {
+    EXPECT_EQ(parse_bool(f), false) << f;
+  }
+  for (const char* bad : {"", "y", "n", "2", "yes please", "enabled"}) {
+    EXPECT_EQ(parse_bool(bad), std::nullopt) << bad;
+  }
+}
+
+// ---------------------------------------------------------------- host:port
+
+TEST(HostPort, Forms) {
+  EXPECT_EQ(parse_host_port("example.com", 33000), (HostPort{"example.com", 33000}));
+  EXPECT_EQ(parse_host_port("example.com:8080", 33000), (HostPort{"example.com", 8080}));
+  EXPECT_EQ(parse_host_port("10.0.0.1:1", 33000), (HostPort{"10.0.0.1", 1}));
+  EXPECT_EQ(parse_host_port("10.0.0.1:65535", 33000), (HostPort{"10.0.0.1", 65535}));
+  EXPECT_EQ(parse_host_port("[::1]:80", 33000), (HostPort{"::1", 80}));
+  EXPECT_EQ(parse_host_port("[2001:db8::1]", 33000), (HostPort{"2001:db8::1", 33000}));
+  EXPECT_EQ(parse_host_port("  my_host-1.local:9 ", 33000), (HostPort{"my_host-1.local", 9}));
+}
+
+TEST(HostPort, Rejects) {
+  for (const char* bad : {"",
+                          ":80",
+                          "host:",
+                          "host:0",
+                          "host:65536",
+                          "host:99999999",
+                          "host:-1",
+                          "host:+80",
+                          "host:8o",
+                          "host:80:81",
+                          "::1",
+                          "2001:db8::1",
+                          "::1:80",
+                          "[::1",
+                          "[::1]80",
+                          "[::1]:",
+                          "[zz]:80",
+                          "[]:80",
+                          "[127.0.0.1]:80",
+                          "http://host",
+                          "host/path",
+                          "user@host",
+                          "a b",
+                          ".host",
+                          "-host",
+                          "host: 80"}) {
+    EXPECT_EQ(parse_host_port(bad, 33000), std::nullopt) << "'" << bad << "'";
+  }
+}
+
+TEST(HostPort, Str) {
+  EXPECT_EQ((HostPort{"example.com", 80}).str(), "example.com:80");
+  EXPECT_EQ((HostPort{"::1", 33000}).str(), "[::1]:33000");
+  // str() round-trips through parse_host_port.
+  for (const char* s : {"a.b:1", "[fe80::1]:443", "127.0.0.1:33000"}) {
+    const auto hp = parse_host_port(s, 1);
+    ASSERT_TRUE(hp) << s;
+    EXPECT_EQ(hp->str(), s);
+  }
+}
+
+// ---------------------------------------------------------------- INI syntax
+
+TEST(Ini, EntriesInOrderWithLinesAndRepeats) {
+  const IniFile f = parse_ini(
+      "; comment\n"
+      "# another\n"
+      "[replicas]\n"
+      "replica = a:1\n"
+      "\n"
+      "replica=b:2\n"
+      "  replica = c:3 ; inline comment\n"
+      "[probe]\n"
+      "interval : 2s\n",
+      "t.ini");
+  ASSERT_EQ(f.entries.size(), 4U);
+  EXPECT_EQ(f.path, "t.ini");
+  EXPECT_EQ(f.entries[0].section, "replicas");
+  EXPECT_EQ(f.entries[0].key, "replica");
+  EXPECT_EQ(f.entries[0].value, "a:1");
+  EXPECT_EQ(f.entries[0].line, 4);
+  EXPECT_EQ(f.entries[1].value, "b:2");
+  EXPECT_EQ(f.entries[1].line, 6);
+  EXPECT_EQ(f.entries[2].value, "c:3");  // indented: an ordinary line, not a continuation
+  EXPECT_EQ(f.entries[2].line, 7);
+  EXPECT_EQ(f.entries[3].section, "probe");
+  EXPECT_EQ(f.entries[3].key, "interval");
+  EXPECT_EQ(f.entries[3].value, "2s");
+  EXPECT_EQ(f.entries[3].line, 9);
+  ASSERT_EQ(f.sections.size(), 2U);
+  EXPECT_EQ(f.sections[0].name, "replicas");
+  EXPECT_EQ(f.sections[0].line, 3);
+  EXPECT_EQ(f.sections[1].line, 8);
+}
+
+TEST(Ini, CrLfAndBomAndNoFinalNewline) {
+  const IniFile f = parse_ini("\xEF\xBB\xBF[a]\r\nk = v\r\nj = w", "t.ini");
+  ASSERT_EQ(f.entries.size(), 2U);
+  EXPECT_EQ(f.entries[0].section, "a");
+  EXPECT_EQ(f.entries[0].value, "v");
+  EXPECT_EQ(f.entries[1].value, "w");
+  EXPECT_EQ(f.entries[1].line, 3);
+}
+
+TEST(Ini, EmptyInputAndEmptyValue) {
+  EXPECT_TRUE(parse_ini("", "t.ini").entries.empty());
+  const IniFile f = parse_ini("[a]\nk =\n", "t.ini");
+  ASSERT_EQ(f.entries.size(), 1U);
+  EXPECT_EQ(f.entries[0].value, "");
+}
+
+TEST(Ini, SyntaxErrorsNameTheLine) {
+  auto msg = error_of([] { parse_ini("[a]\nk = v\njust words\n", "/etc/cdn/x.ini"); });
+  EXPECT_TRUE(Contains(msg, "/etc/cdn/x.ini:3: syntax error"));
+  EXPECT_TRUE(Contains(msg, "just words"));
+
+  msg = error_of([] { parse_ini("[a]\n\n[broken\nk = v\n", "x.ini"); });
+  EXPECT_TRUE(Contains(msg, "x.ini:3: syntax error"));
+  EXPECT_TRUE(Contains(msg, "']'"));
+
+  msg = error_of([] { parse_ini("[a]\n= v\n", "x.ini"); });
+  EXPECT_TRUE(Contains(msg, "x.ini:2: syntax error"));
+
+  msg = error_of([] { parse_ini("[a] junk\n", "x.ini"); });
+  EXPECT_TRUE(Contains(msg, "x.ini:1: syntax error"));
+}
+
+TEST(Ini, FirstErrorWins) {
+  const auto msg = error_of([] { parse_ini("[a]\nbad one\n= v\nbad two\n", "x.ini"); });
+  EXPECT_TRUE(Contains(msg, "x.ini:2:"));
+}
+
+TEST(Ini, LongLineIsAnErrorNotASplit) {
+  const std::string ok = "[a]\nk = " + std::string(kMaxLineLength - 4, 'x') + "\n";
+  EXPECT_EQ(parse_ini(ok, "x.ini").entries.at(0).value.size(), kMaxLineLength - 4);
+  const std::string bad = "[a]\nk = " + std::string(kMaxLineLength, 'x') + "\nj = 1\n";
+  const auto msg = error_of([&] { parse_ini(bad, "x.ini"); });
+  EXPECT_TRUE(Contains(msg, "x.ini:2: line is longer than"));
+}
+
+TEST(Ini, NulByte) {
+  const auto msg = error_of([] { parse_ini(std::string("[a]\nk = v\0w\n", 12), "x.ini"); });
+  EXPECT_TRUE(Contains(msg, "x.ini:2: contains a NUL byte"));
+}
+
+TEST(Ini, LongSectionNameKeptWhole) {
+  const std::string name(80, 's');
+  const IniFile f = parse_ini("[" + name + "]\nk = v\n", "x.ini");
+  EXPECT_EQ(f.entries.at(0).section, name);
+}
+
+TEST(Ini, LoadMissingFile) {
+  const auto msg = error_of([] { load_ini("/nonexistent/dir/x.ini"); });
+  EXPECT_TRUE(Contains(msg, "/nonexistent/dir/x.ini: cannot read"));
+}
+
+TEST(Ini, LoadFile) {
+  TempDir dir;
+  const auto path = dir.write("a.ini", "[server]\nport = 1\n");
+  const IniFile f = load_ini(path);
+  EXPECT_EQ(f.path, path);
+  ASSERT_EQ(f.entries.size(), 1U);
+  EXPECT_EQ(f.entries[0].value, "1");
+}
+
+TEST(Ini, Where) {
+  const IniFile f{"/etc/cdn/balancerd.ini", {}, {}};
+  const Entry e{"probe", "interval", "5 parsecs", 12};
+  EXPECT_EQ(where(f, e, "bad"), "/etc/cdn/balancerd.ini:12: [probe] interval: bad");
+}
+
+// ---------------------------------------------------------------- replicad settings
+
+ReplicaSettings replica(const std::string& text, const std::string& path = "/etc/cdn/r.ini") {
+  return replica_settings(parse_ini(text, path));
+}
+
+BalancerSettings balancer(const std::string& text, const std::string& path = "/etc/cdn/b.ini") {
+  return balancer_settings(parse_ini(text, path));
+}
+
+TEST(Replica, Defaults) {
+  const ReplicaSettings r = replica("");
+  const ReplicaSettings d;
+  EXPECT_EQ(r.server.port, 33000);
+  EXPECT_EQ(r.server.address, "0.0.0.0");
+  EXPECT_EQ(r.server.idle_timeout, d.server.idle_timeout);
+  EXPECT_EQ(r.log.level, "info");
+  EXPECT_EQ(r.content.index, "index.html");
+}
+
+TEST(Replica, EveryKey) {
+  const ReplicaSettings r = replica(
+      "[server]\n"
+      "address = ::\n"
+      "port = 8080\n"
+      "name = edge-1\n"
+      "max_connections = 50\n"
+      "idle_timeout = 5s\n"
+      "header_timeout = 1500ms\n"
+      "send_timeout = 1m\n"
+      "drain_timeout = 0.5\n"
+      "max_request_line = 4K\n"
+      "max_header_bytes = 1MiB\n"
+      "max_headers = 20\n"
+      "[log]\n"
+      "level = DEBUG\n"
+      "file = /var/log/cdn.log\n"
+      "[content]\n"
+      "root = /srv/site\n"
+      "index = home.htm\n"
+      "max_age = 0\n"
+      "capacity = 7\n");
+  EXPECT_EQ(r.server.address, "::");
+  EXPECT_EQ(r.server.port, 8080);
+  EXPECT_EQ(r.server.name, "edge-1");
+  EXPECT_EQ(r.server.max_connections, 50U);
+  EXPECT_EQ(r.server.idle_timeout, milliseconds(5000));
+  EXPECT_EQ(r.server.header_timeout, milliseconds(1500));
+  EXPECT_EQ(r.server.send_timeout, milliseconds(60'000));
+  EXPECT_EQ(r.server.drain_timeout, milliseconds(500));
+  EXPECT_EQ(r.server.max_request_line, 4096U);
+  EXPECT_EQ(r.server.max_header_bytes, 1U << 20);
+  EXPECT_EQ(r.server.max_headers, 20U);
+  EXPECT_EQ(r.log.level, "debug");
+  EXPECT_EQ(r.log.file, "/var/log/cdn.log");
+  EXPECT_EQ(r.content.root, "/srv/site");
+  EXPECT_EQ(r.content.index, "home.htm");
+  EXPECT_EQ(r.content.max_age, milliseconds(0));
+  EXPECT_EQ(r.content.capacity, 7U);
+  EXPECT_NO_THROW(validate(r, "r.ini"));
+}
+
+TEST(Replica, PortZeroMeansAnyFreePort) {
+  EXPECT_EQ(replica("[server]\nport = 0\n").server.port, 0);
+  const auto msg = error_of([] { replica("[server]\nport = 65536\n"); });
+  EXPECT_TRUE(Contains(msg, "/etc/cdn/r.ini:2: [server] port: '65536'"));
+}
+
+TEST(Replica, BadDurationMessage) {
+  const auto msg = error_of([] { replica("[server]\n\nidle_timeout = 5 parsecs\n"); });
+  EXPECT_EQ(msg,
+            "/etc/cdn/r.ini:3: [server] idle_timeout: '5 parsecs' is not a duration "
+            "(use 500ms, 2s, 1m)");
+}
+
+TEST(Replica, UnknownKeyNamesFileLineAndKey) {
+  const auto msg = error_of([] { replica("[server]\nport = 1\nprot = 2\n"); });
+  EXPECT_TRUE(Contains(msg, "/etc/cdn/r.ini:3: [server] prot: unknown key"));
+}
+
+TEST(Replica, UnknownSectionNamesFileLine) {
+  auto msg = error_of([] { replica("[server]\nport = 1\n\n[servre]\nport = 2\n"); });
+  EXPECT_TRUE(Contains(msg, "/etc/cdn/r.ini:4: [servre]: unknown section"));
+  // An empty unknown section is reported too.
+  msg = error_of([] { replica("[server]\n[probe]\n"); });
+  EXPECT_TRUE(Contains(msg, "/etc/cdn/r.ini:2: [probe]: unknown section"));
+}
+
+TEST(Replica, KeyOutsideSection) {
+  const auto msg = error_of([] { replica("port = 1\n"); });
+  EXPECT_TRUE(Contains(msg, "/etc/cdn/r.ini:1: port: key outside any section"));
+}
+
+TEST(Replica, KeySetTwice) {
+  const auto msg = error_of([] { replica("[server]\nport = 1\n[server]\nport = 2\n"); });
+  EXPECT_TRUE(Contains(msg, "/etc/cdn/r.ini:4: [server] port: set twice (first at line 2)"));
+}
+
+TEST(Replica, BadValues) {
+  struct Case {
+    const char* text;
+    const char* expect;
+  };
+  for (const Case& c : {
+           Case{"[server]\naddress = localhost\n", ":2: [server] address: 'localhost'"},
+           Case{"[server]\nmax_connections = 0\n", ":2: [server] max_connections: '0'"},
+           Case{"[server]\nmax_connections = -5\n", ":2: [server] max_connections"},
+           Case{"[server]\nmax_headers = lots\n", ":2: [server] max_headers: 'lots'"},
+           Case{"[server]\nmax_request_line = 1Q\n",
+                ":2: [server] max_request_line: '1Q' is not a size"},
+           Case{"[server]\nmax_header_bytes = 1T\n",
+                ":2: [server] max_header_bytes: '1T' is out of range"},
+           Case{"[log]\nlevel = loud\n", ":2: [log] level: 'loud' is not a log level"},
+           Case{"[content]\nindex = a/b\n", ":2: [content] index: 'a/b'"},
+           Case{"[content]\ncapacity = 0\n", ":2: [content] capacity: '0'"},
+           Case{"[content]\norigin = ftp://x/\n",
+                ":2: [content] origin: 'ftp://x/' is not an origin"},
+           Case{"[content]\nmax_age = soon\n", ":2: [content] max_age: 'soon' is not a duration"},
+       }) {
+    const auto msg = error_of([&] { replica(c.text); });
+    EXPECT_TRUE(Contains(msg, std::string("/etc/cdn/r.ini") + c.expect)) << c.text;
+  }
+}
+
+TEST(Replica, OriginNormalised) {
+  EXPECT_EQ(replica("[content]\norigin = example.com\n").content.origin, "http://example.com/");
+  EXPECT_EQ(replica("[content]\norigin = https://example.com/a/b\n").content.origin,
+            "https://example.com/a/b");
+}
+
+TEST(NormalizeOrigin, Forms) {
+  EXPECT_EQ(normalize_origin("example.com"), "http://example.com/");
+  EXPECT_EQ(normalize_origin("example.com:8080"), "http://example.com:8080/");
+  EXPECT_EQ(normalize_origin("example.com/site/"), "http://example.com/site/");
+  EXPECT_EQ(normalize_origin("10.0.0.1"), "http://10.0.0.1/");
+  EXPECT_EQ(normalize_origin("[::1]:8080"), "http://[::1]:8080/");
+  EXPECT_EQ(normalize_origin("http://example.com"), "http://example.com/");
+  EXPECT_EQ(normalize_origin("HTTPS://example.com/x?y=1"), "https://example.com/x?y=1");
+  EXPECT_EQ(normalize_origin("  http://a.b/  "), "http://a.b/");
+  for (const char* bad : {"", "ftp://x/", "http://", "http:///x", "://x", "http://user@x/",
+                          "http://a b/", "a b", "http://x/a b", "http://x:0/", "::1"}) {
+    EXPECT_THROW(normalize_origin(bad), Error) << "'" << bad << "'";
+  }
+}
+
+TEST(Replica, ValidateExactlyOneSource) {
+  auto msg = error_of([] { validate(replica(""), "/etc/cdn/r.ini"); });
+  EXPECT_TRUE(Contains(msg, "/etc/cdn/r.ini: [content]: set exactly one of root, page or origin"));
+  EXPECT_TRUE(Contains(msg, "none is set"));
+
+  msg = error_of([] { validate(replica("[content]\nroot = /a\norigin = b\n"), "r.ini"); });
+  EXPECT_TRUE(Contains(msg, "both root and origin are set"));
+
+  msg = error_of([] { validate(replica("[content]\nroot=/a\npage=/b\norigin=c\n"), "r.ini"); });
+  EXPECT_TRUE(Contains(msg, "root, page and origin are all set"));
+
+  EXPECT_NO_THROW(validate(replica("[content]\npage = /srv/index.html\n"), "r.ini"));
+  EXPECT_NO_THROW(validate(replica("[content]\norigin = example.com\n"), "r.ini"));
+}
+
+TEST(Replica, ValidateAfterOverrides) {
+  ReplicaSettings r = replica("[content]\nroot = /srv\n");
+  r.content.root.clear();
+  r.content.origin = "example.com";  // not normalised: main must call normalize_origin
+  auto msg = error_of([&] { validate(r, "r.ini"); });
+  EXPECT_TRUE(Contains(msg, "r.ini: [content] origin: 'example.com' must start with http://"));
+  r.content.origin = normalize_origin("example.com");
+  EXPECT_NO_THROW(validate(r, "r.ini"));
+
+  r.server.idle_timeout = milliseconds(0);
+  msg = error_of([&] { validate(r, "r.ini"); });
+  EXPECT_TRUE(Contains(msg, "r.ini: [server] idle_timeout: must be longer than 0"));
+
+  r.server.idle_timeout = milliseconds(1);
+  r.log.level = "chatty";
+  msg = error_of([&] { validate(r, "r.ini"); });
+  EXPECT_TRUE(Contains(msg, "[log] level: 'chatty'"));
+}
+
+TEST(Replica, ZeroTimeoutParsesButDoesNotValidate) {
+  const ReplicaSettings r = replica("[server]\nsend_timeout = 0\n[content]\nroot = /x\n");
+  const auto msg = error_of([&] { validate(r, "r.ini"); });
+  EXPECT_TRUE(Contains(msg, "[server] send_timeout"));
+}
+
+// ---------------------------------------------------------------- balancerd settings
+
+TEST(Balancer, Defaults) {
+  const BalancerSettings b = balancer("[replicas]\nreplica = a\n");
+  EXPECT_EQ(b.probe.interval, milliseconds(1000));
+  EXPECT_EQ(b.probe.timeout, milliseconds(500));
+  EXPECT_EQ(b.balance.policy, "p2c");
+  EXPECT_DOUBLE_EQ(b.balance.hash_load_factor, 1.25);
+  ASSERT_EQ(b.replicas.size(), 1U);
+  EXPECT_EQ(b.replicas[0], (HostPort{"a", 33000}));
+  EXPECT_NO_THROW(validate(b, "b.ini"));
+}
+
+TEST(Balancer, EveryKey) {
+  const BalancerSettings b = balancer(
+      "[server]\nport = 4000\naddress = 127.0.0.1\n"
+      "[log]\nlevel = warn\n"
+      "[replicas]\nreplica = r1\nreplica = r2:5000\nreplica = [::1]:6000\n"
+      "[probe]\ninterval = 2s\ntimeout = 300ms\nrise = 3\nfall = 4\n"
+      "[balance]\npolicy = consistent\nfallbacks = 0\nretry_after = 1m\nhash_load_factor = 1.5\n");
+  EXPECT_EQ(b.server.port, 4000);
+  EXPECT_EQ(b.log.level, "warn");
+  ASSERT_EQ(b.replicas.size(), 3U);
+  EXPECT_EQ(b.replicas[0], (HostPort{"r1", 4000}));  // [server] port is the default
+  EXPECT_EQ(b.replicas[1], (HostPort{"r2", 5000}));
+  EXPECT_EQ(b.replicas[2], (HostPort{"::1", 6000}));
+  EXPECT_EQ(b.probe.interval, milliseconds(2000));
+  EXPECT_EQ(b.probe.timeout, milliseconds(300));
+  EXPECT_EQ(b.probe.rise, 3U);
+  EXPECT_EQ(b.probe.fall, 4U);
+  EXPECT_EQ(b.balance.policy, "consistent");
+  EXPECT_EQ(b.balance.fallbacks, 0U);
+  EXPECT_EQ(b.balance.retry_after, milliseconds(60'000));
+  EXPECT_DOUBLE_EQ(b.balance.hash_load_factor, 1.5);
+  EXPECT_NO_THROW(validate(b, "b.ini"));
+}
+
+TEST(Balancer, PortAfterReplicasStillDefaults) {
+  const BalancerSettings b = balancer("[replicas]\nreplica = r1\n[server]\nport = 4000\n");
+  EXPECT_EQ(b.replicas.at(0).port, 4000);
+}
+
+TEST(Balancer, Policies) {
+  for (const char* p : {"best", "round-robin", "least-loaded", "p2c", "consistent"}) {
+    EXPECT_EQ(balancer(std::string("[balance]\npolicy = ") + p + "\n").balance.policy, p);
+  }
+  const auto msg = error_of([] { balancer("[balance]\npolicy = random\n"); });
+  EXPECT_TRUE(Contains(msg, "/etc/cdn/b.ini:2: [balance] policy: 'random' is not a policy"));
+}
+
+TEST(Balancer, BadValues) {
+  struct Case {
+    const char* text;
+    const char* expect;
+  };
+  for (const Case& c : {
+           Case{"[probe]\nrise = 0\n", ":2: [probe] rise: '0'"},
+           Case{"[probe]\nfall = 0\n", ":2: [probe] fall: '0'"},
+           Case{"[probe]\ninterval = 5 parsecs\n",
+                ":2: [probe] interval: '5 parsecs' is not a duration (use 500ms, 2s, 1m)"},
+           Case{"[balance]\nhash_load_factor = 1.0\n", ":2: [balance] hash_load_factor: '1.0'"},
+           Case{"[balance]\nhash_load_factor = abc\n", ":2: [balance] hash_load_factor: 'abc'"},
+           Case{"[balance]\nhash_load_factor = inf\n", ":2: [balance] hash_load_factor: 'inf'"},
+           Case{"[balance]\nfallbacks = -1\n", ":2: [balance] fallbacks: '-1'"},
+           Case{"[replicas]\nreplica = ::1\n", ":2: [replicas] replica: '::1' is not an address"},
+           Case{"[replicas]\nreplica = a:0\n", ":2: [replicas] replica: 'a:0'"},
+           Case{"[replicas]\nreplicas = a\n", ":2: [replicas] replicas: unknown key"},
+           Case{"[content]\nroot = /x\n", ":1: [content]: unknown section"},
+       }) {
+    const auto msg = error_of([&] { balancer(c.text); });
+    EXPECT_TRUE(Contains(msg, std::string("/etc/cdn/b.ini") + c.expect)) << c.text;
+  }
+}
+
+TEST(Balancer, BareReplicaWithPortZero) {
+  const auto msg = error_of([] { balancer("[server]\nport = 0\n[replicas]\nreplica = a\n"); });
+  EXPECT_TRUE(Contains(msg, "/etc/cdn/b.ini:4: [replicas] replica: 'a' needs a port"));
+  EXPECT_EQ(balancer("[server]\nport = 0\n[replicas]\nreplica = a:1\n").replicas.at(0).port, 1);
+}
+
+TEST(Balancer, DuplicateReplicaNamesBoth) {
+  const auto msg =
+      error_of([] { balancer("[replicas]\nreplica = a:1\nreplica = b:1\nreplica = A:1\n"); });
+  EXPECT_TRUE(Contains(msg, "/etc/cdn/b.ini:4: replica A:1 is listed twice"));
+  EXPECT_TRUE(Contains(msg, "also at /etc/cdn/b.ini:2"));
+  // The same address with and without the default port is the same replica.
+  EXPECT_THROW(balancer("[replicas]\nreplica = a\nreplica = a:33000\n"), Error);
+}
+
+TEST(Balancer, ServersFileRelativeToIniDirectory) {
+  TempDir dir;
+  dir.write("conf/servers.txt", "# seed format\n\n  10.0.0.1  \n10.0.0.2:7000 # comment\n");
+  const auto ini = dir.write("conf/balancerd.ini",
+                             "[server]\nport = 4000\n"
+                             "[replicas]\nservers_file = servers.txt\nreplica = r0:1\n");
+  const BalancerSettings b = balancer_settings(load_ini(ini));
+  EXPECT_EQ(fs::path(b.servers_file), dir.path() / "conf/servers.txt");
+  ASSERT_EQ(b.replicas.size(), 3U);
+  EXPECT_EQ(b.replicas[0], (HostPort{"r0", 1}));  // replica= entries come first
+  EXPECT_EQ(b.replicas[1], (HostPort{"10.0.0.1", 4000}));
+  EXPECT_EQ(b.replicas[2], (HostPort{"10.0.0.2", 7000}));
+  EXPECT_NO_THROW(validate(b, ini));
+}
+
+TEST(Balancer, ServersFileAbsolute) {
+  TempDir dir;
+  const auto servers = dir.write("s.txt", "h1:1\n");
+  const BalancerSettings b = balancer("[replicas]\nservers_file = " + servers + "\n", "rel.ini");
+  EXPECT_EQ(b.servers_file, servers);
+  EXPECT_EQ(b.replicas.at(0), (HostPort{"h1", 1}));
+}
+
+TEST(Balancer, ServersFileProblems) {
+  TempDir dir;
+  auto msg = error_of([&] {
+    balancer("[replicas]\nservers_file = missing.txt\n", (dir.path() / "b.ini").string());
+  });
+  EXPECT_TRUE(Contains(msg, "b.ini:2: [replicas] servers_file:"));
+  EXPECT_TRUE(Contains(msg, "missing.txt: cannot read"));
+
+  const auto servers = dir.write("s.txt", "a:1\n\nnot an address\n");
+  msg = error_of([&] { balancer("[replicas]\nservers_file = " + servers + "\n"); });
+  EXPECT_EQ(msg, servers + ":3: 'not an address' is not an address");
+
+  const auto dup = dir.write("d.txt", "a:1\n");
+  msg = error_of([&] { balancer("[replicas]\nreplica = a:1\nservers_file = " + dup + "\n"); });
+  EXPECT_TRUE(Contains(msg, dup + ":1: replica a:1 is listed twice (also at /etc/cdn/b.ini:2)"));
+}
+
+TEST(Balancer, ValidateErrors) {
+  BalancerSettings b = balancer("");
+  auto msg = error_of([&] { validate(b, "/etc/cdn/b.ini"); });
+  EXPECT_EQ(msg, "/etc/cdn/b.ini: no replicas: set [replicas] replica= or servers_file=");
+
+  b = balancer("[replicas]\nreplica = a\n[probe]\ninterval = 1s\ntimeout = 1s\n");
+  msg = error_of([&] { validate(b, "b.ini"); });
+  EXPECT_TRUE(Contains(msg, "b.ini: [probe] timeout: 1s must be shorter than interval (1s)"));
+
+  b = balancer("[replicas]\nreplica = a\n[probe]\ninterval = 0\ntimeout = 0\n");
+  msg = error_of([&] { validate(b, "b.ini"); });
+  EXPECT_TRUE(Contains(msg, "[probe] interval: must be longer than 0"));
+
+  b = balancer("[replicas]\nreplica = a\n[balance]\nretry_after = 0\n");
+  EXPECT_TRUE(Contains(error_of([&] { validate(b, "b.ini"); }), "[balance] retry_after"));
+
+  b = balancer("[replicas]\nreplica = a\n");
+  b.replicas.push_back(b.replicas[0]);  // e.g. a command-line -s list added it again
+  EXPECT_TRUE(Contains(error_of([&] { validate(b, "b.ini"); }), "a:33000 is listed twice"));
+
+  b = balancer("[replicas]\nreplica = a\n");
+  b.balance.hash_load_factor = 1.0;
+  EXPECT_TRUE(Contains(error_of([&] { validate(b, "b.ini"); }), "hash_load_factor"));
+  b.balance.hash_load_factor = 2;
+  b.balance.policy = "nope";
+  EXPECT_TRUE(Contains(error_of([&] { validate(b, "b.ini"); }), "[balance] policy: 'nope'"));
+}
+
+// ---------------------------------------------------------------- servers.txt
+
+TEST(Servers, SeedFormat) {
+  const auto v = parse_servers(
+      "# replicas\n"
+      "\n"
+      "10.0.0.1\n"
+      "   10.0.0.2:8000   \r\n"
+      "\t# indented comment\n"
+      "[::1]:9000\n"
+      "host.example # trailing comment\n",
+      "servers.txt", 33000);
+  ASSERT_EQ(v.size(), 4U);
+  EXPECT_EQ(v[0], (HostPort{"10.0.0.1", 33000}));  // bare host takes the default port
+  EXPECT_EQ(v[1], (HostPort{"10.0.0.2", 8000}));
+  EXPECT_EQ(v[2], (HostPort{"::1", 9000}));
+  EXPECT_EQ(v[3], (HostPort{"host.example", 33000}));
+}
+
+TEST(Servers, EmptyAndErrors) {
+  EXPECT_TRUE(parse_servers("", "s", 1).empty());
+  EXPECT_TRUE(parse_servers("\n\n# only comments\n", "s", 1).empty());
+  EXPECT_EQ(error_of([] { parse_servers("a\nb c\n", "/etc/cdn/servers.txt", 1); }),
+            "/etc/cdn/servers.txt:2: 'b c' is not an address");
+  EXPECT_EQ(error_of([] { parse_servers("\n\nxx:99999\n", "s.txt", 1); }),
+            "s.txt:3: 'xx:99999' is not an address");
+  EXPECT_TRUE(
+      Contains(error_of([] { parse_servers("a\n", "s.txt", 0); }), "s.txt:1: 'a' has no port"));
+}
+
+TEST(Servers, LoadMissing) {
+  EXPECT_TRUE(Contains(error_of([] { load_servers("/nonexistent/servers.txt", 1); }),
+                       "/nonexistent/servers.txt: cannot read"));
+}
+
+// ---------------------------------------------------------------- shipped examples
+
+TEST(Examples, EveryExampleFileParsesAndValidates) {
+  const fs::path root = source_root();
+  ASSERT_FALSE(root.empty()) << "cannot find etc/cdn from " << __FILE__ << " (set CDN_SOURCE_ROOT)";
+  const fs::path etc = root / "etc/cdn";
+
+  const auto r_path = (etc / "replicad.ini").string();
+  const ReplicaSettings r = replica_settings(load_ini(r_path));
+  EXPECT_NO_THROW(validate(r, r_path));
+
+  const auto b_path = (etc / "balancerd.ini").string();
+  const BalancerSettings b = balancer_settings(load_ini(b_path));
+  EXPECT_NO_THROW(validate(b, b_path));
+  EXPECT_EQ(b.replicas.size(), 3U);
+
+  const auto s = load_servers((etc / "servers.txt").string(), 33000);
+  ASSERT_EQ(s.size(), 3U);
+  EXPECT_EQ(s[0], (HostPort{"127.0.0.1", 33001}));
+  EXPECT_EQ(s[2], (HostPort{"127.0.0.1", 33003}));
+}
+
+// Every key a daemon accepts appears in its example (commented or not), and
+// uncommenting every commented "key = value" line still parses: the shown
+// defaults are valid values.
+void check_example_lists_every_key(const fs::path& path, bool balancer_file) {
+  std::ifstream in(path);
+  ASSERT_TRUE(in) << path;
+  std::string line;
+  std::string uncommented;
+  while (std::getline(in, line)) {
+    // "#key = value" is a commented setting; "# text" (with a space) is prose.
+    if (line.size() > 1 && line[0] == '#' && line[1] != ' ' && line.find('=') != line.npos) {
+      line.erase(0, 1);
+    }
+    uncommented += line + "\n";
+  }
+  const std::string tmp_name = balancer_file ? "balancerd.ini" : "replicad.ini";
+  TempDir dir;
+  // servers_file is relative to the ini: keep it next to the copy.
+  fs::copy_file(path.parent_path() / "servers.txt", dir.path() / "servers.txt");
+  const auto copy = dir.write(tmp_name, uncommented);
+  const IniFile f = load_ini(copy);
+  std::vector<std::string> keys;
+  for (const auto& e : f.entries) keys.push_back(e.section + "." + e.key);
+  const std::vector<std::string> server = {"server.address",
+                                           "server.port",
+                                           "server.name",
+                                           "server.max_connections",
+                                           "server.idle_timeout",
+                                           "server.header_timeout",
+                                           "server.send_timeout",
+                                           "server.drain_timeout",
+                                           "server.max_request_line",
+                                           "server.max_header_bytes",
+                                           "server.max_headers",
+                                           "log.level",
+                                           "log.file"};
+  std::vector<std::string> expected = server;
+  if (balancer_file) {
+    for (const char* k : {"replicas.servers_file", "replicas.replica", "probe.interval",
+                          "probe.timeout", "probe.rise", "probe.fall", "balance.policy",
+                          "balance.fallbacks", "balance.retry_after", "balance.hash_load_factor"}) {
+      expected.push_back(k);
+    }
+  } else {
+    for (const char* k : {"content.root", "content.page", "content.origin", "content.index",
+                          "content.max_age", "content.capacity"}) {
+      expected.push_back(k);
+    }
+  }
+  for (const auto& k : expected) {
+    EXPECT_NE(std::find(keys.begin(), keys.end(), k), keys.end()) << k << " missing in " << path;
+  }
+  if (balancer_file) {
+    const BalancerSettings b = balancer_settings(f);
+    const BalancerSettings d;
+    EXPECT_EQ(b.probe.interval, d.probe.interval);
+    EXPECT_EQ(b.probe.timeout, d.probe.timeout);
+    EXPECT_EQ(b.balance.policy, d.balance.policy);
+    EXPECT_EQ(b.server.max_header_bytes, d.server.max_header_bytes);
+    EXPECT_EQ(b.server.idle_timeout, d.server.idle_timeout);
+    EXPECT_NO_THROW(validate(b, copy));
+  } else {
+    const ReplicaSettings r = replica_settings(f);
+    const ReplicaSettings d;
+    EXPECT_EQ(r.server.port, d.server.port);
+    EXPECT_EQ(r.server.max_request_line, d.server.max_request_line);
+    EXPECT_EQ(r.server.drain_timeout, d.server.drain_timeout);
+    EXPECT_EQ(r.content.max_age, d.content.max_age);
+    EXPECT_EQ(r.content.capacity, d.content.capacity);
+    // All three sources uncommented: validate must object.
+    EXPECT_TRUE(Contains(error_of([&] { validate(r, copy); }), "all set"));
+  }
+}
+
+TEST(Examples, ListEveryKeyWithValidDefaults) {
+  const fs::path root = source_root();
+  ASSERT_FALSE(root.empty());
+  check_example_lists_every_key(root / "etc/cdn/replicad.ini", false);
+  check_example_lists_every_key(root / "etc/cdn/balancerd.ini", true);
+}
+
+}  // namespace
+}  // namespace cdn::config
