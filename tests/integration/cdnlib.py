@@ -287,6 +287,7 @@ class Daemon:
         """SIGTERM and wait; returns the exit code (SIGKILL after timeout)."""
         if self.proc is None:
             return None
+        self.expect_exit = True
         if self.proc.poll() is None:
             self.signal(signal.SIGTERM)
             try:

@@ -26,7 +26,8 @@ CASES = [
     ("replicad", "[server]\nmax_header_bytes = lots\n", 7, "max_header_bytes"),
     ("replicad", "[content]\nmax_age = -5s\n", 7, "max_age"),
     ("replicad", "[log]\nlevel = chatty\n", 7, "level"),
-    ("replicad", "[nonsense]\nkey = 1\n", 7, "key"),
+    # An unknown section is reported where the section starts.
+    ("replicad", "[nonsense]\nkey = 1\n", 6, "nonsense"),
     ("balancerd", "[balance]\npolicy = random\n", 7, "policy"),
     ("balancerd", "[probe]\ninterval = 2 parsecs\n", 7, "interval"),
     ("balancerd", "[probe]\nrise = many\n", 7, "rise"),
@@ -51,7 +52,7 @@ def start_with(cdn, kind, text):
 
 
 @pytest.mark.parametrize("kind,extra,line,key", CASES,
-                         ids=[f"{c[0]}-{c[3]}-{c[1].split()[0]}" for c in CASES])
+                         ids=[f"{c[0]}-{c[3]}" for c in CASES])
 def test_bad_config_fails_startup(cdn, kind, extra, line, key):
     port = free_port()
     if kind == "replicad":
@@ -60,7 +61,7 @@ def test_bad_config_fails_startup(cdn, kind, extra, line, key):
         text = replica_ini(port, root, extra)
     else:
         text = balancer_ini(port, extra)
-    assert text.splitlines()[line - 1] == extra.splitlines()[1]
+    assert text.splitlines()[line - 1] in extra.splitlines()
     d, rc = start_with(cdn, kind, text)
     stderr = d.stderr_path.read_text(errors="replace")
     assert rc != 0 and rc > 0, f"exit code {rc}"
