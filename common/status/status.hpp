@@ -2,6 +2,7 @@
 // balancer's prober reads. Pure JSON codec; fuzzed.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -18,18 +19,29 @@ struct ReplicaStatus {
   std::string source;  // "root:/srv/site", "page:/srv/a.html", "origin:http://..."
   State state = State::Starting;
   uint64_t active_connections = 0;
-  uint64_t capacity = 0;     // connections at which load reaches 1.0
+  uint64_t capacity = 0;  // connections at which load reaches 1.0
   uint64_t requests_total = 0;
-  uint64_t bytes_total = 0;  // body bytes sent
+  uint64_t bytes_total = 0;     // body bytes sent
   double bytes_per_second = 0;  // recent send rate
-  double load = 0;           // active_connections / capacity (comparable across replicas)
+  double load = 0;              // active_connections / capacity (comparable across replicas)
   double uptime_seconds = 0;
   std::string version;
+
+  bool operator==(const ReplicaStatus&) const = default;
 };
 
+// A status document is a few hundred bytes; anything longer than this is not
+// one, and is rejected before parsing (bounds the work a probe answer can cost).
+inline constexpr std::size_t kMaxDocumentBytes = 64 * 1024;
+
+// Compact JSON object with every field. Never throws on content: strings that
+// are not UTF-8 have the bad bytes replaced (U+FFFD), and non-finite or
+// negative figures are written as 0, so encode() output always decodes.
 std::string encode(const ReplicaStatus& s);
-// nullopt when the text is not a status document (bad JSON, wrong types,
-// missing name/state/load). Never throws.
+// nullopt when the text is not a status document (bad JSON, not an object,
+// wrong types, missing name/state/load, negative or non-finite figures, longer
+// than kMaxDocumentBytes). Unknown keys are ignored (newer replicas may add
+// some). Never throws.
 std::optional<ReplicaStatus> decode(std::string_view json);
 
 }  // namespace cdn::status

@@ -1,1 +1,474 @@
-// placeholder
+#include "daemons/balancerd/table.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+namespace cdn::balancer {
+namespace {
+
+// Consistent hashing must give the same ring in every balancer process and
+// across restarts, so no std::hash: FNV-1a 64 over the bytes, then the
+// splitmix64 finalizer, because FNV-1a alone spreads short keys that differ
+// only in their last character ("a:1#1", "a:1#2") poorly over the high bits.
+uint64_t mix64(uint64_t x) {
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  x ^= x >> 31;
+  return x;
+}
+
+uint64_t fnv1a(std::string_view s, uint64_t h = 0xcbf29ce484222325ULL) {
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
+uint64_t hash_key(std::string_view s) { return mix64(fnv1a(s)); }
+
+// The identity of a replica on the ring. Own spelling (not HostPort::str())
+// so the ring never changes when display formatting does.
+std::string ring_key(const config::HostPort& a) { return a.host + ":" + std::to_string(a.port); }
+
+double capacity_of(const Replica& r) {
+  return static_cast<double>(r.reported_capacity > 0 ? r.reported_capacity : kAssumedCapacity);
+}
+
+bool ieq(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+Policy policy_or_throw(const config::BalanceSettings& balance) {
+  auto p = policy_from_string(balance.policy);
+  if (!p) throw config::Error("[balance] policy: '" + balance.policy + "' is not a policy");
+  return *p;
+}
+
+}  // namespace
+
+std::string_view to_string(Health h) noexcept {
+  switch (h) {
+    case Health::Down:
+      return "down";
+    case Health::Up:
+      return "up";
+    case Health::Draining:
+      return "draining";
+  }
+  return "down";
+}
+
+std::optional<Policy> policy_from_string(std::string_view s) noexcept {
+  if (ieq(s, "best")) return Policy::Best;
+  if (ieq(s, "round-robin")) return Policy::RoundRobin;
+  if (ieq(s, "least-loaded")) return Policy::LeastLoaded;
+  if (ieq(s, "p2c")) return Policy::P2C;
+  if (ieq(s, "consistent")) return Policy::Consistent;
+  return std::nullopt;
+}
+
+std::string_view to_string(Policy p) noexcept {
+  switch (p) {
+    case Policy::Best:
+      return "best";
+    case Policy::RoundRobin:
+      return "round-robin";
+    case Policy::LeastLoaded:
+      return "least-loaded";
+    case Policy::P2C:
+      return "p2c";
+    case Policy::Consistent:
+      return "consistent";
+  }
+  return "p2c";
+}
+
+double load_estimate(const Replica& r) noexcept {
+  return r.reported_load + r.sent_since_probe / capacity_of(r);
+}
+
+Table::Table(std::vector<config::HostPort> replicas, const config::ProbeSettings& probe,
+             const config::BalanceSettings& balance, uint64_t seed)
+    : probe_(probe), balance_(balance), policy_(policy_or_throw(balance)), rng_(seed) {
+  replicas_.reserve(replicas.size());
+  for (auto& a : replicas) {
+    Replica r;
+    r.address = std::move(a);
+    replicas_.push_back(std::move(r));
+  }
+  rebuild_ring();
+}
+
+void Table::reconfigure(std::vector<config::HostPort> replicas, const config::ProbeSettings& probe,
+                        const config::BalanceSettings& balance) {
+  const Policy policy = policy_or_throw(balance);  // before anything changes
+  std::vector<Replica> next;
+  next.reserve(replicas.size());
+  std::vector<bool> taken(replicas_.size(), false);
+  for (auto& a : replicas) {
+    Replica r;
+    for (size_t j = 0; j < replicas_.size(); ++j) {
+      if (!taken[j] && replicas_[j].address == a) {
+        taken[j] = true;
+        r = std::move(replicas_[j]);
+        break;
+      }
+    }
+    r.address = std::move(a);
+    next.push_back(std::move(r));
+  }
+  replicas_ = std::move(next);
+  probe_ = probe;
+  balance_ = balance;
+  if (policy != policy_) rr_next_ = 0;
+  policy_ = policy;
+  if (rr_next_ >= replicas_.size()) rr_next_ = 0;
+  rebuild_ring();
+}
+
+void Table::rebuild_ring() {
+  ring_.clear();
+  ring_.reserve(replicas_.size() * kVirtualNodes);
+  for (size_t i = 0; i < replicas_.size(); ++i) {
+    const std::string key = ring_key(replicas_[i].address) + "#";
+    for (int v = 0; v < kVirtualNodes; ++v) {
+      ring_.emplace_back(hash_key(key + std::to_string(v)), static_cast<uint32_t>(i));
+    }
+  }
+  // Ties (two points with one hash) are ordered by index so the ring does not
+  // depend on the sort's stability.
+  std::sort(ring_.begin(), ring_.end());
+}
+
+void Table::probe_succeeded(size_t i, std::chrono::microseconds rtt,
+                            const status::ReplicaStatus& st, Clock::time_point now) {
+  if (i >= replicas_.size()) return;
+  Replica& r = replicas_[i];
+  const double ms = std::max(0.0, static_cast<double>(rtt.count()) / 1000.0);
+  r.rtt_ms = r.rtt_ms ? (1 - kRttAlpha) * *r.rtt_ms + kRttAlpha * ms : ms;
+  r.loss = (1 - kLossAlpha) * r.loss;
+  r.reported_load = std::isfinite(st.load) && st.load >= 0 ? st.load : 0;
+  r.reported_capacity = st.capacity;
+  r.sent_since_probe = 0;  // the clients we sent are in reported_load from now on
+  r.last_probe = now;
+  r.last_status = st;
+  r.bad_streak = 0;
+  r.last_error.clear();
+
+  const uint32_t rise = std::max<uint32_t>(1, probe_.rise);
+  switch (st.state) {
+    case status::State::Starting:
+      // Reachable but not ready (its content is not there yet); a replica
+      // that restarted behind our back loses its standing and must rise again.
+      r.good_streak = 0;
+      r.last_error = "replica is starting";
+      if (r.health != Health::Down) {
+        r.health = Health::Down;
+        r.up_since.reset();
+      }
+      r.drained_from_up = false;
+      break;
+    case status::State::Draining:
+      // No new clients, at once.
+      if (r.health == Health::Up) r.drained_from_up = true;
+      if (r.health != Health::Draining) {
+        r.health = Health::Draining;
+        r.up_since.reset();
+      }
+      r.good_streak = 0;
+      break;
+    case status::State::Serving:
+      ++r.good_streak;
+      if (r.health != Health::Up &&
+          (r.good_streak >= rise || (r.health == Health::Draining && r.drained_from_up))) {
+        r.health = Health::Up;
+        r.up_since = now;  // slow start again: it had no clients while draining
+        r.drained_from_up = false;
+      }
+      break;
+  }
+  r.score = compute_score(r, now);
+}
+
+void Table::probe_failed(size_t i, std::string_view why, Clock::time_point now) {
+  if (i >= replicas_.size()) return;
+  Replica& r = replicas_[i];
+  r.loss = (1 - kLossAlpha) * r.loss + kLossAlpha;
+  r.last_probe = now;
+  r.last_error = why;
+  r.good_streak = 0;
+  ++r.bad_streak;
+  if (r.health != Health::Down && r.bad_streak >= std::max<uint32_t>(1, probe_.fall)) {
+    r.health = Health::Down;
+    r.up_since.reset();
+    r.drained_from_up = false;
+  }
+  r.score = compute_score(r, now);
+}
+
+size_t Table::up_count() const {
+  return static_cast<size_t>(std::count_if(
+      replicas_.begin(), replicas_.end(), [](const Replica& r) { return r.health == Health::Up; }));
+}
+
+Clock::duration Table::slow_start_window() const {
+  return std::max<Clock::duration>(kSlowStartMin, probe_.interval * kSlowStartIntervals);
+}
+
+// score = (rtt + kRttFloorMs) x (1 + kLossWeight x loss) x (1 + load) x slow_start
+//
+//  - rtt: EWMA of the probe RTT in ms (the probe timeout until one is known).
+//    kRttFloorMs keeps sub-millisecond LAN jitter (0.1 vs 0.2 ms) from
+//    looking like a 2x difference; what is left is roughly the latency a
+//    client pays.
+//  - loss: EWMA of failed probes; a lost probe stands for a client that waits
+//    for a timeout and retries elsewhere, so 25% loss doubles the cost.
+//  - load: load_estimate() = reported load + clients sent since the probe /
+//    capacity. A client sharing a replica with load x capacity others gets
+//    roughly 1 / (1 + load) of it (processor sharing), so its transfer takes
+//    (1 + load) times as long. Counting what we sent since the probe is what
+//    stops a burst between two probes from piling on one replica.
+//  - slow_start: 1 + kSlowStartPenalty x (time left in the window / window),
+//    3x right after coming up, 1x once slow_start_window() has passed.
+// Multiplying keeps every factor a relative cost, so no weights between
+// unlike units are needed (the seed added 0.75 x loss% to 0.25 x ms: 1% of
+// loss was worth 3 ms no matter how far the replica was).
+double Table::compute_score(const Replica& r, Clock::time_point now) const {
+  return score_at_load(r, load_estimate(r), now);
+}
+
+double Table::probe_score(const Replica& r, Clock::time_point now) const {
+  return score_at_load(r, r.reported_load, now);
+}
+
+double Table::score_at_load(const Replica& r, double load, Clock::time_point now) const {
+  const double rtt = r.rtt_ms ? *r.rtt_ms : static_cast<double>(probe_.timeout.count());
+  double slow = 1;
+  if (r.up_since) {
+    const auto window = slow_start_window();
+    const auto age = now - *r.up_since;
+    if (age < window && window.count() > 0) {
+      const double left = 1.0 - std::max(0.0, std::chrono::duration<double>(age).count() /
+                                                  std::chrono::duration<double>(window).count());
+      slow = 1 + kSlowStartPenalty * std::min(1.0, left);
+    }
+  }
+  return (rtt + kRttFloorMs) * (1 + kLossWeight * r.loss) * (1 + load) * slow;
+}
+
+void Table::refresh_scores(Clock::time_point now) {
+  for (auto& r : replicas_) r.score = compute_score(r, now);
+}
+
+size_t Table::random_below(size_t n) {
+  // Lemire's multiply-shift: the same numbers for a seed on every standard
+  // library (std::uniform_int_distribution's are implementation-defined).
+  return static_cast<size_t>((static_cast<unsigned __int128>(rng_()) * n) >> 64);
+}
+
+void Table::record_sent(size_t i, Clock::time_point now) {
+  Replica& r = replicas_[i];
+  r.sent_since_probe += 1;
+  ++r.redirects_total;
+  r.score = compute_score(r, now);
+}
+
+std::vector<Choice> Table::choose(std::string_view path, size_t count, Clock::time_point now) {
+  refresh_scores(now);
+  if (count == 0) return {};
+  std::vector<Choice> out;
+  if (policy_ == Policy::RoundRobin) {
+    out = choose_round_robin(count, true);
+  } else {
+    out = rank(path, count, now);
+  }
+  if (!out.empty()) record_sent(out.front().index, now);
+  return out;
+}
+
+std::vector<Choice> Table::rank(std::string_view path, size_t count, Clock::time_point now) {
+  refresh_scores(now);
+  if (count == 0) return {};
+  switch (policy_) {
+    case Policy::Best:
+      return choose_best(count, now);
+    case Policy::RoundRobin:
+      return choose_round_robin(count, false);
+    case Policy::LeastLoaded:
+      return choose_least_loaded(count);
+    case Policy::P2C:
+      return choose_p2c(count);
+    case Policy::Consistent:
+      return choose_consistent(path, count);
+  }
+  return {};
+}
+
+namespace {
+
+std::vector<size_t> up_indices(const std::vector<Replica>& rs) {
+  std::vector<size_t> up;
+  for (size_t i = 0; i < rs.size(); ++i) {
+    if (rs[i].health == Health::Up) up.push_back(i);
+  }
+  return up;
+}
+
+// The `count` best of `idx` by `key` (ties by index, so results are
+// deterministic), as Choices carrying the replica's score.
+template <typename Key>
+std::vector<Choice> ranked(const std::vector<Replica>& rs, std::vector<size_t> idx, size_t count,
+                           Key key) {
+  const size_t n = std::min(count, idx.size());
+  std::partial_sort(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(n), idx.end(),
+                    [&](size_t a, size_t b) {
+                      const double ka = key(rs[a]), kb = key(rs[b]);
+                      return ka < kb || (ka == kb && a < b);
+                    });
+  std::vector<Choice> out;
+  out.reserve(n);
+  for (size_t k = 0; k < n; ++k) out.push_back({idx[k], rs[idx[k]].score});
+  return out;
+}
+
+}  // namespace
+
+// Rank by the probe-time score, as the seed did: between two probes every
+// client gets the same answer. Kept for comparison; it herds.
+std::vector<Choice> Table::choose_best(size_t count, Clock::time_point now) {
+  return ranked(replicas_, up_indices(replicas_), count,
+                [&](const Replica& r) { return probe_score(r, now); });
+}
+
+std::vector<Choice> Table::choose_round_robin(size_t count, bool advance) {
+  std::vector<Choice> out;
+  const size_t n = replicas_.size();
+  const size_t start = rr_next_;
+  for (size_t k = 0; k < n && out.size() < count; ++k) {
+    const size_t i = (start + k) % n;
+    if (replicas_[i].health != Health::Up) continue;
+    out.push_back({i, replicas_[i].score});
+  }
+  // The next request starts after this one's first choice.
+  if (advance && !out.empty()) rr_next_ = (out.front().index + 1) % n;
+  return out;
+}
+
+std::vector<Choice> Table::choose_least_loaded(size_t count) {
+  std::vector<size_t> up = up_indices(replicas_);
+  // Lowest load estimate; among equals the lower score.
+  std::vector<Choice> out;
+  const size_t n = std::min(count, up.size());
+  std::partial_sort(up.begin(), up.begin() + static_cast<std::ptrdiff_t>(n), up.end(),
+                    [&](size_t a, size_t b) {
+                      const double la = load_estimate(replicas_[a]);
+                      const double lb = load_estimate(replicas_[b]);
+                      if (la != lb) return la < lb;
+                      if (replicas_[a].score != replicas_[b].score) {
+                        return replicas_[a].score < replicas_[b].score;
+                      }
+                      return a < b;
+                    });
+  for (size_t k = 0; k < n; ++k) out.push_back({up[k], replicas_[up[k]].score});
+  return out;
+}
+
+// Power of two choices: two distinct random up replicas, the lower score
+// first. The best of two random ones avoids both herding (Best) and the
+// blindness of pure random; the rest ranked by score are the fallbacks.
+std::vector<Choice> Table::choose_p2c(size_t count) {
+  std::vector<size_t> up = up_indices(replicas_);
+  if (up.empty()) return {};
+  size_t first = up[0];
+  if (up.size() >= 2) {
+    const size_t a = random_below(up.size());
+    size_t b = random_below(up.size() - 1);
+    if (b >= a) ++b;  // distinct from a, uniform over the others
+    const Replica& ra = replicas_[up[a]];
+    const Replica& rb = replicas_[up[b]];
+    first = rb.score < ra.score ? up[b] : up[a];
+  }
+  std::vector<Choice> out{{first, replicas_[first].score}};
+  if (count > 1) {
+    up.erase(std::find(up.begin(), up.end(), first));
+    auto rest =
+        ranked(replicas_, std::move(up), count - 1, [](const Replica& r) { return r.score; });
+    out.insert(out.end(), rest.begin(), rest.end());
+  }
+  return out;
+}
+
+// Consistent hashing with bounded load (Mirrokni, Thorup, Zadimoghaddam
+// 2018): walk the ring clockwise from the path's point and take the first up
+// replica that can take one more client without going above
+// ceil(factor x mean load), in units of one client of that replica
+// (1 / capacity). The ceiling is what makes room for the first clients when
+// every load is 0; with equal capacities it is exactly the paper's bound, so
+// no replica ever holds more than ceil(factor x mean). Load here is
+// load_estimate(): reported load plus what we sent since the probe. The
+// fallbacks are the next distinct up replicas on the ring after the chosen
+// one, then the ones skipped as full (in ring order).
+std::vector<Choice> Table::choose_consistent(std::string_view path, size_t count) {
+  if (ring_.empty()) return {};
+  size_t up = 0;
+  double total = 0;
+  for (const auto& r : replicas_) {
+    if (r.health != Health::Up) continue;
+    ++up;
+    total += load_estimate(r);
+  }
+  if (up == 0) return {};
+  const double factor = std::max(1.0, balance_.hash_load_factor);
+
+  const uint64_t h = hash_key(path);
+  auto start = std::lower_bound(ring_.begin(), ring_.end(), std::make_pair(h, uint32_t{0}));
+  size_t pos = static_cast<size_t>(start - ring_.begin());
+
+  std::vector<char> seen(replicas_.size(), 0);
+  std::vector<size_t> skipped;  // up but full, in ring order
+  std::vector<Choice> out;
+  for (size_t step = 0; step < ring_.size() && out.size() < count; ++step) {
+    const size_t i = ring_[(pos + step) % ring_.size()].second;
+    if (seen[i]) continue;
+    seen[i] = 1;
+    const Replica& r = replicas_[i];
+    if (r.health != Health::Up) continue;
+    if (out.empty()) {
+      const double cap = capacity_of(r);
+      const double held = load_estimate(r) * cap;  // in clients of this replica
+      const double mean_after = (total + 1.0 / cap) / static_cast<double>(up);
+      const double bound = std::ceil(factor * mean_after * cap - 1e-9);
+      if (held + 1.0 > bound + 1e-9) {
+        skipped.push_back(i);
+        continue;
+      }
+    }
+    out.push_back({i, r.score});
+  }
+  if (out.empty()) {
+    // Fractional reported loads can leave no replica under the bound; then
+    // the least loaded one, the first such on the ring, overshoots least.
+    auto it = std::min_element(skipped.begin(), skipped.end(), [&](size_t a, size_t b) {
+      return load_estimate(replicas_[a]) < load_estimate(replicas_[b]);
+    });
+    const size_t first = *it;
+    out.push_back({first, replicas_[first].score});
+    skipped.erase(it);
+  }
+  for (size_t i : skipped) {
+    if (out.size() >= count) break;
+    out.push_back({i, replicas_[i].score});
+  }
+  return out;
+}
+
+}  // namespace cdn::balancer

@@ -1,7 +1,16 @@
 // The balancer's view of its replicas and the choice among them. Pure: the
 // prober (probe.cc) feeds it probe outcomes with explicit timestamps, the
 // request handler asks it for a ranking. No I/O, no clock reads, so unit tests
-// and benchmarks drive it directly.
+// and benchmarks drive it directly. Deterministic given the seed.
+//
+// Glossary:
+//  - load estimate: reported_load (active/capacity at the last probe) plus
+//    the clients we sent since that probe, in the same unit
+//    (sent_since_probe / capacity). It is what keeps a burst between two
+//    probes from landing on one replica.
+//  - score: lower is better; see compute_score() in table.cc for the formula.
+//  - slow start: a replica that just came up is penalised, linearly less
+//    over slow_start_window(), so it is not flooded with a whole share at once.
 #pragma once
 
 #include <chrono>
@@ -10,6 +19,7 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/config/ini.hpp"
@@ -24,26 +34,47 @@ enum class Health { Down, Up, Draining };
 std::string_view to_string(Health h) noexcept;
 
 enum class Policy { Best, RoundRobin, LeastLoaded, P2C, Consistent };
+// The names of balancerd.ini: "best", "round-robin", "least-loaded", "p2c",
+// "consistent".
 std::optional<Policy> policy_from_string(std::string_view s) noexcept;
 std::string_view to_string(Policy p) noexcept;
+
+// Figures of the score; exposed so the documentation, tests and /.cdn/locate
+// can refer to them.
+inline constexpr double kRttAlpha = 0.3;    // EWMA weight of a new RTT sample
+inline constexpr double kLossAlpha = 0.3;   // EWMA weight of a new probe outcome (0 ok, 1 failed)
+inline constexpr double kRttFloorMs = 1.0;  // added to the RTT: sub-ms differences are noise
+inline constexpr double kLossWeight = 4.0;  // 25% loss doubles the score
+inline constexpr double kSlowStartPenalty = 2.0;  // score x (1 + 2) just up, x 1 at the end
+inline constexpr std::chrono::milliseconds kSlowStartMin{10'000};
+inline constexpr uint32_t kSlowStartIntervals = 5;  // window >= 5 probe intervals
+inline constexpr uint64_t kAssumedCapacity = 1000;  // replicad's default, when none reported
+inline constexpr int kVirtualNodes = 100;           // ring points per replica (consistent)
 
 struct Replica {
   config::HostPort address;
   Health health = Health::Down;  // a new replica starts down until `rise` good probes
   uint32_t good_streak = 0;
   uint32_t bad_streak = 0;
-  std::optional<double> rtt_ms;      // EWMA of probe round-trip time
-  double loss = 0;                   // EWMA of probe failure (0..1)
-  double reported_load = 0;          // from the replica's status
+  std::optional<double> rtt_ms;  // EWMA of probe round-trip time
+  double loss = 0;               // EWMA of probe failure (0..1)
+  double reported_load = 0;      // from the replica's status
   uint64_t reported_capacity = 0;
-  double sent_since_probe = 0;       // clients we sent since its last probe
+  double sent_since_probe = 0;  // clients we sent since its last probe
   std::optional<Clock::time_point> last_probe;
   std::optional<Clock::time_point> up_since;  // for slow start
-  std::string last_error;            // why the last probe failed
+  std::string last_error;                     // why the last probe failed
   status::ReplicaStatus last_status;
   uint64_t redirects_total = 0;
-  double score = 0;                  // lower is better; kept current by the table
+  double score = 0;  // lower is better; kept current by the table
+  // Draining entered from Up: a return to serving is Up at once (it had
+  // already proven itself); from Down it must still make `rise` good probes.
+  bool drained_from_up = false;
 };
+
+// reported_load + sent_since_probe / capacity (kAssumedCapacity when the
+// replica reported none).
+double load_estimate(const Replica& r) noexcept;
 
 // One ranked candidate with the figures behind the choice.
 struct Choice {
@@ -53,27 +84,58 @@ struct Choice {
 
 class Table {
  public:
+  // Throws config::Error when balance.policy names no policy (settings
+  // validation rejects that earlier; this keeps a bad table from existing).
   Table(std::vector<config::HostPort> replicas, const config::ProbeSettings& probe,
         const config::BalanceSettings& balance, uint64_t seed = std::random_device{}());
 
   // Replace settings and the replica list (SIGHUP); replicas that stay keep their state.
+  // New ones start Down, removed ones are dropped; indices may change, so
+  // callers re-read replicas(). Throws config::Error (and changes nothing)
+  // when balance.policy names no policy.
   void reconfigure(std::vector<config::HostPort> replicas, const config::ProbeSettings& probe,
                    const config::BalanceSettings& balance);
 
+  // Probe outcomes. An index out of range (a probe that outlived a reload) is ignored.
   void probe_succeeded(size_t i, std::chrono::microseconds rtt, const status::ReplicaStatus& st,
                        Clock::time_point now);
   void probe_failed(size_t i, std::string_view why, Clock::time_point now);
 
   // Up to `count` healthy replicas, best first, by the configured policy.
   // Empty when no replica is up. Records the first as sent (load estimate).
+  // Consistent hashes `path` as given (the caller decides whether a query
+  // string is part of it); the other policies ignore it.
   std::vector<Choice> choose(std::string_view path, size_t count, Clock::time_point now);
+  // The same ranking without recording anything as sent (for /.cdn/locate,
+  // which answers a question and sends no client). P2C still draws from the
+  // generator, RoundRobin does not advance.
+  std::vector<Choice> rank(std::string_view path, size_t count, Clock::time_point now);
 
   const std::vector<Replica>& replicas() const { return replicas_; }
   size_t up_count() const;
   Policy policy() const { return policy_; }
+  // How long a replica that came up stays under the slow-start penalty:
+  // max(kSlowStartMin, kSlowStartIntervals x probe interval).
+  Clock::duration slow_start_window() const;
+  // Recompute every replica's score at `now` (choose() does it too); for
+  // status pages that show scores between requests.
+  void refresh_scores(Clock::time_point now);
 
  private:
   double compute_score(const Replica& r, Clock::time_point now) const;
+  // The score the seed used: last probe's figures only, no estimate of what
+  // we sent since (Best ranks by it, which is why it herds).
+  double probe_score(const Replica& r, Clock::time_point now) const;
+  double score_at_load(const Replica& r, double load, Clock::time_point now) const;
+  void rebuild_ring();
+  size_t random_below(size_t n);
+  void record_sent(size_t i, Clock::time_point now);
+
+  std::vector<Choice> choose_best(size_t count, Clock::time_point now);
+  std::vector<Choice> choose_round_robin(size_t count, bool advance);
+  std::vector<Choice> choose_least_loaded(size_t count);
+  std::vector<Choice> choose_p2c(size_t count);
+  std::vector<Choice> choose_consistent(std::string_view path, size_t count);
 
   std::vector<Replica> replicas_;
   config::ProbeSettings probe_;
@@ -81,6 +143,8 @@ class Table {
   Policy policy_ = Policy::P2C;
   std::mt19937_64 rng_;
   size_t rr_next_ = 0;
+  // Consistent hashing: kVirtualNodes points per replica, sorted by hash.
+  std::vector<std::pair<uint64_t, uint32_t>> ring_;
 };
 
 }  // namespace cdn::balancer
