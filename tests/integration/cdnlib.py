@@ -166,6 +166,7 @@ class NotifySocket:
     def find(self, line, start=0):
         """Index of the first datagram at or after start holding `line`
         (exact, or a prefix when line ends with '=')."""
+        self.poll()
         for i in range(start, len(self.messages)):
             for entry in self.messages[i]:
                 if entry == line or (line.endswith("=") and entry.startswith(line)):

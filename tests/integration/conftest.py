@@ -30,7 +30,7 @@ DEFAULT_PAGE = (b"<!doctype html>\n<html><head><title>cdn test page</title></hea
 
 # Probe fast so that tests see up/down changes within a second or two, but
 # not so tight that a loaded CI machine makes replicas flap.
-FAST_PROBE = {"interval": "200ms", "timeout": "1s", "rise": 1, "fall": 2}
+FAST_PROBE = {"interval": "400ms", "timeout": "350ms", "rise": 1, "fall": 2}
 
 
 def pytest_configure(config):

@@ -227,7 +227,7 @@ def test_killed_replica_falls_back_then_marked_down(cdn, workdir):
     # Slow probing, so that the balancer still sends clients to the killed
     # replica for a few seconds: cdn-get must then fall back by itself.
     b = cdn.balancer(rs, policy="consistent",
-                     probe={"interval": "1s", "timeout": "1s", "rise": 1, "fall": 3})
+                     probe={"interval": "2s", "timeout": "1s", "rise": 1, "fall": 3})
     cdn.wait_up(b, 3)
     first = locate(b, "/index.html")[0]["address"]
     assert redirect(b)["Location"] == f"http://{first}/index.html"
