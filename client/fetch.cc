@@ -1,1 +1,498 @@
-// placeholder
+#include "client/fetch.hpp"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <deque>
+
+#include "common/http/message.hpp"
+#include "common/net/address.hpp"
+#include "common/net/client.hpp"
+#include "common/uv/handle.hpp"
+
+namespace cdn::get {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+std::string Url::authority() const {
+  const bool v6 = host.find(':') != std::string::npos;
+  return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+bool parse_url(const std::string& text, Url& out, std::string& error) {
+  constexpr std::string_view kScheme = "http://";
+  std::string_view s = text;
+  if (s.substr(0, kScheme.size()) != kScheme) {
+    error = "'" + text + "': only http:// URLs are supported";
+    return false;
+  }
+  s.remove_prefix(kScheme.size());
+  const size_t slash = s.find('/');
+  std::string_view authority = s.substr(0, slash);
+  out.target = slash == std::string_view::npos ? "/" : std::string(s.substr(slash));
+  out.port = 80;
+  std::string_view port;
+  if (!authority.empty() && authority.front() == '[') {
+    const size_t close = authority.find(']');
+    if (close == std::string_view::npos) {
+      error = "'" + text + "': unclosed [ in the host";
+      return false;
+    }
+    out.host = std::string(authority.substr(1, close - 1));
+    if (close + 1 < authority.size()) {
+      if (authority[close + 1] != ':') {
+        error = "'" + text + "': junk after the host";
+        return false;
+      }
+      port = authority.substr(close + 2);
+    }
+  } else {
+    const size_t colon = authority.rfind(':');
+    out.host = std::string(authority.substr(0, colon));
+    if (colon != std::string_view::npos) port = authority.substr(colon + 1);
+  }
+  if (out.host.empty()) {
+    error = "'" + text + "': no host";
+    return false;
+  }
+  if (!port.empty()) {
+    unsigned v = 0;
+    const auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), v);
+    if (ec != std::errc() || p != port.data() + port.size() || v == 0 || v > 65535) {
+      error = "'" + text + "': bad port";
+      return false;
+    }
+    out.port = static_cast<uint16_t>(v);
+  }
+  for (char c : out.target) {
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
+      error = "'" + text + "': spaces or control characters in the path";
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string sha256_from_repr_digest(std::string_view field) {
+  // A dictionary: "sha-256=:...:, sha-512=:...:"; we need sha-256.
+  size_t pos = 0;
+  while (pos < field.size()) {
+    size_t comma = field.find(',', pos);
+    if (comma == std::string_view::npos) comma = field.size();
+    std::string_view item = field.substr(pos, comma - pos);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (item.size() > 9 && http::iequals(item.substr(0, 9), "sha-256=:") && item.back() == ':') {
+      return std::string(item);
+    }
+    pos = comma + 1;
+  }
+  return {};
+}
+
+namespace {
+
+std::string base64(const unsigned char* data, size_t n) {
+  std::string out(4 * ((n + 2) / 3) + 1, '\0');
+  const int len =
+      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(n));
+  out.resize(static_cast<size_t>(len));
+  return out;
+}
+
+std::string dirname_of(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+std::string basename_of(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+class Fetcher {
+ public:
+  explicit Fetcher(const Options& o) : opt_(o) {
+    uv_loop_init(&loop_);
+    sha_ = EVP_MD_CTX_new();
+  }
+  ~Fetcher() {
+    EVP_MD_CTX_free(sha_);
+    discard_temp();
+  }
+
+  Result run() {
+    deadline_ = Clock::now() + opt_.wait;
+    retry_timer_ = uv::make_timer(&loop_, [this] { ask_balancer(); });
+    ask_balancer();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    uv::close_loop(&loop_);
+    return result_;
+  }
+
+ private:
+  enum class Mode { Unknown, Redirect, Body, Retry, Reject };
+
+  void finish(int code, std::string message) {
+    if (finished_) return;
+    finished_ = true;
+    result_.exit_code = code;
+    result_.message = std::move(message);
+    conn_.reset();
+    retry_timer_.reset();
+  }
+
+  void fail_attempt(const std::string& why) {
+    spdlog::info("{}", why);
+    result_.failures.push_back(why);
+  }
+
+  void ask_balancer() {
+    if (finished_) return;
+    ++rounds_;
+    candidates_.clear();
+    attempt(opt_.start, true);
+  }
+
+  void next_candidate() {
+    if (finished_) return;
+    if (!candidates_.empty()) {
+      Url next = candidates_.front();
+      candidates_.pop_front();
+      attempt(next, false);
+      return;
+    }
+    if (rounds_ < opt_.max_rounds) {
+      // The balancer may know by now that the replicas we tried are down.
+      ask_balancer();
+      return;
+    }
+    const bool all_verify = verify_failures_ > 0 && verify_failures_ == attempts_failed_;
+    finish(all_verify ? kVerifyFailed : kTransferFailed,
+           all_verify ? "the content failed verification on every replica"
+                      : "download failed on every replica");
+  }
+
+  void retry_balancer_later(milliseconds delay, const std::string& why) {
+    const auto now = Clock::now();
+    if (now + delay > deadline_) {
+      if (now < deadline_ && deadline_ - now > milliseconds(100)) {
+        delay = std::chrono::duration_cast<milliseconds>(deadline_ - now);
+      } else {
+        finish(kNoReplica, why);
+        return;
+      }
+    }
+    spdlog::info("{}; asking again in {} ms", why, delay.count());
+    --rounds_;  // waiting for a replica to come up is not a failed round
+    uv::timer_start(retry_timer_.get(), static_cast<uint64_t>(delay.count()), 0);
+  }
+
+  void attempt(const Url& url, bool balancer) {
+    current_ = url;
+    asking_balancer_ = balancer;
+    mode_ = Mode::Unknown;
+    reject_reason_.clear();
+    std::string err;
+    auto addr = net::resolve(url.host, url.port, &err);
+    if (!addr) {
+      on_attempt_error(url.authority() + ": " + err);
+      return;
+    }
+    conn_ = net::ClientConnection::create(&loop_, *addr);
+    std::string extra = "User-Agent: cdn-get\r\nAccept: */*\r\n";
+    if (!balancer && written_ > 0 && !etag_.empty()) {
+      // Resume where the last replica stopped, if it is still the same content.
+      extra += "Range: bytes=" + std::to_string(written_) + "-\r\nIf-Range: " + etag_ + "\r\n";
+    }
+    net::ClientCallbacks cb;
+    cb.on_headers = [this](const http::Response& r) { return on_headers(r); };
+    cb.on_body = [this](std::string_view piece) { return on_body(piece); };
+    cb.on_done = [this](const net::ClientResult& r, const http::Response& resp) {
+      on_done(r, resp);
+    };
+    conn_->request("GET", url.target, url.authority(), extra, opt_.timeout, std::move(cb));
+  }
+
+  bool on_headers(const http::Response& r) {
+    if (r.status >= 300 && r.status < 400 && r.header("Location")) {
+      mode_ = Mode::Redirect;
+      return true;
+    }
+    if (r.status == 503 && asking_balancer_) {
+      mode_ = Mode::Retry;
+      return true;
+    }
+    if (r.status == 200) {
+      if (written_ > 0 && !restart_download()) return false;
+      begin_body(r);
+      return mode_ == Mode::Body;
+    }
+    if (r.status == 206 && written_ > 0) {
+      auto range = r.header("Content-Range");
+      const std::string expect = "bytes " + std::to_string(written_) + "-";
+      if (range && range->substr(0, expect.size()) == expect &&
+          r.header("ETag").value_or("") == etag_) {
+        mode_ = Mode::Body;
+        const size_t slash = range->rfind('/');
+        expected_total_ = std::strtoull(std::string(range->substr(slash + 1)).c_str(), nullptr, 10);
+        spdlog::info("{}: resuming at byte {}", current_.authority(), written_);
+        return true;
+      }
+    }
+    mode_ = Mode::Reject;
+    reject_reason_ = "HTTP " + std::to_string(r.status) + " " + r.reason;
+    return false;
+  }
+
+  bool restart_download() {
+    if (to_stdout()) {
+      reject_reason_ = "cannot restart a download already written to standard output";
+      mode_ = Mode::Reject;
+      return false;
+    }
+    written_ = 0;
+    if (tmp_fd_ >= 0 && ftruncate(tmp_fd_, 0) != 0) {
+      write_error_ = std::strerror(errno);
+      return false;
+    }
+    return true;
+  }
+
+  void begin_body(const http::Response& r) {
+    if (!open_output()) {
+      mode_ = Mode::Reject;
+      return;
+    }
+    EVP_DigestInit_ex(sha_, EVP_sha256(), nullptr);
+    written_ = 0;
+    mode_ = Mode::Body;
+    expected_total_ = r.content_length.value_or(UINT64_MAX);
+    expected_digest_ = sha256_from_repr_digest(r.header("Repr-Digest").value_or(""));
+    etag_ = std::string(r.header("ETag").value_or(""));
+    if (etag_.starts_with("W/")) etag_.clear();  // only a strong validator may resume
+    replica_name_ = std::string(r.header("CDN-Replica").value_or(""));
+  }
+
+  bool to_stdout() const { return opt_.output == "-"; }
+
+  bool open_output() {
+    if (to_stdout()) {
+      tmp_fd_ = STDOUT_FILENO;
+      return true;
+    }
+    if (tmp_fd_ >= 0) return true;
+    tmp_path_ = dirname_of(opt_.output) + "/." + basename_of(opt_.output) + ".cdn-get.XXXXXX";
+    tmp_fd_ = mkstemp(tmp_path_.data());
+    if (tmp_fd_ < 0) {
+      write_error_ = "cannot create a file beside " + opt_.output + ": " + std::strerror(errno);
+      tmp_path_.clear();
+      return false;
+    }
+    return true;
+  }
+
+  bool on_body(std::string_view piece) {
+    if (mode_ != Mode::Body) return true;  // a redirect's or error's text: ignored
+    const char* p = piece.data();
+    size_t left = piece.size();
+    while (left > 0) {
+      const ssize_t n = ::write(tmp_fd_, p, left);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        write_error_ = "cannot write " + opt_.output + ": " + std::strerror(errno);
+        return false;
+      }
+      p += n;
+      left -= static_cast<size_t>(n);
+    }
+    EVP_DigestUpdate(sha_, piece.data(), piece.size());
+    written_ += piece.size();
+    return true;
+  }
+
+  void on_attempt_error(const std::string& why) {
+    if (asking_balancer_) {
+      retry_balancer_later(milliseconds(500), "balancer " + why);
+      return;
+    }
+    ++attempts_failed_;
+    fail_attempt(why);
+    next_candidate();
+  }
+
+  void on_done(const net::ClientResult& r, const http::Response& resp) {
+    if (finished_) return;
+    if (!write_error_.empty()) {
+      finish(kWriteFailed, write_error_);
+      return;
+    }
+    switch (mode_) {
+      case Mode::Redirect: {
+        if (!r.ok() && r.error != net::ClientError::Aborted) {
+          // The head said where to go; the rest does not matter.
+        }
+        add_candidates(resp);
+        next_candidate();
+        return;
+      }
+      case Mode::Retry: {
+        milliseconds delay(1000);
+        if (auto ra = resp.header("Retry-After")) {
+          const long secs = std::strtol(std::string(*ra).c_str(), nullptr, 10);
+          if (secs > 0 && secs < 3600) delay = milliseconds(secs * 1000);
+        }
+        retry_balancer_later(delay, "no replica is up yet (HTTP 503)");
+        return;
+      }
+      case Mode::Reject:
+        on_attempt_error(current_.authority() + current_.target + ": " + reject_reason_);
+        return;
+      case Mode::Unknown:
+        on_attempt_error(r.ok() ? current_.authority() + ": no usable answer" : r.message);
+        return;
+      case Mode::Body:
+        break;
+    }
+    if (!r.ok()) {
+      on_attempt_error(r.message + " (" + std::to_string(written_) + " bytes kept)");
+      return;
+    }
+    if (expected_total_ != UINT64_MAX && written_ != expected_total_) {
+      ++verify_failures_;
+      restart_download();
+      on_attempt_error(current_.authority() + ": got " + std::to_string(written_) +
+                       " bytes, expected " + std::to_string(expected_total_));
+      return;
+    }
+    if (!expected_digest_.empty()) {
+      unsigned char md[EVP_MAX_MD_SIZE];
+      unsigned len = 0;
+      EVP_DigestFinal_ex(sha_, md, &len);
+      const std::string got = "sha-256=:" + base64(md, len) + ":";
+      if (got != expected_digest_) {
+        ++verify_failures_;
+        restart_download();
+        on_attempt_error(current_.authority() + ": digest mismatch (announced " + expected_digest_ +
+                         ", got " + got + ")");
+        return;
+      }
+    }
+    publish();
+  }
+
+  void add_candidates(const http::Response& resp) {
+    std::deque<Url> found;
+    auto add = [&](std::string_view text) {
+      while (!text.empty() && text.front() == ' ') text.remove_prefix(1);
+      while (!text.empty() && text.back() == ' ') text.remove_suffix(1);
+      if (text.empty()) return;
+      Url u;
+      std::string err;
+      std::string s(text);
+      if (s.front() == '/') s = "http://" + current_.authority() + s;  // relative redirect
+      if (parse_url(s, u, err)) {
+        found.push_back(u);
+      } else {
+        fail_attempt("ignoring redirect target: " + err);
+      }
+    };
+    if (auto loc = resp.header("Location")) add(*loc);
+    if (auto fb = resp.header("CDN-Fallback")) {
+      std::string_view list = *fb;
+      size_t pos = 0;
+      while (pos <= list.size()) {
+        size_t comma = list.find(',', pos);
+        if (comma == std::string_view::npos) comma = list.size();
+        add(list.substr(pos, comma - pos));
+        pos = comma + 1;
+      }
+    }
+    if (++redirects_ > 20) {
+      finish(kTransferFailed, "too many redirects");
+      return;
+    }
+    // A redirect from a replica (e.g. to a directory's slash) is tried first.
+    for (auto it = found.rbegin(); it != found.rend(); ++it) candidates_.push_front(*it);
+  }
+
+  void publish() {
+    std::string name = current_.authority();
+    if (!replica_name_.empty() && replica_name_ != name) name += " (" + replica_name_ + ")";
+    if (!to_stdout()) {
+      if (tmp_fd_ < 0 && !open_output()) {  // an empty body never opened the file
+        finish(kWriteFailed, write_error_);
+        return;
+      }
+      const mode_t mask = umask(0);
+      umask(mask);
+      if (fchmod(tmp_fd_, 0666 & ~mask) != 0 || fsync(tmp_fd_) != 0 || ::close(tmp_fd_) != 0) {
+        tmp_fd_ = -1;
+        finish(kWriteFailed, "cannot write " + opt_.output + ": " + std::strerror(errno));
+        return;
+      }
+      tmp_fd_ = -1;
+      if (::rename(tmp_path_.c_str(), opt_.output.c_str()) != 0) {
+        finish(kWriteFailed, "cannot rename to " + opt_.output + ": " + std::strerror(errno));
+        return;
+      }
+      tmp_path_.clear();
+    }
+    result_.bytes = written_;
+    result_.replica = name;
+    finish(kOk, "saved " + opt_.output + " (" + std::to_string(written_) + " bytes) from " + name);
+  }
+
+  void discard_temp() {
+    if (tmp_fd_ >= 0 && tmp_fd_ != STDOUT_FILENO) ::close(tmp_fd_);
+    tmp_fd_ = -1;
+    if (!tmp_path_.empty()) ::unlink(tmp_path_.c_str());
+    tmp_path_.clear();
+  }
+
+  uv_loop_t loop_{};
+  Options opt_;
+  Result result_;
+  Clock::time_point deadline_;
+  uv::Ptr<uv_timer_t> retry_timer_;
+  net::ClientConnection::Ptr conn_;
+  std::deque<Url> candidates_;
+  Url current_;
+  bool asking_balancer_ = false;
+  bool finished_ = false;
+  int rounds_ = 0;
+  int redirects_ = 0;
+  int attempts_failed_ = 0;
+  int verify_failures_ = 0;
+  Mode mode_ = Mode::Unknown;
+  std::string reject_reason_;
+  std::string write_error_;
+
+  int tmp_fd_ = -1;
+  std::string tmp_path_;
+  EVP_MD_CTX* sha_ = nullptr;
+  uint64_t written_ = 0;
+  uint64_t expected_total_ = UINT64_MAX;
+  std::string expected_digest_;
+  std::string etag_;
+  std::string replica_name_;
+};
+
+}  // namespace
+
+Result fetch(const Options& options) {
+  Fetcher f(options);
+  return f.run();
+}
+
+}  // namespace cdn::get

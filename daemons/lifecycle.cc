@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <csignal>
 
+#include <stdexcept>
 #include "cdn_config.h"
+
 #include "common/systemd/notify.hpp"
 #include "common/uv/handle.hpp"
 
@@ -117,6 +119,55 @@ int run(uv_loop_t* loop, Hooks hooks) {
   r.finish();
   uv::close_loop(loop);
   return 0;
+}
+
+}  // namespace cdn::daemon
+
+namespace cdn::daemon {
+
+net::ServerOptions server_options(const config::ServerSettings& s, std::string server_header) {
+  net::ServerOptions o;
+  o.max_connections = s.max_connections;
+  o.idle_timeout = s.idle_timeout;
+  o.header_timeout = s.header_timeout;
+  o.send_timeout = s.send_timeout;
+  o.limits.max_request_line = s.max_request_line;
+  o.limits.max_header_bytes = s.max_header_bytes;
+  o.limits.max_headers = s.max_headers;
+  o.limits.max_body = 0;
+  o.server_header = std::move(server_header);
+  return o;
+}
+
+std::string start_listening(net::Server& server, const config::ServerSettings& s) {
+  const auto fds = systemd::listen_fds();
+  if (!fds.empty()) {
+    for (int fd : fds) {
+      const int rc = server.adopt(fd);
+      if (rc != 0) {
+        throw std::runtime_error("socket from systemd (fd " + std::to_string(fd) +
+                                 "): " + uv_strerror(rc));
+      }
+    }
+    return std::to_string(fds.size()) + " socket(s) from systemd, port " +
+           std::to_string(server.port());
+  }
+  const int rc = server.listen(s.address, s.port);
+  if (rc != 0) {
+    throw std::runtime_error("cannot listen on " + s.address + ":" + std::to_string(s.port) + ": " +
+                             uv_strerror(rc));
+  }
+  return s.address + ":" + std::to_string(server.port());
+}
+
+}  // namespace cdn::daemon
+
+namespace cdn::daemon {
+
+ConfigSource config_source(const std::string& explicit_path, const std::string& default_path) {
+  if (!explicit_path.empty()) return {explicit_path, true};
+  if (::access(default_path.c_str(), F_OK) == 0) return {default_path, true};
+  return {};
 }
 
 }  // namespace cdn::daemon

@@ -34,3 +34,30 @@ struct Hooks {
 int run(uv_loop_t* loop, Hooks hooks);
 
 }  // namespace cdn::daemon
+
+#include "common/config/settings.hpp"
+#include "common/net/server.hpp"
+
+namespace cdn::daemon {
+
+// The server's limits and timeouts from a [server] section.
+net::ServerOptions server_options(const config::ServerSettings& s, std::string server_header);
+
+// Serve on the sockets systemd passed (socket activation) or bind
+// address:port. Throws std::runtime_error with a clear message on failure.
+// Returns a description such as "127.0.0.1:33000" or "2 sockets from systemd".
+std::string start_listening(net::Server& server, const config::ServerSettings& s);
+
+}  // namespace cdn::daemon
+
+namespace cdn::daemon {
+
+// The configuration file to read: `explicit_path` when given (it must
+// exist), else `default_path` when it exists, else none (built-in defaults).
+struct ConfigSource {
+  std::string path;  // empty: no file
+  bool required = false;
+};
+ConfigSource config_source(const std::string& explicit_path, const std::string& default_path);
+
+}  // namespace cdn::daemon

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -28,12 +29,20 @@ bool stderr_is_journal() {
   return st.st_dev == dev && st.st_ino == ino;
 }
 
-void setup(std::string_view program, const std::string& level, const std::string& file) {
+namespace {
+spdlog::level::level_enum parse_level(const std::string& level) {
   auto lvl = spdlog::level::from_str(level);
   // from_str answers `off` for anything it does not know; only "off" may mean off.
   if (lvl == spdlog::level::off && level != "off") {
     throw std::runtime_error("unknown log level '" + level + "'");
   }
+  return lvl;
+}
+}  // namespace
+
+void setup(std::string_view program, const std::string& level, const std::string& file,
+           const std::string& console_level) {
+  const auto lvl = parse_level(level);
   std::vector<spdlog::sink_ptr> sinks;
 #if CDN_HAVE_SYSTEMD
   if (stderr_is_journal()) {
@@ -46,6 +55,7 @@ void setup(std::string_view program, const std::string& level, const std::string
     console->set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
     sinks.push_back(console);
   }
+  if (!console_level.empty()) sinks.front()->set_level(parse_level(console_level));
   if (!file.empty()) {
     try {
       auto f = std::make_shared<spdlog::sinks::basic_file_sink_mt>(file);
@@ -56,7 +66,7 @@ void setup(std::string_view program, const std::string& level, const std::string
     }
   }
   auto logger = std::make_shared<spdlog::logger>(std::string(program), sinks.begin(), sinks.end());
-  logger->set_level(lvl);
+  logger->set_level(console_level.empty() ? lvl : std::min(lvl, parse_level(console_level)));
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(logger);
 }

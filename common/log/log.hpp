@@ -10,7 +10,10 @@
 namespace cdn::log {
 
 // Throws std::runtime_error when the level is unknown or the file cannot be opened.
-void setup(std::string_view program, const std::string& level, const std::string& file);
+// `console_level`, when given, filters the console (or journal) alone: cdn-get
+// keeps its terminal quiet while its -l file records every attempt.
+void setup(std::string_view program, const std::string& level, const std::string& file,
+           const std::string& console_level = "");
 
 // True when stderr is connected to the journal (systemd's JOURNAL_STREAM
 // matches the device and inode of fd 2), as Waybar's logToJournalIfRunAsService.

@@ -19,7 +19,8 @@ struct Address {
 };
 
 // nullopt with `error` set when the host does not resolve.
-std::optional<Address> resolve(const std::string& host, uint16_t port, std::string* error = nullptr);
+std::optional<Address> resolve(const std::string& host, uint16_t port,
+                               std::string* error = nullptr);
 
 // The peer or local address of a connected/bound socket as "ip:port".
 std::string peer_name(int fd);

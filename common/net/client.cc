@@ -10,12 +10,18 @@ constexpr size_t kReadBuffer = 64 * 1024;
 
 std::string_view to_string(ClientError e) noexcept {
   switch (e) {
-    case ClientError::None: return "ok";
-    case ClientError::Connect: return "connect failed";
-    case ClientError::Timeout: return "timed out";
-    case ClientError::Reset: return "connection lost";
-    case ClientError::Protocol: return "bad response";
-    case ClientError::Aborted: return "aborted";
+    case ClientError::None:
+      return "ok";
+    case ClientError::Connect:
+      return "connect failed";
+    case ClientError::Timeout:
+      return "timed out";
+    case ClientError::Reset:
+      return "connection lost";
+    case ClientError::Protocol:
+      return "bad response";
+    case ClientError::Aborted:
+      return "aborted";
   }
   return "?";
 }
@@ -89,9 +95,8 @@ void ClientConnection::arm() {
       [](uv_timer_t* t) {
         auto* self = static_cast<ClientConnection*>(t->data);
         if (self->closing_ || !self->busy_) return;
-        self->fail(ClientError::Timeout,
-                   "no progress from " + self->address_.str() + " within " +
-                       std::to_string(self->timeout_.count()) + " ms");
+        self->fail(ClientError::Timeout, "no progress from " + self->address_.str() + " within " +
+                                             std::to_string(self->timeout_.count()) + " ms");
       },
       static_cast<uint64_t>(timeout_.count()), 0);
 }
@@ -132,8 +137,7 @@ void ClientConnection::send() {
   Stream* s = stream_;
   uv_buf_t buf = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
   s->write.data = s;
-  const int rc =
-      uv_write(&s->write, reinterpret_cast<uv_stream_t*>(&s->tcp), &buf, 1, on_write);
+  const int rc = uv_write(&s->write, reinterpret_cast<uv_stream_t*>(&s->tcp), &buf, 1, on_write);
   if (rc != 0) {
     fail(ClientError::Reset, address_.str() + ": " + uv_strerror(rc));
     return;

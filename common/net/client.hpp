@@ -101,12 +101,12 @@ class ClientConnection {
   bool timer_open_ = false;
   bool closing_ = false;
   bool busy_ = false;
-  bool reused_ = false;          // this request went out on a kept-alive connection
-  bool got_bytes_ = false;       // any byte of the response arrived
+  bool reused_ = false;     // this request went out on a kept-alive connection
+  bool got_bytes_ = false;  // any byte of the response arrived
   bool headers_reported_ = false;
   bool aborted_ = false;
-  std::string out_;              // the request bytes
-  std::string in_;               // read buffer
+  std::string out_;  // the request bytes
+  std::string in_;   // read buffer
   std::chrono::milliseconds timeout_{5000};
   ClientCallbacks cb_;
 };

@@ -408,8 +408,8 @@ void Connection::submit(WriteReq* w) {
   w->bytes = 0;
   for (unsigned i = 0; i < w->nbufs; ++i) w->bytes += w->bufs[i].len;
   w->req.data = w;
-  const int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), w->bufs, w->nbufs,
-                          on_write);
+  const int rc =
+      uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), w->bufs, w->nbufs, on_write);
   if (rc != 0) {
     SPDLOG_DEBUG("{}: write failed: {}", peer_, uv_strerror(rc));
     w->owner.reset();
@@ -475,8 +475,10 @@ void Connection::on_write(uv_write_t* req, int status) {
     if (c->file_remaining_ > 0) {
       w->nbufs = 0;
       w->head.clear();
-      if (!c->send_next_chunk(w)) c->close();
-      else c->arm(c->server_.options_.send_timeout);
+      if (!c->send_next_chunk(w))
+        c->close();
+      else
+        c->arm(c->server_.options_.send_timeout);
       return;
     }
     c->finish_file_stream();

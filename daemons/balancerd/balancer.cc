@@ -1,1 +1,275 @@
-// placeholder
+#include "daemons/balancerd/balancer.hpp"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "cdn_config.h"
+#include "common/http/path.hpp"
+#include "daemons/lifecycle.hpp"
+
+namespace cdn::balancer {
+
+namespace {
+
+using Json = nlohmann::json;
+
+std::string retry_after_seconds(std::chrono::milliseconds d) {
+  const auto s =
+      std::chrono::duration_cast<std::chrono::seconds>(d + std::chrono::milliseconds(999));
+  return std::to_string(std::max<int64_t>(1, s.count()));
+}
+
+double round3(double v) { return static_cast<double>(static_cast<int64_t>(v * 1000 + 0.5)) / 1000; }
+
+Json replica_json(const Replica& r, Clock::time_point now) {
+  Json j;
+  j["address"] = r.address.str();
+  j["health"] = std::string(to_string(r.health));
+  j["rtt_ms"] = r.rtt_ms ? Json(round3(*r.rtt_ms)) : Json(nullptr);
+  j["loss"] = round3(r.loss);
+  j["load"] = round3(r.reported_load);
+  j["capacity"] = r.reported_capacity;
+  j["sent_since_probe"] = r.sent_since_probe;
+  j["score"] = round3(r.score);
+  j["redirects"] = r.redirects_total;
+  j["last_error"] = r.last_error;
+  j["name"] = r.last_status.name;
+  j["last_probe_ms_ago"] =
+      r.last_probe
+          ? Json(std::chrono::duration_cast<std::chrono::milliseconds>(now - *r.last_probe).count())
+          : Json(nullptr);
+  return j;
+}
+
+}  // namespace
+
+Balancer::Balancer(uv_loop_t* loop, config::BalancerSettings settings)
+    : loop_(loop),
+      settings_(std::move(settings)),
+      table_(settings_.replicas, settings_.probe, settings_.balance),
+      prober_(loop, table_),
+      server_(loop, daemon::server_options(settings_.server, "cdn-balancerd/" CDN_VERSION),
+              [this](net::Exchange& ex) { handle(ex); }) {}
+
+void Balancer::start() {
+  const std::string where = daemon::start_listening(server_, settings_.server);
+  if (settings_.server.name.empty()) {
+    char host[256] = {0};
+    gethostname(host, sizeof host - 1);
+    settings_.server.name = std::string(host) + ":" + std::to_string(server_.port());
+  }
+  prober_.start(settings_.probe);
+  spdlog::info("balancer {} on {}: {} replicas, policy {}", settings_.server.name, where,
+               table_.replicas().size(), to_string(table_.policy()));
+}
+
+void Balancer::reconfigure(config::BalancerSettings settings) {
+  if (settings.server.address != settings_.server.address ||
+      (settings.server.port != settings_.server.port && settings.server.port != 0)) {
+    spdlog::warn("[server] address/port changed: takes effect at the next restart");
+  }
+  if (settings.server.name.empty()) settings.server.name = settings_.server.name;
+  settings.server.address = settings_.server.address;
+  settings.server.port = settings_.server.port;
+  server_.set_options(daemon::server_options(settings.server, "cdn-balancerd/" CDN_VERSION));
+  table_.reconfigure(settings.replicas, settings.probe, settings.balance);
+  settings_ = std::move(settings);
+  prober_.start(settings_.probe);
+  spdlog::info("{} replicas, policy {}", table_.replicas().size(), to_string(table_.policy()));
+}
+
+void Balancer::drain(std::function<void()> done) {
+  draining_ = true;
+  prober_.stop();
+  server_.drain(std::move(done));
+}
+
+void Balancer::stop() {
+  prober_.stop();
+  server_.close();
+}
+
+std::string Balancer::status_line() const {
+  return fmt::format("{}{}/{} replicas up, policy {}, {} redirects", draining_ ? "draining: " : "",
+                     table_.up_count(), table_.replicas().size(), to_string(table_.policy()),
+                     redirects_total_);
+}
+
+std::string Balancer::url_for(size_t index, std::string_view encoded_path_and_query) const {
+  std::string url = "http://";
+  url.append(table_.replicas()[index].address.str());
+  url.append(encoded_path_and_query);
+  return url;
+}
+
+void Balancer::handle(net::Exchange& ex) {
+  const auto& req = ex.request();
+  if (req.method != "GET" && req.method != "HEAD") {
+    ex.reply(405, "only GET and HEAD are served", {{"Allow", "GET, HEAD"}});
+    return;
+  }
+  const auto path = http::normalize_path(req.target);
+  if (!path) {
+    ex.reply(400, "bad request path");
+    return;
+  }
+  if (path->starts_with("/.cdn/")) {
+    if (*path == "/.cdn/status") {
+      serve_status(ex);
+    } else if (*path == "/.cdn/locate") {
+      serve_locate(ex);
+    } else if (*path == "/.cdn/metrics") {
+      serve_metrics(ex);
+    } else {
+      ex.reply(404, "no such CDN endpoint");
+    }
+    return;
+  }
+  redirect(ex, *path);
+}
+
+void Balancer::redirect(net::Exchange& ex, const std::string& path) {
+  const auto picks = table_.choose(path, 1 + settings_.balance.fallbacks, Clock::now());
+  if (picks.empty()) {
+    ++unavailable_total_;
+    SPDLOG_DEBUG("{} {}: no replica up", ex.peer(), path);
+    ex.reply(503, "no replica is available, try again later",
+             {{"Retry-After", retry_after_seconds(settings_.balance.retry_after)},
+              {"Cache-Control", "no-store"}});
+    return;
+  }
+  ++redirects_total_;
+  // The Location is built from the configured replica and the normalised
+  // path only: nothing from the request's headers reaches it.
+  std::string tail = http::encode_path(path);
+  const auto query = http::query_of(ex.request().target);
+  if (!query.empty()) tail.append("?").append(query);
+  const std::string location = url_for(picks.front().index, tail);
+  std::string fallbacks;
+  for (size_t i = 1; i < picks.size(); ++i) {
+    if (!fallbacks.empty()) fallbacks.append(", ");
+    fallbacks.append(url_for(picks[i].index, tail));
+  }
+  SPDLOG_DEBUG("{} {} -> {}", ex.peer(), path, location);
+  std::string body = "See " + location + "\n";
+  auto& h = ex.begin(302);
+  h.header("Location", location);
+  if (!fallbacks.empty()) h.header("CDN-Fallback", fallbacks);
+  h.header("Cache-Control", "no-store");
+  h.header("Content-Type", "text/plain; charset=utf-8");
+  h.header("Content-Length", static_cast<uint64_t>(body.size()));
+  ex.finish(body);
+}
+
+void Balancer::serve_locate(net::Exchange& ex) {
+  ++locates_total_;
+  const auto query = http::query_of(ex.request().target);
+  const auto raw = http::query_param(query, "path");
+  std::optional<std::string> path;
+  if (raw) path = http::normalize_path(*raw);
+  if (!path) {
+    ex.reply(400, "locate needs ?path=/some/path");
+    return;
+  }
+  const auto now = Clock::now();
+  const auto picks = table_.rank(*path, table_.replicas().size(), now);
+  Json doc;
+  doc["path"] = *path;
+  doc["policy"] = std::string(to_string(table_.policy()));
+  Json list = Json::array();
+  const std::string tail = http::encode_path(*path);
+  for (const auto& c : picks) {
+    Json j = replica_json(table_.replicas()[c.index], now);
+    j["url"] = url_for(c.index, tail);
+    j["score"] = round3(c.score);
+    list.push_back(std::move(j));
+  }
+  doc["replicas"] = std::move(list);
+  const std::string body = doc.dump();
+  if (picks.empty()) {
+    ex.reply(503, body,
+             {{"Retry-After", retry_after_seconds(settings_.balance.retry_after)},
+              {"Cache-Control", "no-store"}});
+    return;
+  }
+  auto& h = ex.begin(200);
+  h.header("Content-Type", "application/json");
+  h.header("Cache-Control", "no-store");
+  h.header("Content-Length", static_cast<uint64_t>(body.size()));
+  ex.finish(body);
+}
+
+void Balancer::serve_status(net::Exchange& ex) {
+  const auto now = Clock::now();
+  Json doc;
+  doc["name"] = settings_.server.name;
+  doc["state"] = draining_ ? "draining" : "serving";
+  doc["policy"] = std::string(to_string(table_.policy()));
+  doc["up"] = table_.up_count();
+  doc["total"] = table_.replicas().size();
+  doc["redirects_total"] = redirects_total_;
+  doc["unavailable_total"] = unavailable_total_;
+  doc["version"] = CDN_VERSION;
+  Json list = Json::array();
+  for (const auto& r : table_.replicas()) list.push_back(replica_json(r, now));
+  doc["replicas"] = std::move(list);
+  const std::string body = doc.dump();
+  auto& h = ex.begin(200);
+  h.header("Content-Type", "application/json");
+  h.header("Cache-Control", "no-store");
+  h.header("Content-Length", static_cast<uint64_t>(body.size()));
+  ex.finish(body);
+}
+
+void Balancer::serve_metrics(net::Exchange& ex) {
+  const auto& st = server_.stats();
+  std::string m;
+  auto head = [&m](std::string_view name, std::string_view type, std::string_view help) {
+    m += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+  };
+  head("cdn_balancer_redirects_total", "counter", "Clients sent to a replica.");
+  m += fmt::format("cdn_balancer_redirects_total {}\n", redirects_total_);
+  head("cdn_balancer_unavailable_total", "counter", "Clients answered 503 (no replica up).");
+  m += fmt::format("cdn_balancer_unavailable_total {}\n", unavailable_total_);
+  head("cdn_balancer_requests_total", "counter", "Requests answered.");
+  m += fmt::format("cdn_balancer_requests_total {}\n", st.requests_total);
+  head("cdn_balancer_connections_active", "gauge", "Open client connections.");
+  m += fmt::format("cdn_balancer_connections_active {}\n", st.active_connections);
+  head("cdn_balancer_probes_total", "counter", "Health probes sent.");
+  m += fmt::format("cdn_balancer_probes_total {}\n", prober_.probes_total());
+  head("cdn_balancer_probe_failures_total", "counter", "Health probes that failed.");
+  m += fmt::format("cdn_balancer_probe_failures_total {}\n", prober_.probe_failures_total());
+  head("cdn_balancer_replicas_up", "gauge", "Replicas taking clients.");
+  m += fmt::format("cdn_balancer_replicas_up {}\n", table_.up_count());
+  head("cdn_balancer_replica_up", "gauge", "1 when the replica takes clients.");
+  for (const auto& r : table_.replicas()) {
+    m += fmt::format("cdn_balancer_replica_up{{replica=\"{}\"}} {}\n", r.address.str(),
+                     r.health == Health::Up ? 1 : 0);
+  }
+  head("cdn_balancer_replica_rtt_seconds", "gauge", "Probe round-trip time (EWMA).");
+  for (const auto& r : table_.replicas()) {
+    if (r.rtt_ms) {
+      m += fmt::format("cdn_balancer_replica_rtt_seconds{{replica=\"{}\"}} {}\n", r.address.str(),
+                       *r.rtt_ms / 1000.0);
+    }
+  }
+  head("cdn_balancer_replica_load", "gauge", "Load the replica reported.");
+  for (const auto& r : table_.replicas()) {
+    m += fmt::format("cdn_balancer_replica_load{{replica=\"{}\"}} {}\n", r.address.str(),
+                     r.reported_load);
+  }
+  head("cdn_balancer_replica_redirects_total", "counter", "Clients sent to the replica.");
+  for (const auto& r : table_.replicas()) {
+    m += fmt::format("cdn_balancer_replica_redirects_total{{replica=\"{}\"}} {}\n", r.address.str(),
+                     r.redirects_total);
+  }
+  auto& h = ex.begin(200);
+  h.header("Content-Type", "text/plain; version=0.0.4");
+  h.header("Cache-Control", "no-store");
+  h.header("Content-Length", static_cast<uint64_t>(m.size()));
+  ex.finish(m);
+}
+
+}  // namespace cdn::balancer

@@ -1,1 +1,133 @@
-int main() { return 0; }
+// cdn-balancerd: probes every replica and sends each client to the best one.
+// The seed's command line (-s SERVERS_FILE -p PORT -l LOGFILE) keeps
+// working; flags override the INI file.
+#include <spdlog/spdlog.h>
+#include <uv.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <optional>
+
+#include "cdn_config.h"
+#include "common/config/ini.hpp"
+#include "common/config/settings.hpp"
+#include "common/log/log.hpp"
+#include "common/uv/handle.hpp"
+#include "daemons/balancerd/balancer.hpp"
+#include "daemons/lifecycle.hpp"
+
+namespace {
+
+struct Flags {
+  std::string config;
+  std::string servers;
+  std::optional<uint16_t> port;
+  std::string address;
+  std::string logfile;
+  std::vector<std::string> replicas;
+  std::string policy;
+  std::string name;
+  std::string log_level;
+  bool check = false;
+};
+
+cdn::config::BalancerSettings load(const Flags& f, const cdn::daemon::ConfigSource& src) {
+  cdn::config::BalancerSettings s;
+  if (!src.path.empty()) s = cdn::config::balancer_settings(cdn::config::load_ini(src.path));
+  if (f.port) s.server.port = *f.port;
+  if (!f.address.empty()) s.server.address = f.address;
+  if (!f.logfile.empty()) s.log.file = f.logfile;
+  if (!f.log_level.empty()) s.log.level = f.log_level;
+  if (!f.name.empty()) s.server.name = f.name;
+  if (!f.policy.empty()) s.balance.policy = f.policy;
+  if (!f.servers.empty() || !f.replicas.empty()) {
+    // Replicas named on the command line replace the file's list.
+    s.replicas.clear();
+    s.servers_file = f.servers;
+    for (const auto& r : f.replicas) {
+      auto hp = cdn::config::parse_host_port(r, s.server.port);
+      if (!hp) throw cdn::config::Error("--replica: '" + r + "' is not an address (host[:port])");
+      s.replicas.push_back(*hp);
+    }
+    if (!f.servers.empty()) {
+      // The seed's servers.txt: a bare host takes the balancer's own port.
+      for (auto& hp : cdn::config::load_servers(f.servers, s.server.port)) {
+        s.replicas.push_back(hp);
+      }
+    }
+  }
+  cdn::config::validate(s, src.path.empty() ? std::string("command line") : src.path);
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"cdn-balancerd: sends each client to the best replica"};
+  Flags f;
+  app.add_option("-c,--config", f.config, "INI file (default " CDN_SYSCONFDIR "/balancerd.ini)");
+  app.add_option("-s,--servers", f.servers, "servers file: one replica host[:port] a line");
+  app.add_option("-p,--port", f.port, "port to listen on (0: any free port)");
+  app.add_option("-a,--address", f.address, "address to listen on");
+  app.add_option("-l,--log", f.logfile, "also log to this file");
+  app.add_option("--replica", f.replicas, "a replica host[:port] (repeatable)");
+  app.add_option("--policy", f.policy, "best, round-robin, least-loaded, p2c, consistent");
+  app.add_option("--name", f.name, "name shown in status");
+  app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error, critical, off");
+  app.add_flag("--check-config", f.check, "validate the configuration and exit");
+  app.set_version_flag("--version", CDN_VERSION);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+
+  const auto src = cdn::daemon::config_source(f.config, CDN_SYSCONFDIR "/balancerd.ini");
+  cdn::config::BalancerSettings settings;
+  try {
+    settings = load(f, src);
+    cdn::log::setup("cdn-balancerd", settings.log.level, settings.log.file);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "cdn-balancerd: %s\n", e.what());
+    return 1;
+  }
+  if (f.check) {
+    std::printf("configuration OK: %zu replicas, policy %s\n", settings.replicas.size(),
+                settings.balance.policy.c_str());
+    return 0;
+  }
+
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  int rc = 0;
+  {
+    cdn::balancer::Balancer balancer(&loop, settings);
+    try {
+      balancer.start();
+    } catch (const std::exception& e) {
+      spdlog::critical("{}", e.what());
+      balancer.stop();
+      cdn::uv::close_loop(&loop);
+      return 1;
+    }
+    cdn::daemon::Hooks hooks;
+    hooks.reload = [&]() {
+      try {
+        auto next = load(f, src);
+        cdn::log::setup("cdn-balancerd", next.log.level, next.log.file);
+        balancer.reconfigure(std::move(next));
+        return true;
+      } catch (const std::exception& e) {
+        spdlog::error("reload refused, keeping the running configuration: {}", e.what());
+        return false;
+      }
+    };
+    hooks.drain = [&](std::function<void()> done) { balancer.drain(std::move(done)); };
+    hooks.stop_now = [&]() { balancer.stop(); };
+    hooks.status_line = [&]() { return balancer.status_line(); };
+    hooks.drain_timeout = [&]() { return balancer.settings().server.drain_timeout; };
+    rc = cdn::daemon::run(&loop, std::move(hooks));
+  }
+  spdlog::info("stopped");
+  return rc;
+}

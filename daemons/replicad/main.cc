@@ -1,1 +1,144 @@
-int main() { return 0; }
+// cdn-replicad: an edge server holding a copy of a site and serving it.
+// The seed's command line (-p PORT -l LOGFILE -w WEBPAGE) keeps working;
+// flags override the INI file.
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <uv.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <optional>
+
+#include "cdn_config.h"
+#include "common/config/ini.hpp"
+#include "common/config/settings.hpp"
+#include "common/log/log.hpp"
+#include "common/uv/handle.hpp"
+#include "daemons/lifecycle.hpp"
+#include "daemons/replicad/replica.hpp"
+
+namespace {
+
+struct Flags {
+  std::string config;
+  std::optional<uint16_t> port;
+  std::string address;
+  std::string logfile;
+  std::string webpage;
+  std::string root;
+  std::string name;
+  std::string log_level;
+  bool check = false;
+};
+
+// The INI file (if any) plus the flags: what the daemon runs with.
+cdn::config::ReplicaSettings load(const Flags& f, const cdn::daemon::ConfigSource& src) {
+  cdn::config::ReplicaSettings s;
+  if (!src.path.empty()) s = cdn::config::replica_settings(cdn::config::load_ini(src.path));
+  if (f.port) s.server.port = *f.port;
+  if (!f.address.empty()) s.server.address = f.address;
+  if (!f.logfile.empty()) s.log.file = f.logfile;
+  if (!f.log_level.empty()) s.log.level = f.log_level;
+  if (!f.name.empty()) s.server.name = f.name;
+  if (!f.root.empty() || !f.webpage.empty()) {
+    s.content.root.clear();
+    s.content.page.clear();
+    s.content.origin.clear();
+  }
+  if (!f.root.empty()) s.content.root = f.root;
+  if (!f.webpage.empty()) {
+    // The seed's -w names a web page: a local file or directory when one
+    // exists by that name, otherwise the host or URL of an origin.
+    struct stat st {};
+    if (::stat(f.webpage.c_str(), &st) == 0) {
+      if (S_ISDIR(st.st_mode)) {
+        s.content.root = f.webpage;
+      } else {
+        s.content.page = f.webpage;
+      }
+    } else {
+      s.content.origin = cdn::config::normalize_origin(f.webpage);
+    }
+  }
+  cdn::config::validate(s, src.path.empty() ? std::string("command line") : src.path);
+  return s;
+}
+
+bool same_source(const cdn::config::ContentSettings& a, const cdn::config::ContentSettings& b) {
+  return a.root == b.root && a.page == b.page && a.origin == b.origin && a.index == b.index;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"cdn-replicad: serves a copy of a site (a directory, a page or an origin)"};
+  Flags f;
+  app.add_option("-c,--config", f.config, "INI file (default " CDN_SYSCONFDIR "/replicad.ini)");
+  app.add_option("-p,--port", f.port, "port to listen on (0: any free port)");
+  app.add_option("-a,--address", f.address, "address to listen on");
+  app.add_option("-l,--log", f.logfile, "also log to this file");
+  app.add_option("-w,--webpage", f.webpage,
+                 "page to serve: a local file or directory, or an origin host/URL");
+  app.add_option("-r,--root", f.root, "directory to serve");
+  app.add_option("--name", f.name, "name shown in status and the CDN-Replica header");
+  app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error, critical, off");
+  app.add_flag("--check-config", f.check, "validate the configuration and exit");
+  app.set_version_flag("--version", CDN_VERSION);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+
+  const auto src = cdn::daemon::config_source(f.config, CDN_SYSCONFDIR "/replicad.ini");
+  cdn::config::ReplicaSettings settings;
+  std::unique_ptr<cdn::replica::Store> store;
+  try {
+    settings = load(f, src);
+    cdn::log::setup("cdn-replicad", settings.log.level, settings.log.file);
+    store = cdn::replica::open_store(settings.content);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "cdn-replicad: %s\n", e.what());
+    return 1;
+  }
+  if (f.check) {
+    std::printf("configuration OK: %s\n", store->source().c_str());
+    return 0;
+  }
+
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  cdn::replica::Replica replica(&loop, settings, std::move(store));
+  try {
+    replica.start();
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    replica.stop();
+    cdn::uv::close_loop(&loop);
+    return 1;
+  }
+
+  cdn::daemon::Hooks hooks;
+  hooks.reload = [&]() {
+    try {
+      auto next = load(f, src);
+      cdn::log::setup("cdn-replicad", next.log.level, next.log.file);
+      std::unique_ptr<cdn::replica::Store> next_store;
+      if (!same_source(next.content, replica.settings().content)) {
+        next_store = cdn::replica::open_store(next.content);
+      }
+      replica.reconfigure(std::move(next), std::move(next_store));
+      return true;
+    } catch (const std::exception& e) {
+      spdlog::error("reload refused, keeping the running configuration: {}", e.what());
+      return false;
+    }
+  };
+  hooks.drain = [&](std::function<void()> done) { replica.drain(std::move(done)); };
+  hooks.stop_now = [&]() { replica.stop(); };
+  hooks.status_line = [&]() { return replica.status_line(); };
+  hooks.drain_timeout = [&]() { return replica.settings().server.drain_timeout; };
+  const int rc = cdn::daemon::run(&loop, std::move(hooks));
+  spdlog::info("stopped");
+  return rc;
+}

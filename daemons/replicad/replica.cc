@@ -1,1 +1,303 @@
-// placeholder
+#include "daemons/replicad/replica.hpp"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "cdn_config.h"
+#include "common/http/path.hpp"
+#include "common/http/serialize.hpp"
+#include "daemons/lifecycle.hpp"
+#include "daemons/replicad/range.hpp"
+
+namespace cdn::replica {
+
+namespace {
+
+// If-None-Match uses the weak comparison (RFC 9110 13.1.2): W/ is ignored.
+bool etag_matches(std::string_view header, std::string_view etag) {
+  auto strip_weak = [](std::string_view t) {
+    if (t.size() >= 2 && t[0] == 'W' && t[1] == '/') t.remove_prefix(2);
+    return t;
+  };
+  etag = strip_weak(etag);
+  size_t pos = 0;
+  while (pos <= header.size()) {
+    size_t comma = header.find(',', pos);
+    if (comma == std::string_view::npos) comma = header.size();
+    std::string_view item = header.substr(pos, comma - pos);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (item == "*" || strip_weak(item) == etag) return true;
+    pos = comma + 1;
+  }
+  return false;
+}
+
+std::string cache_control(const config::ContentSettings& c) {
+  return "public, max-age=" +
+         std::to_string(std::chrono::duration_cast<std::chrono::seconds>(c.max_age).count());
+}
+
+}  // namespace
+
+std::unique_ptr<Store> open_store(const config::ContentSettings& c) {
+  if (!c.root.empty()) return Store::open_root(c.root, c.index);
+  if (!c.page.empty()) return Store::open_page(c.page);
+  throw std::runtime_error("origin pull (" + c.origin +
+                           ") is not available in this build: serve a directory (root=) or a "
+                           "page (page=, or -w with a file path)");
+}
+
+Replica::Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_ptr<Store> store)
+    : loop_(loop),
+      settings_(std::move(settings)),
+      store_(std::move(store)),
+      server_(loop, daemon::server_options(settings_.server, "cdn-replicad/" CDN_VERSION),
+              [this](net::Exchange& ex) { handle(ex); }),
+      started_(std::chrono::steady_clock::now()),
+      rate_last_time_(started_) {}
+
+void Replica::start() {
+  const std::string where = daemon::start_listening(server_, settings_.server);
+  if (settings_.server.name.empty()) {
+    char host[256] = {0};
+    gethostname(host, sizeof host - 1);
+    settings_.server.name = std::string(host) + ":" + std::to_string(server_.port());
+  }
+  state_ = status::State::Serving;
+  spdlog::info("replica {} serving {} on {}", settings_.server.name, store_->source(), where);
+}
+
+void Replica::reconfigure(config::ReplicaSettings settings, std::unique_ptr<Store> store) {
+  if (settings.server.address != settings_.server.address ||
+      (settings.server.port != settings_.server.port && settings.server.port != 0)) {
+    spdlog::warn("[server] address/port changed: takes effect at the next restart");
+  }
+  if (settings.server.name.empty()) settings.server.name = settings_.server.name;
+  settings.server.address = settings_.server.address;
+  settings.server.port = settings_.server.port;
+  server_.set_options(daemon::server_options(settings.server, "cdn-replicad/" CDN_VERSION));
+  if (store) {
+    spdlog::info("content source now {}", store->source());
+    store_ = std::move(store);
+  }
+  settings_ = std::move(settings);
+}
+
+void Replica::drain(std::function<void()> done) {
+  state_ = status::State::Draining;
+  server_.drain(std::move(done));
+}
+
+void Replica::stop() { server_.close(); }
+
+void Replica::sample_rate() {
+  const auto now = std::chrono::steady_clock::now();
+  const double secs = std::chrono::duration<double>(now - rate_last_time_).count();
+  if (secs < 0.5) return;
+  const auto& st = server_.stats();
+  bytes_per_second_ = static_cast<double>(st.bytes_sent - rate_last_bytes_) / secs;
+  requests_per_second_ = static_cast<double>(st.requests_total - rate_last_requests_) / secs;
+  rate_last_bytes_ = st.bytes_sent;
+  rate_last_requests_ = st.requests_total;
+  rate_last_time_ = now;
+}
+
+std::string Replica::status_line() {
+  sample_rate();
+  const auto& st = server_.stats();
+  return fmt::format("{}: {} connections, {:.0f} req/s, {:.1f} MB/s, {} requests served",
+                     status::to_string(state_), st.active_connections, requests_per_second_,
+                     bytes_per_second_ / 1e6, st.requests_total);
+}
+
+status::ReplicaStatus Replica::status() const {
+  const auto& st = server_.stats();
+  status::ReplicaStatus s;
+  s.name = settings_.server.name;
+  s.source = store_->source();
+  s.state = state_;
+  s.active_connections = st.active_connections;
+  s.capacity = settings_.content.capacity;
+  s.requests_total = st.requests_total;
+  s.bytes_total = st.bytes_sent;
+  s.bytes_per_second = bytes_per_second_;
+  // The status request itself holds one connection: do not count it.
+  const uint64_t busy = st.active_connections > 0 ? st.active_connections - 1 : 0;
+  s.load = s.capacity > 0 ? static_cast<double>(busy) / static_cast<double>(s.capacity) : 0;
+  s.uptime_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  s.version = CDN_VERSION;
+  return s;
+}
+
+void Replica::handle(net::Exchange& ex) {
+  const auto& req = ex.request();
+  const bool get = req.method == "GET";
+  if (!get && req.method != "HEAD") {
+    ex.reply(405, "only GET and HEAD are served", {{"Allow", "GET, HEAD"}});
+    return;
+  }
+  const auto path = http::normalize_path(req.target);
+  if (!path) {
+    ex.reply(400, "bad request path");
+    return;
+  }
+  if (path->starts_with("/.cdn/")) {
+    if (*path == "/.cdn/status") {
+      serve_status(ex);
+    } else if (*path == "/.cdn/metrics") {
+      serve_metrics(ex);
+    } else {
+      ex.reply(404, "no such CDN endpoint");
+    }
+    return;
+  }
+  serve_content(ex, *path);
+}
+
+void Replica::serve_content(net::Exchange& ex, const std::string& path) {
+  const auto& req = ex.request();
+  Lookup found = store_->lookup(path);
+  if (std::holds_alternative<RedirectSlash>(found)) {
+    std::string location = http::encode_path(std::get<RedirectSlash>(found).location);
+    const auto query = http::query_of(req.target);
+    if (!query.empty()) location.append("?").append(query);
+    ex.reply(301, "moved", {{"Location", location}});
+    return;
+  }
+  if (!std::holds_alternative<Found>(found)) {
+    ++not_found_total_;
+    ex.reply(404, "not found");
+    return;
+  }
+  auto obj = std::get<Found>(found).object;
+  const std::string cc = cache_control(settings_.content);
+
+  // Conditional requests: If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2).
+  bool not_modified = false;
+  if (auto inm = req.header("If-None-Match")) {
+    not_modified = etag_matches(*inm, obj->etag);
+  } else if (auto ims = req.header("If-Modified-Since")) {
+    const int64_t t = http::parse_http_date(*ims);
+    not_modified = t >= 0 && obj->mtime <= t;
+  }
+  if (not_modified) {
+    ++not_modified_total_;
+    auto& h = ex.begin(304);
+    h.header("ETag", obj->etag);
+    h.header("Last-Modified", obj->last_modified);
+    h.header("Cache-Control", cc);
+    h.header("CDN-Replica", settings_.server.name);
+    ex.finish();
+    return;
+  }
+
+  RangeResult range;
+  if (auto r = req.header("Range")) {
+    bool use_range = true;
+    if (auto if_range = req.header("If-Range")) {
+      // Only a strong validator that still matches may resume (RFC 9110 13.1.5).
+      use_range = *if_range == obj->etag || *if_range == obj->last_modified;
+    }
+    if (use_range) range = parse_range(*r, obj->size);
+  }
+  if (range.kind == RangeKind::Unsatisfiable) {
+    ex.reply(416, "range not satisfiable",
+             {{"Content-Range", "bytes */" + std::to_string(obj->size)}});
+    return;
+  }
+  uint64_t offset = 0, length = obj->size;
+  int status = 200;
+  if (range.kind == RangeKind::Satisfiable) {
+    ++partial_total_;
+    status = 206;
+    offset = range.range.offset;
+    length = range.range.length;
+  }
+
+  int fd = -1;
+  if (!obj->in_memory && length > 0 && !ex.is_head()) {
+    fd = store_->open(*obj);
+    if (fd < 0) {
+      // Changed or removed since the lookup: answer from a fresh lookup rather than
+      // send bytes that do not match the digest we would announce.
+      spdlog::info("{}: changed on disk while being served ({}), try again", path,
+                   std::strerror(errno));
+      ex.reply(503, "content is being updated, try again", {{"Retry-After", "1"}});
+      return;
+    }
+  }
+
+  auto& h = ex.begin(status);
+  h.header("Content-Type", obj->content_type);
+  h.header("Content-Length", length);
+  if (status == 206) {
+    h.header("Content-Range", "bytes " + std::to_string(offset) + "-" +
+                                  std::to_string(offset + length - 1) + "/" +
+                                  std::to_string(obj->size));
+  }
+  h.header("ETag", obj->etag);
+  h.header("Last-Modified", obj->last_modified);
+  h.header("Cache-Control", cc);
+  h.header("Repr-Digest", obj->digest);
+  h.header("Accept-Ranges", "bytes");
+  h.header("CDN-Replica", settings_.server.name);
+  if (obj->in_memory) {
+    const std::string_view body = std::string_view(obj->body).substr(offset, length);
+    ex.finish(body, obj);
+  } else if (fd >= 0) {
+    ex.finish_file(fd, offset, length);
+  } else {
+    ex.finish();
+  }
+}
+
+void Replica::serve_status(net::Exchange& ex) {
+  sample_rate();
+  const std::string body = status::encode(status());
+  auto& h = ex.begin(200);
+  h.header("Content-Type", "application/json");
+  h.header("Cache-Control", "no-store");
+  h.header("Content-Length", static_cast<uint64_t>(body.size()));
+  ex.finish(body);
+}
+
+void Replica::serve_metrics(net::Exchange& ex) {
+  sample_rate();
+  const auto& st = server_.stats();
+  std::string m;
+  auto metric = [&m](std::string_view name, std::string_view type, std::string_view help,
+                     double value) {
+    m += fmt::format("# HELP {} {}\n# TYPE {} {}\n{} {}\n", name, help, name, type, name, value);
+  };
+  metric("cdn_replica_connections_active", "gauge", "Open client connections.",
+         static_cast<double>(st.active_connections));
+  metric("cdn_replica_connections_total", "counter", "Accepted client connections.",
+         static_cast<double>(st.connections_total));
+  metric("cdn_replica_connections_rejected_total", "counter",
+         "Connections refused over max_connections.", static_cast<double>(st.rejected_total));
+  metric("cdn_replica_requests_total", "counter", "Requests answered.",
+         static_cast<double>(st.requests_total));
+  metric("cdn_replica_bad_requests_total", "counter", "Requests refused by the HTTP layer.",
+         static_cast<double>(st.errors_total));
+  metric("cdn_replica_not_found_total", "counter", "Requests answered 404.",
+         static_cast<double>(not_found_total_));
+  metric("cdn_replica_not_modified_total", "counter", "Requests answered 304.",
+         static_cast<double>(not_modified_total_));
+  metric("cdn_replica_partial_total", "counter", "Requests answered 206.",
+         static_cast<double>(partial_total_));
+  metric("cdn_replica_sent_bytes_total", "counter", "Response bytes sent.",
+         static_cast<double>(st.bytes_sent));
+  metric("cdn_replica_load", "gauge", "Active connections over capacity.", status().load);
+  auto& h = ex.begin(200);
+  h.header("Content-Type", "text/plain; version=0.0.4");
+  h.header("Cache-Control", "no-store");
+  h.header("Content-Length", static_cast<uint64_t>(m.size()));
+  ex.finish(m);
+}
+
+}  // namespace cdn::replica

@@ -1,0 +1,54 @@
+// cdn-get's download logic: ask the balancer, download from the replica it
+// names, fall back to the next one on any failure (resuming with Range where
+// the replica allows), verify length and digest, and publish the file
+// atomically (temp file + rename). Runs its own libuv loop.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cdn::get {
+
+// Distinct exit codes, one per kind of failure (documented in README.md).
+enum ExitCode : int {
+  kOk = 0,
+  kUsage = 2,
+  kNoReplica = 3,       // balancer unreachable, or no replica up for longer than --wait
+  kTransferFailed = 4,  // every replica failed
+  kVerifyFailed = 5,    // content did not match its length or digest on every replica
+  kWriteFailed = 6,     // the output file could not be written
+};
+
+struct Url {
+  std::string host;  // without brackets
+  uint16_t port = 80;
+  std::string target = "/";       // path + query, as sent
+  std::string authority() const;  // host:port for Host and messages
+};
+// http://host[:port][/path]; nullopt-like: returns false and sets `error`.
+bool parse_url(const std::string& text, Url& out, std::string& error);
+
+struct Options {
+  Url start;                                  // the balancer (or a replica) to ask first
+  std::string output;                         // file to write ("-" for standard output)
+  std::chrono::milliseconds wait{30'000};     // how long to wait for a replica to be up
+  std::chrono::milliseconds timeout{10'000};  // no progress for this long fails an attempt
+  int max_rounds = 3;  // times the balancer is asked after every replica failed
+};
+
+struct Result {
+  int exit_code = kOk;
+  std::string message;  // one line: what happened
+  std::string replica;  // who served the file
+  uint64_t bytes = 0;
+  std::vector<std::string> failures;  // one line per failed attempt
+};
+
+Result fetch(const Options& options);
+
+// "sha-256=:<base64>:" out of a Repr-Digest field value; empty when absent.
+std::string sha256_from_repr_digest(std::string_view field);
+
+}  // namespace cdn::get

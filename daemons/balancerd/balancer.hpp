@@ -1,0 +1,49 @@
+// The balancer daemon's request handling: 302 to the chosen replica,
+// locate/status/metrics JSON, 503 when no replica is up. Owns the table,
+// the prober and the server; lives on the loop thread.
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <string>
+
+#include "common/config/settings.hpp"
+#include "common/net/server.hpp"
+#include "daemons/balancerd/prober.hpp"
+#include "daemons/balancerd/table.hpp"
+
+namespace cdn::balancer {
+
+class Balancer {
+ public:
+  Balancer(uv_loop_t* loop, config::BalancerSettings settings);
+
+  // Throws std::runtime_error when it cannot listen.
+  void start();
+  void reconfigure(config::BalancerSettings settings);
+  const config::BalancerSettings& settings() const { return settings_; }
+  void drain(std::function<void()> done);
+  void stop();
+  std::string status_line() const;
+
+ private:
+  void handle(net::Exchange& ex);
+  void redirect(net::Exchange& ex, const std::string& path);
+  void serve_locate(net::Exchange& ex);
+  void serve_status(net::Exchange& ex);
+  void serve_metrics(net::Exchange& ex);
+  std::string url_for(size_t index, std::string_view encoded_path_and_query) const;
+
+  uv_loop_t* loop_;
+  config::BalancerSettings settings_;
+  Table table_;
+  Prober prober_;
+  net::Server server_;
+  bool draining_ = false;
+  uint64_t redirects_total_ = 0;
+  uint64_t unavailable_total_ = 0;
+  uint64_t locates_total_ = 0;
+};
+
+}  // namespace cdn::balancer

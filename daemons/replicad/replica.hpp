@@ -1,0 +1,62 @@
+// The replica daemon's request handling: content, status and metrics over
+// the shared HTTP server. Owns the content store and the server; lives on
+// the loop thread.
+#pragma once
+
+#include <uv.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "common/config/settings.hpp"
+#include "common/net/server.hpp"
+#include "common/status/status.hpp"
+#include "daemons/replicad/store.hpp"
+
+namespace cdn::replica {
+
+// Opens the content named by the settings. Throws std::runtime_error.
+std::unique_ptr<Store> open_store(const config::ContentSettings& c);
+
+class Replica {
+ public:
+  Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_ptr<Store> store);
+
+  // Throws std::runtime_error when it cannot listen.
+  void start();
+  // New settings (SIGHUP), already validated; `store` is non-null when the
+  // content source changed and was opened successfully.
+  void reconfigure(config::ReplicaSettings settings, std::unique_ptr<Store> store);
+  const config::ReplicaSettings& settings() const { return settings_; }
+
+  void drain(std::function<void()> done);
+  void stop();
+  std::string status_line();
+  status::ReplicaStatus status() const;
+
+ private:
+  void handle(net::Exchange& ex);
+  void serve_content(net::Exchange& ex, const std::string& path);
+  void serve_status(net::Exchange& ex);
+  void serve_metrics(net::Exchange& ex);
+  void sample_rate();
+
+  uv_loop_t* loop_;
+  config::ReplicaSettings settings_;
+  std::unique_ptr<Store> store_;
+  net::Server server_;
+  status::State state_ = status::State::Starting;
+  std::chrono::steady_clock::time_point started_;
+  // Send rate over the last sampling period (for status and the balancer).
+  uint64_t rate_last_bytes_ = 0;
+  uint64_t rate_last_requests_ = 0;
+  double bytes_per_second_ = 0;
+  double requests_per_second_ = 0;
+  std::chrono::steady_clock::time_point rate_last_time_;
+  uint64_t not_found_total_ = 0;
+  uint64_t not_modified_total_ = 0;
+  uint64_t partial_total_ = 0;
+};
+
+}  // namespace cdn::replica
