@@ -1,1 +1,668 @@
-// placeholder
+// Both parsers drive http-parser and only add what it does not check:
+// limits, Host rules, transfer-coding rules and (for requests) a raw scan of
+// the head for bare LF / bare CR / obs-fold.
+//
+// Decisions (RFC 9112 leaves them to the recipient):
+//  * Requests: a bare LF line ending, a bare CR, and obs-fold (a header line
+//    starting with SP/HT) are answered 400. http-parser (built non-strict by
+//    Debian) accepts all three; a front proxy that reads them differently
+//    could be made to see a different header set than we do (smuggling), and
+//    no real client sends them. Detecting them costs one pass over the head
+//    bytes, which http-parser reads anyway.
+//  * Responses: bare LF is accepted (http-parser's default) and obs-fold is
+//    replaced by one SP as RFC 9112 section 5.2 asks of user agents.
+//  * Header names containing SP/HT ("Host : x") are 400 in requests: the
+//    non-strict http-parser passes them through as part of the name.
+#include "common/http/parser.hpp"
+
+#include <cstring>
+#include <string>
+
+namespace cdn::http {
+
+namespace {
+
+bool is_tchar(unsigned char c) {
+  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
+  switch (c) {
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~':
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool is_ows(char c) { return c == ' ' || c == '\t'; }
+
+void trim(std::string& s) {
+  size_t end = s.size();
+  while (end > 0 && is_ows(s[end - 1])) --end;
+  size_t begin = 0;
+  while (begin < end && is_ows(s[begin])) ++begin;
+  if (begin != 0 || end != s.size()) s = s.substr(begin, end - begin);
+}
+
+bool has_ows(std::string_view s) {
+  for (char c : s) {
+    if (is_ows(c)) return true;
+  }
+  return false;
+}
+
+// Head bytes the callbacks never see (OWS runs, blank lines before the request
+// line) are bounded by this allowance on top of the counted limits.
+size_t raw_head_cap(const Limits& l) {
+  return l.max_request_line + l.max_header_bytes + 8 * (l.max_headers + 4);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// RequestParser
+
+RequestParser::RequestParser(const Limits& limits) : limits_(limits) {
+  http_parser_settings_init(&settings_);
+  settings_.on_message_begin = &RequestParser::on_message_begin;
+  settings_.on_url = &RequestParser::on_url;
+  settings_.on_header_field = &RequestParser::on_header_field;
+  settings_.on_header_value = &RequestParser::on_header_value;
+  settings_.on_headers_complete = &RequestParser::on_headers_complete;
+  settings_.on_body = &RequestParser::on_body;
+  settings_.on_message_complete = &RequestParser::on_message_complete;
+  reset();
+}
+
+void RequestParser::reset() {
+  // http_parser_pause() asserts outside HPE_OK/HPE_PAUSED; init clears errors anyway.
+  if (HTTP_PARSER_ERRNO(&parser_) == HPE_PAUSED) http_parser_pause(&parser_, 0);
+  http_parser_init(&parser_, HTTP_REQUEST);
+  parser_.data = this;
+  request_.clear();
+  line_bytes_ = 0;
+  header_bytes_ = 0;
+  body_bytes_ = 0;
+  in_value_ = false;
+  in_name_ = false;
+  headers_done_ = false;
+  complete_ = false;
+  error_status_ = 0;
+  error_reason_ = {};
+  scan_ = Scan::Leading;
+  head_raw_bytes_ = 0;
+  in_method_ = true;
+  method_bad_at_ = SIZE_MAX;
+  scan_status_ = 0;
+  scan_reason_ = {};
+  first_line_ = true;
+  tail_len_ = 0;
+}
+
+size_t RequestParser::scan_head(std::string_view data) {
+  const size_t cap = raw_head_cap(limits_);
+  for (size_t i = 0; i < data.size(); ++i) {
+    if (scan_ == Scan::Done) return data.size();
+    const char c = data[i];
+    if (++head_raw_bytes_ > cap) {
+      scan_status_ = 431;
+      scan_reason_ = "request head too large";
+      return i;
+    }
+    switch (scan_) {
+      case Scan::Leading:
+        // http-parser skips empty lines before the request line (RFC 9112 2.2 allows it).
+        if (c == '\r' || c == '\n') break;
+        scan_ = Scan::Line;
+        [[fallthrough]];
+      case Scan::Line:
+        if (first_line_ && c != '\r') {
+          if (tail_len_ == sizeof line_tail_) {
+            std::memmove(line_tail_, line_tail_ + 1, sizeof line_tail_ - 1);
+            --tail_len_;
+          }
+          line_tail_[tail_len_++] = c;
+        }
+        if (in_method_) {
+          if (c == ' ') {
+            in_method_ = false;
+          } else if (!is_tchar(static_cast<unsigned char>(c))) {
+            in_method_ = false;
+            method_bad_at_ = head_raw_bytes_ - 1;
+          }
+        }
+        if (c == '\r') {
+          scan_ = Scan::AfterCr;
+          if (first_line_) {
+            first_line_ = false;
+            // " HTTP/d.d" must end the request line. A missing version
+            // (HTTP/0.9) or "HTTX/1.1" lands here.
+            const char* t = line_tail_;
+            const bool ok = tail_len_ == 9 && std::string_view(t, 6) == " HTTP/" && t[7] == '.' &&
+                            t[6] >= '0' && t[6] <= '9' && t[8] >= '0' && t[8] <= '9';
+            if (!ok) {
+              scan_status_ = 400;
+              scan_reason_ = "malformed request line";
+              return i;
+            }
+          }
+        } else if (c == '\n') {
+          scan_status_ = 400;
+          scan_reason_ = "bare LF in request head";
+          return i;
+        }
+        break;
+      case Scan::AfterCr:
+        if (c != '\n') {
+          scan_status_ = 400;
+          scan_reason_ = "bare CR in request head";
+          return i;
+        }
+        scan_ = Scan::LineStart;
+        break;
+      case Scan::LineStart:
+        if (c == '\r') {
+          scan_ = Scan::EndCr;
+        } else if (c == '\n') {
+          scan_status_ = 400;
+          scan_reason_ = "bare LF in request head";
+          return i;
+        } else if (is_ows(c)) {
+          scan_status_ = 400;
+          scan_reason_ = "obsolete line folding in request head";
+          return i;
+        } else {
+          scan_ = Scan::Line;
+        }
+        break;
+      case Scan::EndCr:
+        if (c != '\n') {
+          scan_status_ = 400;
+          scan_reason_ = "bare CR in request head";
+          return i;
+        }
+        scan_ = Scan::Done;
+        break;
+      case Scan::Done:
+        break;
+    }
+  }
+  return data.size();
+}
+
+ParseResult RequestParser::fail(size_t consumed) const {
+  ParseResult r;
+  r.status = ParseStatus::Error;
+  r.consumed = consumed;
+  r.http_status = error_status_;
+  r.reason = error_reason_;
+  return r;
+}
+
+ParseResult RequestParser::feed(std::string_view data) {
+  if (error_status_ != 0) return fail(0);
+  if (complete_) {
+    // Caller bug: the parser is paused on a finished message.
+    return ParseResult{ParseStatus::Error, 0, 500, "feed() after Complete without reset()"};
+  }
+  const size_t feed_base = head_raw_bytes_;  // head offset of data[0]
+  const size_t limit = scan_ == Scan::Done ? data.size() : scan_head(data);
+  size_t n = 0;
+  // A zero length tells http-parser the stream ended, so never pass one here.
+  if (limit > 0) n = http_parser_execute(&parser_, &settings_, data.data(), limit);
+  if (complete_) return ParseResult{ParseStatus::Complete, n, 0, {}};
+  const http_errno err = HTTP_PARSER_ERRNO(&parser_);
+  if (err != HPE_OK) {
+    if (error_status_ == 0) {
+      // Not one of our callbacks: map http-parser's own verdict.
+      error_reason_ = http_errno_description(err);
+      switch (err) {
+        case HPE_INVALID_VERSION:
+          error_status_ = 505;
+          break;
+        case HPE_INVALID_METHOD:
+          // Only a well-formed but unknown method is "not implemented";
+          // binary garbage (e.g. a TLS hello) is a bad request. Judged on the
+          // bytes up to the one http-parser refused (n), so the verdict does
+          // not depend on how much the scanner happened to see beyond it.
+          error_status_ = method_bad_at_ > feed_base + n ? 501 : 400;
+          break;
+        case HPE_HEADER_OVERFLOW:
+          error_status_ = 431;
+          break;
+        default:
+          error_status_ = 400;
+          break;
+      }
+    }
+    return fail(n);
+  }
+  if (scan_status_ != 0) {
+    error_status_ = scan_status_;
+    error_reason_ = scan_reason_;
+    return fail(n);
+  }
+  return ParseResult{ParseStatus::NeedMore, n, 0, {}};
+}
+
+int RequestParser::on_message_begin(http_parser*) { return 0; }
+
+int RequestParser::on_url(http_parser* p, const char* at, size_t len) {
+  auto* self = static_cast<RequestParser*>(p->data);
+  if (self->request_.method.empty()) {
+    // http-parser matched the method against its table, so its name is the wire text.
+    self->request_.method = http_method_str(static_cast<http_method>(p->method));
+    self->line_bytes_ += self->request_.method.size() + 1;
+  }
+  self->line_bytes_ += len;
+  if (self->line_bytes_ > self->limits_.max_request_line) {
+    self->error_status_ = 414;
+    self->error_reason_ = "request line too long";
+    return -1;
+  }
+  self->request_.target.append(at, len);
+  return 0;
+}
+
+int RequestParser::on_header_field(http_parser* p, const char* at, size_t len) {
+  auto* self = static_cast<RequestParser*>(p->data);
+  self->header_bytes_ += len;
+  if (self->header_bytes_ > self->limits_.max_header_bytes) {
+    self->error_status_ = 431;
+    self->error_reason_ = "request header fields too large";
+    return -1;
+  }
+  if (self->headers_done_) return 0;  // chunked trailers: counted, not kept
+  if (!self->in_name_) {
+    if (self->request_.headers.size() >= self->limits_.max_headers) {
+      self->error_status_ = 431;
+      self->error_reason_ = "too many request header fields";
+      return -1;
+    }
+    self->request_.headers.emplace_back();
+    self->in_name_ = true;
+    self->in_value_ = false;
+  }
+  const std::string_view piece(at, len);
+  if (has_ows(piece)) {
+    self->error_status_ = 400;
+    self->error_reason_ = "whitespace in header name";
+    return -1;
+  }
+  self->request_.headers.back().name.append(piece);
+  return 0;
+}
+
+int RequestParser::on_header_value(http_parser* p, const char* at, size_t len) {
+  auto* self = static_cast<RequestParser*>(p->data);
+  self->header_bytes_ += len;
+  if (self->header_bytes_ > self->limits_.max_header_bytes) {
+    self->error_status_ = 431;
+    self->error_reason_ = "request header fields too large";
+    return -1;
+  }
+  if (self->headers_done_ || self->request_.headers.empty()) return 0;
+  self->in_name_ = false;
+  self->in_value_ = true;
+  self->request_.headers.back().value.append(at, len);
+  return 0;
+}
+
+int RequestParser::on_headers_complete(http_parser* p) {
+  auto* self = static_cast<RequestParser*>(p->data);
+  Request& r = self->request_;
+  auto fail = [self](int status, std::string_view reason) {
+    self->error_status_ = status;
+    self->error_reason_ = reason;
+    return -1;
+  };
+  for (Header& h : r.headers) trim(h.value);
+  r.version_major = p->http_major;
+  r.version_minor = p->http_minor;
+  if (r.method.empty()) r.method = http_method_str(static_cast<http_method>(p->method));
+  // http-parser accepts any single-digit version (and HTTP/0.9 without one).
+  if (p->http_major != 1) return fail(505, "HTTP version not supported");
+
+  size_t hosts = 0;
+  size_t transfer_encodings = 0;
+  bool te_chunked_only = true;
+  for (const Header& h : r.headers) {
+    if (iequals(h.name, "host")) {
+      ++hosts;
+    } else if (iequals(h.name, "transfer-encoding")) {
+      ++transfer_encodings;
+      if (!iequals(h.value, "chunked")) te_chunked_only = false;
+    }
+  }
+  if (hosts > 1) return fail(400, "more than one Host header");
+  if (hosts == 0 && p->http_minor >= 1) return fail(400, "HTTP/1.1 request without Host");
+  if (transfer_encodings > 0) {
+    // Anything but a single "chunked" is a framing we cannot read the same
+    // way as every proxy in front of us; HTTP/1.0 has no Transfer-Encoding.
+    if (transfer_encodings > 1 || !te_chunked_only) {
+      return fail(400, "unsupported Transfer-Encoding");
+    }
+    if (p->http_minor == 0) return fail(400, "Transfer-Encoding in HTTP/1.0 request");
+  }
+  if ((p->flags & F_CONTENTLENGTH) != 0) {
+    r.content_length = p->content_length;
+    if (p->content_length > self->limits_.max_body) return fail(413, "request body too large");
+  }
+  r.chunked = (p->flags & F_CHUNKED) != 0;
+  // No protocol switch is supported: after an Upgrade/CONNECT request the
+  // peer may send non-HTTP bytes, so the connection ends after the answer.
+  r.keep_alive = http_should_keep_alive(p) != 0 && p->upgrade == 0;
+  self->headers_done_ = true;
+  self->in_name_ = false;
+  self->in_value_ = false;
+  return 0;
+}
+
+int RequestParser::on_body(http_parser* p, const char*, size_t len) {
+  auto* self = static_cast<RequestParser*>(p->data);
+  self->body_bytes_ += len;
+  if (self->body_bytes_ > self->limits_.max_body) {
+    self->error_status_ = 413;
+    self->error_reason_ = "request body too large";
+    return -1;
+  }
+  return 0;
+}
+
+int RequestParser::on_message_complete(http_parser* p) {
+  auto* self = static_cast<RequestParser*>(p->data);
+  self->complete_ = true;
+  // Stop here: the bytes after this message belong to the next request, which
+  // the caller feeds after reset().
+  http_parser_pause(p, 1);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------
+// ResponseParser
+
+ResponseParser::ResponseParser(const Limits& limits) : limits_(limits) {
+  http_parser_settings_init(&settings_);
+  settings_.on_message_begin = &ResponseParser::on_message_begin;
+  settings_.on_status = &ResponseParser::on_status;
+  settings_.on_header_field = &ResponseParser::on_header_field;
+  settings_.on_header_value = &ResponseParser::on_header_value;
+  settings_.on_headers_complete = &ResponseParser::on_headers_complete;
+  settings_.on_body = &ResponseParser::on_body;
+  settings_.on_message_complete = &ResponseParser::on_message_complete;
+  reset();
+}
+
+void ResponseParser::reset() {
+  // http_parser_pause() asserts outside HPE_OK/HPE_PAUSED; init clears errors anyway.
+  if (HTTP_PARSER_ERRNO(&parser_) == HPE_PAUSED) http_parser_pause(&parser_, 0);
+  http_parser_init(&parser_, HTTP_RESPONSE);
+  parser_.data = this;
+  response_.clear();
+  header_bytes_ = 0;
+  body_bytes_ = 0;
+  in_value_ = false;
+  in_name_ = false;
+  head_scan_ = HeadScan::Leading;
+  fold_next_ = false;
+  headers_done_ = false;
+  complete_ = false;
+  error_status_ = 0;
+  error_reason_ = {};
+  line_bytes_ = 0;
+  started_ = false;
+  interim_ = false;
+  failed_ = false;
+  proto_matched_ = 0;
+  // no_body_ and sink_ are per-request settings the caller makes before feeding: kept.
+}
+
+void ResponseParser::restart_after_interim() {
+  response_.clear();
+  header_bytes_ = 0;
+  line_bytes_ = 0;
+  in_value_ = false;
+  in_name_ = false;
+  head_scan_ = HeadScan::Leading;
+  fold_next_ = false;
+  headers_done_ = false;
+  started_ = false;
+  interim_ = false;
+  // proto_matched_ stays: the next "HTTP/" may start mid-buffer, where feed() does not look.
+}
+
+ParseResult ResponseParser::fail(size_t consumed) const {
+  ParseResult r;
+  r.status = ParseStatus::Error;
+  r.consumed = consumed;
+  r.http_status = error_status_;
+  r.reason = error_reason_;
+  return r;
+}
+
+ParseResult ResponseParser::feed(std::string_view data) {
+  if (failed_) return fail(0);
+  if (complete_) {
+    return ParseResult{ParseStatus::Error, 0, 0, "feed() after Complete without reset()"};
+  }
+  if (data.empty()) return ParseResult{ParseStatus::NeedMore, 0, 0, {}};
+  // The non-strict http-parser skips the letters of "HTTP/" after the 'H'.
+  static constexpr std::string_view kProto = "HTTP/";
+  for (size_t i = 0; i < data.size() && proto_matched_ < kProto.size(); ++i) {
+    if (proto_matched_ == 0 && (data[i] == '\r' || data[i] == '\n')) continue;
+    if (data[i] != kProto[proto_matched_]) {
+      failed_ = true;
+      error_reason_ = "not an HTTP/1.x response";
+      return fail(0);
+    }
+    ++proto_matched_;
+  }
+  size_t pos = 0;
+  while (pos < data.size()) {
+    bool fold = false;
+    const size_t end =
+        head_scan_ == HeadScan::Done ? data.size() : pos + next_head_event(data.substr(pos), fold);
+    if (end > pos) {
+      const size_t n = http_parser_execute(&parser_, &settings_, data.data() + pos, end - pos);
+      pos += n;
+      if (complete_) return ParseResult{ParseStatus::Complete, pos, 0, {}};
+      const http_errno err = HTTP_PARSER_ERRNO(&parser_);
+      if (err != HPE_OK) {
+        if (!failed_) {
+          failed_ = true;
+          error_reason_ = http_errno_description(err);
+        }
+        return fail(pos);
+      }
+    }
+    if (fold) fold_next_ = true;
+  }
+  return ParseResult{ParseStatus::NeedMore, pos, 0, {}};
+}
+
+size_t ResponseParser::next_head_event(std::string_view data, bool& fold) {
+  // Line ends are LF (a CR before it is left to http-parser, which also
+  // accepts a bare LF in responses). Returns the offset of a fold's first
+  // whitespace byte (fold = true) or one past the LF ending the head.
+  for (size_t i = 0; i < data.size(); ++i) {
+    const char c = data[i];
+    switch (head_scan_) {
+      case HeadScan::Leading:
+        if (c != '\r' && c != '\n') head_scan_ = HeadScan::Line;
+        break;
+      case HeadScan::Line:
+        if (c == '\n') head_scan_ = HeadScan::LineStart;
+        break;
+      case HeadScan::LineStart:
+        if (c == '\n') {
+          head_scan_ = HeadScan::Done;
+          return i + 1;
+        }
+        if (c == ' ' || c == '\t') {
+          head_scan_ = HeadScan::Line;
+          fold = true;
+          return i;
+        }
+        if (c != '\r') head_scan_ = HeadScan::Line;
+        break;
+      case HeadScan::Done:
+        return i;
+    }
+  }
+  return data.size();
+}
+
+ParseResult ResponseParser::finish() {
+  if (failed_) return fail(0);
+  if (complete_) return ParseResult{ParseStatus::Complete, 0, 0, {}};
+  if (!started_) {
+    failed_ = true;
+    error_reason_ = "connection closed before a response";
+    return fail(0);
+  }
+  // Length 0 is http-parser's end-of-stream signal: it completes a body read
+  // until close and reports HPE_INVALID_EOF_STATE anywhere else.
+  http_parser_execute(&parser_, &settings_, "", 0);
+  if (complete_) return ParseResult{ParseStatus::Complete, 0, 0, {}};
+  if (!failed_) {
+    failed_ = true;
+    error_reason_ = headers_done_ ? "connection closed inside the response body"
+                                  : "connection closed inside the response head";
+  }
+  return fail(0);
+}
+
+int ResponseParser::on_message_begin(http_parser* p) {
+  static_cast<ResponseParser*>(p->data)->started_ = true;
+  return 0;
+}
+
+int ResponseParser::on_status(http_parser* p, const char* at, size_t len) {
+  auto* self = static_cast<ResponseParser*>(p->data);
+  self->line_bytes_ += len;
+  if (self->line_bytes_ > self->limits_.max_request_line) {
+    self->failed_ = true;
+    self->error_reason_ = "status line too long";
+    return -1;
+  }
+  self->response_.reason.append(at, len);
+  return 0;
+}
+
+int ResponseParser::on_header_field(http_parser* p, const char* at, size_t len) {
+  auto* self = static_cast<ResponseParser*>(p->data);
+  self->header_bytes_ += len;
+  if (self->header_bytes_ > self->limits_.max_header_bytes) {
+    self->failed_ = true;
+    self->error_reason_ = "response header fields too large";
+    return -1;
+  }
+  if (self->headers_done_) return 0;  // trailers: counted, not kept
+  self->fold_next_ = false;           // a fold of only whitespace: nothing to join
+  if (!self->in_name_) {
+    if (self->response_.headers.size() >= self->limits_.max_headers) {
+      self->failed_ = true;
+      self->error_reason_ = "too many response header fields";
+      return -1;
+    }
+    self->response_.headers.emplace_back();
+    self->in_name_ = true;
+    self->in_value_ = false;
+  }
+  self->response_.headers.back().name.append(at, len);
+  return 0;
+}
+
+int ResponseParser::on_header_value(http_parser* p, const char* at, size_t len) {
+  auto* self = static_cast<ResponseParser*>(p->data);
+  self->header_bytes_ += len;
+  if (self->header_bytes_ > self->limits_.max_header_bytes) {
+    self->failed_ = true;
+    self->error_reason_ = "response header fields too large";
+    return -1;
+  }
+  if (self->headers_done_ || self->response_.headers.empty()) return 0;
+  std::string_view piece(at, len);
+  std::string& value = self->response_.headers.back().value;
+  if (self->fold_next_) {
+    // obs-fold: RFC 9112 5.2 has a user agent replace it with one SP.
+    while (!piece.empty() && is_ows(piece.front())) piece.remove_prefix(1);
+    if (piece.empty()) return 0;  // only whitespace so far; the fold stays pending
+    if (!value.empty()) value.push_back(' ');
+    self->fold_next_ = false;
+  }
+  value.append(piece);
+  self->in_name_ = false;
+  self->in_value_ = true;
+  return 0;
+}
+
+int ResponseParser::on_headers_complete(http_parser* p) {
+  auto* self = static_cast<ResponseParser*>(p->data);
+  Response& r = self->response_;
+  for (Header& h : r.headers) trim(h.value);
+  r.status = p->status_code;
+  // http-parser accepts any 1-3 digit code ("HTTP/1.0 2"); RFC 9110 codes are 100-999.
+  if (r.status < 100) {
+    self->failed_ = true;
+    self->error_reason_ = "invalid status code";
+    return -1;
+  }
+  r.version_major = p->http_major;
+  r.version_minor = p->http_minor;
+  if ((p->flags & F_CONTENTLENGTH) != 0) r.content_length = p->content_length;
+  r.chunked = (p->flags & F_CHUNKED) != 0;
+  r.keep_alive = http_should_keep_alive(p) != 0;
+  self->headers_done_ = true;
+  self->in_name_ = false;
+  self->in_value_ = false;
+  // 1xx (but 101) are interim: skipped so the caller sees the final response.
+  self->interim_ = r.status >= 100 && r.status < 200 && r.status != 101;
+  // These have no body whatever their Content-Length says (RFC 9110 6.4.1);
+  // http-parser would otherwise wait for Content-Length bytes after a 304.
+  const bool no_body =
+      self->no_body_ || (r.status >= 100 && r.status < 200) || r.status == 204 || r.status == 304;
+  return no_body ? 1 : 0;
+}
+
+int ResponseParser::on_body(http_parser* p, const char* at, size_t len) {
+  auto* self = static_cast<ResponseParser*>(p->data);
+  self->body_bytes_ += len;
+  if (!self->sink_) return 0;
+  try {
+    self->sink_(std::string_view(at, len));
+  } catch (...) {
+    // Never let an exception unwind through http-parser's C frames.
+    self->failed_ = true;
+    self->error_reason_ = "body sink failed";
+    return -1;
+  }
+  return 0;
+}
+
+int ResponseParser::on_message_complete(http_parser* p) {
+  auto* self = static_cast<ResponseParser*>(p->data);
+  if (self->interim_) {
+    self->restart_after_interim();
+    return 0;
+  }
+  // Skipping the body changes the verdict (no read-until-close after HEAD/304).
+  self->response_.keep_alive = http_should_keep_alive(p) != 0;
+  self->complete_ = true;
+  http_parser_pause(p, 1);
+  return 0;
+}
+
+}  // namespace cdn::http

@@ -18,10 +18,10 @@
 namespace cdn::http {
 
 struct Limits {
-  size_t max_request_line = 8 * 1024;  // method + target + version; over: 414
-  size_t max_header_bytes = 16 * 1024; // all header names + values; over: 431
-  size_t max_headers = 100;            // header count; over: 431
-  uint64_t max_body = 0;               // request body bytes accepted (GET/HEAD need none); over: 413
+  size_t max_request_line = 8 * 1024;   // method + target + version; over: 414
+  size_t max_header_bytes = 16 * 1024;  // all header names + values; over: 431
+  size_t max_headers = 100;             // header count; over: 431
+  uint64_t max_body = 0;  // request body bytes accepted (GET/HEAD need none); over: 413
 };
 
 enum class ParseStatus {
@@ -33,7 +33,7 @@ enum class ParseStatus {
 struct ParseResult {
   ParseStatus status = ParseStatus::NeedMore;
   size_t consumed = 0;
-  int http_status = 0;  // for Error: 400, 413, 414, 431, 501 or 505
+  int http_status = 0;      // for Error: 400, 413, 414, 431, 501 or 505
   std::string_view reason;  // for Error: short text for the log
 };
 
@@ -63,6 +63,15 @@ class RequestParser {
   static int on_body(http_parser*, const char*, size_t);
   static int on_message_complete(http_parser*);
 
+  // Checks http-parser does not make on the raw head bytes (bare LF/CR,
+  // obs-fold, overall head size); returns the offset of the first offending
+  // byte, or data.size(). See parser.cc.
+  size_t scan_head(std::string_view data);
+  ParseResult fail(size_t consumed) const;
+
+  // Scanner states of scan_head(); Done once the empty line ending the head was seen.
+  enum class Scan : uint8_t { Leading, Line, AfterCr, LineStart, EndCr, Done };
+
   Limits limits_;
   http_parser parser_{};
   http_parser_settings settings_{};
@@ -75,10 +84,30 @@ class RequestParser {
   bool complete_ = false;
   int error_status_ = 0;
   std::string_view error_reason_;
+  // Added: header-name continuation tracking and the raw head scanner.
+  bool in_name_ = false;  // last data callback was a header name (split across feeds)
+  Scan scan_ = Scan::Leading;
+  size_t head_raw_bytes_ = 0;
+  bool in_method_ = true;            // scanner is still inside the method token
+  size_t method_bad_at_ = SIZE_MAX;  // head offset of the first non-tchar method byte (501 vs 400)
+  int scan_status_ = 0;              // 400/431 found by scan_head, reported after http-parser ran
+  std::string_view scan_reason_;
+  bool first_line_ = true;  // scanner is in the request line
+  // Last bytes of the request line: the non-strict http-parser does not check
+  // the letters of "HTTP/", so the scanner does.
+  char line_tail_[9] = {};
+  uint8_t tail_len_ = 0;
 };
 
 // Parses responses on a client connection (cdn-get, the prober). The body is
-// handed to `on_body` piece by piece, so a 100 MiB download is never held in memory.
+// handed to the sink piece by piece, so a 100 MiB download is never held in memory.
+// Interim 1xx responses (other than 101) are skipped: Complete means the final
+// response. Errors carry http_status 0 and a reason. An exception thrown by the
+// sink is caught and turns into an Error.
+//
+// Request-side decisions (documented in parser.cc): bare LF, bare CR and
+// obs-fold in a request head are 400; in a response bare LF is accepted and
+// obs-fold becomes one SP.
 class ResponseParser {
  public:
   using BodySink = std::function<void(std::string_view)>;
@@ -110,6 +139,9 @@ class ResponseParser {
   static int on_body(http_parser*, const char*, size_t);
   static int on_message_complete(http_parser*);
 
+  ParseResult fail(size_t consumed) const;
+  void restart_after_interim();
+
   Limits limits_;
   http_parser parser_{};
   http_parser_settings settings_{};
@@ -123,6 +155,20 @@ class ResponseParser {
   bool no_body_ = false;
   int error_status_ = 0;
   std::string_view error_reason_;
+  // Added: continuation tracking (split fields, obs-fold) and interim (1xx) handling.
+  bool in_name_ = false;
+  // Raw scan of the response head for obs-fold: feed() runs http-parser up to
+  // each fold and to the end of each head, so the value callback that follows
+  // a fold is known to be its continuation, however the bytes were split.
+  enum class HeadScan : uint8_t { Leading, Line, LineStart, Done };
+  size_t next_head_event(std::string_view data, bool& fold);
+  HeadScan head_scan_ = HeadScan::Leading;
+  bool fold_next_ = false;  // the next value piece continues the previous line
+  size_t line_bytes_ = 0;
+  bool started_ = false;       // first byte of a status line seen
+  bool interim_ = false;       // current message is a 1xx (other than 101): skipped, not reported
+  bool failed_ = false;        // an error was reported (error_status_ is 0 for responses)
+  uint8_t proto_matched_ = 0;  // bytes of "HTTP/" seen at the start (http-parser skips the check)
 };
 
 }  // namespace cdn::http

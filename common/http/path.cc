@@ -1,1 +1,183 @@
-// placeholder
+#include "common/http/path.hpp"
+
+#include <array>
+#include <vector>
+
+#include "common/http/message.hpp"
+
+namespace cdn::http {
+
+namespace {
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// %XX-decodes `in` once into `out`; `plus_is_space` for query strings
+// (application/x-www-form-urlencoded). False on a malformed escape.
+bool percent_decode(std::string_view in, bool plus_is_space, std::string& out) {
+  out.clear();
+  out.reserve(in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    const char c = in[i];
+    if (c == '%') {
+      if (in.size() - i < 3) return false;
+      const int hi = hex_value(in[i + 1]);
+      const int lo = hex_value(in[i + 2]);
+      if (hi < 0 || lo < 0) return false;
+      out.push_back(static_cast<char>(hi * 16 + lo));
+      i += 2;
+    } else if (c == '+' && plus_is_space) {
+      out.push_back(' ');
+    } else {
+      out.push_back(c);
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+std::optional<std::string> normalize_path(std::string_view target) {
+  if (target.empty() || target.front() != '/') return std::nullopt;
+  const size_t end = target.find_first_of("?#");
+  const std::string_view raw = target.substr(0, end);
+
+  // Decode first, then resolve dot segments: "%2e%2e" and "..%2f" must be seen
+  // as the ".." and "../" they become, or they would escape the root when the
+  // decoded name reaches the file system. Decoding once means "%252e" stays
+  // the literal name "%2e", which is harmless.
+  std::string decoded;
+  if (!percent_decode(raw, false, decoded)) return std::nullopt;
+  for (unsigned char c : decoded) {
+    if (c < 0x20 || c == 0x7f || c == '\\') return std::nullopt;
+  }
+
+  std::vector<std::string_view> segments;
+  bool trailing_slash = false;
+  size_t pos =
+      1;  // decoded[0] == '/' (an encoded leading slash is impossible: raw starts with '/')
+  while (pos <= decoded.size()) {
+    size_t slash = decoded.find('/', pos);
+    if (slash == std::string::npos) slash = decoded.size();
+    const std::string_view seg(decoded.data() + pos, slash - pos);
+    const bool last = slash == decoded.size();
+    if (seg.empty() || seg == ".") {
+      // "//" collapses; "/a/." names the directory "/a/".
+      trailing_slash = last;
+    } else if (seg == "..") {
+      if (segments.empty()) return std::nullopt;  // would climb above the root
+      segments.pop_back();
+      trailing_slash = last;
+    } else {
+      segments.push_back(seg);
+      trailing_slash = false;
+    }
+    pos = slash + 1;
+  }
+
+  std::string out = "/";
+  for (size_t i = 0; i < segments.size(); ++i) {
+    if (i != 0) out.push_back('/');
+    out.append(segments[i]);
+  }
+  if (trailing_slash && !segments.empty()) out.push_back('/');
+  return out;
+}
+
+std::string_view query_of(std::string_view target) {
+  const size_t q = target.find('?');
+  if (q == std::string_view::npos) return {};
+  std::string_view query = target.substr(q + 1);
+  return query.substr(0, query.find('#'));
+}
+
+std::optional<std::string> query_param(std::string_view query, std::string_view name) {
+  std::string key;
+  while (!query.empty()) {
+    const size_t amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    if (pair.empty()) continue;
+    const size_t eq = pair.find('=');
+    const std::string_view raw_key = pair.substr(0, eq);
+    if (!percent_decode(raw_key, true, key) || key != name) continue;
+    const std::string_view raw_value =
+        eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+    std::string value;
+    if (!percent_decode(raw_value, true, value)) return std::nullopt;
+    return value;
+  }
+  return std::nullopt;
+}
+
+std::string encode_path(std::string_view path) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(path.size());
+  for (unsigned char c : path) {
+    const bool unreserved = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+                            (c >= 'A' && c <= 'Z') || c == '-' || c == '.' || c == '_' ||
+                            c == '~' || c == '/';
+    if (unreserved) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 0xf]);
+    }
+  }
+  return out;
+}
+
+std::string_view mime_type(std::string_view filename) {
+  struct Entry {
+    std::string_view ext;
+    std::string_view type;
+  };
+  // Text types name their charset so browsers do not guess.
+  static constexpr std::array<Entry, 27> kTypes{{
+      {"html", "text/html; charset=utf-8"},
+      {"htm", "text/html; charset=utf-8"},
+      {"css", "text/css; charset=utf-8"},
+      {"js", "text/javascript; charset=utf-8"},
+      {"mjs", "text/javascript; charset=utf-8"},
+      {"json", "application/json; charset=utf-8"},
+      {"txt", "text/plain; charset=utf-8"},
+      {"xml", "application/xml; charset=utf-8"},
+      {"svg", "image/svg+xml; charset=utf-8"},
+      {"csv", "text/csv; charset=utf-8"},
+      {"md", "text/markdown; charset=utf-8"},
+      {"png", "image/png"},
+      {"jpg", "image/jpeg"},
+      {"jpeg", "image/jpeg"},
+      {"gif", "image/gif"},
+      {"webp", "image/webp"},
+      {"ico", "image/x-icon"},
+      {"wasm", "application/wasm"},
+      {"pdf", "application/pdf"},
+      {"zip", "application/zip"},
+      {"gz", "application/gzip"},
+      {"tar", "application/x-tar"},
+      {"mp4", "video/mp4"},
+      {"webm", "video/webm"},
+      {"mp3", "audio/mpeg"},
+      {"woff", "font/woff"},
+      {"woff2", "font/woff2"},
+  }};
+  const size_t slash = filename.rfind('/');
+  const std::string_view base =
+      slash == std::string_view::npos ? filename : filename.substr(slash + 1);
+  const size_t dot = base.rfind('.');
+  if (dot == std::string_view::npos || dot + 1 == base.size()) return "application/octet-stream";
+  const std::string_view ext = base.substr(dot + 1);
+  for (const Entry& e : kTypes) {
+    if (iequals(e.ext, ext)) return e.type;
+  }
+  return "application/octet-stream";
+}
+
+}  // namespace cdn::http

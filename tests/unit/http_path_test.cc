@@ -1,1 +1,170 @@
+// normalize_path is the one gate between a request-target and the file
+// system: every traversal spelling must be refused or resolved inside the root.
 #include <gtest/gtest.h>
+
+#include <string>
+
+#include "common/http/path.hpp"
+
+namespace cdn::http {
+namespace {
+
+std::string norm(std::string_view t) {
+  auto r = normalize_path(t);
+  return r ? *r : std::string("<nullopt>");
+}
+
+TEST(NormalizePath, NormalCases) {
+  EXPECT_EQ(norm("/"), "/");
+  EXPECT_EQ(norm("/index.html"), "/index.html");
+  EXPECT_EQ(norm("/a/b/c.txt"), "/a/b/c.txt");
+  EXPECT_EQ(norm("/a/./b/../c%20d?x=1"), "/a/c d");
+  EXPECT_EQ(norm("/a%20b"), "/a b");
+  EXPECT_EQ(norm("/caf%C3%A9"), "/caf\xC3\xA9");
+  EXPECT_EQ(norm("/a?b/../../x"), "/a");
+  EXPECT_EQ(norm("/a#frag/../.."), "/a");
+  EXPECT_EQ(norm("/..."), "/...");
+  EXPECT_EQ(norm("/a..b/..c"), "/a..b/..c");
+  EXPECT_EQ(norm("/a+b"), "/a+b");  // '+' is not a space in a path
+}
+
+TEST(NormalizePath, TrailingSlashIsKept) {
+  EXPECT_EQ(norm("/a/"), "/a/");
+  EXPECT_EQ(norm("/a/b/.."), "/a/");
+  EXPECT_EQ(norm("/a/b/../"), "/a/");
+  EXPECT_EQ(norm("/a/."), "/a/");
+  EXPECT_EQ(norm("/a//"), "/a/");
+  EXPECT_EQ(norm("/a/.."), "/");
+  EXPECT_EQ(norm("/a/b/"), "/a/b/");
+  EXPECT_EQ(norm("/a?x=/"), "/a");
+}
+
+TEST(NormalizePath, SlashesAndDots) {
+  EXPECT_EQ(norm("//"), "/");
+  EXPECT_EQ(norm("//a//b"), "/a/b");
+  EXPECT_EQ(norm("/./a"), "/a");
+  EXPECT_EQ(norm("/a/./././b"), "/a/b");
+  EXPECT_EQ(norm("/a/b/../../c"), "/c");
+  EXPECT_EQ(norm("/."), "/");
+}
+
+TEST(NormalizePath, TraversalIsRefused) {
+  for (const char* t :
+       {"/..", "/../", "/../etc/passwd", "/a/../..", "/a/../../etc/passwd", "/%2e%2e/etc/passwd",
+        "/%2E%2e/etc/passwd", "/%2e%2E/", "/.%2e/x", "/%2e./x", "/a/..%2f..%2fetc",
+        "/a/..%2F..%2Fetc", "/..%2fetc", "/a/b/../../../x", "//..//x", "/./../x", "/%2f..%2f..",
+        "/a/%2e%2e/%2e%2e"}) {
+    EXPECT_FALSE(normalize_path(t).has_value()) << t;
+  }
+}
+
+TEST(NormalizePath, TraversalResolvedInsideRoot) {
+  EXPECT_EQ(norm("/a/%2e%2e/b"), "/b");
+  EXPECT_EQ(norm("/a/b/..%2fc"), "/a/c");
+  EXPECT_EQ(norm("/a%2fb"), "/a/b");  // decoded '/' separates segments
+}
+
+TEST(NormalizePath, DecodedOnce) {
+  // %252e decodes once to the literal name "%2e", never to ".".
+  EXPECT_EQ(norm("/%252e%252e/x"), "/%2e%2e/x");
+  EXPECT_EQ(norm("/%25"), "/%");
+  EXPECT_EQ(norm("/%2525"), "/%25");
+}
+
+TEST(NormalizePath, BadBytesAreRefused) {
+  EXPECT_FALSE(normalize_path("/a%00b").has_value());
+  EXPECT_FALSE(normalize_path(std::string_view("/a\0b", 4)).has_value());
+  EXPECT_FALSE(normalize_path("/a%0d%0aX: y").has_value());
+  EXPECT_FALSE(normalize_path("/a%1f").has_value());
+  EXPECT_FALSE(normalize_path("/a%7f").has_value());
+  EXPECT_FALSE(normalize_path("/a\x01").has_value());
+  EXPECT_FALSE(normalize_path("/a\\..\\..\\x").has_value());
+  EXPECT_FALSE(normalize_path("/a%5c..%5cx").has_value());
+  EXPECT_FALSE(normalize_path("/a%5C").has_value());
+}
+
+TEST(NormalizePath, BadEscapesAreRefused) {
+  for (const char* t : {"/%", "/%2", "/%zz", "/a%2g", "/a%g2", "/%%32%65"}) {
+    EXPECT_FALSE(normalize_path(t).has_value()) << t;
+  }
+}
+
+TEST(NormalizePath, MustStartWithSlash) {
+  EXPECT_FALSE(normalize_path("").has_value());
+  EXPECT_FALSE(normalize_path("a/b").has_value());
+  EXPECT_FALSE(normalize_path("*").has_value());
+  EXPECT_FALSE(normalize_path("http://host/a").has_value());
+  EXPECT_FALSE(normalize_path("%2fa").has_value());
+}
+
+TEST(Query, QueryOf) {
+  EXPECT_EQ(query_of("/a?x=1&y=2"), "x=1&y=2");
+  EXPECT_EQ(query_of("/a"), "");
+  EXPECT_EQ(query_of("/a?"), "");
+  EXPECT_EQ(query_of("/a?x=1#frag"), "x=1");
+  EXPECT_EQ(query_of("/a?x=?y"), "x=?y");
+}
+
+TEST(Query, QueryParam) {
+  EXPECT_EQ(query_param("path=/x&y=1", "path"), "/x");
+  EXPECT_EQ(query_param("path=/x&y=1", "y"), "1");
+  EXPECT_FALSE(query_param("path=/x&y=1", "z").has_value());
+  EXPECT_EQ(query_param("path=%2Fa%20b", "path"), "/a b");
+  EXPECT_EQ(query_param("q=a+b", "q"), "a b");
+  EXPECT_EQ(query_param("q=a%2Bb", "q"), "a+b");
+  EXPECT_EQ(query_param("flag&x=1", "flag"), "");
+  EXPECT_EQ(query_param("x=&y=2", "x"), "");
+  EXPECT_EQ(query_param("x=1&x=2", "x"), "1");  // first wins
+  EXPECT_EQ(query_param("&&x=1&", "x"), "1");
+  EXPECT_EQ(query_param("my%20key=v", "my key"), "v");
+  EXPECT_EQ(query_param("a=b=c", "a"), "b=c");
+  EXPECT_FALSE(query_param("x=%zz", "x").has_value());
+  EXPECT_FALSE(query_param("", "x").has_value());
+  EXPECT_EQ(query_param(query_of("/.cdn/locate?path=/img/a.png"), "path"), "/img/a.png");
+}
+
+TEST(Encode, EncodePath) {
+  EXPECT_EQ(encode_path("/a/b.html"), "/a/b.html");
+  EXPECT_EQ(encode_path("/a b"), "/a%20b");
+  EXPECT_EQ(encode_path("/caf\xC3\xA9"), "/caf%C3%A9");
+  EXPECT_EQ(encode_path("/a?b#c%"), "/a%3Fb%23c%25");
+  EXPECT_EQ(encode_path("/-._~"), "/-._~");
+  EXPECT_EQ(encode_path(""), "");
+}
+
+TEST(Encode, RoundTripsThroughNormalize) {
+  for (const char* p : {"/a b/c", "/caf\xC3\xA9/x?y", "/100%/#hash", "/a+b"}) {
+    EXPECT_EQ(norm(encode_path(p)), p) << p;
+  }
+}
+
+TEST(Mime, KnownTypes) {
+  EXPECT_EQ(mime_type("index.html"), "text/html; charset=utf-8");
+  EXPECT_EQ(mime_type("/a/b/INDEX.HTM"), "text/html; charset=utf-8");
+  EXPECT_EQ(mime_type("style.css"), "text/css; charset=utf-8");
+  EXPECT_EQ(mime_type("app.js"), "text/javascript; charset=utf-8");
+  EXPECT_EQ(mime_type("mod.mjs"), "text/javascript; charset=utf-8");
+  EXPECT_EQ(mime_type("d.json"), "application/json; charset=utf-8");
+  EXPECT_EQ(mime_type("r.txt"), "text/plain; charset=utf-8");
+  EXPECT_EQ(mime_type("i.svg"), "image/svg+xml; charset=utf-8");
+  EXPECT_EQ(mime_type("i.png"), "image/png");
+  EXPECT_EQ(mime_type("i.JPG"), "image/jpeg");
+  EXPECT_EQ(mime_type("i.jpeg"), "image/jpeg");
+  EXPECT_EQ(mime_type("f.woff2"), "font/woff2");
+  EXPECT_EQ(mime_type("a.tar.gz"), "application/gzip");
+  EXPECT_EQ(mime_type("m.wasm"), "application/wasm");
+  EXPECT_EQ(mime_type("README.md"), "text/markdown; charset=utf-8");
+  EXPECT_EQ(mime_type("v.mp4"), "video/mp4");
+}
+
+TEST(Mime, UnknownIsOctetStream) {
+  EXPECT_EQ(mime_type("file"), "application/octet-stream");
+  EXPECT_EQ(mime_type("file."), "application/octet-stream");
+  EXPECT_EQ(mime_type("file.exe"), "application/octet-stream");
+  EXPECT_EQ(mime_type("/dir.html/file"), "application/octet-stream");
+  EXPECT_EQ(mime_type(""), "application/octet-stream");
+  EXPECT_EQ(mime_type(".htmlx"), "application/octet-stream");
+}
+
+}  // namespace
+}  // namespace cdn::http
