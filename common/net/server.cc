@@ -88,6 +88,10 @@ class Connection {
   std::unique_ptr<char[]> chunk_;
 
   Exchange exchange_;
+  bool deferred_ = false;
+  bool in_handler_ = false;
+  // Deferred answers hold this weakly; it points at nothing once closed.
+  std::shared_ptr<Connection*> self_;
 
   static void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf);
   static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
@@ -107,6 +111,7 @@ class Connection {
   void submit(WriteReq* w);
   bool send_next_chunk(WriteReq* w);
   void finish_file_stream();
+  void answered();
   bool idle() const {
     return state_ == State::Reading && !request_started_ && pending_writes_ == 0 &&
            pending_.empty();
@@ -155,6 +160,7 @@ void Exchange::finish(std::string_view body, std::shared_ptr<const void> owner) 
     w->nbufs = 2;
   }
   c.submit(w);
+  if (c.deferred_ && !c.in_handler_) c.answered();
 }
 
 void Exchange::finish_file(int fd, uint64_t offset, uint64_t length) {
@@ -178,7 +184,26 @@ void Exchange::finish_file(int fd, uint64_t offset, uint64_t length) {
   // The head travels with the first chunk: one write, one syscall for small files.
   w->bufs[0] = uv_buf_init(w->head.data(), static_cast<unsigned>(w->head.size()));
   w->nbufs = 1;
-  if (!c.send_next_chunk(w)) c.close();
+  if (!c.send_next_chunk(w)) {
+    c.close();
+    return;
+  }
+  if (c.deferred_ && !c.in_handler_) c.answered();
+}
+
+Deferred Exchange::defer() {
+  Connection& c = conn_;
+  c.deferred_ = true;
+  if (!c.self_) c.self_ = std::make_shared<Connection*>(&c);
+  return Deferred(c.self_);
+}
+
+Exchange* Deferred::exchange() const {
+  auto p = conn_.lock();
+  if (!p || *p == nullptr) return nullptr;
+  Connection* c = *p;
+  if (!c->deferred_ || c->state_ != Connection::State::Handling) return nullptr;
+  return &c->exchange_;
 }
 
 void Exchange::reply(int status, std::string_view text,
@@ -315,7 +340,9 @@ void Connection::handle_request() {
   keep_alive_ = req.keep_alive && !server_.draining_ && !peer_eof_;
   state_ = State::Handling;
   finished_ = false;
+  deferred_ = false;
   uv_timer_stop(&timer_);
+  in_handler_ = true;
   try {
     server_.handler_(exchange_);
   } catch (const std::exception& e) {
@@ -331,12 +358,21 @@ void Connection::handle_request() {
       exchange_.reply(500, "internal error");
     }
   }
+  in_handler_ = false;
   if (state_ == State::Closing) return;
   if (!finished_) {
+    if (deferred_) return;  // answered later through a Deferred
     spdlog::error("{} {} {}: handler gave no answer", peer_, req.method, req.target);
     keep_alive_ = false;
     exchange_.reply(500, "internal error");
   }
+  answered();
+}
+
+// The current request has its response queued: move on to the next one.
+void Connection::answered() {
+  deferred_ = false;
+  if (state_ == State::Closing) return;
   if (!keep_alive_) close_after_write_ = true;
   state_ = State::Writing;
   after_response();
@@ -534,6 +570,7 @@ void Connection::drain() {
 void Connection::close() {
   if (state_ == State::Closing) return;
   state_ = State::Closing;
+  if (self_) *self_ = nullptr;
   finish_file_stream();
   reading_ = false;
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);

@@ -50,6 +50,22 @@ struct ServerStats {
   uint64_t errors_total = 0;    // requests answered 4xx by the framing layer
 };
 
+class Exchange;
+
+// A response promised for later (e.g. after an origin fetch). Holds the
+// connection weakly: exchange() is null once the client went away, and the
+// connection takes no further request until the deferred answer is finished.
+class Deferred {
+ public:
+  Deferred() = default;
+  Exchange* exchange() const;
+
+ private:
+  friend class Exchange;
+  explicit Deferred(std::weak_ptr<Connection*> c) : conn_(std::move(c)) {}
+  std::weak_ptr<Connection*> conn_;
+};
+
 class Exchange {
  public:
   const http::Request& request() const;
@@ -67,6 +83,10 @@ class Exchange {
   // Ends the head and streams `length` bytes of `fd` from `offset`; takes
   // ownership of fd (closed when done, also for HEAD).
   void finish_file(int fd, uint64_t offset, uint64_t length);
+
+  // Answer later: the handler returns without finishing, and calls
+  // finish*() through the Deferred's exchange() when it has the answer.
+  Deferred defer();
 
   // A complete short answer: status, Content-Type text/plain, the text as body.
   void reply(int status, std::string_view text,
