@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what building and testing cdn needs, from Debian 12's packages
+# only, when something is missing. Sourced by run-cdn and run-tests.
+set -euo pipefail
+
+# libsystemd-dev is pinned: the newer candidate would upgrade the machine's systemd.
+CDN_DEPS=(
+  build-essential pkg-config meson ninja-build
+  libuv1-dev "libsystemd-dev=252.38-1~deb12u1" libinih-dev libspdlog-dev libhttp-parser-dev
+  libcurl4-openssl-dev libssl-dev libcli11-dev nlohmann-json3-dev libgtest-dev
+  curl openssl iproute2 python3-pytest
+)
+# Tests and benchmarks also run the rivals and fuzzers.
+CDN_TEST_DEPS=(clang libclang-rt-14-dev nginx-light haproxy wrk hyperfine systemd util-linux)
+
+cdn_sudo() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+cdn_missing() {
+  local missing=() p name want have
+  for p in "$@"; do
+    name=${p%%=*}
+    have=$(dpkg-query -W -f='${Status} ${Version}' "$name" 2>/dev/null || true)
+    if [[ "$have" != "install ok installed"* ]]; then
+      missing+=("$p")
+    elif [[ "$p" == *=* ]]; then
+      want=${p#*=}
+      [[ "$have" == *" $want" ]] || missing+=("$p")
+    fi
+  done
+  echo "${missing[@]+"${missing[@]}"}"
+}
+
+cdn_install_deps() {
+  local missing
+  missing=$(cdn_missing "$@")
+  [ -z "$missing" ] && return 0
+  echo "== installing: $missing"
+  export DEBIAN_FRONTEND=noninteractive
+  cdn_sudo apt-get update -q
+  # shellcheck disable=SC2086
+  cdn_sudo apt-get install -y -q --no-install-recommends $missing </dev/null
+}
