@@ -134,7 +134,9 @@ net::ServerOptions server_options(const config::ServerSettings& s, std::string s
   o.limits.max_request_line = s.max_request_line;
   o.limits.max_header_bytes = s.max_header_bytes;
   o.limits.max_headers = s.max_headers;
-  o.limits.max_body = 0;
+  // Bodies are read and discarded (only GET/HEAD are served); a small one still
+  // gets its proper 405, a large one 413.
+  o.limits.max_body = 64 * 1024;
   o.server_header = std::move(server_header);
   return o;
 }
