@@ -5,6 +5,7 @@
 #include <uv.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <optional>
 
@@ -33,7 +34,20 @@ struct Flags {
 
 cdn::config::BalancerSettings load(const Flags& f, const cdn::daemon::ConfigSource& src) {
   cdn::config::BalancerSettings s;
-  if (!src.path.empty()) s = cdn::config::balancer_settings(cdn::config::load_ini(src.path));
+  if (!src.path.empty()) {
+    auto ini = cdn::config::load_ini(src.path);
+    if (f.port) {
+      // -p goes into the file's [server] port before the settings are built,
+      // so bare hosts of the file's replicas take the port the balancer uses.
+      ini.entries.erase(std::remove_if(ini.entries.begin(), ini.entries.end(),
+                                       [](const cdn::config::Entry& e) {
+                                         return e.section == "server" && e.key == "port";
+                                       }),
+                        ini.entries.end());
+      ini.entries.push_back({"server", "port", std::to_string(*f.port), 0});
+    }
+    s = cdn::config::balancer_settings(ini);
+  }
   if (f.port) s.server.port = *f.port;
   if (!f.address.empty()) s.server.address = f.address;
   if (!f.logfile.empty()) s.log.file = f.logfile;
