@@ -310,3 +310,24 @@ def test_balancer_bad_requests(cdn):
         status, _, _ = raw_exchange(b.host, b.port, data)
         assert status == expected, (data[:40], status)
         assert redirect(b)["Location"] == r.url("/index.html")
+
+
+def test_balancer_flags_without_ini(cdn):
+    """--replica (repeatable), --policy, -p, -a: no INI file at all."""
+    rs = three_replicas(cdn)
+    b = cdn.balancer(use_config=False, start=False)
+    b.args = ["-p", str(b.port), "-a", "127.0.0.1", "--policy", "round-robin"]
+    for r in rs:
+        b.args += ["--replica", r.address]
+    b.start()
+    s = cdn.wait_up(b, 3)
+    assert s["policy"] == "round-robin"
+    assert {redirect(b)["Location"] for _ in range(3)} == {r.url("/index.html") for r in rs}
+
+
+def test_policy_flag_overrides_ini(cdn):
+    r = cdn.replica()
+    b = cdn.balancer([r], policy="best", start=False)
+    b.args = ["--policy", "consistent"]
+    b.start()
+    assert cdn.wait_up(b, 1)["policy"] == "consistent"

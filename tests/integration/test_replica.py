@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import socket
+import time
 
 import pytest
 
@@ -450,3 +451,42 @@ def test_flags_override_ini(cdn):
     assert r.status()["name"] == "from-flag"
     with pytest.raises(ConnectionRefusedError):
         http_request("127.0.0.1", ini_port, "GET", "/a.txt")
+
+
+def test_root_flag_and_log_level_flag(cdn, tmp_path):
+    other = tmp_path / "other-root"
+    other.mkdir()
+    (other / "index.html").write_bytes(b"from -r\n")
+    r = cdn.replica(FILES, start=False)
+    r.args = ["-r", str(other), "--log-level", "warn"]
+    r.start()
+    status, _, body = r.get("/")
+    assert status == 200 and body == b"from -r\n"
+
+
+# ----------------------------------------------------------- slow clients
+
+
+def test_idle_keepalive_connection_is_closed(cdn):
+    r = cdn.replica(FILES, extra={"server": {"idle_timeout": "500ms"}})
+    with RawConnection(r.host, r.port, timeout=10) as c:
+        c.send(b"GET /c.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert c.read_response()[0] == 200
+        start = time.monotonic()
+        assert c.read_to_eof() == b""  # the server closes; recv() would time out otherwise
+        assert time.monotonic() - start < 8
+    assert_serving(r)
+
+
+def test_slow_request_head_is_cut_off(cdn):
+    """A client that never finishes its request head (slowloris) is closed
+    after header_timeout, possibly with a 408, while others are served."""
+    r = cdn.replica(FILES, extra={"server": {"header_timeout": "500ms"}})
+    with RawConnection(r.host, r.port, timeout=10) as c:
+        c.send(b"GET /c.txt HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        assert_serving(r)
+        start = time.monotonic()
+        rest = c.read_to_eof()
+        assert time.monotonic() - start < 8
+        assert rest == b"" or rest.startswith(b"HTTP/1.1 408"), rest[:100]
+    assert_serving(r)
