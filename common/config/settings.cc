@@ -381,6 +381,26 @@ ReplicaSettings replica_settings(const IniFile& file) {
               c.capacity =
                   static_cast<uint32_t>(uint_of(file, e, 1, std::numeric_limits<uint32_t>::max()));
             }},
+           {"cache_dir",
+            [&](const Entry& e) {
+              const std::string_view v = trim(e.value);
+              if (v.empty()) bad(file, e, "must name a directory");
+              c.cache_dir = resolve(file, v);
+            }},
+           {"cache_size",
+            [&](const Entry& e) { c.cache_size = size_of(file, e, 64 * 1024, 1ULL << 50); }},
+           {"cache_memory",
+            [&](const Entry& e) { c.cache_memory = size_of(file, e, 0, 1ULL << 40); }},
+           {"default_ttl", [&](const Entry& e) { c.default_ttl = duration_of(file, e); }},
+           {"stale_while_revalidate",
+            [&](const Entry& e) { c.stale_while_revalidate = duration_of(file, e); }},
+           {"stale_if_error", [&](const Entry& e) { c.stale_if_error = duration_of(file, e); }},
+           {"origin_timeout", [&](const Entry& e) { c.origin_timeout = duration_of(file, e); }},
+           {"ca_file",
+            [&](const Entry& e) {
+              const std::string_view v = trim(e.value);
+              c.ca_file = v.empty() ? std::string() : resolve(file, v);
+            }},
        }},
   };
   apply(file, spec);
@@ -497,6 +517,18 @@ void validate(const ReplicaSettings& s, const std::string& path) {
   if (s.content.max_age.count() < 0)
     throw Error(prefix + "[content] max_age: must not be negative");
   if (s.content.capacity < 1) throw Error(prefix + "[content] capacity: must be at least 1");
+  if (s.content.cache_dir.empty()) throw Error(prefix + "[content] cache_dir: must not be empty");
+  if (s.content.default_ttl.count() < 0)
+    throw Error(prefix + "[content] default_ttl: must not be negative");
+  if (s.content.stale_while_revalidate.count() < 0)
+    throw Error(prefix + "[content] stale_while_revalidate: must not be negative");
+  if (s.content.stale_if_error.count() < 0)
+    throw Error(prefix + "[content] stale_if_error: must not be negative");
+  check_positive(s.content.origin_timeout, "[content] origin_timeout", prefix);
+  if (s.content.cache_memory > s.content.cache_size) {
+    throw Error(prefix + "[content] cache_memory: " + std::to_string(s.content.cache_memory) +
+                " bytes is more than cache_size (" + std::to_string(s.content.cache_size) + ")");
+  }
 }
 
 void validate(const BalancerSettings& s, const std::string& path) {

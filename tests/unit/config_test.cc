@@ -793,8 +793,11 @@ void check_example_lists_every_key(const fs::path& path, bool balancer_file) {
       expected.push_back(k);
     }
   } else {
-    for (const char* k : {"content.root", "content.page", "content.origin", "content.index",
-                          "content.max_age", "content.capacity"}) {
+    for (const char* k :
+         {"content.root", "content.page", "content.origin", "content.index", "content.max_age",
+          "content.capacity", "content.cache_dir", "content.cache_size", "content.cache_memory",
+          "content.default_ttl", "content.stale_while_revalidate", "content.stale_if_error",
+          "content.origin_timeout", "content.ca_file"}) {
       expected.push_back(k);
     }
   }
@@ -818,6 +821,10 @@ void check_example_lists_every_key(const fs::path& path, bool balancer_file) {
     EXPECT_EQ(r.server.drain_timeout, d.server.drain_timeout);
     EXPECT_EQ(r.content.max_age, d.content.max_age);
     EXPECT_EQ(r.content.capacity, d.content.capacity);
+    EXPECT_EQ(r.content.cache_size, d.content.cache_size);
+    EXPECT_EQ(r.content.cache_memory, d.content.cache_memory);
+    EXPECT_EQ(r.content.stale_if_error, d.content.stale_if_error);
+    EXPECT_EQ(r.content.origin_timeout, d.content.origin_timeout);
     // All three sources uncommented: validate must object.
     EXPECT_TRUE(Contains(error_of([&] { validate(r, copy); }), "all set"));
   }
@@ -828,6 +835,49 @@ TEST(Examples, ListEveryKeyWithValidDefaults) {
   ASSERT_FALSE(root.empty());
   check_example_lists_every_key(root / "etc/cdn/replicad.ini", false);
   check_example_lists_every_key(root / "etc/cdn/balancerd.ini", true);
+}
+
+TEST(ReplicaSettings, CacheKeys) {
+  const ReplicaSettings r = replica(
+      "[content]\n"
+      "origin = http://127.0.0.1:8080/\n"
+      "cache_dir = /var/cache/x\n"
+      "cache_size = 2M\n"
+      "cache_memory = 1M\n"
+      "default_ttl = 5s\n"
+      "stale_while_revalidate = 0\n"
+      "stale_if_error = 1h\n"
+      "origin_timeout = 1500ms\n"
+      "ca_file = /etc/ssl/x.pem\n");
+  EXPECT_EQ(r.content.cache_dir, "/var/cache/x");
+  EXPECT_EQ(r.content.cache_size, 2U * 1024 * 1024);
+  EXPECT_EQ(r.content.cache_memory, 1U * 1024 * 1024);
+  EXPECT_EQ(r.content.default_ttl, milliseconds(5000));
+  EXPECT_EQ(r.content.stale_while_revalidate, milliseconds(0));
+  EXPECT_EQ(r.content.stale_if_error, milliseconds(3'600'000));
+  EXPECT_EQ(r.content.origin_timeout, milliseconds(1500));
+  EXPECT_EQ(r.content.ca_file, "/etc/ssl/x.pem");
+  EXPECT_NO_THROW(validate(r, "r.ini"));
+}
+
+TEST(ReplicaSettings, CacheKeyErrors) {
+  EXPECT_TRUE(Contains(error_of([] { replica("[content]\ncache_size = lots\n"); }),
+                       ":2: [content] cache_size: 'lots' is not a size"));
+  EXPECT_TRUE(Contains(error_of([] { replica("[content]\ncache_size = 1K\n"); }),
+                       ":2: [content] cache_size: '1K' is out of range"));
+  EXPECT_TRUE(Contains(error_of([] { replica("[content]\norigin_timeout = x\n"); }),
+                       ":2: [content] origin_timeout: 'x' is not a duration"));
+  EXPECT_TRUE(Contains(error_of([] { replica("[content]\ncache_dir =\n"); }),
+                       ":2: [content] cache_dir: must name a directory"));
+  EXPECT_TRUE(Contains(
+      error_of([] { validate(replica("[content]\norigin = a\norigin_timeout = 0\n"), "r.ini"); }),
+      "r.ini: [content] origin_timeout: must be longer than 0"));
+  EXPECT_TRUE(Contains(error_of([] {
+                         validate(replica("[content]\norigin = a\ncache_size = 1M\n"
+                                          "cache_memory = 2M\n"),
+                                  "r.ini");
+                       }),
+                       "[content] cache_memory: 2097152 bytes is more than cache_size"));
 }
 
 }  // namespace
