@@ -91,6 +91,9 @@ void RequestParser::reset() {
   if (HTTP_PARSER_ERRNO(&parser_) == HPE_PAUSED) http_parser_pause(&parser_, 0);
   http_parser_init(&parser_, HTTP_REQUEST);
   parser_.data = this;
+  // Keep the header strings (and their capacity) for the next request: a
+  // kept-alive connection then parses without allocating.
+  for (auto& h : request_.headers) spare_.push_back(std::move(h));
   request_.clear();
   line_bytes_ = 0;
   header_bytes_ = 0;
@@ -291,7 +294,14 @@ int RequestParser::on_header_field(http_parser* p, const char* at, size_t len) {
       self->error_reason_ = "too many request header fields";
       return -1;
     }
-    self->request_.headers.emplace_back();
+    if (self->spare_.empty()) {
+      self->request_.headers.emplace_back();
+    } else {
+      self->request_.headers.push_back(std::move(self->spare_.back()));
+      self->spare_.pop_back();
+      self->request_.headers.back().name.clear();
+      self->request_.headers.back().value.clear();
+    }
     self->in_name_ = true;
     self->in_value_ = false;
   }

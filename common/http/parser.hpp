@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <string_view>
+#include <vector>
 
 #include "common/http/message.hpp"
 
@@ -76,6 +77,7 @@ class RequestParser {
   http_parser parser_{};
   http_parser_settings settings_{};
   Request request_;
+  std::vector<Header> spare_;  // headers of earlier requests, reused (capacity kept)
   size_t line_bytes_ = 0;
   size_t header_bytes_ = 0;
   uint64_t body_bytes_ = 0;

@@ -1,6 +1,8 @@
 #include "common/net/server.hpp"
 
 #include <spdlog/spdlog.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,7 +22,15 @@ constexpr size_t kMaxPending = 64 * 1024;
 // Responses queued in the kernel-bound write queue before we stop taking
 // requests from a client that does not read its answers.
 constexpr size_t kMaxWriteQueue = 1024 * 1024;
+// Files go out with sendfile(2) while the socket takes them. When it is full,
+// one chunk read with pread goes through uv_write instead: libuv has no
+// "writable" callback for a TCP handle, but that write's callback says when
+// the socket drained, and sendfile resumes. The chunk is small so that little
+// is copied; without sendfile (EINVAL/ENOSYS) every chunk is big.
 constexpr size_t kFileChunk = 256 * 1024;
+constexpr size_t kWakeChunk = 32 * 1024;
+constexpr size_t kSendfileMax = 1 << 30;
+constexpr uint64_t kNever = UINT64_MAX;
 constexpr size_t kReadBuffer = 64 * 1024;
 
 constexpr std::string_view kRejectResponse =
@@ -61,6 +71,13 @@ class Connection {
   Server& server_;
   uv_tcp_t tcp_{};
   uv_timer_t timer_{};
+  int fd_ = -1;  // the socket, for send/sendfile while libuv's write queue is empty
+  // Timeouts: deadline_ is the loop time (ms) at which the connection times
+  // out; the libuv timer is only restarted when it would fire too late, and
+  // on_timer re-arms itself for a deadline that moved further away, so a
+  // request on a kept-alive connection costs no timer-heap update.
+  uint64_t deadline_ = kNever;
+  uint64_t timer_due_ = 0;
   int open_handles_ = 0;
   Connection* prev_ = nullptr;
   Connection* next_ = nullptr;
@@ -85,6 +102,7 @@ class Connection {
   int file_fd_ = -1;
   uint64_t file_offset_ = 0;
   uint64_t file_remaining_ = 0;
+  bool no_sendfile_ = false;  // sendfile refused this file: pread + uv_write only
   std::unique_ptr<char[]> chunk_;
 
   Exchange exchange_;
@@ -107,9 +125,13 @@ class Connection {
   void send_error(int status, std::string_view reason);
   void after_response();
   void arm(std::chrono::milliseconds ms);
+  void disarm() { deadline_ = kNever; }
   WriteReq* take_write();
+  void release(WriteReq* w);
   void submit(WriteReq* w);
-  bool send_next_chunk(WriteReq* w);
+  enum class Pump { Done, Pending, Failed };
+  Pump pump_file(WriteReq* w);
+  bool send_chunk(WriteReq* w, size_t max);
   void finish_file_stream();
   void answered();
   bool idle() const {
@@ -181,10 +203,10 @@ void Exchange::finish_file(int fd, uint64_t offset, uint64_t length) {
   c.file_fd_ = fd;
   c.file_offset_ = offset;
   c.file_remaining_ = length;
-  // The head travels with the first chunk: one write, one syscall for small files.
+  c.no_sendfile_ = false;
   w->bufs[0] = uv_buf_init(w->head.data(), static_cast<unsigned>(w->head.size()));
   w->nbufs = 1;
-  if (!c.send_next_chunk(w)) {
+  if (c.pump_file(w) == Connection::Pump::Failed) {
     c.close();
     return;
   }
@@ -230,7 +252,10 @@ bool Connection::start(uv_stream_t* listener) {
   if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(&tcp_)) != 0) return false;
   uv_tcp_nodelay(&tcp_, 1);
   uv_os_fd_t fd = -1;
-  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) == 0) peer_ = peer_name(fd);
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) == 0) {
+    fd_ = fd;
+    peer_ = peer_name(fd);
+  }
   read_start();
   arm(server_.options_.header_timeout);
   return true;
@@ -249,7 +274,11 @@ void Connection::read_stop() {
 
 void Connection::arm(std::chrono::milliseconds ms) {
   if (state_ == State::Closing) return;
-  uv_timer_start(&timer_, on_timer, static_cast<uint64_t>(ms.count()), 0);
+  const uint64_t after = static_cast<uint64_t>(ms.count());
+  deadline_ = uv_now(timer_.loop) + after;
+  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&timer_)) && timer_due_ <= deadline_) return;
+  timer_due_ = deadline_;
+  uv_timer_start(&timer_, on_timer, after, 0);
 }
 
 void Connection::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
@@ -341,7 +370,7 @@ void Connection::handle_request() {
   state_ = State::Handling;
   finished_ = false;
   deferred_ = false;
-  uv_timer_stop(&timer_);
+  disarm();
   in_handler_ = true;
   try {
     server_.handler_(exchange_);
@@ -440,28 +469,63 @@ WriteReq* Connection::take_write() {
   return w;
 }
 
+void Connection::release(WriteReq* w) {
+  w->owner.reset();
+  w->body_copy.clear();
+  w->nbufs = 0;
+  free_writes_.push_back(w);
+}
+
+// Writes at once when libuv has nothing queued (uv_try_write keeps the
+// order): a complete write needs no request, no callback and no epoll
+// change. Whatever the kernel did not take is queued with uv_write.
 void Connection::submit(WriteReq* w) {
   w->bytes = 0;
   for (unsigned i = 0; i < w->nbufs; ++i) w->bytes += w->bufs[i].len;
+  auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
+  size_t done = 0;
+  if (!w->file_chunk) {
+    const int n = uv_try_write(stream, w->bufs, w->nbufs);
+    if (n < 0 && n != UV_EAGAIN) {
+      SPDLOG_DEBUG("{}: write failed: {}", peer_, uv_strerror(n));
+      release(w);
+      close();
+      return;
+    }
+    done = n > 0 ? static_cast<size_t>(n) : 0;
+    if (done == w->bytes) {
+      server_.stats_.bytes_sent += w->bytes;
+      release(w);
+      return;
+    }
+  }
+  server_.stats_.bytes_sent += done;
+  w->bytes -= done;
+  unsigned first = 0;
+  while (done > 0 && first < w->nbufs) {
+    const size_t take = std::min<size_t>(done, w->bufs[first].len);
+    w->bufs[first].base += take;
+    w->bufs[first].len -= take;
+    done -= take;
+    if (w->bufs[first].len == 0) ++first;
+  }
   w->req.data = w;
-  const int rc =
-      uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), w->bufs, w->nbufs, on_write);
+  const int rc = uv_write(&w->req, stream, w->bufs + first, w->nbufs - first, on_write);
   if (rc != 0) {
     SPDLOG_DEBUG("{}: write failed: {}", peer_, uv_strerror(rc));
-    w->owner.reset();
-    w->body_copy.clear();
-    free_writes_.push_back(w);
+    release(w);
     close();
     return;
   }
   ++pending_writes_;
 }
 
-// Reads the next piece of the file into the connection's chunk buffer and
-// queues it (after the head, when `w` already carries one). False on a read error.
-bool Connection::send_next_chunk(WriteReq* w) {
+// Reads up to `max` bytes of the file into the connection's chunk buffer and
+// queues them with uv_write (after what `w` already carries, e.g. the head).
+// False on a read error (w is released).
+bool Connection::send_chunk(WriteReq* w, size_t max) {
   if (!chunk_) chunk_ = std::make_unique<char[]>(kFileChunk);
-  const size_t want = static_cast<size_t>(std::min<uint64_t>(file_remaining_, kFileChunk));
+  const size_t want = static_cast<size_t>(std::min<uint64_t>(file_remaining_, max));
   ssize_t got;
   do {
     got = ::pread(file_fd_, chunk_.get(), want, static_cast<off_t>(file_offset_));
@@ -471,8 +535,7 @@ bool Connection::send_next_chunk(WriteReq* w) {
     // kept, so the connection must close rather than send a short body.
     spdlog::warn("{}: file read failed after {} bytes: {}", peer_, file_offset_,
                  got == 0 ? "unexpected end of file" : std::strerror(errno));
-    w->owner.reset();
-    free_writes_.push_back(w);
+    release(w);
     return false;
   }
   file_offset_ += static_cast<uint64_t>(got);
@@ -480,7 +543,73 @@ bool Connection::send_next_chunk(WriteReq* w) {
   w->bufs[w->nbufs++] = uv_buf_init(chunk_.get(), static_cast<unsigned>(got));
   w->file_chunk = true;
   submit(w);
-  return true;
+  return state_ != State::Closing;
+}
+
+// Moves the file (and first the head that `w` may carry) towards the client:
+// Done when all of it is in the kernel, Pending when a uv_write of a chunk is
+// under way (on_write calls again), Failed when the connection must close.
+Connection::Pump Connection::pump_file(WriteReq* w) {
+  auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
+  const bool queue_empty = uv_stream_get_write_queue_size(stream) == 0;
+  if (w != nullptr && w->nbufs > 0) {
+    // The head: straight to the socket when nothing is queued before it
+    // (MSG_MORE lets it leave with the first file bytes), else with a chunk.
+    if (queue_empty && !no_sendfile_ && fd_ >= 0) {
+      ssize_t n;
+      do {
+        n = ::send(fd_, w->bufs[0].base, w->bufs[0].len, MSG_MORE | MSG_NOSIGNAL);
+      } while (n < 0 && errno == EINTR);
+      if (n < 0 && errno != EAGAIN) {
+        SPDLOG_DEBUG("{}: send failed: {}", peer_, std::strerror(errno));
+        release(w);
+        return Pump::Failed;
+      }
+      const size_t sent = n > 0 ? static_cast<size_t>(n) : 0;
+      server_.stats_.bytes_sent += sent;
+      w->bufs[0].base += sent;
+      w->bufs[0].len -= sent;
+    }
+    if (w->bufs[0].len > 0) {
+      if (!send_chunk(w, kWakeChunk)) return Pump::Failed;
+      return Pump::Pending;
+    }
+    release(w);
+    w = nullptr;
+  } else if (w != nullptr) {
+    release(w);
+  }
+  while (file_remaining_ > 0) {
+    if (!no_sendfile_ && fd_ >= 0 && uv_stream_get_write_queue_size(stream) == 0) {
+      off_t off = static_cast<off_t>(file_offset_);
+      const size_t want = static_cast<size_t>(std::min<uint64_t>(file_remaining_, kSendfileMax));
+      const ssize_t n = ::sendfile(fd_, file_fd_, &off, want);
+      if (n > 0) {
+        file_offset_ += static_cast<uint64_t>(n);
+        file_remaining_ -= static_cast<uint64_t>(n);
+        server_.stats_.bytes_sent += static_cast<uint64_t>(n);
+        continue;
+      }
+      if (n == 0) {
+        spdlog::warn("{}: file read failed after {} bytes: unexpected end of file", peer_,
+                     file_offset_);
+        return Pump::Failed;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) {
+        no_sendfile_ = true;  // e.g. a file system without splice support
+      } else if (errno != EAGAIN) {
+        SPDLOG_DEBUG("{}: sendfile failed: {}", peer_, std::strerror(errno));
+        return Pump::Failed;
+      }
+    }
+    // The socket is full (or libuv still holds bytes): a chunk through
+    // uv_write, whose callback resumes the pump.
+    if (!send_chunk(take_write(), no_sendfile_ ? kFileChunk : kWakeChunk)) return Pump::Failed;
+    return Pump::Pending;
+  }
+  finish_file_stream();
+  return Pump::Done;
 }
 
 void Connection::finish_file_stream() {
@@ -494,32 +623,26 @@ void Connection::on_write(uv_write_t* req, int status) {
   Connection* c = w->conn;
   --c->pending_writes_;
   const bool file_chunk = w->file_chunk;
-  w->owner.reset();
-  w->body_copy.clear();
-  if (c->state_ == State::Closing) {
-    c->free_writes_.push_back(w);
-    return;
-  }
+  const size_t bytes = w->bytes;
+  c->release(w);
+  if (c->state_ == State::Closing) return;
   if (status < 0) {
     SPDLOG_DEBUG("{}: write error: {}", c->peer_, uv_strerror(status));
-    c->free_writes_.push_back(w);
     c->close();
     return;
   }
-  c->server_.stats_.bytes_sent += w->bytes;
+  c->server_.stats_.bytes_sent += bytes;
   if (file_chunk && c->file_fd_ >= 0) {
-    if (c->file_remaining_ > 0) {
-      w->nbufs = 0;
-      w->head.clear();
-      if (!c->send_next_chunk(w))
-        c->close();
-      else
-        c->arm(c->server_.options_.send_timeout);
+    const Pump p = c->pump_file(nullptr);
+    if (p == Pump::Failed) {
+      c->close();
       return;
     }
-    c->finish_file_stream();
+    if (p == Pump::Pending) {
+      c->arm(c->server_.options_.send_timeout);
+      return;
+    }
   }
-  c->free_writes_.push_back(w);
   if (c->state_ == State::Writing) {
     c->after_response();
   } else if (c->state_ == State::Reading && c->pending_writes_ == 0 && c->file_fd_ < 0) {
@@ -534,7 +657,14 @@ void Connection::on_write(uv_write_t* req, int status) {
 
 void Connection::on_timer(uv_timer_t* t) {
   auto* c = static_cast<Connection*>(t->data);
-  if (c->state_ == State::Closing) return;
+  if (c->state_ == State::Closing || c->deadline_ == kNever) return;
+  const uint64_t now = uv_now(t->loop);
+  if (now < c->deadline_) {
+    // The deadline moved since the timer was started: wait for the rest.
+    c->timer_due_ = c->deadline_;
+    uv_timer_start(&c->timer_, on_timer, c->deadline_ - now, 0);
+    return;
+  }
   if (c->state_ == State::Reading && c->request_started_ && c->pending_writes_ == 0) {
     SPDLOG_DEBUG("{}: request head not complete in time", c->peer_);
     ++c->server_.stats_.errors_total;
@@ -555,6 +685,7 @@ void Connection::reject() {
   w->bufs[0] = uv_buf_init(w->head.data(), static_cast<unsigned>(w->head.size()));
   w->nbufs = 1;
   submit(w);
+  after_response();  // closes at once when the 503 went out whole
   arm(std::chrono::milliseconds(1000));
 }
 
