@@ -154,6 +154,9 @@ http::HeadWriter& Exchange::begin(int status) {
   c.writer_->header("Date", c.server_.date_header());
   c.writer_->header("Server", c.server_.options_.server_header);
   const auto& req = c.parser_.request();
+  // A drain or a half-close may have begun since the request arrived (e.g.
+  // while a deferred answer was pending): say so in this response.
+  if (c.server_.draining_ || c.close_after_write_) c.keep_alive_ = false;
   if (!c.keep_alive_) {
     c.writer_->header("Connection", "close");
   } else if (req.version_major == 1 && req.version_minor == 0) {

@@ -1,1 +1,907 @@
+// net::Server and net::ClientConnection in-process on loopback.
+//
+// Server tests run the server's loop on a thread of its own and talk to it
+// with plain blocking sockets (timeouts on every read, so a bug fails a test
+// instead of hanging it). Client tests run the client's loop on the test
+// thread against a scripted peer on a blocking socket in another thread.
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/net/client.hpp"
+#include "common/net/server.hpp"
+
+// ------------------------------------------------ allocation counting
+// Counts operator new calls made on the calling thread; the server's loop
+// thread reads its own counter from inside the handler.
+namespace {
+thread_local uint64_t tl_allocations = 0;
+}
+
+// noinline: GCC would otherwise pair an inlined free() with the built-in new
+// and warn (-Wmismatched-new-delete).
+__attribute__((noinline)) void* operator new(std::size_t n) {
+  ++tl_allocations;
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+__attribute__((noinline)) void operator delete(void* p) noexcept { std::free(p); }
+__attribute__((noinline)) void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+namespace cdn::net {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct IgnoreSigpipe {
+  IgnoreSigpipe() { std::signal(SIGPIPE, SIG_IGN); }
+} ignore_sigpipe;
+
+// ------------------------------------------------------ blocking client
+class Sock {
+ public:
+  explicit Sock(uint16_t port, int rcvbuf = 0) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (rcvbuf > 0) ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    timeval tv{5, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  }
+  ~Sock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Sock(const Sock&) = delete;
+  Sock& operator=(const Sock&) = delete;
+  bool connected() const { return connected_; }
+  int fd() const { return fd_; }
+
+  bool send(std::string_view data) {
+    while (!data.empty()) {
+      const ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      data.remove_prefix(static_cast<size_t>(n));
+    }
+    return true;
+  }
+  // Reads more bytes into buf_; false on EOF, error or timeout.
+  bool fill() {
+    char tmp[65536];
+    const ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
+    if (n <= 0) return false;
+    buf_.append(tmp, static_cast<size_t>(n));
+    return true;
+  }
+  struct Response {
+    int status = 0;
+    std::string head;
+    std::string body;
+    bool ok = false;
+    std::string header(std::string_view name) const {
+      std::string needle = "\r\n" + std::string(name) + ": ";
+      const auto p = head.find(needle);
+      if (p == std::string::npos) return {};
+      const auto e = head.find("\r\n", p + needle.size());
+      return head.substr(p + needle.size(), e - p - needle.size());
+    }
+  };
+  // One response (Content-Length framed; no body after HEAD).
+  Response read_response(bool head_request = false) {
+    Response r;
+    size_t end;
+    while ((end = buf_.find("\r\n\r\n")) == std::string::npos) {
+      if (!fill()) return r;
+    }
+    r.head = buf_.substr(0, end + 2);
+    buf_.erase(0, end + 4);
+    if (r.head.size() < 12) return r;
+    r.status = std::atoi(r.head.c_str() + 9);
+    const std::string cl = r.header("Content-Length");
+    const size_t len = head_request || cl.empty() ? 0 : std::stoull(cl);
+    while (buf_.size() < len) {
+      if (!fill()) return r;
+    }
+    r.body = buf_.substr(0, len);
+    buf_.erase(0, len);
+    r.ok = true;
+    return r;
+  }
+  // True when the peer closed (EOF or reset) with nothing more to read.
+  bool closed_by_peer() {
+    while (true) {
+      char tmp[4096];
+      const ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
+      if (n == 0) return true;
+      if (n < 0) return errno == ECONNRESET;
+      buf_.append(tmp, static_cast<size_t>(n));
+    }
+  }
+  std::string& buffered() { return buf_; }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+  std::string buf_;
+};
+
+// ------------------------------------------------------- server fixture
+class ServerThread {
+ public:
+  ServerThread(ServerOptions options, Server::Handler handler) {
+    uv_loop_init(&loop_);
+    uv_async_init(&loop_, &async_, on_async);
+    async_.data = this;
+    server_ = std::make_unique<Server>(&loop_, std::move(options), std::move(handler));
+    listen_rc_ = server_->listen("127.0.0.1", 0);
+    port_ = server_->port();
+    thread_ = std::thread([this] { uv_run(&loop_, UV_RUN_DEFAULT); });
+  }
+  ~ServerThread() { stop(); }
+
+  uint16_t port() const { return port_; }
+  int listen_rc() const { return listen_rc_; }
+  uv_loop_t* loop() { return &loop_; }
+  Server& server() { return *server_; }
+
+  // Runs fn on the loop thread.
+  void post(std::function<void()> fn) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back(std::move(fn));
+    }
+    uv_async_send(&async_);
+  }
+  // Runs fn on the loop thread and waits for it.
+  template <typename T>
+  T call(std::function<T()> fn) {
+    std::mutex m;
+    std::condition_variable cv;
+    std::optional<T> result;
+    post([&] {
+      T v = fn();
+      std::lock_guard<std::mutex> lock(m);
+      result = std::move(v);
+      cv.notify_one();
+    });
+    std::unique_lock<std::mutex> lock(m);
+    cv.wait(lock, [&] { return result.has_value(); });
+    return *result;
+  }
+  ServerStats stats() {
+    return call<ServerStats>([this] { return server_->stats(); });
+  }
+
+  void stop() {
+    if (stopped_) return;
+    stopped_ = true;
+    post([this] {
+      server_->close();
+      uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
+      for (auto& t : extra_timers_) uv_close(reinterpret_cast<uv_handle_t*>(t.get()), nullptr);
+    });
+    thread_.join();
+    uv_loop_close(&loop_);
+  }
+
+  // A timer owned by the fixture (for deferred answers); loop thread only.
+  uv_timer_t* timer() {
+    extra_timers_.push_back(std::make_unique<uv_timer_t>());
+    uv_timer_init(&loop_, extra_timers_.back().get());
+    return extra_timers_.back().get();
+  }
+
+ private:
+  static void on_async(uv_async_t* a) {
+    auto* self = static_cast<ServerThread*>(a->data);
+    std::vector<std::function<void()>> q;
+    {
+      std::lock_guard<std::mutex> lock(self->mu_);
+      q.swap(self->queue_);
+    }
+    for (auto& fn : q) fn();
+  }
+
+  uv_loop_t loop_{};
+  uv_async_t async_{};
+  std::unique_ptr<Server> server_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<std::function<void()>> queue_;
+  std::vector<std::unique_ptr<uv_timer_t>> extra_timers_;
+  int listen_rc_ = 0;
+  uint16_t port_ = 0;
+  bool stopped_ = false;
+};
+
+ServerOptions fast_options() {
+  ServerOptions o;
+  o.idle_timeout = 2000ms;
+  o.header_timeout = 2000ms;
+  o.send_timeout = 2000ms;
+  return o;
+}
+
+// Answers "target" as the body, so tests can check order.
+void echo_target(Exchange& ex) {
+  const auto& t = ex.request().target;
+  ex.begin(200).header("Content-Type", "text/plain").header("Content-Length", t.size());
+  ex.finish(t);
+}
+
+const char* kGet = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+
+TEST(Server, ListensOnAnyPort) {
+  ServerThread s(fast_options(), echo_target);
+  EXPECT_EQ(s.listen_rc(), 0);
+  EXPECT_NE(s.port(), 0);
+}
+
+TEST(Server, KeepAliveServesManyRequestsOnOneConnection) {
+  ServerThread s(fast_options(), echo_target);
+  Sock c(s.port());
+  ASSERT_TRUE(c.connected());
+  for (int i = 0; i < 20; ++i) {
+    const std::string target = "/k" + std::to_string(i);
+    ASSERT_TRUE(c.send("GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n"));
+    const auto r = c.read_response();
+    ASSERT_TRUE(r.ok) << i;
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, target);
+    EXPECT_FALSE(r.header("Date").empty());
+    EXPECT_EQ(r.header("Connection"), "");
+  }
+  EXPECT_EQ(s.stats().connections_total, 1u);
+  EXPECT_EQ(s.stats().requests_total, 20u);
+}
+
+TEST(Server, Http10GetsKeepAliveOnlyWhenAsked) {
+  ServerThread s(fast_options(), echo_target);
+  {
+    Sock c(s.port());
+    ASSERT_TRUE(c.send("GET /x HTTP/1.0\r\n\r\n"));
+    const auto r = c.read_response();
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.header("Connection"), "close");
+    EXPECT_TRUE(c.closed_by_peer());
+  }
+  {
+    Sock c(s.port());
+    ASSERT_TRUE(c.send("GET /y HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+    const auto r = c.read_response();
+    EXPECT_EQ(r.header("Connection"), "keep-alive");
+    ASSERT_TRUE(c.send("GET /z HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+    EXPECT_EQ(c.read_response().body, "/z");
+  }
+}
+
+TEST(Server, ConnectionCloseIsHonoured) {
+  ServerThread s(fast_options(), echo_target);
+  Sock c(s.port());
+  ASSERT_TRUE(c.send("GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+  const auto r = c.read_response();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.header("Connection"), "close");
+  EXPECT_TRUE(c.closed_by_peer());
+}
+
+TEST(Server, PipelinedRequestsAreAnsweredInOrder) {
+  ServerThread s(fast_options(), echo_target);
+  Sock c(s.port());
+  std::string burst;
+  for (int i = 0; i < 50; ++i)
+    burst += "GET /p" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_TRUE(c.send(burst));
+  for (int i = 0; i < 50; ++i) {
+    const auto r = c.read_response();
+    ASSERT_TRUE(r.ok) << i;
+    EXPECT_EQ(r.body, "/p" + std::to_string(i));
+  }
+}
+
+TEST(Server, PipelinedRequestSplitAcrossWrites) {
+  ServerThread s(fast_options(), echo_target);
+  Sock c(s.port());
+  const std::string two = "GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHo";
+  ASSERT_TRUE(c.send(two));
+  EXPECT_EQ(c.read_response().body, "/one");
+  std::this_thread::sleep_for(50ms);
+  ASSERT_TRUE(c.send("st: x\r\n\r\n"));
+  EXPECT_EQ(c.read_response().body, "/two");
+}
+
+TEST(Server, HeadHasLengthButNoBody) {
+  ServerThread s(fast_options(), echo_target);
+  Sock c(s.port());
+  ASSERT_TRUE(c.send("HEAD /headpath HTTP/1.1\r\nHost: x\r\n\r\n" + std::string(kGet)));
+  const auto h = c.read_response(true);
+  EXPECT_EQ(h.status, 200);
+  EXPECT_EQ(h.header("Content-Length"), "9");
+  EXPECT_EQ(h.body, "");
+  // The next response starts right after the head: no stray body bytes.
+  EXPECT_EQ(c.read_response().body, "/a");
+}
+
+struct LimitCase {
+  const char* name;
+  std::string request;
+  int status;
+};
+
+TEST(Server, LimitsAndMalformedRequestsGetAClearAnswerThenClose) {
+  ServerOptions o = fast_options();
+  o.limits.max_request_line = 256;
+  o.limits.max_header_bytes = 1024;
+  o.limits.max_headers = 10;
+  ServerThread s(o, echo_target);
+  std::string many;
+  for (int i = 0; i < 20; ++i) many += "X-" + std::to_string(i) + ": v\r\n";
+  const std::vector<LimitCase> cases = {
+      {"long target", "GET /" + std::string(600, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n", 414},
+      {"big header", "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(2000, 'b') + "\r\n\r\n",
+       431},
+      {"many headers", "GET / HTTP/1.1\r\nHost: x\r\n" + many + "\r\n", 431},
+      {"garbage", "\x01\x02 nonsense\r\n\r\n", 400},
+      {"bad version", "GET / HTTP/9.9\r\nHost: x\r\n\r\n", 505},
+      {"bare LF", "GET / HTTP/1.1\nHost: x\n\n", 400},
+      {"obs-fold", "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n  folded\r\n\r\n", 400},
+      {"CL and TE",
+       "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: "
+       "chunked\r\n\r\n0\r\n\r\n",
+       400},
+      {"two CL", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+       400},
+  };
+  for (const auto& tc : cases) {
+    Sock c(s.port());
+    ASSERT_TRUE(c.send(tc.request)) << tc.name;
+    const auto r = c.read_response();
+    EXPECT_TRUE(r.ok) << tc.name;
+    if (tc.status == 505) {
+      EXPECT_TRUE(r.status == 505 || r.status == 400) << tc.name << ": " << r.status;
+    } else {
+      EXPECT_EQ(r.status, tc.status) << tc.name;
+    }
+    EXPECT_EQ(r.header("Connection"), "close") << tc.name;
+    EXPECT_TRUE(c.closed_by_peer()) << tc.name;
+  }
+  // And the server still serves.
+  Sock ok(s.port());
+  ASSERT_TRUE(ok.send(kGet));
+  EXPECT_EQ(ok.read_response().status, 200);
+  EXPECT_GE(s.stats().errors_total, cases.size());
+}
+
+TEST(Server, HeaderTimeoutAnswers408) {
+  ServerOptions o = fast_options();
+  o.header_timeout = 200ms;
+  ServerThread s(o, echo_target);
+  Sock c(s.port());
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(c.send("GET / HTTP/1.1\r\nHost: x\r\n"));
+  // Trickling bytes does not extend the deadline.
+  for (int i = 0; i < 3; ++i) {
+    std::this_thread::sleep_for(50ms);
+    c.send("X");
+  }
+  const auto r = c.read_response();
+  const auto elapsed = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(r.status, 408);
+  EXPECT_LT(elapsed, 2s);
+  EXPECT_TRUE(c.closed_by_peer());
+}
+
+TEST(Server, IdleConnectionIsClosedSilently) {
+  ServerOptions o = fast_options();
+  o.header_timeout = 200ms;
+  o.idle_timeout = 200ms;
+  ServerThread s(o, echo_target);
+  Sock fresh(s.port());
+  Sock used(s.port());
+  ASSERT_TRUE(used.send(kGet));
+  EXPECT_EQ(used.read_response().status, 200);
+  EXPECT_TRUE(fresh.closed_by_peer());
+  EXPECT_TRUE(fresh.buffered().empty());
+  EXPECT_TRUE(used.closed_by_peer());
+  EXPECT_TRUE(used.buffered().empty());
+}
+
+TEST(Server, MaxConnectionsAnswers503) {
+  ServerOptions o = fast_options();
+  o.max_connections = 2;
+  ServerThread s(o, echo_target);
+  Sock a(s.port()), b(s.port());
+  ASSERT_TRUE(a.send(kGet));
+  ASSERT_TRUE(b.send(kGet));
+  EXPECT_EQ(a.read_response().status, 200);
+  EXPECT_EQ(b.read_response().status, 200);
+  Sock over(s.port());
+  ASSERT_TRUE(over.connected());
+  const auto r = over.read_response();
+  EXPECT_EQ(r.status, 503);
+  EXPECT_FALSE(r.header("Retry-After").empty());
+  EXPECT_TRUE(over.closed_by_peer());
+  EXPECT_GE(s.stats().rejected_total, 1u);
+  // The held connections still work, and a slot freed is usable again.
+  ASSERT_TRUE(a.send(kGet));
+  EXPECT_EQ(a.read_response().status, 200);
+}
+
+TEST(Server, DeferredAnswerArrivesLater) {
+  ServerThread* st = nullptr;
+  ServerThread s(fast_options(), [&st](Exchange& ex) {
+    if (ex.request().target != "/later") return echo_target(ex);
+    Deferred d = ex.defer();
+    uv_timer_t* t = st->timer();
+    t->data = new Deferred(d);
+    uv_timer_start(
+        t,
+        [](uv_timer_t* tt) {
+          auto* dd = static_cast<Deferred*>(tt->data);
+          if (Exchange* e = dd->exchange()) {
+            e->begin(200).header("Content-Length", uint64_t{5});
+            e->finish("later");
+          }
+          delete dd;
+        },
+        100, 0);
+  });
+  st = &s;
+  Sock c(s.port());
+  // The request pipelined behind the deferred one waits for it.
+  ASSERT_TRUE(c.send("GET /later HTTP/1.1\r\nHost: x\r\n\r\n" + std::string(kGet)));
+  EXPECT_EQ(c.read_response().body, "later");
+  EXPECT_EQ(c.read_response().body, "/a");
+}
+
+// A client that resets while its answer is deferred: exchange() turns null
+// and the connection is gone. One that only half-closes still gets its answer.
+TEST(Server, DeferredAnswerAfterTheClientLeft) {
+  std::atomic<int> null_exchanges{0};
+  std::atomic<int> answered{0};
+  ServerThread* st = nullptr;
+  ServerThread s(fast_options(), [&](Exchange& ex) {
+    Deferred d = ex.defer();
+    uv_timer_t* t = st->timer();
+    struct Ctx {
+      Deferred d;
+      std::atomic<int>* nulls;
+      std::atomic<int>* answered;
+    };
+    t->data = new Ctx{d, &null_exchanges, &answered};
+    uv_timer_start(
+        t,
+        [](uv_timer_t* tt) {
+          auto* ctx = static_cast<Ctx*>(tt->data);
+          if (Exchange* e = ctx->d.exchange()) {
+            e->reply(200, "late");
+            ++*ctx->answered;
+          } else {
+            ++*ctx->nulls;
+          }
+          delete ctx;
+        },
+        300, 0);
+  });
+  st = &s;
+  {
+    Sock c(s.port());
+    ASSERT_TRUE(c.send(kGet));
+    std::this_thread::sleep_for(50ms);
+    linger l{1, 0};  // close with RST
+    ::setsockopt(c.fd(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  }
+  for (int i = 0; i < 100 && null_exchanges.load() == 0; ++i) std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(null_exchanges.load(), 1);
+  EXPECT_EQ(s.stats().active_connections, 0u);
+
+  Sock half(s.port());
+  ASSERT_TRUE(half.send(kGet));
+  ::shutdown(half.fd(), SHUT_WR);
+  const auto r = half.read_response();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "late\n");
+  EXPECT_EQ(r.header("Connection"), "close");
+  EXPECT_TRUE(half.closed_by_peer());
+  EXPECT_EQ(answered.load(), 1);
+}
+
+TEST(Server, HandlerWithoutAnswerGets500) {
+  ServerThread s(fast_options(), [](Exchange& ex) {
+    if (ex.request().target == "/throw") throw std::runtime_error("boom");
+  });
+  for (const char* target : {"/none", "/throw"}) {
+    Sock c(s.port());
+    ASSERT_TRUE(c.send(std::string("GET ") + target + " HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_EQ(c.read_response().status, 500) << target;
+  }
+}
+
+TEST(Server, DrainFinishesInFlightThenRefuses) {
+  ServerThread* st = nullptr;
+  std::atomic<bool> drained{false};
+  ServerThread s(fast_options(), [&st](Exchange& ex) {
+    if (ex.request().target != "/slow") return echo_target(ex);
+    Deferred d = ex.defer();
+    uv_timer_t* t = st->timer();
+    t->data = new Deferred(d);
+    uv_timer_start(
+        t,
+        [](uv_timer_t* tt) {
+          auto* dd = static_cast<Deferred*>(tt->data);
+          if (Exchange* e = dd->exchange()) {
+            e->begin(200).header("Content-Length", uint64_t{4});
+            e->finish("slow");
+          }
+          delete dd;
+        },
+        300, 0);
+  });
+  st = &s;
+  const uint16_t port = s.port();
+  Sock idle(port);
+  Sock busy(port);
+  ASSERT_TRUE(busy.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"));
+  std::this_thread::sleep_for(100ms);
+  s.post([&] { s.server().drain([&] { drained = true; }); });
+  EXPECT_TRUE(idle.closed_by_peer());
+  const auto r = busy.read_response();
+  EXPECT_EQ(r.body, "slow");
+  EXPECT_EQ(r.header("Connection"), "close");
+  EXPECT_TRUE(busy.closed_by_peer());
+  for (int i = 0; i < 100 && !drained; ++i) std::this_thread::sleep_for(20ms);
+  EXPECT_TRUE(drained.load());
+  Sock late(port);
+  EXPECT_FALSE(late.connected());
+}
+
+// A file bigger than any socket buffer, read slowly through a small receive
+// buffer: sendfile hits EAGAIN and the pread chunk takes over, in order.
+class FileServer : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char path[] = "/tmp/cdn-net-test-XXXXXX";
+    fd_ = ::mkstemp(path);
+    ASSERT_GE(fd_, 0);
+    ::unlink(path);
+    data_.resize(5 * 1024 * 1024 + 123);
+    uint32_t x = 12345;
+    for (auto& ch : data_) {
+      x = x * 1103515245 + 12345;
+      ch = static_cast<char>(x >> 24);
+    }
+    ASSERT_EQ(::write(fd_, data_.data(), data_.size()), static_cast<ssize_t>(data_.size()));
+  }
+  void TearDown() override { ::close(fd_); }
+  Server::Handler handler() {
+    return [this](Exchange& ex) {
+      const auto& t = ex.request().target;
+      if (t == "/file" || t == "/part") {
+        const uint64_t off = t == "/part" ? 1000 : 0;
+        const uint64_t len = t == "/part" ? 70000 : data_.size();
+        ex.begin(200).header("Content-Length", len);
+        ex.finish_file(::dup(fd_), off, len);
+      } else {
+        echo_target(ex);
+      }
+    };
+  }
+  int fd_ = -1;
+  std::string data_;
+};
+
+TEST_F(FileServer, StreamsWholeFileToASlowReader) {
+  ServerThread s(fast_options(), handler());
+  Sock c(s.port(), 16 * 1024);
+  ASSERT_TRUE(c.send("GET /file HTTP/1.1\r\nHost: x\r\n\r\n"));
+  std::this_thread::sleep_for(200ms);  // let the socket fill up
+  const auto r = c.read_response();
+  ASSERT_TRUE(r.ok);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_TRUE(r.body == data_) << "body differs (size " << r.body.size() << ")";
+}
+
+TEST_F(FileServer, PipelinedFilesAndSmallAnswersKeepTheirOrder) {
+  ServerThread s(fast_options(), handler());
+  Sock c(s.port());
+  ASSERT_TRUE(c.send(std::string(kGet) + "GET /part HTTP/1.1\r\nHost: x\r\n\r\n" + kGet +
+                     "GET /file HTTP/1.1\r\nHost: x\r\n\r\nHEAD /file HTTP/1.1\r\nHost: x\r\n\r\n" +
+                     "GET /end HTTP/1.1\r\nHost: x\r\n\r\n"));
+  EXPECT_EQ(c.read_response().body, "/a");
+  EXPECT_TRUE(c.read_response().body == data_.substr(1000, 70000));
+  EXPECT_EQ(c.read_response().body, "/a");
+  EXPECT_TRUE(c.read_response().body == data_);
+  const auto h = c.read_response(true);
+  EXPECT_EQ(h.header("Content-Length"), std::to_string(data_.size()));
+  EXPECT_EQ(c.read_response().body, "/end");
+  const auto st = s.stats();
+  EXPECT_GT(st.bytes_sent, data_.size() + 70000);
+}
+
+TEST_F(FileServer, ReaderThatNeverReadsIsCutOffBySendTimeout) {
+  ServerOptions o = fast_options();
+  o.send_timeout = 300ms;
+  ServerThread s(o, handler());
+  Sock c(s.port(), 4096);
+  ASSERT_TRUE(c.send("GET /file HTTP/1.1\r\nHost: x\r\n\r\n"));
+  bool closed = false;
+  for (int i = 0; i < 100 && !closed; ++i) {
+    std::this_thread::sleep_for(50ms);
+    closed = s.stats().active_connections == 0;
+  }
+  EXPECT_TRUE(closed);
+}
+
+TEST(Server, KeepAliveRequestsDoNotAllocate) {
+  std::vector<uint64_t> seen;
+  seen.reserve(1000);
+  ServerThread s(fast_options(), [&seen](Exchange& ex) {
+    seen.push_back(tl_allocations);
+    ex.begin(200)
+        .header("Content-Type", "text/plain")
+        .header("Cache-Control", "max-age=60")
+        .header("Content-Length", uint64_t{2});
+    ex.finish("ok");
+  });
+  Sock c(s.port());
+  const std::string req =
+      "GET /some/longer/path/to/a/file.html?with=query HTTP/1.1\r\nHost: www.example.com\r\n"
+      "User-Agent: Mozilla/5.0 (X11; Linux x86_64) cdn-net-test\r\n"
+      "Accept: text/html,application/xhtml+xml,application/xml;q=0.9\r\n"
+      "Accept-Encoding: gzip, deflate, br\r\n\r\n";
+  for (int i = 0; i < 210; ++i) {
+    ASSERT_TRUE(c.send(req));
+    ASSERT_EQ(c.read_response().status, 200);
+  }
+  ASSERT_EQ(seen.size(), 210u);
+  // After a warm-up, 200 requests may allocate only for the once-a-second
+  // Date refresh.
+  EXPECT_LE(seen[209] - seen[9], 4u);
+}
+
+// ------------------------------------------------------ client fixtures
+// A scripted peer: accepts one connection at a time and runs `script` on it.
+class Peer {
+ public:
+  explicit Peer(std::function<void(int fd)> script) : script_(std::move(script)) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    ::listen(fd_, 16);
+    socklen_t len = sizeof a;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] {
+      while (true) {
+        pollfd p{fd_, POLLIN, 0};
+        if (::poll(&p, 1, 50) <= 0) {
+          if (stop_) return;
+          continue;
+        }
+        const int c = ::accept(fd_, nullptr, nullptr);
+        if (c < 0) return;
+        timeval tv{3, 0};
+        ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        ++accepted_;
+        script_(c);
+      }
+    });
+  }
+  ~Peer() {
+    stop_ = true;
+    thread_.join();
+    ::close(fd_);
+  }
+  uint16_t port() const { return port_; }
+  int accepted() const { return accepted_; }
+
+  // Reads one request head; false on EOF/timeout.
+  static bool read_head(int fd) {
+    std::string buf;
+    char ch;
+    while (buf.size() < 65536) {
+      if (::recv(fd, &ch, 1, 0) != 1) return false;
+      buf.push_back(ch);
+      if (buf.size() >= 4 && buf.compare(buf.size() - 4, 4, "\r\n\r\n") == 0) return true;
+    }
+    return false;
+  }
+  static void send_all(int fd, std::string_view s) {
+    while (!s.empty()) {
+      const ssize_t n = ::send(fd, s.data(), s.size(), MSG_NOSIGNAL);
+      if (n <= 0) return;
+      s.remove_prefix(static_cast<size_t>(n));
+    }
+  }
+
+ private:
+  std::function<void(int)> script_;
+  int fd_ = -1;
+  uint16_t port_ = 0;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> accepted_{0};
+};
+
+struct Outcome {
+  bool done = false;
+  ClientResult result;
+  int status = 0;
+  std::string body;
+};
+
+// Runs one request on `conn` through `loop` until on_done (or 10 s).
+Outcome run_request(uv_loop_t* loop, ClientConnection& conn, std::chrono::milliseconds timeout,
+                    std::string_view target = "/x") {
+  Outcome out;
+  ClientCallbacks cb;
+  cb.on_headers = [](const http::Response&) { return true; };
+  cb.on_body = [&out](std::string_view piece) {
+    out.body.append(piece);
+    return true;
+  };
+  cb.on_done = [&out](const ClientResult& r, const http::Response& resp) {
+    out.done = true;
+    out.result = r;
+    out.status = resp.status;
+  };
+  conn.request("GET", target, "peer", "", timeout, std::move(cb));
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (!out.done && std::chrono::steady_clock::now() < deadline) uv_run(loop, UV_RUN_ONCE);
+  return out;
+}
+
+class Client : public ::testing::Test {
+ protected:
+  void SetUp() override { uv_loop_init(&loop_); }
+  void TearDown() override {
+    conn_.reset();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    EXPECT_EQ(uv_loop_close(&loop_), 0);
+  }
+  ClientConnection& connect(uint16_t port) {
+    auto addr = resolve("127.0.0.1", port);
+    conn_ = ClientConnection::create(&loop_, *addr);
+    return *conn_;
+  }
+  uv_loop_t loop_{};
+  ClientConnection::Ptr conn_;
+};
+
+TEST_F(Client, KeepAliveReusesTheConnection) {
+  Peer peer([](int fd) {
+    while (Peer::read_head(fd))
+      Peer::send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+    ::close(fd);
+  });
+  auto& c = connect(peer.port());
+  for (int i = 0; i < 3; ++i) {
+    const auto o = run_request(&loop_, c, 2000ms);
+    ASSERT_TRUE(o.done);
+    EXPECT_TRUE(o.result.ok()) << o.result.message;
+    EXPECT_EQ(o.status, 200);
+    EXPECT_EQ(o.body, "hello");
+  }
+  EXPECT_EQ(peer.accepted(), 1);
+}
+
+TEST_F(Client, AgainstTheServer) {
+  ServerThread s(fast_options(), echo_target);
+  auto& c = connect(s.port());
+  for (const char* t : {"/one", "/two"}) {
+    const auto o = run_request(&loop_, c, 2000ms, t);
+    EXPECT_TRUE(o.result.ok()) << o.result.message;
+    EXPECT_EQ(o.body, t);
+  }
+  EXPECT_EQ(s.stats().connections_total, 1u);
+}
+
+TEST_F(Client, SilentPeerTimesOut) {
+  Peer peer([](int fd) {
+    Peer::read_head(fd);
+    std::this_thread::sleep_for(600ms);
+    ::close(fd);
+  });
+  auto& c = connect(peer.port());
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto o = run_request(&loop_, c, 200ms);
+  EXPECT_TRUE(o.done);
+  EXPECT_EQ(o.result.error, ClientError::Timeout);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+}
+
+TEST_F(Client, ResetBeforeAnswerIsReported) {
+  Peer peer([](int fd) {
+    Peer::read_head(fd);
+    linger l{1, 0};  // RST on close
+    ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    ::close(fd);
+  });
+  auto& c = connect(peer.port());
+  const auto o = run_request(&loop_, c, 2000ms);
+  EXPECT_TRUE(o.done);
+  EXPECT_EQ(o.result.error, ClientError::Reset) << o.result.message;
+}
+
+TEST_F(Client, TruncatedBodyIsAnError) {
+  Peer peer([](int fd) {
+    Peer::read_head(fd);
+    Peer::send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten..");
+    ::close(fd);
+  });
+  auto& c = connect(peer.port());
+  const auto o = run_request(&loop_, c, 2000ms);
+  EXPECT_TRUE(o.done);
+  EXPECT_FALSE(o.result.ok());
+  EXPECT_EQ(o.result.error, ClientError::Reset) << o.result.message;
+}
+
+TEST_F(Client, GarbageIsAProtocolError) {
+  Peer peer([](int fd) {
+    Peer::read_head(fd);
+    Peer::send_all(fd, "SSH-2.0-OpenSSH\r\n\r\n");
+    std::this_thread::sleep_for(100ms);
+    ::close(fd);
+  });
+  auto& c = connect(peer.port());
+  const auto o = run_request(&loop_, c, 2000ms);
+  EXPECT_TRUE(o.done);
+  EXPECT_EQ(o.result.error, ClientError::Protocol) << o.result.message;
+}
+
+TEST_F(Client, RefusedConnectIsReported) {
+  uint16_t port;
+  {
+    Peer probe([](int fd) { ::close(fd); });
+    port = probe.port();
+  }  // closed: nothing listens there now
+  auto& c = connect(port);
+  const auto o = run_request(&loop_, c, 2000ms);
+  EXPECT_TRUE(o.done);
+  EXPECT_EQ(o.result.error, ClientError::Connect) << o.result.message;
+}
+
+TEST_F(Client, StaleKeptAliveConnectionIsRetriedOrReported) {
+  // The peer answers once and closes: the next request must not hang.
+  Peer peer([](int fd) {
+    if (Peer::read_head(fd)) Peer::send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    ::close(fd);
+  });
+  auto& c = connect(peer.port());
+  EXPECT_TRUE(run_request(&loop_, c, 2000ms).result.ok());
+  std::this_thread::sleep_for(100ms);
+  const auto o = run_request(&loop_, c, 2000ms);
+  EXPECT_TRUE(o.done);
+  if (o.result.ok()) {
+    EXPECT_EQ(o.body, "ok");
+  }
+}
+
+}  // namespace
+}  // namespace cdn::net
