@@ -317,7 +317,7 @@ ask()
 def point_reload(sb):
     unit = "cdn-balancerd.service"
     pid = sb.prop(unit, "MainPID")
-    client = sb.netexec_bg("python3", "-c", KEEPALIVE_CLIENT % (BALANCER, PORT), stdin=subprocess.PIPE,
+    client = sb.netexec_bg(sys.executable, "-c", KEEPALIVE_CLIENT % (BALANCER, PORT), stdin=subprocess.PIPE,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     first = client.stdout.readline().strip()
     write_file(sb, "/etc/cdn/balancerd.ini",
