@@ -74,6 +74,13 @@ std::string encode(const ReplicaStatus& s) {
       {"load", finite_or_zero(s.load)},
       {"uptime_seconds", finite_or_zero(s.uptime_seconds)},
       {"version", s.version},
+      {"cache_hits", s.cache_hits},
+      {"cache_misses", s.cache_misses},
+      {"cache_hit_ratio", finite_or_zero(s.cache_hit_ratio)},
+      {"cache_bytes", s.cache_bytes},
+      {"cache_objects", s.cache_objects},
+      {"origin_requests_total", s.origin_requests_total},
+      {"origin_errors_total", s.origin_errors_total},
   };
   // replace: a name or path that is not UTF-8 must not make dump() throw.
   return doc.dump(-1, ' ', false, json::error_handler_t::replace);
@@ -108,7 +115,14 @@ std::optional<ReplicaStatus> decode(std::string_view text) {
         !read_count(doc, "requests_total", s.requests_total) ||
         !read_count(doc, "bytes_total", s.bytes_total) ||
         !read_figure(doc, "bytes_per_second", s.bytes_per_second) ||
-        !read_figure(doc, "uptime_seconds", s.uptime_seconds)) {
+        !read_figure(doc, "uptime_seconds", s.uptime_seconds) ||
+        !read_count(doc, "cache_hits", s.cache_hits) ||
+        !read_count(doc, "cache_misses", s.cache_misses) ||
+        !read_figure(doc, "cache_hit_ratio", s.cache_hit_ratio) ||
+        !read_count(doc, "cache_bytes", s.cache_bytes) ||
+        !read_count(doc, "cache_objects", s.cache_objects) ||
+        !read_count(doc, "origin_requests_total", s.origin_requests_total) ||
+        !read_count(doc, "origin_errors_total", s.origin_errors_total)) {
       return std::nullopt;
     }
     return s;

@@ -26,6 +26,15 @@ struct ReplicaStatus {
   double load = 0;              // active_connections / capacity (comparable across replicas)
   double uptime_seconds = 0;
   std::string version;
+  // Edge cache (origin mode; all 0 for a directory or a page). Added later:
+  // decode() leaves them 0 when a replica does not send them.
+  uint64_t cache_hits = 0;
+  uint64_t cache_misses = 0;
+  double cache_hit_ratio = 0;  // hits / (hits + misses)
+  uint64_t cache_bytes = 0;    // bytes of cached bodies on disk
+  uint64_t cache_objects = 0;
+  uint64_t origin_requests_total = 0;
+  uint64_t origin_errors_total = 0;
 
   bool operator==(const ReplicaStatus&) const = default;
 };

@@ -102,17 +102,37 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (f.check) {
-    std::printf("configuration OK: %s\n", store->source().c_str());
+    std::printf("configuration OK: %s\n",
+                store ? store->source().c_str() : ("origin:" + settings.content.origin).c_str());
     return 0;
   }
 
   uv_loop_t loop;
   uv_loop_init(&loop);
-  cdn::replica::Replica replica(&loop, settings, std::move(store));
+  std::unique_ptr<cdn::replica::Replica> replica_ptr;
+  try {
+    replica_ptr = std::make_unique<cdn::replica::Replica>(&loop, settings, std::move(store));
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    std::fprintf(stderr, "cdn-replicad: %s\n", e.what());
+    cdn::uv::close_loop(&loop);
+    return 1;
+  }
+  cdn::replica::Replica& replica = *replica_ptr;
   try {
     replica.start();
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
+    replica.stop();
+    cdn::uv::close_loop(&loop);
+    return 1;
+  }
+  // Like the seed, have the start page before saying READY=1.
+  if (std::string why; !replica.prefetch_start_page(why)) {
+    spdlog::critical("cannot fetch the start page from {} and no cached copy exists: {}",
+                     settings.content.origin, why);
+    std::fprintf(stderr, "cdn-replicad: cannot fetch the start page from %s: %s\n",
+                 settings.content.origin.c_str(), why.c_str());
     replica.stop();
     cdn::uv::close_loop(&loop);
     return 1;
@@ -125,6 +145,10 @@ int main(int argc, char** argv) {
       cdn::log::setup("cdn-replicad", next.log.level, next.log.file);
       std::unique_ptr<cdn::replica::Store> next_store;
       if (!same_source(next.content, replica.settings().content)) {
+        if (!next.content.origin.empty() || !replica.settings().content.origin.empty()) {
+          throw std::runtime_error(
+              "switching to, from or between origins takes a restart (the cache is tied to one)");
+        }
         next_store = cdn::replica::open_store(next.content);
       }
       replica.reconfigure(std::move(next), std::move(next_store));

@@ -46,9 +46,7 @@ std::string cache_control(const config::ContentSettings& c) {
 std::unique_ptr<Store> open_store(const config::ContentSettings& c) {
   if (!c.root.empty()) return Store::open_root(c.root, c.index);
   if (!c.page.empty()) return Store::open_page(c.page);
-  throw std::runtime_error("origin pull (" + c.origin +
-                           ") is not available in this build: serve a directory (root=) or a "
-                           "page (page=, or -w with a file path)");
+  return nullptr;
 }
 
 Replica::Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_ptr<Store> store)
@@ -58,7 +56,26 @@ Replica::Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_
       server_(loop, daemon::server_options(settings_.server, "cdn-replicad/" CDN_VERSION),
               [this](net::Exchange& ex) { handle(ex); }),
       started_(std::chrono::steady_clock::now()),
-      rate_last_time_(started_) {}
+      rate_last_time_(started_) {
+  if (!store_) {
+    pull_ = std::make_unique<Pull>(
+        loop, settings_.content, settings_.server.name,
+        [this](net::Exchange& ex, Answer a) { answer_pulled(ex, std::move(a)); });
+  }
+}
+
+bool Replica::prefetch_start_page(std::string& why) {
+  if (!pull_) return true;
+  bool done = false, ok = false;
+  pull_->prefetch("/", [&](bool good, std::string message) {
+    done = true;
+    ok = good;
+    why = std::move(message);
+  });
+  while (!done) uv_run(loop_, UV_RUN_ONCE);
+  if (ok && !why.empty()) spdlog::warn("origin failed ({}): starting with the cached copy", why);
+  return ok;
+}
 
 void Replica::start() {
   const std::string where = daemon::start_listening(server_, settings_.server);
@@ -67,8 +84,10 @@ void Replica::start() {
     gethostname(host, sizeof host - 1);
     settings_.server.name = std::string(host) + ":" + std::to_string(server_.port());
   }
+  if (pull_) pull_->set_name(settings_.server.name);
   state_ = status::State::Serving;
-  spdlog::info("replica {} serving {} on {}", settings_.server.name, store_->source(), where);
+  spdlog::info("replica {} serving {} on {}", settings_.server.name,
+               store_ ? store_->source() : pull_->source(), where);
 }
 
 void Replica::reconfigure(config::ReplicaSettings settings, std::unique_ptr<Store> store) {
@@ -84,6 +103,7 @@ void Replica::reconfigure(config::ReplicaSettings settings, std::unique_ptr<Stor
     spdlog::info("content source now {}", store->source());
     store_ = std::move(store);
   }
+  if (pull_) pull_->reconfigure(settings.content);
   settings_ = std::move(settings);
 }
 
@@ -92,7 +112,10 @@ void Replica::drain(std::function<void()> done) {
   server_.drain(std::move(done));
 }
 
-void Replica::stop() { server_.close(); }
+void Replica::stop() {
+  server_.close();
+  if (pull_) pull_->close();
+}
 
 void Replica::sample_rate() {
   const auto now = std::chrono::steady_clock::now();
@@ -118,7 +141,19 @@ status::ReplicaStatus Replica::status() const {
   const auto& st = server_.stats();
   status::ReplicaStatus s;
   s.name = settings_.server.name;
-  s.source = store_->source();
+  s.source = store_ ? store_->source() : pull_->source();
+  if (pull_) {
+    const auto& ps = pull_->stats();
+    s.cache_hits = ps.hits;
+    s.cache_misses = ps.misses;
+    s.cache_hit_ratio = ps.hits + ps.misses > 0 ? static_cast<double>(ps.hits) /
+                                                      static_cast<double>(ps.hits + ps.misses)
+                                                : 0;
+    s.cache_bytes = pull_->cache().bytes();
+    s.cache_objects = pull_->cache().objects();
+    s.origin_requests_total = ps.origin_requests;
+    s.origin_errors_total = ps.origin_errors;
+  }
   s.state = state_;
   s.active_connections = st.active_connections;
   s.capacity = settings_.content.capacity;
@@ -160,6 +195,10 @@ void Replica::handle(net::Exchange& ex) {
 }
 
 void Replica::serve_content(net::Exchange& ex, const std::string& path) {
+  if (pull_) {
+    pull_->serve(ex, path);
+    return;
+  }
   const auto& req = ex.request();
   Lookup found = store_->lookup(path);
   if (std::holds_alternative<RedirectSlash>(found)) {
@@ -175,8 +214,30 @@ void Replica::serve_content(net::Exchange& ex, const std::string& path) {
     return;
   }
   auto obj = std::get<Found>(found).object;
-  const std::string cc = cache_control(settings_.content);
+  answer(ex, obj, cache_control(settings_.content),
+         [this, &obj, &path]() {
+           const int fd = store_->open(*obj);
+           if (fd < 0) {
+             spdlog::info("{}: changed on disk while being served ({}), try again", path,
+                          std::strerror(errno));
+           }
+           return fd;
+         },
+         -1, {});
+}
 
+void Replica::answer_pulled(net::Exchange& ex, Answer a) {
+  int fd = a.fd;
+  answer(
+      ex, a.object, a.cache_control, [&fd]() { return std::exchange(fd, -1); }, a.age,
+      a.cache_status);
+  if (fd >= 0) ::close(fd);
+}
+
+void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj,
+                     const std::string& cc, const std::function<int()>& open_fd, int64_t age,
+                     const std::string& cache_status) {
+  const auto& req = ex.request();
   // Conditional requests: If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2).
   bool not_modified = false;
   if (auto inm = req.header("If-None-Match")) {
@@ -191,6 +252,8 @@ void Replica::serve_content(net::Exchange& ex, const std::string& path) {
     h.header("ETag", obj->etag);
     h.header("Last-Modified", obj->last_modified);
     h.header("Cache-Control", cc);
+    if (age >= 0) h.header("Age", static_cast<uint64_t>(age));
+    if (!cache_status.empty()) h.header("Cache-Status", cache_status);
     h.header("CDN-Replica", settings_.server.name);
     ex.finish();
     return;
@@ -221,12 +284,10 @@ void Replica::serve_content(net::Exchange& ex, const std::string& path) {
 
   int fd = -1;
   if (!obj->in_memory && length > 0 && !ex.is_head()) {
-    fd = store_->open(*obj);
+    fd = open_fd();
     if (fd < 0) {
       // Changed or removed since the lookup: answer from a fresh lookup rather than
       // send bytes that do not match the digest we would announce.
-      spdlog::info("{}: changed on disk while being served ({}), try again", path,
-                   std::strerror(errno));
       ex.reply(503, "content is being updated, try again", {{"Retry-After", "1"}});
       return;
     }
@@ -245,6 +306,8 @@ void Replica::serve_content(net::Exchange& ex, const std::string& path) {
   h.header("Cache-Control", cc);
   h.header("Repr-Digest", obj->digest);
   h.header("Accept-Ranges", "bytes");
+  if (age >= 0) h.header("Age", static_cast<uint64_t>(age));
+  if (!cache_status.empty()) h.header("Cache-Status", cache_status);
   h.header("CDN-Replica", settings_.server.name);
   if (obj->in_memory) {
     const std::string_view body = std::string_view(obj->body).substr(offset, length);
@@ -293,6 +356,39 @@ void Replica::serve_metrics(net::Exchange& ex) {
   metric("cdn_replica_sent_bytes_total", "counter", "Response bytes sent.",
          static_cast<double>(st.bytes_sent));
   metric("cdn_replica_load", "gauge", "Active connections over capacity.", status().load);
+  if (pull_) {
+    const auto& ps = pull_->stats();
+    const auto& c = pull_->cache();
+    const uint64_t asked = ps.hits + ps.misses;
+    metric("cdn_replica_cache_hits_total", "counter", "Requests answered from the cache.",
+           static_cast<double>(ps.hits));
+    metric("cdn_replica_cache_misses_total", "counter",
+           "Requests that waited for the origin (miss or revalidation).",
+           static_cast<double>(ps.misses));
+    metric("cdn_replica_cache_hit_ratio", "gauge", "Hits over hits and misses.",
+           asked > 0 ? static_cast<double>(ps.hits) / static_cast<double>(asked) : 0.0);
+    metric("cdn_replica_cache_stale_served_total", "counter",
+           "Stale copies served (while revalidating or while the origin failed).",
+           static_cast<double>(ps.stale_served));
+    metric("cdn_replica_cache_revalidated_total", "counter", "Copies refreshed by a 304.",
+           static_cast<double>(ps.revalidated));
+    metric("cdn_replica_cache_bytes", "gauge", "Bytes of cached bodies on disk.",
+           static_cast<double>(c.bytes()));
+    metric("cdn_replica_cache_memory_bytes", "gauge", "Bytes of cached bodies held in memory.",
+           static_cast<double>(c.memory_bytes()));
+    metric("cdn_replica_cache_objects", "gauge", "Cached objects.",
+           static_cast<double>(c.objects()));
+    metric("cdn_replica_cache_evictions_total", "counter", "Objects evicted (LRU).",
+           static_cast<double>(c.evictions()));
+    metric("cdn_replica_cache_write_errors_total", "counter",
+           "Objects that could not be stored (disk full, I/O errors).",
+           static_cast<double>(c.write_errors()));
+    metric("cdn_replica_origin_requests_total", "counter", "Requests sent to the origin.",
+           static_cast<double>(ps.origin_requests));
+    metric("cdn_replica_origin_errors_total", "counter",
+           "Origin fetches that failed (unreachable, timeout, 5xx, bad digest).",
+           static_cast<double>(ps.origin_errors));
+  }
   auto& h = ex.begin(200);
   h.header("Content-Type", "text/plain; version=0.0.4");
   h.header("Cache-Control", "no-store");

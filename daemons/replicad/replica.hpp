@@ -12,16 +12,25 @@
 #include "common/config/settings.hpp"
 #include "common/net/server.hpp"
 #include "common/status/status.hpp"
+#include "daemons/replicad/pull.hpp"
 #include "daemons/replicad/store.hpp"
 
 namespace cdn::replica {
 
-// Opens the content named by the settings. Throws std::runtime_error.
+// Opens the content named by the settings (a directory or a page); nullptr
+// for an origin, which the Replica pulls from itself. Throws std::runtime_error.
 std::unique_ptr<Store> open_store(const config::ContentSettings& c);
 
 class Replica {
  public:
+  // With [content] origin= the store is null and the Replica pulls through
+  // its cache (throws std::runtime_error when the cache cannot be opened).
   Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_ptr<Store> store);
+
+  // Origin mode, at start-up: have the start page ("/") in the cache. Runs
+  // the loop until it is (true), or the origin failed and no copy exists
+  // (false, with `why`). Always true for a directory or a page.
+  bool prefetch_start_page(std::string& why);
 
   // Throws std::runtime_error when it cannot listen.
   void start();
@@ -38,13 +47,19 @@ class Replica {
  private:
   void handle(net::Exchange& ex);
   void serve_content(net::Exchange& ex, const std::string& path);
+  // Answers with an object: conditionals, Range, headers, body. `open_fd`
+  // gives the body's descriptor when one is needed (-1: changed, 503).
+  void answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj, const std::string& cc,
+              const std::function<int()>& open_fd, int64_t age, const std::string& cache_status);
+  void answer_pulled(net::Exchange& ex, Answer a);
   void serve_status(net::Exchange& ex);
   void serve_metrics(net::Exchange& ex);
   void sample_rate();
 
   uv_loop_t* loop_;
   config::ReplicaSettings settings_;
-  std::unique_ptr<Store> store_;
+  std::unique_ptr<Store> store_;  // directory or page; null in origin mode
+  std::unique_ptr<Pull> pull_;    // origin mode
   net::Server server_;
   status::State state_ = status::State::Starting;
   std::chrono::steady_clock::time_point started_;

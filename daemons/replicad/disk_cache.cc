@@ -1,0 +1,487 @@
+#include "daemons/replicad/disk_cache.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <vector>
+
+#include "common/http/path.hpp"
+#include "common/http/serialize.hpp"
+
+namespace cdn::replica {
+namespace {
+
+using nlohmann::json;
+
+std::string to_hex(const unsigned char* data, size_t n) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 * n);
+  for (size_t i = 0; i < n; ++i) {
+    out.push_back(kHex[data[i] >> 4]);
+    out.push_back(kHex[data[i] & 0xf]);
+  }
+  return out;
+}
+
+std::string to_base64(const unsigned char* data, size_t n) {
+  std::string out(4 * ((n + 2) / 3) + 1, '\0');
+  const int len =
+      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(n));
+  out.resize(static_cast<size_t>(len));
+  return out;
+}
+
+EVP_MD_CTX* new_sha256() {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  if (ctx != nullptr && EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1) {
+    EVP_MD_CTX_free(ctx);
+    return nullptr;
+  }
+  return ctx;
+}
+
+// "sha-256=:<b64>:" and the hex form of a finished digest.
+std::pair<std::string, std::string> finish_sha256(EVP_MD_CTX* ctx) {
+  std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx, md.data(), &len);
+  return {"sha-256=:" + to_base64(md.data(), len) + ":", to_hex(md.data(), len)};
+}
+
+std::string sha256_hex(std::string_view s) {
+  std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
+  unsigned int len = 0;
+  EVP_Digest(s.data(), s.size(), md.data(), &len, EVP_sha256(), nullptr);
+  return to_hex(md.data(), len);
+}
+
+bool write_all(int fd, const char* data, size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::write(fd, data, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+std::string read_small_file(const std::string& path, size_t limit) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return {};
+  std::string out;
+  char buf[8192];
+  while (out.size() <= limit) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+json to_json(const EntryMeta& m) {
+  return json{
+      {"version", 1},
+      {"key", m.key},
+      {"status", m.stored.status},
+      {"cache_control", m.stored.cache_control},
+      {"date", m.stored.date},
+      {"expires", m.stored.expires},
+      {"age", m.stored.age},
+      {"request_time", m.stored.request_time},
+      {"response_time", m.stored.response_time},
+      {"size", m.size},
+      {"digest", m.digest},
+      {"etag", m.etag},
+      {"origin_etag", m.origin_etag},
+      {"last_modified", m.last_modified},
+      {"content_type", m.content_type},
+  };
+}
+
+bool from_json(const json& j, EntryMeta& m) {
+  if (!j.is_object() || j.value("version", 0) != 1) return false;
+  m.key = j.at("key").get<std::string>();
+  m.stored.status = j.at("status").get<int>();
+  m.stored.cache_control = j.at("cache_control").get<std::string>();
+  m.stored.date = j.at("date").get<int64_t>();
+  m.stored.expires = j.at("expires").get<int64_t>();
+  m.stored.age = j.at("age").get<int64_t>();
+  m.stored.request_time = j.at("request_time").get<int64_t>();
+  m.stored.response_time = j.at("response_time").get<int64_t>();
+  m.size = j.at("size").get<uint64_t>();
+  m.digest = j.at("digest").get<std::string>();
+  m.etag = j.at("etag").get<std::string>();
+  m.origin_etag = j.at("origin_etag").get<std::string>();
+  m.last_modified = j.at("last_modified").get<std::string>();
+  m.content_type = j.at("content_type").get<std::string>();
+  return !m.key.empty() && !m.digest.empty() && !m.etag.empty();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- Writer
+
+DiskCache::Writer::~Writer() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_ && !tmp_path_.empty()) ::unlink(tmp_path_.c_str());
+}
+
+bool DiskCache::Writer::write(const char* data, size_t n) {
+  EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_.get()), data, n);
+  size_ += n;
+  if (keep_memory_ && !spilled_ && size_ > memory_limit_) {
+    keep_memory_ = false;
+    std::string().swap(memory_);
+  }
+  if (!spilled_) {
+    if (write_all(fd_, data, n)) {
+      if (keep_memory_) memory_.append(data, n);
+      return true;
+    }
+    // The disk failed: read back what it holds and go on in memory.
+    disk_error_ = std::strerror(errno);
+    const uint64_t before = size_ - n;
+    if (size_ > spill_limit_) return false;
+    if (!keep_memory_) {
+      memory_.resize(before);
+      uint64_t got = 0;
+      while (got < before) {
+        const ssize_t r = ::pread(fd_, memory_.data() + got, before - got, static_cast<off_t>(got));
+        if (r <= 0) return false;
+        got += static_cast<uint64_t>(r);
+      }
+    }
+    ::close(fd_);
+    fd_ = -1;
+    ::unlink(tmp_path_.c_str());
+    tmp_path_.clear();
+    spilled_ = true;
+    keep_memory_ = true;
+    memory_.append(data, n);
+    return true;
+  }
+  if (size_ > spill_limit_) return false;
+  memory_.append(data, n);
+  return true;
+}
+
+void DiskCache::Writer::finish() {
+  auto [digest, hex] = finish_sha256(static_cast<EVP_MD_CTX*>(ctx_.get()));
+  digest_ = std::move(digest);
+  hex_ = std::move(hex);
+}
+
+int DiskCache::Writer::dup_fd() const {
+  if (fd_ < 0 || spilled_) return -1;
+  return ::fcntl(fd_, F_DUPFD_CLOEXEC, 0);
+}
+
+// ---------------------------------------------------------------- DiskCache
+
+std::string DiskCache::etag_of(const std::string& digest_hex) {
+  return "\"" + digest_hex.substr(0, 16) + "\"";
+}
+
+DiskCache::DiskCache(Options options) : opt_(std::move(options)) {
+  std::error_code ec;
+  const std::string& d = opt_.dir;
+  // mkdir -p with owner-only permissions: the cache is nobody else's business.
+  for (size_t pos = 1; pos <= d.size(); ++pos) {
+    if (pos == d.size() || d[pos] == '/') {
+      const std::string part = d.substr(0, pos);
+      if (::mkdir(part.c_str(), 0700) != 0 && errno != EEXIST) {
+        throw std::runtime_error("cache_dir " + d + ": cannot create " + part + ": " +
+                                 std::strerror(errno));
+      }
+    }
+  }
+  const std::string tmp = d + "/tmp";
+  if (::mkdir(tmp.c_str(), 0700) != 0 && errno != EEXIST) {
+    throw std::runtime_error("cache_dir " + d + ": cannot create tmp/: " + std::strerror(errno));
+  }
+  if (::access(tmp.c_str(), W_OK | X_OK) != 0) {
+    throw std::runtime_error("cache_dir " + d + ": not writable: " + std::strerror(errno));
+  }
+  dir_fd_ = ::open(d.c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+  if (dir_fd_ < 0) throw std::runtime_error("cache_dir " + d + ": " + std::strerror(errno));
+  // Temp files left by a crash are never entries.
+  if (DIR* td = ::opendir(tmp.c_str())) {
+    while (const dirent* e = ::readdir(td)) {
+      if (e->d_name[0] != '.') ::unlinkat(::dirfd(td), e->d_name, 0);
+    }
+    ::closedir(td);
+  }
+  load_all();
+}
+
+std::string DiskCache::path_of(const std::string& key, const char* suffix) const {
+  return opt_.dir + "/" + sha256_hex(key).substr(0, 40) + suffix;
+}
+
+void DiskCache::load_all() {
+  DIR* dir = ::opendir(opt_.dir.c_str());
+  if (dir == nullptr) return;
+  std::vector<std::string> metas, bodies;
+  while (const dirent* e = ::readdir(dir)) {
+    const std::string name = e->d_name;
+    if (name.ends_with(".meta")) metas.push_back(name);
+    if (name.ends_with(".body")) bodies.push_back(name);
+    if (name.ends_with(".meta.tmp")) ::unlinkat(dir_fd_, name.c_str(), 0);
+  }
+  ::closedir(dir);
+  for (const auto& m : metas) {
+    if (!load_one(opt_.dir + "/" + m)) {
+      ++corrupt_;
+      const std::string stem = m.substr(0, m.size() - 5);
+      ::unlinkat(dir_fd_, m.c_str(), 0);
+      ::unlinkat(dir_fd_, (stem + ".body").c_str(), 0);
+    }
+  }
+  // Bodies whose meta never made it (a crash between the two renames).
+  for (const auto& b : bodies) {
+    const std::string stem = b.substr(0, b.size() - 5);
+    struct stat st {};
+    if (::fstatat(dir_fd_, (stem + ".meta").c_str(), &st, 0) != 0) {
+      ::unlinkat(dir_fd_, b.c_str(), 0);
+    }
+  }
+  trim_memory();
+  evict_for(0);
+}
+
+bool DiskCache::load_one(const std::string& meta_path) {
+  EntryMeta m;
+  try {
+    const json j = json::parse(read_small_file(meta_path, 1 << 20));
+    if (!from_json(j, m)) return false;
+  } catch (const std::exception&) {
+    return false;
+  }
+  if (path_of(m.key, ".meta") != meta_path) return false;
+  const std::string body_path = path_of(m.key, ".body");
+  const int fd = ::open(body_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(new_sha256(), EVP_MD_CTX_free);
+  const bool in_memory = m.size <= opt_.memory_object_limit;
+  std::string body;
+  uint64_t total = 0;
+  std::vector<char> buf(256 * 1024);
+  bool ok = ctx != nullptr;
+  while (ok) {
+    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) ok = false;
+    if (n <= 0) break;
+    total += static_cast<uint64_t>(n);
+    if (total > m.size) ok = false;
+    EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<size_t>(n));
+    if (in_memory && ok) body.append(buf.data(), static_cast<size_t>(n));
+  }
+  ::close(fd);
+  if (!ok || total != m.size) return false;
+  if (finish_sha256(ctx.get()).first != m.digest) return false;
+  insert(std::move(m), body_path, std::move(body), in_memory);
+  return true;
+}
+
+std::shared_ptr<const Object> DiskCache::make_object(const EntryMeta& m,
+                                                     const std::string& body_path, std::string body,
+                                                     bool in_memory) {
+  auto obj = std::make_shared<Object>();
+  obj->rel = body_path;
+  obj->size = m.size;
+  obj->etag = m.etag;
+  obj->digest = m.digest;
+  obj->content_type = m.content_type.empty()
+                          ? std::string(http::mime_type(m.key.substr(0, m.key.find('?'))))
+                          : m.content_type;
+  const int64_t lm = m.last_modified.empty() ? -1 : http::parse_http_date(m.last_modified);
+  obj->mtime = lm >= 0 ? lm : m.stored.response_time;
+  obj->last_modified = lm >= 0 ? m.last_modified : http::http_date(obj->mtime);
+  obj->in_memory = in_memory;
+  if (in_memory) obj->body = std::move(body);
+  return obj;
+}
+
+void DiskCache::insert(EntryMeta meta, std::string body_path, std::string body, bool in_memory) {
+  if (auto old = index_.find(meta.key); old != index_.end()) remove_entry(old, false);
+  lru_.push_front(meta.key);
+  Entry e;
+  e.object = make_object(meta, body_path, std::move(body), in_memory);
+  if (in_memory) memory_used_ += meta.size;
+  bytes_ += meta.size;
+  e.meta = std::move(meta);
+  e.lru = lru_.begin();
+  index_.emplace(e.meta.key, std::move(e));
+}
+
+void DiskCache::remove_entry(std::unordered_map<std::string, Entry>::iterator it,
+                             bool unlink_files) {
+  const Entry& e = it->second;
+  bytes_ -= e.meta.size;
+  if (e.object->in_memory) memory_used_ -= e.meta.size;
+  if (unlink_files) {
+    // Meta first: a body without its meta is removed at start, never served.
+    ::unlink(path_of(e.meta.key, ".meta").c_str());
+    ::unlink(path_of(e.meta.key, ".body").c_str());
+  }
+  lru_.erase(e.lru);
+  index_.erase(it);
+}
+
+void DiskCache::trim_memory() {
+  // Least recently used bodies leave memory first; they stay on disk.
+  for (auto it = lru_.rbegin(); it != lru_.rend() && memory_used_ > opt_.memory_bytes; ++it) {
+    Entry& e = index_.at(*it);
+    if (!e.object->in_memory) continue;
+    auto copy = std::make_shared<Object>(*e.object);
+    copy->body.clear();
+    copy->body.shrink_to_fit();
+    copy->in_memory = false;
+    memory_used_ -= e.meta.size;
+    e.object = std::move(copy);
+  }
+}
+
+void DiskCache::evict_for(uint64_t incoming) {
+  while (!lru_.empty() && bytes_ + incoming > opt_.max_bytes) {
+    auto it = index_.find(lru_.back());
+    remove_entry(it, true);
+    ++evictions_;
+  }
+}
+
+const DiskCache::Entry* DiskCache::find(const std::string& key) {
+  auto it = index_.find(key);
+  if (it == index_.end()) return nullptr;
+  lru_.splice(lru_.begin(), lru_, it->second.lru);
+  return &it->second;
+}
+
+const DiskCache::Entry* DiskCache::peek(const std::string& key) const {
+  auto it = index_.find(key);
+  return it == index_.end() ? nullptr : &it->second;
+}
+
+int DiskCache::open(const Entry& e) const {
+  const int fd = ::open(e.object->rel.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != e.meta.size) {
+    ::close(fd);
+    errno = ESTALE;
+    return -1;
+  }
+  return fd;
+}
+
+std::unique_ptr<DiskCache::Writer> DiskCache::begin() {
+  std::unique_ptr<Writer> w(new Writer);
+  w->memory_limit_ = opt_.memory_object_limit;
+  w->spill_limit_ = opt_.spill_limit;
+  w->ctx_ = std::shared_ptr<void>(new_sha256(),
+                                  [](void* p) { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(p)); });
+  if (!w->ctx_) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  w->tmp_path_ =
+      opt_.dir + "/tmp/" + std::to_string(::getpid()) + "." + std::to_string(++tmp_counter_);
+  w->fd_ = ::open(w->tmp_path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (w->fd_ < 0) {
+    // No temp file (disk full of inodes, permissions): keep the body in memory.
+    w->disk_error_ = std::strerror(errno);
+    w->tmp_path_.clear();
+    w->spilled_ = true;
+  }
+  return w;
+}
+
+bool DiskCache::write_meta(const EntryMeta& m) {
+  const std::string path = path_of(m.key, ".meta");
+  const std::string tmp = path + ".tmp";
+  const std::string text = to_json(m).dump(-1, ' ', false, json::error_handler_t::replace);
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  const bool ok = write_all(fd, text.data(), text.size()) && ::fsync(fd) == 0;
+  const int err = errno;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err2 = ok ? errno : err;
+    ::unlink(tmp.c_str());
+    errno = err2;
+    return false;
+  }
+  return true;
+}
+
+const DiskCache::Entry* DiskCache::commit(Writer& w, EntryMeta meta) {
+  meta.size = w.size();
+  meta.digest = w.digest();
+  if (meta.etag.empty()) meta.etag = etag_of(w.digest_hex());
+  if (!w.on_disk()) {
+    ++write_errors_;
+    errno = ENOSPC;
+    return nullptr;
+  }
+  if (meta.size > opt_.max_bytes) {
+    errno = EFBIG;
+    return nullptr;
+  }
+  const std::string body_path = path_of(meta.key, ".body");
+  if (::fsync(w.fd_) != 0) {
+    ++write_errors_;
+    return nullptr;
+  }
+  // Drop the old entry's meta before its body changes under it.
+  if (auto old = index_.find(meta.key); old != index_.end()) remove_entry(old, true);
+  evict_for(meta.size);
+  if (::rename(w.tmp_path_.c_str(), body_path.c_str()) != 0) {
+    ++write_errors_;
+    return nullptr;
+  }
+  w.committed_ = true;
+  if (!write_meta(meta)) {
+    const int err = errno;
+    ::unlink(body_path.c_str());
+    ++write_errors_;
+    errno = err;
+    return nullptr;
+  }
+  ::fsync(dir_fd_);
+  const bool in_memory = w.in_memory() && meta.size <= opt_.memory_object_limit;
+  const std::string key = meta.key;
+  insert(std::move(meta), body_path, in_memory ? w.memory() : std::string(), in_memory);
+  trim_memory();
+  return peek(key);
+}
+
+const DiskCache::Entry* DiskCache::refresh(const std::string& key, const cache::Stored& stored) {
+  auto it = index_.find(key);
+  if (it == index_.end()) return nullptr;
+  it->second.meta.stored = stored;
+  if (!write_meta(it->second.meta)) ++write_errors_;  // still fresh in memory until restart
+  lru_.splice(lru_.begin(), lru_, it->second.lru);
+  return &it->second;
+}
+
+void DiskCache::erase(const std::string& key) {
+  auto it = index_.find(key);
+  if (it != index_.end()) remove_entry(it, true);
+}
+
+}  // namespace cdn::replica

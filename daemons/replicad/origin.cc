@@ -1,0 +1,305 @@
+#include "daemons/replicad/origin.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <unordered_set>
+
+namespace cdn::replica {
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
+    if (x != y) return false;
+  }
+  return true;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+// Curl's global state is set up once per process, before any transfer.
+void global_init() {
+  static const bool done = [] {
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    return true;
+  }();
+  (void)done;
+}
+
+}  // namespace
+
+std::optional<std::string_view> OriginHead::header(std::string_view name) const {
+  for (const auto& [k, v] : headers) {
+    if (iequals(k, name)) return std::string_view(v);
+  }
+  return std::nullopt;
+}
+
+struct Origin::Transfer {
+  Origin* origin = nullptr;
+  CURL* easy = nullptr;
+  curl_slist* headers = nullptr;
+  OriginCallbacks cb;
+  OriginHead head;
+  bool head_done = false;
+  bool refused = false;
+  char error[CURL_ERROR_SIZE] = {0};
+
+  ~Transfer() {
+    if (easy != nullptr) curl_easy_cleanup(easy);
+    if (headers != nullptr) curl_slist_free_all(headers);
+  }
+};
+
+// One socket curl asked us to watch. Freed in the poll handle's close callback.
+struct Origin::Socket {
+  uv_poll_t poll{};
+  curl_socket_t fd = CURL_SOCKET_BAD;
+  Origin* origin = nullptr;
+};
+
+namespace {
+std::unordered_set<void*>& live_sockets() {
+  static std::unordered_set<void*> s;
+  return s;
+}
+}  // namespace
+
+Origin::Origin(uv_loop_t* loop, OriginOptions options) : loop_(loop), options_(std::move(options)) {
+  global_init();
+  multi_ = curl_multi_init();
+  if (multi_ == nullptr) throw std::runtime_error("libcurl: cannot make a multi handle");
+  curl_multi_setopt(multi_, CURLMOPT_SOCKETFUNCTION, &Origin::on_socket);
+  curl_multi_setopt(multi_, CURLMOPT_SOCKETDATA, this);
+  curl_multi_setopt(multi_, CURLMOPT_TIMERFUNCTION, &Origin::on_timer);
+  curl_multi_setopt(multi_, CURLMOPT_TIMERDATA, this);
+  curl_multi_setopt(multi_, CURLMOPT_MAX_HOST_CONNECTIONS, 64L);
+  timer_ = uv::make_timer(loop_, [this] { action(CURL_SOCKET_TIMEOUT, 0); });
+}
+
+Origin::~Origin() { close(); }
+
+void Origin::close() {
+  if (closed_) return;
+  closed_ = true;
+  for (auto& [easy, t] : transfers_) {
+    curl_multi_remove_handle(multi_, easy);
+    delete t;
+  }
+  transfers_.clear();
+  curl_multi_cleanup(multi_);
+  multi_ = nullptr;
+  // Sockets curl did not say goodbye to (pooled connections): close their polls.
+  for (auto it = live_sockets().begin(); it != live_sockets().end();) {
+    auto* s = static_cast<Socket*>(*it);
+    if (s->origin != this) {
+      ++it;
+      continue;
+    }
+    it = live_sockets().erase(it);
+    uv_close(reinterpret_cast<uv_handle_t*>(&s->poll),
+             [](uv_handle_t* h) { delete static_cast<Socket*>(h->data); });
+  }
+  timer_.reset();
+}
+
+void Origin::fetch(const std::string& url, const std::vector<std::string>& headers,
+                   OriginCallbacks callbacks) {
+  auto* t = new Transfer;
+  t->origin = this;
+  t->cb = std::move(callbacks);
+  t->easy = curl_easy_init();
+  if (closed_ || t->easy == nullptr) {
+    delete t;
+    return;
+  }
+  for (const auto& h : headers) t->headers = curl_slist_append(t->headers, h.c_str());
+  // Identity only: the bytes we cache are the bytes we serve and digest.
+  t->headers = curl_slist_append(t->headers, "Accept-Encoding: identity");
+  CURL* e = t->easy;
+  curl_easy_setopt(e, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
+  curl_easy_setopt(e, CURLOPT_PRIVATE, t);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->error);
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(e, CURLOPT_USERAGENT, options_.user_agent.c_str());
+  const long timeout_ms = static_cast<long>(options_.timeout.count());
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, std::max(1L, (timeout_ms + 999) / 1000));
+  if (!options_.ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, options_.ca_file.c_str());
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Origin::on_header);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Origin::on_body);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
+  transfers_.emplace(e, t);
+  const CURLMcode rc = curl_multi_add_handle(multi_, e);
+  if (rc != CURLM_OK) {
+    transfers_.erase(e);
+    spdlog::error("origin fetch {}: {}", url, curl_multi_strerror(rc));
+    // Report asynchronously, like every other outcome.
+    auto cb = std::move(t->cb.done);
+    delete t;
+    OriginResult r{OriginError::Unreachable, curl_multi_strerror(rc)};
+    if (cb) cb(r);
+  }
+}
+
+size_t Origin::on_header(char* data, size_t size, size_t n, void* userp) noexcept {
+  auto* t = static_cast<Transfer*>(userp);
+  const size_t len = size * n;
+  const std::string_view line(data, len);
+  try {
+    if (line.starts_with("HTTP/")) {  // a new response (after 100 Continue): start over
+      t->head = OriginHead{};
+      return len;
+    }
+    const std::string_view bare = trim(line);
+    if (bare.empty()) {
+      long status = 0;
+      curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+      if (status >= 100 && status < 200) return len;  // interim response
+      t->head.status = status;
+      t->head_done = true;
+      if (t->cb.head && !t->cb.head(t->head)) {
+        t->refused = true;
+        return 0;
+      }
+      return len;
+    }
+    const size_t colon = bare.find(':');
+    if (colon != std::string_view::npos && t->head.headers.size() < 200) {
+      t->head.headers.emplace_back(std::string(trim(bare.substr(0, colon))),
+                                   std::string(trim(bare.substr(colon + 1))));
+    }
+    return len;
+  } catch (...) {
+    t->refused = true;
+    return 0;
+  }
+}
+
+size_t Origin::on_body(char* data, size_t size, size_t n, void* userp) noexcept {
+  auto* t = static_cast<Transfer*>(userp);
+  const size_t len = size * n;
+  try {
+    if (t->cb.body && !t->cb.body(data, len)) {
+      t->refused = true;
+      return 0;
+    }
+    return len;
+  } catch (...) {
+    t->refused = true;
+    return 0;
+  }
+}
+
+int Origin::on_socket(CURL*, curl_socket_t s, int what, void* userp, void* socketp) noexcept {
+  auto* self = static_cast<Origin*>(userp);
+  auto* sock = static_cast<Socket*>(socketp);
+  if (what == CURL_POLL_REMOVE) {
+    if (sock != nullptr) {
+      live_sockets().erase(sock);
+      uv_poll_stop(&sock->poll);
+      uv_close(reinterpret_cast<uv_handle_t*>(&sock->poll),
+               [](uv_handle_t* h) { delete static_cast<Socket*>(h->data); });
+      curl_multi_assign(self->multi_, s, nullptr);
+    }
+    return 0;
+  }
+  if (sock == nullptr) {
+    sock = new Socket;
+    sock->fd = s;
+    sock->origin = self;
+    if (uv_poll_init_socket(self->loop_, &sock->poll, s) != 0) {
+      delete sock;
+      return -1;
+    }
+    sock->poll.data = sock;
+    live_sockets().insert(sock);
+    curl_multi_assign(self->multi_, s, sock);
+  }
+  int events = 0;
+  if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) events |= UV_READABLE;
+  if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) events |= UV_WRITABLE;
+  uv_poll_start(&sock->poll, events, [](uv_poll_t* p, int status, int ev) {
+    auto* so = static_cast<Socket*>(p->data);
+    int flags = 0;
+    if (status < 0) flags = CURL_CSELECT_ERR;
+    if ((ev & UV_READABLE) != 0) flags |= CURL_CSELECT_IN;
+    if ((ev & UV_WRITABLE) != 0) flags |= CURL_CSELECT_OUT;
+    so->origin->action(so->fd, flags);
+  });
+  return 0;
+}
+
+int Origin::on_timer(CURLM*, long timeout_ms, void* userp) noexcept {
+  auto* self = static_cast<Origin*>(userp);
+  if (!self->timer_) return 0;
+  if (timeout_ms < 0) {
+    uv_timer_stop(&self->timer_->raw);
+  } else {
+    uv::timer_start(self->timer_.get(), static_cast<uint64_t>(timeout_ms), 0);
+  }
+  return 0;
+}
+
+void Origin::action(curl_socket_t s, int flags) {
+  if (closed_) return;
+  int running = 0;
+  curl_multi_socket_action(multi_, s, flags, &running);
+  check_done();
+}
+
+void Origin::check_done() {
+  int left = 0;
+  while (CURLMsg* msg = curl_multi_info_read(multi_, &left)) {
+    if (msg->msg != CURLMSG_DONE) continue;
+    CURL* easy = msg->easy_handle;
+    const CURLcode code = msg->data.result;
+    auto it = transfers_.find(easy);
+    if (it == transfers_.end()) continue;
+    Transfer* t = it->second;
+    transfers_.erase(it);
+    curl_multi_remove_handle(multi_, easy);
+    OriginResult r;
+    if (code == CURLE_OK) {
+      if (!t->head_done) {
+        r.error = OriginError::Unreachable;
+        r.message = "no response head";
+      }
+    } else if (t->refused) {
+      r.error = OriginError::Refused;
+      r.message = "transfer stopped by the cache";
+    } else if (code == CURLE_OPERATION_TIMEDOUT) {
+      r.error = OriginError::Timeout;
+      r.message = t->error[0] != 0 ? t->error : curl_easy_strerror(code);
+    } else {
+      r.error = OriginError::Unreachable;
+      r.message = t->error[0] != 0 ? t->error : curl_easy_strerror(code);
+    }
+    auto done = std::move(t->cb.done);
+    delete t;
+    try {
+      if (done) done(r);
+    } catch (const std::exception& e) {
+      spdlog::error("origin fetch completion failed: {}", e.what());
+    }
+    if (closed_) return;
+  }
+}
+
+}  // namespace cdn::replica

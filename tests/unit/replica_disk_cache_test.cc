@@ -1,0 +1,175 @@
+// The edge cache's disk store: atomic commit, reload with digest checks,
+// corrupt entries dropped, LRU eviction, memory tier.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "daemons/replicad/disk_cache.hpp"
+
+namespace cdn::replica {
+namespace {
+
+namespace fs = std::filesystem;
+
+class DiskCacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/cdn-dc-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  DiskCache::Options options(uint64_t max = 1 << 20, uint64_t memory = 1 << 20) {
+    DiskCache::Options o;
+    o.dir = dir_ + "/cache";
+    o.max_bytes = max;
+    o.memory_bytes = memory;
+    o.memory_object_limit = 1024;
+    return o;
+  }
+
+  static const DiskCache::Entry* put(DiskCache& c, const std::string& key,
+                                     const std::string& body) {
+    auto w = c.begin();
+    EXPECT_TRUE(w);
+    EXPECT_TRUE(w->write(body.data(), body.size()));
+    w->finish();
+    EntryMeta m;
+    m.key = key;
+    m.stored.response_time = 1000;
+    m.content_type = "text/plain";
+    return c.commit(*w, m);
+  }
+
+  static std::string read_fd(int fd) {
+    std::string out;
+    char buf[4096];
+    ssize_t n;
+    // pread: a dup'd descriptor shares its offset (the server reads by offset too).
+    while ((n = ::pread(fd, buf, sizeof buf, static_cast<off_t>(out.size()))) > 0) {
+      out.append(buf, static_cast<size_t>(n));
+    }
+    ::close(fd);
+    return out;
+  }
+
+  std::string dir_;
+};
+
+TEST_F(DiskCacheTest, CommitFindAndReload) {
+  const std::string big(5000, 'x');
+  {
+    DiskCache c(options());
+    const auto* e = put(c, "/a.txt", "hello");
+    ASSERT_NE(e, nullptr);
+    EXPECT_EQ(e->meta.size, 5U);
+    EXPECT_TRUE(e->object->in_memory);
+    EXPECT_EQ(e->object->body, "hello");
+    EXPECT_EQ(e->meta.digest, "sha-256=:LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=:");
+    EXPECT_EQ(e->meta.etag, "\"2cf24dba5fb0a30e\"");
+    const auto* b = put(c, "/big?x=1", big);
+    ASSERT_NE(b, nullptr);
+    EXPECT_FALSE(b->object->in_memory);
+    EXPECT_EQ(read_fd(c.open(*b)), big);
+    EXPECT_EQ(c.objects(), 2U);
+    EXPECT_EQ(c.bytes(), 5005U);
+    EXPECT_EQ(c.find("/nope"), nullptr);
+  }
+  DiskCache again(options());
+  EXPECT_EQ(again.objects(), 2U);
+  EXPECT_EQ(again.corrupt_dropped(), 0U);
+  const auto* a = again.find("/a.txt");
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(a->object->body, "hello");
+  EXPECT_EQ(a->meta.stored.response_time, 1000);
+  const auto* b = again.find("/big?x=1");
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(read_fd(again.open(*b)), big);
+}
+
+TEST_F(DiskCacheTest, CorruptEntriesAreDroppedAtLoad) {
+  {
+    DiskCache c(options());
+    put(c, "/good", "good body");
+    put(c, "/flipped", "original body");
+    put(c, "/short", "a longer body here");
+    put(c, "/badmeta", "whatever");
+  }
+  for (const auto& e : fs::directory_iterator(dir_ + "/cache")) {
+    if (e.path().extension() != ".meta") continue;
+    std::ifstream in(e.path());
+    const std::string meta((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    fs::path body = e.path();
+    body.replace_extension(".body");
+    if (meta.find("\"/flipped\"") != std::string::npos) {
+      std::ofstream(body, std::ios::binary) << "ORIGINAL BODY";  // same size, other bytes
+    } else if (meta.find("\"/short\"") != std::string::npos) {
+      fs::resize_file(body, 3);
+    } else if (meta.find("\"/badmeta\"") != std::string::npos) {
+      std::ofstream(e.path()) << "{not json";
+    }
+  }
+  std::ofstream(dir_ + "/cache/tmp/leftover") << "half a body";
+  DiskCache c(options());
+  EXPECT_EQ(c.objects(), 1U);
+  EXPECT_EQ(c.corrupt_dropped(), 3U);
+  EXPECT_NE(c.find("/good"), nullptr);
+  EXPECT_EQ(c.find("/flipped"), nullptr);
+  EXPECT_FALSE(fs::exists(dir_ + "/cache/tmp/leftover"));
+  size_t files = 0;
+  for (const auto& e : fs::directory_iterator(dir_ + "/cache")) files += e.is_regular_file();
+  EXPECT_EQ(files, 2U);  // the good entry's body and meta only
+}
+
+TEST_F(DiskCacheTest, EvictsLeastRecentlyUsed) {
+  DiskCache c(options(3000, 0));
+  const std::string kb(1000, 'k');
+  put(c, "/1", kb);
+  put(c, "/2", kb);
+  put(c, "/3", kb);
+  EXPECT_NE(c.find("/1"), nullptr);  // /2 is now the least recently used
+  put(c, "/4", kb);
+  EXPECT_EQ(c.objects(), 3U);
+  EXPECT_EQ(c.evictions(), 1U);
+  EXPECT_EQ(c.peek("/2"), nullptr);
+  EXPECT_NE(c.peek("/1"), nullptr);
+  EXPECT_LE(c.bytes(), 3000U);
+  EXPECT_EQ(c.memory_bytes(), 0U);  // memory tier of 0 bytes holds nothing
+  // Larger than the whole cache: not stored, nothing evicted for it.
+  auto w = c.begin();
+  const std::string huge(4000, 'h');
+  ASSERT_TRUE(w->write(huge.data(), huge.size()));
+  w->finish();
+  EntryMeta m;
+  m.key = "/huge";
+  EXPECT_EQ(c.commit(*w, m), nullptr);
+  EXPECT_EQ(c.objects(), 3U);
+  EXPECT_EQ(read_fd(w->dup_fd()), huge);  // still servable from the writer
+}
+
+TEST_F(DiskCacheTest, RefreshKeepsBodyAndPersists) {
+  {
+    DiskCache c(options());
+    put(c, "/r", "body");
+    cache::Stored s;
+    s.cache_control = "max-age=99";
+    s.response_time = 5000;
+    const auto* e = c.refresh("/r", s);
+    ASSERT_NE(e, nullptr);
+    EXPECT_EQ(e->object->body, "body");
+  }
+  DiskCache c(options());
+  const auto* e = c.find("/r");
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->meta.stored.cache_control, "max-age=99");
+  EXPECT_EQ(e->meta.stored.response_time, 5000);
+}
+
+}  // namespace
+}  // namespace cdn::replica
