@@ -22,6 +22,13 @@ ReplicaStatus sample() {
   s.load = 0.012;
   s.uptime_seconds = 3600.25;
   s.version = "0.1.0";
+  s.cache_hits = 90;
+  s.cache_misses = 10;
+  s.cache_hit_ratio = 0.9;
+  s.cache_bytes = 1ULL << 33;
+  s.cache_objects = 7;
+  s.origin_requests_total = 12;
+  s.origin_errors_total = 2;
   return s;
 }
 
@@ -105,6 +112,28 @@ TEST(StatusCodec, MinimalDocumentTakesDefaults) {
   EXPECT_EQ(s->bytes_total, 0u);
   EXPECT_EQ(s->bytes_per_second, 0);
   EXPECT_EQ(s->uptime_seconds, 0);
+}
+
+TEST(StatusCodec, CacheFieldsAreOptionalAndChecked) {
+  // A replica from before the edge cache sends none of them: all 0.
+  const auto old = decode(R"({"name":"a","state":"serving","load":0.5,"requests_total":3})");
+  ASSERT_TRUE(old);
+  EXPECT_EQ(old->cache_hits, 0U);
+  EXPECT_EQ(old->cache_bytes, 0U);
+  EXPECT_EQ(old->cache_hit_ratio, 0.0);
+  EXPECT_EQ(old->origin_errors_total, 0U);
+  const auto now = decode(
+      R"({"name":"a","state":"serving","load":0,"cache_hits":3,"cache_misses":1,)"
+      R"("cache_hit_ratio":0.75,"cache_bytes":100,"cache_objects":2,)"
+      R"("origin_requests_total":4,"origin_errors_total":1})");
+  ASSERT_TRUE(now);
+  EXPECT_EQ(now->cache_hits, 3U);
+  EXPECT_EQ(now->cache_hit_ratio, 0.75);
+  EXPECT_EQ(now->cache_bytes, 100U);
+  EXPECT_EQ(now->origin_errors_total, 1U);
+  EXPECT_FALSE(decode(R"({"name":"a","state":"serving","load":0,"cache_hits":-1})"));
+  EXPECT_FALSE(decode(R"({"name":"a","state":"serving","load":0,"cache_hit_ratio":"x"})"));
+  EXPECT_FALSE(decode(R"({"name":"a","state":"serving","load":0,"cache_bytes":1.5})"));
 }
 
 TEST(StatusCodec, IntegerLoadAndWhitespaceAccepted) {
