@@ -7,6 +7,7 @@
 
 #include "cdn_config.h"
 #include "common/http/path.hpp"
+#include "common/log/log.hpp"
 #include "daemons/lifecycle.hpp"
 
 namespace cdn::balancer {
@@ -134,7 +135,10 @@ void Balancer::redirect(net::Exchange& ex, const std::string& path) {
   const auto picks = table_.choose(path, 1 + settings_.balance.fallbacks, Clock::now());
   if (picks.empty()) {
     ++unavailable_total_;
-    SPDLOG_DEBUG("{} {}: no replica up", ex.peer(), path);
+    cdn::log::event(
+        spdlog::level::debug,
+        {{cdn::log::kClient, ex.peer()}, {cdn::log::kPath, path}, {cdn::log::kStatus, "503"}},
+        "{} {}: no replica up", ex.peer(), path);
     ex.reply(503, "no replica is available, try again later",
              {{"Retry-After", retry_after_seconds(settings_.balance.retry_after)},
               {"Cache-Control", "no-store"}});
@@ -152,7 +156,12 @@ void Balancer::redirect(net::Exchange& ex, const std::string& path) {
     if (!fallbacks.empty()) fallbacks.append(", ");
     fallbacks.append(url_for(picks[i].index, tail));
   }
-  SPDLOG_DEBUG("{} {} -> {}", ex.peer(), path, location);
+  cdn::log::event(spdlog::level::debug,
+                  {{cdn::log::kClient, ex.peer()},
+                   {cdn::log::kPath, path},
+                   {cdn::log::kReplica, table_.replicas()[picks.front().index].address.str()},
+                   {cdn::log::kStatus, "302"}},
+                  "{} {} -> {}", ex.peer(), path, location);
   std::string body = "See " + location + "\n";
   auto& h = ex.begin(302);
   h.header("Location", location);

@@ -4,6 +4,7 @@
 
 #include <random>
 
+#include "common/log/log.hpp"
 #include "common/status/status.hpp"
 
 namespace cdn::balancer {
@@ -95,9 +96,11 @@ void Prober::done(Probe& p, const net::ClientResult& r, const http::Response& re
   const auto& after = table_.replicas()[p.index];
   if (after.health != was) {
     if (after.health == Health::Down) {
-      spdlog::warn("replica {} is down: {}", after.address.str(), after.last_error);
+      cdn::log::event(spdlog::level::warn, {{cdn::log::kReplica, after.address.str()}},
+                      "replica {} is down: {}", after.address.str(), after.last_error);
     } else {
-      spdlog::info("replica {} is {}", after.address.str(), to_string(after.health));
+      cdn::log::event(spdlog::level::info, {{cdn::log::kReplica, after.address.str()}},
+                      "replica {} is {}", after.address.str(), to_string(after.health));
     }
   }
   // While a replica is between states (some good probes while down, or
