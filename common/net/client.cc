@@ -44,6 +44,7 @@ void ClientConnection::close() {
   closing_ = true;
   busy_ = false;
   cb_ = {};
+  on_idle_close_ = nullptr;
   disconnect();
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), [](uv_handle_t* h) {
     auto* self = static_cast<ClientConnection*>(h->data);
@@ -112,7 +113,7 @@ void ClientConnection::connect() {
   s->connect.data = s;
   const int rc = uv_tcp_connect(&s->connect, &s->tcp, address_.sa(), on_connect);
   if (rc != 0) {
-    fail(ClientError::Connect, address_.str() + ": " + uv_strerror(rc));
+    fail(ClientError::Connect, address_.str() + ": " + uv_strerror(rc), rc);
     return;
   }
   s->connect_pending = true;
@@ -124,7 +125,7 @@ void ClientConnection::on_connect(uv_connect_t* req, int status) {
   ClientConnection* self = s->owner;
   if (s->closing || self->stream_ != s) return;
   if (status < 0) {
-    self->fail(ClientError::Connect, self->address_.str() + ": " + uv_strerror(status));
+    self->fail(ClientError::Connect, self->address_.str() + ": " + uv_strerror(status), status);
     return;
   }
   s->connected = true;
@@ -201,6 +202,11 @@ void ClientConnection::on_read(uv_stream_t* st, ssize_t nread, const uv_buf_t* b
   // EOF or error.
   if (!self->busy_) {
     self->disconnect();
+    // Last use of self: the callback may start a request or drop the Ptr.
+    if (self->on_idle_close_) {
+      auto cb = self->on_idle_close_;
+      cb();
+    }
     return;
   }
   if (nread == UV_EOF) {
@@ -235,13 +241,13 @@ void ClientConnection::complete() {
   if (done) done(ClientResult{}, parser_.response());
 }
 
-void ClientConnection::fail(ClientError e, std::string message) {
+void ClientConnection::fail(ClientError e, std::string message, int code) {
   busy_ = false;
   uv_timer_stop(&timer_);
   disconnect();
   auto done = std::move(cb_.on_done);
   cb_ = {};
-  if (done) done(ClientResult{e, std::move(message)}, parser_.response());
+  if (done) done(ClientResult{e, std::move(message), code}, parser_.response());
 }
 
 void ClientConnection::disconnect() {

@@ -34,6 +34,7 @@ std::string_view to_string(ClientError e) noexcept;
 struct ClientResult {
   ClientError error = ClientError::None;
   std::string message;  // for logs: what went wrong
+  int code = 0;         // the libuv error behind it, when there is one (e.g. UV_ECONNREFUSED)
   bool ok() const { return error == ClientError::None; }
 };
 
@@ -62,6 +63,11 @@ class ClientConnection {
                std::string_view extra_headers, std::chrono::milliseconds timeout,
                ClientCallbacks callbacks);
   bool busy() const { return busy_; }
+  // Called (on the loop, outside any request) when the peer closes or resets
+  // the kept-alive connection while no request is in flight: a server that
+  // drains or dies says so at once, and the prober re-probes instead of
+  // waiting for its next turn. Not called for closes this side decides.
+  void set_on_idle_close(std::function<void()> cb) { on_idle_close_ = std::move(cb); }
   const Address& address() const { return address_; }
 
  private:
@@ -70,7 +76,7 @@ class ClientConnection {
   void close();
   void connect();
   void send();
-  void fail(ClientError e, std::string message);
+  void fail(ClientError e, std::string message, int code = 0);
   void complete();
   void disconnect();
   void arm();
@@ -109,6 +115,7 @@ class ClientConnection {
   std::string in_;   // read buffer
   std::chrono::milliseconds timeout_{5000};
   ClientCallbacks cb_;
+  std::function<void()> on_idle_close_;
 };
 
 }  // namespace cdn::net

@@ -252,28 +252,64 @@ void Balancer::serve_metrics(net::Exchange& ex) {
   m += fmt::format("cdn_balancer_probe_failures_total {}\n", prober_.probe_failures_total());
   head("cdn_balancer_replicas_up", "gauge", "Replicas taking clients.");
   m += fmt::format("cdn_balancer_replicas_up {}\n", table_.up_count());
-  head("cdn_balancer_replica_up", "gauge", "1 when the replica takes clients.");
-  for (const auto& r : table_.replicas()) {
-    m += fmt::format("cdn_balancer_replica_up{{replica=\"{}\"}} {}\n", r.address.str(),
-                     r.health == Health::Up ? 1 : 0);
-  }
-  head("cdn_balancer_replica_rtt_seconds", "gauge", "Probe round-trip time (EWMA).");
-  for (const auto& r : table_.replicas()) {
-    if (r.rtt_ms) {
-      m += fmt::format("cdn_balancer_replica_rtt_seconds{{replica=\"{}\"}} {}\n", r.address.str(),
-                       *r.rtt_ms / 1000.0);
+  head("cdn_balancer_probes_early_total", "counter",
+       "Probes sent at once because a replica closed the idle probe connection.");
+  m += fmt::format("cdn_balancer_probes_early_total {}\n", prober_.early_probes_total());
+  head("cdn_balancer_bytes_sent_total", "counter", "Response bytes the balancer sent.");
+  m += fmt::format("cdn_balancer_bytes_sent_total {}\n", st.bytes_sent);
+  head("cdn_balancer_replicas_up", "gauge", "Replicas taking clients.");
+  m += fmt::format("cdn_balancer_replicas_up {}\n", table_.up_count());
+  table_.refresh_scores(Clock::now());
+  const auto& rs = table_.replicas();
+  // One family per figure, one sample per replica (Prometheus wants the
+  // samples of a family together).
+  auto family = [&](std::string_view name, std::string_view type, std::string_view help,
+                    auto value) {
+    head(name, type, help);
+    for (const auto& r : rs) {
+      const std::optional<double> v = value(r);
+      if (v) m += fmt::format("{}{{replica=\"{}\"}} {}\n", name, r.address.str(), *v);
+    }
+  };
+  using Opt = std::optional<double>;
+  family("cdn_balancer_replica_up", "gauge", "1 when the replica takes clients.",
+         [](const Replica& r) { return Opt(r.health == Health::Up ? 1 : 0); });
+  head("cdn_balancer_replica_state", "gauge", "1 for the replica's current state.");
+  for (const auto& r : rs) {
+    for (Health h : {Health::Up, Health::Down, Health::Draining}) {
+      m += fmt::format("cdn_balancer_replica_state{{replica=\"{}\",state=\"{}\"}} {}\n",
+                       r.address.str(), to_string(h), r.health == h ? 1 : 0);
     }
   }
-  head("cdn_balancer_replica_load", "gauge", "Load the replica reported.");
-  for (const auto& r : table_.replicas()) {
-    m += fmt::format("cdn_balancer_replica_load{{replica=\"{}\"}} {}\n", r.address.str(),
-                     r.reported_load);
-  }
-  head("cdn_balancer_replica_redirects_total", "counter", "Clients sent to the replica.");
-  for (const auto& r : table_.replicas()) {
-    m += fmt::format("cdn_balancer_replica_redirects_total{{replica=\"{}\"}} {}\n", r.address.str(),
-                     r.redirects_total);
-  }
+  family("cdn_balancer_replica_rtt_seconds", "gauge", "Probe round-trip time (EWMA).",
+         [](const Replica& r) { return r.rtt_ms ? Opt(*r.rtt_ms / 1000.0) : Opt(); });
+  family("cdn_balancer_replica_loss_ratio", "gauge", "Failed probes (EWMA, 0..1).",
+         [](const Replica& r) { return Opt(r.loss); });
+  family("cdn_balancer_replica_probe_failures_total", "counter", "Failed probes.",
+         [](const Replica& r) { return Opt(static_cast<double>(r.probe_failures_total)); });
+  family("cdn_balancer_replica_last_probe_age_seconds", "gauge", "Time since the last probe.",
+         [now = Clock::now()](const Replica& r) {
+           return r.last_probe ? Opt(std::chrono::duration<double>(now - *r.last_probe).count())
+                               : Opt();
+         });
+  family("cdn_balancer_replica_load", "gauge", "Load the replica reported (active/capacity).",
+         [](const Replica& r) { return Opt(r.reported_load); });
+  family("cdn_balancer_replica_load_estimate", "gauge",
+         "Load the choice uses: reported (with bytes/s) plus clients sent since the probe.",
+         [](const Replica& r) { return Opt(load_estimate(r)); });
+  family("cdn_balancer_replica_capacity", "gauge", "Connections at load 1.0, as reported.",
+         [](const Replica& r) { return Opt(static_cast<double>(r.reported_capacity)); });
+  family(
+      "cdn_balancer_replica_connections", "gauge", "Active connections, as reported.",
+      [](const Replica& r) { return Opt(static_cast<double>(r.last_status.active_connections)); });
+  family("cdn_balancer_replica_sent_bytes_per_second", "gauge", "Send rate, as reported.",
+         [](const Replica& r) { return Opt(r.bytes_per_second); });
+  family("cdn_balancer_replica_sent_bytes_total", "counter", "Body bytes sent, as reported.",
+         [](const Replica& r) { return Opt(static_cast<double>(r.last_status.bytes_total)); });
+  family("cdn_balancer_replica_score", "gauge", "Score (lower is better).",
+         [](const Replica& r) { return Opt(r.score); });
+  family("cdn_balancer_replica_redirects_total", "counter", "Clients sent to the replica.",
+         [](const Replica& r) { return Opt(static_cast<double>(r.redirects_total)); });
   auto& h = ex.begin(200);
   h.header("Content-Type", "text/plain; version=0.0.4");
   h.header("Cache-Control", "no-store");

@@ -11,7 +11,8 @@ namespace cdn::balancer {
 
 namespace {
 constexpr size_t kMaxStatusBody = 64 * 1024;
-}
+constexpr std::chrono::milliseconds kMinProbeGap{50};
+}  // namespace
 
 Prober::Prober(uv_loop_t* loop, Table& table) : loop_(loop), table_(table) {}
 
@@ -32,8 +33,15 @@ void Prober::start(const config::ProbeSettings& settings) {
     p->host_header = replicas[i].address.str();
     p->address =
         net::resolve(replicas[i].address.host, replicas[i].address.port, &p->resolve_error);
-    if (p->address) p->conn = net::ClientConnection::create(loop_, *p->address);
     Probe* raw = p.get();
+    if (p->address) {
+      p->conn = net::ClientConnection::create(loop_, *p->address);
+      // A replica that dies or drains closes our idle probe connection at
+      // once (the kernel does it for a killed process): probe now instead of
+      // at the next turn, which finds the port closed and takes the replica
+      // out within milliseconds.
+      p->conn->set_on_idle_close([raw] { raw->prober->peer_closed(*raw); });
+    }
     p->timer = uv::make_timer(loop_, [raw] { raw->prober->send(*raw); });
     // Spread the first round over a fraction of the interval so thousands of
     // replicas are not probed in one burst; the first probes still come quickly.
@@ -41,6 +49,15 @@ void Prober::start(const config::ProbeSettings& settings) {
     schedule(*p, std::chrono::milliseconds(rng() % static_cast<uint64_t>(spread)));
     probes_.push_back(std::move(p));
   }
+}
+
+void Prober::peer_closed(Probe& p) {
+  if (p.in_flight) return;
+  ++early_probes_total_;
+  // At most one early probe per kMinProbeGap, so a peer that closes every
+  // connection after answering cannot make us probe in a loop.
+  const auto since = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - p.sent);
+  schedule(p, since >= kMinProbeGap ? std::chrono::milliseconds(0) : kMinProbeGap - since);
 }
 
 void Prober::schedule(Probe& p, std::chrono::milliseconds delay) {
@@ -80,8 +97,10 @@ void Prober::done(Probe& p, const net::ClientResult& r, const http::Response& re
   const auto& before = table_.replicas()[p.index];
   const Health was = before.health;
   std::string why;
+  Failure kind = Failure::Soft;
   if (!r.ok()) {
     why = r.message;
+    if (r.code == UV_ECONNREFUSED) kind = Failure::Refused;
   } else if (resp.status != 200) {
     why = "status answered " + std::to_string(resp.status);
   } else if (auto st = status::decode(p.body)) {
@@ -91,7 +110,7 @@ void Prober::done(Probe& p, const net::ClientResult& r, const http::Response& re
   }
   if (!why.empty()) {
     ++failures_total_;
-    table_.probe_failed(p.index, why, now);
+    table_.probe_failed(p.index, why, now, kind);
   }
   const auto& after = table_.replicas()[p.index];
   if (after.health != was) {
@@ -107,8 +126,7 @@ void Prober::done(Probe& p, const net::ClientResult& r, const http::Response& re
   // failures while up), probe it faster so the change is confirmed sooner.
   const bool changing = (after.health == Health::Down && after.good_streak > 0) ||
                         (after.health != Health::Down && after.bad_streak > 0);
-  auto next = changing ? std::max<std::chrono::milliseconds>(settings_.interval / 4,
-                                                             std::chrono::milliseconds(50))
+  auto next = changing ? std::max<std::chrono::milliseconds>(settings_.interval / 4, kMinProbeGap)
                        : settings_.interval;
   const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(now - p.sent);
   schedule(p, next - std::min(spent, next));

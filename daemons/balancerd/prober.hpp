@@ -29,6 +29,8 @@ class Prober {
   void stop();
   uint64_t probes_total() const { return probes_total_; }
   uint64_t probe_failures_total() const { return failures_total_; }
+  // Probes sent early because a replica closed the idle probe connection.
+  uint64_t early_probes_total() const { return early_probes_total_; }
 
  private:
   struct Probe {
@@ -46,6 +48,7 @@ class Prober {
   void send(Probe& p);
   void done(Probe& p, const net::ClientResult& r, const http::Response& resp);
   void schedule(Probe& p, std::chrono::milliseconds delay);
+  void peer_closed(Probe& p);
 
   uv_loop_t* loop_;
   Table& table_;
@@ -53,6 +56,7 @@ class Prober {
   std::vector<std::unique_ptr<Probe>> probes_;
   uint64_t probes_total_ = 0;
   uint64_t failures_total_ = 0;
+  uint64_t early_probes_total_ = 0;
 };
 
 }  // namespace cdn::balancer

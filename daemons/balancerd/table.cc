@@ -92,8 +92,12 @@ std::string_view to_string(Policy p) noexcept {
   return "p2c";
 }
 
+double probe_load(const Replica& r) noexcept {
+  return r.byte_load >= 0 ? (r.reported_load + r.byte_load) / 2 : r.reported_load;
+}
+
 double load_estimate(const Replica& r) noexcept {
-  return r.reported_load + r.sent_since_probe / capacity_of(r);
+  return probe_load(r) + r.sent_since_probe / capacity_of(r);
 }
 
 Table::Table(std::vector<config::HostPort> replicas, const config::ProbeSettings& probe,
@@ -135,12 +139,34 @@ void Table::reconfigure(std::vector<config::HostPort> replicas, const config::Pr
   rebuild_ring();
 }
 
+std::vector<uint64_t> Table::ring_capacities() const {
+  std::vector<uint64_t> caps;
+  caps.reserve(replicas_.size());
+  for (const auto& r : replicas_) caps.push_back(static_cast<uint64_t>(capacity_of(r)));
+  return caps;
+}
+
+int Table::virtual_nodes(size_t i) const {
+  // Equal capacities give every replica exactly kVirtualNodes points; point
+  // v of a replica is the same hash whatever its count, so a capacity change
+  // moves only the paths of the points added or removed.
+  double sum = 0;
+  for (uint64_t c : ring_caps_) sum += static_cast<double>(c);
+  if (sum <= 0) return kVirtualNodes;
+  const double mean = sum / static_cast<double>(ring_caps_.size());
+  const double v = std::round(kVirtualNodes * static_cast<double>(ring_caps_[i]) / mean);
+  return static_cast<int>(std::clamp(v, 1.0, static_cast<double>(kMaxVirtualNodes)));
+}
+
 void Table::rebuild_ring() {
+  ring_dirty_ = false;
   ring_.clear();
+  ring_caps_ = ring_capacities();
   ring_.reserve(replicas_.size() * kVirtualNodes);
   for (size_t i = 0; i < replicas_.size(); ++i) {
     const std::string key = ring_key(replicas_[i].address) + "#";
-    for (int v = 0; v < kVirtualNodes; ++v) {
+    const int nodes = virtual_nodes(i);
+    for (int v = 0; v < nodes; ++v) {
       ring_.emplace_back(hash_key(key + std::to_string(v)), static_cast<uint32_t>(i));
     }
   }
@@ -158,6 +184,8 @@ void Table::probe_succeeded(size_t i, std::chrono::microseconds rtt,
   r.loss = (1 - kLossAlpha) * r.loss;
   r.reported_load = std::isfinite(st.load) && st.load >= 0 ? st.load : 0;
   r.reported_capacity = st.capacity;
+  r.bytes_per_second =
+      std::isfinite(st.bytes_per_second) && st.bytes_per_second >= 0 ? st.bytes_per_second : 0;
   r.sent_since_probe = 0;  // the clients we sent are in reported_load from now on
   r.last_probe = now;
   r.last_status = st;
@@ -196,18 +224,24 @@ void Table::probe_succeeded(size_t i, std::chrono::microseconds rtt,
       }
       break;
   }
+  // The ring follows capacities; rebuilt when next needed, not per probe
+  // (thousands of replicas reporting their first capacity would sort the
+  // ring thousands of times).
+  if (static_cast<uint64_t>(capacity_of(r)) != ring_caps_[i]) ring_dirty_ = true;
   r.score = compute_score(r, now);
 }
 
-void Table::probe_failed(size_t i, std::string_view why, Clock::time_point now) {
+void Table::probe_failed(size_t i, std::string_view why, Clock::time_point now, Failure kind) {
   if (i >= replicas_.size()) return;
   Replica& r = replicas_[i];
   r.loss = (1 - kLossAlpha) * r.loss + kLossAlpha;
+  ++r.probe_failures_total;
   r.last_probe = now;
   r.last_error = why;
   r.good_streak = 0;
   ++r.bad_streak;
-  if (r.health != Health::Down && r.bad_streak >= std::max<uint32_t>(1, probe_.fall)) {
+  if (r.health != Health::Down &&
+      (kind == Failure::Refused || r.bad_streak >= std::max<uint32_t>(1, probe_.fall))) {
     r.health = Health::Down;
     r.up_since.reset();
     r.drained_from_up = false;
@@ -247,7 +281,7 @@ double Table::compute_score(const Replica& r, Clock::time_point now) const {
 }
 
 double Table::probe_score(const Replica& r, Clock::time_point now) const {
-  return score_at_load(r, r.reported_load, now);
+  return score_at_load(r, probe_load(r), now);
 }
 
 double Table::score_at_load(const Replica& r, double load, Clock::time_point now) const {
@@ -265,7 +299,26 @@ double Table::score_at_load(const Replica& r, double load, Clock::time_point now
   return (rtt + kRttFloorMs) * (1 + kLossWeight * r.loss) * (1 + load) * slow;
 }
 
+// byte_load: the busy clients of the up replicas (sum of reported load x
+// capacity) shared out in proportion to the bytes/s each sends, per
+// capacity. Same unit as the connection load and the same total, so the
+// mean of the two only moves load between replicas: towards the ones whose
+// clients are moving the bytes.
+void Table::update_byte_loads() {
+  double busy = 0, bps = 0;
+  for (const auto& r : replicas_) {
+    if (r.health != Health::Up) continue;
+    busy += r.reported_load * capacity_of(r);
+    bps += r.bytes_per_second;
+  }
+  const bool known = bps > 0 && busy > 0;
+  for (auto& r : replicas_) {
+    r.byte_load = known ? r.bytes_per_second / bps * busy / capacity_of(r) : -1;
+  }
+}
+
 void Table::refresh_scores(Clock::time_point now) {
+  update_byte_loads();
   for (auto& r : replicas_) r.score = compute_score(r, now);
 }
 
@@ -410,21 +463,26 @@ std::vector<Choice> Table::choose_p2c(size_t count) {
 // Consistent hashing with bounded load (Mirrokni, Thorup, Zadimoghaddam
 // 2018): walk the ring clockwise from the path's point and take the first up
 // replica that can take one more client without going above
-// ceil(factor x mean load), in units of one client of that replica
-// (1 / capacity). The ceiling is what makes room for the first clients when
-// every load is 0; with equal capacities it is exactly the paper's bound, so
-// no replica ever holds more than ceil(factor x mean). Load here is
-// load_estimate(): reported load plus what we sent since the probe. The
+// ceil(factor x mean load x its capacity) clients, the mean load being
+// clients over capacity of all up replicas. The ceiling is what makes room
+// for the first clients when every load is 0; with equal capacities it is
+// exactly the paper's bound, so no replica ever holds more than
+// ceil(factor x mean). Load here is load_estimate(): reported load plus what
+// we sent since the probe. The ring gives each replica points in proportion
+// to its capacity, so the paths (not only the overflow) follow capacity. The
 // fallbacks are the next distinct up replicas on the ring after the chosen
 // one, then the ones skipped as full (in ring order).
 std::vector<Choice> Table::choose_consistent(std::string_view path, size_t count) {
+  if (ring_dirty_) rebuild_ring();
   if (ring_.empty()) return {};
   size_t up = 0;
-  double total = 0;
+  double held_total = 0;  // clients, over the up replicas
+  double cap_total = 0;
   for (const auto& r : replicas_) {
     if (r.health != Health::Up) continue;
     ++up;
-    total += load_estimate(r);
+    held_total += load_estimate(r) * capacity_of(r);
+    cap_total += capacity_of(r);
   }
   if (up == 0) return {};
   const double factor = std::max(1.0, balance_.hash_load_factor);
@@ -445,7 +503,9 @@ std::vector<Choice> Table::choose_consistent(std::string_view path, size_t count
     if (out.empty()) {
       const double cap = capacity_of(r);
       const double held = load_estimate(r) * cap;  // in clients of this replica
-      const double mean_after = (total + 1.0 / cap) / static_cast<double>(up);
+      // Mean load after this client, weighted by capacity: a replica of
+      // twice the capacity may hold twice the clients.
+      const double mean_after = (held_total + 1.0) / cap_total;
       const double bound = std::ceil(factor * mean_after * cap - 1e-9);
       if (held + 1.0 > bound + 1e-9) {
         skipped.push_back(i);

@@ -4,10 +4,14 @@
 // and benchmarks drive it directly. Deterministic given the seed.
 //
 // Glossary:
-//  - load estimate: reported_load (active/capacity at the last probe) plus
-//    the clients we sent since that probe, in the same unit
-//    (sent_since_probe / capacity). It is what keeps a burst between two
-//    probes from landing on one replica.
+//  - load estimate: the reported load at the last probe plus the clients we
+//    sent since that probe, in the same unit (sent_since_probe / capacity).
+//    The reported load is active/capacity, averaged with the byte load
+//    (the fleet's busy clients shared out by bytes/s, per capacity) once
+//    replicas report bytes/s, so one replica streaming the large files
+//    counts as busier than one holding as many idle keep-alives. Counting
+//    what we sent since the probe is what keeps a burst between two probes
+//    from landing on one replica.
 //  - score: lower is better; see compute_score() in table.cc for the formula.
 //  - slow start: a replica that just came up is penalised, linearly less
 //    over slow_start_window(), so it is not flooded with a whole share at once.
@@ -31,6 +35,12 @@ namespace cdn::balancer {
 using Clock = std::chrono::steady_clock;
 
 enum class Health { Down, Up, Draining };
+
+// How sure a failed probe is that the replica is gone. Refused: nothing
+// listens on its port (killed, or drained and closed its listener), so it
+// goes down at once instead of after `fall` probes; a timeout or a reset may
+// be a hiccup and counts towards `fall`.
+enum class Failure { Soft, Refused };
 std::string_view to_string(Health h) noexcept;
 
 enum class Policy { Best, RoundRobin, LeastLoaded, P2C, Consistent };
@@ -49,7 +59,8 @@ inline constexpr double kSlowStartPenalty = 2.0;  // score x (1 + 2) just up, x 
 inline constexpr std::chrono::milliseconds kSlowStartMin{10'000};
 inline constexpr uint32_t kSlowStartIntervals = 5;  // window >= 5 probe intervals
 inline constexpr uint64_t kAssumedCapacity = 1000;  // replicad's default, when none reported
-inline constexpr int kVirtualNodes = 100;           // ring points per replica (consistent)
+inline constexpr int kVirtualNodes = 100;  // ring points of a replica of mean capacity (consistent)
+inline constexpr int kMaxVirtualNodes = 1000;  // cap for one replica far above the mean
 
 struct Replica {
   config::HostPort address;
@@ -58,21 +69,29 @@ struct Replica {
   uint32_t bad_streak = 0;
   std::optional<double> rtt_ms;  // EWMA of probe round-trip time
   double loss = 0;               // EWMA of probe failure (0..1)
-  double reported_load = 0;      // from the replica's status
+  double reported_load = 0;      // from the replica's status: active / capacity
   uint64_t reported_capacity = 0;
+  double bytes_per_second = 0;  // from the replica's status: recent send rate
+  // reported bytes/s in load units (see the glossary); < 0 while the fleet
+  // reports no bytes/s. Kept current by the table.
+  double byte_load = -1;
   double sent_since_probe = 0;  // clients we sent since its last probe
   std::optional<Clock::time_point> last_probe;
   std::optional<Clock::time_point> up_since;  // for slow start
   std::string last_error;                     // why the last probe failed
   status::ReplicaStatus last_status;
   uint64_t redirects_total = 0;
+  uint64_t probe_failures_total = 0;
   double score = 0;  // lower is better; kept current by the table
   // Draining entered from Up: a return to serving is Up at once (it had
   // already proven itself); from Down it must still make `rise` good probes.
   bool drained_from_up = false;
 };
 
-// reported_load + sent_since_probe / capacity (kAssumedCapacity when the
+// The load at the last probe: reported_load, or its mean with byte_load
+// when that is known.
+double probe_load(const Replica& r) noexcept;
+// probe_load + sent_since_probe / capacity (kAssumedCapacity when the
 // replica reported none).
 double load_estimate(const Replica& r) noexcept;
 
@@ -99,7 +118,8 @@ class Table {
   // Probe outcomes. An index out of range (a probe that outlived a reload) is ignored.
   void probe_succeeded(size_t i, std::chrono::microseconds rtt, const status::ReplicaStatus& st,
                        Clock::time_point now);
-  void probe_failed(size_t i, std::string_view why, Clock::time_point now);
+  void probe_failed(size_t i, std::string_view why, Clock::time_point now,
+                    Failure kind = Failure::Soft);
 
   // Up to `count` healthy replicas, best first, by the configured policy.
   // Empty when no replica is up. Records the first as sent (load estimate).
@@ -128,6 +148,12 @@ class Table {
   double probe_score(const Replica& r, Clock::time_point now) const;
   double score_at_load(const Replica& r, double load, Clock::time_point now) const;
   void rebuild_ring();
+  // Ring points of replica i: kVirtualNodes x capacity / mean capacity, so
+  // a replica's share of the paths follows its capacity.
+  int virtual_nodes(size_t i) const;
+  // The capacities the ring was built with; a change rebuilds it.
+  std::vector<uint64_t> ring_capacities() const;
+  void update_byte_loads();
   size_t random_below(size_t n);
   void record_sent(size_t i, Clock::time_point now);
 
@@ -145,6 +171,8 @@ class Table {
   size_t rr_next_ = 0;
   // Consistent hashing: kVirtualNodes points per replica, sorted by hash.
   std::vector<std::pair<uint64_t, uint32_t>> ring_;
+  std::vector<uint64_t> ring_caps_;
+  bool ring_dirty_ = false;
 };
 
 }  // namespace cdn::balancer

@@ -783,4 +783,100 @@ TEST(BalancerReconfigure, RoundRobinSurvivesShrinking) {
 }
 
 }  // namespace
+// ---------------------------------------------------------------- failover, bytes, capacity
+
+TEST(BalancerFailover, RefusedConnectionTakesAReplicaOutAtOnce) {
+  Table t(addrs(2), probe_settings(2, 3), balance_settings("p2c"), 1);
+  bring_up(t, {1, 1});
+  t.probe_failed(0, "timeout", kT0 + seconds(1));  // a hiccup: still up (fall 3)
+  EXPECT_EQ(t.replicas()[0].health, Health::Up);
+  t.probe_failed(0, "connection refused", kT0 + seconds(2), Failure::Refused);
+  EXPECT_EQ(t.replicas()[0].health, Health::Down);
+  EXPECT_EQ(t.replicas()[0].probe_failures_total, 2u);
+  for (int k = 0; k < 20; ++k) EXPECT_EQ(t.choose("/", 1, kT0 + seconds(2))[0].index, 1u);
+  // Coming back, it rises like any other.
+  t.probe_succeeded(0, ms(1), serving(), kT0 + seconds(3));
+  EXPECT_EQ(t.replicas()[0].health, Health::Down);
+  t.probe_succeeded(0, ms(1), serving(), kT0 + seconds(4));
+  EXPECT_EQ(t.replicas()[0].health, Health::Up);
+}
+
+TEST(BalancerFailover, RefusedWhileDownStaysDown) {
+  Table t(addrs(1), probe_settings(), balance_settings("p2c"), 1);
+  t.probe_failed(0, "connection refused", kT0, Failure::Refused);
+  EXPECT_EQ(t.replicas()[0].health, Health::Down);
+  EXPECT_EQ(t.replicas()[0].bad_streak, 1u);
+}
+
+TEST(BalancerBytes, ByteLoadFollowsTheReplicaMovingTheBytes) {
+  Table t = make(2, "least-loaded");
+  bring_up(t, {1, 1});
+  // Equal connections, but replica 0 sends 9x the bytes (the large files).
+  auto a = serving(0.5, 100);
+  a.bytes_per_second = 9e6;
+  auto b = serving(0.5, 100);
+  b.bytes_per_second = 1e6;
+  t.probe_succeeded(0, ms(1), a, kLater);
+  t.probe_succeeded(1, ms(1), b, kLater);
+  t.refresh_scores(kLater);
+  // 100 busy clients shared 90/10 by bytes: byte loads 0.9 and 0.1.
+  EXPECT_DOUBLE_EQ(t.replicas()[0].byte_load, 0.9);
+  EXPECT_DOUBLE_EQ(t.replicas()[1].byte_load, 0.1);
+  EXPECT_DOUBLE_EQ(probe_load(t.replicas()[0]), 0.7);
+  EXPECT_DOUBLE_EQ(probe_load(t.replicas()[1]), 0.3);
+  EXPECT_EQ(t.choose("/", 1, kLater)[0].index, 1u);
+  EXPECT_GT(t.replicas()[0].score, t.replicas()[1].score);
+}
+
+TEST(BalancerBytes, NoBytesReportedMeansConnectionsOnly) {
+  Table t = make(2, "least-loaded");
+  bring_up(t, {1, 1});
+  t.probe_succeeded(0, ms(1), serving(0.4), kLater);
+  t.refresh_scores(kLater);
+  EXPECT_LT(t.replicas()[0].byte_load, 0);
+  EXPECT_DOUBLE_EQ(probe_load(t.replicas()[0]), 0.4);
+}
+
+TEST(BalancerCapacity, P2CSharesFollowCapacityInABurst) {
+  Table t = make(3, "p2c", 7);
+  const std::vector<uint64_t> caps{40, 20, 10};
+  for (int k = 0; k < 2; ++k) {
+    for (size_t i = 0; i < 3; ++i) t.probe_succeeded(i, ms(1), serving(0, caps[i]), kT0);
+  }
+  auto counts = burst(t, 700);
+  EXPECT_NEAR(static_cast<double>(counts[0]) / 700, 4.0 / 7, 0.04);
+  EXPECT_NEAR(static_cast<double>(counts[1]) / 700, 2.0 / 7, 0.04);
+  EXPECT_NEAR(static_cast<double>(counts[2]) / 700, 1.0 / 7, 0.04);
+}
+
+TEST(BalancerCapacity, ConsistentRingAndBoundFollowCapacity) {
+  Table t = make(3, "consistent", 1, 1.25);
+  const std::vector<uint64_t> caps{40, 20, 10};
+  for (int k = 0; k < 2; ++k) {
+    for (size_t i = 0; i < 3; ++i) t.probe_succeeded(i, ms(1), serving(0, caps[i]), kT0);
+  }
+  std::vector<size_t> counts(3, 0);
+  for (int m = 0; m < 700; ++m) {
+    auto c = t.choose("/f/" + std::to_string(m), 1, kLater);
+    ++counts[c[0].index];
+    // Bound: no replica above ceil(1.25 x mean load x its capacity) clients.
+    const double mean = static_cast<double>(m + 1) / 70.0;
+    for (size_t i = 0; i < 3; ++i) {
+      ASSERT_LE(static_cast<double>(counts[i]),
+                std::ceil(1.25 * mean * static_cast<double>(caps[i])) + 1e-9);
+    }
+  }
+  EXPECT_NEAR(static_cast<double>(counts[0]) / 700, 4.0 / 7, 0.06);
+  EXPECT_NEAR(static_cast<double>(counts[2]) / 700, 1.0 / 7, 0.06);
+  // Once the burst is over (a probe round later), a path keeps its replica
+  // (cache affinity).
+  auto idle_round = [&](Clock::time_point at) {
+    for (size_t i = 0; i < 3; ++i) t.probe_succeeded(i, ms(1), serving(0, caps[i]), at);
+  };
+  idle_round(kLater + seconds(1));
+  const size_t home = t.choose("/f/1", 1, kLater + seconds(1))[0].index;
+  idle_round(kLater + seconds(2));
+  EXPECT_EQ(t.choose("/f/1", 1, kLater + seconds(2))[0].index, home);
+}
+
 }  // namespace cdn::balancer
