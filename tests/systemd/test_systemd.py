@@ -376,7 +376,11 @@ def point_drain(sb, work, big_sha):
 
     before = os.path.getsize(out) if os.path.exists(out) else 0
     t0 = time.monotonic()
-    r = sb.sh(f"timeout 60 systemctl stop {unit}")
+    r = sb.sh(f"systemctl stop --no-block {unit}")
+    # While it drains: STOPPING=1 made the unit "deactivating", STATUS= says "draining".
+    during = wait_for(lambda: (a := sb.active(unit)) == "deactivating" and
+                      (t := sb.prop(unit, "StatusText")) and f"{a}, status \"{t}\"", 5)
+    wait_for(lambda: sb.active(unit) in ("inactive", "failed"), 50, 0.2)
     took = time.monotonic() - t0
     try:
         code, err = dl.communicate(timeout=30)
@@ -393,11 +397,11 @@ def point_drain(sb, work, big_sha):
           and r.returncode == 0 and dl.returncode == 0
           and code.strip() == "200" and size == BIG_SIZE and sha == big_sha
           and "drained" in journal and sb.active(unit) == "inactive",
-          f"drain: systemctl stop waited {took:.1f} s for the in-flight download "
+          f"drain: systemctl stop took {took:.1f} s, waiting for the in-flight download "
           f"({before} of {BIG_SIZE} bytes when asked), which completed intact",
           f"stop rc={r.returncode} curl rc={dl.returncode} code={code!r} err={err!r} size={size}")
-    stopping = "STOPPING" in sb.journal(unit) or "draining" in journal
-    check(stopping, "drain: the daemon announced the drain (STOPPING=1, journal)", journal[-1500:])
+    check(bool(during) and "draining" in during,
+          f"drain: STOPPING=1 and STATUS= seen while draining ({during})", journal[-1500:])
     # the balancer saw the replica go
     match = f"CDN_REPLICA={REPLICA}:{PORT}"
     down = wait_for(lambda: "is down" in sb.journal("cdn-balancerd.service", match, "PRIORITY=4"), 15)
