@@ -112,7 +112,6 @@ class ClientConnection {
   bool headers_reported_ = false;
   bool aborted_ = false;
   std::string out_;  // the request bytes
-  std::string in_;   // read buffer
   std::chrono::milliseconds timeout_{5000};
   ClientCallbacks cb_;
   std::function<void()> on_idle_close_;

@@ -1,0 +1,133 @@
+// cdn-fake-replicas: thousands of replicas in one process, for
+// bench/probe-scale. Listens on N loopback addresses (127.77.x.y, all on one
+// port, as the seed's servers were) and answers every request with a fixed
+// /.cdn/status document over kept-alive connections. Writes the seed-format
+// servers file (one bare host a line), then "ready" on standard output.
+// Nothing else: no content, no parsing beyond finding the end of a request
+// head, so the figures measured are the balancer's, not this program's.
+#include <sys/resource.h>
+#include <uv.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+std::string g_response;
+
+struct Conn {
+  uv_tcp_t tcp{};
+  std::string in;
+};
+
+struct Write {
+  uv_write_t req{};
+  std::string bytes;
+};
+
+void on_closed(uv_handle_t* h) { delete static_cast<Conn*>(h->data); }
+
+void on_written(uv_write_t* req, int) { delete reinterpret_cast<Write*>(req); }
+
+void on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) {
+  static char slab[64 * 1024];
+  *buf = uv_buf_init(slab, sizeof slab);
+}
+
+void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+  auto* c = static_cast<Conn*>(s->data);
+  if (n < 0) {
+    uv_close(reinterpret_cast<uv_handle_t*>(s), on_closed);
+    return;
+  }
+  c->in.append(buf->base, static_cast<size_t>(n));
+  size_t answers = 0;
+  for (size_t end; (end = c->in.find("\r\n\r\n")) != std::string::npos;) {
+    c->in.erase(0, end + 4);
+    ++answers;
+  }
+  if (c->in.size() > 16 * 1024) {  // not HTTP
+    uv_close(reinterpret_cast<uv_handle_t*>(s), on_closed);
+    return;
+  }
+  if (answers == 0) return;
+  auto* w = new Write();
+  for (size_t k = 0; k < answers; ++k) w->bytes += g_response;
+  uv_buf_t b = uv_buf_init(w->bytes.data(), static_cast<unsigned>(w->bytes.size()));
+  if (uv_write(&w->req, s, &b, 1, on_written) != 0) {
+    delete w;
+    uv_close(reinterpret_cast<uv_handle_t*>(s), on_closed);
+  }
+}
+
+void on_connection(uv_stream_t* server, int status) {
+  if (status < 0) return;
+  auto* c = new Conn();
+  uv_tcp_init(server->loop, &c->tcp);
+  c->tcp.data = c;
+  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp), on_closed);
+    return;
+  }
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp), on_alloc, on_read);
+}
+
+std::string address(int i) {
+  // 127.77.0.1 .. : 250 hosts per /24, skipping .0 and .255.
+  return "127.77." + std::to_string(i / 250) + "." + std::to_string(i % 250 + 1);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // FIRST: index of the first address, so several processes (each within
+  // its RLIMIT_NOFILE: a listener and a connection per replica) share N.
+  if (argc != 4 && argc != 5) {
+    std::fprintf(stderr, "usage: %s COUNT PORT SERVERS_FILE [FIRST]\n", argv[0]);
+    return 2;
+  }
+  const int count = std::atoi(argv[1]);
+  const int port = std::atoi(argv[2]);
+  const int first = argc == 5 ? std::atoi(argv[4]) : 0;
+  if (count <= 0 || first < 0 || first + count > 60000 || port <= 0 || port > 65535) {
+    std::fprintf(stderr, "FIRST + COUNT in 1..60000, PORT in 1..65535\n");
+    return 2;
+  }
+  rlimit rl{};
+  getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = rl.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &rl);
+
+  const std::string body =
+      R"({"name":"fake","source":"root:/fake","state":"serving","active_connections":1,)"
+      R"("capacity":1000,"requests_total":1,"bytes_total":0,"bytes_per_second":0,"load":0,)"
+      R"("uptime_seconds":1,"version":"fake"})";
+  g_response = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+               std::to_string(body.size()) + "\r\n\r\n" + body;
+
+  uv_loop_t* loop = uv_default_loop();
+  std::vector<uv_tcp_t*> listeners;
+  std::ofstream servers(argv[3]);
+  for (int i = first; i < first + count; ++i) {
+    sockaddr_in sa{};
+    uv_ip4_addr(address(i).c_str(), port, &sa);
+    auto* tcp = new uv_tcp_t();
+    uv_tcp_init(loop, tcp);
+    int rc = uv_tcp_bind(tcp, reinterpret_cast<const sockaddr*>(&sa), 0);
+    if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(tcp), 128, on_connection);
+    if (rc != 0) {
+      std::fprintf(stderr, "listen %s:%d: %s\n", address(i).c_str(), port, uv_strerror(rc));
+      return 1;
+    }
+    listeners.push_back(tcp);
+    servers << address(i) << "\n";
+  }
+  servers.close();
+  std::printf("ready %d\n", count);
+  std::fflush(stdout);
+  return uv_run(loop, UV_RUN_DEFAULT);
+}
