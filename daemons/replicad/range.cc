@@ -34,7 +34,6 @@ RangeResult parse_range(std::string_view header, uint64_t size) {
   if (dash == std::string_view::npos) return {};
   const std::string_view first = trim(spec.substr(0, dash));
   const std::string_view last = trim(spec.substr(dash + 1));
-  RangeResult r;
   if (first.empty()) {
     // Suffix range: the last N bytes.
     const auto n = number(last);
