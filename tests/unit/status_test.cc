@@ -122,10 +122,10 @@ TEST(StatusCodec, CacheFieldsAreOptionalAndChecked) {
   EXPECT_EQ(old->cache_bytes, 0U);
   EXPECT_EQ(old->cache_hit_ratio, 0.0);
   EXPECT_EQ(old->origin_errors_total, 0U);
-  const auto now = decode(
-      R"({"name":"a","state":"serving","load":0,"cache_hits":3,"cache_misses":1,)"
-      R"("cache_hit_ratio":0.75,"cache_bytes":100,"cache_objects":2,)"
-      R"("origin_requests_total":4,"origin_errors_total":1})");
+  const auto now =
+      decode(R"({"name":"a","state":"serving","load":0,"cache_hits":3,"cache_misses":1,)"
+             R"("cache_hit_ratio":0.75,"cache_bytes":100,"cache_objects":2,)"
+             R"("origin_requests_total":4,"origin_errors_total":1})");
   ASSERT_TRUE(now);
   EXPECT_EQ(now->cache_hits, 3U);
   EXPECT_EQ(now->cache_hit_ratio, 0.75);
