@@ -117,6 +117,11 @@ class Daemon:
                 raise AssertionError(f"{self.name}: no READY=1 within {timeout}s:\n{self.log_text()}")
             ready, _, _ = select.select([self.notify], [], [], min(left, 0.1))
             if ready and b"READY=1" in self.notify.recv(65536).split(b"\n"):
+                # Nobody reads STATUS= updates from here on: close the socket,
+                # or its queue fills and the daemon's next sd_notify blocks
+                # (a datagram socket's sender waits for a full receiver).
+                self.notify.close()
+                self.notify_path.unlink(missing_ok=True)
                 return self
 
     def signal(self, sig):
