@@ -1,6 +1,13 @@
 #include "common/systemd/notify.hpp"
 
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdlib>
+#include <cstring>
 
 #include <string>
 
@@ -12,12 +19,26 @@
 namespace cdn::systemd {
 
 namespace {
+// The notify protocol is one datagram to $NOTIFY_SOCKET (documented in
+// sd_notify(3) as stable for independent senders). We send it ourselves,
+// non-blocking: sd_notify() blocks when the receiver's queue is full, and a
+// supervisor that stops reading must never stall the event loop. A message
+// that cannot be queued is dropped (the next STATUS=/WATCHDOG= follows soon).
 void notify(const std::string& msg) {
-#if CDN_HAVE_SYSTEMD
-  sd_notify(0, msg.c_str());
-#else
-  (void)msg;
-#endif
+  const char* path = std::getenv("NOTIFY_SOCKET");
+  if (path == nullptr || path[0] == '\0') return;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const size_t len = std::strlen(path);
+  if (len >= sizeof addr.sun_path) return;
+  std::memcpy(addr.sun_path, path, len);
+  if (addr.sun_path[0] == '@') addr.sun_path[0] = '\0';  // abstract namespace
+  const int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return;
+  const auto addr_len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len);
+  (void)sendto(fd, msg.data(), msg.size(), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&addr),
+               addr_len);
+  close(fd);
 }
 }  // namespace
 
