@@ -133,9 +133,9 @@ void Table::reconfigure(std::vector<config::HostPort> replicas, const config::Pr
   replicas_ = std::move(next);
   probe_ = probe;
   balance_ = balance;
-  if (policy != policy_) rr_next_ = 0;
+  // Round-robin credit starts afresh with a new replica list or policy.
+  rr_credit_.assign(replicas_.size(), 0);
   policy_ = policy;
-  if (rr_next_ >= replicas_.size()) rr_next_ = 0;
   rebuild_ring();
 }
 
@@ -402,17 +402,36 @@ std::vector<Choice> Table::choose_best(size_t count, Clock::time_point now) {
                 [&](const Replica& r) { return probe_score(r, now); });
 }
 
+// Smooth weighted round-robin (the scheme of nginx's upstream module): on
+// every pick each up replica gains its weight in credit, the one with the
+// most credit is chosen and pays back the total. Weights are the capacities
+// the replicas report (equal until every up replica has reported one), so a
+// replica twice as big gets every other client, interleaved, never in runs.
+// Fallbacks are the next ones by credit.
 std::vector<Choice> Table::choose_round_robin(size_t count, bool advance) {
-  std::vector<Choice> out;
-  const size_t n = replicas_.size();
-  const size_t start = rr_next_;
-  for (size_t k = 0; k < n && out.size() < count; ++k) {
-    const size_t i = (start + k) % n;
-    if (replicas_[i].health != Health::Up) continue;
-    out.push_back({i, replicas_[i].score});
+  const std::vector<size_t> up = up_indices(replicas_);
+  if (up.empty()) return {};
+  if (rr_credit_.size() != replicas_.size()) rr_credit_.assign(replicas_.size(), 0);
+  bool all_known = true;
+  for (size_t i : up) all_known = all_known && replicas_[i].reported_capacity > 0;
+  std::vector<double> credit = rr_credit_;
+  double total = 0;
+  for (size_t i : up) {
+    const double w = all_known ? static_cast<double>(replicas_[i].reported_capacity) : 1.0;
+    credit[i] += w;
+    total += w;
   }
-  // The next request starts after this one's first choice.
-  if (advance && !out.empty()) rr_next_ = (out.front().index + 1) % n;
+  std::vector<size_t> order = up;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return credit[a] > credit[b]; });
+  std::vector<Choice> out;
+  for (size_t k = 0; k < order.size() && out.size() < count; ++k) {
+    out.push_back({order[k], replicas_[order[k]].score});
+  }
+  if (advance) {
+    credit[order.front()] -= total;
+    rr_credit_ = std::move(credit);
+  }
   return out;
 }
 

@@ -168,7 +168,7 @@ class Table {
   config::BalanceSettings balance_;
   Policy policy_ = Policy::P2C;
   std::mt19937_64 rng_;
-  size_t rr_next_ = 0;
+  std::vector<double> rr_credit_;  // smooth weighted round-robin, per replica
   // Consistent hashing: kVirtualNodes points per replica, sorted by hash.
   std::vector<std::pair<uint64_t, uint32_t>> ring_;
   std::vector<uint64_t> ring_caps_;

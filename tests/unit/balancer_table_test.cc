@@ -505,6 +505,25 @@ TEST(BalancerPolicy, RoundRobinRotatesOverUpReplicas) {
   for (size_t i : {0, 1, 3}) EXPECT_EQ(t.replicas()[i].redirects_total, 3u);
 }
 
+TEST(BalancerPolicy, RoundRobinIsWeightedByCapacityAndInterleaved) {
+  Table t = make(3, "round-robin");
+  bring_up(t, {1, 1, 1});
+  t.probe_succeeded(0, ms(1), serving(0, 200), kLater);
+  t.probe_succeeded(1, ms(1), serving(0, 100), kLater);
+  t.probe_succeeded(2, ms(1), serving(0, 100), kLater);
+  std::vector<size_t> order;
+  for (int k = 0; k < 8; ++k) order.push_back(t.choose("/", 1, kLater)[0].index);
+  // Twice the capacity, twice the clients, in every period of 4 clients
+  // (interleaved: the big one never takes a whole period's clients in a run).
+  for (size_t period = 0; period < 2; ++period) {
+    const auto b = order.begin() + static_cast<std::ptrdiff_t>(4 * period);
+    EXPECT_EQ(std::count(b, b + 4, 0u), 2);
+    EXPECT_EQ(std::count(b, b + 4, 1u), 1);
+    EXPECT_EQ(std::count(b, b + 4, 2u), 1);
+    EXPECT_NE(*b, *(b + 1));
+  }
+}
+
 TEST(BalancerPolicy, LeastLoadedPicksLowestLoadAndSpreadsABurst) {
   Table t = make(3, "least-loaded");
   bring_up(t, {1, 1, 1});
