@@ -91,6 +91,7 @@ class Connection {
   bool keep_alive_ = true;        // of the response being built
   bool close_after_write_ = false;
   bool peer_eof_ = false;
+  bool more_input_ = false;  // bytes after the request being handled (pipelined)
 
   int pending_writes_ = 0;
   std::vector<WriteReq*> free_writes_;
@@ -156,7 +157,9 @@ http::HeadWriter& Exchange::begin(int status) {
   const auto& req = c.parser_.request();
   // A drain or a half-close may have begun since the request arrived (e.g.
   // while a deferred answer was pending): say so in this response.
-  if (c.server_.draining_ || c.close_after_write_) c.keep_alive_ = false;
+  // A half-closed peer with nothing more to answer gets its last response too.
+  const bool last = c.peer_eof_ && !c.more_input_ && c.pending_.empty();
+  if (c.server_.draining_ || c.close_after_write_ || last) c.keep_alive_ = false;
   if (!c.keep_alive_) {
     c.writer_->header("Connection", "close");
   } else if (req.version_major == 1 && req.version_minor == 0) {
@@ -318,14 +321,11 @@ void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     return;
   }
   if (nread == UV_EOF) {
-    // Half-closed: answer what was already asked, then close.
+    // Half-closed: every request already received is still answered, in
+    // order; the connection closes once nothing complete is left to answer.
     c->peer_eof_ = true;
     c->read_stop();
-    if (c->idle() || (c->state_ == State::Reading && c->pending_writes_ == 0)) {
-      c->close();
-    } else {
-      c->close_after_write_ = true;
-    }
+    if (c->state_ == State::Reading && c->pending_writes_ == 0 && c->file_fd_ < 0) c->close();
     return;
   }
   if (nread < 0) c->close();
@@ -349,7 +349,9 @@ size_t Connection::process(std::string_view input) {
       send_error(res.http_status, res.reason);
       return input.size();
     }
+    more_input_ = offset < input.size();
     handle_request();
+    more_input_ = false;
   }
   return offset;
 }
@@ -369,7 +371,7 @@ void Connection::handle_request() {
   ++server_.stats_.requests_total;
   request_started_ = false;
   const auto& req = parser_.request();
-  keep_alive_ = req.keep_alive && !server_.draining_ && !peer_eof_;
+  keep_alive_ = req.keep_alive && !server_.draining_;
   state_ = State::Handling;
   finished_ = false;
   deferred_ = false;
@@ -441,7 +443,13 @@ void Connection::after_response() {
   }
   arm(pending_.empty() ? server_.options_.idle_timeout : server_.options_.header_timeout);
   resume();
-  if (state_ == State::Reading) read_start();
+  if (state_ != State::Reading) return;
+  // A half-closed peer can send nothing more: what is left is not a request.
+  if (peer_eof_ && pending_writes_ == 0 && file_fd_ < 0) {
+    close();
+    return;
+  }
+  read_start();
 }
 
 void Connection::send_error(int status, std::string_view reason) {
@@ -650,7 +658,7 @@ void Connection::on_write(uv_write_t* req, int status) {
     c->after_response();
   } else if (c->state_ == State::Reading && c->pending_writes_ == 0 && c->file_fd_ < 0) {
     // All pipelined answers are out: back to waiting for a request.
-    if (c->close_after_write_) {
+    if (c->close_after_write_ || c->peer_eof_) {
       c->close();
     } else if (!c->request_started_) {
       c->arm(c->server_.options_.idle_timeout);

@@ -199,8 +199,60 @@ void Replica::serve_content(net::Exchange& ex, const std::string& path) {
     pull_->serve(ex, path);
     return;
   }
+  Lookup found = store_->lookup(path, /*may_load=*/false);
+  if (std::holds_alternative<NeedsLoad>(found)) {
+    load_then_serve(ex, path);
+    return;
+  }
+  serve_lookup(ex, path, std::move(found));
+}
+
+namespace {
+// One first-time read + digest on libuv's thread pool: a 100 MiB file takes
+// a noticeable fraction of a second to hash, and the loop keeps serving others.
+struct LoadWork {
+  uv_work_t req{};
+  Replica* replica = nullptr;
+  std::shared_ptr<Store> store;
+  std::string path;
+  net::Deferred deferred;
+  Lookup result = NotFound{};
+};
+}  // namespace
+
+void Replica::load_then_serve(net::Exchange& ex, const std::string& path) {
+  auto* w = new LoadWork();
+  w->replica = this;
+  w->store = store_;
+  w->path = path;
+  w->deferred = ex.defer();
+  w->req.data = w;
+  const int rc = uv_queue_work(
+      loop_, &w->req,
+      [](uv_work_t* req) {
+        auto* work = static_cast<LoadWork*>(req->data);
+        work->result = work->store->lookup(work->path);
+      },
+      [](uv_work_t* req, int) {
+        std::unique_ptr<LoadWork> work(static_cast<LoadWork*>(req->data));
+        net::Exchange* e = work->deferred.exchange();
+        if (e == nullptr) return;  // the client went away meanwhile
+        try {
+          work->replica->serve_lookup(*e, work->path, std::move(work->result));
+        } catch (const std::exception& err) {
+          // No exception may cross libuv's callback.
+          spdlog::error("{}: {}", work->path, err.what());
+          if (auto* again = work->deferred.exchange()) again->reply(500, "internal error");
+        }
+      });
+  if (rc != 0) {
+    delete w;
+    serve_lookup(ex, path, store_->lookup(path));
+  }
+}
+
+void Replica::serve_lookup(net::Exchange& ex, const std::string& path, Lookup found) {
   const auto& req = ex.request();
-  Lookup found = store_->lookup(path);
   if (std::holds_alternative<RedirectSlash>(found)) {
     std::string location = http::encode_path(std::get<RedirectSlash>(found).location);
     const auto query = http::query_of(req.target);

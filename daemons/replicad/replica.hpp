@@ -47,6 +47,9 @@ class Replica {
  private:
   void handle(net::Exchange& ex);
   void serve_content(net::Exchange& ex, const std::string& path);
+  // Reads and digests a file not yet known on the thread pool, then answers.
+  void load_then_serve(net::Exchange& ex, const std::string& path);
+  void serve_lookup(net::Exchange& ex, const std::string& path, Lookup found);
   // Answers with an object: conditionals, Range, headers, body. `open_fd`
   // gives the body's descriptor when one is needed (-1: changed, 503).
   void answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj, const std::string& cc,
@@ -58,8 +61,10 @@ class Replica {
 
   uv_loop_t* loop_;
   config::ReplicaSettings settings_;
-  std::unique_ptr<Store> store_;  // directory or page; null in origin mode
-  std::unique_ptr<Pull> pull_;    // origin mode
+  // Directory or page; null in origin mode. Shared with digest work running
+  // on libuv's thread pool, which may outlive a reload that replaces it.
+  std::shared_ptr<Store> store_;
+  std::unique_ptr<Pull> pull_;  // origin mode
   net::Server server_;
   status::State state_ = status::State::Starting;
   std::chrono::steady_clock::time_point started_;

@@ -295,7 +295,7 @@ std::shared_ptr<const Object> Store::load(const std::string& rel) const {
   return nullptr;
 }
 
-Lookup Store::lookup(std::string_view path) {
+Lookup Store::lookup(std::string_view path, bool may_load) {
   if (path.empty() || path.front() != '/' || path.find('\0') != std::string_view::npos) {
     return NotFound{};
   }
@@ -338,6 +338,7 @@ Lookup Store::lookup(std::string_view path) {
     const auto it = cache_.find(rel);
     if (it != cache_.end() && same_version(st, *it->second)) return Found{it->second};
   }
+  if (!may_load) return NeedsLoad{};
   // Digest outside the lock: other lookups (and cache hits) go on meanwhile.
   // Two threads missing on the same file both digest it; the last one wins.
   std::shared_ptr<const Object> obj = load(rel);

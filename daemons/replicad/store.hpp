@@ -47,7 +47,10 @@ struct RedirectSlash {
 struct Found {
   std::shared_ptr<const Object> object;
 };
-using Lookup = std::variant<Found, NotFound, Forbidden, RedirectSlash>;
+// Only from lookup(path, false): the file is there but must be read and
+// digested first, which the caller does off its event loop.
+struct NeedsLoad {};
+using Lookup = std::variant<Found, NotFound, Forbidden, RedirectSlash, NeedsLoad>;
 
 class Store {
  public:
@@ -66,7 +69,7 @@ class Store {
   // run it on a worker thread — it is safe to call from several threads).
   // Never throws for file-system errors: an unexpected one (EIO, EMFILE, a
   // file that keeps changing while it is digested) is reported as NotFound.
-  Lookup lookup(std::string_view path);
+  Lookup lookup(std::string_view path, bool may_load = true);
 
   // Open the object's file for streaming (O_RDONLY|O_CLOEXEC, beneath the
   // root). Returns -1 (errno set) when it is gone or changed since lookup
