@@ -2,6 +2,7 @@
 seed's servers.txt, following with curl, a replica dying."""
 
 import json
+import signal
 import subprocess
 import urllib.parse
 
@@ -254,10 +255,12 @@ def test_killed_replica_falls_back_then_marked_down(cdn, workdir):
         assert out.read_bytes() == DEFAULT_PAGE
         assert live.address in r.stdout and victim.address not in r.stdout, r.stdout
         s = {x["address"]: x for x in b.status()["replicas"]}
-        # Still up and first when cdn-get asked: the client did fall back.
-        assert s[victim.address]["health"] == "up", (
-            "balancer noticed the kill before cdn-get ran; fallback not exercised", s)
-        assert s[victim.address]["redirects"] > before[victim.address], (before, s)
+        # The balancer notices a kill within milliseconds (the kernel closes the
+        # idle probe connection), so it may have routed around the victim before
+        # cdn-get asked. If not, cdn-get was sent there and fell back by itself.
+        # (test_hung_replica_falls_back exercises the fallback deterministically.)
+        if s[victim.address]["health"] == "up":
+            assert s[victim.address]["redirects"] > before[victim.address], (before, s)
 
         def victim_down():
             st = {x["address"]: x for x in b.status()["replicas"]}
@@ -273,6 +276,38 @@ def test_killed_replica_falls_back_then_marked_down(cdn, workdir):
         assert r.returncode == 0, describe_run(r)
         assert out.read_bytes() == DEFAULT_PAGE
     finally:
+        for c in held:
+            c.close()
+
+
+def test_hung_replica_falls_back(cdn, workdir):
+    """A replica that hangs (SIGSTOP: connections accepted, nothing answered)
+    still passes as up until its probes time out; cdn-get, sent there, gives
+    up after --timeout and takes the fallback from the 302."""
+    from cdnlib import describe_run, run_get
+    victim = cdn.replica(name="victim")
+    live = cdn.replica(name="live", extra={"content": {"capacity": 4}})
+    held = [live.connection() for _ in range(2)]
+    for c in held:
+        c.request("GET", "/index.html")
+        c.getresponse().read()
+    b = cdn.balancer([victim, live], policy="least-loaded",
+                     probe={"interval": "5s", "timeout": "4s", "rise": 1, "fall": 3})
+    cdn.wait_up(b, 2)
+    wait_for(lambda: locate(b, "/index.html")[0]["address"] == victim.address,
+             what="the victim to be the least loaded")
+    before = {x["address"]: x["redirects"] for x in b.status()["replicas"]}
+    victim.signal(signal.SIGSTOP)
+    try:
+        out = workdir / "got.html"
+        r = run_get([b.url("/index.html"), "-o", out, "--timeout", "1s"], cwd=workdir)
+        assert r.returncode == 0, describe_run(r)
+        assert out.read_bytes() == DEFAULT_PAGE
+        assert live.address in r.stdout and victim.address not in r.stdout, r.stdout
+        s = {x["address"]: x for x in b.status()["replicas"]}
+        assert s[victim.address]["redirects"] > before[victim.address], (before, s)
+    finally:
+        victim.signal(signal.SIGCONT)
         for c in held:
             c.close()
 
