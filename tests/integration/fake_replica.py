@@ -52,7 +52,7 @@ class _Handler(socketserver.StreamRequestHandler):
             fake.content_requests += 1
             body = fake.body
             digest = _digest(body if fake.mode == "truncate" else body + b"tampered")
-            headers = {"Content-Type": "text/html", "ETag": '"fake"',
+            headers = {"Content-Type": "text/html", "ETag": fake.etag,
                        "Repr-Digest": digest, "Accept-Ranges": "bytes",
                        "Last-Modified": "Mon, 01 Jan 2024 00:00:00 GMT",
                        "Cache-Control": "max-age=60", "CDN-Replica": fake.name}
@@ -85,9 +85,10 @@ class _Server(socketserver.ThreadingTCPServer):
 
 
 class FakeReplica:
-    def __init__(self, mode, body, name="fake"):
+    def __init__(self, mode, body, name="fake", etag='"fake"'):
         assert mode in ("truncate", "bad-digest")
         self.mode = mode
+        self.etag = etag
         self.body = body
         self.name = name
         self.content_requests = 0

@@ -19,8 +19,8 @@ BODY = b"0123456789abcdef" * 4096 + b"tail\n"  # 64 KiB + 5
 def fakes():
     started = []
 
-    def make(mode, body=BODY, name=None):
-        f = FakeReplica(mode, body, name=name or f"fake-{mode}-{len(started)}")
+    def make(mode, body=BODY, name=None, etag='"fake"'):
+        f = FakeReplica(mode, body, name=name or f"fake-{mode}-{len(started)}", etag=etag)
         started.append(f)
         return f
 
@@ -208,6 +208,39 @@ def test_every_replica_fails_is_4_and_no_partial_file(cdn, workdir, fakes):
     assert res.returncode == 4, describe_run(res)
     assert (workdir / "keep.html").read_bytes() == b"old content\n"
     assert listing(workdir) == ["keep.html"]
+
+
+def test_interrupted_download_resumes_on_the_next_replica(cdn, workdir, fakes):
+    """A replica breaks off halfway: cdn-get asks the next one for the rest only
+    (Range + If-Range with the same strong ETag) and the file comes out whole."""
+    import json
+    import urllib.parse
+    live = cdn.replica({"big.bin": BODY}, name="live", extra={"content": {"capacity": 4}})
+    status, h, _ = live.get("/big.bin")
+    assert status == 200
+    f = fakes("truncate", etag=h["ETag"])
+    held = [live.connection() for _ in range(2)]  # live looks busy: the fake goes first
+    for c in held:
+        c.request("GET", "/big.bin")
+        c.getresponse().read()
+    try:
+        b = cdn.balancer([f.address, live], policy="least-loaded")
+        cdn.wait_up(b, 2)
+
+        def fake_first():
+            _, _, body = b.get("/.cdn/locate?path=" + urllib.parse.quote("/big.bin", safe=""))
+            return json.loads(body)["replicas"][0]["address"] == f.address
+        wait_for(fake_first, what="the truncating replica to be the first choice")
+        res = run_get([b.url("/big.bin"), "-o", "big.bin", "--timeout", "5s", "-v"],
+                      cwd=workdir)
+        assert res.returncode == 0, describe_run(res)
+        assert (workdir / "big.bin").read_bytes() == BODY
+        assert f"resuming at byte {len(BODY) // 2}" in res.stderr, describe_run(res)
+        assert f.content_requests == 1
+        assert listing(workdir) == ["big.bin"]
+    finally:
+        for c in held:
+            c.close()
 
 
 def test_digest_mismatch_is_5(cdn, workdir, fakes):
