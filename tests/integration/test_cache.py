@@ -244,7 +244,9 @@ def test_stale_while_revalidate_serves_at_once(cdn, pyorigin):
     assert s == 200 and b == b"version 1\n"  # stale, without waiting
     assert "stale-while-revalidate" in h["Cache-Status"]
     wait_for(lambda: e.get("/s.txt")[2] == b"version 2\n", what="the background refresh")
-    assert pyorigin.count("/s.txt") == 2
+    # One refresh brought version 2; on a slow machine the 1 s copy may have
+    # gone stale again while we polled, and been refreshed once more.
+    assert pyorigin.count("/s.txt") >= 2
 
 
 def test_no_store_is_not_cached(cdn, pyorigin):
