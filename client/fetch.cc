@@ -12,6 +12,7 @@
 #include <cstring>
 #include <deque>
 
+#include "common/digest/digest.hpp"
 #include "common/http/message.hpp"
 #include "common/net/address.hpp"
 #include "common/net/client.hpp"
@@ -99,14 +100,6 @@ std::string sha256_from_repr_digest(std::string_view field) {
 }
 
 namespace {
-
-std::string base64(const unsigned char* data, size_t n) {
-  std::string out(4 * ((n + 2) / 3) + 1, '\0');
-  const int len =
-      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(n));
-  out.resize(static_cast<size_t>(len));
-  return out;
-}
 
 std::string dirname_of(const std::string& path) {
   const size_t slash = path.rfind('/');
@@ -379,7 +372,7 @@ class Fetcher {
       unsigned char md[EVP_MAX_MD_SIZE];
       unsigned len = 0;
       EVP_DigestFinal_ex(sha_, md, &len);
-      const std::string got = "sha-256=:" + base64(md, len) + ":";
+      const std::string got = digest::repr_digest_sha256(md, len);
       if (got != expected_digest_) {
         ++verify_failures_;
         restart_download();

@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "common/digest/digest.hpp"
 #include "common/http/path.hpp"
 #include "common/http/serialize.hpp"
 
@@ -20,25 +21,6 @@ namespace cdn::replica {
 namespace {
 
 using nlohmann::json;
-
-std::string to_hex(const unsigned char* data, size_t n) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(2 * n);
-  for (size_t i = 0; i < n; ++i) {
-    out.push_back(kHex[data[i] >> 4]);
-    out.push_back(kHex[data[i] & 0xf]);
-  }
-  return out;
-}
-
-std::string to_base64(const unsigned char* data, size_t n) {
-  std::string out(4 * ((n + 2) / 3) + 1, '\0');
-  const int len =
-      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(n));
-  out.resize(static_cast<size_t>(len));
-  return out;
-}
 
 EVP_MD_CTX* new_sha256() {
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
@@ -54,14 +36,14 @@ std::pair<std::string, std::string> finish_sha256(EVP_MD_CTX* ctx) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
   unsigned int len = 0;
   EVP_DigestFinal_ex(ctx, md.data(), &len);
-  return {"sha-256=:" + to_base64(md.data(), len) + ":", to_hex(md.data(), len)};
+  return {digest::repr_digest_sha256(md.data(), len), digest::to_hex(md.data(), len)};
 }
 
 std::string sha256_hex(std::string_view s) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
   unsigned int len = 0;
   EVP_Digest(s.data(), s.size(), md.data(), &len, EVP_sha256(), nullptr);
-  return to_hex(md.data(), len);
+  return digest::to_hex(md.data(), len);
 }
 
 bool write_all(int fd, const char* data, size_t n) {

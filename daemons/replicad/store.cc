@@ -19,6 +19,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "common/digest/digest.hpp"
 #include "common/http/path.hpp"
 #include "common/http/serialize.hpp"
 
@@ -82,25 +83,6 @@ struct MdCtxDeleter {
   void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
 };
 using MdCtx = std::unique_ptr<EVP_MD_CTX, MdCtxDeleter>;
-
-std::string to_hex(const unsigned char* data, size_t n) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(2 * n);
-  for (size_t i = 0; i < n; ++i) {
-    out.push_back(kHex[data[i] >> 4]);
-    out.push_back(kHex[data[i] & 0xf]);
-  }
-  return out;
-}
-
-std::string to_base64(const unsigned char* data, size_t n) {
-  std::string out(4 * ((n + 2) / 3) + 1, '\0');
-  const int len =
-      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(n));
-  out.resize(static_cast<size_t>(len));
-  return out;
-}
 
 // What a failed open/stat means for the client. Errors that say nothing
 // about the file itself (EMFILE, EIO, ...) become NotFound: the Lookup
@@ -284,8 +266,8 @@ std::shared_ptr<const Object> Store::load(const std::string& rel) const {
     obj->ctime_ns = ctime_ns_of(before);
     obj->inode = static_cast<uint64_t>(before.st_ino);
     obj->device = static_cast<uint64_t>(before.st_dev);
-    obj->digest = "sha-256=:" + to_base64(md.data(), md_len) + ":";
-    obj->etag = "\"" + to_hex(md.data(), md_len).substr(0, 16) + "\"";
+    obj->digest = digest::repr_digest_sha256(md.data(), md_len);
+    obj->etag = "\"" + digest::to_hex(md.data(), md_len).substr(0, 16) + "\"";
     obj->content_type = std::string(http::mime_type(rel));
     obj->last_modified = http::http_date(obj->mtime);
     obj->in_memory = in_memory;

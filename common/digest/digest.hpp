@@ -1,0 +1,16 @@
+// Encodings of SHA-256 digests as the CDN shows them: hex (ETags, cache
+// file names) and the RFC 9530 Repr-Digest value. Pure; the hashing itself
+// is OpenSSL's EVP interface at the call sites.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+namespace cdn::digest {
+
+std::string to_hex(const unsigned char* data, size_t n);
+std::string to_base64(const unsigned char* data, size_t n);
+// "sha-256=:<base64>:" for a SHA-256 digest (RFC 9530 Repr-Digest).
+std::string repr_digest_sha256(const unsigned char* md, size_t n);
+
+}  // namespace cdn::digest
