@@ -17,6 +17,9 @@ struct Header {
   std::string value;  // leading/trailing whitespace trimmed
 };
 
+// RFC 9110 tchar: the characters of a token (method, header name).
+bool is_token_char(unsigned char c) noexcept;
+
 // Case-insensitive ASCII comparison for header names and tokens.
 bool iequals(std::string_view a, std::string_view b) noexcept;
 

@@ -22,30 +22,6 @@ namespace cdn::http {
 
 namespace {
 
-bool is_tchar(unsigned char c) {
-  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-  switch (c) {
-    case '!':
-    case '#':
-    case '$':
-    case '%':
-    case '&':
-    case '\'':
-    case '*':
-    case '+':
-    case '-':
-    case '.':
-    case '^':
-    case '_':
-    case '`':
-    case '|':
-    case '~':
-      return true;
-    default:
-      return false;
-  }
-}
-
 bool is_ows(char c) { return c == ' ' || c == '\t'; }
 
 void trim(std::string& s) {
@@ -141,7 +117,7 @@ size_t RequestParser::scan_head(std::string_view data) {
         if (in_method_) {
           if (c == ' ') {
             in_method_ = false;
-          } else if (!is_tchar(static_cast<unsigned char>(c))) {
+          } else if (!is_token_char(static_cast<unsigned char>(c))) {
             in_method_ = false;
             method_bad_at_ = head_raw_bytes_ - 1;
           }
