@@ -403,6 +403,7 @@ void ResponseParser::reset() {
   in_name_ = false;
   head_scan_ = HeadScan::Leading;
   fold_next_ = false;
+  folded_.clear();
   headers_done_ = false;
   complete_ = false;
   error_status_ = 0;
@@ -423,6 +424,7 @@ void ResponseParser::restart_after_interim() {
   in_name_ = false;
   head_scan_ = HeadScan::Leading;
   fold_next_ = false;
+  folded_.clear();
   headers_done_ = false;
   started_ = false;
   interim_ = false;
@@ -473,7 +475,10 @@ ParseResult ResponseParser::feed(std::string_view data) {
         return fail(pos);
       }
     }
-    if (fold) fold_next_ = true;
+    if (fold) {
+      fold_next_ = true;
+      if (!response_.headers.empty()) folded_.push_back(response_.headers.size() - 1);
+    }
   }
   return ParseResult{ParseStatus::NeedMore, pos, 0, {}};
 }
@@ -598,6 +603,20 @@ int ResponseParser::on_header_value(http_parser* p, const char* at, size_t len) 
 int ResponseParser::on_headers_complete(http_parser* p) {
   auto* self = static_cast<ResponseParser*>(p->data);
   Response& r = self->response_;
+  for (size_t i : self->folded_) {
+    if (i >= r.headers.size()) continue;
+    std::string& v = r.headers[i].value;
+    std::string out;
+    out.reserve(v.size());
+    for (char c : v) {
+      if (is_ows(c)) {
+        if (!out.empty() && out.back() != ' ') out.push_back(' ');
+      } else {
+        out.push_back(c);
+      }
+    }
+    v = std::move(out);
+  }
   for (Header& h : r.headers) trim(h.value);
   r.status = p->status_code;
   // http-parser accepts any 1-3 digit code ("HTTP/1.0 2"); RFC 9110 codes are 100-999.
