@@ -403,7 +403,6 @@ void ResponseParser::reset() {
   in_name_ = false;
   head_scan_ = HeadScan::Leading;
   fold_next_ = false;
-  folded_.clear();
   headers_done_ = false;
   complete_ = false;
   error_status_ = 0;
@@ -424,7 +423,6 @@ void ResponseParser::restart_after_interim() {
   in_name_ = false;
   head_scan_ = HeadScan::Leading;
   fold_next_ = false;
-  folded_.clear();
   headers_done_ = false;
   started_ = false;
   interim_ = false;
@@ -475,10 +473,7 @@ ParseResult ResponseParser::feed(std::string_view data) {
         return fail(pos);
       }
     }
-    if (fold) {
-      fold_next_ = true;
-      if (!response_.headers.empty()) folded_.push_back(response_.headers.size() - 1);
-    }
+    if (fold) fold_next_ = true;
   }
   return ParseResult{ParseStatus::NeedMore, pos, 0, {}};
 }
@@ -603,19 +598,19 @@ int ResponseParser::on_header_value(http_parser* p, const char* at, size_t len) 
 int ResponseParser::on_headers_complete(http_parser* p) {
   auto* self = static_cast<ResponseParser*>(p->data);
   Response& r = self->response_;
-  for (size_t i : self->folded_) {
-    if (i >= r.headers.size()) continue;
-    std::string& v = r.headers[i].value;
-    std::string out;
-    out.reserve(v.size());
-    for (char c : v) {
-      if (is_ows(c)) {
-        if (!out.empty() && out.back() != ' ') out.push_back(' ');
-      } else {
-        out.push_back(c);
-      }
+  // Runs of whitespace inside a value become one SP. An obs-fold must become
+  // "one or more SP" (RFC 9112 5.2), and how much of a fold's whitespace
+  // reaches the callbacks depends on where the input was split (notably
+  // around skipped 1xx heads): collapsing makes the result split-independent.
+  for (Header& h : r.headers) {
+    std::string& v = h.value;
+    size_t w = 0;
+    for (size_t i = 0; i < v.size(); ++i) {
+      const char c = is_ows(v[i]) ? ' ' : v[i];
+      if (c == ' ' && w > 0 && v[w - 1] == ' ') continue;
+      v[w++] = c;
     }
-    v = std::move(out);
+    v.resize(w);
   }
   for (Header& h : r.headers) trim(h.value);
   r.status = p->status_code;

@@ -166,11 +166,6 @@ class ResponseParser {
   size_t next_head_event(std::string_view data, bool& fold);
   HeadScan head_scan_ = HeadScan::Leading;
   bool fold_next_ = false;  // the next value piece continues the previous line
-  // Headers whose value had an obs-fold. How many spaces of a fold reach the
-  // value callbacks depends on where the input was split, so their runs of
-  // whitespace are collapsed to one SP at the end of the head (RFC 9112 5.2
-  // allows "one or more SP"), which makes the result independent of the split.
-  std::vector<size_t> folded_;
   size_t line_bytes_ = 0;
   bool started_ = false;       // first byte of a status line seen
   bool interim_ = false;       // current message is a 1xx (other than 101): skipped, not reported
