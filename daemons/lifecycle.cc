@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include "cdn_config.h"
 
+#include "common/http/path.hpp"
 #include "common/systemd/notify.hpp"
 #include "common/uv/handle.hpp"
 
@@ -170,6 +171,29 @@ ConfigSource config_source(const std::string& explicit_path, const std::string& 
   if (!explicit_path.empty()) return {explicit_path, true};
   if (::access(default_path.c_str(), F_OK) == 0) return {default_path, true};
   return {};
+}
+
+}  // namespace cdn::daemon
+
+namespace cdn::daemon {
+
+std::optional<std::string> accept_request(net::Exchange& ex) {
+  const auto& req = ex.request();
+  if (req.method != "GET" && req.method != "HEAD") {
+    ex.reply(405, "only GET and HEAD are served", {{"Allow", "GET, HEAD"}});
+    return std::nullopt;
+  }
+  auto path = http::normalize_path(req.target);
+  if (!path) ex.reply(400, "bad request path");
+  return path;
+}
+
+void send_document(net::Exchange& ex, std::string_view content_type, std::string_view body) {
+  auto& h = ex.begin(200);
+  h.header("Content-Type", content_type);
+  h.header("Cache-Control", "no-store");
+  h.header("Content-Length", static_cast<uint64_t>(body.size()));
+  ex.finish(body);
 }
 
 }  // namespace cdn::daemon

@@ -61,3 +61,17 @@ struct ConfigSource {
 ConfigSource config_source(const std::string& explicit_path, const std::string& default_path);
 
 }  // namespace cdn::daemon
+
+#include <optional>
+
+namespace cdn::daemon {
+
+// What every request to either daemon goes through first: only GET and HEAD
+// (405 with Allow), and a path that normalises (400). Returns the normalised
+// path, or nullopt when the request has been answered already.
+std::optional<std::string> accept_request(net::Exchange& ex);
+
+// A 200 with a generated document (status JSON, metrics), never cached.
+void send_document(net::Exchange& ex, std::string_view content_type, std::string_view body);
+
+}  // namespace cdn::daemon

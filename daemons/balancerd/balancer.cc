@@ -106,16 +106,8 @@ std::string Balancer::url_for(size_t index, std::string_view encoded_path_and_qu
 }
 
 void Balancer::handle(net::Exchange& ex) {
-  const auto& req = ex.request();
-  if (req.method != "GET" && req.method != "HEAD") {
-    ex.reply(405, "only GET and HEAD are served", {{"Allow", "GET, HEAD"}});
-    return;
-  }
-  const auto path = http::normalize_path(req.target);
-  if (!path) {
-    ex.reply(400, "bad request path");
-    return;
-  }
+  const auto path = daemon::accept_request(ex);
+  if (!path) return;
   if (path->starts_with("/.cdn/")) {
     if (*path == "/.cdn/status") {
       serve_status(ex);
@@ -203,11 +195,7 @@ void Balancer::serve_locate(net::Exchange& ex) {
               {"Cache-Control", "no-store"}});
     return;
   }
-  auto& h = ex.begin(200);
-  h.header("Content-Type", "application/json");
-  h.header("Cache-Control", "no-store");
-  h.header("Content-Length", static_cast<uint64_t>(body.size()));
-  ex.finish(body);
+  daemon::send_document(ex, "application/json", body);
 }
 
 void Balancer::serve_status(net::Exchange& ex) {
@@ -225,11 +213,7 @@ void Balancer::serve_status(net::Exchange& ex) {
   for (const auto& r : table_.replicas()) list.push_back(replica_json(r, now));
   doc["replicas"] = std::move(list);
   const std::string body = doc.dump();
-  auto& h = ex.begin(200);
-  h.header("Content-Type", "application/json");
-  h.header("Cache-Control", "no-store");
-  h.header("Content-Length", static_cast<uint64_t>(body.size()));
-  ex.finish(body);
+  daemon::send_document(ex, "application/json", body);
 }
 
 void Balancer::serve_metrics(net::Exchange& ex) {
@@ -310,11 +294,7 @@ void Balancer::serve_metrics(net::Exchange& ex) {
          [](const Replica& r) { return Opt(r.score); });
   family("cdn_balancer_replica_redirects_total", "counter", "Clients sent to the replica.",
          [](const Replica& r) { return Opt(static_cast<double>(r.redirects_total)); });
-  auto& h = ex.begin(200);
-  h.header("Content-Type", "text/plain; version=0.0.4");
-  h.header("Cache-Control", "no-store");
-  h.header("Content-Length", static_cast<uint64_t>(m.size()));
-  ex.finish(m);
+  daemon::send_document(ex, "text/plain; version=0.0.4", m);
 }
 
 }  // namespace cdn::balancer

@@ -170,17 +170,8 @@ status::ReplicaStatus Replica::status() const {
 }
 
 void Replica::handle(net::Exchange& ex) {
-  const auto& req = ex.request();
-  const bool get = req.method == "GET";
-  if (!get && req.method != "HEAD") {
-    ex.reply(405, "only GET and HEAD are served", {{"Allow", "GET, HEAD"}});
-    return;
-  }
-  const auto path = http::normalize_path(req.target);
-  if (!path) {
-    ex.reply(400, "bad request path");
-    return;
-  }
+  const auto path = daemon::accept_request(ex);
+  if (!path) return;
   if (path->starts_with("/.cdn/")) {
     if (*path == "/.cdn/status") {
       serve_status(ex);
@@ -374,11 +365,7 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
 void Replica::serve_status(net::Exchange& ex) {
   sample_rate();
   const std::string body = status::encode(status());
-  auto& h = ex.begin(200);
-  h.header("Content-Type", "application/json");
-  h.header("Cache-Control", "no-store");
-  h.header("Content-Length", static_cast<uint64_t>(body.size()));
-  ex.finish(body);
+  daemon::send_document(ex, "application/json", body);
 }
 
 void Replica::serve_metrics(net::Exchange& ex) {
@@ -441,11 +428,7 @@ void Replica::serve_metrics(net::Exchange& ex) {
            "Origin fetches that failed (unreachable, timeout, 5xx, bad digest).",
            static_cast<double>(ps.origin_errors));
   }
-  auto& h = ex.begin(200);
-  h.header("Content-Type", "text/plain; version=0.0.4");
-  h.header("Cache-Control", "no-store");
-  h.header("Content-Length", static_cast<uint64_t>(m.size()));
-  ex.finish(m);
+  daemon::send_document(ex, "text/plain; version=0.0.4", m);
 }
 
 }  // namespace cdn::replica
