@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <filesystem>
@@ -233,9 +234,9 @@ std::string resolve(const IniFile& f, std::string_view value) {
   return (dir / p).lexically_normal().string();
 }
 
-// A replica address and where it was written, for duplicate messages.
+// A replica and where it was written, for duplicate messages.
 struct Listed {
-  HostPort hp;
+  ReplicaEntry entry;
   std::string source;  // "FILE:LINE"
 };
 
@@ -257,12 +258,16 @@ std::vector<Listed> servers_with_lines(std::string_view text, const std::string&
     const std::string_view v = trim(raw);
     if (v.empty()) continue;
     const std::string here = path + ":" + std::to_string(line);
-    const auto hp = parse_host_port(v, default_port);
-    if (!hp) throw Error(here + ": " + q(v) + " is not an address");
-    if (hp->port == 0) {
+    ReplicaEntry r;
+    try {
+      r = parse_replica_entry(v, default_port);
+    } catch (const Error& err) {
+      throw Error(here + ": " + err.what());
+    }
+    if (r.address.port == 0) {
       throw Error(here + ": " + q(v) + " has no port, and there is no default port to use");
     }
-    out.push_back(Listed{*hp, here});
+    out.push_back(Listed{std::move(r), here});
   }
   return out;
 }
@@ -462,22 +467,24 @@ BalancerSettings balancer_settings(const IniFile& file) {
   std::vector<Listed> listed;
   std::map<std::string, std::string> first;  // canonical address -> where
   const auto add = [&](Listed l) {
-    const auto [it, fresh] = first.emplace(canonical(l.hp), l.source);
+    const auto [it, fresh] = first.emplace(canonical(l.entry.address), l.source);
     if (!fresh) {
-      throw Error(l.source + ": replica " + l.hp.str() + " is listed twice (also at " + it->second +
-                  ")");
+      throw Error(l.source + ": replica " + l.entry.address.str() + " is listed twice (also at " +
+                  it->second + ")");
     }
-    b.replicas.push_back(l.hp);
+    b.replicas.push_back(std::move(l.entry));
   };
   for (const Entry* e : replica_entries) {
-    const auto hp = parse_host_port(e->value, b.server.port);
-    if (!hp) {
-      bad(file, *e, q(e->value) + " is not an address (use host, host:port or [v6]:port)");
+    ReplicaEntry r;
+    try {
+      r = parse_replica_entry(e->value, b.server.port);
+    } catch (const Error& err) {
+      bad(file, *e, err.what());
     }
-    if (hp->port == 0) {
-      bad(file, *e, q(e->value) + " needs a port, since [server] port is 0");
+    if (r.address.port == 0) {
+      bad(file, *e, q(trim(e->value)) + " needs a port, since [server] port is 0");
     }
-    add(Listed{*hp, file.path + ":" + std::to_string(e->line)});
+    add(Listed{std::move(r), file.path + ":" + std::to_string(e->line)});
   }
   if (!b.servers_file.empty()) {
     std::string text;
@@ -491,14 +498,48 @@ BalancerSettings balancer_settings(const IniFile& file) {
   return b;
 }
 
-std::vector<HostPort> parse_servers(std::string_view text, const std::string& path,
-                                    uint16_t default_port) {
-  std::vector<HostPort> out;
-  for (auto& l : servers_with_lines(text, path, default_port)) out.push_back(std::move(l.hp));
+ReplicaEntry parse_replica_entry(std::string_view text, uint16_t default_port) {
+  const std::string_view all = trim(text);
+  std::vector<std::string_view> words;
+  for (size_t pos = 0; pos < all.size();) {
+    const size_t b = all.find_first_not_of(kSpace, pos);
+    if (b == std::string_view::npos) break;
+    const size_t e = std::min(all.size(), all.find_first_of(kSpace, b));
+    words.push_back(all.substr(b, e - b));
+    pos = e;
+  }
+  if (words.empty()) throw Error("'' is not an address (use host, host:port or [v6]:port)");
+  const auto hp = parse_host_port(words[0], default_port);
+  if (!hp) throw Error(q(words[0]) + " is not an address (use host, host:port or [v6]:port)");
+  ReplicaEntry r{*hp, 1};
+  bool weighted = false;
+  for (size_t k = 1; k < words.size(); ++k) {
+    const std::string_view w = words[k];
+    const size_t eq = w.find('=');
+    if (eq == std::string_view::npos || lowered(w.substr(0, eq)) != "weight") {
+      throw Error(q(all) + ": " + q(w) + " is not an option (the only one is weight=N)");
+    }
+    if (weighted) throw Error(q(all) + ": weight is given twice");
+    weighted = true;
+    const std::string_view n = w.substr(eq + 1);
+    const auto v = parse_uint(n);
+    if (!v || *v < 1 || *v > kMaxWeight) {
+      throw Error(q(all) + ": weight " + q(n) + " is not a whole number from 1 to " +
+                  std::to_string(kMaxWeight));
+    }
+    r.weight = static_cast<uint32_t>(*v);
+  }
+  return r;
+}
+
+std::vector<ReplicaEntry> parse_servers(std::string_view text, const std::string& path,
+                                        uint16_t default_port) {
+  std::vector<ReplicaEntry> out;
+  for (auto& l : servers_with_lines(text, path, default_port)) out.push_back(std::move(l.entry));
   return out;
 }
 
-std::vector<HostPort> load_servers(const std::string& path, uint16_t default_port) {
+std::vector<ReplicaEntry> load_servers(const std::string& path, uint16_t default_port) {
   return parse_servers(read_config_file(path), path, default_port);
 }
 
@@ -539,10 +580,14 @@ void validate(const BalancerSettings& s, const std::string& path) {
     throw Error(prefix + "no replicas: set [replicas] replica= or servers_file=");
   }
   std::map<std::string, std::string> seen;
-  for (const auto& r : s.replicas) {
+  for (const auto& [r, weight] : s.replicas) {
     if (r.port == 0) throw Error(prefix + "[replicas]: replica " + q(r.host) + " has no port");
     if (!seen.emplace(canonical(r), r.str()).second) {
       throw Error(prefix + "[replicas]: replica " + r.str() + " is listed twice");
+    }
+    if (weight < 1 || weight > kMaxWeight) {
+      throw Error(prefix + "[replicas]: replica " + r.str() + " has weight " +
+                  std::to_string(weight) + " (use 1 to " + std::to_string(kMaxWeight) + ")");
     }
   }
   check_positive(s.probe.interval, "[probe] interval", prefix);

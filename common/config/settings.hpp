@@ -77,11 +77,23 @@ struct BalanceSettings {
   double hash_load_factor = 1.25;  // consistent: no replica above factor x mean
 };
 
+// One replica of balancerd's list: "host[:port] [weight=N]". The weight is
+// the operator's, for round-robin only (as HAProxy's and nginx's `weight`):
+// a replica of weight 4 gets 4 clients for every 1 of a replica of weight 1.
+// The load-aware policies go by what the replicas report and ignore it.
+struct ReplicaEntry {
+  HostPort address;
+  uint32_t weight = 1;
+  bool operator==(const ReplicaEntry&) const = default;
+};
+inline constexpr uint32_t kMaxWeight = 1000;
+
 struct BalancerSettings {
   ServerSettings server;
   LogSettings log;
-  std::string servers_file;        // [replicas] servers_file: seed format, one address a line
-  std::vector<HostPort> replicas;  // [replicas] replica = host[:port] (repeatable) + servers_file
+  std::string servers_file;  // [replicas] servers_file: seed format, one replica a line
+  // [replicas] replica = host[:port] [weight=N] (repeatable), then servers_file's.
+  std::vector<ReplicaEntry> replicas;
   ProbeSettings probe;
   BalanceSettings balance;
 };
@@ -90,11 +102,19 @@ struct BalancerSettings {
 ReplicaSettings replica_settings(const IniFile& file);
 BalancerSettings balancer_settings(const IniFile& file);
 
-// Seed's servers.txt: one "host" or "host:port" a line, '#' comments and blank
-// lines ignored; a bare host takes default_port. Throws Error "FILE:LINE: ...".
-std::vector<HostPort> parse_servers(std::string_view text, const std::string& path,
-                                    uint16_t default_port);
-std::vector<HostPort> load_servers(const std::string& path, uint16_t default_port);
+// "host[:port] [weight=N]": an address (a bare host takes default_port; the
+// port may come out 0 when default_port is 0, for the caller to refuse) and
+// optional options separated by blanks; only weight=N (1..kMaxWeight) is
+// known. Throws Error with the problem alone (no file prefix): the callers
+// name the file and line, or the flag.
+ReplicaEntry parse_replica_entry(std::string_view text, uint16_t default_port);
+
+// Seed's servers.txt: one "host" or "host:port" a line, optionally followed by
+// "weight=N"; '#' comments and blank lines ignored; a bare host takes
+// default_port. Throws Error "FILE:LINE: ...".
+std::vector<ReplicaEntry> parse_servers(std::string_view text, const std::string& path,
+                                        uint16_t default_port);
+std::vector<ReplicaEntry> load_servers(const std::string& path, uint16_t default_port);
 
 // Checks that do not depend on where a value came from (run again after
 // command-line overrides): exactly one content source, timeouts > 0, etc.

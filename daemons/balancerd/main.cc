@@ -59,14 +59,16 @@ cdn::config::BalancerSettings load(const Flags& f, const cdn::daemon::ConfigSour
     s.replicas.clear();
     s.servers_file = f.servers;
     for (const auto& r : f.replicas) {
-      auto hp = cdn::config::parse_host_port(r, s.server.port);
-      if (!hp) throw cdn::config::Error("--replica: '" + r + "' is not an address (host[:port])");
-      s.replicas.push_back(*hp);
+      try {
+        s.replicas.push_back(cdn::config::parse_replica_entry(r, s.server.port));
+      } catch (const cdn::config::Error& e) {
+        throw cdn::config::Error(std::string("--replica: ") + e.what());
+      }
     }
     if (!f.servers.empty()) {
       // The seed's servers.txt: a bare host takes the balancer's own port.
-      for (auto& hp : cdn::config::load_servers(f.servers, s.server.port)) {
-        s.replicas.push_back(hp);
+      for (auto& r : cdn::config::load_servers(f.servers, s.server.port)) {
+        s.replicas.push_back(std::move(r));
       }
     }
   }
@@ -80,11 +82,13 @@ int main(int argc, char** argv) {
   CLI::App app{"cdn-balancerd: sends each client to the best replica"};
   Flags f;
   app.add_option("-c,--config", f.config, "INI file (default " CDN_SYSCONFDIR "/balancerd.ini)");
-  app.add_option("-s,--servers", f.servers, "servers file: one replica host[:port] a line");
+  app.add_option("-s,--servers", f.servers,
+                 "servers file: one replica host[:port] [weight=N] a line");
   app.add_option("-p,--port", f.port, "port to listen on (0: any free port)");
   app.add_option("-a,--address", f.address, "address to listen on");
   app.add_option("-l,--log", f.logfile, "also log to this file");
-  app.add_option("--replica", f.replicas, "a replica host[:port] (repeatable)");
+  app.add_option("--replica", f.replicas,
+                 "a replica \"host[:port] [weight=N]\" (repeatable; weight: round-robin)");
   app.add_option("--policy", f.policy, "best, round-robin, least-loaded, p2c, consistent");
   app.add_option("--name", f.name, "name shown in status");
   app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error, critical, off");

@@ -100,19 +100,21 @@ double load_estimate(const Replica& r) noexcept {
   return probe_load(r) + r.sent_since_probe / capacity_of(r);
 }
 
-Table::Table(std::vector<config::HostPort> replicas, const config::ProbeSettings& probe,
+Table::Table(std::vector<config::ReplicaEntry> replicas, const config::ProbeSettings& probe,
              const config::BalanceSettings& balance, uint64_t seed)
     : probe_(probe), balance_(balance), policy_(policy_or_throw(balance)), rng_(seed) {
   replicas_.reserve(replicas.size());
   for (auto& a : replicas) {
     Replica r;
-    r.address = std::move(a);
+    r.address = std::move(a.address);
+    r.weight = a.weight;
     replicas_.push_back(std::move(r));
   }
   rebuild_ring();
 }
 
-void Table::reconfigure(std::vector<config::HostPort> replicas, const config::ProbeSettings& probe,
+void Table::reconfigure(std::vector<config::ReplicaEntry> replicas,
+                        const config::ProbeSettings& probe,
                         const config::BalanceSettings& balance) {
   const Policy policy = policy_or_throw(balance);  // before anything changes
   std::vector<Replica> next;
@@ -121,13 +123,14 @@ void Table::reconfigure(std::vector<config::HostPort> replicas, const config::Pr
   for (auto& a : replicas) {
     Replica r;
     for (size_t j = 0; j < replicas_.size(); ++j) {
-      if (!taken[j] && replicas_[j].address == a) {
+      if (!taken[j] && replicas_[j].address == a.address) {
         taken[j] = true;
         r = std::move(replicas_[j]);
         break;
       }
     }
-    r.address = std::move(a);
+    r.address = std::move(a.address);
+    r.weight = a.weight;
     next.push_back(std::move(r));
   }
   replicas_ = std::move(next);
@@ -404,20 +407,20 @@ std::vector<Choice> Table::choose_best(size_t count, Clock::time_point now) {
 
 // Smooth weighted round-robin (the scheme of nginx's upstream module): on
 // every pick each up replica gains its weight in credit, the one with the
-// most credit is chosen and pays back the total. Weights are the capacities
-// the replicas report (equal until every up replica has reported one), so a
-// replica twice as big gets every other client, interleaved, never in runs.
-// Fallbacks are the next ones by credit.
+// most credit is chosen and pays back the total. The weights are the
+// operator's (config::ReplicaEntry, 1 unless set), never measured: as in
+// HAProxy and nginx, round-robin is the predictable policy that does what it
+// was told; following load is the other policies' job. A replica of weight 2
+// gets every other client of a 2:1:1 fleet, interleaved, never in runs. Ties
+// in credit go to the lower index. Fallbacks are the next ones by credit.
 std::vector<Choice> Table::choose_round_robin(size_t count, bool advance) {
   const std::vector<size_t> up = up_indices(replicas_);
   if (up.empty()) return {};
   if (rr_credit_.size() != replicas_.size()) rr_credit_.assign(replicas_.size(), 0);
-  bool all_known = true;
-  for (size_t i : up) all_known = all_known && replicas_[i].reported_capacity > 0;
   std::vector<double> credit = rr_credit_;
   double total = 0;
   for (size_t i : up) {
-    const double w = all_known ? static_cast<double>(replicas_[i].reported_capacity) : 1.0;
+    const double w = std::max<uint32_t>(1, replicas_[i].weight);
     credit[i] += w;
     total += w;
   }

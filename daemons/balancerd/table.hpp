@@ -64,6 +64,7 @@ inline constexpr int kMaxVirtualNodes = 1000;  // cap for one replica far above 
 
 struct Replica {
   config::HostPort address;
+  uint32_t weight = 1;           // the operator's round-robin weight (config::ReplicaEntry)
   Health health = Health::Down;  // a new replica starts down until `rise` good probes
   uint32_t good_streak = 0;
   uint32_t bad_streak = 0;
@@ -105,14 +106,15 @@ class Table {
  public:
   // Throws config::Error when balance.policy names no policy (settings
   // validation rejects that earlier; this keeps a bad table from existing).
-  Table(std::vector<config::HostPort> replicas, const config::ProbeSettings& probe,
+  Table(std::vector<config::ReplicaEntry> replicas, const config::ProbeSettings& probe,
         const config::BalanceSettings& balance, uint64_t seed = std::random_device{}());
 
-  // Replace settings and the replica list (SIGHUP); replicas that stay keep their state.
+  // Replace settings and the replica list (SIGHUP); replicas that stay keep
+  // their state (and take their new weight).
   // New ones start Down, removed ones are dropped; indices may change, so
   // callers re-read replicas(). Throws config::Error (and changes nothing)
   // when balance.policy names no policy.
-  void reconfigure(std::vector<config::HostPort> replicas, const config::ProbeSettings& probe,
+  void reconfigure(std::vector<config::ReplicaEntry> replicas, const config::ProbeSettings& probe,
                    const config::BalanceSettings& balance);
 
   // Probe outcomes. An index out of range (a probe that outlived a reload) is ignored.

@@ -61,6 +61,41 @@ def test_round_robin_spreads(cdn):
     assert seen == {f"http://{r.address}/index.html" for r in rs}
 
 
+def locations(b, n):
+    counts = {}
+    for _ in range(n):
+        loc = redirect(b)["Location"]
+        counts[loc] = counts.get(loc, 0) + 1
+    return counts
+
+
+def test_round_robin_follows_configured_weights(cdn):
+    """weight=N on [replicas] replica: 3:1 over 8 clients is exactly 6 and 2
+    (smooth weighted round-robin), whatever the replicas report."""
+    rs = [cdn.replica(name=f"w{i}", extra={"content": {"capacity": c}})
+          for i, c in enumerate((10, 1000))]
+    b = cdn.balancer([f"{rs[0].address} weight=3", rs[1].address], policy="round-robin")
+    cdn.wait_up(b, 2)
+    counts = locations(b, 8)
+    assert counts == {rs[0].url("/index.html"): 6, rs[1].url("/index.html"): 2}, counts
+
+
+def test_round_robin_weights_from_flags_and_servers_file(cdn, workdir):
+    """The same "host:port weight=N" in the seed's servers file (-s) and in
+    --replica."""
+    rs = [cdn.replica(name=f"f{i}") for i in range(3)]
+    servers = workdir / "servers.txt"
+    servers.write_text(f"{rs[0].address} weight=2\n{rs[1].address}\n")
+    b = cdn.balancer(use_config=False, start=False)
+    b.args = ["-p", str(b.port), "-a", "127.0.0.1", "--policy", "round-robin", "-s",
+              str(servers), "--replica", f"{rs[2].address} weight=5"]
+    b.start()
+    cdn.wait_up(b, 3)
+    counts = locations(b, 16)
+    assert counts == {rs[2].url("/index.html"): 10, rs[0].url("/index.html"): 4,
+                      rs[1].url("/index.html"): 2}, counts
+
+
 def test_consistent_policy_is_sticky_per_path(cdn):
     """The same path maps to the same first choice (locate does not count
     as a client, so it can be asked again and again); paths spread over the

@@ -32,6 +32,8 @@ CASES = [
     ("balancerd", "[probe]\ninterval = 2 parsecs\n", 7, "interval"),
     ("balancerd", "[probe]\nrise = many\n", 7, "rise"),
     ("balancerd", "[replicas]\nreplica = not:a:port\n", 7, "replica"),
+    ("balancerd", "[replicas]\nreplica = 127.0.0.1:1 weight=0\n", 7, "weight '0'"),
+    ("balancerd", "[replicas]\nreplica = 127.0.0.1:1 wieght=2\n", 7, "'wieght=2' is not an option"),
     ("balancerd", "[server]\nport_number = 1\n", 7, "port_number"),
     ("balancerd", "[balance]\nhash_load_factor = heavy\n", 7, "hash_load_factor"),
 ]
@@ -114,3 +116,24 @@ def test_port_in_use_is_an_error(cdn):
     assert d.wait_exit() > 0
     assert d.notify.find("READY=1") is None
     assert r.alive()
+
+
+def test_balancer_weight_errors_name_their_source(cdn):
+    """A bad weight in the seed's servers file names that file and line; one
+    given with --replica names the flag."""
+    d = cdn.balancer(use_config=False, start=False)
+    servers = d.dir / "servers.txt"
+    servers.write_text(f"127.0.0.1:{free_port()}\n127.0.0.1:{free_port()} weight=1001\n")
+    d.args = ["-p", str(free_port()), "-s", str(servers)]
+    d.start(wait_ready=False)
+    assert d.wait_exit(timeout=STOP_TIMEOUT) > 0
+    stderr = d.stderr_path.read_text(errors="replace")
+    assert f"{servers}:2: " in stderr and "weight '1001' is not a whole number from 1 to 1000" \
+        in stderr, stderr
+
+    d = cdn.balancer(use_config=False, start=False)
+    d.args = ["-p", str(free_port()), "--replica", f"127.0.0.1:{free_port()} weight=x"]
+    d.start(wait_ready=False)
+    assert d.wait_exit(timeout=STOP_TIMEOUT) > 0
+    stderr = d.stderr_path.read_text(errors="replace")
+    assert "--replica: " in stderr and "weight 'x'" in stderr, stderr

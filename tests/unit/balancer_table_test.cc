@@ -20,10 +20,12 @@ const Clock::time_point kT0 = Clock::time_point{} + std::chrono::hours(1);
 // Well after slow start of anything brought up at kT0.
 const Clock::time_point kLater = kT0 + seconds(120);
 
-std::vector<config::HostPort> addrs(size_t n, uint16_t base = 33000) {
-  std::vector<config::HostPort> v;
+std::vector<config::ReplicaEntry> addrs(size_t n, uint16_t base = 33000,
+                                        std::vector<uint32_t> weights = {}) {
+  std::vector<config::ReplicaEntry> v;
   for (size_t i = 0; i < n; ++i) {
-    v.push_back({"10.0.0." + std::to_string(i + 1), static_cast<uint16_t>(base)});
+    v.push_back({{"10.0.0." + std::to_string(i + 1), static_cast<uint16_t>(base)},
+                 i < weights.size() ? weights[i] : 1});
   }
   return v;
 }
@@ -230,7 +232,8 @@ TEST(BalancerHealth, NoneUpGivesEmptyForEveryPolicy) {
     EXPECT_TRUE(t.choose("/", 3, kT0 + seconds(2)).empty());
     for (const auto& r : t.replicas()) EXPECT_EQ(r.sent_since_probe, 0);
   }
-  Table empty(std::vector<config::HostPort>{}, probe_settings(), balance_settings("consistent"));
+  Table empty(std::vector<config::ReplicaEntry>{}, probe_settings(),
+              balance_settings("consistent"));
   EXPECT_TRUE(empty.choose("/", 3, kT0).empty());
 }
 
@@ -505,22 +508,78 @@ TEST(BalancerPolicy, RoundRobinRotatesOverUpReplicas) {
   for (size_t i : {0, 1, 3}) EXPECT_EQ(t.replicas()[i].redirects_total, 3u);
 }
 
-TEST(BalancerPolicy, RoundRobinIsWeightedByCapacityAndInterleaved) {
+TEST(BalancerPolicy, RoundRobinIgnoresReportedCapacityAndLoad) {
+  // Round-robin does what the operator configured (equal weights here),
+  // whatever the replicas report: measuring is the load-aware policies' job.
   Table t = make(3, "round-robin");
   bring_up(t, {1, 1, 1});
   t.probe_succeeded(0, ms(1), serving(0, 200), kLater);
-  t.probe_succeeded(1, ms(1), serving(0, 100), kLater);
-  t.probe_succeeded(2, ms(1), serving(0, 100), kLater);
+  t.probe_succeeded(1, ms(1), serving(0.9, 100), kLater);
+  t.probe_succeeded(2, ms(1), serving(0, 10), kLater);
   std::vector<size_t> order;
-  for (int k = 0; k < 8; ++k) order.push_back(t.choose("/", 1, kLater)[0].index);
-  // Twice the capacity, twice the clients, in every period of 4 clients
-  // (interleaved: the big one never takes a whole period's clients in a run).
-  for (size_t period = 0; period < 2; ++period) {
-    const auto b = order.begin() + static_cast<std::ptrdiff_t>(4 * period);
-    EXPECT_EQ(std::count(b, b + 4, 0u), 2);
-    EXPECT_EQ(std::count(b, b + 4, 1u), 1);
-    EXPECT_EQ(std::count(b, b + 4, 2u), 1);
-    EXPECT_NE(*b, *(b + 1));
+  for (int k = 0; k < 6; ++k) order.push_back(t.choose("/", 1, kLater)[0].index);
+  EXPECT_EQ(order, (std::vector<size_t>{0, 1, 2, 0, 1, 2}));
+}
+
+TEST(BalancerPolicy, RoundRobinFollowsConfiguredWeightsInterleaved) {
+  Table t(addrs(3, 33000, {4, 2, 1}), probe_settings(), balance_settings("round-robin"), 1);
+  bring_up(t, {1, 1, 1});
+  EXPECT_EQ(t.replicas()[0].weight, 4u);
+  std::vector<size_t> order;
+  for (int k = 0; k < 14; ++k) order.push_back(t.choose("/", 1, kLater)[0].index);
+  // Smooth WRR for 4:2:1: every period of 7 gives 4/2/1, and the heavy one
+  // never takes two in a row.
+  const std::vector<size_t> period = {0, 1, 0, 2, 0, 1, 0};
+  std::vector<size_t> twice = period;
+  twice.insert(twice.end(), period.begin(), period.end());
+  EXPECT_EQ(order, twice);
+  EXPECT_EQ(t.replicas()[0].redirects_total, 8u);
+  EXPECT_EQ(t.replicas()[1].redirects_total, 4u);
+  EXPECT_EQ(t.replicas()[2].redirects_total, 2u);
+  // rank() answers the same question without moving the rotation.
+  const auto r1 = t.rank("/", 3, kLater), r2 = t.rank("/", 3, kLater);
+  ASSERT_EQ(r1.size(), 3u);
+  EXPECT_EQ(r1[0].index, r2[0].index);
+  EXPECT_EQ(t.choose("/", 1, kLater)[0].index, r1[0].index);
+}
+
+TEST(BalancerPolicy, RoundRobinWeightsOfTheUpReplicasOnly) {
+  Table t(addrs(3, 33000, {5, 2, 1}), probe_settings(), balance_settings("round-robin"), 1);
+  bring_up(t, {1, 1, 1});
+  t.probe_failed(0, "x", kT0 + seconds(1));
+  t.probe_failed(0, "x", kT0 + seconds(1));
+  ASSERT_EQ(t.replicas()[0].health, Health::Down);
+  const auto counts = burst(t, 30);
+  EXPECT_EQ(counts, (std::vector<size_t>{0, 20, 10}));
+}
+
+TEST(BalancerPolicy, RoundRobinTakesNewWeightsOnReconfigure) {
+  Table t = make(2, "round-robin");
+  bring_up(t, {1, 1});
+  EXPECT_EQ(burst(t, 4), (std::vector<size_t>{2, 2}));
+  t.reconfigure(addrs(2, 33000, {1, 3}), probe_settings(), balance_settings("round-robin"));
+  EXPECT_EQ(t.replicas()[1].weight, 3u);
+  EXPECT_EQ(t.replicas()[1].health, Health::Up);  // state kept, weight changed
+  EXPECT_EQ(burst(t, 8), (std::vector<size_t>{2, 6}));
+}
+
+TEST(BalancerPolicy, WeightsDoNotSteerTheLoadAwarePolicies) {
+  // The same table with and without weights chooses the same for every
+  // policy but round-robin.
+  for (const char* policy : {"best", "least-loaded", "p2c", "consistent"}) {
+    SCOPED_TRACE(policy);
+    Table a(addrs(3), probe_settings(), balance_settings(policy), 3);
+    Table b(addrs(3, 33000, {100, 1, 7}), probe_settings(), balance_settings(policy), 3);
+    for (Table* t : {&a, &b}) {
+      bring_up(*t, {1, 2, 3});
+      t->probe_succeeded(0, ms(1), serving(0.2, 40), kLater);
+      t->probe_succeeded(1, ms(2), serving(0.1, 20), kLater);
+      t->probe_succeeded(2, ms(3), serving(0.0, 10), kLater);
+    }
+    for (int k = 0; k < 50; ++k) {
+      const std::string path = "/f/" + std::to_string(k);
+      EXPECT_EQ(a.choose(path, 1, kLater)[0].index, b.choose(path, 1, kLater)[0].index);
+    }
   }
 }
 
@@ -626,7 +685,7 @@ TEST(BalancerConsistent, RemovingAReplicaMovesOnlyItsShare) {
   bring_up(t, {1, 2, 3, 4, 5});
   const auto before = owners(t, 4000);
   auto fewer = addrs(5);
-  const std::string removed = fewer[2].host;
+  const std::string removed = fewer[2].address.host;
   fewer.erase(fewer.begin() + 2);
   t.reconfigure(fewer, probe_settings(), balance_settings("consistent", 1000));
   ASSERT_EQ(t.up_count(), 4u);  // state kept
@@ -651,7 +710,7 @@ TEST(BalancerConsistent, AddingAReplicaMovesPathsOnlyToIt) {
   t.reconfigure(addrs(5), probe_settings(), balance_settings("consistent", 1000));
   bring_up(t, {1, 1, 1, 1, 1}, kT0);  // the new one comes up (long before kLater)
   const auto after = owners(t, 4000);
-  const std::string added = addrs(5)[4].host;
+  const std::string added = addrs(5)[4].address.host;
   int moved = 0;
   for (const auto& [path, host] : before) {
     if (after.at(path) != host) {
@@ -754,11 +813,11 @@ TEST(BalancerReconfigure, KeepsStateOfReplicasThatStay) {
   t.choose("/", 1, kLater);
   const auto a1 = t.replicas()[1].address;
   const double rtt1 = *t.replicas()[1].rtt_ms;
-  std::vector<config::HostPort> next = {addrs(3)[2], config::HostPort{"10.9.9.9", 8080}, a1};
+  std::vector<config::ReplicaEntry> next = {addrs(3)[2], {{"10.9.9.9", 8080}}, {a1}};
   t.reconfigure(next, probe_settings(), balance_settings("round-robin"));
   EXPECT_EQ(t.policy(), Policy::RoundRobin);
   ASSERT_EQ(t.replicas().size(), 3u);
-  EXPECT_EQ(t.replicas()[0].address, addrs(3)[2]);
+  EXPECT_EQ(t.replicas()[0].address, addrs(3)[2].address);
   EXPECT_EQ(t.replicas()[0].health, Health::Up);
   EXPECT_DOUBLE_EQ(*t.replicas()[0].rtt_ms, 9.0);
   EXPECT_EQ(t.replicas()[1].address.host, "10.9.9.9");
@@ -769,7 +828,7 @@ TEST(BalancerReconfigure, KeepsStateOfReplicasThatStay) {
   EXPECT_DOUBLE_EQ(*t.replicas()[2].rtt_ms, rtt1);
   EXPECT_EQ(t.up_count(), 2u);
   // Same host, other port: a different replica.
-  t.reconfigure({config::HostPort{a1.host, 1}}, probe_settings(), balance_settings("p2c"));
+  t.reconfigure({{config::HostPort{a1.host, 1}}}, probe_settings(), balance_settings("p2c"));
   EXPECT_EQ(t.up_count(), 0u);
 }
 

@@ -544,7 +544,7 @@ TEST(Balancer, Defaults) {
   EXPECT_EQ(b.balance.policy, "p2c");
   EXPECT_DOUBLE_EQ(b.balance.hash_load_factor, 1.25);
   ASSERT_EQ(b.replicas.size(), 1U);
-  EXPECT_EQ(b.replicas[0], (HostPort{"a", 33000}));
+  EXPECT_EQ(b.replicas[0].address, (HostPort{"a", 33000}));
   EXPECT_NO_THROW(validate(b, "b.ini"));
 }
 
@@ -558,9 +558,9 @@ TEST(Balancer, EveryKey) {
   EXPECT_EQ(b.server.port, 4000);
   EXPECT_EQ(b.log.level, "warn");
   ASSERT_EQ(b.replicas.size(), 3U);
-  EXPECT_EQ(b.replicas[0], (HostPort{"r1", 4000}));  // [server] port is the default
-  EXPECT_EQ(b.replicas[1], (HostPort{"r2", 5000}));
-  EXPECT_EQ(b.replicas[2], (HostPort{"::1", 6000}));
+  EXPECT_EQ(b.replicas[0].address, (HostPort{"r1", 4000}));  // [server] port is the default
+  EXPECT_EQ(b.replicas[1].address, (HostPort{"r2", 5000}));
+  EXPECT_EQ(b.replicas[2].address, (HostPort{"::1", 6000}));
   EXPECT_EQ(b.probe.interval, milliseconds(2000));
   EXPECT_EQ(b.probe.timeout, milliseconds(300));
   EXPECT_EQ(b.probe.rise, 3U);
@@ -574,7 +574,7 @@ TEST(Balancer, EveryKey) {
 
 TEST(Balancer, PortAfterReplicasStillDefaults) {
   const BalancerSettings b = balancer("[replicas]\nreplica = r1\n[server]\nport = 4000\n");
-  EXPECT_EQ(b.replicas.at(0).port, 4000);
+  EXPECT_EQ(b.replicas.at(0).address.port, 4000);
 }
 
 TEST(Balancer, Policies) {
@@ -612,7 +612,8 @@ TEST(Balancer, BadValues) {
 TEST(Balancer, BareReplicaWithPortZero) {
   const auto msg = error_of([] { balancer("[server]\nport = 0\n[replicas]\nreplica = a\n"); });
   EXPECT_TRUE(Contains(msg, "/etc/cdn/b.ini:4: [replicas] replica: 'a' needs a port"));
-  EXPECT_EQ(balancer("[server]\nport = 0\n[replicas]\nreplica = a:1\n").replicas.at(0).port, 1);
+  EXPECT_EQ(balancer("[server]\nport = 0\n[replicas]\nreplica = a:1\n").replicas.at(0).address.port,
+            1);
 }
 
 TEST(Balancer, DuplicateReplicaNamesBoth) {
@@ -633,9 +634,9 @@ TEST(Balancer, ServersFileRelativeToIniDirectory) {
   const BalancerSettings b = balancer_settings(load_ini(ini));
   EXPECT_EQ(fs::path(b.servers_file), dir.path() / "conf/servers.txt");
   ASSERT_EQ(b.replicas.size(), 3U);
-  EXPECT_EQ(b.replicas[0], (HostPort{"r0", 1}));  // replica= entries come first
-  EXPECT_EQ(b.replicas[1], (HostPort{"10.0.0.1", 4000}));
-  EXPECT_EQ(b.replicas[2], (HostPort{"10.0.0.2", 7000}));
+  EXPECT_EQ(b.replicas[0].address, (HostPort{"r0", 1}));  // replica= entries come first
+  EXPECT_EQ(b.replicas[1].address, (HostPort{"10.0.0.1", 4000}));
+  EXPECT_EQ(b.replicas[2].address, (HostPort{"10.0.0.2", 7000}));
   EXPECT_NO_THROW(validate(b, ini));
 }
 
@@ -644,7 +645,7 @@ TEST(Balancer, ServersFileAbsolute) {
   const auto servers = dir.write("s.txt", "h1:1\n");
   const BalancerSettings b = balancer("[replicas]\nservers_file = " + servers + "\n", "rel.ini");
   EXPECT_EQ(b.servers_file, servers);
-  EXPECT_EQ(b.replicas.at(0), (HostPort{"h1", 1}));
+  EXPECT_EQ(b.replicas.at(0).address, (HostPort{"h1", 1}));
 }
 
 TEST(Balancer, ServersFileProblems) {
@@ -657,7 +658,8 @@ TEST(Balancer, ServersFileProblems) {
 
   const auto servers = dir.write("s.txt", "a:1\n\nnot an address\n");
   msg = error_of([&] { balancer("[replicas]\nservers_file = " + servers + "\n"); });
-  EXPECT_EQ(msg, servers + ":3: 'not an address' is not an address");
+  EXPECT_EQ(msg,
+            servers + ":3: 'not an address': 'an' is not an option (the only one is weight=N)");
 
   const auto dup = dir.write("d.txt", "a:1\n");
   msg = error_of([&] { balancer("[replicas]\nreplica = a:1\nservers_file = " + dup + "\n"); });
@@ -705,21 +707,84 @@ TEST(Servers, SeedFormat) {
       "host.example # trailing comment\n",
       "servers.txt", 33000);
   ASSERT_EQ(v.size(), 4U);
-  EXPECT_EQ(v[0], (HostPort{"10.0.0.1", 33000}));  // bare host takes the default port
-  EXPECT_EQ(v[1], (HostPort{"10.0.0.2", 8000}));
-  EXPECT_EQ(v[2], (HostPort{"::1", 9000}));
-  EXPECT_EQ(v[3], (HostPort{"host.example", 33000}));
+  EXPECT_EQ(v[0].address, (HostPort{"10.0.0.1", 33000}));  // bare host takes the default port
+  EXPECT_EQ(v[1].address, (HostPort{"10.0.0.2", 8000}));
+  EXPECT_EQ(v[2].address, (HostPort{"::1", 9000}));
+  EXPECT_EQ(v[3].address, (HostPort{"host.example", 33000}));
 }
 
 TEST(Servers, EmptyAndErrors) {
   EXPECT_TRUE(parse_servers("", "s", 1).empty());
   EXPECT_TRUE(parse_servers("\n\n# only comments\n", "s", 1).empty());
   EXPECT_EQ(error_of([] { parse_servers("a\nb c\n", "/etc/cdn/servers.txt", 1); }),
-            "/etc/cdn/servers.txt:2: 'b c' is not an address");
+            "/etc/cdn/servers.txt:2: 'b c': 'c' is not an option (the only one is weight=N)");
   EXPECT_EQ(error_of([] { parse_servers("\n\nxx:99999\n", "s.txt", 1); }),
-            "s.txt:3: 'xx:99999' is not an address");
+            "s.txt:3: 'xx:99999' is not an address (use host, host:port or [v6]:port)");
   EXPECT_TRUE(
       Contains(error_of([] { parse_servers("a\n", "s.txt", 0); }), "s.txt:1: 'a' has no port"));
+}
+
+TEST(Servers, Weights) {
+  const auto v = parse_servers(
+      "10.0.0.1 weight=4\n"
+      "10.0.0.2:8000\tWEIGHT=1000  # the most\n"
+      "[::1]:9000\n",
+      "servers.txt", 33000);
+  ASSERT_EQ(v.size(), 3U);
+  EXPECT_EQ(v[0], (ReplicaEntry{{"10.0.0.1", 33000}, 4}));
+  EXPECT_EQ(v[1], (ReplicaEntry{{"10.0.0.2", 8000}, 1000}));
+  EXPECT_EQ(v[2], (ReplicaEntry{{"::1", 9000}, 1}));  // default weight
+  for (const char* w : {"0", "1001", "-1", "x", "", "1.5", "4x"}) {
+    EXPECT_EQ(error_of([&] { parse_servers(std::string("a weight=") + w, "s.txt", 1); }),
+              std::string("s.txt:1: 'a weight=") + w + "': weight '" + w +
+                  "' is not a whole number from 1 to 1000")
+        << w;
+  }
+  EXPECT_EQ(error_of([] { parse_servers("\na weight=2 weight=3\n", "s.txt", 1); }),
+            "s.txt:2: 'a weight=2 weight=3': weight is given twice");
+  EXPECT_EQ(error_of([] { parse_servers("a weight 2\n", "s.txt", 1); }),
+            "s.txt:1: 'a weight 2': 'weight' is not an option (the only one is weight=N)");
+  EXPECT_EQ(error_of([] { parse_servers("a backup=1\n", "s.txt", 1); }),
+            "s.txt:1: 'a backup=1': 'backup=1' is not an option (the only one is weight=N)");
+}
+
+TEST(Servers, ReplicaEntry) {
+  EXPECT_EQ(parse_replica_entry("  h:5 weight=7 ", 1), (ReplicaEntry{{"h", 5}, 7}));
+  EXPECT_EQ(parse_replica_entry("h", 0), (ReplicaEntry{{"h", 0}, 1}));  // caller refuses port 0
+  EXPECT_EQ(error_of([] { parse_replica_entry("", 1); }),
+            "'' is not an address (use host, host:port or [v6]:port)");
+  EXPECT_EQ(error_of([] { parse_replica_entry("h:x weight=2", 1); }),
+            "'h:x' is not an address (use host, host:port or [v6]:port)");
+}
+
+TEST(Balancer, ReplicaWeights) {
+  TempDir dir;
+  const auto servers = dir.write("s.txt", "s1 weight=3\ns2\n");
+  const BalancerSettings b = balancer(
+      "[replicas]\nreplica = r1:1 weight=40\nreplica = r2:1\nservers_file = " + servers + "\n");
+  ASSERT_EQ(b.replicas.size(), 4U);
+  EXPECT_EQ(b.replicas[0], (ReplicaEntry{{"r1", 1}, 40}));
+  EXPECT_EQ(b.replicas[1], (ReplicaEntry{{"r2", 1}, 1}));
+  EXPECT_EQ(b.replicas[2], (ReplicaEntry{{"s1", 33000}, 3}));
+  EXPECT_EQ(b.replicas[3], (ReplicaEntry{{"s2", 33000}, 1}));
+  EXPECT_NO_THROW(validate(b, "b.ini"));
+
+  auto msg = error_of([] { balancer("[replicas]\nreplica = a:1\nreplica = b:1 weight=0\n"); });
+  EXPECT_EQ(msg,
+            "/etc/cdn/b.ini:3: [replicas] replica: 'b:1 weight=0': weight '0' is not a whole "
+            "number from 1 to 1000");
+  msg = error_of([] { balancer("[replicas]\nreplica = b:1 wieght=2\n"); });
+  EXPECT_EQ(msg,
+            "/etc/cdn/b.ini:2: [replicas] replica: 'b:1 wieght=2': 'wieght=2' is not an option "
+            "(the only one is weight=N)");
+  // The same address with another weight is still listed twice.
+  msg = error_of([] { balancer("[replicas]\nreplica = a:1 weight=2\nreplica = a:1 weight=3\n"); });
+  EXPECT_TRUE(Contains(msg, "/etc/cdn/b.ini:3: replica a:1 is listed twice")) << msg;
+
+  BalancerSettings c = balancer("[replicas]\nreplica = a:1\n");
+  c.replicas[0].weight = 0;  // e.g. built by hand, not parsed
+  EXPECT_EQ(error_of([&] { validate(c, "b.ini"); }),
+            "b.ini: [replicas]: replica a:1 has weight 0 (use 1 to 1000)");
 }
 
 TEST(Servers, LoadMissing) {
@@ -745,8 +810,8 @@ TEST(Examples, EveryExampleFileParsesAndValidates) {
 
   const auto s = load_servers((etc / "servers.txt").string(), 33000);
   ASSERT_EQ(s.size(), 3U);
-  EXPECT_EQ(s[0], (HostPort{"127.0.0.1", 33001}));
-  EXPECT_EQ(s[2], (HostPort{"127.0.0.1", 33003}));
+  EXPECT_EQ(s[0].address, (HostPort{"127.0.0.1", 33001}));
+  EXPECT_EQ(s[2].address, (HostPort{"127.0.0.1", 33003}));
 }
 
 // Every key a daemon accepts appears in its example (commented or not), and
