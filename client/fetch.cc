@@ -11,7 +11,9 @@
 #include <charconv>
 #include <cstring>
 #include <deque>
+#include <memory>
 
+#include "client/sink.hpp"
 #include "common/digest/digest.hpp"
 #include "common/http/message.hpp"
 #include "common/net/address.hpp"
@@ -255,8 +257,8 @@ class Fetcher {
       return false;
     }
     written_ = 0;
-    if (tmp_fd_ >= 0 && ftruncate(tmp_fd_, 0) != 0) {
-      write_error_ = std::strerror(errno);
+    if (sink_ && !sink_->restart()) {
+      write_error_ = std::strerror(sink_->error());
       return false;
     }
     return true;
@@ -292,11 +294,27 @@ class Fetcher {
       tmp_path_.clear();
       return false;
     }
+    sink_ = std::make_unique<FileSink>(tmp_fd_);
     return true;
   }
 
   bool on_body(std::string_view piece) {
     if (mode_ != Mode::Body) return true;  // a redirect's or error's text: ignored
+    if (sink_) {
+      if (!sink_->append(piece)) {
+        write_error_ = "cannot write " + opt_.output + ": " + std::strerror(sink_->error());
+        return false;
+      }
+    } else if (!write_stdout(piece)) {
+      return false;
+    }
+    EVP_DigestUpdate(sha_, piece.data(), piece.size());
+    written_ += piece.size();
+    return true;
+  }
+
+  // Standard output gets every piece at once: a reader downstream waits.
+  bool write_stdout(std::string_view piece) {
     const char* p = piece.data();
     size_t left = piece.size();
     while (left > 0) {
@@ -309,8 +327,6 @@ class Fetcher {
       p += n;
       left -= static_cast<size_t>(n);
     }
-    EVP_DigestUpdate(sha_, piece.data(), piece.size());
-    written_ += piece.size();
     return true;
   }
 
@@ -427,6 +443,11 @@ class Fetcher {
         finish(kWriteFailed, write_error_);
         return;
       }
+      if (!sink_->finish()) {
+        finish(kWriteFailed, "cannot write " + opt_.output + ": " + std::strerror(sink_->error()));
+        return;
+      }
+      sink_.reset();  // its thread is done with the descriptor
       const mode_t mask = umask(0);
       umask(mask);
       if (fchmod(tmp_fd_, 0666 & ~mask) != 0 || fsync(tmp_fd_) != 0 || ::close(tmp_fd_) != 0) {
@@ -447,6 +468,7 @@ class Fetcher {
   }
 
   void discard_temp() {
+    sink_.reset();  // joins the writer before its descriptor goes
     if (tmp_fd_ >= 0 && tmp_fd_ != STDOUT_FILENO) ::close(tmp_fd_);
     tmp_fd_ = -1;
     if (!tmp_path_.empty()) ::unlink(tmp_path_.c_str());
@@ -473,6 +495,7 @@ class Fetcher {
 
   int tmp_fd_ = -1;
   std::string tmp_path_;
+  std::unique_ptr<FileSink> sink_;  // writes tmp_fd_; none for standard output
   EVP_MD_CTX* sha_ = nullptr;
   uint64_t written_ = 0;
   uint64_t expected_total_ = UINT64_MAX;

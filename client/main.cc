@@ -90,7 +90,8 @@ int main(int argc, char** argv) {
   const auto result = cdn::get::fetch(opt);
   if (result.exit_code == cdn::get::kOk) {
     spdlog::info("{}", result.message);
-    if (!quiet) std::printf("%s\n", result.message.c_str());
+    // With -o - standard output is the file: the message must not join it.
+    if (!quiet) std::fprintf(opt.output == "-" ? stderr : stdout, "%s\n", result.message.c_str());
     return 0;
   }
   spdlog::error("{}", result.message);

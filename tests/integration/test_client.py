@@ -1,10 +1,13 @@
 """cdn-get: both command-line forms, its exit codes, waiting for a replica,
 and never leaving a half-written file."""
 
+import os
 import re
 import subprocess
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +16,10 @@ from conftest import DEFAULT_PAGE
 from fake_replica import FakeReplica
 
 BODY = b"0123456789abcdef" * 4096 + b"tail\n"  # 64 KiB + 5
+# Several of cdn-get's 1 MiB write blocks and a tail that is neither a block
+# nor a page; distinct bytes everywhere, so a block written twice or at the
+# wrong offset shows.
+BIG = os.urandom(3 * 1024 * 1024 + 4096 + 123)
 
 
 @pytest.fixture
@@ -80,6 +87,58 @@ def test_default_output_name(cdn, workdir, path, expected):
     want = BODY if expected == "y.txt" else DEFAULT_PAGE
     assert (workdir / expected).read_bytes() == want
     assert listing(workdir) == [expected]
+
+
+def shm_dir():
+    """A fresh directory on tmpfs (page cache only), when the machine has one."""
+    if not os.path.isdir("/dev/shm") or not os.access("/dev/shm", os.W_OK):
+        pytest.skip("no writable /dev/shm")
+    return Path(tempfile.mkdtemp(prefix="cdn-get-", dir="/dev/shm"))
+
+
+@pytest.mark.parametrize("where", ["workdir", "tmpfs"])
+def test_large_file_is_whole_and_replaces_the_old_one(cdn, workdir, where):
+    """Bodies of several write blocks (written off the event loop) arrive whole,
+    replace an existing file, and leave no temporary file, on a disk and on tmpfs."""
+    r = cdn.replica({"big.bin": BIG, "small.bin": BIG[:5000]})
+    b = cdn.balancer([r])
+    cdn.wait_up(b, 1)
+    out = workdir if where == "workdir" else shm_dir()
+    try:
+        (out / "big.bin").write_bytes(b"old content\n")
+        os.chmod(out / "big.bin", 0o600)
+        res = run_get([b.url("/big.bin"), "-o", out / "big.bin"], cwd=workdir)
+        assert res.returncode == 0, describe_run(res)
+        assert (out / "big.bin").read_bytes() == BIG
+        assert re.search(rf"\b{len(BIG)}\b", res.stdout), res.stdout
+        # A new file, not the old one rewritten: the umask's mode, not 0600.
+        mask = os.umask(0)
+        os.umask(mask)
+        assert (out / "big.bin").stat().st_mode & 0o777 == 0o666 & ~mask
+        # A shorter body over a longer file leaves nothing of the longer one.
+        res = run_get([b.url("/small.bin"), "-o", out / "big.bin"], cwd=workdir)
+        assert res.returncode == 0, describe_run(res)
+        assert (out / "big.bin").read_bytes() == BIG[:5000]
+        assert listing(out) == ["big.bin"]
+    finally:
+        if where == "tmpfs":
+            for p in out.iterdir():
+                p.unlink()
+            out.rmdir()
+
+
+def test_large_file_to_standard_output(cdn, workdir):
+    """-o - streams the bytes as they come; the 'saved' line goes to stderr so
+    that it never mixes with the content."""
+    r = cdn.replica({"big.bin": BIG})
+    b = cdn.balancer([r])
+    cdn.wait_up(b, 1)
+    res = subprocess.run([str(CDN_GET), b.url("/big.bin"), "-o", "-"], cwd=workdir,
+                         stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == BIG
+    assert b"saved -" in res.stderr
+    assert listing(workdir) == []
 
 
 def test_quiet_prints_nothing(cdn, workdir):
@@ -194,8 +253,9 @@ def test_waits_for_a_replica_to_come_up(cdn, workdir):
     assert started["replica"].address in out
 
 
-def test_every_replica_fails_is_4_and_no_partial_file(cdn, workdir, fakes):
-    fs = [fakes("truncate"), fakes("truncate")]
+@pytest.mark.parametrize("body", [BODY, BIG], ids=["64KiB", "3MiB"])
+def test_every_replica_fails_is_4_and_no_partial_file(cdn, workdir, fakes, body):
+    fs = [fakes("truncate", body=body), fakes("truncate", body=body)]
     b = cdn.balancer([f.address for f in fs], extra={"balance": {"fallbacks": 1}})
     cdn.wait_up(b, 2)
     (workdir / "keep.html").write_bytes(b"old content\n")
@@ -210,15 +270,17 @@ def test_every_replica_fails_is_4_and_no_partial_file(cdn, workdir, fakes):
     assert listing(workdir) == ["keep.html"]
 
 
-def test_interrupted_download_resumes_on_the_next_replica(cdn, workdir, fakes):
+@pytest.mark.parametrize("body", [BODY, BIG], ids=["64KiB", "3MiB"])
+def test_interrupted_download_resumes_on_the_next_replica(cdn, workdir, fakes, body):
     """A replica breaks off halfway: cdn-get asks the next one for the rest only
-    (Range + If-Range with the same strong ETag) and the file comes out whole."""
+    (Range + If-Range with the same strong ETag) and the file comes out whole.
+    With BIG the break falls inside a write block, at an unaligned offset."""
     import json
     import urllib.parse
-    live = cdn.replica({"big.bin": BODY}, name="live", extra={"content": {"capacity": 4}})
+    live = cdn.replica({"big.bin": body}, name="live", extra={"content": {"capacity": 4}})
     status, h, _ = live.get("/big.bin")
     assert status == 200
-    f = fakes("truncate", etag=h["ETag"])
+    f = fakes("truncate", body=body, etag=h["ETag"])
     held = [live.connection() for _ in range(2)]  # live looks busy: the fake goes first
     for c in held:
         c.request("GET", "/big.bin")
@@ -234,8 +296,8 @@ def test_interrupted_download_resumes_on_the_next_replica(cdn, workdir, fakes):
         res = run_get([b.url("/big.bin"), "-o", "big.bin", "--timeout", "5s", "-v"],
                       cwd=workdir)
         assert res.returncode == 0, describe_run(res)
-        assert (workdir / "big.bin").read_bytes() == BODY
-        assert f"resuming at byte {len(BODY) // 2}" in res.stderr, describe_run(res)
+        assert (workdir / "big.bin").read_bytes() == body
+        assert f"resuming at byte {len(body) // 2}" in res.stderr, describe_run(res)
         assert f.content_requests == 1
         assert listing(workdir) == ["big.bin"]
     finally:
@@ -243,8 +305,9 @@ def test_interrupted_download_resumes_on_the_next_replica(cdn, workdir, fakes):
             c.close()
 
 
-def test_digest_mismatch_is_5(cdn, workdir, fakes):
-    f = fakes("bad-digest")
+@pytest.mark.parametrize("body", [BODY, BIG], ids=["64KiB", "3MiB"])
+def test_digest_mismatch_is_5(cdn, workdir, fakes, body):
+    f = fakes("bad-digest", body=body)
     b = cdn.balancer([f.address])
     cdn.wait_up(b, 1)
     res = run_get([b.url("/page.html"), "-o", "bad.html", "--timeout", "5s"], cwd=workdir)
