@@ -1,6 +1,7 @@
 #include "client/fetch.hpp"
 
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -115,9 +116,25 @@ std::string basename_of(const std::string& path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
+// False only when the directory's storage reported an error. A directory we
+// may not open for reading, or a file system that cannot sync directories,
+// leaves nothing more that we could do.
+bool sync_directory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return true;
+  const bool ok = fsync(fd) == 0 || errno == EINVAL || errno == EROFS;
+  const int saved = errno;
+  ::close(fd);
+  errno = saved;
+  return ok;
+}
+
 class Fetcher {
  public:
   explicit Fetcher(const Options& o) : opt_(o) {
+    // SHA-256 from the default provider is all we use: reading and parsing
+    // the system's openssl.cnf (TLS policy, engines) would only cost start-up time.
+    OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG, nullptr);
     uv_loop_init(&loop_);
     sha_ = EVP_MD_CTX_new();
   }
@@ -461,6 +478,13 @@ class Fetcher {
         return;
       }
       tmp_path_.clear();
+      // The new name is durable only once its directory is: without this a
+      // crash right after "saved" may bring back the old file, or none.
+      if (!sync_directory(dirname_of(opt_.output))) {
+        finish(kWriteFailed,
+               "cannot sync the directory of " + opt_.output + ": " + std::strerror(errno));
+        return;
+      }
     }
     result_.bytes = written_;
     result_.replica = name;

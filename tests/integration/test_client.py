@@ -3,6 +3,7 @@ and never leaving a half-written file."""
 
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -139,6 +140,43 @@ def test_large_file_to_standard_output(cdn, workdir):
     assert res.stdout == BIG
     assert b"saved -" in res.stderr
     assert listing(workdir) == []
+
+
+def test_saved_means_durable(cdn, workdir):
+    """The order that makes "saved" survive a crash: the temp file is fsynced,
+    then renamed, then its directory is fsynced (watched with strace)."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("no strace")
+    r = cdn.replica({"big.bin": BIG})
+    b = cdn.balancer([r])
+    cdn.wait_up(b, 1)
+    out = workdir / "sub"
+    out.mkdir()
+    trace = workdir / "trace"
+    res = subprocess.run([strace, "-f", "-qq", "-o", str(trace), "-e",
+                          "trace=openat,fsync,rename,renameat,renameat2",
+                          str(CDN_GET), b.url("/big.bin"), "-o", "sub/big.bin"],
+                         cwd=workdir, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         timeout=60)
+    if res.returncode != 0 and "ptrace" in res.stderr:
+        pytest.skip("strace cannot trace here: " + res.stderr.strip())
+    assert res.returncode == 0, describe_run(res)
+    assert (out / "big.bin").read_bytes() == BIG
+    calls = [line.split(None, 1)[1] for line in trace.read_text().splitlines()]
+    opened = {}  # descriptor -> what it was last opened for (numbers are reused)
+    steps = []
+    for c in calls:
+        m = re.search(r"= (\d+)$", c)
+        if c.startswith("openat(") and m:
+            opened[m.group(1)] = ("file" if ".big.bin.cdn-get." in c else
+                                  "dir" if '"sub"' in c and "O_DIRECTORY" in c else "other")
+        elif c.startswith("fsync("):
+            fd = re.match(r"fsync\((\d+)\)", c).group(1)
+            steps.append("fsync " + opened.get(fd, "?"))
+        elif c.startswith("rename") and "sub/big.bin" in c:
+            steps.append("rename")
+    assert steps == ["fsync file", "rename", "fsync dir"], calls
 
 
 def test_quiet_prints_nothing(cdn, workdir):
