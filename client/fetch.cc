@@ -1,8 +1,6 @@
 #include "client/fetch.hpp"
 
 #include <fcntl.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,6 +12,7 @@
 #include <deque>
 #include <memory>
 
+#include "client/sha256.hpp"
 #include "client/sink.hpp"
 #include "common/digest/digest.hpp"
 #include "common/http/message.hpp"
@@ -131,17 +130,8 @@ bool sync_directory(const std::string& dir) {
 
 class Fetcher {
  public:
-  explicit Fetcher(const Options& o) : opt_(o) {
-    // SHA-256 from the default provider is all we use: reading and parsing
-    // the system's openssl.cnf (TLS policy, engines) would only cost start-up time.
-    OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG, nullptr);
-    uv_loop_init(&loop_);
-    sha_ = EVP_MD_CTX_new();
-  }
-  ~Fetcher() {
-    EVP_MD_CTX_free(sha_);
-    discard_temp();
-  }
+  explicit Fetcher(const Options& o) : opt_(o) { uv_loop_init(&loop_); }
+  ~Fetcher() { discard_temp(); }
 
   Result run() {
     deadline_ = Clock::now() + opt_.wait;
@@ -286,7 +276,7 @@ class Fetcher {
       mode_ = Mode::Reject;
       return;
     }
-    EVP_DigestInit_ex(sha_, EVP_sha256(), nullptr);
+    sha_.reset();
     written_ = 0;
     mode_ = Mode::Body;
     expected_total_ = r.content_length.value_or(UINT64_MAX);
@@ -325,7 +315,7 @@ class Fetcher {
     } else if (!write_stdout(piece)) {
       return false;
     }
-    EVP_DigestUpdate(sha_, piece.data(), piece.size());
+    sha_.update(piece);
     written_ += piece.size();
     return true;
   }
@@ -402,10 +392,8 @@ class Fetcher {
       return;
     }
     if (!expected_digest_.empty()) {
-      unsigned char md[EVP_MAX_MD_SIZE];
-      unsigned len = 0;
-      EVP_DigestFinal_ex(sha_, md, &len);
-      const std::string got = digest::repr_digest_sha256(md, len);
+      const auto md = sha_.finish();
+      const std::string got = digest::repr_digest_sha256(md.data(), md.size());
       if (got != expected_digest_) {
         ++verify_failures_;
         restart_download();
@@ -520,7 +508,7 @@ class Fetcher {
   int tmp_fd_ = -1;
   std::string tmp_path_;
   std::unique_ptr<FileSink> sink_;  // writes tmp_fd_; none for standard output
-  EVP_MD_CTX* sha_ = nullptr;
+  Sha256 sha_;
   uint64_t written_ = 0;
   uint64_t expected_total_ = UINT64_MAX;
   std::string expected_digest_;
