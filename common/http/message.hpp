@@ -3,6 +3,7 @@
 // connection (clear() keeps capacity), so steady-state parsing allocates nothing.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -17,8 +18,22 @@ struct Header {
   std::string value;  // leading/trailing whitespace trimmed
 };
 
+namespace detail {
+// One bit per byte value: set for tchar. A table, because the parser and the
+// head writer ask once per byte of every method and header name.
+constexpr std::array<bool, 256> make_tchar_table() {
+  std::array<bool, 256> t{};
+  for (int c = '0'; c <= '9'; ++c) t[static_cast<size_t>(c)] = true;
+  for (int c = 'a'; c <= 'z'; ++c) t[static_cast<size_t>(c)] = true;
+  for (int c = 'A'; c <= 'Z'; ++c) t[static_cast<size_t>(c)] = true;
+  for (unsigned char c : std::string_view("!#$%&'*+-.^_`|~")) t[c] = true;
+  return t;
+}
+inline constexpr std::array<bool, 256> kTchar = make_tchar_table();
+}  // namespace detail
+
 // RFC 9110 tchar: the characters of a token (method, header name).
-bool is_token_char(unsigned char c) noexcept;
+constexpr bool is_token_char(unsigned char c) noexcept { return detail::kTchar[c]; }
 
 // Case-insensitive ASCII comparison for header names and tokens.
 bool iequals(std::string_view a, std::string_view b) noexcept;

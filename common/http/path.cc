@@ -1,7 +1,7 @@
 #include "common/http/path.hpp"
 
 #include <array>
-#include <vector>
+#include <cstring>
 
 #include "common/http/message.hpp"
 
@@ -56,36 +56,42 @@ std::optional<std::string> normalize_path(std::string_view target) {
     if (c < 0x20 || c == 0x7f || c == '\\') return std::nullopt;
   }
 
-  std::vector<std::string_view> segments;
+  // Dot segments are resolved in place: the result is never longer than the
+  // decoded path (each kept segment keeps the '/' before it), so `decoded`
+  // is rewritten front to back and no second buffer is needed. `w` is the end
+  // of the result, `depth` its number of segments.
+  std::string& out = decoded;
+  const size_t n = decoded.size();
+  size_t w = 1;  // decoded[0] == '/' (an encoded leading slash is impossible: raw starts with '/')
+  size_t depth = 0;
   bool trailing_slash = false;
-  size_t pos =
-      1;  // decoded[0] == '/' (an encoded leading slash is impossible: raw starts with '/')
-  while (pos <= decoded.size()) {
+  size_t pos = 1;
+  while (pos <= n) {
     size_t slash = decoded.find('/', pos);
-    if (slash == std::string::npos) slash = decoded.size();
-    const std::string_view seg(decoded.data() + pos, slash - pos);
-    const bool last = slash == decoded.size();
-    if (seg.empty() || seg == ".") {
+    if (slash == std::string::npos) slash = n;
+    const size_t len = slash - pos;
+    const bool last = slash == n;
+    if (len == 0 || (len == 1 && decoded[pos] == '.')) {
       // "//" collapses; "/a/." names the directory "/a/".
       trailing_slash = last;
-    } else if (seg == "..") {
-      if (segments.empty()) return std::nullopt;  // would climb above the root
-      segments.pop_back();
+    } else if (len == 2 && decoded[pos] == '.' && decoded[pos + 1] == '.') {
+      if (depth == 0) return std::nullopt;  // would climb above the root
+      const size_t prev = out.rfind('/', w - 1);
+      w = prev == 0 ? 1 : prev;
+      --depth;
       trailing_slash = last;
     } else {
-      segments.push_back(seg);
+      if (depth > 0) out[w++] = '/';
+      if (w != pos) std::memmove(out.data() + w, out.data() + pos, len);  // w < pos: left
+      w += len;
+      ++depth;
       trailing_slash = false;
     }
     pos = slash + 1;
   }
-
-  std::string out = "/";
-  for (size_t i = 0; i < segments.size(); ++i) {
-    if (i != 0) out.push_back('/');
-    out.append(segments[i]);
-  }
-  if (trailing_slash && !segments.empty()) out.push_back('/');
-  return out;
+  if (trailing_slash && depth > 0) out[w++] = '/';
+  out.resize(w);
+  return std::move(out);
 }
 
 std::string_view query_of(std::string_view target) {
@@ -115,9 +121,14 @@ std::optional<std::string> query_param(std::string_view query, std::string_view 
 }
 
 std::string encode_path(std::string_view path) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
   std::string out;
-  out.reserve(path.size());
+  append_encoded_path(out, path);
+  return out;
+}
+
+void append_encoded_path(std::string& out, std::string_view path) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  out.reserve(out.size() + path.size());
   for (unsigned char c : path) {
     const bool unreserved = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
                             (c >= 'A' && c <= 'Z') || c == '-' || c == '.' || c == '_' ||
@@ -130,7 +141,6 @@ std::string encode_path(std::string_view path) {
       out.push_back(kHex[c & 0xf]);
     }
   }
-  return out;
 }
 
 std::string_view mime_type(std::string_view filename) {

@@ -20,6 +20,8 @@ std::string_view query_of(std::string_view target);
 std::optional<std::string> query_param(std::string_view query, std::string_view name);
 // %-encode a path for use in a URL (keeps unreserved characters and '/').
 std::string encode_path(std::string_view path);
+// The same, appended to `out` (a reused buffer allocates nothing).
+void append_encoded_path(std::string& out, std::string_view path);
 
 // Content-Type for a file name by its extension ("text/html; charset=utf-8"),
 // "application/octet-stream" when unknown.

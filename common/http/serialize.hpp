@@ -18,6 +18,12 @@ class HeadWriter {
   // Rejects (skips, returns false through ok()) names/values with CR, LF or NUL.
   HeadWriter& header(std::string_view name, std::string_view value);
   HeadWriter& header(std::string_view name, uint64_t value);
+  // Header lines ("Name: value\r\n"...) built earlier by a HeadWriter, e.g.
+  // the ones every response repeats: copied as they are, not checked again.
+  HeadWriter& prebuilt(std::string_view lines) {
+    out_.append(lines);
+    return *this;
+  }
   // Terminating empty line.
   HeadWriter& end();
   bool ok() const { return ok_; }

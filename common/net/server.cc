@@ -32,6 +32,8 @@ constexpr size_t kWakeChunk = 32 * 1024;
 constexpr size_t kSendfileMax = 1 << 30;
 constexpr uint64_t kNever = UINT64_MAX;
 constexpr size_t kReadBuffer = 64 * 1024;
+// Bodies up to this size without an owner are copied into the head's buffer.
+constexpr size_t kInlineBody = 4096;
 
 constexpr std::string_view kRejectResponse =
     "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
@@ -152,8 +154,7 @@ http::HeadWriter& Exchange::begin(int status) {
   c.current_ = c.take_write();
   c.writer_.emplace(c.current_->head);
   c.writer_->status_line(status);
-  c.writer_->header("Date", c.server_.date_header());
-  c.writer_->header("Server", c.server_.options_.server_header);
+  c.writer_->prebuilt(c.server_.common_headers());
   const auto& req = c.parser_.request();
   // A drain or a half-close may have begun since the request arrived (e.g.
   // while a deferred answer was pending): say so in this response.
@@ -173,20 +174,33 @@ void Exchange::finish(std::string_view body, std::shared_ptr<const void> owner) 
   if (c.current_ == nullptr || c.finished_) return;
   c.writer_->end();
   WriteReq* w = c.current_;
-  c.current_ = nullptr;
-  c.finished_ = true;
-  w->bufs[0] = uv_buf_init(w->head.data(), static_cast<unsigned>(w->head.size()));
-  w->nbufs = 1;
   if (!is_head() && !body.empty()) {
-    if (owner) {
+    if (!owner && body.size() <= kInlineBody) {
+      // Small bodies (redirects, errors, JSON) go in the head's buffer: one
+      // buffer to write, and no allocation once the buffer has grown.
+      w->head.append(body);
+    } else if (owner) {
       w->owner = std::move(owner);
       w->bufs[1] = uv_buf_init(const_cast<char*>(body.data()), static_cast<unsigned>(body.size()));
+      w->nbufs = 2;
     } else {
       w->body_copy.assign(body);
       w->bufs[1] = uv_buf_init(w->body_copy.data(), static_cast<unsigned>(w->body_copy.size()));
+      w->nbufs = 2;
     }
-    w->nbufs = 2;
   }
+  finish_prepared();
+}
+
+// The head (ended, with any inline body) is in current_->head, and bufs[1]
+// holds a separate body when nbufs is 2: send it.
+void Exchange::finish_prepared() {
+  Connection& c = conn_;
+  WriteReq* w = c.current_;
+  c.current_ = nullptr;
+  c.finished_ = true;
+  w->bufs[0] = uv_buf_init(w->head.data(), static_cast<unsigned>(w->head.size()));
+  if (w->nbufs == 0) w->nbufs = 1;
   c.submit(w);
   if (c.deferred_ && !c.in_handler_) c.answered();
 }
@@ -240,6 +254,14 @@ void Exchange::reply(int status, std::string_view text,
   h.header("Content-Type", "text/plain; charset=utf-8");
   for (const auto& [name, value] : headers) h.header(name, value);
   h.header("Content-Length", static_cast<uint64_t>(text.size() + 1));
+  Connection& c = conn_;
+  if (text.size() < kInlineBody && c.current_ != nullptr && !c.finished_) {
+    // The text and its newline straight after the head (see finish()).
+    c.writer_->end();
+    if (!is_head()) c.current_->head.append(text).push_back('\n');
+    finish_prepared();
+    return;
+  }
   std::string body(text);
   body.push_back('\n');
   finish(body);
@@ -776,7 +798,10 @@ uint16_t Server::port() const {
   return local_port(fd);
 }
 
-void Server::set_options(ServerOptions options) { options_ = std::move(options); }
+void Server::set_options(ServerOptions options) {
+  options_ = std::move(options);
+  common_headers_.clear();  // the Server header may have changed
+}
 
 void Server::on_connection(uv_stream_t* listener, int status) {
   auto* s = static_cast<Server*>(listener->data);
@@ -852,13 +877,16 @@ void Server::close() {
   while (connections_ != nullptr) connections_->close();
 }
 
-const std::string& Server::date_header() {
+const std::string& Server::common_headers() {
   const uint64_t now = static_cast<uint64_t>(std::time(nullptr));
-  if (now != date_second_ || date_.empty()) {
+  if (now != date_second_ || common_headers_.empty()) {
     date_second_ = now;
-    date_ = http::http_date(static_cast<int64_t>(now));
+    common_headers_.clear();
+    http::HeadWriter w(common_headers_);
+    w.header("Date", http::http_date(static_cast<int64_t>(now)));
+    w.header("Server", options_.server_header);
   }
-  return date_;
+  return common_headers_;
 }
 
 }  // namespace cdn::net

@@ -95,6 +95,7 @@ class Exchange {
  private:
   friend class Connection;
   explicit Exchange(Connection& c) : conn_(c) {}
+  void finish_prepared();
   Connection& conn_;
 };
 
@@ -136,7 +137,9 @@ class Server {
   void accept_one(uv_stream_t* listener);
   void connection_closed(Connection* c);
   void maybe_drained();
-  const std::string& date_header();
+  // "Date: ...\r\nServer: ...\r\n", rebuilt once a second (and on reload):
+  // every response starts with it.
+  const std::string& common_headers();
 
   uv_loop_t* loop_;
   ServerOptions options_;
@@ -146,7 +149,7 @@ class Server {
   ServerStats stats_;
   bool draining_ = false;
   std::function<void()> on_drained_;
-  std::string date_;
+  std::string common_headers_;
   std::string read_buffer_;  // shared by all connections (see Connection::on_alloc)
   uint64_t date_second_ = 0;
 };

@@ -123,6 +123,17 @@ void Balancer::handle(net::Exchange& ex) {
   redirect(ex, *path);
 }
 
+const std::string& Balancer::url_prefix(size_t index) {
+  const config::HostPort& address = table_.replicas()[index].address;
+  if (url_prefixes_.size() <= index) url_prefixes_.resize(index + 1);
+  auto& [built_for, prefix] = url_prefixes_[index];
+  if (prefix.empty() || !(built_for == address)) {
+    built_for = address;
+    prefix = "http://" + address.str();
+  }
+  return prefix;
+}
+
 void Balancer::redirect(net::Exchange& ex, const std::string& path) {
   const auto picks = table_.choose(path, 1 + settings_.balance.fallbacks, Clock::now());
   if (picks.empty()) {
@@ -139,29 +150,34 @@ void Balancer::redirect(net::Exchange& ex, const std::string& path) {
   ++redirects_total_;
   // The Location is built from the configured replica and the normalised
   // path only: nothing from the request's headers reaches it.
-  std::string tail = http::encode_path(path);
+  tail_.clear();
+  http::append_encoded_path(tail_, path);
   const auto query = http::query_of(ex.request().target);
-  if (!query.empty()) tail.append("?").append(query);
-  const std::string location = url_for(picks.front().index, tail);
-  std::string fallbacks;
+  if (!query.empty()) tail_.append("?").append(query);
+  location_.assign(url_prefix(picks.front().index)).append(tail_);
+  fallbacks_.clear();
   for (size_t i = 1; i < picks.size(); ++i) {
-    if (!fallbacks.empty()) fallbacks.append(", ");
-    fallbacks.append(url_for(picks[i].index, tail));
+    if (!fallbacks_.empty()) fallbacks_.append(", ");
+    fallbacks_.append(url_prefix(picks[i].index)).append(tail_);
   }
-  cdn::log::event(spdlog::level::debug,
-                  {{cdn::log::kClient, ex.peer()},
-                   {cdn::log::kPath, path},
-                   {cdn::log::kReplica, table_.replicas()[picks.front().index].address.str()},
-                   {cdn::log::kStatus, "302"}},
-                  "{} {} -> {}", ex.peer(), path, location);
-  std::string body = "See " + location + "\n";
+  if (spdlog::should_log(spdlog::level::debug)) {
+    // Checked first: the replica's address string is built only when logged.
+    const std::string replica = table_.replicas()[picks.front().index].address.str();
+    cdn::log::event(spdlog::level::debug,
+                    {{cdn::log::kClient, ex.peer()},
+                     {cdn::log::kPath, path},
+                     {cdn::log::kReplica, replica},
+                     {cdn::log::kStatus, "302"}},
+                    "{} {} -> {}", ex.peer(), path, location_);
+  }
+  body_.assign("See ").append(location_).push_back('\n');
   auto& h = ex.begin(302);
-  h.header("Location", location);
-  if (!fallbacks.empty()) h.header("CDN-Fallback", fallbacks);
+  h.header("Location", location_);
+  if (!fallbacks_.empty()) h.header("CDN-Fallback", fallbacks_);
   h.header("Cache-Control", "no-store");
   h.header("Content-Type", "text/plain; charset=utf-8");
-  h.header("Content-Length", static_cast<uint64_t>(body.size()));
-  ex.finish(body);
+  h.header("Content-Length", static_cast<uint64_t>(body_.size()));
+  ex.finish(body_);
 }
 
 void Balancer::serve_locate(net::Exchange& ex) {

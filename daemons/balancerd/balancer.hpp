@@ -7,6 +7,8 @@
 
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/config/settings.hpp"
 #include "common/net/server.hpp"
@@ -34,6 +36,8 @@ class Balancer {
   void serve_status(net::Exchange& ex);
   void serve_metrics(net::Exchange& ex);
   std::string url_for(size_t index, std::string_view encoded_path_and_query) const;
+  // "http://host:port" of replica `index`, formatted once per address.
+  const std::string& url_prefix(size_t index);
 
   uv_loop_t* loop_;
   config::BalancerSettings settings_;
@@ -44,6 +48,12 @@ class Balancer {
   uint64_t redirects_total_ = 0;
   uint64_t unavailable_total_ = 0;
   uint64_t locates_total_ = 0;
+  // Per replica index: the address a prefix was built for, and the prefix.
+  // Checked against the table on use, so a reload that moves replicas
+  // cannot pair an index with another replica's URL.
+  std::vector<std::pair<config::HostPort, std::string>> url_prefixes_;
+  // Buffers of the 302 answer, reused so that a redirect allocates nothing.
+  std::string tail_, location_, fallbacks_, body_;
 };
 
 }  // namespace cdn::balancer

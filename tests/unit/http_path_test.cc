@@ -2,7 +2,9 @@
 // system: every traversal spelling must be refused or resolved inside the root.
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "common/http/path.hpp"
 
@@ -62,6 +64,59 @@ TEST(NormalizePath, TraversalResolvedInsideRoot) {
   EXPECT_EQ(norm("/a/%2e%2e/b"), "/b");
   EXPECT_EQ(norm("/a/b/..%2fc"), "/a/c");
   EXPECT_EQ(norm("/a%2fb"), "/a/b");  // decoded '/' separates segments
+}
+
+// The segment-list resolution normalize_path used before it resolved in
+// place; the in-place version must agree with it on every input.
+std::optional<std::string> reference_resolve(std::string_view decoded) {
+  std::vector<std::string_view> segments;
+  bool trailing = false;
+  size_t pos = 1;
+  while (pos <= decoded.size()) {
+    size_t slash = decoded.find('/', pos);
+    if (slash == std::string_view::npos) slash = decoded.size();
+    const std::string_view seg = decoded.substr(pos, slash - pos);
+    const bool last = slash == decoded.size();
+    if (seg.empty() || seg == ".") {
+      trailing = last;
+    } else if (seg == "..") {
+      if (segments.empty()) return std::nullopt;
+      segments.pop_back();
+      trailing = last;
+    } else {
+      segments.push_back(seg);
+      trailing = false;
+    }
+    pos = slash + 1;
+  }
+  std::string out = "/";
+  for (size_t i = 0; i < segments.size(); ++i) {
+    if (i != 0) out.push_back('/');
+    out.append(segments[i]);
+  }
+  if (trailing && !segments.empty()) out.push_back('/');
+  return out;
+}
+
+TEST(NormalizePath, InPlaceResolutionMatchesSegmentList) {
+  // Every path of up to 7 pieces over an alphabet rich in separators and
+  // dots (long enough to leave the small-string buffer).
+  const std::vector<std::string> pieces = {"/", ".", "..", "ab", "ccccccccccccccccc", "."};
+  size_t checked = 0;
+  std::vector<size_t> idx;
+  for (size_t len = 0; len <= 7; ++len) {
+    idx.assign(len, 0);
+    while (true) {
+      std::string path = "/";
+      for (size_t i : idx) path += pieces[i];
+      EXPECT_EQ(normalize_path(path), reference_resolve(path)) << path;
+      ++checked;
+      size_t k = 0;
+      while (k < len && ++idx[k] == pieces.size()) idx[k++] = 0;
+      if (k == len) break;
+    }
+  }
+  EXPECT_GT(checked, 300000u);
 }
 
 TEST(NormalizePath, DecodedOnce) {
