@@ -184,6 +184,9 @@ void Table::probe_succeeded(size_t i, std::chrono::microseconds rtt,
   Replica& r = replicas_[i];
   const double ms = std::max(0.0, static_cast<double>(rtt.count()) / 1000.0);
   r.rtt_ms = r.rtt_ms ? (1 - kRttAlpha) * *r.rtt_ms + kRttAlpha * ms : ms;
+  r.recent_rtt_ms.push_back(ms);
+  if (r.recent_rtt_ms.size() > kRttWindow) r.recent_rtt_ms.erase(r.recent_rtt_ms.begin());
+  r.base_rtt_ms = *std::min_element(r.recent_rtt_ms.begin(), r.recent_rtt_ms.end());
   r.loss = (1 - kLossAlpha) * r.loss;
   r.reported_load = std::isfinite(st.load) && st.load >= 0 ? st.load : 0;
   r.reported_capacity = st.capacity;
@@ -263,10 +266,17 @@ Clock::duration Table::slow_start_window() const {
 
 // score = (rtt + kRttFloorMs) x (1 + kLossWeight x loss) x (1 + load) x slow_start
 //
-//  - rtt: EWMA of the probe RTT in ms (the probe timeout until one is known).
-//    kRttFloorMs keeps sub-millisecond LAN jitter (0.1 vs 0.2 ms) from
-//    looking like a 2x difference; what is left is roughly the latency a
-//    client pays.
+//  - rtt: the base RTT in ms, the lowest of the last kRttWindow probes (the
+//    probe timeout until one is known). kRttFloorMs keeps sub-millisecond
+//    LAN jitter (0.1 vs 0.2 ms) from looking like a 2x difference; what is
+//    left is roughly the latency a client pays. Not the EWMA: a replica
+//    whose link is full answers probes after its queue (tens of ms behind a
+//    tbf or a busy uplink), and multiplying that by (1 + load) counted the
+//    same congestion twice, from one noisy sample a second: p2c then sent a
+//    replica with spare bandwidth almost nothing while its queue held a few
+//    ms (bench/balance, shifting: 21-35% of the clients where 40% was due).
+//    A replica that really moved away raises its base within kRttWindow
+//    probes.
 //  - loss: EWMA of failed probes; a lost probe stands for a client that waits
 //    for a timeout and retries elsewhere, so 25% loss doubles the cost.
 //  - load: load_estimate() = reported load + clients sent since the probe /
@@ -288,7 +298,7 @@ double Table::probe_score(const Replica& r, Clock::time_point now) const {
 }
 
 double Table::score_at_load(const Replica& r, double load, Clock::time_point now) const {
-  const double rtt = r.rtt_ms ? *r.rtt_ms : static_cast<double>(probe_.timeout.count());
+  const double rtt = r.base_rtt_ms ? *r.base_rtt_ms : static_cast<double>(probe_.timeout.count());
   double slow = 1;
   if (r.up_since) {
     const auto window = slow_start_window();

@@ -12,6 +12,10 @@
 //    counts as busier than one holding as many idle keep-alives. Counting
 //    what we sent since the probe is what keeps a burst between two probes
 //    from landing on one replica.
+//  - base RTT: the lowest probe RTT of the last kRttWindow probes. A replica
+//    whose link is busy answers probes late (its queue), but that is its
+//    load, which the load estimate counts already; the base RTT is the
+//    distance that is left when the queue empties.
 //  - score: lower is better; see compute_score() in table.cc for the formula.
 //  - slow start: a replica that just came up is penalised, linearly less
 //    over slow_start_window(), so it is not flooded with a whole share at once.
@@ -54,6 +58,7 @@ std::string_view to_string(Policy p) noexcept;
 inline constexpr double kRttAlpha = 0.3;    // EWMA weight of a new RTT sample
 inline constexpr double kLossAlpha = 0.3;   // EWMA weight of a new probe outcome (0 ok, 1 failed)
 inline constexpr double kRttFloorMs = 1.0;  // added to the RTT: sub-ms differences are noise
+inline constexpr size_t kRttWindow = 10;    // probes whose lowest RTT is the base RTT
 inline constexpr double kLossWeight = 4.0;  // 25% loss doubles the score
 inline constexpr double kSlowStartPenalty = 2.0;  // score x (1 + 2) just up, x 1 at the end
 inline constexpr std::chrono::milliseconds kSlowStartMin{10'000};
@@ -68,9 +73,13 @@ struct Replica {
   Health health = Health::Down;  // a new replica starts down until `rise` good probes
   uint32_t good_streak = 0;
   uint32_t bad_streak = 0;
-  std::optional<double> rtt_ms;  // EWMA of probe round-trip time
-  double loss = 0;               // EWMA of probe failure (0..1)
-  double reported_load = 0;      // from the replica's status: active / capacity
+  std::optional<double> rtt_ms;  // EWMA of probe round-trip time (shown in status)
+  // The lowest RTT of the last kRttWindow probes: the replica's distance
+  // without the queueing its own traffic adds (what the score goes by).
+  std::optional<double> base_rtt_ms;
+  std::vector<double> recent_rtt_ms;  // those probes' RTTs, oldest first
+  double loss = 0;                    // EWMA of probe failure (0..1)
+  double reported_load = 0;           // from the replica's status: active / capacity
   uint64_t reported_capacity = 0;
   double bytes_per_second = 0;  // from the replica's status: recent send rate
   // reported bytes/s in load units (see the glossary); < 0 while the fleet

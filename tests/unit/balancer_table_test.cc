@@ -262,6 +262,40 @@ TEST(BalancerFigures, RttAndLossAreEwmas) {
   EXPECT_NEAR(*t.replicas()[0].rtt_ms, 0.7 * 13 + 0.3 * 20, 1e-9);  // failures leave rtt
 }
 
+TEST(BalancerFigures, BaseRttIsTheLowestOfTheLastProbes) {
+  Table t = make(1, "p2c");
+  t.probe_succeeded(0, ms(10), serving(), kT0);
+  EXPECT_DOUBLE_EQ(*t.replicas()[0].base_rtt_ms, 10.0);
+  t.probe_succeeded(0, ms(4), serving(), kT0 + seconds(1));
+  EXPECT_DOUBLE_EQ(*t.replicas()[0].base_rtt_ms, 4.0);
+  // Queueing (slow answers) does not raise it while the 4 ms probe is in the window...
+  for (size_t k = 0; k + 1 < kRttWindow; ++k) {
+    t.probe_succeeded(0, ms(50), serving(), kT0 + seconds(2 + static_cast<int>(k)));
+    EXPECT_DOUBLE_EQ(*t.replicas()[0].base_rtt_ms, 4.0) << k;
+  }
+  t.probe_failed(0, "x", kT0 + seconds(20));  // failures add no sample
+  EXPECT_DOUBLE_EQ(*t.replicas()[0].base_rtt_ms, 4.0);
+  // ...a replica that really moved away is farther once it has left.
+  t.probe_succeeded(0, ms(60), serving(), kT0 + seconds(21));
+  EXPECT_DOUBLE_EQ(*t.replicas()[0].base_rtt_ms, 50.0);
+  EXPECT_EQ(t.replicas()[0].recent_rtt_ms.size(), kRttWindow);
+}
+
+TEST(BalancerFigures, ScoreGoesByBaseRttNotQueueing) {
+  // Two replicas 1 ms away with the same load; one answers a probe late
+  // because its link is busy. That is load, already counted: the scores
+  // stay equal and p2c keeps splitting evenly (with the EWMA the late one
+  // looked 5x farther and got almost nothing).
+  Table t = make(2, "p2c", 11);
+  bring_up(t, {1, 1});
+  t.probe_succeeded(0, ms(1), serving(0.3), kLater);
+  t.probe_succeeded(1, ms(30), serving(0.3), kLater);
+  t.refresh_scores(kLater);
+  EXPECT_DOUBLE_EQ(t.replicas()[0].score, t.replicas()[1].score);
+  const auto counts = burst(t, 200);
+  EXPECT_NEAR(static_cast<double>(counts[1]), 100.0, 2.0);
+}
+
 TEST(BalancerFigures, StatusFiguresRecorded) {
   Table t = make(1, "p2c");
   t.probe_succeeded(0, ms(1), serving(0.25, 400), kT0);
