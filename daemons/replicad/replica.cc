@@ -41,12 +41,18 @@ std::string cache_control(const config::ContentSettings& c) {
          std::to_string(std::chrono::duration_cast<std::chrono::seconds>(c.max_age).count());
 }
 
+constexpr std::chrono::milliseconds kRevalidateAfter{100};
+
 }  // namespace
 
 std::unique_ptr<Store> open_store(const config::ContentSettings& c) {
-  if (!c.root.empty()) return Store::open_root(c.root, c.index);
-  if (!c.page.empty()) return Store::open_page(c.page);
-  return nullptr;
+  std::unique_ptr<Store> store;
+  if (!c.root.empty()) store = Store::open_root(c.root, c.index);
+  if (c.root.empty() && !c.page.empty()) store = Store::open_page(c.page);
+  // Files held in memory are checked against the disk at most every 100 ms
+  // rather than on every request (why this figure: store.hpp).
+  if (store) store->set_revalidate_after(kRevalidateAfter);
+  return store;
 }
 
 Replica::Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_ptr<Store> store)

@@ -296,6 +296,19 @@ Lookup Store::lookup(std::string_view path, bool may_load) {
     }
   }
 
+  const bool windowed = revalidate_after_.count() > 0;
+  const auto now = windowed ? now_() : std::chrono::nanoseconds{0};
+  if (windowed) {
+    // Held in memory and checked against the disk less than a window ago:
+    // served without a system call (see "Revalidation window" in store.hpp).
+    const std::lock_guard lock(mu_);
+    const auto it = cache_.find(rel);
+    if (it != cache_.end() && it->second.object->in_memory &&
+        now - it->second.checked < revalidate_after_) {
+      return Found{it->second.object};
+    }
+  }
+
   // O_PATH: checking a cached entry must not open (or block on) the file itself.
   struct stat st {};
   {
@@ -318,7 +331,10 @@ Lookup Store::lookup(std::string_view path, bool may_load) {
   {
     const std::lock_guard lock(mu_);
     const auto it = cache_.find(rel);
-    if (it != cache_.end() && same_version(st, *it->second)) return Found{it->second};
+    if (it != cache_.end() && same_version(st, *it->second.object)) {
+      it->second.checked = now;
+      return Found{it->second.object};
+    }
   }
   if (!may_load) return NeedsLoad{};
   // Digest outside the lock: other lookups (and cache hits) go on meanwhile.
@@ -326,10 +342,16 @@ Lookup Store::lookup(std::string_view path, bool may_load) {
   std::shared_ptr<const Object> obj = load(rel);
   if (!obj) return lookup_error(errno);
   {
+    // `now` was read before the fstat above, so the window never outlasts
+    // the check it rests on.
     const std::lock_guard lock(mu_);
-    cache_[rel] = obj;
+    cache_[rel] = Entry{obj, now};
   }
   return Found{std::move(obj)};
+}
+
+std::chrono::nanoseconds Store::monotonic_now() {
+  return std::chrono::steady_clock::now().time_since_epoch();
 }
 
 int Store::open(const Object& obj) const {

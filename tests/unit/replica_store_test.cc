@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -504,6 +505,94 @@ TEST_P(StoreTest, ConcurrentLookups) {
   }
   for (auto& th : threads) th.join();
   for (int t = 0; t < 8; ++t) EXPECT_EQ(failures[t], 0) << "thread " << t;
+}
+
+// The revalidation window, on a clock the test moves by hand.
+std::chrono::nanoseconds g_fake_now{0};
+std::chrono::nanoseconds fake_now() { return g_fake_now; }
+using std::chrono::milliseconds;
+
+TEST_P(StoreTest, MemoryTierIsCheckedOncePerWindow) {
+  const fs::path p = site() / "page.html";
+  write_file(p, "first\n");
+  auto store = open_store();
+  store->set_clock_for_testing(&fake_now);
+  store->set_revalidate_after(milliseconds(100));
+  g_fake_now = milliseconds(1000);
+  auto a = found(store->lookup("/page.html"));
+  ASSERT_TRUE(a && a->in_memory);
+
+  // Rewritten inside the window: the version checked last is served whole
+  // (bytes and digest of the same read), without looking at the disk.
+  write_file(p, "second, longer\n");
+  g_fake_now = milliseconds(1099);
+  auto b = found(store->lookup("/page.html"));
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b, a);
+  EXPECT_EQ(b->body, "first\n");
+  EXPECT_EQ(b->digest, sha256_repr_digest("first\n"));
+
+  // The window is over: checked again, the new version is read.
+  g_fake_now = milliseconds(1100);
+  auto c = found(store->lookup("/page.html"));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->body, "second, longer\n");
+  EXPECT_EQ(c->digest, sha256_repr_digest("second, longer\n"));
+
+  // A check that finds the file unchanged starts a new window from then.
+  g_fake_now = milliseconds(1250);
+  EXPECT_EQ(found(store->lookup("/page.html")), c);
+  write_file(p, "third\n");
+  g_fake_now = milliseconds(1349);
+  EXPECT_EQ(found(store->lookup("/page.html")), c);
+  g_fake_now = milliseconds(1350);
+  auto d = found(store->lookup("/page.html"));
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->body, "third\n");
+
+  // Deleted: served until the window ends, then gone.
+  fs::remove(p);
+  g_fake_now = milliseconds(1400);
+  EXPECT_EQ(found(store->lookup("/page.html")), d);
+  g_fake_now = milliseconds(1450);
+  EXPECT_TRUE(std::holds_alternative<NotFound>(store->lookup("/page.html")));
+  // And not served from memory again once recreated.
+  write_file(p, "fourth\n");
+  auto e = found(store->lookup("/page.html"));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->body, "fourth\n");
+}
+
+TEST_P(StoreTest, FilesNotInMemoryAreCheckedEveryTimeDespiteTheWindow) {
+  const fs::path p = site() / "big.bin";
+  write_file(p, std::string(64, 'a'));
+  auto store = open_store(32);
+  store->set_clock_for_testing(&fake_now);
+  store->set_revalidate_after(milliseconds(100));
+  g_fake_now = milliseconds(5000);
+  auto a = found(store->lookup("/big.bin"));
+  ASSERT_TRUE(a);
+  ASSERT_FALSE(a->in_memory);
+  write_file(p, std::string(65, 'b'));
+  g_fake_now = milliseconds(5001);
+  auto b = found(store->lookup("/big.bin"));
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->size, 65u);
+  EXPECT_EQ(b->digest, sha256_repr_digest(std::string(65, 'b')));
+}
+
+TEST_P(StoreTest, WindowZeroChecksEveryLookup) {
+  const fs::path p = site() / "page.html";
+  write_file(p, "first\n");
+  auto store = open_store();
+  store->set_clock_for_testing(&fake_now);
+  store->set_revalidate_after(milliseconds(0));
+  g_fake_now = milliseconds(1000);
+  ASSERT_TRUE(found(store->lookup("/page.html")));
+  write_file(p, "second, longer\n");
+  auto b = found(store->lookup("/page.html"));
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->body, "second, longer\n");
 }
 
 INSTANTIATE_TEST_SUITE_P(Resolve, StoreTest, ::testing::Values(false, true),
