@@ -236,10 +236,14 @@ class Topology:
         d = Daemon(self, self.rep[i], "replica", [str(REPLICAD), "-c", str(ini)], f"replica{i}")
         return d.wait_ready()
 
-    def start_balancer(self, policy="p2c", extra_ini=""):
+    def start_balancer(self, policy="p2c", extra_ini="", weights=None):
+        """weights: a round-robin weight per replica (weight=N in servers.txt);
+        None leaves every replica at the default weight."""
         servers = self.dir / "servers.txt"
         # The seed's format: one bare host a line, the balancer's port implied.
-        servers.write_text("".join(f"{replica_ip(i)}\n" for i in range(self.n)))
+        servers.write_text("".join(
+            f"{replica_ip(i)}{f' weight={weights[i]}' if weights else ''}\n"
+            for i in range(self.n)))
         ini = self.dir / f"balancer-{policy}.ini"
         ini.write_text(f"[server]\naddress = {BALANCER_IP}\nport = {PORT}\n"
                        f"[balance]\npolicy = {policy}\n{extra_ini}")
