@@ -3,11 +3,18 @@
 // port, as the seed's servers were) and answers every request with a fixed
 // /.cdn/status document over kept-alive connections. Writes the seed-format
 // servers file (one bare host a line), then "ready" on standard output.
+// On SIGUSR1 it prints "answered A probed P": A requests answered in all, P
+// replicas that answered at least 3 (enough for the balancer's rise), so the
+// bench can count probes and wait for every replica without asking the
+// balancer (whose /.cdn/metrics for 10,000 replicas costs megabytes of RSS
+// that would be counted as the prober's).
 // Nothing else: no content, no parsing beyond finding the end of a request
 // head, so the figures measured are the balancer's, not this program's.
 #include <sys/resource.h>
 #include <uv.h>
 
+#include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -18,9 +25,18 @@
 namespace {
 
 std::string g_response;
+uint64_t g_answered = 0;
+uint64_t g_probed = 0;
+constexpr uint32_t kProbedAfter = 3;
+
+struct Listener {
+  uv_tcp_t tcp{};
+  uint32_t answered = 0;
+};
 
 struct Conn {
   uv_tcp_t tcp{};
+  Listener* listener = nullptr;
   std::string in;
 };
 
@@ -55,6 +71,10 @@ void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
     return;
   }
   if (answers == 0) return;
+  g_answered += answers;
+  Listener* l = c->listener;
+  if (l->answered < kProbedAfter && l->answered + answers >= kProbedAfter) ++g_probed;
+  l->answered += static_cast<uint32_t>(answers);
   auto* w = new Write();
   for (size_t k = 0; k < answers; ++k) w->bytes += g_response;
   uv_buf_t b = uv_buf_init(w->bytes.data(), static_cast<unsigned>(w->bytes.size()));
@@ -67,6 +87,7 @@ void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
 void on_connection(uv_stream_t* server, int status) {
   if (status < 0) return;
   auto* c = new Conn();
+  c->listener = static_cast<Listener*>(server->data);
   uv_tcp_init(server->loop, &c->tcp);
   c->tcp.data = c;
   if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0) {
@@ -110,23 +131,36 @@ int main(int argc, char** argv) {
                std::to_string(body.size()) + "\r\n\r\n" + body;
 
   uv_loop_t* loop = uv_default_loop();
-  std::vector<uv_tcp_t*> listeners;
+  std::vector<Listener*> listeners;
   std::ofstream servers(argv[3]);
   for (int i = first; i < first + count; ++i) {
     sockaddr_in sa{};
     uv_ip4_addr(address(i).c_str(), port, &sa);
-    auto* tcp = new uv_tcp_t();
+    auto* l = new Listener();
+    uv_tcp_t* tcp = &l->tcp;
     uv_tcp_init(loop, tcp);
+    tcp->data = l;
     int rc = uv_tcp_bind(tcp, reinterpret_cast<const sockaddr*>(&sa), 0);
     if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(tcp), 128, on_connection);
     if (rc != 0) {
       std::fprintf(stderr, "listen %s:%d: %s\n", address(i).c_str(), port, uv_strerror(rc));
       return 1;
     }
-    listeners.push_back(tcp);
+    listeners.push_back(l);
     servers << address(i) << "\n";
   }
   servers.close();
+  uv_signal_t usr1;
+  uv_signal_init(loop, &usr1);
+  uv_signal_start(
+      &usr1,
+      [](uv_signal_t*, int) {
+        std::printf("answered %llu probed %llu\n", static_cast<unsigned long long>(g_answered),
+                    static_cast<unsigned long long>(g_probed));
+        std::fflush(stdout);
+      },
+      SIGUSR1);
+  uv_unref(reinterpret_cast<uv_handle_t*>(&usr1));
   std::printf("ready %d\n", count);
   std::fflush(stdout);
   return uv_run(loop, UV_RUN_DEFAULT);

@@ -91,15 +91,17 @@ bool ClientConnection::report_headers() {
 }
 
 void ClientConnection::arm() {
+  last_progress_ = uv_now(loop_);
+  if (external_timer_) return;
   uv_timer_start(
-      &timer_,
-      [](uv_timer_t* t) {
-        auto* self = static_cast<ClientConnection*>(t->data);
-        if (self->closing_ || !self->busy_) return;
-        self->fail(ClientError::Timeout, "no progress from " + self->address_.str() + " within " +
-                                             std::to_string(self->timeout_.count()) + " ms");
-      },
+      &timer_, [](uv_timer_t* t) { static_cast<ClientConnection*>(t->data)->expire(); },
       static_cast<uint64_t>(timeout_.count()), 0);
+}
+
+void ClientConnection::expire() {
+  if (closing_ || !busy_) return;
+  fail(ClientError::Timeout, "no progress from " + address_.str() + " within " +
+                                 std::to_string(timeout_.count()) + " ms");
 }
 
 void ClientConnection::connect() {
@@ -135,8 +137,28 @@ void ClientConnection::on_connect(uv_connect_t* req, int status) {
 }
 
 void ClientConnection::send() {
-  Stream* s = stream_;
+  // Straight to the socket first: a request is a few dozen bytes and the
+  // socket's buffer is empty between requests, so it goes out whole. uv_write
+  // would queue it and, once written, stop watching for POLLOUT, which costs
+  // an epoll_ctl per request.
+  auto* tcp = reinterpret_cast<uv_stream_t*>(&stream_->tcp);
   uv_buf_t buf = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
+  const int rc = uv_try_write(tcp, &buf, 1);
+  if (rc == static_cast<int>(out_.size())) return;
+  if (rc < 0 && rc != UV_EAGAIN && reused_ && !got_bytes_) {
+    // The server closed the kept-alive connection as we reused it: one fresh try.
+    reused_ = false;
+    connect();
+    return;
+  }
+  // The rest through libuv's queue; an error is reported by on_write as
+  // before (never from within request()).
+  write_rest(rc > 0 ? static_cast<size_t>(rc) : 0);
+}
+
+void ClientConnection::write_rest(size_t from) {
+  Stream* s = stream_;
+  uv_buf_t buf = uv_buf_init(out_.data() + from, static_cast<unsigned>(out_.size() - from));
   s->write.data = s;
   const int rc = uv_write(&s->write, reinterpret_cast<uv_stream_t*>(&s->tcp), &buf, 1, on_write);
   if (rc != 0) {

@@ -70,6 +70,21 @@ class ClientConnection {
   void set_on_idle_close(std::function<void()> cb) { on_idle_close_ = std::move(cb); }
   const Address& address() const { return address_; }
 
+  // For an owner of thousands of connections that keeps one timer of its own
+  // (the prober): the connection then starts no timer (libuv keeps timers in
+  // one heap, and 10,000 of them re-armed on every probe and every read cost
+  // more than the probes' own parsing). The owner must call expire() once
+  // uv_now() reaches progress_deadline(), which moves on with each progress.
+  void use_external_timer() { external_timer_ = true; }
+  // Loop time (uv_now, ms) at which the request in flight times out; 0 when
+  // none is in flight.
+  uint64_t progress_deadline() const {
+    return busy_ ? last_progress_ + static_cast<uint64_t>(timeout_.count()) : 0;
+  }
+  // Fails the request in flight with ClientError::Timeout, as the
+  // connection's own timer would have.
+  void expire();
+
  private:
   ClientConnection(uv_loop_t* loop, const Address& address, const http::Limits& limits);
   ~ClientConnection() = default;
@@ -80,6 +95,7 @@ class ClientConnection {
   void complete();
   void disconnect();
   void arm();
+  void write_rest(size_t from);
   bool report_headers();
   static void on_connect(uv_connect_t* req, int status);
   static void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf);
@@ -111,7 +127,9 @@ class ClientConnection {
   bool got_bytes_ = false;  // any byte of the response arrived
   bool headers_reported_ = false;
   bool aborted_ = false;
-  std::string out_;  // the request bytes
+  bool external_timer_ = false;
+  uint64_t last_progress_ = 0;  // uv_now() at the last progress
+  std::string out_;             // the request bytes
   std::chrono::milliseconds timeout_{5000};
   ClientCallbacks cb_;
   std::function<void()> on_idle_close_;

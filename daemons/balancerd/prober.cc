@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <random>
 
 #include "common/log/log.hpp"
@@ -12,13 +13,26 @@ namespace cdn::balancer {
 namespace {
 constexpr size_t kMaxStatusBody = 64 * 1024;
 constexpr std::chrono::milliseconds kMinProbeGap{50};
+constexpr uint64_t kTickMs = 10;
+// 5.12 s of slots: the usual intervals and timeouts fit in one turn; a
+// longer delay waits in its slot for the turns in between (walked, skipped).
+constexpr size_t kSlots = 512;
 }  // namespace
 
-Prober::Prober(uv_loop_t* loop, Table& table) : loop_(loop), table_(table) {}
+Prober::Prober(uv_loop_t* loop, Table& table)
+    : loop_(loop),
+      table_(table),
+      slots_(kSlots, nullptr),
+      timer_(uv::make_timer(loop, [this] { on_tick(); })) {}
 
 Prober::~Prober() { stop(); }
 
-void Prober::stop() { probes_.clear(); }
+void Prober::stop() {
+  uv_timer_stop(&timer_->raw);
+  armed_tick_ = UINT64_MAX;
+  std::fill(slots_.begin(), slots_.end(), nullptr);
+  probes_.clear();
+}
 
 void Prober::start(const config::ProbeSettings& settings) {
   stop();
@@ -36,13 +50,13 @@ void Prober::start(const config::ProbeSettings& settings) {
     Probe* raw = p.get();
     if (p->address) {
       p->conn = net::ClientConnection::create(loop_, *p->address);
+      p->conn->use_external_timer();
       // A replica that dies or drains closes our idle probe connection at
       // once (the kernel does it for a killed process): probe now instead of
       // at the next turn, which finds the port closed and takes the replica
       // out within milliseconds.
       p->conn->set_on_idle_close([raw] { raw->prober->peer_closed(*raw); });
     }
-    p->timer = uv::make_timer(loop_, [raw] { raw->prober->send(*raw); });
     // Spread the first round over a fraction of the interval so thousands of
     // replicas are not probed in one burst; the first probes still come quickly.
     const auto spread = std::max<int64_t>(1, settings_.interval.count() / 10);
@@ -61,7 +75,93 @@ void Prober::peer_closed(Probe& p) {
 }
 
 void Prober::schedule(Probe& p, std::chrono::milliseconds delay) {
-  uv::timer_start(p.timer.get(), static_cast<uint64_t>(std::max<int64_t>(0, delay.count())), 0);
+  schedule_at(p, uv_now(loop_) + static_cast<uint64_t>(std::max<int64_t>(0, delay.count())),
+              Round::Nearest);
+}
+
+void Prober::schedule_at(Probe& p, uint64_t due_ms, Round round) {
+  unlink(p);
+  // Never before the next tick: the slot of the current tick may have been
+  // walked already.
+  const uint64_t up = round == Round::Up ? kTickMs - 1 : kTickMs / 2;
+  p.due_tick = std::max((due_ms + up) / kTickMs, uv_now(loop_) / kTickMs + 1);
+  Probe*& head = slots_[p.due_tick % kSlots];
+  p.prev = nullptr;
+  p.next = head;
+  if (head != nullptr) head->prev = &p;
+  head = &p;
+  p.queued = true;
+  if (p.due_tick < armed_tick_) arm();
+}
+
+void Prober::unlink(Probe& p) {
+  if (!p.queued) return;
+  if (p.prev != nullptr) {
+    p.prev->next = p.next;
+  } else {
+    slots_[p.due_tick % kSlots] = p.next;
+  }
+  if (p.next != nullptr) p.next->prev = p.prev;
+  p.prev = p.next = nullptr;
+  p.queued = false;
+}
+
+// The timer for the first slot, from the current tick on, that holds a probe
+// (possibly one due only in a later turn: that wake-up finds nothing due and
+// arms again). A scan of at most kSlots heads, on a wake-up that sends a
+// slot's worth of probes.
+void Prober::arm() {
+  const uint64_t now = uv_now(loop_);
+  const uint64_t from = std::max(next_tick_, now / kTickMs);
+  for (uint64_t t = from; t < from + kSlots; ++t) {
+    if (slots_[t % kSlots] == nullptr) continue;
+    armed_tick_ = t;
+    const uint64_t at = t * kTickMs;
+    uv::timer_start(timer_.get(), at > now ? at - now : 0, 0);
+    return;
+  }
+  armed_tick_ = UINT64_MAX;
+  uv_timer_stop(&timer_->raw);
+}
+
+void Prober::on_tick() {
+  // Tick 0 is never due (schedule_at puts probes after the current tick):
+  // no probe rescheduled while this runs arms the timer; arm() at the end does.
+  armed_tick_ = 0;
+  const uint64_t now_tick = uv_now(loop_) / kTickMs;
+  // Every slot from the first not yet walked up to now (all of them once,
+  // if the loop was held up for a whole turn).
+  uint64_t from = next_tick_;
+  if (now_tick >= from + kSlots) from = now_tick + 1 - kSlots;
+  firing_.clear();
+  for (uint64_t t = from; t <= now_tick; ++t) {
+    for (Probe* p = slots_[t % kSlots]; p != nullptr;) {
+      Probe* next = p->next;
+      if (p->due_tick <= now_tick) {
+        unlink(*p);
+        firing_.push_back(p);
+      }
+      p = next;
+    }
+  }
+  next_tick_ = now_tick + 1;
+  // Fired after the walk: a probe rescheduled by fire() lands in a later slot.
+  for (Probe* p : firing_) fire(*p);
+  arm();
+}
+
+void Prober::fire(Probe& p) {
+  if (!p.in_flight) {
+    send(p);
+    return;
+  }
+  // In flight: this was its timeout, unless the answer made progress since.
+  const uint64_t deadline = p.conn->progress_deadline();
+  if (deadline > uv_now(loop_)) {
+    schedule_at(p, deadline, Round::Up);
+  } else {
+    p.conn->expire();  // done() schedules the next probe
+  }
 }
 
 void Prober::send(Probe& p) {
@@ -88,6 +188,8 @@ void Prober::send(Probe& p) {
   };
   p.conn->request("GET", "/.cdn/status", p.host_header, "User-Agent: cdn-balancerd\r\n",
                   settings_.timeout, std::move(cb));
+  // Its timeout; done() replaces it with the next probe.
+  if (p.in_flight) schedule_at(p, p.conn->progress_deadline(), Round::Up);
 }
 
 void Prober::done(Probe& p, const net::ClientResult& r, const http::Response& resp) {

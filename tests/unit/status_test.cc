@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <vector>
 
 namespace cdn::status {
 namespace {
@@ -233,6 +234,86 @@ TEST(StatusCodec, ByteFlipsNeverThrow) {
       EXPECT_NO_THROW(decode(t));
     }
   }
+}
+
+// What the prober reads 10,000 times a second goes through the fast path,
+// equal to the full decoder: documents of this and of older replicas.
+TEST(StatusFastPath, DecodesWhatReplicasEncode) {
+  ReplicaStatus full = sample();
+  ReplicaStatus zeros;
+  zeros.name = "n";
+  for (const std::string& text :
+       {encode(full), encode(zeros),
+        // An older replica: no cache fields.
+        std::string(R"({"name":"a","source":"root:/x","state":"draining","active_connections":3,)"
+                    R"("capacity":10,"requests_total":4,"bytes_total":0,"bytes_per_second":2.5,)"
+                    R"("load":0.3,"uptime_seconds":12,"version":"0.0.9"})"),
+        std::string(" {\n \"load\" : 1e-3 ,\"state\":\"serving\",\t\"name\":\"\"}\r\n"),
+        // Unknown keys of a newer replica, with scalar values.
+        std::string(R"({"name":"x","state":"starting","load":0,"future":"yes","n":12.5E+3})")}) {
+    SCOPED_TRACE(text);
+    const auto fast = detail::decode_fast(text);
+    ASSERT_TRUE(fast);
+    const auto slow = detail::decode_full(text);
+    ASSERT_TRUE(slow);
+    EXPECT_EQ(*fast, *slow);
+    EXPECT_EQ(decode(text), fast);
+  }
+  EXPECT_EQ(detail::decode_fast(encode(full)), full);
+  EXPECT_EQ(detail::decode_fast(encode(zeros)), zeros);
+}
+
+// Anything unusual is left to nlohmann (nullopt: not sure), whether the full
+// decoder then accepts it or not; decode() answers as the full decoder does.
+TEST(StatusFastPath, LeavesTheUnusualToTheFullDecoder) {
+  const std::string base = R"("state":"serving","load":0.5)";
+  for (const std::string& text : std::vector<std::string>{
+           R"({"name":"a\u0062",)" + base + "}",                            // escape
+           "{\"name\":\"caf\xc3\xa9\"," + base + "}",                       // UTF-8
+           R"({"name":"a","name":"b",)" + base + "}",                       // duplicate key
+           R"({"name":"a","x":[1,{"y":null}],)" + base + "}",               // nested unknown value
+           R"({"name":"a","x":true,)" + base + "}",                         // literal
+           R"({"name":"a","capacity":-0,)" + base + "}",                    // sign
+           R"({"name":"a","capacity":99999999999999999999,)" + base + "}",  // past 64 bits
+           R"({"name":"a","load":1e999,"state":"serving"})",                // out of range
+           "\xef\xbb\xbf{\"name\":\"a\"," + base + "}",                     // BOM
+           R"({"name":"a",)" + base + ",}",                                 // trailing comma
+           R"({"name":"a","capacity":01,)" + base + "}",                    // leading zero
+           R"({"name":"a","capacity":1.0,)" + base + "}",                   // float count
+           R"({"name":1,)" + base + "}",                                    // wrong type
+           R"({"name":"a","state":"serving"})",                             // missing load
+           R"({"name":"a",)" + base + "} x",                                // trailing bytes
+       }) {
+    SCOPED_TRACE(text);
+    EXPECT_FALSE(detail::decode_fast(text));
+    EXPECT_EQ(decode(text), detail::decode_full(text));
+  }
+  // Some of them are status documents all the same.
+  EXPECT_EQ(decode(R"({"name":"a\u0062",)" + base + "}")->name, "ab");
+  EXPECT_EQ(decode(R"({"name":"a","name":"b",)" + base + "}")->name, "b");
+  EXPECT_TRUE(decode(R"({"name":"a","x":[1,{"y":null}],)" + base + "}"));
+}
+
+// Single corrupted bytes: whatever the fast path accepts, the full decoder
+// decodes equal, and decode() answers as the full decoder does.
+TEST(StatusFastPath, AgreesWithTheFullDecoderOnByteFlips) {
+  const std::string text = encode(sample());
+  size_t accepted = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    for (char c : {'\0', '"', '{', '}', '-', 'x', '\xff', '9', '0', '.', 'e', ',', ' ', '\\'}) {
+      std::string t = text;
+      t[i] = c;
+      const auto fast = detail::decode_fast(t);
+      const auto slow = detail::decode_full(t);
+      if (fast) {
+        ++accepted;
+        ASSERT_TRUE(slow) << t;
+        EXPECT_EQ(*fast, *slow) << t;
+      }
+      EXPECT_EQ(decode(t), slow) << t;
+    }
+  }
+  EXPECT_GT(accepted, 0u);  // flips inside names and figures stay documents
 }
 
 }  // namespace
