@@ -1,5 +1,6 @@
 #include "common/net/server.hpp"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
@@ -23,10 +24,14 @@ constexpr size_t kMaxPending = 64 * 1024;
 // requests from a client that does not read its answers.
 constexpr size_t kMaxWriteQueue = 1024 * 1024;
 // Files go out with sendfile(2) while the socket takes them. When it is full,
-// one chunk read with pread goes through uv_write instead: libuv has no
-// "writable" callback for a TCP handle, but that write's callback says when
-// the socket drained, and sendfile resumes. The chunk is small so that little
-// is copied; without sendfile (EINVAL/ENOSYS) every chunk is big.
+// the loop waits for it to drain with a uv_poll on a dup of the socket (libuv
+// has no "writable" callback for a TCP handle, and one fd cannot carry two
+// watchers; epoll tells the dup apart), and sendfile resumes: no file byte is
+// copied through user space. Where that poll cannot be set up (dup fails, or
+// the head itself is still queued in libuv), one chunk read with pread goes
+// through uv_write instead, whose callback says when the socket drained; that
+// chunk is small so that little is copied. Without sendfile (EINVAL/ENOSYS)
+// every chunk is big.
 constexpr size_t kFileChunk = 256 * 1024;
 constexpr size_t kWakeChunk = 32 * 1024;
 constexpr size_t kSendfileMax = 1 << 30;
@@ -119,6 +124,16 @@ class Connection {
   static void on_write(uv_write_t* req, int status);
   static void on_timer(uv_timer_t* t);
   static void on_close(uv_handle_t* h);
+  static void on_writable(uv_poll_t* p, int status, int events);
+
+  // The writable watch for sendfile (see kWakeChunk): a dup of the socket,
+  // made on the first file that fills the socket and kept until close.
+  uv_poll_t out_poll_{};
+  int out_fd_ = -1;
+  bool out_poll_active_ = false;
+  bool wait_writable();
+  void stop_writable_wait();
+  void file_progressed();
 
   void read_start();
   void read_stop();
@@ -573,6 +588,7 @@ bool Connection::send_chunk(WriteReq* w, size_t max) {
   }
   file_offset_ += static_cast<uint64_t>(got);
   file_remaining_ -= static_cast<uint64_t>(got);
+  server_.stats_.file_bytes_copied += static_cast<uint64_t>(got);
   w->bufs[w->nbufs++] = uv_buf_init(chunk_.get(), static_cast<unsigned>(got));
   w->file_chunk = true;
   submit(w);
@@ -636,8 +652,12 @@ Connection::Pump Connection::pump_file(WriteReq* w) {
         return Pump::Failed;
       }
     }
-    // The socket is full (or libuv still holds bytes): a chunk through
-    // uv_write, whose callback resumes the pump.
+    // The socket is full: wait until it drains (on_writable resumes the
+    // pump), or else a chunk through uv_write, whose callback resumes it.
+    if (!no_sendfile_ && fd_ >= 0 && uv_stream_get_write_queue_size(stream) == 0 &&
+        wait_writable()) {
+      return Pump::Pending;
+    }
     if (!send_chunk(take_write(), no_sendfile_ ? kFileChunk : kWakeChunk)) return Pump::Failed;
     return Pump::Pending;
   }
@@ -645,7 +665,59 @@ Connection::Pump Connection::pump_file(WriteReq* w) {
   return Pump::Done;
 }
 
+bool Connection::wait_writable() {
+  if (out_fd_ < 0) {
+    const int dup = ::fcntl(fd_, F_DUPFD_CLOEXEC, 0);
+    if (dup < 0) return false;
+    if (uv_poll_init(tcp_.loop, &out_poll_, dup) != 0) {
+      ::close(dup);
+      return false;
+    }
+    out_fd_ = dup;
+    out_poll_.data = this;
+    ++open_handles_;
+  }
+  if (!out_poll_active_) {
+    if (uv_poll_start(&out_poll_, UV_WRITABLE, on_writable) != 0) return false;
+    out_poll_active_ = true;
+  }
+  return true;
+}
+
+void Connection::stop_writable_wait() {
+  if (!out_poll_active_) return;
+  uv_poll_stop(&out_poll_);
+  out_poll_active_ = false;
+}
+
+void Connection::on_writable(uv_poll_t* p, int status, int) {
+  auto* c = static_cast<Connection*>(p->data);
+  if (c->state_ == State::Closing) return;
+  if (status < 0) {
+    SPDLOG_DEBUG("{}: poll error: {}", c->peer_, uv_strerror(status));
+    c->close();
+    return;
+  }
+  if (c->file_fd_ < 0) {
+    c->stop_writable_wait();
+    return;
+  }
+  // Level-triggered: the watch stays on while the stream goes on, so a
+  // socket that fills again costs no epoll_ctl.
+  const Pump pump = c->pump_file(nullptr);
+  if (pump == Pump::Failed) {
+    c->close();
+    return;
+  }
+  if (pump == Pump::Pending) {
+    c->arm(c->server_.options_.send_timeout);
+    return;
+  }
+  c->file_progressed();
+}
+
 void Connection::finish_file_stream() {
+  stop_writable_wait();
   if (file_fd_ >= 0) ::close(file_fd_);
   file_fd_ = -1;
   file_remaining_ = 0;
@@ -676,14 +748,19 @@ void Connection::on_write(uv_write_t* req, int status) {
       return;
     }
   }
-  if (c->state_ == State::Writing) {
-    c->after_response();
-  } else if (c->state_ == State::Reading && c->pending_writes_ == 0 && c->file_fd_ < 0) {
+  c->file_progressed();
+}
+
+// A write completed or a file was sent whole: move on.
+void Connection::file_progressed() {
+  if (state_ == State::Writing) {
+    after_response();
+  } else if (state_ == State::Reading && pending_writes_ == 0 && file_fd_ < 0) {
     // All pipelined answers are out: back to waiting for a request.
-    if (c->close_after_write_ || c->peer_eof_) {
-      c->close();
-    } else if (!c->request_started_) {
-      c->arm(c->server_.options_.idle_timeout);
+    if (close_after_write_ || peer_eof_) {
+      close();
+    } else if (!request_started_) {
+      arm(server_.options_.idle_timeout);
     }
   }
 }
@@ -739,11 +816,17 @@ void Connection::close() {
   reading_ = false;
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
+  // Closing the poll handle takes the dup out of epoll; on_close then closes it.
+  if (out_fd_ >= 0) uv_close(reinterpret_cast<uv_handle_t*>(&out_poll_), on_close);
   server_.connection_closed(this);
 }
 
 void Connection::on_close(uv_handle_t* h) {
   auto* c = static_cast<Connection*>(h->data);
+  if (h == reinterpret_cast<uv_handle_t*>(&c->out_poll_)) {
+    ::close(c->out_fd_);
+    c->out_fd_ = -1;
+  }
   if (--c->open_handles_ == 0) delete c;
 }
 

@@ -48,6 +48,9 @@ struct ServerStats {
   uint64_t bytes_sent = 0;      // response bytes handed to the kernel
   uint64_t rejected_total = 0;  // connections refused over max_connections
   uint64_t errors_total = 0;    // requests answered 4xx by the framing layer
+  // File bytes read into user space (pread + write) rather than sent with
+  // sendfile: 0 unless sendfile is refused or the head is still queued.
+  uint64_t file_bytes_copied = 0;
 };
 
 class Exchange;
