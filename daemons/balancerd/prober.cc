@@ -20,15 +20,14 @@ constexpr size_t kSlots = 512;
 }  // namespace
 
 Prober::Prober(uv_loop_t* loop, Table& table)
-    : loop_(loop),
-      table_(table),
-      slots_(kSlots, nullptr),
-      timer_(uv::make_timer(loop, [this] { on_tick(); })) {}
+    : loop_(loop), table_(table), slots_(kSlots, nullptr) {}
 
 Prober::~Prober() { stop(); }
 
 void Prober::stop() {
-  uv_timer_stop(&timer_->raw);
+  // Closed here, on the loop (stop() comes with the drain), not left to the
+  // destructor, which may run once the loop is gone.
+  timer_.reset();
   armed_tick_ = UINT64_MAX;
   std::fill(slots_.begin(), slots_.end(), nullptr);
   probes_.clear();
@@ -37,6 +36,7 @@ void Prober::stop() {
 void Prober::start(const config::ProbeSettings& settings) {
   stop();
   settings_ = settings;
+  timer_ = uv::make_timer(loop_, [this] { on_tick(); });
   std::minstd_rand rng(std::random_device{}());
   const auto& replicas = table_.replicas();
   probes_.reserve(replicas.size());
