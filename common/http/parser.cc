@@ -580,6 +580,10 @@ int ResponseParser::on_header_value(http_parser* p, const char* at, size_t len) 
     return -1;
   }
   if (self->headers_done_ || self->response_.headers.empty()) return 0;
+  // Any value callback ends the name, even one that adds nothing (an empty
+  // value followed by a fold of only whitespace): the next name is a new field.
+  self->in_name_ = false;
+  self->in_value_ = true;
   std::string_view piece(at, len);
   std::string& value = self->response_.headers.back().value;
   if (self->fold_next_) {
@@ -590,8 +594,6 @@ int ResponseParser::on_header_value(http_parser* p, const char* at, size_t len) 
     self->fold_next_ = false;
   }
   value.append(piece);
-  self->in_name_ = false;
-  self->in_value_ = true;
   return 0;
 }
 

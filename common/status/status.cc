@@ -245,6 +245,13 @@ std::optional<ReplicaStatus> decode_fast(std::string_view text) noexcept {
     std::string_view num;
     bool integer = false;
     if (!r.number(num, integer)) return std::nullopt;  // also true/false/null, [ and {
+    // nlohmann refuses a whole document with a number beyond double's range,
+    // even under a key we ignore: leave every such document to decode_full().
+    if (!integer || num.size() > 19) {
+      double v = 0;
+      const auto [ptr, ec] = std::from_chars(num.data(), num.data() + num.size(), v);
+      if (ec != std::errc{} || !std::isfinite(v)) return std::nullopt;
+    }
     if (i == std::size(kFields)) continue;
     if (kind == Kind::Count) {
       // Past 64 bits nlohmann reads a float, which decode_full() rejects.

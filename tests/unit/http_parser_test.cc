@@ -650,6 +650,25 @@ TEST(ResponseParser, ObsFoldAfterBareLfAnySplit) {
   }
 }
 
+TEST(ResponseParser, EmptyValueThenWhitespaceFoldEndsTheName) {
+  // Found by the 10M-run fuzzer: "X-F:" with an empty value and a fold of only
+  // whitespace once glued the next field's name onto "X-F", on one split only.
+  const std::string resp = "HTTP/1.1 200 OK\r\nX-F:\r\n   \nY-G: v\r\nContent-Length: 0\r\n\r\n";
+  for (size_t cut = 0; cut <= resp.size(); ++cut) {
+    ResponseParser p;
+    const ParseResult first = p.feed(std::string_view(resp).substr(0, cut));
+    if (cut < resp.size()) {
+      ASSERT_EQ(first.status, ParseStatus::NeedMore) << cut;
+      ASSERT_EQ(p.feed(std::string_view(resp).substr(cut)).status, ParseStatus::Complete) << cut;
+    } else {
+      ASSERT_EQ(first.status, ParseStatus::Complete);
+    }
+    ASSERT_EQ(p.response().headers.size(), 3u) << cut;
+    EXPECT_EQ(p.response().headers[0].name, "X-F") << cut;
+    EXPECT_EQ(p.response().header("y-g"), "v") << cut;
+  }
+}
+
 TEST(ResponseParser, SplitValueIsNotAFold) {
   const std::string resp = "HTTP/1.1 200 OK\r\nX-Value: abcdef\r\nContent-Length: 0\r\n\r\n";
   for (size_t cut = 0; cut < resp.size(); ++cut) {
