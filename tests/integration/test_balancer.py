@@ -177,6 +177,36 @@ def test_status_document(cdn):
     assert after == before + 4
 
 
+def test_metrics_page_is_valid_prometheus_text(cdn):
+    rs = three_replicas(cdn)
+    b = cdn.balancer(rs, policy="p2c")
+    cdn.wait_up(b, 3)
+    redirect(b)
+    status, _, body = b.get("/.cdn/metrics")
+    assert status == 200
+    helps, types, families_seen, last = [], [], [], None
+    for line in body.decode().splitlines():
+        if line.startswith("# HELP "):
+            helps.append(line.split()[2])
+        elif line.startswith("# TYPE "):
+            types.append(line.split()[2])
+        elif line:
+            family = line.split("{")[0].split(" ")[0]
+            if family != last:
+                families_seen.append(family)
+                last = family
+            float(line.rsplit(" ", 1)[1])
+    # Each family once, announced once, its samples together (a repeated
+    # family makes Prometheus refuse the whole scrape).
+    assert len(helps) == len(set(helps)), helps
+    assert helps == types
+    assert len(families_seen) == len(set(families_seen)), families_seen
+    assert set(families_seen) <= set(helps)
+    for r in rs:
+        assert f'cdn_balancer_replica_weight{{replica="{r.address}"}} 1' in body.decode()
+        assert f'cdn_balancer_replica_base_rtt_seconds{{replica="{r.address}"}}' in body.decode()
+
+
 def test_no_replica_up_is_503_with_retry_after(cdn):
     dead = f"127.0.0.1:{free_port()}"
     b = cdn.balancer([dead])
