@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -147,6 +148,8 @@ class Connection {
   WriteReq* take_write();
   void release(WriteReq* w);
   void submit(WriteReq* w);
+  bool last_response_on_socket();
+  int send_held_for_fin(const WriteReq* w);
   enum class Pump { Done, Pending, Failed };
   Pump pump_file(WriteReq* w);
   bool send_chunk(WriteReq* w, size_t max);
@@ -527,13 +530,48 @@ void Connection::release(WriteReq* w) {
 // Writes at once when libuv has nothing queued (uv_try_write keeps the
 // order): a complete write needs no request, no callback and no epoll
 // change. Whatever the kernel did not take is queued with uv_write.
+// The response that ends the connection (Connection: close, an error): when
+// nothing is queued before it, it is sent with MSG_MORE, so the kernel holds
+// it until close() right after, which sends the data and the FIN in one
+// segment: one packet and one wake-up less per connection for the client (and
+// for us, its ACK). If anything still follows (the rest of a partial write, a
+// sendfile body) it goes out without MSG_MORE, which flushes what was held.
+// libuv's uv_buf_t is struct iovec's layout on Unix (documented), so the
+// buffers go to sendmsg as they are.
+static_assert(sizeof(uv_buf_t) == sizeof(iovec) &&
+              offsetof(uv_buf_t, base) == offsetof(iovec, iov_base) &&
+              offsetof(uv_buf_t, len) == offsetof(iovec, iov_len));
+
+bool Connection::last_response_on_socket() {
+  // Only an answer to a request that itself asked to close, with nothing
+  // pipelined after it: an error reply (431, 503 at the connection limit)
+  // closes with the client's bytes unread, so close() sends RST, which would
+  // discard data still held back; it goes out at once instead.
+  return !keep_alive_ && !close_after_write_ && pending_.empty() && fd_ >= 0 &&
+         pending_writes_ == 0 &&
+         uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&tcp_)) == 0;
+}
+
+int Connection::send_held_for_fin(const WriteReq* w) {
+  msghdr msg{};
+  msg.msg_iov = reinterpret_cast<iovec*>(const_cast<uv_buf_t*>(w->bufs));
+  msg.msg_iovlen = w->nbufs;
+  ssize_t n;
+  do {
+    n = ::sendmsg(fd_, &msg, MSG_MORE | MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n >= 0) return static_cast<int>(n);
+  return errno == EAGAIN || errno == EWOULDBLOCK ? UV_EAGAIN : -errno;
+}
+
 void Connection::submit(WriteReq* w) {
   w->bytes = 0;
   for (unsigned i = 0; i < w->nbufs; ++i) w->bytes += w->bufs[i].len;
   auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
   size_t done = 0;
   if (!w->file_chunk) {
-    const int n = uv_try_write(stream, w->bufs, w->nbufs);
+    const int n =
+        last_response_on_socket() ? send_held_for_fin(w) : uv_try_write(stream, w->bufs, w->nbufs);
     if (n < 0 && n != UV_EAGAIN) {
       SPDLOG_DEBUG("{}: write failed: {}", peer_, uv_strerror(n));
       release(w);

@@ -490,3 +490,27 @@ def test_slow_request_head_is_cut_off(cdn):
         assert time.monotonic() - start < 8
         assert rest == b"" or rest.startswith(b"HTTP/1.1 408"), rest[:100]
     assert_serving(r)
+
+
+@pytest.mark.parametrize("name", ["a.txt", "data.bin", "missing.txt"])
+def test_last_response_is_not_held_back(replica, name):
+    # The response that ends a connection is sent with MSG_MORE and flushed by
+    # the close with the FIN in the same segment. Were the close ever late, the
+    # kernel would hold the data for its 200 ms cork timer: 10 such answers in
+    # a row would take 2 s or more.
+    path, expected = "/" + name, FILES.get(name)
+    t0 = time.monotonic()
+    for _ in range(10):
+        s = socket.create_connection((replica.host, replica.port), timeout=5)
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        s.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert b"\r\nConnection: close" in head, head
+        if expected is None:
+            assert head.startswith(b"HTTP/1.1 404"), head
+        else:
+            assert head.startswith(b"HTTP/1.1 200") and body == expected, head
+    assert time.monotonic() - t0 < 1.5
