@@ -188,12 +188,13 @@ std::optional<std::string> accept_request(net::Exchange& ex) {
   return path;
 }
 
-void send_document(net::Exchange& ex, std::string_view content_type, std::string_view body) {
+void send_document(net::Exchange& ex, std::string_view content_type, std::string_view body,
+                   std::shared_ptr<const void> owner) {
   auto& h = ex.begin(200);
   h.header("Content-Type", content_type);
   h.header("Cache-Control", "no-store");
   h.header("Content-Length", static_cast<uint64_t>(body.size()));
-  ex.finish(body);
+  ex.finish(body, std::move(owner));
 }
 
 }  // namespace cdn::daemon

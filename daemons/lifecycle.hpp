@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <string>
 
 namespace cdn::daemon {
@@ -72,6 +73,9 @@ namespace cdn::daemon {
 std::optional<std::string> accept_request(net::Exchange& ex);
 
 // A 200 with a generated document (status JSON, metrics), never cached.
-void send_document(net::Exchange& ex, std::string_view content_type, std::string_view body);
+// `owner`, when given, keeps `body` alive until it is written, so a large
+// document (the metrics of 10,000 replicas) is sent without a copy.
+void send_document(net::Exchange& ex, std::string_view content_type, std::string_view body,
+                   std::shared_ptr<const void> owner = nullptr);
 
 }  // namespace cdn::daemon

@@ -238,7 +238,10 @@ void Balancer::serve_metrics(net::Exchange& ex) {
   const auto& st = server_.stats();
   // Sized up front and formatted in place: with 10,000 replicas the page is
   // ~11 MB, and growing it by doubling through temporaries doubled the peak RSS.
-  std::string m;
+  // Owned by the write, not copied into the connection's pooled buffer
+  // (which would keep its 11 MB for good).
+  auto page = std::make_shared<std::string>();
+  std::string& m = *page;
   m.reserve(4096 + table_.replicas().size() * 1280);
   auto out = std::back_inserter(m);
   auto head = [&out](std::string_view name, std::string_view type, std::string_view help) {
@@ -320,7 +323,7 @@ void Balancer::serve_metrics(net::Exchange& ex) {
          [](const Replica& r) { return Opt(r.score); });
   family("cdn_balancer_replica_redirects_total", "counter", "Clients sent to the replica.",
          [](const Replica& r) { return Opt(static_cast<double>(r.redirects_total)); });
-  daemon::send_document(ex, "text/plain; version=0.0.4", m);
+  daemon::send_document(ex, "text/plain; version=0.0.4", m, std::move(page));
 }
 
 }  // namespace cdn::balancer
