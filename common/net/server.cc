@@ -148,6 +148,7 @@ class Connection {
   WriteReq* take_write();
   void release(WriteReq* w);
   void submit(WriteReq* w);
+  void send_more_file();
   bool last_response_on_socket();
   int send_held_for_fin(const WriteReq* w);
   enum class Pump { Done, Pending, Failed };
@@ -742,16 +743,21 @@ void Connection::on_writable(uv_poll_t* p, int status, int) {
   }
   // Level-triggered: the watch stays on while the stream goes on, so a
   // socket that fills again costs no epoll_ctl.
-  const Pump pump = c->pump_file(nullptr);
+  c->send_more_file();
+}
+
+// Sends what the socket takes of the file, then waits for it or moves on.
+void Connection::send_more_file() {
+  const Pump pump = pump_file(nullptr);
   if (pump == Pump::Failed) {
-    c->close();
+    close();
     return;
   }
   if (pump == Pump::Pending) {
-    c->arm(c->server_.options_.send_timeout);
+    arm(server_.options_.send_timeout);
     return;
   }
-  c->file_progressed();
+  file_progressed();
 }
 
 void Connection::finish_file_stream() {
@@ -776,15 +782,8 @@ void Connection::on_write(uv_write_t* req, int status) {
   }
   c->server_.stats_.bytes_sent += bytes;
   if (file_chunk && c->file_fd_ >= 0) {
-    const Pump p = c->pump_file(nullptr);
-    if (p == Pump::Failed) {
-      c->close();
-      return;
-    }
-    if (p == Pump::Pending) {
-      c->arm(c->server_.options_.send_timeout);
-      return;
-    }
+    c->send_more_file();
+    return;
   }
   c->file_progressed();
 }
