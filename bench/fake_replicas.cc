@@ -1,10 +1,14 @@
 // cdn-fake-replicas: thousands of replicas in one process, for
 // bench/probe-scale. Listens on N loopback addresses (127.77.x.y, all on one
 // port, as the seed's servers were) and answers every request with a fixed
-// /.cdn/status document over kept-alive connections. Writes the seed-format
-// servers file (one bare host a line), then "ready" on standard output.
-// On SIGUSR1 it prints "answered A probed P": A requests answered in all, P
-// replicas that answered at least 3 (enough for the balancer's rise), so the
+// /.cdn/status document over kept-alive connections, or, to a request for a
+// status stream (GET /.cdn/status?watch=MS&count=N, what the balancer asks a
+// steady replica), the same document as a chunked stream: one at once, then
+// one every MS, N in all. Writes the seed-format servers file (one bare host
+// a line), then "ready" on standard output.
+// On SIGUSR1 it prints "answered A probed P": A status documents sent in all
+// (answers and streamed), P replicas that sent at least 3 (enough for the
+// balancer's rise), so the
 // bench can count probes and wait for every replica without asking the
 // balancer (whose /.cdn/metrics for 10,000 replicas costs megabytes of RSS
 // that would be counted as the prober's).
@@ -20,6 +24,7 @@
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace {
@@ -34,10 +39,18 @@ struct Listener {
   uint32_t answered = 0;
 };
 
+std::string g_chunk;        // the document as one chunk of a stream
+std::string g_stream_head;  // a stream's head
+
 struct Conn {
   uv_tcp_t tcp{};
+  uv_timer_t timer{};  // a stream's next document
+  int open = 2;        // handles not yet closed
   Listener* listener = nullptr;
   std::string in;
+  uint32_t left = 0;     // documents of the stream still to send
+  uint64_t every = 0;    // ms between documents
+  uint64_t next_at = 0;  // loop time of the next one
 };
 
 struct Write {
@@ -45,9 +58,65 @@ struct Write {
   std::string bytes;
 };
 
-void on_closed(uv_handle_t* h) { delete static_cast<Conn*>(h->data); }
+void on_closed(uv_handle_t* h) {
+  auto* c = static_cast<Conn*>(h->data);
+  if (--c->open == 0) delete c;
+}
+
+void close_conn(Conn* c) {
+  uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp), on_closed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&c->timer), on_closed);
+}
 
 void on_written(uv_write_t* req, int) { delete reinterpret_cast<Write*>(req); }
+
+void count_documents(Conn* c, size_t n) {
+  g_answered += n;
+  Listener* l = c->listener;
+  if (l->answered < kProbedAfter && l->answered + n >= kProbedAfter) ++g_probed;
+  l->answered += static_cast<uint32_t>(n);
+}
+
+void send_bytes(Conn* c, std::string bytes) {
+  auto* w = new Write();
+  w->bytes = std::move(bytes);
+  uv_buf_t b = uv_buf_init(w->bytes.data(), static_cast<unsigned>(w->bytes.size()));
+  if (uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1, on_written) != 0) {
+    delete w;
+    close_conn(c);
+  }
+}
+
+// The number after `name=` in a request head, or 0.
+uint64_t param(std::string_view head, std::string_view name) {
+  const size_t at = head.find(name);
+  if (at == std::string_view::npos) return 0;
+  return std::strtoull(head.data() + at + name.size(), nullptr, 10);
+}
+
+void on_stream_timer(uv_timer_t* t);
+
+// Each document at its own time from the start of the stream, not `every`
+// after the previous one fired: with 10,000 streams the loop runs each timer
+// tens of ms late, and a repeating libuv timer counts from that, which made
+// "1 Hz" 4% slower.
+void arm_stream(Conn* c) {
+  c->next_at += c->every;
+  const uint64_t now = uv_now(c->timer.loop);
+  uv_timer_start(&c->timer, on_stream_timer, c->next_at > now ? c->next_at - now : 0, 0);
+}
+
+void on_stream_timer(uv_timer_t* t) {
+  auto* c = static_cast<Conn*>(t->data);
+  count_documents(c, 1);
+  std::string out = g_chunk;
+  if (--c->left == 0) {
+    out += "0\r\n\r\n";
+  } else {
+    arm_stream(c);
+  }
+  send_bytes(c, std::move(out));
+}
 
 void on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) {
   static char slab[64 * 1024];
@@ -57,31 +126,40 @@ void on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) {
 void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
   auto* c = static_cast<Conn*>(s->data);
   if (n < 0) {
-    uv_close(reinterpret_cast<uv_handle_t*>(s), on_closed);
+    close_conn(c);
     return;
   }
   c->in.append(buf->base, static_cast<size_t>(n));
+  std::string out;
   size_t answers = 0;
-  for (size_t end; (end = c->in.find("\r\n\r\n")) != std::string::npos;) {
-    c->in.erase(0, end + 4);
+  for (size_t end; c->left == 0 && (end = c->in.find("\r\n\r\n")) != std::string::npos;) {
+    const std::string_view head(c->in.data(), end);
+    const uint64_t ms = param(head.substr(0, head.find('\r')), "watch=");
+    const uint64_t count = param(head.substr(0, head.find('\r')), "count=");
     ++answers;
+    if (ms > 0 && count > 0) {
+      // A stream: the head and the first document now, the rest on the timer.
+      out += g_stream_head + g_chunk;
+      c->left = static_cast<uint32_t>(count - 1);
+      if (c->left == 0) {
+        out += "0\r\n\r\n";
+      } else {
+        c->every = ms;
+        c->next_at = uv_now(c->timer.loop);
+        arm_stream(c);
+      }
+    } else {
+      out += g_response;
+    }
+    c->in.erase(0, end + 4);
   }
   if (c->in.size() > 16 * 1024) {  // not HTTP
-    uv_close(reinterpret_cast<uv_handle_t*>(s), on_closed);
+    close_conn(c);
     return;
   }
   if (answers == 0) return;
-  g_answered += answers;
-  Listener* l = c->listener;
-  if (l->answered < kProbedAfter && l->answered + answers >= kProbedAfter) ++g_probed;
-  l->answered += static_cast<uint32_t>(answers);
-  auto* w = new Write();
-  for (size_t k = 0; k < answers; ++k) w->bytes += g_response;
-  uv_buf_t b = uv_buf_init(w->bytes.data(), static_cast<unsigned>(w->bytes.size()));
-  if (uv_write(&w->req, s, &b, 1, on_written) != 0) {
-    delete w;
-    uv_close(reinterpret_cast<uv_handle_t*>(s), on_closed);
-  }
+  count_documents(c, answers);
+  send_bytes(c, std::move(out));
 }
 
 void on_connection(uv_stream_t* server, int status) {
@@ -89,9 +167,11 @@ void on_connection(uv_stream_t* server, int status) {
   auto* c = new Conn();
   c->listener = static_cast<Listener*>(server->data);
   uv_tcp_init(server->loop, &c->tcp);
+  uv_timer_init(server->loop, &c->timer);
   c->tcp.data = c;
+  c->timer.data = c;
   if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0) {
-    uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp), on_closed);
+    close_conn(c);
     return;
   }
   uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp), on_alloc, on_read);
@@ -129,6 +209,12 @@ int main(int argc, char** argv) {
       R"("uptime_seconds":1,"version":"fake"})";
   g_response = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
                std::to_string(body.size()) + "\r\n\r\n" + body;
+  char size[16];
+  std::snprintf(size, sizeof size, "%zx\r\n", body.size() + 1);
+  g_chunk = size + body + "\n\r\n";
+  g_stream_head =
+      "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n";
 
   uv_loop_t* loop = uv_default_loop();
   std::vector<Listener*> listeners;

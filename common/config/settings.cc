@@ -441,6 +441,10 @@ BalancerSettings balancer_settings(const IniFile& file) {
             [&](const Entry& e) {
               b.probe.fall = static_cast<uint32_t>(uint_of(file, e, 1, 100));
             }},
+           {"stream",
+            [&](const Entry& e) {
+              b.probe.stream = static_cast<uint32_t>(uint_of(file, e, 0, 3600));
+            }},
        }},
       {"balance",
        {

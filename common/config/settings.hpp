@@ -68,6 +68,10 @@ struct ProbeSettings {
   milliseconds timeout{500};
   uint32_t rise = 2;  // good probes to go up
   uint32_t fall = 2;  // failed probes to go down
+  // A steady replica's status comes as a stream of this many documents, one
+  // per interval, on one request (GET /.cdn/status?watch=...); 0 or 1: one
+  // request per probe.
+  uint32_t stream = 10;
 };
 
 struct BalanceSettings {

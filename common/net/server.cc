@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <optional>
@@ -115,6 +116,7 @@ class Connection {
   std::unique_ptr<char[]> chunk_;
 
   Exchange exchange_;
+  bool streaming_ = false;  // a chunked body is being sent piece by piece
   bool deferred_ = false;
   bool in_handler_ = false;
   // Deferred answers hold this weakly; it points at nothing once closed.
@@ -257,6 +259,55 @@ Deferred Exchange::defer() {
   c.deferred_ = true;
   if (!c.self_) c.self_ = std::make_shared<Connection*>(&c);
   return Deferred(c.self_);
+}
+
+void Exchange::start_stream() {
+  Connection& c = conn_;
+  if (c.current_ == nullptr || c.finished_ || !c.deferred_) return;
+  c.writer_->header("Transfer-Encoding", "chunked");
+  c.writer_->end();
+  WriteReq* w = c.current_;
+  c.current_ = nullptr;
+  // Finished as far as the handler's answer goes (a stray finish() is
+  // ignored); the connection stays deferred until end_stream().
+  c.finished_ = true;
+  c.streaming_ = true;
+  w->bufs[0] = uv_buf_init(w->head.data(), static_cast<unsigned>(w->head.size()));
+  w->nbufs = 1;
+  c.submit(w);
+}
+
+bool Exchange::streaming() const {
+  return conn_.streaming_ && conn_.state_ != Connection::State::Closing;
+}
+
+bool Exchange::send_piece(std::string_view piece) {
+  Connection& c = conn_;
+  if (!streaming() || piece.empty()) return false;
+  // Anything still queued in libuv means the kernel's send buffer is full:
+  // the client has stopped reading.
+  if (uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&c.tcp_)) > 0) return false;
+  WriteReq* w = c.take_write();
+  char size[20];
+  const int n = std::snprintf(size, sizeof size, "%zx\r\n", piece.size());
+  w->head.reserve(static_cast<size_t>(n) + piece.size() + 2);
+  w->head.append(size, static_cast<size_t>(n)).append(piece).append("\r\n");
+  w->bufs[0] = uv_buf_init(w->head.data(), static_cast<unsigned>(w->head.size()));
+  w->nbufs = 1;
+  c.submit(w);
+  return c.state_ != Connection::State::Closing;
+}
+
+void Exchange::end_stream() {
+  Connection& c = conn_;
+  if (!streaming()) return;
+  c.streaming_ = false;
+  WriteReq* w = c.take_write();
+  w->head.assign("0\r\n\r\n");
+  w->bufs[0] = uv_buf_init(w->head.data(), static_cast<unsigned>(w->head.size()));
+  w->nbufs = 1;
+  c.submit(w);
+  if (c.deferred_ && !c.in_handler_) c.answered();
 }
 
 Exchange* Deferred::exchange() const {
@@ -416,6 +467,7 @@ void Connection::handle_request() {
   state_ = State::Handling;
   finished_ = false;
   deferred_ = false;
+  streaming_ = false;
   disarm();
   in_handler_ = true;
   try {
@@ -434,7 +486,7 @@ void Connection::handle_request() {
     }
   }
   in_handler_ = false;
-  if (state_ == State::Closing) return;
+  if (state_ == State::Closing || streaming_) return;  // a stream ends through its Deferred
   if (!finished_) {
     if (deferred_) return;  // answered later through a Deferred
     spdlog::error("{} {} {}: handler gave no answer", peer_, req.method, req.target);
@@ -548,7 +600,7 @@ bool Connection::last_response_on_socket() {
   // pipelined after it: an error reply (431, 503 at the connection limit)
   // closes with the client's bytes unread, so close() sends RST, which would
   // discard data still held back; it goes out at once instead.
-  return !keep_alive_ && !close_after_write_ && pending_.empty() && fd_ >= 0 &&
+  return !keep_alive_ && !close_after_write_ && !streaming_ && pending_.empty() && fd_ >= 0 &&
          pending_writes_ == 0 &&
          uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&tcp_)) == 0;
 }

@@ -91,6 +91,19 @@ class Exchange {
   // finish*() through the Deferred's exchange() when it has the answer.
   Deferred defer();
 
+  // A body sent in pieces over time (an event stream, e.g. the replica's
+  // status watch), on a deferred exchange of an HTTP/1.1 request:
+  // start_stream() ends the head with "Transfer-Encoding: chunked" and sends
+  // it; each send_piece() is one chunk; end_stream() sends the last chunk and
+  // the connection moves on to the next request. send_piece() answers false
+  // when the piece was not sent: no stream, or the client has not taken the
+  // previous pieces (its socket is full), in which case the caller ends the
+  // stream rather than queue without bound.
+  void start_stream();
+  bool send_piece(std::string_view piece);
+  void end_stream();
+  bool streaming() const;
+
   // A complete short answer: status, Content-Type text/plain, the text as body.
   void reply(int status, std::string_view text,
              std::initializer_list<std::pair<std::string_view, std::string_view>> headers = {});

@@ -255,14 +255,18 @@ void Balancer::serve_metrics(net::Exchange& ex) {
   fmt::format_to(out, "cdn_balancer_requests_total {}\n", st.requests_total);
   head("cdn_balancer_connections_active", "gauge", "Open client connections.");
   fmt::format_to(out, "cdn_balancer_connections_active {}\n", st.active_connections);
-  head("cdn_balancer_probes_total", "counter", "Health probes sent.");
+  head("cdn_balancer_probes_total", "counter",
+       "Health probe outcomes: answers, failures and streamed status documents.");
   fmt::format_to(out, "cdn_balancer_probes_total {}\n", prober_.probes_total());
+  head("cdn_balancer_probes_streamed_total", "counter",
+       "Status documents that came on a replica's status stream.");
+  fmt::format_to(out, "cdn_balancer_probes_streamed_total {}\n", prober_.streamed_total());
   head("cdn_balancer_probe_failures_total", "counter", "Health probes that failed.");
   fmt::format_to(out, "cdn_balancer_probe_failures_total {}\n", prober_.probe_failures_total());
   head("cdn_balancer_replicas_up", "gauge", "Replicas taking clients.");
   fmt::format_to(out, "cdn_balancer_replicas_up {}\n", table_.up_count());
   head("cdn_balancer_probes_early_total", "counter",
-       "Probes sent at once because a replica closed the idle probe connection.");
+       "Probes sent at once because a replica closed the probe connection.");
   fmt::format_to(out, "cdn_balancer_probes_early_total {}\n", prober_.early_probes_total());
   head("cdn_balancer_bytes_sent_total", "counter", "Response bytes the balancer sent.");
   fmt::format_to(out, "cdn_balancer_bytes_sent_total {}\n", st.bytes_sent);

@@ -36,6 +36,8 @@ void Prober::stop() {
 void Prober::start(const config::ProbeSettings& settings) {
   stop();
   settings_ = settings;
+  stream_target_ = "/.cdn/status?watch=" + std::to_string(settings_.interval.count()) +
+                   "&count=" + std::to_string(settings_.stream);
   timer_ = uv::make_timer(loop_, [this] { on_tick(); });
   std::minstd_rand rng(std::random_device{}());
   const auto& replicas = table_.replicas();
@@ -166,19 +168,32 @@ void Prober::fire(Probe& p) {
 
 void Prober::send(Probe& p) {
   if (p.in_flight) return;
-  ++probes_total_;
   if (!p.address) {
+    ++probes_total_;
     ++failures_total_;
     table_.probe_failed(p.index, p.resolve_error, Clock::now());
     schedule(p, settings_.interval);
     return;
   }
+  const auto& replica = table_.replicas()[p.index];
+  p.asked_stream = settings_.stream > 1 && p.can_stream && replica.health == Health::Up &&
+                   replica.bad_streak == 0;
+  p.streaming = false;
+  p.documents = 0;
   p.in_flight = true;
   p.body.clear();
   p.sent = Clock::now();
   Probe* raw = &p;
   net::ClientCallbacks cb;
+  if (p.asked_stream) {
+    cb.on_headers = [raw](const http::Response& resp) {
+      raw->streaming = resp.status == 200 && resp.chunked &&
+                       resp.header("Content-Type").value_or("").starts_with("application/x-ndjson");
+      return true;
+    };
+  }
   cb.on_body = [raw](std::string_view piece) {
+    if (raw->streaming) return raw->prober->stream_piece(*raw, piece);
     if (raw->body.size() + piece.size() > kMaxStatusBody) return false;
     raw->body.append(piece);
     return true;
@@ -186,31 +201,43 @@ void Prober::send(Probe& p) {
   cb.on_done = [raw](const net::ClientResult& r, const http::Response& resp) {
     raw->prober->done(*raw, r, resp);
   };
-  p.conn->request("GET", "/.cdn/status", p.host_header, "User-Agent: cdn-balancerd\r\n",
-                  settings_.timeout, std::move(cb));
+  // A stream's documents come an interval apart: each may take that long.
+  const auto timeout = p.asked_stream ? settings_.interval + settings_.timeout : settings_.timeout;
+  p.conn->request("GET", p.asked_stream ? std::string_view(stream_target_) : "/.cdn/status",
+                  p.host_header, "User-Agent: cdn-balancerd\r\n", timeout, std::move(cb));
   // Its timeout; done() replaces it with the next probe.
   if (p.in_flight) schedule_at(p, p.conn->progress_deadline(), Round::Up);
 }
 
-void Prober::done(Probe& p, const net::ClientResult& r, const http::Response& resp) {
-  p.in_flight = false;
-  const auto now = Clock::now();
-  const auto rtt = std::chrono::duration_cast<std::chrono::microseconds>(now - p.sent);
-  const auto& before = table_.replicas()[p.index];
-  const Health was = before.health;
-  std::string why;
-  Failure kind = Failure::Soft;
-  if (!r.ok()) {
-    why = r.message;
-    if (r.code == UV_ECONNREFUSED) kind = Failure::Refused;
-  } else if (resp.status != 200) {
-    why = "status answered " + std::to_string(resp.status);
-  } else if (auto st = status::decode(p.body)) {
+bool Prober::stream_piece(Probe& p, std::string_view piece) {
+  if (p.body.size() + piece.size() > kMaxStatusBody) return false;
+  p.body.append(piece);
+  size_t from = 0;
+  for (size_t nl; (nl = p.body.find('\n', from)) != std::string::npos; from = nl + 1) {
+    const auto now = Clock::now();
+    const auto st = status::decode(std::string_view(p.body).substr(from, nl - from));
+    if (!st) return false;  // done() reports the abort
+    ++documents_total_;
+    // The first document answers the request: its delay is the round trip.
+    // The others were sent on the replica's clock.
+    std::optional<std::chrono::microseconds> rtt;
+    if (p.documents == 0) rtt = std::chrono::duration_cast<std::chrono::microseconds>(now - p.sent);
+    ++p.documents;
+    p.last_document = now;
+    report(p, rtt, &*st, {}, Failure::Soft, now);
+  }
+  p.body.erase(0, from);
+  return true;
+}
+
+bool Prober::report(Probe& p, std::optional<std::chrono::microseconds> rtt,
+                    const status::ReplicaStatus* st, std::string_view why, Failure kind,
+                    Clock::time_point now) {
+  ++probes_total_;  // each outcome: an answer, a failure, a streamed document
+  const Health was = table_.replicas()[p.index].health;
+  if (st != nullptr) {
     table_.probe_succeeded(p.index, rtt, *st, now);
   } else {
-    why = "status answer is not a status document";
-  }
-  if (!why.empty()) {
     ++failures_total_;
     table_.probe_failed(p.index, why, now, kind);
   }
@@ -226,10 +253,65 @@ void Prober::done(Probe& p, const net::ClientResult& r, const http::Response& re
   }
   // While a replica is between states (some good probes while down, or
   // failures while up), probe it faster so the change is confirmed sooner.
-  const bool changing = (after.health == Health::Down && after.good_streak > 0) ||
-                        (after.health != Health::Down && after.bad_streak > 0);
-  auto next = changing ? std::max<std::chrono::milliseconds>(settings_.interval / 4, kMinProbeGap)
-                       : settings_.interval;
+  return (after.health == Health::Down && after.good_streak > 0) ||
+         (after.health != Health::Down && after.bad_streak > 0);
+}
+
+void Prober::done(Probe& p, const net::ClientResult& r, const http::Response& resp) {
+  p.in_flight = false;
+  const auto now = Clock::now();
+  const auto fast = std::max<std::chrono::milliseconds>(settings_.interval / 4, kMinProbeGap);
+  if (p.streaming) {
+    if (r.ok() && p.documents > 0) {
+      // The stream ended (its count, or the replica is draining): the next
+      // one an interval after its last document, as a probe would have come.
+      const auto& rep = table_.replicas()[p.index];
+      const bool changing = rep.health != Health::Up || rep.bad_streak > 0;
+      const auto next = changing ? fast : settings_.interval;
+      const auto since =
+          std::chrono::duration_cast<std::chrono::milliseconds>(now - p.last_document);
+      schedule(p, next - std::min(since, next));
+      return;
+    }
+    if (r.error == net::ClientError::Reset && p.documents > 0) {
+      // The replica closed it: most likely it died (the kernel closes a
+      // killed process's sockets at once). Ask now instead of counting a
+      // failure: a refused connection then takes it out within milliseconds.
+      ++early_probes_total_;
+      p.sent = now;
+      schedule(p, std::chrono::milliseconds(0));
+      return;
+    }
+    const bool changing =
+        report(p, std::nullopt, nullptr,
+               r.ok() ? std::string("status stream ended without a document")
+                      : "status stream: " + (r.error == net::ClientError::Aborted
+                                                 ? std::string("not a status document")
+                                                 : r.message),
+               r.code == UV_ECONNREFUSED ? Failure::Refused : Failure::Soft, now);
+    schedule(p, changing ? fast : settings_.interval);
+    return;
+  }
+  if (p.asked_stream && r.ok()) {
+    // Answered with one document (or an error) instead of a stream: this
+    // server does not stream; poll it from now on.
+    p.can_stream = false;
+    SPDLOG_DEBUG("replica {} does not stream its status: polling", p.host_header);
+  }
+  const auto rtt = std::chrono::duration_cast<std::chrono::microseconds>(now - p.sent);
+  std::optional<status::ReplicaStatus> st;
+  std::string why;
+  Failure kind = Failure::Soft;
+  if (!r.ok()) {
+    why = r.message;
+    if (r.code == UV_ECONNREFUSED) kind = Failure::Refused;
+  } else if (resp.status != 200) {
+    why = "status answered " + std::to_string(resp.status);
+  } else if (!(st = status::decode(p.body))) {
+    why = "status answer is not a status document";
+  }
+  const bool changing = report(p, rtt, st ? &*st : nullptr, why, kind, now);
+  const auto next = changing ? fast : settings_.interval;
   const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(now - p.sent);
   schedule(p, next - std::min(spent, next));
 }

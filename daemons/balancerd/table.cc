@@ -178,15 +178,17 @@ void Table::rebuild_ring() {
   std::sort(ring_.begin(), ring_.end());
 }
 
-void Table::probe_succeeded(size_t i, std::chrono::microseconds rtt,
+void Table::probe_succeeded(size_t i, std::optional<std::chrono::microseconds> rtt,
                             const status::ReplicaStatus& st, Clock::time_point now) {
   if (i >= replicas_.size()) return;
   Replica& r = replicas_[i];
-  const double ms = std::max(0.0, static_cast<double>(rtt.count()) / 1000.0);
-  r.rtt_ms = r.rtt_ms ? (1 - kRttAlpha) * *r.rtt_ms + kRttAlpha * ms : ms;
-  r.recent_rtt_ms.push_back(ms);
-  if (r.recent_rtt_ms.size() > kRttWindow) r.recent_rtt_ms.erase(r.recent_rtt_ms.begin());
-  r.base_rtt_ms = *std::min_element(r.recent_rtt_ms.begin(), r.recent_rtt_ms.end());
+  if (rtt) {
+    const double ms = std::max(0.0, static_cast<double>(rtt->count()) / 1000.0);
+    r.rtt_ms = r.rtt_ms ? (1 - kRttAlpha) * *r.rtt_ms + kRttAlpha * ms : ms;
+    r.recent_rtt_ms.push_back(ms);
+    if (r.recent_rtt_ms.size() > kRttWindow) r.recent_rtt_ms.erase(r.recent_rtt_ms.begin());
+    r.base_rtt_ms = *std::min_element(r.recent_rtt_ms.begin(), r.recent_rtt_ms.end());
+  }
   r.loss = (1 - kLossAlpha) * r.loss;
   r.reported_load = std::isfinite(st.load) && st.load >= 0 ? st.load : 0;
   r.reported_capacity = st.capacity;

@@ -127,8 +127,10 @@ class Table {
                    const config::BalanceSettings& balance);
 
   // Probe outcomes. An index out of range (a probe that outlived a reload) is ignored.
-  void probe_succeeded(size_t i, std::chrono::microseconds rtt, const status::ReplicaStatus& st,
-                       Clock::time_point now);
+  // `rtt`: none for a status document that came unasked (the later documents
+  // of a stream): it tells health and load, not the round trip.
+  void probe_succeeded(size_t i, std::optional<std::chrono::microseconds> rtt,
+                       const status::ReplicaStatus& st, Clock::time_point now);
   void probe_failed(size_t i, std::string_view why, Clock::time_point now,
                     Failure kind = Failure::Soft);
 

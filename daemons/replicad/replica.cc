@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
+#include <optional>
 
 #include "cdn_config.h"
 #include "common/http/path.hpp"
@@ -115,10 +117,14 @@ void Replica::reconfigure(config::ReplicaSettings settings, std::unique_ptr<Stor
 
 void Replica::drain(std::function<void()> done) {
   state_ = status::State::Draining;
+  // Watching balancers hear it now, not at their next turn; the streams end
+  // so that the drain can finish.
+  end_watches();
   server_.drain(std::move(done));
 }
 
 void Replica::stop() {
+  watches_.clear();
   server_.close();
   if (pull_) pull_->close();
 }
@@ -143,7 +149,7 @@ std::string Replica::status_line() {
                      bytes_per_second_ / 1e6, st.requests_total);
 }
 
-status::ReplicaStatus Replica::status() const {
+status::ReplicaStatus Replica::status(bool in_request) const {
   const auto& st = server_.stats();
   status::ReplicaStatus s;
   s.name = settings_.server.name;
@@ -166,8 +172,8 @@ status::ReplicaStatus Replica::status() const {
   s.requests_total = st.requests_total;
   s.bytes_total = st.bytes_sent;
   s.bytes_per_second = bytes_per_second_;
-  // The status request itself holds one connection: do not count it.
-  const uint64_t busy = st.active_connections > 0 ? st.active_connections - 1 : 0;
+  const uint64_t own = watches_.size() + (in_request ? 1 : 0);
+  const uint64_t busy = st.active_connections > own ? st.active_connections - own : 0;
   s.load = s.capacity > 0 ? static_cast<double>(busy) / static_cast<double>(s.capacity) : 0;
   s.uptime_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
@@ -369,9 +375,103 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
 }
 
 void Replica::serve_status(net::Exchange& ex) {
+  const auto query = http::query_of(ex.request().target);
+  const auto& req = ex.request();
+  // HEAD and HTTP/1.0 (no chunked bodies) get the one document.
+  if (!ex.is_head() && req.version_minor >= 1 && http::query_param(query, "watch")) {
+    start_watch(ex, query);
+    return;
+  }
   sample_rate();
-  const std::string body = status::encode(status());
+  const std::string body = status::encode(status(/*in_request=*/true));
   daemon::send_document(ex, "application/json", body);
+}
+
+namespace {
+constexpr uint64_t kWatchIntervalMin = 100, kWatchIntervalMax = 60'000;
+constexpr uint64_t kWatchCountDefault = 60, kWatchCountMax = 3'600;
+// Replica-wide: a watch is a balancer's, and a replica has a few of them.
+constexpr size_t kMaxWatches = 64;
+
+std::optional<uint64_t> number_in(std::string_view text, uint64_t lo, uint64_t hi) {
+  uint64_t v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size() || v < lo || v > hi)
+    return std::nullopt;
+  return v;
+}
+}  // namespace
+
+void Replica::start_watch(net::Exchange& ex, std::string_view query) {
+  const auto interval = number_in(http::query_param(query, "watch").value_or(""), kWatchIntervalMin,
+                                  kWatchIntervalMax);
+  const auto count_param = http::query_param(query, "count");
+  const auto count =
+      count_param ? number_in(*count_param, 1, kWatchCountMax) : std::optional(kWatchCountDefault);
+  if (!interval || !count) {
+    ex.reply(400, fmt::format("watch=MS ({}..{}) [&count=N (1..{})]", kWatchIntervalMin,
+                              kWatchIntervalMax, kWatchCountMax));
+    return;
+  }
+  if (watches_.size() >= kMaxWatches) {
+    ex.reply(503, "too many status watches", {{"Retry-After", "1"}});
+    return;
+  }
+  auto w = std::make_unique<Watch>();
+  w->answer = ex.defer();
+  w->left = static_cast<uint32_t>(*count);
+  auto& h = ex.begin(200);
+  h.header("Content-Type", "application/x-ndjson");
+  h.header("Cache-Control", "no-store");
+  ex.start_stream();
+  Watch* raw = w.get();
+  watches_.push_back(std::move(w));
+  if (!push(*raw)) {
+    watches_.pop_back();
+    return;
+  }
+  raw->timer = uv::make_timer(loop_, [this, raw] {
+    if (push(*raw)) {
+      arm_watch(*raw);
+      return;
+    }
+    std::erase_if(watches_, [raw](const auto& p) { return p.get() == raw; });
+  });
+  raw->every = *interval;
+  raw->next_at = uv_now(loop_);
+  arm_watch(*raw);
+}
+
+// Each document at its own time from the start of the stream: a repeating
+// timer counts from when it last ran, so a busy loop would stretch the period.
+void Replica::arm_watch(Watch& w) {
+  w.next_at += w.every;
+  const uint64_t now = uv_now(loop_);
+  // Behind by more than a period (the loop was held up): no burst to catch up.
+  if (w.next_at + w.every < now) w.next_at = now;
+  uv::timer_start(w.timer.get(), w.next_at > now ? w.next_at - now : 0, 0);
+}
+
+bool Replica::push(Watch& w) {
+  net::Exchange* ex = w.answer.exchange();
+  if (ex == nullptr) return false;  // the balancer went away
+  sample_rate();
+  std::string doc = status::encode(status());
+  doc.push_back('\n');
+  const bool sent = ex->send_piece(doc);
+  if (!sent || --w.left == 0 || state_ == status::State::Draining) {
+    // A balancer that does not read gets the end (it will see a stale
+    // stream and poll again); a finished one asks for the next.
+    ex->end_stream();
+    return false;
+  }
+  return true;
+}
+
+void Replica::end_watches() {
+  auto watches = std::move(watches_);
+  watches_.clear();
+  for (auto& w : watches) push(*w);
 }
 
 void Replica::serve_metrics(net::Exchange& ex) {
@@ -400,7 +500,8 @@ void Replica::serve_metrics(net::Exchange& ex) {
          static_cast<double>(partial_total_));
   metric("cdn_replica_sent_bytes_total", "counter", "Response bytes sent.",
          static_cast<double>(st.bytes_sent));
-  metric("cdn_replica_load", "gauge", "Active connections over capacity.", status().load);
+  metric("cdn_replica_load", "gauge", "Active connections over capacity.",
+         status(/*in_request=*/true).load);
   if (pull_) {
     const auto& ps = pull_->stats();
     const auto& c = pull_->cache();

@@ -8,10 +8,13 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "common/config/settings.hpp"
 #include "common/net/server.hpp"
 #include "common/status/status.hpp"
+#include "common/uv/handle.hpp"
 #include "daemons/replicad/pull.hpp"
 #include "daemons/replicad/store.hpp"
 
@@ -42,7 +45,9 @@ class Replica {
   void drain(std::function<void()> done);
   void stop();
   std::string status_line();
-  status::ReplicaStatus status() const;
+  // `in_request`: asked by a request, which holds a connection of its own
+  // that is not load (nor are the connections of status watches).
+  status::ReplicaStatus status(bool in_request = false) const;
 
  private:
   void handle(net::Exchange& ex);
@@ -56,6 +61,24 @@ class Replica {
               const std::function<int()>& open_fd, int64_t age, const std::string& cache_status);
   void answer_pulled(net::Exchange& ex, Answer a);
   void serve_status(net::Exchange& ex);
+  // GET /.cdn/status?watch=MS[&count=N]: status documents as a stream, one
+  // at once, then one every MS milliseconds, N in all, and one at once when
+  // the replica starts draining (which ends every stream). A balancer
+  // watching pays one read per replica and interval instead of a request
+  // and its answer (after gRPC's health Watch and ORCA's out-of-band load
+  // reports). Answers 400 for a bad MS or N.
+  void start_watch(net::Exchange& ex, std::string_view query);
+  struct Watch {
+    net::Deferred answer;
+    uv::Ptr<uv_timer_t> timer;
+    uint32_t left = 0;     // documents still to send
+    uint64_t every = 0;    // ms between documents
+    uint64_t next_at = 0;  // loop time (uv_now) of the next one
+  };
+  void arm_watch(Watch& w);
+  // Sends the watch its next document; false once the watch is over.
+  bool push(Watch& w);
+  void end_watches();
   void serve_metrics(net::Exchange& ex);
   void sample_rate();
 
@@ -77,6 +100,7 @@ class Replica {
   uint64_t not_found_total_ = 0;
   uint64_t not_modified_total_ = 0;
   uint64_t partial_total_ = 0;
+  std::vector<std::unique_ptr<Watch>> watches_;
 };
 
 }  // namespace cdn::replica

@@ -42,6 +42,9 @@ class _Handler(socketserver.StreamRequestHandler):
                     break
             path = target.split("?", 1)[0]
             if path == "/.cdn/status":
+                # Like a server that does not stream: one document, whatever
+                # the query asks.
+                fake.status_requests += 1
                 body = json.dumps({
                     "name": fake.name, "source": "fake", "state": "serving",
                     "active_connections": 0, "capacity": 1000, "requests_total": 0,
@@ -92,6 +95,7 @@ class FakeReplica:
         self.body = body
         self.name = name
         self.content_requests = 0
+        self.status_requests = 0
         self.server = _Server(("127.0.0.1", 0), _Handler)
         self.server.fake = self
         self.host, self.port = self.server.server_address

@@ -4,6 +4,7 @@ seed's servers.txt, following with curl, a replica dying."""
 import json
 import signal
 import subprocess
+import time
 import urllib.parse
 
 import pytest
@@ -431,3 +432,49 @@ def test_policy_flag_overrides_ini(cdn):
     b.args = ["--policy", "consistent"]
     b.start()
     assert cdn.wait_up(b, 1)["policy"] == "consistent"
+
+
+def metric(b, name):
+    status, _, body = b.get("/.cdn/metrics")
+    assert status == 200
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in the metrics page")
+
+
+def test_steady_replica_streams_its_status(cdn):
+    """Once a replica is up, its status comes as a stream: a request per
+    `stream` documents instead of one per probe, each document still a probe."""
+    r = cdn.replica()
+    b = cdn.balancer([r], probe={"interval": "200ms", "timeout": "100ms", "stream": 5})
+    cdn.wait_up(b, 1)
+    wait_for(lambda: metric(b, "cdn_balancer_probes_streamed_total") >= 5,
+             what="status documents streamed")
+    docs0, reqs0 = metric(b, "cdn_balancer_probes_streamed_total"), r.status()["requests_total"]
+    time.sleep(2.0)
+    docs = metric(b, "cdn_balancer_probes_streamed_total") - docs0
+    requests = r.status()["requests_total"] - reqs0 - 1  # less our own status request
+    assert 6 <= docs <= 14, docs  # about one per 200 ms
+    assert requests <= docs / 3, (requests, docs)
+    assert metric(b, "cdn_balancer_probe_failures_total") == 0
+    rep = b.status()["replicas"][0]
+    assert rep["health"] == "up" and rep["rtt_ms"] is not None
+
+
+def test_replica_that_does_not_stream_is_polled(cdn):
+    """A server that answers the stream request with one plain document is
+    polled from then on, and stays up."""
+    from fake_replica import FakeReplica
+    f = FakeReplica("bad-digest", b"x")
+    try:
+        b = cdn.balancer([f.address], probe={"interval": "200ms", "timeout": "100ms"})
+        cdn.wait_up(b, 1)
+        n0 = f.status_requests
+        time.sleep(1.5)
+        assert f.status_requests - n0 >= 5, f.status_requests - n0  # one per probe
+        assert metric(b, "cdn_balancer_probes_streamed_total") == 0
+        assert metric(b, "cdn_balancer_probe_failures_total") == 0
+        assert b.status()["replicas"][0]["health"] == "up"
+    finally:
+        f.close()

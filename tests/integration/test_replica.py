@@ -411,6 +411,89 @@ def test_status_load_follows_capacity(cdn):
             c.close()
 
 
+def read_chunk(c):
+    """One chunk of a chunked body (b"" for the last one, whose empty trailer
+    section is read too)."""
+    size = int(c.read_until(b"\r\n").split(b";")[0], 16)
+    data = c.read_exact(size + 2)
+    assert data.endswith(b"\r\n"), data[-10:]
+    return data[:-2]
+
+
+def test_status_watch_streams_documents(replica):
+    """GET /.cdn/status?watch=MS&count=N: N status documents in one chunked
+    answer, one a line: the first at once, then one every MS; the connection
+    then takes the next request."""
+    import json
+    with RawConnection(replica.host, replica.port) as c:
+        t0 = time.monotonic()
+        c.send(b"GET /.cdn/status?watch=200&count=3 HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, h = c.read_head()
+        assert status == 200
+        assert h["Content-Type"] == "application/x-ndjson"
+        assert h["Transfer-Encoding"] == "chunked"
+        assert "Content-Length" not in h
+        docs, times = [], []
+        for _ in range(3):
+            piece = read_chunk(c)
+            times.append(time.monotonic() - t0)
+            assert piece.endswith(b"\n") and piece.count(b"\n") == 1, piece
+            docs.append(json.loads(piece))
+        assert read_chunk(c) == b""  # the last chunk, no trailers
+        assert times[0] < 0.15, times  # at once
+        assert 0.15 <= times[1] - times[0] < 1.0 and 0.15 <= times[2] - times[1] < 1.0, times
+        for d in docs:
+            assert d["state"] == "serving" and d["name"] == "edge-test-1"
+            assert d["load"] == 0  # the watch's own connection is not load
+        # Kept alive: the next request on the same connection is answered.
+        c.send(b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, h = c.read_head()
+        assert status == 200
+        assert c.read_exact(int(h["Content-Length"])) == FILES["a.txt"]
+
+
+@pytest.mark.parametrize("query", ["watch=", "watch=99", "watch=60001", "watch=1s",
+                                   "watch=200&count=0", "watch=200&count=3601",
+                                   "watch=200&count=x"])
+def test_status_watch_bad_parameters_are_400(replica, query):
+    status, _, body = replica.get(f"/.cdn/status?{query}")
+    assert status == 400, (query, body)
+    assert b"watch=MS" in body
+
+
+def test_status_watch_head_and_http_1_0_get_one_document(replica):
+    import json
+    status, h, body = raw_exchange(replica.host, replica.port,
+                                   b"GET /.cdn/status?watch=200 HTTP/1.0\r\n\r\n")
+    assert status == 200 and h["Content-Type"] == "application/json", h
+    assert json.loads(body)["state"] == "serving"
+    status, h, body = raw_exchange(
+        replica.host, replica.port,
+        b"HEAD /.cdn/status?watch=200 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        head_request=True)
+    assert status == 200 and h["Content-Type"] == "application/json" and body == b""
+
+
+def test_status_watch_hears_drain_at_once(cdn):
+    """A replica told to stop sends every watcher a `draining` document at
+    once and ends the stream, and the drain is not held up by it."""
+    import json
+    import signal
+    r = cdn.replica(FILES)
+    with RawConnection(r.host, r.port) as c:
+        c.send(b"GET /.cdn/status?watch=60000&count=10 HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, _ = c.read_head()
+        assert status == 200
+        assert json.loads(read_chunk(c))["state"] == "serving"
+        t0 = time.monotonic()
+        r.signal(signal.SIGTERM)
+        r.expect_exit = True
+        assert json.loads(read_chunk(c))["state"] == "draining"
+        assert read_chunk(c) == b""
+        assert time.monotonic() - t0 < 2.0
+        assert r.wait_exit() == 0
+
+
 def test_sd_notify_status_line(replica):
     statuses = replica.notify.values("STATUS")
     assert statuses, f"no STATUS= sent: {replica.notify.messages}"

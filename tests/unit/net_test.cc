@@ -212,6 +212,21 @@ class ServerThread {
     uv_timer_init(&loop_, extra_timers_.back().get());
     return extra_timers_.back().get();
   }
+  // Runs fn on the deferred exchange `ms` from now, if it is still there;
+  // loop thread only.
+  void later(Deferred d, uint64_t ms, std::function<void(Exchange&)> fn) {
+    using Later = std::pair<Deferred, std::function<void(Exchange&)>>;
+    uv_timer_t* t = timer();
+    t->data = new Later(std::move(d), std::move(fn));
+    uv_timer_start(
+        t,
+        [](uv_timer_t* tt) {
+          auto* l = static_cast<Later*>(tt->data);
+          if (Exchange* e = l->first.exchange()) l->second(*e);
+          delete l;
+        },
+        ms, 0);
+  }
 
  private:
   static void on_async(uv_async_t* a) {
@@ -453,20 +468,10 @@ TEST(Server, DeferredAnswerArrivesLater) {
   ServerThread* st = nullptr;
   ServerThread s(fast_options(), [&st](Exchange& ex) {
     if (ex.request().target != "/later") return echo_target(ex);
-    Deferred d = ex.defer();
-    uv_timer_t* t = st->timer();
-    t->data = new Deferred(d);
-    uv_timer_start(
-        t,
-        [](uv_timer_t* tt) {
-          auto* dd = static_cast<Deferred*>(tt->data);
-          if (Exchange* e = dd->exchange()) {
-            e->begin(200).header("Content-Length", uint64_t{5});
-            e->finish("later");
-          }
-          delete dd;
-        },
-        100, 0);
+    st->later(ex.defer(), 100, [](Exchange& e) {
+      e.begin(200).header("Content-Length", uint64_t{5});
+      e.finish("later");
+    });
   });
   st = &s;
   Sock c(s.port());
@@ -526,6 +531,62 @@ TEST(Server, DeferredAnswerAfterTheClientLeft) {
   EXPECT_EQ(r.header("Connection"), "close");
   EXPECT_TRUE(half.closed_by_peer());
   EXPECT_EQ(answered.load(), 1);
+}
+
+// A streamed body: each piece one chunk, in order, the last chunk at the end,
+// and the request pipelined behind the stream answered after it.
+TEST(Server, StreamSendsPiecesAsChunksThenTakesTheNextRequest) {
+  ServerThread* st = nullptr;
+  ServerThread s(fast_options(), [&st](Exchange& ex) {
+    if (ex.request().target != "/stream") return echo_target(ex);
+    Deferred d = ex.defer();
+    ex.begin(200).header("Content-Type", "application/x-ndjson");
+    ex.start_stream();
+    EXPECT_TRUE(ex.streaming());
+    EXPECT_TRUE(ex.send_piece("one\n"));
+    EXPECT_TRUE(ex.send_piece("two\n"));
+    EXPECT_FALSE(ex.send_piece(""));  // an empty chunk would end the body
+    st->later(d, 50, [](Exchange& e) {
+      EXPECT_TRUE(e.send_piece("three\n"));
+      e.end_stream();
+      EXPECT_FALSE(e.send_piece("late\n"));
+    });
+  });
+  st = &s;
+  Sock c(s.port());
+  ASSERT_TRUE(c.send("GET /stream HTTP/1.1\r\nHost: x\r\n\r\n" + std::string(kGet)));
+  const auto head = c.read_response();
+  EXPECT_EQ(head.status, 200);
+  EXPECT_EQ(head.header("Transfer-Encoding"), "chunked");
+  EXPECT_EQ(head.header("Content-Length"), "");
+  const std::string body = "4\r\none\n\r\n4\r\ntwo\n\r\n6\r\nthree\n\r\n0\r\n\r\n";
+  while (c.buffered().size() < body.size() && c.fill()) {
+  }
+  ASSERT_GE(c.buffered().size(), body.size());
+  EXPECT_EQ(c.buffered().substr(0, body.size()), body);
+  c.buffered().erase(0, body.size());
+  EXPECT_EQ(c.read_response().body, "/a");
+}
+
+// A stream to a client that reads nothing: send_piece() says so once the
+// socket is full, instead of queueing without bound.
+TEST(Server, StreamToAClientThatDoesNotReadIsRefused) {
+  std::atomic<int> sent{-1};
+  ServerThread s(fast_options(), [&sent](Exchange& ex) {
+    Deferred d = ex.defer();
+    ex.begin(200).header("Content-Type", "application/octet-stream");
+    ex.start_stream();
+    const std::string piece(64 * 1024, 'x');
+    int n = 0;
+    while (n < 4096 && ex.send_piece(piece)) ++n;
+    ex.end_stream();
+    sent = n;
+  });
+  Sock c(s.port(), /*rcvbuf=*/4096);
+  ASSERT_TRUE(c.send(kGet));
+  for (int i = 0; i < 100 && sent.load() < 0; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_GE(sent.load(), 1);
+  EXPECT_LT(sent.load(), 1024);  // the kernel's buffers hold a few MiB, not 64
 }
 
 TEST(Server, HandlerWithoutAnswerGets500) {
