@@ -553,7 +553,7 @@ TEST(Balancer, EveryKey) {
       "[server]\nport = 4000\naddress = 127.0.0.1\n"
       "[log]\nlevel = warn\n"
       "[replicas]\nreplica = r1\nreplica = r2:5000\nreplica = [::1]:6000\n"
-      "[probe]\ninterval = 2s\ntimeout = 300ms\nrise = 3\nfall = 4\n"
+      "[probe]\ninterval = 2s\ntimeout = 300ms\nrise = 3\nfall = 4\nstream = 0\n"
       "[balance]\npolicy = consistent\nfallbacks = 0\nretry_after = 1m\nhash_load_factor = 1.5\n");
   EXPECT_EQ(b.server.port, 4000);
   EXPECT_EQ(b.log.level, "warn");
@@ -565,6 +565,8 @@ TEST(Balancer, EveryKey) {
   EXPECT_EQ(b.probe.timeout, milliseconds(300));
   EXPECT_EQ(b.probe.rise, 3U);
   EXPECT_EQ(b.probe.fall, 4U);
+  EXPECT_EQ(b.probe.stream, 0U);
+  EXPECT_EQ(balancer("").probe.stream, 10U);  // the default
   EXPECT_EQ(b.balance.policy, "consistent");
   EXPECT_EQ(b.balance.fallbacks, 0U);
   EXPECT_EQ(b.balance.retry_after, milliseconds(60'000));
@@ -593,6 +595,8 @@ TEST(Balancer, BadValues) {
   for (const Case& c : {
            Case{"[probe]\nrise = 0\n", ":2: [probe] rise: '0'"},
            Case{"[probe]\nfall = 0\n", ":2: [probe] fall: '0'"},
+           Case{"[probe]\nstream = 3601\n", ":2: [probe] stream: '3601'"},
+           Case{"[probe]\nstream = -1\n", ":2: [probe] stream: '-1'"},
            Case{"[probe]\ninterval = 5 parsecs\n",
                 ":2: [probe] interval: '5 parsecs' is not a duration (use 500ms, 2s, 1m)"},
            Case{"[balance]\nhash_load_factor = 1.0\n", ":2: [balance] hash_load_factor: '1.0'"},
@@ -852,9 +856,10 @@ void check_example_lists_every_key(const fs::path& path, bool balancer_file) {
                                            "log.file"};
   std::vector<std::string> expected = server;
   if (balancer_file) {
-    for (const char* k : {"replicas.servers_file", "replicas.replica", "probe.interval",
-                          "probe.timeout", "probe.rise", "probe.fall", "balance.policy",
-                          "balance.fallbacks", "balance.retry_after", "balance.hash_load_factor"}) {
+    for (const char* k :
+         {"replicas.servers_file", "replicas.replica", "probe.interval", "probe.timeout",
+          "probe.rise", "probe.fall", "probe.stream", "balance.policy", "balance.fallbacks",
+          "balance.retry_after", "balance.hash_load_factor"}) {
       expected.push_back(k);
     }
   } else {
