@@ -17,6 +17,9 @@ constexpr uint64_t kTickMs = 10;
 // 5.12 s of slots: the usual intervals and timeouts fit in one turn; a
 // longer delay waits in its slot for the turns in between (walked, skipped).
 constexpr size_t kSlots = 512;
+// A minute at the default interval: a server that cannot stream is asked
+// again now and then (it may have been upgraded), at the cost of one probe.
+constexpr uint32_t kPollsAfterStreamTrouble = 60;
 }  // namespace
 
 Prober::Prober(uv_loop_t* loop, Table& table)
@@ -176,8 +179,9 @@ void Prober::send(Probe& p) {
     return;
   }
   const auto& replica = table_.replicas()[p.index];
-  p.asked_stream = settings_.stream > 1 && p.can_stream && replica.health == Health::Up &&
-                   replica.bad_streak == 0;
+  p.asked_stream = settings_.stream > 1 && p.polls_before_stream == 0 &&
+                   replica.health == Health::Up && replica.bad_streak == 0;
+  if (!p.asked_stream && p.polls_before_stream > 0) --p.polls_before_stream;
   p.streaming = false;
   p.documents = 0;
   p.in_flight = true;
@@ -282,6 +286,7 @@ void Prober::done(Probe& p, const net::ClientResult& r, const http::Response& re
       schedule(p, std::chrono::milliseconds(0));
       return;
     }
+    p.stream_failed = true;
     const bool changing =
         report(p, std::nullopt, nullptr,
                r.ok() ? std::string("status stream ended without a document")
@@ -294,8 +299,8 @@ void Prober::done(Probe& p, const net::ClientResult& r, const http::Response& re
   }
   if (p.asked_stream && r.ok()) {
     // Answered with one document (or an error) instead of a stream: this
-    // server does not stream; poll it from now on.
-    p.can_stream = false;
+    // server does not stream.
+    p.polls_before_stream = kPollsAfterStreamTrouble;
     SPDLOG_DEBUG("replica {} does not stream its status: polling", p.host_header);
   }
   const auto rtt = std::chrono::duration_cast<std::chrono::microseconds>(now - p.sent);
@@ -310,6 +315,14 @@ void Prober::done(Probe& p, const net::ClientResult& r, const http::Response& re
   } else if (!(st = status::decode(p.body))) {
     why = "status answer is not a status document";
   }
+  if (p.stream_failed && st) {
+    // The stream failed but a plain request works: the trouble is the stream.
+    p.polls_before_stream = kPollsAfterStreamTrouble;
+    cdn::log::event(spdlog::level::info, {{cdn::log::kReplica, p.host_header}},
+                    "replica {}: its status stream failed ({}), polling it instead", p.host_header,
+                    table_.replicas()[p.index].last_error);
+  }
+  p.stream_failed = false;  // or the poll failed too: the replica's trouble
   const bool changing = report(p, rtt, st ? &*st : nullptr, why, kind, now);
   const auto next = changing ? fast : settings_.interval;
   const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(now - p.sent);

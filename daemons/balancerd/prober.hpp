@@ -14,8 +14,9 @@
 // (no document within interval + timeout) or breaks is a failed probe, and
 // the replica goes back to one request per probe until it is steady again; a
 // replica that answers the stream's request with a plain document (a server
-// that does not stream) is polled from then on. After gRPC's health Watch and
-// ORCA's out-of-band load reports.
+// that does not stream), or whose stream failed where a poll then worked, is
+// polled for kPollsAfterStreamTrouble probes before a stream is tried again.
+// After gRPC's health Watch and ORCA's out-of-band load reports.
 //
 // The timer drives a wheel of 10 ms slots (each an intrusive list of probes,
 // so scheduling never allocates): a probe waits in the slot of its next send
@@ -68,10 +69,15 @@ class Prober {
     Clock::time_point sent{};
     std::string body;
     bool in_flight = false;
-    bool can_stream = true;     // false once it answered a stream request plainly
-    bool asked_stream = false;  // the request in flight asks for a stream
-    bool streaming = false;     // its answer is a stream (a document per line)
-    uint32_t documents = 0;     // documents of that stream so far
+    // Polls to make before asking for a stream again: after a plain answer
+    // to a stream request (a server that does not stream), or a stream that
+    // failed where the poll after it succeeded (e.g. a proxy that buffers
+    // the stream, or garbage in it), so the replica is judged by its polls.
+    uint32_t polls_before_stream = 0;
+    bool stream_failed = false;  // the last stream failed; the next poll decides
+    bool asked_stream = false;   // the request in flight asks for a stream
+    bool streaming = false;      // its answer is a stream (a document per line)
+    uint32_t documents = 0;      // documents of that stream so far
     Clock::time_point last_document{};
     // The wheel: due when the tick (loop ms / kTickMs) reaches due_tick.
     bool queued = false;

@@ -9,6 +9,7 @@ and exits 0 on SIGTERM.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
@@ -383,6 +384,13 @@ class _Fake(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
 
+def start_fake(handler):
+    """A threaded TCP server on a free loopback port, serving in the background."""
+    srv = _Fake(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    return srv
+
+
 def fake_replica(mode):
     """A replica that misbehaves: 'garbage' answers random bytes, 'hang'
     reads and never answers, 'reset' resets every connection, 'slow-status'
@@ -415,9 +423,7 @@ def fake_replica(mode):
             except OSError:
                 return
 
-    srv = _Fake(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
-    return srv
+    return start_fake(Handler)
 
 
 def test_balancer_survives_replicas_that_answer_garbage_hang_or_reset(cdn):
@@ -438,6 +444,76 @@ def test_balancer_survives_replicas_that_answer_garbage_hang_or_reset(cdn):
         s = b.status()
         assert s.get("up") == 1, s
         assert_rss_bounded(b, before, slack_mib=8)
+    finally:
+        for f in fakes:
+            f.shutdown()
+            f.server_close()
+
+
+def streaming_fake(mode):
+    """A replica whose polls are fine but whose status stream is not:
+    'stream-garbage' sends one good document, then junk lines;
+    'stream-stall' sends one good document, then nothing."""
+    doc = json.dumps({"name": mode, "source": "fake", "state": "serving",
+                      "active_connections": 0, "capacity": 1000, "requests_total": 0,
+                      "bytes_total": 0, "bytes_per_second": 0, "load": 0.0,
+                      "uptime_seconds": 1.0, "version": "fake"}).encode()
+
+    def chunk(data):
+        return b"%x\r\n%s\r\n" % (len(data), data)
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self):
+            s = self.request
+            s.settimeout(30)
+            buf = b""
+            try:
+                while True:
+                    while b"\r\n\r\n" not in buf:
+                        data = s.recv(65536)
+                        if not data:
+                            return
+                        buf += data
+                    head, _, buf = buf.partition(b"\r\n\r\n")
+                    if b"watch=" not in head.split(b"\r\n")[0]:
+                        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                  b"Content-Length: %d\r\n\r\n%s" % (len(doc), doc))
+                        continue
+                    s.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+                              b"Transfer-Encoding: chunked\r\n\r\n" + chunk(doc + b"\n"))
+                    if mode == "stream-garbage":
+                        time.sleep(0.3)
+                        s.sendall(chunk(b"{not a status document}\n"))
+                    # Both: nothing more on this stream.
+                    while s.recv(65536):
+                        pass
+                    return
+            except OSError:
+                return
+
+    return start_fake(Handler)
+
+
+def test_balancer_polls_replicas_whose_status_stream_misbehaves(cdn):
+    """A stream that stalls or carries junk is one failed probe; when a plain
+    poll then works, the replica is polled from then on and stays up."""
+    fakes = [streaming_fake(m) for m in ("stream-garbage", "stream-stall")]
+    try:
+        addrs = [f"127.0.0.1:{f.server_address[1]}" for f in fakes]
+        b = cdn.balancer(addrs, probe={"interval": "300ms", "timeout": "200ms", "rise": 1})
+        cdn.wait_up(b, 2)
+        # Long enough for both streams to fail and several polls after.
+        time.sleep(3)
+        s = b.status()
+        assert s.get("up") == 2, s
+        _, _, body = cdnlib.http_request(b.host, b.port, "GET", "/.cdn/metrics")
+        m = {line.split()[0]: float(line.split()[1]) for line in body.decode().splitlines()
+             if line.startswith("cdn_balancer_probe")}
+        # One failure each (the stream), not one per stream asked again.
+        assert m["cdn_balancer_probe_failures_total"] <= 2, m
+        log = b.log_text()
+        for f in fakes:
+            assert f"127.0.0.1:{f.server_address[1]}: its status stream failed" in log, log
     finally:
         for f in fakes:
             f.shutdown()
