@@ -137,7 +137,8 @@ const std::string& Balancer::url_prefix(size_t index) {
 }
 
 void Balancer::redirect(net::Exchange& ex, const std::string& path) {
-  const auto picks = table_.choose(path, 1 + settings_.balance.fallbacks, Clock::now());
+  table_.choose(path, 1 + settings_.balance.fallbacks, Clock::now(), picks_);
+  const auto& picks = picks_;
   if (picks.empty()) {
     ++unavailable_total_;
     cdn::log::event(

@@ -54,6 +54,7 @@ class Balancer {
   std::vector<std::pair<config::HostPort, std::string>> url_prefixes_;
   // Buffers of the 302 answer, reused so that a redirect allocates nothing.
   std::string tail_, location_, fallbacks_, body_;
+  std::vector<Choice> picks_;
 };
 
 }  // namespace cdn::balancer

@@ -350,71 +350,76 @@ void Table::record_sent(size_t i, Clock::time_point now) {
   r.score = compute_score(r, now);
 }
 
-std::vector<Choice> Table::choose(std::string_view path, size_t count, Clock::time_point now) {
+void Table::choose(std::string_view path, size_t count, Clock::time_point now,
+                   std::vector<Choice>& out) {
+  out.clear();
+  out.reserve(std::min(count, replicas_.size()));
   refresh_scores(now);
-  if (count == 0) return {};
-  std::vector<Choice> out;
+  if (count == 0) return;
   if (policy_ == Policy::RoundRobin) {
-    out = choose_round_robin(count, true);
+    choose_round_robin(count, true, out);
   } else {
-    out = rank(path, count, now);
+    rank(path, count, now, out);
   }
   if (!out.empty()) record_sent(out.front().index, now);
+}
+
+std::vector<Choice> Table::choose(std::string_view path, size_t count, Clock::time_point now) {
+  std::vector<Choice> out;
+  choose(path, count, now, out);
   return out;
+}
+
+void Table::rank(std::string_view path, size_t count, Clock::time_point now,
+                 std::vector<Choice>& out) {
+  out.clear();
+  refresh_scores(now);
+  if (count == 0) return;
+  switch (policy_) {
+    case Policy::Best:
+      return choose_best(count, now, out);
+    case Policy::RoundRobin:
+      return choose_round_robin(count, false, out);
+    case Policy::LeastLoaded:
+      return choose_least_loaded(count, out);
+    case Policy::P2C:
+      return choose_p2c(count, out);
+    case Policy::Consistent:
+      return choose_consistent(path, count, out);
+  }
 }
 
 std::vector<Choice> Table::rank(std::string_view path, size_t count, Clock::time_point now) {
-  refresh_scores(now);
-  if (count == 0) return {};
-  switch (policy_) {
-    case Policy::Best:
-      return choose_best(count, now);
-    case Policy::RoundRobin:
-      return choose_round_robin(count, false);
-    case Policy::LeastLoaded:
-      return choose_least_loaded(count);
-    case Policy::P2C:
-      return choose_p2c(count);
-    case Policy::Consistent:
-      return choose_consistent(path, count);
-  }
-  return {};
-}
-
-namespace {
-
-std::vector<size_t> up_indices(const std::vector<Replica>& rs) {
-  std::vector<size_t> up;
-  for (size_t i = 0; i < rs.size(); ++i) {
-    if (rs[i].health == Health::Up) up.push_back(i);
-  }
-  return up;
-}
-
-// The `count` best of `idx` by `key` (ties by index, so results are
-// deterministic), as Choices carrying the replica's score.
-template <typename Key>
-std::vector<Choice> ranked(const std::vector<Replica>& rs, std::vector<size_t> idx, size_t count,
-                           Key key) {
-  const size_t n = std::min(count, idx.size());
-  std::partial_sort(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(n), idx.end(),
-                    [&](size_t a, size_t b) {
-                      const double ka = key(rs[a]), kb = key(rs[b]);
-                      return ka < kb || (ka == kb && a < b);
-                    });
   std::vector<Choice> out;
-  out.reserve(n);
-  for (size_t k = 0; k < n; ++k) out.push_back({idx[k], rs[idx[k]].score});
+  rank(path, count, now, out);
   return out;
 }
 
-}  // namespace
+std::vector<size_t>& Table::up_indices() {
+  up_.clear();
+  up_.reserve(replicas_.size());
+  for (size_t i = 0; i < replicas_.size(); ++i) {
+    if (replicas_[i].health == Health::Up) up_.push_back(i);
+  }
+  return up_;
+}
+
+template <typename Key>
+void Table::ranked(std::vector<size_t>& idx, size_t count, Key key, std::vector<Choice>& out) {
+  const size_t n = std::min(count, idx.size());
+  std::partial_sort(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(n), idx.end(),
+                    [&](size_t a, size_t b) {
+                      const double ka = key(replicas_[a]), kb = key(replicas_[b]);
+                      return ka < kb || (ka == kb && a < b);
+                    });
+  for (size_t k = 0; k < n; ++k) out.push_back({idx[k], replicas_[idx[k]].score});
+}
 
 // Rank by the probe-time score, as the seed did: between two probes every
 // client gets the same answer. Kept for comparison; it herds.
-std::vector<Choice> Table::choose_best(size_t count, Clock::time_point now) {
-  return ranked(replicas_, up_indices(replicas_), count,
-                [&](const Replica& r) { return probe_score(r, now); });
+void Table::choose_best(size_t count, Clock::time_point now, std::vector<Choice>& out) {
+  ranked(
+      up_indices(), count, [&](const Replica& r) { return probe_score(r, now); }, out);
 }
 
 // Smooth weighted round-robin (the scheme of nginx's upstream module): on
@@ -425,35 +430,33 @@ std::vector<Choice> Table::choose_best(size_t count, Clock::time_point now) {
 // was told; following load is the other policies' job. A replica of weight 2
 // gets every other client of a 2:1:1 fleet, interleaved, never in runs. Ties
 // in credit go to the lower index. Fallbacks are the next ones by credit.
-std::vector<Choice> Table::choose_round_robin(size_t count, bool advance) {
-  const std::vector<size_t> up = up_indices(replicas_);
-  if (up.empty()) return {};
+void Table::choose_round_robin(size_t count, bool advance, std::vector<Choice>& out) {
+  std::vector<size_t>& order = up_indices();
+  if (order.empty()) return;
   if (rr_credit_.size() != replicas_.size()) rr_credit_.assign(replicas_.size(), 0);
-  std::vector<double> credit = rr_credit_;
+  credit_.assign(rr_credit_.begin(), rr_credit_.end());
   double total = 0;
-  for (size_t i : up) {
+  for (size_t i : order) {
     const double w = std::max<uint32_t>(1, replicas_[i].weight);
-    credit[i] += w;
+    credit_[i] += w;
     total += w;
   }
-  std::vector<size_t> order = up;
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return credit[a] > credit[b]; });
-  std::vector<Choice> out;
-  for (size_t k = 0; k < order.size() && out.size() < count; ++k) {
-    out.push_back({order[k], replicas_[order[k]].score});
-  }
+  // The most credit first, ties to the lower index (order is by index).
+  const size_t n = std::min(count, order.size());
+  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n), order.end(),
+                    [&](size_t a, size_t b) {
+                      return credit_[a] > credit_[b] || (credit_[a] == credit_[b] && a < b);
+                    });
+  for (size_t k = 0; k < n; ++k) out.push_back({order[k], replicas_[order[k]].score});
   if (advance) {
-    credit[order.front()] -= total;
-    rr_credit_ = std::move(credit);
+    credit_[order.front()] -= total;
+    rr_credit_.swap(credit_);
   }
-  return out;
 }
 
-std::vector<Choice> Table::choose_least_loaded(size_t count) {
-  std::vector<size_t> up = up_indices(replicas_);
+void Table::choose_least_loaded(size_t count, std::vector<Choice>& out) {
+  std::vector<size_t>& up = up_indices();
   // Lowest load estimate; among equals the lower score.
-  std::vector<Choice> out;
   const size_t n = std::min(count, up.size());
   std::partial_sort(up.begin(), up.begin() + static_cast<std::ptrdiff_t>(n), up.end(),
                     [&](size_t a, size_t b) {
@@ -466,15 +469,14 @@ std::vector<Choice> Table::choose_least_loaded(size_t count) {
                       return a < b;
                     });
   for (size_t k = 0; k < n; ++k) out.push_back({up[k], replicas_[up[k]].score});
-  return out;
 }
 
 // Power of two choices: two distinct random up replicas, the lower score
 // first. The best of two random ones avoids both herding (Best) and the
 // blindness of pure random; the rest ranked by score are the fallbacks.
-std::vector<Choice> Table::choose_p2c(size_t count) {
-  std::vector<size_t> up = up_indices(replicas_);
-  if (up.empty()) return {};
+void Table::choose_p2c(size_t count, std::vector<Choice>& out) {
+  std::vector<size_t>& up = up_indices();
+  if (up.empty()) return;
   size_t first = up[0];
   if (up.size() >= 2) {
     const size_t a = random_below(up.size());
@@ -484,14 +486,12 @@ std::vector<Choice> Table::choose_p2c(size_t count) {
     const Replica& rb = replicas_[up[b]];
     first = rb.score < ra.score ? up[b] : up[a];
   }
-  std::vector<Choice> out{{first, replicas_[first].score}};
+  out.push_back({first, replicas_[first].score});
   if (count > 1) {
     up.erase(std::find(up.begin(), up.end(), first));
-    auto rest =
-        ranked(replicas_, std::move(up), count - 1, [](const Replica& r) { return r.score; });
-    out.insert(out.end(), rest.begin(), rest.end());
+    ranked(
+        up, count - 1, [](const Replica& r) { return r.score; }, out);
   }
-  return out;
 }
 
 // Consistent hashing with bounded load (Mirrokni, Thorup, Zadimoghaddam
@@ -506,9 +506,9 @@ std::vector<Choice> Table::choose_p2c(size_t count) {
 // to its capacity, so the paths (not only the overflow) follow capacity. The
 // fallbacks are the next distinct up replicas on the ring after the chosen
 // one, then the ones skipped as full (in ring order).
-std::vector<Choice> Table::choose_consistent(std::string_view path, size_t count) {
+void Table::choose_consistent(std::string_view path, size_t count, std::vector<Choice>& out) {
   if (ring_dirty_) rebuild_ring();
-  if (ring_.empty()) return {};
+  if (ring_.empty()) return;
   size_t up = 0;
   double held_total = 0;  // clients, over the up replicas
   double cap_total = 0;
@@ -518,16 +518,18 @@ std::vector<Choice> Table::choose_consistent(std::string_view path, size_t count
     held_total += load_estimate(r) * capacity_of(r);
     cap_total += capacity_of(r);
   }
-  if (up == 0) return {};
+  if (up == 0) return;
   const double factor = std::max(1.0, balance_.hash_load_factor);
 
   const uint64_t h = hash_key(path);
   auto start = std::lower_bound(ring_.begin(), ring_.end(), std::make_pair(h, uint32_t{0}));
   size_t pos = static_cast<size_t>(start - ring_.begin());
 
-  std::vector<char> seen(replicas_.size(), 0);
-  std::vector<size_t> skipped;  // up but full, in ring order
-  std::vector<Choice> out;
+  std::vector<char>& seen = seen_;
+  seen.assign(replicas_.size(), 0);
+  std::vector<size_t>& skipped = skipped_;  // up but full, in ring order
+  skipped.clear();
+  skipped.reserve(replicas_.size());  // grown once, not as more are skipped
   for (size_t step = 0; step < ring_.size() && out.size() < count; ++step) {
     const size_t i = ring_[(pos + step) % ring_.size()].second;
     if (seen[i]) continue;
@@ -562,7 +564,6 @@ std::vector<Choice> Table::choose_consistent(std::string_view path, size_t count
     if (out.size() >= count) break;
     out.push_back({i, replicas_[i].score});
   }
-  return out;
 }
 
 }  // namespace cdn::balancer

@@ -138,10 +138,15 @@ class Table {
   // Empty when no replica is up. Records the first as sent (load estimate).
   // Consistent hashes `path` as given (the caller decides whether a query
   // string is part of it); the other policies ignore it.
+  // The answer goes into `out` (cleared first): a caller that keeps it
+  // across requests makes the choice without allocating, as the table keeps
+  // its own scratch space (a 302 is then allocation-free).
+  void choose(std::string_view path, size_t count, Clock::time_point now, std::vector<Choice>& out);
   std::vector<Choice> choose(std::string_view path, size_t count, Clock::time_point now);
   // The same ranking without recording anything as sent (for /.cdn/locate,
   // which answers a question and sends no client). P2C still draws from the
   // generator, RoundRobin does not advance.
+  void rank(std::string_view path, size_t count, Clock::time_point now, std::vector<Choice>& out);
   std::vector<Choice> rank(std::string_view path, size_t count, Clock::time_point now);
 
   const std::vector<Replica>& replicas() const { return replicas_; }
@@ -170,11 +175,18 @@ class Table {
   size_t random_below(size_t n);
   void record_sent(size_t i, Clock::time_point now);
 
-  std::vector<Choice> choose_best(size_t count, Clock::time_point now);
-  std::vector<Choice> choose_round_robin(size_t count, bool advance);
-  std::vector<Choice> choose_least_loaded(size_t count);
-  std::vector<Choice> choose_p2c(size_t count);
-  std::vector<Choice> choose_consistent(std::string_view path, size_t count);
+  // Each appends up to `count` choices to `out`.
+  void choose_best(size_t count, Clock::time_point now, std::vector<Choice>& out);
+  void choose_round_robin(size_t count, bool advance, std::vector<Choice>& out);
+  void choose_least_loaded(size_t count, std::vector<Choice>& out);
+  void choose_p2c(size_t count, std::vector<Choice>& out);
+  void choose_consistent(std::string_view path, size_t count, std::vector<Choice>& out);
+  // The up replicas' indices, in up_ (scratch, reused).
+  std::vector<size_t>& up_indices();
+  // The `count` best of `idx` by `key` (ties by index, so results are
+  // deterministic), appended to `out` with the replicas' scores.
+  template <typename Key>
+  void ranked(std::vector<size_t>& idx, size_t count, Key key, std::vector<Choice>& out);
 
   std::vector<Replica> replicas_;
   config::ProbeSettings probe_;
@@ -182,6 +194,11 @@ class Table {
   Policy policy_ = Policy::P2C;
   std::mt19937_64 rng_;
   std::vector<double> rr_credit_;  // smooth weighted round-robin, per replica
+  // Scratch for the choice, kept so that a choice allocates nothing.
+  std::vector<size_t> up_;
+  std::vector<double> credit_;
+  std::vector<char> seen_;
+  std::vector<size_t> skipped_;
   // Consistent hashing: kVirtualNodes points per replica, sorted by hash.
   std::vector<std::pair<uint64_t, uint32_t>> ring_;
   std::vector<uint64_t> ring_caps_;

@@ -31,22 +31,7 @@
 #include "common/net/client.hpp"
 #include "common/net/server.hpp"
 
-// ------------------------------------------------ allocation counting
-// Counts operator new calls made on the calling thread; the server's loop
-// thread reads its own counter from inside the handler.
-namespace {
-thread_local uint64_t tl_allocations = 0;
-}
-
-// noinline: GCC would otherwise pair an inlined free() with the built-in new
-// and warn (-Wmismatched-new-delete).
-__attribute__((noinline)) void* operator new(std::size_t n) {
-  ++tl_allocations;
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-__attribute__((noinline)) void operator delete(void* p) noexcept { std::free(p); }
-__attribute__((noinline)) void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#include "tests/unit/count_allocations.hpp"
 
 namespace cdn::net {
 namespace {

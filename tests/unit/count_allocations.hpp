@@ -1,0 +1,22 @@
+// Counts operator new calls made on the calling thread (a test reads its
+// own counter, or a loop thread's from inside a handler). Replaces the
+// global operator new: include it in one file of a test executable only.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+
+namespace {
+thread_local uint64_t tl_allocations = 0;
+}
+
+// noinline: GCC would otherwise pair an inlined free() with the built-in new
+// and warn (-Wmismatched-new-delete).
+__attribute__((noinline)) void* operator new(std::size_t n) {
+  ++tl_allocations;
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+__attribute__((noinline)) void operator delete(void* p) noexcept { std::free(p); }
+__attribute__((noinline)) void operator delete(void* p, std::size_t) noexcept { std::free(p); }
