@@ -20,6 +20,7 @@ constexpr size_t kSlots = 512;
 // A minute at the default interval: a server that cannot stream is asked
 // again now and then (it may have been upgraded), at the cost of one probe.
 constexpr uint32_t kPollsAfterStreamTrouble = 60;
+constexpr size_t kFirstRoundPerMs = 10;
 }  // namespace
 
 Prober::Prober(uv_loop_t* loop, Table& table)
@@ -62,10 +63,17 @@ void Prober::start(const config::ProbeSettings& settings) {
       // out within milliseconds.
       p->conn->set_on_idle_close([raw] { raw->prober->peer_closed(*raw); });
     }
-    // Spread the first round over a fraction of the interval so thousands of
-    // replicas are not probed in one burst; the first probes still come quickly.
-    const auto spread = std::max<int64_t>(1, settings_.interval.count() / 10);
-    schedule(*p, std::chrono::milliseconds(rng() % static_cast<uint64_t>(spread)));
+    // Spread the first round so that thousands of replicas are not probed in
+    // one burst: over a tenth of the interval (the first probes still come
+    // quickly), and for a large fleet at most kFirstRoundPerMs new
+    // connections a millisecond, up to the whole interval. 10,000 connects in
+    // 100 ms kept the fakes of bench/probe-scale (and the balancer itself)
+    // busy past the timeout: every replica's first probe could fail.
+    const int64_t spread =
+        std::clamp<int64_t>(static_cast<int64_t>(replicas.size() / kFirstRoundPerMs),
+                            settings_.interval.count() / 10, settings_.interval.count());
+    schedule(
+        *p, std::chrono::milliseconds(rng() % static_cast<uint64_t>(std::max<int64_t>(1, spread))));
     probes_.push_back(std::move(p));
   }
 }
