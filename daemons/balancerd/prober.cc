@@ -21,6 +21,7 @@ constexpr size_t kSlots = 512;
 // again now and then (it may have been upgraded), at the cost of one probe.
 constexpr uint32_t kPollsAfterStreamTrouble = 60;
 constexpr size_t kFirstRoundPerMs = 10;
+constexpr uint64_t kHeldUpMs = 50;
 }  // namespace
 
 Prober::Prober(uv_loop_t* loop, Table& table)
@@ -138,10 +139,15 @@ void Prober::arm() {
 }
 
 void Prober::on_tick() {
+  const uint64_t now = uv_now(loop_);
+  // Woken this late, the loop was held up (a big metrics page, a stopped
+  // process): answers that came meanwhile are still unread, since libuv runs
+  // timers before it polls for I/O. Timeouts due now wait one more tick.
+  held_up_ = armed_tick_ != UINT64_MAX && now > armed_tick_ * kTickMs + kHeldUpMs;
   // Tick 0 is never due (schedule_at puts probes after the current tick):
   // no probe rescheduled while this runs arms the timer; arm() at the end does.
   armed_tick_ = 0;
-  const uint64_t now_tick = uv_now(loop_) / kTickMs;
+  const uint64_t now_tick = now / kTickMs;
   // Every slot from the first not yet walked up to now (all of them once,
   // if the loop was held up for a whole turn).
   uint64_t from = next_tick_;
@@ -172,6 +178,8 @@ void Prober::fire(Probe& p) {
   const uint64_t deadline = p.conn->progress_deadline();
   if (deadline > uv_now(loop_)) {
     schedule_at(p, deadline, Round::Up);
+  } else if (held_up_) {
+    schedule_at(p, uv_now(loop_) + kTickMs, Round::Up);  // read first, then judge
   } else {
     p.conn->expire();  // done() schedules the next probe
   }

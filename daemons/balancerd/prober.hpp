@@ -118,6 +118,7 @@ class Prober {
   uv::Ptr<uv_timer_t> timer_;
   uint64_t next_tick_ = 0;            // first tick whose slot on_tick has not walked
   uint64_t armed_tick_ = UINT64_MAX;  // tick the timer is set for
+  bool held_up_ = false;              // this wake-up came kHeldUpMs late or more
   uint64_t probes_total_ = 0;
   uint64_t failures_total_ = 0;
   uint64_t early_probes_total_ = 0;

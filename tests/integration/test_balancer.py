@@ -478,3 +478,22 @@ def test_replica_that_does_not_stream_is_polled(cdn):
         assert b.status()["replicas"][0]["health"] == "up"
     finally:
         f.close()
+
+
+def test_a_held_up_balancer_reads_before_it_times_out(cdn):
+    """A balancer stopped for longer than its timeouts (SIGSTOP, as a loop
+    held up by a huge page would be) reads the status documents that came
+    meanwhile before it judges any probe: no replica fails for its stall."""
+    rs = three_replicas(cdn)
+    b = cdn.balancer(rs, probe={"interval": "200ms", "timeout": "100ms", "stream": 50})
+    cdn.wait_up(b, 3)
+    wait_for(lambda: metric(b, "cdn_balancer_probes_streamed_total") >= 6,
+             what="status streams")
+    failures = metric(b, "cdn_balancer_probe_failures_total")
+    for _ in range(3):
+        b.signal(signal.SIGSTOP)
+        time.sleep(1.0)  # 3x interval + timeout
+        b.signal(signal.SIGCONT)
+        time.sleep(0.5)
+    assert metric(b, "cdn_balancer_probe_failures_total") == failures
+    assert b.status()["up"] == 3
