@@ -253,6 +253,15 @@ void echo_target(Exchange& ex) {
 
 const char* kGet = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
 
+TEST(Address, NumericHostsNeedNoLookup) {
+  EXPECT_EQ(resolve("127.0.0.1", 8080)->str(), "127.0.0.1:8080");
+  EXPECT_EQ(resolve("127.0.0.1", 8080)->port(), 8080);
+  EXPECT_EQ(resolve("::1", 443)->str(), "[::1]:443");
+  EXPECT_EQ(resolve("[::1]", 443)->str(), "[::1]:443");
+  EXPECT_EQ(resolve("localhost", 80)->port(), 80);  // a name still resolves (/etc/hosts)
+  EXPECT_FALSE(resolve("127.0.0.256", 80));         // not an address, and no such name
+}
+
 TEST(Server, ListensOnAnyPort) {
   ServerThread s(fast_options(), echo_target);
   EXPECT_EQ(s.listen_rc(), 0);
