@@ -41,6 +41,8 @@ constexpr uint64_t kNever = UINT64_MAX;
 constexpr size_t kReadBuffer = 64 * 1024;
 // Bodies up to this size without an owner are copied into the head's buffer.
 constexpr size_t kInlineBody = 4096;
+// A response head is built in a buffer this big from the start (see take_write).
+constexpr size_t kHeadReserve = 512;
 
 constexpr std::string_view kRejectResponse =
     "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
@@ -59,6 +61,7 @@ struct WriteReq {
   unsigned nbufs = 0;
   bool file_chunk = false;
   size_t bytes = 0;
+  WriteReq* next_free = nullptr;  // in its connection's free list
 };
 
 class Connection {
@@ -68,7 +71,11 @@ class Connection {
   explicit Connection(Server& server)
       : server_(server), parser_(server.options_.limits), exchange_(*this) {}
   ~Connection() {
-    for (auto* w : free_writes_) delete w;
+    while (free_writes_ != nullptr) {
+      WriteReq* w = free_writes_;
+      free_writes_ = w->next_free;
+      if (w != &first_write_) delete w;
+    }
   }
 
   bool start(uv_stream_t* listener);
@@ -94,7 +101,10 @@ class Connection {
 
   http::RequestParser parser_;
   std::string pending_;  // bytes read but not yet parsed
+  // "ip:port" of the client, for logs: asked of the kernel (getpeername) the
+  // first time it is needed, which for most connections is never.
   std::string peer_;
+  const std::string& peer();
   bool reading_ = false;
   bool request_started_ = false;  // some bytes of the next request arrived
   bool keep_alive_ = true;        // of the response being built
@@ -103,7 +113,11 @@ class Connection {
   bool more_input_ = false;  // bytes after the request being handled (pipelined)
 
   int pending_writes_ = 0;
-  std::vector<WriteReq*> free_writes_;
+  // Writes are pooled per connection. The first lives inside the connection
+  // (most connections never have two under way), more are allocated on demand
+  // and freed with the connection.
+  WriteReq first_write_;
+  WriteReq* free_writes_ = &first_write_;
   WriteReq* current_ = nullptr;  // being built by the Exchange
   std::optional<http::HeadWriter> writer_;
   bool finished_ = false;
@@ -167,7 +181,7 @@ class Connection {
 // ---------------------------------------------------------------- Exchange
 
 const http::Request& Exchange::request() const { return conn_.parser_.request(); }
-const std::string& Exchange::peer() const { return conn_.peer_; }
+const std::string& Exchange::peer() const { return conn_.peer(); }
 bool Exchange::is_head() const { return conn_.parser_.request().method == "HEAD"; }
 
 http::HeadWriter& Exchange::begin(int status) {
@@ -348,15 +362,18 @@ bool Connection::start(uv_stream_t* listener) {
   timer_.data = this;
   ++open_handles_;
   if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(&tcp_)) != 0) return false;
-  uv_tcp_nodelay(&tcp_, 1);
+  // TCP_NODELAY comes from the listener (see Server::listen).
   uv_os_fd_t fd = -1;
-  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) == 0) {
-    fd_ = fd;
-    peer_ = peer_name(fd);
-  }
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) == 0) fd_ = fd;
   read_start();
   arm(server_.options_.header_timeout);
   return true;
+}
+
+const std::string& Connection::peer() {
+  // Once closed, fd_ is -1: the number may already belong to another socket.
+  if (peer_.empty()) peer_ = fd_ >= 0 ? peer_name(fd_) : "?";
+  return peer_;
 }
 
 void Connection::read_start() {
@@ -436,7 +453,7 @@ size_t Connection::process(std::string_view input) {
       break;
     }
     if (res.status == http::ParseStatus::Error) {
-      SPDLOG_DEBUG("{}: bad request: {}", peer_, res.reason);
+      SPDLOG_DEBUG("{}: bad request: {}", peer(), res.reason);
       ++server_.stats_.errors_total;
       send_error(res.http_status, res.reason);
       return input.size();
@@ -473,11 +490,10 @@ void Connection::handle_request() {
   try {
     server_.handler_(exchange_);
   } catch (const std::exception& e) {
-    spdlog::error("{} {} {}: handler failed: {}", peer_, req.method, req.target, e.what());
+    spdlog::error("{} {} {}: handler failed: {}", peer(), req.method, req.target, e.what());
     if (current_ != nullptr) {
       // A head was begun: drop it and answer 500 instead.
-      current_->head.clear();
-      free_writes_.push_back(current_);
+      release(current_);
       current_ = nullptr;
     }
     if (!finished_) {
@@ -489,7 +505,7 @@ void Connection::handle_request() {
   if (state_ == State::Closing || streaming_) return;  // a stream ends through its Deferred
   if (!finished_) {
     if (deferred_) return;  // answered later through a Deferred
-    spdlog::error("{} {} {}: handler gave no answer", peer_, req.method, req.target);
+    spdlog::error("{} {} {}: handler gave no answer", peer(), req.method, req.target);
     keep_alive_ = false;
     exchange_.reply(500, "internal error");
   }
@@ -559,15 +575,17 @@ void Connection::send_error(int status, std::string_view reason) {
 }
 
 WriteReq* Connection::take_write() {
-  WriteReq* w;
-  if (!free_writes_.empty()) {
-    w = free_writes_.back();
-    free_writes_.pop_back();
+  WriteReq* w = free_writes_;
+  if (w != nullptr) {
+    free_writes_ = w->next_free;
   } else {
     w = new WriteReq();
   }
   w->conn = this;
   w->head.clear();
+  // Room for a usual head (about 360 bytes from the replica) in one
+  // allocation, instead of five as the string doubles while it is built.
+  if (w->head.capacity() < kHeadReserve) w->head.reserve(kHeadReserve);
   w->nbufs = 0;
   w->file_chunk = false;
   return w;
@@ -577,7 +595,8 @@ void Connection::release(WriteReq* w) {
   w->owner.reset();
   w->body_copy.clear();
   w->nbufs = 0;
-  free_writes_.push_back(w);
+  w->next_free = free_writes_;
+  free_writes_ = w;
 }
 
 // Writes at once when libuv has nothing queued (uv_try_write keeps the
@@ -626,7 +645,7 @@ void Connection::submit(WriteReq* w) {
     const int n =
         last_response_on_socket() ? send_held_for_fin(w) : uv_try_write(stream, w->bufs, w->nbufs);
     if (n < 0 && n != UV_EAGAIN) {
-      SPDLOG_DEBUG("{}: write failed: {}", peer_, uv_strerror(n));
+      SPDLOG_DEBUG("{}: write failed: {}", peer(), uv_strerror(n));
       release(w);
       close();
       return;
@@ -651,7 +670,7 @@ void Connection::submit(WriteReq* w) {
   w->req.data = w;
   const int rc = uv_write(&w->req, stream, w->bufs + first, w->nbufs - first, on_write);
   if (rc != 0) {
-    SPDLOG_DEBUG("{}: write failed: {}", peer_, uv_strerror(rc));
+    SPDLOG_DEBUG("{}: write failed: {}", peer(), uv_strerror(rc));
     release(w);
     close();
     return;
@@ -672,7 +691,7 @@ bool Connection::send_chunk(WriteReq* w, size_t max) {
   if (got <= 0) {
     // The file shrank under us: the length promised in the head cannot be
     // kept, so the connection must close rather than send a short body.
-    spdlog::warn("{}: file read failed after {} bytes: {}", peer_, file_offset_,
+    spdlog::warn("{}: file read failed after {} bytes: {}", peer(), file_offset_,
                  got == 0 ? "unexpected end of file" : std::strerror(errno));
     release(w);
     return false;
@@ -701,7 +720,7 @@ Connection::Pump Connection::pump_file(WriteReq* w) {
         n = ::send(fd_, w->bufs[0].base, w->bufs[0].len, MSG_MORE | MSG_NOSIGNAL);
       } while (n < 0 && errno == EINTR);
       if (n < 0 && errno != EAGAIN) {
-        SPDLOG_DEBUG("{}: send failed: {}", peer_, std::strerror(errno));
+        SPDLOG_DEBUG("{}: send failed: {}", peer(), std::strerror(errno));
         release(w);
         return Pump::Failed;
       }
@@ -731,7 +750,7 @@ Connection::Pump Connection::pump_file(WriteReq* w) {
         continue;
       }
       if (n == 0) {
-        spdlog::warn("{}: file read failed after {} bytes: unexpected end of file", peer_,
+        spdlog::warn("{}: file read failed after {} bytes: unexpected end of file", peer(),
                      file_offset_);
         return Pump::Failed;
       }
@@ -739,7 +758,7 @@ Connection::Pump Connection::pump_file(WriteReq* w) {
       if (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) {
         no_sendfile_ = true;  // e.g. a file system without splice support
       } else if (errno != EAGAIN) {
-        SPDLOG_DEBUG("{}: sendfile failed: {}", peer_, std::strerror(errno));
+        SPDLOG_DEBUG("{}: sendfile failed: {}", peer(), std::strerror(errno));
         return Pump::Failed;
       }
     }
@@ -785,7 +804,7 @@ void Connection::on_writable(uv_poll_t* p, int status, int) {
   auto* c = static_cast<Connection*>(p->data);
   if (c->state_ == State::Closing) return;
   if (status < 0) {
-    SPDLOG_DEBUG("{}: poll error: {}", c->peer_, uv_strerror(status));
+    SPDLOG_DEBUG("{}: poll error: {}", c->peer(), uv_strerror(status));
     c->close();
     return;
   }
@@ -828,7 +847,7 @@ void Connection::on_write(uv_write_t* req, int status) {
   c->release(w);
   if (c->state_ == State::Closing) return;
   if (status < 0) {
-    SPDLOG_DEBUG("{}: write error: {}", c->peer_, uv_strerror(status));
+    SPDLOG_DEBUG("{}: write error: {}", c->peer(), uv_strerror(status));
     c->close();
     return;
   }
@@ -865,12 +884,12 @@ void Connection::on_timer(uv_timer_t* t) {
     return;
   }
   if (c->state_ == State::Reading && c->request_started_ && c->pending_writes_ == 0) {
-    SPDLOG_DEBUG("{}: request head not complete in time", c->peer_);
+    SPDLOG_DEBUG("{}: request head not complete in time", c->peer());
     ++c->server_.stats_.errors_total;
     c->send_error(408, "header timeout");
     return;
   }
-  SPDLOG_DEBUG("{}: {} timeout", c->peer_,
+  SPDLOG_DEBUG("{}: {} timeout", c->peer(),
                c->pending_writes_ > 0 || c->file_fd_ >= 0 ? "send" : "idle");
   c->close();
 }
@@ -904,6 +923,7 @@ void Connection::close() {
   finish_file_stream();
   reading_ = false;
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
+  fd_ = -1;
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
   // Closing the poll handle takes the dup out of epoll; on_close then closes it.
   if (out_fd_ >= 0) uv_close(reinterpret_cast<uv_handle_t*>(&out_poll_), on_close);
@@ -938,6 +958,9 @@ int Server::listen(const std::string& address, uint16_t port) {
   uv_tcp_init(loop_, tcp);
   tcp->data = this;
   int rc = uv_tcp_bind(tcp, addr->sa(), 0);
+  // Accepted sockets inherit TCP_NODELAY from the listener (Linux): one
+  // setsockopt per listener instead of one per connection.
+  if (rc == 0) uv_tcp_nodelay(tcp, 1);
   if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(tcp), 511, on_connection);
   if (rc != 0) {
     uv_close(reinterpret_cast<uv_handle_t*>(tcp),
@@ -953,6 +976,7 @@ int Server::adopt(int fd) {
   uv_tcp_init(loop_, tcp);
   tcp->data = this;
   int rc = uv_tcp_open(tcp, fd);
+  if (rc == 0) uv_tcp_nodelay(tcp, 1);  // inherited by accepted sockets, as in listen()
   if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(tcp), 511, on_connection);
   if (rc != 0) {
     uv_close(reinterpret_cast<uv_handle_t*>(tcp),

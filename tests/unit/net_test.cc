@@ -19,6 +19,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -712,17 +713,25 @@ TEST_F(FileServer, ReaderThatNeverReadsIsCutOffBySendTimeout) {
   EXPECT_TRUE(closed);
 }
 
-TEST(Server, KeepAliveRequestsDoNotAllocate) {
-  std::vector<uint64_t> seen;
-  seen.reserve(1000);
-  ServerThread s(fast_options(), [&seen](Exchange& ex) {
+// A handler that notes the loop thread's allocation count at each call, and
+// answers with a head of the usual size.
+Server::Handler counting_allocations(std::vector<uint64_t>& seen) {
+  return [&seen](Exchange& ex) {
     seen.push_back(tl_allocations);
     ex.begin(200)
         .header("Content-Type", "text/plain")
         .header("Cache-Control", "max-age=60")
+        .header("ETag", "\"0123456789abcdef\"")
+        .header("Last-Modified", "Sun, 29 Nov 2026 08:32:07 GMT")
         .header("Content-Length", uint64_t{2});
     ex.finish("ok");
-  });
+  };
+}
+
+TEST(Server, KeepAliveRequestsDoNotAllocate) {
+  std::vector<uint64_t> seen;
+  seen.reserve(1000);
+  ServerThread s(fast_options(), counting_allocations(seen));
   Sock c(s.port());
   const std::string req =
       "GET /some/longer/path/to/a/file.html?with=query HTTP/1.1\r\nHost: www.example.com\r\n"
@@ -737,6 +746,61 @@ TEST(Server, KeepAliveRequestsDoNotAllocate) {
   // After a warm-up, 200 requests may allocate only for the once-a-second
   // Date refresh.
   EXPECT_LE(seen[209] - seen[9], 4u);
+}
+
+// Connection: close costs a new connection per request: its allocations
+// (the connection, its parser's header list, the response head) are counted
+// between one handler call and the next.
+TEST(Server, ConnectionsAllocateLittle) {
+  std::vector<uint64_t> seen;
+  seen.reserve(200);
+  ServerThread s(fast_options(), counting_allocations(seen));
+  for (int i = 0; i < 110; ++i) {
+    Sock c(s.port());
+    ASSERT_TRUE(c.send("GET /a HTTP/1.1\r\nHost: x\r\nAccept: */*\r\nConnection: close\r\n\r\n"));
+    ASSERT_EQ(c.read_response().status, 200);
+    ASSERT_TRUE(c.closed_by_peer());
+  }
+  ASSERT_EQ(seen.size(), 110u);
+  // 3 per connection, and the once-a-second Date refresh.
+  EXPECT_LE(seen[109] - seen[9], 100u * 3 + 4);
+}
+
+// The server's end of an accepted connection: the handler's peer() is the
+// client's "ip:port" (asked of the kernel only when wanted), and TCP_NODELAY,
+// set once on the listener, was inherited (the socket is found among this
+// process's descriptors by its addresses).
+TEST(Server, AcceptedConnectionKnowsItsPeerAndHasNoDelay) {
+  std::string peer;
+  ServerThread s(fast_options(), [&peer](Exchange& ex) {
+    peer = ex.peer();
+    echo_target(ex);
+  });
+  Sock c(s.port());
+  ASSERT_TRUE(c.send(kGet));
+  ASSERT_EQ(c.read_response().status, 200);
+  sockaddr_in me{};
+  socklen_t len = sizeof me;
+  ASSERT_EQ(::getsockname(c.fd(), reinterpret_cast<sockaddr*>(&me), &len), 0);
+  EXPECT_EQ(peer, "127.0.0.1:" + std::to_string(ntohs(me.sin_port)));
+  int found = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    const int fd = std::atoi(entry.path().filename().c_str());
+    sockaddr_in local{}, remote{};
+    socklen_t l1 = sizeof local, l2 = sizeof remote;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &l1) != 0 ||
+        ::getpeername(fd, reinterpret_cast<sockaddr*>(&remote), &l2) != 0 ||
+        local.sin_family != AF_INET || ntohs(local.sin_port) != s.port() ||
+        remote.sin_port != me.sin_port) {
+      continue;
+    }
+    int on = 0;
+    socklen_t ol = sizeof on;
+    ASSERT_EQ(::getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &ol), 0);
+    EXPECT_NE(on, 0);
+    ++found;
+  }
+  EXPECT_EQ(found, 1);
 }
 
 // ------------------------------------------------------ client fixtures
