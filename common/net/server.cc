@@ -1,6 +1,8 @@
 #include "common/net/server.hpp"
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
@@ -362,7 +364,7 @@ bool Connection::start(uv_stream_t* listener) {
   timer_.data = this;
   ++open_handles_;
   if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(&tcp_)) != 0) return false;
-  // TCP_NODELAY comes from the listener (see Server::listen).
+  // TCP_NODELAY comes from the listener (see start_listener).
   uv_os_fd_t fd = -1;
   if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) == 0) fd_ = fd;
   read_start();
@@ -950,6 +952,38 @@ Server::~Server() {
   if (!closed()) spdlog::critical("server destroyed while open");
 }
 
+namespace {
+// Listener options, set once per listener rather than once per connection.
+// TCP_NODELAY: inherited by every accepted socket (Linux).
+// TCP_DEFER_ACCEPT: the kernel completes the handshake but hands a connection
+// over only once its first bytes came (HTTP clients speak first), or, for a
+// client that stays silent, after about kDeferAcceptSeconds: the loop is woken
+// once per connection instead of twice (accept, then read), and the handshake's
+// last ACK costs the client's side no wake-up of ours. Apache httpd does this
+// for HTTP by default; nginx (`deferred`) and HAProxy (`defer-accept`) offer it.
+// Both are an optimisation only: a socket that refuses them (not TCP) still
+// serves. `rc` is the result of the bind or open that gave `tcp` its socket;
+// on failure the handle is closed and freed.
+constexpr int kDeferAcceptSeconds = 1;
+
+int start_listener(uv_tcp_t* tcp, int rc, uv_connection_cb on_connection) {
+  if (rc == 0) {
+    uv_tcp_nodelay(tcp, 1);
+    uv_os_fd_t fd = -1;
+    if (uv_fileno(reinterpret_cast<uv_handle_t*>(tcp), &fd) == 0) {
+      ::setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &kDeferAcceptSeconds,
+                   sizeof kDeferAcceptSeconds);
+    }
+    rc = uv_listen(reinterpret_cast<uv_stream_t*>(tcp), 511, on_connection);
+  }
+  if (rc != 0) {
+    uv_close(reinterpret_cast<uv_handle_t*>(tcp),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+  }
+  return rc;
+}
+}  // namespace
+
 int Server::listen(const std::string& address, uint16_t port) {
   std::string err;
   auto addr = resolve(address, port, &err);
@@ -957,34 +991,18 @@ int Server::listen(const std::string& address, uint16_t port) {
   auto* tcp = new uv_tcp_t();
   uv_tcp_init(loop_, tcp);
   tcp->data = this;
-  int rc = uv_tcp_bind(tcp, addr->sa(), 0);
-  // Accepted sockets inherit TCP_NODELAY from the listener (Linux): one
-  // setsockopt per listener instead of one per connection.
-  if (rc == 0) uv_tcp_nodelay(tcp, 1);
-  if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(tcp), 511, on_connection);
-  if (rc != 0) {
-    uv_close(reinterpret_cast<uv_handle_t*>(tcp),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
-    return rc;
-  }
-  listeners_.push_back(tcp);
-  return 0;
+  const int rc = start_listener(tcp, uv_tcp_bind(tcp, addr->sa(), 0), on_connection);
+  if (rc == 0) listeners_.push_back(tcp);
+  return rc;
 }
 
 int Server::adopt(int fd) {
   auto* tcp = new uv_tcp_t();
   uv_tcp_init(loop_, tcp);
   tcp->data = this;
-  int rc = uv_tcp_open(tcp, fd);
-  if (rc == 0) uv_tcp_nodelay(tcp, 1);  // inherited by accepted sockets, as in listen()
-  if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(tcp), 511, on_connection);
-  if (rc != 0) {
-    uv_close(reinterpret_cast<uv_handle_t*>(tcp),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
-    return rc;
-  }
-  listeners_.push_back(tcp);
-  return 0;
+  const int rc = start_listener(tcp, uv_tcp_open(tcp, fd), on_connection);
+  if (rc == 0) listeners_.push_back(tcp);
+  return rc;
 }
 
 uint16_t Server::port() const {

@@ -327,7 +327,10 @@ def test_connection_flood_beyond_max_connections_gets_503(cdn):
     held = []
     try:
         for _ in range(50):
+            # Each holds a slot with a request begun (a silent connection is
+            # held by the kernel, TCP_DEFER_ACCEPT, until it speaks).
             held.append(socket.create_connection((r.host, r.port), timeout=5))
+            held[-1].sendall(b"GET / HTTP/1.1\r\n")
         time.sleep(0.3)
         statuses = []
         for _ in range(100):

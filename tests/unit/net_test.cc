@@ -437,6 +437,20 @@ TEST(Server, IdleConnectionIsClosedSilently) {
   EXPECT_TRUE(used.buffered().empty());
 }
 
+// TCP_DEFER_ACCEPT on the listener: a connection reaches the server with its
+// first bytes, so the loop wakes once for accept and read; one that stays
+// silent is handed over after about a second (and then timed out as usual).
+TEST(Server, SilentClientIsHeldByTheKernel) {
+  ServerThread s(fast_options(), echo_target);
+  Sock c(s.port());
+  ASSERT_TRUE(c.connected());
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(s.stats().connections_total, 0u);
+  ASSERT_TRUE(c.send(kGet));
+  EXPECT_EQ(c.read_response().status, 200);
+  EXPECT_EQ(s.stats().connections_total, 1u);
+}
+
 TEST(Server, MaxConnectionsAnswers503) {
   ServerOptions o = fast_options();
   o.max_connections = 2;
@@ -616,7 +630,11 @@ TEST(Server, DrainFinishesInFlightThenRefuses) {
   });
   st = &s;
   const uint16_t port = s.port();
+  // Idle: kept alive after an answer. (A client that never sent a byte is
+  // not handed to the server at all: see SilentClientIsHeldByTheKernel.)
   Sock idle(port);
+  ASSERT_TRUE(idle.send(kGet));
+  ASSERT_EQ(idle.read_response().status, 200);
   Sock busy(port);
   ASSERT_TRUE(busy.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"));
   std::this_thread::sleep_for(100ms);
