@@ -650,6 +650,43 @@ TEST(Server, DrainFinishesInFlightThenRefuses) {
   EXPECT_FALSE(late.connected());
 }
 
+// The server's end of the connection of `c` (the server runs in this
+// process): the descriptor whose local port is the server's and whose peer is
+// `c`'s local address; -1 if there is none.
+int server_end(uint16_t server_port, const Sock& c) {
+  sockaddr_in me{};
+  socklen_t len = sizeof me;
+  if (::getsockname(c.fd(), reinterpret_cast<sockaddr*>(&me), &len) != 0) return -1;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    const int fd = std::atoi(entry.path().filename().c_str());
+    sockaddr_in local{}, remote{};
+    socklen_t l1 = sizeof local, l2 = sizeof remote;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &l1) == 0 &&
+        ::getpeername(fd, reinterpret_cast<sockaddr*>(&remote), &l2) == 0 &&
+        local.sin_family == AF_INET && ntohs(local.sin_port) == server_port &&
+        remote.sin_port == me.sin_port) {
+      return fd;
+    }
+  }
+  return -1;
+}
+
+int tcp_option(int fd, int option) {
+  int v = -1;
+  socklen_t len = sizeof v;
+  ::getsockopt(fd, IPPROTO_TCP, option, &v, &len);
+  return v;
+}
+
+// Waits up to a second for the option to take the value.
+bool tcp_option_becomes(int fd, int option, int value) {
+  for (int i = 0; i < 50; ++i) {
+    if (tcp_option(fd, option) == value) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return false;
+}
+
 // A file bigger than any socket buffer, read slowly through a small receive
 // buffer: sendfile hits EAGAIN, the server waits for the socket to drain and
 // goes on with sendfile (no byte through user space), in order.
@@ -691,10 +728,16 @@ TEST_F(FileServer, StreamsWholeFileToASlowReader) {
   Sock c(s.port(), 16 * 1024);
   ASSERT_TRUE(c.send("GET /file HTTP/1.1\r\nHost: x\r\n\r\n"));
   std::this_thread::sleep_for(200ms);  // let the socket fill up
+  // While the socket is full the server corks it (full segments only)...
+  const int end = server_end(s.port(), c);
+  ASSERT_GE(end, 0);
+  EXPECT_TRUE(tcp_option_becomes(end, TCP_CORK, 1));
   const auto r = c.read_response();
   ASSERT_TRUE(r.ok);
   EXPECT_EQ(r.status, 200);
   EXPECT_TRUE(r.body == data_) << "body differs (size " << r.body.size() << ")";
+  // ... and uncorks it once the file is sent.
+  EXPECT_TRUE(tcp_option_becomes(end, TCP_CORK, 0));
   // The socket filled many times, and every wait was a writable watch:
   // zero copy all along.
   EXPECT_EQ(s.stats().file_bytes_copied, 0u);
@@ -786,8 +829,7 @@ TEST(Server, ConnectionsAllocateLittle) {
 
 // The server's end of an accepted connection: the handler's peer() is the
 // client's "ip:port" (asked of the kernel only when wanted), and TCP_NODELAY,
-// set once on the listener, was inherited (the socket is found among this
-// process's descriptors by its addresses).
+// set once on the listener, was inherited.
 TEST(Server, AcceptedConnectionKnowsItsPeerAndHasNoDelay) {
   std::string peer;
   ServerThread s(fast_options(), [&peer](Exchange& ex) {
@@ -801,24 +843,9 @@ TEST(Server, AcceptedConnectionKnowsItsPeerAndHasNoDelay) {
   socklen_t len = sizeof me;
   ASSERT_EQ(::getsockname(c.fd(), reinterpret_cast<sockaddr*>(&me), &len), 0);
   EXPECT_EQ(peer, "127.0.0.1:" + std::to_string(ntohs(me.sin_port)));
-  int found = 0;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
-    const int fd = std::atoi(entry.path().filename().c_str());
-    sockaddr_in local{}, remote{};
-    socklen_t l1 = sizeof local, l2 = sizeof remote;
-    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &l1) != 0 ||
-        ::getpeername(fd, reinterpret_cast<sockaddr*>(&remote), &l2) != 0 ||
-        local.sin_family != AF_INET || ntohs(local.sin_port) != s.port() ||
-        remote.sin_port != me.sin_port) {
-      continue;
-    }
-    int on = 0;
-    socklen_t ol = sizeof on;
-    ASSERT_EQ(::getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &ol), 0);
-    EXPECT_NE(on, 0);
-    ++found;
-  }
-  EXPECT_EQ(found, 1);
+  const int end = server_end(s.port(), c);
+  ASSERT_GE(end, 0);
+  EXPECT_EQ(tcp_option(end, TCP_NODELAY), 1);
 }
 
 // ------------------------------------------------------ client fixtures
