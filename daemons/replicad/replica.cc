@@ -64,6 +64,7 @@ Replica::Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_
       server_(loop, daemon::server_options(settings_.server, "cdn-replicad/" CDN_VERSION),
               [this](net::Exchange& ex) { handle(ex); }),
       started_(std::chrono::steady_clock::now()),
+      cache_control_(cache_control(settings_.content)),
       rate_last_time_(started_) {
   if (!store_) {
     pull_ = std::make_unique<Pull>(
@@ -113,6 +114,7 @@ void Replica::reconfigure(config::ReplicaSettings settings, std::unique_ptr<Stor
   }
   if (pull_) pull_->reconfigure(settings.content);
   settings_ = std::move(settings);
+  cache_control_ = cache_control(settings_.content);
 }
 
 void Replica::drain(std::function<void()> done) {
@@ -269,7 +271,7 @@ void Replica::serve_lookup(net::Exchange& ex, const std::string& path, Lookup fo
     return;
   }
   auto obj = std::get<Found>(found).object;
-  answer(ex, obj, cache_control(settings_.content),
+  answer(ex, obj, cache_control_,
          [this, &obj, &path]() {
            const int fd = store_->open(*obj);
            if (fd < 0) {
@@ -289,8 +291,9 @@ void Replica::answer_pulled(net::Exchange& ex, Answer a) {
   if (fd >= 0) ::close(fd);
 }
 
+template <typename OpenFd>
 void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj,
-                     const std::string& cc, const std::function<int()>& open_fd, int64_t age,
+                     const std::string& cc, OpenFd&& open_fd, int64_t age,
                      const std::string& cache_status) {
   const auto& req = ex.request();
   // Conditional requests: If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2).

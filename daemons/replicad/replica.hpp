@@ -55,10 +55,13 @@ class Replica {
   // Reads and digests a file not yet known on the thread pool, then answers.
   void load_then_serve(net::Exchange& ex, const std::string& path);
   void serve_lookup(net::Exchange& ex, const std::string& path, Lookup found);
-  // Answers with an object: conditionals, Range, headers, body. `open_fd`
-  // gives the body's descriptor when one is needed (-1: changed, 503).
+  // Answers with an object: conditionals, Range, headers, body. `open_fd()`
+  // gives the body's descriptor when one is needed (-1: changed, 503). A
+  // template, not a std::function, whose captures would be allocated per
+  // request.
+  template <typename OpenFd>
   void answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj, const std::string& cc,
-              const std::function<int()>& open_fd, int64_t age, const std::string& cache_status);
+              OpenFd&& open_fd, int64_t age, const std::string& cache_status);
   void answer_pulled(net::Exchange& ex, Answer a);
   void serve_status(net::Exchange& ex);
   // GET /.cdn/status?watch=MS[&count=N]: status documents as a stream, one
@@ -91,6 +94,7 @@ class Replica {
   net::Server server_;
   status::State state_ = status::State::Starting;
   std::chrono::steady_clock::time_point started_;
+  std::string cache_control_;  // of local content, from [content] max_age
   // Send rate over the last sampling period (for status and the balancer).
   uint64_t rate_last_bytes_ = 0;
   uint64_t rate_last_requests_ = 0;
