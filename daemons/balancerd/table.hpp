@@ -66,6 +66,12 @@ inline constexpr uint32_t kSlowStartIntervals = 5;  // window >= 5 probe interva
 inline constexpr uint64_t kAssumedCapacity = 1000;  // replicad's default, when none reported
 inline constexpr int kVirtualNodes = 100;  // ring points of a replica of mean capacity (consistent)
 inline constexpr int kMaxVirtualNodes = 1000;  // cap for one replica far above the mean
+// Fleet sizes above which a choice stops touching every replica: scores are
+// refreshed at most every kRefreshEvery, and p2c names its fallbacks by more
+// random pairs instead of ranking every up replica.
+inline constexpr size_t kRefreshEachChoiceMax = 256;
+inline constexpr std::chrono::milliseconds kRefreshEvery{100};
+inline constexpr size_t kP2CRankAllMax = 64;
 
 struct Replica {
   config::HostPort address;
@@ -179,7 +185,15 @@ class Table {
   void choose_best(size_t count, Clock::time_point now, std::vector<Choice>& out);
   void choose_round_robin(size_t count, bool advance, std::vector<Choice>& out);
   void choose_least_loaded(size_t count, std::vector<Choice>& out);
-  void choose_p2c(size_t count, std::vector<Choice>& out);
+  void choose_p2c(size_t count, Clock::time_point now, std::vector<Choice>& out);
+  void choose_p2c_large(const std::vector<size_t>& up, size_t count, Clock::time_point now,
+                        std::vector<Choice>& out);
+  // The up replicas' indices, cached until a health changes (not to be
+  // modified: up_indices() gives a copy that may be).
+  const std::vector<size_t>& up_list();
+  // refresh_scores() for a choice: every time in a small fleet, at most
+  // every kRefreshEvery in a large one (see table.cc).
+  void refresh_for_choice(Clock::time_point now);
   void choose_consistent(std::string_view path, size_t count, std::vector<Choice>& out);
   // The up replicas' indices, in up_ (scratch, reused).
   std::vector<size_t>& up_indices();
@@ -196,6 +210,9 @@ class Table {
   std::vector<double> rr_credit_;  // smooth weighted round-robin, per replica
   // Scratch for the choice, kept so that a choice allocates nothing.
   std::vector<size_t> up_;
+  std::vector<size_t> up_cache_;  // see up_list()
+  bool up_dirty_ = true;
+  std::optional<Clock::time_point> refreshed_at_;
   std::vector<double> credit_;
   std::vector<char> seen_;
   std::vector<size_t> skipped_;

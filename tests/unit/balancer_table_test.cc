@@ -527,6 +527,48 @@ TEST(BalancerPolicy, P2CIsDeterministicGivenTheSeed) {
   }
 }
 
+// A large fleet: p2c touches a few replicas per choice, and still names
+// distinct up replicas, the fallbacks in score order, spread over the fleet,
+// never one that went down or drains.
+TEST(BalancerPolicy, P2CInALargeFleet) {
+  const size_t n = 1000;
+  Table t = make(n, "p2c", 17);
+  std::vector<double> rtts(n);
+  for (size_t i = 0; i < n; ++i) rtts[i] = 1.0 + static_cast<double>(i % 7);
+  bring_up(t, rtts);
+  t.probe_failed(5, "refused", kLater, Failure::Refused);
+  t.probe_succeeded(6, ms(1), serving(0, 1000, status::State::Draining), kLater);
+  ASSERT_EQ(t.replicas()[5].health, Health::Down);
+  ASSERT_EQ(t.replicas()[6].health, Health::Draining);
+  std::set<size_t> firsts;
+  std::vector<Choice> out;
+  for (int k = 0; k < 3000; ++k) {
+    t.choose("/", 3, kLater + milliseconds(k), out);
+    ASSERT_EQ(out.size(), 3u);
+    std::set<size_t> distinct;
+    for (const auto& c : out) {
+      EXPECT_NE(c.index, 5u);
+      EXPECT_NE(c.index, 6u);
+      EXPECT_EQ(t.replicas()[c.index].health, Health::Up);
+      distinct.insert(c.index);
+    }
+    EXPECT_EQ(distinct.size(), 3u);
+    EXPECT_LE(out[1].score, out[2].score);
+    firsts.insert(out[0].index);
+  }
+  EXPECT_GT(firsts.size(), 500u);  // spread, not herded onto the lowest RTT
+  // A replica that comes back is named again (here the closest, once its
+  // slow start and the loss of its refusal are behind it).
+  for (int k = 0; k < 30; ++k) t.probe_succeeded(5, ms(0.1), serving(), kLater + seconds(1));
+  ASSERT_EQ(t.replicas()[5].health, Health::Up);
+  bool named = false;
+  for (int k = 0; k < 5000 && !named; ++k) {
+    t.choose("/", 3, kLater + seconds(30), out);
+    for (const auto& c : out) named = named || c.index == 5;
+  }
+  EXPECT_TRUE(named);
+}
+
 TEST(BalancerPolicy, RoundRobinRotatesOverUpReplicas) {
   Table t = make(4, "round-robin");
   bring_up(t, {5, 1, 3, 2});
