@@ -168,6 +168,8 @@ class Connection {
   WriteReq* take_write();
   void release(WriteReq* w);
   void submit(WriteReq* w);
+  // submit() of w's head (bufs[0]), after any separate body finish() put in bufs[1].
+  void submit_head(WriteReq* w);
   void send_more_file();
   bool last_response_on_socket();
   int send_held_for_fin(const WriteReq* w);
@@ -239,9 +241,7 @@ void Exchange::finish_prepared() {
   WriteReq* w = c.current_;
   c.current_ = nullptr;
   c.finished_ = true;
-  w->bufs[0] = uv_buf_init(w->head.data(), static_cast<unsigned>(w->head.size()));
-  if (w->nbufs == 0) w->nbufs = 1;
-  c.submit(w);
+  c.submit_head(w);
   if (c.deferred_ && !c.in_handler_) c.answered();
 }
 
@@ -291,9 +291,7 @@ void Exchange::start_stream() {
   // ignored); the connection stays deferred until end_stream().
   c.finished_ = true;
   c.streaming_ = true;
-  w->bufs[0] = uv_buf_init(w->head.data(), static_cast<unsigned>(w->head.size()));
-  w->nbufs = 1;
-  c.submit(w);
+  c.submit_head(w);
 }
 
 bool Exchange::streaming() const {
@@ -311,9 +309,7 @@ bool Exchange::send_piece(std::string_view piece) {
   const int n = std::snprintf(size, sizeof size, "%zx\r\n", piece.size());
   w->head.reserve(static_cast<size_t>(n) + piece.size() + 2);
   w->head.append(size, static_cast<size_t>(n)).append(piece).append("\r\n");
-  w->bufs[0] = uv_buf_init(w->head.data(), static_cast<unsigned>(w->head.size()));
-  w->nbufs = 1;
-  c.submit(w);
+  c.submit_head(w);
   return c.state_ != Connection::State::Closing;
 }
 
@@ -323,9 +319,7 @@ void Exchange::end_stream() {
   c.streaming_ = false;
   WriteReq* w = c.take_write();
   w->head.assign("0\r\n\r\n");
-  w->bufs[0] = uv_buf_init(w->head.data(), static_cast<unsigned>(w->head.size()));
-  w->nbufs = 1;
-  c.submit(w);
+  c.submit_head(w);
   if (c.deferred_ && !c.in_handler_) c.answered();
 }
 
@@ -641,6 +635,12 @@ int Connection::send_held_for_fin(const WriteReq* w) {
   return errno == EAGAIN || errno == EWOULDBLOCK ? UV_EAGAIN : -errno;
 }
 
+void Connection::submit_head(WriteReq* w) {
+  w->bufs[0] = uv_buf_init(w->head.data(), static_cast<unsigned>(w->head.size()));
+  if (w->nbufs == 0) w->nbufs = 1;
+  submit(w);
+}
+
 void Connection::submit(WriteReq* w) {
   w->bytes = 0;
   for (unsigned i = 0; i < w->nbufs; ++i) w->bytes += w->bufs[i].len;
@@ -921,9 +921,7 @@ void Connection::reject() {
   state_ = State::Writing;
   WriteReq* w = take_write();
   w->head.assign(kRejectResponse);
-  w->bufs[0] = uv_buf_init(w->head.data(), static_cast<unsigned>(w->head.size()));
-  w->nbufs = 1;
-  submit(w);
+  submit_head(w);
   after_response();  // closes at once when the 503 went out whole
   arm(std::chrono::milliseconds(1000));
 }
