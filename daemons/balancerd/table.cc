@@ -246,7 +246,7 @@ void Table::probe_succeeded(size_t i, std::optional<std::chrono::microseconds> r
 void Table::probe_failed(size_t i, std::string_view why, Clock::time_point now, Failure kind) {
   if (i >= replicas_.size()) return;
   Replica& r = replicas_[i];
-  if (r.health != Health::Down) up_dirty_ = true;  // it may go down below
+  const Health was = r.health;
   r.loss = (1 - kLossAlpha) * r.loss + kLossAlpha;
   ++r.probe_failures_total;
   r.last_probe = now;
@@ -259,6 +259,7 @@ void Table::probe_failed(size_t i, std::string_view why, Clock::time_point now, 
     r.up_since.reset();
     r.drained_from_up = false;
   }
+  if (r.health != was) up_dirty_ = true;
   r.score = compute_score(r, now);
 }
 
@@ -390,7 +391,7 @@ void Table::choose(std::string_view path, size_t count, Clock::time_point now,
   if (policy_ == Policy::RoundRobin) {
     choose_round_robin(count, true, out);
   } else {
-    rank(path, count, now, out);
+    rank_refreshed(path, count, now, out);
   }
   if (!out.empty()) record_sent(out.front().index, now);
 }
@@ -406,6 +407,11 @@ void Table::rank(std::string_view path, size_t count, Clock::time_point now,
   out.clear();
   refresh_for_choice(now);
   if (count == 0) return;
+  rank_refreshed(path, count, now, out);
+}
+
+void Table::rank_refreshed(std::string_view path, size_t count, Clock::time_point now,
+                           std::vector<Choice>& out) {
   switch (policy_) {
     case Policy::Best:
       return choose_best(count, now, out);

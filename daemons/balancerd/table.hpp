@@ -181,6 +181,10 @@ class Table {
   size_t random_below(size_t n);
   void record_sent(size_t i, Clock::time_point now);
 
+  // rank() once the scores are refreshed and `out` is empty (choose() has
+  // done both already).
+  void rank_refreshed(std::string_view path, size_t count, Clock::time_point now,
+                      std::vector<Choice>& out);
   // Each appends up to `count` choices to `out`.
   void choose_best(size_t count, Clock::time_point now, std::vector<Choice>& out);
   void choose_round_robin(size_t count, bool advance, std::vector<Choice>& out);
