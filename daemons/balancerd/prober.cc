@@ -22,6 +22,13 @@ constexpr size_t kSlots = 512;
 constexpr uint32_t kPollsAfterStreamTrouble = 60;
 constexpr size_t kFirstRoundPerMs = 10;
 constexpr uint64_t kHeldUpMs = 50;
+
+// Between states (some good probes while down, or failures while up): probed
+// faster so that the change is confirmed sooner.
+bool changing(const Replica& r) {
+  return (r.health == Health::Down && r.good_streak > 0) ||
+         (r.health != Health::Down && r.bad_streak > 0);
+}
 }  // namespace
 
 Prober::Prober(uv_loop_t* loop, Table& table)
@@ -188,9 +195,7 @@ void Prober::fire(Probe& p) {
 void Prober::send(Probe& p) {
   if (p.in_flight) return;
   if (!p.address) {
-    ++probes_total_;
-    ++failures_total_;
-    table_.probe_failed(p.index, p.resolve_error, Clock::now());
+    report(p, std::nullopt, nullptr, p.resolve_error, Failure::Soft, Clock::now());
     schedule(p, settings_.interval);
     return;
   }
@@ -271,10 +276,7 @@ bool Prober::report(Probe& p, std::optional<std::chrono::microseconds> rtt,
                       "replica {} is {}", after.address.str(), to_string(after.health));
     }
   }
-  // While a replica is between states (some good probes while down, or
-  // failures while up), probe it faster so the change is confirmed sooner.
-  return (after.health == Health::Down && after.good_streak > 0) ||
-         (after.health != Health::Down && after.bad_streak > 0);
+  return changing(after);
 }
 
 void Prober::done(Probe& p, const net::ClientResult& r, const http::Response& resp) {
@@ -285,9 +287,7 @@ void Prober::done(Probe& p, const net::ClientResult& r, const http::Response& re
     if (r.ok() && p.documents > 0) {
       // The stream ended (its count, or the replica is draining): the next
       // one an interval after its last document, as a probe would have come.
-      const auto& rep = table_.replicas()[p.index];
-      const bool changing = rep.health != Health::Up || rep.bad_streak > 0;
-      const auto next = changing ? fast : settings_.interval;
+      const auto next = changing(table_.replicas()[p.index]) ? fast : settings_.interval;
       const auto since =
           std::chrono::duration_cast<std::chrono::milliseconds>(now - p.last_document);
       schedule(p, next - std::min(since, next));
@@ -303,14 +303,13 @@ void Prober::done(Probe& p, const net::ClientResult& r, const http::Response& re
       return;
     }
     p.stream_failed = true;
-    const bool changing =
-        report(p, std::nullopt, nullptr,
-               r.ok() ? std::string("status stream ended without a document")
-                      : "status stream: " + (r.error == net::ClientError::Aborted
-                                                 ? std::string("not a status document")
-                                                 : r.message),
-               r.code == UV_ECONNREFUSED ? Failure::Refused : Failure::Soft, now);
-    schedule(p, changing ? fast : settings_.interval);
+    const std::string why = r.ok() ? "status stream ended without a document"
+                            : r.error == net::ClientError::Aborted
+                                ? "status stream: not a status document"
+                                : "status stream: " + r.message;
+    const bool between = report(p, std::nullopt, nullptr, why,
+                                r.code == UV_ECONNREFUSED ? Failure::Refused : Failure::Soft, now);
+    schedule(p, between ? fast : settings_.interval);
     return;
   }
   if (p.asked_stream && r.ok()) {
@@ -339,8 +338,8 @@ void Prober::done(Probe& p, const net::ClientResult& r, const http::Response& re
                     table_.replicas()[p.index].last_error);
   }
   p.stream_failed = false;  // or the poll failed too: the replica's trouble
-  const bool changing = report(p, rtt, st ? &*st : nullptr, why, kind, now);
-  const auto next = changing ? fast : settings_.interval;
+  const bool between = report(p, rtt, st ? &*st : nullptr, why, kind, now);
+  const auto next = between ? fast : settings_.interval;
   const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(now - p.sent);
   schedule(p, next - std::min(spent, next));
 }
