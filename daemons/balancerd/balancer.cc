@@ -280,8 +280,7 @@ void Balancer::serve_metrics(net::Exchange& ex) {
     head(name, type, help);
     for (const auto& r : rs) {
       const std::optional<double> v = value(r);
-      const std::string address = v ? r.address.str() : std::string();
-      if (v) fmt::format_to(out, "{}{{replica=\"{}\"}} {}\n", name, address, *v);
+      if (v) fmt::format_to(out, "{}{{replica=\"{}\"}} {}\n", name, r.address.str(), *v);
     }
   };
   using Opt = std::optional<double>;
