@@ -348,6 +348,15 @@ class Daemon:
         assert status == 200, f"/.cdn/status answered {status}: {body[:200]!r}"
         return json.loads(body)
 
+    def metric(self, name):
+        """The value of a sample without labels on /.cdn/metrics."""
+        status, _, body = self.get("/.cdn/metrics")
+        assert status == 200, f"/.cdn/metrics answered {status}: {body[:200]!r}"
+        for line in body.decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise AssertionError(f"no {name} in the metrics page")
+
 
 class Headers:
     """Case-insensitive multi-map of response headers."""

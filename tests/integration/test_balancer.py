@@ -434,30 +434,21 @@ def test_policy_flag_overrides_ini(cdn):
     assert cdn.wait_up(b, 1)["policy"] == "consistent"
 
 
-def metric(b, name):
-    status, _, body = b.get("/.cdn/metrics")
-    assert status == 200
-    for line in body.decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"no {name} in the metrics page")
-
-
 def test_steady_replica_streams_its_status(cdn):
     """Once a replica is up, its status comes as a stream: a request per
     `stream` documents instead of one per probe, each document still a probe."""
     r = cdn.replica()
     b = cdn.balancer([r], probe={"interval": "200ms", "timeout": "100ms", "stream": 5})
     cdn.wait_up(b, 1)
-    wait_for(lambda: metric(b, "cdn_balancer_probes_streamed_total") >= 5,
+    wait_for(lambda: b.metric("cdn_balancer_probes_streamed_total") >= 5,
              what="status documents streamed")
-    docs0, reqs0 = metric(b, "cdn_balancer_probes_streamed_total"), r.status()["requests_total"]
+    docs0, reqs0 = b.metric("cdn_balancer_probes_streamed_total"), r.status()["requests_total"]
     time.sleep(2.0)
-    docs = metric(b, "cdn_balancer_probes_streamed_total") - docs0
+    docs = b.metric("cdn_balancer_probes_streamed_total") - docs0
     requests = r.status()["requests_total"] - reqs0 - 1  # less our own status request
     assert 6 <= docs <= 14, docs  # about one per 200 ms
     assert requests <= docs / 3, (requests, docs)
-    assert metric(b, "cdn_balancer_probe_failures_total") == 0
+    assert b.metric("cdn_balancer_probe_failures_total") == 0
     rep = b.status()["replicas"][0]
     assert rep["health"] == "up" and rep["rtt_ms"] is not None
 
@@ -473,8 +464,8 @@ def test_replica_that_does_not_stream_is_polled(cdn):
         n0 = f.status_requests
         time.sleep(1.5)
         assert f.status_requests - n0 >= 5, f.status_requests - n0  # one per probe
-        assert metric(b, "cdn_balancer_probes_streamed_total") == 0
-        assert metric(b, "cdn_balancer_probe_failures_total") == 0
+        assert b.metric("cdn_balancer_probes_streamed_total") == 0
+        assert b.metric("cdn_balancer_probe_failures_total") == 0
         assert b.status()["replicas"][0]["health"] == "up"
     finally:
         f.close()
@@ -487,13 +478,13 @@ def test_a_held_up_balancer_reads_before_it_times_out(cdn):
     rs = three_replicas(cdn)
     b = cdn.balancer(rs, probe={"interval": "200ms", "timeout": "100ms", "stream": 50})
     cdn.wait_up(b, 3)
-    wait_for(lambda: metric(b, "cdn_balancer_probes_streamed_total") >= 6,
+    wait_for(lambda: b.metric("cdn_balancer_probes_streamed_total") >= 6,
              what="status streams")
-    failures = metric(b, "cdn_balancer_probe_failures_total")
+    failures = b.metric("cdn_balancer_probe_failures_total")
     for _ in range(3):
         b.signal(signal.SIGSTOP)
         time.sleep(1.0)  # 3x interval + timeout
         b.signal(signal.SIGCONT)
         time.sleep(0.5)
-    assert metric(b, "cdn_balancer_probe_failures_total") == failures
+    assert b.metric("cdn_balancer_probe_failures_total") == failures
     assert b.status()["up"] == 3
