@@ -41,9 +41,10 @@ std::optional<Address> resolve(const std::string& host, uint16_t port, std::stri
   std::string h = host;
   if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
   // A numeric address needs no lookup: getaddrinfo with AI_ADDRCONFIG first
-  // asks netlink for the host's addresses (two sockets and a dump per call,
-  // a measurable part of a short cdn-get run). Scoped IPv6 ("fe80::1%eth0")
-  // is left to getaddrinfo.
+  // asks netlink for the host's addresses (a netlink socket and a dump of
+  // every address per call, seen with strace; a cdn-get run resolves the
+  // balancer and then a replica). Scoped IPv6 ("fe80::1%eth0") is left to
+  // getaddrinfo.
   Address a;
   auto* in = reinterpret_cast<sockaddr_in*>(&a.storage);
   auto* in6 = reinterpret_cast<sockaddr_in6*>(&a.storage);
