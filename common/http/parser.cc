@@ -15,6 +15,7 @@
 //    non-strict http-parser passes them through as part of the name.
 #include "common/http/parser.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -93,11 +94,35 @@ void RequestParser::reset() {
   tail_len_ = 0;
 }
 
+// The bytes inside a line (the common case) are taken as one run: the method
+// run is checked with the token table, the rest is searched for CR and LF with
+// memchr, and the 9 bytes the request-line check needs are kept from the run's
+// end. Only line ends go through the state machine one byte at a time. A feed
+// split anywhere gives the same verdicts at the same offsets (the request
+// fuzzer compares whole, two-piece and byte-by-byte feeding).
 size_t RequestParser::scan_head(std::string_view data) {
   const size_t cap = raw_head_cap(limits_);
-  for (size_t i = 0; i < data.size(); ++i) {
-    if (scan_ == Scan::Done) return data.size();
-    const char c = data[i];
+  const char* const base = data.data();
+  const size_t n = data.size();
+  size_t i = 0;
+  while (i < n && scan_ != Scan::Done) {
+    if (scan_ == Scan::Line && data[i] != '\r' && data[i] != '\n') {
+      const size_t run = line_run(data.substr(i));
+      // The cap is checked per byte: the byte that crosses it ends the scan.
+      if (head_raw_bytes_ + run > cap) {
+        const size_t allowed = cap - std::min(cap, head_raw_bytes_);
+        note_line_bytes(data.substr(i, allowed));
+        head_raw_bytes_ = cap + 1;
+        scan_status_ = 431;
+        scan_reason_ = "request head too large";
+        return i + allowed;
+      }
+      note_line_bytes(data.substr(i, run));
+      head_raw_bytes_ += run;
+      i += run;
+      continue;
+    }
+    const char c = base[i];
     if (++head_raw_bytes_ > cap) {
       scan_status_ = 431;
       scan_reason_ = "request head too large";
@@ -106,24 +131,18 @@ size_t RequestParser::scan_head(std::string_view data) {
     switch (scan_) {
       case Scan::Leading:
         // http-parser skips empty lines before the request line (RFC 9112 2.2 allows it).
-        if (c == '\r' || c == '\n') break;
-        scan_ = Scan::Line;
-        [[fallthrough]];
-      case Scan::Line:
-        if (first_line_ && c != '\r') {
-          if (tail_len_ == sizeof line_tail_) {
-            std::memmove(line_tail_, line_tail_ + 1, sizeof line_tail_ - 1);
-            --tail_len_;
-          }
-          line_tail_[tail_len_++] = c;
+        if (c != '\r' && c != '\n') {
+          // The first byte of the request line: take it with the run.
+          --head_raw_bytes_;
+          scan_ = Scan::Line;
+          continue;
         }
+        break;
+      case Scan::Line:
+        // Only a line end gets here (the run took everything else).
         if (in_method_) {
-          if (c == ' ') {
-            in_method_ = false;
-          } else if (!is_token_char(static_cast<unsigned char>(c))) {
-            in_method_ = false;
-            method_bad_at_ = head_raw_bytes_ - 1;
-          }
+          in_method_ = false;
+          method_bad_at_ = head_raw_bytes_ - 1;  // CR/LF inside the method
         }
         if (c == '\r') {
           scan_ = Scan::AfterCr;
@@ -140,7 +159,7 @@ size_t RequestParser::scan_head(std::string_view data) {
               return i;
             }
           }
-        } else if (c == '\n') {
+        } else {
           scan_status_ = 400;
           scan_reason_ = "bare LF in request head";
           return i;
@@ -166,7 +185,10 @@ size_t RequestParser::scan_head(std::string_view data) {
           scan_reason_ = "obsolete line folding in request head";
           return i;
         } else {
+          // A header line's first byte: take it with the run.
+          --head_raw_bytes_;
           scan_ = Scan::Line;
+          continue;
         }
         break;
       case Scan::EndCr:
@@ -180,8 +202,45 @@ size_t RequestParser::scan_head(std::string_view data) {
       case Scan::Done:
         break;
     }
+    ++i;
   }
-  return data.size();
+  return n;
+}
+
+size_t RequestParser::line_run(std::string_view data) const {
+  // memchr for CR (every line ends with one), then LF before it: both SIMD
+  // scans in glibc, where a byte loop would cost several instructions a byte.
+  const void* cr = std::memchr(data.data(), '\r', data.size());
+  size_t end =
+      cr != nullptr ? static_cast<size_t>(static_cast<const char*>(cr) - data.data()) : data.size();
+  const void* lf = std::memchr(data.data(), '\n', end);
+  if (lf != nullptr) end = static_cast<size_t>(static_cast<const char*>(lf) - data.data());
+  return end;
+}
+
+void RequestParser::note_line_bytes(std::string_view run) {
+  if (run.empty()) return;
+  if (in_method_) {
+    size_t k = 0;
+    while (k < run.size() && is_token_char(static_cast<unsigned char>(run[k]))) ++k;
+    if (k < run.size()) {
+      in_method_ = false;
+      // A space ends the method; any other non-token byte makes it malformed.
+      if (run[k] != ' ') method_bad_at_ = head_raw_bytes_ + k;
+    }
+  }
+  if (!first_line_) return;
+  // Keep the last sizeof line_tail_ bytes of the request line.
+  constexpr size_t cap = sizeof line_tail_;
+  if (run.size() >= cap) {
+    std::memcpy(line_tail_, run.data() + run.size() - cap, cap);
+    tail_len_ = cap;
+    return;
+  }
+  const size_t keep = std::min<size_t>(tail_len_, cap - run.size());
+  std::memmove(line_tail_, line_tail_ + tail_len_ - keep, keep);
+  std::memcpy(line_tail_ + keep, run.data(), run.size());
+  tail_len_ = static_cast<uint8_t>(keep + run.size());
 }
 
 ParseResult RequestParser::fail(size_t consumed) const {

@@ -68,6 +68,11 @@ class RequestParser {
   // obs-fold, overall head size); returns the offset of the first offending
   // byte, or data.size(). See parser.cc.
   size_t scan_head(std::string_view data);
+  // Length of the run of bytes at the start of `data` that are neither CR nor LF.
+  size_t line_run(std::string_view data) const;
+  // Method and request-line-tail bookkeeping for a run of line bytes that
+  // starts at head offset head_raw_bytes_.
+  void note_line_bytes(std::string_view run);
   ParseResult fail(size_t consumed) const;
 
   // Scanner states of scan_head(); Done once the empty line ending the head was seen.
