@@ -9,6 +9,26 @@ namespace cdn::http {
 
 namespace {
 
+// The bytes a path keeps as they are, decoded or encoded (RFC 3986
+// unreserved, and '/').
+constexpr std::array<bool, 256> kPlain = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0; c < 256; ++c) {
+    t[c] = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' ||
+           c == '.' || c == '_' || c == '~' || c == '/';
+  }
+  return t;
+}();
+
+bool is_plain(unsigned char c) { return kPlain[c]; }
+
+// Length of the run of plain bytes at the start of `s`.
+size_t plain_run(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size() && is_plain(static_cast<unsigned char>(s[i]))) ++i;
+  return i;
+}
+
 int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -45,6 +65,14 @@ std::optional<std::string> normalize_path(std::string_view target) {
   if (target.empty() || target.front() != '/') return std::nullopt;
   const size_t end = target.find_first_of("?#");
   const std::string_view raw = target.substr(0, end);
+
+  // Most paths need nothing done: only plain bytes (so no escape and no
+  // control byte), no "//" and no dot segment. Those are their own normal form,
+  // and one pass over them replaces the decode and the segment walk.
+  if (plain_run(raw) == raw.size() && raw.find("//") == std::string_view::npos &&
+      raw.find("/.") == std::string_view::npos) {
+    return std::string(raw);
+  }
 
   // Decode first, then resolve dot segments: "%2e%2e" and "..%2f" must be seen
   // as the ".." and "../" they become, or they would escape the root when the
@@ -129,17 +157,15 @@ std::string encode_path(std::string_view path) {
 void append_encoded_path(std::string& out, std::string_view path) {
   static constexpr char kHex[] = "0123456789ABCDEF";
   out.reserve(out.size() + path.size());
-  for (unsigned char c : path) {
-    const bool unreserved = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-                            (c >= 'A' && c <= 'Z') || c == '-' || c == '.' || c == '_' ||
-                            c == '~' || c == '/';
-    if (unreserved) {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 0xf]);
-    }
+  // Runs of plain bytes are appended whole; only the others are escaped.
+  while (!path.empty()) {
+    const size_t run = plain_run(path);
+    out.append(path.data(), run);
+    if (run == path.size()) break;
+    const auto c = static_cast<unsigned char>(path[run]);
+    const char escaped[3] = {'%', kHex[c >> 4], kHex[c & 0xf]};
+    out.append(escaped, 3);
+    path.remove_prefix(run + 1);
   }
 }
 
