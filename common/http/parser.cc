@@ -46,6 +46,20 @@ size_t raw_head_cap(const Limits& l) {
   return l.max_request_line + l.max_header_bytes + 8 * (l.max_headers + 4);
 }
 
+bool istarts_with(std::string_view s, std::string_view prefix) {
+  return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
+}
+
+// Header names http-parser reads framing or connection state from. It
+// matches them by prefix ("Transfer-Encoding2" is flagged as a
+// Transfer-Encoding) and takes Proxy-Connection as Connection, so the
+// whole-head path leaves every name that starts like one to it.
+bool names_framing(std::string_view name) {
+  return istarts_with(name, "transfer-encoding") || istarts_with(name, "content-length") ||
+         istarts_with(name, "upgrade") || istarts_with(name, "proxy-connection") ||
+         istarts_with(name, "connection");
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -243,6 +257,115 @@ void RequestParser::note_line_bytes(std::string_view run) {
   tail_len_ = static_cast<uint8_t>(keep + run.size());
 }
 
+Header& RequestParser::add_header() {
+  if (spare_.empty()) return request_.headers.emplace_back();
+  Header& h = request_.headers.emplace_back(std::move(spare_.back()));
+  spare_.pop_back();
+  h.name.clear();
+  h.value.clear();
+  return h;
+}
+
+// The common request, read without http-parser: a GET or HEAD whose whole
+// head arrived in one read, in the plainest form of the grammar. Anything
+// else (a body, a Connection value other than close or keep-alive, Upgrade,
+// a byte outside the plain sets, a limit within reach, an error of any kind)
+// returns false with the parser untouched, and feed() goes the long way,
+// where every verdict is made. So the two paths can differ only in speed;
+// the request fuzzer checks that (a whole feed takes this path, byte by byte
+// never does, and it compares the two).
+bool RequestParser::parse_whole_head(std::string_view data) {
+  // Bounded by the smaller limit, so no limit can be crossed in here.
+  const size_t max = std::min(limits_.max_request_line, limits_.max_header_bytes);
+  const size_t end = data.substr(0, max + 4).find("\r\n\r\n");
+  if (end == std::string_view::npos) return false;
+  const std::string_view head = data.substr(0, end + 2);  // lines, each with its CRLF
+
+  std::string_view method;
+  if (head.starts_with("GET ")) {
+    method = "GET";
+  } else if (head.starts_with("HEAD ")) {
+    method = "HEAD";
+  } else {
+    return false;
+  }
+  size_t pos = method.size() + 1;
+  const size_t target_end = head.find(' ', pos);
+  if (target_end == std::string_view::npos || head[pos] != '/') return false;
+  for (size_t i = pos; i < target_end; ++i) {
+    if (head[i] <= ' ' || head[i] > '~') return false;  // visible ASCII only
+  }
+  const std::string_view target = head.substr(pos, target_end - pos);
+  const std::string_view version = head.substr(target_end, 11);
+  int minor = 0;
+  if (version == " HTTP/1.1\r\n") {
+    minor = 1;
+  } else if (version != " HTTP/1.0\r\n") {
+    return false;
+  }
+  pos = target_end + 11;
+
+  size_t count = 0;
+  size_t hosts = 0;
+  bool close = false;
+  bool keep_alive = false;
+  while (pos < head.size()) {
+    const size_t line_end = head.find('\r', pos);  // found: every line ends in CRLF
+    if (head[line_end + 1] != '\n') return false;
+    const std::string_view line = head.substr(pos, line_end - pos);
+    pos = line_end + 2;
+    ++count;
+    size_t colon = 0;
+    while (colon < line.size() && is_token_char(static_cast<unsigned char>(line[colon]))) ++colon;
+    if (colon == 0 || colon == line.size() || line[colon] != ':') return false;
+    std::string_view value = line.substr(colon + 1);
+    for (char c : value) {
+      if ((c < ' ' && c != '\t') || c > '~') return false;
+    }
+    while (!value.empty() && is_ows(value.front())) value.remove_prefix(1);
+    const std::string_view name = line.substr(0, colon);
+    if (iequals(name, "host")) {
+      ++hosts;
+    } else if (iequals(name, "connection")) {
+      // Exactly one token with nothing around it; lists are http-parser's.
+      if (iequals(value, "close")) {
+        close = true;
+      } else if (iequals(value, "keep-alive")) {
+        keep_alive = true;
+      } else {
+        return false;
+      }
+    } else if (names_framing(name)) {
+      return false;
+    }
+  }
+  if (count > limits_.max_headers || hosts > 1 || (hosts == 0 && minor == 1)) return false;
+
+  request_.method.assign(method);
+  request_.target.assign(target);
+  request_.version_major = 1;
+  request_.version_minor = minor;
+  for (pos = target_end + 11; pos < head.size();) {
+    const size_t line_end = head.find('\r', pos);
+    const std::string_view line = head.substr(pos, line_end - pos);
+    pos = line_end + 2;
+    const size_t colon = line.find(':');
+    std::string_view value = line.substr(colon + 1);
+    while (!value.empty() && is_ows(value.front())) value.remove_prefix(1);
+    while (!value.empty() && is_ows(value.back())) value.remove_suffix(1);
+    Header& h = add_header();
+    h.name.assign(line.substr(0, colon));
+    h.value.assign(value);
+  }
+  // As http_should_keep_alive() decides for a request without a body.
+  request_.keep_alive = minor == 1 ? !close : keep_alive;
+  headers_done_ = true;
+  complete_ = true;
+  head_raw_bytes_ = end + 4;
+  scan_ = Scan::Done;
+  return true;
+}
+
 ParseResult RequestParser::fail(size_t consumed) const {
   ParseResult r;
   r.status = ParseStatus::Error;
@@ -257,6 +380,9 @@ ParseResult RequestParser::feed(std::string_view data) {
   if (complete_) {
     // Caller bug: the parser is paused on a finished message.
     return ParseResult{ParseStatus::Error, 0, 500, "feed() after Complete without reset()"};
+  }
+  if (head_raw_bytes_ == 0 && scan_ == Scan::Leading && parse_whole_head(data)) {
+    return ParseResult{ParseStatus::Complete, head_raw_bytes_, 0, {}};
   }
   const size_t feed_base = head_raw_bytes_;  // head offset of data[0]
   const size_t limit = scan_ == Scan::Done ? data.size() : scan_head(data);
@@ -332,14 +458,7 @@ int RequestParser::on_header_field(http_parser* p, const char* at, size_t len) {
       self->error_reason_ = "too many request header fields";
       return -1;
     }
-    if (self->spare_.empty()) {
-      self->request_.headers.emplace_back();
-    } else {
-      self->request_.headers.push_back(std::move(self->spare_.back()));
-      self->spare_.pop_back();
-      self->request_.headers.back().name.clear();
-      self->request_.headers.back().value.clear();
-    }
+    self->add_header();
     self->in_name_ = true;
     self->in_value_ = false;
   }

@@ -74,6 +74,11 @@ class RequestParser {
   // starts at head offset head_raw_bytes_.
   void note_line_bytes(std::string_view run);
   ParseResult fail(size_t consumed) const;
+  // The common request read in one pass without http-parser; false (and
+  // nothing changed) for anything else. See parser.cc.
+  bool parse_whole_head(std::string_view data);
+  // A header appended to request_, reusing a spare one's strings.
+  Header& add_header();
 
   // Scanner states of scan_head(); Done once the empty line ending the head was seen.
   enum class Scan : uint8_t { Leading, Line, AfterCr, LineStart, EndCr, Done };

@@ -477,6 +477,97 @@ TEST(RequestParser, HeadersCompleteBeforeBody) {
   EXPECT_EQ(p.feed("cd").status, ParseStatus::Complete);
 }
 
+// Feeds byte by byte up to the end of the first message; `consumed` counts
+// from the start of `data`, as one whole feed would.
+ParseResult feed_bytes_total(RequestParser& p, std::string_view data) {
+  ParseResult r;
+  for (size_t i = 0; i < data.size(); ++i) {
+    r = p.feed(data.substr(i, 1));
+    if (r.status != ParseStatus::NeedMore) {
+      r.consumed += i;
+      return r;
+    }
+  }
+  r.consumed = data.size();
+  return r;
+}
+
+// What a head meant, for comparing two ways of feeding it.
+std::string meaning(RequestParser& p, ParseResult r) {
+  if (r.status == ParseStatus::Error) return "error " + std::to_string(r.http_status);
+  if (r.status == ParseStatus::NeedMore) return "need more";
+  const Request& q = p.request();
+  std::string out = q.method + " " + q.target + " 1." + std::to_string(q.version_minor) +
+                    (q.keep_alive ? " ka" : " close") + " @" + std::to_string(r.consumed);
+  for (const Header& h : q.headers) out += "|" + h.name + ":" + h.value;
+  return out;
+}
+
+// A GET or HEAD whose head arrives whole is read without http-parser (see
+// parse_whole_head); byte by byte it never is. Every head here, taken or
+// declined by that path, must mean the same both ways.
+TEST(RequestParser, WholeHeadMeansWhatByteByByteMeans) {
+  const std::vector<std::string> heads = {
+      "GET /4k.html HTTP/1.1\r\nHost: 127.0.0.1:33000\r\n\r\n",
+      "HEAD / HTTP/1.1\r\nhost: h\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n",
+      "GET /a?b=c#d HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+      "GET /a HTTP/1.1\r\nHost: h\r\nConnection:  Keep-Alive \t\r\n\r\n",
+      "GET /a HTTP/1.0\r\n\r\n",
+      "GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+      "GET /a HTTP/1.0\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+      "GET /a HTTP/1.1\r\nHost: h\r\nConnection: close, foo\r\n\r\n",
+      "GET /a HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n",
+      "GET /a HTTP/1.1\r\nHost: h\r\nX-Empty:\r\nX-Spaces:   \r\nY: 1\r\n\r\n",
+      "GET /a HTTP/1.1\r\nHost: h\r\nX: a\tb  \r\n\r\n",
+      "GET /\"<>{}|\\^` HTTP/1.1\r\nHost: h\r\n\r\n",
+      "GET /a HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+      "GET /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+      "GET /a HTTP/1.1\r\nHost: h\r\nHost: i\r\n\r\n",
+      // http-parser matches these names by prefix, and Proxy-Connection as Connection.
+      "GET /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding2: chunked\r\n\r\n",
+      "GET /a HTTP/1.1\r\nHost: h\r\nContent-Length2: 5\r\n\r\n",
+      "GET /a HTTP/1.1\r\nHost: h\r\nProxy-Connection: close\r\n\r\n",
+      "GET /a HTTP/1.0\r\nProxy-Connection: keep-alive\r\n\r\n",
+      "GET /a HTTP/1.1\r\nHost: h\r\nConnection2: close\r\n\r\n",
+      "GET /a HTTP/1.1\r\nHost: h\r\nConnection: close \r\n\r\n",
+      "GET /a HTTP/1.1\r\nHost: h\r\nConnection: close\t\r\n\r\n",
+      "GET /a HTTP/1.1\r\nHost: h\r\nUpgrade2: x\r\n\r\n",
+      "GET /a HTTP/1.1\r\n\r\n",
+      "GET /a HTTP/1.1\r\nHost : h\r\n\r\n",
+      "GET /a HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n",
+      "GET /a HTTP/1.1\r\nHost: h\nX: 1\r\n\r\n",
+      "GET /a HTTP/1.1\r\nHost: h\rX: 1\r\n\r\n",
+      "GET /a HTTP/2.0\r\nHost: h\r\n\r\n",
+      "GET /a HTTP/1.2\r\nHost: h\r\n\r\n",
+      "GET  /a HTTP/1.1\r\nHost: h\r\n\r\n",
+      "GET a HTTP/1.1\r\nHost: h\r\n\r\n",
+      "GET /a\x01 HTTP/1.1\r\nHost: h\r\n\r\n",
+      "GET /a HTTP/1.1\r\nHost: h\r\nX: caf\xc3\xa9\r\n\r\n",
+      "get /a HTTP/1.1\r\nHost: h\r\n\r\n",
+      "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+      "\r\nGET /a HTTP/1.1\r\nHost: h\r\n\r\n",
+      "GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n",
+  };
+  for (const std::string& head : heads) {
+    RequestParser whole;
+    const std::string a = meaning(whole, whole.feed(head));
+    RequestParser bytes;
+    EXPECT_EQ(a, meaning(bytes, feed_bytes_total(bytes, head))) << head;
+  }
+  // Near the limits the whole-head path steps aside and the limits decide.
+  Limits l;
+  l.max_headers = 2;
+  l.max_request_line = 20;
+  for (const std::string head : {"GET /a HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\n\r\n",
+                                 "GET /aaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: h\r\n\r\n"}) {
+    RequestParser whole(l);
+    const std::string a = meaning(whole, whole.feed(head));
+    RequestParser bytes(l);
+    EXPECT_EQ(a, meaning(bytes, feed_bytes_total(bytes, head))) << head;
+    EXPECT_TRUE(a.starts_with("error 4")) << a;
+  }
+}
+
 // ---- responses
 
 struct Collected {
