@@ -646,6 +646,10 @@ ParseResult ResponseParser::feed(std::string_view data) {
       pos += n;
       if (complete_) return ParseResult{ParseStatus::Complete, pos, 0, {}};
       const http_errno err = HTTP_PARSER_ERRNO(&parser_);
+      if (err == HPE_PAUSED && !failed_) {
+        http_parser_pause(&parser_, 0);  // an interim response ended; the next one follows
+        continue;
+      }
       if (err != HPE_OK) {
         if (!failed_) {
           failed_ = true;
@@ -660,9 +664,14 @@ ParseResult ResponseParser::feed(std::string_view data) {
 }
 
 size_t ResponseParser::next_head_event(std::string_view data, bool& fold) {
-  // Line ends are LF (a CR before it is left to http-parser, which also
-  // accepts a bare LF in responses). Returns the offset of a fold's first
-  // whitespace byte (fold = true) or one past the LF ending the head.
+  // Returns the offset of a fold's first whitespace byte (fold = true) or one
+  // past the byte ending the head. Lines end at LF (a CR before it is left to
+  // http-parser, which also accepts a bare LF in responses). The head ends
+  // where http-parser (not strict, as Debian builds it) ends it: at an empty
+  // line's LF, or at the byte after a CR that begins a line, whatever that
+  // byte is. A scan that missed such an end would scan the body as a head
+  // (and, for pipelined responses fed one at a time, every following byte
+  // for each one).
   for (size_t i = 0; i < data.size(); ++i) {
     const char c = data[i];
     switch (head_scan_) {
@@ -682,8 +691,11 @@ size_t ResponseParser::next_head_event(std::string_view data, bool& fold) {
           fold = true;
           return i;
         }
-        if (c != '\r') head_scan_ = HeadScan::Line;
+        head_scan_ = c == '\r' ? HeadScan::LineStartCR : HeadScan::Line;
         break;
+      case HeadScan::LineStartCR:
+        head_scan_ = HeadScan::Done;
+        return i + 1;
       case HeadScan::Done:
         return i;
     }
@@ -838,7 +850,9 @@ int ResponseParser::on_body(http_parser* p, const char* at, size_t len) {
 int ResponseParser::on_message_complete(http_parser* p) {
   auto* self = static_cast<ResponseParser*>(p->data);
   if (self->interim_) {
+    // Paused here so feed() scans the next head from its first byte.
     self->restart_after_interim();
+    http_parser_pause(p, 1);
     return 0;
   }
   // Skipping the body changes the verdict (no read-until-close after HEAD/304).

@@ -172,7 +172,8 @@ class ResponseParser {
   // Raw scan of the response head for obs-fold: feed() runs http-parser up to
   // each fold and to the end of each head, so the value callback that follows
   // a fold is known to be its continuation, however the bytes were split.
-  enum class HeadScan : uint8_t { Leading, Line, LineStart, Done };
+  // LineStartCR: a CR began a line, so the next byte ends the head.
+  enum class HeadScan : uint8_t { Leading, Line, LineStart, LineStartCR, Done };
   size_t next_head_event(std::string_view data, bool& fold);
   HeadScan head_scan_ = HeadScan::Leading;
   bool fold_next_ = false;  // the next value piece continues the previous line

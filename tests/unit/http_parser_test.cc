@@ -760,6 +760,62 @@ TEST(ResponseParser, EmptyValueThenWhitespaceFoldEndsTheName) {
   }
 }
 
+TEST(ResponseParser, HeadEndsWhereHttpParserEndsIt) {
+  // The non-strict http-parser ends a head at a CR that begins a line and
+  // takes the byte after it as the LF, whatever it is. The body after such an
+  // end ("\n\tb" looks like a fold, "\n\n" like a head's end) is body.
+  const std::string resp = "HTTP/1.1 200 OK\r\nX: a\r\nContent-Length: 7\r\n\rZ1\n\tb\n\n2Q";
+  for (size_t cut = 0; cut + 1 < resp.size(); ++cut) {
+    ResponseParser p;
+    Collected c;
+    p.set_body_sink(c.sink());
+    ASSERT_EQ(p.feed(std::string_view(resp).substr(0, cut)).status, ParseStatus::NeedMore) << cut;
+    const ParseResult r = p.feed(std::string_view(resp).substr(cut));
+    ASSERT_EQ(r.status, ParseStatus::Complete) << cut;
+    EXPECT_EQ(r.consumed, resp.size() - cut - 1) << cut;  // the Q is not this response's
+    EXPECT_EQ(p.response().header("x"), "a") << cut;
+    EXPECT_EQ(c.body, "1\n\tb\n\n2") << cut;
+  }
+}
+
+TEST(ResponseParser, FoldAfterInterimAnySplit) {
+  // The interim head ends leniently ("\r\r"); the final head's fold is still
+  // seen as one, wherever the reads end.
+  const std::string resp =
+      "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\r"
+      "HTTP/1.1 200 OK\r\nX: a\r\n\tb\r\nContent-Length: 2\r\n\r\nok";
+  for (size_t cut = 0; cut < resp.size(); ++cut) {
+    ResponseParser p;
+    Collected c;
+    p.set_body_sink(c.sink());
+    ASSERT_EQ(p.feed(std::string_view(resp).substr(0, cut)).status, ParseStatus::NeedMore) << cut;
+    ASSERT_EQ(p.feed(std::string_view(resp).substr(cut)).status, ParseStatus::Complete) << cut;
+    EXPECT_EQ(p.response().status, 200) << cut;
+    EXPECT_EQ(p.response().header("x"), "a b") << cut;
+    EXPECT_EQ(c.body, "ok") << cut;
+  }
+}
+
+TEST(ResponseParser, PipelinedResponsesEndWhereTheyEnd) {
+  // Fed the rest of the buffer after each one (as the fuzzer does), every
+  // response reports exactly its own bytes, lenient head ends included.
+  const std::vector<std::string> parts = {"HTTP/1.1 204 No Content\r\nA: 1\r\n\r\r",
+                                          "HTTP/1.1 200 OK\nContent-Length: 1\n\nx",
+                                          "HTTP/1.1 304 Not Modified\r\n\r\n"};
+  std::string all;
+  for (const auto& part : parts) all += part;
+  ResponseParser p;
+  std::string_view rest = all;
+  for (const auto& part : parts) {
+    const ParseResult r = p.feed(rest);
+    ASSERT_EQ(r.status, ParseStatus::Complete) << part;
+    EXPECT_EQ(r.consumed, part.size()) << part;
+    rest.remove_prefix(r.consumed);
+    p.reset();
+  }
+  EXPECT_TRUE(rest.empty());
+}
+
 TEST(ResponseParser, SplitValueIsNotAFold) {
   const std::string resp = "HTTP/1.1 200 OK\r\nX-Value: abcdef\r\nContent-Length: 0\r\n\r\n";
   for (size_t cut = 0; cut < resp.size(); ++cut) {
