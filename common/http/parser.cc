@@ -646,8 +646,11 @@ ParseResult ResponseParser::feed(std::string_view data) {
       pos += n;
       if (complete_) return ParseResult{ParseStatus::Complete, pos, 0, {}};
       const http_errno err = HTTP_PARSER_ERRNO(&parser_);
-      if (err == HPE_PAUSED && !failed_) {
-        http_parser_pause(&parser_, 0);  // an interim response ended; the next one follows
+      if (err == HPE_PAUSED) {
+        // Only an interim response pauses without completing (a failing
+        // callback is an HPE_CB_* error). The scan restarted at its end, so a
+        // fold it reported past that end is found again by the next scan.
+        http_parser_pause(&parser_, 0);
         continue;
       }
       if (err != HPE_OK) {
