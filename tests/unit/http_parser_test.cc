@@ -38,6 +38,28 @@ ParseResult feed_bytes(RequestParser& p, std::string_view data) {
   return r;
 }
 
+// Feeds `msg` to `p` in two reads split at `cut` (0 <= cut <= msg.size()):
+// the first must ask for more unless it is the whole message, and the last
+// must complete; `last` gets that result. Tests call it for every cut, so a
+// verdict that depends on where the reads end fails at the cut that shows it.
+template <class Parser>
+::testing::AssertionResult feed_in_two(Parser& p, std::string_view msg, size_t cut,
+                                       ParseResult* last = nullptr) {
+  ParseResult r = p.feed(msg.substr(0, cut));
+  if (cut < msg.size()) {
+    if (r.status != ParseStatus::NeedMore) {
+      return ::testing::AssertionFailure()
+             << "cut " << cut << ": the first read did not ask for more";
+    }
+    r = p.feed(msg.substr(cut));
+  }
+  if (r.status != ParseStatus::Complete) {
+    return ::testing::AssertionFailure() << "cut " << cut << ": not complete (" << r.reason << ")";
+  }
+  if (last != nullptr) *last = r;
+  return ::testing::AssertionSuccess();
+}
+
 TEST(RequestParser, SimpleGet) {
   RequestParser p;
   ParseResult r = feed_all(p, kGet);
@@ -584,14 +606,7 @@ TEST(ResponseParser, ContentLength) {
     ResponseParser p;
     Collected c;
     p.set_body_sink(c.sink());
-    ParseResult r1 = p.feed(std::string_view(resp).substr(0, cut));
-    if (cut < resp.size()) {
-      ASSERT_EQ(r1.status, ParseStatus::NeedMore) << cut;
-      ParseResult r2 = p.feed(std::string_view(resp).substr(cut));
-      ASSERT_EQ(r2.status, ParseStatus::Complete) << cut;
-    } else {
-      ASSERT_EQ(r1.status, ParseStatus::Complete);
-    }
+    ASSERT_TRUE(feed_in_two(p, resp, cut));
     EXPECT_EQ(p.response().status, 200);
     EXPECT_EQ(p.response().reason, "OK");
     EXPECT_EQ(p.response().content_length, 5u);
@@ -735,8 +750,7 @@ TEST(ResponseParser, ObsFoldAfterBareLfAnySplit) {
   const std::string resp = "HTTP/1.1 200 OK\r\nX-F: a\n  b\r\n\tc\r\nContent-Length: 0\r\n\r\n";
   for (size_t cut = 0; cut < resp.size(); ++cut) {
     ResponseParser p;
-    ASSERT_EQ(p.feed(std::string_view(resp).substr(0, cut)).status, ParseStatus::NeedMore);
-    ASSERT_EQ(p.feed(std::string_view(resp).substr(cut)).status, ParseStatus::Complete) << cut;
+    ASSERT_TRUE(feed_in_two(p, resp, cut));
     EXPECT_EQ(p.response().header("x-f"), "a b c") << cut;
   }
 }
@@ -747,13 +761,7 @@ TEST(ResponseParser, EmptyValueThenWhitespaceFoldEndsTheName) {
   const std::string resp = "HTTP/1.1 200 OK\r\nX-F:\r\n   \nY-G: v\r\nContent-Length: 0\r\n\r\n";
   for (size_t cut = 0; cut <= resp.size(); ++cut) {
     ResponseParser p;
-    const ParseResult first = p.feed(std::string_view(resp).substr(0, cut));
-    if (cut < resp.size()) {
-      ASSERT_EQ(first.status, ParseStatus::NeedMore) << cut;
-      ASSERT_EQ(p.feed(std::string_view(resp).substr(cut)).status, ParseStatus::Complete) << cut;
-    } else {
-      ASSERT_EQ(first.status, ParseStatus::Complete);
-    }
+    ASSERT_TRUE(feed_in_two(p, resp, cut));
     ASSERT_EQ(p.response().headers.size(), 3u) << cut;
     EXPECT_EQ(p.response().headers[0].name, "X-F") << cut;
     EXPECT_EQ(p.response().header("y-g"), "v") << cut;
@@ -769,9 +777,8 @@ TEST(ResponseParser, HeadEndsWhereHttpParserEndsIt) {
     ResponseParser p;
     Collected c;
     p.set_body_sink(c.sink());
-    ASSERT_EQ(p.feed(std::string_view(resp).substr(0, cut)).status, ParseStatus::NeedMore) << cut;
-    const ParseResult r = p.feed(std::string_view(resp).substr(cut));
-    ASSERT_EQ(r.status, ParseStatus::Complete) << cut;
+    ParseResult r;
+    ASSERT_TRUE(feed_in_two(p, resp, cut, &r));
     EXPECT_EQ(r.consumed, resp.size() - cut - 1) << cut;  // the Q is not this response's
     EXPECT_EQ(p.response().header("x"), "a") << cut;
     EXPECT_EQ(c.body, "1\n\tb\n\n2") << cut;
@@ -788,8 +795,7 @@ TEST(ResponseParser, FoldAfterInterimAnySplit) {
     ResponseParser p;
     Collected c;
     p.set_body_sink(c.sink());
-    ASSERT_EQ(p.feed(std::string_view(resp).substr(0, cut)).status, ParseStatus::NeedMore) << cut;
-    ASSERT_EQ(p.feed(std::string_view(resp).substr(cut)).status, ParseStatus::Complete) << cut;
+    ASSERT_TRUE(feed_in_two(p, resp, cut));
     EXPECT_EQ(p.response().status, 200) << cut;
     EXPECT_EQ(p.response().header("x"), "a b") << cut;
     EXPECT_EQ(c.body, "ok") << cut;
@@ -820,8 +826,7 @@ TEST(ResponseParser, SplitValueIsNotAFold) {
   const std::string resp = "HTTP/1.1 200 OK\r\nX-Value: abcdef\r\nContent-Length: 0\r\n\r\n";
   for (size_t cut = 0; cut < resp.size(); ++cut) {
     ResponseParser p;
-    ASSERT_EQ(p.feed(std::string_view(resp).substr(0, cut)).status, ParseStatus::NeedMore);
-    ASSERT_EQ(p.feed(std::string_view(resp).substr(cut)).status, ParseStatus::Complete) << cut;
+    ASSERT_TRUE(feed_in_two(p, resp, cut));
     EXPECT_EQ(p.response().header("x-value"), "abcdef") << cut;
   }
 }
