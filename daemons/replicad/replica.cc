@@ -51,9 +51,12 @@ std::unique_ptr<Store> open_store(const config::ContentSettings& c) {
   std::unique_ptr<Store> store;
   if (!c.root.empty()) store = Store::open_root(c.root, c.index);
   if (c.root.empty() && !c.page.empty()) store = Store::open_page(c.page);
+  if (!store) return store;
   // Files held in memory are checked against the disk at most every 100 ms
   // rather than on every request (why this figure: store.hpp).
-  if (store) store->set_revalidate_after(kRevalidateAfter);
+  store->set_revalidate_after(kRevalidateAfter);
+  // The same bound as an origin's memory tier: local files are content too.
+  store->set_memory_budget(c.cache_memory);
   return store;
 }
 
@@ -111,6 +114,8 @@ void Replica::reconfigure(config::ReplicaSettings settings, std::unique_ptr<Stor
   if (store) {
     spdlog::info("content source now {}", store->source());
     store_ = std::move(store);
+  } else if (store_) {
+    store_->set_memory_budget(settings.content.cache_memory);
   }
   if (pull_) pull_->reconfigure(settings.content);
   settings_ = std::move(settings);
@@ -265,6 +270,11 @@ void Replica::serve_lookup(net::Exchange& ex, const std::string& path, Lookup fo
     ex.reply(301, "moved", {{"Location", location}});
     return;
   }
+  if (const auto* u = std::get_if<Unavailable>(&found)) {
+    unavailable(path, u->err);
+    ex.reply(503, "cannot open the content now, try again", {{"Retry-After", "1"}});
+    return;
+  }
   if (!std::holds_alternative<Found>(found)) {
     ++not_found_total_;
     ex.reply(404, "not found");
@@ -274,13 +284,38 @@ void Replica::serve_lookup(net::Exchange& ex, const std::string& path, Lookup fo
   answer(ex, obj, cache_control_,
          [this, &obj, &path]() {
            const int fd = store_->open(*obj);
-           if (fd < 0) {
+           if (fd >= 0) {
+             available();
+           } else if (errno == ESTALE || errno == ENOENT) {
              spdlog::info("{}: changed on disk while being served ({}), try again", path,
                           std::strerror(errno));
+           } else {
+             unavailable(path, errno);
            }
            return fd;
          },
          -1, {});
+}
+
+void Replica::unavailable(const std::string& path, int err) {
+  ++unavailable_total_;
+  const auto said = open_failures_.failed(std::chrono::steady_clock::now());
+  if (said.first) {
+    spdlog::warn(
+        "{}: cannot open ({}): answering 503 until files can be opened again "
+        "(further failures are counted, not logged one by one)",
+        path, std::strerror(err));
+  } else if (said.repeated > 0) {
+    spdlog::warn("still cannot open files: {} more requests answered 503 (last {}: {})",
+                 said.repeated, path, std::strerror(err));
+  }
+}
+
+void Replica::end_unavailable() {
+  if (const auto missed = open_failures_.succeeded(std::chrono::steady_clock::now())) {
+    spdlog::info("files open again ({} more requests had been answered 503 since the last line)",
+                 *missed);
+  }
 }
 
 void Replica::answer_pulled(net::Exchange& ex, Answer a) {
@@ -344,9 +379,10 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
   if (!obj->in_memory && length > 0 && !ex.is_head()) {
     fd = open_fd();
     if (fd < 0) {
-      // Changed or removed since the lookup: answer from a fresh lookup rather than
-      // send bytes that do not match the digest we would announce.
-      ex.reply(503, "content is being updated, try again", {{"Retry-After", "1"}});
+      // Changed or removed since the lookup (answer from a fresh lookup rather
+      // than send bytes that do not match the digest we would announce), or no
+      // descriptor to be had now: either way it is there, and will be soon.
+      ex.reply(503, "cannot open the content now, try again", {{"Retry-After", "1"}});
       return;
     }
   }
@@ -501,6 +537,9 @@ void Replica::serve_metrics(net::Exchange& ex) {
          static_cast<double>(not_modified_total_));
   metric("cdn_replica_partial_total", "counter", "Requests answered 206.",
          static_cast<double>(partial_total_));
+  metric("cdn_replica_unavailable_total", "counter",
+         "Requests for files that could not be opened now (no descriptor...), answered 503.",
+         static_cast<double>(unavailable_total_));
   metric("cdn_replica_sent_bytes_total", "counter", "Response bytes sent.",
          static_cast<double>(st.bytes_sent));
   metric("cdn_replica_load", "gauge", "Active connections over capacity.",
@@ -537,6 +576,14 @@ void Replica::serve_metrics(net::Exchange& ex) {
     metric("cdn_replica_origin_errors_total", "counter",
            "Origin fetches that failed (unreachable, timeout, 5xx, bad digest).",
            static_cast<double>(ps.origin_errors));
+  } else if (store_) {
+    metric("cdn_replica_cache_memory_bytes", "gauge",
+           "Bytes of local files held in memory (at most [content] cache_memory).",
+           static_cast<double>(store_->memory_bytes()));
+    metric("cdn_replica_cache_objects", "gauge", "Local files remembered (metadata, digest).",
+           static_cast<double>(store_->entries()));
+    metric("cdn_replica_cache_evictions_total", "counter", "Local files forgotten (LRU).",
+           static_cast<double>(store_->evictions()));
   }
   daemon::send_document(ex, "text/plain; version=0.0.4", m);
 }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/config/settings.hpp"
+#include "common/log/burst.hpp"
 #include "common/net/server.hpp"
 #include "common/status/status.hpp"
 #include "common/uv/handle.hpp"
@@ -63,6 +64,15 @@ class Replica {
   void answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj, const std::string& cc,
               OpenFd&& open_fd, int64_t age, const std::string& cache_status);
   void answer_pulled(net::Exchange& ex, Answer a);
+  // A file could not be opened for want of descriptors or memory (not
+  // because it is missing): counted, and logged once per burst; the caller
+  // answers 503 with Retry-After.
+  void unavailable(const std::string& path, int err);
+  // A file was opened for streaming again: ends the burst above (one line).
+  void available() {
+    if (open_failures_.active()) end_unavailable();
+  }
+  void end_unavailable();
   void serve_status(net::Exchange& ex);
   // GET /.cdn/status?watch=MS[&count=N]: status documents as a stream, one
   // at once, then one every MS milliseconds, N in all, and one at once when
@@ -104,6 +114,8 @@ class Replica {
   uint64_t not_found_total_ = 0;
   uint64_t not_modified_total_ = 0;
   uint64_t partial_total_ = 0;
+  uint64_t unavailable_total_ = 0;
+  log::Burst open_failures_{std::chrono::seconds(10), std::chrono::seconds(1)};
   std::vector<std::unique_ptr<Watch>> watches_;
 };
 

@@ -10,12 +10,14 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
 #include <utility>
 
@@ -84,9 +86,10 @@ struct MdCtxDeleter {
 };
 using MdCtx = std::unique_ptr<EVP_MD_CTX, MdCtxDeleter>;
 
-// What a failed open/stat means for the client. Errors that say nothing
-// about the file itself (EMFILE, EIO, ...) become NotFound: the Lookup
-// variant has no "try again" and 403 would be a lie.
+// What a failed open/stat means for the client. Only errors about the path
+// itself say "not there"; the others (EMFILE, ENOMEM, EIO, EAGAIN from a
+// file that kept changing...) say nothing about the file, and a 404 for
+// them would be cached downstream as missing content: Unavailable (503).
 Lookup lookup_error(int err) {
   switch (err) {
     case EXDEV:   // RESOLVE_BENEATH: the path (a "..", a symlink) leads out of the root
@@ -94,15 +97,76 @@ Lookup lookup_error(int err) {
     case EACCES:  // no permission, or not a regular file (see load())
     case EPERM:
       return Forbidden{};
-    default:
+    case ENOENT:
+    case ENOTDIR:
+    case ENAMETOOLONG:
       return NotFound{};
+    default:
+      return Unavailable{err};
   }
 }
 
+int open_reserve() { return ::open("/dev/null", O_RDONLY | O_CLOEXEC); }
+
 }  // namespace
+
+// Lends the reserve descriptor for one open (see store.hpp, "Running out of
+// descriptors"). Never waits: while another thread has it, there is none
+// to lend, and that lookup is Unavailable like the rest of the burst.
+class Store::ReserveLoan {
+ public:
+  explicit ReserveLoan(const Store& store)
+      : store_(store), lock_(store.reserve_mu_, std::try_to_lock) {
+    if (!lock_.owns_lock() || store_.reserve_fd_ < 0) return;
+    ::close(store_.reserve_fd_);
+    store_.reserve_fd_ = -1;
+    lent_ = true;
+  }
+  ~ReserveLoan() {
+    if (!lock_.owns_lock()) return;
+    const int saved = errno;  // callers report errno after the loan ends
+    store_.retake_reserve();
+    errno = saved;
+  }
+  ReserveLoan(const ReserveLoan&) = delete;
+  ReserveLoan& operator=(const ReserveLoan&) = delete;
+  bool lent() const { return lent_; }
+
+ private:
+  const Store& store_;
+  std::unique_lock<std::mutex> lock_;
+  bool lent_ = false;
+};
 
 Store::~Store() {
   if (root_fd_ >= 0) ::close(root_fd_);
+  if (reserve_fd_ >= 0) ::close(reserve_fd_);
+}
+
+void Store::retake_reserve() const {
+  if (reserve_fd_ < 0) reserve_fd_ = open_reserve();
+  reserve_lost_.store(reserve_fd_ < 0, std::memory_order_relaxed);
+}
+
+int Store::open_for_a_moment(const std::string& rel, int flags,
+                             std::optional<ReserveLoan>& loan) const {
+  int fd = open_beneath(rel, flags);
+  if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+    const int err = errno;
+    loan.emplace(*this);
+    if (!loan->lent()) {
+      errno = err;
+      return -1;
+    }
+    return open_beneath(rel, flags);
+  }
+  if (fd >= 0 && reserve_lost_.load(std::memory_order_relaxed)) {
+    // Lost in an earlier burst (the slot was taken before the loan ended):
+    // descriptors can be had again, so take it back.
+    const std::unique_lock lock(reserve_mu_, std::try_to_lock);
+    if (lock.owns_lock()) retake_reserve();
+  }
+  return fd;
 }
 
 void Store::disable_openat2_for_testing(bool disabled) {
@@ -125,6 +189,7 @@ std::unique_ptr<Store> Store::open_root(const std::string& dir, std::string inde
   std::free(real);
   store->index_ = std::move(index);
   store->memory_limit_ = memory_limit;
+  store->retake_reserve();
   return store;
 }
 
@@ -148,6 +213,7 @@ std::unique_ptr<Store> Store::open_page(const std::string& file, uint64_t memory
   store->root_path_ = std::move(dir);
   store->page_name_ = resolved.substr(slash + 1);
   store->memory_limit_ = memory_limit;
+  store->retake_reserve();
   return store;
 }
 
@@ -208,7 +274,8 @@ bool Store::inside_root(const std::string& resolved) const {
 
 std::shared_ptr<const Object> Store::load(const std::string& rel) const {
   // O_NONBLOCK: opening a fifo that was swapped in must not hang the worker.
-  FdGuard fd(open_beneath(rel, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+  std::optional<ReserveLoan> loan;  // declared first: ends after fd is closed
+  FdGuard fd(open_for_a_moment(rel, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, loan));
   if (fd.get() < 0) return nullptr;
 
   std::array<unsigned char, kChunk> buf;  // NOLINT: filled by read() before use
@@ -220,7 +287,8 @@ std::shared_ptr<const Object> Store::load(const std::string& rel) const {
       return nullptr;
     }
     const auto size = static_cast<uint64_t>(before.st_size);
-    const bool in_memory = size <= memory_limit_;
+    const bool in_memory =
+        size <= memory_limit_ && size <= memory_budget_.load(std::memory_order_relaxed);
     auto obj = std::make_shared<Object>();
     if (in_memory) obj->body.reserve(size);
 
@@ -305,6 +373,7 @@ Lookup Store::lookup(std::string_view path, bool may_load) {
     const auto it = cache_.find(rel);
     if (it != cache_.end() && it->second.object->in_memory &&
         now - it->second.checked < revalidate_after_) {
+      touch(it->second);
       return Found{it->second.object};
     }
   }
@@ -312,12 +381,14 @@ Lookup Store::lookup(std::string_view path, bool may_load) {
   // O_PATH: checking a cached entry must not open (or block on) the file itself.
   struct stat st {};
   {
-    FdGuard fd(open_beneath(rel, O_PATH | O_CLOEXEC));
+    std::optional<ReserveLoan> loan;  // declared first: ends after fd is closed
+    FdGuard fd(open_for_a_moment(rel, O_PATH | O_CLOEXEC, loan));
     if (fd.get() < 0 || ::fstat(fd.get(), &st) != 0) {
       const int err = errno;
       if (err == ENOENT || err == ENOTDIR) {
         const std::lock_guard lock(mu_);
-        cache_.erase(rel);  // deleted files do not keep their memory tier alive
+        // Deleted files do not keep their memory tier alive.
+        if (const auto it = cache_.find(rel); it != cache_.end()) forget(it);
       }
       return lookup_error(err);
     }
@@ -333,6 +404,7 @@ Lookup Store::lookup(std::string_view path, bool may_load) {
     const auto it = cache_.find(rel);
     if (it != cache_.end() && same_version(st, *it->second.object)) {
       it->second.checked = now;
+      touch(it->second);
       return Found{it->second.object};
     }
   }
@@ -345,9 +417,82 @@ Lookup Store::lookup(std::string_view path, bool may_load) {
     // `now` was read before the fstat above, so the window never outlasts
     // the check it rests on.
     const std::lock_guard lock(mu_);
-    cache_[rel] = Entry{obj, now};
+    remember(rel, obj, now);
   }
   return Found{std::move(obj)};
+}
+
+void Store::touch(Entry& e) {
+  recent_.splice(recent_.begin(), recent_, e.recent);
+  if (e.object->in_memory)
+    recent_bodies_.splice(recent_bodies_.begin(), recent_bodies_, e.recent_body);
+}
+
+void Store::remember(const std::string& rel, std::shared_ptr<const Object> obj,
+                     std::chrono::nanoseconds checked) {
+  if (const auto old = cache_.find(rel); old != cache_.end()) forget(old);
+  const auto it = cache_.try_emplace(rel).first;
+  Entry& e = it->second;
+  e.object = std::move(obj);
+  e.checked = checked;
+  e.recent = recent_.insert(recent_.begin(), &it->first);
+  if (e.object->in_memory) {
+    e.recent_body = recent_bodies_.insert(recent_bodies_.begin(), &it->first);
+    memory_bytes_ += e.object->body.size();
+  }
+  enforce_bounds();
+}
+
+void Store::forget(Entries::iterator it) {
+  Entry& e = it->second;
+  recent_.erase(e.recent);
+  if (e.object->in_memory) {
+    recent_bodies_.erase(e.recent_body);
+    memory_bytes_ -= e.object->body.size();
+  }
+  cache_.erase(it);
+}
+
+void Store::enforce_bounds() {
+  // The entry just remembered is at the front of both lists and within
+  // both bounds on its own (load() holds no body larger than the budget,
+  // max_entries_ >= 1), so it is never the one forgotten.
+  const uint64_t budget = memory_budget_.load(std::memory_order_relaxed);
+  while (memory_bytes_ > budget && !recent_bodies_.empty()) {
+    forget(cache_.find(*recent_bodies_.back()));
+    ++evictions_;
+  }
+  while (cache_.size() > max_entries_) {
+    forget(cache_.find(*recent_.back()));
+    ++evictions_;
+  }
+}
+
+void Store::set_memory_budget(uint64_t bytes) {
+  memory_budget_.store(bytes, std::memory_order_relaxed);
+  const std::lock_guard lock(mu_);
+  enforce_bounds();
+}
+
+void Store::set_max_entries(size_t entries) {
+  const std::lock_guard lock(mu_);
+  max_entries_ = std::max<size_t>(entries, 1);
+  enforce_bounds();
+}
+
+uint64_t Store::memory_bytes() const {
+  const std::lock_guard lock(mu_);
+  return memory_bytes_;
+}
+
+size_t Store::entries() const {
+  const std::lock_guard lock(mu_);
+  return cache_.size();
+}
+
+uint64_t Store::evictions() const {
+  const std::lock_guard lock(mu_);
+  return evictions_;
 }
 
 std::chrono::nanoseconds Store::monotonic_now() {

@@ -23,12 +23,33 @@
 // consistent version (bytes, ETag and digest of the same read). Files not
 // held in memory are checked on every lookup as before (their open() checks
 // again anyway). The window is 0 (check every time) unless set.
+//
+// Bounds (set_memory_budget, set_max_entries): the bodies held in memory
+// take at most the budget in all ([content] cache_memory), and at most
+// max_entries files are remembered (their metadata and digest, some 700
+// bytes each). Both are least-recently-used: a lookup that finds an entry
+// moves it to the front, and going over a bound forgets the entries at the
+// back (for the budget, the back-most that hold a body). A forgotten file
+// is read and digested again on its next request, like a new one. A
+// response in flight keeps its Object (and body) alive after eviction, so
+// what is resident can exceed the budget by what is being sent.
+//
+// Running out of descriptors: one descriptor (/dev/null) is held in
+// reserve. When an open for a lookup or a first read fails with EMFILE, the
+// reserve is closed for that one short-lived open and taken back after it,
+// so that a missing file is still told from an existing one (404 stays 404)
+// and small files are still read. Only the descriptor a large file is
+// streamed from cannot borrow it: open() fails and the caller answers 503.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
+#include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -65,7 +86,14 @@ struct Found {
 // Only from lookup(path, false): the file is there but must be read and
 // digested first, which the caller does off its event loop.
 struct NeedsLoad {};
-using Lookup = std::variant<Found, NotFound, Forbidden, RedirectSlash, NeedsLoad>;
+// The file system failed in a way that says nothing about the file (no
+// descriptor or memory left, an I/O error, a file that kept changing while
+// it was read): the caller answers 503 with Retry-After, never 404, which
+// clients and caches would take as "the content is gone". `err` is the errno.
+struct Unavailable {
+  int err = 0;
+};
+using Lookup = std::variant<Found, NotFound, Forbidden, RedirectSlash, NeedsLoad, Unavailable>;
 
 class Store {
  public:
@@ -82,19 +110,30 @@ class Store {
   // index file is served; for a page, "/" and "/<its name>" serve the page.
   // May read and digest the file on first use (blocking; callers that care
   // run it on a worker thread — it is safe to call from several threads).
-  // Never throws for file-system errors: an unexpected one (EIO, EMFILE, a
-  // file that keeps changing while it is digested) is reported as NotFound.
+  // Never throws for file-system errors: only ENOENT/ENOTDIR/ENAMETOOLONG
+  // are NotFound; an error that says nothing about the file (EMFILE, EIO, a
+  // file that keeps changing while it is digested) is Unavailable.
   Lookup lookup(std::string_view path, bool may_load = true);
 
   // Open the object's file for streaming (O_RDONLY|O_CLOEXEC, beneath the
   // root). Returns -1 (errno set) when it is gone or changed since lookup
-  // (different inode/size/mtime): the caller answers 404/503 and looks up again.
+  // (ESTALE: different inode/size/mtime; the caller answers 503 and the next
+  // lookup sees the new version) or no descriptor can be had (EMFILE...).
   int open(const Object& obj) const;
 
   std::string source() const;  // "root:/srv/site" or "page:/srv/a.html"
 
   // See "Revalidation window" above; 0 checks the disk on every lookup.
   void set_revalidate_after(std::chrono::nanoseconds window) { revalidate_after_ = window; }
+  // See "Bounds" above. The budget also decides which files may be held at
+  // all (one larger than it is streamed from disk); lowering it evicts now.
+  // Defaults: 64 MiB (as [content] cache_memory), 16384 entries (about 11 MB).
+  void set_memory_budget(uint64_t bytes);
+  void set_max_entries(size_t entries);  // at least 1
+  uint64_t memory_bytes() const;         // bodies held now
+  size_t entries() const;                // files remembered now
+  uint64_t evictions() const;            // entries forgotten for a bound, in all
+
   // Tests only: the monotonic clock the window is measured with.
   void set_clock_for_testing(std::chrono::nanoseconds (*now)()) { now_ = now; }
 
@@ -112,20 +151,48 @@ class Store {
   // Reads and digests `rel`; nullptr (errno set) when it vanished, is not a
   // regular file, or kept changing while being read.
   std::shared_ptr<const Object> load(const std::string& rel) const;
+  // The descriptor held back for EMFILE (see "Running out of descriptors").
+  // A Loan closes it for one open and takes it back when the Loan ends,
+  // which must be after that open's descriptor is closed.
+  class ReserveLoan;
+  int open_for_a_moment(const std::string& rel, int flags, std::optional<ReserveLoan>& loan) const;
+  void retake_reserve() const;  // reserve_mu_ held
+  mutable std::mutex reserve_mu_;
+  mutable int reserve_fd_ = -1;
+  mutable std::atomic<bool> reserve_lost_{false};
   int root_fd_ = -1;
   std::string root_path_;
   std::string page_name_;  // non-empty in page mode
   std::string index_;
   uint64_t memory_limit_ = 0;
   static std::chrono::nanoseconds monotonic_now();
+  // The recency lists hold pointers to the map's keys (stable: an
+  // unordered_map never moves its nodes); every entry is in recent_, and
+  // those holding a body also in recent_bodies_, most recent first.
+  using Recency = std::list<const std::string*>;
   struct Entry {
     std::shared_ptr<const Object> object;
     std::chrono::nanoseconds checked{};  // when the disk last matched it (now_ clock)
+    Recency::iterator recent;
+    Recency::iterator recent_body;  // valid when object->in_memory
   };
+  using Entries = std::unordered_map<std::string, Entry>;
+  // All with mu_ held.
+  void touch(Entry& e);
+  void remember(const std::string& rel, std::shared_ptr<const Object> obj,
+                std::chrono::nanoseconds checked);
+  void forget(Entries::iterator it);
+  void enforce_bounds();
   std::chrono::nanoseconds revalidate_after_{0};
   std::chrono::nanoseconds (*now_)() = &Store::monotonic_now;
+  std::atomic<uint64_t> memory_budget_{64ULL * 1024 * 1024};
   mutable std::mutex mu_;
-  std::unordered_map<std::string, Entry> cache_;
+  Entries cache_;
+  Recency recent_;
+  Recency recent_bodies_;
+  size_t max_entries_ = 16384;
+  uint64_t memory_bytes_ = 0;
+  uint64_t evictions_ = 0;
 };
 
 }  // namespace cdn::replica

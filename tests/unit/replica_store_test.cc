@@ -6,14 +6,18 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -22,6 +26,7 @@
 
 #include "common/http/path.hpp"
 #include "common/http/serialize.hpp"
+#include "common/log/burst.hpp"
 
 namespace cdn::replica {
 namespace {
@@ -593,6 +598,281 @@ TEST_P(StoreTest, WindowZeroChecksEveryLookup) {
   auto b = found(store->lookup("/page.html"));
   ASSERT_TRUE(b);
   EXPECT_EQ(b->body, "second, longer\n");
+}
+
+// ---- Bounds (store.hpp, "Bounds"): exact accounting of what is held.
+
+bool needs_load(Store& store, std::string_view path) {
+  return std::holds_alternative<NeedsLoad>(store.lookup(path, /*may_load=*/false));
+}
+
+TEST_P(StoreTest, MemoryBudgetEvictsTheLeastRecentlyUsedBody) {
+  for (const char* n : {"a", "b", "c", "d"}) write_file(site() / n, std::string(1000, n[0]));
+  auto store = open_store();
+  store->set_memory_budget(3000);
+  for (const char* n : {"/a", "/b", "/c"}) ASSERT_TRUE(found(store->lookup(n)));
+  EXPECT_EQ(store->memory_bytes(), 3000u);
+  EXPECT_EQ(store->entries(), 3u);
+  EXPECT_EQ(store->evictions(), 0u);
+
+  ASSERT_TRUE(found(store->lookup("/a")));  // a is now the most recent; b the least
+  auto d = found(store->lookup("/d"));
+  ASSERT_TRUE(d && d->in_memory);
+  EXPECT_EQ(store->memory_bytes(), 3000u);
+  EXPECT_EQ(store->entries(), 3u);
+  EXPECT_EQ(store->evictions(), 1u);
+  EXPECT_TRUE(needs_load(*store, "/b"));  // forgotten: read again on its next request
+  EXPECT_FALSE(needs_load(*store, "/a"));
+  EXPECT_FALSE(needs_load(*store, "/c"));
+  EXPECT_FALSE(needs_load(*store, "/d"));
+
+  // Reading b again evicts the least recent now (a: c and d were looked at since).
+  auto b = found(store->lookup("/b"));
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->body, std::string(1000, 'b'));
+  EXPECT_EQ(store->memory_bytes(), 3000u);
+  EXPECT_EQ(store->evictions(), 2u);
+  EXPECT_TRUE(needs_load(*store, "/a"));
+}
+
+TEST_P(StoreTest, AFileLargerThanTheBudgetIsStreamedAndStillRemembered) {
+  write_file(site() / "big", std::string(2000, 'x'));
+  write_file(site() / "small", std::string(100, 's'));
+  auto store = open_store();
+  store->set_memory_budget(1000);
+  auto big = found(store->lookup("/big"));
+  ASSERT_TRUE(big);
+  EXPECT_FALSE(big->in_memory);
+  EXPECT_TRUE(big->body.empty());
+  EXPECT_EQ(big->digest, sha256_repr_digest(std::string(2000, 'x')));
+  ASSERT_TRUE(found(store->lookup("/small")));
+  EXPECT_EQ(store->memory_bytes(), 100u);
+  EXPECT_EQ(store->entries(), 2u);
+  EXPECT_FALSE(needs_load(*store, "/big"));  // its digest is kept: no second read
+
+  // Budget 0: nothing in memory, metadata still remembered.
+  auto none = open_store();
+  none->set_memory_budget(0);
+  auto s = found(none->lookup("/small"));
+  ASSERT_TRUE(s);
+  EXPECT_FALSE(s->in_memory);
+  EXPECT_EQ(none->memory_bytes(), 0u);
+  EXPECT_EQ(none->entries(), 1u);
+}
+
+TEST_P(StoreTest, MaxEntriesBoundsWhatIsRemembered) {
+  for (int i = 0; i < 5; ++i) write_file(site() / ("f" + std::to_string(i)), std::string(10, 'f'));
+  write_file(site() / "big", std::string(100, 'b'));
+  auto store = open_store(50);  // big is never held in memory, the others are
+  store->set_max_entries(3);
+  ASSERT_TRUE(found(store->lookup("/big")));
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(found(store->lookup("/f" + std::to_string(i))));
+  EXPECT_EQ(store->entries(), 3u);
+  EXPECT_EQ(store->memory_bytes(), 30u);  // f2, f3, f4: big and f0, f1 were the oldest
+  EXPECT_EQ(store->evictions(), 3u);
+  EXPECT_TRUE(needs_load(*store, "/big"));
+  EXPECT_TRUE(needs_load(*store, "/f1"));
+  EXPECT_FALSE(needs_load(*store, "/f2"));
+}
+
+TEST_P(StoreTest, LoweringTheBudgetEvictsAtOnce) {
+  for (const char* n : {"a", "b", "c"}) write_file(site() / n, std::string(1000, n[0]));
+  auto store = open_store();
+  for (const char* n : {"/a", "/b", "/c"}) ASSERT_TRUE(found(store->lookup(n)));
+  EXPECT_EQ(store->memory_bytes(), 3000u);
+  auto a = found(store->lookup("/a"));  // held by a "response in flight"
+  store->set_memory_budget(1500);
+  EXPECT_EQ(store->memory_bytes(), 1000u);  // b went (least recent), then c
+  EXPECT_EQ(store->entries(), 1u);
+  EXPECT_FALSE(needs_load(*store, "/a"));
+  EXPECT_EQ(a->body, std::string(1000, 'a'));
+  store->set_memory_budget(0);
+  EXPECT_EQ(store->memory_bytes(), 0u);
+  EXPECT_EQ(store->entries(), 0u);
+  EXPECT_EQ(a->body, std::string(1000, 'a'));  // evicted, still whole for its holder
+}
+
+TEST_P(StoreTest, AccountingFollowsRewritesAndDeletions) {
+  const fs::path p = site() / "f";
+  write_file(p, std::string(100, 'a'));
+  write_file(site() / "g", std::string(50, 'g'));
+  auto store = open_store();
+  ASSERT_TRUE(found(store->lookup("/f")));
+  ASSERT_TRUE(found(store->lookup("/g")));
+  EXPECT_EQ(store->memory_bytes(), 150u);
+  write_file(p, std::string(300, 'b'));
+  auto f = found(store->lookup("/f"));
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->body, std::string(300, 'b'));
+  EXPECT_EQ(store->memory_bytes(), 350u);
+  EXPECT_EQ(store->entries(), 2u);
+  fs::remove(p);
+  EXPECT_TRUE(std::holds_alternative<NotFound>(store->lookup("/f")));
+  EXPECT_EQ(store->memory_bytes(), 50u);
+  EXPECT_EQ(store->entries(), 1u);
+  EXPECT_EQ(store->evictions(), 0u);  // replaced and deleted, not evicted
+}
+
+// A crawl far larger than the budget, from several threads at once: the
+// bound holds after every lookup, and every answer is the file's own bytes.
+TEST_P(StoreTest, BudgetHoldsUnderAConcurrentCrawl) {
+  constexpr int kFiles = 64;
+  for (int i = 0; i < kFiles; ++i) {
+    write_file(site() / ("f" + std::to_string(i)), std::string(1000 + i, 'a' + i % 26));
+  }
+  auto store = open_store();
+  store->set_memory_budget(8000);
+  std::vector<std::thread> threads;
+  std::vector<int> failures(4, 0);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 3 * kFiles; ++round) {
+        const int i = (t * 17 + round) % kFiles;
+        auto obj = found(store->lookup("/f" + std::to_string(i)));
+        if (!obj || obj->body != std::string(1000 + i, 'a' + i % 26) ||
+            store->memory_bytes() > 8000) {
+          ++failures[t];
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < 4; ++t) EXPECT_EQ(failures[t], 0) << "thread " << t;
+  EXPECT_LE(store->memory_bytes(), 8000u);
+  EXPECT_GT(store->evictions(), 0u);
+}
+
+// ---- Out of descriptors (store.hpp, "Running out of descriptors").
+
+// Lowers RLIMIT_NOFILE and fills every descriptor below it; undone at the end.
+class DescriptorsExhausted {
+ public:
+  explicit DescriptorsExhausted(rlim_t limit) {
+    ::getrlimit(RLIMIT_NOFILE, &saved_);
+    set_limit(limit);
+  }
+  ~DescriptorsExhausted() {
+    for (const int fd : held_) ::close(fd);
+    ::setrlimit(RLIMIT_NOFILE, &saved_);
+  }
+  DescriptorsExhausted(const DescriptorsExhausted&) = delete;
+  DescriptorsExhausted& operator=(const DescriptorsExhausted&) = delete;
+  void set_limit(rlim_t limit) {
+    struct rlimit lim = saved_;
+    lim.rlim_cur = limit;
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &lim), 0) << std::strerror(errno);
+    for (int i = 0; i < 100'000; ++i) {  // bounded: the limit is far lower
+      const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+      if (fd < 0) {
+        ASSERT_EQ(errno, EMFILE);
+        return;
+      }
+      held_.push_back(fd);
+    }
+    FAIL() << "could not exhaust descriptors";
+  }
+
+ private:
+  struct rlimit saved_ {};
+  std::vector<int> held_;
+};
+
+int highest_open_fd() {
+  int highest = -1;
+  for (const auto& e : fs::directory_iterator("/proc/self/fd")) {
+    highest = std::max(highest, std::stoi(e.path().filename().string()));
+  }
+  return highest;
+}
+
+int lowest_free_fd() {
+  const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  ::close(fd);
+  return fd;
+}
+
+TEST_P(StoreTest, OutOfDescriptorsIsUnavailableNeverNotFound) {
+  write_file(site() / "small", "small\n");
+  write_file(site() / "big", std::string(1000, 'b'));
+  auto store = open_store(100);  // big is streamed from its own descriptor
+  auto big = found(store->lookup("/big"));
+  ASSERT_TRUE(big);
+  // The reserve is the store's last descriptor: the lowest free one is just past it.
+  const int first_free = lowest_free_fd();
+  {
+    DescriptorsExhausted full(static_cast<rlim_t>(first_free));
+    errno = 0;
+    ASSERT_LT(::open("/dev/null", O_RDONLY | O_CLOEXEC), 0);
+    ASSERT_EQ(errno, EMFILE);
+    // Lookups and first reads borrow the reserve: the answers stay true.
+    auto small = found(store->lookup("/small"));
+    ASSERT_TRUE(small);
+    EXPECT_EQ(small->body, "small\n");
+    EXPECT_TRUE(found(store->lookup("/big")));
+    EXPECT_TRUE(std::holds_alternative<NotFound>(store->lookup("/missing")));
+    EXPECT_TRUE(std::holds_alternative<NotFound>(store->lookup("/no/such/dir")));
+    // Streaming needs a descriptor of its own: EMFILE, for a 503.
+    errno = 0;
+    EXPECT_EQ(store->open(*big), -1);
+    EXPECT_EQ(errno, EMFILE);
+
+    // The reserve's own slot barred too: nothing can be opened, and nothing
+    // is claimed missing.
+    full.set_limit(static_cast<rlim_t>(first_free - 1));
+    const Lookup l = store->lookup("/small");
+    ASSERT_TRUE(std::holds_alternative<Unavailable>(l));
+    EXPECT_EQ(std::get<Unavailable>(l).err, EMFILE);
+    // (The realpath fallback resolves without a descriptor, so it can
+    // still tell that a file is missing.)
+    const Lookup m = store->lookup("/missing");
+    if (GetParam()) {
+      EXPECT_TRUE(std::holds_alternative<NotFound>(m));
+    } else {
+      ASSERT_TRUE(std::holds_alternative<Unavailable>(m));
+      EXPECT_EQ(std::get<Unavailable>(m).err, EMFILE);
+    }
+  }
+  // Descriptors are back: the first open takes the lost reserve back, and
+  // the next exhaustion is handled as the first one was.
+  EXPECT_TRUE(found(store->lookup("/small")));
+  {
+    DescriptorsExhausted full(static_cast<rlim_t>(highest_open_fd() + 1));
+    EXPECT_TRUE(found(store->lookup("/small")));
+    EXPECT_TRUE(std::holds_alternative<NotFound>(store->lookup("/missing")));
+  }
+}
+
+// ---- One log line per burst (common/log/burst.hpp), as the replica uses it
+// for files it cannot open.
+
+TEST(LogBurst, OneLineToBeginOneToEndAndASummaryPerPeriodBetween) {
+  using namespace std::chrono_literals;
+  log::Burst b(10s, 1s);
+  const log::Burst::Clock::time_point t0{1000s};
+  EXPECT_FALSE(b.succeeded(t0).has_value());  // no burst: nothing to say
+  auto r = b.failed(t0);
+  EXPECT_TRUE(r.first);
+  EXPECT_EQ(r.repeated, 0u);
+  for (int i = 1; i <= 500; ++i) {  // 500 more within the period: silent
+    r = b.failed(t0 + i * 10ms);
+    EXPECT_FALSE(r.first);
+    EXPECT_EQ(r.repeated, 0u);
+    // Successes in between (the edge of a shortage) do not end it.
+    EXPECT_FALSE(b.succeeded(t0 + i * 10ms + 5ms).has_value());
+  }
+  r = b.failed(t0 + 10s);  // a period after the first line: the count so far
+  EXPECT_FALSE(r.first);
+  EXPECT_EQ(r.repeated, 501u);
+  b.failed(t0 + 11s);
+  b.failed(t0 + 12s);
+  EXPECT_TRUE(b.active());
+  EXPECT_FALSE(b.succeeded(t0 + 12s + 999ms).has_value());
+  // A success a settling time after the last failure: the end, with what went unlogged.
+  EXPECT_EQ(b.succeeded(t0 + 13s), std::optional<uint64_t>(2));
+  EXPECT_FALSE(b.active());
+  EXPECT_FALSE(b.succeeded(t0 + 14s).has_value());
+  EXPECT_TRUE(b.failed(t0 + 15s).first);  // the next burst begins with a full line again
+  EXPECT_EQ(b.succeeded(t0 + 20s), std::optional<uint64_t>(0));
 }
 
 INSTANTIATE_TEST_SUITE_P(Resolve, StoreTest, ::testing::Values(false, true),
