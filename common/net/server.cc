@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -999,6 +1000,12 @@ int start_listener(uv_tcp_t* tcp, int rc, uv_connection_cb on_connection) {
   }
   return rc;
 }
+
+uint64_t soft_nofile() {
+  struct rlimit lim {};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY) return UINT64_MAX;
+  return lim.rlim_cur;
+}
 }  // namespace
 
 int Server::listen(const std::string& address, uint16_t port) {
@@ -1010,6 +1017,7 @@ int Server::listen(const std::string& address, uint16_t port) {
   tcp->data = this;
   const int rc = start_listener(tcp, uv_tcp_bind(tcp, addr->sa(), 0), on_connection);
   if (rc == 0) listeners_.push_back(tcp);
+  nofile_ = soft_nofile();
   return rc;
 }
 
@@ -1019,6 +1027,7 @@ int Server::adopt(int fd) {
   tcp->data = this;
   const int rc = start_listener(tcp, uv_tcp_open(tcp, fd), on_connection);
   if (rc == 0) listeners_.push_back(tcp);
+  nofile_ = soft_nofile();
   return rc;
 }
 
@@ -1037,10 +1046,59 @@ void Server::set_options(ServerOptions options) {
 void Server::on_connection(uv_stream_t* listener, int status) {
   auto* s = static_cast<Server*>(listener->data);
   if (status < 0) {
-    spdlog::warn("accept: {}", uv_strerror(status));
+    // EMFILE comes here only when libuv's spare descriptor (with which it
+    // accepts and closes what it cannot keep) is gone too; libuv calls
+    // again at once, so this is logged once per burst, not once per call.
+    const auto said = s->fd_shortage_.failed(std::chrono::steady_clock::now());
+    if (said.first) {
+      spdlog::warn("accept: {} (further failures are counted, not logged one by one)",
+                   uv_strerror(status));
+    } else if (said.repeated > 0) {
+      spdlog::warn("accept: {} {} more times", uv_strerror(status), said.repeated);
+    }
+    return;
+  }
+  if (s->out_of_descriptors(listener)) {
+    s->waiting_ = listener;  // left unaccepted: libuv stops polling the listener
     return;
   }
   s->accept_one(listener);
+}
+
+// Accepting until accept() fails with EMFILE would have libuv accept and
+// close connections (its EMFILE trick) without a word to anyone. Instead,
+// when the connection just accepted took the last descriptor, it is left
+// unaccepted: libuv stops polling that listener, new clients wait in the
+// kernel's backlog, and the next connection of ours to close lets it in
+// (nginx disables accept events likewise). Probing costs a dup and a close,
+// so only near the limit: each connection may hold a socket and a file.
+bool Server::out_of_descriptors(uv_stream_t* listener) {
+  constexpr uint64_t kDescriptorsBesideConnections = 64;
+  bool full = false;
+  if (2 * stats_.active_connections + kDescriptorsBesideConnections >= nofile_) {
+    uv_os_fd_t fd = -1;
+    uv_fileno(reinterpret_cast<uv_handle_t*>(listener), &fd);
+    const int probe = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    full = probe < 0 && (errno == EMFILE || errno == ENFILE);
+    if (probe >= 0) ::close(probe);
+  }
+  if (!full) {
+    if (!fd_shortage_.active()) return false;
+    if (const auto waited = fd_shortage_.succeeded(std::chrono::steady_clock::now())) {
+      spdlog::info("file descriptors available again ({} more connections had waited)", *waited);
+    }
+    return false;
+  }
+  const auto said = fd_shortage_.failed(std::chrono::steady_clock::now());
+  if (said.first) {
+    spdlog::warn(
+        "out of file descriptors ({} connections, limit {}): new connections wait in the "
+        "listen backlog until one closes",
+        stats_.active_connections, nofile_);
+  } else if (said.repeated > 0) {
+    spdlog::warn("still out of file descriptors: {} more connections had to wait", said.repeated);
+  }
+  return true;
 }
 
 void Server::accept_one(uv_stream_t* listener) {
@@ -1070,6 +1128,8 @@ void Server::connection_closed(Connection* c) {
   if (connections_ == c) connections_ = c->next_;
   c->prev_ = c->next_ = nullptr;
   --stats_.active_connections;
+  // Its descriptor is free: the connection left waiting may have it.
+  if (uv_stream_t* l = std::exchange(waiting_, nullptr)) on_connection(l, 0);
   maybe_drained();
 }
 
@@ -1083,6 +1143,7 @@ void Server::maybe_drained() {
 
 void Server::drain(std::function<void()> on_drained) {
   draining_ = true;
+  waiting_ = nullptr;  // closing its listener closes the connection left waiting
   on_drained_ = std::move(on_drained);
   for (auto* l : listeners_) {
     uv_close(reinterpret_cast<uv_handle_t*>(l),
@@ -1099,6 +1160,7 @@ void Server::drain(std::function<void()> on_drained) {
 
 void Server::close() {
   draining_ = true;
+  waiting_ = nullptr;
   on_drained_ = nullptr;
   for (auto* l : listeners_) {
     uv_close(reinterpret_cast<uv_handle_t*>(l),

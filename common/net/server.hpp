@@ -27,6 +27,7 @@
 #include "common/http/message.hpp"
 #include "common/http/parser.hpp"
 #include "common/http/serialize.hpp"
+#include "common/log/burst.hpp"
 
 namespace cdn::net {
 
@@ -151,6 +152,9 @@ class Server {
   friend class Exchange;
   static void on_connection(uv_stream_t* listener, int status);
   void accept_one(uv_stream_t* listener);
+  // Out of descriptors (on_connection): true when the connection libuv just
+  // accepted took the last one; logs once per burst.
+  bool out_of_descriptors(uv_stream_t* listener);
   void connection_closed(Connection* c);
   void maybe_drained();
   // "Date: ...\r\nServer: ...\r\n", rebuilt once a second (and on reload):
@@ -161,6 +165,11 @@ class Server {
   ServerOptions options_;
   Handler handler_;
   std::vector<uv_tcp_t*> listeners_;
+  // A listener whose last connection we left unaccepted for want of
+  // descriptors; libuv polls it no more until we take that connection.
+  uv_stream_t* waiting_ = nullptr;
+  uint64_t nofile_ = 0;  // RLIMIT_NOFILE's soft limit when we started listening
+  log::Burst fd_shortage_{std::chrono::seconds(10), std::chrono::seconds(1)};
   Connection* connections_ = nullptr;  // intrusive doubly linked list
   ServerStats stats_;
   bool draining_ = false;

@@ -6,7 +6,8 @@
 - a replica out of file descriptors answers 503 with Retry-After for files
   it cannot open (never 404, which clients and caches take as "gone"), still
   404 for missing ones, logs one line per burst, and serves again once
-  descriptors are free."""
+  descriptors are free; connections beyond the limit wait in the backlog
+  (one log line), rather than being accepted and closed unanswered."""
 
 import hashlib
 import os
@@ -100,6 +101,11 @@ def test_out_of_descriptors_is_503_never_404_logged_once(cdn):
         if open_fds(r.pid) >= NOFILE:
             break
     wait_for(lambda: open_fds(r.pid) >= NOFILE, what="every descriptor taken")
+    extra = []  # and a few more, which must wait (not be dropped)
+    for _ in range(5):
+        c = RawConnection(r.host, r.port, timeout=30)
+        c.send(b"GET /small.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+        extra.append(c)
     first = conns[0]  # accepted first, so certainly held
     assert first.read_response()[0] == 200
 
@@ -123,11 +129,17 @@ def test_out_of_descriptors_is_503_never_404_logged_once(cdn):
           f"{busy * 100:.1f}%")
     assert busy < 0.3, f"replica used {busy * 100:.0f}% CPU while out of descriptors"
 
-    # One line for the burst of 300 failed opens.
+    # One line for the burst of 300 failed opens, one for the waiting connections.
     opens = log_lines(r, "cannot open (")
     assert len(opens) == 1, opens
+    waits = log_lines(r, "out of file descriptors (")
+    assert len(waits) == 1, waits
 
+    # The held connections go: the waiting ones are let in and answered, none dropped.
     for c in conns[1:]:
+        c.close()
+    for c in extra:
+        assert c.read_response()[0] == 200
         c.close()
 
     # Descriptors are free again: the big file is served, whole.
