@@ -456,7 +456,8 @@ void Store::forget(Entries::iterator it) {
 void Store::enforce_bounds() {
   // The entry just remembered is at the front of both lists and within
   // both bounds on its own (load() holds no body larger than the budget,
-  // max_entries_ >= 1), so it is never the one forgotten.
+  // max_entries_ >= 1), so it is forgotten only if the budget was lowered
+  // while it was read; its caller still holds the object either way.
   const uint64_t budget = memory_budget_.load(std::memory_order_relaxed);
   while (memory_bytes_ > budget && !recent_bodies_.empty()) {
     forget(cache_.find(*recent_bodies_.back()));
