@@ -12,6 +12,7 @@
 import hashlib
 import os
 import resource
+import signal
 import socket
 import time
 
@@ -73,6 +74,17 @@ def test_crawl_larger_than_the_memory_bound_keeps_rss_bounded(cdn):
     print(f"held {held / MIB:.1f} MiB, {evicted:.0f} evictions")
     assert held <= bound
     assert evicted >= len(files)  # every file left the memory tier at least once
+
+    # A reload that lowers the bound applies to what is held now.
+    text = r.config_path.read_text()
+    assert "cache_memory = 16M" in text
+    r.write_config(text.replace("cache_memory = 16M", "cache_memory = 1M"))
+    mark = len(r.notify.messages)
+    r.signal(signal.SIGHUP)
+    r.notify.wait("READY=1", start=mark, proc=r.proc)
+    assert r.metric("cdn_replica_cache_memory_bytes") <= 1 * MIB
+    status, _, body = r.get("/d0/f0.bin")
+    assert status == 200 and body == files["d0/f0.bin"]
 
 
 def open_fds(pid):
