@@ -7,7 +7,6 @@
 #include <uv.h>
 
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <deque>
 #include <memory>
@@ -24,65 +23,6 @@ namespace cdn::get {
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
-
-std::string Url::authority() const {
-  const bool v6 = host.find(':') != std::string::npos;
-  return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
-}
-
-bool parse_url(const std::string& text, Url& out, std::string& error) {
-  constexpr std::string_view kScheme = "http://";
-  std::string_view s = text;
-  if (s.substr(0, kScheme.size()) != kScheme) {
-    error = "'" + text + "': only http:// URLs are supported";
-    return false;
-  }
-  s.remove_prefix(kScheme.size());
-  const size_t slash = s.find('/');
-  std::string_view authority = s.substr(0, slash);
-  out.target = slash == std::string_view::npos ? "/" : std::string(s.substr(slash));
-  out.port = 80;
-  std::string_view port;
-  if (!authority.empty() && authority.front() == '[') {
-    const size_t close = authority.find(']');
-    if (close == std::string_view::npos) {
-      error = "'" + text + "': unclosed [ in the host";
-      return false;
-    }
-    out.host = std::string(authority.substr(1, close - 1));
-    if (close + 1 < authority.size()) {
-      if (authority[close + 1] != ':') {
-        error = "'" + text + "': junk after the host";
-        return false;
-      }
-      port = authority.substr(close + 2);
-    }
-  } else {
-    const size_t colon = authority.rfind(':');
-    out.host = std::string(authority.substr(0, colon));
-    if (colon != std::string_view::npos) port = authority.substr(colon + 1);
-  }
-  if (out.host.empty()) {
-    error = "'" + text + "': no host";
-    return false;
-  }
-  if (!port.empty()) {
-    unsigned v = 0;
-    const auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), v);
-    if (ec != std::errc() || p != port.data() + port.size() || v == 0 || v > 65535) {
-      error = "'" + text + "': bad port";
-      return false;
-    }
-    out.port = static_cast<uint16_t>(v);
-  }
-  for (char c : out.target) {
-    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
-      error = "'" + text + "': spaces or control characters in the path";
-      return false;
-    }
-  }
-  return true;
-}
 
 std::string sha256_from_repr_digest(std::string_view field) {
   // A dictionary: "sha-256=:...:, sha-512=:...:"; we need sha-256.
@@ -406,38 +346,20 @@ class Fetcher {
   }
 
   void add_candidates(const http::Response& resp) {
-    std::deque<Url> found;
-    auto add = [&](std::string_view text) {
-      while (!text.empty() && text.front() == ' ') text.remove_prefix(1);
-      while (!text.empty() && text.back() == ' ') text.remove_suffix(1);
-      if (text.empty()) return;
-      Url u;
-      std::string err;
-      std::string s(text);
-      if (s.front() == '/') s = "http://" + current_.authority() + s;  // relative redirect
-      if (parse_url(s, u, err)) {
-        found.push_back(u);
-      } else {
-        fail_attempt("ignoring redirect target: " + err);
-      }
-    };
-    if (auto loc = resp.header("Location")) add(*loc);
-    if (auto fb = resp.header("CDN-Fallback")) {
-      std::string_view list = *fb;
-      size_t pos = 0;
-      while (pos <= list.size()) {
-        size_t comma = list.find(',', pos);
-        if (comma == std::string_view::npos) comma = list.size();
-        add(list.substr(pos, comma - pos));
-        pos = comma + 1;
-      }
+    RedirectTargets found = redirect_targets(current_, asking_balancer_, resp.header("Location"),
+                                             resp.header("CDN-Fallback"));
+    if (found.ignored > 0) {
+      // One line per answer, however many URLs it held.
+      spdlog::warn("{}: ignoring {} redirect URL{} not in the balancer's form ({}{})",
+                   current_.authority(), found.ignored, found.ignored == 1 ? "" : "s",
+                   found.first_problem, found.ignored == 1 ? "" : ", ...");
     }
     if (++redirects_ > 20) {
       finish(kTransferFailed, "too many redirects");
       return;
     }
     // A redirect from a replica (e.g. to a directory's slash) is tried first.
-    for (auto it = found.rbegin(); it != found.rend(); ++it) candidates_.push_front(*it);
+    for (auto it = found.urls.rbegin(); it != found.urls.rend(); ++it) candidates_.push_front(*it);
   }
 
   void publish() {

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "client/url.hpp"
+
 namespace cdn::get {
 
 // Distinct exit codes, one per kind of failure (documented in README.md).
@@ -20,15 +22,6 @@ enum ExitCode : int {
   kVerifyFailed = 5,    // content did not match its length or digest on every replica
   kWriteFailed = 6,     // the output file could not be written
 };
-
-struct Url {
-  std::string host;  // without brackets
-  uint16_t port = 80;
-  std::string target = "/";       // path + query, as sent
-  std::string authority() const;  // host:port for Host and messages
-};
-// http://host[:port][/path]; nullopt-like: returns false and sets `error`.
-bool parse_url(const std::string& text, Url& out, std::string& error);
 
 struct Options {
   Url start;                                  // the balancer (or a replica) to ask first

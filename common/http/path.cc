@@ -20,13 +20,36 @@ constexpr std::array<bool, 256> kPlain = [] {
   return t;
 }();
 
+// RFC 3986 query characters: pchar (unreserved, sub-delims, ':', '@'), '/'
+// and '?'. '%' is not among them: it is one only when a valid escape follows.
+constexpr std::array<bool, 256> kQueryChar = [] {
+  std::array<bool, 256> t = kPlain;
+  for (unsigned char c : std::string_view("!$&'()*+,;=:@?")) t[c] = true;
+  return t;
+}();
+
+// What a query keeps as it is in a URL of a list: ',' would end the URL.
+constexpr std::array<bool, 256> kListQuery = [] {
+  std::array<bool, 256> t = kQueryChar;
+  t[','] = false;
+  return t;
+}();
+
 bool is_plain(unsigned char c) { return kPlain[c]; }
 
-// Length of the run of plain bytes at the start of `s`.
-size_t plain_run(std::string_view s) {
+// Length of the run of bytes at the start of `s` that `table` keeps.
+size_t run_of(const std::array<bool, 256>& table, std::string_view s) {
   size_t i = 0;
-  while (i < s.size() && is_plain(static_cast<unsigned char>(s[i]))) ++i;
+  while (i < s.size() && table[static_cast<unsigned char>(s[i])]) ++i;
   return i;
+}
+
+size_t plain_run(std::string_view s) { return run_of(kPlain, s); }
+
+void append_escape(std::string& out, unsigned char c) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  const char escaped[3] = {'%', kHex[c >> 4], kHex[c & 0xf]};
+  out.append(escaped, 3);
 }
 
 int hex_value(char c) {
@@ -34,6 +57,11 @@ int hex_value(char c) {
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;
+}
+
+// True when `s` starts with '%' and two hex digits.
+bool starts_with_escape(std::string_view s) {
+  return s.size() >= 3 && s[0] == '%' && hex_value(s[1]) >= 0 && hex_value(s[2]) >= 0;
 }
 
 // %XX-decodes `in` once into `out`; `plus_is_space` for query strings
@@ -163,18 +191,51 @@ std::string encode_path(std::string_view path) {
 }
 
 void append_encoded_path(std::string& out, std::string_view path) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
   out.reserve(out.size() + path.size());
   // Runs of plain bytes are appended whole; only the others are escaped.
   while (!path.empty()) {
     const size_t run = plain_run(path);
     out.append(path.data(), run);
     if (run == path.size()) break;
-    const auto c = static_cast<unsigned char>(path[run]);
-    const char escaped[3] = {'%', kHex[c >> 4], kHex[c & 0xf]};
-    out.append(escaped, 3);
+    append_escape(out, static_cast<unsigned char>(path[run]));
     path.remove_prefix(run + 1);
   }
+}
+
+void append_encoded_query(std::string& out, std::string_view query) {
+  // The common query needs nothing done: one pass over it says so, and it is
+  // appended whole.
+  size_t run = run_of(kListQuery, query);
+  if (run == query.size()) {
+    out.append(query);
+    return;
+  }
+  out.reserve(out.size() + query.size() + 8);
+  for (;;) {
+    out.append(query.data(), run);
+    query.remove_prefix(run);
+    if (query.empty()) return;
+    if (starts_with_escape(query)) {
+      out.append(query.data(), 3);
+      query.remove_prefix(3);
+    } else {
+      append_escape(out, static_cast<unsigned char>(query.front()));
+      query.remove_prefix(1);
+    }
+    run = run_of(kListQuery, query);
+  }
+}
+
+bool is_uri_target(std::string_view target) {
+  if (target.empty() || target.front() != '/') return false;
+  // Path and query differ only by '?', which both take once the query began.
+  while (!target.empty()) {
+    target.remove_prefix(run_of(kQueryChar, target));
+    if (target.empty()) break;
+    if (!starts_with_escape(target)) return false;
+    target.remove_prefix(3);
+  }
+  return true;
 }
 
 std::string_view mime_type(std::string_view filename) {

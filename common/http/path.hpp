@@ -22,6 +22,18 @@ std::optional<std::string> query_param(std::string_view query, std::string_view 
 std::string encode_path(std::string_view path);
 // The same, appended to `out` (a reused buffer allocates nothing).
 void append_encoded_path(std::string& out, std::string_view path);
+// Appends a request's query (without its '?') to a URL that goes into a
+// header or a list (Location, CDN-Fallback): RFC 3986 query characters are
+// kept, except ',' (it separates the URLs of a list), and so is a '%' that
+// starts a valid escape; every other byte is %XX-encoded. Whatever the input,
+// `out` gains a valid URI query with no ',', no whitespace and no byte outside
+// ASCII, so no byte of a request can end a URL or add one to a list.
+void append_encoded_query(std::string& out, std::string_view query);
+// True when `target` is a valid origin-form URI: '/', RFC 3986 path
+// characters, optionally '?' and query characters, every '%' starting a valid
+// escape. False for a fragment, whitespace, a control byte, a byte outside
+// ASCII, or any other character RFC 3986 does not allow there.
+bool is_uri_target(std::string_view target);
 
 // Content-Type for a file name by its extension ("text/html; charset=utf-8"),
 // "application/octet-stream" when unknown.

@@ -151,12 +151,17 @@ void Balancer::redirect(net::Exchange& ex, const std::string& path) {
     return;
   }
   ++redirects_total_;
-  // The Location is built from the configured replica and the normalised
-  // path only: nothing from the request's headers reaches it.
+  // The Location is built from the configured replica, the normalised path
+  // and the query, both %-encoded: nothing from the request's headers reaches
+  // it, and no byte of its target can end a URL of the list (a ',' would add
+  // a URL of the client's choosing to CDN-Fallback) or split the header.
   tail_.clear();
   http::append_encoded_path(tail_, path);
   const auto query = http::query_of(ex.request().target);
-  if (!query.empty()) tail_.append("?").append(query);
+  if (!query.empty()) {
+    tail_.push_back('?');
+    http::append_encoded_query(tail_, query);
+  }
   location_.assign(url_prefix(picks.front().index)).append(tail_);
   fallbacks_.clear();
   for (size_t i = 1; i < picks.size(); ++i) {
@@ -195,11 +200,13 @@ void Balancer::serve_locate(net::Exchange& ex) {
   }
   const auto now = Clock::now();
   const auto picks = table_.rank(*path, table_.replicas().size(), now);
+  // The path goes into the document %-encoded, as in the URLs: a decoded one
+  // may hold any byte, and bytes that are not UTF-8 make the JSON writer throw.
+  const std::string tail = http::encode_path(*path);
   Json doc;
-  doc["path"] = *path;
+  doc["path"] = tail;
   doc["policy"] = std::string(to_string(table_.policy()));
   Json list = Json::array();
-  const std::string tail = http::encode_path(*path);
   for (const auto& c : picks) {
     Json j = replica_json(table_.replicas()[c.index], now);
     j["url"] = url_for(c.index, tail);

@@ -1,6 +1,7 @@
 // normalize_path is the gate to the file system: whatever it returns must be
 // an absolute path with no dot segments, no empty segments, no backslash and
-// no control byte, and be a fixed point of encode+normalize.
+// no control byte, and be a fixed point of encode+normalize. The query
+// encoder must turn any bytes into a valid URI query that cannot split a list.
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -58,6 +59,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (auto p = cdn::http::normalize_path(*v)) check_safe(*p);
     }
   }
+  // Whatever a request holds, the balancer's URLs stay valid URIs with no
+  // ',' (the CDN-Fallback list's separator) and no whitespace.
+  std::string encoded = "/?";
+  cdn::http::append_encoded_query(encoded, in);
+  CDN_FUZZ_CHECK(cdn::http::is_uri_target(encoded));
+  CDN_FUZZ_CHECK(encoded.find_first_of(", \t\r\n") == std::string::npos);
   (void)cdn::http::mime_type(in);
   return 0;
 }

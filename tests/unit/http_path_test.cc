@@ -2,6 +2,7 @@
 // system: every traversal spelling must be refused or resolved inside the root.
 #include <gtest/gtest.h>
 
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <vector>
@@ -191,6 +192,88 @@ TEST(Encode, RoundTripsThroughNormalize) {
   for (const char* p : {"/a b/c", "/caf\xC3\xA9/x?y", "/100%/#hash", "/a+b"}) {
     EXPECT_EQ(norm(encode_path(p)), p) << p;
   }
+}
+
+std::string encq(std::string_view q) {
+  std::string out = "prefix?";
+  append_encoded_query(out, q);
+  return out.substr(7);
+}
+
+TEST(EncodeQuery, CommonQueriesAreKeptAsTheyAre) {
+  for (const char* q : {"", "v=2", "a=1&b=2", "x=%20y%2C", "path=/a/b?c:d@e", "!$&'()*+;=-._~"}) {
+    EXPECT_EQ(encq(q), q) << q;
+  }
+}
+
+struct Encoded {
+  std::string_view in, out;
+};
+
+TEST(EncodeQuery, Escapes) {
+  for (const Encoded& e : std::initializer_list<Encoded>{
+           // The attack of issue 13: a ',' in the query ended the Location's
+           // URL in CDN-Fallback, and what followed was a URL of the client's
+           // choosing.
+           {"x,http://127.0.0.1:9/p", "x%2Chttp://127.0.0.1:9/p"},
+           {",", "%2C"},
+           {",,a,", "%2C%2Ca%2C"},
+           // Bytes outside RFC 3986.
+           {"a\tb", "a%09b"},
+           {"a\fb", "a%0Cb"},
+           {std::string_view("a\0b", 3), "a%00b"},
+           {"\r\n", "%0D%0A"},
+           {"a b", "a%20b"},
+           {"\x7f\x80\xff", "%7F%80%FF"},
+           {"caf\xC3\xA9", "caf%C3%A9"},
+           {"\"<>\\^`{|}#", "%22%3C%3E%5C%5E%60%7B%7C%7D%23"},
+           // '%' is kept only before a valid escape.
+           {"%41%2c%fF", "%41%2c%fF"},
+           {"%", "%25"},
+           {"a%", "a%25"},
+           {"%4", "%254"},
+           {"%zz", "%25zz"},
+           {"%%41", "%25%41"},
+           {"100%,x", "100%25%2Cx"},
+       }) {
+    EXPECT_EQ(encq(e.in), e.out) << e.in;
+  }
+}
+
+TEST(EncodeQuery, AppendsToWhatIsThere) {
+  std::string out = "/a?";
+  append_encoded_query(out, "b,c");
+  EXPECT_EQ(out, "/a?b%2Cc");
+}
+
+// Whatever the query, the result is a valid URI query with no ',' and no
+// whitespace, and a second pass leaves it as it is.
+TEST(EncodeQuery, EveryByteGivesAValidQuery) {
+  for (int c = 0; c < 256; ++c) {
+    const std::string b(1, static_cast<char>(c));
+    for (const std::string& q : {b, "a" + b + "%", b + "%4", b + b + "x,y"}) {
+      const std::string e = encq(q);
+      EXPECT_TRUE(is_uri_target("/?" + e)) << c;
+      EXPECT_EQ(e.find_first_of(", \t\f\r\n"), std::string::npos) << c;
+      EXPECT_EQ(encq(e), e) << c;
+    }
+  }
+}
+
+TEST(UriTarget, ValidTargets) {
+  for (const char* t : {"/", "/index.html", "/a%20b?x=%2C", "/a?b?c/d",
+                        "/a:b@c!$&'()*+,;=", "/-._~", "/?", "//x"}) {
+    EXPECT_TRUE(is_uri_target(t)) << t;
+  }
+}
+
+TEST(UriTarget, InvalidTargets) {
+  for (const char* t : {"",    "a",    "http://x/", "/a b",  "/a\tb",  "/a\fb",  "/a#f",
+                        "/a%", "/a%4", "/a%zz",     "/\x80", "/a\"b",  "/a<b>",  "/a\\b",
+                        "/{}", "/|",   "/^",        "/`",    "/a\x7f", "/?a\x80"}) {
+    EXPECT_FALSE(is_uri_target(t)) << t;
+  }
+  EXPECT_FALSE(is_uri_target(std::string_view("/a\0b", 4)));
 }
 
 TEST(Mime, KnownTypes) {
