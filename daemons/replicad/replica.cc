@@ -266,7 +266,10 @@ void Replica::serve_lookup(net::Exchange& ex, const std::string& path, Lookup fo
   if (std::holds_alternative<RedirectSlash>(found)) {
     std::string location = http::encode_path(std::get<RedirectSlash>(found).location);
     const auto query = http::query_of(req.target);
-    if (!query.empty()) location.append("?").append(query);
+    if (!query.empty()) {
+      location.push_back('?');
+      http::append_encoded_query(location, query);
+    }
     ex.reply(301, "moved", {{"Location", location}});
     return;
   }

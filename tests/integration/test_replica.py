@@ -96,6 +96,16 @@ def test_directory_without_slash_redirects(replica):
     assert body == FILES["sub/index.html"]
 
 
+def test_directory_redirect_encodes_the_query(replica):
+    """The 301's Location carries the query %-encoded: ',' and the bytes a
+    browser sends raw ('|', '^', '{', '}', backtick, backslash) never reach
+    the header as they came (issue 13, item 4)."""
+    status, h, _ = replica.get("/sub?a|b,c^{d}`e\\f")
+    assert status == 301
+    loc = h["Location"]
+    assert loc.endswith("/sub/?a%7Cb%2Cc%5E%7Bd%7D%60e%5Cf"), loc
+
+
 def test_if_none_match_gives_304(replica):
     status, h, body = replica.get("/a.txt")
     etag = h["ETag"]
