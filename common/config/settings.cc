@@ -3,11 +3,11 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <functional>
-#include <limits>
 #include <map>
 #include <optional>
 #include <utility>
@@ -17,6 +17,12 @@ namespace cdn::config {
 namespace {
 
 constexpr std::string_view kSpace = " \t\r\n\f\v";
+// [server] max_connections, and [content] capacity (the connections at load 1.0).
+constexpr uint64_t kMaxConnections = 10'000'000;
+constexpr double kMaxHashLoadFactor = 100.0;
+// [server] name goes into the CDN-Replica header and the status document.
+constexpr size_t kMaxNameLength = 255;
+constexpr std::string_view kNameRule = "printable ASCII, at most 255 characters";
 constexpr std::string_view kLevels[] = {"trace", "debug",    "info", "warn",
                                         "error", "critical", "off"};
 constexpr std::string_view kPolicies[] = {"best", "round-robin", "least-loaded", "p2c",
@@ -57,10 +63,33 @@ std::string list(const std::string_view (&set)[N]) {
 
 std::string q(std::string_view v) { return "'" + std::string(v) + "'"; }
 
+// In the largest unit that shows it exactly: 100ms, 90s, 5m, 8760h.
 std::string show(milliseconds d) {
   const auto ms = d.count();
-  if (ms != 0 && ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
+  if (ms == 0) return "0";
+  if (ms % 3'600'000 == 0) return std::to_string(ms / 3'600'000) + "h";
+  if (ms % 60'000 == 0) return std::to_string(ms / 60'000) + "m";
+  if (ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
   return std::to_string(ms) + "ms";
+}
+
+std::string show(const DurationRange& r) { return show(r.min) + " to " + show(r.max); }
+
+// In the largest unit parse_size knows that shows it exactly: 256, 64K, 1M, 1024T.
+std::string show_size(uint64_t n) {
+  constexpr std::string_view kUnits[] = {"", "K", "M", "G", "T"};
+  size_t u = 0;
+  while (n != 0 && n % 1024 == 0 && u + 1 < std::size(kUnits)) {
+    n /= 1024;
+    ++u;
+  }
+  return std::to_string(n) + std::string(kUnits[u]);
+}
+
+bool is_printable_name(std::string_view s) {
+  return s.size() <= kMaxNameLength && std::all_of(s.begin(), s.end(), [](char c) {
+           return static_cast<unsigned char>(c) >= 0x20 && static_cast<unsigned char>(c) < 0x7f;
+         });
 }
 
 bool is_ip_literal(std::string_view s) {
@@ -77,9 +106,14 @@ bool is_ip_literal(std::string_view s) {
   throw Error(where(f, e, what));
 }
 
-milliseconds duration_of(const IniFile& f, const Entry& e) {
+milliseconds duration_of(const IniFile& f, const Entry& e, const DurationRange& range) {
   const auto d = parse_duration(e.value);
-  if (!d) bad(f, e, q(e.value) + " is not a duration (use 500ms, 2s, 1m)");
+  if (!d) {
+    bad(f, e, q(e.value) + " is not a duration (use 500ms, 2s, 1m; allowed: " + show(range) + ")");
+  }
+  if (*d < range.min || *d > range.max) {
+    bad(f, e, q(e.value) + " is out of range (allowed: " + show(range) + ")");
+  }
   return *d;
 }
 
@@ -98,7 +132,7 @@ uint64_t size_of(const IniFile& f, const Entry& e, uint64_t min, uint64_t max) {
   if (!v) bad(f, e, q(e.value) + " is not a size (use 512, 64K, 1M)");
   if (*v < min || *v > max) {
     bad(f, e,
-        q(e.value) + " is out of range (" + std::to_string(min) + " to " + std::to_string(max) +
+        q(e.value) + " is out of range (allowed: " + show_size(min) + " to " + show_size(max) +
             " bytes)");
   }
   return *v;
@@ -198,15 +232,26 @@ SectionSpec server_section(const IniFile& f, ServerSettings& s) {
               // 0 asks the kernel for any free port (tests use it).
               {"port",
                [&](const Entry& e) { s.port = static_cast<uint16_t>(uint_of(f, e, 0, 65535)); }},
-              {"name", [&](const Entry& e) { s.name = std::string(trim(e.value)); }},
+              {"name",
+               [&](const Entry& e) {
+                 const std::string_view v = trim(e.value);
+                 if (!is_printable_name(v)) {
+                   bad(f, e, q(e.value) + " is not a name (" + std::string(kNameRule) + ")");
+                 }
+                 s.name = std::string(v);
+               }},
               {"max_connections",
                [&](const Entry& e) {
-                 s.max_connections = static_cast<uint32_t>(uint_of(f, e, 1, 10'000'000));
+                 s.max_connections = static_cast<uint32_t>(uint_of(f, e, 1, kMaxConnections));
                }},
-              {"idle_timeout", [&](const Entry& e) { s.idle_timeout = duration_of(f, e); }},
-              {"header_timeout", [&](const Entry& e) { s.header_timeout = duration_of(f, e); }},
-              {"send_timeout", [&](const Entry& e) { s.send_timeout = duration_of(f, e); }},
-              {"drain_timeout", [&](const Entry& e) { s.drain_timeout = duration_of(f, e); }},
+              {"idle_timeout",
+               [&](const Entry& e) { s.idle_timeout = duration_of(f, e, kTimeoutRange); }},
+              {"header_timeout",
+               [&](const Entry& e) { s.header_timeout = duration_of(f, e, kTimeoutRange); }},
+              {"send_timeout",
+               [&](const Entry& e) { s.send_timeout = duration_of(f, e, kTimeoutRange); }},
+              {"drain_timeout",
+               [&](const Entry& e) { s.drain_timeout = duration_of(f, e, kTimeoutRange); }},
               {"max_request_line",
                [&](const Entry& e) { s.max_request_line = size_of(f, e, 64, 1 << 20); }},
               {"max_header_bytes",
@@ -289,8 +334,12 @@ void check_content_source(const ContentSettings& c, const std::string& prefix) {
   throw Error(prefix + "[content]: set exactly one of root, page or origin (" + why + ")");
 }
 
-void check_positive(milliseconds d, std::string_view name, const std::string& prefix) {
-  if (d.count() <= 0) throw Error(prefix + std::string(name) + ": must be longer than 0");
+void check_duration(milliseconds d, const DurationRange& range, std::string_view name,
+                    const std::string& prefix) {
+  if (d < range.min || d > range.max) {
+    throw Error(prefix + std::string(name) + ": " + show(d) +
+                " is out of range (allowed: " + show(range) + ")");
+  }
 }
 
 void check_server(const ServerSettings& s, const std::string& prefix) {
@@ -298,11 +347,15 @@ void check_server(const ServerSettings& s, const std::string& prefix) {
   if (!is_ip_literal(addr)) {
     throw Error(prefix + "[server] address: " + q(addr) + " is not an IP address");
   }
+  if (!is_printable_name(s.name)) {
+    throw Error(prefix + "[server] name: " + q(s.name) + " is not a name (" +
+                std::string(kNameRule) + ")");
+  }
   if (s.max_connections < 1) throw Error(prefix + "[server] max_connections: must be at least 1");
-  check_positive(s.idle_timeout, "[server] idle_timeout", prefix);
-  check_positive(s.header_timeout, "[server] header_timeout", prefix);
-  check_positive(s.send_timeout, "[server] send_timeout", prefix);
-  check_positive(s.drain_timeout, "[server] drain_timeout", prefix);
+  check_duration(s.idle_timeout, kTimeoutRange, "[server] idle_timeout", prefix);
+  check_duration(s.header_timeout, kTimeoutRange, "[server] header_timeout", prefix);
+  check_duration(s.send_timeout, kTimeoutRange, "[server] send_timeout", prefix);
+  check_duration(s.drain_timeout, kTimeoutRange, "[server] drain_timeout", prefix);
   if (s.max_request_line < 1) throw Error(prefix + "[server] max_request_line: must be at least 1");
   if (s.max_header_bytes < 1) throw Error(prefix + "[server] max_header_bytes: must be at least 1");
   if (s.max_headers < 1) throw Error(prefix + "[server] max_headers: must be at least 1");
@@ -328,25 +381,47 @@ std::optional<double> parse_double(std::string_view s) {
 
 std::string normalize_origin(std::string_view origin) {
   const std::string_view s = trim(origin);
-  const auto fail = [&]() -> Error {
-    return Error(q(origin) +
-                 " is not an origin (use http://host[:port]/path, https://... or a bare host)");
+  const auto fail = [&](std::string_view why) -> Error {
+    return Error(q(origin) + " is not an origin: " + std::string(why) +
+                 " (use http://host[:port][/path], https://... or a bare host[:port][/path])");
   };
+  if (s.empty()) throw fail("it is empty");
   std::string scheme = "http";
   std::string_view rest = s;
   if (const size_t p = s.find("://"); p != std::string_view::npos) {
     scheme = lowered(s.substr(0, p));
-    if (scheme != "http" && scheme != "https") throw fail();
+    if (scheme != "http" && scheme != "https") throw fail("only http:// and https:// are served");
     rest = s.substr(p + 3);
   }
-  const size_t slash = rest.find('/');
-  const std::string_view authority = rest.substr(0, slash);
-  const std::string_view path = slash == std::string_view::npos ? "/" : rest.substr(slash);
-  if (authority.empty() || !parse_host_port(authority, 1)) throw fail();
-  for (const char c : path) {
-    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) throw fail();
+  // RFC 3986: the authority ends at the first '/', '?' or '#'.
+  const size_t end = rest.find_first_of("/?#");
+  const std::string_view authority = rest.substr(0, end);
+  const std::string_view tail = end == std::string_view::npos ? "" : rest.substr(end);
+  if (authority.empty()) throw fail("it has no host");
+  if (authority.find('@') != std::string_view::npos) {
+    throw fail("user@ credentials are not supported");
   }
-  return scheme + "://" + std::string(authority) + std::string(path);
+  if (!parse_host_port(authority, 1)) throw fail(q(authority) + " is not a host[:port]");
+  // Every request path is appended to the origin's path, so a query or a
+  // fragment would swallow them all: every path would fetch the same URL.
+  if (const size_t k = tail.find_first_of("?#"); k != std::string_view::npos) {
+    throw fail(tail[k] == '?'
+                   ? "it has a query ('?...'), to which request paths cannot be added"
+                   : "it has a fragment ('#...'), to which request paths cannot be added");
+  }
+  for (size_t i = 0; i < tail.size(); ++i) {
+    const auto c = static_cast<unsigned char>(tail[i]);
+    if (c <= 0x20 || c >= 0x7f || c == '\\' || c == '"' || c == '<' || c == '>' || c == '^' ||
+        c == '`' || c == '{' || c == '|' || c == '}') {
+      throw fail("its path holds a character a URL cannot (percent-encode it)");
+    }
+    if (c == '%' &&
+        (i + 2 >= tail.size() || !std::isxdigit(static_cast<unsigned char>(tail[i + 1])) ||
+         !std::isxdigit(static_cast<unsigned char>(tail[i + 2])))) {
+      throw fail("its path has a '%' that is not followed by two hex digits");
+    }
+  }
+  return scheme + "://" + std::string(authority) + std::string(tail.empty() ? "/" : tail);
 }
 
 ReplicaSettings replica_settings(const IniFile& file) {
@@ -380,11 +455,10 @@ ReplicaSettings replica_settings(const IniFile& file) {
               }
               c.index = std::string(v);
             }},
-           {"max_age", [&](const Entry& e) { c.max_age = duration_of(file, e); }},
+           {"max_age", [&](const Entry& e) { c.max_age = duration_of(file, e, kFreshnessRange); }},
            {"capacity",
             [&](const Entry& e) {
-              c.capacity =
-                  static_cast<uint32_t>(uint_of(file, e, 1, std::numeric_limits<uint32_t>::max()));
+              c.capacity = static_cast<uint32_t>(uint_of(file, e, 1, kMaxConnections));
             }},
            {"cache_dir",
             [&](const Entry& e) {
@@ -396,11 +470,16 @@ ReplicaSettings replica_settings(const IniFile& file) {
             [&](const Entry& e) { c.cache_size = size_of(file, e, 64 * 1024, 1ULL << 50); }},
            {"cache_memory",
             [&](const Entry& e) { c.cache_memory = size_of(file, e, 0, 1ULL << 40); }},
-           {"default_ttl", [&](const Entry& e) { c.default_ttl = duration_of(file, e); }},
+           {"default_ttl",
+            [&](const Entry& e) { c.default_ttl = duration_of(file, e, kFreshnessRange); }},
            {"stale_while_revalidate",
-            [&](const Entry& e) { c.stale_while_revalidate = duration_of(file, e); }},
-           {"stale_if_error", [&](const Entry& e) { c.stale_if_error = duration_of(file, e); }},
-           {"origin_timeout", [&](const Entry& e) { c.origin_timeout = duration_of(file, e); }},
+            [&](const Entry& e) {
+              c.stale_while_revalidate = duration_of(file, e, kFreshnessRange);
+            }},
+           {"stale_if_error",
+            [&](const Entry& e) { c.stale_if_error = duration_of(file, e, kFreshnessRange); }},
+           {"origin_timeout",
+            [&](const Entry& e) { c.origin_timeout = duration_of(file, e, kTimeoutRange); }},
            {"ca_file",
             [&](const Entry& e) {
               const std::string_view v = trim(e.value);
@@ -431,8 +510,10 @@ BalancerSettings balancer_settings(const IniFile& file) {
        }},
       {"probe",
        {
-           {"interval", [&](const Entry& e) { b.probe.interval = duration_of(file, e); }},
-           {"timeout", [&](const Entry& e) { b.probe.timeout = duration_of(file, e); }},
+           {"interval",
+            [&](const Entry& e) { b.probe.interval = duration_of(file, e, kProbeIntervalRange); }},
+           {"timeout",
+            [&](const Entry& e) { b.probe.timeout = duration_of(file, e, kTimeoutRange); }},
            {"rise",
             [&](const Entry& e) {
               b.probe.rise = static_cast<uint32_t>(uint_of(file, e, 1, 100));
@@ -454,12 +535,15 @@ BalancerSettings balancer_settings(const IniFile& file) {
             [&](const Entry& e) {
               b.balance.fallbacks = static_cast<uint32_t>(uint_of(file, e, 0, 64));
             }},
-           {"retry_after", [&](const Entry& e) { b.balance.retry_after = duration_of(file, e); }},
+           {"retry_after",
+            [&](const Entry& e) {
+              b.balance.retry_after = duration_of(file, e, kRetryAfterRange);
+            }},
            {"hash_load_factor",
             [&](const Entry& e) {
               const auto v = parse_double(e.value);
-              if (!v || *v <= 1.0 || *v > 100.0) {
-                bad(file, e, q(e.value) + " is not a number above 1.0 (e.g. 1.25)");
+              if (!v || *v <= 1.0 || *v > kMaxHashLoadFactor) {
+                bad(file, e, q(e.value) + " is not a number above 1.0 and at most 100 (e.g. 1.25)");
               }
               b.balance.hash_load_factor = *v;
             }},
@@ -559,17 +643,18 @@ void validate(const ReplicaSettings& s, const std::string& path) {
   if (s.content.index.empty() || s.content.index.find('/') != std::string::npos) {
     throw Error(prefix + "[content] index: " + q(s.content.index) + " is not a file name");
   }
-  if (s.content.max_age.count() < 0)
-    throw Error(prefix + "[content] max_age: must not be negative");
-  if (s.content.capacity < 1) throw Error(prefix + "[content] capacity: must be at least 1");
-  if (s.content.cache_dir.empty()) throw Error(prefix + "[content] cache_dir: must not be empty");
-  if (s.content.default_ttl.count() < 0)
-    throw Error(prefix + "[content] default_ttl: must not be negative");
-  if (s.content.stale_while_revalidate.count() < 0)
-    throw Error(prefix + "[content] stale_while_revalidate: must not be negative");
-  if (s.content.stale_if_error.count() < 0)
-    throw Error(prefix + "[content] stale_if_error: must not be negative");
-  check_positive(s.content.origin_timeout, "[content] origin_timeout", prefix);
+  const ContentSettings& c = s.content;
+  check_duration(c.max_age, kFreshnessRange, "[content] max_age", prefix);
+  if (c.capacity < 1 || c.capacity > kMaxConnections) {
+    throw Error(prefix + "[content] capacity: " + std::to_string(c.capacity) +
+                " is out of range (allowed: 1 to " + std::to_string(kMaxConnections) + ")");
+  }
+  if (c.cache_dir.empty()) throw Error(prefix + "[content] cache_dir: must not be empty");
+  check_duration(c.default_ttl, kFreshnessRange, "[content] default_ttl", prefix);
+  check_duration(c.stale_while_revalidate, kFreshnessRange, "[content] stale_while_revalidate",
+                 prefix);
+  check_duration(c.stale_if_error, kFreshnessRange, "[content] stale_if_error", prefix);
+  check_duration(c.origin_timeout, kTimeoutRange, "[content] origin_timeout", prefix);
   if (s.content.cache_memory > s.content.cache_size) {
     throw Error(prefix + "[content] cache_memory: " + std::to_string(s.content.cache_memory) +
                 " bytes is more than cache_size (" + std::to_string(s.content.cache_size) + ")");
@@ -594,11 +679,17 @@ void validate(const BalancerSettings& s, const std::string& path) {
                   std::to_string(weight) + " (use 1 to " + std::to_string(kMaxWeight) + ")");
     }
   }
-  check_positive(s.probe.interval, "[probe] interval", prefix);
-  check_positive(s.probe.timeout, "[probe] timeout", prefix);
+  check_duration(s.probe.interval, kProbeIntervalRange, "[probe] interval", prefix);
+  check_duration(s.probe.timeout, kTimeoutRange, "[probe] timeout", prefix);
   if (s.probe.timeout >= s.probe.interval) {
     throw Error(prefix + "[probe] timeout: " + show(s.probe.timeout) +
                 " must be shorter than interval (" + show(s.probe.interval) + ")");
+  }
+  if (s.probe.stream > 1 && s.probe.interval > kMaxStreamInterval) {
+    throw Error(prefix + "[probe] interval: " + show(s.probe.interval) +
+                " is longer than a status stream allows (at most " + show(kMaxStreamInterval) +
+                " while stream = " + std::to_string(s.probe.stream) +
+                "; set [probe] stream = 0 to poll instead)");
   }
   if (s.probe.rise < 1) throw Error(prefix + "[probe] rise: must be at least 1");
   if (s.probe.fall < 1) throw Error(prefix + "[probe] fall: must be at least 1");
@@ -606,9 +697,9 @@ void validate(const BalancerSettings& s, const std::string& path) {
     throw Error(prefix + "[balance] policy: " + q(s.balance.policy) +
                 " is not a policy (use one of " + list(kPolicies) + ")");
   }
-  check_positive(s.balance.retry_after, "[balance] retry_after", prefix);
-  if (!(s.balance.hash_load_factor > 1.0) || !std::isfinite(s.balance.hash_load_factor)) {
-    throw Error(prefix + "[balance] hash_load_factor: must be above 1.0");
+  check_duration(s.balance.retry_after, kRetryAfterRange, "[balance] retry_after", prefix);
+  if (!(s.balance.hash_load_factor > 1.0) || !(s.balance.hash_load_factor <= kMaxHashLoadFactor)) {
+    throw Error(prefix + "[balance] hash_load_factor: must be above 1.0 and at most 100");
   }
 }
 

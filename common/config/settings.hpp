@@ -102,6 +102,30 @@ struct BalancerSettings {
   BalanceSettings balance;
 };
 
+// The values a duration key accepts, both ends included. A value outside is
+// refused (at start-up and on reload) with the range in the message: a
+// duration that silently means "never" (a probe interval of 100000000h, a
+// timeout of a century) is a mistake, not a setting. replica_settings and
+// balancer_settings check them against the file's line; validate() again.
+struct DurationRange {
+  milliseconds min;
+  milliseconds max;
+};
+// Every *_timeout of [server] and [content], and [probe] timeout.
+inline constexpr DurationRange kTimeoutRange{milliseconds(100), std::chrono::hours(1)};
+// max_age, default_ttl, stale_while_revalidate, stale_if_error: 0 (none) to a year.
+inline constexpr DurationRange kFreshnessRange{milliseconds(0), std::chrono::hours(24 * 365)};
+// [probe] interval: a replica's status watch takes 100 ms at least; an hour
+// is already a balancer that learns nothing.
+inline constexpr DurationRange kProbeIntervalRange{milliseconds(100), std::chrono::hours(1)};
+// [balance] retry_after: sent in whole seconds (Retry-After: 0 would ask for a hammering).
+inline constexpr DurationRange kRetryAfterRange{std::chrono::seconds(1), std::chrono::hours(1)};
+// A status stream ([probe] stream > 1) asks a replica for one document an
+// interval; replicas send at most one a minute (they answer a longer watch
+// 400: kWatchIntervalMax in daemons/replicad/replica.cc), so a longer
+// interval needs stream = 0 or 1.
+inline constexpr milliseconds kMaxStreamInterval{60'000};
+
 // Build from a parsed file; throws Error naming file:line:key.
 ReplicaSettings replica_settings(const IniFile& file);
 BalancerSettings balancer_settings(const IniFile& file);

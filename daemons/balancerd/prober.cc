@@ -21,6 +21,7 @@ constexpr size_t kSlots = 512;
 // again now and then (it may have been upgraded), at the cost of one probe.
 constexpr uint32_t kPollsAfterStreamTrouble = 60;
 constexpr size_t kFirstRoundPerMs = 10;
+constexpr int64_t kFirstRoundSpreadMs = 100;
 constexpr uint64_t kHeldUpMs = 50;
 
 // Between states (some good probes while down, or failures while up): probed
@@ -72,14 +73,16 @@ void Prober::start(const config::ProbeSettings& settings) {
       p->conn->set_on_idle_close([raw] { raw->prober->peer_closed(*raw); });
     }
     // Spread the first round so that thousands of replicas are not probed in
-    // one burst: over a tenth of the interval (the first probes still come
-    // quickly), and for a large fleet at most kFirstRoundPerMs new
-    // connections a millisecond, up to the whole interval. 10,000 connects in
-    // 100 ms kept the fakes of bench/probe-scale (and the balancer itself)
-    // busy past the timeout: every replica's first probe could fail.
+    // one burst: over a tenth of the interval but at most kFirstRoundSpreadMs
+    // (the first probes come at once even with interval = 1h), and for a
+    // large fleet at most kFirstRoundPerMs new connections a millisecond, up
+    // to the whole interval. 10,000 connects in 100 ms kept the fakes of
+    // bench/probe-scale (and the balancer itself) busy past the timeout:
+    // every replica's first probe could fail.
     const int64_t spread =
         std::clamp<int64_t>(static_cast<int64_t>(replicas.size() / kFirstRoundPerMs),
-                            settings_.interval.count() / 10, settings_.interval.count());
+                            std::min<int64_t>(settings_.interval.count() / 10, kFirstRoundSpreadMs),
+                            settings_.interval.count());
     schedule(
         *p, std::chrono::milliseconds(rng() % static_cast<uint64_t>(std::max<int64_t>(1, spread))));
     probes_.push_back(std::move(p));

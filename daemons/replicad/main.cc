@@ -141,8 +141,9 @@ int main(int argc, char** argv) {
   cdn::daemon::Hooks hooks;
   hooks.reload = [&]() {
     try {
+      // Everything that can refuse the file comes before anything is
+      // applied, [log] included: a refused reload changes nothing.
       auto next = load(f, src);
-      cdn::log::setup("cdn-replicad", next.log.level, next.log.file);
       std::unique_ptr<cdn::replica::Store> next_store;
       if (!same_source(next.content, replica.settings().content)) {
         if (!next.content.origin.empty() || !replica.settings().content.origin.empty()) {
@@ -151,6 +152,9 @@ int main(int argc, char** argv) {
         }
         next_store = cdn::replica::open_store(next.content);
       }
+      // Replaces the logger only once the new one is built (a log file that
+      // cannot be opened throws here and keeps the old one).
+      cdn::log::setup("cdn-replicad", next.log.level, next.log.file);
       replica.reconfigure(std::move(next), std::move(next_store));
       return true;
     } catch (const std::exception& e) {

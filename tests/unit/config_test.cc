@@ -422,7 +422,7 @@ TEST(Replica, BadDurationMessage) {
   const auto msg = error_of([] { replica("[server]\n\nidle_timeout = 5 parsecs\n"); });
   EXPECT_EQ(msg,
             "/etc/cdn/r.ini:3: [server] idle_timeout: '5 parsecs' is not a duration "
-            "(use 500ms, 2s, 1m)");
+            "(use 500ms, 2s, 1m; allowed: 100ms to 1h)");
 }
 
 TEST(Replica, UnknownKeyNamesFileLineAndKey) {
@@ -487,7 +487,8 @@ TEST(NormalizeOrigin, Forms) {
   EXPECT_EQ(normalize_origin("10.0.0.1"), "http://10.0.0.1/");
   EXPECT_EQ(normalize_origin("[::1]:8080"), "http://[::1]:8080/");
   EXPECT_EQ(normalize_origin("http://example.com"), "http://example.com/");
-  EXPECT_EQ(normalize_origin("HTTPS://example.com/x?y=1"), "https://example.com/x?y=1");
+  EXPECT_EQ(normalize_origin("HTTPS://example.com/x"), "https://example.com/x");
+  EXPECT_EQ(normalize_origin("http://example.com/a%20b/"), "http://example.com/a%20b/");
   EXPECT_EQ(normalize_origin("  http://a.b/  "), "http://a.b/");
   for (const char* bad : {"", "ftp://x/", "http://", "http:///x", "://x", "http://user@x/",
                           "http://a b/", "a b", "http://x/a b", "http://x:0/", "::1"}) {
@@ -521,18 +522,19 @@ TEST(Replica, ValidateAfterOverrides) {
 
   r.server.idle_timeout = milliseconds(0);
   msg = error_of([&] { validate(r, "r.ini"); });
-  EXPECT_TRUE(Contains(msg, "r.ini: [server] idle_timeout: must be longer than 0"));
+  EXPECT_TRUE(
+      Contains(msg, "r.ini: [server] idle_timeout: 0 is out of range (allowed: 100ms to 1h)"));
 
-  r.server.idle_timeout = milliseconds(1);
+  r.server.idle_timeout = milliseconds(1000);
   r.log.level = "chatty";
   msg = error_of([&] { validate(r, "r.ini"); });
   EXPECT_TRUE(Contains(msg, "[log] level: 'chatty'"));
 }
 
-TEST(Replica, ZeroTimeoutParsesButDoesNotValidate) {
-  const ReplicaSettings r = replica("[server]\nsend_timeout = 0\n[content]\nroot = /x\n");
-  const auto msg = error_of([&] { validate(r, "r.ini"); });
-  EXPECT_TRUE(Contains(msg, "[server] send_timeout"));
+TEST(Replica, ZeroTimeoutIsRefusedWithItsLine) {
+  const auto msg = error_of([] { replica("[server]\nsend_timeout = 0\n[content]\nroot = /x\n"); });
+  EXPECT_EQ(msg,
+            "/etc/cdn/r.ini:2: [server] send_timeout: '0' is out of range (allowed: 100ms to 1h)");
 }
 
 // ---------------------------------------------------------------- balancerd settings
@@ -598,7 +600,8 @@ TEST(Balancer, BadValues) {
            Case{"[probe]\nstream = 3601\n", ":2: [probe] stream: '3601'"},
            Case{"[probe]\nstream = -1\n", ":2: [probe] stream: '-1'"},
            Case{"[probe]\ninterval = 5 parsecs\n",
-                ":2: [probe] interval: '5 parsecs' is not a duration (use 500ms, 2s, 1m)"},
+                ":2: [probe] interval: '5 parsecs' is not a duration (use 500ms, 2s, 1m; "
+                "allowed: 100ms to 1h)"},
            Case{"[balance]\nhash_load_factor = 1.0\n", ":2: [balance] hash_load_factor: '1.0'"},
            Case{"[balance]\nhash_load_factor = abc\n", ":2: [balance] hash_load_factor: 'abc'"},
            Case{"[balance]\nhash_load_factor = inf\n", ":2: [balance] hash_load_factor: 'inf'"},
@@ -679,12 +682,15 @@ TEST(Balancer, ValidateErrors) {
   msg = error_of([&] { validate(b, "b.ini"); });
   EXPECT_TRUE(Contains(msg, "b.ini: [probe] timeout: 1s must be shorter than interval (1s)"));
 
-  b = balancer("[replicas]\nreplica = a\n[probe]\ninterval = 0\ntimeout = 0\n");
+  b = balancer("[replicas]\nreplica = a\n");
+  b.probe.interval = milliseconds(0);
   msg = error_of([&] { validate(b, "b.ini"); });
-  EXPECT_TRUE(Contains(msg, "[probe] interval: must be longer than 0"));
+  EXPECT_TRUE(Contains(msg, "b.ini: [probe] interval: 0 is out of range (allowed: 100ms to 1h)"));
 
-  b = balancer("[replicas]\nreplica = a\n[balance]\nretry_after = 0\n");
-  EXPECT_TRUE(Contains(error_of([&] { validate(b, "b.ini"); }), "[balance] retry_after"));
+  b = balancer("[replicas]\nreplica = a\n");
+  b.balance.retry_after = milliseconds(0);
+  EXPECT_TRUE(Contains(error_of([&] { validate(b, "b.ini"); }),
+                       "b.ini: [balance] retry_after: 0 is out of range (allowed: 1s to 1h)"));
 
   b = balancer("[replicas]\nreplica = a\n");
   b.replicas.push_back(b.replicas[0]);  // e.g. a command-line -s list added it again
@@ -939,15 +945,220 @@ TEST(ReplicaSettings, CacheKeyErrors) {
                        ":2: [content] origin_timeout: 'x' is not a duration"));
   EXPECT_TRUE(Contains(error_of([] { replica("[content]\ncache_dir =\n"); }),
                        ":2: [content] cache_dir: must name a directory"));
-  EXPECT_TRUE(Contains(
-      error_of([] { validate(replica("[content]\norigin = a\norigin_timeout = 0\n"), "r.ini"); }),
-      "r.ini: [content] origin_timeout: must be longer than 0"));
+  EXPECT_TRUE(Contains(error_of([] { replica("[content]\norigin = a\norigin_timeout = 0\n"); }),
+                       ":3: [content] origin_timeout: '0' is out of range (allowed: 100ms to 1h)"));
   EXPECT_TRUE(Contains(error_of([] {
                          validate(replica("[content]\norigin = a\ncache_size = 1M\n"
                                           "cache_memory = 2M\n"),
                                   "r.ini");
                        }),
                        "[content] cache_memory: 2097152 bytes is more than cache_size"));
+}
+
+// ---------------------------------------------------------------- ranges (issue 13)
+
+// One key's accepted bounds: the ends are taken, one step beyond each end is
+// refused with file, line, section, key, value and the allowed range.
+struct RangeCase {
+  bool balancer_file;
+  const char* section;
+  const char* key;
+  const char* lowest;   // accepted
+  const char* highest;  // accepted
+  const char* below;    // refused; nullptr when nothing is below (0 of an unsigned)
+  const char* above;    // refused
+  const char* range;    // what the message says is allowed
+};
+
+void check_range(const RangeCase& c) {
+  const std::string path = c.balancer_file ? "/etc/cdn/b.ini" : "/etc/cdn/r.ini";
+  const auto text = [&](const char* value) {
+    return "[" + std::string(c.section) + "]\n" + c.key + " = " + value + "\n";
+  };
+  const auto parse = [&](const char* value) {
+    if (c.balancer_file) {
+      balancer(text(value), path);
+    } else {
+      replica(text(value), path);
+    }
+  };
+  const std::string what = std::string("[") + c.section + "] " + c.key;
+  EXPECT_NO_THROW(parse(c.lowest)) << what << " = " << c.lowest;
+  EXPECT_NO_THROW(parse(c.highest)) << what << " = " << c.highest;
+  for (const char* bad : {c.below, c.above}) {
+    if (bad == nullptr) continue;
+    const auto msg = error_of([&] { parse(bad); });
+    EXPECT_TRUE(Contains(msg, path + ":2: " + what + ": '" + bad + "'")) << what;
+    EXPECT_TRUE(Contains(msg, c.range)) << what;
+  }
+}
+
+constexpr const char* kTimeout = "(allowed: 100ms to 1h)";
+constexpr const char* kFreshness = "(allowed: 0 to 8760h)";
+
+TEST(Ranges, EveryDurationKey) {
+  std::vector<RangeCase> cases;
+  for (const bool b : {false, true}) {
+    for (const char* k : {"idle_timeout", "header_timeout", "send_timeout", "drain_timeout"}) {
+      cases.push_back({b, "server", k, "100ms", "1h", "99ms", "3600001ms", kTimeout});
+      cases.push_back({b, "server", k, "0.1", "60m", "0", "100000000h", kTimeout});
+    }
+  }
+  for (const char* k : {"max_age", "default_ttl", "stale_while_revalidate", "stale_if_error"}) {
+    cases.push_back({false, "content", k, "0", "8760h", nullptr, "8761h", kFreshness});
+  }
+  cases.push_back({false, "content", "origin_timeout", "100ms", "1h", "50ms", "2h", kTimeout});
+  cases.push_back(
+      {true, "probe", "interval", "100ms", "1h", "99ms", "100000000h", "(allowed: 100ms to 1h)"});
+  cases.push_back(
+      {true, "probe", "interval", "0.1s", "3600s", "0", "61m", "(allowed: 100ms to 1h)"});
+  cases.push_back({true, "probe", "timeout", "100ms", "1h", "10ms", "1.5h", kTimeout});
+  cases.push_back(
+      {true, "balance", "retry_after", "1s", "1h", "999ms", "3601s", "(allowed: 1s to 1h)"});
+  for (const auto& c : cases) check_range(c);
+}
+
+TEST(Ranges, EveryCountAndSizeKey) {
+  std::vector<RangeCase> cases;
+  for (const bool b : {false, true}) {
+    cases.push_back({b, "server", "port", "0", "65535", nullptr, "65536", "from 0 to 65535"});
+    cases.push_back(
+        {b, "server", "max_connections", "1", "10000000", "0", "10000001", "from 1 to 10000000"});
+    cases.push_back({b, "server", "max_headers", "1", "10000", "0", "10001", "from 1 to 10000"});
+    cases.push_back(
+        {b, "server", "max_request_line", "64", "1M", "63", "1025K", "(allowed: 64 to 1M bytes)"});
+    cases.push_back({b, "server", "max_header_bytes", "256", "64M", "255", "65537K",
+                     "(allowed: 256 to 64M bytes)"});
+  }
+  // capacity is connections, as max_connections: 4294967295 was taken before.
+  cases.push_back(
+      {false, "content", "capacity", "1", "10000000", "0", "4294967295", "from 1 to 10000000"});
+  cases.push_back({false, "content", "cache_size", "64K", "1024T", "65535", "1025T",
+                   "(allowed: 64K to 1024T bytes)"});
+  cases.push_back(
+      {false, "content", "cache_memory", "0", "1T", nullptr, "1025G", "(allowed: 0 to 1T bytes)"});
+  cases.push_back({true, "probe", "rise", "1", "100", "0", "101", "from 1 to 100"});
+  cases.push_back({true, "probe", "fall", "1", "100", "0", "101", "from 1 to 100"});
+  cases.push_back({true, "probe", "stream", "0", "3600", nullptr, "3601", "from 0 to 3600"});
+  cases.push_back({true, "balance", "fallbacks", "0", "64", nullptr, "65", "from 0 to 64"});
+  cases.push_back({true, "balance", "hash_load_factor", "1.001", "100", "1", "100.5",
+                   "above 1.0 and at most 100"});
+  for (const auto& c : cases) check_range(c);
+}
+
+TEST(Ranges, NameIsPrintableAndBounded) {
+  // It goes into the CDN-Replica header: a control character would break the answer.
+  EXPECT_EQ(replica("[server]\nname = edge 1 (eu-west)\n").server.name, "edge 1 (eu-west)");
+  for (const std::string& bad :
+       {std::string("a\x01b"), std::string("caf\xc3\xa9"), std::string("a\x7f")}) {
+    const auto msg = error_of([&] { replica("[server]\nname = " + bad + "\n"); });
+    EXPECT_TRUE(Contains(msg, "/etc/cdn/r.ini:2: [server] name: '" + bad +
+                                  "' is not a name (printable ASCII, at most 255 characters)"));
+  }
+  // Longer names than a file line holds come from --name.
+  ReplicaSettings r = replica("[content]\nroot = /srv\n");
+  r.server.name = std::string(255, 'n');
+  EXPECT_NO_THROW(validate(r, "r.ini"));
+  for (const std::string& bad : {std::string(256, 'n'), std::string("x\r\nSet-Cookie: a=b")}) {
+    r.server.name = bad;
+    EXPECT_TRUE(Contains(error_of([&] { validate(r, "r.ini"); }),
+                         "r.ini: [server] name: '" + bad + "' is not a name"));
+  }
+}
+
+TEST(Ranges, ValidateChecksTheSameBounds) {
+  // validate() runs on settings built otherwise too (command-line overrides).
+  ReplicaSettings r = replica("[content]\nroot = /srv\n");
+  ASSERT_NO_THROW(validate(r, "r.ini"));
+  r.server.drain_timeout = std::chrono::hours(100'000'000);
+  EXPECT_TRUE(Contains(error_of([&] { validate(r, "r.ini"); }),
+                       "r.ini: [server] drain_timeout: 100000000h is out of range "
+                       "(allowed: 100ms to 1h)"));
+  r = replica("[content]\nroot = /srv\n");
+  r.content.stale_if_error = std::chrono::hours(8761);
+  EXPECT_TRUE(Contains(error_of([&] { validate(r, "r.ini"); }),
+                       "[content] stale_if_error: 8761h is out of range (allowed: 0 to 8760h)"));
+  r = replica("[content]\nroot = /srv\n");
+  r.content.capacity = 10'000'001;
+  EXPECT_TRUE(Contains(error_of([&] { validate(r, "r.ini"); }),
+                       "[content] capacity: 10000001 is out of range (allowed: 1 to 10000000)"));
+
+  BalancerSettings b = balancer("[replicas]\nreplica = a\n");
+  ASSERT_NO_THROW(validate(b, "b.ini"));
+  b.probe.timeout = milliseconds(99);
+  EXPECT_TRUE(Contains(error_of([&] { validate(b, "b.ini"); }),
+                       "b.ini: [probe] timeout: 99ms is out of range (allowed: 100ms to 1h)"));
+  b = balancer("[replicas]\nreplica = a\n");
+  b.balance.hash_load_factor = 101;
+  EXPECT_TRUE(Contains(error_of([&] { validate(b, "b.ini"); }), "[balance] hash_load_factor"));
+}
+
+TEST(Ranges, StreamNeedsAnIntervalAReplicaCanWatch) {
+  // Replicas answer a status watch longer than a minute 400: with stream > 1
+  // every stream request would fail.
+  const auto msg = error_of([] {
+    validate(balancer("[replicas]\nreplica = a\n[probe]\ninterval = 2m\ntimeout = 1s\n"), "b.ini");
+  });
+  EXPECT_EQ(msg,
+            "b.ini: [probe] interval: 2m is longer than a status stream allows (at most 1m while "
+            "stream = 10; set [probe] stream = 0 to poll instead)");
+  EXPECT_NO_THROW(validate(
+      balancer("[replicas]\nreplica = a\n[probe]\ninterval = 1m\ntimeout = 1s\n"), "b.ini"));
+  for (const char* stream : {"0", "1"}) {
+    EXPECT_NO_THROW(validate(balancer(std::string("[replicas]\nreplica = a\n[probe]\n"
+                                                  "interval = 1h\ntimeout = 1s\nstream = ") +
+                                      stream + "\n"),
+                             "b.ini"))
+        << stream;
+  }
+}
+
+TEST(NormalizeOrigin, PrefixesThatWork) {
+  EXPECT_EQ(normalize_origin("http://h:8080/prefix/"), "http://h:8080/prefix/");
+  EXPECT_EQ(normalize_origin("https://[2001:db8::1]:443/x"), "https://[2001:db8::1]:443/x");
+  EXPECT_EQ(normalize_origin("HTTP://origin.example"), "http://origin.example/");
+  EXPECT_EQ(normalize_origin("origin.example:81/a/b"), "http://origin.example:81/a/b");
+  EXPECT_EQ(normalize_origin("http://h/%7Euser/"), "http://h/%7Euser/");
+}
+
+TEST(NormalizeOrigin, EachMistakeSaysWhat) {
+  struct Case {
+    const char* origin;
+    const char* why;
+  };
+  for (const Case& c : {
+           Case{"http://h/a?x=1#f", "it has a query ('?...')"},
+           Case{"http://h?x=1", "it has a query ('?...')"},
+           Case{"h/a?x", "it has a query ('?...')"},
+           Case{"http://h/a#f", "it has a fragment ('#...')"},
+           Case{"https://h#", "it has a fragment ('#...')"},
+           Case{"http://user:pw@h/", "user@ credentials are not supported"},
+           Case{"http://@h/", "user@ credentials are not supported"},
+           Case{"gopher://h/", "only http:// and https:// are served"},
+           Case{"http://", "it has no host"},
+           Case{"http:///x", "it has no host"},
+           Case{"", "it is empty"},
+           Case{"http://h:99999/", "'h:99999' is not a host[:port]"},
+           Case{"http://h:0/", "'h:0' is not a host[:port]"},
+           Case{"http://-h/", "'-h' is not a host[:port]"},
+           Case{"http://h/a b", "its path holds a character a URL cannot"},
+           Case{"http://h/a\tb", "its path holds a character a URL cannot"},
+           Case{"http://h/\xc3\xa9", "its path holds a character a URL cannot"},
+           Case{"http://h/a\\b", "its path holds a character a URL cannot"},
+           Case{"http://h/a|b", "its path holds a character a URL cannot"},
+           Case{"http://h/%zz", "its path has a '%' that is not followed by two hex digits"},
+           Case{"http://h/%4", "its path has a '%' that is not followed by two hex digits"},
+       }) {
+    const auto msg = error_of([&] { normalize_origin(c.origin); });
+    EXPECT_TRUE(Contains(msg, std::string("'") + c.origin + "' is not an origin: " + c.why));
+  }
+}
+
+TEST(Replica, OriginWithAQueryNamesTheLine) {
+  const auto msg = error_of([] { replica("[content]\norigin = http://h/a?x=1#f\n"); });
+  EXPECT_TRUE(Contains(msg,
+                       "/etc/cdn/r.ini:2: [content] origin: 'http://h/a?x=1#f' is not an origin: "
+                       "it has a query ('?...')"));
 }
 
 }  // namespace
