@@ -655,7 +655,9 @@ void validate(const ReplicaSettings& s, const std::string& path) {
                  prefix);
   check_duration(c.stale_if_error, kFreshnessRange, "[content] stale_if_error", prefix);
   check_duration(c.origin_timeout, kTimeoutRange, "[content] origin_timeout", prefix);
-  if (s.content.cache_memory > s.content.cache_size) {
+  // cache_size bounds the edge cache only: with root= or page= the memory
+  // tier is the whole bound, and cache_size means nothing.
+  if (!o.empty() && s.content.cache_memory > s.content.cache_size) {
     throw Error(prefix + "[content] cache_memory: " + std::to_string(s.content.cache_memory) +
                 " bytes is more than cache_size (" + std::to_string(s.content.cache_size) + ")");
   }

@@ -953,6 +953,11 @@ TEST(ReplicaSettings, CacheKeyErrors) {
                                   "r.ini");
                        }),
                        "[content] cache_memory: 2097152 bytes is more than cache_size"));
+  // With root= the memory tier is the only bound: cache_size (the edge
+  // cache's disk) does not cap it.
+  EXPECT_NO_THROW(validate(replica("[content]\nroot = /srv\ncache_size = 1M\n"
+                                   "cache_memory = 2G\n"),
+                           "r.ini"));
 }
 
 // ---------------------------------------------------------------- ranges (issue 13)
