@@ -246,37 +246,30 @@ ChunkedDecoder::Step ChunkedDecoder::next(std::string_view in) {
         break;
       case State::ExtName:
       case State::ExtNameBws:
-        if (c == '=') {
+      case State::ExtToken:
+      case State::ExtAfterQuoted: {
+        // After a name: '=' and a value may follow. After a name or a value:
+        // BWS then ';', or (with no BWS) the line end.
+        const bool after_name = state_ == State::ExtName || state_ == State::ExtNameBws;
+        if (c == '=' && after_name) {
           state_ = State::ExtValueStart;
         } else if (c == ';') {
           state_ = State::ExtNameStart;
         } else if (ows) {
-          state_ = State::ExtNameBws;
-        } else if (c == '\r' && state_ == State::ExtName) {
+          state_ = after_name ? State::ExtNameBws : State::ExtBws;
+        } else if (c == '\r' && state_ != State::ExtNameBws) {
           state_ = State::SizeLf;
-        } else if (!tchar || state_ != State::ExtName) {
+        } else if (!tchar || (state_ != State::ExtName && state_ != State::ExtToken)) {
           return bad_ext(i, c);
         }
         break;
+      }
       case State::ExtValueStart:
         if (c == '"') {
           state_ = State::ExtQuoted;
         } else if (tchar) {
           state_ = State::ExtToken;
         } else if (!ows) {
-          return bad_ext(i, c);
-        }
-        break;
-      case State::ExtToken:
-      case State::ExtAfterQuoted:
-        // Only BWS then ';', or the line end, may follow a value.
-        if (c == '\r') {
-          state_ = State::SizeLf;
-        } else if (c == ';') {
-          state_ = State::ExtNameStart;
-        } else if (ows) {
-          state_ = State::ExtBws;
-        } else if (!tchar || state_ != State::ExtToken) {
           return bad_ext(i, c);
         }
         break;
