@@ -40,7 +40,9 @@ bool iequals(std::string_view a, std::string_view b) noexcept;
 
 struct Request {
   std::string method;  // "GET", "HEAD", ... as on the wire
-  std::string target;  // request-target as on the wire, e.g. "/a/b?x=1"
+  // request-target as on the wire, e.g. "/a/b?x=1"; an absolute-form one
+  // ("http://h/a") reduced by the parser to origin-form ("/a", h in Host).
+  std::string target;
   int version_major = 1;
   int version_minor = 1;
   std::vector<Header> headers;

@@ -16,6 +16,7 @@
 #include "common/http/parser.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <string>
 
@@ -60,7 +61,285 @@ bool names_framing(std::string_view name) {
          istarts_with(name, "connection");
 }
 
+// Bytes a request-target may hold. RFC 3986 allows only unreserved,
+// sub-delims, gen-delims and '%'. Refused here: controls (TAB and FF too,
+// which the non-strict http-parser passes), SP, DEL, bytes >= 0x80, and
+// '"', '<', '>'. Those are what the WHATWG URL standard percent-encodes in
+// every part of a URL (so no browser sends them raw; wget encodes them too),
+// and they would otherwise be copied into Location and logs as they came.
+// Kept, though RFC 3986 lacks them: '\\', '^', '`', '{', '|', '}' (and '['
+// ']' outside a host): browsers send them raw in queries ('|' and '^' in
+// paths too), so refusing them would break real links; nginx takes them.
+// '#' is kept as well (no client sends a fragment; query_of drops it).
+constexpr std::array<bool, 256> kTargetByte = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0x21; c < 0x7f; ++c) t[static_cast<size_t>(c)] = c != '"' && c != '<' && c != '>';
+  return t;
+}();
+
+bool is_target_byte(unsigned char c) { return kTargetByte[c]; }
+
+bool is_hex(unsigned char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+// RFC 3986 authority without userinfo (RFC 9110 4.2.4: a recipient treats
+// userinfo in an http(s) URI as an error): host [ ":" port ], the host a
+// non-empty reg-name, IPv4 address or IP-literal ("[::1]").
+bool valid_authority(std::string_view a) {
+  size_t host_end = 0;
+  if (!a.empty() && a.front() == '[') {
+    host_end = a.find(']');
+    if (host_end == std::string_view::npos || host_end == 1) return false;
+    for (char c : a.substr(1, host_end - 1)) {
+      if (!is_hex(static_cast<unsigned char>(c)) && c != ':' && c != '.') return false;
+    }
+    ++host_end;
+  } else {
+    host_end = std::min(a.find(':'), a.size());
+    if (host_end == 0) return false;  // RFC 9110 4.2.1: an empty host is invalid
+    for (size_t i = 0; i < host_end; ++i) {
+      const char c = a[i];
+      if (c == '%') {
+        if (host_end - i < 3 || !is_hex(static_cast<unsigned char>(a[i + 1])) ||
+            !is_hex(static_cast<unsigned char>(a[i + 2]))) {
+          return false;
+        }
+        i += 2;
+      } else if (!is_hex(static_cast<unsigned char>(c)) &&
+                 !((c | 0x20) >= 'g' && (c | 0x20) <= 'z') &&
+                 std::string_view("-._~!$&'()*+,;=").find(c) == std::string_view::npos) {
+        return false;
+      }
+    }
+  }
+  const std::string_view port = a.substr(host_end);
+  if (port.empty()) return true;
+  if (port.front() != ':' || port.size() > 6) return false;
+  for (char c : port.substr(1)) {
+    if (c < '0' || c > '9') return false;
+  }
+  return true;
+}
+
 }  // namespace
+
+// ---------------------------------------------------------------------------
+// ChunkedDecoder
+//
+//   chunked-body = *chunk last-chunk trailer-section CRLF
+//   chunk        = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+//   chunk-ext    = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+//   chunk-ext-val = token / quoted-string
+//   trailer-section = *( field-line CRLF )
+//
+// Decisions: CRLF only (no bare LF, as in request heads); no whitespace after
+// the size unless a ';' follows ("5 \r\n" fits no rule); at most 16 hex
+// digits (leading zeros included), so the size cannot overflow; obs-fold in
+// trailers is refused. Trailers are checked and dropped, not kept.
+
+namespace {
+
+unsigned hex_digit(unsigned char c) {
+  if (c <= '9') return c - '0';
+  return (c | 0x20) - 'a' + 10;
+}
+
+// qdtext and the byte after a backslash in a quoted-string, and a field
+// value's bytes: HTAB, SP, VCHAR, obs-text.
+bool is_field_byte(unsigned char c) { return c == '\t' || (c >= ' ' && c != 0x7f); }
+
+}  // namespace
+
+void ChunkedDecoder::start(uint64_t max_data, size_t max_meta) {
+  state_ = State::Size;
+  size_ = 0;
+  digits_ = 0;
+  data_left_ = max_data;
+  meta_left_ = max_meta;
+}
+
+ChunkedDecoder::Step ChunkedDecoder::fail(size_t consumed, int status, std::string_view reason) {
+  state_ = State::Failed;
+  return Step{Status::Error, consumed, {}, status, reason};
+}
+
+bool ChunkedDecoder::counts_as_meta(unsigned char c) const {
+  switch (state_) {
+    case State::SizeDigits:
+      return !is_hex(c) && c != '\r';  // the first byte of an extension
+    case State::ExtBws:
+    case State::ExtNameStart:
+    case State::ExtName:
+    case State::ExtNameBws:
+    case State::ExtValueStart:
+    case State::ExtToken:
+    case State::ExtQuoted:
+    case State::ExtQuotedPair:
+    case State::ExtAfterQuoted:
+    case State::TrailerStart:
+    case State::TrailerName:
+    case State::TrailerValue:
+      return c != '\r';
+    default:
+      return false;
+  }
+}
+
+ChunkedDecoder::Step ChunkedDecoder::next(std::string_view in) {
+  auto bad_ext = [this](size_t at, unsigned char c) {
+    return fail(at, 400, c == '\n' ? "bare LF in chunk extension" : "malformed chunk extension");
+  };
+  static constexpr std::string_view kBadTrailer = "malformed trailer field";
+  size_t i = 0;
+  while (i < in.size()) {
+    if (state_ == State::Data) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(size_, in.size() - i));
+      size_ -= n;
+      if (size_ == 0) state_ = State::DataCr;
+      return Step{Status::Data, i + n, in.substr(i, n), 0, {}};
+    }
+    const auto c = static_cast<unsigned char>(in[i]);
+    const bool ows = c == ' ' || c == '\t';
+    const bool tchar = is_token_char(c);
+    if (counts_as_meta(c) && meta_left_-- == 0) {
+      return fail(i, 431, "chunk extensions or trailers too large");
+    }
+    switch (state_) {
+      case State::Size:
+        if (!is_hex(c)) return fail(i, 400, "invalid chunk size");
+        size_ = hex_digit(c);
+        digits_ = 1;
+        state_ = State::SizeDigits;
+        break;
+      case State::SizeDigits:
+        if (is_hex(c)) {
+          if (++digits_ > 16) return fail(i, 400, "chunk size too long");
+          size_ = size_ * 16 + hex_digit(c);
+          break;
+        }
+        if (size_ > data_left_) return fail(i, 413, "chunked body too large");
+        data_left_ -= size_;
+        if (c == '\r') {
+          state_ = State::SizeLf;
+        } else if (c == ';') {
+          state_ = State::ExtNameStart;
+        } else if (ows) {
+          state_ = State::ExtBws;
+        } else {
+          return fail(i, 400, "invalid byte after chunk size");
+        }
+        break;
+      case State::ExtBws:
+        if (c == ';') {
+          state_ = State::ExtNameStart;
+        } else if (!ows) {
+          return bad_ext(i, c);
+        }
+        break;
+      case State::ExtNameStart:
+        if (tchar) {
+          state_ = State::ExtName;
+        } else if (!ows) {
+          return bad_ext(i, c);
+        }
+        break;
+      case State::ExtName:
+      case State::ExtNameBws:
+      case State::ExtToken:
+      case State::ExtAfterQuoted: {
+        // After a name: '=' and a value may follow. After a name or a value:
+        // BWS then ';', or (with no BWS) the line end.
+        const bool after_name = state_ == State::ExtName || state_ == State::ExtNameBws;
+        if (c == '=' && after_name) {
+          state_ = State::ExtValueStart;
+        } else if (c == ';') {
+          state_ = State::ExtNameStart;
+        } else if (ows) {
+          state_ = after_name ? State::ExtNameBws : State::ExtBws;
+        } else if (c == '\r' && state_ != State::ExtNameBws) {
+          state_ = State::SizeLf;
+        } else if (!tchar || (state_ != State::ExtName && state_ != State::ExtToken)) {
+          return bad_ext(i, c);
+        }
+        break;
+      }
+      case State::ExtValueStart:
+        if (c == '"') {
+          state_ = State::ExtQuoted;
+        } else if (tchar) {
+          state_ = State::ExtToken;
+        } else if (!ows) {
+          return bad_ext(i, c);
+        }
+        break;
+      case State::ExtQuoted:
+        if (c == '"') {
+          state_ = State::ExtAfterQuoted;
+        } else if (c == '\\') {
+          state_ = State::ExtQuotedPair;
+        } else if (!is_field_byte(c)) {
+          return bad_ext(i, c);
+        }
+        break;
+      case State::ExtQuotedPair:
+        if (!is_field_byte(c)) return bad_ext(i, c);
+        state_ = State::ExtQuoted;
+        break;
+      case State::SizeLf:
+        if (c != '\n') return fail(i, 400, "chunk size line not ended by CRLF");
+        state_ = size_ == 0 ? State::TrailerStart : State::Data;
+        break;
+      case State::DataCr:
+      case State::DataLf:
+        if (c != (state_ == State::DataCr ? '\r' : '\n')) {
+          return fail(i, 400, "chunk data not followed by CRLF");
+        }
+        state_ = state_ == State::DataCr ? State::DataLf : State::Size;
+        break;
+      case State::TrailerStart:
+        if (c == '\r') {
+          state_ = State::EndLf;
+        } else if (tchar) {
+          state_ = State::TrailerName;
+        } else {
+          return fail(i, 400,
+                      ows ? std::string_view("obsolete line folding in trailer") : kBadTrailer);
+        }
+        break;
+      case State::TrailerName:
+        if (c == ':') {
+          state_ = State::TrailerValue;
+        } else if (!tchar) {
+          return fail(i, 400, kBadTrailer);
+        }
+        break;
+      case State::TrailerValue:
+        if (c == '\r') {
+          state_ = State::TrailerLf;
+        } else if (!is_field_byte(c)) {
+          return fail(i, 400, c == '\n' ? std::string_view("bare LF in trailer") : kBadTrailer);
+        }
+        break;
+      case State::TrailerLf:
+      case State::EndLf:
+        if (c != '\n') return fail(i, 400, "bare CR in chunked body");
+        if (state_ == State::EndLf) {
+          state_ = State::Done;
+          return Step{Status::Done, i + 1, {}, 0, {}};
+        }
+        state_ = State::TrailerStart;
+        break;
+      case State::Data:  // handled above
+        break;
+      case State::Done:
+      case State::Failed:
+        return fail(0, 400, "chunked body read past its end");
+    }
+    ++i;
+  }
+  return Step{Status::NeedMore, i, {}, 0, {}};
+}
 
 // ---------------------------------------------------------------------------
 // RequestParser
@@ -106,6 +385,7 @@ void RequestParser::reset() {
   scan_reason_ = {};
   first_line_ = true;
   tail_len_ = 0;
+  chunked_body_ = false;
 }
 
 // The bytes inside a line (the common case) are taken as one run: the method
@@ -293,7 +573,7 @@ bool RequestParser::parse_whole_head(std::string_view data) {
   const size_t target_end = head.find(' ', pos);
   if (target_end == std::string_view::npos || head[pos] != '/') return false;
   for (size_t i = pos; i < target_end; ++i) {
-    if (head[i] <= ' ' || head[i] > '~') return false;  // visible ASCII only
+    if (!is_target_byte(static_cast<unsigned char>(head[i]))) return false;
   }
   const std::string_view target = head.substr(pos, target_end - pos);
   const std::string_view version = head.substr(target_end, 11);
@@ -381,6 +661,7 @@ ParseResult RequestParser::feed(std::string_view data) {
     // Caller bug: the parser is paused on a finished message.
     return ParseResult{ParseStatus::Error, 0, 500, "feed() after Complete without reset()"};
   }
+  if (chunked_body_) return feed_chunked(data, 0);
   if (head_raw_bytes_ == 0 && scan_ == Scan::Leading && parse_whole_head(data)) {
     return ParseResult{ParseStatus::Complete, head_raw_bytes_, 0, {}};
   }
@@ -390,6 +671,8 @@ ParseResult RequestParser::feed(std::string_view data) {
   // A zero length tells http-parser the stream ended, so never pass one here.
   if (limit > 0) n = http_parser_execute(&parser_, &settings_, data.data(), limit);
   if (complete_) return ParseResult{ParseStatus::Complete, n, 0, {}};
+  // http-parser stopped (paused) at the end of a head whose body is chunked.
+  if (chunked_body_) return feed_chunked(data, n);
   const http_errno err = HTTP_PARSER_ERRNO(&parser_);
   if (err != HPE_OK) {
     if (error_status_ == 0) {
@@ -424,6 +707,84 @@ ParseResult RequestParser::feed(std::string_view data) {
   return ParseResult{ParseStatus::NeedMore, n, 0, {}};
 }
 
+ParseResult RequestParser::feed_chunked(std::string_view data, size_t pos) {
+  for (;;) {
+    const ChunkedDecoder::Step step = chunked_.next(data.substr(pos));
+    pos += step.consumed;
+    switch (step.status) {
+      case ChunkedDecoder::Status::Data:
+        body_bytes_ += step.data.size();  // discarded; the decoder holds max_body
+        break;
+      case ChunkedDecoder::Status::Done:
+        chunked_body_ = false;
+        complete_ = true;
+        return ParseResult{ParseStatus::Complete, pos, 0, {}};
+      case ChunkedDecoder::Status::Error:
+        error_status_ = step.http_status;
+        error_reason_ = step.reason;
+        return fail(pos);
+      case ChunkedDecoder::Status::NeedMore:
+        return ParseResult{ParseStatus::NeedMore, pos, 0, {}};
+    }
+  }
+}
+
+// The forms of request-target (RFC 9112 3.2): origin-form ("/a?b") for
+// every method; absolute-form ("http://host/a?b"), which a server MUST
+// accept (3.2.2), only with the http and https schemes; asterisk-form only
+// with OPTIONS; authority-form only with CONNECT, left as it is (the daemons
+// answer 405 and close). An absolute-form target is reduced here to the
+// origin-form of its path and query, so everything after the parser (path
+// mapping, the balancer's Location) sees one form.
+//
+// Its authority replaces the Host value: RFC 9112 3.2.2 has the server
+// ignore Host and use the target's authority. A mismatch is therefore not an
+// error; refusing it would break clients that talk to us as a proxy, and
+// keeping Host would give two answers to "which host" in one request. Host is
+// still required in HTTP/1.1 (RFC 9112 3.2.2: a client sends it even then).
+bool RequestParser::settle_target() {
+  std::string& target = request_.target;
+  auto refuse = [this](std::string_view reason) {
+    error_status_ = 400;
+    error_reason_ = reason;
+    return false;
+  };
+  if (target.starts_with('/')) return true;
+  if (request_.method == "CONNECT") return true;
+  if (target == "*") return request_.method == "OPTIONS" || refuse("'*' target without OPTIONS");
+  const size_t colon = target.find(':');
+  const std::string_view scheme = std::string_view(target).substr(0, colon);
+  if (colon == std::string::npos || (!iequals(scheme, "http") && !iequals(scheme, "https"))) {
+    return refuse("request target neither a path nor an http(s) URI");
+  }
+  // http-parser made sure "://" follows the scheme.
+  const size_t authority_at = colon + 3;
+  const size_t path_at = std::min(target.find_first_of("/?#", authority_at), target.size());
+  const std::string_view authority =
+      std::string_view(target).substr(authority_at, path_at - authority_at);
+  if (!valid_authority(authority)) return refuse("invalid authority in request target");
+  Header* host = nullptr;
+  for (Header& h : request_.headers) {
+    if (iequals(h.name, "host")) host = &h;
+  }
+  if (host == nullptr) {
+    // HTTP/1.0 (1.1 without Host was refused before): the authority becomes its Host.
+    if (request_.headers.size() >= limits_.max_headers) {
+      error_status_ = 431;
+      error_reason_ = "too many request header fields";
+      return false;
+    }
+    host = &add_header();
+    host->name = "Host";
+  }
+  host->value.assign(authority);
+  // "http://h" and "http://h?q" have an empty path: origin-form needs "/".
+  const bool slash = path_at < target.size() && target[path_at] == '/';
+  target.erase(0, path_at);
+  if (!slash) target.insert(0, 1, '/');
+  return true;
+}
+
 int RequestParser::on_message_begin(http_parser*) { return 0; }
 
 int RequestParser::on_url(http_parser* p, const char* at, size_t len) {
@@ -438,6 +799,13 @@ int RequestParser::on_url(http_parser* p, const char* at, size_t len) {
     self->error_status_ = 414;
     self->error_reason_ = "request line too long";
     return -1;
+  }
+  for (size_t i = 0; i < len; ++i) {
+    if (!is_target_byte(static_cast<unsigned char>(at[i]))) {
+      self->error_status_ = 400;
+      self->error_reason_ = "invalid byte in request target";
+      return -1;
+    }
   }
   self->request_.target.append(at, len);
   return 0;
@@ -515,6 +883,7 @@ int RequestParser::on_headers_complete(http_parser* p) {
   }
   if (hosts > 1) return fail(400, "more than one Host header");
   if (hosts == 0 && p->http_minor >= 1) return fail(400, "HTTP/1.1 request without Host");
+  if (!self->settle_target()) return -1;
   if (transfer_encodings > 0) {
     // Anything but a single "chunked" is a framing we cannot read the same
     // way as every proxy in front of us; HTTP/1.0 has no Transfer-Encoding.
@@ -534,6 +903,13 @@ int RequestParser::on_headers_complete(http_parser* p) {
   self->headers_done_ = true;
   self->in_name_ = false;
   self->in_value_ = false;
+  if (r.chunked) {
+    // The body is read by the strict decoder: http-parser skips it and
+    // stops (on_message_complete) right after the head.
+    self->chunked_body_ = true;
+    self->chunked_.start(self->limits_.max_body, self->limits_.max_header_bytes);
+    return 1;
+  }
   return 0;
 }
 
@@ -550,7 +926,8 @@ int RequestParser::on_body(http_parser* p, const char*, size_t len) {
 
 int RequestParser::on_message_complete(http_parser* p) {
   auto* self = static_cast<RequestParser*>(p->data);
-  self->complete_ = true;
+  // At the end of a chunked message's head the body is still to come.
+  self->complete_ = !self->chunked_body_;
   // Stop here: the bytes after this message belong to the next request, which
   // the caller feeds after reset().
   http_parser_pause(p, 1);
@@ -593,6 +970,7 @@ void ResponseParser::reset() {
   interim_ = false;
   failed_ = false;
   proto_matched_ = 0;
+  chunked_body_ = false;
   // no_body_ and sink_ are per-request settings the caller makes before feeding: kept.
 }
 
@@ -625,6 +1003,7 @@ ParseResult ResponseParser::feed(std::string_view data) {
     return ParseResult{ParseStatus::Error, 0, 0, "feed() after Complete without reset()"};
   }
   if (data.empty()) return ParseResult{ParseStatus::NeedMore, 0, 0, {}};
+  if (chunked_body_) return feed_chunked(data, 0);
   // The non-strict http-parser skips the letters of "HTTP/" after the 'H'.
   static constexpr std::string_view kProto = "HTTP/";
   for (size_t i = 0; i < data.size() && proto_matched_ < kProto.size(); ++i) {
@@ -645,6 +1024,8 @@ ParseResult ResponseParser::feed(std::string_view data) {
       const size_t n = http_parser_execute(&parser_, &settings_, data.data() + pos, end - pos);
       pos += n;
       if (complete_) return ParseResult{ParseStatus::Complete, pos, 0, {}};
+      // Paused at the end of a head whose body is chunked: the decoder's now.
+      if (chunked_body_) return feed_chunked(data, pos);
       const http_errno err = HTTP_PARSER_ERRNO(&parser_);
       if (err == HPE_PAUSED) {
         // Only an interim response pauses without completing (a failing
@@ -709,6 +1090,11 @@ size_t ResponseParser::next_head_event(std::string_view data, bool& fold) {
 ParseResult ResponseParser::finish() {
   if (failed_) return fail(0);
   if (complete_) return ParseResult{ParseStatus::Complete, 0, 0, {}};
+  if (chunked_body_) {
+    failed_ = true;
+    error_reason_ = "connection closed inside the response body";
+    return fail(0);
+  }
   if (!started_) {
     failed_ = true;
     error_reason_ = "connection closed before a response";
@@ -724,6 +1110,36 @@ ParseResult ResponseParser::finish() {
                                   : "connection closed inside the response head";
   }
   return fail(0);
+}
+
+ParseResult ResponseParser::feed_chunked(std::string_view data, size_t pos) {
+  for (;;) {
+    const ChunkedDecoder::Step step = chunked_.next(data.substr(pos));
+    pos += step.consumed;
+    switch (step.status) {
+      case ChunkedDecoder::Status::Data:
+        body_bytes_ += step.data.size();
+        if (!sink_) break;
+        try {
+          sink_(step.data);
+        } catch (...) {
+          failed_ = true;
+          error_reason_ = "body sink failed";
+          return fail(pos);
+        }
+        break;
+      case ChunkedDecoder::Status::Done:
+        chunked_body_ = false;
+        complete_ = true;
+        return ParseResult{ParseStatus::Complete, pos, 0, {}};
+      case ChunkedDecoder::Status::Error:
+        failed_ = true;
+        error_reason_ = step.reason;
+        return fail(pos);
+      case ChunkedDecoder::Status::NeedMore:
+        return ParseResult{ParseStatus::NeedMore, pos, 0, {}};
+    }
+  }
 }
 
 int ResponseParser::on_message_begin(http_parser* p) {
@@ -832,7 +1248,13 @@ int ResponseParser::on_headers_complete(http_parser* p) {
   // http-parser would otherwise wait for Content-Length bytes after a 304.
   const bool no_body =
       self->no_body_ || (r.status >= 100 && r.status < 200) || r.status == 204 || r.status == 304;
-  return no_body ? 1 : 0;
+  if (!no_body && r.chunked) {
+    // Read by the strict decoder; http-parser stops after the head. No
+    // size limit on a download, but one on extensions and trailers.
+    self->chunked_body_ = true;
+    self->chunked_.start(UINT64_MAX, self->limits_.max_header_bytes);
+  }
+  return no_body || r.chunked ? 1 : 0;
 }
 
 int ResponseParser::on_body(http_parser* p, const char* at, size_t len) {
@@ -860,7 +1282,7 @@ int ResponseParser::on_message_complete(http_parser* p) {
   }
   // Skipping the body changes the verdict (no read-until-close after HEAD/304).
   self->response_.keep_alive = http_should_keep_alive(p) != 0;
-  self->complete_ = true;
+  self->complete_ = !self->chunked_body_;  // a chunked body is still to come
   http_parser_pause(p, 1);
   return 0;
 }

@@ -25,6 +25,74 @@ struct Limits {
   uint64_t max_body = 0;  // request body bytes accepted (GET/HEAD need none); over: 413
 };
 
+// Strict reader of a chunked body (RFC 9112 section 7.1), used by both parsers
+// in place of http-parser's. Built non-strict (as Debian builds it), that one
+// takes any two bytes as the CRLF after chunk data, anything up to a CR as
+// chunk extensions ("5 x", a bare LF), and reads trailers with its lenient
+// header rules (bare LF, obs-fold). Each of those lets a front end and this
+// server disagree on where a message ends (request smuggling). Here every
+// byte must fit the grammar, so a message either ends where every strict
+// reader ends it or is refused. Pure: no allocation, no callbacks; the
+// caller hands it bytes and gets data pieces back (picohttpparser style).
+class ChunkedDecoder {
+ public:
+  enum class Status : uint8_t {
+    NeedMore,  // all input used, body not finished
+    Data,      // `data` is the next piece of chunk data (inside the input)
+    Done,      // the body (with its trailer section) ended; `consumed` says where
+    Error,     // not chunked framing, or over a limit; see http_status
+  };
+  struct Step {
+    Status status = Status::NeedMore;
+    size_t consumed = 0;  // bytes of the input this step used
+    std::string_view data;
+    int http_status = 0;  // for Error: 400 malformed, 413 data over max_data, 431 metadata
+    std::string_view reason;
+  };
+
+  // Begins a body: at most `max_data` bytes of chunk data (a chunk that
+  // would cross it is refused at its size line) and at most `max_meta` bytes
+  // of chunk extensions and trailer fields (line ends not counted).
+  void start(uint64_t max_data, size_t max_meta);
+  // Reads from `in` up to the next data piece, the end, an error, or the end of `in`.
+  Step next(std::string_view in);
+
+ private:
+  enum class State : uint8_t {
+    Size,            // first hex digit of a chunk-size
+    SizeDigits,      // more digits, or what follows them
+    ExtBws,          // before ';' (BWS)
+    ExtNameStart,    // after ';': BWS, then a token
+    ExtName,         // in the extension name
+    ExtNameBws,      // after the name: BWS, then '=' or ';'
+    ExtValueStart,   // after '=': BWS, then a token or a quoted-string
+    ExtToken,        // in a token value
+    ExtQuoted,       // in a quoted-string value
+    ExtQuotedPair,   // after a backslash in it
+    ExtAfterQuoted,  // after its closing quote
+    SizeLf,          // the LF ending a chunk-size line
+    Data,            // chunk data
+    DataCr,          // the CRLF after chunk data
+    DataLf,
+    TrailerStart,  // a trailer line's first byte, or the CR of the final CRLF
+    TrailerName,
+    TrailerValue,
+    TrailerLf,
+    EndLf,  // the LF of the final CRLF
+    Done,
+    Failed,
+  };
+  Step fail(size_t consumed, int status, std::string_view reason);
+  // Whether byte c, read in the current state, is an extension or trailer byte.
+  bool counts_as_meta(unsigned char c) const;
+
+  State state_ = State::Done;
+  uint64_t size_ = 0;       // the chunk-size being read, then the data left in the chunk
+  unsigned digits_ = 0;     // hex digits of the chunk-size read
+  uint64_t data_left_ = 0;  // chunk data still allowed (max_data minus what was announced)
+  size_t meta_left_ = 0;    // extension and trailer bytes still allowed
+};
+
 enum class ParseStatus {
   NeedMore,  // all input consumed, message not complete yet
   Complete,  // one message complete; `consumed` says where it ended
@@ -39,7 +107,11 @@ struct ParseResult {
 };
 
 // Parses requests on a server connection. Request bodies are counted against
-// Limits::max_body and discarded (the CDN serves GET/HEAD only).
+// Limits::max_body and discarded (the CDN serves GET/HEAD only). The
+// request-target must be origin-form, absolute-form (reduced to origin-form,
+// its authority replacing Host), "*" with OPTIONS, or authority-form with
+// CONNECT; bytes RFC 3986 does not allow that browsers never send raw
+// (controls, SP, DEL, >= 0x80, '"', '<', '>') are 400. See parser.cc.
 class RequestParser {
  public:
   explicit RequestParser(const Limits& limits = {});
@@ -79,6 +151,11 @@ class RequestParser {
   bool parse_whole_head(std::string_view data);
   // A header appended to request_, reusing a spare one's strings.
   Header& add_header();
+  // Reads chunked body bytes from data[pos]; see ChunkedDecoder.
+  ParseResult feed_chunked(std::string_view data, size_t pos);
+  // Checks the request-target's form against the method and reduces an
+  // absolute-form target to origin-form (see parser.cc); false (error set) when refused.
+  bool settle_target();
 
   // Scanner states of scan_head(); Done once the empty line ending the head was seen.
   enum class Scan : uint8_t { Leading, Line, AfterCr, LineStart, EndCr, Done };
@@ -109,6 +186,10 @@ class RequestParser {
   // the letters of "HTTP/", so the scanner does.
   char line_tail_[9] = {};
   uint8_t tail_len_ = 0;
+  // A chunked body is read by chunked_, not http-parser: true from the end
+  // of the head (where http-parser was told to skip the body) to its end.
+  bool chunked_body_ = false;
+  ChunkedDecoder chunked_;
 };
 
 // Parses responses on a client connection (cdn-get, the prober). The body is
@@ -119,7 +200,8 @@ class RequestParser {
 //
 // Request-side decisions (documented in parser.cc): bare LF, bare CR and
 // obs-fold in a request head are 400; in a response bare LF is accepted and
-// obs-fold becomes one SP.
+// obs-fold becomes one SP. A chunked body is read strictly in both
+// (ChunkedDecoder): an origin's framing is what the replica caches.
 class ResponseParser {
  public:
   using BodySink = std::function<void(std::string_view)>;
@@ -153,6 +235,8 @@ class ResponseParser {
 
   ParseResult fail(size_t consumed) const;
   void restart_after_interim();
+  // Reads chunked body bytes from data[pos] into the sink; see ChunkedDecoder.
+  ParseResult feed_chunked(std::string_view data, size_t pos);
 
   Limits limits_;
   http_parser parser_{};
@@ -182,6 +266,8 @@ class ResponseParser {
   bool interim_ = false;       // current message is a 1xx (other than 101): skipped, not reported
   bool failed_ = false;        // an error was reported (error_status_ is 0 for responses)
   uint8_t proto_matched_ = 0;  // bytes of "HTTP/" seen at the start (http-parser skips the check)
+  bool chunked_body_ = false;  // as in RequestParser: the body is chunked_'s
+  ChunkedDecoder chunked_;
 };
 
 }  // namespace cdn::http

@@ -5,6 +5,7 @@
 
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/http/parser.hpp"
@@ -590,6 +591,226 @@ TEST(RequestParser, WholeHeadMeansWhatByteByByteMeans) {
   }
 }
 
+// ---- chunked bodies (strict framing) and request-targets
+
+// Feeds `msg` whole, in two reads at every cut, and byte by byte, each to a
+// fresh parser: every schedule must end in an error with `status`.
+::testing::AssertionResult refused_every_split(std::string_view msg, int status,
+                                               const Limits& limits = {}) {
+  for (size_t cut = 0; cut <= msg.size(); ++cut) {
+    RequestParser p(limits);
+    ParseResult r = p.feed(msg.substr(0, cut));
+    if (r.status == ParseStatus::NeedMore && cut < msg.size()) r = p.feed(msg.substr(cut));
+    if (r.status != ParseStatus::Error || r.http_status != status) {
+      return ::testing::AssertionFailure()
+             << "cut " << cut << ": " << meaning(p, r) << " (" << r.reason << "), not " << status;
+    }
+  }
+  RequestParser p(limits);
+  const ParseResult r = feed_bytes(p, msg);
+  if (r.status != ParseStatus::Error || r.http_status != status) {
+    return ::testing::AssertionFailure() << "byte by byte: " << meaning(p, r) << ", not " << status;
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// What the first request of `msg` means, the same for every schedule (whole,
+// two reads at every cut, byte by byte), or a failure naming the schedule
+// that differs. `consumed` counts from the start of `msg`.
+::testing::AssertionResult same_every_split(std::string_view msg, std::string* out,
+                                            const Limits& limits = {}) {
+  RequestParser whole(limits);
+  *out = meaning(whole, whole.feed(msg));
+  for (size_t cut = 0; cut <= msg.size(); ++cut) {
+    RequestParser p(limits);
+    ParseResult r = p.feed(msg.substr(0, cut));
+    if (r.status == ParseStatus::NeedMore && cut < msg.size()) {
+      r = p.feed(msg.substr(cut));
+      r.consumed += cut;
+    }
+    if (const std::string m = meaning(p, r); m != *out) {
+      return ::testing::AssertionFailure() << "cut " << cut << ": " << m << " vs " << *out;
+    }
+  }
+  RequestParser p(limits);
+  if (const std::string m = meaning(p, feed_bytes_total(p, msg)); m != *out) {
+    return ::testing::AssertionFailure() << "byte by byte: " << m << " vs " << *out;
+  }
+  return ::testing::AssertionSuccess();
+}
+
+const std::string kChunkedHead =
+    "POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+Limits body_limits() {
+  Limits l;
+  l.max_body = 1000;
+  return l;
+}
+
+TEST(ChunkedRequest, StrictFramingIsReadWhereItEnds) {
+  const std::string next = "GET /next HTTP/1.1\r\nHost: h\r\n\r\n";
+  for (const std::string body : {
+           "0\r\n\r\n",
+           "5\r\nhello\r\n0\r\n\r\n",
+           "000005\r\nhello\r\n0000\r\n\r\n",
+           "a\r\n0123456789\r\n0\r\n\r\n",
+           "5;ext\r\nhello\r\n0;a=b;c=\"q\\\"d\"\r\n\r\n",
+           "5 ; name = value ;x\t=\t\"y z\"\r\nhello\r\n0\r\n\r\n",
+           "5\r\nhello\r\n0\r\nTrailer: x\r\nOther:\r\nT3: a \t b\r\n\r\n",
+           "0\r\nX-Obs: caf\xc3\xa9\r\n\r\n",
+       }) {
+    const std::string msg = kChunkedHead + body + next;
+    std::string m;
+    ASSERT_TRUE(same_every_split(msg, &m, body_limits())) << body;
+    EXPECT_TRUE(m.ends_with(" @" + std::to_string(kChunkedHead.size() + body.size()) +
+                            "|Host:h|Transfer-Encoding:chunked"))
+        << body << " -> " << m;
+  }
+}
+
+// Each leniency http-parser (non-strict) had: all were accepted.
+TEST(ChunkedRequest, LenientFramingIs400) {
+  for (const std::string body : {
+           "2;\nxx\r\n0\r\n\r\n",            // bare LF in a chunk extension
+           "2;a=b\nxx\r\n0\r\n\r\n",         // the same after a value
+           "2\nxx\r\n0\r\n\r\n",             // bare LF ending the size line
+           "5\r\nabcdeXY0\r\n\r\n",          // any two bytes taken as the CRLF after data
+           "5\r\nabcde\rX0\r\n\r\n",         // CR and anything
+           "5\r\nabcde\n0\r\n\r\n",          // bare LF after data
+           "5 x\r\nabcde\r\n0\r\n\r\n",      // junk after the size
+           "5 \r\nabcde\r\n0\r\n\r\n",       // whitespace with no extension
+           "5x\r\nabcde\r\n0\r\n\r\n",       // a non-hex size byte
+           "5;\r\nabcde\r\n0\r\n\r\n",       // ';' without a name
+           "5;a=\r\nabcde\r\n0\r\n\r\n",     // '=' without a value
+           "5;a=\"b\r\nabcde\r\n0\r\n\r\n",  // unterminated quoted-string
+           "5;a=\"b\"c\r\nabcde\r\n0\r\n\r\n",
+           "5;a@b\r\nabcde\r\n0\r\n\r\n",  // not a token
+           "5;a=b\x01\r\nabcde\r\n0\r\n\r\n",
+           "5\r\r\nabcde\r\n0\r\n\r\n",    // bare CR
+           "\r\n5\r\nabcde\r\n0\r\n\r\n",  // empty size line
+           "-5\r\nabcde\r\n0\r\n\r\n",
+           "0x5\r\nabcde\r\n0\r\n\r\n",
+           "0\r\nX: a\nY: b\r\n\r\n",       // bare LF in a trailer
+           "0\r\nX: a\r\n folded\r\n\r\n",  // obs-fold in a trailer
+           "0\r\nX: a\r\n\tfolded\r\n\r\n",
+           "0\r\nX : a\r\n\r\n",  // whitespace in a trailer name
+           "0\r\nno colon\r\n\r\n",
+           "0\r\n\n",  // bare LF ending the body
+           "0\r\n\rX",
+           "00000000000000005\r\nabcde\r\n0\r\n\r\n",  // 17 digits
+       }) {
+    EXPECT_TRUE(refused_every_split(kChunkedHead + body, 400, body_limits())) << body;
+  }
+  const std::string nul("0\r\nX: a\0b\r\n\r\n", 12);  // NUL in a trailer value
+  EXPECT_TRUE(refused_every_split(kChunkedHead + nul, 400, body_limits()));
+}
+
+TEST(ChunkedRequest, SizesAndMetadataAreBounded) {
+  // A chunk over max_body is refused at its size line, before its data.
+  EXPECT_TRUE(refused_every_split(kChunkedHead + "3e9\r\n", 413, body_limits()));
+  EXPECT_TRUE(refused_every_split(kChunkedHead + "ffffffffffffffff\r\n", 413, body_limits()));
+  EXPECT_TRUE(refused_every_split(kChunkedHead + "3e8\r\n" + std::string(1000, 'a') + "\r\n1\r\n",
+                                  413, body_limits()));
+  // GET/HEAD carry no body in the daemons' eyes (max_body 0 by default).
+  EXPECT_TRUE(refused_every_split(kChunkedHead + "1\r\n", 413));
+  // Extensions and trailers together are bounded by max_header_bytes.
+  Limits l = body_limits();
+  l.max_header_bytes = 64;
+  const std::string ext = ";" + std::string(40, 'e');
+  // Line ends are not counted: 41 + 23 = 64 bytes.
+  const std::string ok =
+      kChunkedHead + "1" + ext + "\r\na\r\n0\r\nT: " + std::string(20, 't') + "\r\n\r\n";
+  std::string m;
+  ASSERT_TRUE(same_every_split(ok, &m, l));
+  EXPECT_TRUE(m.starts_with("POST /up")) << m;
+  EXPECT_TRUE(refused_every_split(
+      kChunkedHead + "1" + ext + "\r\na\r\n0\r\nT: " + std::string(21, 't') + "\r\n\r\n", 431, l));
+  EXPECT_TRUE(refused_every_split(kChunkedHead + "0;" + std::string(100, 'e'), 431, l));
+  EXPECT_TRUE(refused_every_split(kChunkedHead + "0\r\nT: " + std::string(100, 't'), 431, l));
+}
+
+// A front end that ends the size line at the LF reads one request (chunks of
+// 2 and 0x45 bytes, the second holding the "smuggled" head); http-parser read
+// "2;\nxx" as size 2 with an extension, took "45" as data and "\r\n" as its
+// CRLF, ended the body at "0\r\n\r\n" and then parsed GET /smuggled.
+TEST(ChunkedRequest, SmugglingPayloadIsOneRefusal) {
+  const std::string inner =
+      "0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\nX-Pad: " + std::string(20, 'p') + "\r\n\r\n";
+  ASSERT_EQ(inner.size(), 0x45u);
+  const std::string msg =
+      "GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2;\nxx\r\n45\r\n" + inner +
+      "\r\n0\r\n\r\n";
+  EXPECT_TRUE(refused_every_split(msg, 400, body_limits()));
+}
+
+TEST(RequestTarget, BytesNoClientSendsRawAre400) {
+  for (const std::string bad :
+       {"/a\tb", "/?q=a\tb", "/?q=\f", "/a\x01", "/?q=\x7f", "/caf\xc3\xa9", "/?q=\xc3\xa9",
+        "/?q=\x80", "/?q=\xff", "/?q=\"x\"", "/?q=<b>", "/a>b", "/\"", "http://h/\t"}) {
+    EXPECT_TRUE(refused_every_split("GET " + bad + " HTTP/1.1\r\nHost: h\r\n\r\n", 400)) << bad;
+  }
+}
+
+TEST(RequestTarget, WhatBrowsersAndCurlSendIsKept) {
+  // Raw in queries from browsers (WHATWG query percent-encode set leaves
+  // them), raw from curl -g; '|' and '^' raw in paths too.
+  for (const std::string good : {"/a|b^c/d?x={y}|z^`\\[]", "/p%20q?r=%C3%A9&s=t+u",
+                                 "/a/b.html?x=1#frag", "/~u/!$&'()*+,;=:@", "/a%7Cb"}) {
+    const std::string msg = "GET " + good + " HTTP/1.1\r\nHost: h\r\n\r\n";
+    std::string m;
+    ASSERT_TRUE(same_every_split(msg, &m)) << good;
+    EXPECT_EQ(m, "GET " + good + " 1.1 ka @" + std::to_string(msg.size()) + "|Host:h");
+  }
+}
+
+TEST(RequestTarget, AbsoluteFormIsServedByItsPath) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"GET http://example.com/a/b?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n",
+       "GET /a/b?x=1 1.1 ka|Host:example.com"},
+      // The target's authority replaces Host (RFC 9112 3.2.2).
+      {"GET HTTP://Other.Example:8080/a HTTP/1.1\r\nHost: h\r\n\r\n",
+       "GET /a 1.1 ka|Host:Other.Example:8080"},
+      {"HEAD https://h HTTP/1.1\r\nHost: h\r\n\r\n", "HEAD / 1.1 ka|Host:h"},
+      {"GET http://h?q=1 HTTP/1.1\r\nHost: h\r\n\r\n", "GET /?q=1 1.1 ka|Host:h"},
+      {"GET http://[::1]:33000/x HTTP/1.1\r\nhost: [::1]:33000\r\n\r\n",
+       "GET /x 1.1 ka|host:[::1]:33000"},
+      {"GET http://127.0.0.1:/x HTTP/1.1\r\nHost: h\r\n\r\n", "GET /x 1.1 ka|Host:127.0.0.1:"},
+      // HTTP/1.0 may omit Host: the authority becomes it.
+      {"GET http://h:1/x HTTP/1.0\r\n\r\n", "GET /x 1.0 close|Host:h:1"},
+      {"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", "OPTIONS * 1.1 ka|Host:h"},
+      {"OPTIONS http://h HTTP/1.1\r\nHost: h\r\n\r\n", "OPTIONS / 1.1 ka|Host:h"},
+      // Authority-form stays CONNECT's (the daemons answer 405 and close).
+      {"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n", "CONNECT h:443 1.1 close|Host:h:443"},
+  };
+  for (const auto& [msg, want] : cases) {
+    std::string m;
+    ASSERT_TRUE(same_every_split(msg, &m)) << msg;
+    // meaning() puts " @consumed" before the headers.
+    const std::string at = " @" + std::to_string(msg.size());
+    const size_t bar = want.find('|');
+    EXPECT_EQ(m, want.substr(0, bar) + at + want.substr(bar)) << msg;
+  }
+}
+
+TEST(RequestTarget, OtherFormsAre400) {
+  for (const std::string bad : {
+           "GET * HTTP/1.1\r\nHost: h\r\n\r\n",  // '*' only with OPTIONS
+           "GET *x HTTP/1.1\r\nHost: h\r\n\r\n",
+           "GET ftp://h/a HTTP/1.1\r\nHost: h\r\n\r\n",  // only http and https
+           "GET httpx://h/a HTTP/1.1\r\nHost: h\r\n\r\n",
+           "GET http:///a HTTP/1.1\r\nHost: h\r\n\r\n",  // empty host
+           "GET http://:80/a HTTP/1.1\r\nHost: h\r\n\r\n",
+           "GET http://u:p@h/a HTTP/1.1\r\nHost: h\r\n\r\n",  // userinfo
+           "GET http://h:8x/a HTTP/1.1\r\nHost: h\r\n\r\n",
+           "GET http://h:1234567/a HTTP/1.1\r\nHost: h\r\n\r\n",
+           "GET http://[zz]/a HTTP/1.1\r\nHost: h\r\n\r\n",
+           "GET http://h/a HTTP/1.1\r\n\r\n",  // HTTP/1.1 still needs Host
+       }) {
+    EXPECT_TRUE(refused_every_split(bad, 400)) << bad;
+  }
+}
+
 // ---- responses
 
 struct Collected {
@@ -887,6 +1108,56 @@ TEST(ResponseParser, ResetForNextResponseKeepsSink) {
   EXPECT_EQ(p.response().status, 404);
   EXPECT_EQ(p.response().reason, "Not Found");
   EXPECT_EQ(c.body, "ab");
+}
+
+// The origin client and the prober read chunked framing as strictly as the
+// server does: http-parser took any two bytes after chunk data as its CRLF
+// and junk after the size as an extension.
+TEST(ResponseParser, LenientChunkedFramingIsError) {
+  const std::string head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (const std::string body : {
+           "5\r\nabcdeXY0\r\n\r\n",
+           "5\r\nabcde\n0\r\n\r\n",
+           "5 x\r\nabcde\r\n0\r\n\r\n",
+           "5;\nabcde\r\n0\r\n\r\n",
+           "10000000000000000\r\n",  // 17 digits: would overflow 64 bits
+           "ffffffffffffffff0\r\n",
+           "0\r\nX: a\r\n folded\r\n\r\n",
+           "0\r\nX: a\nY: b\r\n\r\n",
+       }) {
+    const std::string resp = head + body;
+    for (size_t cut = 0; cut <= resp.size(); ++cut) {
+      ResponseParser p;
+      ParseResult r = p.feed(std::string_view(resp).substr(0, cut));
+      if (r.status == ParseStatus::NeedMore) r = p.feed(std::string_view(resp).substr(cut));
+      if (r.status == ParseStatus::NeedMore) r = p.finish();
+      ASSERT_EQ(r.status, ParseStatus::Error) << body << " cut " << cut;
+      EXPECT_FALSE(r.reason.empty());
+    }
+  }
+}
+
+TEST(ResponseParser, ChunkedWithExtensionsAndTrailersEndsWhereItEnds) {
+  const std::string resp =
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "5 ;a=\"b c\"\r\nhello\r\n0007\r\n, world\r\n0\r\nT: x\r\n\r\n";
+  const std::string next = "HTTP/1.1 204 No Content\r\n\r\n";
+  const std::string both = resp + next;
+  for (size_t cut = 0; cut <= both.size(); ++cut) {
+    ResponseParser p;
+    Collected c;
+    p.set_body_sink(c.sink());
+    ParseResult r = p.feed(std::string_view(both).substr(0, cut));
+    size_t at = r.consumed;
+    if (r.status == ParseStatus::NeedMore) {
+      r = p.feed(std::string_view(both).substr(cut));
+      at = cut + r.consumed;
+    }
+    ASSERT_EQ(r.status, ParseStatus::Complete) << "cut " << cut << " " << r.reason;
+    EXPECT_EQ(at, resp.size());
+    EXPECT_EQ(c.body, "hello, world");
+    EXPECT_TRUE(p.response().keep_alive);
+  }
 }
 
 }  // namespace
