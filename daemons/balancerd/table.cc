@@ -137,6 +137,7 @@ void Table::reconfigure(std::vector<config::ReplicaEntry> replicas,
     next.push_back(std::move(r));
   }
   replicas_ = std::move(next);
+  keepers_.clear();
   probe_ = probe;
   balance_ = balance;
   // Round-robin credit starts afresh with a new replica list or policy.
@@ -149,33 +150,35 @@ void Table::reconfigure(std::vector<config::ReplicaEntry> replicas,
 
 std::optional<size_t> Table::set_resolved(size_t i, const std::string& address) {
   if (i >= replicas_.size() || replicas_[i].resolved == address) return std::nullopt;
-  const auto keeper_at = [this](const std::string& a, size_t except) -> std::optional<size_t> {
-    for (size_t j = 0; j < replicas_.size(); ++j) {
-      if (j != except && !replicas_[j].same_as && replicas_[j].resolved == a) return j;
-    }
-    return std::nullopt;
-  };
   Replica& r = replicas_[i];
   const std::string old = std::move(r.resolved);
   r.resolved = address;
+  const bool was_kept = !r.same_as;
   r.same_as.reset();
-  // Its second spellings at the old address: the first takes its place, the
-  // others follow that one.
-  std::optional<size_t> heir;
-  for (size_t j = 0; j < replicas_.size(); ++j) {
-    if (replicas_[j].same_as != i) continue;
-    replicas_[j].same_as = heir;
-    if (!heir) heir = j;
+  if (was_kept && !old.empty()) {
+    // Its second spellings at the old address: the first takes its place,
+    // the others follow that one. (A scan, but only when a kept replica's
+    // address moves; at start every replica's address is new.)
+    keepers_.erase(old);
+    std::optional<size_t> heir;
+    for (size_t j = 0; j < replicas_.size(); ++j) {
+      if (replicas_[j].same_as != i) continue;
+      replicas_[j].same_as = heir;
+      if (!heir) {
+        heir = j;
+        keepers_[old] = j;
+      }
+    }
   }
-  const auto keeper = keeper_at(address, i);
-  if (!keeper) return std::nullopt;
-  r.same_as = keeper;
+  const auto [it, fresh] = keepers_.emplace(address, i);
+  if (fresh) return std::nullopt;
+  r.same_as = it->second;
   if (r.health != Health::Down) up_dirty_ = true;
   r.health = Health::Down;
   r.good_streak = r.bad_streak = 0;
   r.up_since.reset();
   r.drained_from_up = false;
-  return keeper;
+  return it->second;
 }
 
 size_t Table::distinct_count() const {

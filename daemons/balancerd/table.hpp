@@ -27,6 +27,7 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -223,6 +224,8 @@ class Table {
   void ranked(std::vector<size_t>& idx, size_t count, Key key, std::vector<Choice>& out);
 
   std::vector<Replica> replicas_;
+  // Resolved address -> the replica kept at it (see set_resolved).
+  std::unordered_map<std::string, size_t> keepers_;
   config::ProbeSettings probe_;
   config::BalanceSettings balance_;
   Policy policy_ = Policy::P2C;
