@@ -326,6 +326,16 @@ def test_balancer_with_a_resolver_that_never_answers(cdn):
             assert late["resolved"] == f"127.0.0.1:{r2.port}", late
             wait_for(lambda: dns.queries.count("dead1.cdn.test") >= 3, timeout=20,
                      what="a failed name to be tried again")
+            # The name moves to another replica (same port, another loopback
+            # address): followed at its next lookup (every 30 s), no reload.
+            r3 = cdn.replica(name="moved", host="127.0.0.2", port=r2.port)
+            dns.answers["late.cdn.test"] = "127.0.0.2"
+
+            def moved():
+                rs = [r for r in b.status()["replicas"] if r["address"].startswith("late.")]
+                return rs[0]["resolved"] == r3.address and rs[0]["name"] == "moved" and \
+                    rs[0]["health"] == "up"
+            wait_for(moved, timeout=45, what="late.cdn.test's new address to be followed")
         finally:
             watch.stop()
         print(f"/.cdn/status: {watch.count} answers, slowest {watch.max * 1000:.1f} ms")
@@ -336,6 +346,7 @@ def test_balancer_with_a_resolver_that_never_answers(cdn):
         log = log_of(b)
         assert "cannot resolve dead1.cdn.test" in log
         assert "late.cdn.test resolves to 127.0.0.1" in log
+        assert "late.cdn.test now resolves to 127.0.0.2" in log
         assert log.count("configuration reloaded") == 1
         # IP literals never reach a resolver.
         assert all(q.endswith("cdn.test") for q in dns.queries), set(dns.queries)
