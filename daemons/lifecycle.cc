@@ -284,6 +284,10 @@ uint64_t nr_open() {
   return 1024 * 1024;  // the kernel's default
 }
 
+std::string limit_text(rlim_t v) {
+  return v == RLIM_INFINITY ? std::string("unlimited") : std::to_string(v);
+}
+
 void warn_unless_fits(uint64_t need, uint64_t soft) {
   if (need <= soft) return;
   spdlog::warn(
@@ -310,10 +314,11 @@ void raise_nofile_limit(uint64_t need) {
       warn_unless_fits(need, was);
       return;
     }
-    spdlog::info("open files limit raised from {} to {} (the hard limit); {} needed at most", was,
-                 plan.soft, need);
+    spdlog::info("open files limit raised from {} to {} (hard limit {}); {} needed at most", was,
+                 plan.soft, limit_text(lim.rlim_max), need);
   } else {
-    spdlog::info("open files limit {} (the hard limit); {} needed at most", plan.soft, need);
+    spdlog::info("open files limit {} (hard limit {}); {} needed at most", limit_text(lim.rlim_cur),
+                 limit_text(lim.rlim_max), need);
   }
   warn_unless_fits(need, plan.soft);
 }

@@ -3,7 +3,8 @@
 //
 // SIGINT/SIGTERM once: STOPPING=1, `drain` is asked to finish in-flight work
 // and calls back when done; past drain_timeout, `stop_now`. A second signal:
-// `stop_now` at once. SIGHUP: RELOADING=1, `reload`, READY=1.
+// `stop_now` at once. SIGHUP: RELOADING=1, `reload`, READY=1. Before
+// READY=1 (start-up) neither kills the daemon: see Lifecycle.
 // The watchdog is pinged from a loop timer, so a stuck loop stops the pings.
 #pragma once
 
