@@ -118,12 +118,13 @@ class FakeDNS:
         return ".".join(labels).lower(), qtype, pos + 5
 
 
-def in_private_resolver(d, dns_ip, hosts="127.0.0.1 localhost\n"):
+def in_private_resolver(d, dns_ip, hosts="127.0.0.1 localhost\n",
+                        options="options timeout:1 attempts:1\n"):
     """Run daemon `d` in its own mount namespace with a resolv.conf naming
-    dns_ip (one 1 s try per query, so a lookup fails within about a second),
-    this /etc/hosts and nsswitch "files dns"."""
+    dns_ip (by default one 1 s try per query, so a lookup fails within about
+    a second), this /etc/hosts and nsswitch "files dns"."""
     resolv = d.dir / "resolv.conf"
-    resolv.write_text(f"nameserver {dns_ip}\noptions timeout:1 attempts:1\n")
+    resolv.write_text(f"nameserver {dns_ip}\n{options}")
     hosts_file = d.dir / "hosts"
     hosts_file.write_text(hosts)
     nss = d.dir / "nsswitch.conf"
@@ -354,6 +355,31 @@ def test_balancer_with_a_resolver_that_never_answers(cdn):
         t0 = time.monotonic()
         assert b.stop() == 0
         assert time.monotonic() - t0 < 3
+    finally:
+        dns.close()
+
+
+def test_sigterm_while_a_lookup_hangs(cdn):
+    """resolv.conf's defaults (5 s x 2 tries: a lookup hangs 10 s): a
+    SIGTERM while one hangs exits 0 at once, without waiting for it (the old
+    balancer looked up on its loop during start-up and died of the signal)."""
+    why = _namespaces_usable()
+    if why:
+        pytest.skip(why)
+    dns = FakeDNS()
+    try:
+        b = cdn.balancer(["hangs.cdn.test:33000"], start=False)
+        in_private_resolver(b, dns.ip, options="")
+        b.start(wait_ready=False)
+        wait_for(lambda: dns.asked("hangs.cdn.test") or not b.alive(),
+                 what="the balancer to ask the fake resolver")
+        t0 = time.monotonic()
+        b.signal(signal.SIGTERM)
+        rc = b.wait_exit(timeout=15)
+        took = time.monotonic() - t0
+        print(f"SIGTERM with a lookup hanging: exit {rc} after {took * 1000:.0f} ms")
+        assert rc == 0
+        assert took < 2, f"the stop waited {took:.1f} s for a lookup"
     finally:
         dns.close()
 
