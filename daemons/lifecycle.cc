@@ -1,13 +1,18 @@
 #include "daemons/lifecycle.hpp"
 
+#include <pthread.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
-
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <csignal>
-
+#include <cstring>
+#include <fstream>
 #include <stdexcept>
+
 #include "cdn_config.h"
 
 #include "common/http/path.hpp"
@@ -17,8 +22,16 @@
 namespace cdn::daemon {
 
 namespace {
+// What hold_signals() blocks until the Lifecycle's watchers are in place.
+sigset_t held_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int sig : {SIGHUP, SIGINT, SIGTERM}) sigaddset(&set, sig);
+  return set;
+}
+}  // namespace
 
-struct Runner {
+struct Lifecycle::Runner {
   uv_loop_t* loop = nullptr;
   Hooks hooks;
   uv::Ptr<uv_signal_t> sigint, sigterm, sighup;
@@ -26,6 +39,9 @@ struct Runner {
   uv::Ptr<uv_signal_t> sigusr2;
 #endif
   uv::Ptr<uv_timer_t> status_timer, watchdog_timer, drain_timer;
+  bool ready = false;           // run() has announced READY=1
+  bool reload_pending = false;  // a SIGHUP came during start-up
+  bool stop_requested = false;  // a SIGINT/SIGTERM came during start-up
   bool stopping = false;
   bool stopped = false;
   std::string last_status;
@@ -38,9 +54,7 @@ struct Runner {
     }
   }
 
-  void finish() {
-    if (stopped) return;
-    stopped = true;
+  void close_handles() {
     sigint.reset();
     sigterm.reset();
     sighup.reset();
@@ -50,10 +64,23 @@ struct Runner {
     status_timer.reset();
     watchdog_timer.reset();
     drain_timer.reset();
+  }
+
+  void finish() {
+    if (stopped) return;
+    stopped = true;
+    close_handles();
     if (hooks.stop_now) hooks.stop_now();
   }
 
   void on_stop_signal(const char* name) {
+    if (!ready) {
+      // Nothing is served yet: no drain. A slow step that runs the loop
+      // sees stop_requested and gives up; run() then exits at once.
+      if (!stop_requested) spdlog::info("{} during start-up: stopping", name);
+      stop_requested = true;
+      return;
+    }
     if (stopping) {
       spdlog::warn("{} again: stopping now", name);
       finish();
@@ -77,6 +104,13 @@ struct Runner {
   }
 
   void on_reload() {
+    if (!ready) {
+      if (!reload_pending) {
+        spdlog::info("SIGHUP during start-up: the configuration is reloaded once ready");
+      }
+      reload_pending = true;
+      return;
+    }
     if (stopping) return;
     systemd::notify_reloading();
     spdlog::info("SIGHUP: reloading configuration");
@@ -86,14 +120,11 @@ struct Runner {
   }
 };
 
-}  // namespace
-
-int run(uv_loop_t* loop, Hooks hooks) {
+Lifecycle::Lifecycle(uv_loop_t* loop) : r_(std::make_unique<Runner>()) {
   // A client that vanishes mid-write must give EPIPE, not kill the daemon.
   std::signal(SIGPIPE, SIG_IGN);
-  Runner r;
+  Runner& r = *r_;
   r.loop = loop;
-  r.hooks = std::move(hooks);
   r.sigint = uv::make_signal(loop, SIGINT, [&r] { r.on_stop_signal("SIGINT"); });
   r.sigterm = uv::make_signal(loop, SIGTERM, [&r] { r.on_stop_signal("SIGTERM"); });
   r.sighup = uv::make_signal(loop, SIGHUP, [&r] { r.on_reload(); });
@@ -104,22 +135,58 @@ int run(uv_loop_t* loop, Hooks hooks) {
     for (int i = 0; i < 3600; ++i) sleep(1);
   });
 #endif
-  r.status_timer = uv::make_timer(loop, [&r] { r.publish_status(); });
+  // Held since main began (hold_signals): one that came meanwhile is
+  // delivered now, to the watchers.
+  const sigset_t set = held_signals();
+  pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+}
+
+Lifecycle::~Lifecycle() { r_->close_handles(); }
+
+bool Lifecycle::stop_requested() const { return r_->stop_requested; }
+
+int Lifecycle::end(int code) {
+  r_->close_handles();
+  uv::close_loop(r_->loop);
+  return code;
+}
+
+int Lifecycle::run(Hooks hooks) {
+  Runner& r = *r_;
+  r.hooks = std::move(hooks);
+  // Signals that came while start-up held the loop (a step that did not run
+  // it) are read now, before READY=1.
+  uv_run(r.loop, UV_RUN_NOWAIT);
+  if (r.stop_requested) {
+    spdlog::info("stopped during start-up");
+    r.finish();
+    return end(0);
+  }
+  r.status_timer = uv::make_timer(r.loop, [&r] { r.publish_status(); });
   uv::timer_start(r.status_timer.get(), 1000, 1000);
   uv_unref(r.status_timer->base());
   if (auto every = systemd::watchdog_ping_interval()) {
     const uint64_t ms = std::max<uint64_t>(1, static_cast<uint64_t>(every->count() / 1000));
-    r.watchdog_timer = uv::make_timer(loop, [] { systemd::notify_watchdog(); });
+    r.watchdog_timer = uv::make_timer(r.loop, [] { systemd::notify_watchdog(); });
     uv::timer_start(r.watchdog_timer.get(), ms, ms);
     uv_unref(r.watchdog_timer->base());
     spdlog::info("watchdog: pinging every {} ms", ms);
   }
+  r.ready = true;
   r.publish_status();
   systemd::notify_ready();
-  uv_run(loop, UV_RUN_DEFAULT);
+  if (r.reload_pending) {
+    r.reload_pending = false;
+    r.on_reload();
+  }
+  uv_run(r.loop, UV_RUN_DEFAULT);
   r.finish();
-  uv::close_loop(loop);
-  return 0;
+  return end(0);
+}
+
+void hold_signals() {
+  const sigset_t set = held_signals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
 }  // namespace cdn::daemon
@@ -195,6 +262,70 @@ void send_document(net::Exchange& ex, std::string_view content_type, std::string
   h.header("Cache-Control", "no-store");
   h.header("Content-Length", static_cast<uint64_t>(body.size()));
   ex.finish(body, std::move(owner));
+}
+
+}  // namespace cdn::daemon
+
+namespace cdn::daemon {
+
+NofilePlan plan_nofile(uint64_t soft, uint64_t hard, uint64_t nr_open, uint64_t need) {
+  NofilePlan p;
+  const uint64_t ceiling = hard == RLIM_INFINITY ? nr_open : hard;
+  p.soft = std::max(soft, ceiling);
+  p.fits = need <= p.soft;
+  return p;
+}
+
+namespace {
+uint64_t nr_open() {
+  std::ifstream in("/proc/sys/fs/nr_open");
+  uint64_t v = 0;
+  if (in >> v && v > 0) return v;
+  return 1024 * 1024;  // the kernel's default
+}
+
+std::string limit_text(rlim_t v) {
+  return v == RLIM_INFINITY ? std::string("unlimited") : std::to_string(v);
+}
+
+void warn_unless_fits(uint64_t need, uint64_t soft) {
+  if (need <= soft) return;
+  spdlog::warn(
+      "open files limit {} is below the {} descriptors max_connections may take (with a margin "
+      "for files, listeners, probes and origin connections): connections past the limit are "
+      "refused; raise LimitNOFILE= (or ulimit -Hn) or lower [server] max_connections",
+      soft, need);
+}
+}  // namespace
+
+void raise_nofile_limit(uint64_t need) {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) {
+    spdlog::warn("cannot read the open files limit: {}", std::strerror(errno));
+    return;
+  }
+  const auto plan = plan_nofile(lim.rlim_cur, lim.rlim_max, nr_open(), need);
+  if (plan.soft != lim.rlim_cur) {
+    const uint64_t was = lim.rlim_cur;
+    lim.rlim_cur = plan.soft;
+    if (setrlimit(RLIMIT_NOFILE, &lim) != 0) {
+      spdlog::warn("cannot raise the open files limit from {} to {}: {}", was, plan.soft,
+                   std::strerror(errno));
+      warn_unless_fits(need, was);
+      return;
+    }
+    spdlog::info("open files limit raised from {} to {} (hard limit {}); {} needed at most", was,
+                 plan.soft, limit_text(lim.rlim_max), need);
+  } else {
+    spdlog::info("open files limit {} (hard limit {}); {} needed at most", limit_text(lim.rlim_cur),
+                 limit_text(lim.rlim_max), need);
+  }
+  warn_unless_fits(need, plan.soft);
+}
+
+void check_nofile(uint64_t need) {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0) warn_unless_fits(need, lim.rlim_cur);
 }
 
 }  // namespace cdn::daemon

@@ -3,18 +3,38 @@
 //
 // SIGINT/SIGTERM once: STOPPING=1, `drain` is asked to finish in-flight work
 // and calls back when done; past drain_timeout, `stop_now`. A second signal:
-// `stop_now` at once. SIGHUP: RELOADING=1, `reload`, READY=1.
+// `stop_now` at once. SIGHUP: RELOADING=1, `reload`, READY=1. Before
+// READY=1 (start-up) neither kills the daemon: see Lifecycle.
 // The watchdog is pinged from a loop timer, so a stuck loop stops the pings.
 #pragma once
 
 #include <uv.h>
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
 
 namespace cdn::daemon {
+
+// RLIMIT_NOFILE at start: the soft limit is raised to the hard one (every
+// connection is a descriptor, and the usual soft 1024 is far below
+// max_connections). `need` is what the daemon may use at its limits:
+// max_connections plus a margin for files, listeners, probes, origin
+// connections (each daemon works out its own).
+struct NofilePlan {
+  uint64_t soft = 0;  // the soft limit to set (== the old one: nothing to do)
+  bool fits = true;   // need <= soft
+};
+// Pure: from the current limits. `nr_open` stands in for an unlimited hard
+// limit (the kernel refuses a soft limit above fs.nr_open).
+NofilePlan plan_nofile(uint64_t soft, uint64_t hard, uint64_t nr_open, uint64_t need);
+// Raise the soft limit (one info line with the figures) and warn when `need`
+// does not fit. Called at start; check_nofile again on reload, as
+// max_connections may have changed.
+void raise_nofile_limit(uint64_t need);
+void check_nofile(uint64_t need);
 
 struct Hooks {
   // Re-read the configuration; return false when it was refused (the hook
@@ -30,9 +50,41 @@ struct Hooks {
   std::function<std::chrono::milliseconds()> drain_timeout;
 };
 
-// Announce READY=1, then run the loop until the daemon has stopped; closes
-// every handle and the loop. Returns the process exit code.
-int run(uv_loop_t* loop, Hooks hooks);
+// The daemon's signals from its first moments on. Made right after the loop,
+// before any slow start-up step (binding, resolving names, fetching the start
+// page): until then SIGHUP's default action would kill the daemon. During
+// start-up a SIGHUP is remembered and applied once ready (once, however many
+// came); SIGINT/SIGTERM set stop_requested(), which slow steps that run the
+// loop check so they can give up, and the daemon then exits 0.
+//
+// Owns its signal watchers and timers (closed by run() or end()).
+class Lifecycle {
+ public:
+  explicit Lifecycle(uv_loop_t* loop);
+  ~Lifecycle();
+  Lifecycle(const Lifecycle&) = delete;
+  Lifecycle& operator=(const Lifecycle&) = delete;
+
+  bool stop_requested() const;
+
+  // Announce READY=1 (unless a stop came during start-up), apply a reload
+  // that came during start-up, then run the loop until the daemon has
+  // stopped; closes every handle and the loop. Returns the exit code.
+  int run(Hooks hooks);
+
+  // Start-up ends without running: close every handle and the loop
+  // (the owner has closed its own), return `code`.
+  int end(int code);
+
+ private:
+  struct Runner;
+  std::unique_ptr<Runner> r_;
+};
+
+// Block SIGHUP, SIGINT and SIGTERM in this thread (first thing in main) so
+// that one sent before the Lifecycle exists waits for it instead of killing
+// the process; the Lifecycle unblocks them once its watchers are in place.
+void hold_signals();
 
 }  // namespace cdn::daemon
 

@@ -29,6 +29,7 @@ double round3(double v) { return static_cast<double>(static_cast<int64_t>(v * 10
 Json replica_json(const Replica& r, Clock::time_point now) {
   Json j;
   j["address"] = r.address.str();
+  j["resolved"] = r.resolved;
   j["health"] = std::string(to_string(r.health));
   j["rtt_ms"] = r.rtt_ms ? Json(round3(*r.rtt_ms)) : Json(nullptr);
   j["loss"] = round3(r.loss);
@@ -96,7 +97,7 @@ void Balancer::stop() {
 
 std::string Balancer::status_line() const {
   return fmt::format("{}{}/{} replicas up, policy {}, {} redirects", draining_ ? "draining: " : "",
-                     table_.up_count(), table_.replicas().size(), to_string(table_.policy()),
+                     table_.up_count(), table_.distinct_count(), to_string(table_.policy()),
                      redirects_total_);
 }
 
@@ -231,12 +232,15 @@ void Balancer::serve_status(net::Exchange& ex) {
   doc["state"] = draining_ ? "draining" : "serving";
   doc["policy"] = std::string(to_string(table_.policy()));
   doc["up"] = table_.up_count();
-  doc["total"] = table_.replicas().size();
+  doc["total"] = table_.distinct_count();
   doc["redirects_total"] = redirects_total_;
   doc["unavailable_total"] = unavailable_total_;
   doc["version"] = CDN_VERSION;
   Json list = Json::array();
-  for (const auto& r : table_.replicas()) list.push_back(replica_json(r, now));
+  // A replica listed twice (two spellings of one address) is shown once.
+  for (const auto& r : table_.replicas()) {
+    if (!r.same_as) list.push_back(replica_json(r, now));
+  }
   doc["replicas"] = std::move(list);
   const std::string body = doc.dump();
   daemon::send_document(ex, "application/json", body);
@@ -286,6 +290,7 @@ void Balancer::serve_metrics(net::Exchange& ex) {
                     auto value) {
     head(name, type, help);
     for (const auto& r : rs) {
+      if (r.same_as) continue;
       const std::optional<double> v = value(r);
       if (v) fmt::format_to(out, "{}{{replica=\"{}\"}} {}\n", name, r.address.str(), *v);
     }
@@ -295,6 +300,7 @@ void Balancer::serve_metrics(net::Exchange& ex) {
          [](const Replica& r) { return Opt(r.health == Health::Up ? 1 : 0); });
   head("cdn_balancer_replica_state", "gauge", "1 for the replica's current state.");
   for (const auto& r : rs) {
+    if (r.same_as) continue;
     for (Health h : {Health::Up, Health::Down, Health::Draining}) {
       fmt::format_to(out, "cdn_balancer_replica_state{{replica=\"{}\",state=\"{}\"}} {}\n",
                      r.address.str(), to_string(h), r.health == h ? 1 : 0);

@@ -76,9 +76,16 @@ cdn::config::BalancerSettings load(const Flags& f, const cdn::daemon::ConfigSour
   return s;
 }
 
+// Descriptors at the limits: the client connections, a probe connection per
+// replica, and listeners, logs and the resolver's sockets.
+uint64_t descriptors_needed(const cdn::config::BalancerSettings& s) {
+  return static_cast<uint64_t>(s.server.max_connections) + s.replicas.size() + 64;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  cdn::daemon::hold_signals();
   CLI::App app{"cdn-balancerd: sends each client to the best replica"};
   Flags f;
   app.add_option("-c,--config", f.config, "INI file (default " CDN_SYSCONFDIR "/balancerd.ini)");
@@ -115,8 +122,10 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  cdn::daemon::raise_nofile_limit(descriptors_needed(settings));
   uv_loop_t loop;
   uv_loop_init(&loop);
+  cdn::daemon::Lifecycle life(&loop);
   int rc = 0;
   {
     cdn::balancer::Balancer balancer(&loop, settings);
@@ -125,14 +134,14 @@ int main(int argc, char** argv) {
     } catch (const std::exception& e) {
       spdlog::critical("{}", e.what());
       balancer.stop();
-      cdn::uv::close_loop(&loop);
-      return 1;
+      return life.end(1);
     }
     cdn::daemon::Hooks hooks;
     hooks.reload = [&]() {
       try {
         auto next = load(f, src);
         cdn::log::setup("cdn-balancerd", next.log.level, next.log.file);
+        cdn::daemon::check_nofile(descriptors_needed(next));
         balancer.reconfigure(std::move(next));
         return true;
       } catch (const std::exception& e) {
@@ -144,7 +153,7 @@ int main(int argc, char** argv) {
     hooks.stop_now = [&]() { balancer.stop(); };
     hooks.status_line = [&]() { return balancer.status_line(); };
     hooks.drain_timeout = [&]() { return balancer.settings().server.drain_timeout; };
-    rc = cdn::daemon::run(&loop, std::move(hooks));
+    rc = life.run(std::move(hooks));
   }
   spdlog::info("stopped");
   return rc;

@@ -2,7 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <netinet/in.h>
+
 #include <algorithm>
+#include <cstring>
 #include <random>
 
 #include "common/log/log.hpp"
@@ -23,6 +26,11 @@ constexpr uint32_t kPollsAfterStreamTrouble = 60;
 constexpr size_t kFirstRoundPerMs = 10;
 constexpr int64_t kFirstRoundSpreadMs = 100;
 constexpr uint64_t kHeldUpMs = 50;
+// Lookups at a time: a resolver that does not answer holds a thread for its
+// timeout (10 s by default); names beyond this wait their turn.
+constexpr size_t kResolverThreads = 4;
+constexpr std::chrono::milliseconds kResolveEvery{30'000};
+constexpr std::chrono::milliseconds kResolveRetryMin{1'000};
 
 // Between states (some good probes while down, or failures while up): probed
 // faster so that the change is confirmed sooner.
@@ -37,21 +45,48 @@ Prober::Prober(uv_loop_t* loop, Table& table)
 
 Prober::~Prober() { stop(); }
 
-void Prober::stop() {
-  // Closed here, on the loop (stop() comes with the drain), not left to the
-  // destructor, which may run once the loop is gone.
+void Prober::clear_probes() {
   timer_.reset();
   armed_tick_ = UINT64_MAX;
   std::fill(slots_.begin(), slots_.end(), nullptr);
   probes_.clear();
 }
 
+void Prober::stop() {
+  // Closed here, on the loop (stop() comes with the drain), not left to the
+  // destructor, which may run once the loop is gone.
+  clear_probes();
+  names_timer_.reset();
+  resolver_.reset();
+  names_.clear();
+}
+
+namespace {
+net::Address with_port(net::Address a, uint16_t port) {
+  if (a.storage.ss_family == AF_INET) {
+    reinterpret_cast<sockaddr_in*>(&a.storage)->sin_port = htons(port);
+  } else if (a.storage.ss_family == AF_INET6) {
+    reinterpret_cast<sockaddr_in6*>(&a.storage)->sin6_port = htons(port);
+  }
+  return a;
+}
+
+bool same_address(const net::Address& a, const net::Address& b) {
+  if (a.storage.ss_family != b.storage.ss_family) return false;
+  const size_t n = a.storage.ss_family == AF_INET    ? sizeof(sockaddr_in)
+                   : a.storage.ss_family == AF_INET6 ? sizeof(sockaddr_in6)
+                                                     : sizeof(sockaddr_storage);
+  return std::memcmp(&a.storage, &b.storage, n) == 0;
+}
+}  // namespace
+
 void Prober::start(const config::ProbeSettings& settings) {
-  stop();
+  clear_probes();
   settings_ = settings;
   stream_target_ = "/.cdn/status?watch=" + std::to_string(settings_.interval.count()) +
                    "&count=" + std::to_string(settings_.stream);
   timer_ = uv::make_timer(loop_, [this] { on_tick(); });
+  for (auto& [host, n] : names_) n.probes.clear();
   std::minstd_rand rng(std::random_device{}());
   const auto& replicas = table_.replicas();
   probes_.reserve(replicas.size());
@@ -60,17 +95,18 @@ void Prober::start(const config::ProbeSettings& settings) {
     p->prober = this;
     p->index = i;
     p->host_header = replicas[i].address.str();
-    p->address =
-        net::resolve(replicas[i].address.host, replicas[i].address.port, &p->resolve_error);
-    Probe* raw = p.get();
-    if (p->address) {
-      p->conn = net::ClientConnection::create(loop_, *p->address);
-      p->conn->use_external_timer();
-      // A replica that dies or drains closes our idle probe connection at
-      // once (the kernel does it for a killed process): probe now instead of
-      // at the next turn, which finds the port closed and takes the replica
-      // out within milliseconds.
-      p->conn->set_on_idle_close([raw] { raw->prober->peer_closed(*raw); });
+    p->port = replicas[i].address.port;
+    if (auto literal = ip_literal(replicas[i].address.host, p->port)) {
+      use_address(*p, *literal);
+    } else {
+      p->name = replicas[i].address.host;
+      Name& n = names_[p->name];
+      n.probes.push_back(i);
+      if (n.address) {
+        use_address(*p, with_port(*n.address, p->port));
+      } else {
+        p->resolve_error = "no address yet: " + p->name + " is being looked up";
+      }
     }
     // Spread the first round so that thousands of replicas are not probed in
     // one burst: over a tenth of the interval but at most kFirstRoundSpreadMs
@@ -86,6 +122,85 @@ void Prober::start(const config::ProbeSettings& settings) {
     schedule(
         *p, std::chrono::milliseconds(rng() % static_cast<uint64_t>(std::max<int64_t>(1, spread))));
     probes_.push_back(std::move(p));
+  }
+  // Names no replica has any more are forgotten (an answer still coming is
+  // dropped); the others are looked up again now, a reload being the
+  // operator's way to say that they may have moved.
+  std::erase_if(names_, [](const auto& kv) { return kv.second.probes.empty(); });
+  if (names_.empty()) {
+    names_timer_.reset();
+    return;
+  }
+  if (!resolver_) {
+    resolver_ = std::make_unique<Resolver>(
+        loop_, kResolverThreads,
+        [this](const std::string& host, std::optional<net::Address> address,
+               const std::string& error) { resolved(host, std::move(address), error); });
+  }
+  for (auto& [host, n] : names_) n.due_ms = 0;
+  if (!names_timer_) {
+    names_timer_ = uv::make_timer(loop_, [this] { resolve_due(); });
+    uv::timer_start(names_timer_.get(), 1000, 1000);
+  }
+  resolve_due();
+}
+
+void Prober::resolve_due() {
+  const uint64_t now = uv_now(loop_);
+  for (auto& [host, n] : names_) {
+    if (n.in_flight || n.due_ms > now) continue;
+    n.in_flight = true;
+    resolver_->lookup(host);
+  }
+}
+
+void Prober::resolved(const std::string& host, std::optional<net::Address> address,
+                      const std::string& error) {
+  const auto it = names_.find(host);
+  if (it == names_.end()) return;
+  Name& n = it->second;
+  n.in_flight = false;
+  const uint64_t now = uv_now(loop_);
+  if (!address) {
+    ++n.failures;
+    const uint64_t delay = std::min<uint64_t>(
+        kResolveRetryMin.count() << std::min<uint32_t>(n.failures - 1, 16), kResolveEvery.count());
+    n.due_ms = now + delay;
+    const std::string keeping = n.address ? "keeping its last address " + n.address->str()
+                                          : std::string("its replicas stay down until it resolves");
+    if (n.failures == 1) {
+      spdlog::warn("cannot resolve {}: {}; {}, trying again in {} ms", host, error, keeping, delay);
+    } else {
+      SPDLOG_DEBUG("cannot resolve {} ({} times in a row): {}; trying again in {} ms", host,
+                   n.failures, error, delay);
+    }
+    for (size_t i : n.probes) {
+      if (!probes_[i]->address) probes_[i]->resolve_error = error;
+    }
+    return;
+  }
+  if (!n.address) {
+    spdlog::info("{} resolves to {}", host, address->str());
+  } else if (!same_address(*n.address, *address)) {
+    spdlog::info("{} now resolves to {} (was {})", host, address->str(), n.address->str());
+  } else if (n.failures > 0) {
+    spdlog::info("{} resolves again ({})", host, address->str());
+  }
+  n.failures = 0;
+  n.due_ms = now + static_cast<uint64_t>(kResolveEvery.count());
+  n.address = address;
+  for (size_t i : n.probes) use_address(*probes_[i], with_port(*address, probes_[i]->port));
+}
+
+void Prober::use_address(Probe& p, const net::Address& address) {
+  if (p.address && same_address(*p.address, address)) return;
+  p.address = address;
+  p.resolve_error.clear();
+  const auto same = table_.set_resolved(p.index, address.str());
+  if (same) {
+    const auto& rs = table_.replicas();
+    spdlog::warn("replica {} is {}, as is replica {}: the same replica listed twice, counted once",
+                 rs[p.index].address.str(), address.str(), rs[*same].address.str());
   }
 }
 
@@ -197,10 +312,27 @@ void Prober::fire(Probe& p) {
 
 void Prober::send(Probe& p) {
   if (p.in_flight) return;
+  if (table_.replicas()[p.index].same_as) {
+    // Another spelling of a replica that is probed: nothing to ask, but its
+    // address may move (then the table says so) before the next turn.
+    schedule(p, settings_.interval);
+    return;
+  }
   if (!p.address) {
     report(p, std::nullopt, nullptr, p.resolve_error, Failure::Soft, Clock::now());
     schedule(p, settings_.interval);
     return;
+  }
+  if (!p.conn || !same_address(p.conn->address(), *p.address)) {
+    // First use, or its host moved: a connection to the new address.
+    p.conn = net::ClientConnection::create(loop_, *p.address);
+    p.conn->use_external_timer();
+    // A replica that dies or drains closes our idle probe connection at
+    // once (the kernel does it for a killed process): probe now instead of
+    // at the next turn, which finds the port closed and takes the replica
+    // out within milliseconds.
+    Probe* raw = &p;
+    p.conn->set_on_idle_close([raw] { raw->prober->peer_closed(*raw); });
   }
   const auto& replica = table_.replicas()[p.index];
   p.asked_stream = settings_.stream > 1 && p.polls_before_stream == 0 &&

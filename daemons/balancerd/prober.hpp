@@ -25,6 +25,12 @@
 // most one slot late, never early. 10,000 libuv timers instead (one heap,
 // re-armed per probe, plus each connection's own timeout timer) cost more
 // CPU than the probes' parsing, and woke the loop a thousand times a second.
+//
+// Host names are resolved off the loop (resolver.hpp), at start, on every
+// reload, every kResolveEvery after an answer and, after a failure, again
+// with a backoff from one second up to kResolveEvery; a name keeps its last
+// good address while a lookup fails, and a probe follows a new address from
+// its next send. IP literals never go to a resolver.
 #pragma once
 
 #include <uv.h>
@@ -32,6 +38,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "common/config/settings.hpp"
@@ -39,6 +46,7 @@
 #include "common/net/client.hpp"
 #include "common/status/status.hpp"
 #include "common/uv/handle.hpp"
+#include "daemons/balancerd/resolver.hpp"
 #include "daemons/balancerd/table.hpp"
 
 namespace cdn::balancer {
@@ -48,8 +56,10 @@ class Prober {
   Prober(uv_loop_t* loop, Table& table);
   ~Prober();
 
-  // (Re)start probing every replica of the table with these settings.
+  // (Re)start probing every replica of the table with these settings; host
+  // names are looked up again (their last addresses are kept meanwhile).
   void start(const config::ProbeSettings& settings);
+  // Everything closed, lookups in flight abandoned.
   void stop();
   uint64_t probes_total() const { return probes_total_; }
   uint64_t probe_failures_total() const { return failures_total_; }
@@ -63,8 +73,10 @@ class Prober {
     Prober* prober = nullptr;
     size_t index = 0;
     std::string host_header;
-    std::optional<net::Address> address;
-    std::string resolve_error;
+    std::string name;  // the host to resolve; empty for an IP literal
+    uint16_t port = 0;
+    std::optional<net::Address> address;  // the last good one
+    std::string resolve_error;            // why there is none yet
     net::ClientConnection::Ptr conn;
     Clock::time_point sent{};
     std::string body;
@@ -85,6 +97,22 @@ class Prober {
     Probe* prev = nullptr;
     Probe* next = nullptr;
   };
+  // A host name's lookups: its last good address, the schedule of the next.
+  struct Name {
+    std::optional<net::Address> address;  // port 0
+    std::vector<size_t> probes;           // indices of the replicas with this host
+    bool in_flight = false;
+    uint32_t failures = 0;  // in a row
+    uint64_t due_ms = 0;    // loop time of the next lookup
+  };
+  // Close the probes (reload or stop); names and the resolver stay.
+  void clear_probes();
+  void resolve_due();
+  void resolved(const std::string& host, std::optional<net::Address> address,
+                const std::string& error);
+  // Probe p's replica is at `address` (its port set): tell the table, which
+  // compares replicas by address.
+  void use_address(Probe& p, const net::Address& address);
   void send(Probe& p);
   void done(Probe& p, const net::ClientResult& r, const http::Response& resp);
   // A piece of a stream's body: every complete line is a status document.
@@ -116,6 +144,9 @@ class Prober {
   std::vector<Probe*> slots_;   // list heads, one per tick modulo their count
   std::vector<Probe*> firing_;  // reused by on_tick
   uv::Ptr<uv_timer_t> timer_;
+  std::unique_ptr<Resolver> resolver_;
+  std::unordered_map<std::string, Name> names_;
+  uv::Ptr<uv_timer_t> names_timer_;   // every second while there are names
   uint64_t next_tick_ = 0;            // first tick whose slot on_tick has not walked
   uint64_t armed_tick_ = UINT64_MAX;  // tick the timer is set for
   bool held_up_ = false;              // this wake-up came kHeldUpMs late or more

@@ -131,9 +131,13 @@ void Table::reconfigure(std::vector<config::ReplicaEntry> replicas,
     }
     r.address = std::move(a.address);
     r.weight = a.weight;
+    // Indices change: the prober reports every address again.
+    r.resolved.clear();
+    r.same_as.reset();
     next.push_back(std::move(r));
   }
   replicas_ = std::move(next);
+  keepers_.clear();
   probe_ = probe;
   balance_ = balance;
   // Round-robin credit starts afresh with a new replica list or policy.
@@ -142,6 +146,44 @@ void Table::reconfigure(std::vector<config::ReplicaEntry> replicas,
   up_dirty_ = true;
   refreshed_at_.reset();
   rebuild_ring();
+}
+
+std::optional<size_t> Table::set_resolved(size_t i, const std::string& address) {
+  if (i >= replicas_.size() || replicas_[i].resolved == address) return std::nullopt;
+  Replica& r = replicas_[i];
+  const std::string old = std::move(r.resolved);
+  r.resolved = address;
+  const bool was_kept = !r.same_as;
+  r.same_as.reset();
+  if (was_kept && !old.empty()) {
+    // Its second spellings at the old address: the first takes its place,
+    // the others follow that one. (A scan, but only when a kept replica's
+    // address moves; at start every replica's address is new.)
+    keepers_.erase(old);
+    std::optional<size_t> heir;
+    for (size_t j = 0; j < replicas_.size(); ++j) {
+      if (replicas_[j].same_as != i) continue;
+      replicas_[j].same_as = heir;
+      if (!heir) {
+        heir = j;
+        keepers_[old] = j;
+      }
+    }
+  }
+  const auto [it, fresh] = keepers_.emplace(address, i);
+  if (fresh) return std::nullopt;
+  r.same_as = it->second;
+  if (r.health != Health::Down) up_dirty_ = true;
+  r.health = Health::Down;
+  r.good_streak = r.bad_streak = 0;
+  r.up_since.reset();
+  r.drained_from_up = false;
+  return it->second;
+}
+
+size_t Table::distinct_count() const {
+  return static_cast<size_t>(std::count_if(replicas_.begin(), replicas_.end(),
+                                           [](const Replica& r) { return !r.same_as; }));
 }
 
 std::vector<uint64_t> Table::ring_capacities() const {
@@ -182,7 +224,8 @@ void Table::rebuild_ring() {
 
 void Table::probe_succeeded(size_t i, std::optional<std::chrono::microseconds> rtt,
                             const status::ReplicaStatus& st, Clock::time_point now) {
-  if (i >= replicas_.size()) return;
+  // Not for a second spelling (a probe sent before it was found to be one).
+  if (i >= replicas_.size() || replicas_[i].same_as) return;
   Replica& r = replicas_[i];
   const Health was = r.health;
   if (rtt) {
@@ -244,7 +287,7 @@ void Table::probe_succeeded(size_t i, std::optional<std::chrono::microseconds> r
 }
 
 void Table::probe_failed(size_t i, std::string_view why, Clock::time_point now, Failure kind) {
-  if (i >= replicas_.size()) return;
+  if (i >= replicas_.size() || replicas_[i].same_as) return;
   Replica& r = replicas_[i];
   const Health was = r.health;
   r.loss = (1 - kLossAlpha) * r.loss + kLossAlpha;

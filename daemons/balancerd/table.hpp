@@ -27,6 +27,7 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -102,6 +103,12 @@ struct Replica {
   // Draining entered from Up: a return to serving is Up at once (it had
   // already proven itself); from Down it must still make `rise` good probes.
   bool drained_from_up = false;
+  // The address its host resolved to ("127.0.0.1:33000"); empty until known.
+  std::string resolved;
+  // Another replica at the same resolved address (the one listed as
+  // "localhost:p" and "127.0.0.1:p"): this one is a second spelling of it,
+  // stays Down, is neither probed nor shown, and takes no share.
+  std::optional<size_t> same_as;
 };
 
 // The load at the last probe: reported_load, or its mean with byte_load
@@ -155,7 +162,17 @@ class Table {
   void rank(std::string_view path, size_t count, Clock::time_point now, std::vector<Choice>& out);
   std::vector<Choice> rank(std::string_view path, size_t count, Clock::time_point now);
 
+  // Replica i's host resolved to `address` (the prober tells: at once for an
+  // IP, on every change for a name). Replicas are compared by it: the first
+  // to have an address keeps it, a later one at the same address becomes
+  // same_as that one (and leaves that state when its address moves, or when
+  // the one it duplicated moves away). Returns the replica that i now
+  // duplicates, when that is new (the caller warns once).
+  std::optional<size_t> set_resolved(size_t i, const std::string& address);
+
   const std::vector<Replica>& replicas() const { return replicas_; }
+  // Replicas not same_as another one: what status counts and shows.
+  size_t distinct_count() const;
   size_t up_count() const;
   Policy policy() const { return policy_; }
   // How long a replica that came up stays under the slow-start penalty:
@@ -207,6 +224,8 @@ class Table {
   void ranked(std::vector<size_t>& idx, size_t count, Key key, std::vector<Choice>& out);
 
   std::vector<Replica> replicas_;
+  // Resolved address -> the replica kept at it (see set_resolved).
+  std::unordered_map<std::string, size_t> keepers_;
   config::ProbeSettings probe_;
   config::BalanceSettings balance_;
   Policy policy_ = Policy::P2C;

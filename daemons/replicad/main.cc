@@ -64,6 +64,12 @@ cdn::config::ReplicaSettings load(const Flags& f, const cdn::daemon::ConfigSourc
   return s;
 }
 
+// Descriptors at the limits: the client connections, and a margin for the
+// files being sent, origin connections, the cache, listeners and logs.
+uint64_t descriptors_needed(const cdn::config::ReplicaSettings& s) {
+  return static_cast<uint64_t>(s.server.max_connections) + 1024;
+}
+
 bool same_source(const cdn::config::ContentSettings& a, const cdn::config::ContentSettings& b) {
   return a.root == b.root && a.page == b.page && a.origin == b.origin && a.index == b.index;
 }
@@ -71,6 +77,7 @@ bool same_source(const cdn::config::ContentSettings& a, const cdn::config::Conte
 }  // namespace
 
 int main(int argc, char** argv) {
+  cdn::daemon::hold_signals();
   CLI::App app{"cdn-replicad: serves a copy of a site (a directory, a page or an origin)"};
   Flags f;
   app.add_option("-c,--config", f.config, "INI file (default " CDN_SYSCONFDIR "/replicad.ini)");
@@ -107,16 +114,18 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  cdn::daemon::raise_nofile_limit(descriptors_needed(settings));
   uv_loop_t loop;
   uv_loop_init(&loop);
+  // Before any slow step (the start page may take an origin's timeout).
+  cdn::daemon::Lifecycle life(&loop);
   std::unique_ptr<cdn::replica::Replica> replica_ptr;
   try {
     replica_ptr = std::make_unique<cdn::replica::Replica>(&loop, settings, std::move(store));
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
     std::fprintf(stderr, "cdn-replicad: %s\n", e.what());
-    cdn::uv::close_loop(&loop);
-    return 1;
+    return life.end(1);
   }
   cdn::replica::Replica& replica = *replica_ptr;
   try {
@@ -124,18 +133,21 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
     replica.stop();
-    cdn::uv::close_loop(&loop);
-    return 1;
+    return life.end(1);
   }
   // Like the seed, have the start page before saying READY=1.
-  if (std::string why; !replica.prefetch_start_page(why)) {
+  if (std::string why;
+      !replica.prefetch_start_page(why, [&life] { return life.stop_requested(); })) {
+    replica.stop();
+    if (life.stop_requested()) {
+      spdlog::info("stopped during start-up, before the start page came");
+      return life.end(0);
+    }
     spdlog::critical("cannot fetch the start page from {} and no cached copy exists: {}",
                      settings.content.origin, why);
     std::fprintf(stderr, "cdn-replicad: cannot fetch the start page from %s: %s\n",
                  settings.content.origin.c_str(), why.c_str());
-    replica.stop();
-    cdn::uv::close_loop(&loop);
-    return 1;
+    return life.end(1);
   }
 
   cdn::daemon::Hooks hooks;
@@ -155,6 +167,7 @@ int main(int argc, char** argv) {
       // Replaces the logger only once the new one is built (a log file that
       // cannot be opened throws here and keeps the old one).
       cdn::log::setup("cdn-replicad", next.log.level, next.log.file);
+      cdn::daemon::check_nofile(descriptors_needed(next));
       replica.reconfigure(std::move(next), std::move(next_store));
       return true;
     } catch (const std::exception& e) {
@@ -166,7 +179,7 @@ int main(int argc, char** argv) {
   hooks.stop_now = [&]() { replica.stop(); };
   hooks.status_line = [&]() { return replica.status_line(); };
   hooks.drain_timeout = [&]() { return replica.settings().server.drain_timeout; };
-  const int rc = cdn::daemon::run(&loop, std::move(hooks));
+  const int rc = life.run(std::move(hooks));
   spdlog::info("stopped");
   return rc;
 }

@@ -76,17 +76,31 @@ Replica::Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_
   }
 }
 
-bool Replica::prefetch_start_page(std::string& why) {
+bool Replica::prefetch_start_page(std::string& why, const std::function<bool()>& give_up) {
   if (!pull_) return true;
-  bool done = false, ok = false;
-  pull_->prefetch("/", [&](bool good, std::string message) {
-    done = true;
-    ok = good;
-    why = std::move(message);
+  // Shared with the callback, which may come after a give-up returned.
+  struct Outcome {
+    bool done = false, ok = false;
+    std::string why;
+  };
+  auto out = std::make_shared<Outcome>();
+  pull_->prefetch("/", [out](bool good, std::string message) {
+    out->done = true;
+    out->ok = good;
+    out->why = std::move(message);
   });
-  while (!done) uv_run(loop_, UV_RUN_ONCE);
-  if (ok && !why.empty()) spdlog::warn("origin failed ({}): starting with the cached copy", why);
-  return ok;
+  while (!out->done) {
+    if (give_up && give_up()) {
+      why = "start-up stopped";
+      return false;
+    }
+    uv_run(loop_, UV_RUN_ONCE);
+  }
+  why = out->why;
+  if (out->ok && !why.empty()) {
+    spdlog::warn("origin failed ({}): starting with the cached copy", why);
+  }
+  return out->ok;
 }
 
 void Replica::start() {

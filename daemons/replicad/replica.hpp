@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -33,8 +34,9 @@ class Replica {
 
   // Origin mode, at start-up: have the start page ("/") in the cache. Runs
   // the loop until it is (true), or the origin failed and no copy exists
-  // (false, with `why`). Always true for a directory or a page.
-  bool prefetch_start_page(std::string& why);
+  // (false, with `why`), or `give_up` says so (false: a stop signal came
+  // during start-up). Always true for a directory or a page.
+  bool prefetch_start_page(std::string& why, const std::function<bool()>& give_up = {});
 
   // Throws std::runtime_error when it cannot listen.
   void start();

@@ -1061,3 +1061,64 @@ TEST(BalancerCapacity, ConsistentRingAndBoundFollowCapacity) {
 }
 
 }  // namespace cdn::balancer
+
+namespace cdn::balancer {
+namespace {
+
+// "localhost:p", "127.0.0.1:p" and "127.000.000.001:p": one replica.
+TEST(TableResolved, SecondSpellingsOfOneAddressCountOnce) {
+  Table t(addrs(3), probe_settings(), balance_settings("round-robin"));
+  EXPECT_EQ(t.set_resolved(1, "127.0.0.1:1"), std::nullopt);  // the literal, first
+  EXPECT_EQ(t.set_resolved(2, "127.0.0.1:1"), std::optional<size_t>(1));
+  EXPECT_EQ(t.set_resolved(0, "127.0.0.1:1"), std::optional<size_t>(1));  // the name, later
+  EXPECT_EQ(t.distinct_count(), 1u);
+  // The same answer again is not news (no second warning).
+  EXPECT_EQ(t.set_resolved(0, "127.0.0.1:1"), std::nullopt);
+  // Probes of a second spelling (sent before it was found out) are ignored.
+  for (size_t i = 0; i < 3; ++i) {
+    for (int k = 0; k < 2; ++k) t.probe_succeeded(i, ms(1), serving(), kT0);
+  }
+  EXPECT_EQ(t.up_count(), 1u);
+  EXPECT_EQ(t.replicas()[0].health, Health::Down);
+  EXPECT_EQ(t.replicas()[2].health, Health::Down);
+  // Every client goes to the one replica, none to a second spelling.
+  for (int k = 0; k < 10; ++k) {
+    const auto picks = t.choose("/", 3, kLater);
+    ASSERT_EQ(picks.size(), 1u);
+    EXPECT_EQ(picks[0].index, 1u);
+  }
+}
+
+TEST(TableResolved, AMovedAddressEndsOrMakesADuplicate) {
+  Table t(addrs(3), probe_settings(), balance_settings("p2c"));
+  EXPECT_EQ(t.set_resolved(0, "10.9.9.9:1"), std::nullopt);
+  EXPECT_EQ(t.set_resolved(1, "10.9.9.9:1"), std::optional<size_t>(0));
+  EXPECT_EQ(t.set_resolved(2, "10.9.9.9:1"), std::optional<size_t>(0));
+  // The kept one moves away: the first of its second spellings takes its
+  // place, the other now follows that one.
+  EXPECT_EQ(t.set_resolved(0, "10.8.8.8:1"), std::nullopt);
+  EXPECT_FALSE(t.replicas()[1].same_as);
+  EXPECT_EQ(t.replicas()[2].same_as, std::optional<size_t>(1));
+  EXPECT_EQ(t.distinct_count(), 2u);
+  // A second spelling that moves to an address of its own stands alone.
+  EXPECT_EQ(t.set_resolved(2, "10.7.7.7:1"), std::nullopt);
+  EXPECT_EQ(t.distinct_count(), 3u);
+  // One that moves onto a kept replica's address while up goes down.
+  for (int k = 0; k < 2; ++k) t.probe_succeeded(2, ms(1), serving(), kT0);
+  EXPECT_EQ(t.up_count(), 1u);
+  EXPECT_EQ(t.set_resolved(2, "10.8.8.8:1"), std::optional<size_t>(0));
+  EXPECT_EQ(t.up_count(), 0u);
+  EXPECT_EQ(t.replicas()[2].health, Health::Down);
+}
+
+TEST(TableResolved, AReloadForgetsAddressesForTheProberToTellAgain) {
+  Table t(addrs(2), probe_settings(), balance_settings("p2c"));
+  t.set_resolved(0, "127.0.0.1:1");
+  t.set_resolved(1, "127.0.0.1:1");
+  t.reconfigure(addrs(2), probe_settings(), balance_settings("p2c"));
+  EXPECT_EQ(t.distinct_count(), 2u);
+  EXPECT_TRUE(t.replicas()[0].resolved.empty());
+}
+
+}  // namespace
+}  // namespace cdn::balancer
