@@ -17,7 +17,8 @@ attempts even when a fallback saved the download).
 Memory: each daemon's RSS is taken after a warm-up pass (every file
 fetched through it, WORKERS at a time) before the faults start -- for a
 replica killed and restarted, after the same pass right after its restart --
-and again after the same pass at the end; it must be within 10%.
+and again after the same pass at the end; it must be within 10% (printed
+only, for an AddressSanitizer build).
 
 CDN_SOAK_SECONDS (default 100) is the length of the fault phase and
 CDN_SOAK_SEED (default 13) the schedule's seed; bench/soak runs it longer.
@@ -60,6 +61,14 @@ MiB = 1024 * 1024
 # several of cdn-get's 1 MiB write blocks and end off a block.
 SMALL = (1, 700, 4096, 33_333, 100_000, 250_000)
 LARGE = (3 * MiB + 17, 9 * MiB + 4099)
+
+
+def asan_build():
+    """True when the daemons are built with AddressSanitizer: their RSS then
+    grows with its quarantine of freed memory (up to 256 MiB), and says
+    nothing about theirs."""
+    return any(b"__asan_init" in Path(p).read_bytes()
+               for p in (cdnlib.REPLICAD, cdnlib.BALANCERD))
 
 
 def sha256(data):
@@ -373,4 +382,7 @@ def test_fault_soak(cdn):
     assert t.attempts - warm_attempts >= WORKERS * 5, f"too few downloads in the soak\n{report}"
     assert all(v > 0 for v in soak.counts.values()), report
     grown = [n for n, (s, e, _) in soak.rss.items() if abs(e - s) > RSS_TOLERANCE * s]
+    if asan_build():
+        print(f"ASan build: RSS not checked (moved by more than {RSS_TOLERANCE:.0%}: {grown})")
+        return
     assert not grown, f"RSS moved by more than {RSS_TOLERANCE:.0%}: {grown}\n{report}"
