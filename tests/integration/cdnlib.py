@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import importlib.util
 import json
 import os
 import select
@@ -135,7 +136,13 @@ def merge_sections(base, extra):
 class NotifySocket:
     """The AF_UNIX SOCK_DGRAM socket a daemon finds in NOTIFY_SOCKET.  Every
     datagram is kept (a list of its lines) so that tests can look at
-    READY=1, STATUS=, STOPPING=1, RELOADING=1 and their order."""
+    READY=1, STATUS=, STOPPING=1, RELOADING=1 and their order.
+
+    Datagrams are read only when a test looks, and the kernel queues at
+    most net.unix.max_dgram_qlen (often 10) of them: the daemons send
+    without blocking, so once a long test let STATUS= lines fill the queue,
+    later ones are dropped.  Drain it (poll) before an action whose
+    notification the test will wait for."""
 
     def __init__(self, path):
         self.path = str(path)
@@ -279,6 +286,36 @@ class Daemon:
         self.expect_exit = True
         self.signal(signal.SIGKILL)
         self.proc.wait(timeout=STOP_TIMEOUT)
+
+    def start_again(self, timeout=READY_TIMEOUT):
+        """Start the same argv after the process exited (killed or stopped by
+        the test) and wait for the new process's READY=1; the test expects
+        it to be running again at teardown."""
+        assert self.proc is not None and self.proc.poll() is not None, "still running"
+        self.notify.poll()  # room in the queue for READY=1 (see NotifySocket)
+        mark = len(self.notify.messages)
+        self.expect_exit = False
+        self.start(wait_ready=False)
+        self.wait_ready(start=mark, timeout=timeout)
+
+    def reload(self, timeout=READY_TIMEOUT):
+        """SIGHUP; waits for RELOADING=1 and the READY=1 after it (sent
+        whether the new file was taken or refused); returns the index of
+        the RELOADING=1 datagram."""
+        self.notify.poll()  # room in the queue for RELOADING=1 (see NotifySocket)
+        mark = len(self.notify.messages)
+        self.signal(signal.SIGHUP)
+        i = self.notify.wait("RELOADING=1", start=mark, timeout=timeout, proc=self.proc)
+        self.notify.wait("READY=1", start=i + 1, timeout=timeout, proc=self.proc)
+        return i
+
+    def rss_kib(self):
+        """Resident set size of the running process (VmRSS), in KiB."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError(f"no VmRSS for pid {self.pid}")
 
     def wait_exit(self, timeout=STOP_TIMEOUT):
         self.expect_exit = True
@@ -532,6 +569,21 @@ def run_get(args, cwd, timeout=60, extra_env=None):
 
 def describe_run(r):
     return f"argv={r.args} rc={r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
+
+
+# --------------------------------------------------------------------------
+# other suites
+
+
+def integration_conftest():
+    """tests/integration/conftest.py as a module, for another suite's
+    conftest to re-export its fixtures and hooks (pytest imports every
+    rootdir's conftest.py as `conftest`, so it cannot be imported by name)."""
+    spec = importlib.util.spec_from_file_location("cdn_integration_conftest",
+                                                  Path(__file__).resolve().parent / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # --------------------------------------------------------------------------

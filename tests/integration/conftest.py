@@ -65,18 +65,25 @@ class Cluster:
         return d
 
     # ---------------------------------------------------------------- replica
-    def replica(self, files=None, *, root=None, name=None, host="127.0.0.1", port=None,
-                extra=None, args=(), use_config=True, start=True, wait_ready=True):
+    def replica(self, files=None, *, root=None, origin=None, name=None, host="127.0.0.1",
+                port=None, extra=None, args=(), use_config=True, start=True, wait_ready=True):
         """A cdn-replicad serving `root` (or a fresh root filled with `files`:
-        {relative path: bytes}; default: index.html = DEFAULT_PAGE)."""
+        {relative path: bytes}; default: index.html = DEFAULT_PAGE), or with
+        `origin` (a URL) an edge cache pulling from it, its cache_dir in its
+        own work dir."""
         workdir = self.tempdir("cdn-r-")
-        if root is None:
-            root = workdir / "root"
-            root.mkdir()
-            for rel, data in (files if files is not None else {"index.html": DEFAULT_PAGE}).items():
-                p = root / rel
-                p.parent.mkdir(parents=True, exist_ok=True)
-                p.write_bytes(data)
+        if origin is not None:
+            content = {"origin": origin, "cache_dir": workdir / "cache"}
+        else:
+            if root is None:
+                root = workdir / "root"
+                root.mkdir()
+                for rel, data in (files if files is not None
+                                  else {"index.html": DEFAULT_PAGE}).items():
+                    p = root / rel
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                    p.write_bytes(data)
+            content = {"root": root}
         port = port or free_port(host)
         name = name or f"replica-{port}-{host}"
         config = None
@@ -85,10 +92,12 @@ class Cluster:
                 "server": {"address": host, "port": port, "name": name,
                            "drain_timeout": "20s"},
                 "log": {"level": "debug", "file": workdir / "replicad.log"},
-                "content": {"root": root},
+                "content": content,
             }, extra)
         d = Daemon("replicad", workdir, args, config)
-        d.host, d.port, d.name, d.root = host, port, name, Path(root)
+        d.host, d.port, d.name = host, port, name
+        d.root = None if root is None else Path(root)
+        d.cache_dir = content.get("cache_dir")
         d.log_files.append(workdir / "replicad.log")
         self.daemons.append(d)
         if start:
