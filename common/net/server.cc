@@ -47,7 +47,7 @@ constexpr int kMaxQueuedWrites = 16;
 constexpr size_t kMaxWriteQueue = 1024 * 1024;
 // Pipelined requests answered in one go before the connection yields to the
 // others (it resumes from the server's idle handle, after the loop polled).
-constexpr unsigned kMaxAnswersPerTurn = 64;
+constexpr unsigned kMaxAnswersPerTurn = 32;
 // Files go out with sendfile(2) while the socket takes them. When it is full,
 // the loop waits for it to drain with a uv_poll on a dup of the socket (libuv
 // has no "writable" callback for a TCP handle, and one fd cannot carry two
@@ -544,7 +544,7 @@ void Connection::resume() {
       pending_.assign(std::string_view(input).substr(used));
     }
   }
-  if (state_ == State::Reading) read_start();
+  if (state_ == State::Reading && !reading_) read_start();
 }
 
 void Connection::handle_request() {
@@ -596,7 +596,7 @@ void Connection::answered() {
 // the next request, wait for the kernel, or close.
 void Connection::after_response() {
   if (state_ == State::Closing) return;
-  backlog(false);
+  if (backlogged_) backlog(false);
   if (file_fd_ >= 0 || pending_writes_ > 0) {
     const bool full = output_full();
     if (file_fd_ < 0 && !close_after_write_ && !full) {
@@ -733,8 +733,8 @@ void Connection::submit_head(WriteReq* w) {
 // Behind writes still under way, a small answer is copied into out_ (the
 // client has not taken the previous ones: no point in trying the socket) and
 // goes out with the answers after it in one write once those are done: one
-// allocation and one libuv request per kMaxOutput bytes instead of one per
-// answer. Anything else goes after what out_ holds.
+// libuv request per kMaxOutput bytes, and no allocation (see spare_), instead
+// of both per answer. Anything else goes after what out_ holds.
 void Connection::submit(WriteReq* w) {
   w->bytes = 0;
   for (unsigned i = 0; i < w->nbufs; ++i) w->bytes += w->bufs[i].len;
@@ -747,10 +747,12 @@ void Connection::submit(WriteReq* w) {
     release(w);
     return;
   }
-  flush_output();
-  if (state_ == State::Closing) {
-    release(w);
-    return;
+  if (!out_.empty()) {
+    flush_output();
+    if (state_ == State::Closing) {
+      release(w);
+      return;
+    }
   }
   write_now(w);
 }

@@ -26,8 +26,12 @@ BURST = 40_000
 PER_CONNECTION_KIB = 64
 # What may stay after the flood is over (allocator slack, counters, logs).
 AFTER_SLACK_KIB = 4 * 1024
-# The ordinary client's answers during the flood.
-CANARY_LATENCY_S = 0.100
+# The ordinary client's answers during the flood: 95 in 100 within 100 ms,
+# and none stalled. (The machines that run this are shared: a process that is
+# not scheduled for a while delays an answer or two whatever the server does.
+# Before the bound the median was about 700 ms.)
+CANARY_P95_S = 0.100
+CANARY_MAX_S = 0.500
 # The flood stops when the daemon answered (almost) nothing for this long:
 # every connection then waits for its client to read.
 SETTLED_S = 0.5
@@ -163,13 +167,16 @@ def check_flood(d, path, expect, requests_metric, connections_metric):
     cdnlib.wait_for(lambda: d.metric(connections_metric) <= 1, timeout=20,
                     what="the canary's connection to be closed")
     after = rss_kib(d.pid)
-    worst = max(canary_during) if canary_during else float("inf")
-    median = sorted(canary_during)[len(canary_during) // 2] if canary_during else float("inf")
+    ordered = sorted(canary_during) or [float("inf")]
+    median = ordered[len(ordered) // 2]
+    p95 = ordered[min(len(ordered) - 1, len(ordered) * 95 // 100)]
+    worst = ordered[-1]
     print(f"\n{d.kind} {path}: {CONNECTIONS} connections x {BURST} pipelined requests, "
           f"{answered} answered before they settled; RSS before {before} KiB, "
           f"peak {peak} KiB (+{(peak - before) / CONNECTIONS:.1f} KiB per connection), "
           f"after {after} KiB; ordinary client: {len(canary_during)} answers during the flood, "
-          f"median {median * 1000:.1f} ms, slowest {worst * 1000:.1f} ms")
+          f"median {median * 1000:.1f} ms, 95th percentile {p95 * 1000:.1f} ms, "
+          f"slowest {worst * 1000:.1f} ms")
     assert not canary.failures, f"ordinary client failed during the flood: {canary.failures[:5]}"
     assert canary_during, "the ordinary client got no answer during the flood"
     assert peak - before <= PER_CONNECTION_KIB * CONNECTIONS, (
@@ -177,7 +184,10 @@ def check_flood(d, path, expect, requests_metric, connections_metric):
         f"(over {PER_CONNECTION_KIB} KiB each)")
     assert after - before <= AFTER_SLACK_KIB, (
         f"{d.kind}: RSS {after} KiB after the flood, {before} KiB before")
-    assert worst <= CANARY_LATENCY_S, (
+    assert p95 <= CANARY_P95_S, (
+        f"{d.kind}: an ordinary client's answers took {p95 * 1000:.0f} ms (95th percentile) "
+        f"during the flood")
+    assert worst <= CANARY_MAX_S, (
         f"{d.kind}: an ordinary client waited {worst * 1000:.0f} ms during the flood")
 
 
