@@ -7,12 +7,16 @@ on the client), must not keep that memory after the connections close, and
 must go on answering a well-behaved client promptly. Both daemons are checked:
 the replica serving a small file and the balancer's 302.
 
-The figures (RSS before, at the peak, after; the ordinary client's slowest
-answer) are printed; run pytest with -s to see them.
+The figures (RSS before, at the peak, after; the ordinary client's answer
+times) are printed; run pytest with -s to see them. In a sanitizer build they
+are the sanitizer's (ASan keeps freed memory in quarantine, and everything is
+slower): the flood still runs and every answer is checked, but the memory
+and time bounds are not asserted.
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import selectors
 import socket
@@ -38,6 +42,13 @@ SETTLED_S = 0.5
 FLOOD_DEADLINE_S = 40.0
 
 SMALL_FILE = b"small file\n" * 6
+
+
+def sanitized():
+    """Whether the daemons under test were built with -Db_sanitize."""
+    options = json.loads((cdnlib.BUILD_DIR / "meson-info" / "intro-buildoptions.json").read_text())
+    value = next((o["value"] for o in options if o["name"] == "b_sanitize"), "none")
+    return value not in ("none", "", [], ["none"])
 
 
 def rss_kib(pid):
@@ -179,6 +190,9 @@ def check_flood(d, path, expect, requests_metric, connections_metric):
           f"slowest {worst * 1000:.1f} ms")
     assert not canary.failures, f"ordinary client failed during the flood: {canary.failures[:5]}"
     assert canary_during, "the ordinary client got no answer during the flood"
+    if sanitized():
+        print("sanitizer build: memory and time bounds not asserted")
+        return
     assert peak - before <= PER_CONNECTION_KIB * CONNECTIONS, (
         f"{d.kind}: {CONNECTIONS} flooding connections cost {peak - before} KiB "
         f"(over {PER_CONNECTION_KIB} KiB each)")
