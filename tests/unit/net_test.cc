@@ -331,13 +331,18 @@ TEST(Server, ConnectionCloseIsHonoured) {
   EXPECT_TRUE(c.closed_by_peer());
 }
 
+// GET /p0, /p1, ... /p<n-1>, back to back.
+std::string pipelined(int n) {
+  std::string burst;
+  for (int i = 0; i < n; ++i)
+    burst += "GET /p" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n\r\n";
+  return burst;
+}
+
 TEST(Server, PipelinedRequestsAreAnsweredInOrder) {
   ServerThread s(fast_options(), echo_target);
   Sock c(s.port());
-  std::string burst;
-  for (int i = 0; i < 50; ++i)
-    burst += "GET /p" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n\r\n";
-  ASSERT_TRUE(c.send(burst));
+  ASSERT_TRUE(c.send(pipelined(50)));
   for (int i = 0; i < 50; ++i) {
     const auto r = c.read_response();
     ASSERT_TRUE(r.ok) << i;
@@ -355,6 +360,26 @@ bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds lim
   return true;
 }
 
+// Sends `data` on a thread of its own (the server may stop reading it until
+// the test reads the answers). On destruction the socket is shut down, which
+// ends a send still blocked (a test that failed half-way), and the thread joined.
+class BackgroundSend {
+ public:
+  BackgroundSend(Sock& c, std::string data)
+      : c_(c), data_(std::move(data)), thread_([this] { c_.send(data_); }) {}
+  ~BackgroundSend() {
+    ::shutdown(c_.fd(), SHUT_RDWR);
+    thread_.join();
+  }
+  BackgroundSend(const BackgroundSend&) = delete;
+  BackgroundSend& operator=(const BackgroundSend&) = delete;
+
+ private:
+  Sock& c_;
+  std::string data_;
+  std::thread thread_;
+};
+
 // One connection's pipelined burst is answered a bounded number of requests
 // per loop turn, so that the loop serves the other connections in between
 // (before, one 64 KiB read was answered whole: about 1,800 of these).
@@ -370,16 +395,12 @@ TEST(Server, PipelinedBurstIsAnsweredAShareAtATime) {
   s.count_turns();
   Sock c(s.port());
   constexpr int kRequests = 3000;
-  std::string burst;
-  for (int i = 0; i < kRequests; ++i)
-    burst += "GET /p" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n\r\n";
-  std::thread sender([&c, &burst] { c.send(burst); });
+  BackgroundSend sender(c, pipelined(kRequests));
   for (int i = 0; i < kRequests; ++i) {
     const auto r = c.read_response();
     ASSERT_TRUE(r.ok) << i;
     ASSERT_EQ(r.body, "/p" + std::to_string(i));
   }
-  sender.join();
   const size_t most = s.call<size_t>([&turns] {
     size_t run = 0, longest = 0;
     for (size_t i = 0; i < turns.size(); ++i) {
@@ -413,10 +434,7 @@ TEST(Server, ClientThatDoesNotReadIsBackloggedThenResumed) {
   });
   Sock c(s.port(), /*rcvbuf=*/4096);
   constexpr int kRequests = 20000;  // 20 MB of answers, far more than the socket buffers
-  std::string burst;
-  for (int i = 0; i < kRequests; ++i)
-    burst += "GET /p" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n\r\n";
-  std::thread sender([&c, &burst] { c.send(burst); });
+  BackgroundSend sender(c, pipelined(kRequests));
   ASSERT_TRUE(eventually([&s] { return s.stats().backlogged_connections == 1; }));
   const auto stopped = s.stats();
   EXPECT_LT(stopped.requests_total, static_cast<uint64_t>(kRequests) / 2);
@@ -432,7 +450,6 @@ TEST(Server, ClientThatDoesNotReadIsBackloggedThenResumed) {
     ASSERT_TRUE(r.ok) << i;
     ASSERT_EQ(r.body, "/p" + std::to_string(i) + pad);
   }
-  sender.join();
   EXPECT_TRUE(eventually([&s] { return s.stats().backlogged_connections == 0; }));
   EXPECT_EQ(s.stats().requests_total, static_cast<uint64_t>(kRequests));
 }
