@@ -217,8 +217,9 @@ class Connection {
   WriteReq* take_write();
   void release(WriteReq* w);
   void submit(WriteReq* w);
-  void write_now(WriteReq* w);
+  void coalesce(WriteReq* w);
   void flush_output();
+  void queue_write(WriteReq* w, unsigned first);
   // submit() of w's head (bufs[0]), after any separate body finish() put in bufs[1].
   void submit_head(WriteReq* w);
   void send_more_file();
@@ -456,8 +457,9 @@ void Connection::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
   auto* c = static_cast<Connection*>(h->data);
   auto& b = c->server_.read_buffer_;
   if (b.size() < kReadBuffer) b.resize(kReadBuffer);
-  const size_t room = kMaxPending - std::min(c->pending_.size(), kMaxPending - 1);
-  *buf = uv_buf_init(b.data(), static_cast<unsigned>(std::min(b.size(), room)));
+  size_t len = b.size();
+  if (!c->pending_.empty()) len = std::min(len, kMaxPending - c->pending_.size());
+  *buf = uv_buf_init(b.data(), static_cast<unsigned>(len));
 }
 
 void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
@@ -681,8 +683,13 @@ void Connection::release(WriteReq* w) {
     if (w->head.capacity() > spare_.capacity()) spare_.swap(w->head);
     if (w->head.capacity() > kCoalesceMax) std::string().swap(w->head);
   }
-  if (w->body_copy.capacity() > kCoalesceMax) std::string().swap(w->body_copy);
-  w->body_copy.clear();
+  if (!w->body_copy.empty()) {
+    if (w->body_copy.capacity() > kCoalesceMax) {
+      std::string().swap(w->body_copy);
+    } else {
+      w->body_copy.clear();
+    }
+  }
   w->nbufs = 0;
   w->next_free = free_writes_;
   free_writes_ = w;
@@ -738,37 +745,17 @@ void Connection::submit_head(WriteReq* w) {
 void Connection::submit(WriteReq* w) {
   w->bytes = 0;
   for (unsigned i = 0; i < w->nbufs; ++i) w->bytes += w->bufs[i].len;
-  if (pending_writes_ > 0 && !w->file_chunk && w->bytes <= kCoalesceMax) {
-    if (out_.empty() && out_.capacity() < kOutputCapacity) {
-      if (spare_.capacity() > out_.capacity()) out_.swap(spare_);
-      out_.reserve(kOutputCapacity);
+  if (pending_writes_ > 0) {
+    if (!w->file_chunk && w->bytes <= kCoalesceMax) {
+      coalesce(w);
+      return;
     }
-    for (unsigned i = 0; i < w->nbufs; ++i) out_.append(w->bufs[i].base, w->bufs[i].len);
-    release(w);
-    return;
-  }
-  if (!out_.empty()) {
     flush_output();
     if (state_ == State::Closing) {
       release(w);
       return;
     }
   }
-  write_now(w);
-}
-
-// Hands what out_ holds to libuv as one write.
-void Connection::flush_output() {
-  if (out_.empty()) return;
-  WriteReq* w = take_write();
-  w->head.swap(out_);
-  w->bufs[0] = uv_buf_init(w->head.data(), static_cast<unsigned>(w->head.size()));
-  w->nbufs = 1;
-  w->bytes = w->head.size();
-  write_now(w);
-}
-
-void Connection::write_now(WriteReq* w) {
   auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
   size_t done = 0;
   if (!w->file_chunk) {
@@ -797,8 +784,35 @@ void Connection::write_now(WriteReq* w) {
     done -= take;
     if (w->bufs[first].len == 0) ++first;
   }
+  queue_write(w, first);
+}
+
+void Connection::coalesce(WriteReq* w) {
+  if (out_.empty() && out_.capacity() < kOutputCapacity) {
+    if (spare_.capacity() > out_.capacity()) out_.swap(spare_);
+    out_.reserve(kOutputCapacity);
+  }
+  for (unsigned i = 0; i < w->nbufs; ++i) out_.append(w->bufs[i].base, w->bufs[i].len);
+  release(w);
+}
+
+// Hands what out_ holds to libuv as one write (which libuv tries at once
+// when nothing is queued before it).
+void Connection::flush_output() {
+  if (out_.empty()) return;
+  WriteReq* w = take_write();
+  w->head.swap(out_);
+  w->bufs[0] = uv_buf_init(w->head.data(), static_cast<unsigned>(w->head.size()));
+  w->nbufs = 1;
+  w->bytes = w->head.size();
+  queue_write(w, 0);
+}
+
+// uv_write of w's buffers from `first` on; its callback is on_write.
+void Connection::queue_write(WriteReq* w, unsigned first) {
   w->req.data = w;
-  const int rc = uv_write(&w->req, stream, w->bufs + first, w->nbufs - first, on_write);
+  const int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), w->bufs + first,
+                          w->nbufs - first, on_write);
   if (rc != 0) {
     SPDLOG_DEBUG("{}: write failed: {}", peer(), uv_strerror(rc));
     release(w);
