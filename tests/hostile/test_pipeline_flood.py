@@ -159,7 +159,7 @@ def flood(d, path, requests_metric):
     else:
         raise AssertionError(f"the {d.kind} did not settle within {FLOOD_DEADLINE_S} s")
     sel.close()
-    return socks, peak, last_requests - start_requests
+    return socks, peak, int(last_requests - start_requests)
 
 
 def check_flood(d, path, expect, requests_metric, connections_metric):
