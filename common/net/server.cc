@@ -22,12 +22,33 @@
 namespace cdn::net {
 
 namespace {
-// Requests already read but held back (pipelined behind a streaming
-// response) are capped; past this the connection stops reading.
-constexpr size_t kMaxPending = 64 * 1024;
-// Responses queued in the kernel-bound write queue before we stop taking
-// requests from a client that does not read its answers.
+// What a connection may hold for a client that sends requests faster than it
+// reads the answers (pipelining, never reading): past any of these bounds it
+// takes no further request and stops reading, so the kernel's socket buffers
+// push back on the client, until the client has taken some answers.
+// - Bytes read but not parsed yet (pipelined behind the request being
+//   answered, or left for the next turn): the connection reads no more than
+//   this (see on_alloc), and stops reading when it holds this much.
+constexpr size_t kMaxPending = 16 * 1024;
+// - Answers waiting behind writes the kernel has not taken yet are copied
+//   into one output buffer (see submit()); more than this and no request is
+//   taken. One coalesced write of about as much may be under way besides.
+constexpr size_t kMaxOutput = 8 * 1024;
+// - Answers up to this size are coalesced; bigger ones keep their own write
+//   (an owned body is not copied). A pooled write keeps buffers up to this
+//   size for the next answer; of bigger ones the connection keeps one spare.
+constexpr size_t kCoalesceMax = 8 * 1024;
+// The output buffer's size: room for kMaxOutput and one more answer, so that
+// it never grows while answers are coalesced.
+constexpr size_t kOutputCapacity = kMaxOutput + kCoalesceMax;
+// - Writes under way (each one a WriteReq, about 1 KiB with its head).
+constexpr int kMaxQueuedWrites = 16;
+// - Bytes queued for the kernel, owned bodies included (they cost no copy,
+//   but pin their cache entry).
 constexpr size_t kMaxWriteQueue = 1024 * 1024;
+// Pipelined requests answered in one go before the connection yields to the
+// others (it resumes from the server's idle handle, after the loop polled).
+constexpr unsigned kMaxAnswersPerTurn = 32;
 // Files go out with sendfile(2) while the socket takes them. When it is full,
 // the loop waits for it to drain with a uv_poll on a dup of the socket (libuv
 // has no "writable" callback for a TCP handle, and one fd cannot carry two
@@ -41,7 +62,7 @@ constexpr size_t kFileChunk = 256 * 1024;
 constexpr size_t kWakeChunk = 32 * 1024;
 constexpr size_t kSendfileMax = 1 << 30;
 constexpr uint64_t kNever = UINT64_MAX;
-constexpr size_t kReadBuffer = 64 * 1024;
+constexpr size_t kReadBuffer = kMaxPending;
 // Bodies up to this size without an owner are copied into the head's buffer.
 constexpr size_t kInlineBody = 4096;
 // A response head is built in a buffer this big from the start (see take_write).
@@ -116,6 +137,15 @@ class Connection {
   bool more_input_ = false;  // bytes after the request being handled (pipelined)
 
   int pending_writes_ = 0;
+  // Small answers made while writes are under way, coalesced in the order
+  // they were made (bounded by kMaxOutput); handed to libuv as one write when
+  // those writes are done, or before a write that cannot be coalesced.
+  // Invariant: empty unless pending_writes_ > 0.
+  std::string out_;
+  // A buffer of a coalesced write that is done, for out_ to reuse: a client
+  // that does not read makes out_ and one write under way trade buffers
+  // rather than allocate one per write.
+  std::string spare_;
   // Writes are pooled per connection. The first lives inside the connection
   // (most connections never have two under way), more are allocated on demand
   // and freed with the connection.
@@ -140,6 +170,14 @@ class Connection {
   bool in_handler_ = false;
   // Deferred answers hold this weakly; it points at nothing once closed.
   std::shared_ptr<Connection*> self_;
+  // Yielded after kMaxAnswersPerTurn answers: pending_ holds the rest, reads
+  // are stopped, and the connection waits in the server's ready list.
+  bool yielded_ = false;
+  // Takes no request until its client reads some answers (output_full()).
+  bool backlogged_ = false;
+  void backlog(bool on);
+  Connection* ready_prev_ = nullptr;
+  Connection* ready_next_ = nullptr;
 
   static void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf);
   static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
@@ -161,6 +199,17 @@ class Connection {
   void read_stop();
   size_t process(std::string_view input);
   void resume();
+  void yield();
+  // Bytes on their way to the client that libuv or out_ still hold.
+  size_t queued() const {
+    return uv_stream_get_write_queue_size(reinterpret_cast<const uv_stream_t*>(&tcp_)) +
+           out_.size();
+  }
+  // Holds as much as a client that does not read may make it hold.
+  bool output_full() const {
+    return out_.size() >= kMaxOutput || pending_writes_ >= kMaxQueuedWrites ||
+           queued() >= kMaxWriteQueue;
+  }
   void handle_request();
   void send_error(int status, std::string_view reason);
   void after_response();
@@ -169,6 +218,9 @@ class Connection {
   WriteReq* take_write();
   void release(WriteReq* w);
   void submit(WriteReq* w);
+  void coalesce(WriteReq* w);
+  void flush_output();
+  void queue_write(WriteReq* w, unsigned first);
   // submit() of w's head (bufs[0]), after any separate body finish() put in bufs[1].
   void submit_head(WriteReq* w);
   void send_more_file();
@@ -304,7 +356,7 @@ bool Exchange::send_piece(std::string_view piece) {
   if (!streaming() || piece.empty()) return false;
   // Anything still queued in libuv means the kernel's send buffer is full:
   // the client has stopped reading.
-  if (uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&c.tcp_)) > 0) return false;
+  if (c.queued() > 0) return false;
   WriteReq* w = c.take_write();
   char size[20];
   const int n = std::snprintf(size, sizeof size, "%zx\r\n", piece.size());
@@ -377,7 +429,8 @@ const std::string& Connection::peer() {
 }
 
 void Connection::read_start() {
-  if (reading_ || peer_eof_ || state_ == State::Closing) return;
+  if (reading_ || peer_eof_ || yielded_ || state_ == State::Closing) return;
+  if (pending_.size() >= kMaxPending) return;
   if (uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read) == 0) reading_ = true;
 }
 
@@ -400,10 +453,14 @@ void Connection::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
   // One read buffer per server: libuv calls alloc and read back to back on
   // the loop thread, and process() copies what it keeps, so sharing is safe
   // and an idle connection costs no buffer at all.
+  // A read takes no more than what pending_ may still hold (it only reads
+  // while it holds less than kMaxPending).
   auto* c = static_cast<Connection*>(h->data);
   auto& b = c->server_.read_buffer_;
   if (b.size() < kReadBuffer) b.resize(kReadBuffer);
-  *buf = uv_buf_init(b.data(), static_cast<unsigned>(b.size()));
+  size_t len = b.size();
+  if (!c->pending_.empty()) len = std::min(len, kMaxPending - c->pending_.size());
+  *buf = uv_buf_init(b.data(), static_cast<unsigned>(len));
 }
 
 void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
@@ -426,7 +483,7 @@ void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
       c->pending_.append(data);
       if (c->state_ == State::Reading) c->resume();
     }
-    if (c->state_ != State::Closing && c->pending_.size() > kMaxPending) c->read_stop();
+    if (c->state_ != State::Closing && c->pending_.size() >= kMaxPending) c->read_stop();
     return;
   }
   if (nread == UV_EOF) {
@@ -442,7 +499,14 @@ void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
 
 size_t Connection::process(std::string_view input) {
   size_t offset = 0;
+  unsigned answers = 0;
   while (state_ == State::Reading && offset < input.size()) {
+    if (answers == kMaxAnswersPerTurn) {
+      // Enough for this turn: the rest waits (in pending_) for the loop to
+      // have served the other connections.
+      yield();
+      break;
+    }
     const auto res = parser_.feed(input.substr(offset));
     offset += res.consumed;
     if (res.status == http::ParseStatus::NeedMore) {
@@ -461,19 +525,29 @@ size_t Connection::process(std::string_view input) {
     more_input_ = offset < input.size();
     handle_request();
     more_input_ = false;
+    ++answers;
   }
   return offset;
 }
 
+void Connection::yield() {
+  read_stop();
+  server_.add_ready(this);
+}
+
+// Takes the requests already read, then reads on (unless it yielded, or
+// the answers stopped it).
 void Connection::resume() {
-  if (pending_.empty() || state_ != State::Reading) return;
-  std::string input;
-  input.swap(pending_);
-  const size_t used = process(input);
-  if (state_ != State::Closing && used < input.size() && !close_after_write_) {
-    pending_.assign(std::string_view(input).substr(used));
+  if (yielded_ || state_ != State::Reading) return;
+  if (!pending_.empty()) {
+    std::string input;
+    input.swap(pending_);
+    const size_t used = process(input);
+    if (state_ != State::Closing && used < input.size() && !close_after_write_) {
+      pending_.assign(std::string_view(input).substr(used));
+    }
   }
-  if (state_ == State::Reading && pending_.size() <= kMaxPending) read_start();
+  if (state_ == State::Reading && !reading_) read_start();
 }
 
 void Connection::handle_request() {
@@ -525,9 +599,10 @@ void Connection::answered() {
 // the next request, wait for the kernel, or close.
 void Connection::after_response() {
   if (state_ == State::Closing) return;
+  if (backlogged_) backlog(false);
   if (file_fd_ >= 0 || pending_writes_ > 0) {
-    const size_t queued = uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&tcp_));
-    if (file_fd_ < 0 && !close_after_write_ && queued < kMaxWriteQueue) {
+    const bool full = output_full();
+    if (file_fd_ < 0 && !close_after_write_ && !full) {
       // Small answers already queued: take the next pipelined request now.
       parser_.reset();
       state_ = State::Reading;
@@ -537,7 +612,8 @@ void Connection::after_response() {
     }
     state_ = State::Writing;
     arm(server_.options_.send_timeout);
-    if (file_fd_ >= 0 || queued >= kMaxWriteQueue) read_stop();
+    if (file_fd_ >= 0 || full) read_stop();
+    if (file_fd_ < 0 && !close_after_write_ && full) backlog(true);
     return;
   }
   if (close_after_write_) {
@@ -552,13 +628,21 @@ void Connection::after_response() {
   }
   arm(pending_.empty() ? server_.options_.idle_timeout : server_.options_.header_timeout);
   resume();
-  if (state_ != State::Reading) return;
-  // A half-closed peer can send nothing more: what is left is not a request.
-  if (peer_eof_ && pending_writes_ == 0 && file_fd_ < 0) {
-    close();
-    return;
+  if (state_ != State::Reading || yielded_) return;
+  // A half-closed peer can send nothing more: what is left is not a request
+  // (but the rest of the input process() is going through may be).
+  if (peer_eof_ && !more_input_ && pending_writes_ == 0 && file_fd_ < 0) close();
+}
+
+void Connection::backlog(bool on) {
+  if (backlogged_ == on) return;
+  backlogged_ = on;
+  if (on) {
+    ++server_.stats_.backlogged_connections;
+    ++server_.stats_.backlogged_total;
+  } else {
+    --server_.stats_.backlogged_connections;
   }
-  read_start();
 }
 
 void Connection::send_error(int status, std::string_view reason) {
@@ -593,7 +677,20 @@ WriteReq* Connection::take_write() {
 
 void Connection::release(WriteReq* w) {
   w->owner.reset();
-  w->body_copy.clear();
+  // Pooled writes keep small buffers only: a coalesced write's (but the one
+  // spare) or a copied body's would otherwise stay until the connection closes.
+  if (w->head.capacity() > kCoalesceMax) {
+    w->head.clear();
+    if (w->head.capacity() > spare_.capacity()) spare_.swap(w->head);
+    if (w->head.capacity() > kCoalesceMax) std::string().swap(w->head);
+  }
+  if (!w->body_copy.empty()) {
+    if (w->body_copy.capacity() > kCoalesceMax) {
+      std::string().swap(w->body_copy);
+    } else {
+      w->body_copy.clear();
+    }
+  }
   w->nbufs = 0;
   w->next_free = free_writes_;
   free_writes_ = w;
@@ -620,8 +717,7 @@ bool Connection::last_response_on_socket() {
   // closes with the client's bytes unread, so close() sends RST, which would
   // discard data still held back; it goes out at once instead.
   return !keep_alive_ && !close_after_write_ && !streaming_ && pending_.empty() && fd_ >= 0 &&
-         pending_writes_ == 0 &&
-         uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&tcp_)) == 0;
+         pending_writes_ == 0 && queued() == 0;
 }
 
 int Connection::send_held_for_fin(const WriteReq* w) {
@@ -642,9 +738,25 @@ void Connection::submit_head(WriteReq* w) {
   submit(w);
 }
 
+// Behind writes still under way, a small answer is copied into out_ (the
+// client has not taken the previous ones: no point in trying the socket) and
+// goes out with the answers after it in one write once those are done: one
+// libuv request per kMaxOutput bytes, and no allocation (see spare_), instead
+// of both per answer. Anything else goes after what out_ holds.
 void Connection::submit(WriteReq* w) {
   w->bytes = 0;
   for (unsigned i = 0; i < w->nbufs; ++i) w->bytes += w->bufs[i].len;
+  if (pending_writes_ > 0) {
+    if (!w->file_chunk && w->bytes <= kCoalesceMax) {
+      coalesce(w);
+      return;
+    }
+    flush_output();
+    if (state_ == State::Closing) {
+      release(w);
+      return;
+    }
+  }
   auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
   size_t done = 0;
   if (!w->file_chunk) {
@@ -673,8 +785,35 @@ void Connection::submit(WriteReq* w) {
     done -= take;
     if (w->bufs[first].len == 0) ++first;
   }
+  queue_write(w, first);
+}
+
+void Connection::coalesce(WriteReq* w) {
+  if (out_.empty() && out_.capacity() < kOutputCapacity) {
+    if (spare_.capacity() > out_.capacity()) out_.swap(spare_);
+    out_.reserve(kOutputCapacity);
+  }
+  for (unsigned i = 0; i < w->nbufs; ++i) out_.append(w->bufs[i].base, w->bufs[i].len);
+  release(w);
+}
+
+// Hands what out_ holds to libuv as one write (which libuv tries at once
+// when nothing is queued before it).
+void Connection::flush_output() {
+  if (out_.empty()) return;
+  WriteReq* w = take_write();
+  w->head.swap(out_);
+  w->bufs[0] = uv_buf_init(w->head.data(), static_cast<unsigned>(w->head.size()));
+  w->nbufs = 1;
+  w->bytes = w->head.size();
+  queue_write(w, 0);
+}
+
+// uv_write of w's buffers from `first` on; its callback is on_write.
+void Connection::queue_write(WriteReq* w, unsigned first) {
   w->req.data = w;
-  const int rc = uv_write(&w->req, stream, w->bufs + first, w->nbufs - first, on_write);
+  const int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), w->bufs + first,
+                          w->nbufs - first, on_write);
   if (rc != 0) {
     SPDLOG_DEBUG("{}: write failed: {}", peer(), uv_strerror(rc));
     release(w);
@@ -715,8 +854,7 @@ bool Connection::send_chunk(WriteReq* w, size_t max) {
 // Done when all of it is in the kernel, Pending when a uv_write of a chunk is
 // under way (on_write calls again), Failed when the connection must close.
 Connection::Pump Connection::pump_file(WriteReq* w) {
-  auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
-  const bool queue_empty = uv_stream_get_write_queue_size(stream) == 0;
+  const bool queue_empty = queued() == 0;
   if (w != nullptr && w->nbufs > 0) {
     // The head: straight to the socket when nothing is queued before it
     // (MSG_MORE lets it leave with the first file bytes), else with a chunk.
@@ -745,7 +883,7 @@ Connection::Pump Connection::pump_file(WriteReq* w) {
     release(w);
   }
   while (file_remaining_ > 0) {
-    if (!no_sendfile_ && fd_ >= 0 && uv_stream_get_write_queue_size(stream) == 0) {
+    if (!no_sendfile_ && fd_ >= 0 && queued() == 0) {
       off_t off = static_cast<off_t>(file_offset_);
       const size_t want = static_cast<size_t>(std::min<uint64_t>(file_remaining_, kSendfileMax));
       const ssize_t n = ::sendfile(fd_, file_fd_, &off, want);
@@ -770,8 +908,7 @@ Connection::Pump Connection::pump_file(WriteReq* w) {
     }
     // The socket is full: wait until it drains (on_writable resumes the
     // pump), or else a chunk through uv_write, whose callback resumes it.
-    if (!no_sendfile_ && fd_ >= 0 && uv_stream_get_write_queue_size(stream) == 0 &&
-        wait_writable()) {
+    if (!no_sendfile_ && fd_ >= 0 && queued() == 0 && wait_writable()) {
       cork(true);
       return Pump::Pending;
     }
@@ -874,6 +1011,11 @@ void Connection::on_write(uv_write_t* req, int status) {
     return;
   }
   c->server_.stats_.bytes_sent += bytes;
+  if (c->pending_writes_ == 0) {
+    // Every write under way is done: the answers coalesced behind them go.
+    c->flush_output();
+    if (c->state_ == State::Closing) return;
+  }
   if (file_chunk && c->file_fd_ >= 0) {
     c->send_more_file();
     return;
@@ -885,8 +1027,9 @@ void Connection::on_write(uv_write_t* req, int status) {
 void Connection::file_progressed() {
   if (state_ == State::Writing) {
     after_response();
-  } else if (state_ == State::Reading && pending_writes_ == 0 && file_fd_ < 0) {
-    // All pipelined answers are out: back to waiting for a request.
+  } else if (state_ == State::Reading && pending_writes_ == 0 && file_fd_ < 0 && !yielded_) {
+    // All pipelined answers are out: back to waiting for a request (unless
+    // requests wait for the next turn: resume() takes care of them then).
     if (close_after_write_ || peer_eof_) {
       close();
     } else if (!request_started_) {
@@ -939,6 +1082,8 @@ void Connection::drain() {
 void Connection::close() {
   if (state_ == State::Closing) return;
   state_ = State::Closing;
+  if (yielded_) server_.remove_ready(this);
+  backlog(false);
   if (self_) *self_ = nullptr;
   finish_file_stream();
   reading_ = false;
@@ -1133,6 +1278,44 @@ void Server::connection_closed(Connection* c) {
   maybe_drained();
 }
 
+void Server::add_ready(Connection* c) {
+  if (ready_idle_ == nullptr) {
+    ready_idle_ = new uv_idle_t();
+    uv_idle_init(loop_, ready_idle_);
+    ready_idle_->data = this;
+  }
+  c->yielded_ = true;
+  c->ready_prev_ = nullptr;
+  c->ready_next_ = ready_;
+  if (ready_ != nullptr) ready_->ready_prev_ = c;
+  ready_ = c;
+  uv_idle_start(ready_idle_, on_ready);
+}
+
+void Server::remove_ready(Connection* c) {
+  if (c->ready_prev_ != nullptr) c->ready_prev_->ready_next_ = c->ready_next_;
+  if (c->ready_next_ != nullptr) c->ready_next_->ready_prev_ = c->ready_prev_;
+  if (ready_ == c) ready_ = c->ready_next_;
+  if (resuming_ == c) resuming_ = c->ready_next_;
+  c->ready_prev_ = c->ready_next_ = nullptr;
+  c->yielded_ = false;
+}
+
+// Runs before the loop polls for I/O (with a zero timeout while a connection
+// is ready): every connection that yielded takes its next share of requests.
+// One that yields again waits for the next turn.
+void Server::on_ready(uv_idle_t* idle) {
+  auto* s = static_cast<Server*>(idle->data);
+  s->resuming_ = s->ready_;
+  s->ready_ = nullptr;
+  while (Connection* c = s->resuming_) {
+    s->remove_ready(c);
+    c->resume();
+    if (c->state_ == Connection::State::Reading) c->read_start();
+  }
+  if (s->ready_ == nullptr && s->ready_idle_ != nullptr) uv_idle_stop(s->ready_idle_);
+}
+
 void Server::maybe_drained() {
   if (draining_ && connections_ == nullptr && on_drained_) {
     auto cb = std::move(on_drained_);
@@ -1168,6 +1351,11 @@ void Server::close() {
   }
   listeners_.clear();
   while (connections_ != nullptr) connections_->close();
+  if (ready_idle_ != nullptr) {
+    uv_close(reinterpret_cast<uv_handle_t*>(ready_idle_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_idle_t*>(h); });
+    ready_idle_ = nullptr;
+  }
 }
 
 const std::string& Server::common_headers() {

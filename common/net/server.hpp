@@ -12,6 +12,11 @@
 //   and the calls that answer it. Valid only inside the handler call.
 // Requests on a connection are answered strictly in order (pipelining); a
 // response that streams a file holds the next request back until it is sent.
+// A client that pipelines without reading its answers gets a bounded share:
+// the connection holds a few KiB of its input and answers (small answers
+// queued behind unsent ones are coalesced into one buffer), then stops reading
+// until the client reads; and it answers a bounded number of pipelined
+// requests before the loop serves the other connections.
 #pragma once
 
 #include <uv.h>
@@ -49,6 +54,11 @@ struct ServerStats {
   uint64_t bytes_sent = 0;      // response bytes handed to the kernel
   uint64_t rejected_total = 0;  // connections refused over max_connections
   uint64_t errors_total = 0;    // requests answered 4xx by the framing layer
+  // Connections whose client sends requests faster than it reads the answers
+  // (pipelining, not reading): past what a connection may hold for it (see
+  // server.cc) it is not read until the client takes some answers.
+  uint64_t backlogged_connections = 0;  // now
+  uint64_t backlogged_total = 0;        // times a connection was stopped so
   // File bytes read into user space (pread + write) rather than sent with
   // sendfile: 0 unless sendfile is refused or the head is still queued.
   uint64_t file_bytes_copied = 0;
@@ -157,6 +167,11 @@ class Server {
   bool out_of_descriptors(uv_stream_t* listener);
   void connection_closed(Connection* c);
   void maybe_drained();
+  // Connections that yielded after their share of pipelined answers resume
+  // from an idle handle, i.e. once the loop has polled the others.
+  void add_ready(Connection* c);
+  void remove_ready(Connection* c);
+  static void on_ready(uv_idle_t* idle);
   // "Date: ...\r\nServer: ...\r\n", rebuilt once a second (and on reload):
   // every response starts with it.
   const std::string& common_headers();
@@ -171,6 +186,9 @@ class Server {
   uint64_t nofile_ = 0;  // RLIMIT_NOFILE's soft limit when we started listening
   log::Burst fd_shortage_{std::chrono::seconds(10), std::chrono::seconds(1)};
   Connection* connections_ = nullptr;  // intrusive doubly linked list
+  Connection* ready_ = nullptr;        // yielded connections, doubly linked too
+  Connection* resuming_ = nullptr;     // those on_ready is resuming (detached from ready_)
+  uv_idle_t* ready_idle_ = nullptr;    // made on first use, closed (and freed) by close()
   ServerStats stats_;
   bool draining_ = false;
   std::function<void()> on_drained_;
