@@ -267,6 +267,12 @@ void Balancer::serve_metrics(net::Exchange& ex) {
   fmt::format_to(out, "cdn_balancer_requests_total {}\n", st.requests_total);
   head("cdn_balancer_connections_active", "gauge", "Open client connections.");
   fmt::format_to(out, "cdn_balancer_connections_active {}\n", st.active_connections);
+  head("cdn_balancer_connections_backlogged", "gauge",
+       "Connections not read until their client takes its answers.");
+  fmt::format_to(out, "cdn_balancer_connections_backlogged {}\n", st.backlogged_connections);
+  head("cdn_balancer_connections_backlogged_total", "counter",
+       "Times a connection was stopped for a client that does not take its answers.");
+  fmt::format_to(out, "cdn_balancer_connections_backlogged_total {}\n", st.backlogged_total);
   head("cdn_balancer_probes_total", "counter",
        "Health probe outcomes: answers, failures and streamed status documents.");
   fmt::format_to(out, "cdn_balancer_probes_total {}\n", prober_.probes_total());

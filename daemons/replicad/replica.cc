@@ -544,6 +544,12 @@ void Replica::serve_metrics(net::Exchange& ex) {
          static_cast<double>(st.connections_total));
   metric("cdn_replica_connections_rejected_total", "counter",
          "Connections refused over max_connections.", static_cast<double>(st.rejected_total));
+  metric("cdn_replica_connections_backlogged", "gauge",
+         "Connections not read until their client takes its answers.",
+         static_cast<double>(st.backlogged_connections));
+  metric("cdn_replica_connections_backlogged_total", "counter",
+         "Times a connection was stopped for a client that does not take its answers.",
+         static_cast<double>(st.backlogged_total));
   metric("cdn_replica_requests_total", "counter", "Requests answered.",
          static_cast<double>(st.requests_total));
   metric("cdn_replica_bad_requests_total", "counter", "Requests refused by the HTTP layer.",

@@ -171,6 +171,12 @@ def check_flood(d, path, expect, requests_metric, connections_metric):
     with LatencyCanary(d, path, expect) as canary:
         socks, peak, answered = flood(d, path, requests_metric)
         canary_during = list(canary.collect())
+        # The metrics say what was bounded: the settled flood's connections
+        # are the ones held back (not read) for not taking their answers.
+        backlogged_metric = requests_metric.replace("requests_total", "connections_backlogged")
+        held = d.metric(backlogged_metric)
+        assert held >= CONNECTIONS // 2, f"{backlogged_metric} is {held} with the flood settled"
+        assert d.metric(backlogged_metric + "_total") >= held
         for s in socks:
             s.close()
         cdnlib.wait_for(lambda: d.metric(connections_metric) <= 2, timeout=20,
@@ -178,6 +184,7 @@ def check_flood(d, path, expect, requests_metric, connections_metric):
     cdnlib.wait_for(lambda: d.metric(connections_metric) <= 1, timeout=20,
                     what="the canary's connection to be closed")
     after = rss_kib(d.pid)
+    assert d.metric(backlogged_metric) == 0, "backlogged connections counted after they closed"
     ordered = sorted(canary_during) or [float("inf")]
     median = ordered[len(ordered) // 2]
     p95 = ordered[min(len(ordered) - 1, len(ordered) * 95 // 100)]
