@@ -4,6 +4,7 @@
 
 #include "common/http/message.hpp"
 #include "common/http/path.hpp"
+#include "common/text/text.hpp"
 
 namespace cdn::get {
 
@@ -68,6 +69,8 @@ bool parse_url(const std::string& text, Url& out, std::string& error) {
 
 namespace {
 
+using text::trim_ows;
+
 // A URL from an answer, quoted for a message on a terminal: bytes outside
 // printable ASCII as \xNN, and no more than 100 of them.
 std::string quoted(std::string_view s) {
@@ -85,13 +88,6 @@ std::string quoted(std::string_view s) {
   }
   if (s.size() > kLimit) out.append("...");
   return out + "'";
-}
-
-// Optional whitespace around the elements of a header list (RFC 9110 5.6.1).
-std::string_view trim_ows(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
 }
 
 bool same_authority(const Url& a, const Url& b) {

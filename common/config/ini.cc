@@ -12,26 +12,17 @@
 #include <limits>
 #include <memory>
 
+#include "common/text/text.hpp"
+
 namespace cdn::config {
 
 namespace {
 
-constexpr std::string_view kSpace = " \t\r\n\f\v";
 constexpr size_t kMaxFileSize = 1 << 20;
 
-std::string_view trim(std::string_view s) {
-  const size_t b = s.find_first_not_of(kSpace);
-  if (b == std::string_view::npos) return {};
-  const size_t e = s.find_last_not_of(kSpace);
-  return s.substr(b, e - b + 1);
-}
-
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(),
-                                            [](char x, char y) { return lower(x) == lower(y); });
-}
+using text::iequals;
+using text::to_lower;
+using text::trim;
 
 // A line quoted in a message: trimmed and cut short.
 std::string quote(std::string_view s) {
@@ -291,9 +282,9 @@ std::optional<uint64_t> parse_size(std::string_view s) {
   if (!n) return std::nullopt;
   std::string_view unit = trim(s.substr(digits));
   // "K", "KB", "KiB", "k": all powers of 1024 (a config file is not a disk label).
-  if (unit.size() == 3 && (unit[1] == 'i' || unit[1] == 'I') && lower(unit[2]) == 'b') {
+  if (unit.size() == 3 && (unit[1] == 'i' || unit[1] == 'I') && to_lower(unit[2]) == 'b') {
     unit.remove_suffix(2);
-  } else if (unit.size() == 2 && lower(unit[1]) == 'b') {
+  } else if (unit.size() == 2 && to_lower(unit[1]) == 'b') {
     unit.remove_suffix(1);
   }
   unsigned shift = 0;

@@ -12,6 +12,8 @@
 #include <optional>
 #include <utility>
 
+#include "common/text/text.hpp"
+
 namespace cdn::config {
 
 namespace {
@@ -28,20 +30,8 @@ constexpr std::string_view kLevels[] = {"trace", "debug",    "info", "warn",
 constexpr std::string_view kPolicies[] = {"best", "round-robin", "least-loaded", "p2c",
                                           "consistent"};
 
-std::string_view trim(std::string_view s) {
-  const size_t b = s.find_first_not_of(kSpace);
-  if (b == std::string_view::npos) return {};
-  const size_t e = s.find_last_not_of(kSpace);
-  return s.substr(b, e - b + 1);
-}
-
-std::string lowered(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
+using text::lowered;
+using text::trim;
 
 template <size_t N>
 bool one_of(std::string_view v, const std::string_view (&set)[N]) {

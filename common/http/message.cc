@@ -4,8 +4,6 @@ namespace cdn::http {
 
 namespace {
 
-constexpr char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? char(c - 'A' + 'a') : c; }
-
 std::optional<std::string_view> find_header(const std::vector<Header>& headers,
                                             std::string_view name) {
   for (const Header& h : headers) {
@@ -15,14 +13,6 @@ std::optional<std::string_view> find_header(const std::vector<Header>& headers,
 }
 
 }  // namespace
-
-bool iequals(std::string_view a, std::string_view b) noexcept {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
 
 std::optional<std::string_view> Request::header(std::string_view name) const {
   return find_header(headers, name);

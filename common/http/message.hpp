@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/text/text.hpp"
+
 namespace cdn::http {
 
 struct Header {
@@ -35,8 +37,9 @@ inline constexpr std::array<bool, 256> kTchar = make_tchar_table();
 // RFC 9110 tchar: the characters of a token (method, header name).
 constexpr bool is_token_char(unsigned char c) noexcept { return detail::kTchar[c]; }
 
-// Case-insensitive ASCII comparison for header names and tokens.
-bool iequals(std::string_view a, std::string_view b) noexcept;
+// Header names and tokens compare case-insensitively; the one definition is
+// in common/text, named here so HTTP code reads http::iequals.
+using text::iequals;
 
 struct Request {
   std::string method;  // "GET", "HEAD", ... as on the wire

@@ -24,14 +24,16 @@ namespace cdn::http {
 
 namespace {
 
-bool is_ows(char c) { return c == ' ' || c == '\t'; }
+using text::is_ows;
+using text::istarts_with;
 
+// In place, so a reused message keeps its capacity.
 void trim(std::string& s) {
-  size_t end = s.size();
-  while (end > 0 && is_ows(s[end - 1])) --end;
-  size_t begin = 0;
-  while (begin < end && is_ows(s[begin])) ++begin;
-  if (begin != 0 || end != s.size()) s = s.substr(begin, end - begin);
+  const std::string_view t = text::trim_ows(s);
+  const auto begin = static_cast<size_t>(t.data() - s.data());
+  const size_t size = t.size();
+  s.erase(begin + size);
+  s.erase(0, begin);
 }
 
 bool has_ows(std::string_view s) {
@@ -45,10 +47,6 @@ bool has_ows(std::string_view s) {
 // line) are bounded by this allowance on top of the counted limits.
 size_t raw_head_cap(const Limits& l) {
   return l.max_request_line + l.max_header_bytes + 8 * (l.max_headers + 4);
-}
-
-bool istarts_with(std::string_view s, std::string_view prefix) {
-  return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
 }
 
 // Header names http-parser reads framing or connection state from. It
@@ -630,9 +628,7 @@ bool RequestParser::parse_whole_head(std::string_view data) {
     const std::string_view line = head.substr(pos, line_end - pos);
     pos = line_end + 2;
     const size_t colon = line.find(':');
-    std::string_view value = line.substr(colon + 1);
-    while (!value.empty() && is_ows(value.front())) value.remove_prefix(1);
-    while (!value.empty() && is_ows(value.back())) value.remove_suffix(1);
+    const std::string_view value = text::trim_ows(line.substr(colon + 1));
     Header& h = add_header();
     h.name.assign(line.substr(0, colon));
     h.value.assign(value);

@@ -1,10 +1,11 @@
 #include "daemons/balancerd/table.hpp"
 
 #include <algorithm>
-#include <cctype>
 #include <cmath>
 #include <limits>
 #include <numeric>
+
+#include "common/text/text.hpp"
 
 namespace cdn::balancer {
 namespace {
@@ -40,13 +41,6 @@ double capacity_of(const Replica& r) {
   return static_cast<double>(r.reported_capacity > 0 ? r.reported_capacity : kAssumedCapacity);
 }
 
-bool ieq(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
 Policy policy_or_throw(const config::BalanceSettings& balance) {
   auto p = policy_from_string(balance.policy);
   if (!p) throw config::Error("[balance] policy: '" + balance.policy + "' is not a policy");
@@ -68,11 +62,11 @@ std::string_view to_string(Health h) noexcept {
 }
 
 std::optional<Policy> policy_from_string(std::string_view s) noexcept {
-  if (ieq(s, "best")) return Policy::Best;
-  if (ieq(s, "round-robin")) return Policy::RoundRobin;
-  if (ieq(s, "least-loaded")) return Policy::LeastLoaded;
-  if (ieq(s, "p2c")) return Policy::P2C;
-  if (ieq(s, "consistent")) return Policy::Consistent;
+  if (text::iequals(s, "best")) return Policy::Best;
+  if (text::iequals(s, "round-robin")) return Policy::RoundRobin;
+  if (text::iequals(s, "least-loaded")) return Policy::LeastLoaded;
+  if (text::iequals(s, "p2c")) return Policy::P2C;
+  if (text::iequals(s, "consistent")) return Policy::Consistent;
   return std::nullopt;
 }
 

@@ -2,14 +2,11 @@
 
 #include <charconv>
 
+#include "common/text/text.hpp"
+
 namespace cdn::replica {
 
 namespace {
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
 
 std::optional<uint64_t> number(std::string_view s) {
   if (s.empty()) return std::nullopt;
@@ -21,19 +18,19 @@ std::optional<uint64_t> number(std::string_view s) {
 }  // namespace
 
 RangeResult parse_range(std::string_view header, uint64_t size) {
-  header = trim(header);
+  header = text::trim_ows(header);
   constexpr std::string_view kUnit = "bytes=";
   if (header.size() < kUnit.size()) return {};
   for (size_t i = 0; i < kUnit.size(); ++i) {
     const char c = header[i];
     if ((c >= 'A' && c <= 'Z' ? c + 32 : c) != kUnit[i]) return {};
   }
-  const std::string_view spec = trim(header.substr(kUnit.size()));
+  const std::string_view spec = text::trim_ows(header.substr(kUnit.size()));
   if (spec.find(',') != std::string_view::npos) return {};
   const size_t dash = spec.find('-');
   if (dash == std::string_view::npos) return {};
-  const std::string_view first = trim(spec.substr(0, dash));
-  const std::string_view last = trim(spec.substr(dash + 1));
+  const std::string_view first = text::trim_ows(spec.substr(0, dash));
+  const std::string_view last = text::trim_ows(spec.substr(dash + 1));
   if (first.empty()) {
     // Suffix range: the last N bytes.
     const auto n = number(last);

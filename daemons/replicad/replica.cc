@@ -11,6 +11,7 @@
 #include "cdn_config.h"
 #include "common/http/path.hpp"
 #include "common/http/serialize.hpp"
+#include "common/text/text.hpp"
 #include "daemons/lifecycle.hpp"
 #include "daemons/replicad/range.hpp"
 
@@ -29,9 +30,7 @@ bool etag_matches(std::string_view header, std::string_view etag) {
   while (pos <= header.size()) {
     size_t comma = header.find(',', pos);
     if (comma == std::string_view::npos) comma = header.size();
-    std::string_view item = header.substr(pos, comma - pos);
-    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    const std::string_view item = text::trim_ows(header.substr(pos, comma - pos));
     if (item == "*" || strip_weak(item) == etag) return true;
     pos = comma + 1;
   }

@@ -109,14 +109,6 @@ TEST(ReasonPhrase, CommonCodes) {
   EXPECT_EQ(reason_phrase(299), "Unknown");
 }
 
-TEST(Iequals, Basics) {
-  EXPECT_TRUE(iequals("Content-Length", "content-length"));
-  EXPECT_TRUE(iequals("", ""));
-  EXPECT_FALSE(iequals("Host", "Hos"));
-  EXPECT_FALSE(iequals("a", "b"));
-  EXPECT_FALSE(iequals("[", "{"));  // only letters fold
-}
-
 TEST(HttpDate, KnownValue) {
   EXPECT_EQ(http_date(784111777), "Sun, 06 Nov 1994 08:49:37 GMT");
   EXPECT_EQ(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
