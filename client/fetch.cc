@@ -14,6 +14,7 @@
 #include "client/sha256.hpp"
 #include "client/sink.hpp"
 #include "common/digest/digest.hpp"
+#include "common/digest/repr_digest.hpp"
 #include "common/http/message.hpp"
 #include "common/net/address.hpp"
 #include "common/net/client.hpp"
@@ -23,23 +24,6 @@ namespace cdn::get {
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
-
-std::string sha256_from_repr_digest(std::string_view field) {
-  // A dictionary: "sha-256=:...:, sha-512=:...:"; we need sha-256.
-  size_t pos = 0;
-  while (pos < field.size()) {
-    size_t comma = field.find(',', pos);
-    if (comma == std::string_view::npos) comma = field.size();
-    std::string_view item = field.substr(pos, comma - pos);
-    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-    if (item.size() > 9 && http::iequals(item.substr(0, 9), "sha-256=:") && item.back() == ':') {
-      return std::string(item);
-    }
-    pos = comma + 1;
-  }
-  return {};
-}
 
 namespace {
 
@@ -220,7 +204,7 @@ class Fetcher {
     written_ = 0;
     mode_ = Mode::Body;
     expected_total_ = r.content_length.value_or(UINT64_MAX);
-    expected_digest_ = sha256_from_repr_digest(r.header("Repr-Digest").value_or(""));
+    expected_digest_ = digest::sha256_from_repr_digest(r.header("Repr-Digest").value_or(""));
     etag_ = std::string(r.header("ETag").value_or(""));
     if (etag_.starts_with("W/")) etag_.clear();  // only a strong validator may resume
     replica_name_ = std::string(r.header("CDN-Replica").value_or(""));

@@ -41,7 +41,4 @@ struct Result {
 
 Result fetch(const Options& options);
 
-// "sha-256=:<base64>:" out of a Repr-Digest field value; empty when absent.
-std::string sha256_from_repr_digest(std::string_view field);
-
 }  // namespace cdn::get

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "cdn_config.h"
+#include "common/digest/repr_digest.hpp"
 #include "common/http/path.hpp"
 #include "common/http/serialize.hpp"
 
@@ -39,17 +40,6 @@ OriginOptions origin_options(const config::ContentSettings& c) {
   o.ca_file = c.ca_file;
   o.user_agent = "cdn-replicad/" CDN_VERSION;
   return o;
-}
-
-// The sha-256 member of a Repr-Digest value, "" when there is none.
-std::string sha256_member(std::string_view v) {
-  const size_t p = v.find("sha-256=");
-  if (p == std::string_view::npos) return {};
-  size_t e = v.find(',', p);
-  if (e == std::string_view::npos) e = v.size();
-  std::string_view m = v.substr(p, e - p);
-  while (!m.empty() && (m.back() == ' ' || m.back() == '\t')) m.remove_suffix(1);
-  return std::string(m);
 }
 
 }  // namespace
@@ -278,7 +268,7 @@ void Pull::finish_fetch(const std::string& key, const OriginResult& r) {
   if (failure.empty() && status == 200) {
     f.writer->finish();
     if (auto rd = f.head.header("Repr-Digest")) {
-      const std::string want = sha256_member(*rd);
+      const std::string want = digest::sha256_from_repr_digest(*rd);
       if (!want.empty() && want != f.writer->digest()) {
         failure = "origin body does not match its Repr-Digest (" + want + ")";
       }
