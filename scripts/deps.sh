@@ -11,7 +11,8 @@ CDN_DEPS=(
   curl openssl iproute2 python3-pytest
 )
 # Tests and benchmarks also run the rivals and fuzzers.
-CDN_TEST_DEPS=(clang libclang-rt-14-dev nginx-light haproxy wrk hyperfine systemd util-linux)
+# prometheus: promtool checks the metrics pages.
+CDN_TEST_DEPS=(clang libclang-rt-14-dev nginx-light haproxy wrk hyperfine systemd util-linux prometheus)
 
 cdn_sudo() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -10,6 +10,7 @@
 #include "cdn_config.h"
 #include "common/http/path.hpp"
 #include "common/log/log.hpp"
+#include "common/metrics/prometheus.hpp"
 #include "daemons/lifecycle.hpp"
 
 namespace cdn::balancer {
@@ -255,96 +256,88 @@ void Balancer::serve_metrics(net::Exchange& ex) {
   auto page = std::make_shared<std::string>();
   std::string& m = *page;
   m.reserve(4096 + table_.replicas().size() * 1280);
-  auto out = std::back_inserter(m);
-  auto head = [&out](std::string_view name, std::string_view type, std::string_view help) {
-    fmt::format_to(out, "# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
-  };
-  head("cdn_balancer_redirects_total", "counter", "Clients sent to a replica.");
-  fmt::format_to(out, "cdn_balancer_redirects_total {}\n", redirects_total_);
-  head("cdn_balancer_unavailable_total", "counter", "Clients answered 503 (no replica up).");
-  fmt::format_to(out, "cdn_balancer_unavailable_total {}\n", unavailable_total_);
-  head("cdn_balancer_requests_total", "counter", "Requests answered.");
-  fmt::format_to(out, "cdn_balancer_requests_total {}\n", st.requests_total);
-  head("cdn_balancer_connections_active", "gauge", "Open client connections.");
-  fmt::format_to(out, "cdn_balancer_connections_active {}\n", st.active_connections);
-  head("cdn_balancer_connections_backlogged", "gauge",
-       "Connections not read until their client takes its answers.");
-  fmt::format_to(out, "cdn_balancer_connections_backlogged {}\n", st.backlogged_connections);
-  head("cdn_balancer_connections_backlogged_total", "counter",
-       "Times a connection was stopped for a client that does not take its answers.");
-  fmt::format_to(out, "cdn_balancer_connections_backlogged_total {}\n", st.backlogged_total);
-  head("cdn_balancer_probes_total", "counter",
-       "Health probe outcomes: answers, failures and streamed status documents.");
-  fmt::format_to(out, "cdn_balancer_probes_total {}\n", prober_.probes_total());
-  head("cdn_balancer_probes_streamed_total", "counter",
-       "Status documents that came on a replica's status stream.");
-  fmt::format_to(out, "cdn_balancer_probes_streamed_total {}\n", prober_.streamed_total());
-  head("cdn_balancer_probe_failures_total", "counter", "Health probes that failed.");
-  fmt::format_to(out, "cdn_balancer_probe_failures_total {}\n", prober_.probe_failures_total());
-  head("cdn_balancer_replicas_up", "gauge", "Replicas taking clients.");
-  fmt::format_to(out, "cdn_balancer_replicas_up {}\n", table_.up_count());
-  head("cdn_balancer_probes_early_total", "counter",
-       "Probes sent at once because a replica closed the probe connection.");
-  fmt::format_to(out, "cdn_balancer_probes_early_total {}\n", prober_.early_probes_total());
-  head("cdn_balancer_bytes_sent_total", "counter", "Response bytes the balancer sent.");
-  fmt::format_to(out, "cdn_balancer_bytes_sent_total {}\n", st.bytes_sent);
+  metrics::PrometheusWriter w(m);
+  using metrics::Type;
+  w.metric("cdn_balancer_redirects_total", Type::Counter, "Clients sent to a replica.",
+           redirects_total_);
+  w.metric("cdn_balancer_unavailable_total", Type::Counter, "Clients answered 503 (no replica up).",
+           unavailable_total_);
+  w.metric("cdn_balancer_requests_total", Type::Counter, "Requests answered.", st.requests_total);
+  w.metric("cdn_balancer_connections_active", Type::Gauge, "Open client connections.",
+           st.active_connections);
+  w.metric("cdn_balancer_connections_backlogged", Type::Gauge,
+           "Connections not read until their client takes its answers.", st.backlogged_connections);
+  w.metric("cdn_balancer_connections_backlogged_total", Type::Counter,
+           "Times a connection was stopped for a client that does not take its answers.",
+           st.backlogged_total);
+  w.metric("cdn_balancer_probes_total", Type::Counter,
+           "Health probe outcomes: answers, failures and streamed status documents.",
+           prober_.probes_total());
+  w.metric("cdn_balancer_probes_streamed_total", Type::Counter,
+           "Status documents that came on a replica's status stream.", prober_.streamed_total());
+  w.metric("cdn_balancer_probe_failures_total", Type::Counter, "Health probes that failed.",
+           prober_.probe_failures_total());
+  w.metric("cdn_balancer_replicas_up", Type::Gauge, "Replicas taking clients.", table_.up_count());
+  w.metric("cdn_balancer_probes_early_total", Type::Counter,
+           "Probes sent at once because a replica closed the probe connection.",
+           prober_.early_probes_total());
+  w.metric("cdn_balancer_bytes_sent_total", Type::Counter, "Response bytes the balancer sent.",
+           st.bytes_sent);
   table_.refresh_scores(Clock::now());
   const auto& rs = table_.replicas();
-  // One family per figure, one sample per replica (Prometheus wants the
-  // samples of a family together).
-  auto family = [&](std::string_view name, std::string_view type, std::string_view help,
-                    auto value) {
-    head(name, type, help);
+  // One family per figure, one sample per replica.
+  auto family = [&](std::string_view name, Type type, std::string_view help, auto value) {
+    w.family(name, type, help);
     for (const auto& r : rs) {
       if (r.same_as) continue;
       const std::optional<double> v = value(r);
-      if (v) fmt::format_to(out, "{}{{replica=\"{}\"}} {}\n", name, r.address.str(), *v);
+      if (v) w.sample({{"replica", r.address.str()}}, *v);
     }
   };
   using Opt = std::optional<double>;
-  family("cdn_balancer_replica_up", "gauge", "1 when the replica takes clients.",
+  family("cdn_balancer_replica_up", Type::Gauge, "1 when the replica takes clients.",
          [](const Replica& r) { return Opt(r.health == Health::Up ? 1 : 0); });
-  head("cdn_balancer_replica_state", "gauge", "1 for the replica's current state.");
+  w.family("cdn_balancer_replica_state", Type::Gauge, "1 for the replica's current state.");
   for (const auto& r : rs) {
     if (r.same_as) continue;
+    const std::string address = r.address.str();
     for (Health h : {Health::Up, Health::Down, Health::Draining}) {
-      fmt::format_to(out, "cdn_balancer_replica_state{{replica=\"{}\",state=\"{}\"}} {}\n",
-                     r.address.str(), to_string(h), r.health == h ? 1 : 0);
+      w.sample({{"replica", address}, {"state", to_string(h)}}, uint64_t{r.health == h});
     }
   }
-  family("cdn_balancer_replica_rtt_seconds", "gauge", "Probe round-trip time (EWMA).",
+  family("cdn_balancer_replica_rtt_seconds", Type::Gauge, "Probe round-trip time (EWMA).",
          [](const Replica& r) { return r.rtt_ms ? Opt(*r.rtt_ms / 1000.0) : Opt(); });
-  family("cdn_balancer_replica_base_rtt_seconds", "gauge",
+  family("cdn_balancer_replica_base_rtt_seconds", Type::Gauge,
          "Lowest probe round-trip time of the last 10 (what the score uses).",
          [](const Replica& r) { return r.base_rtt_ms ? Opt(*r.base_rtt_ms / 1000.0) : Opt(); });
-  family("cdn_balancer_replica_weight", "gauge", "The operator's round-robin weight.",
+  family("cdn_balancer_replica_weight", Type::Gauge, "The operator's round-robin weight.",
          [](const Replica& r) { return Opt(static_cast<double>(r.weight)); });
-  family("cdn_balancer_replica_loss_ratio", "gauge", "Failed probes (EWMA, 0..1).",
+  family("cdn_balancer_replica_loss_ratio", Type::Gauge, "Failed probes (EWMA, 0..1).",
          [](const Replica& r) { return Opt(r.loss); });
-  family("cdn_balancer_replica_probe_failures_total", "counter", "Failed probes.",
+  family("cdn_balancer_replica_probe_failures_total", Type::Counter, "Failed probes.",
          [](const Replica& r) { return Opt(static_cast<double>(r.probe_failures_total)); });
-  family("cdn_balancer_replica_last_probe_age_seconds", "gauge", "Time since the last probe.",
+  family("cdn_balancer_replica_last_probe_age_seconds", Type::Gauge, "Time since the last probe.",
          [now = Clock::now()](const Replica& r) {
            return r.last_probe ? Opt(std::chrono::duration<double>(now - *r.last_probe).count())
                                : Opt();
          });
-  family("cdn_balancer_replica_load", "gauge", "Load the replica reported (active/capacity).",
+  family("cdn_balancer_replica_load", Type::Gauge, "Load the replica reported (active/capacity).",
          [](const Replica& r) { return Opt(r.reported_load); });
-  family("cdn_balancer_replica_load_estimate", "gauge",
+  family("cdn_balancer_replica_load_estimate", Type::Gauge,
          "Load the choice uses: reported (with bytes/s) plus clients sent since the probe.",
          [](const Replica& r) { return Opt(load_estimate(r)); });
-  family("cdn_balancer_replica_capacity", "gauge", "Connections at load 1.0, as reported.",
+  family("cdn_balancer_replica_capacity", Type::Gauge, "Connections at load 1.0, as reported.",
          [](const Replica& r) { return Opt(static_cast<double>(r.reported_capacity)); });
   family(
-      "cdn_balancer_replica_connections", "gauge", "Active connections, as reported.",
+      "cdn_balancer_replica_connections", Type::Gauge, "Active connections, as reported.",
       [](const Replica& r) { return Opt(static_cast<double>(r.last_status.active_connections)); });
-  family("cdn_balancer_replica_sent_bytes_per_second", "gauge", "Send rate, as reported.",
+  family("cdn_balancer_replica_sent_bytes_per_second", Type::Gauge, "Send rate, as reported.",
          [](const Replica& r) { return Opt(r.bytes_per_second); });
-  family("cdn_balancer_replica_sent_bytes_total", "counter", "Body bytes sent, as reported.",
+  family("cdn_balancer_replica_sent_bytes_total", Type::Counter, "Body bytes sent, as reported.",
          [](const Replica& r) { return Opt(static_cast<double>(r.last_status.bytes_total)); });
-  family("cdn_balancer_replica_score", "gauge", "Score (lower is better).",
+  family("cdn_balancer_replica_score", Type::Gauge, "Score (lower is better).",
          [](const Replica& r) { return Opt(r.score); });
-  family("cdn_balancer_replica_redirects_total", "counter", "Clients sent to the replica.",
+  family("cdn_balancer_replica_redirects_total", Type::Counter, "Clients sent to the replica.",
          [](const Replica& r) { return Opt(static_cast<double>(r.redirects_total)); });
   daemon::send_document(ex, "text/plain; version=0.0.4", m, std::move(page));
 }

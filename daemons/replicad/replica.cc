@@ -11,6 +11,7 @@
 #include "cdn_config.h"
 #include "common/http/path.hpp"
 #include "common/http/serialize.hpp"
+#include "common/metrics/prometheus.hpp"
 #include "common/text/text.hpp"
 #include "daemons/lifecycle.hpp"
 #include "daemons/replicad/range.hpp"
@@ -533,79 +534,69 @@ void Replica::serve_metrics(net::Exchange& ex) {
   sample_rate();
   const auto& st = server_.stats();
   std::string m;
-  auto metric = [&m](std::string_view name, std::string_view type, std::string_view help,
-                     double value) {
-    m += fmt::format("# HELP {} {}\n# TYPE {} {}\n{} {}\n", name, help, name, type, name, value);
-  };
-  metric("cdn_replica_connections_active", "gauge", "Open client connections.",
-         static_cast<double>(st.active_connections));
-  metric("cdn_replica_connections_total", "counter", "Accepted client connections.",
-         static_cast<double>(st.connections_total));
-  metric("cdn_replica_connections_rejected_total", "counter",
-         "Connections refused over max_connections.", static_cast<double>(st.rejected_total));
-  metric("cdn_replica_connections_backlogged", "gauge",
-         "Connections not read until their client takes its answers.",
-         static_cast<double>(st.backlogged_connections));
-  metric("cdn_replica_connections_backlogged_total", "counter",
-         "Times a connection was stopped for a client that does not take its answers.",
-         static_cast<double>(st.backlogged_total));
-  metric("cdn_replica_requests_total", "counter", "Requests answered.",
-         static_cast<double>(st.requests_total));
-  metric("cdn_replica_bad_requests_total", "counter", "Requests refused by the HTTP layer.",
-         static_cast<double>(st.errors_total));
-  metric("cdn_replica_not_found_total", "counter", "Requests answered 404.",
-         static_cast<double>(not_found_total_));
-  metric("cdn_replica_not_modified_total", "counter", "Requests answered 304.",
-         static_cast<double>(not_modified_total_));
-  metric("cdn_replica_partial_total", "counter", "Requests answered 206.",
-         static_cast<double>(partial_total_));
-  metric("cdn_replica_unavailable_total", "counter",
-         "Requests for files that could not be opened now (no descriptor...), answered 503.",
-         static_cast<double>(unavailable_total_));
-  metric("cdn_replica_sent_bytes_total", "counter", "Response bytes sent.",
-         static_cast<double>(st.bytes_sent));
-  metric("cdn_replica_load", "gauge", "Active connections over capacity.",
-         status(/*in_request=*/true).load);
+  metrics::PrometheusWriter w(m);
+  using metrics::Type;
+  w.metric("cdn_replica_connections_active", Type::Gauge, "Open client connections.",
+           st.active_connections);
+  w.metric("cdn_replica_connections_total", Type::Counter, "Accepted client connections.",
+           st.connections_total);
+  w.metric("cdn_replica_connections_rejected_total", Type::Counter,
+           "Connections refused over max_connections.", st.rejected_total);
+  w.metric("cdn_replica_connections_backlogged", Type::Gauge,
+           "Connections not read until their client takes its answers.", st.backlogged_connections);
+  w.metric("cdn_replica_connections_backlogged_total", Type::Counter,
+           "Times a connection was stopped for a client that does not take its answers.",
+           st.backlogged_total);
+  w.metric("cdn_replica_requests_total", Type::Counter, "Requests answered.", st.requests_total);
+  w.metric("cdn_replica_bad_requests_total", Type::Counter, "Requests refused by the HTTP layer.",
+           st.errors_total);
+  w.metric("cdn_replica_not_found_total", Type::Counter, "Requests answered 404.",
+           not_found_total_);
+  w.metric("cdn_replica_not_modified_total", Type::Counter, "Requests answered 304.",
+           not_modified_total_);
+  w.metric("cdn_replica_partial_total", Type::Counter, "Requests answered 206.", partial_total_);
+  w.metric("cdn_replica_unavailable_total", Type::Counter,
+           "Requests for files that could not be opened now (no descriptor...), answered 503.",
+           unavailable_total_);
+  w.metric("cdn_replica_sent_bytes_total", Type::Counter, "Response bytes sent.", st.bytes_sent);
+  w.metric("cdn_replica_load", Type::Gauge, "Active connections over capacity.",
+           status(/*in_request=*/true).load);
   if (pull_) {
     const auto& ps = pull_->stats();
     const auto& c = pull_->cache();
     const uint64_t asked = ps.hits + ps.misses;
-    metric("cdn_replica_cache_hits_total", "counter", "Requests answered from the cache.",
-           static_cast<double>(ps.hits));
-    metric("cdn_replica_cache_misses_total", "counter",
-           "Requests that waited for the origin (miss or revalidation).",
-           static_cast<double>(ps.misses));
-    metric("cdn_replica_cache_hit_ratio", "gauge", "Hits over hits and misses.",
-           asked > 0 ? static_cast<double>(ps.hits) / static_cast<double>(asked) : 0.0);
-    metric("cdn_replica_cache_stale_served_total", "counter",
-           "Stale copies served (while revalidating or while the origin failed).",
-           static_cast<double>(ps.stale_served));
-    metric("cdn_replica_cache_revalidated_total", "counter", "Copies refreshed by a 304.",
-           static_cast<double>(ps.revalidated));
-    metric("cdn_replica_cache_bytes", "gauge", "Bytes of cached bodies on disk.",
-           static_cast<double>(c.bytes()));
-    metric("cdn_replica_cache_memory_bytes", "gauge", "Bytes of cached bodies held in memory.",
-           static_cast<double>(c.memory_bytes()));
-    metric("cdn_replica_cache_objects", "gauge", "Cached objects.",
-           static_cast<double>(c.objects()));
-    metric("cdn_replica_cache_evictions_total", "counter", "Objects evicted (LRU).",
-           static_cast<double>(c.evictions()));
-    metric("cdn_replica_cache_write_errors_total", "counter",
-           "Objects that could not be stored (disk full, I/O errors).",
-           static_cast<double>(c.write_errors()));
-    metric("cdn_replica_origin_requests_total", "counter", "Requests sent to the origin.",
-           static_cast<double>(ps.origin_requests));
-    metric("cdn_replica_origin_errors_total", "counter",
-           "Origin fetches that failed (unreachable, timeout, 5xx, bad digest).",
-           static_cast<double>(ps.origin_errors));
+    w.metric("cdn_replica_cache_hits_total", Type::Counter, "Requests answered from the cache.",
+             ps.hits);
+    w.metric("cdn_replica_cache_misses_total", Type::Counter,
+             "Requests that waited for the origin (miss or revalidation).", ps.misses);
+    w.metric("cdn_replica_cache_hit_ratio", Type::Gauge, "Hits over hits and misses.",
+             asked > 0 ? static_cast<double>(ps.hits) / static_cast<double>(asked) : 0.0);
+    w.metric("cdn_replica_cache_stale_served_total", Type::Counter,
+             "Stale copies served (while revalidating or while the origin failed).",
+             ps.stale_served);
+    w.metric("cdn_replica_cache_revalidated_total", Type::Counter, "Copies refreshed by a 304.",
+             ps.revalidated);
+    w.metric("cdn_replica_cache_bytes", Type::Gauge, "Bytes of cached bodies on disk.", c.bytes());
+    w.metric("cdn_replica_cache_memory_bytes", Type::Gauge,
+             "Bytes of cached bodies held in memory.", c.memory_bytes());
+    w.metric("cdn_replica_cache_objects", Type::Gauge, "Cached objects.", c.objects());
+    w.metric("cdn_replica_cache_evictions_total", Type::Counter, "Objects evicted (LRU).",
+             c.evictions());
+    w.metric("cdn_replica_cache_write_errors_total", Type::Counter,
+             "Objects that could not be stored (disk full, I/O errors).", c.write_errors());
+    w.metric("cdn_replica_origin_requests_total", Type::Counter, "Requests sent to the origin.",
+             ps.origin_requests);
+    w.metric("cdn_replica_origin_errors_total", Type::Counter,
+             "Origin fetches that failed (unreachable, timeout, 5xx, bad digest).",
+             ps.origin_errors);
   } else if (store_) {
-    metric("cdn_replica_cache_memory_bytes", "gauge",
-           "Bytes of local files held in memory (at most [content] cache_memory).",
-           static_cast<double>(store_->memory_bytes()));
-    metric("cdn_replica_cache_objects", "gauge", "Local files remembered (metadata, digest).",
-           static_cast<double>(store_->entries()));
-    metric("cdn_replica_cache_evictions_total", "counter", "Local files forgotten (LRU).",
-           static_cast<double>(store_->evictions()));
+    w.metric("cdn_replica_cache_memory_bytes", Type::Gauge,
+             "Bytes of local files held in memory (at most [content] cache_memory).",
+             store_->memory_bytes());
+    w.metric("cdn_replica_cache_objects", Type::Gauge, "Local files remembered (metadata, digest).",
+             store_->entries());
+    w.metric("cdn_replica_cache_evictions_total", Type::Counter, "Local files forgotten (LRU).",
+             store_->evictions());
   }
   daemon::send_document(ex, "text/plain; version=0.0.4", m);
 }

@@ -394,6 +394,24 @@ class Daemon:
                 return float(line.split()[1])
         raise AssertionError(f"no {name} in the metrics page")
 
+    def check_metrics_page(self):
+        """The metrics page, after Prometheus's own checker passed it.
+
+        promtool (Debian package prometheus) is what a Prometheus server
+        would accept, lint included; a test skips where it is not installed.
+        """
+        import pytest
+        promtool = shutil.which("promtool")
+        if promtool is None:
+            pytest.skip("promtool not installed (apt-get install prometheus)")
+        status, _, body = self.get("/.cdn/metrics")
+        assert status == 200, f"/.cdn/metrics answered {status}: {body[:200]!r}"
+        r = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True,
+                           timeout=60, check=False)
+        assert r.returncode == 0, (
+            f"promtool check metrics: {r.stdout.decode()} {r.stderr.decode()}")
+        return body.decode()
+
 
 class Headers:
     """Case-insensitive multi-map of response headers."""

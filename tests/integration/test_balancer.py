@@ -206,6 +206,7 @@ def test_metrics_page_is_valid_prometheus_text(cdn):
     for r in rs:
         assert f'cdn_balancer_replica_weight{{replica="{r.address}"}} 1' in body.decode()
         assert f'cdn_balancer_replica_base_rtt_seconds{{replica="{r.address}"}}' in body.decode()
+    b.check_metrics_page()
 
 
 def test_no_replica_up_is_503_with_retry_after(cdn):

@@ -187,6 +187,8 @@ def test_status_and_metrics_report_cache(cdn):
     for name in ("cdn_replica_cache_hit_ratio", "cdn_replica_cache_bytes",
                  "cdn_replica_origin_errors_total", "cdn_replica_cache_hits_total"):
         assert f"\n{name} " in text, name
+    e.check_metrics_page()
+    origin.check_metrics_page()  # a replica of local files: the other set of families
 
 
 # ------------------------------------------------------------- collapsing

@@ -1,0 +1,71 @@
+#include "common/metrics/prometheus.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+
+namespace cdn::metrics {
+namespace {
+
+TEST(Prometheus, FamilyThenSamples) {
+  std::string page;
+  PrometheusWriter w(page);
+  w.metric("cdn_x_requests_total", Type::Counter, "Requests answered.", uint64_t{7});
+  w.family("cdn_x_up", Type::Gauge, "1 when up.");
+  w.sample({{"replica", "a:80"}}, 1.0);
+  w.sample({{"replica", "b:80"}, {"state", "down"}}, 0.0);
+  EXPECT_EQ(page,
+            "# HELP cdn_x_requests_total Requests answered.\n"
+            "# TYPE cdn_x_requests_total counter\n"
+            "cdn_x_requests_total 7\n"
+            "# HELP cdn_x_up 1 when up.\n"
+            "# TYPE cdn_x_up gauge\n"
+            "cdn_x_up{replica=\"a:80\"} 1\n"
+            "cdn_x_up{replica=\"b:80\",state=\"down\"} 0\n");
+}
+
+TEST(Prometheus, EscapesHelpAndLabelValues) {
+  std::string page;
+  PrometheusWriter w(page);
+  w.family("m", Type::Gauge, "a \\ b\nc \"q\"");
+  w.sample({{"l", "x\\y\n\"z\""}}, 2.5);
+  // HELP escapes backslash and line feed only; a label value also '"'.
+  EXPECT_EQ(page,
+            "# HELP m a \\\\ b\\nc \"q\"\n"
+            "# TYPE m gauge\n"
+            "m{l=\"x\\\\y\\n\\\"z\\\"\"} 2.5\n");
+}
+
+TEST(Prometheus, CountersAreExactIntegers) {
+  std::string page;
+  PrometheusWriter w(page);
+  w.metric("c_total", Type::Counter, "h", std::numeric_limits<uint64_t>::max());
+  EXPECT_NE(page.find("\nc_total 18446744073709551615\n"), std::string::npos) << page;
+}
+
+TEST(Prometheus, SpecialValuesAsPrometheusSpellsThem) {
+  EXPECT_EQ(format_value(std::nan("")), "NaN");
+  EXPECT_EQ(format_value(std::numeric_limits<double>::infinity()), "+Inf");
+  EXPECT_EQ(format_value(-std::numeric_limits<double>::infinity()), "-Inf");
+  EXPECT_EQ(format_value(0.001), "0.001");
+  EXPECT_EQ(format_value(-3.0), "-3");
+  EXPECT_EQ(format_value(1e300), "1e+300");
+}
+
+#ifndef NDEBUG
+TEST(PrometheusDeathTest, AFamilyTwiceIsABug) {
+  EXPECT_DEATH(
+      {
+        std::string page;
+        PrometheusWriter w(page);
+        w.family("m", Type::Gauge, "h");
+        w.family("m", Type::Gauge, "h");
+      },
+      "once per page");
+}
+#endif
+
+}  // namespace
+}  // namespace cdn::metrics
