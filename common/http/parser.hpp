@@ -111,7 +111,7 @@ struct ParseResult {
 // request-target must be origin-form, absolute-form (reduced to origin-form,
 // its authority replacing Host), "*" with OPTIONS, or authority-form with
 // CONNECT; bytes RFC 3986 does not allow that browsers never send raw
-// (controls, SP, DEL, >= 0x80, '"', '<', '>') are 400. See parser.cc.
+// (controls, SP, DEL, >= 0x80, '"', '<', '>') are 400. See request_parser.cc.
 class RequestParser {
  public:
   explicit RequestParser(const Limits& limits = {});
@@ -138,7 +138,7 @@ class RequestParser {
 
   // Checks http-parser does not make on the raw head bytes (bare LF/CR,
   // obs-fold, overall head size); returns the offset of the first offending
-  // byte, or data.size(). See parser.cc.
+  // byte, or data.size(). See request_parser.cc.
   size_t scan_head(std::string_view data);
   // Length of the run of bytes at the start of `data` that are neither CR nor LF.
   size_t line_run(std::string_view data) const;
@@ -147,14 +147,14 @@ class RequestParser {
   void note_line_bytes(std::string_view run);
   ParseResult fail(size_t consumed) const;
   // The common request read in one pass without http-parser; false (and
-  // nothing changed) for anything else. See parser.cc.
+  // nothing changed) for anything else. See request_parser.cc.
   bool parse_whole_head(std::string_view data);
   // A header appended to request_, reusing a spare one's strings.
   Header& add_header();
   // Reads chunked body bytes from data[pos]; see ChunkedDecoder.
   ParseResult feed_chunked(std::string_view data, size_t pos);
   // Checks the request-target's form against the method and reduces an
-  // absolute-form target to origin-form (see parser.cc); false (error set) when refused.
+  // absolute-form target to origin-form (see request_parser.cc); false (error set) when refused.
   bool settle_target();
 
   // Scanner states of scan_head(); Done once the empty line ending the head was seen.
@@ -198,7 +198,7 @@ class RequestParser {
 // response. Errors carry http_status 0 and a reason. An exception thrown by the
 // sink is caught and turns into an Error.
 //
-// Request-side decisions (documented in parser.cc): bare LF, bare CR and
+// Decisions (request_parser.cc, response_parser.cc): bare LF, bare CR and
 // obs-fold in a request head are 400; in a response bare LF is accepted and
 // obs-fold becomes one SP. A chunked body is read strictly in both
 // (ChunkedDecoder): an origin's framing is what the replica caches.

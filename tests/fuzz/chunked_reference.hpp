@@ -2,7 +2,7 @@
 // hold ChunkedDecoder against. Written apart from it on purpose: recursive
 // descent over the whole remaining input, one grammar rule a function,
 // rather than a byte-at-a-time state machine. Same decisions as the decoder
-// (see parser.cc): CRLF only, at most 16 hex digits, a chunk that would take
+// (see chunked.cc): CRLF only, at most 16 hex digits, a chunk that would take
 // the data over max_data refused once its size is read, extension and
 // trailer bytes (line ends not counted) at most max_meta.
 #pragma once
