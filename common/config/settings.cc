@@ -27,6 +27,7 @@ constexpr size_t kMaxNameLength = 255;
 constexpr std::string_view kNameRule = "printable ASCII, at most 255 characters";
 constexpr std::string_view kLevels[] = {"trace", "debug",    "info", "warn",
                                         "error", "critical", "off"};
+// In BalancePolicy's order.
 constexpr std::string_view kPolicies[] = {"best", "round-robin", "least-loaded", "p2c",
                                           "consistent"};
 
@@ -369,6 +370,27 @@ std::optional<double> parse_double(std::string_view s) {
 
 }  // namespace
 
+std::optional<BalancePolicy> policy_from_string(std::string_view s) noexcept {
+  for (size_t i = 0; i < std::size(kPolicies); ++i) {
+    if (text::iequals(s, kPolicies[i])) return static_cast<BalancePolicy>(i);
+  }
+  return std::nullopt;
+}
+
+std::string_view to_string(BalancePolicy p) noexcept {
+  const auto i = static_cast<size_t>(p);
+  return i < std::size(kPolicies) ? kPolicies[i] : "?";
+}
+
+BalancePolicy parse_policy(std::string_view s, std::string_view where) {
+  const auto p = policy_from_string(s);
+  if (!p) {
+    throw Error(std::string(where) + ": " + q(s) + " is not a policy (use one of " +
+                list(kPolicies) + ")");
+  }
+  return *p;
+}
+
 std::string normalize_origin(std::string_view origin) {
   const std::string_view s = trim(origin);
   const auto fail = [&](std::string_view why) -> Error {
@@ -520,7 +542,9 @@ BalancerSettings balancer_settings(const IniFile& file) {
       {"balance",
        {
            {"policy",
-            [&](const Entry& e) { b.balance.policy = choice_of(file, e, "policy", kPolicies); }},
+            [&](const Entry& e) {
+              b.balance.policy = *policy_from_string(choice_of(file, e, "policy", kPolicies));
+            }},
            {"fallbacks",
             [&](const Entry& e) {
               b.balance.fallbacks = static_cast<uint32_t>(uint_of(file, e, 0, 64));
@@ -685,10 +709,6 @@ void validate(const BalancerSettings& s, const std::string& path) {
   }
   if (s.probe.rise < 1) throw Error(prefix + "[probe] rise: must be at least 1");
   if (s.probe.fall < 1) throw Error(prefix + "[probe] fall: must be at least 1");
-  if (!one_of(s.balance.policy, kPolicies)) {
-    throw Error(prefix + "[balance] policy: " + q(s.balance.policy) +
-                " is not a policy (use one of " + list(kPolicies) + ")");
-  }
   check_duration(s.balance.retry_after, kRetryAfterRange, "[balance] retry_after", prefix);
   if (!(s.balance.hash_load_factor > 1.0) || !(s.balance.hash_load_factor <= kMaxHashLoadFactor)) {
     throw Error(prefix + "[balance] hash_load_factor: must be above 1.0 and at most 100");

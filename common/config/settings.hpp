@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -74,9 +75,19 @@ struct ProbeSettings {
   uint32_t stream = 10;
 };
 
+// [balance] policy, named once when the settings are read: the table
+// switches on it and never sees the name.
+enum class BalancePolicy { Best, RoundRobin, LeastLoaded, P2C, Consistent };
+// The names of balancerd.ini and --policy, ASCII case ignored: "best",
+// "round-robin", "least-loaded", "p2c", "consistent".
+std::optional<BalancePolicy> policy_from_string(std::string_view s) noexcept;
+std::string_view to_string(BalancePolicy p) noexcept;
+// policy_from_string() or Error("<where>: 'x' is not a policy (use one of ...)").
+BalancePolicy parse_policy(std::string_view s, std::string_view where);
+
 struct BalanceSettings {
-  std::string policy = "p2c";  // best, round-robin, least-loaded, p2c, consistent
-  uint32_t fallbacks = 2;      // extra replicas named in the 302 answer
+  BalancePolicy policy = BalancePolicy::P2C;
+  uint32_t fallbacks = 2;  // extra replicas named in the 302 answer
   milliseconds retry_after{2'000};
   double hash_load_factor = 1.25;  // consistent: no replica above factor x mean
 };

@@ -53,7 +53,7 @@ cdn::config::BalancerSettings load(const Flags& f, const cdn::daemon::ConfigSour
   if (!f.logfile.empty()) s.log.file = f.logfile;
   if (!f.log_level.empty()) s.log.level = f.log_level;
   if (!f.name.empty()) s.server.name = f.name;
-  if (!f.policy.empty()) s.balance.policy = f.policy;
+  if (!f.policy.empty()) s.balance.policy = cdn::config::parse_policy(f.policy, "--policy");
   if (!f.servers.empty() || !f.replicas.empty()) {
     // Replicas named on the command line replace the file's list.
     s.replicas.clear();
@@ -118,7 +118,7 @@ int main(int argc, char** argv) {
   }
   if (f.check) {
     std::printf("configuration OK: %zu replicas, policy %s\n", settings.replicas.size(),
-                settings.balance.policy.c_str());
+                std::string(cdn::config::to_string(settings.balance.policy)).c_str());
     return 0;
   }
 

@@ -5,8 +5,6 @@
 #include <limits>
 #include <numeric>
 
-#include "common/text/text.hpp"
-
 namespace cdn::balancer {
 namespace {
 
@@ -41,12 +39,6 @@ double capacity_of(const Replica& r) {
   return static_cast<double>(r.reported_capacity > 0 ? r.reported_capacity : kAssumedCapacity);
 }
 
-Policy policy_or_throw(const config::BalanceSettings& balance) {
-  auto p = policy_from_string(balance.policy);
-  if (!p) throw config::Error("[balance] policy: '" + balance.policy + "' is not a policy");
-  return *p;
-}
-
 }  // namespace
 
 std::string_view to_string(Health h) noexcept {
@@ -61,31 +53,6 @@ std::string_view to_string(Health h) noexcept {
   return "down";
 }
 
-std::optional<Policy> policy_from_string(std::string_view s) noexcept {
-  if (text::iequals(s, "best")) return Policy::Best;
-  if (text::iequals(s, "round-robin")) return Policy::RoundRobin;
-  if (text::iequals(s, "least-loaded")) return Policy::LeastLoaded;
-  if (text::iequals(s, "p2c")) return Policy::P2C;
-  if (text::iequals(s, "consistent")) return Policy::Consistent;
-  return std::nullopt;
-}
-
-std::string_view to_string(Policy p) noexcept {
-  switch (p) {
-    case Policy::Best:
-      return "best";
-    case Policy::RoundRobin:
-      return "round-robin";
-    case Policy::LeastLoaded:
-      return "least-loaded";
-    case Policy::P2C:
-      return "p2c";
-    case Policy::Consistent:
-      return "consistent";
-  }
-  return "p2c";
-}
-
 double probe_load(const Replica& r) noexcept {
   return r.byte_load >= 0 ? (r.reported_load + r.byte_load) / 2 : r.reported_load;
 }
@@ -96,7 +63,7 @@ double load_estimate(const Replica& r) noexcept {
 
 Table::Table(std::vector<config::ReplicaEntry> replicas, const config::ProbeSettings& probe,
              const config::BalanceSettings& balance, uint64_t seed)
-    : probe_(probe), balance_(balance), policy_(policy_or_throw(balance)), rng_(seed) {
+    : probe_(probe), balance_(balance), policy_(balance.policy), rng_(seed) {
   replicas_.reserve(replicas.size());
   for (auto& a : replicas) {
     Replica r;
@@ -110,7 +77,6 @@ Table::Table(std::vector<config::ReplicaEntry> replicas, const config::ProbeSett
 void Table::reconfigure(std::vector<config::ReplicaEntry> replicas,
                         const config::ProbeSettings& probe,
                         const config::BalanceSettings& balance) {
-  const Policy policy = policy_or_throw(balance);  // before anything changes
   std::vector<Replica> next;
   next.reserve(replicas.size());
   std::vector<bool> taken(replicas_.size(), false);
@@ -136,7 +102,7 @@ void Table::reconfigure(std::vector<config::ReplicaEntry> replicas,
   balance_ = balance;
   // Round-robin credit starts afresh with a new replica list or policy.
   rr_credit_.assign(replicas_.size(), 0);
-  policy_ = policy;
+  policy_ = balance.policy;
   up_dirty_ = true;
   refreshed_at_.reset();
   rebuild_ring();

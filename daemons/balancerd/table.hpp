@@ -48,11 +48,9 @@ enum class Health { Down, Up, Draining };
 enum class Failure { Soft, Refused };
 std::string_view to_string(Health h) noexcept;
 
-enum class Policy { Best, RoundRobin, LeastLoaded, P2C, Consistent };
-// The names of balancerd.ini: "best", "round-robin", "least-loaded", "p2c",
-// "consistent".
-std::optional<Policy> policy_from_string(std::string_view s) noexcept;
-std::string_view to_string(Policy p) noexcept;
+// Parsed from its name once, with the settings (config::policy_from_string).
+using Policy = config::BalancePolicy;
+using config::policy_from_string;
 
 // Figures of the score; exposed so the documentation, tests and /.cdn/locate
 // can refer to them.
@@ -126,16 +124,13 @@ struct Choice {
 
 class Table {
  public:
-  // Throws config::Error when balance.policy names no policy (settings
-  // validation rejects that earlier; this keeps a bad table from existing).
   Table(std::vector<config::ReplicaEntry> replicas, const config::ProbeSettings& probe,
         const config::BalanceSettings& balance, uint64_t seed = std::random_device{}());
 
   // Replace settings and the replica list (SIGHUP); replicas that stay keep
   // their state (and take their new weight).
   // New ones start Down, removed ones are dropped; indices may change, so
-  // callers re-read replicas(). Throws config::Error (and changes nothing)
-  // when balance.policy names no policy.
+  // callers re-read replicas().
   void reconfigure(std::vector<config::ReplicaEntry> replicas, const config::ProbeSettings& probe,
                    const config::BalanceSettings& balance);
 
