@@ -3,10 +3,12 @@
 # only, when something is missing. Sourced by run-cdn and run-tests.
 set -euo pipefail
 
-# libsystemd-dev is pinned: the newer candidate would upgrade the machine's systemd.
+# libsystemd-dev at the version of the installed libsystemd0: a newer
+# candidate would upgrade the machine's systemd along with it.
+cdn_libsystemd_version=$(dpkg-query -W -f='${Version}' libsystemd0 2>/dev/null || true)
 CDN_DEPS=(
   build-essential pkg-config meson ninja-build
-  libuv1-dev "libsystemd-dev=252.38-1~deb12u1" libinih-dev libspdlog-dev libhttp-parser-dev
+  libuv1-dev "libsystemd-dev${cdn_libsystemd_version:+=$cdn_libsystemd_version}" libinih-dev libspdlog-dev libhttp-parser-dev
   libcurl4-openssl-dev libssl-dev libcli11-dev nlohmann-json3-dev libgtest-dev
   curl openssl iproute2 python3-pytest
 )
