@@ -5,7 +5,8 @@
 // Prints one JSON object: per kind (required, optimal, check) the count of
 // each outcome, the number of tests run for a reverse proxy, and the
 // required tests that did not pass with their outcome and the suite's
-// message.
+// message, and the tests (often optimal ones) that those marked
+// dependency_fail wait on, with how many required tests each holds back.
 import fs from 'fs'
 import path from 'path'
 import { pathToFileURL } from 'url'
@@ -17,8 +18,28 @@ const { determineTestResult, resultTypes } = await load('test-engine/lib/results
 const results = JSON.parse(fs.readFileSync(resultsFile, 'utf8'))
 
 const outcomeName = new Map(Object.entries(resultTypes).map(([name, type]) => [type, name]))
+const outcomeOf = id => outcomeName.get(determineTestResult(suites, id, results, true))
+const passes = outcome => outcome === 'pass' || outcome === 'yes'
+const testById = new Map(suites.flatMap(suite => suite.tests.map(test => [test.id, test])))
+const messageOf = id => Array.isArray(results[id]) ? results[id].join(': ') : ''
+
+// The first tests down a dependency chain that did not pass on their own:
+// where a required test marked dependency_fail is really held back.
+function roots (id, seen = new Set()) {
+  const found = []
+  for (const dep of testById.get(id).depends_on || []) {
+    if (seen.has(dep)) continue
+    seen.add(dep)
+    const outcome = outcomeOf(dep)
+    if (passes(outcome)) continue
+    if (outcome === 'dependency_fail') found.push(...roots(dep, seen))
+    else found.push(dep)
+  }
+  return found
+}
 const counts = { required: {}, optimal: {}, check: {} }
 const failingRequired = []
+const blocking = new Map()
 let tests = 0
 for (const suite of suites) {
   for (const test of suite.tests) {
@@ -26,12 +47,26 @@ for (const suite of suites) {
     if (test.browser_only === true) continue
     tests++
     const kind = test.kind || 'required'
-    const outcome = outcomeName.get(determineTestResult(suites, test.id, results, true))
+    const outcome = outcomeOf(test.id)
     counts[kind][outcome] = (counts[kind][outcome] || 0) + 1
     if (kind === 'required' && outcome !== 'pass') {
-      const raw = results[test.id]
-      const message = Array.isArray(raw) ? raw.join(': ') : ''
-      failingRequired.push({ id: test.id, outcome, name: test.name, message })
+      failingRequired.push({ id: test.id, outcome, name: test.name, message: messageOf(test.id) })
+      if (outcome === 'dependency_fail') {
+        for (const root of roots(test.id)) {
+          if (!blocking.has(root)) {
+            const dep = testById.get(root)
+            blocking.set(root, {
+              id: root,
+              kind: dep.kind || 'required',
+              outcome: outcomeOf(root),
+              name: dep.name,
+              message: messageOf(root),
+              blocks: 0
+            })
+          }
+          blocking.get(root).blocks++
+        }
+      }
     }
   }
 }
@@ -46,5 +81,6 @@ console.log(JSON.stringify({
   passed: { required: passed('required'), optimal: passed('optimal'), check: passed('check') },
   totals,
   counts,
-  failing_required: failingRequired
+  failing_required: failingRequired,
+  blocking_dependencies: [...blocking.values()].sort((a, b) => b.blocks - a.blocks)
 }, null, 2))
