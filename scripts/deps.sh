@@ -14,7 +14,12 @@ CDN_DEPS=(
 )
 # Tests and benchmarks also run the rivals and fuzzers.
 # prometheus: promtool checks the metrics pages.
-CDN_TEST_DEPS=(clang libclang-rt-14-dev nginx-light haproxy wrk hyperfine systemd util-linux prometheus)
+CDN_TEST_DEPS=(clang libclang-rt-14-dev nginx-light haproxy wrk hyperfine systemd util-linux prometheus nodejs)
+# The HTTP caching test suite (tests/conformance) runs on Node and installs its
+# modules with npm. Debian's npm is a package of its own; NodeSource's nodejs
+# carries npm and conflicts with Debian's, so npm is asked for only when none
+# is on PATH.
+command -v npm >/dev/null 2>&1 || CDN_TEST_DEPS+=(npm)
 
 cdn_sudo() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
