@@ -2,27 +2,58 @@
 // HandleWrap::OnClose): a handle lives in a heap object that never moves;
 // close() hands that object to uv_close, and the close callback frees it.
 // Nothing is freed while libuv may still touch it, and close() twice is harmless.
+// This is the one idiom for every handle type the project uses (tcp, poll,
+// timer, signal, idle, async, prepare, check).
+//
+// Callbacks run behind noexcept trampolines: libuv is C, and an exception
+// unwinding through its frames is undefined behaviour. guarded() catches it
+// at the boundary and logs it; the handle stays open, its owner decides.
 #pragma once
 
 #include <uv.h>
 
+#include <exception>
 #include <functional>
 #include <memory>
 #include <utility>
 
 namespace cdn::uv {
 
+namespace detail {
+// Logs an exception that reached a libuv callback (handle.cc).
+void report_exception(const char* where, const char* what) noexcept;
+}  // namespace detail
+
+// Runs f; an exception is logged and swallowed, never passed to libuv.
+template <typename F>
+void guarded(const char* where, F&& f) noexcept {
+  try {
+    std::forward<F>(f)();
+  } catch (const std::exception& e) {
+    detail::report_exception(where, e.what());
+  } catch (...) {
+    detail::report_exception(where, "unknown exception");
+  }
+}
+
 // A heap-held libuv handle of type T (uv_timer_t, uv_signal_t, uv_tcp_t, ...).
 // `Ptr` below owns it: destroying the Ptr closes the handle, and the close
-// callback deletes it. Callbacks reach their owner through `owner`.
+// callback deletes it. raw.data always points at the Handle; callbacks reach
+// their owner through `owner`.
 template <typename T>
 struct Handle {
   T raw{};
   void* owner = nullptr;
-  std::function<void()> on_event;  // for timers, signals, async: not the hot path
+  std::function<void()> on_event;  // timers, signals, idle, async, prepare, check
+  std::function<void(int status, int events)> on_poll;  // poll handles
 
   uv_handle_t* base() { return reinterpret_cast<uv_handle_t*>(&raw); }
   static Handle* from(T* h) { return static_cast<Handle*>(h->data); }
+  static Handle* from(uv_handle_t* h) { return static_cast<Handle*>(h->data); }
+  template <typename O>
+  static O* owner_of(T* h) {
+    return static_cast<O*>(from(h)->owner);
+  }
 };
 
 template <typename T>
@@ -40,31 +71,122 @@ struct Closer {
 template <typename T>
 using Ptr = std::unique_ptr<Handle<T>, Closer<T>>;
 
+// Closes the handle (if any) and forgets it; the close callback frees it on a
+// later loop turn, so this is safe from inside the handle's own callback.
+template <typename T>
+void close(Ptr<T>& p) {
+  p.reset();
+}
+
+namespace detail {
+// Wraps a freshly allocated handle once init succeeded; on failure the
+// handle was never registered with the loop, so it is deleted directly.
+template <typename T>
+Ptr<T> adopt(Handle<T>* h, int rc, int* err) {
+  if (err != nullptr) *err = rc;
+  if (rc != 0) {
+    delete h;
+    return Ptr<T>();
+  }
+  h->raw.data = h;
+  return Ptr<T>(h);
+}
+
+template <typename T>
+void fire(T* raw, const char* where) noexcept {
+  guarded(where, [raw] {
+    auto* h = Handle<T>::from(raw);
+    if (h->on_event) h->on_event();
+  });
+}
+}  // namespace detail
+
 // Timer with a std::function callback.
 inline Ptr<uv_timer_t> make_timer(uv_loop_t* loop, std::function<void()> cb) {
   auto* h = new Handle<uv_timer_t>();
-  uv_timer_init(loop, &h->raw);
-  h->raw.data = h;
   h->on_event = std::move(cb);
-  return Ptr<uv_timer_t>(h);
+  return detail::adopt(h, uv_timer_init(loop, &h->raw), nullptr);
 }
 
 inline void timer_start(Handle<uv_timer_t>* h, uint64_t timeout_ms, uint64_t repeat_ms) {
   uv_timer_start(
-      &h->raw, [](uv_timer_t* t) { Handle<uv_timer_t>::from(t)->on_event(); }, timeout_ms,
-      repeat_ms);
+      &h->raw, [](uv_timer_t* t) noexcept { detail::fire(t, "timer"); }, timeout_ms, repeat_ms);
 }
 
 // Signal watcher with a std::function callback.
 inline Ptr<uv_signal_t> make_signal(uv_loop_t* loop, int signum, std::function<void()> cb) {
   auto* h = new Handle<uv_signal_t>();
-  uv_signal_init(loop, &h->raw);
-  h->raw.data = h;
   h->on_event = std::move(cb);
-  uv_signal_start(
-      &h->raw, [](uv_signal_t* s, int) { Handle<uv_signal_t>::from(s)->on_event(); }, signum);
-  return Ptr<uv_signal_t>(h);
+  auto p = detail::adopt(h, uv_signal_init(loop, &h->raw), nullptr);
+  if (p)
+    uv_signal_start(
+        &p->raw, [](uv_signal_t* s, int) noexcept { detail::fire(s, "signal"); }, signum);
+  return p;
 }
+
+// Idle, prepare and check watchers, started at once with cb; stop them with
+// uv_<type>_stop(&h->raw) and start again with the matching *_start below.
+inline Ptr<uv_idle_t> make_idle(uv_loop_t* loop, std::function<void()> cb) {
+  auto* h = new Handle<uv_idle_t>();
+  h->on_event = std::move(cb);
+  return detail::adopt(h, uv_idle_init(loop, &h->raw), nullptr);
+}
+inline void idle_start(Handle<uv_idle_t>* h) {
+  uv_idle_start(&h->raw, [](uv_idle_t* i) noexcept { detail::fire(i, "idle"); });
+}
+
+inline Ptr<uv_prepare_t> make_prepare(uv_loop_t* loop, std::function<void()> cb) {
+  auto* h = new Handle<uv_prepare_t>();
+  h->on_event = std::move(cb);
+  return detail::adopt(h, uv_prepare_init(loop, &h->raw), nullptr);
+}
+inline void prepare_start(Handle<uv_prepare_t>* h) {
+  uv_prepare_start(&h->raw, [](uv_prepare_t* p) noexcept { detail::fire(p, "prepare"); });
+}
+
+inline Ptr<uv_check_t> make_check(uv_loop_t* loop, std::function<void()> cb) {
+  auto* h = new Handle<uv_check_t>();
+  h->on_event = std::move(cb);
+  return detail::adopt(h, uv_check_init(loop, &h->raw), nullptr);
+}
+inline void check_start(Handle<uv_check_t>* h) {
+  uv_check_start(&h->raw, [](uv_check_t* c) noexcept { detail::fire(c, "check"); });
+}
+
+// Async wake-up: uv_async_send(&h->raw) from any thread runs cb on the loop.
+inline Ptr<uv_async_t> make_async(uv_loop_t* loop, std::function<void()> cb, int* err = nullptr) {
+  auto* h = new Handle<uv_async_t>();
+  h->on_event = std::move(cb);
+  return detail::adopt(
+      h, uv_async_init(loop, &h->raw, [](uv_async_t* a) noexcept { detail::fire(a, "async"); }),
+      err);
+}
+
+// Poll watcher on a socket; cb(status, events). Null on failure (*err says why).
+inline Ptr<uv_poll_t> make_poll(uv_loop_t* loop, uv_os_sock_t sock,
+                                std::function<void(int, int)> cb, int* err = nullptr) {
+  auto* h = new Handle<uv_poll_t>();
+  h->on_poll = std::move(cb);
+  return detail::adopt(h, uv_poll_init_socket(loop, &h->raw, sock), err);
+}
+inline int poll_start(Handle<uv_poll_t>* h, int events) {
+  return uv_poll_start(&h->raw, events, [](uv_poll_t* p, int status, int ev) noexcept {
+    guarded("poll", [&] {
+      auto* hh = Handle<uv_poll_t>::from(p);
+      if (hh->on_poll) hh->on_poll(status, ev);
+    });
+  });
+}
+
+// TCP handle. Stream callbacks are the hot path and stay raw function
+// pointers set by the owner (wrap their bodies in guarded()); reach the
+// owner with Handle<uv_tcp_t>::owner_of<O>(tcp).
+inline Ptr<uv_tcp_t> make_tcp(uv_loop_t* loop, void* owner, int* err = nullptr) {
+  auto* h = new Handle<uv_tcp_t>();
+  h->owner = owner;
+  return detail::adopt(h, uv_tcp_init(loop, &h->raw), err);
+}
+inline uv_stream_t* stream(Handle<uv_tcp_t>* h) { return reinterpret_cast<uv_stream_t*>(&h->raw); }
 
 // Shutdown: close every handle still open and run the loop until their close
 // callbacks have freed them, then close the loop (uv_loop_close fails while
