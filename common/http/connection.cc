@@ -16,8 +16,8 @@ constexpr size_t kCoalesceCapacity = 16 * 1024;
 constexpr size_t kInlineBody = 4096;
 // A response head is built in a buffer this big from the start.
 constexpr size_t kHeadReserve = 512;
-// Buffers of released pieces kept for the next ones.
-constexpr size_t kSpareBuffers = 2;
+// Pieces one answer may add: head, body or file, and a 100 Continue before them.
+constexpr size_t kPiecesPerAnswer = 3;
 
 uint64_t after(uint64_t t, std::chrono::milliseconds d) {
   return t + static_cast<uint64_t>(d.count());
@@ -139,10 +139,7 @@ bool ServerConnection::check_expect(bool headers_only) {
   }
   if (headers_only && continued_ != seq_ + 1) {
     continued_ = seq_ + 1;
-    std::string s = take_buffer();
-    s.assign("HTTP/1.1 100 Continue\r\n\r\n");
-    push_owned(s, true);
-    recycle(s);
+    push_owned("HTTP/1.1 100 Continue\r\n\r\n", true);
   }
   return true;
 }
@@ -182,7 +179,8 @@ void ServerConnection::abort() {
   writer_.reset();
   // Pieces in flight stay until their units are done (write_done()); the rest goes now.
   while (out_.size() > inflight_items_) {
-    if (out_.back().is_file()) --files_;
+    if (out_.back().is_file() && out_.back().length > 0) --files_;
+    out_.back() = Item{};
     out_.pop_back();
   }
   unhanded_bytes_ = 0;
@@ -203,10 +201,7 @@ void ServerConnection::drain(uint64_t now) {
 
 void ServerConnection::refuse(std::string_view response) {
   if (state_ >= State::Closing) return;
-  std::string s = take_buffer();
-  s.assign(response);
-  push_owned(s, false);
-  recycle(s);
+  push_owned(response, false);
   close_after_output(Ending::Error);
   settle();
 }
@@ -251,7 +246,8 @@ uint64_t ServerConnection::next_deadline() const {
 
 bool ServerConnection::output_full() const {
   return unhanded_bytes_ >= options_.max_output || units_.size() >= options_.max_writes ||
-         inflight_bytes_ >= options_.max_queued || files_ > 0;
+         inflight_bytes_ >= options_.max_queued || files_ > 0 ||
+         out_.size() + kPiecesPerAnswer > kMaxPieces;
 }
 
 OutputPlan ServerConnection::plan() const {
@@ -319,7 +315,13 @@ void ServerConnection::advance(size_t sent, size_t handed, uint64_t now) {
       ++u.items;
     }
     inflight_bytes_ += u.bytes;
-    units_.push_back(u);
+    if (units_.full()) {
+      // Cannot happen (a unit holds a piece or file bytes, and files wait
+      // for the units before them); the connection cannot keep count: end it.
+      abort();
+      return;
+    }
+    units_.push_back() = u;
   }
   settle();
 }
@@ -357,66 +359,66 @@ void ServerConnection::note_output_start() {
   if (queued() == 0 && files_ == 0) progress_at_ = now_;
 }
 
-// Takes `bytes` (leaving it empty, with some buffer to reuse).
-void ServerConnection::push_owned(std::string& bytes, bool coalescable) {
-  if (bytes.empty()) return;
+ServerConnection::Item* ServerConnection::new_item() {
+  if (out_.full()) {
+    // Answers are taken only with room for theirs (output_full()): a handler
+    // that answers with more pieces than that loses its connection.
+    abort();
+    return nullptr;
+  }
+  return &out_.push_back();
+}
+
+void ServerConnection::push_owned(std::string_view bytes, bool coalescable) {
+  if (bytes.empty() || state_ == State::Closed) return;
   note_output_start();
-  unhanded_bytes_ += bytes.size();
   coalescable = coalescable && bytes.size() <= kCoalesceMax;
   if (coalescable && out_.size() > inflight_items_ && out_.back().coalescable &&
       out_.back().own.size() + bytes.size() <= kCoalesceCapacity) {
     out_.back().own.append(bytes);
-    bytes.clear();
+    unhanded_bytes_ += bytes.size();
     return;
   }
-  Item& it = out_.emplace_back();
-  it.own.swap(bytes);
-  it.coalescable = coalescable;
-  bytes = take_buffer();
+  Item* it = new_item();
+  if (it == nullptr) return;
+  it->own.assign(bytes);
+  it->coalescable = coalescable;
+  unhanded_bytes_ += bytes.size();
 }
 
 void ServerConnection::push_view(std::string_view bytes, std::shared_ptr<const void> owner) {
-  if (bytes.empty()) return;
+  if (bytes.empty() || state_ == State::Closed) return;
   note_output_start();
+  Item* it = new_item();
+  if (it == nullptr) return;
+  it->view = bytes;
+  it->owner = std::move(owner);
   unhanded_bytes_ += bytes.size();
-  Item& it = out_.emplace_back();
-  it.view = bytes;
-  it.owner = std::move(owner);
 }
 
 void ServerConnection::push_file(FileRange file) {
+  if (state_ == State::Closed) return;
   note_output_start();
+  Item* it = new_item();
+  if (it == nullptr) return;
+  it->fd = file.fd;
+  it->offset = file.offset;
+  it->length = file.length;
+  it->owner = std::move(file.owner);
   ++files_;
-  Item& it = out_.emplace_back();
-  it.fd = file.fd;
-  it.offset = file.offset;
-  it.length = file.length;
-  it.owner = std::move(file.owner);
 }
 
 void ServerConnection::release_front() {
-  recycle(out_.front().own);
+  Item& it = out_.front();
+  // The slot keeps its buffer for the next piece, unless a big copied body grew it.
+  std::string own;
+  if (it.own.capacity() <= kCoalesceCapacity) {
+    own.swap(it.own);
+    own.clear();
+  }
+  it = Item{};
+  it.own.swap(own);
   out_.pop_front();
-}
-
-std::string ServerConnection::take_buffer() {
-  std::string s;
-  if (!spare_.empty()) {
-    s.swap(spare_.back());
-    spare_.pop_back();
-  }
-  s.clear();
-  if (s.capacity() < kHeadReserve) s.reserve(kHeadReserve);
-  return s;
-}
-
-void ServerConnection::recycle(std::string& s) {
-  if (s.capacity() < kHeadReserve || s.capacity() > kCoalesceCapacity ||
-      spare_.size() >= kSpareBuffers) {
-    return;
-  }
-  s.clear();
-  spare_.push_back(std::move(s));
 }
 
 // ---------------------------------------------------------------- answers
@@ -429,7 +431,7 @@ HeadWriter* ServerConnection::begin(uint64_t seq, int status) {
   keep_alive_ = r.keep_alive && !draining_ &&
                 (options_.max_requests == 0 || seq_ < options_.max_requests) &&
                 !(eof_ && input_after() == 0);
-  if (head_.capacity() < kHeadReserve) head_ = take_buffer();
+  if (head_.capacity() < kHeadReserve) head_.reserve(kHeadReserve);
   head_.clear();
   writer_.emplace(head_);
   writer_->status_line(status);
@@ -459,10 +461,7 @@ bool ServerConnection::finish(uint64_t seq, std::string_view body,
     if (owner) {
       push_view(body, std::move(owner));
     } else {
-      std::string s = take_buffer();
-      s.assign(body);
-      push_owned(s, false);
-      recycle(s);
+      push_owned(body, false);
     }
   }
   complete_answer();
@@ -504,21 +503,16 @@ bool ServerConnection::send_piece(uint64_t seq, std::string_view piece) {
   // Bytes still in flight mean the kernel's send buffer is full: the client
   // has stopped reading.
   if (inflight_bytes_ > 0 || unhanded_bytes_ >= options_.max_output) return false;
-  std::string s = take_buffer();
   char size[20];
   const int n = std::snprintf(size, sizeof size, "%zx\r\n", piece.size());
-  s.append(size, static_cast<size_t>(n)).append(piece).append("\r\n");
-  push_owned(s, true);
-  recycle(s);
-  return true;
+  head_.assign(size, static_cast<size_t>(n)).append(piece).append("\r\n");
+  push_owned(head_, true);
+  return state_ != State::Closed;
 }
 
 bool ServerConnection::end_stream(uint64_t seq) {
   if (!is_current(seq) || state_ != State::Streaming) return false;
-  std::string s = take_buffer();
-  s.assign("0\r\n\r\n");
-  push_owned(s, true);
-  recycle(s);
+  push_owned("0\r\n\r\n", true);
   complete_answer();
   settle();
   return true;
@@ -562,6 +556,7 @@ bool ServerConnection::fail(uint64_t seq, int status) {
 void ServerConnection::complete_answer() {
   writer_.reset();
   parser_.reset();
+  if (state_ == State::Closed) return;
   if (!keep_alive_ || draining_) {
     close_after_output(input_after() == 0 ? Ending::Clean : Ending::Error);
     return;
@@ -573,10 +568,9 @@ void ServerConnection::complete_answer() {
 // An answer of the connection's own (parse errors, 408, 417): it closes after it.
 void ServerConnection::error_answer(int status) {
   writer_.reset();
-  std::string s = take_buffer();
-  write_text_answer(s, status, reason_phrase(status), true);
-  push_owned(s, true);
-  recycle(s);
+  head_.clear();
+  write_text_answer(head_, status, reason_phrase(status), true);
+  push_owned(head_, true);
   close_after_output(Ending::Error);
 }
 

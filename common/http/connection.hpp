@@ -38,7 +38,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,6 +49,35 @@
 #include "common/http/serialize.hpp"
 
 namespace cdn::http {
+
+namespace detail {
+// A queue of at most N elements in place: no allocation, and an element
+// never moves while it is queued (its bytes may be in a write under way).
+// Popped slots keep what they own (string capacity) for the next push.
+template <typename T, size_t N>
+class Ring {
+ public:
+  size_t size() const { return n_; }
+  bool empty() const { return n_ == 0; }
+  bool full() const { return n_ == N; }
+  T& operator[](size_t i) { return a_[(first_ + i) % N]; }
+  const T& operator[](size_t i) const { return a_[(first_ + i) % N]; }
+  T& front() { return a_[first_]; }
+  T& back() { return (*this)[n_ - 1]; }
+  // The caller checks full() first.
+  T& push_back() { return (*this)[n_++]; }
+  void pop_front() {
+    first_ = (first_ + 1) % N;
+    --n_;
+  }
+  void pop_back() { --n_; }
+
+ private:
+  std::array<T, N> a_{};
+  size_t first_ = 0;
+  size_t n_ = 0;
+};
+}  // namespace detail
 
 struct ConnectionOptions {
   std::chrono::milliseconds header_timeout{10'000};  // first byte of a head to its end
@@ -169,6 +197,9 @@ class ServerConnection {
   size_t queued() const { return unhanded_bytes_ + inflight_bytes_; }
   size_t write_units() const { return units_.size(); }
   bool has_output() const { return out_.size() > inflight_items_; }
+  // Pieces of output a connection holds at most (in flight and not): the
+  // queue lives inside the connection, so an answer allocates nothing for it.
+  static constexpr size_t kMaxPieces = 16;
 
   // ---------------------------------------------------- handler -> core
   // Each answering call returns false (null) and does nothing when `seq` is
@@ -210,8 +241,8 @@ class ServerConnection {
   bool draining() const { return draining_; }
 
  private:
-  // One piece of output. Never moved once queued (std::deque keeps elements
-  // in place at both ends), so the bytes of a unit in flight stay put.
+  // One piece of output. Never moved once queued (see detail::Ring), so the
+  // bytes of a unit in flight stay put.
   struct Item {
     std::string own;                    // owned bytes (heads, copied bodies, small answers)
     std::string_view view;              // or bytes kept alive by owner
@@ -245,15 +276,16 @@ class ServerConnection {
   void error_answer(int status);
   void close_after_output(Ending ending);
   void complete_answer();
-  void push_owned(std::string& bytes, bool coalescable);
+  // Queues a copy of `bytes`.
+  void push_owned(std::string_view bytes, bool coalescable);
   void push_view(std::string_view bytes, std::shared_ptr<const void> owner);
   void push_file(FileRange file);
+  // A free slot at the back of out_, or null (then the connection is aborted).
+  Item* new_item();
   void note_output_start();
   // Marks up to n bytes of `it` handed over; returns how many.
   size_t take(Item& it, size_t n);
   void release_front();
-  std::string take_buffer();
-  void recycle(std::string& s);
   void write_text_answer(std::string& out, int status, std::string_view text, bool with_body);
 
   ConnectionHandler& handler_;
@@ -276,16 +308,15 @@ class ServerConnection {
   bool eof_ = false;          // the client shut its side
   bool draining_ = false;
 
-  std::string in_;  // bytes read and not parsed yet
-  std::string head_;
+  std::string in_;    // bytes read and not parsed yet
+  std::string head_;  // the head being built; also scratch for the connection's own answers
   std::optional<HeadWriter> writer_;
-  std::deque<Item> out_;
-  size_t inflight_items_ = 0;  // front items of out_ in units under way
-  std::deque<Unit> units_;
-  size_t unhanded_bytes_ = 0;  // byte items not handed over (files not counted)
+  detail::Ring<Item, kMaxPieces> out_;
+  size_t inflight_items_ = 0;             // front items of out_ in units under way
+  detail::Ring<Unit, kMaxPieces> units_;  // a unit holds at least one piece, or file bytes
+  size_t unhanded_bytes_ = 0;             // byte items not handed over (files not counted)
   size_t inflight_bytes_ = 0;
-  size_t files_ = 0;                // file items not fully sent
-  std::vector<std::string> spare_;  // buffers of released items, for reuse
+  size_t files_ = 0;  // file items not fully sent
 };
 
 }  // namespace cdn::http

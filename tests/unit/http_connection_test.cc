@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "tests/unit/count_allocations.hpp"
+
 namespace cdn::http {
 namespace {
 
@@ -40,8 +42,13 @@ struct Handler : ConnectionHandler {
   std::vector<std::string> seen;  // "seq METHOD target"
   std::vector<uint64_t> seqs;
   std::function<void(uint64_t, const Request&)> answer;
+  bool quiet = false;  // records nothing (allocation counts)
 
   void on_request(uint64_t seq, const Request& req) override {
+    if (quiet) {
+      answer(seq, req);
+      return;
+    }
     seen.push_back(std::to_string(seq) + " " + req.method + " " + req.target);
     seqs.push_back(seq);
     if (answer) {
@@ -219,6 +226,56 @@ TEST_F(Fixture, HoldsBoundedInputAndOutputForAClientThatDoesNotRead) {
   EXPECT_GT(handler.seen.size(), answered);
   EXPECT_EQ(handler.seen.size(), 20000u);
   EXPECT_EQ(count(wire.got, "HTTP/1.1 200"), 20000u);
+}
+
+// Steady state on a kept-alive connection: no allocation per request, for
+// answers sent at once, gathered behind a write under way, or pipelined.
+TEST_F(Fixture, KeepAliveAnswersAllocateNothing) {
+  open();
+  handler.quiet = true;
+  auto body = std::make_shared<std::string>(20000, 'b');
+  handler.answer = [&](uint64_t seq, const Request& req) {
+    conn->begin(seq, 200)->header("Content-Length", 5);
+    if (req.target == "/b") {
+      conn->finish(seq, *body, body);
+    } else {
+      conn->finish(seq, "hello");
+    }
+  };
+  const std::string pipelined = [] {
+    std::string p;
+    for (int i = 0; i < 20; ++i) p += i % 2 ? kGetA : kGetB;
+    return p;
+  }();
+  auto send_all = [&] {
+    for (OutputPlan p = conn->plan(); p.kind != OutputPlan::Kind::None; p = conn->plan()) {
+      conn->advance(p.bytes, 0, now);
+    }
+  };
+  uint64_t warm = 0;
+  for (int i = 0; i < 300; ++i) {
+    if (i == 30) warm = tl_allocations;
+    conn->receive(i % 2 ? kGetA : kGetB, now);
+    if (i % 3 == 0) {
+      // The socket is full: the answer is a write under way, the next one gathers behind it.
+      const OutputPlan p = conn->plan();
+      conn->advance(0, p.bytes, now);
+      conn->receive(kGetA, now);
+      conn->write_done(now);
+    }
+    send_all();
+    if (i % 10 == 0) {
+      conn->receive(pipelined, now);
+      send_all();
+      while (conn->wants_resume()) {
+        conn->proceed(now);
+        send_all();
+      }
+    }
+  }
+  EXPECT_EQ(tl_allocations - warm, 0u);
+  EXPECT_EQ(conn->state(), State::Idle);
+  EXPECT_EQ(conn->queued(), 0u);
 }
 
 TEST_F(Fixture, GathersSmallAnswersBehindAWriteUnderWay) {
