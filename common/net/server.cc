@@ -165,6 +165,13 @@ class Connection {
   std::unique_ptr<char[]> chunk_;
 
   Exchange exchange_;
+  uint64_t seq_ = 0;        // requests taken on this connection (Deferred binds to one)
+  uint64_t continued_ = 0;  // the request that was sent 100 Continue
+  // Answers an Expect header once the head is read (RFC 9110 10.1.1): 100
+  // Continue for 100-continue, 417 (and false) for any other expectation;
+  // an HTTP/1.0 client's is ignored. The body is read and discarded
+  // whatever the handler answers, so the client may send it at once.
+  bool meet_expectation(bool head_only);
   bool streaming_ = false;  // a chunked body is being sent piece by piece
   bool deferred_ = false;
   bool in_handler_ = false;
@@ -330,7 +337,7 @@ Deferred Exchange::defer() {
   Connection& c = conn_;
   c.deferred_ = true;
   if (!c.self_) c.self_ = std::make_shared<Connection*>(&c);
-  return Deferred(c.self_);
+  return Deferred(c.self_, c.seq_);
 }
 
 void Exchange::start_stream() {
@@ -380,7 +387,7 @@ Exchange* Deferred::exchange() const {
   auto p = conn_.lock();
   if (!p || *p == nullptr) return nullptr;
   Connection* c = *p;
-  if (!c->deferred_ || c->state_ != Connection::State::Handling) return nullptr;
+  if (!c->deferred_ || c->state_ != Connection::State::Handling || c->seq_ != seq_) return nullptr;
   return &c->exchange_;
 }
 
@@ -514,6 +521,7 @@ size_t Connection::process(std::string_view input) {
         request_started_ = true;
         arm(server_.options_.header_timeout);
       }
+      if (parser_.headers_complete() && !meet_expectation(true)) return input.size();
       break;
     }
     if (res.status == http::ParseStatus::Error) {
@@ -522,12 +530,32 @@ size_t Connection::process(std::string_view input) {
       send_error(res.http_status, res.reason);
       return input.size();
     }
+    if (!meet_expectation(false)) return input.size();
     more_input_ = offset < input.size();
     handle_request();
     more_input_ = false;
     ++answers;
   }
   return offset;
+}
+
+bool Connection::meet_expectation(bool head_only) {
+  const auto& req = parser_.request();
+  const auto expect = req.header("Expect");
+  if (!expect || (req.version_major == 1 && req.version_minor == 0)) return true;
+  if (!http::iequals(*expect, "100-continue")) {
+    ++server_.stats_.errors_total;
+    send_error(417, "unsupported expectation");
+    return false;
+  }
+  if (head_only && continued_ != seq_ + 1) {
+    continued_ = seq_ + 1;
+    WriteReq* w = take_write();
+    w->head.assign("HTTP/1.1 100 Continue\r\n\r\n");
+    submit_head(w);
+    if (state_ == State::Closing) return false;
+  }
+  return true;
 }
 
 void Connection::yield() {
@@ -552,6 +580,7 @@ void Connection::resume() {
 
 void Connection::handle_request() {
   ++server_.stats_.requests_total;
+  ++seq_;
   request_started_ = false;
   const auto& req = parser_.request();
   keep_alive_ = req.keep_alive && !server_.draining_;
@@ -1317,11 +1346,17 @@ void Server::on_ready(uv_idle_t* idle) {
 }
 
 void Server::maybe_drained() {
-  if (draining_ && connections_ == nullptr && on_drained_) {
-    auto cb = std::move(on_drained_);
-    on_drained_ = nullptr;
-    cb();
+  if (!draining_ || connections_ != nullptr || !on_drained_) return;
+  if (!drained_timer_) {
+    drained_timer_ = uv::make_timer(loop_, [this] {
+      if (connections_ != nullptr || !on_drained_) return;
+      auto cb = std::move(on_drained_);
+      on_drained_ = nullptr;
+      cb();
+    });
+    if (!drained_timer_) return;
   }
+  uv::timer_start(drained_timer_.get(), 0, 0);
 }
 
 void Server::drain(std::function<void()> on_drained) {
@@ -1345,6 +1380,7 @@ void Server::close() {
   draining_ = true;
   waiting_ = nullptr;
   on_drained_ = nullptr;
+  uv::close(drained_timer_);
   for (auto* l : listeners_) {
     uv_close(reinterpret_cast<uv_handle_t*>(l),
              [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });

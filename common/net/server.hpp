@@ -33,6 +33,7 @@
 #include "common/http/parser.hpp"
 #include "common/http/serialize.hpp"
 #include "common/log/burst.hpp"
+#include "common/uv/handle.hpp"
 
 namespace cdn::net {
 
@@ -67,8 +68,10 @@ struct ServerStats {
 class Exchange;
 
 // A response promised for later (e.g. after an origin fetch). Holds the
-// connection weakly: exchange() is null once the client went away, and the
-// connection takes no further request until the deferred answer is finished.
+// connection weakly, and the number of its request on it: exchange() is null
+// once the client went away or that request was answered (a second answer for
+// it cannot become the answer to the next request). The connection takes no
+// further request until the deferred answer is finished.
 class Deferred {
  public:
   Deferred() = default;
@@ -76,8 +79,9 @@ class Deferred {
 
  private:
   friend class Exchange;
-  explicit Deferred(std::weak_ptr<Connection*> c) : conn_(std::move(c)) {}
+  Deferred(std::weak_ptr<Connection*> c, uint64_t seq) : conn_(std::move(c)), seq_(seq) {}
   std::weak_ptr<Connection*> conn_;
+  uint64_t seq_ = 0;
 };
 
 class Exchange {
@@ -148,7 +152,9 @@ class Server {
 
   // Graceful stop: close the listeners (new connections are refused), close
   // idle connections, let the others finish their current response, then
-  // close them; `on_drained` runs once no connection is left.
+  // close them; `on_drained` runs once no connection is left, on a loop turn
+  // of its own (never from inside a connection's callback, whose frames
+  // would still be on the stack when the daemon stops).
   void drain(std::function<void()> on_drained);
   // Immediate stop: close every connection and listener.
   void close();
@@ -192,6 +198,7 @@ class Server {
   ServerStats stats_;
   bool draining_ = false;
   std::function<void()> on_drained_;
+  uv::Ptr<uv_timer_t> drained_timer_;  // runs on_drained_ (see drain())
   std::string common_headers_;
   std::string read_buffer_;  // shared by all connections (see Connection::on_alloc)
   uint64_t date_second_ = 0;

@@ -668,6 +668,66 @@ TEST(Server, DeferredAnswerAfterTheClientLeft) {
   EXPECT_EQ(answered.load(), 1);
 }
 
+// A Deferred is bound to its request: once that request is answered, the
+// Deferred no longer reaches the connection, even while the next request on
+// it is deferred too (a second answer for request 1 would otherwise go out
+// as the answer to request 2).
+TEST(Server, DeferredOfAnAnsweredRequestCannotAnswerTheNext) {
+  std::vector<Deferred> held;  // loop thread only
+  ServerThread s(fast_options(), [&held](Exchange& ex) { held.push_back(ex.defer()); });
+  Sock c(s.port());
+  ASSERT_TRUE(c.send(kGet));
+  ASSERT_TRUE(eventually([&] { return s.call<size_t>([&] { return held.size(); }) == 1; }));
+  ASSERT_TRUE(s.call<bool>([&] {
+    Exchange* e = held[0].exchange();
+    if (e != nullptr) e->reply(200, "one");
+    return e != nullptr;
+  }));
+  EXPECT_EQ(c.read_response().body, "one\n");
+  ASSERT_TRUE(c.send(kGet));
+  ASSERT_TRUE(eventually([&] { return s.call<size_t>([&] { return held.size(); }) == 2; }));
+  EXPECT_TRUE(s.call<bool>([&] { return held[0].exchange() == nullptr; }));
+  ASSERT_TRUE(s.call<bool>([&] {
+    Exchange* e = held[1].exchange();
+    if (e != nullptr) e->reply(200, "two");
+    return e != nullptr;
+  }));
+  EXPECT_EQ(c.read_response().body, "two\n");
+}
+
+// Expect: 100-continue gets its interim answer once the head is read, and
+// the final one after the body; other expectations are refused.
+TEST(Server, ExpectContinueIsAnsweredBeforeTheBody) {
+  ServerOptions o = fast_options();
+  o.limits.max_body = 100;
+  ServerThread s(o, echo_target);
+  Sock c(s.port());
+  ASSERT_TRUE(
+      c.send("POST /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"));
+  EXPECT_EQ(c.read_response().status, 100);
+  ASSERT_TRUE(c.send("hello"));
+  const auto r = c.read_response();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "/up");
+  Sock d(s.port());
+  ASSERT_TRUE(
+      d.send("POST /up HTTP/1.1\r\nHost: x\r\nExpect: coffee\r\nContent-Length: 5\r\n\r\n"));
+  EXPECT_EQ(d.read_response().status, 417);
+  EXPECT_TRUE(d.closed_by_peer());
+}
+
+// on_drained runs on a loop turn of its own, never inside the call (or the
+// connection callback) that let the last connection go.
+TEST(Server, DrainedCallbackRunsOnItsOwnTurn) {
+  ServerThread s(fast_options(), echo_target);
+  auto drained = std::make_shared<std::atomic<bool>>(false);
+  EXPECT_FALSE(s.call<bool>([&s, drained] {
+    s.server().drain([drained] { *drained = true; });
+    return drained->load();
+  }));
+  EXPECT_TRUE(eventually([&] { return drained->load(); }));
+}
+
 // A streamed body: each piece one chunk, in order, the last chunk at the end,
 // and the request pipelined behind the stream answered after it.
 TEST(Server, StreamSendsPiecesAsChunksThenTakesTheNextRequest) {
