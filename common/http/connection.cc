@@ -370,20 +370,38 @@ ServerConnection::Item* ServerConnection::new_item() {
 }
 
 void ServerConnection::push_owned(std::string_view bytes, bool coalescable) {
-  if (bytes.empty() || state_ == State::Closed) return;
+  if (Item* it = push_bytes(bytes, coalescable)) it->own.assign(bytes);
+}
+
+// As push_owned(head_): a slot that has no buffer yet takes head_'s rather
+// than allocate one (head_ gets a buffer again at the next begin()), so a
+// connection that answers once allocates one buffer for its output, not two.
+void ServerConnection::push_head() {
+  if (Item* it = push_bytes(head_, true)) {
+    if (it->own.capacity() < head_.size()) {
+      it->own.swap(head_);
+    } else {
+      it->own.assign(head_);
+    }
+  }
+  head_.clear();
+}
+
+ServerConnection::Item* ServerConnection::push_bytes(std::string_view bytes, bool coalescable) {
+  if (bytes.empty() || state_ == State::Closed) return nullptr;
   note_output_start();
   coalescable = coalescable && bytes.size() <= kCoalesceMax;
   if (coalescable && out_.size() > inflight_items_ && out_.back().coalescable &&
       out_.back().own.size() + bytes.size() <= kCoalesceCapacity) {
     out_.back().own.append(bytes);
     unhanded_bytes_ += bytes.size();
-    return;
+    return nullptr;
   }
   Item* it = new_item();
-  if (it == nullptr) return;
-  it->own.assign(bytes);
+  if (it == nullptr) return nullptr;
   it->coalescable = coalescable;
   unhanded_bytes_ += bytes.size();
+  return it;
 }
 
 void ServerConnection::push_view(std::string_view bytes, std::shared_ptr<const void> owner) {
@@ -456,7 +474,7 @@ bool ServerConnection::finish(uint64_t seq, std::string_view body,
     head_.append(body);
     body = {};
   }
-  push_owned(head_, true);
+  push_head();
   if (!body.empty()) {
     if (owner) {
       push_view(body, std::move(owner));
@@ -473,7 +491,7 @@ bool ServerConnection::finish_file(uint64_t seq, FileRange file) {
   if (!is_current(seq) || state_ != State::Answering) return false;
   writer_->end();
   writer_.reset();
-  push_owned(head_, true);
+  push_head();
   if (!is_head() && file.length > 0) push_file(std::move(file));
   complete_answer();
   settle();
@@ -488,7 +506,7 @@ bool ServerConnection::start_stream(uint64_t seq) {
   writer_->header("Transfer-Encoding", "chunked");
   writer_->end();
   writer_.reset();
-  push_owned(head_, true);
+  push_head();
   if (is_head()) {
     complete_answer();
   } else {
@@ -506,7 +524,7 @@ bool ServerConnection::send_piece(uint64_t seq, std::string_view piece) {
   char size[20];
   const int n = std::snprintf(size, sizeof size, "%zx\r\n", piece.size());
   head_.assign(size, static_cast<size_t>(n)).append(piece).append("\r\n");
-  push_owned(head_, true);
+  push_head();
   return state_ != State::Closed;
 }
 
@@ -526,7 +544,7 @@ bool ServerConnection::reply(uint64_t seq, int status, std::string_view text) {
   h->end();
   writer_.reset();
   if (!is_head()) head_.append(text).push_back('\n');
-  push_owned(head_, true);
+  push_head();
   complete_answer();
   settle();
   return true;
@@ -546,7 +564,7 @@ bool ServerConnection::fail(uint64_t seq, int status) {
   keep_alive_ = false;
   head_.clear();
   write_text_answer(head_, status, reason_phrase(status), !is_head());
-  push_owned(head_, true);
+  push_head();
   parser_.reset();
   close_after_output(Ending::Error);
   settle();
@@ -570,7 +588,7 @@ void ServerConnection::error_answer(int status) {
   writer_.reset();
   head_.clear();
   write_text_answer(head_, status, reason_phrase(status), true);
-  push_owned(head_, true);
+  push_head();
   close_after_output(Ending::Error);
 }
 

@@ -278,6 +278,10 @@ class ServerConnection {
   void complete_answer();
   // Queues a copy of `bytes`.
   void push_owned(std::string_view bytes, bool coalescable);
+  void push_head();
+  // Counts `bytes` in: appended to the last piece (null), or the new piece
+  // to hold them (null too when the connection had to be aborted).
+  Item* push_bytes(std::string_view bytes, bool coalescable);
   void push_view(std::string_view bytes, std::shared_ptr<const void> owner);
   void push_file(FileRange file);
   // A free slot at the back of out_, or null (then the connection is aborted).

@@ -278,6 +278,35 @@ TEST_F(Fixture, KeepAliveAnswersAllocateNothing) {
   EXPECT_EQ(conn->queued(), 0u);
 }
 
+// A connection that answers one request allocates what its parser does and
+// one buffer for its output: the head is built in it and handed over.
+TEST_F(Fixture, OneAnswerAllocatesOneOutputBuffer) {
+  handler.quiet = true;
+  handler.answer = [&](uint64_t seq, const Request&) {
+    handler.conn->begin(seq, 200)->header("Content-Length", 5);
+    handler.conn->finish(seq, "hello");
+  };
+  const std::string req = "GET /a HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nConnection: close\r\n\r\n";
+  uint64_t before = tl_allocations;
+  for (int i = 0; i < 10; ++i) {
+    RequestParser parser(options.limits);
+    ASSERT_EQ(parser.feed(req).status, ParseStatus::Complete);
+    parser.reset();  // as after an answer
+  }
+  const uint64_t parsing = tl_allocations - before;
+  before = tl_allocations;
+  for (int i = 0; i < 10; ++i) {
+    ServerConnection c(handler, options, now);
+    handler.conn = &c;
+    c.receive(req, now);
+    const OutputPlan p = c.plan();
+    ASSERT_EQ(p.nbufs, 1u);
+    c.advance(p.bytes, 0, now);
+    ASSERT_TRUE(c.closed());
+  }
+  EXPECT_EQ(tl_allocations - before, parsing + 10u);
+}
+
 TEST_F(Fixture, GathersSmallAnswersBehindAWriteUnderWay) {
   open();
   conn->receive(kGetA, now);
