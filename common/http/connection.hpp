@@ -27,6 +27,12 @@
 // answered per receive()/resume() before the adapter lets the loop serve the
 // other connections (wants_resume() with turn_spent()).
 //
+// Transport seam: the core sees plain bytes only. A TLS layer sits between
+// socket and core as a transport of its own: what it decrypts goes to
+// receive(), and it encrypts the Bytes plans; a File plan it cannot send with
+// kTLS it reads into its own buffer and reports as handed (advance(0, n)),
+// the same path as the pread fallback of a socket without sendfile.
+//
 // Re-entrance: the handler may answer from inside on_request (the common
 // case) or later from anywhere on the connection's thread. An answer given
 // later never runs the handler again from inside that call: requests left
