@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Installs what building and testing cdn needs, from Debian 12's packages
 # only, when something is missing. Sourced by run-cdn and run-tests.
 set -euo pipefail

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "common/config/settings.hpp"
 
 #include <arpa/inet.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The typed, validated configuration of both daemons. Built from an IniFile
 // (pure: tests call these directly) and then overridden by command-line flags.
 // Unknown sections or keys, bad values and contradictions throw config::Error.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Mapping a request-target to a safe content path. Pure; fuzzed.
 #pragma once
 

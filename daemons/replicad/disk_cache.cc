@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "daemons/replicad/disk_cache.hpp"
 
 #include <dirent.h>

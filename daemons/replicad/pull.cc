@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "daemons/replicad/pull.hpp"
 
 #include <spdlog/spdlog.h>

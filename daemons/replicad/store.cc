@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The replica's content store: see store.hpp for the model. Everything a
 // client names is opened relative to root_fd_ with openat2(RESOLVE_BENEATH),
 // so the kernel, not string checks, keeps requests inside the content.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // normalize_path is the gate to the file system: whatever it returns must be
 // an absolute path with no dot segments, no empty segments, no backslash and
 // no control byte, and be a fixed point of encode+normalize. The query

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """cdn-replicad over HTTP: headers, digests, conditional and HEAD requests,
 keep-alive and pipelining, bad input, path traversal, status document."""
 

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """The units under a real systemd: install, readiness, status, drain, watchdog,
 reload, socket activation, journald fields, hardening score, verify.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // normalize_path is the one gate between a request-target and the file
 // system: every traversal spelling must be refused or resolved inside the root.
 #include <gtest/gtest.h>

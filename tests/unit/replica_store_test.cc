@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The content store against a real directory tree made per test (mkdtemp),
 // including the hostile parts: symlinks out of the root, fifos, files that
 // change between lookup and open.
