@@ -16,6 +16,10 @@ CDN_DEPS=(
 # Tests and benchmarks also run the rivals and fuzzers.
 # prometheus: promtool checks the metrics pages.
 CDN_TEST_DEPS=(clang libclang-rt-14-dev nginx-light haproxy wrk hyperfine systemd util-linux prometheus nodejs)
+# Packaging and documentation (tests/package, tests/doc): the .deb build, lintian,
+# the man pages (scdoc, rendered by man-db), bash completion's install path,
+# and /etc/mime.types (media-types) for the replica's content types.
+CDN_TEST_DEPS+=(dpkg-dev debhelper lintian scdoc man-db bash-completion media-types)
 # The HTTP caching test suite (tests/conformance) runs on Node and installs its
 # modules with npm. Debian's npm is a package of its own; NodeSource's nodejs
 # carries npm and conflicts with Debian's, so npm is asked for only when none

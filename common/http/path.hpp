@@ -36,8 +36,4 @@ void append_encoded_query(std::string& out, std::string_view query);
 // ASCII, or any other character RFC 3986 does not allow there.
 bool is_uri_target(std::string_view target);
 
-// Content-Type for a file name by its extension ("text/html; charset=utf-8"),
-// "application/octet-stream" when unknown.
-std::string_view mime_type(std::string_view filename);
-
 }  // namespace cdn::http

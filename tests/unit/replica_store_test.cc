@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/http/mime.hpp"
 #include "common/http/path.hpp"
 #include "common/http/serialize.hpp"
 #include "common/log/burst.hpp"
