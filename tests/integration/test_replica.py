@@ -129,6 +129,18 @@ def test_content_types_default_to_etc_mime_types(cdn):
     assert content_types(r) == MEDIA_TYPES
 
 
+def test_reload_reads_the_types_file_again(cdn, tmp_path):
+    types = tmp_path / "mime.types"
+    types.write_text("text/x-first m3u8\n")
+    r = cdn.replica(MEDIA_FILES, extra={"content": {"types_file": types}})
+    assert r.get("/live/index.m3u8")[1]["Content-Type"] == "text/x-first; charset=utf-8"
+    # Edited in place, same path: a reload (SIGHUP) reads it again. Files
+    # served from now on take the new types.
+    types.write_text(MIME_TYPES_TEXT)
+    r.reload()
+    assert r.get("/dash/seg-1.m4s")[1]["Content-Type"] == "video/iso.segment"
+
+
 def test_unreadable_types_file_falls_back_to_builtin(cdn, tmp_path):
     r = cdn.replica(MEDIA_FILES, extra={"content": {"types_file": tmp_path / "missing.types"}})
     got = content_types(r)
