@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // cdn-get's download logic: ask the balancer, download from the replica it
 // names, fall back to the next one on any failure (resuming with Range where
 // the replica allows), verify length and digest, and publish the file

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // cdn-get: download a file through the CDN.
 //   cdn-get http://BALANCER:33000/path [-o FILE]   the modern form
 //   cdn-get -s BALANCER -p PORT -l LOGFILE         the seed's form: saves "/" as website.html

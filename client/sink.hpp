@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Where cdn-get's body bytes go on their way into the temp file.
 //
 // A plain write() per received piece costs a copy into the page cache, and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "common/config/ini.hpp"
 
 #include <arpa/inet.h>

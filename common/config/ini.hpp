@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // INI files (read with inih) to typed values, with errors that name
 // file:line and key. Pure apart from reading the file itself.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "common/config/settings.hpp"
 
 #include <arpa/inet.h>
@@ -436,10 +437,11 @@ std::string normalize_origin(std::string_view origin) {
   return scheme + "://" + std::string(authority) + std::string(tail.empty() ? "/" : tail);
 }
 
-ReplicaSettings replica_settings(const IniFile& file) {
-  ReplicaSettings r;
+namespace {
+
+std::vector<SectionSpec> replica_spec(const IniFile& file, ReplicaSettings& r) {
   ContentSettings& c = r.content;
-  const std::vector<SectionSpec> spec = {
+  return {
       server_section(file, r.server),
       log_section(file, r.log),
       {"content",
@@ -497,17 +499,24 @@ ReplicaSettings replica_settings(const IniFile& file) {
               const std::string_view v = trim(e.value);
               c.ca_file = v.empty() ? std::string() : resolve(file, v);
             }},
+           {"types_file",
+            [&](const Entry& e) {
+              const std::string_view v = trim(e.value);
+              c.types_file = v.empty() ? std::string() : resolve(file, v);
+            }},
        }},
   };
-  apply(file, spec);
-  return r;
 }
 
-BalancerSettings balancer_settings(const IniFile& file) {
-  BalancerSettings b;
+// What balancer_settings takes up only after every key is read.
+struct BalancerPending {
   std::vector<const Entry*> replica_entries;
   const Entry* servers_entry = nullptr;
-  const std::vector<SectionSpec> spec = {
+};
+
+std::vector<SectionSpec> balancer_spec(const IniFile& file, BalancerSettings& b,
+                                       BalancerPending& pending) {
+  return {
       server_section(file, b.server),
       log_section(file, b.log),
       {"replicas",
@@ -516,9 +525,9 @@ BalancerSettings balancer_settings(const IniFile& file) {
             [&](const Entry& e) {
               const std::string_view v = trim(e.value);
               b.servers_file = v.empty() ? std::string() : resolve(file, v);
-              servers_entry = &e;
+              pending.servers_entry = &e;
             }},
-           {"replica", [&](const Entry& e) { replica_entries.push_back(&e); }, true},
+           {"replica", [&](const Entry& e) { pending.replica_entries.push_back(&e); }, true},
        }},
       {"probe",
        {
@@ -563,7 +572,45 @@ BalancerSettings balancer_settings(const IniFile& file) {
             }},
        }},
   };
+}
+
+std::vector<KnownKey> keys_of(const std::vector<SectionSpec>& spec) {
+  std::vector<KnownKey> out;
+  for (const auto& s : spec) {
+    for (const auto& k : s.keys) out.push_back({std::string(s.name), std::string(k.name)});
+  }
+  return out;
+}
+
+}  // namespace
+
+ReplicaSettings replica_settings(const IniFile& file) {
+  ReplicaSettings r;
+  const std::vector<SectionSpec> spec = replica_spec(file, r);
   apply(file, spec);
+  return r;
+}
+
+std::vector<KnownKey> replica_keys() {
+  const IniFile none;
+  ReplicaSettings r;
+  return keys_of(replica_spec(none, r));
+}
+
+std::vector<KnownKey> balancer_keys() {
+  const IniFile none;
+  BalancerSettings b;
+  BalancerPending pending;
+  return keys_of(balancer_spec(none, b, pending));
+}
+
+BalancerSettings balancer_settings(const IniFile& file) {
+  BalancerSettings b;
+  BalancerPending pending;
+  const std::vector<SectionSpec> spec = balancer_spec(file, b, pending);
+  apply(file, spec);
+  const std::vector<const Entry*>& replica_entries = pending.replica_entries;
+  const Entry* servers_entry = pending.servers_entry;
 
   // Replicas last: a bare host takes [server] port, which may come later in the file.
   std::vector<Listed> listed;

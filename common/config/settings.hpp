@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The typed, validated configuration of both daemons. Built from an IniFile
 // (pure: tests call these directly) and then overridden by command-line flags.
 // Unknown sections or keys, bad values and contradictions throw config::Error.
@@ -55,6 +56,9 @@ struct ContentSettings {
   milliseconds stale_if_error{86'400'000};      // serve stale while the origin fails
   milliseconds origin_timeout{10'000};          // connect / no-progress bound for origin fetches
   std::string ca_file;  // PEM bundle trusted for https origins; empty: the system's
+  // Content-Type by extension (mime.types format); empty, or a file that
+  // cannot be read: the built-in table of common web types alone.
+  std::string types_file = "/etc/mime.types";
 };
 
 struct ReplicaSettings {
@@ -140,6 +144,15 @@ inline constexpr milliseconds kMaxStreamInterval{60'000};
 // Build from a parsed file; throws Error naming file:line:key.
 ReplicaSettings replica_settings(const IniFile& file);
 BalancerSettings balancer_settings(const IniFile& file);
+
+// Every [section] key each file accepts, in the parser's order: what the
+// documentation (cdn.ini(5)) must describe; a test holds it to this list.
+struct KnownKey {
+  std::string section;
+  std::string key;
+};
+std::vector<KnownKey> replica_keys();
+std::vector<KnownKey> balancer_keys();
 
 // "host[:port] [weight=N]": an address (a bare host takes default_port; the
 // port may come out 0 when default_port is 0, for the caller to refuse) and

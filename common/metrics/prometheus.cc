@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "common/metrics/prometheus.hpp"
 
 #include <fmt/format.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The Prometheus text exposition format (version 0.0.4), written once for
 // both daemons' /.cdn/metrics. Pure: appends to a string the caller owns, so
 // a large page can be reserved up front and handed to the write uncopied.

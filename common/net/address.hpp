@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Socket addresses for listening and connecting. Numeric addresses parse
 // directly; host names resolve with getaddrinfo (a blocking call, used at
 // start-up, on reload and by the one-shot client, never on a serving path).

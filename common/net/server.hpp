@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // An HTTP/1.1 server on libuv: listeners, connections, limits, drain.
 //
 // Glossary and ownership (after knot-resolver's session2.h):

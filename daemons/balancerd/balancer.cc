@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "daemons/balancerd/balancer.hpp"
 
 #include <spdlog/spdlog.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The balancer daemon's request handling: 302 to the chosen replica,
 // locate/status/metrics JSON, 503 when no replica is up. Owns the table,
 // the prober and the server; lives on the loop thread.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // cdn-balancerd: probes every replica and sends each client to the best one.
 // The seed's command line (-s SERVERS_FILE -p PORT -l LOGFILE) keeps
 // working; flags override the INI file.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // cdn-replicad: an edge server holding a copy of a site and serving it.
 // The seed's command line (-p PORT -l LOGFILE -w WEBPAGE) keeps working;
 // flags override the INI file.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "daemons/replicad/replica.hpp"
 
 #include <spdlog/spdlog.h>
@@ -9,6 +10,7 @@
 #include <optional>
 
 #include "cdn_config.h"
+#include "common/http/mime.hpp"
 #include "common/http/path.hpp"
 #include "common/http/serialize.hpp"
 #include "common/metrics/prometheus.hpp"
@@ -45,6 +47,24 @@ std::string cache_control(const config::ContentSettings& c) {
 
 constexpr std::chrono::milliseconds kRevalidateAfter{100};
 
+// An unreadable types_file is not fatal: every file is still served, with the
+// built-in types, and the warning names the file.
+void use_mime_types(const config::ContentSettings& c) {
+  if (c.types_file.empty()) {
+    http::install_mime_types(nullptr);
+    spdlog::info("content types: the built-in table ([content] types_file is empty)");
+    return;
+  }
+  std::string error;
+  auto table = http::load_mime_types(c.types_file, &error);
+  if (error.empty()) {
+    spdlog::info("content types: {} extensions from {}", table->size(), c.types_file);
+  } else {
+    spdlog::warn("[content] types_file: {}; using the built-in table", error);
+  }
+  http::install_mime_types(std::move(table));
+}
+
 }  // namespace
 
 std::unique_ptr<Store> open_store(const config::ContentSettings& c) {
@@ -69,6 +89,7 @@ Replica::Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_
       started_(std::chrono::steady_clock::now()),
       cache_control_(cache_control(settings_.content)),
       rate_last_time_(started_) {
+  use_mime_types(settings_.content);
   if (!store_) {
     pull_ = std::make_unique<Pull>(
         loop, settings_.content, settings_.server.name,
@@ -132,6 +153,8 @@ void Replica::reconfigure(config::ReplicaSettings settings, std::unique_ptr<Stor
     store_->set_memory_budget(settings.content.cache_memory);
   }
   if (pull_) pull_->reconfigure(settings.content);
+  // Read again even when the path is the same: the file may be what changed.
+  use_mime_types(settings.content);
   settings_ = std::move(settings);
   cache_control_ = cache_control(settings_.content);
 }

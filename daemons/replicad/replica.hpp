@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The replica daemon's request handling: content, status and metrics over
 // the shared HTTP server. Owns the content store and the server; lives on
 // the loop thread.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The balancer's redirect and cdn-get's reading of it (issue 13).
 
 A ',' in a request's query once ended up raw in the 302's CDN-Fallback list,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Hostile clients against running daemons.
 
 Each attack checks that the attacker gets a clear answer (a status, or a

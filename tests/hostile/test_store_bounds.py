@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The replica's content store under abuse (issue 13, parts 5 and 6):
 
 - a crawl of a directory far larger than [content] cache_memory keeps the

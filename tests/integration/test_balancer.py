@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """cdn-balancerd: redirects, fallbacks, locate/status documents, 503, the
 seed's servers.txt, following with curl, a replica dying."""
 

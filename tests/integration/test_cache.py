@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """cdn-replicad as an edge cache: [content] origin= pulls through from an
 origin (a replica serving a directory, i.e. tiered caching, or a small
 Python origin whose behaviour and request count the test controls).

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Multi-host topologies in network namespaces, for tests/netns and bench/balance.
 
 One namespace per host (balancer, each replica, the clients) plus one

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // net::Server and net::ClientConnection in-process on loopback.
 //
 // Server tests run the server's loop on a thread of its own and talk to it
