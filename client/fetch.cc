@@ -7,6 +7,7 @@
 #include <uv.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <deque>
 #include <memory>
@@ -60,6 +61,10 @@ class Fetcher {
   Result run() {
     deadline_ = Clock::now() + opt_.wait;
     retry_timer_ = uv::make_timer(&loop_, [this] { ask_balancer(); });
+    // Ctrl-C ends the download through the loop, so that the destructor
+    // removes the temporary file (a signal's default action would leave it).
+    sigint_ = uv::make_signal(&loop_, SIGINT, [this] { finish(kInterrupted, "interrupted"); });
+    sigterm_ = uv::make_signal(&loop_, SIGTERM, [this] { finish(kInterrupted, "terminated"); });
     ask_balancer();
     uv_run(&loop_, UV_RUN_DEFAULT);
     uv::close_loop(&loop_);
@@ -67,7 +72,7 @@ class Fetcher {
   }
 
  private:
-  enum class Mode { Unknown, Redirect, Body, Retry, Reject };
+  enum class Mode { Unknown, Redirect, Body, Retry, Reject, Gone };
 
   void finish(int code, std::string message) {
     if (finished_) return;
@@ -76,6 +81,8 @@ class Fetcher {
     result_.message = std::move(message);
     conn_.reset();
     retry_timer_.reset();
+    sigint_.reset();
+    sigterm_.reset();
   }
 
   void fail_attempt(const std::string& why) {
@@ -120,6 +127,7 @@ class Fetcher {
       }
     }
     spdlog::info("{}; asking again in {} ms", why, delay.count());
+    if (opt_.on_wait) opt_.on_wait(why, delay);
     --rounds_;  // waiting for a replica to come up is not a failed round
     uv::timer_start(retry_timer_.get(), static_cast<uint64_t>(delay.count()), 0);
   }
@@ -154,6 +162,12 @@ class Fetcher {
     if (r.status >= 300 && r.status < 400 && r.header("Location")) {
       mode_ = Mode::Redirect;
       return true;
+    }
+    if (r.status == 404 || r.status == 410) {
+      // Every replica serves the same site: another would answer the same.
+      mode_ = Mode::Gone;
+      reject_reason_ = "HTTP " + std::to_string(r.status) + " " + r.reason;
+      return false;
     }
     if (r.status == 503 && asking_balancer_) {
       mode_ = Mode::Retry;
@@ -292,9 +306,12 @@ class Fetcher {
           const long secs = std::strtol(std::string(*ra).c_str(), nullptr, 10);
           if (secs > 0 && secs < 3600) delay = milliseconds(secs * 1000);
         }
-        retry_balancer_later(delay, "no replica is up yet (HTTP 503)");
+        retry_balancer_later(delay, "waiting for a replica (503)");
         return;
       }
+      case Mode::Gone:
+        finish(kNotFound, current_.authority() + current_.target + ": " + reject_reason_);
+        return;
       case Mode::Reject:
         on_attempt_error(current_.authority() + current_.target + ": " + reject_reason_);
         return;
@@ -398,6 +415,7 @@ class Fetcher {
   Result result_;
   Clock::time_point deadline_;
   uv::Ptr<uv_timer_t> retry_timer_;
+  uv::Ptr<uv_signal_t> sigint_, sigterm_;
   net::ClientConnection::Ptr conn_;
   std::deque<Url> candidates_;
   Url current_;

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,8 @@ enum ExitCode : int {
   kTransferFailed = 4,  // every replica failed
   kVerifyFailed = 5,    // content did not match its length or digest on every replica
   kWriteFailed = 6,     // the output file could not be written
+  kNotFound = 7,        // a definite 404 or 410: no replica will have it
+  kInterrupted = 130,   // SIGINT or SIGTERM; no temporary file is left
 };
 
 struct Options {
@@ -29,6 +32,9 @@ struct Options {
   std::chrono::milliseconds wait{30'000};     // how long to wait for a replica to be up
   std::chrono::milliseconds timeout{10'000};  // no progress for this long fails an attempt
   int max_rounds = 3;  // times the balancer is asked after every replica failed
+  // Told each time the balancer is to be asked again (no replica up yet, or
+  // the balancer unreachable): what happened and the wait before the next try.
+  std::function<void(const std::string& why, std::chrono::milliseconds delay)> on_wait;
 };
 
 struct Result {
