@@ -187,6 +187,7 @@ class Fetcher {
         const size_t slash = range->rfind('/');
         expected_total_ = std::strtoull(std::string(range->substr(slash + 1)).c_str(), nullptr, 10);
         spdlog::info("{}: resuming at byte {}", current_.authority(), written_);
+        if (opt_.on_body_start) opt_.on_body_start(written_, expected_total_, current_.authority());
         return true;
       }
     }
@@ -222,6 +223,7 @@ class Fetcher {
     etag_ = std::string(r.header("ETag").value_or(""));
     if (etag_.starts_with("W/")) etag_.clear();  // only a strong validator may resume
     replica_name_ = std::string(r.header("CDN-Replica").value_or(""));
+    if (opt_.on_body_start) opt_.on_body_start(0, expected_total_, current_.authority());
   }
 
   bool to_stdout() const { return opt_.output == "-"; }
@@ -255,6 +257,7 @@ class Fetcher {
     }
     sha_.update(piece);
     written_ += piece.size();
+    if (opt_.on_body_progress) opt_.on_body_progress(written_);
     return true;
   }
 

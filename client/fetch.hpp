@@ -35,6 +35,10 @@ struct Options {
   // Told each time the balancer is to be asked again (no replica up yet, or
   // the balancer unreachable): what happened and the wait before the next try.
   std::function<void(const std::string& why, std::chrono::milliseconds delay)> on_wait;
+  // Told when a body begins (bytes already held, total or UINT64_MAX, the
+  // replica) and after every piece of it (bytes so far): the progress line.
+  std::function<void(uint64_t bytes, uint64_t total, const std::string& replica)> on_body_start;
+  std::function<void(uint64_t bytes)> on_body_progress;
 };
 
 struct Result {

@@ -3,6 +3,7 @@
 //   cdn-get -s BALANCER -p PORT -l LOGFILE         the seed's form: saves "/" as website.html
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -10,6 +11,7 @@
 
 #include "cdn_config.h"
 #include "client/fetch.hpp"
+#include "client/progress.hpp"
 #include "common/cli/cli.hpp"
 #include "common/config/ini.hpp"
 #include "common/log/log.hpp"
@@ -121,8 +123,23 @@ int main(int argc, char** argv) {
                    static_cast<long long>(delay.count()));
     };
   }
+  // The progress line: on a terminal only, redrawn in place.
+  cdn::get::Progress progress;
+  bool drawn = false;
+  if (!quiet && isatty(STDERR_FILENO) == 1) {
+    opt.on_body_start = [&](uint64_t bytes, uint64_t total, const std::string& replica) {
+      progress.start(std::chrono::steady_clock::now(), bytes, total, replica);
+    };
+    opt.on_body_progress = [&](uint64_t bytes) {
+      if (auto line = progress.update(std::chrono::steady_clock::now(), bytes)) {
+        std::fprintf(stderr, "\r%s\x1b[K", line->c_str());
+        drawn = true;
+      }
+    };
+  }
   spdlog::info("fetching {}{} into {}", opt.start.authority(), opt.start.target, opt.output);
   const auto result = cdn::get::fetch(opt);
+  if (drawn) std::fputs("\r\x1b[K", stderr);  // the line gives way to the outcome
   if (result.exit_code == cdn::get::kOk) {
     spdlog::info("{}", result.message);
     // With -o - standard output is the file: the message must not join it.

@@ -2,6 +2,9 @@
 program, ranges that say so, --print-config, and cdn-get's 404 exit code,
 -o DIR and Ctrl-C leaving no temporary file."""
 
+import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -152,5 +155,74 @@ def test_interrupt_leaves_no_temporary_file(workdir, sig):
         assert p.returncode == 130, f"rc={p.returncode} stderr={err}"
         assert err.startswith("cdn-get: "), err
         assert list(workdir.iterdir()) == []
+    finally:
+        server.close()
+
+
+class ThrottledServer(StallingServer):
+    """Sends a whole body, 64 KiB every 100 ms: a transfer slow enough to
+    watch."""
+
+    SIZE = 2 * 1024 * 1024
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._send, args=(c,), daemon=True).start()
+
+    def _send(self, c):
+        try:
+            c.recv(65536)
+            c.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {self.SIZE}\r\n\r\n".encode())
+            for _ in range(self.SIZE // 65536):
+                c.sendall(b"y" * 65536)
+                time.sleep(0.1)
+        except OSError:
+            pass
+
+
+def test_progress_line_in_a_terminal(workdir):
+    """cdn-get in a tmux pane: the progress line shows bytes, total, rate,
+    ETA and the replica while the transfer runs; the file is whole after."""
+    tmux = shutil.which("tmux")
+    if tmux is None:
+        pytest.skip("tmux not installed")
+    server = ThrottledServer()
+    session = f"cdn-get-{os.getpid()}"
+    sock = ["-L", session]
+    try:
+        subprocess.run([tmux, *sock, "new-session", "-d", "-s", session, "-x", "120", "-y", "10",
+                        f"cd {workdir} && {CDN_GET} http://127.0.0.1:{server.port}/slow.bin; "
+                        "echo rc=$?; sleep 60"], check=True)
+
+        def pane():
+            return subprocess.run([tmux, *sock, "capture-pane", "-p", "-t", session],
+                                  capture_output=True, text=True).stdout
+
+        text = wait_for(lambda: (lambda t: t if re.search(
+            r"KiB|MiB", t) and "/s" in t and "ETA" in t else None)(pane()),
+            what="a progress line in the pane")
+        assert f"from 127.0.0.1:{server.port}" in text, text
+        assert "/ 2.00 MiB" in text, text
+        done = wait_for(lambda: (lambda t: t if "rc=" in t else None)(pane()),
+                        what="cdn-get to finish")
+        assert "rc=0" in done, done
+        assert "ETA" not in done, done  # the line gave way to the outcome
+        assert (workdir / "slow.bin").stat().st_size == ThrottledServer.SIZE
+    finally:
+        subprocess.run([tmux, *sock, "kill-server"], capture_output=True)
+        server.close()
+
+
+def test_no_progress_line_when_not_a_terminal(workdir):
+    server = ThrottledServer()
+    try:
+        res = run_get([f"http://127.0.0.1:{server.port}/slow.bin"], cwd=workdir)
+        assert res.returncode == 0, describe_run(res)
+        assert "\r" not in res.stderr and "ETA" not in res.stderr, describe_run(res)
     finally:
         server.close()
