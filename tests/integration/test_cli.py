@@ -128,11 +128,14 @@ class StallingServer:
             except OSError:
                 return
             self.conns.append(c)
-            try:
-                c.recv(65536)
-                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n" + b"x" * 300000)
-            except OSError:
-                pass
+            threading.Thread(target=self._answer, args=(c,), daemon=True).start()
+
+    def _answer(self, c):
+        try:
+            c.recv(65536)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n" + b"x" * 300000)
+        except OSError:
+            pass
 
     def close(self):
         self.sock.close()
@@ -165,16 +168,7 @@ class ThrottledServer(StallingServer):
 
     SIZE = 2 * 1024 * 1024
 
-    def _serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(c)
-            threading.Thread(target=self._send, args=(c,), daemon=True).start()
-
-    def _send(self, c):
+    def _answer(self, c):
         try:
             c.recv(65536)
             c.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {self.SIZE}\r\n\r\n".encode())
