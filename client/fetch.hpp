@@ -31,6 +31,9 @@ struct Options {
   std::string output;                         // file to write ("-" for standard output)
   std::chrono::milliseconds wait{30'000};     // how long to wait for a replica to be up
   std::chrono::milliseconds timeout{10'000};  // no progress for this long fails an attempt
+  // --continue: bytes already in `output` are kept and the rest asked for
+  // with a Range request; the digest is checked over the whole file.
+  bool resume = false;
   int max_rounds = 3;  // times the balancer is asked after every replica failed
   // Told each time the balancer is to be asked again (no replica up yet, or
   // the balancer unreachable): what happened and the wait before the next try.

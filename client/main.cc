@@ -73,6 +73,9 @@ int main(int argc, char** argv) {
       ->default_str(wait);
   app.add_option("--timeout", timeout, "an attempt with no progress for this long fails")
       ->default_str(timeout);
+  bool resume = false;
+  app.add_flag("-c,--continue", resume,
+               "resume a partial FILE: ask for the rest, check the digest of the whole");
   app.add_flag("-q,--quiet", quiet, "print nothing on success");
   app.add_flag("-v,--verbose", verbose, "print every attempt");
   if (auto rc = cdn::cli::parse(app, argc, argv)) return *rc;
@@ -98,6 +101,8 @@ int main(int argc, char** argv) {
   } else {
     return usage("no URL: cdn-get http://BALANCER:33000/path, or cdn-get -s BALANCER -p PORT");
   }
+  if (resume && opt.output == "-") return usage("--continue needs a file, not standard output");
+  opt.resume = resume;
   auto w = cdn::config::parse_duration(wait);
   auto t = cdn::config::parse_duration(timeout);
   if (!w) return usage("--wait '" + wait + "' is not a duration (e.g. 30s, 500ms)");

@@ -220,3 +220,21 @@ def test_no_progress_line_when_not_a_terminal(workdir):
         assert "\r" not in res.stderr and "ETA" not in res.stderr, describe_run(res)
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("partial,resumed", [
+    (lambda body: body[:1_000_001], True),                    # a clean prefix: the rest only
+    (lambda body: b"X" * 1_000_001, False),                   # a wrong prefix: digest, then whole
+    (lambda body: body + b"extra", False),                    # longer than the content: 416, whole
+])
+def test_continue_completes_a_partial_file(cdn, workdir, partial, resumed):
+    body = os.urandom(3 * 1024 * 1024 + 77)
+    r = cdn.replica({"index.html": DEFAULT_PAGE, "big.bin": body})
+    b = cdn.balancer([r])
+    cdn.wait_up(b, 1)
+    (workdir / "big.bin").write_bytes(partial(body))
+    res = run_get([b.url("/big.bin"), "--continue"], cwd=workdir)
+    assert res.returncode == 0, describe_run(res)
+    assert (workdir / "big.bin").read_bytes() == body
+    assert ("resumed at byte 1000001" in res.stdout) == resumed, describe_run(res)
+    assert sorted(p.name for p in workdir.iterdir()) == ["big.bin"]
