@@ -1,6 +1,7 @@
 // cdn-get: download a file through the CDN.
 //   cdn-get http://BALANCER:33000/path [-o FILE]   the modern form
 //   cdn-get -s BALANCER -p PORT -l LOGFILE         the seed's form: saves "/" as website.html
+#include <spdlog/sinks/sink.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -112,9 +113,13 @@ int main(int argc, char** argv) {
 
   try {
     // The console shows only what matters; the -l file gets every attempt.
-    // Messages for people come with the program's name (below); the
-    // console log is for -v.
-    cdn::log::setup("cdn-get", "info", logfile, verbose ? "info" : "off");
+    // Messages for people start with the program's name; -v shows the
+    // console log (every attempt, timestamped) instead.
+    cdn::log::setup("cdn-get", "info", logfile, verbose ? "info" : "warn");
+    if (!verbose && !cdn::log::stderr_is_journal()) {
+      // A warning on a terminal is a message for a person: no timestamp.
+      spdlog::default_logger()->sinks().front()->set_pattern("cdn-get: %v");
+    }
   } catch (const std::exception& e) {
     return usage(e.what());
   }
