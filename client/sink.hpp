@@ -36,7 +36,8 @@ class FileSink {
   static constexpr size_t kBlock = 1 << 20;
   static constexpr size_t kBlocks = 4;
 
-  explicit FileSink(int fd);
+  // `start`: the file offset of the first byte appended (a resumed download).
+  explicit FileSink(int fd, off_t start = 0);
   ~FileSink();
   FileSink(const FileSink&) = delete;
   FileSink& operator=(const FileSink&) = delete;

@@ -207,6 +207,16 @@ void apply(const IniFile& f, const std::vector<SectionSpec>& spec) {
   }
 }
 
+// A relative path in file f means relative to f's directory: every path
+// key (root, page, cache_dir, ca_file, servers_file, [log] file) alike, so a
+// configuration works the same whatever the working directory.
+std::string resolve(const IniFile& f, std::string_view value) {
+  const std::filesystem::path p{std::string(value)};
+  if (p.empty() || p.is_absolute()) return p.string();
+  const std::filesystem::path dir = std::filesystem::path(f.path).parent_path();
+  return (dir / p).lexically_normal().string();
+}
+
 SectionSpec server_section(const IniFile& f, ServerSettings& s) {
   return {"server",
           {
@@ -259,16 +269,8 @@ SectionSpec log_section(const IniFile& f, LogSettings& s) {
   return {"log",
           {
               {"level", [&](const Entry& e) { s.level = choice_of(f, e, "log level", kLevels); }},
-              {"file", [&](const Entry& e) { s.file = std::string(trim(e.value)); }},
+              {"file", [&](const Entry& e) { s.file = resolve(f, trim(e.value)); }},
           }};
-}
-
-// A relative path in file f means relative to f's directory.
-std::string resolve(const IniFile& f, std::string_view value) {
-  const std::filesystem::path p{std::string(value)};
-  if (p.empty() || p.is_absolute()) return p.string();
-  const std::filesystem::path dir = std::filesystem::path(f.path).parent_path();
-  return (dir / p).lexically_normal().string();
 }
 
 // A replica and where it was written, for duplicate messages.
@@ -439,6 +441,107 @@ std::string normalize_origin(std::string_view origin) {
 
 namespace {
 
+std::string show_double(double v) {
+  char buf[64];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  return ec == std::errc{} ? std::string(buf, end) : std::to_string(v);
+}
+
+// Lines of an INI file, one key at a time.
+class IniWriter {
+ public:
+  void section(std::string_view name) {
+    if (!out_.empty()) out_ += "\n";
+    out_ += "[" + std::string(name) + "]\n";
+  }
+  void key(std::string_view k, std::string_view v) {
+    out_ += std::string(k) + " = " + std::string(v) + "\n";
+  }
+  void key(std::string_view k, milliseconds v) { key(k, show(v)); }
+  void number(std::string_view k, uint64_t v) { key(k, std::to_string(v)); }
+  void size(std::string_view k, uint64_t v) { key(k, show_size(v)); }
+  void comment(std::string_view text) { out_ += "# " + std::string(text) + "\n"; }
+  std::string take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+void write_server(IniWriter& w, const ServerSettings& s) {
+  w.section("server");
+  w.key("address", s.address);
+  w.number("port", s.port);
+  w.key("name", s.name);
+  w.number("max_connections", s.max_connections);
+  w.key("idle_timeout", s.idle_timeout);
+  w.key("header_timeout", s.header_timeout);
+  w.key("send_timeout", s.send_timeout);
+  w.key("drain_timeout", s.drain_timeout);
+  w.size("max_request_line", s.max_request_line);
+  w.size("max_header_bytes", s.max_header_bytes);
+  w.number("max_headers", s.max_headers);
+}
+
+void write_log(IniWriter& w, const LogSettings& s) {
+  w.section("log");
+  w.key("level", s.level);
+  w.key("file", s.file);
+}
+
+}  // namespace
+
+std::string to_ini(const ReplicaSettings& s) {
+  IniWriter w;
+  write_server(w, s.server);
+  write_log(w, s.log);
+  const ContentSettings& c = s.content;
+  w.section("content");
+  w.key("root", c.root);
+  w.key("page", c.page);
+  w.key("origin", c.origin);
+  w.key("index", c.index);
+  w.key("max_age", c.max_age);
+  w.number("capacity", c.capacity);
+  w.key("cache_dir", c.cache_dir);
+  w.size("cache_size", c.cache_size);
+  w.size("cache_memory", c.cache_memory);
+  w.key("default_ttl", c.default_ttl);
+  w.key("stale_while_revalidate", c.stale_while_revalidate);
+  w.key("stale_if_error", c.stale_if_error);
+  w.key("origin_timeout", c.origin_timeout);
+  w.key("ca_file", c.ca_file);
+  w.key("types_file", c.types_file);
+  return w.take();
+}
+
+std::string to_ini(const BalancerSettings& s) {
+  IniWriter w;
+  write_server(w, s.server);
+  write_log(w, s.log);
+  w.section("replicas");
+  if (!s.servers_file.empty()) {
+    w.comment("servers_file = " + s.servers_file + " (its replicas are among those below)");
+  }
+  for (const auto& r : s.replicas) {
+    w.key("replica",
+          r.address.str() + (r.weight == 1 ? "" : " weight=" + std::to_string(r.weight)));
+  }
+  w.section("probe");
+  w.key("interval", s.probe.interval);
+  w.key("timeout", s.probe.timeout);
+  w.number("rise", s.probe.rise);
+  w.number("fall", s.probe.fall);
+  w.number("stream", s.probe.stream);
+  w.section("balance");
+  w.key("policy", to_string(s.balance.policy));
+  w.number("fallbacks", s.balance.fallbacks);
+  w.key("retry_after", s.balance.retry_after);
+  w.key("hash_load_factor", show_double(s.balance.hash_load_factor));
+  return w.take();
+}
+
+namespace {
+
 std::vector<SectionSpec> replica_spec(const IniFile& file, ReplicaSettings& r) {
   ContentSettings& c = r.content;
   return {
@@ -446,8 +549,8 @@ std::vector<SectionSpec> replica_spec(const IniFile& file, ReplicaSettings& r) {
       log_section(file, r.log),
       {"content",
        {
-           {"root", [&](const Entry& e) { c.root = std::string(trim(e.value)); }},
-           {"page", [&](const Entry& e) { c.page = std::string(trim(e.value)); }},
+           {"root", [&](const Entry& e) { c.root = resolve(file, trim(e.value)); }},
+           {"page", [&](const Entry& e) { c.page = resolve(file, trim(e.value)); }},
            {"origin",
             [&](const Entry& e) {
               const std::string_view v = trim(e.value);

@@ -174,6 +174,15 @@ std::vector<ReplicaEntry> load_servers(const std::string& path, uint16_t default
 void validate(const ReplicaSettings& s, const std::string& path);
 void validate(const BalancerSettings& s, const std::string& path);
 
+// The settings as an INI file that reads back to the same settings: every
+// key of every section, defaults included (durations and sizes in the largest
+// unit that shows them exactly). What --print-config prints: the merged
+// result of defaults, the file and the flags. A balancer's replicas are
+// listed one `replica =` a line, servers_file's included (the file's name
+// only in a comment, so that reading the output back does not list them twice).
+std::string to_ini(const ReplicaSettings& s);
+std::string to_ini(const BalancerSettings& s);
+
 // An origin as the user wrote it -> a URL: "http://..." and "https://..." are
 // kept (scheme lower-cased, "/" added when there is no path); a bare
 // "host[:port][/path]" becomes "http://host[:port]/path". replica_settings
