@@ -13,8 +13,8 @@ CDN_DEPS=(
   curl openssl iproute2 python3-pytest
 )
 # Tests and benchmarks also run the rivals and fuzzers.
-# prometheus: promtool checks the metrics pages.
-CDN_TEST_DEPS=(clang libclang-rt-14-dev nginx-light haproxy wrk hyperfine systemd util-linux prometheus nodejs)
+# prometheus: promtool checks the metrics pages; goaccess reads the access log.
+CDN_TEST_DEPS=(clang goaccess libclang-rt-14-dev nginx-light haproxy wrk hyperfine systemd util-linux prometheus nodejs)
 # The HTTP caching test suite (tests/conformance) runs on Node and installs its
 # modules with npm. Debian's npm is a package of its own; NodeSource's nodejs
 # carries npm and conflicts with Debian's, so npm is asked for only when none

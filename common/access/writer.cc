@@ -52,10 +52,12 @@ void Writer::write(std::string_view lines) {
       ++dropped_;
       return;
     }
-    // The first line of a batch starts the flush_interval clock.
-    if (buffer_.empty()) first_waiting_ = std::chrono::steady_clock::now();
+    // The first line of a batch starts the flush_interval clock (and wakes
+    // the writer, which then waits for the batch to fill or time out).
+    wake = buffer_.empty();
+    if (wake) first_waiting_ = std::chrono::steady_clock::now();
     buffer_.append(lines);
-    wake = buffer_.size() >= options_.flush_bytes;
+    wake = wake || buffer_.size() >= options_.flush_bytes;
   }
   if (wake) wake_.notify_one();
 }

@@ -598,7 +598,7 @@ void Replica::serve_metrics(net::Exchange& ex) {
     w.metric("cdn_replica_cache_objects", Type::Gauge, "Cached objects.", c.objects());
     w.metric("cdn_replica_cache_evictions_total", Type::Counter, "Objects evicted (LRU).",
              c.evictions());
-    w.metric("cdn_replica_cache_write_errors_total", Type::Counter,
+    w.metric("cdn_replica_cache_writes_failed_total", Type::Counter,
              "Objects that could not be stored (disk full, I/O errors).", c.write_errors());
     w.metric("cdn_replica_origin_requests_total", Type::Counter, "Requests sent to the origin.",
              ps.origin_requests);

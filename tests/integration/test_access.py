@@ -88,7 +88,7 @@ def test_replica_combined_log_field_by_field(cdn):
     assert missing["status"] == "404" and missing["agent"] == "m"
     assert missing["bytes"] == str(len(b"not found\n"))
     assert big["status"] == "200" and int(big["bytes"]) == len(BIG)
-    assert broken["request"] == "-" and broken["status"] == "400"
+    assert broken["request"] == "-" and broken["status"] in ("400", "501")
 
 
 def cdn_config(d, extra):
@@ -111,18 +111,25 @@ def test_balancer_json_log_names_the_replica(cdn):
     cdn.wait_up(b, 1)
     assert request(b.host, b.port, "GET", "/index.html", {"User-Agent": "j\u00e9".encode(
         "latin-1").decode("latin-1")})[0] == 302
-    request(b.host, b.port, "GET", "/.cdn/status")
-    lines = log_lines(log, 2)
-    first = json.loads(lines[0])
-    assert first["method"] == "GET" and first["target"] == "/index.html"
+    request(b.host, b.port, "GET", "/.cdn/status?mine")
+
+    def docs():
+        try:
+            found = [json.loads(x) for x in log.read_text().splitlines()]
+        except FileNotFoundError:
+            return None
+        return found if any(d["target"] == "/.cdn/status?mine" for d in found) else None
+    found = wait_for(docs, what="the balancer's access lines")
+    first = next(d for d in found if d["target"] == "/index.html")
+    assert first["method"] == "GET"
     assert first["status"] == 302 and first["protocol"] == "HTTP/1.1"
     assert first["upstream"] == r.address
     assert first["client"] == "127.0.0.1" and first["site"] == "default"
     assert first["user_agent"] == "j\u00e9"  # a byte >= 0x80, escaped \u00E9
     assert first["bytes"] > 0 and first["duration"] >= 0 and first["referer"] == ""
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}[+-]\d\d:\d\d$", first["time"])
-    second = json.loads(lines[1])
-    assert second["target"] == "/.cdn/status" and "upstream" not in second
+    second = next(d for d in found if d["target"] == "/.cdn/status?mine")
+    assert second["status"] == 200 and "upstream" not in second
 
 
 def test_sighup_reopens_the_log_after_rotation(cdn):
@@ -288,7 +295,7 @@ def test_replica_metrics_as_prometheus_users_expect(cdn):
                  "process_open_fds", "process_max_fds", "process_start_time_seconds"):
         v = re.search(rf"^{name} (\S+)$", body, re.M)
         assert v, name
-        assert float(v.group(1)) > 0, name
+        assert float(v.group(1)) >= (0 if name == "process_cpu_seconds_total" else 1), name
     start = float(re.search(r"^process_start_time_seconds (\S+)$", body, re.M).group(1))
     assert abs(start - time.time()) < 600
     rss = float(re.search(r"^process_resident_memory_bytes (\S+)$", body, re.M).group(1))
