@@ -13,6 +13,7 @@
 #include <optional>
 #include <utility>
 
+#include "common/admin/allow.hpp"
 #include "common/text/text.hpp"
 
 namespace cdn::config {
@@ -26,6 +27,7 @@ constexpr double kMaxHashLoadFactor = 100.0;
 // [server] name goes into the CDN-Replica header and the status document.
 constexpr size_t kMaxNameLength = 255;
 constexpr std::string_view kNameRule = "printable ASCII, at most 255 characters";
+constexpr std::string_view kAccessFormats[] = {"combined", "json"};
 constexpr std::string_view kLevels[] = {"trace", "debug",    "info", "warn",
                                         "error", "critical", "off"};
 // In BalancePolicy's order.
@@ -265,11 +267,43 @@ SectionSpec server_section(const IniFile& f, ServerSettings& s) {
           }};
 }
 
+std::string resolve(const IniFile& f, std::string_view value);
+
 SectionSpec log_section(const IniFile& f, LogSettings& s) {
   return {"log",
           {
               {"level", [&](const Entry& e) { s.level = choice_of(f, e, "log level", kLevels); }},
               {"file", [&](const Entry& e) { s.file = resolve(f, trim(e.value)); }},
+              {"access",
+               [&](const Entry& e) {
+                 const std::string_view v = trim(e.value);
+                 if (v.empty()) bad(f, e, "empty (use off, journal or a file path)");
+                 s.access = v == "off" || v == "journal" ? std::string(v) : resolve(f, v);
+               }},
+              {"access_format",
+               [&](const Entry& e) {
+                 s.access_format = choice_of(f, e, "access log format", kAccessFormats);
+               }},
+          }};
+}
+
+SectionSpec admin_section(const IniFile& f, AdminSettings& s) {
+  return {"admin",
+          {
+              {"allow",
+               [&](const Entry& e) {
+                 try {
+                   (void)admin::AllowList::parse(e.value);
+                 } catch (const std::invalid_argument& err) {
+                   bad(f, e, err.what());
+                 }
+                 s.allow = std::string(trim(e.value));
+               }},
+              {"token_file",
+               [&](const Entry& e) {
+                 const std::string_view v = trim(e.value);
+                 s.token_file = v.empty() ? std::string() : resolve(f, v);
+               }},
           }};
 }
 
@@ -359,6 +393,19 @@ void check_log(const LogSettings& s, const std::string& prefix) {
   if (!one_of(s.level, kLevels)) {
     throw Error(prefix + "[log] level: " + q(s.level) + " is not a log level (use one of " +
                 list(kLevels) + ")");
+  }
+  if (!one_of(s.access_format, kAccessFormats)) {
+    throw Error(prefix + "[log] access_format: " + q(s.access_format) + " is not one of " +
+                list(kAccessFormats));
+  }
+  if (s.access.empty()) throw Error(prefix + "[log] access: empty (use off, journal or a path)");
+}
+
+void check_admin(const AdminSettings& s, const std::string& prefix) {
+  try {
+    (void)admin::AllowList::parse(s.allow);
+  } catch (const std::invalid_argument& err) {
+    throw Error(prefix + "[admin] allow: " + err.what());
   }
 }
 
@@ -486,6 +533,14 @@ void write_log(IniWriter& w, const LogSettings& s) {
   w.section("log");
   w.key("level", s.level);
   w.key("file", s.file);
+  w.key("access", s.access);
+  w.key("access_format", s.access_format);
+}
+
+void write_admin(IniWriter& w, const AdminSettings& s) {
+  w.section("admin");
+  w.key("allow", s.allow);
+  w.key("token_file", s.token_file);
 }
 
 }  // namespace
@@ -494,6 +549,7 @@ std::string to_ini(const ReplicaSettings& s) {
   IniWriter w;
   write_server(w, s.server);
   write_log(w, s.log);
+  write_admin(w, s.admin);
   const ContentSettings& c = s.content;
   w.section("content");
   w.key("root", c.root);
@@ -518,6 +574,7 @@ std::string to_ini(const BalancerSettings& s) {
   IniWriter w;
   write_server(w, s.server);
   write_log(w, s.log);
+  write_admin(w, s.admin);
   w.section("replicas");
   if (!s.servers_file.empty()) {
     w.comment("servers_file = " + s.servers_file + " (its replicas are among those below)");
@@ -547,6 +604,7 @@ std::vector<SectionSpec> replica_spec(const IniFile& file, ReplicaSettings& r) {
   return {
       server_section(file, r.server),
       log_section(file, r.log),
+      admin_section(file, r.admin),
       {"content",
        {
            {"root", [&](const Entry& e) { c.root = resolve(file, trim(e.value)); }},
@@ -622,6 +680,7 @@ std::vector<SectionSpec> balancer_spec(const IniFile& file, BalancerSettings& b,
   return {
       server_section(file, b.server),
       log_section(file, b.log),
+      admin_section(file, b.admin),
       {"replicas",
        {
            {"servers_file",
@@ -799,6 +858,7 @@ void validate(const ReplicaSettings& s, const std::string& path) {
   const std::string prefix = path + ": ";
   check_server(s.server, prefix);
   check_log(s.log, prefix);
+  check_admin(s.admin, prefix);
   check_content_source(s.content, prefix);
   const std::string_view o = s.content.origin;
   if (!o.empty() && o.substr(0, 7) != "http://" && o.substr(0, 8) != "https://") {
@@ -831,6 +891,7 @@ void validate(const BalancerSettings& s, const std::string& path) {
   const std::string prefix = path + ": ";
   check_server(s.server, prefix);
   check_log(s.log, prefix);
+  check_admin(s.admin, prefix);
   if (s.replicas.empty()) {
     throw Error(prefix + "no replicas: set [replicas] replica= or servers_file=");
   }

@@ -36,6 +36,17 @@ struct ServerSettings {
 struct LogSettings {
   std::string level = "info";  // trace, debug, info, warn, error, critical, off
   std::string file;            // also log to this file (the seed's -l)
+  // One line per answered request: "off", "journal", or a file path
+  // (reopened on SIGHUP, for logrotate).
+  std::string access = "off";
+  std::string access_format = "combined";  // combined | json
+};
+
+// [admin]: who reaches /.cdn/status, /.cdn/metrics and the other endpoints
+// that are not content. Others get 403.
+struct AdminSettings {
+  std::string allow = "127.0.0.0/8, ::1";  // CIDR blocks, commas or blanks between
+  std::string token_file;  // the token purges must carry; empty: no purge is accepted
 };
 
 // [content] of replicad: exactly one of root, page, origin.
@@ -64,6 +75,7 @@ struct ContentSettings {
 struct ReplicaSettings {
   ServerSettings server;
   LogSettings log;
+  AdminSettings admin;
   ContentSettings content;
 };
 
@@ -110,6 +122,7 @@ inline constexpr uint32_t kMaxWeight = 1000;
 struct BalancerSettings {
   ServerSettings server;
   LogSettings log;
+  AdminSettings admin;
   std::string servers_file;  // [replicas] servers_file: seed format, one replica a line
   // [replicas] replica = host[:port] [weight=N] (repeatable), then servers_file's.
   std::vector<ReplicaEntry> replicas;

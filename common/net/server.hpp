@@ -40,6 +40,23 @@ namespace cdn::net {
 
 class Connection;
 
+// One answered request as the server saw it, for access logs and metrics:
+// handed to ServerOptions::on_complete once per response, on the loop
+// thread, when the answer is queued whole (a file: when its last byte went
+// to the kernel, or the connection closed before that). The views and the
+// request are valid only during the call.
+struct RequestRecord {
+  const http::Request& request;  // method empty when the request line did not parse
+  const sockaddr* peer;          // null when the kernel no longer knows it
+  std::string_view client;       // the peer's IP address, without port
+  int status = 0;
+  uint64_t body_bytes = 0;                // body bytes sent (not the head; 0 for HEAD)
+  std::chrono::microseconds duration{0};  // request head parsed -> answer queued/sent
+  std::string_view cache;                 // what the handler noted (Exchange::note_cache)
+  std::string_view upstream;              // what the handler noted (Exchange::note_upstream)
+  bool whole = true;  // false: the connection closed before the body was all sent
+};
+
 struct ServerOptions {
   uint32_t max_connections = 10000;
   std::chrono::milliseconds idle_timeout{60'000};
@@ -47,6 +64,8 @@ struct ServerOptions {
   std::chrono::milliseconds send_timeout{60'000};
   http::Limits limits;
   std::string server_header = "cdn";
+  // Called for every answered request (see RequestRecord); may be empty.
+  std::function<void(const RequestRecord&)> on_complete;
 };
 
 struct ServerStats {
@@ -89,7 +108,16 @@ class Exchange {
  public:
   const http::Request& request() const;
   const std::string& peer() const;
+  // The peer's socket address (for allow-lists); null when the kernel no
+  // longer knows it (the client went away).
+  const sockaddr* peer_address() const;
   bool is_head() const;
+
+  // What the access log says of this answer besides what the server knows:
+  // the cache's verdict and, for the balancer, where the client was sent.
+  // Copied; the last call wins.
+  void note_cache(std::string_view status);
+  void note_upstream(std::string_view upstream);
 
   // Starts the response: status line, Date, Server and, when this is the
   // connection's last response, "Connection: close". Add headers to the

@@ -126,9 +126,10 @@ int main(int argc, char** argv) {
     hooks.reload = [&]() {
       try {
         auto next = load(f, src);
+        auto observers = cdn::daemon::prepare_observers(balancer.requests(), next.log, next.admin);
         cdn::log::setup("cdn-balancerd", next.log.level, next.log.file);
         cdn::daemon::check_nofile(descriptors_needed(next));
-        balancer.reconfigure(std::move(next));
+        balancer.reconfigure(std::move(next), std::move(observers));
         return true;
       } catch (const std::exception& e) {
         spdlog::error("reload refused, keeping the running configuration: {}", e.what());

@@ -146,11 +146,14 @@ int main(int argc, char** argv) {
         }
         next_store = cdn::replica::open_store(next.content);
       }
+      // The access log opened and the token read (either may throw) before
+      // anything is applied.
+      auto observers = cdn::daemon::prepare_observers(replica.requests(), next.log, next.admin);
       // Replaces the logger only once the new one is built (a log file that
       // cannot be opened throws here and keeps the old one).
       cdn::log::setup("cdn-replicad", next.log.level, next.log.file);
       cdn::daemon::check_nofile(descriptors_needed(next));
-      replica.reconfigure(std::move(next), std::move(next_store));
+      replica.reconfigure(std::move(next), std::move(next_store), std::move(observers));
       return true;
     } catch (const std::exception& e) {
       spdlog::error("reload refused, keeping the running configuration: {}", e.what());

@@ -364,6 +364,57 @@ bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds lim
 // Sends `data` on a thread of its own (the server may stop reading it until
 // the test reads the answers). On destruction the socket is shut down, which
 // ends a send still blocked (a test that failed half-way), and the thread joined.
+// What on_complete hands the access log: one record per answer, in order,
+// with the handler's notes and the body bytes (not the head).
+TEST(Server, OnCompleteReportsEveryAnswer) {
+  struct Seen {
+    std::string method, target, client, cache, upstream;
+    int status;
+    uint64_t bytes;
+    bool whole;
+  };
+  std::mutex mu;
+  std::vector<Seen> seen;
+  auto options = fast_options();
+  options.on_complete = [&](const RequestRecord& r) {
+    std::lock_guard lock(mu);
+    seen.push_back({r.request.method, r.request.target, std::string(r.client), std::string(r.cache),
+                    std::string(r.upstream), r.status, r.body_bytes, r.whole});
+  };
+  ServerThread s(std::move(options), [](Exchange& ex) {
+    ex.note_cache("hit");
+    if (ex.request().target == "/up") ex.note_upstream("10.0.0.1:80");
+    echo_target(ex);
+  });
+  Sock c(s.port());
+  ASSERT_TRUE(
+      c.send("GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
+             "HEAD /head HTTP/1.1\r\nHost: x\r\n\r\n"
+             "GET /up HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(c.read_response().ok);
+  ASSERT_TRUE(c.read_response(/*head_request=*/true).ok);
+  ASSERT_TRUE(c.read_response().ok);
+  ASSERT_TRUE(c.send("BAD\r\n\r\n"));
+  c.read_response();
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(mu);
+    return seen.size() == 4;
+  }));
+  std::lock_guard lock(mu);
+  EXPECT_EQ(seen[0].target, "/first");
+  EXPECT_EQ(seen[0].bytes, 6u);
+  EXPECT_EQ(seen[0].status, 200);
+  EXPECT_EQ(seen[0].client, "127.0.0.1");
+  EXPECT_EQ(seen[0].cache, "hit");
+  EXPECT_EQ(seen[0].upstream, "");
+  EXPECT_TRUE(seen[0].whole);
+  EXPECT_EQ(seen[1].method, "HEAD");
+  EXPECT_EQ(seen[1].bytes, 0u);
+  EXPECT_EQ(seen[2].upstream, "10.0.0.1:80");
+  EXPECT_GE(seen[3].status, 400);
+  EXPECT_EQ(seen[3].cache, "");  // notes are the request's own
+}
+
 class BackgroundSend {
  public:
   BackgroundSend(Sock& c, std::string data)
