@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
 """Each program's --help against its man page: the OPTIONS section describes
-exactly the options --help lists (short and long), and EXIT STATUS exactly
-the exit codes --help lists. A flag or an exit code added to the code without
+exactly the options --help lists (short and long), EXIT STATUS exactly
+the exit codes --help lists, and every file --help names (/etc/..., the
+temporary file) is in the page. A flag or an exit code added to the code without
 its documentation (or a documented one removed from the code) fails here.
 Usage: help_test.py SOURCE_ROOT BUILD_ROOT"""
 
@@ -17,6 +18,7 @@ PROGRAMS = {
     "cdn-get": ("client/cdn-get", "docs/man/cdn-get.1.scd"),
 }
 OPTION = re.compile(r"--?[a-z][a-z-]*")
+FILE = re.compile(r"(?:/(?:etc|var|usr)(?:/[\w.*-]+)+|\.FILE\.[\w.-]+)")
 
 
 def help_sections(text):
@@ -80,7 +82,13 @@ def main():
                             "read from --help")
         compare(f"{name} option", h_opts, m_opts, failures)
         compare(f"{name} exit code", h_codes, m_codes, failures)
-        print(f"checked {name}: {len(h_opts)} options, exit codes {' '.join(sorted(h_codes, key=int))}")
+        page_text = (src / page).read_text().replace("\\", "")
+        files = sorted(set(FILE.findall(r.stdout)))
+        for path in files:
+            if path not in page_text:
+                failures.append(f"{name}: --help names {path}, the man page does not")
+        print(f"checked {name}: {len(h_opts)} options, exit codes "
+              f"{' '.join(sorted(h_codes, key=int))}, files {' '.join(files)}")
     for f in failures:
         print(f"FAIL {f}")
     return 1 if failures else 0
