@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "daemons/observe.hpp"
 
 #include <fmt/format.h>

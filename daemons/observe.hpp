@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // What both daemons do with every answered request and with every request
 // for an endpoint that is not content.
 //
