@@ -69,6 +69,7 @@ Balancer::Balancer(uv_loop_t* loop, config::BalancerSettings settings)
       settings_(std::move(settings)),
       table_(settings_.replicas, settings_.probe, settings_.balance),
       prober_(loop, table_),
+      purger_(loop, table_),
       admin_(daemon::AdminGate::from(settings_.admin)),
       server_(loop, options(), [this](net::Exchange& ex) { handle(ex); }) {
   requests_.configure(settings_.log);
@@ -88,6 +89,7 @@ void Balancer::start() {
     settings_.server.name = std::string(host) + ":" + std::to_string(server_.port());
   }
   prober_.start(settings_.probe);
+  purger_.start();
   spdlog::info("balancer {} on {}: {} replicas, policy {}", settings_.server.name, where,
                table_.replicas().size(), to_string(table_.policy()));
 }
@@ -105,6 +107,7 @@ void Balancer::reconfigure(config::BalancerSettings settings, daemon::ObserverRe
   settings_.server = settings.server;
   server_.set_options(options());
   table_.reconfigure(settings.replicas, settings.probe, settings.balance);
+  purger_.reconfigured();
   settings_ = std::move(settings);
   prober_.start(settings_.probe);
   spdlog::info("{} replicas, policy {}", table_.replicas().size(), to_string(table_.policy()));
@@ -113,11 +116,13 @@ void Balancer::reconfigure(config::BalancerSettings settings, daemon::ObserverRe
 void Balancer::drain(std::function<void()> done) {
   draining_ = true;
   prober_.stop();
+  purger_.stop();
   server_.drain(std::move(done));
 }
 
 void Balancer::stop() {
   prober_.stop();
+  purger_.stop();
   server_.close();
 }
 
@@ -135,6 +140,11 @@ std::string Balancer::url_for(size_t index, std::string_view encoded_path_and_qu
 }
 
 void Balancer::handle(net::Exchange& ex) {
+  if (ex.request().method == "PURGE") {
+    // Checked before anything else: the allow-list, the token, the request.
+    if (auto r = admin_.admit_purge(ex)) purger_.purge(ex, std::move(*r), admin_.token());
+    return;
+  }
   const auto path = daemon::accept_request(ex);
   if (!path) return;
   if (path->starts_with("/.cdn/")) {
@@ -266,6 +276,7 @@ void Balancer::serve_status(net::Exchange& ex) {
   doc["total"] = table_.distinct_count();
   doc["redirects_total"] = redirects_total_;
   doc["unavailable_total"] = unavailable_total_;
+  doc["purges_owed"] = purger_.owed_total();
   doc["version"] = CDN_VERSION;
   Json list = Json::array();
   // A replica listed twice (two spellings of one address) is shown once.
@@ -311,6 +322,13 @@ void Balancer::serve_metrics(net::Exchange& ex) {
   w.metric("cdn_balancer_probes_failed_total", Type::Counter, "Health probes that failed.",
            prober_.probe_failures_total());
   w.metric("cdn_balancer_replicas_up", Type::Gauge, "Replicas taking clients.", table_.up_count());
+  w.metric("cdn_balancer_purges_total", Type::Counter, "Purges accepted.", purger_.purges_total());
+  w.metric("cdn_balancer_purges_forwarded_total", Type::Counter,
+           "Purges sent to replicas (retries included).", purger_.forwarded_total());
+  w.metric("cdn_balancer_purges_forward_failed_total", Type::Counter,
+           "Purges a replica did not acknowledge when sent.", purger_.forward_failures_total());
+  w.metric("cdn_balancer_purges_owed", Type::Gauge,
+           "Purges replicas owe (held out of the choice until applied).", purger_.owed_total());
   w.metric("cdn_balancer_probes_early_total", Type::Counter,
            "Probes sent at once because a replica closed the probe connection.",
            prober_.early_probes_total());

@@ -14,6 +14,7 @@
 #include "common/config/settings.hpp"
 #include "common/net/server.hpp"
 #include "daemons/balancerd/prober.hpp"
+#include "daemons/balancerd/purger.hpp"
 #include "daemons/balancerd/table.hpp"
 #include "daemons/observe.hpp"
 
@@ -49,6 +50,7 @@ class Balancer {
   config::BalancerSettings settings_;
   Table table_;
   Prober prober_;
+  Purger purger_;
   // Before server_: its on_complete feeds requests_.
   daemon::RequestLog requests_{"cdn-balancerd"};
   daemon::AdminGate admin_;
