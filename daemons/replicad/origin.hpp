@@ -39,7 +39,13 @@ struct OriginHead {
   std::optional<std::string_view> header(std::string_view name) const;  // case-insensitive
 };
 
-enum class OriginError { None, Unreachable, Timeout, Refused /* a callback said stop */ };
+enum class OriginError {
+  None,
+  Unreachable,
+  Timeout,
+  Refused,   // a callback said stop
+  Malformed  // a response head whose framing or fields cannot be trusted (RFC 9112)
+};
 
 struct OriginResult {
   OriginError error = OriginError::None;
@@ -77,6 +83,7 @@ class Origin {
   static int on_socket(CURL* easy, curl_socket_t s, int what, void* userp, void* socketp) noexcept;
   static int on_timer(CURLM* multi, long timeout_ms, void* userp) noexcept;
   static size_t on_header(char* data, size_t size, size_t n, void* userp) noexcept;
+  static size_t refuse_malformed(Transfer* t, std::string_view why);
   static size_t on_body(char* data, size_t size, size_t n, void* userp) noexcept;
   void action(curl_socket_t s, int flags);
   void check_done();

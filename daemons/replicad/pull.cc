@@ -48,6 +48,8 @@ struct Pull::Fetch {
   std::vector<net::Deferred> waiters;
   std::vector<std::function<void(bool, std::string)>> prefetchers;
   std::vector<std::string> request_headers;
+  std::string target;     // origin path + query, and the cache key unless private_
+  bool private_ = false;  // for a request with Authorization: never stored nor shared
   bool conditional = false;
   bool started = false;
   int64_t request_time = 0;
@@ -100,6 +102,22 @@ void Pull::serve(net::Exchange& ex, const std::string& path) {
   const auto query = http::query_of(ex.request().target);
   if (!query.empty()) key.append("?").append(query);
 
+  if (auto auth = ex.request().header("Authorization")) {
+    // RFC 9111 §3.5: an answer to an authorized request is one user's; it
+    // goes to the origin with the credentials, alone (no collapsing onto
+    // another user's fetch), and is neither served from nor put in the cache.
+    ++stats_.misses;
+    auto f = std::make_unique<Fetch>();
+    f->target = key;
+    f->private_ = true;
+    f->request_headers.push_back("Authorization: " + std::string(*auth));
+    f->waiters.push_back(ex.defer());
+    const std::string slot = "\x01private " + std::to_string(++private_fetches_);
+    fetches_.emplace(slot, std::move(f));
+    start_fetch(slot);
+    return;
+  }
+
   if (const auto* e = cache_.find(key)) {
     switch (cache::decide(e->meta.stored, policy_, now())) {
       case cache::Action::Fresh:
@@ -149,13 +167,15 @@ void Pull::prefetch(const std::string& path, std::function<void(bool, std::strin
 
 std::string Pull::url_for(const std::string& key) const { return origin_url_ + key; }
 
-void Pull::start_fetch(const std::string& key) {
-  auto it = fetches_.find(key);
-  if (it == fetches_.end()) it = fetches_.emplace(key, std::make_unique<Fetch>()).first;
+void Pull::start_fetch(const std::string& slot) {
+  auto it = fetches_.find(slot);
+  if (it == fetches_.end()) it = fetches_.emplace(slot, std::make_unique<Fetch>()).first;
   Fetch* f = it->second.get();
   if (f->started) return;
   f->started = true;
-  if (const auto* e = cache_.peek(key)) {
+  if (f->target.empty()) f->target = slot;
+  const std::string& key = f->target;
+  if (const auto* e = f->private_ ? nullptr : cache_.peek(key)) {
     if (!e->meta.origin_etag.empty()) {
       f->request_headers.push_back("If-None-Match: " + e->meta.origin_etag);
     }
@@ -189,7 +209,7 @@ void Pull::start_fetch(const std::string& key) {
     f->passthrough.append(data, n);
     return true;
   };
-  cb.done = [this, key](const OriginResult& r) { finish_fetch(key, r); };
+  cb.done = [this, slot](const OriginResult& r) { finish_fetch(slot, r); };
   origin_.fetch(url, f->request_headers, std::move(cb));
 }
 
@@ -243,10 +263,11 @@ void Pull::answer_error(net::Exchange& ex, Fetch& f, const DiskCache::Entry& e) 
   answer_entry(ex, e, "fwd=stale" + fwd + "; detail=stale-if-error");
 }
 
-void Pull::finish_fetch(const std::string& key, const OriginResult& r) {
-  auto node = fetches_.extract(key);
+void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
+  auto node = fetches_.extract(slot);
   if (node.empty()) return;
   Fetch& f = *node.mapped();
+  const std::string key = f.target;
   const std::string url = url_for(key);
   const long status = f.have_head ? f.head.status : 0;
 
@@ -258,6 +279,8 @@ void Pull::finish_fetch(const std::string& key, const OriginResult& r) {
   } else if (r.error == OriginError::Timeout) {
     failure = "origin timed out: " + r.message;
     error_status = 504;
+  } else if (r.error == OriginError::Malformed) {
+    failure = "origin sent a malformed response: " + r.message;
   } else if (r.error != OriginError::None) {
     failure = "origin unreachable: " + r.message;
   } else if (status >= 500) {
@@ -281,7 +304,7 @@ void Pull::finish_fetch(const std::string& key, const OriginResult& r) {
     for (auto& d : f.waiters) {
       auto* ex = d.exchange();
       if (ex == nullptr) continue;
-      const auto* e = cache_.find(key);
+      const auto* e = f.private_ ? nullptr : cache_.find(key);
       if (e != nullptr && cache::usable_on_error(e->meta.stored, policy_, now())) {
         answer_error(*ex, f, *e);
       } else {
@@ -319,9 +342,11 @@ void Pull::finish_fetch(const std::string& key, const OriginResult& r) {
     }
     meta.last_modified = std::string(f.head.header("Last-Modified").value_or(""));
     meta.content_type = std::string(f.head.header("Content-Type").value_or(""));
-    const bool was_cached = cache_.peek(key) != nullptr;
-    const std::string fwd = was_cached ? "fwd=stale" : "fwd=uri-miss";
-    if (cache::storable(f.stored)) {
+    const bool was_cached = !f.private_ && cache_.peek(key) != nullptr;
+    const std::string fwd = f.private_ ? "fwd=bypass" : was_cached ? "fwd=stale" : "fwd=uri-miss";
+    if (f.private_) {
+      // Not stored, and the shared copy (if any) is another answer: kept.
+    } else if (cache::storable(f.stored)) {
       if (const auto* e = cache_.commit(*f.writer, meta)) {
         for (auto& d : f.waiters) {
           const auto* cur = cache_.peek(key);
@@ -368,7 +393,7 @@ void Pull::finish_fetch(const std::string& key, const OriginResult& r) {
   }
 
   // Anything else (404, 301, 403, ...) is passed through, not stored.
-  if (status == 404 || status == 410) cache_.erase(key);
+  if (!f.private_ && (status == 404 || status == 410)) cache_.erase(key);
   const std::string ct(f.head.header("Content-Type").value_or("text/plain; charset=utf-8"));
   const std::string cc(f.head.header("Cache-Control").value_or("no-store"));
   const auto location = f.head.header("Location");
@@ -381,7 +406,8 @@ void Pull::finish_fetch(const std::string& key, const OriginResult& r) {
     h.header("Cache-Control", cc);
     if (location) h.header("Location", *location);
     h.header("CDN-Replica", name_);
-    h.header("Cache-Status", name_ + "; fwd=uri-miss; fwd-status=" + std::to_string(status));
+    h.header("Cache-Status", name_ + (f.private_ ? "; fwd=bypass" : "; fwd=uri-miss") +
+                                 "; fwd-status=" + std::to_string(status));
     ex->finish(f.passthrough);
   }
   if (status != 200) spdlog::info("{}: origin answered {}", url, status);

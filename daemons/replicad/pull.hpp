@@ -77,9 +77,9 @@ class Pull {
  private:
   struct Fetch;
   std::string url_for(const std::string& key) const;
-  void start_fetch(const std::string& key);
+  void start_fetch(const std::string& slot);
   void on_head(Fetch& f, const OriginHead& h);
-  void finish_fetch(const std::string& key, const OriginResult& r);
+  void finish_fetch(const std::string& slot, const OriginResult& r);
   void answer_entry(net::Exchange& ex, const DiskCache::Entry& e, std::string status);
   void answer_error(net::Exchange& ex, Fetch& f, const DiskCache::Entry& e);
   int64_t now() const;
@@ -92,7 +92,9 @@ class Pull {
   std::string default_cache_control_;
   DiskCache cache_;
   Origin origin_;
+  // Keyed by cache key; a private (Authorization) fetch has a slot of its own.
   std::unordered_map<std::string, std::unique_ptr<Fetch>> fetches_;
+  uint64_t private_fetches_ = 0;
   PullStats stats_;
 };
 
