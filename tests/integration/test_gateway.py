@@ -1,0 +1,190 @@
+"""cdn-replicad in origin mode as a gateway (RFC 9110 7.6, RFC 9111):
+what it forwards to the origin, what it relays back, what it refuses from
+the origin, and what it must never share between clients.
+
+The origin here is scripted per path: an answer is either (status, header
+list, body) or the raw bytes of a whole response, so that heads no
+well-behaved server would send (obs-fold, two Content-Lengths) can be sent.
+Every request the origin receives is logged with its method, headers and body.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import threading
+
+import pytest
+
+from cdnlib import HTTP_TIMEOUT
+
+
+class Seen:
+    def __init__(self, method, path, headers, body):
+        self.method, self.path, self.headers, self.body = method, path, headers, body
+
+
+class ScriptedOrigin:
+    """routes[path] = callable(Seen) -> (status, [(name, value)], body) or bytes."""
+
+    def __init__(self):
+        self.routes = {}
+        self.log: list[Seen] = []
+        self.lock = threading.Lock()
+        origin = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def __getattr__(self, name):
+                if name.startswith("do_"):
+                    return self.answer
+                raise AttributeError(name)
+
+            def read_body(self):
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    body = b""
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0], 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass
+                            return body
+                        body += self.rfile.read(size)
+                        self.rfile.readline()
+                return self.rfile.read(int(self.headers.get("Content-Length", "0")))
+
+            def answer(self):
+                seen = Seen(self.command, self.path, self.headers, self.read_body())
+                with origin.lock:
+                    origin.log.append(seen)
+                    route = origin.routes.get(self.path.split("?")[0])
+                if route is None:
+                    out = (404, [("Content-Type", "text/plain")], b"no such thing\n")
+                else:
+                    out = route(seen)
+                if isinstance(out, bytes):
+                    self.wfile.write(out)
+                    self.close_connection = True
+                    return
+                status, headers, body = out
+                self.send_response_only(status)
+                for k, v in headers:
+                    self.send_header(k, v)
+                if status not in (204, 304) and status >= 200:
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD" and status not in (204, 304):
+                    self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path="/"):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def seen(self, path):
+        with self.lock:
+            return [s for s in self.log if s.path == path]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def origin():
+    o = ScriptedOrigin()
+    o.routes["/"] = lambda s: (200, [("Cache-Control", "max-age=600")], b"start page\n")
+    yield o
+    o.close()
+
+
+def gateway(cdn, origin_url, content=None):
+    d = cdn.replica(start=False)
+    sections = {
+        "server": {"address": d.host, "port": d.port, "name": d.name},
+        "log": {"level": "debug", "file": d.dir / "replicad.log"},
+        "content": {"origin": origin_url, "cache_dir": d.dir / "cache", "origin_timeout": "2s"},
+    }
+    sections["content"].update(content or {})
+    d.write_config(sections)
+    d.start()
+    return d
+
+
+def send(d, method, path, headers=None, body=None):
+    """(status, headers as a list of pairs, body) of one request."""
+    conn = http.client.HTTPConnection(d.host, d.port, timeout=HTTP_TIMEOUT)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.getheaders(), resp.read()
+    finally:
+        conn.close()
+
+
+def field(headers, name):
+    values = [v for k, v in headers if k.lower() == name.lower()]
+    return ", ".join(values) if values else None
+
+
+# ------------------------------------------------------- Authorization (§3.5)
+
+
+def test_authorized_answer_is_never_shared(cdn, origin):
+    def page(seen):
+        who = seen.headers.get("Authorization", "nobody")
+        return 200, [("Cache-Control", "max-age=600")], f"page for {who}\n".encode()
+
+    origin.routes["/me"] = page
+    g = gateway(cdn, origin.url("/"))
+    s, _, b = send(g, "GET", "/me", {"Authorization": "Basic YWxpY2U6cHc="})
+    assert s == 200 and b == b"page for Basic YWxpY2U6cHc=\n"
+    # The origin saw the credentials, and the next client, without any, is
+    # not given alice's page: it goes to the origin again.
+    assert origin.seen("/me")[0].headers["Authorization"] == "Basic YWxpY2U6cHc="
+    s, _, b = send(g, "GET", "/me")
+    assert s == 200 and b == b"page for nobody\n"
+    assert len(origin.seen("/me")) == 2
+    # A shared copy exists now; a second user is still not served from it.
+    s, _, b = send(g, "GET", "/me", {"Authorization": "Basic Ym9iOnB3"})
+    assert b == b"page for Basic Ym9iOnB3\n" and len(origin.seen("/me")) == 3
+    assert send(g, "GET", "/me")[2] == b"page for nobody\n"
+    assert len(origin.seen("/me")) == 3
+
+
+# ------------------------------------------------------- malformed origin heads
+
+
+def test_obs_fold_is_joined_not_a_field(cdn, origin):
+    # A folded line must stay part of X-Info: read as a field of its own it
+    # would override the origin's no-store and keep the answer for a year.
+    origin.routes["/fold"] = lambda s: (
+        b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nX-Info: a\r\n"
+        b" Cache-Control: max-age=31536000\r\nContent-Length: 3\r\n\r\nabc")
+    g = gateway(cdn, origin.url("/"))
+    for _ in range(2):
+        s, _, b = send(g, "GET", "/fold")
+        assert s == 200 and b == b"abc"
+    assert len(origin.seen("/fold")) == 2
+
+
+@pytest.mark.parametrize("head", [
+    b"Content-Length: 3\r\nContent-Length: 5\r\n",
+    b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+], ids=["two-content-lengths", "cl-and-te"])
+def test_ambiguous_framing_is_502_and_not_stored(cdn, origin, head):
+    origin.routes["/bad"] = lambda s: (
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\n" + head + b"\r\nabc\r\n\r\n")
+    g = gateway(cdn, origin.url("/"))
+    for _ in range(2):
+        assert send(g, "GET", "/bad")[0] == 502
+    assert len(origin.seen("/bad")) == 2
+    assert g.alive()
