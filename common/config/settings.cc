@@ -251,6 +251,7 @@ SectionSpec server_section(const IniFile& f, ServerSettings& s) {
                [&](const Entry& e) {
                  s.max_headers = static_cast<uint32_t>(uint_of(f, e, 1, 10'000));
                }},
+              {"max_body", [&](const Entry& e) { s.max_body = size_of(f, e, 0, 1ULL << 30); }},
           }};
 }
 

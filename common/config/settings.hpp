@@ -29,6 +29,9 @@ struct ServerSettings {
   uint64_t max_request_line = 8 * 1024ULL;
   uint64_t max_header_bytes = 16 * 1024ULL;
   uint32_t max_headers = 100;
+  // Request body bytes read (and, in origin mode, forwarded); over: 413.
+  // Held in memory while the request is handled.
+  uint64_t max_body = 64 * 1024ULL;
 };
 
 // [log]

@@ -53,6 +53,7 @@ struct Origin::Transfer {
   Origin* origin = nullptr;
   CURL* easy = nullptr;
   curl_slist* headers = nullptr;
+  OriginRequest request;  // curl reads the body from here until the transfer ends
   OriginCallbacks cb;
   OriginHead head;
   bool head_done = false;
@@ -118,10 +119,12 @@ void Origin::close() {
   timer_.reset();
 }
 
-void Origin::fetch(const std::string& url, const std::vector<std::string>& headers,
-                   OriginCallbacks callbacks) {
+void Origin::fetch(OriginRequest request, OriginCallbacks callbacks) {
   auto* t = new Transfer;
   t->origin = this;
+  t->request = std::move(request);
+  const std::string& url = t->request.url;
+  const auto& headers = t->request.headers;
   t->cb = std::move(callbacks);
   t->easy = curl_easy_init();
   if (closed_ || t->easy == nullptr) {
@@ -131,8 +134,27 @@ void Origin::fetch(const std::string& url, const std::vector<std::string>& heade
   for (const auto& h : headers) t->headers = curl_slist_append(t->headers, h.c_str());
   // Identity only: the bytes we cache are the bytes we serve and digest.
   t->headers = curl_slist_append(t->headers, "Accept-Encoding: identity");
+  // The body is complete before it is sent: no round trip waiting for 100.
+  t->headers = curl_slist_append(t->headers, "Expect:");
   CURL* e = t->easy;
   curl_easy_setopt(e, CURLOPT_URL, url.c_str());
+  const std::string& method = t->request.method;
+  if (method == "HEAD") {
+    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+  } else if (method != "GET" || !t->request.body.empty()) {
+    if (!t->request.body.empty() || method == "POST" || method == "PUT" || method == "PATCH") {
+      // curl would add a form Content-Type of its own to a body without one.
+      const bool typed = std::any_of(headers.begin(), headers.end(), [](const std::string& h) {
+        return h.size() >= 13 && iequals(std::string_view(h).substr(0, 13), "content-type:");
+      });
+      if (!typed) t->headers = curl_slist_append(t->headers, "Content-Type:");
+      // With a length (no chunking, no "Expect: 100-continue": the body is here already).
+      curl_easy_setopt(e, CURLOPT_POSTFIELDS, t->request.body.data());
+      curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+                       static_cast<curl_off_t>(t->request.body.size()));
+    }
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method.c_str());
+  }
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
   curl_easy_setopt(e, CURLOPT_PRIVATE, t);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);

@@ -33,6 +33,14 @@ struct OriginOptions {
   std::string user_agent = "cdn-replicad";
 };
 
+// One request to the origin. The body is sent with its length (never chunked).
+struct OriginRequest {
+  std::string method = "GET";
+  std::string url;
+  std::vector<std::string> headers;  // extra lines, "Name: value"
+  std::string body;
+};
+
 struct OriginHead {
   long status = 0;
   std::vector<std::pair<std::string, std::string>> headers;  // as received, names as sent
@@ -68,11 +76,10 @@ class Origin {
   Origin(const Origin&) = delete;
   Origin& operator=(const Origin&) = delete;
 
-  // Starts a GET of `url` with extra request header lines ("Name: value").
-  // Callbacks run on the loop thread from curl's progress; only when curl
-  // refuses the transfer outright does `done` run inside fetch().
-  void fetch(const std::string& url, const std::vector<std::string>& headers,
-             OriginCallbacks callbacks);
+  // Starts `request`. Callbacks run on the loop thread from curl's
+  // progress; only when curl refuses the transfer outright does `done` run
+  // inside fetch().
+  void fetch(OriginRequest request, OriginCallbacks callbacks);
   void set_options(OriginOptions options) { options_ = std::move(options); }
   void close();
   size_t active() const { return transfers_.size(); }

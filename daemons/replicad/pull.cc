@@ -17,6 +17,33 @@ namespace {
 // Bodies of answers that are passed through (404, 301, ...), not cached.
 constexpr size_t kPassThroughLimit = 1 << 20;
 
+// RFC 9110 9.2.1: methods whose success changes nothing at the origin.
+bool is_safe(std::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "TRACE";
+}
+
+// The cache key of a request-target (or of a same-origin URI reference's
+// path and query): the normalised, re-encoded path, plus "?query".
+std::optional<std::string> key_of(std::string_view target) {
+  auto path = http::normalize_path(target.substr(0, target.find('?')));
+  if (!path) return std::nullopt;
+  std::string key = http::encode_path(*path);
+  const auto query = http::query_of(target);
+  if (!query.empty()) key.append("?").append(query);
+  return key;
+}
+
+// The authority of an absolute http(s) URI ("h:1" of "http://h:1/x"), or "".
+std::string_view authority_of(std::string_view uri) {
+  for (std::string_view scheme : {"http://", "https://"}) {
+    if (uri.size() > scheme.size() && http::iequals(uri.substr(0, scheme.size()), scheme)) {
+      uri.remove_prefix(scheme.size());
+      return uri.substr(0, uri.find_first_of("/?#"));
+    }
+  }
+  return {};
+}
+
 int64_t seconds(std::chrono::milliseconds d) {
   return std::chrono::duration_cast<std::chrono::seconds>(d).count();
 }
@@ -45,6 +72,9 @@ OriginOptions origin_options(const config::ContentSettings& c) {
 }  // namespace
 
 struct Pull::Fetch {
+  std::string method = "GET";
+  std::string body;  // the client's request body, forwarded
+  std::string host;  // the client's Host: Location values naming it are same-origin
   std::vector<net::Deferred> waiters;
   std::vector<std::function<void(bool, std::string)>> prefetchers;
   std::vector<std::string> request_headers;
@@ -98,19 +128,31 @@ int64_t Pull::now() const {
 }
 
 void Pull::serve(net::Exchange& ex, const std::string& path) {
+  const auto& req = ex.request();
   std::string key = http::encode_path(path);
-  const auto query = http::query_of(ex.request().target);
+  const auto query = http::query_of(req.target);
   if (!query.empty()) key.append("?").append(query);
 
-  if (auto auth = ex.request().header("Authorization")) {
+  const auto auth = req.header("Authorization");
+  const bool cacheable_method = req.method == "GET" || req.method == "HEAD";
+  if (auth || !cacheable_method) {
     // RFC 9111 §3.5: an answer to an authorized request is one user's; it
     // goes to the origin with the credentials, alone (no collapsing onto
     // another user's fetch), and is neither served from nor put in the cache.
+    // Other methods are forwarded the same way (§4.4 invalidates on success).
     ++stats_.misses;
     auto f = std::make_unique<Fetch>();
     f->target = key;
     f->private_ = true;
-    f->request_headers.push_back("Authorization: " + std::string(*auth));
+    if (!cacheable_method) {
+      f->method = req.method;
+      f->body = req.body;
+    }
+    f->host = std::string(req.header("Host").value_or(""));
+    if (auth) f->request_headers.push_back("Authorization: " + std::string(*auth));
+    if (auto ct = req.header("Content-Type")) {
+      f->request_headers.push_back("Content-Type: " + std::string(*ct));
+    }
     f->waiters.push_back(ex.defer());
     const std::string slot = "\x01private " + std::to_string(++private_fetches_);
     fetches_.emplace(slot, std::move(f));
@@ -210,7 +252,12 @@ void Pull::start_fetch(const std::string& slot) {
     return true;
   };
   cb.done = [this, slot](const OriginResult& r) { finish_fetch(slot, r); };
-  origin_.fetch(url, f->request_headers, std::move(cb));
+  OriginRequest request;
+  request.method = f->method;
+  request.url = url;
+  request.headers = f->request_headers;
+  request.body = std::move(f->body);
+  origin_.fetch(std::move(request), std::move(cb));
 }
 
 void Pull::on_head(Fetch& f, const OriginHead& h) {
@@ -229,9 +276,32 @@ void Pull::on_head(Fetch& f, const OriginHead& h) {
   }
   s.request_time = f.request_time;
   s.response_time = now();
-  if (h.status == 200) {
+  if (h.status == 200 && f.method == "GET") {
     f.writer = cache_.begin();
     if (!f.writer) f.local_error = std::string("cannot buffer the body: ") + std::strerror(errno);
+  }
+}
+
+void Pull::invalidate(const Fetch& f) {
+  // RFC 9111 4.4: the target, and the URIs in Location and Content-Location
+  // when they are on the same origin (never another site's: that would let
+  // one site purge another's objects).
+  cache_.erase(f.target);
+  for (std::string_view name : {"Location", "Content-Location"}) {
+    const auto value = f.head.header(name);
+    if (!value || value->empty()) continue;
+    std::string_view ref = *value;
+    if (const auto authority = authority_of(ref); !authority.empty()) {
+      if (!http::iequals(authority, f.host) &&
+          !http::iequals(authority, authority_of(origin_url_))) {
+        continue;
+      }
+      ref.remove_prefix(ref.find(authority) + authority.size());
+      if (ref.empty()) ref = "/";
+    } else if (!ref.starts_with('/') || ref.starts_with("//")) {
+      continue;  // relative references: not resolved, not invalidated
+    }
+    if (const auto key = key_of(ref.substr(0, ref.find('#')))) cache_.erase(*key);
   }
 }
 
@@ -285,10 +355,11 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
     failure = "origin unreachable: " + r.message;
   } else if (status >= 500) {
     failure = "origin answered " + std::to_string(status);
-  } else if (status == 304 && (!f.conditional || cache_.peek(key) == nullptr)) {
+  } else if (status == 304 && f.method == "GET" &&
+             (!f.conditional || cache_.peek(key) == nullptr)) {
     failure = "origin answered 304 to a request that was not conditional";
   }
-  if (failure.empty() && status == 200) {
+  if (failure.empty() && f.writer) {
     f.writer->finish();
     if (auto rd = f.head.header("Repr-Digest")) {
       const std::string want = digest::sha256_from_repr_digest(*rd);
@@ -316,7 +387,9 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
     return;
   }
 
-  if (status == 304) {
+  if (!is_safe(f.method) && status >= 200 && status < 400) invalidate(f);
+
+  if (status == 304 && f.method == "GET") {
     const auto* old = cache_.peek(key);
     const auto* e = cache_.refresh(key, cache::refreshed(old->meta.stored, f.stored,
                                                          f.head.header("Cache-Control").has_value(),
@@ -332,7 +405,7 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
     return;
   }
 
-  if (status == 200) {
+  if (status == 200 && f.method == "GET") {
     EntryMeta meta;
     meta.key = key;
     meta.stored = f.stored;
@@ -402,7 +475,9 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
     if (ex == nullptr) continue;
     auto& h = ex->begin(static_cast<int>(status));
     h.header("Content-Type", ct);
-    h.header("Content-Length", static_cast<uint64_t>(f.passthrough.size()));
+    if (status != 204 && status != 304) {  // RFC 9110 8.6: neither has a body length
+      h.header("Content-Length", static_cast<uint64_t>(f.passthrough.size()));
+    }
     h.header("Cache-Control", cc);
     if (location) h.header("Location", *location);
     h.header("CDN-Replica", name_);

@@ -80,6 +80,8 @@ class Pull {
   void start_fetch(const std::string& slot);
   void on_head(Fetch& f, const OriginHead& h);
   void finish_fetch(const std::string& slot, const OriginResult& r);
+  // A successful unsafe method: drops the stored answers it makes stale.
+  void invalidate(const Fetch& f);
   void answer_entry(net::Exchange& ex, const DiskCache::Entry& e, std::string status);
   void answer_error(net::Exchange& ex, Fetch& f, const DiskCache::Entry& e);
   int64_t now() const;

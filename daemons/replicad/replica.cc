@@ -203,9 +203,13 @@ status::ReplicaStatus Replica::status(bool in_request) const {
 }
 
 void Replica::handle(net::Exchange& ex) {
-  const auto path = daemon::accept_request(ex);
+  const auto path = daemon::accept_request(ex, pull_ != nullptr);
   if (!path) return;
   if (path->starts_with("/.cdn/")) {
+    if (ex.request().method != "GET" && !ex.is_head()) {
+      ex.reply(405, "only GET and HEAD are served", {{"Allow", "GET, HEAD"}});
+      return;
+    }
     if (*path == "/.cdn/status") {
       serve_status(ex);
     } else if (*path == "/.cdn/metrics") {

@@ -188,3 +188,90 @@ def test_ambiguous_framing_is_502_and_not_stored(cdn, origin, head):
         assert send(g, "GET", "/bad")[0] == 502
     assert len(origin.seen("/bad")) == 2
     assert g.alive()
+
+
+# ------------------------------------------------------- every method (§4.4)
+
+
+def cached_page(version):
+    return lambda s: (200, [("Cache-Control", "max-age=600")], f"v{version['n']}\n".encode())
+
+
+def test_methods_forwarded_with_body_and_invalidate(cdn, origin):
+    version = {"n": 1}
+    for p in ("/doc", "/moved", "/described", "/elsewhere"):
+        origin.routes[p] = cached_page(version)
+
+    def post(seen):
+        return 201, [("Location", "/moved"), ("Content-Location", f"http://{g.host}:{g.port}/described"),
+                     ("Content-Type", "text/plain")], b"created: " + seen.body
+
+    origin.routes["/doc"] = lambda s: post(s) if s.method != "GET" else cached_page(version)(s)
+    g = gateway(cdn, origin.url("/"))
+    for p in ("/doc", "/moved", "/described", "/elsewhere"):
+        assert send(g, "GET", p)[2] == b"v1\n"
+    version["n"] = 2
+    assert send(g, "GET", "/doc")[2] == b"v1\n"  # a hit
+
+    s, h, b = send(g, "POST", "/doc", {"Content-Type": "application/json"}, b'{"a": 1}')
+    assert s == 201 and b == b'created: {"a": 1}' and field(h, "Location") == "/moved"
+    seen = [x for x in origin.seen("/doc") if x.method == "POST"][0]
+    assert seen.body == b'{"a": 1}' and seen.headers["Content-Type"] == "application/json"
+    # The target and the same-origin Location and Content-Location are stale
+    # now; an unrelated URI is not.
+    for p in ("/doc", "/moved", "/described"):
+        assert send(g, "GET", p)[2] == b"v2\n", p
+    assert send(g, "GET", "/elsewhere")[2] == b"v1\n"
+
+    # Methods without a body, and a chunked body.
+    assert send(g, "DELETE", "/doc")[0] == 201
+    assert [x.method for x in origin.seen("/doc")][-1] == "DELETE"
+    assert send(g, "PUT", "/doc", {"Transfer-Encoding": "chunked"}, 
+                b"2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n")[0] == 201
+    assert origin.seen("/doc")[-1].body == b"abcd"
+
+
+def test_failed_unsafe_method_does_not_invalidate(cdn, origin):
+    version = {"n": 1}
+    page = cached_page(version)
+    origin.routes["/keep"] = lambda s: (
+        (403, [("Content-Type", "text/plain")], b"no\n") if s.method == "POST" else page(s))
+    g = gateway(cdn, origin.url("/"))
+    assert send(g, "GET", "/keep")[2] == b"v1\n"
+    version["n"] = 2
+    assert send(g, "POST", "/keep", body=b"x")[0] == 403
+    assert send(g, "GET", "/keep")[2] == b"v1\n"
+
+
+def test_other_origin_location_is_not_invalidated(cdn, origin):
+    version = {"n": 1}
+    origin.routes["/victim"] = cached_page(version)
+    origin.routes["/form"] = lambda s: (303, [("Location", "http://other.example/victim")], b"")
+    g = gateway(cdn, origin.url("/"))
+    assert send(g, "GET", "/victim")[2] == b"v1\n"
+    version["n"] = 2
+    assert send(g, "POST", "/form", body=b"x")[0] == 303
+    assert send(g, "GET", "/victim")[2] == b"v1\n"
+
+
+def test_request_body_limit_413(cdn, origin):
+    origin.routes["/up"] = lambda s: (200, [], b"got %d\n" % len(s.body))
+    d = cdn.replica(start=False)
+    d.write_config({
+        "server": {"address": d.host, "port": d.port, "name": d.name, "max_body": "1K"},
+        "log": {"level": "debug", "file": d.dir / "replicad.log"},
+        "content": {"origin": origin.url("/"), "cache_dir": d.dir / "cache"},
+    })
+    d.start()
+    assert send(d, "POST", "/up", body=b"x" * 1024)[2] == b"got 1024\n"
+    assert send(d, "POST", "/up", body=b"x" * 1025)[0] == 413
+    assert len(origin.seen("/up")) == 1
+
+
+def test_local_content_and_cdn_endpoints_keep_405(cdn, origin):
+    r = cdn.replica({"index.html": b"hi"})
+    s, h, _ = send(r, "POST", "/index.html", body=b"x")
+    assert s == 405 and field(h, "Allow") == "GET, HEAD"
+    g = gateway(cdn, origin.url("/"))
+    assert send(g, "POST", "/.cdn/status", body=b"x")[0] == 405
+    assert send(g, "CONNECT", "example.com:443")[0] in (400, 405)
