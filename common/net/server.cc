@@ -244,12 +244,12 @@ const http::Request& Exchange::request() const { return conn_.parser_.request();
 const std::string& Exchange::peer() const { return conn_.peer(); }
 bool Exchange::is_head() const { return conn_.parser_.request().method == "HEAD"; }
 
-http::HeadWriter& Exchange::begin(int status) {
+http::HeadWriter& Exchange::begin(int status, bool relayed) {
   Connection& c = conn_;
   c.current_ = c.take_write();
   c.writer_.emplace(c.current_->head);
   c.writer_->status_line(status);
-  c.writer_->prebuilt(c.server_.common_headers());
+  if (!relayed) c.writer_->prebuilt(c.server_.common_headers());
   const auto& req = c.parser_.request();
   // A drain or a half-close may have begun since the request arrived (e.g.
   // while a deferred answer was pending): say so in this response.

@@ -89,10 +89,64 @@ Directives parse_cache_control(std::string_view value) {
   return d;
 }
 
+bool is_hop_by_hop(std::string_view name) {
+  for (std::string_view h :
+       {"Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding",
+        "Upgrade", "Proxy-Authenticate", "Proxy-Authorization", "Content-Length"}) {
+    if (iequals(name, h)) return true;
+  }
+  return false;
+}
+
+Fields end_to_end(const Fields& fields) {
+  std::vector<std::string_view> named;  // by the Connection fields
+  for (const auto& [k, v] : fields) {
+    if (!iequals(k, "Connection")) continue;
+    std::string_view rest = v;
+    while (!rest.empty()) {
+      const size_t comma = rest.find(',');
+      const std::string_view token = trim(rest.substr(0, comma));
+      if (!token.empty()) named.push_back(token);
+      rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    }
+  }
+  Fields out;
+  out.reserve(fields.size());
+  for (const auto& f : fields) {
+    if (is_hop_by_hop(f.first)) continue;
+    if (std::any_of(named.begin(), named.end(),
+                    [&](std::string_view n) { return iequals(n, f.first); })) {
+      continue;
+    }
+    out.push_back(f);
+  }
+  return out;
+}
+
 bool storable(const Stored& s) {
-  if (s.status != 200) return false;
-  const Directives d = parse_cache_control(s.cache_control);
-  return !d.no_store && !d.private_;
+  switch (s.status) {
+    case 200:
+    case 203:
+    case 204:
+    case 300:
+    case 301:
+    case 308:
+    case 404:
+    case 405:
+    case 410:
+    case 414:
+    case 501: {
+      const Directives d = parse_cache_control(s.cache_control);
+      return !d.no_store && !d.private_;
+    }
+    default: {
+      // Other final statuses a cache understands: only with explicit freshness.
+      if (s.status < 200 || s.status == 206 || s.status == 304 || s.status > 599) return false;
+      const Directives d = parse_cache_control(s.cache_control);
+      if (d.no_store || d.private_) return false;
+      return d.max_age || d.s_maxage || d.public_ || s.expires != -1;
+    }
+  }
 }
 
 int64_t freshness_lifetime(const Stored& s, const Policy& p) {

@@ -11,8 +11,19 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace cdn::replica::cache {
+
+// Header fields in order, names as received.
+using Fields = std::vector<std::pair<std::string, std::string>>;
+
+// RFC 9110 7.6.1: fields of one connection, never forwarded nor stored:
+// the hop-by-hop set, and every field a Connection field names. Framing
+// (Content-Length, Transfer-Encoding) is also left out: each hop sets its own.
+bool is_hop_by_hop(std::string_view name);
+Fields end_to_end(const Fields& fields);
 
 // The response directives of a Cache-Control value (RFC 9111 5.2.2) that a
 // shared cache acts on. Unknown directives are ignored; a malformed
@@ -50,8 +61,10 @@ struct Stored {
   int64_t response_time = 0;  // when its head arrived
 };
 
-// May a shared cache store this response (RFC 9111 3)? Only 200 here:
-// other statuses are passed through, not stored.
+// May a shared cache store this response (RFC 9111 3)? A final status this
+// cache understands, not no-store nor private, and either a status that is
+// heuristically cacheable (RFC 9110 15.1) or explicit freshness (max-age,
+// s-maxage, Expires) or public. 206 is never stored (no combining here).
 bool storable(const Stored& s);
 
 // Freshness lifetime in seconds (RFC 9111 4.2.1): s-maxage, max-age,

@@ -74,9 +74,18 @@ std::string read_small_file(const std::string& path, size_t limit) {
   return out;
 }
 
+// The meta format. 2: the origin's header fields and status are stored
+// (version 1 had neither, and its answers carried made-up headers).
+constexpr int kFormat = 2;
+
 json to_json(const EntryMeta& m) {
+  json fields = json::array();
+  if (m.headers) {
+    for (const auto& [k, v] : *m.headers) fields.push_back(json::array({k, v}));
+  }
   return json{
-      {"version", 1},
+      {"version", kFormat},
+      {"headers", std::move(fields)},
       {"key", m.key},
       {"status", m.stored.status},
       {"cache_control", m.stored.cache_control},
@@ -94,9 +103,16 @@ json to_json(const EntryMeta& m) {
   };
 }
 
-bool from_json(const json& j, EntryMeta& m) {
-  if (!j.is_object() || j.value("version", 0) != 1) return false;
+// nullopt: another format version; false: this version, but not valid.
+std::optional<bool> from_json(const json& j, EntryMeta& m) {
+  if (!j.is_object()) return false;
+  if (j.value("version", 0) != kFormat) return std::nullopt;
   m.key = j.at("key").get<std::string>();
+  auto fields = std::make_shared<cache::Fields>();
+  for (const auto& f : j.at("headers")) {
+    fields->emplace_back(f.at(0).get<std::string>(), f.at(1).get<std::string>());
+  }
+  m.headers = std::move(fields);
   m.stored.status = j.at("status").get<int>();
   m.stored.cache_control = j.at("cache_control").get<std::string>();
   m.stored.date = j.at("date").get<int64_t>();
@@ -226,8 +242,9 @@ void DiskCache::load_all() {
   }
   ::closedir(dir);
   for (const auto& m : metas) {
-    if (!load_one(opt_.dir + "/" + m)) {
-      ++corrupt_;
+    const Load r = load_one(opt_.dir + "/" + m);
+    if (r != Load::Loaded) {
+      ++(r == Load::Outdated ? outdated_ : corrupt_);
       const std::string stem = m.substr(0, m.size() - 5);
       ::unlinkat(dir_fd_, m.c_str(), 0);
       ::unlinkat(dir_fd_, (stem + ".body").c_str(), 0);
@@ -245,18 +262,20 @@ void DiskCache::load_all() {
   evict_for(0);
 }
 
-bool DiskCache::load_one(const std::string& meta_path) {
+DiskCache::Load DiskCache::load_one(const std::string& meta_path) {
   EntryMeta m;
   try {
     const json j = json::parse(read_small_file(meta_path, 1 << 20));
-    if (!from_json(j, m)) return false;
+    const auto ok = from_json(j, m);
+    if (!ok) return Load::Outdated;
+    if (!*ok) return Load::Corrupt;
   } catch (const std::exception&) {
-    return false;
+    return Load::Corrupt;
   }
-  if (path_of(m.key, ".meta") != meta_path) return false;
+  if (path_of(m.key, ".meta") != meta_path) return Load::Corrupt;
   const std::string body_path = path_of(m.key, ".body");
   const int fd = ::open(body_path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
+  if (fd < 0) return Load::Corrupt;
   std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(new_sha256(), EVP_MD_CTX_free);
   const bool in_memory = m.size <= opt_.memory_object_limit;
   std::string body;
@@ -274,10 +293,10 @@ bool DiskCache::load_one(const std::string& meta_path) {
     if (in_memory && ok) body.append(buf.data(), static_cast<size_t>(n));
   }
   ::close(fd);
-  if (!ok || total != m.size) return false;
-  if (finish_sha256(ctx.get()).first != m.digest) return false;
+  if (!ok || total != m.size) return Load::Corrupt;
+  if (finish_sha256(ctx.get()).first != m.digest) return Load::Corrupt;
   insert(std::move(m), body_path, std::move(body), in_memory);
-  return true;
+  return Load::Loaded;
 }
 
 std::shared_ptr<const Object> DiskCache::make_object(const EntryMeta& m,
@@ -452,10 +471,12 @@ const DiskCache::Entry* DiskCache::commit(Writer& w, EntryMeta meta) {
   return peek(key);
 }
 
-const DiskCache::Entry* DiskCache::refresh(const std::string& key, const cache::Stored& stored) {
+const DiskCache::Entry* DiskCache::refresh(const std::string& key, const cache::Stored& stored,
+                                           std::shared_ptr<const cache::Fields> headers) {
   auto it = index_.find(key);
   if (it == index_.end()) return nullptr;
   it->second.meta.stored = stored;
+  if (headers) it->second.meta.headers = std::move(headers);
   if (!write_meta(it->second.meta)) ++write_errors_;  // still fresh in memory until restart
   lru_.splice(lru_.begin(), lru_, it->second.lru);
   return &it->second;

@@ -2,8 +2,10 @@
 // memory, LRU eviction beyond `max_bytes`, and a memory tier holding the
 // bodies of small hot objects (up to `memory_bytes` in all).
 //
-// Layout: <dir>/<h>.body and <dir>/<h>.meta (JSON: key, validators,
-// freshness inputs, size, sha-256 digest), h = hex sha-256 of the key;
+// Layout: <dir>/<h>.body and <dir>/<h>.meta (JSON: format version, key,
+// validators, freshness inputs, header fields, size, sha-256 digest), h =
+// hex sha-256 of the key; a meta of another format version is dropped at
+// start (counted in outdated_dropped()), never read as this one;
 // bodies are written to <dir>/tmp/ first. A commit is: body fsync + rename,
 // then meta written the same way, then the directory fsynced. A crash or a
 // full disk leaves at worst a temp file (removed at start) or a body whose
@@ -20,6 +22,7 @@
 #include <cstdint>
 #include <list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -38,6 +41,9 @@ struct EntryMeta {
   std::string origin_etag;    // as the origin sent it (If-None-Match on revalidation); may be ""
   std::string last_modified;  // the origin's Last-Modified (If-Modified-Since); may be ""
   std::string content_type;
+  // The origin's end-to-end header fields, stored and relayed with the body
+  // (RFC 9111 3.1); null for entries that have none.
+  std::shared_ptr<const cache::Fields> headers;
 };
 
 class DiskCache {
@@ -117,8 +123,10 @@ class DiskCache {
   // or nullptr (errno set; logged by the caller) when it cannot be stored:
   // larger than max_bytes (EFBIG), spilled to memory, or a write failed.
   const Entry* commit(Writer& w, EntryMeta meta);
-  // A 304 refreshed the stored response: new freshness inputs (meta rewritten).
-  const Entry* refresh(const std::string& key, const cache::Stored& stored);
+  // A 304 refreshed the stored response: new freshness inputs and, when
+  // non-null, header fields (meta rewritten).
+  const Entry* refresh(const std::string& key, const cache::Stored& stored,
+                       std::shared_ptr<const cache::Fields> headers = nullptr);
   void erase(const std::string& key);
 
   uint64_t bytes() const { return bytes_; }
@@ -126,6 +134,7 @@ class DiskCache {
   size_t objects() const { return index_.size(); }
   uint64_t evictions() const { return evictions_; }
   uint64_t corrupt_dropped() const { return corrupt_; }
+  uint64_t outdated_dropped() const { return outdated_; }
   uint64_t write_errors() const { return write_errors_; }
   const std::string& dir() const { return opt_.dir; }
 
@@ -135,7 +144,8 @@ class DiskCache {
  private:
   std::string path_of(const std::string& key, const char* suffix) const;
   void load_all();
-  bool load_one(const std::string& meta_path);
+  enum class Load { Loaded, Corrupt, Outdated };
+  Load load_one(const std::string& meta_path);
   std::shared_ptr<const Object> make_object(const EntryMeta& m, const std::string& body_path,
                                             std::string body, bool in_memory);
   bool write_meta(const EntryMeta& m);
@@ -152,6 +162,7 @@ class DiskCache {
   uint64_t memory_used_ = 0;
   uint64_t evictions_ = 0;
   uint64_t corrupt_ = 0;
+  uint64_t outdated_ = 0;
   uint64_t write_errors_ = 0;
   uint64_t tmp_counter_ = 0;
 };

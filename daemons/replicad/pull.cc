@@ -14,9 +14,6 @@
 namespace cdn::replica {
 namespace {
 
-// Bodies of answers that are passed through (404, 301, ...), not cached.
-constexpr size_t kPassThroughLimit = 1 << 20;
-
 // RFC 9110 9.2.1: methods whose success changes nothing at the origin.
 bool is_safe(std::string_view method) {
   return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "TRACE";
@@ -42,6 +39,53 @@ std::string_view authority_of(std::string_view uri) {
     }
   }
   return {};
+}
+
+// Every line of a field, joined as one list (RFC 9110 5.3).
+std::string joined(const cache::Fields& fields, std::string_view name) {
+  std::string out;
+  for (const auto& [k, v] : fields) {
+    if (!http::iequals(k, name)) continue;
+    if (!out.empty()) out.append(", ");
+    out.append(v);
+  }
+  return out;
+}
+
+// Request fields a cache fetch must not take from its first client: the
+// cache asks its own conditionals and stores whole answers.
+bool is_client_conditional(std::string_view name) {
+  for (std::string_view c : {"If-None-Match", "If-Modified-Since", "If-Match",
+                             "If-Unmodified-Since", "If-Range", "Range"}) {
+    if (http::iequals(name, c)) return true;
+  }
+  return false;
+}
+
+// The client's end-to-end request fields as curl header lines, with our
+// Via hop. Host is the origin's (curl sets it from the URL); Accept-Encoding
+// is the origin fetch's own (identity); Expect is answered here.
+std::vector<std::string> forwarded_fields(const http::Request& req, bool shared_fetch,
+                                          const std::string& name) {
+  cache::Fields in;
+  in.reserve(req.headers.size());
+  for (const auto& h : req.headers) in.emplace_back(h.name, h.value);
+  std::vector<std::string> out;
+  std::string via;
+  for (const auto& [k, v] : cache::end_to_end(in)) {
+    if (http::iequals(k, "Host") || http::iequals(k, "Accept-Encoding") ||
+        http::iequals(k, "Expect") || (shared_fetch && is_client_conditional(k))) {
+      continue;
+    }
+    if (http::iequals(k, "Via")) {
+      via.append(v).append(", ");
+      continue;
+    }
+    // curl sends "Name:" lines as a removal; "Name;" is an empty field.
+    out.push_back(v.empty() ? k + ";" : k + ": " + v);
+  }
+  out.push_back("Via: " + via + "1.1 " + name);
+  return out;
 }
 
 int64_t seconds(std::chrono::milliseconds d) {
@@ -87,7 +131,6 @@ struct Pull::Fetch {
   OriginHead head;
   cache::Stored stored;
   std::unique_ptr<DiskCache::Writer> writer;
-  std::string passthrough;
   std::string local_error;  // why we stopped the transfer ourselves
 };
 
@@ -97,22 +140,22 @@ Pull::Pull(uv_loop_t* loop, const config::ContentSettings& c, std::string name, 
       name_(std::move(name)),
       respond_(std::move(respond)),
       policy_(policy_of(c)),
-      default_cache_control_("public, max-age=" + std::to_string(seconds(c.max_age))),
       cache_(cache_options(c)),
       origin_(loop, origin_options(c)) {
   while (!origin_url_.empty() && origin_url_.back() == '/') origin_url_.pop_back();
   if (!c.ca_file.empty() && ::access(c.ca_file.c_str(), R_OK) != 0) {
     throw std::runtime_error("ca_file " + c.ca_file + ": " + std::strerror(errno));
   }
-  spdlog::info("cache {}: {} objects, {} bytes ({} corrupt entries dropped)", cache_.dir(),
-               cache_.objects(), cache_.bytes(), cache_.corrupt_dropped());
+  spdlog::info(
+      "cache {}: {} objects, {} bytes ({} corrupt entries, {} of an older format dropped)",
+      cache_.dir(), cache_.objects(), cache_.bytes(), cache_.corrupt_dropped(),
+      cache_.outdated_dropped());
 }
 
 Pull::~Pull() = default;
 
 void Pull::reconfigure(const config::ContentSettings& c) {
   policy_ = policy_of(c);
-  default_cache_control_ = "public, max-age=" + std::to_string(seconds(c.max_age));
   origin_.set_options(origin_options(c));
 }
 
@@ -149,10 +192,7 @@ void Pull::serve(net::Exchange& ex, const std::string& path) {
       f->body = req.body;
     }
     f->host = std::string(req.header("Host").value_or(""));
-    if (auth) f->request_headers.push_back("Authorization: " + std::string(*auth));
-    if (auto ct = req.header("Content-Type")) {
-      f->request_headers.push_back("Content-Type: " + std::string(*ct));
-    }
+    f->request_headers = forwarded_fields(req, cacheable_method, name_);
     f->waiters.push_back(ex.defer());
     const std::string slot = "\x01private " + std::to_string(++private_fetches_);
     fetches_.emplace(slot, std::move(f));
@@ -185,6 +225,7 @@ void Pull::serve(net::Exchange& ex, const std::string& path) {
   }
   auto f = std::make_unique<Fetch>();
   f->waiters.push_back(std::move(d));
+  f->request_headers = forwarded_fields(req, true, name_);
   fetches_.emplace(key, std::move(f));
   start_fetch(key);
 }
@@ -218,13 +259,14 @@ void Pull::start_fetch(const std::string& slot) {
   if (f->target.empty()) f->target = slot;
   const std::string& key = f->target;
   if (const auto* e = f->private_ ? nullptr : cache_.peek(key)) {
+    const size_t before = f->request_headers.size();
     if (!e->meta.origin_etag.empty()) {
       f->request_headers.push_back("If-None-Match: " + e->meta.origin_etag);
     }
     if (!e->meta.last_modified.empty()) {
       f->request_headers.push_back("If-Modified-Since: " + e->meta.last_modified);
     }
-    f->conditional = !f->request_headers.empty();
+    f->conditional = f->request_headers.size() > before;
   }
   f->request_time = now();
   ++stats_.origin_requests;
@@ -244,12 +286,7 @@ void Pull::start_fetch(const std::string& slot) {
       }
       return true;
     }
-    if (f->passthrough.size() + n > kPassThroughLimit) {
-      f->local_error = "origin answer too large to pass through";
-      return false;
-    }
-    f->passthrough.append(data, n);
-    return true;
+    return true;  // no writer: no body expected (HEAD)
   };
   cb.done = [this, slot](const OriginResult& r) { finish_fetch(slot, r); };
   OriginRequest request;
@@ -265,7 +302,7 @@ void Pull::on_head(Fetch& f, const OriginHead& h) {
   f.head = h;
   cache::Stored& s = f.stored;
   s.status = static_cast<int>(h.status);
-  s.cache_control = std::string(h.header("Cache-Control").value_or(""));
+  s.cache_control = joined(h.headers, "Cache-Control");
   s.date = h.header("Date") ? http::parse_http_date(*h.header("Date")) : -1;
   s.expires = cache::parse_expires(h.header("Expires"));
   s.age = 0;
@@ -276,7 +313,7 @@ void Pull::on_head(Fetch& f, const OriginHead& h) {
   }
   s.request_time = f.request_time;
   s.response_time = now();
-  if (h.status == 200 && f.method == "GET") {
+  if (f.method != "HEAD") {
     f.writer = cache_.begin();
     if (!f.writer) f.local_error = std::string("cannot buffer the body: ") + std::strerror(errno);
   }
@@ -319,8 +356,8 @@ void Pull::answer_entry(net::Exchange& ex, const DiskCache::Entry& e, std::strin
       return;
     }
   }
-  a.cache_control =
-      e.meta.stored.cache_control.empty() ? default_cache_control_ : e.meta.stored.cache_control;
+  a.status = e.meta.stored.status;
+  a.headers = e.meta.headers;
   a.age = cache::current_age(e.meta.stored, now());
   a.cache_status = name_ + "; " + status;
   respond_(ex, std::move(a));
@@ -333,6 +370,25 @@ void Pull::answer_error(net::Exchange& ex, Fetch& f, const DiskCache::Entry& e) 
   answer_entry(ex, e, "fwd=stale" + fwd + "; detail=stale-if-error");
 }
 
+namespace {
+// RFC 9111 4.3.4: the stored fields, each one the 304 carries replaced by
+// the 304's lines of that name.
+std::shared_ptr<const cache::Fields> updated_fields(const cache::Fields* stored,
+                                                    const cache::Fields& fresh) {
+  auto out = std::make_shared<cache::Fields>();
+  if (stored != nullptr) {
+    for (const auto& f : *stored) {
+      const bool replaced = std::any_of(fresh.begin(), fresh.end(), [&](const auto& n) {
+        return http::iequals(n.first, f.first);
+      });
+      if (!replaced) out->push_back(f);
+    }
+  }
+  out->insert(out->end(), fresh.begin(), fresh.end());
+  return out;
+}
+}  // namespace
+
 void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
   auto node = fetches_.extract(slot);
   if (node.empty()) return;
@@ -340,6 +396,7 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
   const std::string key = f.target;
   const std::string url = url_for(key);
   const long status = f.have_head ? f.head.status : 0;
+  const bool shared_get = f.method == "GET" && !f.private_;
 
   std::string failure;  // non-empty: the origin failed us
   int error_status = 502;
@@ -353,10 +410,7 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
     failure = "origin sent a malformed response: " + r.message;
   } else if (r.error != OriginError::None) {
     failure = "origin unreachable: " + r.message;
-  } else if (status >= 500) {
-    failure = "origin answered " + std::to_string(status);
-  } else if (status == 304 && f.method == "GET" &&
-             (!f.conditional || cache_.peek(key) == nullptr)) {
+  } else if (status == 304 && shared_get && (!f.conditional || cache_.peek(key) == nullptr)) {
     failure = "origin answered 304 to a request that was not conditional";
   }
   if (failure.empty() && f.writer) {
@@ -366,6 +420,14 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
       if (!want.empty() && want != f.writer->digest()) {
         failure = "origin body does not match its Repr-Digest (" + want + ")";
       }
+    }
+  }
+  // A 5xx is relayed as the origin sent it, unless stale-if-error lets a
+  // stored copy answer instead (RFC 5861 4).
+  if (failure.empty() && status >= 500 && shared_get) {
+    const auto* e = cache_.peek(key);
+    if (e != nullptr && cache::usable_on_error(e->meta.stored, policy_, now())) {
+      failure = "origin answered " + std::to_string(status);
     }
   }
 
@@ -386,104 +448,86 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
     for (auto& p : f.prefetchers) p(have_copy, failure);
     return;
   }
+  if (status >= 500) ++stats_.origin_errors;
 
   if (!is_safe(f.method) && status >= 200 && status < 400) invalidate(f);
+  const cache::Fields fields = cache::end_to_end(f.head.headers);
 
-  if (status == 304 && f.method == "GET") {
+  if (status == 304 && shared_get) {
     const auto* old = cache_.peek(key);
-    const auto* e = cache_.refresh(key, cache::refreshed(old->meta.stored, f.stored,
-                                                         f.head.header("Cache-Control").has_value(),
-                                                         f.head.header("Expires").has_value()));
+    cache_.refresh(
+        key,
+        cache::refreshed(old->meta.stored, f.stored, f.head.header("Cache-Control").has_value(),
+                         f.head.header("Expires").has_value()),
+        updated_fields(old->meta.headers.get(), fields));
     ++stats_.revalidated;
     spdlog::debug("{}: 304, copy refreshed", url);
     for (auto& d : f.waiters) {
       if (auto* ex = d.exchange())
         answer_entry(*ex, *cache_.peek(key), "fwd=stale; fwd-status=304");
     }
-    (void)e;
     for (auto& p : f.prefetchers) p(true, {});
     return;
   }
 
-  if (status == 200 && f.method == "GET") {
-    EntryMeta meta;
-    meta.key = key;
-    meta.stored = f.stored;
-    meta.origin_etag = std::string(f.head.header("ETag").value_or(""));
-    if (!meta.origin_etag.empty() && !meta.origin_etag.starts_with("W/")) {
-      meta.etag = meta.origin_etag;  // strong: the same validator on every tier
-    }
-    meta.last_modified = std::string(f.head.header("Last-Modified").value_or(""));
-    meta.content_type = std::string(f.head.header("Content-Type").value_or(""));
-    const bool was_cached = !f.private_ && cache_.peek(key) != nullptr;
-    const std::string fwd = f.private_ ? "fwd=bypass" : was_cached ? "fwd=stale" : "fwd=uri-miss";
-    if (f.private_) {
-      // Not stored, and the shared copy (if any) is another answer: kept.
-    } else if (cache::storable(f.stored)) {
-      if (const auto* e = cache_.commit(*f.writer, meta)) {
-        for (auto& d : f.waiters) {
-          const auto* cur = cache_.peek(key);
-          if (auto* ex = d.exchange(); ex != nullptr && cur != nullptr) {
-            answer_entry(*ex, *cur, fwd + "; fwd-status=200; stored");
-          }
+  EntryMeta meta;
+  meta.key = key;
+  meta.stored = f.stored;
+  meta.headers = std::make_shared<const cache::Fields>(fields);
+  meta.origin_etag = std::string(f.head.header("ETag").value_or(""));
+  if (!meta.origin_etag.empty() && !meta.origin_etag.starts_with("W/")) {
+    meta.etag = meta.origin_etag;  // strong: the same validator on every tier
+  }
+  meta.last_modified = std::string(f.head.header("Last-Modified").value_or(""));
+  meta.content_type = std::string(f.head.header("Content-Type").value_or(""));
+  const bool was_cached = shared_get && cache_.peek(key) != nullptr;
+  const std::string fwd = !shared_get ? "fwd=bypass" : was_cached ? "fwd=stale" : "fwd=uri-miss";
+  const std::string fwd_status = fwd + "; fwd-status=" + std::to_string(status);
+  if (!shared_get) {
+    // Not stored, and the shared copy (if any) is another answer: kept.
+  } else if (f.writer && cache::storable(f.stored)) {
+    if (cache_.commit(*f.writer, meta) != nullptr) {
+      for (auto& d : f.waiters) {
+        const auto* cur = cache_.peek(key);
+        if (auto* ex = d.exchange(); ex != nullptr && cur != nullptr) {
+          answer_entry(*ex, *cur, fwd_status + "; stored");
         }
-        (void)e;
-        for (auto& p : f.prefetchers) p(true, {});
-        return;
       }
-      spdlog::warn("{}: not cached: {}", url,
-                   f.writer->on_disk() ? std::strerror(errno)
-                                       : "cache disk failed (" + f.writer->disk_error() + ")");
-    } else {
-      cache_.erase(key);  // the origin no longer lets us keep it
+      for (auto& p : f.prefetchers) p(true, {});
+      return;
     }
-    // Served from the fetched bytes, not stored.
-    auto obj = std::make_shared<Object>();
-    obj->rel = key;
+    spdlog::warn("{}: not cached: {}", url,
+                 f.writer->on_disk() ? std::strerror(errno)
+                                     : "cache disk failed (" + f.writer->disk_error() + ")");
+  } else {
+    cache_.erase(key);  // the origin's latest answer replaces what was stored
+  }
+  // Served from the fetched bytes, not stored.
+  auto obj = std::make_shared<Object>();
+  obj->rel = key;
+  if (f.writer) {
     obj->size = f.writer->size();
     obj->digest = f.writer->digest();
     obj->etag = meta.etag.empty() ? DiskCache::etag_of(f.writer->digest_hex()) : meta.etag;
-    obj->content_type = meta.content_type.empty()
-                            ? std::string(http::mime_type(key.substr(0, key.find('?'))))
-                            : meta.content_type;
-    const int64_t lm = meta.last_modified.empty() ? -1 : http::parse_http_date(meta.last_modified);
-    obj->mtime = lm >= 0 ? lm : f.stored.response_time;
-    obj->last_modified = http::http_date(obj->mtime);
     obj->in_memory = f.writer->in_memory();
     if (obj->in_memory) obj->body = f.writer->memory();
-    for (auto& d : f.waiters) {
-      auto* ex = d.exchange();
-      if (ex == nullptr) continue;
-      Answer a;
-      a.object = obj;
-      if (!obj->in_memory && !ex->is_head()) a.fd = f.writer->dup_fd();
-      a.cache_control = f.stored.cache_control.empty() ? "no-store" : f.stored.cache_control;
-      a.cache_status = name_ + "; " + fwd + "; fwd-status=200";
-      respond_(*ex, std::move(a));
-    }
-    for (auto& p : f.prefetchers) p(true, {});
-    return;
+  } else {
+    obj->in_memory = true;
   }
-
-  // Anything else (404, 301, 403, ...) is passed through, not stored.
-  if (!f.private_ && (status == 404 || status == 410)) cache_.erase(key);
-  const std::string ct(f.head.header("Content-Type").value_or("text/plain; charset=utf-8"));
-  const std::string cc(f.head.header("Cache-Control").value_or("no-store"));
-  const auto location = f.head.header("Location");
+  obj->content_type = meta.content_type;
+  const int64_t lm = meta.last_modified.empty() ? -1 : http::parse_http_date(meta.last_modified);
+  obj->mtime = lm;
+  obj->last_modified = meta.last_modified;
   for (auto& d : f.waiters) {
     auto* ex = d.exchange();
     if (ex == nullptr) continue;
-    auto& h = ex->begin(static_cast<int>(status));
-    h.header("Content-Type", ct);
-    if (status != 204 && status != 304) {  // RFC 9110 8.6: neither has a body length
-      h.header("Content-Length", static_cast<uint64_t>(f.passthrough.size()));
-    }
-    h.header("Cache-Control", cc);
-    if (location) h.header("Location", *location);
-    h.header("CDN-Replica", name_);
-    h.header("Cache-Status", name_ + (f.private_ ? "; fwd=bypass" : "; fwd=uri-miss") +
-                                 "; fwd-status=" + std::to_string(status));
-    ex->finish(f.passthrough);
+    Answer a;
+    a.object = obj;
+    if (!obj->in_memory && !ex->is_head()) a.fd = f.writer->dup_fd();
+    a.status = static_cast<int>(status);
+    a.headers = meta.headers;
+    a.cache_status = name_ + "; " + fwd_status;
+    respond_(*ex, std::move(a));
   }
   if (status != 200) spdlog::info("{}: origin answered {}", url, status);
   for (auto& p : f.prefetchers) p(true, {});

@@ -34,10 +34,13 @@ namespace cdn::replica {
 // An object to answer with; the Replica applies conditionals and Range.
 struct Answer {
   std::shared_ptr<const Object> object;
-  int fd = -1;                // owned: the body file, or -1 when the object is in memory
-  std::string cache_control;  // to send
-  int64_t age = -1;           // Age header (seconds), -1: none
-  std::string cache_status;   // RFC 9211 Cache-Status parameters ("hit", "fwd=uri-miss", ...)
+  int fd = -1;       // owned: the body file, or -1 when the object is in memory
+  int status = 200;  // the origin's
+  // The origin's end-to-end fields, relayed (the object's validators and
+  // type are not sent again from the Object).
+  std::shared_ptr<const cache::Fields> headers;
+  int64_t age = -1;          // Age header (seconds), -1: none
+  std::string cache_status;  // RFC 9211 Cache-Status parameters ("hit", "fwd=uri-miss", ...)
 };
 
 struct PullStats {
@@ -91,7 +94,6 @@ class Pull {
   std::string name_;
   Responder respond_;
   cache::Policy policy_;
-  std::string default_cache_control_;
   DiskCache cache_;
   Origin origin_;
   // Keyed by cache key; a private (Authorization) fetch has a slot of its own.

@@ -10,7 +10,11 @@ Every request the origin receives is logged with its method, headers and body.
 
 from __future__ import annotations
 
+import base64
+import email.utils
+import hashlib
 import http.client
+import json
 import http.server
 import threading
 
@@ -275,3 +279,63 @@ def test_local_content_and_cdn_endpoints_keep_405(cdn, origin):
     g = gateway(cdn, origin.url("/"))
     assert send(g, "POST", "/.cdn/status", body=b"x")[0] == 405
     assert send(g, "CONNECT", "example.com:443")[0] in (400, 405)
+
+
+# ------------------------------------------------------- fields and statuses
+
+
+def test_fields_forwarded_relayed_and_stored(cdn, origin):
+    date = email.utils.formatdate(usegmt=True)
+    origin.routes["/h"] = lambda s: (200, [
+        ("Cache-Control", "max-age=600"), ("Date", date),
+        ("Last-Modified", "Sat, 05 Dec 2026 10:00:00 GMT"), ("Set-Cookie", "a=1"),
+        ("X-Origin", "yes"), ("Connection", "X-Hop"), ("X-Hop", "no")], b"body\n")
+    g = gateway(cdn, origin.url("/"))
+    for i in range(2):  # the miss, then the stored copy
+        s, h, b = send(g, "GET", "/h", {"X-Client": "c", "Connection": "X-Gone", "X-Gone": "1"})
+        assert s == 200 and b == b"body\n"
+        assert field(h, "X-Origin") == "yes" and field(h, "Set-Cookie") == "a=1"
+        assert field(h, "Date") == date
+        assert field(h, "Last-Modified") == "Sat, 05 Dec 2026 10:00:00 GMT"
+        assert field(h, "Cache-Control") == "max-age=600"
+        assert field(h, "X-Hop") is None and field(h, "Via").endswith(g.name)
+    seen = origin.seen("/h")
+    assert len(seen) == 1
+    assert seen[0].headers["X-Client"] == "c" and "X-Gone" not in seen[0].headers
+    assert seen[0].headers["Via"] == f"1.1 {g.name}"
+
+
+def test_origin_statuses_pass_through(cdn, origin):
+    origin.routes["/err"] = lambda s: (503, [("Retry-After", "7")], b"busy\n")
+    origin.routes["/gone"] = lambda s: (410, [], b"gone\n")
+    g = gateway(cdn, origin.url("/"))
+    s, h, b = send(g, "GET", "/err")
+    assert s == 503 and b == b"busy\n" and field(h, "Retry-After") == "7"
+    assert send(g, "GET", "/gone")[0] == 410
+    assert field(send(g, "GET", "/gone")[1], "Cache-Status").endswith("hit")
+    assert len(origin.seen("/gone")) == 1  # 410 is heuristically cacheable
+
+
+def test_old_format_entry_dropped_at_warm_restart(cdn, origin):
+    origin.routes["/o"] = lambda s: (200, [("Cache-Control", "max-age=600"), ("X-V", "2")],
+                                     b"new\n")
+    g = gateway(cdn, origin.url("/"))
+    cache = g.dir / "cache"
+    assert g.stop() == 0
+    # An entry as format 1 wrote it: valid body and digest, no fields.
+    stem = cache / hashlib.sha256(b"/o").hexdigest()
+    body = b"old\n"
+    digest = "sha-256=:" + base64.b64encode(hashlib.sha256(body).digest()).decode() + ":"
+    stem.with_suffix(".body").write_bytes(body)
+    stem.with_suffix(".meta").write_text(json.dumps({
+        "version": 1, "key": "/o", "status": 200, "cache_control": "max-age=600", "date": -1,
+        "expires": -1, "age": 0, "request_time": 1, "response_time": 1 << 40, "size": 4,
+        "digest": digest, "etag": '"x"', "origin_etag": "", "last_modified": "",
+        "content_type": "text/plain"}))
+    mark = len(g.notify.messages)
+    g.expect_exit = False
+    g.start(wait_ready=False)
+    g.wait_ready(start=mark)
+    s, h, b = send(g, "GET", "/o")
+    assert s == 200 and b == b"new\n" and field(h, "X-V") == "2"
+    assert not stem.with_suffix(".body").exists() or stem.with_suffix(".body").read_bytes() == b"new\n"

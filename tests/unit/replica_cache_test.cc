@@ -57,9 +57,38 @@ TEST(Storable, StatusAndDirectives) {
   EXPECT_TRUE(storable(stored("")));
   EXPECT_FALSE(storable(stored("no-store")));
   EXPECT_FALSE(storable(stored("private, max-age=10")));
-  Stored s = stored("max-age=10");
-  s.status = 404;
+  Stored s = stored("");
+  s.status = 404;  // heuristically cacheable (RFC 9110 15.1)
+  EXPECT_TRUE(storable(s));
+  s.status = 500;  // only with explicit freshness
   EXPECT_FALSE(storable(s));
+  s.cache_control = "max-age=10";
+  EXPECT_TRUE(storable(s));
+  s.status = 206;  // no combining of partial answers here
+  EXPECT_FALSE(storable(s));
+  s = stored("");
+  s.status = 302;
+  EXPECT_FALSE(storable(s));
+  s.expires = 1000;
+  EXPECT_TRUE(storable(s));
+}
+
+TEST(Fields, EndToEndDropsHopByHopAndConnectionNamed) {
+  const Fields in = {{"Date", "x"},
+                     {"connection", "close, X-Private , keep-alive"},
+                     {"Keep-Alive", "5"},
+                     {"x-private", "secret"},
+                     {"Transfer-Encoding", "chunked"},
+                     {"Content-Length", "3"},
+                     {"Set-Cookie", "a=1"},
+                     {"Set-Cookie", "b=2"},
+                     {"Upgrade", "h2c"},
+                     {"Cache-Control", "max-age=1"}};
+  const Fields want = {
+      {"Date", "x"}, {"Set-Cookie", "a=1"}, {"Set-Cookie", "b=2"}, {"Cache-Control", "max-age=1"}};
+  EXPECT_EQ(end_to_end(in), want);
+  EXPECT_TRUE(is_hop_by_hop("te"));
+  EXPECT_FALSE(is_hop_by_hop("Content-Type"));
 }
 
 TEST(Freshness, LifetimeSources) {
