@@ -53,10 +53,12 @@ struct ContentSettings {
   std::string cache_dir = "/var/cache/cdn";     // the unit's CacheDirectory=
   uint64_t cache_size = 1024ULL * 1024 * 1024;  // bytes of bodies on disk (LRU beyond)
   uint64_t cache_memory = 64ULL * 1024 * 1024;  // bytes of small bodies also held in memory
-  milliseconds default_ttl{60'000};             // freshness without max-age/Expires
-  milliseconds stale_while_revalidate{10'000};  // serve stale while refreshing in the background
-  milliseconds stale_if_error{86'400'000};      // serve stale while the origin fails
-  milliseconds origin_timeout{10'000};          // connect / no-progress bound for origin fetches
+  // Operator overrides, off (0) unless set: a cache grants no freshness the
+  // origin did not (RFC 9111 4.2; RFC 5861's directives still apply).
+  milliseconds default_ttl{0};             // freshness without max-age/Expires
+  milliseconds stale_while_revalidate{0};  // serve stale while refreshing in the background
+  milliseconds stale_if_error{0};          // serve stale while the origin fails
+  milliseconds origin_timeout{10'000};     // connect / no-progress bound for origin fetches
   std::string ca_file;  // PEM bundle trusted for https origins; empty: the system's
 };
 

@@ -44,9 +44,9 @@ Directives parse_cache_control(std::string_view value);
 
 // What the operator configured, applied when a response states nothing.
 struct Policy {
-  int64_t default_ttl = 60;
-  int64_t stale_while_revalidate = 10;
-  int64_t stale_if_error = 86400;
+  int64_t default_ttl = 0;
+  int64_t stale_while_revalidate = 0;
+  int64_t stale_if_error = 0;
 };
 
 // The parts of a stored response its freshness depends on, with when it

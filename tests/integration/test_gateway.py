@@ -307,13 +307,13 @@ def test_fields_forwarded_relayed_and_stored(cdn, origin):
 
 def test_origin_statuses_pass_through(cdn, origin):
     origin.routes["/err"] = lambda s: (503, [("Retry-After", "7")], b"busy\n")
-    origin.routes["/gone"] = lambda s: (410, [], b"gone\n")
+    origin.routes["/gone"] = lambda s: (410, [("Cache-Control", "max-age=600")], b"gone\n")
     g = gateway(cdn, origin.url("/"))
     s, h, b = send(g, "GET", "/err")
     assert s == 503 and b == b"busy\n" and field(h, "Retry-After") == "7"
     assert send(g, "GET", "/gone")[0] == 410
     assert field(send(g, "GET", "/gone")[1], "Cache-Status").endswith("hit")
-    assert len(origin.seen("/gone")) == 1  # 410 is heuristically cacheable
+    assert len(origin.seen("/gone")) == 1  # a 410 is stored like a 200
 
 
 def test_old_format_entry_dropped_at_warm_restart(cdn, origin):
