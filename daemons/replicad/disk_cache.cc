@@ -74,15 +74,19 @@ std::string read_small_file(const std::string& path, size_t limit) {
   return out;
 }
 
+// Version 2 keeps the stored response's header lines (cache.hpp decides from
+// them); a meta of another version is not read, so the entry is dropped at start.
+constexpr int kMetaVersion = 2;
+
 json to_json(const EntryMeta& m) {
+  json headers = json::array();
+  for (const auto& h : m.stored.headers) headers.push_back(json::array({h.name, h.value}));
   return json{
-      {"version", 1},
+      {"version", kMetaVersion},
       {"key", m.key},
       {"status", m.stored.status},
-      {"cache_control", m.stored.cache_control},
-      {"date", m.stored.date},
-      {"expires", m.stored.expires},
-      {"age", m.stored.age},
+      {"headers", std::move(headers)},
+      {"variant", m.stored.variant},
       {"request_time", m.stored.request_time},
       {"response_time", m.stored.response_time},
       {"size", m.size},
@@ -95,13 +99,14 @@ json to_json(const EntryMeta& m) {
 }
 
 bool from_json(const json& j, EntryMeta& m) {
-  if (!j.is_object() || j.value("version", 0) != 1) return false;
+  if (!j.is_object() || j.value("version", 0) != kMetaVersion) return false;
   m.key = j.at("key").get<std::string>();
   m.stored.status = j.at("status").get<int>();
-  m.stored.cache_control = j.at("cache_control").get<std::string>();
-  m.stored.date = j.at("date").get<int64_t>();
-  m.stored.expires = j.at("expires").get<int64_t>();
-  m.stored.age = j.at("age").get<int64_t>();
+  m.stored.headers.clear();
+  for (const auto& h : j.at("headers")) {
+    m.stored.headers.push_back({h.at(0).get<std::string>(), h.at(1).get<std::string>()});
+  }
+  m.stored.variant = j.at("variant").get<std::string>();
   m.stored.request_time = j.at("request_time").get<int64_t>();
   m.stored.response_time = j.at("response_time").get<int64_t>();
   m.size = j.at("size").get<uint64_t>();

@@ -3,11 +3,11 @@
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 
 #include "cdn_config.h"
 #include "common/digest/repr_digest.hpp"
+#include "common/http/fields.hpp"
 #include "common/http/path.hpp"
 #include "common/http/serialize.hpp"
 
@@ -21,9 +21,17 @@ int64_t seconds(std::chrono::milliseconds d) {
   return std::chrono::duration_cast<std::chrono::seconds>(d).count();
 }
 
+// An override of 0 is off: nothing granted beyond what the origin said.
+std::optional<int64_t> override_of(std::chrono::milliseconds d) {
+  return seconds(d) > 0 ? std::optional<int64_t>(seconds(d)) : std::nullopt;
+}
+
 cache::Policy policy_of(const config::ContentSettings& c) {
-  return cache::Policy{seconds(c.default_ttl), seconds(c.stale_while_revalidate),
-                       seconds(c.stale_if_error)};
+  cache::Policy p;
+  p.default_ttl = override_of(c.default_ttl);
+  p.stale_while_revalidate = override_of(c.stale_while_revalidate);
+  p.stale_if_error = override_of(c.stale_if_error);
+  return p;
 }
 
 DiskCache::Options cache_options(const config::ContentSettings& c) {
@@ -53,6 +61,7 @@ struct Pull::Fetch {
   int64_t request_time = 0;
   bool have_head = false;
   OriginHead head;
+  std::vector<http::Header> head_fields;  // head.headers as http::Header
   cache::Stored stored;
   std::unique_ptr<DiskCache::Writer> writer;
   std::string passthrough;
@@ -112,6 +121,8 @@ void Pull::serve(net::Exchange& ex, const std::string& path) {
         answer_entry(ex, *e, "hit; detail=stale-while-revalidate");
         if (fetches_.find(key) == fetches_.end()) start_fetch(key);  // in the background
         return;
+      case cache::Action::Stale:  // only for a request's max-stale
+      case cache::Action::GatewayTimeout:
       case cache::Action::Revalidate:
         break;
     }
@@ -196,17 +207,11 @@ void Pull::start_fetch(const std::string& key) {
 void Pull::on_head(Fetch& f, const OriginHead& h) {
   f.have_head = true;
   f.head = h;
+  f.head_fields.clear();
+  for (const auto& [name, value] : h.headers) f.head_fields.push_back({name, value});
   cache::Stored& s = f.stored;
   s.status = static_cast<int>(h.status);
-  s.cache_control = std::string(h.header("Cache-Control").value_or(""));
-  s.date = h.header("Date") ? http::parse_http_date(*h.header("Date")) : -1;
-  s.expires = cache::parse_expires(h.header("Expires"));
-  s.age = 0;
-  if (auto age = h.header("Age")) {
-    int64_t v = 0;
-    const auto [p, ec] = std::from_chars(age->data(), age->data() + age->size(), v);
-    if (ec == std::errc{} && v > 0) s.age = v;
-  }
+  s.headers = cache::storable_headers(f.head_fields, policy_);
   s.request_time = f.request_time;
   s.response_time = now();
   if (h.status == 200) {
@@ -229,8 +234,8 @@ void Pull::answer_entry(net::Exchange& ex, const DiskCache::Entry& e, std::strin
       return;
     }
   }
-  a.cache_control =
-      e.meta.stored.cache_control.empty() ? default_cache_control_ : e.meta.stored.cache_control;
+  const std::string cc = http::combined(e.meta.stored.headers, "Cache-Control");
+  a.cache_control = cc.empty() ? default_cache_control_ : cc;
   a.age = cache::current_age(e.meta.stored, now());
   a.cache_status = name_ + "; " + status;
   respond_(ex, std::move(a));
@@ -295,9 +300,8 @@ void Pull::finish_fetch(const std::string& key, const OriginResult& r) {
 
   if (status == 304) {
     const auto* old = cache_.peek(key);
-    const auto* e = cache_.refresh(key, cache::refreshed(old->meta.stored, f.stored,
-                                                         f.head.header("Cache-Control").has_value(),
-                                                         f.head.header("Expires").has_value()));
+    const auto* e = cache_.refresh(
+        key, cache::refreshed(old->meta.stored, f.head_fields, f.request_time, now()));
     ++stats_.revalidated;
     spdlog::debug("{}: 304, copy refreshed", url);
     for (auto& d : f.waiters) {
@@ -321,7 +325,8 @@ void Pull::finish_fetch(const std::string& key, const OriginResult& r) {
     meta.content_type = std::string(f.head.header("Content-Type").value_or(""));
     const bool was_cached = cache_.peek(key) != nullptr;
     const std::string fwd = was_cached ? "fwd=stale" : "fwd=uri-miss";
-    if (cache::storable(f.stored)) {
+    if (cache::storable("GET", {}, static_cast<int>(status), f.head_fields, policy_) ==
+        cache::Verdict::Storable) {
       if (const auto* e = cache_.commit(*f.writer, meta)) {
         for (auto& d : f.waiters) {
           const auto* cur = cache_.peek(key);
@@ -359,7 +364,8 @@ void Pull::finish_fetch(const std::string& key, const OriginResult& r) {
       Answer a;
       a.object = obj;
       if (!obj->in_memory && !ex->is_head()) a.fd = f.writer->dup_fd();
-      a.cache_control = f.stored.cache_control.empty() ? "no-store" : f.stored.cache_control;
+      const std::string cc = http::combined(f.stored.headers, "Cache-Control");
+      a.cache_control = cc.empty() ? "no-store" : cc;
       a.cache_status = name_ + "; " + fwd + "; fwd-status=200";
       respond_(*ex, std::move(a));
     }

@@ -158,7 +158,8 @@ TEST_F(DiskCacheTest, RefreshKeepsBodyAndPersists) {
     DiskCache c(options());
     put(c, "/r", "body");
     cache::Stored s;
-    s.cache_control = "max-age=99";
+    s.headers = {{"Cache-Control", "max-age=99"}, {"X-Kept", "a"}};
+    s.variant = "accept-encoding: gzip\n";
     s.response_time = 5000;
     const auto* e = c.refresh("/r", s);
     ASSERT_NE(e, nullptr);
@@ -167,7 +168,11 @@ TEST_F(DiskCacheTest, RefreshKeepsBodyAndPersists) {
   DiskCache c(options());
   const auto* e = c.find("/r");
   ASSERT_NE(e, nullptr);
-  EXPECT_EQ(e->meta.stored.cache_control, "max-age=99");
+  ASSERT_EQ(e->meta.stored.headers.size(), 2U);
+  EXPECT_EQ(e->meta.stored.headers[0].name, "Cache-Control");
+  EXPECT_EQ(e->meta.stored.headers[0].value, "max-age=99");
+  EXPECT_EQ(e->meta.stored.headers[1].value, "a");
+  EXPECT_EQ(e->meta.stored.variant, "accept-encoding: gzip\n");
   EXPECT_EQ(e->meta.stored.response_time, 5000);
 }
 
