@@ -552,6 +552,26 @@ Stored refreshed(const Stored& old, Fields not_modified, int64_t request_time,
   return s;
 }
 
+bool not_modified_applies(Fields stored, Fields not_modified) {
+  for (const std::string_view name : {"ETag", "Last-Modified"}) {
+    const auto theirs = http::field_lines(not_modified, name);
+    if (theirs.empty()) continue;
+    const auto ours = http::field_lines(stored, name);
+    return !ours.empty() && text::trim_ows(ours.front()) == text::trim_ows(theirs.front());
+  }
+  return true;
+}
+
+std::vector<http::Header> served_headers(const Stored& s, int64_t now) {
+  std::vector<http::Header> out;
+  out.reserve(s.headers.size() + 1);
+  for (const auto& h : s.headers) {
+    if (!iequals(h.name, "Age")) out.push_back(h);
+  }
+  out.push_back({"Age", std::to_string(current_age(s, now))});
+  return out;
+}
+
 bool is_safe(std::string_view method) {
   return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "TRACE";
 }

@@ -59,8 +59,7 @@ struct Directives {
   bool only_if_cached = false;  // request
 };
 
-// Every `Cache-Control` line of `fields` (or of another field with the same
-// grammar, e.g. `Pragma` is not one) read as one list.
+// Every line named `name` of `fields` read as one Cache-Control list.
 Directives parse_cache_control(Fields fields, std::string_view name = "Cache-Control");
 // One (combined) value.
 Directives parse_cache_control(std::string_view value);
@@ -193,6 +192,12 @@ bool variant_matches(const Stored& s, Fields request);
 
 // ------------------------------------------------------------ 304, invalidation
 
+// Whether a 304 applies to this stored response (§4.3.4): with an ETag it
+// must equal the stored one (byte for byte: a weak one only refreshes the
+// response that carried it); else with a Last-Modified it must equal the
+// stored one; with neither it applies (to the one response we asked about).
+// When false, the stored copy is not the one the origin means: drop it.
+bool not_modified_applies(Fields stored, Fields not_modified);
 // A 304 answered our conditional request (§4.3.4): the stored headers with
 // each field of the 304 replacing all stored lines of that name, except
 // Content-Length (it describes our body, not theirs) and hop-by-hop lines.
@@ -205,6 +210,10 @@ Stored refreshed(const Stored& old, Fields not_modified, int64_t request_time,
 // the normalised path %-encoded, plus "?query"; nullopt for a path that
 // normalize_path refuses.
 std::optional<std::string> cache_key(std::string_view target);
+// The header lines to answer with from the cache at `now`: the stored ones
+// with `Age` set to current_age() (§5.1: the one Age line, ours).
+std::vector<http::Header> served_headers(const Stored& s, int64_t now);
+
 // GET, HEAD, OPTIONS, TRACE (RFC 9110 §9.2.1).
 bool is_safe(std::string_view method);
 // After an unsafe request got a non-error answer (2xx/3xx), what to drop

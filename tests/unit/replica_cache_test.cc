@@ -654,6 +654,28 @@ TEST(NotModified, RefreshRenewsFreshness_4_3_4) {
   EXPECT_EQ(decide(kept, p, kT0 + 130), Action::Revalidate);
 }
 
+TEST(NotModified, WhichStoredResponseItApplies_4_3_4) {
+  const H stored_h = {{"ETag", "\"e1\""}, {"Last-Modified", date(kT0 - 100)}};
+  EXPECT_TRUE(not_modified_applies(stored_h, H{{"ETag", "\"e1\""}}));
+  EXPECT_FALSE(not_modified_applies(stored_h, H{{"ETag", "\"e2\""}}));
+  EXPECT_FALSE(not_modified_applies(stored_h, H{{"ETag", "W/\"e1\""}}));
+  // An ETag decides before Last-Modified.
+  EXPECT_FALSE(
+      not_modified_applies(stored_h, H{{"ETag", "\"e2\""}, {"Last-Modified", date(kT0 - 100)}}));
+  EXPECT_TRUE(not_modified_applies(stored_h, H{{"Last-Modified", date(kT0 - 100)}}));
+  EXPECT_FALSE(not_modified_applies(stored_h, H{{"Last-Modified", date(kT0 - 99)}}));
+  EXPECT_FALSE(not_modified_applies(H{}, H{{"ETag", "\"e1\""}}));
+  EXPECT_TRUE(not_modified_applies(stored_h, H{{"Date", date(kT0)}}));
+}
+
+TEST(Serving, AgeIsOursAndSingle_5_1) {
+  Stored s = stored({{"Date", date(kT0)}, {"Age", "10"}, {"X", "1"}, {"age", "3"}});
+  const auto h = served_headers(s, kT0 + 5);
+  EXPECT_EQ(http::field_lines(h, "Age"), (std::vector<std::string_view>{"15"}));
+  EXPECT_EQ(http::field_lines(h, "X"), (std::vector<std::string_view>{"1"}));
+  EXPECT_EQ(h.size(), 3U);
+}
+
 // ------------------------------------------------------------ §4.4 invalidation
 
 TEST(Invalidation, UnsafeMethodsWithNonErrorStatus_4_4) {
