@@ -382,7 +382,9 @@ std::vector<http::Header> storable_headers(Fields response, const Policy& p) {
       return std::any_of(names.begin(), names.end(),
                          [&](const std::string& n) { return iequals(h.name, n); });
     };
-    return named(d.no_cache_fields) || named(d.private_fields);
+    // Vary stays whatever the lists name: without it, one client's variant
+    // would be served to all.
+    return !iequals(h.name, "Vary") && (named(d.no_cache_fields) || named(d.private_fields));
   });
   return out;
 }

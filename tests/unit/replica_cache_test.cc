@@ -362,6 +362,9 @@ TEST(Storable, HeadersKeptAre_3_1) {
   std::vector<std::string> names;
   for (const auto& x : kept) names.push_back(x.name);
   EXPECT_EQ(names, (std::vector<std::string>{"Cache-Control", "C", "Age"}));
+  // Vary is kept even when a list names it.
+  const auto vary = storable_headers(H{{"Cache-Control", "private=\"vary\""}, {"Vary", "Foo"}}, {});
+  EXPECT_EQ(http::field_lines(vary, "Vary").size(), 1U);
 }
 
 // ------------------------------------------------------------ §4.2 freshness
