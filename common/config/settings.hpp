@@ -48,16 +48,16 @@ struct ContentSettings {
   std::string index = "index.html";
   milliseconds max_age{60'000};  // Cache-Control max-age sent to clients
   uint32_t capacity = 1000;      // connections at which this replica reports load 1.0
-  // Edge cache (used with origin=): where and how much, and the freshness
-  // rules applied when the origin's response does not state its own.
+  // Edge cache (used with origin=): where and how much, and the operator's
+  // freshness overrides, each off (0) unless set: by default the cache
+  // grants no freshness or staleness the origin did not (RFC 9111 §4.2.2
+  // heuristics aside).
   std::string cache_dir = "/var/cache/cdn";     // the unit's CacheDirectory=
   uint64_t cache_size = 1024ULL * 1024 * 1024;  // bytes of bodies on disk (LRU beyond)
   uint64_t cache_memory = 64ULL * 1024 * 1024;  // bytes of small bodies also held in memory
-  // Operator overrides, off (0) unless set: a cache grants no freshness the
-  // origin did not (RFC 9111 4.2; RFC 5861's directives still apply).
-  milliseconds default_ttl{0};             // freshness without max-age/Expires
-  milliseconds stale_while_revalidate{0};  // serve stale while refreshing in the background
-  milliseconds stale_if_error{0};          // serve stale while the origin fails
+  milliseconds default_ttl{0};  // freshness without max-age/Expires, in place of the heuristic
+  milliseconds stale_while_revalidate{0};  // serve stale while refreshing, unless the origin says
+  milliseconds stale_if_error{0};          // serve stale while the origin fails, unless it says
   milliseconds origin_timeout{10'000};     // connect / no-progress bound for origin fetches
   std::string ca_file;  // PEM bundle trusted for https origins; empty: the system's
 };

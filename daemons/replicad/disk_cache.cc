@@ -74,24 +74,22 @@ std::string read_small_file(const std::string& path, size_t limit) {
   return out;
 }
 
-// The meta format. 2: the origin's header fields and status are stored
-// (version 1 had neither, and its answers carried made-up headers).
-constexpr int kFormat = 2;
+// The meta format. 3: the stored response's status, end-to-end header lines
+// (cache.hpp decides from them) and the variant key of the request that got
+// it. 1 had neither fields nor status; two development branches each wrote a
+// "2" of their own, so 2 is skipped. A meta of another version is never read
+// as this one: it is dropped at start (counted in outdated_dropped()).
+constexpr int kFormat = 3;
 
 json to_json(const EntryMeta& m) {
-  json fields = json::array();
-  if (m.headers) {
-    for (const auto& [k, v] : *m.headers) fields.push_back(json::array({k, v}));
-  }
+  json headers = json::array();
+  for (const auto& h : m.stored.headers) headers.push_back(json::array({h.name, h.value}));
   return json{
       {"version", kFormat},
-      {"headers", std::move(fields)},
       {"key", m.key},
       {"status", m.stored.status},
-      {"cache_control", m.stored.cache_control},
-      {"date", m.stored.date},
-      {"expires", m.stored.expires},
-      {"age", m.stored.age},
+      {"headers", std::move(headers)},
+      {"variant", m.stored.variant},
       {"request_time", m.stored.request_time},
       {"response_time", m.stored.response_time},
       {"size", m.size},
@@ -108,16 +106,12 @@ std::optional<bool> from_json(const json& j, EntryMeta& m) {
   if (!j.is_object()) return false;
   if (j.value("version", 0) != kFormat) return std::nullopt;
   m.key = j.at("key").get<std::string>();
-  auto fields = std::make_shared<cache::Fields>();
-  for (const auto& f : j.at("headers")) {
-    fields->emplace_back(f.at(0).get<std::string>(), f.at(1).get<std::string>());
-  }
-  m.headers = std::move(fields);
   m.stored.status = j.at("status").get<int>();
-  m.stored.cache_control = j.at("cache_control").get<std::string>();
-  m.stored.date = j.at("date").get<int64_t>();
-  m.stored.expires = j.at("expires").get<int64_t>();
-  m.stored.age = j.at("age").get<int64_t>();
+  m.stored.headers.clear();
+  for (const auto& h : j.at("headers")) {
+    m.stored.headers.push_back({h.at(0).get<std::string>(), h.at(1).get<std::string>()});
+  }
+  m.stored.variant = j.at("variant").get<std::string>();
   m.stored.request_time = j.at("request_time").get<int64_t>();
   m.stored.response_time = j.at("response_time").get<int64_t>();
   m.size = j.at("size").get<uint64_t>();
@@ -471,12 +465,10 @@ const DiskCache::Entry* DiskCache::commit(Writer& w, EntryMeta meta) {
   return peek(key);
 }
 
-const DiskCache::Entry* DiskCache::refresh(const std::string& key, const cache::Stored& stored,
-                                           std::shared_ptr<const cache::Fields> headers) {
+const DiskCache::Entry* DiskCache::refresh(const std::string& key, const cache::Stored& stored) {
   auto it = index_.find(key);
   if (it == index_.end()) return nullptr;
   it->second.meta.stored = stored;
-  if (headers) it->second.meta.headers = std::move(headers);
   if (!write_meta(it->second.meta)) ++write_errors_;  // still fresh in memory until restart
   lru_.splice(lru_.begin(), lru_, it->second.lru);
   return &it->second;

@@ -41,9 +41,6 @@ struct EntryMeta {
   std::string origin_etag;    // as the origin sent it (If-None-Match on revalidation); may be ""
   std::string last_modified;  // the origin's Last-Modified (If-Modified-Since); may be ""
   std::string content_type;
-  // The origin's end-to-end header fields, stored and relayed with the body
-  // (RFC 9111 3.1); null for entries that have none.
-  std::shared_ptr<const cache::Fields> headers;
 };
 
 class DiskCache {
@@ -123,10 +120,9 @@ class DiskCache {
   // or nullptr (errno set; logged by the caller) when it cannot be stored:
   // larger than max_bytes (EFBIG), spilled to memory, or a write failed.
   const Entry* commit(Writer& w, EntryMeta meta);
-  // A 304 refreshed the stored response: new freshness inputs and, when
-  // non-null, header fields (meta rewritten).
-  const Entry* refresh(const std::string& key, const cache::Stored& stored,
-                       std::shared_ptr<const cache::Fields> headers = nullptr);
+  // A 304 refreshed the stored response: new header lines and times (meta
+  // rewritten).
+  const Entry* refresh(const std::string& key, const cache::Stored& stored);
   void erase(const std::string& key);
 
   uint64_t bytes() const { return bytes_; }

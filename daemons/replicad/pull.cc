@@ -3,54 +3,16 @@
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 
 #include "cdn_config.h"
 #include "common/digest/repr_digest.hpp"
+#include "common/http/fields.hpp"
 #include "common/http/path.hpp"
 #include "common/http/serialize.hpp"
 
 namespace cdn::replica {
 namespace {
-
-// RFC 9110 9.2.1: methods whose success changes nothing at the origin.
-bool is_safe(std::string_view method) {
-  return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "TRACE";
-}
-
-// The cache key of a request-target (or of a same-origin URI reference's
-// path and query): the normalised, re-encoded path, plus "?query".
-std::optional<std::string> key_of(std::string_view target) {
-  auto path = http::normalize_path(target.substr(0, target.find('?')));
-  if (!path) return std::nullopt;
-  std::string key = http::encode_path(*path);
-  const auto query = http::query_of(target);
-  if (!query.empty()) key.append("?").append(query);
-  return key;
-}
-
-// The authority of an absolute http(s) URI ("h:1" of "http://h:1/x"), or "".
-std::string_view authority_of(std::string_view uri) {
-  for (std::string_view scheme : {"http://", "https://"}) {
-    if (uri.size() > scheme.size() && http::iequals(uri.substr(0, scheme.size()), scheme)) {
-      uri.remove_prefix(scheme.size());
-      return uri.substr(0, uri.find_first_of("/?#"));
-    }
-  }
-  return {};
-}
-
-// Every line of a field, joined as one list (RFC 9110 5.3).
-std::string joined(const cache::Fields& fields, std::string_view name) {
-  std::string out;
-  for (const auto& [k, v] : fields) {
-    if (!http::iequals(k, name)) continue;
-    if (!out.empty()) out.append(", ");
-    out.append(v);
-  }
-  return out;
-}
 
 // Request fields a cache fetch must not take from its first client: the
 // cache asks its own conditionals and stores whole answers.
@@ -67,12 +29,9 @@ bool is_client_conditional(std::string_view name) {
 // is the origin fetch's own (identity); Expect is answered here.
 std::vector<std::string> forwarded_fields(const http::Request& req, bool shared_fetch,
                                           const std::string& name) {
-  cache::Fields in;
-  in.reserve(req.headers.size());
-  for (const auto& h : req.headers) in.emplace_back(h.name, h.value);
   std::vector<std::string> out;
   std::string via;
-  for (const auto& [k, v] : cache::end_to_end(in)) {
+  for (const auto& [k, v] : http::end_to_end(req.headers)) {
     if (http::iequals(k, "Host") || http::iequals(k, "Accept-Encoding") ||
         http::iequals(k, "Expect") || (shared_fetch && is_client_conditional(k))) {
       continue;
@@ -92,9 +51,17 @@ int64_t seconds(std::chrono::milliseconds d) {
   return std::chrono::duration_cast<std::chrono::seconds>(d).count();
 }
 
+// An override of 0 is off: nothing granted beyond what the origin said.
+std::optional<int64_t> override_of(std::chrono::milliseconds d) {
+  return seconds(d) > 0 ? std::optional<int64_t>(seconds(d)) : std::nullopt;
+}
+
 cache::Policy policy_of(const config::ContentSettings& c) {
-  return cache::Policy{seconds(c.default_ttl), seconds(c.stale_while_revalidate),
-                       seconds(c.stale_if_error)};
+  cache::Policy p;
+  p.default_ttl = override_of(c.default_ttl);
+  p.stale_while_revalidate = override_of(c.stale_while_revalidate);
+  p.stale_if_error = override_of(c.stale_if_error);
+  return p;
 }
 
 DiskCache::Options cache_options(const config::ContentSettings& c) {
@@ -121,7 +88,10 @@ struct Pull::Fetch {
   std::string host;  // the client's Host: Location values naming it are same-origin
   std::vector<net::Deferred> waiters;
   std::vector<std::function<void(bool, std::string)>> prefetchers;
-  std::vector<std::string> request_headers;
+  std::vector<std::string> request_headers;  // to the origin, as curl lines
+  // The first client's request fields: what the response's Vary selects on,
+  // and what storable() reads (no-store, Authorization).
+  std::vector<http::Header> client;
   std::string target;     // origin path + query, and the cache key unless private_
   bool private_ = false;  // for a request with Authorization: never stored nor shared
   bool conditional = false;
@@ -129,6 +99,7 @@ struct Pull::Fetch {
   int64_t request_time = 0;
   bool have_head = false;
   OriginHead head;
+  std::vector<http::Header> head_fields;  // head.headers as http::Header
   cache::Stored stored;
   std::unique_ptr<DiskCache::Writer> writer;
   std::string local_error;  // why we stopped the transfer ourselves
@@ -146,10 +117,9 @@ Pull::Pull(uv_loop_t* loop, const config::ContentSettings& c, std::string name, 
   if (!c.ca_file.empty() && ::access(c.ca_file.c_str(), R_OK) != 0) {
     throw std::runtime_error("ca_file " + c.ca_file + ": " + std::strerror(errno));
   }
-  spdlog::info(
-      "cache {}: {} objects, {} bytes ({} corrupt entries, {} of an older format dropped)",
-      cache_.dir(), cache_.objects(), cache_.bytes(), cache_.corrupt_dropped(),
-      cache_.outdated_dropped());
+  spdlog::info("cache {}: {} objects, {} bytes ({} corrupt entries, {} of an older format dropped)",
+               cache_.dir(), cache_.objects(), cache_.bytes(), cache_.corrupt_dropped(),
+               cache_.outdated_dropped());
 }
 
 Pull::~Pull() = default;
@@ -193,6 +163,7 @@ void Pull::serve(net::Exchange& ex, const std::string& path) {
     }
     f->host = std::string(req.header("Host").value_or(""));
     f->request_headers = forwarded_fields(req, cacheable_method, name_);
+    f->client = req.headers;
     f->waiters.push_back(ex.defer());
     const std::string slot = "\x01private " + std::to_string(++private_fetches_);
     fetches_.emplace(slot, std::move(f));
@@ -200,21 +171,41 @@ void Pull::serve(net::Exchange& ex, const std::string& path) {
     return;
   }
 
-  if (const auto* e = cache_.find(key)) {
-    switch (cache::decide(e->meta.stored, policy_, now())) {
-      case cache::Action::Fresh:
-        ++stats_.hits;
-        answer_entry(ex, *e, "hit");
-        return;
-      case cache::Action::StaleRevalidate:
-        ++stats_.hits;
-        ++stats_.stale_served;
-        answer_entry(ex, *e, "hit; detail=stale-while-revalidate");
-        if (fetches_.find(key) == fetches_.end()) start_fetch(key);  // in the background
-        return;
-      case cache::Action::Revalidate:
-        break;
-    }
+  const auto* e = cache_.find(key);
+  if (e != nullptr && !cache::variant_matches(e->meta.stored, req.headers)) e = nullptr;
+  const cache::Action action =
+      e != nullptr
+          ? cache::decide(e->meta.stored, policy_, now(), req.headers)
+          : (cache::parse_cache_control(req.headers).only_if_cached ? cache::Action::GatewayTimeout
+                                                                    : cache::Action::Revalidate);
+  switch (action) {
+    case cache::Action::Fresh:
+      ++stats_.hits;
+      answer_entry(ex, *e, "hit");
+      return;
+    case cache::Action::Stale:  // the request's max-stale allows it
+      ++stats_.hits;
+      ++stats_.stale_served;
+      answer_entry(ex, *e, "hit; detail=max-stale");
+      return;
+    case cache::Action::StaleRevalidate:
+      ++stats_.hits;
+      ++stats_.stale_served;
+      answer_entry(ex, *e, "hit; detail=stale-while-revalidate");
+      if (fetches_.find(key) == fetches_.end()) {  // in the background
+        auto f = std::make_unique<Fetch>();
+        f->request_headers = forwarded_fields(req, true, name_);
+        f->client = req.headers;
+        fetches_.emplace(key, std::move(f));
+        start_fetch(key);
+      }
+      return;
+    case cache::Action::GatewayTimeout:  // RFC 9111 5.2.1.7
+      ex.reply(504, "only-if-cached: no usable stored response\n",
+               {{"Cache-Control", "no-store"}, {"Cache-Status", name_ + "; fwd=miss"}});
+      return;
+    case cache::Action::Revalidate:
+      break;
   }
   ++stats_.misses;
   auto d = ex.defer();
@@ -226,6 +217,7 @@ void Pull::serve(net::Exchange& ex, const std::string& path) {
   auto f = std::make_unique<Fetch>();
   f->waiters.push_back(std::move(d));
   f->request_headers = forwarded_fields(req, true, name_);
+  f->client = req.headers;
   fetches_.emplace(key, std::move(f));
   start_fetch(key);
 }
@@ -258,7 +250,9 @@ void Pull::start_fetch(const std::string& slot) {
   f->started = true;
   if (f->target.empty()) f->target = slot;
   const std::string& key = f->target;
-  if (const auto* e = f->private_ ? nullptr : cache_.peek(key)) {
+  const auto* e = f->private_ ? nullptr : cache_.peek(key);
+  // Only the stored variant this client selects may be refreshed by a 304.
+  if (e != nullptr && cache::variant_matches(e->meta.stored, f->client)) {
     const size_t before = f->request_headers.size();
     if (!e->meta.origin_etag.empty()) {
       f->request_headers.push_back("If-None-Match: " + e->meta.origin_etag);
@@ -300,17 +294,12 @@ void Pull::start_fetch(const std::string& slot) {
 void Pull::on_head(Fetch& f, const OriginHead& h) {
   f.have_head = true;
   f.head = h;
+  f.head_fields.clear();
+  for (const auto& [name, value] : h.headers) f.head_fields.push_back({name, value});
   cache::Stored& s = f.stored;
   s.status = static_cast<int>(h.status);
-  s.cache_control = joined(h.headers, "Cache-Control");
-  s.date = h.header("Date") ? http::parse_http_date(*h.header("Date")) : -1;
-  s.expires = cache::parse_expires(h.header("Expires"));
-  s.age = 0;
-  if (auto age = h.header("Age")) {
-    int64_t v = 0;
-    const auto [p, ec] = std::from_chars(age->data(), age->data() + age->size(), v);
-    if (ec == std::errc{} && v > 0) s.age = v;
-  }
+  s.headers = cache::storable_headers(f.head_fields, policy_);
+  s.variant = cache::variant_key(f.head_fields, f.client).value_or("");
   s.request_time = f.request_time;
   s.response_time = now();
   if (f.method != "HEAD") {
@@ -320,25 +309,12 @@ void Pull::on_head(Fetch& f, const OriginHead& h) {
 }
 
 void Pull::invalidate(const Fetch& f) {
-  // RFC 9111 4.4: the target, and the URIs in Location and Content-Location
-  // when they are on the same origin (never another site's: that would let
-  // one site purge another's objects).
-  cache_.erase(f.target);
-  for (std::string_view name : {"Location", "Content-Location"}) {
-    const auto value = f.head.header(name);
-    if (!value || value->empty()) continue;
-    std::string_view ref = *value;
-    if (const auto authority = authority_of(ref); !authority.empty()) {
-      if (!http::iequals(authority, f.host) &&
-          !http::iequals(authority, authority_of(origin_url_))) {
-        continue;
-      }
-      ref.remove_prefix(ref.find(authority) + authority.size());
-      if (ref.empty()) ref = "/";
-    } else if (!ref.starts_with('/') || ref.starts_with("//")) {
-      continue;  // relative references: not resolved, not invalidated
-    }
-    if (const auto key = key_of(ref.substr(0, ref.find('#')))) cache_.erase(*key);
+  // RFC 9111 4.4: the target, and Location / Content-Location when they are
+  // on the same origin (never another site's: that would let one site purge
+  // another's objects).
+  for (const auto& key : cache::invalidation_targets(f.method, static_cast<int>(f.head.status),
+                                                     f.target, f.host, f.head_fields)) {
+    cache_.erase(key);
   }
 }
 
@@ -357,7 +333,7 @@ void Pull::answer_entry(net::Exchange& ex, const DiskCache::Entry& e, std::strin
     }
   }
   a.status = e.meta.stored.status;
-  a.headers = e.meta.headers;
+  a.headers = e.meta.stored.headers;
   a.age = cache::current_age(e.meta.stored, now());
   a.cache_status = name_ + "; " + status;
   respond_(ex, std::move(a));
@@ -369,25 +345,6 @@ void Pull::answer_error(net::Exchange& ex, Fetch& f, const DiskCache::Entry& e) 
       f.have_head ? "; fwd-status=" + std::to_string(f.head.status) : std::string();
   answer_entry(ex, e, "fwd=stale" + fwd + "; detail=stale-if-error");
 }
-
-namespace {
-// RFC 9111 4.3.4: the stored fields, each one the 304 carries replaced by
-// the 304's lines of that name.
-std::shared_ptr<const cache::Fields> updated_fields(const cache::Fields* stored,
-                                                    const cache::Fields& fresh) {
-  auto out = std::make_shared<cache::Fields>();
-  if (stored != nullptr) {
-    for (const auto& f : *stored) {
-      const bool replaced = std::any_of(fresh.begin(), fresh.end(), [&](const auto& n) {
-        return http::iequals(n.first, f.first);
-      });
-      if (!replaced) out->push_back(f);
-    }
-  }
-  out->insert(out->end(), fresh.begin(), fresh.end());
-  return out;
-}
-}  // namespace
 
 void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
   auto node = fetches_.extract(slot);
@@ -450,16 +407,25 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
   }
   if (status >= 500) ++stats_.origin_errors;
 
-  if (!is_safe(f.method) && status >= 200 && status < 400) invalidate(f);
-  const cache::Fields fields = cache::end_to_end(f.head.headers);
+  invalidate(f);
 
   if (status == 304 && shared_get) {
     const auto* old = cache_.peek(key);
-    cache_.refresh(
-        key,
-        cache::refreshed(old->meta.stored, f.stored, f.head.header("Cache-Control").has_value(),
-                         f.head.header("Expires").has_value()),
-        updated_fields(old->meta.headers.get(), fields));
+    if (!cache::not_modified_applies(old->meta.stored.headers, f.head_fields)) {
+      // RFC 9111 4.3.4: the origin means another representation than ours.
+      cache_.erase(key);
+      ++stats_.origin_errors;
+      spdlog::warn("{}: 304 with validators of another representation: copy dropped", url);
+      for (auto& d : f.waiters) {
+        if (auto* ex = d.exchange()) {
+          ex->reply(502, "origin answered 304 for another representation\n",
+                    {{"Cache-Control", "no-store"}});
+        }
+      }
+      for (auto& p : f.prefetchers) p(false, "304 for another representation");
+      return;
+    }
+    cache_.refresh(key, cache::refreshed(old->meta.stored, f.head_fields, f.request_time, now()));
     ++stats_.revalidated;
     spdlog::debug("{}: 304, copy refreshed", url);
     for (auto& d : f.waiters) {
@@ -473,7 +439,6 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
   EntryMeta meta;
   meta.key = key;
   meta.stored = f.stored;
-  meta.headers = std::make_shared<const cache::Fields>(fields);
   meta.origin_etag = std::string(f.head.header("ETag").value_or(""));
   if (!meta.origin_etag.empty() && !meta.origin_etag.starts_with("W/")) {
     meta.etag = meta.origin_etag;  // strong: the same validator on every tier
@@ -485,7 +450,8 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
   const std::string fwd_status = fwd + "; fwd-status=" + std::to_string(status);
   if (!shared_get) {
     // Not stored, and the shared copy (if any) is another answer: kept.
-  } else if (f.writer && cache::storable(f.stored)) {
+  } else if (f.writer && cache::storable("GET", f.client, static_cast<int>(status), f.head_fields,
+                                         policy_) == cache::Verdict::Storable) {
     if (cache_.commit(*f.writer, meta) != nullptr) {
       for (auto& d : f.waiters) {
         const auto* cur = cache_.peek(key);
@@ -502,7 +468,9 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
   } else {
     cache_.erase(key);  // the origin's latest answer replaces what was stored
   }
-  // Served from the fetched bytes, not stored.
+  // Served from the fetched bytes, not stored: every end-to-end field relayed
+  // (also those that private="..." keeps out of the cache).
+  const std::vector<http::Header> relayed = http::end_to_end(f.head_fields);
   auto obj = std::make_shared<Object>();
   obj->rel = key;
   if (f.writer) {
@@ -525,7 +493,7 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
     a.object = obj;
     if (!obj->in_memory && !ex->is_head()) a.fd = f.writer->dup_fd();
     a.status = static_cast<int>(status);
-    a.headers = meta.headers;
+    a.headers = relayed;
     a.cache_status = name_ + "; " + fwd_status;
     respond_(*ex, std::move(a));
   }

@@ -37,8 +37,9 @@ struct Answer {
   int fd = -1;       // owned: the body file, or -1 when the object is in memory
   int status = 200;  // the origin's
   // The origin's end-to-end fields, relayed (the object's validators and
-  // type are not sent again from the Object).
-  std::shared_ptr<const cache::Fields> headers;
+  // type are not sent again from the Object). Borrowed: valid only during
+  // the Responder call, which writes the head at once.
+  http::Fields headers;
   int64_t age = -1;          // Age header (seconds), -1: none
   std::string cache_status;  // RFC 9211 Cache-Status parameters ("hit", "fwd=uri-miss", ...)
 };

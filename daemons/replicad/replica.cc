@@ -348,9 +348,8 @@ void Replica::answer_pulled(net::Exchange& ex, Answer a) {
 }
 
 namespace {
-std::optional<std::string_view> field_of(const cache::Fields* fields, std::string_view name) {
-  if (fields == nullptr) return std::nullopt;
-  for (const auto& [k, v] : *fields) {
+std::optional<std::string_view> field_of(http::Fields fields, std::string_view name) {
+  for (const auto& [k, v] : fields) {
     if (http::iequals(k, name)) return std::string_view(v);
   }
   return std::nullopt;
@@ -359,21 +358,20 @@ std::optional<std::string_view> field_of(const cache::Fields* fields, std::strin
 
 void Replica::relay_fields(http::HeadWriter& h, const Answer& a, int64_t age,
                            std::initializer_list<std::string_view> skip) {
-  const cache::Fields* fields = a.headers.get();
+  const http::Fields fields = a.headers;
   std::string via;
-  if (fields != nullptr) {
-    for (const auto& [k, v] : *fields) {
-      if (age >= 0 && http::iequals(k, "Age")) continue;  // ours, computed
-      if (http::iequals(k, "Via")) {
-        via.append(v).append(", ");
-        continue;
-      }
-      if (std::any_of(skip.begin(), skip.end(),
-                      [&k](std::string_view n) { return http::iequals(k, n); })) {
-        continue;
-      }
-      h.header(k, v);
+  for (const auto& [k, v] : fields) {
+    // Framing is each hop's own; Age is ours, computed.
+    if (http::iequals(k, "Content-Length") || (age >= 0 && http::iequals(k, "Age"))) continue;
+    if (http::iequals(k, "Via")) {
+      via.append(v).append(", ");
+      continue;
     }
+    if (std::any_of(skip.begin(), skip.end(),
+                    [&k](std::string_view n) { return http::iequals(k, n); })) {
+      continue;
+    }
+    h.header(k, v);
   }
   // RFC 9110 6.6.1: a recipient with a clock adds the Date an origin left out.
   if (!field_of(fields, "Date")) h.header("Date", http::http_date(std::time(nullptr)));
@@ -387,7 +385,7 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
                      const std::string& cache_status, const Answer* relay) {
   const auto& req = ex.request();
   const int origin_status = relay != nullptr ? relay->status : 200;
-  const cache::Fields* fields = relay != nullptr ? relay->headers.get() : nullptr;
+  const http::Fields fields = relay != nullptr ? relay->headers : http::Fields{};
   // The validators the client saw: an origin's own when it sent them.
   const std::string_view etag = field_of(fields, "ETag").value_or(obj->etag);
   const std::string_view last_modified = relay != nullptr

@@ -264,6 +264,7 @@ def test_no_store_is_not_cached(cdn, pyorigin):
 
 def test_origin_down_serves_stale_else_502(cdn):
     origin = cdn.replica(FILES, name="origin", extra={"content": {"max_age": "1s"}})
+    # stale_if_error is an operator override, off unless set.
     e = edge(cdn, origin.url("/"), {"stale_if_error": "1h"})
     assert e.get("/a.txt")[2] == FILES["a.txt"]
     origin.stop()
