@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Reading header fields the way RFC 9110 §5 asks: a field may come as several
 // lines, and a list-based field's lines combine into one comma-separated list
 // (§5.3); commas inside quoted strings do not separate members (§5.6.1).

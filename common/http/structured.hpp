@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // RFC 8941 Structured Field Dictionaries, the one parser for every field of
 // that shape (Repr-Digest, CDN-Cache-Control and other RFC 9213 targeted
 // fields). Every bare item, inner list and parameter is parsed (to know where

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The edge cache's policy as a shared cache (RFC 9111), with RFC 9213
 // targeted fields (CDN-Cache-Control) and RFC 5861 stale-while-revalidate /
 // stale-if-error: may a response be stored, which of its headers, how long

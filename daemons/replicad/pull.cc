@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "daemons/replicad/pull.hpp"
 
 #include <spdlog/spdlog.h>
@@ -398,7 +399,9 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
       if (e != nullptr && cache::usable_on_error(e->meta.stored, policy_, now())) {
         answer_error(*ex, f, *e);
       } else {
-        ex->reply(error_status, failure + "\n", {{"Cache-Control", "no-store"}});
+        // The reason phrase only: `failure` names the origin's URL and the
+        // library's error text, which are the operators' (logged above).
+        ex->reply(error_status, http::reason_phrase(error_status), {{"Cache-Control", "no-store"}});
       }
     }
     const bool have_copy = cache_.peek(key) != nullptr;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The cache policy reads every header an origin or a client sends: it must
 // never crash, and its answers must hold together whatever the input. Input:
 // "Name: value" lines of a response, an empty line, lines of a request; the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """cdn-replicad in origin mode as a gateway (RFC 9110 7.6, RFC 9111):
 what it forwards to the origin, what it relays back, what it refuses from
 the origin, and what it must never share between clients.

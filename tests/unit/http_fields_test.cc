@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Field lines and lists (RFC 9110 §5.3, §5.6.1), the hop-by-hop set a
 // gateway drops (§7.6.1), and RFC 8941 Dictionaries.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The edge cache's pure policy as a shared cache: Cache-Control and targeted
 // fields (RFC 9111 §5.2, RFC 9213), Age / Expires / Date, storability (§3),
 // freshness and age (§4.2), request directives (§5.2.1), stale-while-
