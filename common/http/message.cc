@@ -30,6 +30,7 @@ void Request::clear() {
   keep_alive = true;
   content_length.reset();
   chunked = false;
+  body.clear();
 }
 
 std::optional<std::string_view> Response::header(std::string_view name) const {

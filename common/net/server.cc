@@ -269,12 +269,12 @@ void Exchange::note_cache(std::string_view status) { conn_.note_cache_.assign(st
 void Exchange::note_upstream(std::string_view upstream) { conn_.note_upstream_.assign(upstream); }
 bool Exchange::is_head() const { return conn_.parser_.request().method == "HEAD"; }
 
-http::HeadWriter& Exchange::begin(int status) {
+http::HeadWriter& Exchange::begin(int status, bool relayed) {
   Connection& c = conn_;
   c.current_ = c.take_write();
   c.writer_.emplace(c.current_->head);
   c.writer_->status_line(status);
-  c.writer_->prebuilt(c.server_.common_headers());
+  if (!relayed) c.writer_->prebuilt(c.server_.common_headers());
   c.answer_status_ = status;
   c.answer_bytes_ = 0;
   c.answer_open_ = true;

@@ -35,10 +35,14 @@ namespace cdn::replica {
 // An object to answer with; the Replica applies conditionals and Range.
 struct Answer {
   std::shared_ptr<const Object> object;
-  int fd = -1;                // owned: the body file, or -1 when the object is in memory
-  std::string cache_control;  // to send
-  int64_t age = -1;           // Age header (seconds), -1: none
-  std::string cache_status;   // RFC 9211 Cache-Status parameters ("hit", "fwd=uri-miss", ...)
+  int fd = -1;       // owned: the body file, or -1 when the object is in memory
+  int status = 200;  // the origin's
+  // The origin's end-to-end fields, relayed (the object's validators and
+  // type are not sent again from the Object). Borrowed: valid only during
+  // the Responder call, which writes the head at once.
+  http::Fields headers;
+  int64_t age = -1;          // Age header (seconds), -1: none
+  std::string cache_status;  // RFC 9211 Cache-Status parameters ("hit", "fwd=uri-miss", ...)
 };
 
 struct PullStats {
@@ -78,9 +82,11 @@ class Pull {
  private:
   struct Fetch;
   std::string url_for(const std::string& key) const;
-  void start_fetch(const std::string& key);
+  void start_fetch(const std::string& slot);
   void on_head(Fetch& f, const OriginHead& h);
-  void finish_fetch(const std::string& key, const OriginResult& r);
+  void finish_fetch(const std::string& slot, const OriginResult& r);
+  // A successful unsafe method: drops the stored answers it makes stale.
+  void invalidate(const Fetch& f);
   void answer_entry(net::Exchange& ex, const DiskCache::Entry& e, std::string status);
   void answer_error(net::Exchange& ex, Fetch& f, const DiskCache::Entry& e);
   int64_t now() const;
@@ -90,10 +96,11 @@ class Pull {
   std::string name_;
   Responder respond_;
   cache::Policy policy_;
-  std::string default_cache_control_;
   DiskCache cache_;
   Origin origin_;
+  // Keyed by cache key; a private (Authorization) fetch has a slot of its own.
   std::unordered_map<std::string, std::unique_ptr<Fetch>> fetches_;
+  uint64_t private_fetches_ = 0;
   PullStats stats_;
 };
 
