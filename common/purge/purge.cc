@@ -107,10 +107,9 @@ std::string wire_target(const Request& r) {
   }
   const auto q = r.target.find('?');
   std::string t = http::encode_path(std::string_view(r.target).substr(0, q));
-  if (q != std::string::npos) {
-    t.push_back('?');
-    http::append_encoded_query(t, std::string_view(r.target).substr(q + 1));
-  }
+  // The query as it came (a request-target the parser accepted), so that
+  // it is the replica's cache key byte for byte.
+  if (q != std::string::npos) t.append(r.target, q);
   return t;
 }
 

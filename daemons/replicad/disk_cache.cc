@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -18,6 +19,7 @@
 #include "common/http/mime.hpp"
 #include "common/http/path.hpp"
 #include "common/http/serialize.hpp"
+#include "common/text/text.hpp"
 
 namespace cdn::replica {
 namespace {
@@ -320,6 +322,7 @@ void DiskCache::insert(EntryMeta meta, std::string body_path, std::string body, 
   e.object = make_object(meta, body_path, std::move(body), in_memory);
   if (in_memory) memory_used_ += meta.size;
   bytes_ += meta.size;
+  purges_.put(meta.key, tags_of(meta.stored));
   e.meta = std::move(meta);
   e.lru = lru_.begin();
   index_.emplace(e.meta.key, std::move(e));
@@ -336,6 +339,7 @@ void DiskCache::remove_entry(std::unordered_map<std::string, Entry>::iterator it
     ::unlink(path_of(e.meta.key, ".body").c_str());
   }
   lru_.erase(e.lru);
+  purges_.erase(it->first);
   index_.erase(it);
 }
 
@@ -470,6 +474,7 @@ const DiskCache::Entry* DiskCache::refresh(const std::string& key, const cache::
   auto it = index_.find(key);
   if (it == index_.end()) return nullptr;
   it->second.meta.stored = stored;
+  purges_.put(key, tags_of(stored));                  // revalidated: a soft purge's mark goes
   if (!write_meta(it->second.meta)) ++write_errors_;  // still fresh in memory until restart
   lru_.splice(lru_.begin(), lru_, it->second.lru);
   return &it->second;
@@ -478,6 +483,32 @@ const DiskCache::Entry* DiskCache::refresh(const std::string& key, const cache::
 void DiskCache::erase(const std::string& key) {
   auto it = index_.find(key);
   if (it != index_.end()) remove_entry(it, true);
+}
+
+std::vector<std::string> DiskCache::tags_of(const cache::Stored& stored) {
+  std::vector<std::string> tags;
+  for (const auto& h : stored.headers) {
+    if (!text::iequals(h.name, "Surrogate-Key") && !text::iequals(h.name, "Cache-Tag")) continue;
+    for (auto& t : purge::split_tags(h.value)) {
+      if (std::find(tags.begin(), tags.end(), t) == tags.end()) tags.push_back(std::move(t));
+    }
+  }
+  return tags;
+}
+
+size_t DiskCache::purge(const purge::Request& r, int64_t now_ms) {
+  const auto keys = purges_.apply(r, now_ms);
+  if (!r.soft) {
+    for (const auto& k : keys) {
+      if (auto it = index_.find(k); it != index_.end()) remove_entry(it, true);
+    }
+  }
+  return keys.size();
+}
+
+bool DiskCache::purged_since(uint64_t generation, const std::string& key,
+                             const cache::Stored& stored, int64_t now_ms) {
+  return purges_.purged_since(generation, key, tags_of(stored), now_ms);
 }
 
 }  // namespace cdn::replica

@@ -27,6 +27,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "common/purge/index.hpp"
 #include "daemons/replicad/cache.hpp"
 #include "daemons/replicad/store.hpp"
 
@@ -126,6 +127,21 @@ class DiskCache {
   const Entry* refresh(const std::string& key, const cache::Stored& stored);
   void erase(const std::string& key);
 
+  // Purges (common/purge/index.hpp), the request's paths in key form
+  // (encoded as keys are). Hard: the objects are removed from memory and
+  // disk; soft: marked stale until stored or refreshed again. Returns how
+  // many objects it named. An object's tags are its stored Surrogate-Key
+  // and Cache-Tag fields.
+  size_t purge(const purge::Request& r, int64_t now_ms);
+  bool soft_purged(const std::string& key) const { return purges_.stale(key); }
+  uint64_t purge_generation() const { return purges_.generation(); }
+  // A fetch that started at `generation` brought `stored` for `key`: did
+  // a hard purge since name it? (Then it is served but not stored.)
+  bool purged_since(uint64_t generation, const std::string& key, const cache::Stored& stored,
+                    int64_t now_ms);
+  size_t tags() const { return purges_.tag_count(); }
+  static std::vector<std::string> tags_of(const cache::Stored& stored);
+
   uint64_t bytes() const { return bytes_; }
   uint64_t memory_bytes() const { return memory_used_; }
   size_t objects() const { return index_.size(); }
@@ -154,6 +170,7 @@ class DiskCache {
   Options opt_;
   int dir_fd_ = -1;
   std::unordered_map<std::string, Entry> index_;
+  purge::Index purges_;  // the keys of index_, ordered, with their tags
   std::list<std::string> lru_;
   uint64_t bytes_ = 0;
   uint64_t memory_used_ = 0;

@@ -62,6 +62,8 @@ class Replica {
   net::ServerOptions options();
   void handle(net::Exchange& ex);
   void serve_content(net::Exchange& ex, const std::string& path);
+  // PURGE (observe.hpp's admit_purge, then the cache's purge).
+  void serve_purge(net::Exchange& ex);
   // Reads and digests a file not yet known on the thread pool, then answers.
   void load_then_serve(net::Exchange& ex, const std::string& path);
   void serve_lookup(net::Exchange& ex, const std::string& path, Lookup found);
@@ -117,6 +119,8 @@ class Replica {
   // on libuv's thread pool, which may outlive a reload that replaces it.
   std::shared_ptr<Store> store_;
   std::unique_ptr<Pull> pull_;  // origin mode
+  uint64_t purges_total_ = 0;
+  uint64_t purged_objects_total_ = 0;
   // Before server_: its on_complete feeds requests_.
   daemon::RequestLog requests_{"cdn-replicad"};
   daemon::AdminGate admin_;
