@@ -257,3 +257,41 @@ def test_purge_through_the_balancer_reaches_a_replica_that_was_down(cdn, origin,
     assert doc["acknowledged"] == 3 and all(x["purged"] == 1 for x in doc["replicas"])
     status, _, _ = purge(b, "/p/1", token="nope")
     assert status == 401
+
+
+CDN_PURGE = cdnlib.BUILD_DIR / "client" / "cdn-purge"
+
+
+def cdn_purge(*args):
+    import subprocess
+    p = subprocess.run([str(CDN_PURGE), *map(str, args)], capture_output=True, text=True,
+                       timeout=30)
+    return p.returncode, p.stdout + p.stderr
+
+
+def test_cdn_purge_command_and_its_exit_codes(cdn, origin, token_file):
+    reps = [edge(cdn, origin, token_file) for _ in range(2)]
+    b = cdn.balancer(reps, extra={"admin": {"token_file": token_file}})
+    cdn.wait_up(b, 2)
+    for r in reps:
+        body_of(r, "/q/1")
+        body_of(r, "/q/2")
+    r0 = reps[0]
+    rc, out = cdn_purge("--replica", r0.address, "--token-file", token_file, "/q/1")
+    assert rc == 0 and "/q/1: 1 objects" in out, out
+    rc, out = cdn_purge(f"http://{r0.address}/q/1")  # no token
+    assert rc == 4 and "401" in out, out
+    rc, out = cdn_purge("-s", b.address, "--token-file", token_file, "--tag", "n2")
+    assert rc == 0 and "2 of 2 replicas acknowledged" in out, out
+    rc, out = cdn_purge("-s", b.address, "--token-file", token_file, "--prefix", "--soft", "/q/")
+    assert rc == 0, out
+    rc, out = cdn_purge("--replica", f"127.0.0.1:{cdnlib.free_port()}", "/x")
+    assert rc == 3, out
+    rc, out = cdn_purge("--tag", "x")
+    assert rc == 2, out
+    reps[1].stop()
+    rc, out = cdn_purge("-s", b.address, "--token-file", token_file, "/q/2")
+    assert rc == 5 and f"{reps[1].address}: owes it" in out, out
+    reps[1].start_again()
+    cdn.wait_up(b, 2)
+    assert b.status()["purges_owed"] == 0
