@@ -35,7 +35,7 @@ constexpr int kOwed = 5;
 constexpr int kFailed = 6;
 
 constexpr const char* kFooter =
-    "Exit codes (the worst of all the purges):\n"
+    "Exit codes:\n"
     "  0  purged: every replica acknowledged\n"
     "  2  command-line error (or an unreadable --token-file)\n"
     "  3  the server could not be reached\n"
@@ -44,6 +44,7 @@ constexpr const char* kFooter =
     "     when they return and sends them no client until they applied it (202)\n"
     "  6  any other answer (400: a bad path or tag)\n"
     "\n"
+    "With several targets, the exit code is the worst of their outcomes.\n"
     "Targets: a URL http://HOST[:PORT]/path purges on HOST unless -s or --replica names the\n"
     "server; with -s or --replica a bare /path will do. --tag takes tags, not URLs.";
 
