@@ -15,6 +15,8 @@ bool url_matches(const std::string& target, std::string_view key) {
   return path_of(key) == target;
 }
 
+}  // namespace
+
 bool names(const Request& r, const std::string& key, const std::vector<std::string>& tags) {
   switch (r.scope) {
     case Scope::Url:
@@ -29,8 +31,6 @@ bool names(const Request& r, const std::string& key, const std::vector<std::stri
   }
   return false;
 }
-
-}  // namespace
 
 void Index::put(const std::string& key, const std::vector<std::string>& tags) {
   auto [it, inserted] = keys_.try_emplace(key);

@@ -32,6 +32,9 @@
 
 namespace cdn::purge {
 
+// Does purge `r` name the object `key` with these tags?
+bool names(const Request& r, const std::string& key, const std::vector<std::string>& tags);
+
 inline constexpr int64_t kRecentPurgesMs = 10 * 60 * 1000;
 inline constexpr size_t kMaxRecent = 4096;
 

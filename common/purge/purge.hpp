@@ -40,11 +40,11 @@ struct Request {
   Scope scope = Scope::Url;
   // Url: the normalised path, plus "?query" when one was given. Prefix: the
   // normalised path prefix (may end in '/'). Tag: empty.
-  std::string target;
-  std::vector<std::string> tags;  // Tag: distinct, in the order given
+  std::string target = {};
+  std::vector<std::string> tags = {};  // Tag: distinct, in the order given
   bool soft = false;
-  std::string site;  // the Host header ("" when none); see above
-  std::string id;    // CDN-Purge-Id, "" when none
+  std::string site = {};  // the Host header ("" when none); see above
+  std::string id = {};    // CDN-Purge-Id, "" when none
   bool operator==(const Request&) const = default;
 };
 
