@@ -508,15 +508,25 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
 
   if (relay != nullptr) {
     auto& h = ex.begin(status, /*relayed=*/true);
-    relay_fields(h, *relay, age, {"Content-Range", "Accept-Ranges", "Cache-Status", "CDN-Replica"});
+    // A range cut here has our Content-Range; any other answer keeps the
+    // origin's (a 206 passed through, or one stored with a 200, RFC 9111 3.1).
+    const bool ranged = status == 206 && origin_status == 200;
+    if (ranged) {
+      relay_fields(h, *relay, age,
+                   {"Content-Range", "Accept-Ranges", "Cache-Status", "CDN-Replica"});
+    } else {
+      relay_fields(h, *relay, age, {"Accept-Ranges", "Cache-Status", "CDN-Replica"});
+    }
     // RFC 9110 8.6: no length in a 204 or 1xx; a 304 passed through keeps none either.
     if (status != 204 && status != 304 && status >= 200) h.header("Content-Length", length);
-    if (status == 206) {
+    if (ranged) {
       h.header("Content-Range", "bytes " + std::to_string(offset) + "-" +
                                     std::to_string(offset + length - 1) + "/" +
                                     std::to_string(obj->size));
     }
-    if (status == 200 || status == 206) {
+    // Validators and digest of the whole representation: not of a partial
+    // body the origin sent.
+    if (origin_status == 200) {
       if (!field_of(fields, "ETag")) h.header("ETag", obj->etag);
       if (!field_of(fields, "Repr-Digest") && !obj->digest.empty()) {
         h.header("Repr-Digest", obj->digest);
