@@ -26,7 +26,11 @@ std::optional<uint64_t> number_in(std::string_view text, uint64_t lo, uint64_t h
 }
 }  // namespace
 
-void StatusWatches::start(net::Exchange& ex, std::string_view query) {
+bool StatusWatches::serve(net::Exchange& ex) {
+  const auto query = http::query_of(ex.request().target);
+  if (ex.is_head() || ex.request().version_minor < 1 || !http::query_param(query, "watch")) {
+    return false;
+  }
   const auto interval = number_in(http::query_param(query, "watch").value_or(""), kWatchIntervalMin,
                                   kWatchIntervalMax);
   const auto count_param = http::query_param(query, "count");
@@ -35,11 +39,11 @@ void StatusWatches::start(net::Exchange& ex, std::string_view query) {
   if (!interval || !count) {
     ex.reply(400, fmt::format("watch=MS ({}..{}) [&count=N (1..{})]", kWatchIntervalMin,
                               kWatchIntervalMax, kWatchCountMax));
-    return;
+    return true;
   }
   if (watches_.size() >= kMaxWatches) {
     ex.reply(503, "too many status watches", {{"Retry-After", "1"}});
-    return;
+    return true;
   }
   auto w = std::make_unique<Watch>();
   w->answer = ex.defer();
@@ -52,7 +56,7 @@ void StatusWatches::start(net::Exchange& ex, std::string_view query) {
   watches_.push_back(std::move(w));
   if (!push(*raw)) {
     watches_.pop_back();
-    return;
+    return true;
   }
   raw->timer = uv::make_timer(loop_, [this, raw] {
     if (push(*raw)) {
@@ -64,6 +68,7 @@ void StatusWatches::start(net::Exchange& ex, std::string_view query) {
   raw->every = *interval;
   raw->next_at = uv_now(loop_);
   arm(*raw);
+  return true;
 }
 
 // Each document at its own time from the start of the stream: a repeating

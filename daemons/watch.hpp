@@ -32,9 +32,11 @@ class StatusWatches {
   StatusWatches(uv_loop_t* loop, std::function<std::string()> document)
       : loop_(loop), document_(std::move(document)) {}
 
-  // `query` holds watch=MS: starts a stream, or answers 400 for a bad MS or
-  // N, 503 past the daemon-wide number of watches.
-  void start(net::Exchange& ex, std::string_view query);
+  // True when the request asks for a stream (a GET over HTTP/1.1 or later
+  // with watch=MS; HEAD and HTTP/1.0, which has no chunked bodies, get the
+  // one document) and has been answered: a stream started, or 400 for a bad
+  // MS or N, 503 past the daemon-wide number of watches.
+  bool serve(net::Exchange& ex);
   // Every stream gets one last document and ends; later watches get one
   // document and end at once (draining).
   void end_all();

@@ -286,12 +286,7 @@ void Balancer::sample_traffic(Clock::time_point now) {
 }
 
 void Balancer::serve_status(net::Exchange& ex) {
-  const auto query = http::query_of(ex.request().target);
-  // HEAD and HTTP/1.0 (no chunked bodies) get the one document.
-  if (!ex.is_head() && ex.request().version_minor >= 1 && http::query_param(query, "watch")) {
-    watches_.start(ex, query);
-    return;
-  }
+  if (watches_.serve(ex)) return;
   daemon::send_document(ex, "application/json", status_document());
 }
 

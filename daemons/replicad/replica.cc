@@ -482,13 +482,7 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
 }
 
 void Replica::serve_status(net::Exchange& ex) {
-  const auto query = http::query_of(ex.request().target);
-  const auto& req = ex.request();
-  // HEAD and HTTP/1.0 (no chunked bodies) get the one document.
-  if (!ex.is_head() && req.version_minor >= 1 && http::query_param(query, "watch")) {
-    watches_.start(ex, query);
-    return;
-  }
+  if (watches_.serve(ex)) return;
   sample_rate();
   const std::string body = status::encode(status(/*in_request=*/true));
   daemon::send_document(ex, "application/json", body);
