@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The command lines of the three programs for people: errors that name the
 program, ranges that say so, --print-config, and cdn-get's 404 exit code,
 -o DIR and Ctrl-C leaving no temporary file."""
