@@ -57,3 +57,5 @@ cdn_install_deps() {
   # shellcheck disable=SC2086
   cdn_sudo apt-get install -y -q --no-install-recommends $missing </dev/null
 }
+# cdn-get's progress line is read from a tmux pane (tests/integration/test_cli.py).
+CDN_TEST_DEPS+=(tmux)
