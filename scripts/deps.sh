@@ -27,6 +27,8 @@ CDN_TEST_DEPS+=(dpkg-dev debhelper lintian scdoc man-db bash-completion media-ty
 command -v npm >/dev/null 2>&1 || CDN_TEST_DEPS+=(npm)
 # Both daemons' /.cdn/dashboard is loaded in headless Chromium (tests/dashboard).
 CDN_TEST_DEPS+=(chromium)
+# cdn-get's progress line is read from a tmux pane (tests/integration/test_cli.py).
+CDN_TEST_DEPS+=(tmux)
 
 cdn_sudo() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -57,5 +59,3 @@ cdn_install_deps() {
   # shellcheck disable=SC2086
   cdn_sudo apt-get install -y -q --no-install-recommends $missing </dev/null
 }
-# cdn-get's progress line is read from a tmux pane (tests/integration/test_cli.py).
-CDN_TEST_DEPS+=(tmux)
