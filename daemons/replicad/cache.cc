@@ -497,6 +497,12 @@ bool usable_on_error(const Stored& s, const Policy& p, int64_t now) {
   return sie && t.age - t.lifetime < *sie;
 }
 
+bool usable_when_disconnected(const Stored& s, const Policy& p, int64_t now) {
+  if (usable_on_error(s, p, now)) return true;
+  const Timing t = timing(s, p, now);
+  return may_serve_stale(s, p) && t.age - t.lifetime < p.stale_if_disconnected;
+}
+
 // ------------------------------------------------------------ variants
 
 std::optional<std::string> variant_key(Fields response, Fields request) {

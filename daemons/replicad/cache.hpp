@@ -100,6 +100,12 @@ struct Policy {
   std::string targeted_field;
   // 206 responses are stored only by a cache that combines them (§3.3, §3.4).
   bool store_partial = false;
+  // How long past freshness a copy may answer while the origin cannot be
+  // reached at all (refused, reset, closed without an answer, timed out):
+  // §4.2.4 lets a disconnected cache serve stale unless the response forbids
+  // it. Bounded, so a long outage does not serve week-old copies; an origin
+  // 5xx is not a disconnection (that is stale-if-error's).
+  int64_t stale_if_disconnected = 86400;
 };
 
 // The directives that govern a response here: the first valid targeted field
@@ -176,6 +182,10 @@ Action decide(const Stored& s, const Policy& p, int64_t now, Fields request);
 // The origin failed (unreachable, timeout, 500/502/503/504): may this copy
 // answer (stale-if-error, §4.2.4)? A fresh copy always may.
 bool usable_on_error(const Stored& s, const Policy& p, int64_t now);
+// The origin could not be reached (§4.2.4, disconnected): may this copy
+// answer? A fresh one may; a stale one within stale_if_disconnected (or its
+// stale-if-error, when longer), unless the response forbids serving stale.
+bool usable_when_disconnected(const Stored& s, const Policy& p, int64_t now);
 // Whether a stale copy may be served at all (§4.2.4): not with no-cache,
 // must-revalidate, proxy-revalidate or s-maxage (a shared cache).
 bool may_serve_stale(const Stored& s, const Policy& p);

@@ -213,7 +213,16 @@ size_t Origin::on_header(char* data, size_t size, size_t n, void* userp) noexcep
     if (bare.empty()) {
       long status = 0;
       curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
-      if (status >= 100 && status < 200) return len;  // interim response
+      if (status >= 100 && status < 200) {
+        // An interim response: 100 and 101 answer our own hop; others (103
+        // Early Hints) are the client's (RFC 9110 15.2). Never stored.
+        if (status >= 102 && t->cb.interim) {
+          t->head.status = status;
+          t->cb.interim(t->head);
+        }
+        t->head = OriginHead{};
+        return len;
+      }
       t->head.status = status;
       // RFC 9112 §6.3: CL with TE is a smuggling attempt, and curl would
       // silently pick one framing; a gateway must not store or relay either.
@@ -292,7 +301,11 @@ int Origin::on_socket(CURL*, curl_socket_t s, int what, void* userp, void* socke
   uv_poll_start(&sock->poll, events, [](uv_poll_t* p, int status, int ev) {
     auto* so = static_cast<Socket*>(p->data);
     int flags = 0;
-    if (status < 0) flags = CURL_CSELECT_ERR;
+    // A socket error (a reset, a pooled connection the origin closed) is
+    // told as readable and writable, as curl's own poll loop does: curl then
+    // meets the error in recv/send, and retries a reused connection on a
+    // fresh one instead of failing the transfer ("select/poll returned error").
+    if (status < 0) flags = CURL_CSELECT_IN | CURL_CSELECT_OUT;
     if ((ev & UV_READABLE) != 0) flags |= CURL_CSELECT_IN;
     if ((ev & UV_WRITABLE) != 0) flags |= CURL_CSELECT_OUT;
     so->origin->action(so->fd, flags);

@@ -64,6 +64,8 @@ struct OriginResult {
 struct OriginCallbacks {
   // The response head arrived (status and headers). Return false to abort.
   std::function<bool(const OriginHead&)> head;
+  // An interim (1xx, not 100/101) response head, before the final one.
+  std::function<void(const OriginHead&)> interim;
   // Some body bytes. Return false to abort.
   std::function<bool(const char*, size_t)> body;
   // The transfer ended (after head/body, or without them on an error).

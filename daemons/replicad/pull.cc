@@ -93,8 +93,9 @@ struct Pull::Fetch {
   // The first client's request fields: what the response's Vary selects on,
   // and what storable() reads (no-store, Authorization).
   std::vector<http::Header> client;
-  std::string target;     // origin path + query, and the cache key unless private_
-  bool private_ = false;  // for a request with Authorization: never stored nor shared
+  bool client_waits = false;  // waiters[0] is the client whose request was forwarded
+  std::string target;         // origin path + query, and the cache key unless private_
+  bool private_ = false;      // for a request with Authorization: never stored nor shared
   bool conditional = false;
   bool started = false;
   int64_t request_time = 0;
@@ -250,6 +251,7 @@ void Pull::serve(net::Exchange& ex, const std::string& path) {
   f->waiters.push_back(std::move(d));
   f->request_headers = forwarded_fields(req, true, name_);
   f->client = req.headers;
+  f->client_waits = true;
   fetches_.emplace(key, std::move(f));
   start_fetch(key);
 }
@@ -304,6 +306,14 @@ void Pull::start_fetch(const std::string& slot) {
     on_head(*f, h);
     return f->local_error.empty();
   };
+  cb.interim = [f](const OriginHead& h) {
+    std::vector<http::Header> fields;
+    for (const auto& [name, value] : h.headers) fields.push_back({name, value});
+    fields = http::end_to_end(fields);
+    for (auto& d : f->waiters) {
+      if (auto* ex = d.exchange()) ex->interim(static_cast<int>(h.status), fields);
+    }
+  };
   cb.body = [f](const char* data, size_t n) {
     if (f->writer) {
       if (!f->writer->write(data, n)) {
@@ -351,7 +361,44 @@ void Pull::invalidate(const Fetch& f) {
   }
 }
 
-void Pull::answer_entry(net::Exchange& ex, const DiskCache::Entry& e, std::string status) {
+std::vector<net::Deferred> Pull::take_other_variants(Fetch& f) {
+  // A 304 answers for the stored response: its Vary and variant decide.
+  const auto* stored = f.head.status == 304 ? cache_.peek(f.target) : nullptr;
+  const std::vector<http::Header>& vary_from =
+      stored != nullptr ? stored->meta.stored.headers : f.head_fields;
+  const std::string variant = stored != nullptr ? stored->meta.stored.variant : f.stored.variant;
+  std::vector<net::Deferred> keep, others;
+  for (size_t i = 0; i < f.waiters.size(); ++i) {
+    auto* ex = f.waiters[i].exchange();
+    if (ex == nullptr) continue;
+    const bool mine = (i == 0 && f.client_waits) ||
+                      cache::variant_key(vary_from, ex->request().headers) == variant;
+    (mine ? keep : others).push_back(std::move(f.waiters[i]));
+  }
+  f.waiters = std::move(keep);
+  return others;
+}
+
+void Pull::refetch(const std::string& key, std::vector<net::Deferred> waiters) {
+  if (waiters.empty()) return;
+  auto it = fetches_.find(key);
+  if (it != fetches_.end()) {  // one began meanwhile: collapse onto it
+    for (auto& d : waiters) it->second->waiters.push_back(std::move(d));
+    return;
+  }
+  auto* ex = waiters.front().exchange();
+  if (ex == nullptr) return;
+  auto f = std::make_unique<Fetch>();
+  f->request_headers = forwarded_fields(ex->request(), true, name_);
+  f->client = ex->request().headers;
+  f->client_waits = true;
+  f->waiters = std::move(waiters);
+  fetches_.emplace(key, std::move(f));
+  start_fetch(key);
+}
+
+void Pull::answer_entry(net::Exchange& ex, const DiskCache::Entry& e, std::string status,
+                        bool as_received) {
   Answer a;
   a.object = e.object;
   if (!e.object->in_memory && e.meta.size > 0 && !ex.is_head()) {
@@ -367,7 +414,9 @@ void Pull::answer_entry(net::Exchange& ex, const DiskCache::Entry& e, std::strin
   }
   a.status = e.meta.stored.status;
   a.headers = e.meta.stored.headers;
-  a.age = cache::current_age(e.meta.stored, now());
+  // The clients of the fetch that brought it get the origin's Age as it
+  // came: whole-second clocks would add a second of "delay" at random.
+  a.age = as_received ? -1 : cache::current_age(e.meta.stored, now());
   a.cache_status = name_ + "; " + status;
   respond_(ex, std::move(a));
 }
@@ -424,11 +473,17 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
   if (!failure.empty()) {
     ++stats_.origin_errors;
     spdlog::warn("{}: {}", url, failure);
+    // RFC 9111 4.2.4: cut off from the origin, a stale copy may answer
+    // unless it forbids that; an origin's error answer is stale-if-error's.
+    const bool disconnected =
+        r.error == OriginError::Unreachable || r.error == OriginError::Timeout;
     for (auto& d : f.waiters) {
       auto* ex = d.exchange();
       if (ex == nullptr) continue;
       const auto* e = f.private_ ? nullptr : cache_.find(key);
-      if (e != nullptr && cache::usable_on_error(e->meta.stored, policy_, now())) {
+      if (e != nullptr && cache::variant_matches(e->meta.stored, ex->request().headers) &&
+          (disconnected ? cache::usable_when_disconnected(e->meta.stored, policy_, now())
+                        : cache::usable_on_error(e->meta.stored, policy_, now()))) {
         answer_error(*ex, f, *e);
       } else {
         // The reason phrase only: `failure` names the origin's URL and the
@@ -443,6 +498,14 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
   if (status >= 500) ++stats_.origin_errors;
 
   invalidate(f);
+  // Collapsed clients whose request selects another variant than this
+  // response's (RFC 9111 4.1) get a fetch of their own once this one is done.
+  struct Later {
+    Pull* pull;
+    std::string key;
+    std::vector<net::Deferred> waiters;
+    ~Later() { pull->refetch(key, std::move(waiters)); }
+  } later{this, key, f.private_ ? std::vector<net::Deferred>{} : take_other_variants(f)};
 
   if (status == 304 && shared_get) {
     const auto* old = cache_.peek(key);
@@ -494,7 +557,7 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
       for (auto& d : f.waiters) {
         const auto* cur = cache_.peek(key);
         if (auto* ex = d.exchange(); ex != nullptr && cur != nullptr) {
-          answer_entry(*ex, *cur, fwd_status + "; stored");
+          answer_entry(*ex, *cur, fwd_status + "; stored", /*as_received=*/true);
         }
       }
       for (auto& p : f.prefetchers) p(true, {});

@@ -91,7 +91,15 @@ class Pull {
   void finish_fetch(const std::string& slot, const OriginResult& r);
   // A successful unsafe method: drops the stored answers it makes stale.
   void invalidate(const Fetch& f);
-  void answer_entry(net::Exchange& ex, const DiskCache::Entry& e, std::string status);
+  // The waiters of `f` whose request selects another variant of its
+  // response (Vary) than the one it was fetched for, taken out of `f`.
+  std::vector<net::Deferred> take_other_variants(Fetch& f);
+  // A fetch of its own for waiters that did not get theirs from another.
+  void refetch(const std::string& key, std::vector<net::Deferred> waiters);
+  // `as_received`: the stored Age line is relayed (the fetch's own clients)
+  // instead of one computed now.
+  void answer_entry(net::Exchange& ex, const DiskCache::Entry& e, std::string status,
+                    bool as_received = false);
   void answer_error(net::Exchange& ex, Fetch& f, const DiskCache::Entry& e);
   int64_t now() const;
 

@@ -17,7 +17,9 @@ import hashlib
 import http.client
 import json
 import http.server
+import socket
 import threading
+import time
 
 import pytest
 
@@ -340,3 +342,97 @@ def test_old_format_entry_dropped_at_warm_restart(cdn, origin):
     s, h, b = send(g, "GET", "/o")
     assert s == 200 and b == b"new\n" and field(h, "X-V") == "2"
     assert not stem.with_suffix(".body").exists() or stem.with_suffix(".body").read_bytes() == b"new\n"
+
+
+# ------------------------------------------------------- interim responses
+
+
+def raw_exchange(d, request: bytes, until: bytes) -> bytes:
+    with socket.create_connection((d.host, d.port), timeout=HTTP_TIMEOUT) as s:
+        s.sendall(request)
+        got = b""
+        while until not in got:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+
+def test_early_hints_relayed_and_not_stored(cdn, origin):
+    # RFC 9110 15.2: a gateway forwards 1xx it did not ask for; RFC 9111 3:
+    # only the final response is stored.
+    origin.routes["/hinted"] = lambda s: (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload; as=style\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nContent-Length: 8\r\n\r\nhinted!\n")
+    g = gateway(cdn, origin.url("/"))
+    req = b"GET /hinted HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    first = raw_exchange(g, req, b"hinted!\n")
+    assert first.startswith(b"HTTP/1.1 103 Early Hints\r\n")
+    assert b"Link: </s.css>; rel=preload; as=style\r\n" in first.split(b"\r\n\r\n")[0] + b"\r\n"
+    assert b"\r\n\r\nHTTP/1.1 200 " in first and first.endswith(b"hinted!\n")
+    second = raw_exchange(g, req, b"hinted!\n")
+    assert second.startswith(b"HTTP/1.1 200 ") and b"103" not in second.split(b"\r\n")[0]
+    assert len(origin.seen("/hinted")) == 1
+    # An HTTP/1.0 client knows no 1xx: it gets the final answer only.
+    origin.routes["/hinted2"] = origin.routes["/hinted"]
+    old = raw_exchange(g, b"GET /hinted2 HTTP/1.0\r\n\r\n", b"hinted!\n")
+    assert old.startswith(b"HTTP/1.1 200 ")
+
+
+# ------------------------------------------------------- disconnected (§4.2.4)
+
+
+@pytest.mark.parametrize("cc,stale_ok", [
+    ("max-age=1", True),
+    ("max-age=1, must-revalidate", False),
+    ("max-age=1, no-cache", False),
+    ("s-maxage=1", False),
+])
+def test_stale_served_only_when_allowed_while_origin_is_cut_off(cdn, origin, cc, stale_ok):
+    state = {"up": True}
+    origin.routes["/s"] = lambda s: (
+        (200, [("Cache-Control", cc)], b"stored\n") if state["up"] else b"")
+    g = gateway(cdn, origin.url("/"))
+    assert send(g, "GET", "/s")[2] == b"stored\n"
+    state["up"] = False  # closes the connection without an answer
+    time.sleep(2.2)  # max-age=1 must have run out: staleness is the point
+    status, headers, body = send(g, "GET", "/s")
+    if stale_ok:
+        assert status == 200 and body == b"stored\n"
+        assert "stale" in field(headers, "Cache-Status")
+    else:
+        assert status == 502
+    assert g.alive()
+
+
+# ------------------------------------------------------- variants (§4.1)
+
+
+def test_collapsed_client_of_another_variant_gets_its_own(cdn, origin):
+    def page(seen):
+        time.sleep(0.5)  # slow enough for the second client to collapse onto the first
+        lang = seen.headers.get("Accept-Language", "none")
+        return 200, [("Cache-Control", "max-age=600"), ("Vary", "Accept-Language")], \
+            f"page in {lang}\n".encode()
+
+    origin.routes["/v"] = page
+    g = gateway(cdn, origin.url("/"))
+    results = {}
+
+    def get(lang):
+        results[lang] = send(g, "GET", "/v", {"Accept-Language": lang})
+
+    threads = [threading.Thread(target=get, args=(lang,)) for lang in ("en", "fr")]
+    threads[0].start()
+    time.sleep(0.1)
+    threads[1].start()
+    for t in threads:
+        t.join()
+    assert results["en"][2] == b"page in en\n"
+    assert results["fr"][2] == b"page in fr\n"
+    # The stored one (the last fetched) answers its own variant from the cache.
+    assert send(g, "GET", "/v", {"Accept-Language": "fr"})[2] == b"page in fr\n"
+    assert len(origin.seen("/v")) == 2
+    assert send(g, "GET", "/v", {"Accept-Language": "en"})[2] == b"page in en\n"
+    assert len(origin.seen("/v")) == 3

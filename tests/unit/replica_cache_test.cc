@@ -600,6 +600,22 @@ TEST(StaleIfError, WindowAndRefusals_RFC5861_4) {
   EXPECT_FALSE(usable_on_error(cc("no-cache"), p, kT0 + 1));
 }
 
+TEST(Disconnected, StaleWithinTheBoundUnlessForbidden_4_2_4) {
+  Policy p;
+  p.stale_if_disconnected = 600;
+  EXPECT_TRUE(usable_when_disconnected(cc("max-age=30"), p, kT0 + 10));  // fresh
+  EXPECT_TRUE(usable_when_disconnected(cc("max-age=30"), p, kT0 + 629));
+  EXPECT_FALSE(usable_when_disconnected(cc("max-age=30"), p, kT0 + 630));
+  // The response's own stale-if-error, when longer, still applies.
+  EXPECT_TRUE(usable_when_disconnected(cc("max-age=2, stale-if-error=6000"), p, kT0 + 3000));
+  for (const char* forbid : {"must-revalidate", "proxy-revalidate", "no-cache", "s-maxage=2"}) {
+    EXPECT_FALSE(usable_when_disconnected(cc(std::string("max-age=2, ") + forbid), p, kT0 + 4))
+        << forbid;
+  }
+  p.stale_if_disconnected = 0;
+  EXPECT_FALSE(usable_when_disconnected(cc("max-age=30"), p, kT0 + 31));
+}
+
 // ------------------------------------------------------------ §4.1 Vary
 
 TEST(Vary, SecondaryKeyFromNamedRequestFields_4_1) {
