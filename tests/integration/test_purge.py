@@ -292,6 +292,12 @@ def test_cdn_purge_command_and_its_exit_codes(cdn, origin, token_file):
     reps[1].stop()
     rc, out = cdn_purge("-s", b.address, "--token-file", token_file, "/q/2")
     assert rc == 5 and f"{reps[1].address}: owes it" in out, out
+    rc, out = cdn_purge("-s", b.address, "--token-file", token_file, "--tag", "n1", "q")
+    assert rc == 5, out
+    assert b.status()["purges_owed"] == 2
+    held = [x for x in b.status()["replicas"] if x["address"] == reps[1].address]
+    assert held[0]["health"] in ("down", "held")
     reps[1].start_again()
-    cdn.wait_up(b, 2)
+    cdn.wait_up(b, 2)  # both owed purges applied, in order, before it is up
     assert b.status()["purges_owed"] == 0
+    assert b.metric("cdn_balancer_purges_total") == 4
