@@ -166,8 +166,10 @@ TEST(PurgeIndex, TagPurgeOf100kObjectsIsFast) {
   EXPECT_EQ(keys.size(), 100'000u);
   EXPECT_EQ(ix.size(), 0u);
   EXPECT_EQ(ix.tag_count(), 0u);
-  // Generous (sanitizers, a busy machine); bench/purge-index has the figure.
-  EXPECT_LT(dt, std::chrono::seconds(1));
+  // A bound against quadratic work (that would take minutes), loose enough
+  // for sanitizer builds on a busy machine (1.4 s under TSan); the figure
+  // (180 ms in a release-like build) is bench/purge's.
+  EXPECT_LT(dt, std::chrono::seconds(10));
 }
 
 TEST(PurgeLedger, OwedUntilAcknowledged) {
