@@ -62,6 +62,7 @@ cache::Policy policy_of(const config::ContentSettings& c) {
   p.default_ttl = override_of(c.default_ttl);
   p.stale_while_revalidate = override_of(c.stale_while_revalidate);
   p.stale_if_error = override_of(c.stale_if_error);
+  p.stale_if_disconnected = seconds(c.stale_if_disconnected);
   return p;
 }
 
