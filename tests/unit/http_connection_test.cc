@@ -290,8 +290,8 @@ TEST_F(Fixture, OneAnswerAllocatesOneOutputBuffer) {
   uint64_t before = tl_allocations;
   for (int i = 0; i < 10; ++i) {
     RequestParser parser(options.limits);
+    // No reset: after the last answer of a connection the core keeps it.
     ASSERT_EQ(parser.feed(req).status, ParseStatus::Complete);
-    parser.reset();  // as after an answer
   }
   const uint64_t parsing = tl_allocations - before;
   before = tl_allocations;

@@ -1049,8 +1049,9 @@ TEST(Server, KeepAliveRequestsDoNotAllocate) {
 }
 
 // Connection: close costs a new connection per request: its allocations
-// (the connection, its parser's header list, the response head) are counted
-// between one handler call and the next.
+// (the connection, its parser's header list, the response head, and the
+// tcp and timer handles, each a heap object of its own as common/uv/handle.hpp
+// has it) are counted between one handler call and the next.
 TEST(Server, ConnectionsAllocateLittle) {
   std::vector<uint64_t> seen;
   seen.reserve(200);
@@ -1062,8 +1063,8 @@ TEST(Server, ConnectionsAllocateLittle) {
     ASSERT_TRUE(c.closed_by_peer());
   }
   ASSERT_EQ(seen.size(), 110u);
-  // 3 per connection, and the once-a-second Date refresh.
-  EXPECT_LE(seen[109] - seen[9], 100u * 3 + 4);
+  // 5 per connection, and the once-a-second Date refresh.
+  EXPECT_LE(seen[109] - seen[9], 100u * 5 + 4);
 }
 
 // The server's end of an accepted connection: the handler's peer() is the
