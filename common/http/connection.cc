@@ -413,10 +413,11 @@ ServerConnection::Item* ServerConnection::push_bytes(std::string_view bytes, boo
       out_.back().own.size() + bytes.size() <= kCoalesceCapacity) {
     std::string& own = out_.back().own;
     if (own.size() + bytes.size() > own.capacity()) {
-      // Straight to the size a coalescing buffer may reach (it stays in its
-      // slot for the next one), rather than a chain of doublings.
+      // Straight to the size a coalescing buffer usually reaches (output_full()
+      // stops taking answers at max_output; it stays in its slot for the
+      // next one), rather than a chain of doublings.
       std::string grown;
-      grown.reserve(kCoalesceCapacity);
+      grown.reserve(std::max(own.size() + bytes.size(), options_.max_output + 2 * kHeadReserve));
       grown.append(own);
       own.swap(grown);
     }
