@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "daemons/observe.hpp"
 
 #include <fmt/format.h>
@@ -125,6 +126,22 @@ bool AdminGate::token_ok(const net::Exchange& ex) const {
 ObserverReload prepare_observers(const RequestLog& log, const config::LogSettings& l,
                                  const config::AdminSettings& a) {
   return {log.prepare(l), AdminGate::from(a)};
+}
+
+void send_page(net::Exchange& ex, const Page& page) {
+  auto& h = ex.begin(200);
+  h.header("Content-Type", "text/html; charset=utf-8");
+  h.header("Content-Security-Policy", page.csp);
+  h.header("Cache-Control", "no-store");
+  // The page is the admin surface's: no other site may frame it or guess
+  // its type.
+  h.header("X-Content-Type-Options", "nosniff");
+  h.header("Referrer-Policy", "no-referrer");
+  h.header("Content-Length", static_cast<uint64_t>(page.html.size()));
+  // Static bytes: an owner that owns nothing (aliasing an empty pointer)
+  // spares the copy.
+  ex.finish(page.html,
+            std::shared_ptr<const void>(std::shared_ptr<const void>(), page.html.data()));
 }
 
 }  // namespace cdn::daemon

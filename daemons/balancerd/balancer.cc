@@ -17,7 +17,14 @@
 
 namespace cdn::balancer {
 
+// Generated from dashboard.html by daemons/embed_page.py (meson.build).
+extern const daemon::Page kDashboard;
+
 namespace {
+
+// The dashboard's chart: 30 intervals of 10 s, the last five minutes.
+constexpr auto kTrafficInterval = std::chrono::seconds(10);
+constexpr size_t kTrafficSlots = 30;
 
 using Json = nlohmann::json;
 
@@ -53,6 +60,7 @@ Json replica_json(const Replica& r, Clock::time_point now) {
   j["sent_since_probe"] = r.sent_since_probe;
   j["score"] = round3(r.score);
   j["redirects"] = r.redirects_total;
+  j["probes_failed"] = r.probe_failures_total;
   j["last_error"] = r.last_error;
   j["name"] = r.last_status.name;
   j["last_probe_ms_ago"] =
@@ -70,7 +78,9 @@ Balancer::Balancer(uv_loop_t* loop, config::BalancerSettings settings)
       table_(settings_.replicas, settings_.probe, settings_.balance),
       prober_(loop, table_),
       admin_(daemon::AdminGate::from(settings_.admin)),
-      server_(loop, options(), [this](net::Exchange& ex) { handle(ex); }) {
+      server_(loop, options(), [this](net::Exchange& ex) { handle(ex); }),
+      watches_(loop, [this] { return status_document(); }),
+      traffic_(kTrafficInterval, kTrafficSlots) {
   requests_.configure(settings_.log);
 }
 
@@ -88,6 +98,9 @@ void Balancer::start() {
     settings_.server.name = std::string(host) + ":" + std::to_string(server_.port());
   }
   prober_.start(settings_.probe);
+  sample_traffic(Clock::now());
+  traffic_timer_ = uv::make_timer(loop_, [this] { sample_traffic(Clock::now()); });
+  uv::timer_start(traffic_timer_.get(), 1000, 1000);
   spdlog::info("balancer {} on {}: {} replicas, policy {}", settings_.server.name, where,
                table_.replicas().size(), to_string(table_.policy()));
 }
@@ -113,11 +126,17 @@ void Balancer::reconfigure(config::BalancerSettings settings, daemon::ObserverRe
 void Balancer::drain(std::function<void()> done) {
   draining_ = true;
   prober_.stop();
+  traffic_timer_.reset();
+  // Watching dashboards hear of the drain now; the streams end so that the
+  // drain can finish.
+  watches_.end_all();
   server_.drain(std::move(done));
 }
 
 void Balancer::stop() {
   prober_.stop();
+  traffic_timer_.reset();
+  watches_.clear();
   server_.close();
 }
 
@@ -147,6 +166,8 @@ void Balancer::handle(net::Exchange& ex) {
     if (!admin_.admit(ex)) return;
     if (*path == "/.cdn/status") {
       serve_status(ex);
+    } else if (*path == "/.cdn/dashboard") {
+      daemon::send_page(ex, kDashboard);
     } else if (*path == "/.cdn/metrics") {
       serve_metrics(ex);
     } else {
@@ -256,8 +277,22 @@ void Balancer::serve_locate(net::Exchange& ex) {
   daemon::send_document(ex, "application/json", body);
 }
 
+void Balancer::sample_traffic(Clock::time_point now) {
+  traffic_totals_.clear();
+  for (const auto& r : table_.replicas()) {
+    if (!r.same_as) traffic_totals_.emplace_back(r.address.str(), r.redirects_total);
+  }
+  traffic_.sample(now, traffic_totals_);
+}
+
 void Balancer::serve_status(net::Exchange& ex) {
+  if (watches_.serve(ex)) return;
+  daemon::send_document(ex, "application/json", status_document());
+}
+
+std::string Balancer::status_document() {
   const auto now = Clock::now();
+  sample_traffic(now);
   Json doc;
   doc["name"] = settings_.server.name;
   doc["state"] = draining_ ? "draining" : "serving";
@@ -267,14 +302,19 @@ void Balancer::serve_status(net::Exchange& ex) {
   doc["redirects_total"] = redirects_total_;
   doc["unavailable_total"] = unavailable_total_;
   doc["version"] = CDN_VERSION;
+  doc["traffic_interval_s"] =
+      std::chrono::duration_cast<std::chrono::seconds>(traffic_.interval()).count();
   Json list = Json::array();
   // A replica listed twice (two spellings of one address) is shown once.
   for (const auto& r : table_.replicas()) {
-    if (!r.same_as) list.push_back(replica_json(r, now));
+    if (r.same_as) continue;
+    Json j = replica_json(r, now);
+    // Clients sent per interval, oldest first, the last one under way.
+    j["recent_redirects"] = traffic_.counts(r.address.str(), now);
+    list.push_back(std::move(j));
   }
   doc["replicas"] = std::move(list);
-  const std::string body = doc.dump();
-  daemon::send_document(ex, "application/json", body);
+  return doc.dump();
 }
 
 void Balancer::serve_metrics(net::Exchange& ex) {

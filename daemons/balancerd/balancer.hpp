@@ -13,9 +13,12 @@
 
 #include "common/config/settings.hpp"
 #include "common/net/server.hpp"
+#include "common/uv/handle.hpp"
 #include "daemons/balancerd/prober.hpp"
 #include "daemons/balancerd/table.hpp"
+#include "daemons/balancerd/traffic.hpp"
 #include "daemons/observe.hpp"
+#include "daemons/watch.hpp"
 
 namespace cdn::balancer {
 
@@ -40,6 +43,11 @@ class Balancer {
   void redirect(net::Exchange& ex, const std::string& path);
   void serve_locate(net::Exchange& ex);
   void serve_status(net::Exchange& ex);
+  // The operators' status document (one line of JSON): the served one and
+  // each line of a status stream.
+  std::string status_document();
+  // Feeds traffic_ the table's redirect counts.
+  void sample_traffic(Clock::time_point now);
   void serve_metrics(net::Exchange& ex);
   std::string url_for(size_t index, std::string_view encoded_path_and_query) const;
   // "http://host:port" of replica `index`, formatted once per address.
@@ -53,6 +61,13 @@ class Balancer {
   daemon::RequestLog requests_{"cdn-balancerd"};
   daemon::AdminGate admin_;
   net::Server server_;
+  // After server_, whose exchanges they hold: destroyed first.
+  daemon::StatusWatches watches_;
+  // Clients sent per replica over the last minutes (the dashboard's chart),
+  // sampled every second by traffic_timer_ and at each status document.
+  TrafficHistory traffic_;
+  uv::Ptr<uv_timer_t> traffic_timer_;
+  std::vector<std::pair<std::string, uint64_t>> traffic_totals_;  // scratch
   bool draining_ = false;
   uint64_t redirects_total_ = 0;
   uint64_t unavailable_total_ = 0;
