@@ -125,8 +125,9 @@ int main(int argc, char** argv) {
     return usage(e.what());
   }
 
+  // Outside the block: on_wait outlives it (a stack-use-after-scope under ASan).
+  bool told = false;
   if (!quiet) {
-    bool told = false;
     opt.on_wait = [&told](const std::string& why, std::chrono::milliseconds delay) {
       if (told) return;  // once: the wait is one state, not news every second
       told = true;
