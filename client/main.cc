@@ -125,7 +125,7 @@ int main(int argc, char** argv) {
     return usage(e.what());
   }
 
-  // Outside the block: on_wait outlives it (a stack-use-after-scope under ASan).
+  // Outlives the block: fetch() calls on_wait long after it.
   bool told = false;
   if (!quiet) {
     opt.on_wait = [&told](const std::string& why, std::chrono::milliseconds delay) {

@@ -477,7 +477,21 @@ void ServerConnection::release_front() {
 
 // ---------------------------------------------------------------- answers
 
-HeadWriter* ServerConnection::begin(uint64_t seq, int status) {
+bool ServerConnection::interim(uint64_t seq, int status, const std::vector<Header>& headers) {
+  if (!is_current(seq) || state_ != State::Handling || status < 100 || status > 199) return false;
+  const Request& r = parser_.request();
+  if (r.version_major == 1 && r.version_minor == 0) return false;
+  head_.clear();
+  head_.append("HTTP/1.1 ").append(std::to_string(status)).append(" ");
+  head_.append(reason_phrase(status)).append("\r\n");
+  for (const auto& h : headers) head_.append(h.name).append(": ").append(h.value).append("\r\n");
+  head_.append("\r\n");
+  push_head();
+  settle();
+  return state_ != State::Closed;
+}
+
+HeadWriter* ServerConnection::begin(uint64_t seq, int status, bool relayed) {
   if (!is_current(seq) || state_ != State::Handling) return nullptr;
   const Request& r = parser_.request();
   // A drain or a half-close may have begun since the request arrived (e.g.
@@ -489,7 +503,7 @@ HeadWriter* ServerConnection::begin(uint64_t seq, int status) {
   head_.clear();
   writer_.emplace(head_);
   writer_->status_line(status);
-  writer_->prebuilt(handler_.common_headers());
+  if (!relayed) writer_->prebuilt(handler_.common_headers());
   if (!keep_alive_) {
     writer_->header("Connection", "close");
   } else if (r.version_major == 1 && r.version_minor == 0) {

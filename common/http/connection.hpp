@@ -227,7 +227,13 @@ class ServerConnection {
   // Starts the answer: status line, the common headers and, when this is the
   // connection's last answer, "Connection: close". Add headers, then one
   // finish*() or start_stream().
-  HeadWriter* begin(uint64_t seq, int status);
+  // `relayed`: a gateway's answer from upstream, which brings its own Date
+  // and Server: the common headers are left out.
+  HeadWriter* begin(uint64_t seq, int status, bool relayed = false);
+  // An interim response (1xx, RFC 9110 15.2) ahead of the answer, before
+  // begin(): e.g. a relayed 103 Early Hints. Refused for HTTP/1.0 clients
+  // (they know no 1xx) and once the answer has begun.
+  bool interim(uint64_t seq, int status, const std::vector<Header>& headers);
   // Ends the head, then `body` (dropped for HEAD, whose Content-Length still
   // describes it): copied, unless `owner` keeps it alive until sent.
   bool finish(uint64_t seq, std::string_view body = {}, std::shared_ptr<const void> owner = {});

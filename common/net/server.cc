@@ -210,9 +210,14 @@ void Exchange::note_cache(std::string_view status) { conn_.note_cache_.assign(st
 void Exchange::note_upstream(std::string_view upstream) { conn_.note_upstream_.assign(upstream); }
 bool Exchange::is_head() const { return conn_.core_.is_head(); }
 
-http::HeadWriter& Exchange::begin(int status) {
+void Exchange::interim(int status, const std::vector<http::Header>& headers) {
   Connection& c = conn_;
-  if (http::HeadWriter* h = c.core_.begin(c.core_.seq(), status)) {
+  if (c.core_.interim(c.core_.seq(), status, headers)) c.kick();
+}
+
+http::HeadWriter& Exchange::begin(int status, bool relayed) {
+  Connection& c = conn_;
+  if (http::HeadWriter* h = c.core_.begin(c.core_.seq(), status, relayed)) {
     c.answer_status_ = status;
     c.open_ = Connection::Open::Answer;
     return *h;

@@ -785,5 +785,33 @@ TEST_F(Fixture, TheLastRequestOutlivesItsAnswer) {
   EXPECT_EQ(conn->request().target, "/last");
 }
 
+// A gateway's answer: 1xx interim responses ahead of it (not for HTTP/1.0,
+// not once it has begun), and a relayed head without our Date and Server.
+TEST_F(Fixture, InterimAnswersAndRelayedHeads) {
+  const std::vector<Header> hints{{"Link", "</s.css>; rel=preload"}};
+  handler.answer = [&](uint64_t seq, const Request&) {
+    EXPECT_TRUE(conn->interim(seq, 103, hints));
+    EXPECT_FALSE(conn->interim(seq, 200, hints));
+    conn->begin(seq, 200, /*relayed=*/true)->header("Content-Length", 2);
+    EXPECT_FALSE(conn->interim(seq, 103, hints));
+    conn->finish(seq, "ok");
+  };
+  open();
+  run(kGetA, Split::Whole);
+  EXPECT_EQ(wire.got.rfind("HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+                           "HTTP/1.1 200 OK\r\n",
+                           0),
+            0u)
+      << wire.got;
+  EXPECT_EQ(wire.got.find("Server: t"), std::string::npos);
+  handler.answer = [&](uint64_t seq, const Request&) {
+    EXPECT_FALSE(conn->interim(seq, 103, hints));
+    handler.ok(seq, "/a");
+  };
+  reopen();
+  run("GET /a HTTP/1.0\r\n\r\n", Split::Whole);
+  EXPECT_EQ(wire.got.rfind("HTTP/1.1 200 OK\r\n", 0), 0u);
+}
+
 }  // namespace
 }  // namespace cdn::http
