@@ -23,8 +23,10 @@ constexpr size_t kMaxExtension = 32;
 // RFC 6838 4.2 restricted-name characters: what may go into a Content-Type
 // header without quoting (so no file can inject a header or a parameter).
 bool is_name_char(char c) {
+  // Not strchr: it finds a NUL byte too (the string's own terminator).
+  constexpr std::string_view kPunct = "!#$&-^_.+";
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         std::strchr("!#$&-^_.+", c) != nullptr;
+         kPunct.find(c) != std::string_view::npos;
 }
 
 bool is_name(std::string_view s) {

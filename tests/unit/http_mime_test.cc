@@ -77,6 +77,15 @@ TEST(Mime, ParsesMimeTypesFormat) {
   EXPECT_EQ(t.content_type("index.html"), "text/html; charset=utf-8");
 }
 
+// Found by the path fuzzer: a NUL byte passed as a name character, so a
+// type holding one went out in Content-Type.
+TEST(Mime, NulBytesAreNotNameCharacters) {
+  using namespace std::string_literals;
+  const MimeTypes t = MimeTypes::parse("text/ht\0ml nul\n"s + "text/x-ok ok\0ext\n"s);
+  EXPECT_EQ(t.content_type("a.nul"), "application/octet-stream");
+  EXPECT_EQ(t.content_type("a.ok"), "application/octet-stream");  // "ok\0ext" is no extension
+}
+
 TEST(Mime, FileEntriesWinOverTheBuiltinTable) {
   const MimeTypes t = MimeTypes::parse("image/vnd.microsoft.icon ico\n");
   EXPECT_EQ(t.content_type("favicon.ico"), "image/vnd.microsoft.icon");
