@@ -33,6 +33,7 @@
 #include "common/http/parser.hpp"
 #include "common/http/serialize.hpp"
 #include "common/log/burst.hpp"
+#include "common/metrics/counter.hpp"
 
 namespace cdn::net {
 
@@ -47,21 +48,23 @@ struct ServerOptions {
   std::string server_header = "cdn";
 };
 
+// Written by the server's loop thread only; read from any (the daemon's
+// pages add up the stats of every worker).
 struct ServerStats {
-  uint64_t active_connections = 0;
-  uint64_t connections_total = 0;
-  uint64_t requests_total = 0;
-  uint64_t bytes_sent = 0;      // response bytes handed to the kernel
-  uint64_t rejected_total = 0;  // connections refused over max_connections
-  uint64_t errors_total = 0;    // requests answered 4xx by the framing layer
+  metrics::OwnCounter active_connections = 0;
+  metrics::OwnCounter connections_total = 0;
+  metrics::OwnCounter requests_total = 0;
+  metrics::OwnCounter bytes_sent = 0;      // response bytes handed to the kernel
+  metrics::OwnCounter rejected_total = 0;  // connections refused over max_connections
+  metrics::OwnCounter errors_total = 0;    // requests answered 4xx by the framing layer
   // Connections whose client sends requests faster than it reads the answers
   // (pipelining, not reading): past what a connection may hold for it (see
   // server.cc) it is not read until the client takes some answers.
-  uint64_t backlogged_connections = 0;  // now
-  uint64_t backlogged_total = 0;        // times a connection was stopped so
+  metrics::OwnCounter backlogged_connections = 0;  // now
+  metrics::OwnCounter backlogged_total = 0;        // times a connection was stopped so
   // File bytes read into user space (pread + write) rather than sent with
   // sendfile: 0 unless sendfile is refused or the head is still queued.
-  uint64_t file_bytes_copied = 0;
+  metrics::OwnCounter file_bytes_copied = 0;
 };
 
 class Exchange;
