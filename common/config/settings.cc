@@ -1,6 +1,7 @@
 #include "common/config/settings.hpp"
 
 #include <arpa/inet.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -21,6 +22,7 @@ namespace {
 constexpr std::string_view kSpace = " \t\r\n\f\v";
 // [server] max_connections, and [content] capacity (the connections at load 1.0).
 constexpr uint64_t kMaxConnections = 10'000'000;
+constexpr uint64_t kMaxWorkers = 256;
 constexpr double kMaxHashLoadFactor = 100.0;
 // [server] name goes into the CDN-Replica header and the status document.
 constexpr size_t kMaxNameLength = 255;
@@ -250,6 +252,12 @@ SectionSpec server_section(const IniFile& f, ServerSettings& s) {
               {"max_headers",
                [&](const Entry& e) {
                  s.max_headers = static_cast<uint32_t>(uint_of(f, e, 1, 10'000));
+               }},
+              {"workers",
+               [&](const Entry& e) {
+                 s.workers = trim(e.value) == "auto"
+                                 ? 0
+                                 : static_cast<uint32_t>(uint_of(f, e, 1, kMaxWorkers));
                }},
           }};
 }
@@ -713,6 +721,12 @@ void validate(const BalancerSettings& s, const std::string& path) {
   if (!(s.balance.hash_load_factor > 1.0) || !(s.balance.hash_load_factor <= kMaxHashLoadFactor)) {
     throw Error(prefix + "[balance] hash_load_factor: must be above 1.0 and at most 100");
   }
+}
+
+uint32_t resolve_workers(uint32_t configured) {
+  if (configured != 0) return configured;
+  const long online = sysconf(_SC_NPROCESSORS_ONLN);
+  return online < 1 ? 1 : static_cast<uint32_t>(std::min<long>(online, kMaxWorkers));
 }
 
 }  // namespace cdn::config

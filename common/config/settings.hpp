@@ -29,7 +29,13 @@ struct ServerSettings {
   uint64_t max_request_line = 8 * 1024ULL;
   uint64_t max_header_bytes = 16 * 1024ULL;
   uint32_t max_headers = 100;
+  // Event loops serving connections, each on its own thread; 0 is "auto"
+  // (one per online CPU, resolved by the daemon). Read at start only.
+  uint32_t workers = 0;
 };
+
+// The workers to run for a [server] workers value (0: the online CPUs).
+uint32_t resolve_workers(uint32_t configured);
 
 // [log]
 struct LogSettings {
