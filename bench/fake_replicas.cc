@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // cdn-fake-replicas: thousands of replicas in one process, for
 // bench/probe-scale. Listens on N loopback addresses (127.77.x.y, all on one
 // port, as the seed's servers were) and answers every request with a fixed

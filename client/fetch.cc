@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "client/fetch.hpp"
 
 #include <fcntl.h>
@@ -7,6 +8,7 @@
 #include <uv.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <deque>
 #include <memory>
@@ -59,7 +61,12 @@ class Fetcher {
 
   Result run() {
     deadline_ = Clock::now() + opt_.wait;
+    if (opt_.resume && !to_stdout() && !open_partial()) return result_;
     retry_timer_ = uv::make_timer(&loop_, [this] { ask_balancer(); });
+    // Ctrl-C ends the download through the loop, so that the destructor
+    // removes the temporary file (a signal's default action would leave it).
+    sigint_ = uv::make_signal(&loop_, SIGINT, [this] { finish(kInterrupted, "interrupted"); });
+    sigterm_ = uv::make_signal(&loop_, SIGTERM, [this] { finish(kInterrupted, "terminated"); });
     ask_balancer();
     uv_run(&loop_, UV_RUN_DEFAULT);
     uv::close_loop(&loop_);
@@ -67,7 +74,7 @@ class Fetcher {
   }
 
  private:
-  enum class Mode { Unknown, Redirect, Body, Retry, Reject };
+  enum class Mode { Unknown, Redirect, Body, Retry, Reject, Gone, Again };
 
   void finish(int code, std::string message) {
     if (finished_) return;
@@ -76,6 +83,8 @@ class Fetcher {
     result_.message = std::move(message);
     conn_.reset();
     retry_timer_.reset();
+    sigint_.reset();
+    sigterm_.reset();
   }
 
   void fail_attempt(const std::string& why) {
@@ -120,6 +129,7 @@ class Fetcher {
       }
     }
     spdlog::info("{}; asking again in {} ms", why, delay.count());
+    if (opt_.on_wait) opt_.on_wait(why, delay);
     --rounds_;  // waiting for a replica to come up is not a failed round
     uv::timer_start(retry_timer_.get(), static_cast<uint64_t>(delay.count()), 0);
   }
@@ -137,9 +147,11 @@ class Fetcher {
     }
     conn_ = net::ClientConnection::create(&loop_, *addr);
     std::string extra = "User-Agent: cdn-get\r\nAccept: */*\r\n";
-    if (!balancer && written_ > 0 && !etag_.empty()) {
-      // Resume where the last replica stopped, if it is still the same content.
-      extra += "Range: bytes=" + std::to_string(written_) + "-\r\nIf-Range: " + etag_ + "\r\n";
+    if (!balancer && written_ > 0 && (!etag_.empty() || continuing_)) {
+      // Resume where the last replica stopped, if it is still the same
+      // content (a partial file of --continue has no validator to offer).
+      extra += "Range: bytes=" + std::to_string(written_) + "-\r\n";
+      if (!etag_.empty()) extra += "If-Range: " + etag_ + "\r\n";
     }
     net::ClientCallbacks cb;
     cb.on_headers = [this](const http::Response& r) { return on_headers(r); };
@@ -155,6 +167,12 @@ class Fetcher {
       mode_ = Mode::Redirect;
       return true;
     }
+    if (r.status == 404 || r.status == 410) {
+      // Every replica serves the same site: another would answer the same.
+      mode_ = Mode::Gone;
+      reject_reason_ = "HTTP " + std::to_string(r.status) + " " + r.reason;
+      return false;
+    }
     if (r.status == 503 && asking_balancer_) {
       mode_ = Mode::Retry;
       return true;
@@ -167,14 +185,29 @@ class Fetcher {
     if (r.status == 206 && written_ > 0) {
       auto range = r.header("Content-Range");
       const std::string expect = "bytes " + std::to_string(written_) + "-";
+      const bool first_resume = continuing_ && etag_.empty();
       if (range && range->substr(0, expect.size()) == expect &&
-          r.header("ETag").value_or("") == etag_) {
+          (first_resume || r.header("ETag").value_or("") == etag_)) {
         mode_ = Mode::Body;
+        resumed_at_ = written_;
+        if (first_resume) {
+          expected_digest_ = digest::sha256_from_repr_digest(r.header("Repr-Digest").value_or(""));
+          etag_ = std::string(r.header("ETag").value_or(""));
+          if (etag_.starts_with("W/")) etag_.clear();
+          replica_name_ = std::string(r.header("CDN-Replica").value_or(""));
+        }
         const size_t slash = range->rfind('/');
         expected_total_ = std::strtoull(std::string(range->substr(slash + 1)).c_str(), nullptr, 10);
         spdlog::info("{}: resuming at byte {}", current_.authority(), written_);
+        if (opt_.on_body_start) opt_.on_body_start(written_, expected_total_, current_.authority());
         return true;
       }
+    }
+    if (r.status == 416 && written_ > 0 && restart_download()) {
+      // The partial file is as long as the content or longer: fetch it whole.
+      sha_.reset();
+      mode_ = Mode::Again;
+      return false;
     }
     mode_ = Mode::Reject;
     reject_reason_ = "HTTP " + std::to_string(r.status) + " " + r.reason;
@@ -202,15 +235,50 @@ class Fetcher {
     }
     sha_.reset();
     written_ = 0;
+    resumed_at_ = 0;
     mode_ = Mode::Body;
     expected_total_ = r.content_length.value_or(UINT64_MAX);
     expected_digest_ = digest::sha256_from_repr_digest(r.header("Repr-Digest").value_or(""));
     etag_ = std::string(r.header("ETag").value_or(""));
     if (etag_.starts_with("W/")) etag_.clear();  // only a strong validator may resume
     replica_name_ = std::string(r.header("CDN-Replica").value_or(""));
+    if (opt_.on_body_start) opt_.on_body_start(0, expected_total_, current_.authority());
   }
 
   bool to_stdout() const { return opt_.output == "-"; }
+
+  // --continue: the output file's bytes are the first of the download; they
+  // go into the digest now, and the body is appended in place. No file, or
+  // an empty one: an ordinary download (temporary file and rename).
+  bool open_partial() {
+    const int fd = ::open(opt_.output.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) return true;
+    std::string buf(1 << 16, '\0');
+    uint64_t n = 0;
+    for (;;) {
+      const ssize_t got = ::read(fd, buf.data(), buf.size());
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0) {
+        finish(kWriteFailed, "cannot read " + opt_.output + ": " + std::strerror(errno));
+        ::close(fd);
+        return false;
+      }
+      if (got == 0) break;
+      sha_.update(std::string_view(buf.data(), static_cast<size_t>(got)));
+      n += static_cast<uint64_t>(got);
+    }
+    if (n == 0) {
+      ::close(fd);
+      sha_.reset();
+      return true;
+    }
+    tmp_fd_ = fd;
+    written_ = n;
+    continuing_ = true;
+    sink_ = std::make_unique<FileSink>(fd, static_cast<off_t>(n));
+    spdlog::info("{}: {} bytes kept, asking for the rest", opt_.output, n);
+    return true;
+  }
 
   bool open_output() {
     if (to_stdout()) {
@@ -241,6 +309,7 @@ class Fetcher {
     }
     sha_.update(piece);
     written_ += piece.size();
+    if (opt_.on_body_progress) opt_.on_body_progress(written_);
     return true;
   }
 
@@ -292,9 +361,16 @@ class Fetcher {
           const long secs = std::strtol(std::string(*ra).c_str(), nullptr, 10);
           if (secs > 0 && secs < 3600) delay = milliseconds(secs * 1000);
         }
-        retry_balancer_later(delay, "no replica is up yet (HTTP 503)");
+        retry_balancer_later(delay, "waiting for a replica (503)");
         return;
       }
+      case Mode::Again:
+        candidates_.push_front(current_);
+        next_candidate();
+        return;
+      case Mode::Gone:
+        finish(kNotFound, current_.authority() + current_.target + ": " + reject_reason_);
+        return;
       case Mode::Reject:
         on_attempt_error(current_.authority() + current_.target + ": " + reject_reason_);
         return;
@@ -359,6 +435,24 @@ class Fetcher {
         return;
       }
       sink_.reset();  // its thread is done with the descriptor
+      if (continuing_) {
+        // Appended in place: the file keeps its name and mode.
+        const bool ok = fsync(tmp_fd_) == 0;
+        const int err = errno;
+        ::close(tmp_fd_);
+        tmp_fd_ = -1;
+        if (!ok) {
+          finish(kWriteFailed, "cannot write " + opt_.output + ": " + std::strerror(err));
+          return;
+        }
+        result_.bytes = written_;
+        result_.replica = name;
+        const std::string how =
+            resumed_at_ > 0 ? ", resumed at byte " + std::to_string(resumed_at_) : "";
+        finish(kOk, "saved " + opt_.output + " (" + std::to_string(written_) + " bytes" + how +
+                        ") from " + name);
+        return;
+      }
       const mode_t mask = umask(0);
       umask(mask);
       if (fchmod(tmp_fd_, 0666 & ~mask) != 0 || fsync(tmp_fd_) != 0 || ::close(tmp_fd_) != 0) {
@@ -398,10 +492,13 @@ class Fetcher {
   Result result_;
   Clock::time_point deadline_;
   uv::Ptr<uv_timer_t> retry_timer_;
+  uv::Ptr<uv_signal_t> sigint_, sigterm_;
   net::ClientConnection::Ptr conn_;
   std::deque<Url> candidates_;
   Url current_;
   bool asking_balancer_ = false;
+  bool continuing_ = false;  // --continue found bytes in the output file
+  uint64_t resumed_at_ = 0;  // where the body being received began (0: whole)
   bool finished_ = false;
   int rounds_ = 0;
   int redirects_ = 0;

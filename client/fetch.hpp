@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // cdn-get's download logic: ask the balancer, download from the replica it
 // names, fall back to the next one on any failure (resuming with Range where
 // the replica allows), verify length and digest, and publish the file
@@ -6,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -21,6 +23,8 @@ enum ExitCode : int {
   kTransferFailed = 4,  // every replica failed
   kVerifyFailed = 5,    // content did not match its length or digest on every replica
   kWriteFailed = 6,     // the output file could not be written
+  kNotFound = 7,        // a definite 404 or 410: no replica will have it
+  kInterrupted = 130,   // SIGINT or SIGTERM; no temporary file is left
 };
 
 struct Options {
@@ -28,7 +32,17 @@ struct Options {
   std::string output;                         // file to write ("-" for standard output)
   std::chrono::milliseconds wait{30'000};     // how long to wait for a replica to be up
   std::chrono::milliseconds timeout{10'000};  // no progress for this long fails an attempt
+  // --continue: bytes already in `output` are kept and the rest asked for
+  // with a Range request; the digest is checked over the whole file.
+  bool resume = false;
   int max_rounds = 3;  // times the balancer is asked after every replica failed
+  // Told each time the balancer is to be asked again (no replica up yet, or
+  // the balancer unreachable): what happened and the wait before the next try.
+  std::function<void(const std::string& why, std::chrono::milliseconds delay)> on_wait;
+  // Told when a body begins (bytes already held, total or UINT64_MAX, the
+  // replica) and after every piece of it (bytes so far): the progress line.
+  std::function<void(uint64_t bytes, uint64_t total, const std::string& replica)> on_body_start;
+  std::function<void(uint64_t bytes)> on_body_progress;
 };
 
 struct Result {

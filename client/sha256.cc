@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The one-shot functions are deprecated in OpenSSL 3 in favour of EVP, but
 // they stay in 3.x; see sha256.hpp for why they are used here.
 #define OPENSSL_SUPPRESS_DEPRECATED

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // SHA-256 of a download as it arrives.
 //
 // OpenSSL's one-shot digest functions rather than EVP: EVP's first use sets up

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "client/sink.hpp"
 
 #include <fcntl.h>
@@ -20,7 +21,7 @@ static_assert(FileSink::kBlock % kAlign == 0);
 
 void FileSink::FreeAligned::operator()(unsigned char* p) const noexcept { std::free(p); }
 
-FileSink::FileSink(int fd) : fd_(fd) {
+FileSink::FileSink(int fd, off_t start) : fd_(fd), base_(start) {
   for (size_t i = 1; i < kBlocks; ++i) free_.push_back(i);
   // Refused (e.g. by a file system without direct I/O): page cache instead.
   direct_ = set_direct(true);

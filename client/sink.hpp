@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Where cdn-get's body bytes go on their way into the temp file.
 //
 // A plain write() per received piece costs a copy into the page cache, and
@@ -35,7 +36,8 @@ class FileSink {
   static constexpr size_t kBlock = 1 << 20;
   static constexpr size_t kBlocks = 4;
 
-  explicit FileSink(int fd);
+  // `start`: the file offset of the first byte appended (a resumed download).
+  explicit FileSink(int fd, off_t start = 0);
   ~FileSink();
   FileSink(const FileSink&) = delete;
   FileSink& operator=(const FileSink&) = delete;

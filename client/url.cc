@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "client/url.hpp"
 
 #include <charconv>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // cdn-get's URLs: parsing the one it is given, and judging the ones a
 // redirect names (which of them it may try). Pure: no I/O, no loop.
 #pragma once

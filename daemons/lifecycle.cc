@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "daemons/lifecycle.hpp"
 
 #include <pthread.h>
@@ -10,6 +11,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <stdexcept>
 
@@ -235,7 +237,12 @@ std::string start_listening(net::Server& server, const config::ServerSettings& s
 namespace cdn::daemon {
 
 ConfigSource config_source(const std::string& explicit_path, const std::string& default_path) {
-  if (!explicit_path.empty()) return {explicit_path, true};
+  // Absolute, so that the paths the file holds (relative to its directory)
+  // come out absolute too: --print-config's output then means the same
+  // wherever it is read.
+  if (!explicit_path.empty()) {
+    return {std::filesystem::absolute(explicit_path).lexically_normal().string(), true};
+  }
   if (::access(default_path.c_str(), F_OK) == 0) return {default_path, true};
   return {};
 }

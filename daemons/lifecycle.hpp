@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // What both daemons share about their life under systemd (or a shell):
 // signals, readiness, status line, watchdog, reload and graceful drain.
 //

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Installs what building and testing cdn needs, from Debian 12's packages
 # only, when something is missing. Sourced by run-cdn and run-tests.
 set -euo pipefail
@@ -13,8 +14,12 @@ CDN_DEPS=(
   curl openssl iproute2 python3-pytest
 )
 # Tests and benchmarks also run the rivals and fuzzers.
-# prometheus: promtool checks the metrics pages.
-CDN_TEST_DEPS=(clang libclang-rt-14-dev nginx-light haproxy wrk hyperfine systemd util-linux prometheus nodejs)
+# prometheus: promtool checks the metrics pages; goaccess reads the access log.
+CDN_TEST_DEPS=(clang goaccess libclang-rt-14-dev nginx-light haproxy wrk hyperfine systemd util-linux prometheus nodejs)
+# Packaging and documentation (tests/package, tests/doc): the .deb build, lintian,
+# the man pages (scdoc, rendered by man-db), bash completion's install path,
+# and /etc/mime.types (media-types) for the replica's content types.
+CDN_TEST_DEPS+=(dpkg-dev debhelper lintian scdoc man-db bash-completion media-types)
 # The HTTP caching test suite (tests/conformance) runs on Node and installs its
 # modules with npm. Debian's npm is a package of its own; NodeSource's nodejs
 # carries npm and conflicts with Debian's, so npm is asked for only when none

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "common/config/ini.hpp"
 
 #include <arpa/inet.h>
@@ -59,6 +60,24 @@ struct ParseState {
   }
 };
 
+// One rule for both comment characters: '#' or ';' at the start of a line,
+// or after a blank, starts a comment ("port = 80 # web" and "port = 80 ; web"
+// are both port 80). Without a blank before it the character is part of the
+// value ("origin = http://h/a#b" keeps its '#', to be refused as a fragment).
+std::string_view strip_inline_comment(std::string_view content) {
+  for (size_t i = 1; i < content.size(); ++i) {
+    if ((content[i] == '#' || content[i] == ';') &&
+        (content[i - 1] == ' ' || content[i - 1] == '\t')) {
+      content = content.substr(0, i);
+      break;
+    }
+  }
+  while (!content.empty() && (content.back() == ' ' || content.back() == '\t')) {
+    content.remove_suffix(1);
+  }
+  return content;
+}
+
 std::string at(const std::string& path, int line) { return path + ":" + std::to_string(line); }
 
 char* read_line(char* str, int num, void* stream) noexcept {
@@ -89,11 +108,14 @@ char* read_line(char* str, int num, void* stream) noexcept {
       st->fail(at(st->file->path, st->line) + ": line is longer than " +
                std::to_string(std::min(room, kMaxLineLength)) + " characters");
       content = {};
-    } else if (!content.empty() && content.front() == '[') {
+    } else if (!content.empty() && content.front() != '#' && content.front() != ';') {
+      content = strip_inline_comment(content);
+    }
+    if (!content.empty() && content.front() == '[') {
       const size_t close = content.find(']');
       if (close != std::string_view::npos) {
         const std::string_view rest = trim(content.substr(close + 1));
-        if (!rest.empty() && rest.front() != ';' && rest.front() != '#') {
+        if (!rest.empty()) {
           st->fail(at(st->file->path, st->line) + ": syntax error: " + quote(raw) +
                    " (text after the section heading)");
         }
@@ -251,13 +273,15 @@ std::optional<std::chrono::milliseconds> parse_duration(std::string_view s) {
     ms_per_unit = 60'000;
   } else if (iequals(unit, "h")) {
     ms_per_unit = 3'600'000;
+  } else if (iequals(unit, "d")) {
+    ms_per_unit = 86'400'000;
   } else {
     return std::nullopt;
   }
   constexpr uint64_t kMax = static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / 2;
   if (d->whole > kMax / ms_per_unit) return std::nullopt;
   // Fraction of a unit, rounded to the nearest millisecond. frac < scale <= 1e12
-  // and ms_per_unit <= 3.6e6, so frac * ms_per_unit fits in 64 bits.
+  // and ms_per_unit <= 8.64e7, so frac * ms_per_unit (< 8.64e19) fits in 64 bits.
   const uint64_t frac_ms = (d->frac * ms_per_unit + d->scale / 2) / d->scale;
   const uint64_t total = d->whole * ms_per_unit + frac_ms;
   if (total > kMax) return std::nullopt;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // INI files (read with inih) to typed values, with errors that name
 // file:line and key. Pure apart from reading the file itself.
 #pragma once
@@ -40,7 +41,9 @@ struct IniFile {
   std::vector<Section> sections;  // headings in file order; a name may repeat
 };
 
-// Parse INI text (inih syntax; ';' and '#' comments). Throws Error on a syntax error.
+// Parse INI text (inih syntax). Throws Error on a syntax error. Comments: '#'
+// and ';' alike, at the start of a line or after a blank (space or tab), run
+// to the end of the line; anywhere else they are part of the value.
 // Leading whitespace is ignored (no multi-line values: an indented line is an
 // ordinary line). A line may hold at most kMaxLineLength characters.
 inline constexpr std::size_t kMaxLineLength =
@@ -51,7 +54,7 @@ IniFile load_ini(const std::string& path);
 // Reads a whole (small) configuration file; throws Error "PATH: cannot read: why".
 std::string read_config_file(const std::string& path);
 
-// "500ms", "2s", "1m", "1h", "1.5s"; a bare number means seconds. nullopt when malformed or
+// "500ms", "2s", "1m", "1h", "1d", "1.5s"; a bare number means seconds. nullopt when malformed or
 // negative.
 std::optional<std::chrono::milliseconds> parse_duration(std::string_view s);
 // "512", "64K", "1M", "2G" (powers of 1024; "KiB"/"MB" spellings accepted). nullopt when malformed.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "common/config/settings.hpp"
 
 #include <arpa/inet.h>
@@ -13,6 +14,7 @@
 #include <optional>
 #include <utility>
 
+#include "common/admin/allow.hpp"
 #include "common/text/text.hpp"
 
 namespace cdn::config {
@@ -27,6 +29,7 @@ constexpr double kMaxHashLoadFactor = 100.0;
 // [server] name goes into the CDN-Replica header and the status document.
 constexpr size_t kMaxNameLength = 255;
 constexpr std::string_view kNameRule = "printable ASCII, at most 255 characters";
+constexpr std::string_view kAccessFormats[] = {"combined", "json"};
 constexpr std::string_view kLevels[] = {"trace", "debug",    "info", "warn",
                                         "error", "critical", "off"};
 // In BalancePolicy's order.
@@ -208,6 +211,16 @@ void apply(const IniFile& f, const std::vector<SectionSpec>& spec) {
   }
 }
 
+// A relative path in file f means relative to f's directory: every path
+// key (root, page, cache_dir, ca_file, servers_file, [log] file) alike, so a
+// configuration works the same whatever the working directory.
+std::string resolve(const IniFile& f, std::string_view value) {
+  const std::filesystem::path p{std::string(value)};
+  if (p.empty() || p.is_absolute()) return p.string();
+  const std::filesystem::path dir = std::filesystem::path(f.path).parent_path();
+  return (dir / p).lexically_normal().string();
+}
+
 SectionSpec server_section(const IniFile& f, ServerSettings& s) {
   return {"server",
           {
@@ -262,20 +275,44 @@ SectionSpec server_section(const IniFile& f, ServerSettings& s) {
           }};
 }
 
+std::string resolve(const IniFile& f, std::string_view value);
+
 SectionSpec log_section(const IniFile& f, LogSettings& s) {
   return {"log",
           {
               {"level", [&](const Entry& e) { s.level = choice_of(f, e, "log level", kLevels); }},
-              {"file", [&](const Entry& e) { s.file = std::string(trim(e.value)); }},
+              {"file", [&](const Entry& e) { s.file = resolve(f, trim(e.value)); }},
+              {"access",
+               [&](const Entry& e) {
+                 const std::string_view v = trim(e.value);
+                 if (v.empty()) bad(f, e, "empty (use off, journal or a file path)");
+                 s.access = v == "off" || v == "journal" ? std::string(v) : resolve(f, v);
+               }},
+              {"access_format",
+               [&](const Entry& e) {
+                 s.access_format = choice_of(f, e, "access log format", kAccessFormats);
+               }},
           }};
 }
 
-// A relative path in file f means relative to f's directory.
-std::string resolve(const IniFile& f, std::string_view value) {
-  const std::filesystem::path p{std::string(value)};
-  if (p.empty() || p.is_absolute()) return p.string();
-  const std::filesystem::path dir = std::filesystem::path(f.path).parent_path();
-  return (dir / p).lexically_normal().string();
+SectionSpec admin_section(const IniFile& f, AdminSettings& s) {
+  return {"admin",
+          {
+              {"allow",
+               [&](const Entry& e) {
+                 try {
+                   (void)admin::AllowList::parse(e.value);
+                 } catch (const std::invalid_argument& err) {
+                   bad(f, e, err.what());
+                 }
+                 s.allow = std::string(trim(e.value));
+               }},
+              {"token_file",
+               [&](const Entry& e) {
+                 const std::string_view v = trim(e.value);
+                 s.token_file = v.empty() ? std::string() : resolve(f, v);
+               }},
+          }};
 }
 
 // A replica and where it was written, for duplicate messages.
@@ -365,6 +402,19 @@ void check_log(const LogSettings& s, const std::string& prefix) {
     throw Error(prefix + "[log] level: " + q(s.level) + " is not a log level (use one of " +
                 list(kLevels) + ")");
   }
+  if (!one_of(s.access_format, kAccessFormats)) {
+    throw Error(prefix + "[log] access_format: " + q(s.access_format) + " is not one of " +
+                list(kAccessFormats));
+  }
+  if (s.access.empty()) throw Error(prefix + "[log] access: empty (use off, journal or a path)");
+}
+
+void check_admin(const AdminSettings& s, const std::string& prefix) {
+  try {
+    (void)admin::AllowList::parse(s.allow);
+  } catch (const std::invalid_argument& err) {
+    throw Error(prefix + "[admin] allow: " + err.what());
+  }
 }
 
 std::optional<double> parse_double(std::string_view s) {
@@ -444,16 +494,129 @@ std::string normalize_origin(std::string_view origin) {
   return scheme + "://" + std::string(authority) + std::string(tail.empty() ? "/" : tail);
 }
 
-ReplicaSettings replica_settings(const IniFile& file) {
-  ReplicaSettings r;
+namespace {
+
+std::string show_double(double v) {
+  char buf[64];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  return ec == std::errc{} ? std::string(buf, end) : std::to_string(v);
+}
+
+// Lines of an INI file, one key at a time.
+class IniWriter {
+ public:
+  void section(std::string_view name) {
+    if (!out_.empty()) out_ += "\n";
+    out_ += "[" + std::string(name) + "]\n";
+  }
+  void key(std::string_view k, std::string_view v) {
+    out_ += std::string(k) + " = " + std::string(v) + "\n";
+  }
+  void key(std::string_view k, milliseconds v) { key(k, show(v)); }
+  void number(std::string_view k, uint64_t v) { key(k, std::to_string(v)); }
+  void size(std::string_view k, uint64_t v) { key(k, show_size(v)); }
+  void comment(std::string_view text) { out_ += "# " + std::string(text) + "\n"; }
+  std::string take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+void write_server(IniWriter& w, const ServerSettings& s) {
+  w.section("server");
+  w.key("address", s.address);
+  w.number("port", s.port);
+  w.key("name", s.name);
+  w.number("max_connections", s.max_connections);
+  w.key("idle_timeout", s.idle_timeout);
+  w.key("header_timeout", s.header_timeout);
+  w.key("send_timeout", s.send_timeout);
+  w.key("drain_timeout", s.drain_timeout);
+  w.size("max_request_line", s.max_request_line);
+  w.size("max_header_bytes", s.max_header_bytes);
+  w.number("max_headers", s.max_headers);
+}
+
+void write_log(IniWriter& w, const LogSettings& s) {
+  w.section("log");
+  w.key("level", s.level);
+  w.key("file", s.file);
+  w.key("access", s.access);
+  w.key("access_format", s.access_format);
+}
+
+void write_admin(IniWriter& w, const AdminSettings& s) {
+  w.section("admin");
+  w.key("allow", s.allow);
+  w.key("token_file", s.token_file);
+}
+
+}  // namespace
+
+std::string to_ini(const ReplicaSettings& s) {
+  IniWriter w;
+  write_server(w, s.server);
+  write_log(w, s.log);
+  write_admin(w, s.admin);
+  const ContentSettings& c = s.content;
+  w.section("content");
+  w.key("root", c.root);
+  w.key("page", c.page);
+  w.key("origin", c.origin);
+  w.key("index", c.index);
+  w.key("max_age", c.max_age);
+  w.number("capacity", c.capacity);
+  w.key("cache_dir", c.cache_dir);
+  w.size("cache_size", c.cache_size);
+  w.size("cache_memory", c.cache_memory);
+  w.key("default_ttl", c.default_ttl);
+  w.key("stale_while_revalidate", c.stale_while_revalidate);
+  w.key("stale_if_error", c.stale_if_error);
+  w.key("origin_timeout", c.origin_timeout);
+  w.key("ca_file", c.ca_file);
+  w.key("types_file", c.types_file);
+  return w.take();
+}
+
+std::string to_ini(const BalancerSettings& s) {
+  IniWriter w;
+  write_server(w, s.server);
+  write_log(w, s.log);
+  write_admin(w, s.admin);
+  w.section("replicas");
+  if (!s.servers_file.empty()) {
+    w.comment("servers_file = " + s.servers_file + " (its replicas are among those below)");
+  }
+  for (const auto& r : s.replicas) {
+    w.key("replica",
+          r.address.str() + (r.weight == 1 ? "" : " weight=" + std::to_string(r.weight)));
+  }
+  w.section("probe");
+  w.key("interval", s.probe.interval);
+  w.key("timeout", s.probe.timeout);
+  w.number("rise", s.probe.rise);
+  w.number("fall", s.probe.fall);
+  w.number("stream", s.probe.stream);
+  w.section("balance");
+  w.key("policy", to_string(s.balance.policy));
+  w.number("fallbacks", s.balance.fallbacks);
+  w.key("retry_after", s.balance.retry_after);
+  w.key("hash_load_factor", show_double(s.balance.hash_load_factor));
+  return w.take();
+}
+
+namespace {
+
+std::vector<SectionSpec> replica_spec(const IniFile& file, ReplicaSettings& r) {
   ContentSettings& c = r.content;
-  const std::vector<SectionSpec> spec = {
+  return {
       server_section(file, r.server),
       log_section(file, r.log),
+      admin_section(file, r.admin),
       {"content",
        {
-           {"root", [&](const Entry& e) { c.root = std::string(trim(e.value)); }},
-           {"page", [&](const Entry& e) { c.page = std::string(trim(e.value)); }},
+           {"root", [&](const Entry& e) { c.root = resolve(file, trim(e.value)); }},
+           {"page", [&](const Entry& e) { c.page = resolve(file, trim(e.value)); }},
            {"origin",
             [&](const Entry& e) {
               const std::string_view v = trim(e.value);
@@ -505,28 +668,36 @@ ReplicaSettings replica_settings(const IniFile& file) {
               const std::string_view v = trim(e.value);
               c.ca_file = v.empty() ? std::string() : resolve(file, v);
             }},
+           {"types_file",
+            [&](const Entry& e) {
+              const std::string_view v = trim(e.value);
+              c.types_file = v.empty() ? std::string() : resolve(file, v);
+            }},
        }},
   };
-  apply(file, spec);
-  return r;
 }
 
-BalancerSettings balancer_settings(const IniFile& file) {
-  BalancerSettings b;
+// What balancer_settings takes up only after every key is read.
+struct BalancerPending {
   std::vector<const Entry*> replica_entries;
   const Entry* servers_entry = nullptr;
-  const std::vector<SectionSpec> spec = {
+};
+
+std::vector<SectionSpec> balancer_spec(const IniFile& file, BalancerSettings& b,
+                                       BalancerPending& pending) {
+  return {
       server_section(file, b.server),
       log_section(file, b.log),
+      admin_section(file, b.admin),
       {"replicas",
        {
            {"servers_file",
             [&](const Entry& e) {
               const std::string_view v = trim(e.value);
               b.servers_file = v.empty() ? std::string() : resolve(file, v);
-              servers_entry = &e;
+              pending.servers_entry = &e;
             }},
-           {"replica", [&](const Entry& e) { replica_entries.push_back(&e); }, true},
+           {"replica", [&](const Entry& e) { pending.replica_entries.push_back(&e); }, true},
        }},
       {"probe",
        {
@@ -571,7 +742,45 @@ BalancerSettings balancer_settings(const IniFile& file) {
             }},
        }},
   };
+}
+
+std::vector<KnownKey> keys_of(const std::vector<SectionSpec>& spec) {
+  std::vector<KnownKey> out;
+  for (const auto& s : spec) {
+    for (const auto& k : s.keys) out.push_back({std::string(s.name), std::string(k.name)});
+  }
+  return out;
+}
+
+}  // namespace
+
+ReplicaSettings replica_settings(const IniFile& file) {
+  ReplicaSettings r;
+  const std::vector<SectionSpec> spec = replica_spec(file, r);
   apply(file, spec);
+  return r;
+}
+
+std::vector<KnownKey> replica_keys() {
+  const IniFile none;
+  ReplicaSettings r;
+  return keys_of(replica_spec(none, r));
+}
+
+std::vector<KnownKey> balancer_keys() {
+  const IniFile none;
+  BalancerSettings b;
+  BalancerPending pending;
+  return keys_of(balancer_spec(none, b, pending));
+}
+
+BalancerSettings balancer_settings(const IniFile& file) {
+  BalancerSettings b;
+  BalancerPending pending;
+  const std::vector<SectionSpec> spec = balancer_spec(file, b, pending);
+  apply(file, spec);
+  const std::vector<const Entry*>& replica_entries = pending.replica_entries;
+  const Entry* servers_entry = pending.servers_entry;
 
   // Replicas last: a bare host takes [server] port, which may come later in the file.
   std::vector<Listed> listed;
@@ -657,6 +866,7 @@ void validate(const ReplicaSettings& s, const std::string& path) {
   const std::string prefix = path + ": ";
   check_server(s.server, prefix);
   check_log(s.log, prefix);
+  check_admin(s.admin, prefix);
   check_content_source(s.content, prefix);
   const std::string_view o = s.content.origin;
   if (!o.empty() && o.substr(0, 7) != "http://" && o.substr(0, 8) != "https://") {
@@ -689,6 +899,7 @@ void validate(const BalancerSettings& s, const std::string& path) {
   const std::string prefix = path + ": ";
   check_server(s.server, prefix);
   check_log(s.log, prefix);
+  check_admin(s.admin, prefix);
   if (s.replicas.empty()) {
     throw Error(prefix + "no replicas: set [replicas] replica= or servers_file=");
   }

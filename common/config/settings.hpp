@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The typed, validated configuration of both daemons. Built from an IniFile
 // (pure: tests call these directly) and then overridden by command-line flags.
 // Unknown sections or keys, bad values and contradictions throw config::Error.
@@ -41,6 +42,17 @@ uint32_t resolve_workers(uint32_t configured);
 struct LogSettings {
   std::string level = "info";  // trace, debug, info, warn, error, critical, off
   std::string file;            // also log to this file (the seed's -l)
+  // One line per answered request: "off", "journal", or a file path
+  // (reopened on SIGHUP, for logrotate).
+  std::string access = "off";
+  std::string access_format = "combined";  // combined | json
+};
+
+// [admin]: who reaches /.cdn/status, /.cdn/metrics and the other endpoints
+// that are not content. Others get 403.
+struct AdminSettings {
+  std::string allow = "127.0.0.0/8, ::1";  // CIDR blocks, commas or blanks between
+  std::string token_file;  // the token purges must carry; empty: no purge is accepted
 };
 
 // [content] of replicad: exactly one of root, page, origin.
@@ -61,11 +73,15 @@ struct ContentSettings {
   milliseconds stale_if_error{86'400'000};      // serve stale while the origin fails
   milliseconds origin_timeout{10'000};          // connect / no-progress bound for origin fetches
   std::string ca_file;  // PEM bundle trusted for https origins; empty: the system's
+  // Content-Type by extension (mime.types format); empty, or a file that
+  // cannot be read: the built-in table of common web types alone.
+  std::string types_file = "/etc/mime.types";
 };
 
 struct ReplicaSettings {
   ServerSettings server;
   LogSettings log;
+  AdminSettings admin;
   ContentSettings content;
 };
 
@@ -112,6 +128,7 @@ inline constexpr uint32_t kMaxWeight = 1000;
 struct BalancerSettings {
   ServerSettings server;
   LogSettings log;
+  AdminSettings admin;
   std::string servers_file;  // [replicas] servers_file: seed format, one replica a line
   // [replicas] replica = host[:port] [weight=N] (repeatable), then servers_file's.
   std::vector<ReplicaEntry> replicas;
@@ -147,6 +164,15 @@ inline constexpr milliseconds kMaxStreamInterval{60'000};
 ReplicaSettings replica_settings(const IniFile& file);
 BalancerSettings balancer_settings(const IniFile& file);
 
+// Every [section] key each file accepts, in the parser's order: what the
+// documentation (cdn.ini(5)) must describe; a test holds it to this list.
+struct KnownKey {
+  std::string section;
+  std::string key;
+};
+std::vector<KnownKey> replica_keys();
+std::vector<KnownKey> balancer_keys();
+
 // "host[:port] [weight=N]": an address (a bare host takes default_port; the
 // port may come out 0 when default_port is 0, for the caller to refuse) and
 // optional options separated by blanks; only weight=N (1..kMaxWeight) is
@@ -166,6 +192,15 @@ std::vector<ReplicaEntry> load_servers(const std::string& path, uint16_t default
 // Throws Error "PATH: problem".
 void validate(const ReplicaSettings& s, const std::string& path);
 void validate(const BalancerSettings& s, const std::string& path);
+
+// The settings as an INI file that reads back to the same settings: every
+// key of every section, defaults included (durations and sizes in the largest
+// unit that shows them exactly). What --print-config prints: the merged
+// result of defaults, the file and the flags. A balancer's replicas are
+// listed one `replica =` a line, servers_file's included (the file's name
+// only in a comment, so that reading the output back does not list them twice).
+std::string to_ini(const ReplicaSettings& s);
+std::string to_ini(const BalancerSettings& s);
 
 // An origin as the user wrote it -> a URL: "http://..." and "https://..." are
 // kept (scheme lower-cased, "/" added when there is no path); a bare

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "common/digest/digest.hpp"
 
 #include <openssl/evp.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Encodings of SHA-256 digests as the CDN shows them: hex (ETags, cache
 // file names) and the RFC 9530 Repr-Digest value. Pure; the hashing itself
 // is OpenSSL's EVP interface at the call sites.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "common/digest/repr_digest.hpp"
 
 #include <algorithm>

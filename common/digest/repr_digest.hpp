@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Reading the RFC 9530 Repr-Digest field: an RFC 8941 Dictionary whose
 // members name a hash algorithm and carry the digest as a Byte Sequence
 // ("sha-256=:<base64>:, sha-512=:<base64>:"). One parser with one set of

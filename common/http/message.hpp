@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // HTTP/1.1 message types shared by the server and the client side.
 // Pure data: no I/O. A Request/Response is reused across messages on one
 // connection (clear() keeps capacity), so steady-state parsing allocates nothing.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Incremental HTTP/1.1 parsers over Debian's libhttp-parser.
 //
 // Both parsers are fed whatever bytes arrived and report how many they

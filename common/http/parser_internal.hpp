@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Pieces the request parser, the response parser and the chunked decoder
 // share; internal to common/http (not installed, not for other components).
 //

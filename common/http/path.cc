@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "common/http/path.hpp"
 
 #include <array>
@@ -236,53 +237,6 @@ bool is_uri_target(std::string_view target) {
     target.remove_prefix(3);
   }
   return true;
-}
-
-std::string_view mime_type(std::string_view filename) {
-  struct Entry {
-    std::string_view ext;
-    std::string_view type;
-  };
-  // Text types name their charset so browsers do not guess.
-  static constexpr std::array<Entry, 27> kTypes{{
-      {"html", "text/html; charset=utf-8"},
-      {"htm", "text/html; charset=utf-8"},
-      {"css", "text/css; charset=utf-8"},
-      {"js", "text/javascript; charset=utf-8"},
-      {"mjs", "text/javascript; charset=utf-8"},
-      {"json", "application/json; charset=utf-8"},
-      {"txt", "text/plain; charset=utf-8"},
-      {"xml", "application/xml; charset=utf-8"},
-      {"svg", "image/svg+xml; charset=utf-8"},
-      {"csv", "text/csv; charset=utf-8"},
-      {"md", "text/markdown; charset=utf-8"},
-      {"png", "image/png"},
-      {"jpg", "image/jpeg"},
-      {"jpeg", "image/jpeg"},
-      {"gif", "image/gif"},
-      {"webp", "image/webp"},
-      {"ico", "image/x-icon"},
-      {"wasm", "application/wasm"},
-      {"pdf", "application/pdf"},
-      {"zip", "application/zip"},
-      {"gz", "application/gzip"},
-      {"tar", "application/x-tar"},
-      {"mp4", "video/mp4"},
-      {"webm", "video/webm"},
-      {"mp3", "audio/mpeg"},
-      {"woff", "font/woff"},
-      {"woff2", "font/woff2"},
-  }};
-  const size_t slash = filename.rfind('/');
-  const std::string_view base =
-      slash == std::string_view::npos ? filename : filename.substr(slash + 1);
-  const size_t dot = base.rfind('.');
-  if (dot == std::string_view::npos || dot + 1 == base.size()) return "application/octet-stream";
-  const std::string_view ext = base.substr(dot + 1);
-  for (const Entry& e : kTypes) {
-    if (iequals(e.ext, ext)) return e.type;
-  }
-  return "application/octet-stream";
 }
 
 }  // namespace cdn::http

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Mapping a request-target to a safe content path. Pure; fuzzed.
 #pragma once
 
@@ -34,9 +35,5 @@ void append_encoded_query(std::string& out, std::string_view query);
 // escape. False for a fragment, whitespace, a control byte, a byte outside
 // ASCII, or any other character RFC 3986 does not allow there.
 bool is_uri_target(std::string_view target);
-
-// Content-Type for a file name by its extension ("text/html; charset=utf-8"),
-// "application/octet-stream" when unknown.
-std::string_view mime_type(std::string_view filename);
 
 }  // namespace cdn::http

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The request parser: http-parser's callbacks plus a strict scan of the head.
 //
 // Decisions (RFC 9112 leaves them to the recipient):

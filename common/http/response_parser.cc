@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The response parser: http-parser's callbacks, 1xx heads skipped.
 //
 // Decisions (RFC 9112 leaves them to the recipient): bare LF is accepted

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Building HTTP/1.1 message heads into a caller-owned buffer (reused per
 // connection, so no allocation per response at steady state).
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // One log line per burst of the same failure, not one per occurrence: a
 // process out of descriptors fails every request for as long as it lasts,
 // and a line each would bury the log (and cost a write each) exactly when

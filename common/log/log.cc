@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "common/log/log.hpp"
 
 #include <spdlog/sinks/base_sink.h>

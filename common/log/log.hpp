@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Logging set-up shared by the daemons and cdn-get. After setup() the
 // program logs with spdlog's free functions (spdlog::info("... {}", x)).
 // Under systemd (JOURNAL_STREAM names our stderr) lines go to journald over

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "common/metrics/prometheus.hpp"
 
 #include <fmt/format.h>
@@ -54,18 +55,20 @@ void PrometheusWriter::family(std::string_view name, Type type, std::string_view
   append_escaped(out_, help, false);
   out_ += "\n# TYPE ";
   out_ += name;
-  out_ += type == Type::Counter ? " counter\n" : " gauge\n";
+  out_ += type == Type::Counter ? " counter\n" : type == Type::Gauge ? " gauge\n" : " histogram\n";
 }
 
-void PrometheusWriter::sample_head(std::initializer_list<Label> labels) {
+void PrometheusWriter::sample_head(std::initializer_list<Label> labels, std::string_view suffix,
+                                   const Label* extra) {
   assert(!current_.empty() && "sample() before family()");
   out_ += current_;
-  if (labels.size() == 0) {
+  out_ += suffix;
+  if (labels.size() == 0 && extra == nullptr) {
     out_.push_back(' ');
     return;
   }
   char sep = '{';
-  for (const Label& l : labels) {
+  auto label = [&](const Label& l) {
     assert(valid_name(l.name, false));
     out_.push_back(sep);
     sep = ',';
@@ -73,8 +76,47 @@ void PrometheusWriter::sample_head(std::initializer_list<Label> labels) {
     out_ += "=\"";
     append_escaped(out_, l.value, true);
     out_.push_back('"');
-  }
+  };
+  for (const Label& l : labels) label(l);
+  if (extra != nullptr) label(*extra);
   out_ += "} ";
+}
+
+void PrometheusWriter::histogram(std::initializer_list<Label> labels, const Histogram& h) {
+  uint64_t cumulative = 0;
+  const auto bounds = h.bounds();
+  const auto counts = h.counts();
+  for (size_t i = 0; i <= bounds.size(); ++i) {
+    cumulative += counts[i];
+    const std::string le = i < bounds.size() ? format_value(bounds[i]) : std::string("+Inf");
+    const Label l{"le", le};
+    sample_head(labels, "_bucket", &l);
+    fmt::format_to(std::back_inserter(out_), "{}\n", cumulative);
+  }
+  sample_head(labels, "_sum");
+  out_ += format_value(h.sum());
+  out_.push_back('\n');
+  sample_head(labels, "_count");
+  fmt::format_to(std::back_inserter(out_), "{}\n", h.count());
+}
+
+Histogram::Histogram(std::span<const double> bounds) : bounds_(bounds) {
+  assert(bounds.size() < counts_.size());
+}
+
+void Histogram::observe(double v) {
+  size_t i = 0;
+  while (i < bounds_.size() && v > bounds_[i]) ++i;
+  ++counts_[i];
+  sum_ += v;
+  ++count_;
+}
+
+void Histogram::merge(const Histogram& other) {
+  assert(other.bounds_.size() == bounds_.size());
+  for (size_t i = 0; i <= bounds_.size(); ++i) counts_[i] += other.counts_[i];
+  sum_ += other.sum_;
+  count_ += other.count_;
 }
 
 void PrometheusWriter::sample(std::initializer_list<Label> labels, double value) {

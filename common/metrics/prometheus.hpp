@@ -1,17 +1,48 @@
+// SPDX-License-Identifier: MIT
 // The Prometheus text exposition format (version 0.0.4), written once for
 // both daemons' /.cdn/metrics. Pure: appends to a string the caller owns, so
 // a large page can be reserved up front and handed to the write uncopied.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <initializer_list>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_set>
 
 namespace cdn::metrics {
 
-enum class Type { Counter, Gauge };
+enum class Type { Counter, Gauge, Histogram };
+
+// A distribution over fixed buckets (Prometheus's histogram): counts per
+// bucket, their sum and number. Plain counters, not atomic: each loop
+// thread keeps its own and a page adds them up (merge()).
+class Histogram {
+ public:
+  // Request durations, in seconds: from a memory hit on loopback (tens of
+  // microseconds) to an origin's timeout.
+  static constexpr std::array<double, 14> kDurationBuckets = {
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 10};
+
+  explicit Histogram(std::span<const double> bounds = kDurationBuckets);
+  void observe(double v);
+  void merge(const Histogram& other);  // same bounds (asserted)
+
+  std::span<const double> bounds() const { return bounds_; }
+  // counts()[i]: observations <= bounds()[i] and > bounds()[i-1]; one more
+  // at the end for those above the last bound. Not cumulative.
+  std::span<const uint64_t> counts() const { return counts_; }
+  double sum() const { return sum_; }
+  uint64_t count() const { return count_; }
+
+ private:
+  std::span<const double> bounds_;
+  std::array<uint64_t, 32> counts_{};
+  double sum_ = 0;
+  uint64_t count_ = 0;
+};
 
 struct Label {
   std::string_view name;   // [a-zA-Z_][a-zA-Z0-9_]*, a literal of ours
@@ -33,6 +64,10 @@ class PrometheusWriter {
   // Counters are integers: written exactly, beyond the 2^53 a double holds.
   void sample(std::initializer_list<Label> labels, uint64_t value);
 
+  // A histogram family's samples for one set of labels: NAME_bucket{le=...}
+  // (cumulative, up to le="+Inf"), NAME_sum and NAME_count.
+  void histogram(std::initializer_list<Label> labels, const Histogram& h);
+
   // A family with one unlabelled sample.
   template <typename T>
   void metric(std::string_view name, Type type, std::string_view help, T value) {
@@ -41,7 +76,8 @@ class PrometheusWriter {
   }
 
  private:
-  void sample_head(std::initializer_list<Label> labels);
+  void sample_head(std::initializer_list<Label> labels, std::string_view suffix = {},
+                   const Label* extra = nullptr);
 
   std::string& out_;
   std::string current_;  // the family samples belong to

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "common/net/address.hpp"
 
 #include <arpa/inet.h>
@@ -24,6 +25,20 @@ std::string format(const sockaddr_storage& ss) {
   return "?";
 }
 }  // namespace
+
+std::string ip_of(const sockaddr_storage& ss) {
+  char ip[INET6_ADDRSTRLEN] = {0};
+  if (ss.ss_family == AF_INET) {
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&ss)->sin_addr, ip, sizeof ip);
+  } else if (ss.ss_family == AF_INET6) {
+    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_addr, ip, sizeof ip);
+  } else {
+    return "?";
+  }
+  return ip;
+}
+
+std::string Address::ip() const { return ip_of(storage); }
 
 std::string Address::str() const { return format(storage); }
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "common/net/client.hpp"
 
 #include <spdlog/spdlog.h>

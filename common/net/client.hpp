@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // An HTTP/1.1 client connection on libuv, for cdn-get and the balancer's
 // prober. One request at a time; the connection is kept alive and reused
 // for the next request to the same address (probes stay cheap).

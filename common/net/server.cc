@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "common/net/server.hpp"
 
 #include <fcntl.h>
@@ -126,9 +127,23 @@ class Connection {
   http::RequestParser parser_;
   std::string pending_;  // bytes read but not yet parsed
   // "ip:port" of the client, for logs: asked of the kernel (getpeername) the
-  // first time it is needed, which for most connections is never.
+  // first time it is needed, which without an access log or admin request is
+  // never for most connections.
   std::string peer_;
+  std::string peer_ip_;
+  sockaddr_storage peer_addr_{};
+  bool peer_known_ = false;
   const std::string& peer();
+  const sockaddr* peer_address();
+
+  // The answer being made, for ServerOptions::on_complete (see complete()).
+  int answer_status_ = 0;
+  uint64_t answer_bytes_ = 0;
+  uint64_t request_start_ns_ = 0;
+  bool answer_open_ = false;  // begun, not reported yet
+  std::string note_cache_;
+  std::string note_upstream_;
+  void complete(bool whole);
   bool reading_ = false;
   bool request_started_ = false;  // some bytes of the next request arrived
   bool keep_alive_ = true;        // of the response being built
@@ -165,6 +180,13 @@ class Connection {
   std::unique_ptr<char[]> chunk_;
 
   Exchange exchange_;
+  uint64_t seq_ = 0;        // requests taken on this connection (Deferred binds to one)
+  uint64_t continued_ = 0;  // the request that was sent 100 Continue
+  // Answers an Expect header once the head is read (RFC 9110 10.1.1): 100
+  // Continue for 100-continue, 417 (and false) for any other expectation;
+  // an HTTP/1.0 client's is ignored. The body is read and discarded
+  // whatever the handler answers, so the client may send it at once.
+  bool meet_expectation(bool head_only);
   bool streaming_ = false;  // a chunked body is being sent piece by piece
   bool deferred_ = false;
   bool in_handler_ = false;
@@ -242,6 +264,9 @@ class Connection {
 
 const http::Request& Exchange::request() const { return conn_.parser_.request(); }
 const std::string& Exchange::peer() const { return conn_.peer(); }
+const sockaddr* Exchange::peer_address() const { return conn_.peer_address(); }
+void Exchange::note_cache(std::string_view status) { conn_.note_cache_.assign(status); }
+void Exchange::note_upstream(std::string_view upstream) { conn_.note_upstream_.assign(upstream); }
 bool Exchange::is_head() const { return conn_.parser_.request().method == "HEAD"; }
 
 http::HeadWriter& Exchange::begin(int status) {
@@ -250,6 +275,9 @@ http::HeadWriter& Exchange::begin(int status) {
   c.writer_.emplace(c.current_->head);
   c.writer_->status_line(status);
   c.writer_->prebuilt(c.server_.common_headers());
+  c.answer_status_ = status;
+  c.answer_bytes_ = 0;
+  c.answer_open_ = true;
   const auto& req = c.parser_.request();
   // A drain or a half-close may have begun since the request arrived (e.g.
   // while a deferred answer was pending): say so in this response.
@@ -269,6 +297,7 @@ void Exchange::finish(std::string_view body, std::shared_ptr<const void> owner) 
   if (c.current_ == nullptr || c.finished_) return;
   c.writer_->end();
   WriteReq* w = c.current_;
+  if (!is_head()) c.answer_bytes_ = body.size();
   if (!is_head() && !body.empty()) {
     if (!owner && body.size() <= kInlineBody) {
       // Small bodies (redirects, errors, JSON) go in the head's buffer: one
@@ -295,6 +324,7 @@ void Exchange::finish_prepared() {
   c.current_ = nullptr;
   c.finished_ = true;
   c.submit_head(w);
+  c.complete(true);
   if (c.deferred_ && !c.in_handler_) c.answered();
 }
 
@@ -316,6 +346,7 @@ void Exchange::finish_file(int fd, uint64_t offset, uint64_t length) {
   c.file_fd_ = fd;
   c.file_offset_ = offset;
   c.file_remaining_ = length;
+  c.answer_bytes_ = length;  // less what is left unsent if the connection closes first
   c.no_sendfile_ = false;
   w->bufs[0] = uv_buf_init(w->head.data(), static_cast<unsigned>(w->head.size()));
   w->nbufs = 1;
@@ -330,7 +361,7 @@ Deferred Exchange::defer() {
   Connection& c = conn_;
   c.deferred_ = true;
   if (!c.self_) c.self_ = std::make_shared<Connection*>(&c);
-  return Deferred(c.self_);
+  return Deferred(c.self_, c.seq_);
 }
 
 void Exchange::start_stream() {
@@ -360,6 +391,7 @@ bool Exchange::send_piece(std::string_view piece) {
   WriteReq* w = c.take_write();
   char size[20];
   const int n = std::snprintf(size, sizeof size, "%zx\r\n", piece.size());
+  c.answer_bytes_ += piece.size();
   w->head.reserve(static_cast<size_t>(n) + piece.size() + 2);
   w->head.append(size, static_cast<size_t>(n)).append(piece).append("\r\n");
   c.submit_head(w);
@@ -373,6 +405,7 @@ void Exchange::end_stream() {
   WriteReq* w = c.take_write();
   w->head.assign("0\r\n\r\n");
   c.submit_head(w);
+  c.complete(true);
   if (c.deferred_ && !c.in_handler_) c.answered();
 }
 
@@ -380,7 +413,7 @@ Exchange* Deferred::exchange() const {
   auto p = conn_.lock();
   if (!p || *p == nullptr) return nullptr;
   Connection* c = *p;
-  if (!c->deferred_ || c->state_ != Connection::State::Handling) return nullptr;
+  if (!c->deferred_ || c->state_ != Connection::State::Handling || c->seq_ != seq_) return nullptr;
   return &c->exchange_;
 }
 
@@ -394,7 +427,10 @@ void Exchange::reply(int status, std::string_view text,
   if (text.size() < kInlineBody && c.current_ != nullptr && !c.finished_) {
     // The text and its newline straight after the head (see finish()).
     c.writer_->end();
-    if (!is_head()) c.current_->head.append(text).push_back('\n');
+    if (!is_head()) {
+      c.current_->head.append(text).push_back('\n');
+      c.answer_bytes_ = text.size() + 1;
+    }
     finish_prepared();
     return;
   }
@@ -422,10 +458,46 @@ bool Connection::start(uv_stream_t* listener) {
   return true;
 }
 
-const std::string& Connection::peer() {
+const sockaddr* Connection::peer_address() {
   // Once closed, fd_ is -1: the number may already belong to another socket.
-  if (peer_.empty()) peer_ = fd_ >= 0 ? peer_name(fd_) : "?";
+  if (!peer_known_ && fd_ >= 0) {
+    socklen_t len = sizeof peer_addr_;
+    if (::getpeername(fd_, reinterpret_cast<sockaddr*>(&peer_addr_), &len) == 0) {
+      peer_known_ = true;
+      peer_ip_ = ip_of(peer_addr_);
+    }
+  }
+  return peer_known_ ? reinterpret_cast<const sockaddr*>(&peer_addr_) : nullptr;
+}
+
+const std::string& Connection::peer() {
+  if (peer_.empty()) {
+    peer_ = peer_address() != nullptr ? Address{peer_addr_}.str() : std::string("?");
+  }
   return peer_;
+}
+
+// The end of one answer: the one place on_complete is called from. Every
+// answer reaches it once: finish*() when queued whole, end_stream(), a file
+// when sent (finish_file_stream), or close() for what was still under way.
+void Connection::complete(bool whole) {
+  if (!answer_open_) return;
+  answer_open_ = false;
+  const auto& report = server_.options_.on_complete;
+  if (!report) return;
+  const uint64_t elapsed_ns = uv_hrtime() - request_start_ns_;
+  const sockaddr* addr = peer_address();
+  report(RequestRecord{
+      .request = parser_.request(),
+      .peer = addr,
+      .client = addr != nullptr ? std::string_view(peer_ip_) : std::string_view("-"),
+      .status = answer_status_,
+      .body_bytes = answer_bytes_,
+      .duration = std::chrono::microseconds(elapsed_ns / 1000),
+      .cache = note_cache_,
+      .upstream = note_upstream_,
+      .whole = whole,
+  });
 }
 
 void Connection::read_start() {
@@ -514,6 +586,7 @@ size_t Connection::process(std::string_view input) {
         request_started_ = true;
         arm(server_.options_.header_timeout);
       }
+      if (parser_.headers_complete() && !meet_expectation(true)) return input.size();
       break;
     }
     if (res.status == http::ParseStatus::Error) {
@@ -522,12 +595,32 @@ size_t Connection::process(std::string_view input) {
       send_error(res.http_status, res.reason);
       return input.size();
     }
+    if (!meet_expectation(false)) return input.size();
     more_input_ = offset < input.size();
     handle_request();
     more_input_ = false;
     ++answers;
   }
   return offset;
+}
+
+bool Connection::meet_expectation(bool head_only) {
+  const auto& req = parser_.request();
+  const auto expect = req.header("Expect");
+  if (!expect || (req.version_major == 1 && req.version_minor == 0)) return true;
+  if (!http::iequals(*expect, "100-continue")) {
+    ++server_.stats_.errors_total;
+    send_error(417, "unsupported expectation");
+    return false;
+  }
+  if (head_only && continued_ != seq_ + 1) {
+    continued_ = seq_ + 1;
+    WriteReq* w = take_write();
+    w->head.assign("HTTP/1.1 100 Continue\r\n\r\n");
+    submit_head(w);
+    if (state_ == State::Closing) return false;
+  }
+  return true;
 }
 
 void Connection::yield() {
@@ -552,7 +645,11 @@ void Connection::resume() {
 
 void Connection::handle_request() {
   ++server_.stats_.requests_total;
+  ++seq_;
   request_started_ = false;
+  request_start_ns_ = uv_hrtime();
+  note_cache_.clear();
+  note_upstream_.clear();
   const auto& req = parser_.request();
   keep_alive_ = req.keep_alive && !server_.draining_;
   state_ = State::Handling;
@@ -569,6 +666,7 @@ void Connection::handle_request() {
       // A head was begun: drop it and answer 500 instead.
       release(current_);
       current_ = nullptr;
+      answer_open_ = false;
     }
     if (!finished_) {
       keep_alive_ = false;
@@ -652,6 +750,9 @@ void Connection::send_error(int status, std::string_view reason) {
   pending_.clear();
   state_ = State::Handling;
   finished_ = false;
+  request_start_ns_ = uv_hrtime();
+  note_cache_.clear();
+  note_upstream_.clear();
   exchange_.reply(status, http::reason_phrase(status));
   (void)reason;
   state_ = State::Writing;
@@ -992,7 +1093,11 @@ void Connection::cork(bool on) {
 void Connection::finish_file_stream() {
   stop_writable_wait();
   cork(false);
-  if (file_fd_ >= 0) ::close(file_fd_);
+  if (file_fd_ >= 0) {
+    ::close(file_fd_);
+    answer_bytes_ -= std::min(answer_bytes_, file_remaining_);
+    complete(file_remaining_ == 0);
+  }
   file_fd_ = -1;
   file_remaining_ = 0;
 }
@@ -1086,6 +1191,7 @@ void Connection::close() {
   backlog(false);
   if (self_) *self_ = nullptr;
   finish_file_stream();
+  if (streaming_) complete(false);
   reading_ = false;
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
   fd_ = -1;
@@ -1317,11 +1423,17 @@ void Server::on_ready(uv_idle_t* idle) {
 }
 
 void Server::maybe_drained() {
-  if (draining_ && connections_ == nullptr && on_drained_) {
-    auto cb = std::move(on_drained_);
-    on_drained_ = nullptr;
-    cb();
+  if (!draining_ || connections_ != nullptr || !on_drained_) return;
+  if (!drained_timer_) {
+    drained_timer_ = uv::make_timer(loop_, [this] {
+      if (connections_ != nullptr || !on_drained_) return;
+      auto cb = std::move(on_drained_);
+      on_drained_ = nullptr;
+      cb();
+    });
+    if (!drained_timer_) return;
   }
+  uv::timer_start(drained_timer_.get(), 0, 0);
 }
 
 void Server::drain(std::function<void()> on_drained) {
@@ -1345,6 +1457,7 @@ void Server::close() {
   draining_ = true;
   waiting_ = nullptr;
   on_drained_ = nullptr;
+  uv::close(drained_timer_);
   for (auto* l : listeners_) {
     uv_close(reinterpret_cast<uv_handle_t*>(l),
              [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });

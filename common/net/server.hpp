@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // An HTTP/1.1 server on libuv: listeners, connections, limits, drain.
 //
 // Glossary and ownership (after knot-resolver's session2.h):
@@ -34,10 +35,28 @@
 #include "common/http/serialize.hpp"
 #include "common/log/burst.hpp"
 #include "common/metrics/counter.hpp"
+#include "common/uv/handle.hpp"
 
 namespace cdn::net {
 
 class Connection;
+
+// One answered request as the server saw it, for access logs and metrics:
+// handed to ServerOptions::on_complete once per response, on the loop
+// thread, when the answer is queued whole (a file: when its last byte went
+// to the kernel, or the connection closed before that). The views and the
+// request are valid only during the call.
+struct RequestRecord {
+  const http::Request& request;  // method empty when the request line did not parse
+  const sockaddr* peer;          // null when the kernel no longer knows it
+  std::string_view client;       // the peer's IP address, without port
+  int status = 0;
+  uint64_t body_bytes = 0;                // body bytes sent (not the head; 0 for HEAD)
+  std::chrono::microseconds duration{0};  // request head parsed -> answer queued/sent
+  std::string_view cache;                 // what the handler noted (Exchange::note_cache)
+  std::string_view upstream;              // what the handler noted (Exchange::note_upstream)
+  bool whole = true;  // false: the connection closed before the body was all sent
+};
 
 struct ServerOptions {
   uint32_t max_connections = 10000;
@@ -46,6 +65,8 @@ struct ServerOptions {
   std::chrono::milliseconds send_timeout{60'000};
   http::Limits limits;
   std::string server_header = "cdn";
+  // Called for every answered request (see RequestRecord); may be empty.
+  std::function<void(const RequestRecord&)> on_complete;
 };
 
 // Written by the server's loop thread only; read from any (the daemon's
@@ -70,8 +91,10 @@ struct ServerStats {
 class Exchange;
 
 // A response promised for later (e.g. after an origin fetch). Holds the
-// connection weakly: exchange() is null once the client went away, and the
-// connection takes no further request until the deferred answer is finished.
+// connection weakly, and the number of its request on it: exchange() is null
+// once the client went away or that request was answered (a second answer for
+// it cannot become the answer to the next request). The connection takes no
+// further request until the deferred answer is finished.
 class Deferred {
  public:
   Deferred() = default;
@@ -79,15 +102,25 @@ class Deferred {
 
  private:
   friend class Exchange;
-  explicit Deferred(std::weak_ptr<Connection*> c) : conn_(std::move(c)) {}
+  Deferred(std::weak_ptr<Connection*> c, uint64_t seq) : conn_(std::move(c)), seq_(seq) {}
   std::weak_ptr<Connection*> conn_;
+  uint64_t seq_ = 0;
 };
 
 class Exchange {
  public:
   const http::Request& request() const;
   const std::string& peer() const;
+  // The peer's socket address (for allow-lists); null when the kernel no
+  // longer knows it (the client went away).
+  const sockaddr* peer_address() const;
   bool is_head() const;
+
+  // What the access log says of this answer besides what the server knows:
+  // the cache's verdict and, for the balancer, where the client was sent.
+  // Copied; the last call wins.
+  void note_cache(std::string_view status);
+  void note_upstream(std::string_view upstream);
 
   // Starts the response: status line, Date, Server and, when this is the
   // connection's last response, "Connection: close". Add headers to the
@@ -151,7 +184,9 @@ class Server {
 
   // Graceful stop: close the listeners (new connections are refused), close
   // idle connections, let the others finish their current response, then
-  // close them; `on_drained` runs once no connection is left.
+  // close them; `on_drained` runs once no connection is left, on a loop turn
+  // of its own (never from inside a connection's callback, whose frames
+  // would still be on the stack when the daemon stops).
   void drain(std::function<void()> on_drained);
   // Immediate stop: close every connection and listener.
   void close();
@@ -195,6 +230,7 @@ class Server {
   ServerStats stats_;
   bool draining_ = false;
   std::function<void()> on_drained_;
+  uv::Ptr<uv_timer_t> drained_timer_;  // runs on_drained_ (see drain())
   std::string common_headers_;
   std::string read_buffer_;  // shared by all connections (see Connection::on_alloc)
   uint64_t date_second_ = 0;

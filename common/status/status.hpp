@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The replica's /.cdn/status document: what a replica reports and the
 // balancer's prober reads. Pure JSON codec; fuzzed.
 #pragma once

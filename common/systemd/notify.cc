@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "common/systemd/notify.hpp"
 
 #include <sys/socket.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The daemon's side of the systemd service protocol: sd_notify messages
 // and socket activation. Every call is a harmless no-op when the daemon is
 // not run by systemd (no NOTIFY_SOCKET / LISTEN_FDS) or built without libsystemd.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // ASCII text helpers shared by the config reader, the HTTP code, the daemons
 // and cdn-get. Pure, locale-free (std::tolower depends on the C locale, and
 // HTTP and our config files are ASCII by definition), allocation-free except

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "common/uv/handle.hpp"
 
 #include <spdlog/spdlog.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Ownership of libuv handles (after uvw's uv_type/handle and Node's
 // HandleWrap::OnClose): a handle lives in a heap object that never moves;
 // close() hands that object to uv_close, and the close callback frees it.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "daemons/balancerd/balancer.hpp"
 
 #include <spdlog/spdlog.h>
@@ -10,6 +11,7 @@
 #include "cdn_config.h"
 #include "common/http/path.hpp"
 #include "common/log/log.hpp"
+#include "common/metrics/process.hpp"
 #include "common/metrics/prometheus.hpp"
 #include "daemons/lifecycle.hpp"
 
@@ -27,6 +29,18 @@ std::string retry_after_seconds(std::chrono::milliseconds d) {
 
 double round3(double v) { return static_cast<double>(static_cast<int64_t>(v * 1000 + 0.5)) / 1000; }
 
+// The public view of a replica (locate): where it is and how it ranks.
+Json public_replica_json(const Replica& r) {
+  Json j;
+  j["address"] = r.address.str();
+  j["health"] = std::string(to_string(r.health));
+  j["rtt_ms"] = r.rtt_ms ? Json(round3(*r.rtt_ms)) : Json(nullptr);
+  j["load"] = round3(r.reported_load);
+  j["score"] = round3(r.score);
+  return j;
+}
+
+// The operators' view (status): with what the probes saw, errors included.
 Json replica_json(const Replica& r, Clock::time_point now) {
   Json j;
   j["address"] = r.address.str();
@@ -55,8 +69,16 @@ Balancer::Balancer(uv_loop_t* loop, config::BalancerSettings settings)
       settings_(std::move(settings)),
       table_(settings_.replicas, settings_.probe, settings_.balance),
       prober_(loop, table_),
-      server_(loop, daemon::server_options(settings_.server, "cdn-balancerd/" CDN_VERSION),
-              [this](net::Exchange& ex) { handle(ex); }) {}
+      admin_(daemon::AdminGate::from(settings_.admin)),
+      server_(loop, options(), [this](net::Exchange& ex) { handle(ex); }) {
+  requests_.configure(settings_.log);
+}
+
+net::ServerOptions Balancer::options() {
+  auto o = daemon::server_options(settings_.server, "cdn-balancerd/" CDN_VERSION);
+  o.on_complete = [this](const net::RequestRecord& r) { requests_.record(r); };
+  return o;
+}
 
 void Balancer::start() {
   const std::string where = daemon::start_listening(server_, settings_.server);
@@ -70,7 +92,7 @@ void Balancer::start() {
                table_.replicas().size(), to_string(table_.policy()));
 }
 
-void Balancer::reconfigure(config::BalancerSettings settings) {
+void Balancer::reconfigure(config::BalancerSettings settings, daemon::ObserverReload observers) {
   if (settings.server.address != settings_.server.address ||
       (settings.server.port != settings_.server.port && settings.server.port != 0)) {
     spdlog::warn("[server] address/port changed: takes effect at the next restart");
@@ -78,7 +100,10 @@ void Balancer::reconfigure(config::BalancerSettings settings) {
   if (settings.server.name.empty()) settings.server.name = settings_.server.name;
   settings.server.address = settings_.server.address;
   settings.server.port = settings_.server.port;
-  server_.set_options(daemon::server_options(settings.server, "cdn-balancerd/" CDN_VERSION));
+  requests_.apply(std::move(observers.log));
+  admin_ = std::move(observers.admin);
+  settings_.server = settings.server;
+  server_.set_options(options());
   table_.reconfigure(settings.replicas, settings.probe, settings.balance);
   settings_ = std::move(settings);
   prober_.start(settings_.probe);
@@ -113,10 +138,15 @@ void Balancer::handle(net::Exchange& ex) {
   const auto path = daemon::accept_request(ex);
   if (!path) return;
   if (path->starts_with("/.cdn/")) {
+    // Locate is the clients' (it says where a path would be sent, as a 302
+    // would); every other endpoint is the operators' (observe.hpp).
+    if (*path == "/.cdn/locate") {
+      serve_locate(ex);
+      return;
+    }
+    if (!admin_.admit(ex)) return;
     if (*path == "/.cdn/status") {
       serve_status(ex);
-    } else if (*path == "/.cdn/locate") {
-      serve_locate(ex);
     } else if (*path == "/.cdn/metrics") {
       serve_metrics(ex);
     } else {
@@ -165,6 +195,7 @@ void Balancer::redirect(net::Exchange& ex, const std::string& path) {
     http::append_encoded_query(tail_, query);
   }
   location_.assign(url_prefix(picks.front().index)).append(tail_);
+  ex.note_upstream(std::string_view(url_prefix(picks.front().index)).substr(7));  // "http://"
   fallbacks_.clear();
   for (size_t i = 1; i < picks.size(); ++i) {
     if (!fallbacks_.empty()) fallbacks_.append(", ");
@@ -200,8 +231,7 @@ void Balancer::serve_locate(net::Exchange& ex) {
     ex.reply(400, "locate needs ?path=/some/path");
     return;
   }
-  const auto now = Clock::now();
-  const auto picks = table_.rank(*path, table_.replicas().size(), now);
+  const auto picks = table_.rank(*path, table_.replicas().size(), Clock::now());
   // The path goes into the document %-encoded, as in the URLs: a decoded one
   // may hold any byte, and bytes that are not UTF-8 make the JSON writer throw.
   const std::string tail = http::encode_path(*path);
@@ -210,7 +240,7 @@ void Balancer::serve_locate(net::Exchange& ex) {
   doc["policy"] = std::string(to_string(table_.policy()));
   Json list = Json::array();
   for (const auto& c : picks) {
-    Json j = replica_json(table_.replicas()[c.index], now);
+    Json j = public_replica_json(table_.replicas()[c.index]);
     j["url"] = url_for(c.index, tail);
     j["score"] = round3(c.score);
     list.push_back(std::move(j));
@@ -260,9 +290,12 @@ void Balancer::serve_metrics(net::Exchange& ex) {
   using metrics::Type;
   w.metric("cdn_balancer_redirects_total", Type::Counter, "Clients sent to a replica.",
            redirects_total_);
-  w.metric("cdn_balancer_unavailable_total", Type::Counter, "Clients answered 503 (no replica up).",
-           unavailable_total_);
+  w.metric("cdn_balancer_redirects_failed_total", Type::Counter,
+           "Clients answered 503 (no replica up).", unavailable_total_);
   w.metric("cdn_balancer_requests_total", Type::Counter, "Requests answered.", st.requests_total);
+  w.metric("cdn_balancer_requests_malformed_total", Type::Counter,
+           "Requests refused by the HTTP layer (400, 408, 413, 431...).", st.errors_total);
+  requests_.write_metrics(w, "cdn_balancer");
   w.metric("cdn_balancer_connections_active", Type::Gauge, "Open client connections.",
            st.active_connections);
   w.metric("cdn_balancer_connections_backlogged", Type::Gauge,
@@ -275,13 +308,13 @@ void Balancer::serve_metrics(net::Exchange& ex) {
            prober_.probes_total());
   w.metric("cdn_balancer_probes_streamed_total", Type::Counter,
            "Status documents that came on a replica's status stream.", prober_.streamed_total());
-  w.metric("cdn_balancer_probe_failures_total", Type::Counter, "Health probes that failed.",
+  w.metric("cdn_balancer_probes_failed_total", Type::Counter, "Health probes that failed.",
            prober_.probe_failures_total());
   w.metric("cdn_balancer_replicas_up", Type::Gauge, "Replicas taking clients.", table_.up_count());
   w.metric("cdn_balancer_probes_early_total", Type::Counter,
            "Probes sent at once because a replica closed the probe connection.",
            prober_.early_probes_total());
-  w.metric("cdn_balancer_bytes_sent_total", Type::Counter, "Response bytes the balancer sent.",
+  w.metric("cdn_balancer_sent_bytes_total", Type::Counter, "Response bytes the balancer sent.",
            st.bytes_sent);
   table_.refresh_scores(Clock::now());
   const auto& rs = table_.replicas();
@@ -314,7 +347,7 @@ void Balancer::serve_metrics(net::Exchange& ex) {
          [](const Replica& r) { return Opt(static_cast<double>(r.weight)); });
   family("cdn_balancer_replica_loss_ratio", Type::Gauge, "Failed probes (EWMA, 0..1).",
          [](const Replica& r) { return Opt(r.loss); });
-  family("cdn_balancer_replica_probe_failures_total", Type::Counter, "Failed probes.",
+  family("cdn_balancer_replica_probes_failed_total", Type::Counter, "Failed probes.",
          [](const Replica& r) { return Opt(static_cast<double>(r.probe_failures_total)); });
   family("cdn_balancer_replica_last_probe_age_seconds", Type::Gauge, "Time since the last probe.",
          [now = Clock::now()](const Replica& r) {
@@ -339,6 +372,8 @@ void Balancer::serve_metrics(net::Exchange& ex) {
          [](const Replica& r) { return Opt(r.score); });
   family("cdn_balancer_replica_redirects_total", Type::Counter, "Clients sent to the replica.",
          [](const Replica& r) { return Opt(static_cast<double>(r.redirects_total)); });
+  metrics::write_build_info(w, CDN_VERSION);
+  metrics::write_process_metrics(w, metrics::read_process_stats());
   daemon::send_document(ex, "text/plain; version=0.0.4", m, std::move(page));
 }
 

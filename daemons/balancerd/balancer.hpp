@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The balancer daemon's request handling: 302 to the chosen replica,
 // locate/status/metrics JSON, 503 when no replica is up. Owns the table,
 // the prober and the server; lives on the loop thread.
@@ -14,6 +15,7 @@
 #include "common/net/server.hpp"
 #include "daemons/balancerd/prober.hpp"
 #include "daemons/balancerd/table.hpp"
+#include "daemons/observe.hpp"
 
 namespace cdn::balancer {
 
@@ -23,13 +25,17 @@ class Balancer {
 
   // Throws std::runtime_error when it cannot listen.
   void start();
-  void reconfigure(config::BalancerSettings settings);
+  // `observers` from daemon::prepare_observers() (may throw, before this).
+  void reconfigure(config::BalancerSettings settings, daemon::ObserverReload observers);
+  const daemon::RequestLog& requests() const { return requests_; }
   const config::BalancerSettings& settings() const { return settings_; }
   void drain(std::function<void()> done);
   void stop();
   std::string status_line() const;
 
  private:
+  // The server's options from settings_ (on_complete feeds requests_).
+  net::ServerOptions options();
   void handle(net::Exchange& ex);
   void redirect(net::Exchange& ex, const std::string& path);
   void serve_locate(net::Exchange& ex);
@@ -43,6 +49,9 @@ class Balancer {
   config::BalancerSettings settings_;
   Table table_;
   Prober prober_;
+  // Before server_: its on_complete feeds requests_.
+  daemon::RequestLog requests_{"cdn-balancerd"};
+  daemon::AdminGate admin_;
   net::Server server_;
   bool draining_ = false;
   uint64_t redirects_total_ = 0;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // cdn-balancerd: probes every replica and sends each client to the best one.
 // The seed's command line (-s SERVERS_FILE -p PORT -l LOGFILE) keeps
 // working; flags override the INI file.
@@ -10,33 +11,29 @@
 #include <optional>
 
 #include "cdn_config.h"
+#include "common/cli/cli.hpp"
 #include "common/config/ini.hpp"
 #include "common/config/settings.hpp"
 #include "common/log/log.hpp"
 #include "common/uv/handle.hpp"
 #include "daemons/balancerd/balancer.hpp"
+#include "daemons/flags.hpp"
 #include "daemons/lifecycle.hpp"
 
 namespace {
 
 struct Flags {
-  std::string config;
+  cdn::daemon::CommonFlags common;
   std::string servers;
-  std::optional<uint16_t> port;
-  std::string address;
-  std::string logfile;
   std::vector<std::string> replicas;
   std::string policy;
-  std::string name;
-  std::string log_level;
-  bool check = false;
 };
 
 cdn::config::BalancerSettings load(const Flags& f, const cdn::daemon::ConfigSource& src) {
   cdn::config::BalancerSettings s;
   if (!src.path.empty()) {
     auto ini = cdn::config::load_ini(src.path);
-    if (f.port) {
+    if (f.common.port) {
       // -p goes into the file's [server] port before the settings are built,
       // so bare hosts of the file's replicas take the port the balancer uses.
       ini.entries.erase(std::remove_if(ini.entries.begin(), ini.entries.end(),
@@ -44,15 +41,11 @@ cdn::config::BalancerSettings load(const Flags& f, const cdn::daemon::ConfigSour
                                          return e.section == "server" && e.key == "port";
                                        }),
                         ini.entries.end());
-      ini.entries.push_back({"server", "port", std::to_string(*f.port), 0});
+      ini.entries.push_back({"server", "port", std::to_string(*f.common.port), 0});
     }
     s = cdn::config::balancer_settings(ini);
   }
-  if (f.port) s.server.port = *f.port;
-  if (!f.address.empty()) s.server.address = f.address;
-  if (!f.logfile.empty()) s.log.file = f.logfile;
-  if (!f.log_level.empty()) s.log.level = f.log_level;
-  if (!f.name.empty()) s.server.name = f.name;
+  cdn::daemon::apply_common(f.common, s.server, s.log);
   if (!f.policy.empty()) s.balance.policy = cdn::config::parse_policy(f.policy, "--policy");
   if (!f.servers.empty() || !f.replicas.empty()) {
     // Replicas named on the command line replace the file's list.
@@ -88,38 +81,31 @@ int main(int argc, char** argv) {
   cdn::daemon::hold_signals();
   CLI::App app{"cdn-balancerd: sends each client to the best replica"};
   Flags f;
-  app.add_option("-c,--config", f.config, "INI file (default " CDN_SYSCONFDIR "/balancerd.ini)");
+  cdn::daemon::add_common_flags(app, f.common, "cdn-balancerd", CDN_SYSCONFDIR "/balancerd.ini",
+                                "  [replicas] servers_file: one replica host[:port] a line\n");
   app.add_option("-s,--servers", f.servers,
                  "servers file: one replica host[:port] [weight=N] a line");
-  app.add_option("-p,--port", f.port, "port to listen on (0: any free port)");
-  app.add_option("-a,--address", f.address, "address to listen on");
-  app.add_option("-l,--log", f.logfile, "also log to this file");
   app.add_option("--replica", f.replicas,
                  "a replica \"host[:port] [weight=N]\" (repeatable; weight: round-robin)");
-  app.add_option("--policy", f.policy, "best, round-robin, least-loaded, p2c, consistent");
-  app.add_option("--name", f.name, "name shown in status");
-  app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error, critical, off");
-  app.add_flag("--check-config", f.check, "validate the configuration and exit");
-  app.set_version_flag("--version", CDN_VERSION);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
-  }
+  app.add_option("--policy", f.policy, "best, round-robin, least-loaded, p2c, consistent")
+      ->default_str(std::string(cdn::config::to_string(cdn::config::BalanceSettings{}.policy)));
+  if (auto rc = cdn::cli::parse(app, argc, argv)) return *rc;
 
-  const auto src = cdn::daemon::config_source(f.config, CDN_SYSCONFDIR "/balancerd.ini");
+  const auto src = cdn::daemon::config_source(f.common.config, CDN_SYSCONFDIR "/balancerd.ini");
   cdn::config::BalancerSettings settings;
   try {
     settings = load(f, src);
+    if (f.common.print_config) return *cdn::daemon::answer_config_flags(f.common, settings, "");
     cdn::log::setup("cdn-balancerd", settings.log.level, settings.log.file);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cdn-balancerd: %s\n", e.what());
     return 1;
   }
-  if (f.check) {
-    std::printf("configuration OK: %zu replicas, policy %s\n", settings.replicas.size(),
-                std::string(cdn::config::to_string(settings.balance.policy)).c_str());
-    return 0;
+  if (auto rc = cdn::daemon::answer_config_flags(
+          f.common, settings,
+          std::to_string(settings.replicas.size()) + " replicas, policy " +
+              std::string(cdn::config::to_string(settings.balance.policy)))) {
+    return *rc;
   }
 
   cdn::daemon::raise_nofile_limit(descriptors_needed(settings));
@@ -140,9 +126,10 @@ int main(int argc, char** argv) {
     hooks.reload = [&]() {
       try {
         auto next = load(f, src);
+        auto observers = cdn::daemon::prepare_observers(balancer.requests(), next.log, next.admin);
         cdn::log::setup("cdn-balancerd", next.log.level, next.log.file);
         cdn::daemon::check_nofile(descriptors_needed(next));
-        balancer.reconfigure(std::move(next));
+        balancer.reconfigure(std::move(next), std::move(observers));
         return true;
       } catch (const std::exception& e) {
         spdlog::error("reload refused, keeping the running configuration: {}", e.what());

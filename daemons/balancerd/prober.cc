@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "daemons/balancerd/prober.hpp"
 
 #include <spdlog/spdlog.h>

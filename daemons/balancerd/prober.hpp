@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Health probing: every replica's GET /.cdn/status on a timer, over a
 // kept-alive connection, with a timeout. Outcomes go to the Table, which
 // owns every decision; this is only the I/O. One connection per replica and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "daemons/balancerd/resolver.hpp"
 
 #include <arpa/inet.h>

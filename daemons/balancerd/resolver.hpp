@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Host names to addresses off the event loop, for the prober.
 //
 // getaddrinfo blocks: with a resolver that does not answer, for resolv.conf's

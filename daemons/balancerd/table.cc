@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "daemons/balancerd/table.hpp"
 
 #include <algorithm>

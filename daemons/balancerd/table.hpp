@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The balancer's view of its replicas and the choice among them. Pure: the
 // prober (probe.cc) feeds it probe outcomes with explicit timestamps, the
 // request handler asks it for a ranking. No I/O, no clock reads, so unit tests

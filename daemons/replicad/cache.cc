@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "daemons/replicad/cache.hpp"
 
 #include <algorithm>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The edge cache's policy (RFC 9111 HTTP caching, RFC 5861 stale-while-
 // revalidate / stale-if-error): may a response be stored, how long is it
 // fresh, and what to do with a stored copy now. Pure: no I/O, no clock

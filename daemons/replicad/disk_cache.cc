@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "daemons/replicad/disk_cache.hpp"
 
 #include <dirent.h>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "common/digest/digest.hpp"
+#include "common/http/mime.hpp"
 #include "common/http/path.hpp"
 #include "common/http/serialize.hpp"
 
@@ -288,9 +290,8 @@ std::shared_ptr<const Object> DiskCache::make_object(const EntryMeta& m,
   obj->size = m.size;
   obj->etag = m.etag;
   obj->digest = m.digest;
-  obj->content_type = m.content_type.empty()
-                          ? std::string(http::mime_type(m.key.substr(0, m.key.find('?'))))
-                          : m.content_type;
+  obj->content_type =
+      m.content_type.empty() ? http::mime_type(m.key.substr(0, m.key.find('?'))) : m.content_type;
   const int64_t lm = m.last_modified.empty() ? -1 : http::parse_http_date(m.last_modified);
   obj->mtime = lm >= 0 ? lm : m.stored.response_time;
   obj->last_modified = lm >= 0 ? m.last_modified : http::http_date(obj->mtime);

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The edge cache's storage: pulled objects on disk in `dir`, an index in
 // memory, LRU eviction beyond `max_bytes`, and a memory tier holding the
 // bodies of small hot objects (up to `memory_bytes` in all).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // cdn-replicad: an edge server holding a copy of a site and serving it.
 // The seed's command line (-p PORT -l LOGFILE -w WEBPAGE) keeps working;
 // flags override the INI file.
@@ -10,36 +11,28 @@
 #include <optional>
 
 #include "cdn_config.h"
+#include "common/cli/cli.hpp"
 #include "common/config/ini.hpp"
 #include "common/config/settings.hpp"
 #include "common/log/log.hpp"
 #include "common/uv/handle.hpp"
+#include "daemons/flags.hpp"
 #include "daemons/lifecycle.hpp"
 #include "daemons/replicad/replica.hpp"
 
 namespace {
 
 struct Flags {
-  std::string config;
-  std::optional<uint16_t> port;
-  std::string address;
-  std::string logfile;
+  cdn::daemon::CommonFlags common;
   std::string webpage;
   std::string root;
-  std::string name;
-  std::string log_level;
-  bool check = false;
 };
 
 // The INI file (if any) plus the flags: what the daemon runs with.
 cdn::config::ReplicaSettings load(const Flags& f, const cdn::daemon::ConfigSource& src) {
   cdn::config::ReplicaSettings s;
   if (!src.path.empty()) s = cdn::config::replica_settings(cdn::config::load_ini(src.path));
-  if (f.port) s.server.port = *f.port;
-  if (!f.address.empty()) s.server.address = f.address;
-  if (!f.logfile.empty()) s.log.file = f.logfile;
-  if (!f.log_level.empty()) s.log.level = f.log_level;
-  if (!f.name.empty()) s.server.name = f.name;
+  cdn::daemon::apply_common(f.common, s.server, s.log);
   if (!f.root.empty() || !f.webpage.empty()) {
     s.content.root.clear();
     s.content.page.clear();
@@ -80,39 +73,28 @@ int main(int argc, char** argv) {
   cdn::daemon::hold_signals();
   CLI::App app{"cdn-replicad: serves a copy of a site (a directory, a page or an origin)"};
   Flags f;
-  app.add_option("-c,--config", f.config, "INI file (default " CDN_SYSCONFDIR "/replicad.ini)");
-  app.add_option("-p,--port", f.port, "port to listen on (0: any free port)");
-  app.add_option("-a,--address", f.address, "address to listen on");
-  app.add_option("-l,--log", f.logfile, "also log to this file");
+  cdn::daemon::add_common_flags(app, f.common, "cdn-replicad", CDN_SYSCONFDIR "/replicad.ini",
+                                "  [content] root, page or origin: what is served\n"
+                                "  [content] cache_dir (with origin=): the edge cache\n");
   app.add_option("-w,--webpage", f.webpage,
                  "page to serve: a local file or directory, or an origin host/URL");
   app.add_option("-r,--root", f.root, "directory to serve");
-  app.add_option("--name", f.name, "name shown in status and the CDN-Replica header");
-  app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error, critical, off");
-  app.add_flag("--check-config", f.check, "validate the configuration and exit");
-  app.set_version_flag("--version", CDN_VERSION);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
-  }
+  if (auto rc = cdn::cli::parse(app, argc, argv)) return *rc;
 
-  const auto src = cdn::daemon::config_source(f.config, CDN_SYSCONFDIR "/replicad.ini");
+  const auto src = cdn::daemon::config_source(f.common.config, CDN_SYSCONFDIR "/replicad.ini");
   cdn::config::ReplicaSettings settings;
   std::unique_ptr<cdn::replica::Store> store;
   try {
     settings = load(f, src);
+    if (f.common.print_config) return *cdn::daemon::answer_config_flags(f.common, settings, "");
     cdn::log::setup("cdn-replicad", settings.log.level, settings.log.file);
     store = cdn::replica::open_store(settings.content);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cdn-replicad: %s\n", e.what());
     return 1;
   }
-  if (f.check) {
-    std::printf("configuration OK: %s\n",
-                store ? store->source().c_str() : ("origin:" + settings.content.origin).c_str());
-    return 0;
-  }
+  const std::string source = store ? store->source() : "origin:" + settings.content.origin;
+  if (auto rc = cdn::daemon::answer_config_flags(f.common, settings, source)) return *rc;
 
   cdn::daemon::raise_nofile_limit(descriptors_needed(settings));
   uv_loop_t loop;
@@ -164,11 +146,14 @@ int main(int argc, char** argv) {
         }
         next_store = cdn::replica::open_store(next.content);
       }
+      // The access log opened and the token read (either may throw) before
+      // anything is applied.
+      auto observers = cdn::daemon::prepare_observers(replica.requests(), next.log, next.admin);
       // Replaces the logger only once the new one is built (a log file that
       // cannot be opened throws here and keeps the old one).
       cdn::log::setup("cdn-replicad", next.log.level, next.log.file);
       cdn::daemon::check_nofile(descriptors_needed(next));
-      replica.reconfigure(std::move(next), std::move(next_store));
+      replica.reconfigure(std::move(next), std::move(next_store), std::move(observers));
       return true;
     } catch (const std::exception& e) {
       spdlog::error("reload refused, keeping the running configuration: {}", e.what());

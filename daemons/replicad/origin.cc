@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "daemons/replicad/origin.hpp"
 
 #include <spdlog/spdlog.h>

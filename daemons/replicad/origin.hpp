@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Fetches from the origin with libcurl's multi-socket API driven by the
 // replica's libuv loop (curl's multi-uv pattern): curl tells us which
 // sockets to watch (CURLMOPT_SOCKETFUNCTION -> uv_poll_t) and when to call

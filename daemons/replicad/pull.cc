@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "daemons/replicad/pull.hpp"
 
 #include <spdlog/spdlog.h>
@@ -8,6 +9,7 @@
 
 #include "cdn_config.h"
 #include "common/digest/repr_digest.hpp"
+#include "common/http/mime.hpp"
 #include "common/http/path.hpp"
 #include "common/http/serialize.hpp"
 
@@ -285,7 +287,9 @@ void Pull::finish_fetch(const std::string& key, const OriginResult& r) {
       if (e != nullptr && cache::usable_on_error(e->meta.stored, policy_, now())) {
         answer_error(*ex, f, *e);
       } else {
-        ex->reply(error_status, failure + "\n", {{"Cache-Control", "no-store"}});
+        // The reason phrase only: `failure` names the origin's URL and the
+        // library's error text, which are the operators' (logged above).
+        ex->reply(error_status, http::reason_phrase(error_status), {{"Cache-Control", "no-store"}});
       }
     }
     const bool have_copy = cache_.peek(key) != nullptr;
@@ -345,9 +349,8 @@ void Pull::finish_fetch(const std::string& key, const OriginResult& r) {
     obj->size = f.writer->size();
     obj->digest = f.writer->digest();
     obj->etag = meta.etag.empty() ? DiskCache::etag_of(f.writer->digest_hex()) : meta.etag;
-    obj->content_type = meta.content_type.empty()
-                            ? std::string(http::mime_type(key.substr(0, key.find('?'))))
-                            : meta.content_type;
+    obj->content_type = meta.content_type.empty() ? http::mime_type(key.substr(0, key.find('?')))
+                                                  : meta.content_type;
     const int64_t lm = meta.last_modified.empty() ? -1 : http::parse_http_date(meta.last_modified);
     obj->mtime = lm >= 0 ? lm : f.stored.response_time;
     obj->last_modified = http::http_date(obj->mtime);

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Pull-through from an origin: the replica's content when [content] origin=
 // is set. Joins the cache policy (cache.hpp), the disk cache
 // (disk_cache.hpp) and origin fetches (origin.hpp):

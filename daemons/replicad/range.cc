@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "daemons/replicad/range.hpp"
 
 #include <charconv>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Single byte-range requests (RFC 9110 14.2). Pure.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "daemons/replicad/replica.hpp"
 
 #include <spdlog/spdlog.h>
@@ -9,8 +10,10 @@
 #include <optional>
 
 #include "cdn_config.h"
+#include "common/http/mime.hpp"
 #include "common/http/path.hpp"
 #include "common/http/serialize.hpp"
+#include "common/metrics/process.hpp"
 #include "common/metrics/prometheus.hpp"
 #include "common/text/text.hpp"
 #include "daemons/lifecycle.hpp"
@@ -45,6 +48,24 @@ std::string cache_control(const config::ContentSettings& c) {
 
 constexpr std::chrono::milliseconds kRevalidateAfter{100};
 
+// An unreadable types_file is not fatal: every file is still served, with the
+// built-in types, and the warning names the file.
+void use_mime_types(const config::ContentSettings& c) {
+  if (c.types_file.empty()) {
+    http::install_mime_types(nullptr);
+    spdlog::info("content types: the built-in table ([content] types_file is empty)");
+    return;
+  }
+  std::string error;
+  auto table = http::load_mime_types(c.types_file, &error);
+  if (error.empty()) {
+    spdlog::info("content types: {} extensions from {}", table->size(), c.types_file);
+  } else {
+    spdlog::warn("[content] types_file: {}; using the built-in table", error);
+  }
+  http::install_mime_types(std::move(table));
+}
+
 }  // namespace
 
 std::unique_ptr<Store> open_store(const config::ContentSettings& c) {
@@ -60,15 +81,23 @@ std::unique_ptr<Store> open_store(const config::ContentSettings& c) {
   return store;
 }
 
+net::ServerOptions Replica::options() {
+  auto o = daemon::server_options(settings_.server, "cdn-replicad/" CDN_VERSION);
+  o.on_complete = [this](const net::RequestRecord& r) { requests_.record(r); };
+  return o;
+}
+
 Replica::Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_ptr<Store> store)
     : loop_(loop),
       settings_(std::move(settings)),
       store_(std::move(store)),
-      server_(loop, daemon::server_options(settings_.server, "cdn-replicad/" CDN_VERSION),
-              [this](net::Exchange& ex) { handle(ex); }),
+      admin_(daemon::AdminGate::from(settings_.admin)),
+      server_(loop, options(), [this](net::Exchange& ex) { handle(ex); }),
       started_(std::chrono::steady_clock::now()),
       cache_control_(cache_control(settings_.content)),
       rate_last_time_(started_) {
+  use_mime_types(settings_.content);
+  requests_.configure(settings_.log);
   if (!store_) {
     pull_ = std::make_unique<Pull>(
         loop, settings_.content, settings_.server.name,
@@ -116,7 +145,8 @@ void Replica::start() {
                store_ ? store_->source() : pull_->source(), where);
 }
 
-void Replica::reconfigure(config::ReplicaSettings settings, std::unique_ptr<Store> store) {
+void Replica::reconfigure(config::ReplicaSettings settings, std::unique_ptr<Store> store,
+                          daemon::ObserverReload observers) {
   if (settings.server.address != settings_.server.address ||
       (settings.server.port != settings_.server.port && settings.server.port != 0)) {
     spdlog::warn("[server] address/port changed: takes effect at the next restart");
@@ -124,7 +154,10 @@ void Replica::reconfigure(config::ReplicaSettings settings, std::unique_ptr<Stor
   if (settings.server.name.empty()) settings.server.name = settings_.server.name;
   settings.server.address = settings_.server.address;
   settings.server.port = settings_.server.port;
-  server_.set_options(daemon::server_options(settings.server, "cdn-replicad/" CDN_VERSION));
+  requests_.apply(std::move(observers.log));
+  admin_ = std::move(observers.admin);
+  settings_.server = settings.server;
+  server_.set_options(options());
   if (store) {
     spdlog::info("content source now {}", store->source());
     store_ = std::move(store);
@@ -132,6 +165,8 @@ void Replica::reconfigure(config::ReplicaSettings settings, std::unique_ptr<Stor
     store_->set_memory_budget(settings.content.cache_memory);
   }
   if (pull_) pull_->reconfigure(settings.content);
+  // Read again even when the path is the same: the file may be what changed.
+  use_mime_types(settings.content);
   settings_ = std::move(settings);
   cache_control_ = cache_control(settings_.content);
 }
@@ -206,6 +241,8 @@ void Replica::handle(net::Exchange& ex) {
   const auto path = daemon::accept_request(ex);
   if (!path) return;
   if (path->starts_with("/.cdn/")) {
+    // Every endpoint that is not content is the operators' (observe.hpp).
+    if (!admin_.admit(ex)) return;
     if (*path == "/.cdn/status") {
       serve_status(ex);
     } else if (*path == "/.cdn/metrics") {
@@ -293,7 +330,6 @@ void Replica::serve_lookup(net::Exchange& ex, const std::string& path, Lookup fo
     return;
   }
   if (!std::holds_alternative<Found>(found)) {
-    ++not_found_total_;
     ex.reply(404, "not found");
     return;
   }
@@ -356,8 +392,16 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
     const int64_t t = http::parse_http_date(*ims);
     not_modified = t >= 0 && obj->mtime <= t;
   }
+  // The access log's cache field: Cache-Status's parameters without our
+  // own name ("hit", "fwd=miss", ...), or "local" for a directory or page.
+  if (cache_status.empty()) {
+    ex.note_cache("local");
+  } else {
+    const size_t semi = cache_status.find("; ");
+    ex.note_cache(semi == std::string::npos ? std::string_view(cache_status)
+                                            : std::string_view(cache_status).substr(semi + 2));
+  }
   if (not_modified) {
-    ++not_modified_total_;
     auto& h = ex.begin(304);
     h.header("ETag", obj->etag);
     h.header("Last-Modified", obj->last_modified);
@@ -386,7 +430,6 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
   uint64_t offset = 0, length = obj->size;
   int status = 200;
   if (range.kind == RangeKind::Satisfiable) {
-    ++partial_total_;
     status = 206;
     offset = range.range.offset;
     length = range.range.length;
@@ -548,14 +591,10 @@ void Replica::serve_metrics(net::Exchange& ex) {
            "Times a connection was stopped for a client that does not take its answers.",
            st.backlogged_total);
   w.metric("cdn_replica_requests_total", Type::Counter, "Requests answered.", st.requests_total);
-  w.metric("cdn_replica_bad_requests_total", Type::Counter, "Requests refused by the HTTP layer.",
-           st.errors_total);
-  w.metric("cdn_replica_not_found_total", Type::Counter, "Requests answered 404.",
-           not_found_total_);
-  w.metric("cdn_replica_not_modified_total", Type::Counter, "Requests answered 304.",
-           not_modified_total_);
-  w.metric("cdn_replica_partial_total", Type::Counter, "Requests answered 206.", partial_total_);
-  w.metric("cdn_replica_unavailable_total", Type::Counter,
+  w.metric("cdn_replica_requests_malformed_total", Type::Counter,
+           "Requests refused by the HTTP layer (400, 408, 413, 431...).", st.errors_total);
+  requests_.write_metrics(w, "cdn_replica");
+  w.metric("cdn_replica_files_unavailable_total", Type::Counter,
            "Requests for files that could not be opened now (no descriptor...), answered 503.",
            unavailable_total_);
   w.metric("cdn_replica_sent_bytes_total", Type::Counter, "Response bytes sent.", st.bytes_sent);
@@ -582,11 +621,11 @@ void Replica::serve_metrics(net::Exchange& ex) {
     w.metric("cdn_replica_cache_objects", Type::Gauge, "Cached objects.", c.objects());
     w.metric("cdn_replica_cache_evictions_total", Type::Counter, "Objects evicted (LRU).",
              c.evictions());
-    w.metric("cdn_replica_cache_write_errors_total", Type::Counter,
+    w.metric("cdn_replica_cache_writes_failed_total", Type::Counter,
              "Objects that could not be stored (disk full, I/O errors).", c.write_errors());
     w.metric("cdn_replica_origin_requests_total", Type::Counter, "Requests sent to the origin.",
              ps.origin_requests);
-    w.metric("cdn_replica_origin_errors_total", Type::Counter,
+    w.metric("cdn_replica_origin_requests_failed_total", Type::Counter,
              "Origin fetches that failed (unreachable, timeout, 5xx, bad digest).",
              ps.origin_errors);
   } else if (store_) {
@@ -598,6 +637,8 @@ void Replica::serve_metrics(net::Exchange& ex) {
     w.metric("cdn_replica_cache_evictions_total", Type::Counter, "Local files forgotten (LRU).",
              store_->evictions());
   }
+  metrics::write_build_info(w, CDN_VERSION);
+  metrics::write_process_metrics(w, metrics::read_process_stats());
   daemon::send_document(ex, "text/plain; version=0.0.4", m);
 }
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The replica daemon's request handling: content, status and metrics over
 // the shared HTTP server. Owns the content store and the server; lives on
 // the loop thread.
@@ -17,6 +18,7 @@
 #include "common/net/server.hpp"
 #include "common/status/status.hpp"
 #include "common/uv/handle.hpp"
+#include "daemons/observe.hpp"
 #include "daemons/replicad/pull.hpp"
 #include "daemons/replicad/store.hpp"
 
@@ -41,8 +43,11 @@ class Replica {
   // Throws std::runtime_error when it cannot listen.
   void start();
   // New settings (SIGHUP), already validated; `store` is non-null when the
-  // content source changed and was opened successfully.
-  void reconfigure(config::ReplicaSettings settings, std::unique_ptr<Store> store);
+  // content source changed and was opened successfully; `observers` from
+  // prepare_observers() (the access log opened, the token read).
+  void reconfigure(config::ReplicaSettings settings, std::unique_ptr<Store> store,
+                   daemon::ObserverReload observers);
+  const daemon::RequestLog& requests() const { return requests_; }
   const config::ReplicaSettings& settings() const { return settings_; }
 
   void drain(std::function<void()> done);
@@ -53,6 +58,8 @@ class Replica {
   status::ReplicaStatus status(bool in_request = false) const;
 
  private:
+  // The server's options from settings_ (on_complete feeds requests_).
+  net::ServerOptions options();
   void handle(net::Exchange& ex);
   void serve_content(net::Exchange& ex, const std::string& path);
   // Reads and digests a file not yet known on the thread pool, then answers.
@@ -103,6 +110,9 @@ class Replica {
   // on libuv's thread pool, which may outlive a reload that replaces it.
   std::shared_ptr<Store> store_;
   std::unique_ptr<Pull> pull_;  // origin mode
+  // Before server_: its on_complete feeds requests_.
+  daemon::RequestLog requests_{"cdn-replicad"};
+  daemon::AdminGate admin_;
   net::Server server_;
   status::State state_ = status::State::Starting;
   std::chrono::steady_clock::time_point started_;
@@ -113,9 +123,6 @@ class Replica {
   double bytes_per_second_ = 0;
   double requests_per_second_ = 0;
   std::chrono::steady_clock::time_point rate_last_time_;
-  uint64_t not_found_total_ = 0;
-  uint64_t not_modified_total_ = 0;
-  uint64_t partial_total_ = 0;
   uint64_t unavailable_total_ = 0;
   log::Burst open_failures_{std::chrono::seconds(10), std::chrono::seconds(1)};
   std::vector<std::unique_ptr<Watch>> watches_;

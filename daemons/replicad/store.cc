@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The replica's content store: see store.hpp for the model. Everything a
 // client names is opened relative to root_fd_ with openat2(RESOLVE_BENEATH),
 // so the kernel, not string checks, keeps requests inside the content.
@@ -22,6 +23,7 @@
 #include <utility>
 
 #include "common/digest/digest.hpp"
+#include "common/http/mime.hpp"
 #include "common/http/path.hpp"
 #include "common/http/serialize.hpp"
 
@@ -336,7 +338,7 @@ std::shared_ptr<const Object> Store::load(const std::string& rel) const {
     obj->device = static_cast<uint64_t>(before.st_dev);
     obj->digest = digest::repr_digest_sha256(md.data(), md_len);
     obj->etag = "\"" + digest::to_hex(md.data(), md_len).substr(0, 16) + "\"";
-    obj->content_type = std::string(http::mime_type(rel));
+    obj->content_type = http::mime_type(rel);
     obj->last_modified = http::http_date(obj->mtime);
     obj->in_memory = in_memory;
     return obj;

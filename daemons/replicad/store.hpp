@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The replica's content: a directory (`root`) or a single page (`page`),
 // looked up by normalised request path. Files are opened beneath the root
 // only (openat2 RESOLVE_BENEATH: no "..", no symlink out of the root; relative

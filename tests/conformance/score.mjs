@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Scores one run of the HTTP caching test suite as cache-tests.fyi does,
 // with the suite's own scoring (test-engine/lib/results.mjs: a test whose
 // dependencies did not pass is "not assessed"), so that the counts agree

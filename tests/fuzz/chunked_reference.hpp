@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A slow, plain reading of chunked framing (RFC 9112 7.1) for the fuzzers to
 // hold ChunkedDecoder against. Written apart from it on purpose: recursive
 // descent over the whole remaining input, one grammar rule a function,

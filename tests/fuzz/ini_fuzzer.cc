@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // INI text -> typed settings: anything but a config::Error escaping is a bug
 // (a daemon start-up or reload must fail with a message, not crash).
 #include <algorithm>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // normalize_path is the gate to the file system: whatever it returns must be
 // an absolute path with no dot segments, no empty segments, no backslash and
 // no control byte, and be a fixed point of encode+normalize. The query
@@ -6,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/http/mime.hpp"
 #include "common/http/path.hpp"
 #include "tests/fuzz/fuzz_common.hpp"
 
@@ -66,5 +68,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   CDN_FUZZ_CHECK(cdn::http::is_uri_target(encoded));
   CDN_FUZZ_CHECK(encoded.find_first_of(", \t\r\n") == std::string::npos);
   (void)cdn::http::mime_type(in);
+  // The same bytes as a mime.types file: whatever it holds, a type that comes
+  // out of it can go into a header as it is (no CR, LF or other control byte).
+  const auto types = cdn::http::MimeTypes::parse(in);
+  for (const std::string_view name : {"a.html", "a.txt", "x.bin", "a.a"}) {
+    const std::string t = types.content_type(name);
+    for (const char c : t) CDN_FUZZ_CHECK(static_cast<unsigned char>(c) >= 0x20 && c != 0x7f);
+  }
   return 0;
 }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Runs every file named on the command line (directories: every regular file
 // in them, sorted) through LLVMFuzzerTestOneInput once. Linked into each
 // harness when it is built without libFuzzer, so the corpus in the tree is

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // RequestParser over arbitrary bytes: one stream of pipelined requests is fed
 // whole, in two pieces and (when short) byte by byte; all three must yield the
 // same requests and fail at the same message, and every result must respect the

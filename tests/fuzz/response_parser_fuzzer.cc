@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // ResponseParser over arbitrary bytes, fed whole and in two pieces, then the
 // connection is closed (finish()): both schedules must agree on status,
 // headers and body, and every result must respect the parser's contract. A

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The balancer decodes whatever a replica (or anything listening on its
 // address) answers: decode must never throw or crash, what it accepts must
 // survive an encode/decode round trip, and its fast path must agree with the

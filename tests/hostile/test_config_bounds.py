@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Configuration that silently means "never" (issue 13, item 9): durations out
 of range and origins that cannot work are refused at start-up with one message
 naming the key; a refused reload changes nothing, not even [log]; a long probe

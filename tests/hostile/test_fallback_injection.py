@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The balancer's redirect and cdn-get's reading of it (issue 13).
 
 A ',' in a request's query once ended up raw in the 302's CDN-Fallback list,
@@ -147,11 +148,11 @@ def test_query_cannot_add_a_fallback_url(cdn, workdir, responders):
     assert tail == b"/missing?x%2Chttp://" + attacker.address.encode() + b"/p", tail
     assert_names_only(urls, rs, tail)
 
-    # cdn-get, sent there: the replicas have no /missing, so it fails; it
-    # never asks the attacker's host.
+    # cdn-get, sent there: the replicas have no /missing, so it fails (a
+    # definite 404: exit 7); it never asks the attacker's host.
     res = cdnlib.run_get([b.url(target), "-o", "out.bin", "--wait", "2s", "--timeout", "3s"],
                          cwd=workdir)
-    assert res.returncode == 4, cdnlib.describe_run(res)
+    assert res.returncode == 7, cdnlib.describe_run(res)
     assert attacker.connections == 0, (attacker.requests, cdnlib.describe_run(res))
     assert "saved" not in res.stdout + res.stderr, cdnlib.describe_run(res)
     assert not (workdir / "out.bin").exists()
@@ -170,12 +171,13 @@ def test_cdn_get_ignores_urls_not_in_the_balancers_form(cdn, workdir, responders
     ], body=b"")
     res = cdnlib.run_get([f"http://{old_balancer.address}{injected}", "-o", "out.bin",
                           "--wait", "2s", "--timeout", "3s"], cwd=workdir)
-    assert res.returncode == 4, cdnlib.describe_run(res)
+    assert res.returncode == 7, cdnlib.describe_run(res)  # the replica's 404 ends it
     assert attacker.connections == 0, (attacker.requests, cdnlib.describe_run(res))
     warnings = [line for line in res.stderr.splitlines() if "ignoring" in line]
-    # One line per answer (cdn-get asks the balancer 3 times), each counting
-    # the 4 URLs the two commas made.
-    assert len(warnings) == 3, cdnlib.describe_run(res)
+    # One line for the balancer's answer, counting the 4 URLs the two commas
+    # made; the 404 that follows is final, so the balancer is not asked again.
+    assert len(warnings) == 1, cdnlib.describe_run(res)
+    assert warnings[0].startswith("cdn-get: "), warnings[0]
     assert "ignoring 4 redirect URLs" in warnings[0], warnings[0]
     assert not (workdir / "out.bin").exists()
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Request framing and request-targets that a front proxy and the daemons
 could read differently (issue 13, parts 3, 4 and 10).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Hostile clients against running daemons.
 
 Each attack checks that the attacker gets a clear answer (a status, or a
@@ -510,7 +511,7 @@ def test_balancer_polls_replicas_whose_status_stream_misbehaves(cdn):
         s = b.status()
         assert s.get("up") == 2, s
         # One failure each (the stream), not one per stream asked again.
-        failures = b.metric("cdn_balancer_probe_failures_total")
+        failures = b.metric("cdn_balancer_probes_failed_total")
         assert failures <= 2, failures
         log = b.log_text()
         for f in fakes:

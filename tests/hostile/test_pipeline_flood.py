@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Clients that pipeline many small requests and never read the answers.
 
 100 connections each send 40,000 small requests back to back and read

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Start-up and name resolution under hostile conditions (issue 13, parts 6-9).
 
 - A SIGHUP (or SIGTERM) that comes while a daemon is still starting (a

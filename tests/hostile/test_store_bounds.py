@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The replica's content store under abuse (issue 13, parts 5 and 6):
 
 - a crawl of a directory far larger than [content] cache_memory keeps the
@@ -178,5 +179,5 @@ def test_out_of_descriptors_is_503_never_404_logged_once(cdn):
     wait_for(lambda: served() and log_lines(r, "files open again"),
              what="the big file served again and the end of the burst logged")
     first.close()
-    assert r.metric("cdn_replica_unavailable_total") >= 300
+    assert r.metric("cdn_replica_files_unavailable_total") >= 300
     assert len(log_lines(r, "cannot open (")) == 1

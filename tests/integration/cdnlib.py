@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Harness for the integration tests: real daemons in a temp dir.
 
 Modelled on knot-resolver's tests/pytests/kresd.py and Redis's

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Fixtures: `cdn`, a factory of daemons for one test.
 
     def test_x(cdn):

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """A misbehaving replica, to make transfers fail in controlled ways.
 
 It answers the balancer's probes (GET /.cdn/status, kept alive) like a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """cdn-get: both command-line forms, its exit codes, waiting for a replica,
 and never leaving a half-written file."""
 

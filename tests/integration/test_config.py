@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Bad configuration at start-up: a non-zero exit and a message naming
 file:line and the key, before READY=1."""
 

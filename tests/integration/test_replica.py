@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """cdn-replicad over HTTP: headers, digests, conditional and HEAD requests,
 keep-alive and pipelining, bad input, path traversal, status document."""
 
@@ -78,6 +79,75 @@ def test_content_types(replica):
     assert replica.get("/a.txt")[1]["Content-Type"].startswith("text/plain")
     assert replica.get("/sub/deep/file.css")[1]["Content-Type"].startswith("text/css")
     assert replica.get("/data.bin")[1]["Content-Type"] == "application/octet-stream"
+
+
+# Streaming, image and font types from a mime.types file (issue 18, item 6);
+# the file of the test stands in for /etc/mime.types, so the test holds on a
+# machine without Debian's media-types too.
+MEDIA_FILES = {"live/index.m3u8": b"#EXTM3U\n", "dash/manifest.mpd": b"<MPD/>\n",
+               "dash/seg-1.m4s": b"\0" * 64, "img/a.avif": b"\0" * 64,
+               "fonts/f.woff2": b"\0" * 64, "site.webmanifest": b"{}\n",
+               "index.html": b"<p>hi</p>\n", "data.bin": b"\0" * 64}
+MIME_TYPES_TEXT = """# as Debian's /etc/mime.types (package media-types) has them
+application/vnd.apple.mpegurl\t\t\tm3u8
+application/dash+xml\t\t\t\tmpd
+video/iso.segment\t\t\t\tm4s
+image/avif\t\t\t\t\tavif hif
+font/woff2\t\t\t\t\twoff2
+application/manifest+json\t\t\twebmanifest
+"""
+MEDIA_TYPES = {
+    "/live/index.m3u8": "application/vnd.apple.mpegurl",
+    "/dash/manifest.mpd": "application/dash+xml; charset=utf-8",
+    "/dash/seg-1.m4s": "video/iso.segment",
+    "/img/a.avif": "image/avif",
+    "/fonts/f.woff2": "font/woff2",
+    "/site.webmanifest": "application/manifest+json; charset=utf-8",
+    "/index.html": "text/html; charset=utf-8",  # not in the file: the built-in table
+    "/data.bin": "application/octet-stream",
+}
+
+
+def content_types(r):
+    return {path: r.get(path)[1]["Content-Type"] for path in MEDIA_TYPES}
+
+
+def test_content_types_from_types_file(cdn, tmp_path):
+    types = tmp_path / "mime.types"
+    types.write_text(MIME_TYPES_TEXT)
+    r = cdn.replica(MEDIA_FILES, extra={"content": {"types_file": types}})
+    assert content_types(r) == MEDIA_TYPES
+    # 7 extensions in the file, 27 built in, woff2 in both
+    log = r.log_text()
+    assert f"content types: 33 extensions from {types}" in log, log[-2000:]
+
+
+def test_content_types_default_to_etc_mime_types(cdn):
+    if not os.access("/etc/mime.types", os.R_OK):
+        pytest.skip("no /etc/mime.types")
+    r = cdn.replica(MEDIA_FILES)
+    assert content_types(r) == MEDIA_TYPES
+
+
+def test_reload_reads_the_types_file_again(cdn, tmp_path):
+    types = tmp_path / "mime.types"
+    types.write_text("text/x-first m3u8\n")
+    r = cdn.replica(MEDIA_FILES, extra={"content": {"types_file": types}})
+    assert r.get("/live/index.m3u8")[1]["Content-Type"] == "text/x-first; charset=utf-8"
+    # Edited in place, same path: a reload (SIGHUP) reads it again. Files
+    # served from now on take the new types.
+    types.write_text(MIME_TYPES_TEXT)
+    r.reload()
+    assert r.get("/dash/seg-1.m4s")[1]["Content-Type"] == "video/iso.segment"
+
+
+def test_unreadable_types_file_falls_back_to_builtin(cdn, tmp_path):
+    r = cdn.replica(MEDIA_FILES, extra={"content": {"types_file": tmp_path / "missing.types"}})
+    got = content_types(r)
+    assert got["/index.html"] == "text/html; charset=utf-8"
+    assert got["/fonts/f.woff2"] == "font/woff2"
+    assert got["/live/index.m3u8"] == "application/octet-stream"
+    assert "using the built-in table" in r.log_text()
 
 
 def test_missing_is_404(replica):

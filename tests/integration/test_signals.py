@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Signals and sd_notify: graceful drain, the second signal, SIGHUP reloads
 (good and broken files), STATUS= kept current."""
 

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Multi-host tests: a balancer and three replicas, each in its own network
 namespace with its own address on one bridge, all on port 33000 as in the
 seed; the balancer reads a seed-format servers.txt (bare hosts). Replicas are

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Multi-host topologies in network namespaces, for tests/netns and bench/balance.
 
 One namespace per host (balancer, each replica, the clients) plus one
@@ -231,7 +232,8 @@ class Topology:
     def start_replica(self, i, root, capacity=1000, extra=""):
         ini = self.dir / f"replica{i}.ini"
         ini.write_text(f"[server]\naddress = {replica_ip(i)}\nport = {PORT}\nname = r{i}\n"
-                       f"drain_timeout = 30s\n[content]\nroot = {root}\ncapacity = {capacity}\n"
+                       f"drain_timeout = 30s\n[admin]\nallow = 127.0.0.0/8, 10.77.0.0/24\n"
+                       f"[content]\nroot = {root}\ncapacity = {capacity}\n"
                        f"{extra}")
         d = Daemon(self, self.rep[i], "replica", [str(REPLICAD), "-c", str(ini)], f"replica{i}")
         return d.wait_ready()
@@ -246,6 +248,7 @@ class Topology:
             for i in range(self.n)))
         ini = self.dir / f"balancer-{policy}.ini"
         ini.write_text(f"[server]\naddress = {BALANCER_IP}\nport = {PORT}\n"
+                       f"[admin]\nallow = 127.0.0.0/8, 10.77.0.0/24\n"
                        f"[balance]\npolicy = {policy}\n{extra_ini}")
         d = Daemon(self, self.bal, "balancer",
                    [str(BALANCERD), "-c", str(ini), "-s", str(servers), "-p", str(PORT)],

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Fixtures for the fault soak: the integration harness (`cdn` factory of
 daemons with generated INI files, free ports, READY=1 readiness, logs on
 failure, exit 0 on SIGTERM checked at teardown), imported as is."""

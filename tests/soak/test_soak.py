@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Fault soak (issue 13): a balancer and three replicas -- A and B serve the
 same directory, C is an edge cache of A (origin = http://A/) -- under
 continuous downloads by the real cdn-get, each file checked by sha256

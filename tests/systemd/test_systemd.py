@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """The units under a real systemd: install, readiness, status, drain, watchdog,
 reload, socket activation, journald fields, hardening score, verify.
 
@@ -467,16 +468,23 @@ def dump(sb):
         log(sb.out(f"journalctl --no-pager -u {unit} | tail -n 60"))
 
 
-def main():
+def arguments():
+    """--source-root, --build-root, --sdbox (made absolute) and --keep: the
+    command line of this test and of tests/package, which drives the same sandbox."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--source-root", required=True)
     ap.add_argument("--build-root", required=True)
     ap.add_argument("--sdbox", required=True)
     ap.add_argument("--keep", action="store_true", help="leave the sandbox up (debugging)")
     a = ap.parse_args()
-    source_root = os.path.abspath(a.source_root)
-    build_root = os.path.abspath(a.build_root)
-    sdbox = os.path.abspath(a.sdbox)
+    for name in ("source_root", "build_root", "sdbox"):
+        setattr(a, name, os.path.abspath(getattr(a, name)))
+    return a
+
+
+def main():
+    a = arguments()
+    source_root, build_root, sdbox = a.source_root, a.build_root, a.sdbox
 
     if os.geteuid() != 0:
         skip("needs root (the systemd sandbox boots systemd in new namespaces)")

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // cdn-get's reading of a redirect: which URLs it may try. The balancer's own
 // answers must pass whole; nothing else may send the client to a host the
 // balancer did not name.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -96,6 +97,12 @@ TEST(Duration, Units) {
   EXPECT_EQ(parse_duration("0ms"), milliseconds(0));
 }
 
+TEST(Duration, Days) {
+  EXPECT_EQ(parse_duration("1d"), milliseconds(86'400'000));
+  EXPECT_EQ(parse_duration("1.5D"), milliseconds(129'600'000));
+  EXPECT_EQ(parse_duration("365d"), parse_duration("8760h"));
+}
+
 TEST(Duration, BareNumberIsSeconds) {
   EXPECT_EQ(parse_duration("5"), milliseconds(5000));
   EXPECT_EQ(parse_duration("007"), milliseconds(7000));
@@ -119,7 +126,7 @@ TEST(Duration, WhitespaceAndCase) {
 
 TEST(Duration, Rejects) {
   for (const char* bad : {"",    " ",     "-1s",    "-0",        "+1s",  "s",  "ms",  "1.",
-                          ".",   "1..5s", "1.5.2s", "5 parsecs", "1sec", "1d", "1s1", "1s junk",
+                          ".",   "1..5s", "1.5.2s", "5 parsecs", "1sec", "1w", "1s1", "1s junk",
                           "1e3", "0x10",  "1,5s",   "1m30s",     "∞",    "nan"}) {
     EXPECT_EQ(parse_duration(bad), std::nullopt) << "'" << bad << "'";
   }
@@ -272,6 +279,37 @@ TEST(Ini, EntriesInOrderWithLinesAndRepeats) {
   EXPECT_EQ(f.sections[0].name, "replicas");
   EXPECT_EQ(f.sections[0].line, 3);
   EXPECT_EQ(f.sections[1].line, 8);
+}
+
+// '#' and ';' follow one rule: at the start of a line or after a blank they
+// start a comment; elsewhere they are part of the value.
+TEST(Ini, InlineCommentsOneRuleForHashAndSemicolon) {
+  const IniFile f = parse_ini(
+      "[a] # heading comment\n"
+      "k1 = v1 # hash\n"
+      "k2 = v2 ; semicolon\n"
+      "k3 = v3\t#tab before\n"
+      "k4 = http://h/p#frag\n"
+      "k5 = a;b\n"
+      "k6 = # only a comment\n"
+      "[b] ; another\n",
+      "t.ini");
+  ASSERT_EQ(f.entries.size(), 6U);
+  EXPECT_EQ(f.entries[0].value, "v1");
+  EXPECT_EQ(f.entries[1].value, "v2");
+  EXPECT_EQ(f.entries[2].value, "v3");
+  EXPECT_EQ(f.entries[3].value, "http://h/p#frag");
+  EXPECT_EQ(f.entries[4].value, "a;b");
+  EXPECT_EQ(f.entries[5].value, "");
+  ASSERT_EQ(f.sections.size(), 2U);
+  EXPECT_EQ(f.sections[1].name, "b");
+}
+
+TEST(Ini, InlineCommentAfterANumber) {
+  EXPECT_EQ(balancer_settings(
+                parse_ini("[server]\nport = 8080 # web\n[replicas]\nreplica = a:1 ; x\n", "t.ini"))
+                .server.port,
+            8080);
 }
 
 TEST(Ini, CrLfAndBomAndNoFinalNewline) {
@@ -661,6 +699,63 @@ TEST(Balancer, ServersFileRelativeToIniDirectory) {
   EXPECT_NO_THROW(validate(b, ini));
 }
 
+// Every path key, not only servers_file, is relative to the file's directory.
+TEST(Replica, PathsRelativeToIniDirectory) {
+  const ReplicaSettings r = replica(
+      "[log]\nfile = logs/r.log\n[content]\nroot = site\ncache_dir = ../cache\n"
+      "ca_file = ca.pem\n",
+      "/etc/cdn/replicad.ini");
+  EXPECT_EQ(r.log.file, "/etc/cdn/logs/r.log");
+  EXPECT_EQ(r.content.root, "/etc/cdn/site");
+  EXPECT_EQ(r.content.cache_dir, "/etc/cache");
+  EXPECT_EQ(r.content.ca_file, "/etc/cdn/ca.pem");
+  EXPECT_EQ(replica("[content]\npage = p/index.html\n", "/srv/r.ini").content.page,
+            "/srv/p/index.html");
+  EXPECT_EQ(replica("[content]\nroot = /abs\n", "/srv/r.ini").content.root, "/abs");
+}
+
+// --print-config's text reads back to the same settings (every key, and
+// values that are not the defaults).
+TEST(ToIni, ReplicaRoundTrip) {
+  const ReplicaSettings r = replica(
+      "[server]\nport = 0\nname = edge 1\nidle_timeout = 1500ms\nmax_header_bytes = 32K\n"
+      "[log]\nlevel = debug\n"
+      "[content]\norigin = example.com:8080/base\nstale_if_error = 2d\ncache_size = 3G\n",
+      "/etc/cdn/r.ini");
+  const std::string text = to_ini(r);
+  EXPECT_TRUE(Contains(text, "[content]\n"));
+  EXPECT_TRUE(Contains(text, "origin = http://example.com:8080/base\n"));
+  EXPECT_TRUE(Contains(text, "stale_if_error = 48h\n"));
+  EXPECT_TRUE(Contains(text, "cache_size = 3G\n"));
+  EXPECT_TRUE(Contains(text, "idle_timeout = 1500ms\n"));
+  EXPECT_TRUE(Contains(text, "cache_dir = /var/cache/cdn\n"));  // a default, shown too
+  const ReplicaSettings back = replica_settings(parse_ini(text, "/elsewhere/p.ini"));
+  EXPECT_EQ(to_ini(back), text);
+  EXPECT_EQ(back.server.name, "edge 1");
+  EXPECT_EQ(back.content.stale_if_error, r.content.stale_if_error);
+  EXPECT_NO_THROW(validate(back, "p.ini"));
+}
+
+TEST(ToIni, BalancerRoundTripListsServersFileReplicasOnce) {
+  TempDir dir;
+  dir.write("servers.txt", "10.0.0.1\n10.0.0.2:7000 weight=3\n");
+  const auto ini = dir.write("b.ini",
+                             "[server]\nport = 4000\n[replicas]\nservers_file = servers.txt\n"
+                             "replica = r0:1\n[balance]\npolicy = consistent\n"
+                             "hash_load_factor = 1.3\n[probe]\ninterval = 2s\n");
+  const BalancerSettings b = balancer_settings(load_ini(ini));
+  const std::string text = to_ini(b);
+  EXPECT_TRUE(Contains(text, "# servers_file = "));
+  EXPECT_TRUE(Contains(text, "replica = 10.0.0.2:7000 weight=3\n"));
+  EXPECT_TRUE(Contains(text, "policy = consistent\n"));
+  const BalancerSettings back = balancer_settings(parse_ini(text, "/elsewhere/b.ini"));
+  EXPECT_EQ(back.replicas, b.replicas);
+  EXPECT_EQ(back.balance.hash_load_factor, 1.3);
+  EXPECT_EQ(back.probe.interval, milliseconds(2000));
+  EXPECT_TRUE(back.servers_file.empty());
+  EXPECT_NO_THROW(validate(back, "b.ini"));
+}
+
 TEST(Balancer, ServersFileAbsolute) {
   TempDir dir;
   const auto servers = dir.write("s.txt", "h1:1\n");
@@ -827,12 +922,12 @@ TEST(Examples, EveryExampleFileParsesAndValidates) {
   const auto b_path = (etc / "balancerd.ini").string();
   const BalancerSettings b = balancer_settings(load_ini(b_path));
   EXPECT_NO_THROW(validate(b, b_path));
-  EXPECT_EQ(b.replicas.size(), 3U);
 
-  const auto s = load_servers((etc / "servers.txt").string(), 33000);
-  ASSERT_EQ(s.size(), 3U);
-  EXPECT_EQ(s[0].address, (HostPort{"127.0.0.1", 33001}));
-  EXPECT_EQ(s[2].address, (HostPort{"127.0.0.1", 33003}));
+  // The shipped pair works on one host: the balancer's replica is where the
+  // shipped replica listens, and the two do not share a port.
+  ASSERT_EQ(b.replicas.size(), 1U);
+  EXPECT_EQ(b.replicas[0].address, (HostPort{"127.0.0.1", r.server.port}));
+  EXPECT_NE(r.server.port, b.server.port);
 }
 
 // Every key a daemon accepts appears in its example (commented or not), and
@@ -903,7 +998,7 @@ void check_example_lists_every_key(const fs::path& path, bool balancer_file) {
   } else {
     const ReplicaSettings r = replica_settings(f);
     const ReplicaSettings d;
-    EXPECT_EQ(r.server.port, d.server.port);
+    EXPECT_EQ(r.server.port, 33001);  // set, not commented: beside a balancer on 33000
     EXPECT_EQ(r.server.max_request_line, d.server.max_request_line);
     EXPECT_EQ(r.server.drain_timeout, d.server.drain_timeout);
     EXPECT_EQ(r.content.max_age, d.content.max_age);

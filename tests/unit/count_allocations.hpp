@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Counts operator new calls made on the calling thread (a test reads its
 // own counter, or a loop thread's from inside a handler). Replaces the
 // global operator new: include it in one file of a test executable only.

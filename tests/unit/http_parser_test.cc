@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // RequestParser / ResponseParser over libhttp-parser: framing, limits, the
 // status each malformed input gets, and incremental feeding (every prefix,
 // byte by byte, split fields), picohttpparser-test style.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // normalize_path is the one gate between a request-target and the file
 // system: every traversal spelling must be refused or resolved inside the root.
 #include <gtest/gtest.h>
@@ -274,34 +275,6 @@ TEST(UriTarget, InvalidTargets) {
     EXPECT_FALSE(is_uri_target(t)) << t;
   }
   EXPECT_FALSE(is_uri_target(std::string_view("/a\0b", 4)));
-}
-
-TEST(Mime, KnownTypes) {
-  EXPECT_EQ(mime_type("index.html"), "text/html; charset=utf-8");
-  EXPECT_EQ(mime_type("/a/b/INDEX.HTM"), "text/html; charset=utf-8");
-  EXPECT_EQ(mime_type("style.css"), "text/css; charset=utf-8");
-  EXPECT_EQ(mime_type("app.js"), "text/javascript; charset=utf-8");
-  EXPECT_EQ(mime_type("mod.mjs"), "text/javascript; charset=utf-8");
-  EXPECT_EQ(mime_type("d.json"), "application/json; charset=utf-8");
-  EXPECT_EQ(mime_type("r.txt"), "text/plain; charset=utf-8");
-  EXPECT_EQ(mime_type("i.svg"), "image/svg+xml; charset=utf-8");
-  EXPECT_EQ(mime_type("i.png"), "image/png");
-  EXPECT_EQ(mime_type("i.JPG"), "image/jpeg");
-  EXPECT_EQ(mime_type("i.jpeg"), "image/jpeg");
-  EXPECT_EQ(mime_type("f.woff2"), "font/woff2");
-  EXPECT_EQ(mime_type("a.tar.gz"), "application/gzip");
-  EXPECT_EQ(mime_type("m.wasm"), "application/wasm");
-  EXPECT_EQ(mime_type("README.md"), "text/markdown; charset=utf-8");
-  EXPECT_EQ(mime_type("v.mp4"), "video/mp4");
-}
-
-TEST(Mime, UnknownIsOctetStream) {
-  EXPECT_EQ(mime_type("file"), "application/octet-stream");
-  EXPECT_EQ(mime_type("file."), "application/octet-stream");
-  EXPECT_EQ(mime_type("file.exe"), "application/octet-stream");
-  EXPECT_EQ(mime_type("/dir.html/file"), "application/octet-stream");
-  EXPECT_EQ(mime_type(""), "application/octet-stream");
-  EXPECT_EQ(mime_type(".htmlx"), "application/octet-stream");
 }
 
 }  // namespace

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "daemons/lifecycle.hpp"
 
 #include <gtest/gtest.h>

@@ -1,6 +1,8 @@
+// SPDX-License-Identifier: MIT
 #include "common/metrics/prometheus.hpp"
 
 #include "common/metrics/counter.hpp"
+#include "common/metrics/process.hpp"
 
 #include <gtest/gtest.h>
 
@@ -97,6 +99,78 @@ TEST(PrometheusDeathTest, AFamilyTwiceIsABug) {
       "once per page");
 }
 #endif
+
+}  // namespace
+}  // namespace cdn::metrics
+
+namespace cdn::metrics {
+namespace {
+
+TEST(Prometheus, HistogramIsCumulativeWithSumAndCount) {
+  static constexpr std::array<double, 3> kBounds = {0.1, 0.5, 1};
+  Histogram h(kBounds);
+  for (double v : {0.0625, 0.1, 0.25, 0.75, 5.0}) h.observe(v);
+  Histogram other(kBounds);
+  other.observe(0.125);
+  h.merge(other);
+  EXPECT_EQ(h.count(), 6u);
+  std::string page;
+  PrometheusWriter w(page);
+  w.family("cdn_x_request_duration_seconds", Type::Histogram, "Durations.");
+  w.histogram({{"site", "a"}}, h);
+  EXPECT_EQ(page,
+            "# HELP cdn_x_request_duration_seconds Durations.\n"
+            "# TYPE cdn_x_request_duration_seconds histogram\n"
+            "cdn_x_request_duration_seconds_bucket{site=\"a\",le=\"0.1\"} 2\n"
+            "cdn_x_request_duration_seconds_bucket{site=\"a\",le=\"0.5\"} 4\n"
+            "cdn_x_request_duration_seconds_bucket{site=\"a\",le=\"1\"} 5\n"
+            "cdn_x_request_duration_seconds_bucket{site=\"a\",le=\"+Inf\"} 6\n"
+            "cdn_x_request_duration_seconds_sum{site=\"a\"} 6.2875\n"
+            "cdn_x_request_duration_seconds_count{site=\"a\"} 6\n");
+}
+
+TEST(Prometheus, DurationBucketsAscend) {
+  const auto& b = Histogram::kDurationBuckets;
+  for (size_t i = 1; i < b.size(); ++i) EXPECT_LT(b[i - 1], b[i]);
+}
+
+TEST(Process, ParsesProcSelfStat) {
+  // A comm with a blank and a parenthesis: fields count from the last ')'.
+  const std::string stat =
+      "4242 (cdn-rep) x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 3 0 "
+      "123400 987654321 2048 18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 1 0 0 0 0 0\n";
+  const auto s = parse_proc_stat(stat, 1'700'000'000, 100, 4096);
+  ASSERT_TRUE(s);
+  EXPECT_DOUBLE_EQ(s->cpu_seconds, 3.0);  // (250 + 50) / 100
+  EXPECT_DOUBLE_EQ(s->start_time_seconds, 1'700'000'000 + 1234.0);
+  EXPECT_EQ(s->virtual_bytes, 987654321u);
+  EXPECT_EQ(s->resident_bytes, 2048u * 4096);
+  EXPECT_FALSE(parse_proc_stat("garbage", 0, 100, 4096));
+  EXPECT_FALSE(parse_proc_stat("1 (x) S 1 2 3", 0, 100, 4096));
+}
+
+TEST(Process, BootTime) {
+  EXPECT_EQ(parse_boot_time("cpu  1 2 3\nintr 5\nbtime 1700000000\nprocesses 9\n"), 1700000000);
+  EXPECT_FALSE(parse_boot_time("cpu 1\n"));
+}
+
+TEST(Process, ThisProcess) {
+  const auto s = read_process_stats();
+  EXPECT_GT(s.resident_bytes, 0u);
+  EXPECT_GE(s.open_fds, 3u);  // stdin, stdout, stderr
+  EXPECT_GT(s.max_fds, 0u);
+  EXPECT_GT(s.start_time_seconds, 1e9);
+  std::string page;
+  PrometheusWriter w(page);
+  write_process_metrics(w, s);
+  write_build_info(w, "1.2.3");
+  for (const char* name :
+       {"process_cpu_seconds_total ", "process_resident_memory_bytes ", "process_open_fds ",
+        "process_max_fds ", "process_start_time_seconds ", "process_virtual_memory_bytes ",
+        "cdn_build_info{version=\"1.2.3\"} 1\n"}) {
+    EXPECT_NE(page.find(std::string("\n") + name), std::string::npos) << name;
+  }
+}
 
 }  // namespace
 }  // namespace cdn::metrics

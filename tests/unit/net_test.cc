@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // net::Server and net::ClientConnection in-process on loopback.
 //
 // Server tests run the server's loop on a thread of its own and talk to it
@@ -363,6 +364,57 @@ bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds lim
 // Sends `data` on a thread of its own (the server may stop reading it until
 // the test reads the answers). On destruction the socket is shut down, which
 // ends a send still blocked (a test that failed half-way), and the thread joined.
+// What on_complete hands the access log: one record per answer, in order,
+// with the handler's notes and the body bytes (not the head).
+TEST(Server, OnCompleteReportsEveryAnswer) {
+  struct Seen {
+    std::string method, target, client, cache, upstream;
+    int status;
+    uint64_t bytes;
+    bool whole;
+  };
+  std::mutex mu;
+  std::vector<Seen> seen;
+  auto options = fast_options();
+  options.on_complete = [&](const RequestRecord& r) {
+    std::lock_guard lock(mu);
+    seen.push_back({r.request.method, r.request.target, std::string(r.client), std::string(r.cache),
+                    std::string(r.upstream), r.status, r.body_bytes, r.whole});
+  };
+  ServerThread s(std::move(options), [](Exchange& ex) {
+    ex.note_cache("hit");
+    if (ex.request().target == "/up") ex.note_upstream("10.0.0.1:80");
+    echo_target(ex);
+  });
+  Sock c(s.port());
+  ASSERT_TRUE(
+      c.send("GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
+             "HEAD /head HTTP/1.1\r\nHost: x\r\n\r\n"
+             "GET /up HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(c.read_response().ok);
+  ASSERT_TRUE(c.read_response(/*head_request=*/true).ok);
+  ASSERT_TRUE(c.read_response().ok);
+  ASSERT_TRUE(c.send("BAD\r\n\r\n"));
+  c.read_response();
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(mu);
+    return seen.size() == 4;
+  }));
+  std::lock_guard lock(mu);
+  EXPECT_EQ(seen[0].target, "/first");
+  EXPECT_EQ(seen[0].bytes, 6u);
+  EXPECT_EQ(seen[0].status, 200);
+  EXPECT_EQ(seen[0].client, "127.0.0.1");
+  EXPECT_EQ(seen[0].cache, "hit");
+  EXPECT_EQ(seen[0].upstream, "");
+  EXPECT_TRUE(seen[0].whole);
+  EXPECT_EQ(seen[1].method, "HEAD");
+  EXPECT_EQ(seen[1].bytes, 0u);
+  EXPECT_EQ(seen[2].upstream, "10.0.0.1:80");
+  EXPECT_GE(seen[3].status, 400);
+  EXPECT_EQ(seen[3].cache, "");  // notes are the request's own
+}
+
 class BackgroundSend {
  public:
   BackgroundSend(Sock& c, std::string data)
@@ -666,6 +718,66 @@ TEST(Server, DeferredAnswerAfterTheClientLeft) {
   // answer can reach this thread first (seen once in CI): wait, bounded.
   for (int i = 0; i < 100 && answered.load() == 0; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_EQ(answered.load(), 1);
+}
+
+// A Deferred is bound to its request: once that request is answered, the
+// Deferred no longer reaches the connection, even while the next request on
+// it is deferred too (a second answer for request 1 would otherwise go out
+// as the answer to request 2).
+TEST(Server, DeferredOfAnAnsweredRequestCannotAnswerTheNext) {
+  std::vector<Deferred> held;  // loop thread only
+  ServerThread s(fast_options(), [&held](Exchange& ex) { held.push_back(ex.defer()); });
+  Sock c(s.port());
+  ASSERT_TRUE(c.send(kGet));
+  ASSERT_TRUE(eventually([&] { return s.call<size_t>([&] { return held.size(); }) == 1; }));
+  ASSERT_TRUE(s.call<bool>([&] {
+    Exchange* e = held[0].exchange();
+    if (e != nullptr) e->reply(200, "one");
+    return e != nullptr;
+  }));
+  EXPECT_EQ(c.read_response().body, "one\n");
+  ASSERT_TRUE(c.send(kGet));
+  ASSERT_TRUE(eventually([&] { return s.call<size_t>([&] { return held.size(); }) == 2; }));
+  EXPECT_TRUE(s.call<bool>([&] { return held[0].exchange() == nullptr; }));
+  ASSERT_TRUE(s.call<bool>([&] {
+    Exchange* e = held[1].exchange();
+    if (e != nullptr) e->reply(200, "two");
+    return e != nullptr;
+  }));
+  EXPECT_EQ(c.read_response().body, "two\n");
+}
+
+// Expect: 100-continue gets its interim answer once the head is read, and
+// the final one after the body; other expectations are refused.
+TEST(Server, ExpectContinueIsAnsweredBeforeTheBody) {
+  ServerOptions o = fast_options();
+  o.limits.max_body = 100;
+  ServerThread s(o, echo_target);
+  Sock c(s.port());
+  ASSERT_TRUE(
+      c.send("POST /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"));
+  EXPECT_EQ(c.read_response().status, 100);
+  ASSERT_TRUE(c.send("hello"));
+  const auto r = c.read_response();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "/up");
+  Sock d(s.port());
+  ASSERT_TRUE(
+      d.send("POST /up HTTP/1.1\r\nHost: x\r\nExpect: coffee\r\nContent-Length: 5\r\n\r\n"));
+  EXPECT_EQ(d.read_response().status, 417);
+  EXPECT_TRUE(d.closed_by_peer());
+}
+
+// on_drained runs on a loop turn of its own, never inside the call (or the
+// connection callback) that let the last connection go.
+TEST(Server, DrainedCallbackRunsOnItsOwnTurn) {
+  ServerThread s(fast_options(), echo_target);
+  auto drained = std::make_shared<std::atomic<bool>>(false);
+  EXPECT_FALSE(s.call<bool>([&s, drained] {
+    s.server().drain([drained] { *drained = true; });
+    return drained->load();
+  }));
+  EXPECT_TRUE(eventually([&] { return drained->load(); }));
 }
 
 // A streamed body: each piece one chunk, in order, the last chunk at the end,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The edge cache's pure policy: Cache-Control parsing, storability,
 // freshness lifetime and age (RFC 9111), stale-while-revalidate and
 // stale-if-error (RFC 5861), and 304 refreshes.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The edge cache's disk store: atomic commit, reload with digest checks,
 // corrupt entries dropped, LRU eviction, memory tier.
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The content store against a real directory tree made per test (mkdtemp),
 // including the hostile parts: symlinks out of the root, fifos, files that
 // change between lookup and open.
@@ -24,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/http/mime.hpp"
 #include "common/http/path.hpp"
 #include "common/http/serialize.hpp"
 #include "common/log/burst.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "common/status/status.hpp"
 
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The handle idiom: close frees on a later loop turn, close twice and close
 // from inside the handle's own callback are harmless, and an exception in a
 // callback stops at the trampoline instead of unwinding through libuv.

@@ -1,0 +1,130 @@
+#include "daemons/observe.hpp"
+
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include "common/text/text.hpp"
+
+namespace cdn::daemon {
+
+RequestLog::Prepared RequestLog::prepare(const config::LogSettings& s) const {
+  Prepared p{s, nullptr};
+  if (s.access != "off" && s.access != target_) {
+    access::WriterOptions o;
+    o.target = s.access;
+    o.identifier = identifier_;
+    p.writer = std::make_shared<access::Writer>(std::move(o));
+  }
+  return p;
+}
+
+void RequestLog::apply(Prepared p) {
+  format_ = access::format_from_string(p.settings.access_format).value_or(access::Format::Combined);
+  if (p.settings.access == "off") {
+    writer_.reset();
+  } else if (p.writer) {
+    writer_ = std::move(p.writer);
+  } else if (writer_) {
+    writer_->reopen();
+  }
+  target_ = p.settings.access;
+}
+
+void RequestLog::record(const net::RequestRecord& r, std::string_view site) {
+  if (r.status >= 100 && r.status < 600) ++responses_[static_cast<size_t>(r.status - 100)];
+  durations_.observe(std::chrono::duration<double>(r.duration).count());
+  if (!writer_) return;
+  const auto now = std::chrono::system_clock::now().time_since_epoch();
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(now).count();
+  access::Time t;
+  t.unix_seconds = us / 1'000'000;
+  t.micros = static_cast<uint32_t>(us % 1'000'000);
+  if (t.unix_seconds != offset_second_) {
+    const auto secs = static_cast<time_t>(t.unix_seconds);
+    tm local{};
+    if (localtime_r(&secs, &local) != nullptr) utc_offset_ = static_cast<int32_t>(local.tm_gmtoff);
+    offset_second_ = t.unix_seconds;
+  }
+  t.utc_offset_seconds = utc_offset_;
+  const http::Request& q = r.request;
+  access::Record rec;
+  rec.client = r.client;
+  rec.method = q.method;
+  rec.target = q.target;
+  rec.version_major = q.version_major;
+  rec.version_minor = q.version_minor;
+  rec.status = r.status;
+  rec.bytes = r.body_bytes;
+  rec.duration = r.duration;
+  if (!q.method.empty()) {
+    rec.referer = q.header("Referer").value_or("");
+    rec.user_agent = q.header("User-Agent").value_or("");
+  }
+  rec.cache = r.cache;
+  rec.site = site;
+  rec.upstream = r.upstream;
+  line_.clear();
+  access::append(line_, format_, rec, t);
+  writer_->write(line_);
+}
+
+void RequestLog::write_metrics(metrics::PrometheusWriter& w, std::string_view prefix) const {
+  using metrics::Type;
+  const std::string responses = fmt::format("{}_responses_total", prefix);
+  w.family(responses, Type::Counter, "Answers sent, by HTTP status code and site.");
+  for (size_t i = 0; i < responses_.size(); ++i) {
+    if (responses_[i] == 0) continue;
+    const std::string code = std::to_string(i + 100);
+    w.sample({{"code", code}, {"site", kDefaultSite}}, responses_[i]);
+  }
+  const std::string durations = fmt::format("{}_request_duration_seconds", prefix);
+  w.family(durations, Type::Histogram,
+           "Time from a request's head to its answer queued whole (a file: sent), by site.");
+  w.histogram({{"site", kDefaultSite}}, durations_);
+  w.metric(fmt::format("{}_access_log_dropped_lines_total", prefix), Type::Counter,
+           "Access log lines dropped because the log could not keep up.", lines_dropped());
+}
+
+AdminGate AdminGate::from(const config::AdminSettings& s) {
+  AdminGate g;
+  g.allow_ = admin::AllowList::parse(s.allow);
+  if (!s.token_file.empty()) {
+    std::ifstream in(s.token_file);
+    if (!in) {
+      throw std::runtime_error("[admin] token_file: cannot read " + s.token_file + ": " +
+                               std::strerror(errno));
+    }
+    std::ostringstream text;
+    text << in.rdbuf();
+    g.token_ = admin::token_from_text(text.str());
+    if (g.token_.empty()) {
+      throw std::runtime_error("[admin] token_file: " + s.token_file + " holds no token");
+    }
+  }
+  return g;
+}
+
+bool AdminGate::admit(net::Exchange& ex) const {
+  if (allow_.allows(ex.peer_address())) return true;
+  ex.reply(403, "forbidden", {{"Cache-Control", "no-store"}});
+  return false;
+}
+
+bool AdminGate::token_ok(const net::Exchange& ex) const {
+  const auto auth = ex.request().header("Authorization");
+  if (!auth || auth->size() < 7 || !text::iequals(auth->substr(0, 7), "Bearer ")) return false;
+  return admin::token_equals(text::trim_ows(auth->substr(7)), token_);
+}
+
+ObserverReload prepare_observers(const RequestLog& log, const config::LogSettings& l,
+                                 const config::AdminSettings& a) {
+  return {log.prepare(l), AdminGate::from(a)};
+}
+
+}  // namespace cdn::daemon

@@ -1,0 +1,103 @@
+// What both daemons do with every answered request and with every request
+// for an endpoint that is not content.
+//
+// RequestLog: fed by net::ServerOptions::on_complete; writes the access log
+// line (through an access::Writer, off the loop) and counts the answer for
+// /.cdn/metrics (responses by code and site, durations). One RequestLog per
+// loop thread (its counters and line buffer are the loop's own); the Writer
+// behind it may be shared by several (it takes lines from any thread).
+//
+// AdminGate: [admin] allow and token_file. The admin surface (/.cdn/status,
+// /.cdn/metrics, purges, every /.cdn/ endpoint but the balancer's locate)
+// answers 403 to a peer outside the allow-list: the endpoints are named in
+// the documentation, so hiding them behind a 404 would protect nothing and
+// mislead an operator whose list is wrong.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/access/format.hpp"
+#include "common/access/writer.hpp"
+#include "common/admin/allow.hpp"
+#include "common/config/settings.hpp"
+#include "common/metrics/prometheus.hpp"
+#include "common/net/server.hpp"
+
+namespace cdn::daemon {
+
+// The site every request is for until a replica serves several.
+inline constexpr std::string_view kDefaultSite = "default";
+
+class RequestLog {
+ public:
+  // `identifier`: the journal's SYSLOG_IDENTIFIER for access lines.
+  explicit RequestLog(std::string identifier) : identifier_(std::move(identifier)) {}
+
+  // [log] access/access_format from a reload, in two steps so that a file
+  // that cannot be opened refuses the reload before anything is applied:
+  // prepare() opens a new writer when the target changed (throws
+  // std::runtime_error when it cannot), apply() takes it. With the same
+  // target, apply() reopens the file (SIGHUP after logrotate).
+  struct Prepared {
+    config::LogSettings settings;
+    std::shared_ptr<access::Writer> writer;  // null: keep (or none)
+  };
+  Prepared prepare(const config::LogSettings& s) const;
+  void apply(Prepared p);
+  void configure(const config::LogSettings& s) { apply(prepare(s)); }
+
+  void record(const net::RequestRecord& r, std::string_view site = kDefaultSite);
+
+  // PREFIX_responses_total{code,site} and PREFIX_request_duration_seconds{site}.
+  void write_metrics(metrics::PrometheusWriter& w, std::string_view prefix) const;
+  uint64_t lines_dropped() const { return writer_ ? writer_->dropped_lines() : 0; }
+
+ private:
+  std::string identifier_;
+  std::string target_ = "off";
+  access::Format format_ = access::Format::Combined;
+  std::shared_ptr<access::Writer> writer_;
+  std::string line_;  // reused for every line
+  // The zone's offset, looked up (localtime_r) once a second.
+  int64_t offset_second_ = INT64_MIN;
+  int32_t utc_offset_ = 0;
+  // Answers by status code (100..599), and their durations.
+  std::array<uint64_t, 500> responses_{};
+  metrics::Histogram durations_;
+};
+
+class AdminGate {
+ public:
+  AdminGate() : allow_(admin::AllowList::loopback()) {}
+  // Reads token_file; throws std::runtime_error when it is set and cannot
+  // be read or holds no token (a purge surface that silently accepted no
+  // token would look configured and not be).
+  static AdminGate from(const config::AdminSettings& s);
+
+  // True when the peer may use the admin surface; otherwise answers 403
+  // and returns false.
+  bool admit(net::Exchange& ex) const;
+  // For purges: "Authorization: Bearer TOKEN" matches token_file's token.
+  bool token_ok(const net::Exchange& ex) const;
+  const admin::AllowList& allow() const { return allow_; }
+
+ private:
+  admin::AllowList allow_;
+  std::string token_;
+};
+
+// What a reload of [log] access* and [admin] needs, made before anything is
+// applied (it throws when a file cannot be opened or read).
+struct ObserverReload {
+  RequestLog::Prepared log;
+  AdminGate admin;
+};
+ObserverReload prepare_observers(const RequestLog& log, const config::LogSettings& l,
+                                 const config::AdminSettings& a);
+
+}  // namespace cdn::daemon
