@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "daemons/lifecycle.hpp"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -46,6 +47,7 @@ struct Lifecycle::Runner {
   bool stop_requested = false;  // a SIGINT/SIGTERM came during start-up
   bool stopping = false;
   bool stopped = false;
+  bool worker_stalled = false;  // logged once per stall
   std::string last_status;
 
   void publish_status() {
@@ -169,7 +171,17 @@ int Lifecycle::run(Hooks hooks) {
   uv_unref(r.status_timer->base());
   if (auto every = systemd::watchdog_ping_interval()) {
     const uint64_t ms = std::max<uint64_t>(1, static_cast<uint64_t>(every->count() / 1000));
-    r.watchdog_timer = uv::make_timer(r.loop, [] { systemd::notify_watchdog(); });
+    r.watchdog_timer = uv::make_timer(r.loop, [&r, every = *every] {
+      // Each worker loop must have turned within the last interval too.
+      const auto since = std::chrono::steady_clock::now() - every;
+      if (r.hooks.workers_alive && !r.hooks.workers_alive(since)) {
+        if (!r.worker_stalled) spdlog::error("a worker loop is stalled: watchdog pings stop");
+        r.worker_stalled = true;
+        return;
+      }
+      r.worker_stalled = false;
+      systemd::notify_watchdog();
+    });
     uv::timer_start(r.watchdog_timer.get(), ms, ms);
     uv_unref(r.watchdog_timer->base());
     spdlog::info("watchdog: pinging every {} ms", ms);
@@ -211,25 +223,49 @@ net::ServerOptions server_options(const config::ServerSettings& s, std::string s
   return o;
 }
 
-std::string start_listening(net::Server& server, const config::ServerSettings& s) {
-  const auto fds = systemd::listen_fds();
-  if (!fds.empty()) {
-    for (int fd : fds) {
+Listening start_listening(net::Server& server, const config::ServerSettings& s,
+                          uint32_t workers) {
+  Listening l;
+  l.sockets = systemd::listen_fds();
+  if (!l.sockets.empty()) {
+    for (int fd : l.sockets) {
       const int rc = server.adopt(fd);
       if (rc != 0) {
         throw std::runtime_error("socket from systemd (fd " + std::to_string(fd) +
                                  "): " + uv_strerror(rc));
       }
     }
-    return std::to_string(fds.size()) + " socket(s) from systemd, port " +
-           std::to_string(server.port());
+    l.port = server.port();
+    l.where = std::to_string(l.sockets.size()) + " socket(s) from systemd, port " +
+              std::to_string(l.port);
+    return l;
   }
-  const int rc = server.listen(s.address, s.port);
+  l.reuse_port = workers > 1;
+  const int rc = server.listen(s.address, s.port, l.reuse_port);
   if (rc != 0) {
     throw std::runtime_error("cannot listen on " + s.address + ":" + std::to_string(s.port) + ": " +
                              uv_strerror(rc));
   }
-  return s.address + ":" + std::to_string(server.port());
+  l.port = server.port();
+  l.where = s.address + ":" + std::to_string(l.port);
+  return l;
+}
+
+void join_listening(net::Server& server, const config::ServerSettings& s, const Listening& l) {
+  for (int fd : l.sockets) {
+    const int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    const int rc = dup < 0 ? uv_translate_sys_error(errno) : server.adopt(dup);
+    if (rc != 0) {
+      throw std::runtime_error("socket from systemd (fd " + std::to_string(fd) +
+                               ") for a worker: " + uv_strerror(rc));
+    }
+  }
+  if (!l.sockets.empty()) return;
+  const int rc = server.listen(s.address, l.port, true);
+  if (rc != 0) {
+    throw std::runtime_error("worker cannot listen on " + s.address + ":" +
+                             std::to_string(l.port) + ": " + uv_strerror(rc));
+  }
 }
 
 }  // namespace cdn::daemon

@@ -24,7 +24,6 @@ namespace {
 constexpr std::string_view kSpace = " \t\r\n\f\v";
 // [server] max_connections, and [content] capacity (the connections at load 1.0).
 constexpr uint64_t kMaxConnections = 10'000'000;
-constexpr uint64_t kMaxWorkers = 256;
 constexpr double kMaxHashLoadFactor = 100.0;
 // [server] name goes into the CDN-Replica header and the status document.
 constexpr size_t kMaxNameLength = 255;
@@ -535,6 +534,11 @@ void write_server(IniWriter& w, const ServerSettings& s) {
   w.size("max_request_line", s.max_request_line);
   w.size("max_header_bytes", s.max_header_bytes);
   w.number("max_headers", s.max_headers);
+  if (s.workers == 0) {
+    w.key("workers", "auto");
+  } else {
+    w.number("workers", s.workers);
+  }
 }
 
 void write_log(IniWriter& w, const LogSettings& s) {

@@ -35,6 +35,8 @@ struct ServerSettings {
   uint32_t workers = 0;
 };
 
+// The most workers [server] workers and --workers accept.
+inline constexpr uint32_t kMaxWorkers = 256;
 // The workers to run for a [server] workers value (0: the online CPUs).
 uint32_t resolve_workers(uint32_t configured);
 

@@ -1257,16 +1257,38 @@ uint64_t soft_nofile() {
   if (::getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY) return UINT64_MAX;
   return lim.rlim_cur;
 }
+
+// A socket bound with SO_REUSEPORT (libuv 1.44 cannot ask for it), handed
+// to `tcp`; a libuv error on failure.
+int bind_reuse_port(uv_tcp_t* tcp, const sockaddr* sa) {
+  const int fd = ::socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return uv_translate_sys_error(errno);
+  const int on = 1;
+  const auto len = static_cast<socklen_t>(sa->sa_family == AF_INET6 ? sizeof(sockaddr_in6)
+                                                                     : sizeof(sockaddr_in));
+  if (::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+      ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0 ||
+      ::bind(fd, sa, len) != 0) {
+    const int err = uv_translate_sys_error(errno);
+    ::close(fd);
+    return err;
+  }
+  const int rc = uv_tcp_open(tcp, fd);
+  if (rc != 0) ::close(fd);
+  return rc;
+}
 }  // namespace
 
-int Server::listen(const std::string& address, uint16_t port) {
+int Server::listen(const std::string& address, uint16_t port, bool reuse_port) {
   std::string err;
   auto addr = resolve(address, port, &err);
   if (!addr) return UV_EADDRNOTAVAIL;
   auto* tcp = new uv_tcp_t();
   uv_tcp_init(loop_, tcp);
   tcp->data = this;
-  const int rc = start_listener(tcp, uv_tcp_bind(tcp, addr->sa(), 0), on_connection);
+  const int bound =
+      reuse_port ? bind_reuse_port(tcp, addr->sa()) : uv_tcp_bind(tcp, addr->sa(), 0);
+  const int rc = start_listener(tcp, bound, on_connection);
   if (rc == 0) listeners_.push_back(tcp);
   nofile_ = soft_nofile();
   return rc;

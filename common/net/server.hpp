@@ -172,8 +172,11 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   // Bind and listen; returns a libuv error (<0) or 0. Port 0 picks a free port.
-  int listen(const std::string& address, uint16_t port);
-  // Serve on an already listening socket (socket activation).
+  // `reuse_port`: SO_REUSEPORT, so that each worker's server binds the same
+  // port and the kernel spreads new connections over them.
+  int listen(const std::string& address, uint16_t port, bool reuse_port = false);
+  // Serve on an already listening socket (socket activation). Takes the
+  // descriptor; workers sharing a socket each adopt a dup of it.
   int adopt(int fd);
   // The bound port of the first listener (after listen on port 0).
   uint16_t port() const;

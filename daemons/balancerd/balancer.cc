@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <iterator>
+#include <random>
 
 #include <nlohmann/json.hpp>
 
@@ -64,32 +65,98 @@ Json replica_json(const Replica& r, Clock::time_point now) {
 
 }  // namespace
 
+Snapshot::Snapshot(const Table& t, uint64_t layout_, const Prober& p)
+    : table(t),
+      layout(layout_),
+      sent(std::make_unique<std::atomic<uint64_t>[]>(t.replicas().size())),
+      probes_total(p.probes_total()),
+      streamed_total(p.streamed_total()),
+      probe_failures_total(p.probe_failures_total()),
+      early_probes_total(p.early_probes_total()) {}
+
 Balancer::Balancer(uv_loop_t* loop, config::BalancerSettings settings)
     : loop_(loop),
       settings_(std::move(settings)),
       table_(settings_.replicas, settings_.probe, settings_.balance),
       prober_(loop, table_),
-      admin_(daemon::AdminGate::from(settings_.admin)),
-      server_(loop, options(), [this](net::Exchange& ex) { handle(ex); }) {
-  requests_.configure(settings_.log);
+      inbox_(daemon::Inbox::make(loop)) {
+  // Front 0 is made now: main.cc's reload reads its request log.
+  auto log = daemon::RequestLog("cdn-balancerd").prepare(settings_.log);
+  fronts_.push_back(std::make_unique<Front>(loop_, *this, settings_, log));
 }
 
-net::ServerOptions Balancer::options() {
-  auto o = daemon::server_options(settings_.server, "cdn-balancerd/" CDN_VERSION);
-  o.on_complete = [this](const net::RequestRecord& r) { requests_.record(r); };
-  return o;
+Balancer::~Balancer() {
+  if (threads_) threads_->stop([this](size_t i) { fronts_[i + 1].reset(); });
+}
+
+void Balancer::on_front(size_t i, std::function<void()> fn) {
+  if (i == 0) {
+    fn();
+  } else {
+    threads_->post(i - 1, std::move(fn));
+  }
+}
+
+bool Balancer::workers_alive(std::chrono::steady_clock::time_point since) const {
+  return !threads_ || threads_->all_beat_since(since);
+}
+
+void Balancer::publish(bool force) {
+  bool changed = force || prober_.probes_total() != published_probes_;
+  for (const auto& snap : unfolded_) {
+    if (snap->layout != layout_) continue;
+    for (size_t i = 0; i < snap->table.replicas().size(); ++i) {
+      const uint64_t n = snap->sent[i].exchange(0, std::memory_order_relaxed);
+      if (n == 0) continue;
+      table_.add_sent(i, n);
+      changed = true;
+    }
+  }
+  // A snapshot no front holds any more takes no more counts (the board and
+  // this list hold the rest); its last ones were folded just now.
+  std::erase_if(unfolded_, [this](const auto& snap) {
+    return snap.use_count() == 1 || snap->layout != layout_;
+  });
+  if (!changed) return;
+  published_probes_ = prober_.probes_total();
+  table_.prepare_snapshot();
+  auto snap = std::make_shared<const Snapshot>(table_, layout_, prober_);
+  unfolded_.push_back(snap);
+  board_.publish(std::move(snap));
 }
 
 void Balancer::start() {
-  const std::string where = daemon::start_listening(server_, settings_.server);
+  const uint32_t workers = config::resolve_workers(settings_.server.workers);
+  publish(true);
+  const auto listening = daemon::start_listening(fronts_[0]->server(), settings_.server, workers);
   if (settings_.server.name.empty()) {
     char host[256] = {0};
     gethostname(host, sizeof host - 1);
-    settings_.server.name = std::string(host) + ":" + std::to_string(server_.port());
+    settings_.server.name = std::string(host) + ":" + std::to_string(listening.port);
   }
+  name_ = settings_.server.name;
+  if (workers > 1) {
+    threads_ = std::make_unique<daemon::WorkerThreads>(workers - 1);
+    fronts_.resize(workers);
+    const auto log = fronts_[0]->requests().prepare(settings_.log);
+    // Every front exists before any listens: a front's pages read the others.
+    for (size_t i = 1; i < workers; ++i) {
+      threads_->call(i - 1, [&, i] {
+        fronts_[i] = std::make_unique<Front>(threads_->loop(i - 1), *this, settings_, log);
+      });
+    }
+    for (size_t i = 1; i < workers; ++i) {
+      threads_->call(i - 1, [&, i] {
+        daemon::join_listening(fronts_[i]->server(), settings_.server, listening);
+      });
+    }
+  }
+  publish_timer_ = uv::make_timer(loop_, [this] { publish(); });
+  const auto every = static_cast<uint64_t>(kPublishEvery.count());
+  uv::timer_start(publish_timer_.get(), every, every);
   prober_.start(settings_.probe);
-  spdlog::info("balancer {} on {}: {} replicas, policy {}", settings_.server.name, where,
-               table_.replicas().size(), to_string(table_.policy()));
+  spdlog::info("balancer {} on {}: {} replicas, policy {}, {} worker(s)", settings_.server.name,
+               listening.where, table_.replicas().size(), to_string(table_.policy()), workers);
 }
 
 void Balancer::reconfigure(config::BalancerSettings settings, daemon::ObserverReload observers) {
@@ -97,15 +164,27 @@ void Balancer::reconfigure(config::BalancerSettings settings, daemon::ObserverRe
       (settings.server.port != settings_.server.port && settings.server.port != 0)) {
     spdlog::warn("[server] address/port changed: takes effect at the next restart");
   }
+  if (settings.server.workers != settings_.server.workers) {
+    spdlog::warn("[server] workers changed: takes effect at the next restart");
+  }
   if (settings.server.name.empty()) settings.server.name = settings_.server.name;
   settings.server.address = settings_.server.address;
   settings.server.port = settings_.server.port;
-  requests_.apply(std::move(observers.log));
-  admin_ = std::move(observers.admin);
-  settings_.server = settings.server;
-  server_.set_options(options());
+  settings.server.workers = settings_.server.workers;
+  // The fronts' counts are folded under the old layout, then the new table
+  // is published before any front answers from its new settings.
+  publish();
   table_.reconfigure(settings.replicas, settings.probe, settings.balance);
+  ++layout_;
+  publish(true);
   settings_ = std::move(settings);
+  for (size_t i = 0; i < fronts_.size(); ++i) {
+    if (i == 0) {
+      fronts_[0]->reconfigure(settings_, observers);
+    } else {
+      threads_->call(i - 1, [&, i] { fronts_[i]->reconfigure(settings_, observers); });
+    }
+  }
   prober_.start(settings_.probe);
   spdlog::info("{} replicas, policy {}", table_.replicas().size(), to_string(table_.policy()));
 }
@@ -113,28 +192,79 @@ void Balancer::reconfigure(config::BalancerSettings settings, daemon::ObserverRe
 void Balancer::drain(std::function<void()> done) {
   draining_ = true;
   prober_.stop();
-  server_.drain(std::move(done));
+  auto left = std::make_shared<size_t>(fronts_.size());
+  auto finished = [this, left, done = std::move(done)] {
+    if (--*left == 0) done();
+  };
+  for (size_t i = 0; i < fronts_.size(); ++i) {
+    on_front(i, [this, i, finished] {
+      fronts_[i]->server().drain([this, finished] { inbox_->post(finished); });
+    });
+  }
 }
 
 void Balancer::stop() {
   prober_.stop();
-  server_.close();
+  publish_timer_.reset();
+  for (size_t i = 0; i < fronts_.size(); ++i) {
+    // A front is missing when start-up failed half-way.
+    if (fronts_[i]) on_front(i, [this, i] { fronts_[i]->server().close(); });
+  }
+  inbox_->close();
 }
 
 std::string Balancer::status_line() const {
-  return fmt::format("{}{}/{} replicas up, policy {}, {} redirects", draining_ ? "draining: " : "",
+  uint64_t redirects = 0;
+  for (const auto& f : fronts_) redirects += f->redirects_total;
+  return fmt::format("{}{}/{} replicas up, policy {}, {} redirects", draining() ? "draining: " : "",
                      table_.up_count(), table_.distinct_count(), to_string(table_.policy()),
-                     redirects_total_);
+                     redirects);
 }
 
-std::string Balancer::url_for(size_t index, std::string_view encoded_path_and_query) const {
+Front::Front(uv_loop_t* loop, const Balancer& shared, const config::BalancerSettings& settings,
+             const daemon::RequestLog::Prepared& log)
+    : shared_(shared),
+      settings_(settings),
+      admin_(daemon::AdminGate::from(settings_.admin)),
+      server_(loop, options(), [this](net::Exchange& ex) { handle(ex); }) {
+  requests_.apply(log);
+}
+
+net::ServerOptions Front::options() {
+  auto o = daemon::server_options(settings_.server, "cdn-balancerd/" CDN_VERSION);
+  o.on_complete = [this](const net::RequestRecord& r) { requests_.record(r); };
+  return o;
+}
+
+void Front::reconfigure(const config::BalancerSettings& settings,
+                        const daemon::ObserverReload& observers) {
+  requests_.apply(observers.log);
+  admin_ = observers.admin;
+  settings_ = settings;
+  server_.set_options(options());
+}
+
+Table& Front::table() {
+  if (shared_.board().refresh(snapshot_, seen_)) {
+    if (table_) {
+      table_->adopt(snapshot_->table);
+    } else {
+      table_.emplace(snapshot_->table);
+      table_->reseed(std::random_device{}());
+      if (shared_.fronts().size() > 1) table_->share_rotation(shared_.rotation_ticket());
+    }
+  }
+  return *table_;
+}
+
+std::string Front::url_for(size_t index, std::string_view encoded_path_and_query) {
   std::string url = "http://";
-  url.append(table_.replicas()[index].address.str());
+  url.append(table().replicas()[index].address.str());
   url.append(encoded_path_and_query);
   return url;
 }
 
-void Balancer::handle(net::Exchange& ex) {
+void Front::handle(net::Exchange& ex) {
   const auto path = daemon::accept_request(ex);
   if (!path) return;
   if (path->starts_with("/.cdn/")) {
@@ -157,8 +287,8 @@ void Balancer::handle(net::Exchange& ex) {
   redirect(ex, *path);
 }
 
-const std::string& Balancer::url_prefix(size_t index) {
-  const config::HostPort& address = table_.replicas()[index].address;
+const std::string& Front::url_prefix(size_t index) {
+  const config::HostPort& address = table().replicas()[index].address;
   if (url_prefixes_.size() <= index) url_prefixes_.resize(index + 1);
   auto& [built_for, prefix] = url_prefixes_[index];
   if (prefix.empty() || !(built_for == address)) {
@@ -168,11 +298,11 @@ const std::string& Balancer::url_prefix(size_t index) {
   return prefix;
 }
 
-void Balancer::redirect(net::Exchange& ex, const std::string& path) {
-  table_.choose(path, 1 + settings_.balance.fallbacks, Clock::now(), picks_);
+void Front::redirect(net::Exchange& ex, const std::string& path) {
+  table().choose(path, 1 + settings_.balance.fallbacks, Clock::now(), picks_);
   const auto& picks = picks_;
   if (picks.empty()) {
-    ++unavailable_total_;
+    ++unavailable_total;
     cdn::log::event(
         spdlog::level::debug,
         {{cdn::log::kClient, ex.peer()}, {cdn::log::kPath, path}, {cdn::log::kStatus, "503"}},
@@ -182,7 +312,9 @@ void Balancer::redirect(net::Exchange& ex, const std::string& path) {
               {"Cache-Control", "no-store"}});
     return;
   }
-  ++redirects_total_;
+  ++redirects_total;
+  // Counted for the other fronts too (folded by the main loop).
+  snapshot_->sent[picks.front().index].fetch_add(1, std::memory_order_relaxed);
   // The Location is built from the configured replica, the normalised path
   // and the query, both %-encoded: nothing from the request's headers reaches
   // it, and no byte of its target can end a URL of the list (a ',' would add
@@ -203,7 +335,7 @@ void Balancer::redirect(net::Exchange& ex, const std::string& path) {
   }
   if (spdlog::should_log(spdlog::level::debug)) {
     // Checked first: the replica's address string is built only when logged.
-    const std::string replica = table_.replicas()[picks.front().index].address.str();
+    const std::string replica = table().replicas()[picks.front().index].address.str();
     cdn::log::event(spdlog::level::debug,
                     {{cdn::log::kClient, ex.peer()},
                      {cdn::log::kPath, path},
@@ -221,8 +353,8 @@ void Balancer::redirect(net::Exchange& ex, const std::string& path) {
   ex.finish(body_);
 }
 
-void Balancer::serve_locate(net::Exchange& ex) {
-  ++locates_total_;
+void Front::serve_locate(net::Exchange& ex) {
+  ++locates_total;
   const auto query = http::query_of(ex.request().target);
   const auto raw = http::query_param(query, "path");
   std::optional<std::string> path;
@@ -231,16 +363,17 @@ void Balancer::serve_locate(net::Exchange& ex) {
     ex.reply(400, "locate needs ?path=/some/path");
     return;
   }
-  const auto picks = table_.rank(*path, table_.replicas().size(), Clock::now());
+  Table& t = table();
+  const auto picks = t.rank(*path, t.replicas().size(), Clock::now());
   // The path goes into the document %-encoded, as in the URLs: a decoded one
   // may hold any byte, and bytes that are not UTF-8 make the JSON writer throw.
   const std::string tail = http::encode_path(*path);
   Json doc;
   doc["path"] = tail;
-  doc["policy"] = std::string(to_string(table_.policy()));
+  doc["policy"] = std::string(to_string(t.policy()));
   Json list = Json::array();
   for (const auto& c : picks) {
-    Json j = public_replica_json(table_.replicas()[c.index]);
+    Json j = public_replica_json(t.replicas()[c.index]);
     j["url"] = url_for(c.index, tail);
     j["score"] = round3(c.score);
     list.push_back(std::move(j));
@@ -256,68 +389,102 @@ void Balancer::serve_locate(net::Exchange& ex) {
   daemon::send_document(ex, "application/json", body);
 }
 
-void Balancer::serve_status(net::Exchange& ex) {
+uint64_t Front::redirects_of(size_t i) const {
+  return snapshot_->table.replicas()[i].redirects_total +
+         snapshot_->sent[i].load(std::memory_order_relaxed);
+}
+
+void Front::serve_status(net::Exchange& ex) {
   const auto now = Clock::now();
+  Table& t = table();
+  uint64_t redirects = 0, unavailable = 0;
+  Json workers = Json::array();
+  for (const auto& f : shared_.fronts()) {
+    redirects += f->redirects_total;
+    unavailable += f->unavailable_total;
+    const auto& st = f->server().stats();
+    workers.push_back({{"connections_total", st.connections_total.get()},
+                       {"connections_active", st.active_connections.get()}});
+  }
   Json doc;
-  doc["name"] = settings_.server.name;
-  doc["state"] = draining_ ? "draining" : "serving";
-  doc["policy"] = std::string(to_string(table_.policy()));
-  doc["up"] = table_.up_count();
-  doc["total"] = table_.distinct_count();
-  doc["redirects_total"] = redirects_total_;
-  doc["unavailable_total"] = unavailable_total_;
+  doc["name"] = shared_.name();
+  doc["state"] = shared_.draining() ? "draining" : "serving";
+  doc["policy"] = std::string(to_string(t.policy()));
+  doc["up"] = t.up_count();
+  doc["total"] = t.distinct_count();
+  doc["redirects_total"] = redirects;
+  doc["unavailable_total"] = unavailable;
   doc["version"] = CDN_VERSION;
+  doc["workers"] = std::move(workers);
   Json list = Json::array();
   // A replica listed twice (two spellings of one address) is shown once.
-  for (const auto& r : table_.replicas()) {
-    if (!r.same_as) list.push_back(replica_json(r, now));
+  for (size_t i = 0; i < t.replicas().size(); ++i) {
+    const auto& r = t.replicas()[i];
+    if (r.same_as) continue;
+    Json j = replica_json(r, now);
+    j["redirects"] = redirects_of(i);
+    list.push_back(std::move(j));
   }
   doc["replicas"] = std::move(list);
   const std::string body = doc.dump();
   daemon::send_document(ex, "application/json", body);
 }
 
-void Balancer::serve_metrics(net::Exchange& ex) {
-  const auto& st = server_.stats();
+void Front::serve_metrics(net::Exchange& ex) {
+  Table& t = table();
+  const Snapshot& snap = *snapshot_;
+  std::vector<const net::Server*> servers;
+  std::vector<const daemon::RequestLog*> logs{&requests_};  // its own first (see write_metrics)
+  uint64_t redirects = 0, unavailable = 0;
+  for (const auto& f : shared_.fronts()) {
+    servers.push_back(&f->server());
+    if (f.get() != this) logs.push_back(&f->requests());
+    redirects += f->redirects_total;
+    unavailable += f->unavailable_total;
+  }
+  const net::ServerStats st = daemon::add_up(servers);
   // Sized up front and formatted in place: with 10,000 replicas the page is
   // ~11 MB, and growing it by doubling through temporaries doubled the peak RSS.
   // Owned by the write, not copied into the connection's pooled buffer
   // (which would keep its 11 MB for good).
   auto page = std::make_shared<std::string>();
   std::string& m = *page;
-  m.reserve(4096 + table_.replicas().size() * 1280);
+  m.reserve(4096 + t.replicas().size() * 1280);
   metrics::PrometheusWriter w(m);
   using metrics::Type;
   w.metric("cdn_balancer_redirects_total", Type::Counter, "Clients sent to a replica.",
-           redirects_total_);
+           redirects);
   w.metric("cdn_balancer_redirects_failed_total", Type::Counter,
-           "Clients answered 503 (no replica up).", unavailable_total_);
-  w.metric("cdn_balancer_requests_total", Type::Counter, "Requests answered.", st.requests_total);
+           "Clients answered 503 (no replica up).", unavailable);
+  w.metric("cdn_balancer_requests_total", Type::Counter, "Requests answered.",
+           st.requests_total.get());
   w.metric("cdn_balancer_requests_malformed_total", Type::Counter,
-           "Requests refused by the HTTP layer (400, 408, 413, 431...).", st.errors_total);
-  requests_.write_metrics(w, "cdn_balancer");
+           "Requests refused by the HTTP layer (400, 408, 413, 431...).", st.errors_total.get());
+  daemon::RequestLog::write_metrics(logs, w, "cdn_balancer");
   w.metric("cdn_balancer_connections_active", Type::Gauge, "Open client connections.",
-           st.active_connections);
+           st.active_connections.get());
+  daemon::write_worker_metrics(servers, w, "cdn_balancer");
   w.metric("cdn_balancer_connections_backlogged", Type::Gauge,
-           "Connections not read until their client takes its answers.", st.backlogged_connections);
+           "Connections not read until their client takes its answers.",
+           st.backlogged_connections.get());
   w.metric("cdn_balancer_connections_backlogged_total", Type::Counter,
            "Times a connection was stopped for a client that does not take its answers.",
-           st.backlogged_total);
+           st.backlogged_total.get());
   w.metric("cdn_balancer_probes_total", Type::Counter,
            "Health probe outcomes: answers, failures and streamed status documents.",
-           prober_.probes_total());
+           snap.probes_total);
   w.metric("cdn_balancer_probes_streamed_total", Type::Counter,
-           "Status documents that came on a replica's status stream.", prober_.streamed_total());
+           "Status documents that came on a replica's status stream.", snap.streamed_total);
   w.metric("cdn_balancer_probes_failed_total", Type::Counter, "Health probes that failed.",
-           prober_.probe_failures_total());
-  w.metric("cdn_balancer_replicas_up", Type::Gauge, "Replicas taking clients.", table_.up_count());
+           snap.probe_failures_total);
+  w.metric("cdn_balancer_replicas_up", Type::Gauge, "Replicas taking clients.", t.up_count());
   w.metric("cdn_balancer_probes_early_total", Type::Counter,
            "Probes sent at once because a replica closed the probe connection.",
-           prober_.early_probes_total());
+           snap.early_probes_total);
   w.metric("cdn_balancer_sent_bytes_total", Type::Counter, "Response bytes the balancer sent.",
-           st.bytes_sent);
-  table_.refresh_scores(Clock::now());
-  const auto& rs = table_.replicas();
+           st.bytes_sent.get());
+  t.refresh_scores(Clock::now());
+  const auto& rs = t.replicas();
   // One family per figure, one sample per replica.
   auto family = [&](std::string_view name, Type type, std::string_view help, auto value) {
     w.family(name, type, help);
@@ -371,7 +538,9 @@ void Balancer::serve_metrics(net::Exchange& ex) {
   family("cdn_balancer_replica_score", Type::Gauge, "Score (lower is better).",
          [](const Replica& r) { return Opt(r.score); });
   family("cdn_balancer_replica_redirects_total", Type::Counter, "Clients sent to the replica.",
-         [](const Replica& r) { return Opt(static_cast<double>(r.redirects_total)); });
+         [&](const Replica& r) {
+           return Opt(static_cast<double>(redirects_of(static_cast<size_t>(&r - rs.data()))));
+         });
   metrics::write_build_info(w, CDN_VERSION);
   metrics::write_process_metrics(w, metrics::read_process_stats());
   daemon::send_document(ex, "text/plain; version=0.0.4", m, std::move(page));

@@ -140,6 +140,7 @@ int main(int argc, char** argv) {
     hooks.stop_now = [&]() { balancer.stop(); };
     hooks.status_line = [&]() { return balancer.status_line(); };
     hooks.drain_timeout = [&]() { return balancer.settings().server.drain_timeout; };
+    hooks.workers_alive = [&](auto since) { return balancer.workers_alive(since); };
     rc = life.run(std::move(hooks));
   }
   spdlog::info("stopped");

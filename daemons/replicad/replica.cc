@@ -133,7 +133,7 @@ bool Replica::prefetch_start_page(std::string& why, const std::function<bool()>&
 }
 
 void Replica::start() {
-  const std::string where = daemon::start_listening(server_, settings_.server);
+  const std::string where = daemon::start_listening(server_, settings_.server).where;
   if (settings_.server.name.empty()) {
     char host[256] = {0};
     gethostname(host, sizeof host - 1);

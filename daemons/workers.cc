@@ -1,0 +1,122 @@
+// SPDX-License-Identifier: MIT
+#include "daemons/workers.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <exception>
+#include <future>
+
+namespace cdn::daemon {
+
+namespace {
+int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+std::shared_ptr<Inbox> Inbox::make(uv_loop_t* loop) {
+  auto inbox = std::make_shared<Inbox>();
+  // The handle holds the inbox weakly: posts keep it alive, not the loop.
+  std::weak_ptr<Inbox> weak = inbox;
+  inbox->async_ = uv::make_async(loop, [weak] {
+    if (auto self = weak.lock()) self->run_posted();
+  });
+  if (!inbox->async_) throw std::runtime_error("cannot make an async handle");
+  return inbox;
+}
+
+bool Inbox::post(std::function<void()> fn) {
+  std::lock_guard lock(mu_);
+  if (!async_) return false;
+  queue_.push_back(std::move(fn));
+  uv_async_send(&async_->raw);
+  return true;
+}
+
+void Inbox::run_posted() {
+  std::vector<std::function<void()>> batch;
+  {
+    std::lock_guard lock(mu_);
+    batch.swap(queue_);
+  }
+  for (auto& fn : batch) uv::guarded("posted work", fn);
+}
+
+void Inbox::close() {
+  uv::Ptr<uv_async_t> closing;
+  {
+    std::lock_guard lock(mu_);
+    closing = std::move(async_);
+    queue_.clear();
+  }
+}
+
+WorkerThreads::WorkerThreads(size_t count) {
+  for (size_t i = 0; i < count; ++i) {
+    auto w = std::make_unique<Worker>();
+    uv_loop_init(&w->loop);
+    w->inbox = Inbox::make(&w->loop);
+    Worker* raw = w.get();
+    w->beat_ns = steady_ns();
+    w->beat_timer = uv::make_timer(&w->loop, [raw] { raw->beat_ns = steady_ns(); });
+    const auto every = static_cast<uint64_t>(kBeatEvery.count());
+    uv::timer_start(w->beat_timer.get(), every, every);
+    w->thread = std::thread([raw] {
+      uv_run(&raw->loop, UV_RUN_DEFAULT);
+      if (raw->at_exit) uv::guarded("worker exit", raw->at_exit);
+      uv::close_loop(&raw->loop);
+    });
+    workers_.push_back(std::move(w));
+  }
+}
+
+WorkerThreads::~WorkerThreads() { stop(); }
+
+void WorkerThreads::post(size_t i, std::function<void()> fn) {
+  workers_[i]->inbox->post(std::move(fn));
+}
+
+void WorkerThreads::call(size_t i, const std::function<void()>& fn) {
+  std::promise<void> done;
+  auto result = done.get_future();
+  const bool posted = workers_[i]->inbox->post([&] {
+    try {
+      fn();
+      done.set_value();
+    } catch (...) {
+      done.set_exception(std::current_exception());
+    }
+  });
+  if (!posted) throw std::runtime_error("worker stopped");
+  result.get();
+}
+
+bool WorkerThreads::all_beat_since(std::chrono::steady_clock::time_point since) const {
+  const int64_t t =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(since.time_since_epoch()).count();
+  for (const auto& w : workers_) {
+    if (w->beat_ns.load(std::memory_order_relaxed) < t) return false;
+  }
+  return true;
+}
+
+void WorkerThreads::stop(const std::function<void(size_t)>& at_exit) {
+  if (stopped_) return;
+  stopped_ = true;
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    Worker* w = workers_[i].get();
+    if (at_exit) w->at_exit = [at_exit, i] { at_exit(i); };
+    // Set before the post: the thread reads at_exit only after running it.
+    w->inbox->post([w] {
+      w->beat_timer.reset();
+      w->inbox->close();
+    });
+  }
+  for (auto& w : workers_) {
+    if (w->thread.joinable()) w->thread.join();
+  }
+}
+
+}  // namespace cdn::daemon
