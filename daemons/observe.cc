@@ -156,8 +156,8 @@ net::ServerStats add_up(std::span<const net::Server* const> servers) {
   return t;
 }
 
-void write_worker_metrics(std::span<const net::Server* const> servers,
-                          metrics::PrometheusWriter& w, std::string_view prefix) {
+void write_worker_metrics(std::span<const net::Server* const> servers, metrics::PrometheusWriter& w,
+                          std::string_view prefix) {
   using metrics::Type;
   w.family(fmt::format("{}_worker_connections_total", prefix), Type::Counter,
            "Client connections each worker accepted.");

@@ -50,6 +50,9 @@ class RequestLog {
   };
   Prepared prepare(const config::LogSettings& s) const;
   void apply(Prepared p);
+  // What another worker's log applies to write through this log's writer
+  // (one writer per daemon, fed by every worker).
+  Prepared shared(const config::LogSettings& s) const { return {s, writer_}; }
   void configure(const config::LogSettings& s) { apply(prepare(s)); }
 
   void record(const net::RequestRecord& r, std::string_view site = kDefaultSite);
@@ -106,8 +109,8 @@ struct ObserverReload {
 net::ServerStats add_up(std::span<const net::Server* const> servers);
 // PREFIX_worker_connections_total{worker} and PREFIX_worker_connections_active{worker}:
 // how the kernel spread the connections over the workers.
-void write_worker_metrics(std::span<const net::Server* const> servers,
-                          metrics::PrometheusWriter& w, std::string_view prefix);
+void write_worker_metrics(std::span<const net::Server* const> servers, metrics::PrometheusWriter& w,
+                          std::string_view prefix);
 
 ObserverReload prepare_observers(const RequestLog& log, const config::LogSettings& l,
                                  const config::AdminSettings& a);

@@ -119,4 +119,26 @@ void WorkerThreads::stop(const std::function<void(size_t)>& at_exit) {
   }
 }
 
+void on_worker(WorkerThreads* threads, size_t i, std::function<void()> fn) {
+  if (i == 0) {
+    fn();
+  } else {
+    threads->post(i - 1, std::move(fn));
+  }
+}
+
+void drain_workers(WorkerThreads* threads, size_t count, const std::shared_ptr<Inbox>& main,
+                   const std::function<void(size_t, std::function<void()>)>& drain,
+                   std::function<void()> done) {
+  // Counted on the main loop only: each worker's "drained" is posted there.
+  auto left = std::make_shared<size_t>(count);
+  auto one_done = [left, done = std::move(done)] {
+    if (--*left == 0) done();
+  };
+  for (size_t i = 0; i < count; ++i) {
+    on_worker(threads, i,
+              [i, drain, main, one_done] { drain(i, [main, one_done] { main->post(one_done); }); });
+  }
+}
+
 }  // namespace cdn::daemon

@@ -121,4 +121,15 @@ class WorkerThreads {
   bool stopped_ = false;
 };
 
+// Runs `fn` on worker i's loop: at once for worker 0 (the caller's, the
+// main loop), posted to its thread otherwise.
+void on_worker(WorkerThreads* threads, size_t i, std::function<void()> fn);
+
+// A graceful stop of `count` workers: drain(i, finished) runs on worker i's
+// loop and calls `finished` (from that loop) once worker i is drained;
+// `done` runs on the main loop (through `main`) once every worker is.
+void drain_workers(WorkerThreads* threads, size_t count, const std::shared_ptr<Inbox>& main,
+                   const std::function<void(size_t, std::function<void()>)>& drain,
+                   std::function<void()> done);
+
 }  // namespace cdn::daemon

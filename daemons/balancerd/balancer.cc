@@ -89,14 +89,6 @@ Balancer::~Balancer() {
   if (threads_) threads_->stop([this](size_t i) { fronts_[i + 1].reset(); });
 }
 
-void Balancer::on_front(size_t i, std::function<void()> fn) {
-  if (i == 0) {
-    fn();
-  } else {
-    threads_->post(i - 1, std::move(fn));
-  }
-}
-
 bool Balancer::workers_alive(std::chrono::steady_clock::time_point since) const {
   return !threads_ || threads_->all_beat_since(since);
 }
@@ -138,7 +130,7 @@ void Balancer::start() {
   if (workers > 1) {
     threads_ = std::make_unique<daemon::WorkerThreads>(workers - 1);
     fronts_.resize(workers);
-    const auto log = fronts_[0]->requests().prepare(settings_.log);
+    const auto log = fronts_[0]->requests().shared(settings_.log);
     // Every front exists before any listens: a front's pages read the others.
     for (size_t i = 1; i < workers; ++i) {
       threads_->call(i - 1, [&, i] {
@@ -192,15 +184,12 @@ void Balancer::reconfigure(config::BalancerSettings settings, daemon::ObserverRe
 void Balancer::drain(std::function<void()> done) {
   draining_ = true;
   prober_.stop();
-  auto left = std::make_shared<size_t>(fronts_.size());
-  auto finished = [this, left, done = std::move(done)] {
-    if (--*left == 0) done();
-  };
-  for (size_t i = 0; i < fronts_.size(); ++i) {
-    on_front(i, [this, i, finished] {
-      fronts_[i]->server().drain([this, finished] { inbox_->post(finished); });
-    });
-  }
+  daemon::drain_workers(
+      threads_.get(), fronts_.size(), inbox_,
+      [this](size_t i, std::function<void()> drained) {
+        fronts_[i]->server().drain(std::move(drained));
+      },
+      std::move(done));
 }
 
 void Balancer::stop() {
@@ -208,7 +197,8 @@ void Balancer::stop() {
   publish_timer_.reset();
   for (size_t i = 0; i < fronts_.size(); ++i) {
     // A front is missing when start-up failed half-way.
-    if (fronts_[i]) on_front(i, [this, i] { fronts_[i]->server().close(); });
+    if (fronts_[i])
+      daemon::on_worker(threads_.get(), i, [this, i] { fronts_[i]->server().close(); });
   }
   inbox_->close();
 }
@@ -452,8 +442,7 @@ void Front::serve_metrics(net::Exchange& ex) {
   m.reserve(4096 + t.replicas().size() * 1280);
   metrics::PrometheusWriter w(m);
   using metrics::Type;
-  w.metric("cdn_balancer_redirects_total", Type::Counter, "Clients sent to a replica.",
-           redirects);
+  w.metric("cdn_balancer_redirects_total", Type::Counter, "Clients sent to a replica.", redirects);
   w.metric("cdn_balancer_redirects_failed_total", Type::Counter,
            "Clients answered 503 (no replica up).", unavailable);
   w.metric("cdn_balancer_requests_total", Type::Counter, "Requests answered.",

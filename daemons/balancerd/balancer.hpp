@@ -60,7 +60,8 @@ class Front {
   net::Server& server() { return server_; }
   const net::Server& server() const { return server_; }
   const daemon::RequestLog& requests() const { return requests_; }
-  void reconfigure(const config::BalancerSettings& settings, const daemon::ObserverReload& observers);
+  void reconfigure(const config::BalancerSettings& settings,
+                   const daemon::ObserverReload& observers);
 
   metrics::OwnCounter redirects_total = 0;
   metrics::OwnCounter unavailable_total = 0;
@@ -128,8 +129,6 @@ class Balancer {
   std::atomic<uint64_t>* rotation_ticket() const { return &rotation_ticket_; }
 
  private:
-  // Runs fn on front i's loop (at once for front 0, on the main loop).
-  void on_front(size_t i, std::function<void()> fn);
   // Adds the fronts' counts to table_ and publishes a new snapshot when
   // anything changed (or `force`).
   void publish(bool force = false);
