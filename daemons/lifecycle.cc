@@ -223,8 +223,7 @@ net::ServerOptions server_options(const config::ServerSettings& s, std::string s
   return o;
 }
 
-Listening start_listening(net::Server& server, const config::ServerSettings& s,
-                          uint32_t workers) {
+Listening start_listening(net::Server& server, const config::ServerSettings& s, uint32_t workers) {
   Listening l;
   l.sockets = systemd::listen_fds();
   if (!l.sockets.empty()) {
@@ -241,7 +240,8 @@ Listening start_listening(net::Server& server, const config::ServerSettings& s,
     return l;
   }
   l.reuse_port = workers > 1;
-  const int rc = server.listen(s.address, s.port, l.reuse_port);
+  const int rc = server.listen(
+      s.address, s.port, l.reuse_port ? net::Server::Sharing::First : net::Server::Sharing::None);
   if (rc != 0) {
     throw std::runtime_error("cannot listen on " + s.address + ":" + std::to_string(s.port) + ": " +
                              uv_strerror(rc));
@@ -261,10 +261,10 @@ void join_listening(net::Server& server, const config::ServerSettings& s, const 
     }
   }
   if (!l.sockets.empty()) return;
-  const int rc = server.listen(s.address, l.port, true);
+  const int rc = server.listen(s.address, l.port, net::Server::Sharing::Join);
   if (rc != 0) {
-    throw std::runtime_error("worker cannot listen on " + s.address + ":" +
-                             std::to_string(l.port) + ": " + uv_strerror(rc));
+    throw std::runtime_error("worker cannot listen on " + s.address + ":" + std::to_string(l.port) +
+                             ": " + uv_strerror(rc));
   }
 }
 

@@ -1258,36 +1258,55 @@ uint64_t soft_nofile() {
   return lim.rlim_cur;
 }
 
-// A socket bound with SO_REUSEPORT (libuv 1.44 cannot ask for it), handed
-// to `tcp`; a libuv error on failure.
-int bind_reuse_port(uv_tcp_t* tcp, const sockaddr* sa) {
+// A bound socket (SO_REUSEADDR as libuv sets it, SO_REUSEPORT when asked:
+// libuv 1.44 cannot); the descriptor, or a libuv error (< 0).
+int bound_socket(const sockaddr* sa, bool reuse_port) {
   const int fd = ::socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return uv_translate_sys_error(errno);
   const int on = 1;
   const auto len = static_cast<socklen_t>(sa->sa_family == AF_INET6 ? sizeof(sockaddr_in6)
-                                                                     : sizeof(sockaddr_in));
+                                                                    : sizeof(sockaddr_in));
   if (::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
-      ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0 ||
+      (reuse_port && ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0) ||
       ::bind(fd, sa, len) != 0) {
     const int err = uv_translate_sys_error(errno);
     ::close(fd);
     return err;
   }
+  return fd;
+}
+
+// Binds `tcp` for Sharing::First or Join (see server.hpp). SO_REUSEPORT
+// alone would let a second daemon of the same user join a port in use, so
+// First proves the port free with a plain bind before it shares it.
+int bind_shared(uv_tcp_t* tcp, Address addr, bool first) {
+  if (first) {
+    const int probe = bound_socket(addr.sa(), false);
+    if (probe < 0) return probe;
+    sockaddr_storage got{};
+    socklen_t len = sizeof got;
+    const int rc = ::getsockname(probe, reinterpret_cast<sockaddr*>(&got), &len);
+    ::close(probe);
+    if (rc != 0) return uv_translate_sys_error(errno);
+    addr.storage = got;  // the address with the port the kernel gave (port 0)
+  }
+  const int fd = bound_socket(addr.sa(), true);
+  if (fd < 0) return fd;
   const int rc = uv_tcp_open(tcp, fd);
   if (rc != 0) ::close(fd);
   return rc;
 }
 }  // namespace
 
-int Server::listen(const std::string& address, uint16_t port, bool reuse_port) {
+int Server::listen(const std::string& address, uint16_t port, Sharing sharing) {
   std::string err;
   auto addr = resolve(address, port, &err);
   if (!addr) return UV_EADDRNOTAVAIL;
   auto* tcp = new uv_tcp_t();
   uv_tcp_init(loop_, tcp);
   tcp->data = this;
-  const int bound =
-      reuse_port ? bind_reuse_port(tcp, addr->sa()) : uv_tcp_bind(tcp, addr->sa(), 0);
+  const int bound = sharing == Sharing::None ? uv_tcp_bind(tcp, addr->sa(), 0)
+                                             : bind_shared(tcp, *addr, sharing == Sharing::First);
   const int rc = start_listener(tcp, bound, on_connection);
   if (rc == 0) listeners_.push_back(tcp);
   nofile_ = soft_nofile();

@@ -171,10 +171,16 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
+  // How a listener shares its port with other workers' servers.
+  enum class Sharing {
+    None,   // a socket of its own
+    First,  // the port must be free (a plain bind checks, and picks port 0),
+            // then it is bound with SO_REUSEPORT for the others to join
+    Join,   // SO_REUSEPORT on the port a First bound: the kernel spreads
+            // new connections over the sockets
+  };
   // Bind and listen; returns a libuv error (<0) or 0. Port 0 picks a free port.
-  // `reuse_port`: SO_REUSEPORT, so that each worker's server binds the same
-  // port and the kernel spreads new connections over them.
-  int listen(const std::string& address, uint16_t port, bool reuse_port = false);
+  int listen(const std::string& address, uint16_t port, Sharing sharing = Sharing::None);
   // Serve on an already listening socket (socket activation). Takes the
   // descriptor; workers sharing a socket each adopt a dup of it.
   int adopt(int fd);
