@@ -170,12 +170,13 @@ void Balancer::reconfigure(config::BalancerSettings settings, daemon::ObserverRe
   ++layout_;
   publish(true);
   settings_ = std::move(settings);
-  for (size_t i = 0; i < fronts_.size(); ++i) {
-    if (i == 0) {
-      fronts_[0]->reconfigure(settings_, observers);
-    } else {
-      threads_->call(i - 1, [&, i] { fronts_[i]->reconfigure(settings_, observers); });
-    }
+  // Front 0 first: it opens or reopens the access log, whose writer the
+  // others then take as it is (one reopen, not one per front).
+  fronts_[0]->reconfigure(settings_, observers);
+  auto others = observers;
+  others.log = fronts_[0]->requests().shared(settings_.log);
+  for (size_t i = 1; i < fronts_.size(); ++i) {
+    threads_->call(i - 1, [&, i] { fronts_[i]->reconfigure(settings_, others); });
   }
   prober_.start(settings_.probe);
   spdlog::info("{} replicas, policy {}", table_.replicas().size(), to_string(table_.policy()));

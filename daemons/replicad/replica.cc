@@ -730,11 +730,15 @@ void Replicas::reconfigure(config::ReplicaSettings settings, std::unique_ptr<Sto
   }
   // Read again even when the path is the same: the file may be what changed.
   use_mime_types(settings.content);
-  // Every worker takes the new settings before the reload is reported done.
+  // Worker 0 first: it opens or reopens the access log, whose writer the
+  // others then take as it is (one reopen, not one per worker). Every worker
+  // has the new settings before the reload is reported done.
+  members_.front()->reconfigure(settings, shared, observers);
+  auto others = observers;
+  others.log = members_.front()->requests().shared(settings.log);
   for (size_t i = 1; i < members_.size(); ++i) {
-    threads_->call(i - 1, [&, i] { members_[i]->reconfigure(settings, shared, observers); });
+    threads_->call(i - 1, [&, i] { members_[i]->reconfigure(settings, shared, others); });
   }
-  members_.front()->reconfigure(std::move(settings), std::move(shared), observers);
 }
 
 void Replicas::drain(std::function<void()> done) {
