@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // cdn-get's progress line, pure: fed byte counts and times (a fake clock in
 // tests), it says what to draw and when. The terminal (redraw in place with
 // \r, only on a TTY, not with -q) is main.cc's adapter.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "daemons/flags.hpp"
 
 #include "common/cli/cli.hpp"

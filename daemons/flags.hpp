@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The command line both daemons share: -c, -p, -a, -l, --name, --log-level, --workers,
 // --check-config, --print-config, --version, the --help footer (exit codes,
 // files, signals). Each daemon adds its own flags after these, and applies

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "daemons/observe.hpp"
 
 #include <fmt/format.h>
@@ -169,6 +170,22 @@ void write_worker_metrics(std::span<const net::Server* const> servers, metrics::
   for (size_t i = 0; i < servers.size(); ++i) {
     w.sample({{"worker", std::to_string(i)}}, servers[i]->stats().active_connections.get());
   }
+}
+
+void send_page(net::Exchange& ex, const Page& page) {
+  auto& h = ex.begin(200);
+  h.header("Content-Type", "text/html; charset=utf-8");
+  h.header("Content-Security-Policy", page.csp);
+  h.header("Cache-Control", "no-store");
+  // The page is the admin surface's: no other site may frame it or guess
+  // its type.
+  h.header("X-Content-Type-Options", "nosniff");
+  h.header("Referrer-Policy", "no-referrer");
+  h.header("Content-Length", static_cast<uint64_t>(page.html.size()));
+  // Static bytes: an owner that owns nothing (aliasing an empty pointer)
+  // spares the copy.
+  ex.finish(page.html,
+            std::shared_ptr<const void>(std::shared_ptr<const void>(), page.html.data()));
 }
 
 }  // namespace cdn::daemon

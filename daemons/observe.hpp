@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // What both daemons do with every answered request and with every request
 // for an endpoint that is not content.
 //
@@ -114,5 +115,15 @@ void write_worker_metrics(std::span<const net::Server* const> servers, metrics::
 
 ObserverReload prepare_observers(const RequestLog& log, const config::LogSettings& l,
                                  const config::AdminSettings& a);
+
+// A page of the admin surface (/.cdn/dashboard), embedded at build time by
+// daemons/embed_page.py: static bytes, and the Content-Security-Policy that
+// admits its own inline script and style and nothing else.
+struct Page {
+  std::string_view html;
+  std::string_view csp;
+};
+// 200 text/html with the page's policy, never stored (it shows live figures).
+void send_page(net::Exchange& ex, const Page& page);
 
 }  // namespace cdn::daemon

@@ -25,6 +25,10 @@ CDN_TEST_DEPS+=(dpkg-dev debhelper lintian scdoc man-db bash-completion media-ty
 # carries npm and conflicts with Debian's, so npm is asked for only when none
 # is on PATH.
 command -v npm >/dev/null 2>&1 || CDN_TEST_DEPS+=(npm)
+# Both daemons' /.cdn/dashboard is loaded in headless Chromium (tests/dashboard).
+CDN_TEST_DEPS+=(chromium)
+# cdn-get's progress line is read from a tmux pane (tests/integration/test_cli.py).
+CDN_TEST_DEPS+=(tmux)
 
 cdn_sudo() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "common/access/format.hpp"
 
 #include <fmt/format.h>

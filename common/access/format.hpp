@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Access log lines: one per answered request, in the "combined" format
 // (Apache/nginx, what goaccess, awstats and most log tools read) or as one
 // JSON object per line. Pure: the caller gives the record and the time,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "common/access/writer.hpp"
 
 #include <fcntl.h>

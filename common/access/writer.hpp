@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The access log's writer: lines come from the loops, a thread of its own
 // writes them, so that a slow disk or a busy journal never stalls a loop
 // (nginx's `buffer=`/`flush=`, with the write moved off the event loop).

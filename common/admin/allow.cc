@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "common/admin/allow.hpp"
 
 #include <arpa/inet.h>

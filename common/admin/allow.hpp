@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Who may reach the admin surface (/.cdn/status, /.cdn/metrics, purges): an
 // allow-list of CIDR blocks, and the token purges carry. Pure: addresses
 // come in as sockaddr, the list as text, the token as bytes.

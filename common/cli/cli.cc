@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "common/cli/cli.hpp"
 
 #include <uv.h>

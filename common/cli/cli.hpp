@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // What the three programs' command lines share: errors that start with the
 // program's name (CLI11's own too), --version with the build's features,
 // numbers whose range is checked with a message that says so, and one

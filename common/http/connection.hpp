@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The server side of one HTTP/1.1 connection, with no I/O in it (after h11's
 // "bring your own I/O" and nghttp2's mem_recv/mem_send sessions).
 //

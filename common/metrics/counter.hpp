@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A figure one thread writes and any thread reads: the statistics of a
 // worker, which the status and metrics pages (served by any worker) add up.
 // Relaxed atomics: the one writer pays a plain load and store (no locked

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "common/metrics/process.hpp"
 
 #include <dirent.h>

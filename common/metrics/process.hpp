@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The process_* metrics every Prometheus client library exports (the names
 // and meanings of client_golang's process collector), so that dashboards
 // made for any exporter work here. Parsing is pure; read_process_stats()

@@ -18,7 +18,14 @@
 
 namespace cdn::balancer {
 
+// Generated from dashboard.html by daemons/embed_page.py (meson.build).
+extern const daemon::Page kDashboard;
+
 namespace {
+
+// The dashboard's chart: 30 intervals of 10 s, the last five minutes.
+constexpr auto kTrafficInterval = std::chrono::seconds(10);
+constexpr size_t kTrafficSlots = 30;
 
 using Json = nlohmann::json;
 
@@ -54,6 +61,7 @@ Json replica_json(const Replica& r, Clock::time_point now) {
   j["sent_since_probe"] = r.sent_since_probe;
   j["score"] = round3(r.score);
   j["redirects"] = r.redirects_total;
+  j["probes_failed"] = r.probe_failures_total;
   j["last_error"] = r.last_error;
   j["name"] = r.last_status.name;
   j["last_probe_ms_ago"] =
@@ -140,9 +148,11 @@ void Balancer::start() {
     for (size_t i = 1; i < workers; ++i) {
       threads_->call(i - 1, [&, i] {
         daemon::join_listening(fronts_[i]->server(), settings_.server, listening);
+        fronts_[i]->start_sampling();
       });
     }
   }
+  fronts_[0]->start_sampling();
   publish_timer_ = uv::make_timer(loop_, [this] { publish(); });
   const auto every = static_cast<uint64_t>(kPublishEvery.count());
   uv::timer_start(publish_timer_.get(), every, every);
@@ -187,9 +197,7 @@ void Balancer::drain(std::function<void()> done) {
   prober_.stop();
   daemon::drain_workers(
       threads_.get(), fronts_.size(), inbox_,
-      [this](size_t i, std::function<void()> drained) {
-        fronts_[i]->server().drain(std::move(drained));
-      },
+      [this](size_t i, std::function<void()> drained) { fronts_[i]->drain(std::move(drained)); },
       std::move(done));
 }
 
@@ -199,7 +207,7 @@ void Balancer::stop() {
   for (size_t i = 0; i < fronts_.size(); ++i) {
     // A front is missing when start-up failed half-way.
     if (fronts_[i])
-      daemon::on_worker(threads_.get(), i, [this, i] { fronts_[i]->server().close(); });
+      daemon::on_worker(threads_.get(), i, [this, i] { fronts_[i]->stop(); });
   }
   inbox_->close();
 }
@@ -214,11 +222,34 @@ std::string Balancer::status_line() const {
 
 Front::Front(uv_loop_t* loop, const Balancer& shared, const config::BalancerSettings& settings,
              const daemon::RequestLog::Prepared& log)
-    : shared_(shared),
+    : loop_(loop),
+      shared_(shared),
       settings_(settings),
       admin_(daemon::AdminGate::from(settings_.admin)),
-      server_(loop, options(), [this](net::Exchange& ex) { handle(ex); }) {
+      server_(loop, options(), [this](net::Exchange& ex) { handle(ex); }),
+      watches_(loop, [this] { return status_document(); }),
+      traffic_(kTrafficInterval, kTrafficSlots) {
   requests_.apply(log);
+}
+
+void Front::start_sampling() {
+  sample_traffic(Clock::now());
+  traffic_timer_ = uv::make_timer(loop_, [this] { sample_traffic(Clock::now()); });
+  uv::timer_start(traffic_timer_.get(), 1000, 1000);
+}
+
+void Front::drain(std::function<void()> done) {
+  traffic_timer_.reset();
+  // Watching dashboards hear of the drain now; the streams end so that the
+  // drain can finish.
+  watches_.end_all();
+  server_.drain(std::move(done));
+}
+
+void Front::stop() {
+  traffic_timer_.reset();
+  watches_.clear();
+  server_.close();
 }
 
 net::ServerOptions Front::options() {
@@ -268,6 +299,8 @@ void Front::handle(net::Exchange& ex) {
     if (!admin_.admit(ex)) return;
     if (*path == "/.cdn/status") {
       serve_status(ex);
+    } else if (*path == "/.cdn/dashboard") {
+      daemon::send_page(ex, kDashboard);
     } else if (*path == "/.cdn/metrics") {
       serve_metrics(ex);
     } else {
@@ -385,8 +418,25 @@ uint64_t Front::redirects_of(size_t i) const {
          snapshot_->sent[i].load(std::memory_order_relaxed);
 }
 
+void Front::sample_traffic(Clock::time_point now) {
+  // Every front's clients (its snapshot's folded counts and those since).
+  Table& t = table();
+  traffic_totals_.clear();
+  for (size_t i = 0; i < t.replicas().size(); ++i) {
+    const auto& r = t.replicas()[i];
+    if (!r.same_as) traffic_totals_.emplace_back(r.address.str(), redirects_of(i));
+  }
+  traffic_.sample(now, traffic_totals_);
+}
+
 void Front::serve_status(net::Exchange& ex) {
+  if (watches_.serve(ex)) return;
+  daemon::send_document(ex, "application/json", status_document());
+}
+
+std::string Front::status_document() {
   const auto now = Clock::now();
+  sample_traffic(now);
   Table& t = table();
   uint64_t redirects = 0, unavailable = 0;
   Json workers = Json::array();
@@ -407,6 +457,8 @@ void Front::serve_status(net::Exchange& ex) {
   doc["unavailable_total"] = unavailable;
   doc["version"] = CDN_VERSION;
   doc["workers"] = std::move(workers);
+  doc["traffic_interval_s"] =
+      std::chrono::duration_cast<std::chrono::seconds>(traffic_.interval()).count();
   Json list = Json::array();
   // A replica listed twice (two spellings of one address) is shown once.
   for (size_t i = 0; i < t.replicas().size(); ++i) {
@@ -414,11 +466,12 @@ void Front::serve_status(net::Exchange& ex) {
     if (r.same_as) continue;
     Json j = replica_json(r, now);
     j["redirects"] = redirects_of(i);
+    // Clients sent per interval, oldest first, the last one under way.
+    j["recent_redirects"] = traffic_.counts(r.address.str(), now);
     list.push_back(std::move(j));
   }
   doc["replicas"] = std::move(list);
-  const std::string body = doc.dump();
-  daemon::send_document(ex, "application/json", body);
+  return doc.dump();
 }
 
 void Front::serve_metrics(net::Exchange& ex) {

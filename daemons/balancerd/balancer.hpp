@@ -19,10 +19,13 @@
 
 #include "common/config/settings.hpp"
 #include "common/net/server.hpp"
+#include "common/uv/handle.hpp"
 #include "daemons/balancerd/prober.hpp"
 #include "daemons/balancerd/table.hpp"
+#include "daemons/balancerd/traffic.hpp"
 #include "daemons/observe.hpp"
 #include "daemons/workers.hpp"
+#include "daemons/watch.hpp"
 
 namespace cdn::balancer {
 
@@ -62,6 +65,11 @@ class Front {
   const daemon::RequestLog& requests() const { return requests_; }
   void reconfigure(const config::BalancerSettings& settings,
                    const daemon::ObserverReload& observers);
+  // The dashboard's traffic samples, every second on the front's loop.
+  void start_sampling();
+  // Ends the status streams, then drains the server (done: drained).
+  void drain(std::function<void()> done);
+  void stop();
 
   metrics::OwnCounter redirects_total = 0;
   metrics::OwnCounter unavailable_total = 0;
@@ -78,11 +86,17 @@ class Front {
   void redirect(net::Exchange& ex, const std::string& path);
   void serve_locate(net::Exchange& ex);
   void serve_status(net::Exchange& ex);
+  // The operators' status document (one line of JSON): the served one and
+  // each line of a status stream.
+  std::string status_document();
+  // Feeds traffic_ the table's redirect counts.
+  void sample_traffic(Clock::time_point now);
   void serve_metrics(net::Exchange& ex);
   std::string url_for(size_t index, std::string_view encoded_path_and_query);
   // "http://host:port" of replica `index`, formatted once per address.
   const std::string& url_prefix(size_t index);
 
+  uv_loop_t* loop_;
   const Balancer& shared_;
   config::BalancerSettings settings_;
   std::shared_ptr<const Snapshot> snapshot_;
@@ -92,6 +106,13 @@ class Front {
   daemon::RequestLog requests_{"cdn-balancerd"};
   daemon::AdminGate admin_;
   net::Server server_;
+  // After server_, whose exchanges they hold: destroyed first.
+  daemon::StatusWatches watches_;
+  // Clients sent per replica over the last minutes (the dashboard's chart),
+  // sampled every second by traffic_timer_ and at each status document.
+  TrafficHistory traffic_;
+  uv::Ptr<uv_timer_t> traffic_timer_;
+  std::vector<std::pair<std::string, uint64_t>> traffic_totals_;  // scratch
   // Per replica index: the address a prefix was built for, and the prefix.
   // Checked against the table on use, so a reload that moves replicas
   // cannot pair an index with another replica's URL.

@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <optional>
 
@@ -20,6 +19,9 @@
 #include "daemons/replicad/range.hpp"
 
 namespace cdn::replica {
+
+// Generated from dashboard.html by daemons/embed_page.py (meson.build).
+extern const daemon::Page kDashboard;
 
 namespace {
 
@@ -96,7 +98,11 @@ Replica::Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::shared_
       server_(loop, options(), [this](net::Exchange& ex) { handle(ex); }),
       started_(std::chrono::steady_clock::now()),
       cache_control_(cache_control(settings_.content)),
-      rate_last_time_(started_) {
+      rate_last_time_(started_),
+      watches_(loop, [this] {
+        sample_rate();
+        return status::encode(status());
+      }) {
   if (log != nullptr) {
     requests_.apply(*log);
   } else {
@@ -182,13 +188,12 @@ void Replica::drain(std::function<void()> done) {
   state_ = status::State::Draining;
   // Watching balancers hear it now, not at their next turn; the streams end
   // so that the drain can finish.
-  end_watches();
+  watches_.end_all();
   server_.drain(std::move(done));
 }
 
 void Replica::stop() {
   watches_.clear();
-  watching_ = 0;
   server_.close();
   if (pull_) pull_->close();
 }
@@ -246,8 +251,9 @@ status::ReplicaStatus Replica::status(bool in_request) const {
   s.requests_total = st.requests_total;
   s.bytes_total = st.bytes_sent;
   s.bytes_per_second = bytes_per_second_;
-  uint64_t own = in_request ? 1 : 0;
-  for (const Replica* r : group) own += r->watching_;
+  // This worker's status streams are not load; other workers' (a few
+  // balancers' connections at most) count as any connection.
+  const uint64_t own = watches_.size() + (in_request ? 1 : 0);
   const uint64_t busy = st.active_connections > own ? st.active_connections - own : 0;
   s.load = s.capacity > 0 ? static_cast<double>(busy) / static_cast<double>(s.capacity) : 0;
   s.uptime_seconds =
@@ -264,6 +270,8 @@ void Replica::handle(net::Exchange& ex) {
     if (!admin_.admit(ex)) return;
     if (*path == "/.cdn/status") {
       serve_status(ex);
+    } else if (*path == "/.cdn/dashboard") {
+      daemon::send_page(ex, kDashboard);
     } else if (*path == "/.cdn/metrics") {
       serve_metrics(ex);
     } else {
@@ -493,107 +501,10 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
 }
 
 void Replica::serve_status(net::Exchange& ex) {
-  const auto query = http::query_of(ex.request().target);
-  const auto& req = ex.request();
-  // HEAD and HTTP/1.0 (no chunked bodies) get the one document.
-  if (!ex.is_head() && req.version_minor >= 1 && http::query_param(query, "watch")) {
-    start_watch(ex, query);
-    return;
-  }
+  if (watches_.serve(ex)) return;
   sample_rate();
   const std::string body = status::encode(status(/*in_request=*/true));
   daemon::send_document(ex, "application/json", body);
-}
-
-namespace {
-constexpr uint64_t kWatchIntervalMin = 100, kWatchIntervalMax = 60'000;
-constexpr uint64_t kWatchCountDefault = 60, kWatchCountMax = 3'600;
-// Replica-wide: a watch is a balancer's, and a replica has a few of them.
-constexpr size_t kMaxWatches = 64;
-
-std::optional<uint64_t> number_in(std::string_view text, uint64_t lo, uint64_t hi) {
-  uint64_t v = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (ec != std::errc() || end != text.data() + text.size() || v < lo || v > hi)
-    return std::nullopt;
-  return v;
-}
-}  // namespace
-
-void Replica::start_watch(net::Exchange& ex, std::string_view query) {
-  const auto interval = number_in(http::query_param(query, "watch").value_or(""), kWatchIntervalMin,
-                                  kWatchIntervalMax);
-  const auto count_param = http::query_param(query, "count");
-  const auto count =
-      count_param ? number_in(*count_param, 1, kWatchCountMax) : std::optional(kWatchCountDefault);
-  if (!interval || !count) {
-    ex.reply(400, fmt::format("watch=MS ({}..{}) [&count=N (1..{})]", kWatchIntervalMin,
-                              kWatchIntervalMax, kWatchCountMax));
-    return;
-  }
-  if (watches_.size() >= kMaxWatches) {
-    ex.reply(503, "too many status watches", {{"Retry-After", "1"}});
-    return;
-  }
-  auto w = std::make_unique<Watch>();
-  w->answer = ex.defer();
-  w->left = static_cast<uint32_t>(*count);
-  auto& h = ex.begin(200);
-  h.header("Content-Type", "application/x-ndjson");
-  h.header("Cache-Control", "no-store");
-  ex.start_stream();
-  Watch* raw = w.get();
-  watches_.push_back(std::move(w));
-  watching_ = watches_.size();
-  if (!push(*raw)) {
-    watches_.pop_back();
-    watching_ = watches_.size();
-    return;
-  }
-  raw->timer = uv::make_timer(loop_, [this, raw] {
-    if (push(*raw)) {
-      arm_watch(*raw);
-      return;
-    }
-    std::erase_if(watches_, [raw](const auto& p) { return p.get() == raw; });
-    watching_ = watches_.size();
-  });
-  raw->every = *interval;
-  raw->next_at = uv_now(loop_);
-  arm_watch(*raw);
-}
-
-// Each document at its own time from the start of the stream: a repeating
-// timer counts from when it last ran, so a busy loop would stretch the period.
-void Replica::arm_watch(Watch& w) {
-  w.next_at += w.every;
-  const uint64_t now = uv_now(loop_);
-  // Behind by more than a period (the loop was held up): no burst to catch up.
-  if (w.next_at + w.every < now) w.next_at = now;
-  uv::timer_start(w.timer.get(), w.next_at > now ? w.next_at - now : 0, 0);
-}
-
-bool Replica::push(Watch& w) {
-  net::Exchange* ex = w.answer.exchange();
-  if (ex == nullptr) return false;  // the balancer went away
-  sample_rate();
-  std::string doc = status::encode(status());
-  doc.push_back('\n');
-  const bool sent = ex->send_piece(doc);
-  if (!sent || --w.left == 0 || state_ == status::State::Draining) {
-    // A balancer that does not read gets the end (it will see a stale
-    // stream and poll again); a finished one asks for the next.
-    ex->end_stream();
-    return false;
-  }
-  return true;
-}
-
-void Replica::end_watches() {
-  auto watches = std::move(watches_);
-  watches_.clear();
-  watching_ = 0;
-  for (auto& w : watches) push(*w);
 }
 
 void Replica::serve_metrics(net::Exchange& ex) {

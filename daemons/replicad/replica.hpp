@@ -28,6 +28,7 @@
 #include "daemons/replicad/pull.hpp"
 #include "daemons/replicad/store.hpp"
 #include "daemons/workers.hpp"
+#include "daemons/watch.hpp"
 
 namespace cdn::replica {
 
@@ -101,24 +102,6 @@ class Replica {
   }
   void end_unavailable();
   void serve_status(net::Exchange& ex);
-  // GET /.cdn/status?watch=MS[&count=N]: status documents as a stream, one
-  // at once, then one every MS milliseconds, N in all, and one at once when
-  // the replica starts draining (which ends every stream). A balancer
-  // watching pays one read per replica and interval instead of a request
-  // and its answer (after gRPC's health Watch and ORCA's out-of-band load
-  // reports). Answers 400 for a bad MS or N.
-  void start_watch(net::Exchange& ex, std::string_view query);
-  struct Watch {
-    net::Deferred answer;
-    uv::Ptr<uv_timer_t> timer;
-    uint32_t left = 0;     // documents still to send
-    uint64_t every = 0;    // ms between documents
-    uint64_t next_at = 0;  // loop time (uv_now) of the next one
-  };
-  void arm_watch(Watch& w);
-  // Sends the watch its next document; false once the watch is over.
-  bool push(Watch& w);
-  void end_watches();
   void serve_metrics(net::Exchange& ex);
   void sample_rate();
 
@@ -142,14 +125,11 @@ class Replica {
   double requests_per_second_ = 0;
   std::chrono::steady_clock::time_point rate_last_time_;
   metrics::OwnCounter unavailable_total_ = 0;
-  // watches_.size(), for the other workers' pages (a watch's connection is
-  // not load).
-  metrics::OwnCounter watching_ = 0;
   const std::vector<std::unique_ptr<Replica>>* group_ = nullptr;
   // The group's Replicas, or this one alone.
   std::vector<const Replica*> members() const;
   log::Burst open_failures_{std::chrono::seconds(10), std::chrono::seconds(1)};
-  std::vector<std::unique_ptr<Watch>> watches_;
+  daemon::StatusWatches watches_;  // /.cdn/status?watch=MS (watch.hpp)
 };
 
 // Every worker's Replica, the worker threads, and what main.cc asks of the

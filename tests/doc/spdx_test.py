@@ -9,7 +9,8 @@ import sys
 
 TAG = "SPDX-License-Identifier: MIT"
 SKIP_DIRS = {".git", "corpus", "examples", "node_modules", "debian"}
-SUFFIXES = (".cc", ".hpp", ".h", ".py", ".sh", ".mjs", ".scd", ".in", ".socket")
+SUFFIXES = (".cc", ".hpp", ".h", ".py", ".sh", ".mjs", ".js", ".css", ".html", ".scd", ".in",
+            ".socket")
 NAMES = {"meson.build", "meson_options.txt"}
 
 

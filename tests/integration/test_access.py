@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Access logs, the admin surface and the metrics page of both daemons:
 log lines checked field by field (combined and JSON), the file reopened on
 SIGHUP, goaccess reading the combined log, /.cdn/ endpoints refused to a

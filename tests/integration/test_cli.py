@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The command lines of the three programs for people: errors that name the
 program, ranges that say so, --print-config, and cdn-get's 404 exit code,
 -o DIR and Ctrl-C leaving no temporary file."""
@@ -79,6 +80,15 @@ def test_shipped_configuration_pair_agrees():
                 if line.startswith("port = "))
     assert f"replica = 127.0.0.1:{port}\n" in b.stdout, b.stdout
     assert f"port = {port}\n" not in b.stdout  # the two do not share a port
+    # The socket units listen where the INI files do (a socket-activated
+    # daemon ignores its [server] port), so servers.txt names the replica's
+    # socket too, and both units can be enabled on one host.
+    b_port = next(line.split(" = ")[1] for line in b.stdout.splitlines()
+                  if line.startswith("port = "))
+    units = SOURCE_DIR / "packaging" / "systemd"
+    for unit, want in (("cdn-replicad.socket", port), ("cdn-balancerd.socket", b_port)):
+        listen = re.findall(r"^ListenStream=(.*)$", (units / unit).read_text(), flags=re.M)
+        assert listen == [want], f"{unit}: ListenStream={listen}, the INI file's port is {want}"
 
 
 def test_404_ends_at_once_with_its_own_code(cdn, workdir):

@@ -92,7 +92,7 @@ def deb_control(deb, name):
 
 def point_contents(debs):
     want = {
-        "cdn-common": {"/usr/share/man/man5/cdn.ini.5.gz"},
+        "cdn-common": {"/usr/share/man/man5/cdn.ini.5.gz", "/etc/logrotate.d/cdn"},
         "cdn-replicad": {"/usr/sbin/cdn-replicad", "/etc/cdn/replicad.ini",
                          "/lib/systemd/system/cdn-replicad.service",
                          "/lib/systemd/system/cdn-replicad.socket",
@@ -112,6 +112,7 @@ def point_contents(debs):
         check(files <= have, f"contents: {p} holds {len(files)} expected files",
               f"missing {sorted(files - have)}; has {sorted(have)}")
     conffiles = {
+        "cdn-common": ["/etc/logrotate.d/cdn"],
         "cdn-replicad": ["/etc/cdn/replicad.ini"],
         "cdn-balancerd": ["/etc/cdn/balancerd.ini", "/etc/cdn/servers.txt"],
     }

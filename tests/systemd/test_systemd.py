@@ -443,19 +443,21 @@ def point_watchdog(sb):
 
 def point_socket_activation(sb):
     sb.sh("systemctl stop cdn-replicad.service cdn-balancerd.service")
-    for daemon, host, path, want in (
-            ("cdn-balancerd", BALANCER, "/.cdn/status", '"policy"'),
-            ("cdn-replicad", BALANCER, "/", "hello from cdn")):
+    # The replica's socket takes 33001 (the shipped replicad.ini's port), so that
+    # both sockets can be enabled on one host.
+    for daemon, host, port, path, want in (
+            ("cdn-balancerd", BALANCER, PORT, "/.cdn/status", '"policy"'),
+            ("cdn-replicad", BALANCER, PORT + 1, "/", "hello from cdn")):
         sock, svc = f"{daemon}.socket", f"{daemon}.service"
         r = sb.sh(f"systemctl start {sock}")
         before = sb.active(svc)
-        listening = sb.netexec("ss", "-Hltn", f"sport = :{PORT}").stdout.strip()
-        c = sb.curl(f"http://{host}:{PORT}{path}", timeout=20)
+        listening = sb.netexec("ss", "-Hltn", f"sport = :{port}").stdout.strip()
+        c = sb.curl(f"http://{host}:{port}{path}", timeout=20)
         after = sb.active(svc)
         journal = sb.journal(svc, f"_PID={sb.prop(svc, 'MainPID')}")
         check(r.returncode == 0 and before == "inactive" and bool(listening) and c.returncode == 0
               and want in c.stdout and after == "active" and "socket(s) from systemd" in journal,
-              f"socket activation: {sock} listens on :{PORT}, {svc} {before} -> {after} on the first "
+              f"socket activation: {sock} listens on :{port}, {svc} {before} -> {after} on the first "
               f"connection and serves on the passed socket",
               f"rc={r.returncode} before={before} after={after} curl={c.returncode} {c.stdout[:200]!r} "
               f"{c.stderr} journal={journal!r}")

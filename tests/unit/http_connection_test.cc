@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // http::ServerConnection driven without sockets: scripted byte splits (whole,
 // two pieces, byte by byte), a fake transport that carries out the output
 // plans, and a fake clock.
