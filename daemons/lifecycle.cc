@@ -39,7 +39,7 @@ struct Lifecycle::Runner {
   Hooks hooks;
   uv::Ptr<uv_signal_t> sigint, sigterm, sighup;
 #if CDN_DEBUG_HOOKS
-  uv::Ptr<uv_signal_t> sigusr2;
+  uv::Ptr<uv_signal_t> sigusr2, sigusr1;
 #endif
   uv::Ptr<uv_timer_t> status_timer, watchdog_timer, drain_timer;
   bool ready = false;           // run() has announced READY=1
@@ -64,6 +64,7 @@ struct Lifecycle::Runner {
     sighup.reset();
 #if CDN_DEBUG_HOOKS
     sigusr2.reset();
+    sigusr1.reset();
 #endif
     status_timer.reset();
     watchdog_timer.reset();
@@ -137,6 +138,16 @@ Lifecycle::Lifecycle(uv_loop_t* loop) : r_(std::make_unique<Runner>()) {
   r.sigusr2 = uv::make_signal(loop, SIGUSR2, [] {
     spdlog::warn("SIGUSR2: stalling the event loop for 3600 s (debug hook)");
     for (int i = 0; i < 3600; ++i) sleep(1);
+  });
+  // Test-only: SIGUSR1 stalls a worker loop (not the main one), for the
+  // watchdog test of the workers' heartbeats.
+  r.sigusr1 = uv::make_signal(loop, SIGUSR1, [&r] {
+    if (!r.hooks.stall_worker) {
+      spdlog::warn("SIGUSR1: no worker loop to stall (one worker)");
+      return;
+    }
+    spdlog::warn("SIGUSR1: stalling a worker loop for 3600 s (debug hook)");
+    r.hooks.stall_worker();
   });
 #endif
   // Held since main began (hold_signals): one that came meanwhile is

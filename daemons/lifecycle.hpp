@@ -54,6 +54,9 @@ struct Hooks {
   // after `since` (daemon/workers.hpp); the ping is skipped otherwise, so a
   // stalled worker gets the daemon restarted. Empty: one loop, always true.
   std::function<bool(std::chrono::steady_clock::time_point since)> workers_alive;
+  // Debug hook (SIGUSR1 in a -Ddebug_hooks build): blocks a worker loop
+  // other than the main one. Empty: one loop.
+  std::function<void()> stall_worker;
 };
 
 // The daemon's signals from its first moments on. Made right after the loop,

@@ -93,6 +93,10 @@ void WorkerThreads::call(size_t i, const std::function<void()>& fn) {
   result.get();
 }
 
+void WorkerThreads::stall(size_t i) {
+  post(i, [] { std::this_thread::sleep_for(std::chrono::hours(1)); });
+}
+
 bool WorkerThreads::all_beat_since(std::chrono::steady_clock::time_point since) const {
   const int64_t t =
       std::chrono::duration_cast<std::chrono::nanoseconds>(since.time_since_epoch()).count();

@@ -100,6 +100,8 @@ class WorkerThreads {
   // reload steps that build or change the worker's objects, whose
   // exceptions are passed on to the caller.
   void call(size_t i, const std::function<void()>& fn);
+  // Debug hook: thread i's loop sleeps for an hour (the watchdog test).
+  void stall(size_t i);
   // True when every loop stamped its heartbeat after `since`.
   bool all_beat_since(std::chrono::steady_clock::time_point since) const;
   // Closes each loop's inbox and heartbeat; a loop ends once the handles

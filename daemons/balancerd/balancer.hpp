@@ -24,8 +24,8 @@
 #include "daemons/balancerd/table.hpp"
 #include "daemons/balancerd/traffic.hpp"
 #include "daemons/observe.hpp"
-#include "daemons/workers.hpp"
 #include "daemons/watch.hpp"
+#include "daemons/workers.hpp"
 
 namespace cdn::balancer {
 
@@ -139,6 +139,9 @@ class Balancer {
   void stop();
   std::string status_line() const;
   // Every worker loop turned after `since` (the watchdog asks).
+  // Debug hook (Hooks::stall_worker): true when there is a worker thread.
+  bool stall_worker_hook() const { return threads_ != nullptr; }
+  void stall_worker() { threads_->stall(0); }
   bool workers_alive(std::chrono::steady_clock::time_point since) const;
 
   // For the fronts, from any thread.

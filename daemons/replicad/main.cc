@@ -165,6 +165,7 @@ int main(int argc, char** argv) {
   hooks.status_line = [&]() { return replica.status_line(); };
   hooks.drain_timeout = [&]() { return replica.settings().server.drain_timeout; };
   hooks.workers_alive = [&](auto since) { return replica.workers_alive(since); };
+  if (replica.stall_worker_hook()) hooks.stall_worker = [&]() { replica.stall_worker(); };
   const int rc = life.run(std::move(hooks));
   spdlog::info("stopped");
   return rc;

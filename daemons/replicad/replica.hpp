@@ -27,8 +27,8 @@
 #include "daemons/observe.hpp"
 #include "daemons/replicad/pull.hpp"
 #include "daemons/replicad/store.hpp"
-#include "daemons/workers.hpp"
 #include "daemons/watch.hpp"
+#include "daemons/workers.hpp"
 
 namespace cdn::replica {
 
@@ -150,6 +150,9 @@ class Replicas {
   void drain(std::function<void()> done);
   void stop();
   std::string status_line() { return members_.front()->status_line(); }
+  // Debug hook (Hooks::stall_worker): true when there is a worker thread.
+  bool stall_worker_hook() const { return threads_ != nullptr; }
+  void stall_worker() { threads_->stall(0); }
   bool workers_alive(std::chrono::steady_clock::time_point since) const {
     return !threads_ || threads_->all_beat_since(since);
   }

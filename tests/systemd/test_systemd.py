@@ -441,6 +441,40 @@ def point_watchdog(sb):
     sb.sh(f"rm -r /etc/systemd/system/{unit}.d && systemctl daemon-reload")
 
 
+def point_watchdog_worker(sb):
+    """One stalled worker loop (SIGUSR1 debug hook) with the main loop well:
+    the main loop stops the pings, and systemd restarts the daemon."""
+    unit = "cdn-replicad.service"
+    exe = sb.out(f"systemctl show -P ExecStart {unit}")
+    m = re.search(r"path=(\S+) ; argv\[\]=(.*?) ;", exe)
+    argv = m.group(2) if m else "/usr/sbin/cdn-replicad -c /etc/cdn/replicad.ini"
+    write_file(sb, f"/etc/systemd/system/{unit}.d/50-watchdog-test.conf",
+               "[Service]\nWatchdogSec=2s\nRestartSec=200ms\n"
+               f"ExecStart=\nExecStart={argv} --workers 2\n")
+    sb.sh("systemctl daemon-reload")
+    r = sb.sh(f"timeout 60 systemctl restart {unit}")
+    pid = sb.prop(unit, "MainPID")
+    restarts = int(sb.prop(unit, "NRestarts") or 0)
+    sb.sh(f"kill -USR1 {pid}")
+    t0 = time.monotonic()
+
+    def restarted():
+        p = sb.prop(unit, "MainPID")
+        return p not in ("0", pid) and sb.active(unit) == "active" and p
+
+    newpid = wait_for(restarted, 30, 0.2)
+    took = time.monotonic() - t0
+    now = int(sb.prop(unit, "NRestarts") or 0)
+    journal = sb.out(f"journalctl --no-pager -o cat -u {unit} | grep -i -E 'watchdog|stall'")
+    check(r.returncode == 0 and bool(newpid) and now == restarts + 1
+          and "worker loop is stalled" in journal and "Watchdog timeout" in journal,
+          f"watchdog: one worker loop stalled (SIGUSR1 debug hook, --workers 2), the main loop "
+          f"stopped pinging, systemd restarted cdn-replicad in {took:.1f} s",
+          f"argv={argv!r} journal={journal!r}")
+    sb.sh(f"rm -r /etc/systemd/system/{unit}.d && systemctl daemon-reload && "
+          f"systemctl restart {unit}")
+
+
 def point_socket_activation(sb):
     sb.sh("systemctl stop cdn-replicad.service cdn-balancerd.service")
     # The replica's socket takes 33001 (the shipped replicad.ini's port), so that
@@ -532,6 +566,7 @@ def main():
             point_reload(sb)
             point_drain(sb, work, big_sha)
             point_watchdog(sb)
+            point_watchdog_worker(sb)
             point_socket_activation(sb)
     except Exception as e:  # noqa: BLE001 - report, dump, fail
         check(False, "test ran to the end", repr(e))
