@@ -410,6 +410,19 @@ def point_drain(sb, work, big_sha):
           sb.journal("cdn-balancerd.service", match))
 
 
+def wait_restarted(sb, unit, pid):
+    """The unit's new MainPID once systemd restarted it (None after 30 s),
+    and the seconds that took."""
+    t0 = time.monotonic()
+
+    def restarted():
+        p = sb.prop(unit, "MainPID")
+        return p not in ("0", pid) and sb.active(unit) == "active" and p
+
+    newpid = wait_for(restarted, 30, 0.2)
+    return newpid, time.monotonic() - t0
+
+
 def point_watchdog(sb):
     unit = "cdn-replicad.service"
     write_file(sb, f"/etc/systemd/system/{unit}.d/50-watchdog-test.conf",
@@ -420,14 +433,7 @@ def point_watchdog(sb):
     restarts = int(sb.prop(unit, "NRestarts") or 0)
     pinging = "watchdog: pinging every 1000 ms" in sb.journal(unit, f"_PID={pid}")
     sb.sh(f"kill -USR2 {pid}")
-    t0 = time.monotonic()
-
-    def restarted():
-        p = sb.prop(unit, "MainPID")
-        return p not in ("0", pid) and sb.active(unit) == "active" and p
-
-    newpid = wait_for(restarted, 30, 0.2)
-    took = time.monotonic() - t0
+    newpid, took = wait_restarted(sb, unit, pid)
     now = int(sb.prop(unit, "NRestarts") or 0)
     journal = sb.out(f"journalctl --no-pager -o cat -u {unit} | grep -i -E 'watchdog|stalling'")
     c = sb.curl(f"http://{REPLICA}:{PORT}/", timeout=5)
@@ -456,14 +462,7 @@ def point_watchdog_worker(sb):
     pid = sb.prop(unit, "MainPID")
     restarts = int(sb.prop(unit, "NRestarts") or 0)
     sb.sh(f"kill -USR1 {pid}")
-    t0 = time.monotonic()
-
-    def restarted():
-        p = sb.prop(unit, "MainPID")
-        return p not in ("0", pid) and sb.active(unit) == "active" and p
-
-    newpid = wait_for(restarted, 30, 0.2)
-    took = time.monotonic() - t0
+    newpid, took = wait_restarted(sb, unit, pid)
     now = int(sb.prop(unit, "NRestarts") or 0)
     journal = sb.out(f"journalctl --no-pager -o cat -u {unit} | grep -i -E 'watchdog|stall'")
     check(r.returncode == 0 and bool(newpid) and now == restarts + 1
