@@ -134,7 +134,7 @@ void Balancer::start() {
     gethostname(host, sizeof host - 1);
     settings_.server.name = std::string(host) + ":" + std::to_string(listening.port);
   }
-  name_ = settings_.server.name;
+  fronts_[0]->set_name(settings_.server.name);  // made before the name was known
   if (workers > 1) {
     threads_ = std::make_unique<daemon::WorkerThreads>(workers - 1);
     fronts_.resize(workers);
@@ -448,7 +448,7 @@ std::string Front::status_document() {
                        {"connections_active", st.active_connections.get()}});
   }
   Json doc;
-  doc["name"] = shared_.name();
+  doc["name"] = settings_.server.name;
   doc["state"] = shared_.draining() ? "draining" : "serving";
   doc["policy"] = std::string(to_string(t.policy()));
   doc["up"] = t.up_count();

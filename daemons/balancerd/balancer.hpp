@@ -65,6 +65,7 @@ class Front {
   const daemon::RequestLog& requests() const { return requests_; }
   void reconfigure(const config::BalancerSettings& settings,
                    const daemon::ObserverReload& observers);
+  void set_name(const std::string& name) { settings_.server.name = name; }
   // The dashboard's traffic samples, every second on the front's loop.
   void start_sampling();
   // Ends the status streams, then drains the server (done: drained).
@@ -148,7 +149,6 @@ class Balancer {
   const daemon::Board<Snapshot>& board() const { return board_; }
   const std::vector<std::unique_ptr<Front>>& fronts() const { return fronts_; }
   bool draining() const { return draining_.load(std::memory_order_relaxed); }
-  const std::string& name() const { return name_; }
   // Round-robin's place, shared by the fronts (Table::share_rotation).
   std::atomic<uint64_t>* rotation_ticket() const { return &rotation_ticket_; }
 
@@ -159,7 +159,6 @@ class Balancer {
 
   uv_loop_t* loop_;
   config::BalancerSettings settings_;
-  std::string name_;  // settings_.server.name once known; fixed at start
   Table table_;
   Prober prober_;
   daemon::Board<Snapshot> board_;
