@@ -103,20 +103,23 @@ bool Balancer::workers_alive(std::chrono::steady_clock::time_point since) const 
 
 void Balancer::publish(bool force) {
   bool changed = force || prober_.probes_total() != published_probes_;
-  for (const auto& snap : unfolded_) {
-    if (snap->layout != layout_) continue;
+  std::vector<std::shared_ptr<const Snapshot>> keep;
+  for (auto& snap : unfolded_) {
+    if (snap->layout != layout_) continue;  // indices of an older list: dropped
+    // Held by no front (only this list; the board holds the newest): no
+    // count can come after the fold below. The fence pairs with the release
+    // of the front's reference, so its last counts are seen.
+    const bool idle = snap.use_count() == 1;
+    if (idle) std::atomic_thread_fence(std::memory_order_acquire);
     for (size_t i = 0; i < snap->table.replicas().size(); ++i) {
       const uint64_t n = snap->sent[i].exchange(0, std::memory_order_relaxed);
       if (n == 0) continue;
       table_.add_sent(i, n);
       changed = true;
     }
+    if (!idle) keep.push_back(std::move(snap));
   }
-  // A snapshot no front holds any more takes no more counts (the board and
-  // this list hold the rest); its last ones were folded just now.
-  std::erase_if(unfolded_, [this](const auto& snap) {
-    return snap.use_count() == 1 || snap->layout != layout_;
-  });
+  unfolded_ = std::move(keep);
   if (!changed) return;
   published_probes_ = prober_.probes_total();
   table_.prepare_snapshot();
@@ -206,8 +209,7 @@ void Balancer::stop() {
   publish_timer_.reset();
   for (size_t i = 0; i < fronts_.size(); ++i) {
     // A front is missing when start-up failed half-way.
-    if (fronts_[i])
-      daemon::on_worker(threads_.get(), i, [this, i] { fronts_[i]->stop(); });
+    if (fronts_[i]) daemon::on_worker(threads_.get(), i, [this, i] { fronts_[i]->stop(); });
   }
   inbox_->close();
 }
