@@ -227,9 +227,9 @@ net::ServerOptions server_options(const config::ServerSettings& s, std::string s
   o.limits.max_request_line = s.max_request_line;
   o.limits.max_header_bytes = s.max_header_bytes;
   o.limits.max_headers = s.max_headers;
-  // Bodies are read and discarded (only GET/HEAD are served); a small one still
-  // gets its proper 405, a large one 413.
-  o.limits.max_body = 64 * 1024;
+  // Bodies are read whole before the request is handled: forwarded to an
+  // origin, else dropped (a small one still gets its proper 405).
+  o.limits.max_body = s.max_body;
   o.server_header = std::move(server_header);
   return o;
 }
@@ -298,9 +298,10 @@ ConfigSource config_source(const std::string& explicit_path, const std::string& 
 
 namespace cdn::daemon {
 
-std::optional<std::string> accept_request(net::Exchange& ex) {
+std::optional<std::string> accept_request(net::Exchange& ex, bool any_method) {
   const auto& req = ex.request();
-  if (req.method != "GET" && req.method != "HEAD") {
+  // CONNECT names an authority, not a resource: never forwarded.
+  if ((!any_method || req.method == "CONNECT") && req.method != "GET" && req.method != "HEAD") {
     ex.reply(405, "only GET and HEAD are served", {{"Allow", "GET, HEAD"}});
     return std::nullopt;
   }

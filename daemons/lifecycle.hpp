@@ -142,9 +142,10 @@ ConfigSource config_source(const std::string& explicit_path, const std::string& 
 namespace cdn::daemon {
 
 // What every request to either daemon goes through first: only GET and HEAD
-// (405 with Allow), and a path that normalises (400). Returns the normalised
-// path, or nullopt when the request has been answered already.
-std::optional<std::string> accept_request(net::Exchange& ex);
+// unless `any_method` (a gateway, which forwards the others; 405 with Allow),
+// and a path that normalises (400). Returns the normalised path, or nullopt
+// when the request has been answered already.
+std::optional<std::string> accept_request(net::Exchange& ex, bool any_method = false);
 
 // A 200 with a generated document (status JSON, metrics), never cached.
 // `owner`, when given, keeps `body` alive until it is written, so a large

@@ -265,6 +265,7 @@ SectionSpec server_section(const IniFile& f, ServerSettings& s) {
                [&](const Entry& e) {
                  s.max_headers = static_cast<uint32_t>(uint_of(f, e, 1, 10'000));
                }},
+              {"max_body", [&](const Entry& e) { s.max_body = size_of(f, e, 0, 1ULL << 30); }},
               {"workers",
                [&](const Entry& e) {
                  s.workers = trim(e.value) == "auto"
@@ -534,6 +535,7 @@ void write_server(IniWriter& w, const ServerSettings& s) {
   w.size("max_request_line", s.max_request_line);
   w.size("max_header_bytes", s.max_header_bytes);
   w.number("max_headers", s.max_headers);
+  w.size("max_body", s.max_body);
   if (s.workers == 0) {
     w.key("workers", "auto");
   } else {

@@ -30,6 +30,9 @@ struct ServerSettings {
   uint64_t max_request_line = 8 * 1024ULL;
   uint64_t max_header_bytes = 16 * 1024ULL;
   uint32_t max_headers = 100;
+  // Request body bytes read (and, in origin mode, forwarded); over: 413.
+  // Held in memory while the request is handled.
+  uint64_t max_body = 64 * 1024ULL;
   // Event loops serving connections, each on its own thread; 0 is "auto"
   // (one per online CPU, resolved by the daemon). Read at start only.
   uint32_t workers = 0;
@@ -65,15 +68,17 @@ struct ContentSettings {
   std::string index = "index.html";
   milliseconds max_age{60'000};  // Cache-Control max-age sent to clients
   uint32_t capacity = 1000;      // connections at which this replica reports load 1.0
-  // Edge cache (used with origin=): where and how much, and the freshness
-  // rules applied when the origin's response does not state its own.
+  // Edge cache (used with origin=): where and how much, and the operator's
+  // freshness overrides, each off (0) unless set: by default the cache
+  // grants no freshness or staleness the origin did not (RFC 9111 §4.2.2
+  // heuristics aside).
   std::string cache_dir = "/var/cache/cdn";     // the unit's CacheDirectory=
   uint64_t cache_size = 1024ULL * 1024 * 1024;  // bytes of bodies on disk (LRU beyond)
   uint64_t cache_memory = 64ULL * 1024 * 1024;  // bytes of small bodies also held in memory
-  milliseconds default_ttl{60'000};             // freshness without max-age/Expires
-  milliseconds stale_while_revalidate{10'000};  // serve stale while refreshing in the background
-  milliseconds stale_if_error{86'400'000};      // serve stale while the origin fails
-  milliseconds origin_timeout{10'000};          // connect / no-progress bound for origin fetches
+  milliseconds default_ttl{0};  // freshness without max-age/Expires, in place of the heuristic
+  milliseconds stale_while_revalidate{0};  // serve stale while refreshing, unless the origin says
+  milliseconds stale_if_error{0};          // serve stale while the origin fails, unless it says
+  milliseconds origin_timeout{10'000};     // connect / no-progress bound for origin fetches
   std::string ca_file;  // PEM bundle trusted for https origins; empty: the system's
   // Content-Type by extension (mime.types format); empty, or a file that
   // cannot be read: the built-in table of common web types alone.

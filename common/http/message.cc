@@ -30,6 +30,7 @@ void Request::clear() {
   keep_alive = true;
   content_length.reset();
   chunked = false;
+  body.clear();
 }
 
 std::optional<std::string_view> Response::header(std::string_view name) const {
@@ -53,6 +54,10 @@ std::string_view reason_phrase(int status) noexcept {
       return "Continue";
     case 101:
       return "Switching Protocols";
+    case 102:
+      return "Processing";
+    case 103:
+      return "Early Hints";
     case 200:
       return "OK";
     case 201:

@@ -53,6 +53,9 @@ struct Request {
   bool keep_alive = true;  // from version + Connection header
   std::optional<uint64_t> content_length;
   bool chunked = false;
+  // The body (de-chunked), at most Limits::max_body bytes: a gateway
+  // forwards it to its origin.
+  std::string body;
 
   // First header with this name (case-insensitive), or nullopt.
   std::optional<std::string_view> header(std::string_view name) const;

@@ -23,7 +23,7 @@ struct Limits {
   size_t max_request_line = 8 * 1024;   // method + target + version; over: 414
   size_t max_header_bytes = 16 * 1024;  // all header names + values; over: 431
   size_t max_headers = 100;             // header count; over: 431
-  uint64_t max_body = 0;  // request body bytes accepted (GET/HEAD need none); over: 413
+  uint64_t max_body = 0;  // request body bytes accepted and kept (Request::body); over: 413
 };
 
 // Strict reader of a chunked body (RFC 9112 section 7.1), used by both parsers
@@ -107,8 +107,8 @@ struct ParseResult {
   std::string_view reason;  // for Error: short text for the log
 };
 
-// Parses requests on a server connection. Request bodies are counted against
-// Limits::max_body and discarded (the CDN serves GET/HEAD only). The
+// Parses requests on a server connection. Request bodies are kept in
+// Request::body up to Limits::max_body (a gateway forwards them). The
 // request-target must be origin-form, absolute-form (reduced to origin-form,
 // its authority replacing Host), "*" with OPTIONS, or authority-form with
 // CONNECT; bytes RFC 3986 does not allow that browsers never send raw

@@ -476,7 +476,8 @@ ParseResult RequestParser::feed_chunked(std::string_view data, size_t pos) {
     pos += step.consumed;
     switch (step.status) {
       case ChunkedDecoder::Status::Data:
-        body_bytes_ += step.data.size();  // discarded; the decoder holds max_body
+        body_bytes_ += step.data.size();  // the decoder holds max_body
+        request_.body.append(step.data);
         break;
       case ChunkedDecoder::Status::Done:
         chunked_body_ = false;
@@ -676,7 +677,7 @@ int RequestParser::on_headers_complete(http_parser* p) {
   return 0;
 }
 
-int RequestParser::on_body(http_parser* p, const char*, size_t len) {
+int RequestParser::on_body(http_parser* p, const char* at, size_t len) {
   auto* self = static_cast<RequestParser*>(p->data);
   self->body_bytes_ += len;
   if (self->body_bytes_ > self->limits_.max_body) {
@@ -684,6 +685,7 @@ int RequestParser::on_body(http_parser* p, const char*, size_t len) {
     self->error_reason_ = "request body too large";
     return -1;
   }
+  self->request_.body.append(at, len);
   return 0;
 }
 

@@ -147,26 +147,25 @@ std::string http_date(int64_t unix_seconds) {
   return out;
 }
 
-int64_t parse_http_date(std::string_view s) {
-  // "Sun, 06 Nov 1994 08:49:37 GMT": fixed length and positions.
-  if (s.size() != 29) return -1;
-  int wday = -1;
-  for (int i = 0; i < 7; ++i) {
-    if (s.substr(0, 3) == kDays[i]) wday = i;
+namespace {
+
+int name_index(std::string_view s, const char* const* names, int n) {
+  for (int i = 0; i < n; ++i) {
+    if (iequals(s, names[i])) return i;
   }
-  if (wday < 0 || s.substr(3, 2) != ", " || s[7] != ' ' || s[11] != ' ' || s[16] != ' ' ||
-      s[19] != ':' || s[22] != ':' || s.substr(25) != " GMT") {
-    return -1;
-  }
-  int mon = -1;
-  for (int i = 0; i < 12; ++i) {
-    if (s.substr(8, 3) == kMonths[i]) mon = i;
-  }
-  int day = 0, year = 0, hour = 0, min = 0, sec = 0;
-  if (mon < 0 || !digits(s, 5, 2, day) || !digits(s, 12, 4, year) || !digits(s, 17, 2, hour) ||
-      !digits(s, 20, 2, min) || !digits(s, 23, 2, sec)) {
-    return -1;
-  }
+  return -1;
+}
+
+constexpr const char* kLongDays[7] = {"Sunday",   "Monday", "Tuesday", "Wednesday",
+                                      "Thursday", "Friday", "Saturday"};
+
+// "hh:mm:ss" at pos.
+bool time_of_day(std::string_view s, size_t pos, int& hour, int& min, int& sec) {
+  return s.size() >= pos + 8 && digits(s, pos, 2, hour) && s[pos + 2] == ':' &&
+         digits(s, pos + 3, 2, min) && s[pos + 5] == ':' && digits(s, pos + 6, 2, sec);
+}
+
+int64_t to_unix(int wday, int day, int mon, int year, int hour, int min, int sec) {
   // 60 allows a leap second as RFC 5322 does (it counts into the next minute).
   if (day < 1 || day > 31 || hour > 23 || min > 59 || sec > 60) return -1;
   struct tm tm {};
@@ -178,10 +177,77 @@ int64_t parse_http_date(std::string_view s) {
   const time_t t = timegm(&tm);
   // timegm normalises "31 Feb" into March: reject dates that moved, and a
   // weekday that does not match the date.
-  if (t == static_cast<time_t>(-1) || tm.tm_mday != day || tm.tm_mon != mon || tm.tm_wday != wday) {
-    return -1;
-  }
+  // Before the epoch is refused too: -1 is this API's "malformed".
+  if (t < 0 || tm.tm_mday != day || tm.tm_mon != mon || tm.tm_wday != wday) return -1;
   return static_cast<int64_t>(t) + sec;
 }
+
+// "Sun, 06 Nov 1994 08:49:37 GMT": fixed length and positions.
+int64_t imf_fixdate(std::string_view s) {
+  if (s.size() != 29 || s.substr(3, 2) != ", " || s[7] != ' ' || s[11] != ' ' || s[16] != ' ' ||
+      !iequals(s.substr(25), " GMT")) {
+    return -1;
+  }
+  const int wday = name_index(s.substr(0, 3), kDays, 7);
+  const int mon = name_index(s.substr(8, 3), kMonths, 12);
+  int day = 0, year = 0, hour = 0, min = 0, sec = 0;
+  if (wday < 0 || mon < 0 || !digits(s, 5, 2, day) || !digits(s, 12, 4, year) ||
+      !time_of_day(s, 17, hour, min, sec)) {
+    return -1;
+  }
+  return to_unix(wday, day, mon, year, hour, min, sec);
+}
+
+// "Sunday, 06-Nov-94 08:49:37 GMT".
+int64_t rfc850_date(std::string_view s, int now_year) {
+  const size_t comma = s.find(',');
+  if (comma == std::string_view::npos || s.size() != comma + 24) return -1;
+  const int wday = name_index(s.substr(0, comma), kLongDays, 7);
+  const std::string_view r = s.substr(comma);  // ", 06-Nov-94 08:49:37 GMT"
+  int day = 0, yy = 0, hour = 0, min = 0, sec = 0;
+  if (wday < 0 || r.substr(0, 2) != ", " || r[4] != '-' || r[8] != '-' || r[11] != ' ' ||
+      !iequals(r.substr(20), " GMT") || !digits(r, 2, 2, day) || !digits(r, 9, 2, yy) ||
+      !time_of_day(r, 12, hour, min, sec)) {
+    return -1;
+  }
+  const int mon = name_index(r.substr(5, 3), kMonths, 12);
+  if (mon < 0) return -1;
+  // RFC 9110 §5.6.7: a year more than 50 years in the future is in the past.
+  int year = now_year / 100 * 100 + yy;
+  if (year > now_year + 50) year -= 100;
+  return to_unix(wday, day, mon, year, hour, min, sec);
+}
+
+// "Sun Nov  6 08:49:37 1994": the day is space-padded.
+int64_t asctime_date(std::string_view s) {
+  if (s.size() != 24 || s[3] != ' ' || s[7] != ' ' || s[10] != ' ' || s[19] != ' ') return -1;
+  const int wday = name_index(s.substr(0, 3), kDays, 7);
+  const int mon = name_index(s.substr(4, 3), kMonths, 12);
+  int day = 0, year = 0, hour = 0, min = 0, sec = 0;
+  const bool day_ok = s[8] == ' ' ? digits(s, 9, 1, day) : digits(s, 8, 2, day);
+  if (wday < 0 || mon < 0 || !day_ok || !time_of_day(s, 11, hour, min, sec) ||
+      !digits(s, 20, 4, year)) {
+    return -1;
+  }
+  return to_unix(wday, day, mon, year, hour, min, sec);
+}
+
+int year_of(int64_t t) {
+  const time_t tt = static_cast<time_t>(t);
+  struct tm tm {};
+  if (gmtime_r(&tt, &tm) == nullptr) return 1970;
+  return tm.tm_year + 1900;
+}
+
+}  // namespace
+
+int64_t parse_http_date(std::string_view s, int64_t now) {
+  if (s.size() == 29) return imf_fixdate(s);
+  if (s.size() == 24) return asctime_date(s);
+  return rfc850_date(s, year_of(now));
+}
+
+// 2019-07-01: RFC 850 years 00-69 land in 20xx, 70-99 in 19xx.
+int64_t parse_http_date(std::string_view s) { return parse_http_date(s, 1561939200); }
 
 }  // namespace cdn::http

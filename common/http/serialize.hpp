@@ -36,7 +36,14 @@ class HeadWriter {
 
 // RFC 9110 IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT".
 std::string http_date(int64_t unix_seconds);
-// Parse an IMF-fixdate; -1 when malformed.
+// RFC 9110 §5.6.7 HTTP-date (from 1970 on): the IMF-fixdate, and the obsolete RFC 850
+// ("Sunday, 06-Nov-94 08:49:37 GMT") and asctime ("Sun Nov  6 08:49:37 1994")
+// forms a recipient must accept. Names and "GMT" match in any case; the
+// weekday must match the date. `now` places RFC 850's two-digit year: one
+// more than 50 years ahead of `now` is in the century before. -1 when
+// malformed (other zones, two-digit years elsewhere, extra spaces, ...).
+int64_t parse_http_date(std::string_view s, int64_t now);
+// The same with RFC 850 years 00-69 taken as 20xx (no clock at hand).
 int64_t parse_http_date(std::string_view s);
 
 }  // namespace cdn::http

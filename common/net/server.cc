@@ -269,12 +269,29 @@ void Exchange::note_cache(std::string_view status) { conn_.note_cache_.assign(st
 void Exchange::note_upstream(std::string_view upstream) { conn_.note_upstream_.assign(upstream); }
 bool Exchange::is_head() const { return conn_.parser_.request().method == "HEAD"; }
 
-http::HeadWriter& Exchange::begin(int status) {
+void Exchange::interim(int status, const std::vector<http::Header>& headers) {
+  Connection& c = conn_;
+  const auto& req = c.parser_.request();
+  if (status < 100 || status > 199 || c.current_ != nullptr || c.finished_ ||
+      c.state_ == Connection::State::Closing ||
+      (req.version_major == 1 && req.version_minor == 0)) {
+    return;
+  }
+  WriteReq* w = c.take_write();
+  std::string& out = w->head;
+  out.append("HTTP/1.1 ").append(std::to_string(status)).append(" ");
+  out.append(http::reason_phrase(status)).append("\r\n");
+  for (const auto& h : headers) out.append(h.name).append(": ").append(h.value).append("\r\n");
+  out.append("\r\n");
+  c.submit_head(w);
+}
+
+http::HeadWriter& Exchange::begin(int status, bool relayed) {
   Connection& c = conn_;
   c.current_ = c.take_write();
   c.writer_.emplace(c.current_->head);
   c.writer_->status_line(status);
-  c.writer_->prebuilt(c.server_.common_headers());
+  if (!relayed) c.writer_->prebuilt(c.server_.common_headers());
   c.answer_status_ = status;
   c.answer_bytes_ = 0;
   c.answer_open_ = true;

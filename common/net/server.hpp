@@ -124,8 +124,14 @@ class Exchange {
 
   // Starts the response: status line, Date, Server and, when this is the
   // connection's last response, "Connection: close". Add headers to the
-  // returned writer, then call exactly one finish*().
-  http::HeadWriter& begin(int status);
+  // returned writer, then call exactly one finish*(). `relayed`: a
+  // gateway's answer from upstream, which brings its own Date and Server
+  // (the caller adds a Date when upstream had none, RFC 9110 6.6.1).
+  http::HeadWriter& begin(int status, bool relayed = false);
+  // An interim response ahead of the final one (RFC 9110 15.2), e.g. a
+  // gateway's relayed 103 Early Hints: sent at once, before begin(); ignored
+  // for HTTP/1.0 clients (they know no 1xx) and once the answer has begun.
+  void interim(int status, const std::vector<http::Header>& headers);
   // Ends the head and sends `body` (not for HEAD requests, whose
   // Content-Length still describes the body). The bytes are copied unless
   // `owner` keeps them alive until written.

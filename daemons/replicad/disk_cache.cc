@@ -76,15 +76,22 @@ std::string read_small_file(const std::string& path, size_t limit) {
   return out;
 }
 
+// The meta format. 3: the stored response's status, end-to-end header lines
+// (cache.hpp decides from them) and the variant key of the request that got
+// it. 1 had neither fields nor status; two development branches each wrote a
+// "2" of their own, so 2 is skipped. A meta of another version is never read
+// as this one: it is dropped at start (counted in outdated_dropped()).
+constexpr int kFormat = 3;
+
 json to_json(const EntryMeta& m) {
+  json headers = json::array();
+  for (const auto& h : m.stored.headers) headers.push_back(json::array({h.name, h.value}));
   return json{
-      {"version", 1},
+      {"version", kFormat},
       {"key", m.key},
       {"status", m.stored.status},
-      {"cache_control", m.stored.cache_control},
-      {"date", m.stored.date},
-      {"expires", m.stored.expires},
-      {"age", m.stored.age},
+      {"headers", std::move(headers)},
+      {"variant", m.stored.variant},
       {"request_time", m.stored.request_time},
       {"response_time", m.stored.response_time},
       {"size", m.size},
@@ -96,14 +103,17 @@ json to_json(const EntryMeta& m) {
   };
 }
 
-bool from_json(const json& j, EntryMeta& m) {
-  if (!j.is_object() || j.value("version", 0) != 1) return false;
+// nullopt: another format version; false: this version, but not valid.
+std::optional<bool> from_json(const json& j, EntryMeta& m) {
+  if (!j.is_object()) return false;
+  if (j.value("version", 0) != kFormat) return std::nullopt;
   m.key = j.at("key").get<std::string>();
   m.stored.status = j.at("status").get<int>();
-  m.stored.cache_control = j.at("cache_control").get<std::string>();
-  m.stored.date = j.at("date").get<int64_t>();
-  m.stored.expires = j.at("expires").get<int64_t>();
-  m.stored.age = j.at("age").get<int64_t>();
+  m.stored.headers.clear();
+  for (const auto& h : j.at("headers")) {
+    m.stored.headers.push_back({h.at(0).get<std::string>(), h.at(1).get<std::string>()});
+  }
+  m.stored.variant = j.at("variant").get<std::string>();
   m.stored.request_time = j.at("request_time").get<int64_t>();
   m.stored.response_time = j.at("response_time").get<int64_t>();
   m.size = j.at("size").get<uint64_t>();
@@ -228,8 +238,9 @@ void DiskCache::load_all() {
   }
   ::closedir(dir);
   for (const auto& m : metas) {
-    if (!load_one(opt_.dir + "/" + m)) {
-      ++corrupt_;
+    const Load r = load_one(opt_.dir + "/" + m);
+    if (r != Load::Loaded) {
+      ++(r == Load::Outdated ? outdated_ : corrupt_);
       const std::string stem = m.substr(0, m.size() - 5);
       ::unlinkat(dir_fd_, m.c_str(), 0);
       ::unlinkat(dir_fd_, (stem + ".body").c_str(), 0);
@@ -247,18 +258,20 @@ void DiskCache::load_all() {
   evict_for(0);
 }
 
-bool DiskCache::load_one(const std::string& meta_path) {
+DiskCache::Load DiskCache::load_one(const std::string& meta_path) {
   EntryMeta m;
   try {
     const json j = json::parse(read_small_file(meta_path, 1 << 20));
-    if (!from_json(j, m)) return false;
+    const auto ok = from_json(j, m);
+    if (!ok) return Load::Outdated;
+    if (!*ok) return Load::Corrupt;
   } catch (const std::exception&) {
-    return false;
+    return Load::Corrupt;
   }
-  if (path_of(m.key, ".meta") != meta_path) return false;
+  if (path_of(m.key, ".meta") != meta_path) return Load::Corrupt;
   const std::string body_path = path_of(m.key, ".body");
   const int fd = ::open(body_path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
+  if (fd < 0) return Load::Corrupt;
   std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(new_sha256(), EVP_MD_CTX_free);
   const bool in_memory = m.size <= opt_.memory_object_limit;
   std::string body;
@@ -276,10 +289,10 @@ bool DiskCache::load_one(const std::string& meta_path) {
     if (in_memory && ok) body.append(buf.data(), static_cast<size_t>(n));
   }
   ::close(fd);
-  if (!ok || total != m.size) return false;
-  if (finish_sha256(ctx.get()).first != m.digest) return false;
+  if (!ok || total != m.size) return Load::Corrupt;
+  if (finish_sha256(ctx.get()).first != m.digest) return Load::Corrupt;
   insert(std::move(m), body_path, std::move(body), in_memory);
-  return true;
+  return Load::Loaded;
 }
 
 std::shared_ptr<const Object> DiskCache::make_object(const EntryMeta& m,

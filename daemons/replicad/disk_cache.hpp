@@ -3,8 +3,10 @@
 // memory, LRU eviction beyond `max_bytes`, and a memory tier holding the
 // bodies of small hot objects (up to `memory_bytes` in all).
 //
-// Layout: <dir>/<h>.body and <dir>/<h>.meta (JSON: key, validators,
-// freshness inputs, size, sha-256 digest), h = hex sha-256 of the key;
+// Layout: <dir>/<h>.body and <dir>/<h>.meta (JSON: format version, key,
+// validators, freshness inputs, header fields, size, sha-256 digest), h =
+// hex sha-256 of the key; a meta of another format version is dropped at
+// start (counted in outdated_dropped()), never read as this one;
 // bodies are written to <dir>/tmp/ first. A commit is: body fsync + rename,
 // then meta written the same way, then the directory fsynced. A crash or a
 // full disk leaves at worst a temp file (removed at start) or a body whose
@@ -21,6 +23,7 @@
 #include <cstdint>
 #include <list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -118,7 +121,8 @@ class DiskCache {
   // or nullptr (errno set; logged by the caller) when it cannot be stored:
   // larger than max_bytes (EFBIG), spilled to memory, or a write failed.
   const Entry* commit(Writer& w, EntryMeta meta);
-  // A 304 refreshed the stored response: new freshness inputs (meta rewritten).
+  // A 304 refreshed the stored response: new header lines and times (meta
+  // rewritten).
   const Entry* refresh(const std::string& key, const cache::Stored& stored);
   void erase(const std::string& key);
 
@@ -127,6 +131,7 @@ class DiskCache {
   size_t objects() const { return index_.size(); }
   uint64_t evictions() const { return evictions_; }
   uint64_t corrupt_dropped() const { return corrupt_; }
+  uint64_t outdated_dropped() const { return outdated_; }
   uint64_t write_errors() const { return write_errors_; }
   const std::string& dir() const { return opt_.dir; }
 
@@ -136,7 +141,8 @@ class DiskCache {
  private:
   std::string path_of(const std::string& key, const char* suffix) const;
   void load_all();
-  bool load_one(const std::string& meta_path);
+  enum class Load { Loaded, Corrupt, Outdated };
+  Load load_one(const std::string& meta_path);
   std::shared_ptr<const Object> make_object(const EntryMeta& m, const std::string& body_path,
                                             std::string body, bool in_memory);
   bool write_meta(const EntryMeta& m);
@@ -153,6 +159,7 @@ class DiskCache {
   uint64_t memory_used_ = 0;
   uint64_t evictions_ = 0;
   uint64_t corrupt_ = 0;
+  uint64_t outdated_ = 0;
   uint64_t write_errors_ = 0;
   uint64_t tmp_counter_ = 0;
 };

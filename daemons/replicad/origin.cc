@@ -38,6 +38,9 @@ void global_init() {
   (void)done;
 }
 
+// Origin field lines kept per response; beyond it the response is refused.
+constexpr size_t kMaxOriginFields = 200;
+
 }  // namespace
 
 std::optional<std::string_view> OriginHead::header(std::string_view name) const {
@@ -51,10 +54,12 @@ struct Origin::Transfer {
   Origin* origin = nullptr;
   CURL* easy = nullptr;
   curl_slist* headers = nullptr;
+  OriginRequest request;  // curl reads the body from here until the transfer ends
   OriginCallbacks cb;
   OriginHead head;
   bool head_done = false;
   bool refused = false;
+  std::string malformed;  // why the head cannot be trusted; non-empty: transfer stopped
   char error[CURL_ERROR_SIZE] = {0};
 
   ~Transfer() {
@@ -115,10 +120,12 @@ void Origin::close() {
   timer_.reset();
 }
 
-void Origin::fetch(const std::string& url, const std::vector<std::string>& headers,
-                   OriginCallbacks callbacks) {
+void Origin::fetch(OriginRequest request, OriginCallbacks callbacks) {
   auto* t = new Transfer;
   t->origin = this;
+  t->request = std::move(request);
+  const std::string& url = t->request.url;
+  const auto& headers = t->request.headers;
   t->cb = std::move(callbacks);
   t->easy = curl_easy_init();
   if (closed_ || t->easy == nullptr) {
@@ -128,8 +135,27 @@ void Origin::fetch(const std::string& url, const std::vector<std::string>& heade
   for (const auto& h : headers) t->headers = curl_slist_append(t->headers, h.c_str());
   // Identity only: the bytes we cache are the bytes we serve and digest.
   t->headers = curl_slist_append(t->headers, "Accept-Encoding: identity");
+  // The body is complete before it is sent: no round trip waiting for 100.
+  t->headers = curl_slist_append(t->headers, "Expect:");
   CURL* e = t->easy;
   curl_easy_setopt(e, CURLOPT_URL, url.c_str());
+  const std::string& method = t->request.method;
+  if (method == "HEAD") {
+    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+  } else if (method != "GET" || !t->request.body.empty()) {
+    if (!t->request.body.empty() || method == "POST" || method == "PUT" || method == "PATCH") {
+      // curl would add a form Content-Type of its own to a body without one.
+      const bool typed = std::any_of(headers.begin(), headers.end(), [](const std::string& h) {
+        return h.size() >= 13 && iequals(std::string_view(h).substr(0, 13), "content-type:");
+      });
+      if (!typed) t->headers = curl_slist_append(t->headers, "Content-Type:");
+      // With a length (no chunking, no "Expect: 100-continue": the body is here already).
+      curl_easy_setopt(e, CURLOPT_POSTFIELDS, t->request.body.data());
+      curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+                       static_cast<curl_off_t>(t->request.body.size()));
+    }
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method.c_str());
+  }
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
   curl_easy_setopt(e, CURLOPT_PRIVATE, t);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -159,6 +185,11 @@ void Origin::fetch(const std::string& url, const std::vector<std::string>& heade
   }
 }
 
+size_t Origin::refuse_malformed(Transfer* t, std::string_view why) {
+  t->malformed = why;
+  return 0;  // curl stops the transfer; check_done reports Malformed
+}
+
 size_t Origin::on_header(char* data, size_t size, size_t n, void* userp) noexcept {
   auto* t = static_cast<Transfer*>(userp);
   const size_t len = size * n;
@@ -168,12 +199,36 @@ size_t Origin::on_header(char* data, size_t size, size_t n, void* userp) noexcep
       t->head = OriginHead{};
       return len;
     }
+    if (t->head_done) return len;  // trailer fields: not part of the stored head
+    if (!line.empty() && (line.front() == ' ' || line.front() == '\t') && line != "\r\n") {
+      // obs-fold continues the previous field: RFC 9112 §5.2 says replace it
+      // with SP. Parsing it as a field of its own let a folded
+      // " Cache-Control: max-age=31536000" override the origin's no-store.
+      if (t->head.headers.empty()) return refuse_malformed(t, "obs-fold before any field");
+      const std::string_view more = trim(line);
+      if (!more.empty()) t->head.headers.back().second.append(" ").append(more);
+      return len;
+    }
     const std::string_view bare = trim(line);
     if (bare.empty()) {
       long status = 0;
       curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
-      if (status >= 100 && status < 200) return len;  // interim response
+      if (status >= 100 && status < 200) {
+        // An interim response: 100 and 101 answer our own hop; others (103
+        // Early Hints) are the client's (RFC 9110 15.2). Never stored.
+        if (status >= 102 && t->cb.interim) {
+          t->head.status = status;
+          t->cb.interim(t->head);
+        }
+        t->head = OriginHead{};
+        return len;
+      }
       t->head.status = status;
+      // RFC 9112 §6.3: CL with TE is a smuggling attempt, and curl would
+      // silently pick one framing; a gateway must not store or relay either.
+      if (t->head.header("Content-Length") && t->head.header("Transfer-Encoding")) {
+        return refuse_malformed(t, "both Content-Length and Transfer-Encoding");
+      }
       t->head_done = true;
       if (t->cb.head && !t->cb.head(t->head)) {
         t->refused = true;
@@ -182,10 +237,17 @@ size_t Origin::on_header(char* data, size_t size, size_t n, void* userp) noexcep
       return len;
     }
     const size_t colon = bare.find(':');
-    if (colon != std::string_view::npos && t->head.headers.size() < 200) {
-      t->head.headers.emplace_back(std::string(trim(bare.substr(0, colon))),
-                                   std::string(trim(bare.substr(colon + 1))));
+    if (colon == std::string_view::npos) return refuse_malformed(t, "a field line without ':'");
+    // Dropping fields past a limit would misattach a later obs-fold, so refuse instead.
+    if (t->head.headers.size() >= kMaxOriginFields) return refuse_malformed(t, "too many fields");
+    const std::string_view name = trim(bare.substr(0, colon));
+    const std::string_view value = trim(bare.substr(colon + 1));
+    if (iequals(name, "Content-Length")) {
+      if (auto prev = t->head.header("Content-Length"); prev && *prev != value) {
+        return refuse_malformed(t, "two different Content-Length values");
+      }
     }
+    t->head.headers.emplace_back(std::string(name), std::string(value));
     return len;
   } catch (...) {
     t->refused = true;
@@ -239,7 +301,11 @@ int Origin::on_socket(CURL*, curl_socket_t s, int what, void* userp, void* socke
   uv_poll_start(&sock->poll, events, [](uv_poll_t* p, int status, int ev) {
     auto* so = static_cast<Socket*>(p->data);
     int flags = 0;
-    if (status < 0) flags = CURL_CSELECT_ERR;
+    // A socket error (a reset, a pooled connection the origin closed) is
+    // told as readable and writable, as curl's own poll loop does: curl then
+    // meets the error in recv/send, and retries a reused connection on a
+    // fresh one instead of failing the transfer ("select/poll returned error").
+    if (status < 0) flags = CURL_CSELECT_IN | CURL_CSELECT_OUT;
     if ((ev & UV_READABLE) != 0) flags |= CURL_CSELECT_IN;
     if ((ev & UV_WRITABLE) != 0) flags |= CURL_CSELECT_OUT;
     so->origin->action(so->fd, flags);
@@ -282,6 +348,9 @@ void Origin::check_done() {
         r.error = OriginError::Unreachable;
         r.message = "no response head";
       }
+    } else if (!t->malformed.empty()) {
+      r.error = OriginError::Malformed;
+      r.message = t->malformed;
     } else if (t->refused) {
       r.error = OriginError::Refused;
       r.message = "transfer stopped by the cache";

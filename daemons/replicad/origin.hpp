@@ -34,13 +34,27 @@ struct OriginOptions {
   std::string user_agent = "cdn-replicad";
 };
 
+// One request to the origin. The body is sent with its length (never chunked).
+struct OriginRequest {
+  std::string method = "GET";
+  std::string url;
+  std::vector<std::string> headers;  // extra lines, "Name: value"
+  std::string body;
+};
+
 struct OriginHead {
   long status = 0;
   std::vector<std::pair<std::string, std::string>> headers;  // as received, names as sent
   std::optional<std::string_view> header(std::string_view name) const;  // case-insensitive
 };
 
-enum class OriginError { None, Unreachable, Timeout, Refused /* a callback said stop */ };
+enum class OriginError {
+  None,
+  Unreachable,
+  Timeout,
+  Refused,   // a callback said stop
+  Malformed  // a response head whose framing or fields cannot be trusted (RFC 9112)
+};
 
 struct OriginResult {
   OriginError error = OriginError::None;
@@ -50,6 +64,8 @@ struct OriginResult {
 struct OriginCallbacks {
   // The response head arrived (status and headers). Return false to abort.
   std::function<bool(const OriginHead&)> head;
+  // An interim (1xx, not 100/101) response head, before the final one.
+  std::function<void(const OriginHead&)> interim;
   // Some body bytes. Return false to abort.
   std::function<bool(const char*, size_t)> body;
   // The transfer ended (after head/body, or without them on an error).
@@ -63,11 +79,10 @@ class Origin {
   Origin(const Origin&) = delete;
   Origin& operator=(const Origin&) = delete;
 
-  // Starts a GET of `url` with extra request header lines ("Name: value").
-  // Callbacks run on the loop thread from curl's progress; only when curl
-  // refuses the transfer outright does `done` run inside fetch().
-  void fetch(const std::string& url, const std::vector<std::string>& headers,
-             OriginCallbacks callbacks);
+  // Starts `request`. Callbacks run on the loop thread from curl's
+  // progress; only when curl refuses the transfer outright does `done` run
+  // inside fetch().
+  void fetch(OriginRequest request, OriginCallbacks callbacks);
   void set_options(OriginOptions options) { options_ = std::move(options); }
   void close();
   size_t active() const { return transfers_.size(); }
@@ -78,6 +93,7 @@ class Origin {
   static int on_socket(CURL* easy, curl_socket_t s, int what, void* userp, void* socketp) noexcept;
   static int on_timer(CURLM* multi, long timeout_ms, void* userp) noexcept;
   static size_t on_header(char* data, size_t size, size_t n, void* userp) noexcept;
+  static size_t refuse_malformed(Transfer* t, std::string_view why);
   static size_t on_body(char* data, size_t size, size_t n, void* userp) noexcept;
   void action(curl_socket_t s, int flags);
   void check_done();

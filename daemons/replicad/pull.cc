@@ -4,28 +4,65 @@
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 
 #include "cdn_config.h"
 #include "common/digest/repr_digest.hpp"
-#include "common/http/mime.hpp"
+#include "common/http/fields.hpp"
 #include "common/http/path.hpp"
 #include "common/http/serialize.hpp"
 
 namespace cdn::replica {
 namespace {
 
-// Bodies of answers that are passed through (404, 301, ...), not cached.
-constexpr size_t kPassThroughLimit = 1 << 20;
+// Request fields a cache fetch must not take from its first client: the
+// cache asks its own conditionals and stores whole answers.
+bool is_client_conditional(std::string_view name) {
+  for (std::string_view c : {"If-None-Match", "If-Modified-Since", "If-Match",
+                             "If-Unmodified-Since", "If-Range", "Range"}) {
+    if (http::iequals(name, c)) return true;
+  }
+  return false;
+}
+
+// The client's end-to-end request fields as curl header lines, with our
+// Via hop. Host is the origin's (curl sets it from the URL); Accept-Encoding
+// is the origin fetch's own (identity); Expect is answered here.
+std::vector<std::string> forwarded_fields(const http::Request& req, bool shared_fetch,
+                                          const std::string& name) {
+  std::vector<std::string> out;
+  std::string via;
+  for (const auto& [k, v] : http::end_to_end(req.headers)) {
+    if (http::iequals(k, "Host") || http::iequals(k, "Accept-Encoding") ||
+        http::iequals(k, "Expect") || (shared_fetch && is_client_conditional(k))) {
+      continue;
+    }
+    if (http::iequals(k, "Via")) {
+      via.append(v).append(", ");
+      continue;
+    }
+    // curl sends "Name:" lines as a removal; "Name;" is an empty field.
+    out.push_back(v.empty() ? k + ";" : k + ": " + v);
+  }
+  out.push_back("Via: " + via + "1.1 " + name);
+  return out;
+}
 
 int64_t seconds(std::chrono::milliseconds d) {
   return std::chrono::duration_cast<std::chrono::seconds>(d).count();
 }
 
+// An override of 0 is off: nothing granted beyond what the origin said.
+std::optional<int64_t> override_of(std::chrono::milliseconds d) {
+  return seconds(d) > 0 ? std::optional<int64_t>(seconds(d)) : std::nullopt;
+}
+
 cache::Policy policy_of(const config::ContentSettings& c) {
-  return cache::Policy{seconds(c.default_ttl), seconds(c.stale_while_revalidate),
-                       seconds(c.stale_if_error)};
+  cache::Policy p;
+  p.default_ttl = override_of(c.default_ttl);
+  p.stale_while_revalidate = override_of(c.stale_while_revalidate);
+  p.stale_if_error = override_of(c.stale_if_error);
+  return p;
 }
 
 DiskCache::Options cache_options(const config::ContentSettings& c) {
@@ -47,17 +84,26 @@ OriginOptions origin_options(const config::ContentSettings& c) {
 }  // namespace
 
 struct Pull::Fetch {
+  std::string method = "GET";
+  std::string body;  // the client's request body, forwarded
+  std::string host;  // the client's Host: Location values naming it are same-origin
   std::vector<net::Deferred> waiters;
   std::vector<std::function<void(bool, std::string)>> prefetchers;
-  std::vector<std::string> request_headers;
+  std::vector<std::string> request_headers;  // to the origin, as curl lines
+  // The first client's request fields: what the response's Vary selects on,
+  // and what storable() reads (no-store, Authorization).
+  std::vector<http::Header> client;
+  bool client_waits = false;  // waiters[0] is the client whose request was forwarded
+  std::string target;         // origin path + query, and the cache key unless private_
+  bool private_ = false;      // for a request with Authorization: never stored nor shared
   bool conditional = false;
   bool started = false;
   int64_t request_time = 0;
   bool have_head = false;
   OriginHead head;
+  std::vector<http::Header> head_fields;  // head.headers as http::Header
   cache::Stored stored;
   std::unique_ptr<DiskCache::Writer> writer;
-  std::string passthrough;
   std::string local_error;  // why we stopped the transfer ourselves
 };
 
@@ -67,22 +113,21 @@ Pull::Pull(uv_loop_t* loop, const config::ContentSettings& c, std::string name, 
       name_(std::move(name)),
       respond_(std::move(respond)),
       policy_(policy_of(c)),
-      default_cache_control_("public, max-age=" + std::to_string(seconds(c.max_age))),
       cache_(cache_options(c)),
       origin_(loop, origin_options(c)) {
   while (!origin_url_.empty() && origin_url_.back() == '/') origin_url_.pop_back();
   if (!c.ca_file.empty() && ::access(c.ca_file.c_str(), R_OK) != 0) {
     throw std::runtime_error("ca_file " + c.ca_file + ": " + std::strerror(errno));
   }
-  spdlog::info("cache {}: {} objects, {} bytes ({} corrupt entries dropped)", cache_.dir(),
-               cache_.objects(), cache_.bytes(), cache_.corrupt_dropped());
+  spdlog::info("cache {}: {} objects, {} bytes ({} corrupt entries, {} of an older format dropped)",
+               cache_.dir(), cache_.objects(), cache_.bytes(), cache_.corrupt_dropped(),
+               cache_.outdated_dropped());
 }
 
 Pull::~Pull() = default;
 
 void Pull::reconfigure(const config::ContentSettings& c) {
   policy_ = policy_of(c);
-  default_cache_control_ = "public, max-age=" + std::to_string(seconds(c.max_age));
   origin_.set_options(origin_options(c));
 }
 
@@ -98,25 +143,71 @@ int64_t Pull::now() const {
 }
 
 void Pull::serve(net::Exchange& ex, const std::string& path) {
+  const auto& req = ex.request();
   std::string key = http::encode_path(path);
-  const auto query = http::query_of(ex.request().target);
+  const auto query = http::query_of(req.target);
   if (!query.empty()) key.append("?").append(query);
 
-  if (const auto* e = cache_.find(key)) {
-    switch (cache::decide(e->meta.stored, policy_, now())) {
-      case cache::Action::Fresh:
-        ++stats_.hits;
-        answer_entry(ex, *e, "hit");
-        return;
-      case cache::Action::StaleRevalidate:
-        ++stats_.hits;
-        ++stats_.stale_served;
-        answer_entry(ex, *e, "hit; detail=stale-while-revalidate");
-        if (fetches_.find(key) == fetches_.end()) start_fetch(key);  // in the background
-        return;
-      case cache::Action::Revalidate:
-        break;
+  const auto auth = req.header("Authorization");
+  const bool cacheable_method = req.method == "GET" || req.method == "HEAD";
+  if (auth || !cacheable_method) {
+    // RFC 9111 §3.5: an answer to an authorized request is one user's; it
+    // goes to the origin with the credentials, alone (no collapsing onto
+    // another user's fetch), and is neither served from nor put in the cache.
+    // Other methods are forwarded the same way (§4.4 invalidates on success).
+    ++stats_.misses;
+    auto f = std::make_unique<Fetch>();
+    f->target = key;
+    f->private_ = true;
+    if (!cacheable_method) {
+      f->method = req.method;
+      f->body = req.body;
     }
+    f->host = std::string(req.header("Host").value_or(""));
+    f->request_headers = forwarded_fields(req, cacheable_method, name_);
+    f->client = req.headers;
+    f->waiters.push_back(ex.defer());
+    const std::string slot = "\x01private " + std::to_string(++private_fetches_);
+    fetches_.emplace(slot, std::move(f));
+    start_fetch(slot);
+    return;
+  }
+
+  const auto* e = cache_.find(key);
+  if (e != nullptr && !cache::variant_matches(e->meta.stored, req.headers)) e = nullptr;
+  const cache::Action action =
+      e != nullptr
+          ? cache::decide(e->meta.stored, policy_, now(), req.headers)
+          : (cache::parse_cache_control(req.headers).only_if_cached ? cache::Action::GatewayTimeout
+                                                                    : cache::Action::Revalidate);
+  switch (action) {
+    case cache::Action::Fresh:
+      ++stats_.hits;
+      answer_entry(ex, *e, "hit");
+      return;
+    case cache::Action::Stale:  // the request's max-stale allows it
+      ++stats_.hits;
+      ++stats_.stale_served;
+      answer_entry(ex, *e, "hit; detail=max-stale");
+      return;
+    case cache::Action::StaleRevalidate:
+      ++stats_.hits;
+      ++stats_.stale_served;
+      answer_entry(ex, *e, "hit; detail=stale-while-revalidate");
+      if (fetches_.find(key) == fetches_.end()) {  // in the background
+        auto f = std::make_unique<Fetch>();
+        f->request_headers = forwarded_fields(req, true, name_);
+        f->client = req.headers;
+        fetches_.emplace(key, std::move(f));
+        start_fetch(key);
+      }
+      return;
+    case cache::Action::GatewayTimeout:  // RFC 9111 5.2.1.7
+      ex.reply(504, "only-if-cached: no usable stored response\n",
+               {{"Cache-Control", "no-store"}, {"Cache-Status", name_ + "; fwd=miss"}});
+      return;
+    case cache::Action::Revalidate:
+      break;
   }
   ++stats_.misses;
   auto d = ex.defer();
@@ -127,6 +218,9 @@ void Pull::serve(net::Exchange& ex, const std::string& path) {
   }
   auto f = std::make_unique<Fetch>();
   f->waiters.push_back(std::move(d));
+  f->request_headers = forwarded_fields(req, true, name_);
+  f->client = req.headers;
+  f->client_waits = true;
   fetches_.emplace(key, std::move(f));
   start_fetch(key);
 }
@@ -151,20 +245,25 @@ void Pull::prefetch(const std::string& path, std::function<void(bool, std::strin
 
 std::string Pull::url_for(const std::string& key) const { return origin_url_ + key; }
 
-void Pull::start_fetch(const std::string& key) {
-  auto it = fetches_.find(key);
-  if (it == fetches_.end()) it = fetches_.emplace(key, std::make_unique<Fetch>()).first;
+void Pull::start_fetch(const std::string& slot) {
+  auto it = fetches_.find(slot);
+  if (it == fetches_.end()) it = fetches_.emplace(slot, std::make_unique<Fetch>()).first;
   Fetch* f = it->second.get();
   if (f->started) return;
   f->started = true;
-  if (const auto* e = cache_.peek(key)) {
+  if (f->target.empty()) f->target = slot;
+  const std::string& key = f->target;
+  const auto* e = f->private_ ? nullptr : cache_.peek(key);
+  // Only the stored variant this client selects may be refreshed by a 304.
+  if (e != nullptr && cache::variant_matches(e->meta.stored, f->client)) {
+    const size_t before = f->request_headers.size();
     if (!e->meta.origin_etag.empty()) {
       f->request_headers.push_back("If-None-Match: " + e->meta.origin_etag);
     }
     if (!e->meta.last_modified.empty()) {
       f->request_headers.push_back("If-Modified-Since: " + e->meta.last_modified);
     }
-    f->conditional = !f->request_headers.empty();
+    f->conditional = f->request_headers.size() > before;
   }
   f->request_time = now();
   ++stats_.origin_requests;
@@ -175,6 +274,14 @@ void Pull::start_fetch(const std::string& key) {
     on_head(*f, h);
     return f->local_error.empty();
   };
+  cb.interim = [f](const OriginHead& h) {
+    std::vector<http::Header> fields;
+    for (const auto& [name, value] : h.headers) fields.push_back({name, value});
+    fields = http::end_to_end(fields);
+    for (auto& d : f->waiters) {
+      if (auto* ex = d.exchange()) ex->interim(static_cast<int>(h.status), fields);
+    }
+  };
   cb.body = [f](const char* data, size_t n) {
     if (f->writer) {
       if (!f->writer->write(data, n)) {
@@ -184,40 +291,82 @@ void Pull::start_fetch(const std::string& key) {
       }
       return true;
     }
-    if (f->passthrough.size() + n > kPassThroughLimit) {
-      f->local_error = "origin answer too large to pass through";
-      return false;
-    }
-    f->passthrough.append(data, n);
-    return true;
+    return true;  // no writer: no body expected (HEAD)
   };
-  cb.done = [this, key](const OriginResult& r) { finish_fetch(key, r); };
-  origin_.fetch(url, f->request_headers, std::move(cb));
+  cb.done = [this, slot](const OriginResult& r) { finish_fetch(slot, r); };
+  OriginRequest request;
+  request.method = f->method;
+  request.url = url;
+  request.headers = f->request_headers;
+  request.body = std::move(f->body);
+  origin_.fetch(std::move(request), std::move(cb));
 }
 
 void Pull::on_head(Fetch& f, const OriginHead& h) {
   f.have_head = true;
   f.head = h;
+  f.head_fields.clear();
+  for (const auto& [name, value] : h.headers) f.head_fields.push_back({name, value});
   cache::Stored& s = f.stored;
   s.status = static_cast<int>(h.status);
-  s.cache_control = std::string(h.header("Cache-Control").value_or(""));
-  s.date = h.header("Date") ? http::parse_http_date(*h.header("Date")) : -1;
-  s.expires = cache::parse_expires(h.header("Expires"));
-  s.age = 0;
-  if (auto age = h.header("Age")) {
-    int64_t v = 0;
-    const auto [p, ec] = std::from_chars(age->data(), age->data() + age->size(), v);
-    if (ec == std::errc{} && v > 0) s.age = v;
-  }
+  s.headers = cache::storable_headers(f.head_fields, policy_);
+  s.variant = cache::variant_key(f.head_fields, f.client).value_or("");
   s.request_time = f.request_time;
   s.response_time = now();
-  if (h.status == 200) {
+  if (f.method != "HEAD") {
     f.writer = cache_.begin();
     if (!f.writer) f.local_error = std::string("cannot buffer the body: ") + std::strerror(errno);
   }
 }
 
-void Pull::answer_entry(net::Exchange& ex, const DiskCache::Entry& e, std::string status) {
+void Pull::invalidate(const Fetch& f) {
+  // RFC 9111 4.4: the target, and Location / Content-Location when they are
+  // on the same origin (never another site's: that would let one site purge
+  // another's objects).
+  for (const auto& key : cache::invalidation_targets(f.method, static_cast<int>(f.head.status),
+                                                     f.target, f.host, f.head_fields)) {
+    cache_.erase(key);
+  }
+}
+
+std::vector<net::Deferred> Pull::take_other_variants(Fetch& f) {
+  // A 304 answers for the stored response: its Vary and variant decide.
+  const auto* stored = f.head.status == 304 ? cache_.peek(f.target) : nullptr;
+  const std::vector<http::Header>& vary_from =
+      stored != nullptr ? stored->meta.stored.headers : f.head_fields;
+  const std::string variant = stored != nullptr ? stored->meta.stored.variant : f.stored.variant;
+  std::vector<net::Deferred> keep, others;
+  for (size_t i = 0; i < f.waiters.size(); ++i) {
+    auto* ex = f.waiters[i].exchange();
+    if (ex == nullptr) continue;
+    const bool mine = (i == 0 && f.client_waits) ||
+                      cache::variant_key(vary_from, ex->request().headers) == variant;
+    (mine ? keep : others).push_back(std::move(f.waiters[i]));
+  }
+  f.waiters = std::move(keep);
+  return others;
+}
+
+void Pull::refetch(const std::string& key, std::vector<net::Deferred> waiters) {
+  if (waiters.empty()) return;
+  auto it = fetches_.find(key);
+  if (it != fetches_.end()) {  // one began meanwhile: collapse onto it
+    for (auto& d : waiters) it->second->waiters.push_back(std::move(d));
+    return;
+  }
+  auto* ex = waiters.front().exchange();
+  if (ex == nullptr) return;
+  auto f = std::make_unique<Fetch>();
+  f->request_headers = forwarded_fields(ex->request(), true, name_);
+  f->client = ex->request().headers;
+  f->client_waits = true;
+  f->waiters = std::move(waiters);
+  fetches_.emplace(key, std::move(f));
+  start_fetch(key);
+}
+
+void Pull::answer_entry(net::Exchange& ex, const DiskCache::Entry& e, std::string status,
+                        bool as_received) {
   Answer a;
   a.object = e.object;
   if (!e.object->in_memory && e.meta.size > 0 && !ex.is_head()) {
@@ -231,9 +380,11 @@ void Pull::answer_entry(net::Exchange& ex, const DiskCache::Entry& e, std::strin
       return;
     }
   }
-  a.cache_control =
-      e.meta.stored.cache_control.empty() ? default_cache_control_ : e.meta.stored.cache_control;
-  a.age = cache::current_age(e.meta.stored, now());
+  a.status = e.meta.stored.status;
+  a.headers = e.meta.stored.headers;
+  // The clients of the fetch that brought it get the origin's Age as it
+  // came: whole-second clocks would add a second of "delay" at random.
+  a.age = as_received ? -1 : cache::current_age(e.meta.stored, now());
   a.cache_status = name_ + "; " + status;
   respond_(ex, std::move(a));
 }
@@ -245,12 +396,14 @@ void Pull::answer_error(net::Exchange& ex, Fetch& f, const DiskCache::Entry& e) 
   answer_entry(ex, e, "fwd=stale" + fwd + "; detail=stale-if-error");
 }
 
-void Pull::finish_fetch(const std::string& key, const OriginResult& r) {
-  auto node = fetches_.extract(key);
+void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
+  auto node = fetches_.extract(slot);
   if (node.empty()) return;
   Fetch& f = *node.mapped();
+  const std::string key = f.target;
   const std::string url = url_for(key);
   const long status = f.have_head ? f.head.status : 0;
+  const bool shared_get = f.method == "GET" && !f.private_;
 
   std::string failure;  // non-empty: the origin failed us
   int error_status = 502;
@@ -260,14 +413,14 @@ void Pull::finish_fetch(const std::string& key, const OriginResult& r) {
   } else if (r.error == OriginError::Timeout) {
     failure = "origin timed out: " + r.message;
     error_status = 504;
+  } else if (r.error == OriginError::Malformed) {
+    failure = "origin sent a malformed response: " + r.message;
   } else if (r.error != OriginError::None) {
     failure = "origin unreachable: " + r.message;
-  } else if (status >= 500) {
-    failure = "origin answered " + std::to_string(status);
-  } else if (status == 304 && (!f.conditional || cache_.peek(key) == nullptr)) {
+  } else if (status == 304 && shared_get && (!f.conditional || cache_.peek(key) == nullptr)) {
     failure = "origin answered 304 to a request that was not conditional";
   }
-  if (failure.empty() && status == 200) {
+  if (failure.empty() && f.writer) {
     f.writer->finish();
     if (auto rd = f.head.header("Repr-Digest")) {
       const std::string want = digest::sha256_from_repr_digest(*rd);
@@ -276,15 +429,29 @@ void Pull::finish_fetch(const std::string& key, const OriginResult& r) {
       }
     }
   }
+  // A 5xx is relayed as the origin sent it, unless stale-if-error lets a
+  // stored copy answer instead (RFC 5861 4).
+  if (failure.empty() && status >= 500 && shared_get) {
+    const auto* e = cache_.peek(key);
+    if (e != nullptr && cache::usable_on_error(e->meta.stored, policy_, now())) {
+      failure = "origin answered " + std::to_string(status);
+    }
+  }
 
   if (!failure.empty()) {
     ++stats_.origin_errors;
     spdlog::warn("{}: {}", url, failure);
+    // RFC 9111 4.2.4: cut off from the origin, a stale copy may answer
+    // unless it forbids that; an origin's error answer is stale-if-error's.
+    const bool disconnected =
+        r.error == OriginError::Unreachable || r.error == OriginError::Timeout;
     for (auto& d : f.waiters) {
       auto* ex = d.exchange();
       if (ex == nullptr) continue;
-      const auto* e = cache_.find(key);
-      if (e != nullptr && cache::usable_on_error(e->meta.stored, policy_, now())) {
+      const auto* e = f.private_ ? nullptr : cache_.find(key);
+      if (e != nullptr && cache::variant_matches(e->meta.stored, ex->request().headers) &&
+          (disconnected ? cache::usable_when_disconnected(e->meta.stored, policy_, now())
+                        : cache::usable_on_error(e->meta.stored, policy_, now()))) {
         answer_error(*ex, f, *e);
       } else {
         // The reason phrase only: `failure` names the origin's URL and the
@@ -296,96 +463,105 @@ void Pull::finish_fetch(const std::string& key, const OriginResult& r) {
     for (auto& p : f.prefetchers) p(have_copy, failure);
     return;
   }
+  if (status >= 500) ++stats_.origin_errors;
 
-  if (status == 304) {
+  invalidate(f);
+  // Collapsed clients whose request selects another variant than this
+  // response's (RFC 9111 4.1) get a fetch of their own once this one is done.
+  struct Later {
+    Pull* pull;
+    std::string key;
+    std::vector<net::Deferred> waiters;
+    ~Later() { pull->refetch(key, std::move(waiters)); }
+  } later{this, key, f.private_ ? std::vector<net::Deferred>{} : take_other_variants(f)};
+
+  if (status == 304 && shared_get) {
     const auto* old = cache_.peek(key);
-    const auto* e = cache_.refresh(key, cache::refreshed(old->meta.stored, f.stored,
-                                                         f.head.header("Cache-Control").has_value(),
-                                                         f.head.header("Expires").has_value()));
+    if (!cache::not_modified_applies(old->meta.stored.headers, f.head_fields)) {
+      // RFC 9111 4.3.4: the origin means another representation than ours.
+      cache_.erase(key);
+      ++stats_.origin_errors;
+      spdlog::warn("{}: 304 with validators of another representation: copy dropped", url);
+      for (auto& d : f.waiters) {
+        if (auto* ex = d.exchange()) {
+          ex->reply(502, "origin answered 304 for another representation\n",
+                    {{"Cache-Control", "no-store"}});
+        }
+      }
+      for (auto& p : f.prefetchers) p(false, "304 for another representation");
+      return;
+    }
+    cache_.refresh(key, cache::refreshed(old->meta.stored, f.head_fields, f.request_time, now()));
     ++stats_.revalidated;
     spdlog::debug("{}: 304, copy refreshed", url);
     for (auto& d : f.waiters) {
       if (auto* ex = d.exchange())
         answer_entry(*ex, *cache_.peek(key), "fwd=stale; fwd-status=304");
     }
-    (void)e;
     for (auto& p : f.prefetchers) p(true, {});
     return;
   }
 
-  if (status == 200) {
-    EntryMeta meta;
-    meta.key = key;
-    meta.stored = f.stored;
-    meta.origin_etag = std::string(f.head.header("ETag").value_or(""));
-    if (!meta.origin_etag.empty() && !meta.origin_etag.starts_with("W/")) {
-      meta.etag = meta.origin_etag;  // strong: the same validator on every tier
-    }
-    meta.last_modified = std::string(f.head.header("Last-Modified").value_or(""));
-    meta.content_type = std::string(f.head.header("Content-Type").value_or(""));
-    const bool was_cached = cache_.peek(key) != nullptr;
-    const std::string fwd = was_cached ? "fwd=stale" : "fwd=uri-miss";
-    if (cache::storable(f.stored)) {
-      if (const auto* e = cache_.commit(*f.writer, meta)) {
-        for (auto& d : f.waiters) {
-          const auto* cur = cache_.peek(key);
-          if (auto* ex = d.exchange(); ex != nullptr && cur != nullptr) {
-            answer_entry(*ex, *cur, fwd + "; fwd-status=200; stored");
-          }
+  EntryMeta meta;
+  meta.key = key;
+  meta.stored = f.stored;
+  meta.origin_etag = std::string(f.head.header("ETag").value_or(""));
+  if (!meta.origin_etag.empty() && !meta.origin_etag.starts_with("W/")) {
+    meta.etag = meta.origin_etag;  // strong: the same validator on every tier
+  }
+  meta.last_modified = std::string(f.head.header("Last-Modified").value_or(""));
+  meta.content_type = std::string(f.head.header("Content-Type").value_or(""));
+  const bool was_cached = shared_get && cache_.peek(key) != nullptr;
+  const std::string fwd = !shared_get ? "fwd=bypass" : was_cached ? "fwd=stale" : "fwd=uri-miss";
+  const std::string fwd_status = fwd + "; fwd-status=" + std::to_string(status);
+  if (!shared_get) {
+    // Not stored, and the shared copy (if any) is another answer: kept.
+  } else if (f.writer && cache::storable("GET", f.client, static_cast<int>(status), f.head_fields,
+                                         policy_) == cache::Verdict::Storable) {
+    if (cache_.commit(*f.writer, meta) != nullptr) {
+      for (auto& d : f.waiters) {
+        const auto* cur = cache_.peek(key);
+        if (auto* ex = d.exchange(); ex != nullptr && cur != nullptr) {
+          answer_entry(*ex, *cur, fwd_status + "; stored", /*as_received=*/true);
         }
-        (void)e;
-        for (auto& p : f.prefetchers) p(true, {});
-        return;
       }
-      spdlog::warn("{}: not cached: {}", url,
-                   f.writer->on_disk() ? std::strerror(errno)
-                                       : "cache disk failed (" + f.writer->disk_error() + ")");
-    } else {
-      cache_.erase(key);  // the origin no longer lets us keep it
+      for (auto& p : f.prefetchers) p(true, {});
+      return;
     }
-    // Served from the fetched bytes, not stored.
-    auto obj = std::make_shared<Object>();
-    obj->rel = key;
+    spdlog::warn("{}: not cached: {}", url,
+                 f.writer->on_disk() ? std::strerror(errno)
+                                     : "cache disk failed (" + f.writer->disk_error() + ")");
+  } else {
+    cache_.erase(key);  // the origin's latest answer replaces what was stored
+  }
+  // Served from the fetched bytes, not stored: every end-to-end field relayed
+  // (also those that private="..." keeps out of the cache).
+  const std::vector<http::Header> relayed = http::end_to_end(f.head_fields);
+  auto obj = std::make_shared<Object>();
+  obj->rel = key;
+  if (f.writer) {
     obj->size = f.writer->size();
     obj->digest = f.writer->digest();
     obj->etag = meta.etag.empty() ? DiskCache::etag_of(f.writer->digest_hex()) : meta.etag;
-    obj->content_type = meta.content_type.empty() ? http::mime_type(key.substr(0, key.find('?')))
-                                                  : meta.content_type;
-    const int64_t lm = meta.last_modified.empty() ? -1 : http::parse_http_date(meta.last_modified);
-    obj->mtime = lm >= 0 ? lm : f.stored.response_time;
-    obj->last_modified = http::http_date(obj->mtime);
     obj->in_memory = f.writer->in_memory();
     if (obj->in_memory) obj->body = f.writer->memory();
-    for (auto& d : f.waiters) {
-      auto* ex = d.exchange();
-      if (ex == nullptr) continue;
-      Answer a;
-      a.object = obj;
-      if (!obj->in_memory && !ex->is_head()) a.fd = f.writer->dup_fd();
-      a.cache_control = f.stored.cache_control.empty() ? "no-store" : f.stored.cache_control;
-      a.cache_status = name_ + "; " + fwd + "; fwd-status=200";
-      respond_(*ex, std::move(a));
-    }
-    for (auto& p : f.prefetchers) p(true, {});
-    return;
+  } else {
+    obj->in_memory = true;
   }
-
-  // Anything else (404, 301, 403, ...) is passed through, not stored.
-  if (status == 404 || status == 410) cache_.erase(key);
-  const std::string ct(f.head.header("Content-Type").value_or("text/plain; charset=utf-8"));
-  const std::string cc(f.head.header("Cache-Control").value_or("no-store"));
-  const auto location = f.head.header("Location");
+  obj->content_type = meta.content_type;
+  const int64_t lm = meta.last_modified.empty() ? -1 : http::parse_http_date(meta.last_modified);
+  obj->mtime = lm;
+  obj->last_modified = meta.last_modified;
   for (auto& d : f.waiters) {
     auto* ex = d.exchange();
     if (ex == nullptr) continue;
-    auto& h = ex->begin(static_cast<int>(status));
-    h.header("Content-Type", ct);
-    h.header("Content-Length", static_cast<uint64_t>(f.passthrough.size()));
-    h.header("Cache-Control", cc);
-    if (location) h.header("Location", *location);
-    h.header("CDN-Replica", name_);
-    h.header("Cache-Status", name_ + "; fwd=uri-miss; fwd-status=" + std::to_string(status));
-    ex->finish(f.passthrough);
+    Answer a;
+    a.object = obj;
+    if (!obj->in_memory && !ex->is_head()) a.fd = f.writer->dup_fd();
+    a.status = static_cast<int>(status);
+    a.headers = relayed;
+    a.cache_status = name_ + "; " + fwd_status;
+    respond_(*ex, std::move(a));
   }
   if (status != 200) spdlog::info("{}: origin answered {}", url, status);
   for (auto& p : f.prefetchers) p(true, {});

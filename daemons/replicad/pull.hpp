@@ -35,10 +35,14 @@ namespace cdn::replica {
 // An object to answer with; the Replica applies conditionals and Range.
 struct Answer {
   std::shared_ptr<const Object> object;
-  int fd = -1;                // owned: the body file, or -1 when the object is in memory
-  std::string cache_control;  // to send
-  int64_t age = -1;           // Age header (seconds), -1: none
-  std::string cache_status;   // RFC 9211 Cache-Status parameters ("hit", "fwd=uri-miss", ...)
+  int fd = -1;       // owned: the body file, or -1 when the object is in memory
+  int status = 200;  // the origin's
+  // The origin's end-to-end fields, relayed (the object's validators and
+  // type are not sent again from the Object). Borrowed: valid only during
+  // the Responder call, which writes the head at once.
+  http::Fields headers;
+  int64_t age = -1;          // Age header (seconds), -1: none
+  std::string cache_status;  // RFC 9211 Cache-Status parameters ("hit", "fwd=uri-miss", ...)
 };
 
 struct PullStats {
@@ -78,10 +82,20 @@ class Pull {
  private:
   struct Fetch;
   std::string url_for(const std::string& key) const;
-  void start_fetch(const std::string& key);
+  void start_fetch(const std::string& slot);
   void on_head(Fetch& f, const OriginHead& h);
-  void finish_fetch(const std::string& key, const OriginResult& r);
-  void answer_entry(net::Exchange& ex, const DiskCache::Entry& e, std::string status);
+  void finish_fetch(const std::string& slot, const OriginResult& r);
+  // A successful unsafe method: drops the stored answers it makes stale.
+  void invalidate(const Fetch& f);
+  // The waiters of `f` whose request selects another variant of its
+  // response (Vary) than the one it was fetched for, taken out of `f`.
+  std::vector<net::Deferred> take_other_variants(Fetch& f);
+  // A fetch of its own for waiters that did not get theirs from another.
+  void refetch(const std::string& key, std::vector<net::Deferred> waiters);
+  // `as_received`: the stored Age line is relayed (the fetch's own clients)
+  // instead of one computed now.
+  void answer_entry(net::Exchange& ex, const DiskCache::Entry& e, std::string status,
+                    bool as_received = false);
   void answer_error(net::Exchange& ex, Fetch& f, const DiskCache::Entry& e);
   int64_t now() const;
 
@@ -90,10 +104,11 @@ class Pull {
   std::string name_;
   Responder respond_;
   cache::Policy policy_;
-  std::string default_cache_control_;
   DiskCache cache_;
   Origin origin_;
+  // Keyed by cache key; a private (Authorization) fetch has a slot of its own.
   std::unordered_map<std::string, std::unique_ptr<Fetch>> fetches_;
+  uint64_t private_fetches_ = 0;
   PullStats stats_;
 };
 

@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <optional>
 
 #include "cdn_config.h"
@@ -263,11 +264,15 @@ status::ReplicaStatus Replica::status(bool in_request) const {
 }
 
 void Replica::handle(net::Exchange& ex) {
-  const auto path = daemon::accept_request(ex);
+  const auto path = daemon::accept_request(ex, pull_ != nullptr);
   if (!path) return;
   if (path->starts_with("/.cdn/")) {
     // Every endpoint that is not content is the operators' (observe.hpp).
     if (!admin_.admit(ex)) return;
+    if (ex.request().method != "GET" && !ex.is_head()) {
+      ex.reply(405, "only GET and HEAD are served", {{"Allow", "GET, HEAD"}});
+      return;
+    }
     if (*path == "/.cdn/status") {
       serve_status(ex);
     } else if (*path == "/.cdn/dashboard") {
@@ -401,23 +406,65 @@ void Replica::end_unavailable() {
 void Replica::answer_pulled(net::Exchange& ex, Answer a) {
   int fd = a.fd;
   answer(
-      ex, a.object, a.cache_control, [&fd]() { return std::exchange(fd, -1); }, a.age,
-      a.cache_status);
+      ex, a.object, {}, [&fd]() { return std::exchange(fd, -1); }, a.age, a.cache_status, &a);
   if (fd >= 0) ::close(fd);
+}
+
+namespace {
+std::optional<std::string_view> field_of(http::Fields fields, std::string_view name) {
+  for (const auto& [k, v] : fields) {
+    if (http::iequals(k, name)) return std::string_view(v);
+  }
+  return std::nullopt;
+}
+}  // namespace
+
+void Replica::relay_fields(http::HeadWriter& h, const Answer& a, int64_t age,
+                           std::initializer_list<std::string_view> skip) {
+  const http::Fields fields = a.headers;
+  std::string via;
+  for (const auto& [k, v] : fields) {
+    // Framing is each hop's own; Age is ours, computed.
+    if (http::iequals(k, "Content-Length") || (age >= 0 && http::iequals(k, "Age"))) continue;
+    if (http::iequals(k, "Via")) {
+      via.append(v).append(", ");
+      continue;
+    }
+    if (std::any_of(skip.begin(), skip.end(),
+                    [&k](std::string_view n) { return http::iequals(k, n); })) {
+      continue;
+    }
+    h.header(k, v);
+  }
+  // RFC 9110 6.6.1: a recipient with a clock adds the Date an origin left out.
+  if (!field_of(fields, "Date")) h.header("Date", http::http_date(std::time(nullptr)));
+  h.header("Via", via + "1.1 " + settings_.server.name);
+  if (age >= 0) h.header("Age", static_cast<uint64_t>(age));
 }
 
 template <typename OpenFd>
 void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj,
                      const std::string& cc, OpenFd&& open_fd, int64_t age,
-                     const std::string& cache_status) {
+                     const std::string& cache_status, const Answer* relay) {
   const auto& req = ex.request();
+  const int origin_status = relay != nullptr ? relay->status : 200;
+  const http::Fields fields = relay != nullptr ? relay->headers : http::Fields{};
+  // The validators the client saw: an origin's own when it sent them.
+  const std::string_view etag = field_of(fields, "ETag").value_or(obj->etag);
+  const std::string_view last_modified = relay != nullptr
+                                             ? field_of(fields, "Last-Modified").value_or("")
+                                             : std::string_view(obj->last_modified);
   // Conditional requests: If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2).
+  // Only a 200 (a selected representation) is compared.
   bool not_modified = false;
-  if (auto inm = req.header("If-None-Match")) {
-    not_modified = etag_matches(*inm, obj->etag);
-  } else if (auto ims = req.header("If-Modified-Since")) {
+  if (origin_status != 200) {
+    // relayed as it is
+  } else if (auto inm = req.header("If-None-Match")) {
+    not_modified = etag_matches(*inm, etag);
+  } else if (auto ims = req.header("If-Modified-Since"); ims && !last_modified.empty()) {
     const int64_t t = http::parse_http_date(*ims);
-    not_modified = t >= 0 && obj->mtime <= t;
+    const int64_t lm = http::parse_http_date(last_modified);
+    not_modified = t >= 0 && lm >= 0 && lm <= t;
   }
   // The access log's cache field: Cache-Status's parameters without our
   // own name ("hit", "fwd=miss", ...), or "local" for a directory or page.
@@ -427,6 +474,17 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
     const size_t semi = cache_status.find("; ");
     ex.note_cache(semi == std::string::npos ? std::string_view(cache_status)
                                             : std::string_view(cache_status).substr(semi + 2));
+  }
+  if (not_modified && relay != nullptr) {
+    auto& h = ex.begin(304, /*relayed=*/true);
+    relay_fields(h, *relay, age,
+                 {"Content-Type", "Content-Encoding", "Content-Language", "Content-Range",
+                  "Cache-Status", "CDN-Replica"});
+    if (!field_of(fields, "ETag")) h.header("ETag", etag);
+    if (!cache_status.empty()) h.header("Cache-Status", cache_status);
+    h.header("CDN-Replica", settings_.server.name);
+    ex.finish();
+    return;
   }
   if (not_modified) {
     auto& h = ex.begin(304);
@@ -441,11 +499,12 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
   }
 
   RangeResult range;
-  if (auto r = req.header("Range")) {
+  if (auto r = req.header("Range"); r && origin_status == 200) {
     bool use_range = true;
     if (auto if_range = req.header("If-Range")) {
       // Only a strong validator that still matches may resume (RFC 9110 13.1.5).
-      use_range = *if_range == obj->etag || *if_range == obj->last_modified;
+      use_range = (*if_range == etag && !etag.starts_with("W/")) ||
+                  (!last_modified.empty() && *if_range == last_modified);
     }
     if (use_range) range = parse_range(*r, obj->size);
   }
@@ -455,7 +514,7 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
     return;
   }
   uint64_t offset = 0, length = obj->size;
-  int status = 200;
+  int status = origin_status;
   if (range.kind == RangeKind::Satisfiable) {
     status = 206;
     offset = range.range.offset;
@@ -474,23 +533,56 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
     }
   }
 
-  auto& h = ex.begin(status);
-  h.header("Content-Type", obj->content_type);
-  h.header("Content-Length", length);
-  if (status == 206) {
-    h.header("Content-Range", "bytes " + std::to_string(offset) + "-" +
-                                  std::to_string(offset + length - 1) + "/" +
-                                  std::to_string(obj->size));
+  if (relay != nullptr) {
+    auto& h = ex.begin(status, /*relayed=*/true);
+    // A range cut here has our Content-Range; any other answer keeps the
+    // origin's (a 206 passed through, or one stored with a 200, RFC 9111 3.1).
+    const bool ranged = status == 206 && origin_status == 200;
+    if (ranged) {
+      relay_fields(h, *relay, age,
+                   {"Content-Range", "Accept-Ranges", "Cache-Status", "CDN-Replica"});
+    } else {
+      relay_fields(h, *relay, age, {"Accept-Ranges", "Cache-Status", "CDN-Replica"});
+    }
+    // RFC 9110 8.6: no length in a 204 or 1xx; a 304 passed through keeps none either.
+    if (status != 204 && status != 304 && status >= 200) h.header("Content-Length", length);
+    if (ranged) {
+      h.header("Content-Range", "bytes " + std::to_string(offset) + "-" +
+                                    std::to_string(offset + length - 1) + "/" +
+                                    std::to_string(obj->size));
+    }
+    // Validators and digest of the whole representation: not of a partial
+    // body the origin sent.
+    if (origin_status == 200) {
+      if (!field_of(fields, "ETag")) h.header("ETag", obj->etag);
+      if (!field_of(fields, "Repr-Digest") && !obj->digest.empty()) {
+        h.header("Repr-Digest", obj->digest);
+      }
+      h.header("Accept-Ranges", "bytes");
+    }
+    if (!cache_status.empty()) h.header("Cache-Status", cache_status);
+    h.header("CDN-Replica", settings_.server.name);
+  } else {
+    auto& h = ex.begin(status);
+    h.header("Content-Type", obj->content_type);
+    h.header("Content-Length", length);
+    if (status == 206) {
+      h.header("Content-Range", "bytes " + std::to_string(offset) + "-" +
+                                    std::to_string(offset + length - 1) + "/" +
+                                    std::to_string(obj->size));
+    }
+    h.header("ETag", obj->etag);
+    h.header("Last-Modified", obj->last_modified);
+    h.header("Cache-Control", cc);
+    h.header("Repr-Digest", obj->digest);
+    h.header("Accept-Ranges", "bytes");
+    if (age >= 0) h.header("Age", static_cast<uint64_t>(age));
+    if (!cache_status.empty()) h.header("Cache-Status", cache_status);
+    h.header("CDN-Replica", settings_.server.name);
   }
-  h.header("ETag", obj->etag);
-  h.header("Last-Modified", obj->last_modified);
-  h.header("Cache-Control", cc);
-  h.header("Repr-Digest", obj->digest);
-  h.header("Accept-Ranges", "bytes");
-  if (age >= 0) h.header("Age", static_cast<uint64_t>(age));
-  if (!cache_status.empty()) h.header("Cache-Status", cache_status);
-  h.header("CDN-Replica", settings_.server.name);
-  if (obj->in_memory) {
+  if (status == 304 || status == 204) {
+    ex.finish();
+  } else if (obj->in_memory) {
     const std::string_view body = std::string_view(obj->body).substr(offset, length);
     ex.finish(body, obj);
   } else if (fd >= 0) {

@@ -88,9 +88,16 @@ class Replica {
   // gives the body's descriptor when one is needed (-1: changed, 503). A
   // template, not a std::function, whose captures would be allocated per
   // request.
+  // `relay`: an origin's answer (origin mode), whose status and fields are
+  // relayed (cc unused) instead of made from the Object.
   template <typename OpenFd>
   void answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj, const std::string& cc,
-              OpenFd&& open_fd, int64_t age, const std::string& cache_status);
+              OpenFd&& open_fd, int64_t age, const std::string& cache_status,
+              const Answer* relay = nullptr);
+  // The relayed fields of an origin's answer, with our Date (when it had
+  // none), Age and Via; `skip` names fields this answer sets itself.
+  void relay_fields(http::HeadWriter& h, const Answer& a, int64_t age,
+                    std::initializer_list<std::string_view> skip);
   void answer_pulled(net::Exchange& ex, Answer a);
   // A file could not be opened for want of descriptors or memory (not
   // because it is missing): counted, and logged once per burst; the caller

@@ -265,7 +265,8 @@ def test_no_store_is_not_cached(cdn, pyorigin):
 
 def test_origin_down_serves_stale_else_502(cdn):
     origin = cdn.replica(FILES, name="origin", extra={"content": {"max_age": "1s"}})
-    e = edge(cdn, origin.url("/"), {"stale_while_revalidate": "0"})
+    # stale_if_error is an operator override, off unless set.
+    e = edge(cdn, origin.url("/"), {"stale_if_error": "1h"})
     assert e.get("/a.txt")[2] == FILES["a.txt"]
     origin.stop()
     time.sleep(1.2)
@@ -285,7 +286,7 @@ def test_origin_5xx_serves_stale(cdn, pyorigin):
         return 200, {"Cache-Control": "max-age=1"}, b"good copy"
 
     pyorigin.routes["/x"] = (200, {}, answer, 0)
-    e = edge(cdn, pyorigin.url("/"), {"stale_while_revalidate": "0"})
+    e = edge(cdn, pyorigin.url("/"), {"stale_if_error": "1h"})
     assert e.get("/x")[2] == b"good copy"
     state["broken"] = True
     time.sleep(1.2)

@@ -127,14 +127,29 @@ TEST(HttpDate, RoundTrip) {
   for (int64_t t = 0; t < 4000000000; t += 12345679) EXPECT_EQ(parse_http_date(http_date(t)), t);
 }
 
+// RFC 9110 §5.6.7: the obsolete forms a recipient must accept, names in any case.
+TEST(HttpDate, ObsoleteForms) {
+  EXPECT_EQ(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), 784111777);
+  EXPECT_EQ(parse_http_date("Sun Nov  6 08:49:37 1994"), 784111777);
+  EXPECT_EQ(parse_http_date("Wed Nov 16 08:49:37 1994"), 784975777);
+  EXPECT_EQ(parse_http_date("SUN, 06 NOV 1994 08:49:37 gmt"), 784111777);
+  // Two-digit years: 00-69 are 20xx without a clock; with one, at most 50 years ahead.
+  EXPECT_EQ(parse_http_date("Thursday, 18-Aug-50 02:01:18 GMT"), 2544400878);
+  EXPECT_EQ(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT", 631152000), 784111777);
+  // Seen from 1990, "50" is 1950: before the epoch, which no date here may be.
+  EXPECT_EQ(parse_http_date("Friday, 18-Aug-50 02:01:18 GMT", 631152000), -1);
+}
+
 TEST(HttpDate, Malformed) {
-  for (const char* s : {"", "Sun, 06 Nov 1994 08:49:37 UTC", "Sun, 6 Nov 1994 08:49:37 GMT",
-                        "Sunday, 06-Nov-94 08:49:37 GMT", "Sun Nov  6 08:49:37 1994",
-                        "Sun, 06 Nov 1994 24:00:00 GMT", "Sun, 06 Foo 1994 08:49:37 GMT",
-                        "Xyz, 06 Nov 1994 08:49:37 GMT", "Mon, 06 Nov 1994 08:49:37 GMT",
-                        "Sun, 31 Feb 1994 08:49:37 GMT", "Sun, 00 Nov 1994 08:49:37 GMT",
-                        "Sun, 06 Nov 1994 08:60:37 GMT", "Sun, 06 Nov 19a4 08:49:37 GMT",
-                        "Sun, 06 Nov 1994 08:49:37 GMTx"}) {
+  for (const char* s :
+       {"", "Sun, 06 Nov 1994 08:49:37 UTC", "Sun, 6 Nov 1994 08:49:37 GMT",
+        "Sunday, 06-Nov-94 08:49:37 UTC", "Sun Nov 6 08:49:37 1994", "Sun Nov  6 08:49:37 94",
+        "Sun, 06-Nov-94 08:49:37 GMT", "Monday, 06-Nov-94 08:49:37 GMT", "Mon Nov  6 08:49:37 1994",
+        "Sun, 06 Nov 1994 24:00:00 GMT", "Sun, 06 Foo 1994 08:49:37 GMT",
+        "Xyz, 06 Nov 1994 08:49:37 GMT", "Mon, 06 Nov 1994 08:49:37 GMT",
+        "Sun, 31 Feb 1994 08:49:37 GMT", "Sun, 00 Nov 1994 08:49:37 GMT",
+        "Sun, 06 Nov 1994 08:60:37 GMT", "Sun, 06 Nov 19a4 08:49:37 GMT",
+        "Sun, 06 Nov 1994 08:49:37 GMTx"}) {
     EXPECT_EQ(parse_http_date(s), -1) << s;
   }
 }

@@ -128,6 +128,48 @@ TEST_F(DiskCacheTest, CorruptEntriesAreDroppedAtLoad) {
   EXPECT_EQ(files, 2U);  // the good entry's body and meta only
 }
 
+// A warm restart next to entries of older formats (1, and both "2"s of the
+// development branches): they are dropped and counted, never read as ours.
+TEST_F(DiskCacheTest, OlderFormatsAreDroppedAtLoad) {
+  {
+    DiskCache c(options());
+    put(c, "/new", "kept");
+    put(c, "/v1", "one");
+    put(c, "/v2a", "two");
+    put(c, "/v2b", "two");
+  }
+  for (const auto& e : fs::directory_iterator(dir_ + "/cache")) {
+    if (e.path().extension() != ".meta") continue;
+    std::ifstream in(e.path());
+    std::string meta((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    in.close();
+    std::string old;
+    if (meta.find("\"/v1\"") != std::string::npos) {
+      old = "1,\"cache_control\":\"max-age=9\",\"date\":-1,\"expires\":-1,\"age\":0";
+    } else if (meta.find("\"/v2a\"") != std::string::npos) {
+      old = "2,\"cache_control\":\"max-age=9\",\"date\":-1,\"expires\":-1,\"age\":0";
+    } else if (meta.find("\"/v2b\"") != std::string::npos) {
+      old = "2";
+    } else {
+      continue;
+    }
+    const size_t at = meta.find("\"version\":");
+    ASSERT_NE(at, std::string::npos);
+    const size_t end = meta.find_first_of(",}", at);
+    meta.replace(at + 10, end - at - 10, old);
+    std::ofstream(e.path()) << meta;
+  }
+  DiskCache c(options());
+  EXPECT_EQ(c.objects(), 1U);
+  EXPECT_EQ(c.outdated_dropped(), 3U);
+  EXPECT_EQ(c.corrupt_dropped(), 0U);
+  EXPECT_NE(c.find("/new"), nullptr);
+  EXPECT_EQ(c.find("/v1"), nullptr);
+  size_t files = 0;
+  for (const auto& e : fs::directory_iterator(dir_ + "/cache")) files += e.is_regular_file();
+  EXPECT_EQ(files, 2U);  // the current entry's body and meta only
+}
+
 TEST_F(DiskCacheTest, EvictsLeastRecentlyUsed) {
   DiskCache c(options(3000, 0));
   const std::string kb(1000, 'k');
@@ -159,7 +201,8 @@ TEST_F(DiskCacheTest, RefreshKeepsBodyAndPersists) {
     DiskCache c(options());
     put(c, "/r", "body");
     cache::Stored s;
-    s.cache_control = "max-age=99";
+    s.headers = {{"Cache-Control", "max-age=99"}, {"X-Kept", "a"}};
+    s.variant = "accept-encoding: gzip\n";
     s.response_time = 5000;
     const auto* e = c.refresh("/r", s);
     ASSERT_NE(e, nullptr);
@@ -168,7 +211,11 @@ TEST_F(DiskCacheTest, RefreshKeepsBodyAndPersists) {
   DiskCache c(options());
   const auto* e = c.find("/r");
   ASSERT_NE(e, nullptr);
-  EXPECT_EQ(e->meta.stored.cache_control, "max-age=99");
+  ASSERT_EQ(e->meta.stored.headers.size(), 2U);
+  EXPECT_EQ(e->meta.stored.headers[0].name, "Cache-Control");
+  EXPECT_EQ(e->meta.stored.headers[0].value, "max-age=99");
+  EXPECT_EQ(e->meta.stored.headers[1].value, "a");
+  EXPECT_EQ(e->meta.stored.variant, "accept-encoding: gzip\n");
   EXPECT_EQ(e->meta.stored.response_time, 5000);
 }
 
