@@ -1230,7 +1230,10 @@ void Connection::on_close(uv_handle_t* h) {
 // ------------------------------------------------------------------ Server
 
 Server::Server(uv_loop_t* loop, ServerOptions options, Handler handler)
-    : loop_(loop), options_(std::move(options)), handler_(std::move(handler)) {}
+    : loop_(loop),
+      options_(std::move(options)),
+      handler_(std::move(handler)),
+      shared_connections_(options_.shared_connections) {}
 
 Server::~Server() {
   // The daemon closes and runs the loop first; anything left is a bug, but
@@ -1416,7 +1419,9 @@ void Server::accept_one(uv_stream_t* listener) {
   if (connections_ != nullptr) connections_->prev_ = c;
   connections_ = c;
   ++stats_.active_connections;
-  if (stats_.active_connections > options_.max_connections) {
+  const uint64_t open =
+      shared_connections_ ? shared_connections_->fetch_add(1) + 1 : stats_.active_connections.get();
+  if (open > options_.max_connections) {
     // Over the limit: answer 503 rather than leave the client in the backlog.
     ++stats_.rejected_total;
     if (!c->start(listener)) {
@@ -1437,6 +1442,7 @@ void Server::connection_closed(Connection* c) {
   if (connections_ == c) connections_ = c->next_;
   c->prev_ = c->next_ = nullptr;
   --stats_.active_connections;
+  if (shared_connections_) shared_connections_->fetch_sub(1);
   // Its descriptor is free: the connection left waiting may have it.
   if (uv_stream_t* l = std::exchange(waiting_, nullptr)) on_connection(l, 0);
   maybe_drained();

@@ -22,6 +22,7 @@
 
 #include <uv.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -67,6 +68,10 @@ struct ServerOptions {
   std::string server_header = "cdn";
   // Called for every answered request (see RequestRecord); may be empty.
   std::function<void(const RequestRecord&)> on_complete;
+  // Open connections of every worker's server, when several share one
+  // max_connections (the daemon's limit, not each worker's); null: this
+  // server's own. Taken when the server is made (set_options keeps it).
+  std::shared_ptr<std::atomic<uint64_t>> shared_connections;
 };
 
 // Written by the server's loop thread only; read from any (the daemon's
@@ -243,6 +248,7 @@ class Server {
   Connection* resuming_ = nullptr;     // those on_ready is resuming (detached from ready_)
   uv_idle_t* ready_idle_ = nullptr;    // made on first use, closed (and freed) by close()
   ServerStats stats_;
+  std::shared_ptr<std::atomic<uint64_t>> shared_connections_;  // see ServerOptions
   bool draining_ = false;
   std::function<void()> on_drained_;
   uv::Ptr<uv_timer_t> drained_timer_;  // runs on_drained_ (see drain())

@@ -257,6 +257,7 @@ void Front::stop() {
 net::ServerOptions Front::options() {
   auto o = daemon::server_options(settings_.server, "cdn-balancerd/" CDN_VERSION);
   o.on_complete = [this](const net::RequestRecord& r) { requests_.record(r); };
+  o.shared_connections = shared_.connections();  // max_connections is the daemon's
   return o;
 }
 

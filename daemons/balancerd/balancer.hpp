@@ -149,6 +149,8 @@ class Balancer {
   const daemon::Board<Snapshot>& board() const { return board_; }
   const std::vector<std::unique_ptr<Front>>& fronts() const { return fronts_; }
   bool draining() const { return draining_.load(std::memory_order_relaxed); }
+  // Open connections of every front (max_connections is the daemon's).
+  const std::shared_ptr<std::atomic<uint64_t>>& connections() const { return connections_; }
   // Round-robin's place, shared by the fronts (Table::share_rotation).
   std::atomic<uint64_t>* rotation_ticket() const { return &rotation_ticket_; }
 
@@ -173,6 +175,7 @@ class Balancer {
   std::vector<std::unique_ptr<Front>> fronts_;
   std::atomic<bool> draining_{false};
   mutable std::atomic<uint64_t> rotation_ticket_{0};
+  std::shared_ptr<std::atomic<uint64_t>> connections_ = std::make_shared<std::atomic<uint64_t>>(0);
 };
 
 }  // namespace cdn::balancer

@@ -87,14 +87,17 @@ std::unique_ptr<Store> open_store(const config::ContentSettings& c) {
 net::ServerOptions Replica::options() {
   auto o = daemon::server_options(settings_.server, "cdn-replicad/" CDN_VERSION);
   o.on_complete = [this](const net::RequestRecord& r) { requests_.record(r); };
+  o.shared_connections = connections_;
   return o;
 }
 
 Replica::Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::shared_ptr<Store> store,
-                 const daemon::RequestLog::Prepared* log)
+                 const daemon::RequestLog::Prepared* log,
+                 std::shared_ptr<std::atomic<uint64_t>> connections)
     : loop_(loop),
       settings_(std::move(settings)),
       store_(std::move(store)),
+      connections_(std::move(connections)),
       admin_(daemon::AdminGate::from(settings_.admin)),
       server_(loop, options(), [this](net::Exchange& ex) { handle(ex); }),
       started_(std::chrono::steady_clock::now()),
@@ -683,7 +686,8 @@ void Replica::serve_metrics(net::Exchange& ex) {
 Replicas::Replicas(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_ptr<Store> store)
     : loop_(loop), inbox_(daemon::Inbox::make(loop)) {
   use_mime_types(settings.content);
-  members_.push_back(std::make_unique<Replica>(loop, std::move(settings), std::move(store)));
+  members_.push_back(std::make_unique<Replica>(loop, std::move(settings), std::move(store), nullptr,
+                                               connections_));
 }
 
 Replicas::~Replicas() {
@@ -706,7 +710,8 @@ void Replicas::start() {
   // Every Replica exists before any listens: a worker's pages read the others.
   for (size_t i = 1; i < workers; ++i) {
     threads_->call(i - 1, [&, i] {
-      members_[i] = std::make_unique<Replica>(threads_->loop(i - 1), first.settings(), store, &log);
+      members_[i] = std::make_unique<Replica>(threads_->loop(i - 1), first.settings(), store, &log,
+                                              connections_);
     });
   }
   for (auto& r : members_) r->set_group(&members_);
