@@ -1387,7 +1387,10 @@ void Server::on_connection(uv_stream_t* listener, int status) {
 bool Server::out_of_descriptors(uv_stream_t* listener) {
   constexpr uint64_t kDescriptorsBesideConnections = 64;
   bool full = false;
-  if (2 * stats_.active_connections + kDescriptorsBesideConnections >= nofile_) {
+  // Every worker's connections take descriptors of the one process.
+  const uint64_t open =
+      shared_connections_ ? shared_connections_->load() : stats_.active_connections.get();
+  if (2 * open + kDescriptorsBesideConnections >= nofile_) {
     uv_os_fd_t fd = -1;
     uv_fileno(reinterpret_cast<uv_handle_t*>(listener), &fd);
     const int probe = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
@@ -1406,7 +1409,7 @@ bool Server::out_of_descriptors(uv_stream_t* listener) {
     spdlog::warn(
         "out of file descriptors ({} connections, limit {}): new connections wait in the "
         "listen backlog until one closes",
-        stats_.active_connections, nofile_);
+        open, nofile_);
   } else if (said.repeated > 0) {
     spdlog::warn("still out of file descriptors: {} more connections had to wait", said.repeated);
   }
