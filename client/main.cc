@@ -125,8 +125,9 @@ int main(int argc, char** argv) {
     return usage(e.what());
   }
 
+  // Outlives the block: fetch() calls on_wait long after it.
+  bool told = false;
   if (!quiet) {
-    bool told = false;
     opt.on_wait = [&told](const std::string& why, std::chrono::milliseconds delay) {
       if (told) return;  // once: the wait is one state, not news every second
       told = true;

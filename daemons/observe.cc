@@ -135,6 +135,30 @@ bool AdminGate::token_ok(const net::Exchange& ex) const {
   return admin::token_equals(text::trim_ows(auth->substr(7)), token_);
 }
 
+std::optional<purge::Request> AdminGate::admit_purge(net::Exchange& ex) const {
+  if (!admit(ex)) return std::nullopt;
+  if (token_.empty()) {
+    ex.reply(403, "purges are refused: no [admin] token_file is configured",
+             {{"Cache-Control", "no-store"}});
+    return std::nullopt;
+  }
+  if (!token_ok(ex)) {
+    ex.reply(401, "purges need Authorization: Bearer <the token of [admin] token_file>",
+             {{"WWW-Authenticate", "Bearer"}, {"Cache-Control", "no-store"}});
+    return std::nullopt;
+  }
+  const auto& req = ex.request();
+  std::string error;
+  auto r = purge::parse(req.target,
+                        {.tag = req.header(purge::kTagHeader),
+                         .soft = req.header(purge::kSoftHeader),
+                         .id = req.header(purge::kIdHeader),
+                         .host = req.header("Host")},
+                        error);
+  if (!r) ex.reply(400, error, {{"Cache-Control", "no-store"}});
+  return r;
+}
+
 ObserverReload prepare_observers(const RequestLog& log, const config::LogSettings& l,
                                  const config::AdminSettings& a) {
   return {log.prepare(l), AdminGate::from(a)};

@@ -29,6 +29,7 @@
 #include "common/config/settings.hpp"
 #include "common/metrics/prometheus.hpp"
 #include "common/net/server.hpp"
+#include "common/purge/purge.hpp"
 
 namespace cdn::daemon {
 
@@ -93,6 +94,12 @@ class AdminGate {
   bool admit(net::Exchange& ex) const;
   // For purges: "Authorization: Bearer TOKEN" matches token_file's token.
   bool token_ok(const net::Exchange& ex) const;
+  // A PURGE request: the allow-list, then a token configured (else 403
+  // saying so), then the token (else 401), then the request itself (else
+  // 400). Answers and returns nullopt when any fails.
+  std::optional<purge::Request> admit_purge(net::Exchange& ex) const;
+  // The token, for the balancer to forward purges with ("" when none).
+  const std::string& token() const { return token_; }
   const admin::AllowList& allow() const { return allow_; }
 
  private:

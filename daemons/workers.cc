@@ -123,6 +123,19 @@ void WorkerThreads::stop(const std::function<void(size_t)>& at_exit) {
   }
 }
 
+Answer answer_later(net::Exchange& ex, std::shared_ptr<Inbox> home) {
+  return [deferred = ex.defer(), home = std::move(home)](Reply r) {
+    home->post([deferred, r = std::move(r)] {
+      auto* ex = deferred.exchange();
+      if (ex == nullptr) return;
+      auto& h = ex->begin(r.status);
+      for (const auto& [name, value] : r.headers) h.header(name, value);
+      h.header("Content-Length", static_cast<uint64_t>(r.body.size()));
+      ex->finish(r.body);
+    });
+  };
+}
+
 void on_worker(WorkerThreads* threads, size_t i, std::function<void()> fn) {
   if (i == 0) {
     fn();

@@ -14,6 +14,9 @@
 //   balancer's table snapshot, after Envoy's thread-local slots). A reader
 //   keeps its own shared_ptr and asks the board only when the generation
 //   moved: the common path is one atomic load, no lock.
+// - Reply, answer_later: a request a worker takes but the main loop answers
+//   (state that exists once, e.g. the balancer's purger): the worker defers
+//   it, the main loop makes the Reply, and the worker's loop sends it.
 // - Heartbeat: each worker loop stamps the time every kBeatEvery; the main
 //   loop pings the systemd watchdog only while every stamp is recent, so a
 //   stalled worker gets the daemon restarted as a stalled main loop does.
@@ -27,9 +30,12 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include "common/net/server.hpp"
 #include "common/uv/handle.hpp"
 
 namespace cdn::daemon {
@@ -79,6 +85,18 @@ class Inbox {
   std::vector<std::function<void()>> queue_;
   uv::Ptr<uv_async_t> async_;  // null once closed (mu_ held to change)
 };
+
+// An answer made on one loop for a request taken on another.
+struct Reply {
+  int status = 0;
+  std::vector<std::pair<std::string, std::string>> headers;  // besides Content-Length
+  std::string body;
+};
+using Answer = std::function<void(Reply)>;
+// Defers `ex` (on its loop) and returns what answers it from any thread,
+// once: the Reply is posted to `home`, the inbox of the exchange's loop,
+// and sent there unless the client went away meanwhile (or home closed).
+Answer answer_later(net::Exchange& ex, std::shared_ptr<Inbox> home);
 
 // How often a worker loop stamps its heartbeat.
 inline constexpr std::chrono::milliseconds kBeatEvery{100};

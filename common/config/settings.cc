@@ -578,6 +578,7 @@ std::string to_ini(const ReplicaSettings& s) {
   w.key("default_ttl", c.default_ttl);
   w.key("stale_while_revalidate", c.stale_while_revalidate);
   w.key("stale_if_error", c.stale_if_error);
+  w.key("stale_if_disconnected", c.stale_if_disconnected);
   w.key("origin_timeout", c.origin_timeout);
   w.key("ca_file", c.ca_file);
   w.key("types_file", c.types_file);
@@ -667,6 +668,10 @@ std::vector<SectionSpec> replica_spec(const IniFile& file, ReplicaSettings& r) {
             }},
            {"stale_if_error",
             [&](const Entry& e) { c.stale_if_error = duration_of(file, e, kFreshnessRange); }},
+           {"stale_if_disconnected",
+            [&](const Entry& e) {
+              c.stale_if_disconnected = duration_of(file, e, kFreshnessRange);
+            }},
            {"origin_timeout",
             [&](const Entry& e) { c.origin_timeout = duration_of(file, e, kTimeoutRange); }},
            {"ca_file",
@@ -892,6 +897,8 @@ void validate(const ReplicaSettings& s, const std::string& path) {
   check_duration(c.stale_while_revalidate, kFreshnessRange, "[content] stale_while_revalidate",
                  prefix);
   check_duration(c.stale_if_error, kFreshnessRange, "[content] stale_if_error", prefix);
+  check_duration(c.stale_if_disconnected, kFreshnessRange, "[content] stale_if_disconnected",
+                 prefix);
   check_duration(c.origin_timeout, kTimeoutRange, "[content] origin_timeout", prefix);
   // cache_size bounds the edge cache only: with root= or page= the memory
   // tier is the whole bound, and cache_size means nothing.

@@ -78,8 +78,11 @@ struct ContentSettings {
   milliseconds default_ttl{0};  // freshness without max-age/Expires, in place of the heuristic
   milliseconds stale_while_revalidate{0};  // serve stale while refreshing, unless the origin says
   milliseconds stale_if_error{0};          // serve stale while the origin fails, unless it says
-  milliseconds origin_timeout{10'000};     // connect / no-progress bound for origin fetches
-  std::string ca_file;  // PEM bundle trusted for https origins; empty: the system's
+  // Serve stale while the origin cannot be reached at all (refused, closed,
+  // timed out), as RFC 9111 section 4.2.4 lets a disconnected cache; 0: off.
+  milliseconds stale_if_disconnected{24 * 3'600'000};
+  milliseconds origin_timeout{10'000};  // connect / no-progress bound for origin fetches
+  std::string ca_file;                  // PEM bundle trusted for https origins; empty: the system's
   // Content-Type by extension (mime.types format); empty, or a file that
   // cannot be read: the built-in table of common web types alone.
   std::string types_file = "/etc/mime.types";

@@ -53,13 +53,28 @@ void ServerConnection::receive(std::string_view data, uint64_t now) {
   if (in_.empty() && (state_ == State::Idle || state_ == State::Head)) {
     // Straight from the transport's buffer: only what is left is copied.
     const size_t used = process(data);
-    if (state_ < State::Closing) in_.append(data.substr(used));
+    if (state_ < State::Closing) keep_input(data.substr(used));
   } else {
-    in_.append(data);
+    keep_input(data);
     process_input();
   }
   --depth_;
   settle();
+}
+
+// Appends to in_, one buffer of max_input (a read takes no more than what
+// is left of it) rather than an exact one and then a chain of doublings,
+// whose buffers would be left to the allocator.
+void ServerConnection::keep_input(std::string_view data) {
+  const size_t need = in_.size() + data.size();
+  if (need > in_.capacity()) {
+    // A new string: reserve() on this one would double its capacity anyway.
+    std::string grown;
+    grown.reserve(std::max(need, options_.max_input));
+    grown.append(in_);
+    in_.swap(grown);
+  }
+  in_.append(data);
 }
 
 void ServerConnection::receive_eof(uint64_t now) {
@@ -267,9 +282,12 @@ OutputPlan ServerConnection::plan() const {
     p.last = !p.more && clean_end;
     return p;
   }
-  if (!units_.empty() && unhanded_bytes_ < options_.max_output) {
+  if (!units_.empty()) {
     // Behind writes the client has not taken yet, small answers gather and
-    // go as one write once those are done; anything else goes now.
+    // go as one write once those are done (output_full() stops taking
+    // answers at max_output): a client that does not read holds one
+    // coalesced write and one gathering buffer, not max_writes of them.
+    // Anything else goes now.
     bool gather = true;
     for (size_t i = inflight_items_; i < out_.size() && gather; ++i) {
       gather = out_[i].coalescable;
@@ -394,7 +412,17 @@ ServerConnection::Item* ServerConnection::push_bytes(std::string_view bytes, boo
   coalescable = coalescable && bytes.size() <= kCoalesceMax;
   if (coalescable && out_.size() > inflight_items_ && out_.back().coalescable &&
       out_.back().own.size() + bytes.size() <= kCoalesceCapacity) {
-    out_.back().own.append(bytes);
+    std::string& own = out_.back().own;
+    if (own.size() + bytes.size() > own.capacity()) {
+      // Straight to the size a coalescing buffer usually reaches (output_full()
+      // stops taking answers at max_output; it stays in its slot for the
+      // next one), rather than a chain of doublings.
+      std::string grown;
+      grown.reserve(std::max(own.size() + bytes.size(), options_.max_output + 2 * kHeadReserve));
+      grown.append(own);
+      own.swap(grown);
+    }
+    own.append(bytes);
     unhanded_bytes_ += bytes.size();
     return nullptr;
   }
@@ -407,6 +435,13 @@ ServerConnection::Item* ServerConnection::push_bytes(std::string_view bytes, boo
 
 void ServerConnection::push_view(std::string_view bytes, std::shared_ptr<const void> owner) {
   if (bytes.empty() || state_ == State::Closed) return;
+  if (!units_.empty() && bytes.size() <= kCoalesceMax) {
+    // Behind writes the client has not taken yet a small body is copied and
+    // gathered with the answers around it (see plan()), as an owned one is:
+    // one write in flight, not one per answer, for a client that does not read.
+    push_owned(bytes, true);
+    return;
+  }
   note_output_start();
   Item* it = new_item();
   if (it == nullptr) return;
@@ -442,7 +477,21 @@ void ServerConnection::release_front() {
 
 // ---------------------------------------------------------------- answers
 
-HeadWriter* ServerConnection::begin(uint64_t seq, int status) {
+bool ServerConnection::interim(uint64_t seq, int status, const std::vector<Header>& headers) {
+  if (!is_current(seq) || state_ != State::Handling || status < 100 || status > 199) return false;
+  const Request& r = parser_.request();
+  if (r.version_major == 1 && r.version_minor == 0) return false;
+  head_.clear();
+  head_.append("HTTP/1.1 ").append(std::to_string(status)).append(" ");
+  head_.append(reason_phrase(status)).append("\r\n");
+  for (const auto& h : headers) head_.append(h.name).append(": ").append(h.value).append("\r\n");
+  head_.append("\r\n");
+  push_head();
+  settle();
+  return state_ != State::Closed;
+}
+
+HeadWriter* ServerConnection::begin(uint64_t seq, int status, bool relayed) {
   if (!is_current(seq) || state_ != State::Handling) return nullptr;
   const Request& r = parser_.request();
   // A drain or a half-close may have begun since the request arrived (e.g.
@@ -454,7 +503,7 @@ HeadWriter* ServerConnection::begin(uint64_t seq, int status) {
   head_.clear();
   writer_.emplace(head_);
   writer_->status_line(status);
-  writer_->prebuilt(handler_.common_headers());
+  if (!relayed) writer_->prebuilt(handler_.common_headers());
   if (!keep_alive_) {
     writer_->header("Connection", "close");
   } else if (r.version_major == 1 && r.version_minor == 0) {
@@ -574,18 +623,21 @@ bool ServerConnection::fail(uint64_t seq, int status) {
 
 void ServerConnection::complete_answer() {
   writer_.reset();
-  parser_.reset();
   if (state_ == State::Closed) return;
   if (!keep_alive_ || draining_) {
+    // No request follows: the parser keeps this one (a reset would only
+    // move its headers aside for a next request, at a cost).
     close_after_output(input_after() == 0 ? Ending::Clean : Ending::Error);
     return;
   }
+  parser_.reset();
   state_ = State::Idle;
   idle_since_ = now_;
 }
 
 // An answer of the connection's own (parse errors, 408, 417): it closes after it.
 void ServerConnection::error_answer(int status) {
+  handler_.on_error_answer(status);
   writer_.reset();
   head_.clear();
   write_text_answer(head_, status, reason_phrase(status), true);

@@ -54,6 +54,7 @@
 #include "common/http/message.hpp"
 #include "common/http/parser.hpp"
 #include "common/http/serialize.hpp"
+#include "common/metrics/counter.hpp"
 
 namespace cdn::http {
 
@@ -75,7 +76,9 @@ class Ring {
   T& push_back() { return (*this)[n_++]; }
   void pop_front() {
     first_ = (first_ + 1) % N;
-    --n_;
+    // Empty: start again at the first slot, whose buffers are warm (most
+    // connections never hold more than one or two pieces).
+    if (--n_ == 0) first_ = 0;
   }
   void pop_back() { --n_; }
 
@@ -100,10 +103,11 @@ struct ConnectionOptions {
 };
 
 // Counters the adapter may share between the connections of a server.
+// Written by the connections' thread; read from any (see metrics::OwnCounter).
 struct ConnectionStats {
-  uint64_t requests_total = 0;
-  uint64_t errors_total = 0;  // requests answered 4xx by the connection itself
-  uint64_t bytes_sent = 0;    // completed by the transport (sent, or a write unit done)
+  metrics::OwnCounter requests_total = 0;
+  metrics::OwnCounter errors_total = 0;  // requests answered 4xx by the connection itself
+  metrics::OwnCounter bytes_sent = 0;    // completed by the transport (sent, or a write unit done)
 };
 
 class ConnectionHandler {
@@ -115,6 +119,10 @@ class ConnectionHandler {
   virtual void on_request(uint64_t seq, const Request& req) = 0;
   // Header lines every response starts with ("Date: ...\r\nServer: ...\r\n").
   virtual std::string_view common_headers() = 0;
+  // The connection answers `status` itself (400, 408, 413, 417, 431...) and
+  // closes after it; request() holds what of the request was parsed (the
+  // method is empty when the request line did not parse). For access logs.
+  virtual void on_error_answer(int /*status*/) {}
 };
 
 // Part of a file to send. `owner` keeps the descriptor open: the adapter's
@@ -200,6 +208,11 @@ class ServerConnection {
   // The oldest write unit completed (also when cancelled after a close).
   void write_done(uint64_t now);
   bool output_full() const;
+  // Waiting for the client to take its answers before taking another request
+  // (the client sends faster than it reads); a file being sent does not count.
+  bool backlogged() const {
+    return (state_ == State::Idle || state_ == State::Head) && files_ == 0 && output_full();
+  }
   // Bytes not yet completed by the transport (files not counted).
   size_t queued() const { return unhanded_bytes_ + inflight_bytes_; }
   size_t write_units() const { return units_.size(); }
@@ -216,7 +229,13 @@ class ServerConnection {
   // Starts the answer: status line, the common headers and, when this is the
   // connection's last answer, "Connection: close". Add headers, then one
   // finish*() or start_stream().
-  HeadWriter* begin(uint64_t seq, int status);
+  // `relayed`: a gateway's answer from upstream, which brings its own Date
+  // and Server: the common headers are left out.
+  HeadWriter* begin(uint64_t seq, int status, bool relayed = false);
+  // An interim response (1xx, RFC 9110 15.2) ahead of the answer, before
+  // begin(): e.g. a relayed 103 Early Hints. Refused for HTTP/1.0 clients
+  // (they know no 1xx) and once the answer has begun.
+  bool interim(uint64_t seq, int status, const std::vector<Header>& headers);
   // Ends the head, then `body` (dropped for HEAD, whose Content-Length still
   // describes it): copied, unless `owner` keeps it alive until sent.
   bool finish(uint64_t seq, std::string_view body = {}, std::shared_ptr<const void> owner = {});
@@ -276,6 +295,7 @@ class ServerConnection {
   size_t input_after() const { return depth_ > 0 ? rest_ : in_.size(); }
   size_t process(std::string_view input);
   void process_input();
+  void keep_input(std::string_view data);
   void settle();
   void start_request();
   // Sends 100 Continue or refuses the expectation; false when refused.

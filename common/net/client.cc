@@ -47,7 +47,10 @@ void ClientConnection::close() {
   if (closing_) return;
   closing_ = true;
   busy_ = false;
-  cb_ = {};
+  // Dropped from inside on_headers or on_body: that std::function is running,
+  // so the callbacks stay until the object is freed (a later loop turn);
+  // on_read sees closing_ and calls nothing more.
+  if (calling_ == 0) cb_ = {};
   on_idle_close_ = nullptr;
   disconnect();
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), [](uv_handle_t* h) {
@@ -73,9 +76,9 @@ void ClientConnection::request(std::string_view method, std::string_view target,
   headers_reported_ = false;
   aborted_ = false;
   parser_.set_body_sink([this](std::string_view piece) {
-    if (aborted_) return;
+    if (aborted_ || closing_) return;
     if (!report_headers()) return;
-    if (cb_.on_body && !cb_.on_body(piece)) aborted_ = true;
+    if (cb_.on_body && !call([&] { return cb_.on_body(piece); })) aborted_ = true;
   });
   arm();
   if (stream_ != nullptr && stream_->connected && !stream_->closing) {
@@ -90,8 +93,10 @@ void ClientConnection::request(std::string_view method, std::string_view target,
 bool ClientConnection::report_headers() {
   if (headers_reported_) return !aborted_;
   headers_reported_ = true;
-  if (cb_.on_headers && !cb_.on_headers(parser_.response())) aborted_ = true;
-  return !aborted_;
+  if (cb_.on_headers && !call([&] { return cb_.on_headers(parser_.response()); })) {
+    aborted_ = true;
+  }
+  return !aborted_ && !closing_;
 }
 
 void ClientConnection::arm() {
@@ -222,13 +227,14 @@ void ClientConnection::on_read(uv_stream_t* st, ssize_t nread, const uv_buf_t* b
     self->got_bytes_ = true;
     self->arm();
     const auto res = self->parser_.feed(std::string_view(buf->base, static_cast<size_t>(nread)));
+    if (self->closing_) return;  // a callback dropped the connection
     if (res.status == http::ParseStatus::Error) {
       self->fail(ClientError::Protocol,
                  self->address_.str() + ": malformed response: " + std::string(res.reason));
       return;
     }
     if (self->parser_.headers_complete() && !self->report_headers()) {
-      self->fail(ClientError::Aborted, "aborted");
+      if (!self->closing_) self->fail(ClientError::Aborted, "aborted");
       return;
     }
     if (self->aborted_) {
@@ -251,9 +257,10 @@ void ClientConnection::on_read(uv_stream_t* st, ssize_t nread, const uv_buf_t* b
   }
   if (nread == UV_EOF) {
     const auto res = self->parser_.finish();
+    if (self->closing_) return;
     if (res.status == http::ParseStatus::Complete) {
       if (self->parser_.headers_complete() && !self->report_headers()) {
-        self->fail(ClientError::Aborted, "aborted");
+        if (!self->closing_) self->fail(ClientError::Aborted, "aborted");
         return;
       }
       self->disconnect();

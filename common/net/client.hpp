@@ -5,7 +5,8 @@
 //
 // Ownership: ClientConnection::create() returns a Ptr; dropping the Ptr
 // closes the handles and the close callback frees the object. No callback
-// runs after the Ptr is gone.
+// runs after the Ptr is gone, and a callback may drop it (the callbacks are
+// kept until the object is freed, so the one running is not destroyed).
 #pragma once
 
 #include <uv.h>
@@ -98,6 +99,14 @@ class ClientConnection {
   void arm();
   void write_rest(size_t from);
   bool report_headers();
+  // Runs on_headers/on_body: while one runs, close() leaves cb_ alone.
+  template <typename F>
+  bool call(F&& f) {
+    ++calling_;
+    const bool ok = f();
+    --calling_;
+    return ok;
+  }
   static void on_connect(uv_connect_t* req, int status);
   static void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf);
   static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
@@ -129,6 +138,7 @@ class ClientConnection {
   bool headers_reported_ = false;
   bool aborted_ = false;
   bool external_timer_ = false;
+  int calling_ = 0;             // on_headers/on_body frames on the stack
   uint64_t last_progress_ = 0;  // uv_now() at the last progress
   std::string out_;             // the request bytes
   std::chrono::milliseconds timeout_{5000};

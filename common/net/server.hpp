@@ -5,12 +5,18 @@
 // - Server: owns its listeners and the set of live connections. Lives on the
 //   loop thread; the daemon owns it and must call close() and run the loop
 //   until closed() before destroying it.
-// - Connection (server.cc): one accepted TCP stream. Heap-held, never moves;
-//   freed in the close callback of its last handle (tcp + timer). Its state
-//   is explicit (Reading, Handling, Writing, Closing) and every libuv callback
-//   checks it first. A close asked for inside a callback only marks it.
+// - Connection (server.cc): the libuv adapter of one accepted TCP stream
+//   around an http::ServerConnection, which holds all of the protocol state
+//   (common/http/connection.hpp). The adapter reads bytes into the core,
+//   carries out its output plan (try_write/writev, uv_write, sendfile with
+//   TCP_CORK and a writable poll), feeds write completions and timer ticks
+//   back, and closes the socket when the core says Closed. Heap-held, never
+//   moves; its handles follow common/uv/handle.hpp, and it is freed in the
+//   close callback of its TCP handle (after every write callback). A close
+//   asked for inside a callback only marks it.
 // - Exchange: the handler's view of one request on a connection: the request,
-//   and the calls that answer it. Valid only inside the handler call.
+//   and the calls that answer it. Valid only inside the handler call; later,
+//   through a Deferred.
 // Requests on a connection are answered strictly in order (pipelining); a
 // response that streams a file holds the next request back until it is sent.
 // A client that pipelines without reading its answers gets a bounded share:
@@ -31,6 +37,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/http/connection.hpp"
 #include "common/http/message.hpp"
 #include "common/http/parser.hpp"
 #include "common/http/serialize.hpp"
@@ -169,7 +176,6 @@ class Exchange {
  private:
   friend class Connection;
   explicit Exchange(Connection& c) : conn_(c) {}
-  void finish_prepared();
   Connection& conn_;
 };
 
@@ -213,7 +219,8 @@ class Server {
   bool draining() const { return draining_; }
   bool closed() const { return listeners_.empty() && connections_ == nullptr; }
 
-  const ServerStats& stats() const { return stats_; }
+  // A copy; may be called from any thread (each figure has one writer).
+  ServerStats stats() const;
 
  private:
   friend class Connection;
@@ -229,7 +236,8 @@ class Server {
   // from an idle handle, i.e. once the loop has polled the others.
   void add_ready(Connection* c);
   void remove_ready(Connection* c);
-  static void on_ready(uv_idle_t* idle);
+  void on_ready();
+  int start_listener(uv::Ptr<uv_tcp_t> tcp, int rc);
   // "Date: ...\r\nServer: ...\r\n", rebuilt once a second (and on reload):
   // every response starts with it.
   const std::string& common_headers();
@@ -237,7 +245,7 @@ class Server {
   uv_loop_t* loop_;
   ServerOptions options_;
   Handler handler_;
-  std::vector<uv_tcp_t*> listeners_;
+  std::vector<uv::Ptr<uv_tcp_t>> listeners_;
   // A listener whose last connection we left unaccepted for want of
   // descriptors; libuv polls it no more until we take that connection.
   uv_stream_t* waiting_ = nullptr;
@@ -246,8 +254,11 @@ class Server {
   Connection* connections_ = nullptr;  // intrusive doubly linked list
   Connection* ready_ = nullptr;        // yielded connections, doubly linked too
   Connection* resuming_ = nullptr;     // those on_ready is resuming (detached from ready_)
-  uv_idle_t* ready_idle_ = nullptr;    // made on first use, closed (and freed) by close()
+  uv::Ptr<uv_idle_t> ready_idle_;      // made on first use, closed by close()
+  // Counted here and by the connections' cores; stats() adds them up.
   ServerStats stats_;
+  http::ConnectionStats conn_stats_;
+  http::ConnectionOptions conn_options_;                       // from options_, for new connections
   std::shared_ptr<std::atomic<uint64_t>> shared_connections_;  // see ServerOptions
   bool draining_ = false;
   std::function<void()> on_drained_;

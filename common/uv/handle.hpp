@@ -47,6 +47,11 @@ struct Handle {
   void* owner = nullptr;
   std::function<void()> on_event;  // timers, signals, idle, async, prepare, check
   std::function<void(int status, int events)> on_poll;  // poll handles
+  // Runs in the close callback, just before the handle is freed: an owner
+  // that must outlive libuv's last use of the handle (a connection whose
+  // write callbacks run before the close callback) frees itself here, and a
+  // poll handle closes the descriptor it watched.
+  std::function<void()> on_closed;
 
   uv_handle_t* base() { return reinterpret_cast<uv_handle_t*>(&raw); }
   static Handle* from(T* h) { return static_cast<Handle*>(h->data); }
@@ -61,7 +66,11 @@ template <typename T>
 void close_handle(Handle<T>* h) {
   if (h == nullptr) return;
   if (uv_is_closing(h->base())) return;
-  uv_close(h->base(), [](uv_handle_t* raw) { delete static_cast<Handle<T>*>(raw->data); });
+  uv_close(h->base(), [](uv_handle_t* raw) noexcept {
+    auto* hh = static_cast<Handle<T>*>(raw->data);
+    if (hh->on_closed) guarded("close", [hh] { hh->on_closed(); });
+    delete hh;
+  });
 }
 
 template <typename T>

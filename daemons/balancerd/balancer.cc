@@ -73,20 +73,25 @@ Json replica_json(const Replica& r, Clock::time_point now) {
 
 }  // namespace
 
-Snapshot::Snapshot(const Table& t, uint64_t layout_, const Prober& p)
+Snapshot::Snapshot(const Table& t, uint64_t layout_, const Prober& p, const Purger& purger)
     : table(t),
       layout(layout_),
       sent(std::make_unique<std::atomic<uint64_t>[]>(t.replicas().size())),
       probes_total(p.probes_total()),
       streamed_total(p.streamed_total()),
       probe_failures_total(p.probe_failures_total()),
-      early_probes_total(p.early_probes_total()) {}
+      early_probes_total(p.early_probes_total()),
+      purges_total(purger.purges_total()),
+      purges_forwarded_total(purger.forwarded_total()),
+      purges_forward_failed_total(purger.forward_failures_total()),
+      purges_owed(purger.owed_total()) {}
 
 Balancer::Balancer(uv_loop_t* loop, config::BalancerSettings settings)
     : loop_(loop),
       settings_(std::move(settings)),
       table_(settings_.replicas, settings_.probe, settings_.balance),
       prober_(loop, table_),
+      purger_(loop, table_),
       inbox_(daemon::Inbox::make(loop)) {
   // Front 0 is made now: main.cc's reload reads its request log.
   auto log = daemon::RequestLog("cdn-balancerd").prepare(settings_.log);
@@ -102,7 +107,10 @@ bool Balancer::workers_alive(std::chrono::steady_clock::time_point since) const 
 }
 
 void Balancer::publish(bool force) {
-  bool changed = force || prober_.probes_total() != published_probes_;
+  const std::array<uint64_t, 3> purges{purger_.purges_total(), purger_.forwarded_total(),
+                                       purger_.owed_total()};
+  bool changed =
+      force || prober_.probes_total() != published_probes_ || purges != published_purges_;
   std::vector<std::shared_ptr<const Snapshot>> keep;
   for (auto& snap : unfolded_) {
     if (snap->layout != layout_) continue;  // indices of an older list: dropped
@@ -122,8 +130,9 @@ void Balancer::publish(bool force) {
   unfolded_ = std::move(keep);
   if (!changed) return;
   published_probes_ = prober_.probes_total();
+  published_purges_ = purges;
   table_.prepare_snapshot();
-  auto snap = std::make_shared<const Snapshot>(table_, layout_, prober_);
+  auto snap = std::make_shared<const Snapshot>(table_, layout_, prober_, purger_);
   unfolded_.push_back(snap);
   board_.publish(std::move(snap));
 }
@@ -160,6 +169,7 @@ void Balancer::start() {
   const auto every = static_cast<uint64_t>(kPublishEvery.count());
   uv::timer_start(publish_timer_.get(), every, every);
   prober_.start(settings_.probe);
+  purger_.start();
   spdlog::info("balancer {} on {}: {} replicas, policy {}, {} worker(s)", settings_.server.name,
                listening.where, table_.replicas().size(), to_string(table_.policy()), workers);
 }
@@ -180,6 +190,7 @@ void Balancer::reconfigure(config::BalancerSettings settings, daemon::ObserverRe
   // is published before any front answers from its new settings.
   publish();
   table_.reconfigure(settings.replicas, settings.probe, settings.balance);
+  purger_.reconfigured();
   ++layout_;
   publish(true);
   settings_ = std::move(settings);
@@ -198,6 +209,7 @@ void Balancer::reconfigure(config::BalancerSettings settings, daemon::ObserverRe
 void Balancer::drain(std::function<void()> done) {
   draining_ = true;
   prober_.stop();
+  purger_.stop();
   daemon::drain_workers(
       threads_.get(), fronts_.size(), inbox_,
       [this](size_t i, std::function<void()> drained) { fronts_[i]->drain(std::move(drained)); },
@@ -206,6 +218,7 @@ void Balancer::drain(std::function<void()> done) {
 
 void Balancer::stop() {
   prober_.stop();
+  purger_.stop();
   publish_timer_.reset();
   for (size_t i = 0; i < fronts_.size(); ++i) {
     // A front is missing when start-up failed half-way.
@@ -222,7 +235,7 @@ std::string Balancer::status_line() const {
                      redirects);
 }
 
-Front::Front(uv_loop_t* loop, const Balancer& shared, const config::BalancerSettings& settings,
+Front::Front(uv_loop_t* loop, Balancer& shared, const config::BalancerSettings& settings,
              const daemon::RequestLog::Prepared& log)
     : loop_(loop),
       shared_(shared),
@@ -252,6 +265,20 @@ void Front::stop() {
   traffic_timer_.reset();
   watches_.clear();
   server_.close();
+  inbox_->close();
+}
+
+void Balancer::purge(purge::Request r, std::string token, daemon::Answer answer) {
+  // On the front's loop: the purger (and the table it holds replicas in)
+  // lives on the main loop.
+  inbox_->post([this, r = std::move(r), token = std::move(token), answer = std::move(answer)] {
+    // The snapshot the fronts answer from shows the replicas this purge
+    // held (or released) before its client hears of it.
+    purger_.purge(r, token, [this, answer](daemon::Reply reply) {
+      publish(true);
+      answer(std::move(reply));
+    });
+  });
 }
 
 net::ServerOptions Front::options() {
@@ -290,6 +317,13 @@ std::string Front::url_for(size_t index, std::string_view encoded_path_and_query
 }
 
 void Front::handle(net::Exchange& ex) {
+  if (ex.request().method == "PURGE") {
+    // Checked before anything else: the allow-list, the token, the request.
+    if (auto r = admin_.admit_purge(ex)) {
+      shared_.purge(std::move(*r), admin_.token(), daemon::answer_later(ex, inbox_));
+    }
+    return;
+  }
   const auto path = daemon::accept_request(ex);
   if (!path) return;
   if (path->starts_with("/.cdn/")) {
@@ -458,6 +492,7 @@ std::string Front::status_document() {
   doc["total"] = t.distinct_count();
   doc["redirects_total"] = redirects;
   doc["unavailable_total"] = unavailable;
+  doc["purges_owed"] = snapshot_->purges_owed;
   doc["version"] = CDN_VERSION;
   doc["workers"] = std::move(workers);
   doc["traffic_interval_s"] =
@@ -524,6 +559,13 @@ void Front::serve_metrics(net::Exchange& ex) {
   w.metric("cdn_balancer_probes_failed_total", Type::Counter, "Health probes that failed.",
            snap.probe_failures_total);
   w.metric("cdn_balancer_replicas_up", Type::Gauge, "Replicas taking clients.", t.up_count());
+  w.metric("cdn_balancer_purges_total", Type::Counter, "Purges accepted.", snap.purges_total);
+  w.metric("cdn_balancer_purges_forwarded_total", Type::Counter,
+           "Purges sent to replicas (retries included).", snap.purges_forwarded_total);
+  w.metric("cdn_balancer_purges_forward_failed_total", Type::Counter,
+           "Purges a replica did not acknowledge when sent.", snap.purges_forward_failed_total);
+  w.metric("cdn_balancer_purges_owed", Type::Gauge,
+           "Purges replicas owe (held out of the choice until applied).", snap.purges_owed);
   w.metric("cdn_balancer_probes_early_total", Type::Counter,
            "Probes sent at once because a replica closed the probe connection.",
            snap.early_probes_total);
@@ -547,7 +589,7 @@ void Front::serve_metrics(net::Exchange& ex) {
   for (const auto& r : rs) {
     if (r.same_as) continue;
     const std::string address = r.address.str();
-    for (Health h : {Health::Up, Health::Down, Health::Draining}) {
+    for (Health h : {Health::Up, Health::Down, Health::Draining, Health::Held}) {
       w.sample({{"replica", address}, {"state", to_string(h)}}, uint64_t{r.health == h});
     }
   }

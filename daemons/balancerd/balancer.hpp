@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: MIT
 // The balancer daemon's request handling: 302 to the chosen replica,
 // locate/status/metrics JSON, 503 when no replica is up. The Balancer owns
-// the table and the prober (main loop) and a Front per worker loop, which
+// the table, the prober and the purger (main loop) and a Front per worker loop, which
 // answers from the table snapshot the Balancer publishes (no lock on the
 // 302 path). The status and metrics pages add up every front.
 #pragma once
 
 #include <uv.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -21,6 +22,7 @@
 #include "common/net/server.hpp"
 #include "common/uv/handle.hpp"
 #include "daemons/balancerd/prober.hpp"
+#include "daemons/balancerd/purger.hpp"
 #include "daemons/balancerd/table.hpp"
 #include "daemons/balancerd/traffic.hpp"
 #include "daemons/observe.hpp"
@@ -35,7 +37,7 @@ class Balancer;
 // table as the prober left it, and where the fronts count the clients they
 // send. Immutable but for `sent`.
 struct Snapshot {
-  Snapshot(const Table& t, uint64_t layout_, const Prober& p);
+  Snapshot(const Table& t, uint64_t layout_, const Prober& p, const Purger& purger);
   Table table;
   // Changes when a reload may have moved replica indices: counts made
   // against another layout are not folded into the table.
@@ -46,6 +48,9 @@ struct Snapshot {
   std::unique_ptr<std::atomic<uint64_t>[]> sent;
   // The prober's figures when published (the prober lives on the main loop).
   uint64_t probes_total = 0, streamed_total = 0, probe_failures_total = 0, early_probes_total = 0;
+  // The purger's figures (it lives on the main loop too).
+  uint64_t purges_total = 0, purges_forwarded_total = 0, purges_forward_failed_total = 0,
+           purges_owed = 0;
 };
 
 // How often the main loop publishes a new snapshot when something changed:
@@ -58,7 +63,7 @@ inline constexpr std::chrono::milliseconds kPublishEvery{100};
 // threads read only its OwnCounters, server stats and request log.
 class Front {
  public:
-  Front(uv_loop_t* loop, const Balancer& shared, const config::BalancerSettings& settings,
+  Front(uv_loop_t* loop, Balancer& shared, const config::BalancerSettings& settings,
         const daemon::RequestLog::Prepared& log);
   net::Server& server() { return server_; }
   const net::Server& server() const { return server_; }
@@ -98,11 +103,13 @@ class Front {
   const std::string& url_prefix(size_t index);
 
   uv_loop_t* loop_;
-  const Balancer& shared_;
+  Balancer& shared_;
   config::BalancerSettings settings_;
   std::shared_ptr<const Snapshot> snapshot_;
   uint64_t seen_ = 0;  // the board's generation of snapshot_
   std::optional<Table> table_;
+  // This loop's inbox: answers made on the main loop (purges) come back here.
+  std::shared_ptr<daemon::Inbox> inbox_ = daemon::Inbox::make(loop_);
   // Before server_: its on_complete feeds requests_.
   daemon::RequestLog requests_{"cdn-balancerd"};
   daemon::AdminGate admin_;
@@ -151,6 +158,9 @@ class Balancer {
   bool draining() const { return draining_.load(std::memory_order_relaxed); }
   // Open connections of every front (max_connections is the daemon's).
   const std::shared_ptr<std::atomic<uint64_t>>& connections() const { return connections_; }
+  // A front's PURGE (admitted): the purger, on the main loop, answers it.
+  // Any thread.
+  void purge(purge::Request r, std::string token, daemon::Answer answer);
   // Round-robin's place, shared by the fronts (Table::share_rotation).
   std::atomic<uint64_t>* rotation_ticket() const { return &rotation_ticket_; }
 
@@ -163,9 +173,11 @@ class Balancer {
   config::BalancerSettings settings_;
   Table table_;
   Prober prober_;
+  Purger purger_;
   daemon::Board<Snapshot> board_;
   uint64_t layout_ = 0;
   uint64_t published_probes_ = 0;
+  std::array<uint64_t, 3> published_purges_{};
   // Snapshots published whose counts may still grow (a front may hold one
   // until its next request): folded until no front holds them.
   std::vector<std::shared_ptr<const Snapshot>> unfolded_;

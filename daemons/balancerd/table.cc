@@ -50,6 +50,8 @@ std::string_view to_string(Health h) noexcept {
       return "up";
     case Health::Draining:
       return "draining";
+    case Health::Held:
+      return "held";
   }
   return "down";
 }
@@ -231,9 +233,9 @@ void Table::probe_succeeded(size_t i, std::optional<std::chrono::microseconds> r
       break;
     case status::State::Serving:
       ++r.good_streak;
-      if (r.health != Health::Up &&
+      if (r.health != Health::Up && r.health != Health::Held &&
           (r.good_streak >= rise || (r.health == Health::Draining && r.drained_from_up))) {
-        r.health = Health::Up;
+        r.health = r.held ? Health::Held : Health::Up;
         r.up_since = now;  // slow start again: it had no clients while draining
         r.drained_from_up = false;
       }
@@ -265,6 +267,20 @@ void Table::probe_failed(size_t i, std::string_view why, Clock::time_point now, 
   }
   if (r.health != was) up_dirty_ = true;
   r.score = compute_score(r, now);
+}
+
+void Table::set_held(size_t i, bool held, Clock::time_point now) {
+  if (i >= replicas_.size()) return;
+  Replica& r = replicas_[i];
+  r.held = held;
+  if (held && r.health == Health::Up) {
+    r.health = Health::Held;
+    up_dirty_ = true;
+  } else if (!held && r.health == Health::Held) {
+    r.health = Health::Up;
+    r.up_since = now;
+    up_dirty_ = true;
+  }
 }
 
 size_t Table::up_count() const {

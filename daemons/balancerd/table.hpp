@@ -41,7 +41,9 @@ namespace cdn::balancer {
 
 using Clock = std::chrono::steady_clock;
 
-enum class Health { Down, Up, Draining };
+// Held: reachable and serving, but it owes purges (purge::Ledger): no
+// client is sent to it until it has applied them, when it becomes Up.
+enum class Health { Down, Up, Draining, Held };
 
 // How sure a failed probe is that the replica is gone. Refused: nothing
 // listens on its port (killed, or drained and closed its listener), so it
@@ -109,6 +111,8 @@ struct Replica {
   bool drained_from_up = false;
   // The address its host resolved to ("127.0.0.1:33000"); empty until known.
   std::string resolved;
+  // It owes purges (set_held): never Up until released.
+  bool held = false;
   // Another replica at the same resolved address (the one listed as
   // "localhost:p" and "127.0.0.1:p"): this one is a second spelling of it,
   // stays Down, is neither probed nor shown, and takes no share.
@@ -189,6 +193,11 @@ class Table {
   // Brings the up list and rotation up to date before the table is copied
   // (so that every worker's copy need not).
   void prepare_snapshot();
+
+  // Replica i owes purges (true) or has applied them all (false). Held, an
+  // Up replica becomes Held at once, and one that rises becomes Held
+  // instead of Up; released, a Held one is Up (slow start from `now`).
+  void set_held(size_t i, bool held, Clock::time_point now);
 
   const std::vector<Replica>& replicas() const { return replicas_; }
   // Replicas not same_as another one: what status counts and shows.

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -18,6 +19,7 @@
 #include "common/http/mime.hpp"
 #include "common/http/path.hpp"
 #include "common/http/serialize.hpp"
+#include "common/text/text.hpp"
 
 namespace cdn::replica {
 namespace {
@@ -219,7 +221,98 @@ DiskCache::DiskCache(Options options) : opt_(std::move(options)) {
     }
     ::closedir(td);
   }
+  read_journal();
   load_all();
+  journal_.clear();  // only start-up reads it
+  remover_.thread = std::thread([this] { remover_loop(); });
+}
+
+DiskCache::~DiskCache() {
+  {
+    std::lock_guard lock(remover_.mu);
+    remover_.stop = true;  // what is left is in the journal
+  }
+  remover_.cv.notify_all();
+  if (remover_.thread.joinable()) remover_.thread.join();
+  if (dir_fd_ >= 0) ::close(dir_fd_);
+}
+
+size_t DiskCache::purged_files_pending() const {
+  auto& r = const_cast<Remover&>(remover_);
+  std::lock_guard lock(r.mu);
+  return r.doomed.size();
+}
+
+void DiskCache::remover_loop() {
+  std::unique_lock lock(remover_.mu);
+  for (;;) {
+    remover_.cv.wait(lock, [this] { return remover_.stop || !remover_.queue.empty(); });
+    if (remover_.stop) return;
+    const std::string key = std::move(remover_.queue.front());
+    remover_.queue.pop_front();
+    // Unlinked under the lock: a commit of this key waits in claim() and
+    // writes its files after these are gone, never before.
+    if (remover_.doomed.erase(key)) {
+      ::unlink(path_of(key, ".meta").c_str());
+      ::unlink(path_of(key, ".body").c_str());
+    }
+  }
+}
+
+void DiskCache::claim(const std::string& key) {
+  std::lock_guard lock(remover_.mu);
+  remover_.doomed.erase(key);
+}
+
+void DiskCache::journal_purge(const purge::Request& r) {
+  json j{{"at", static_cast<int64_t>(::time(nullptr))},
+         {"scope", std::string(purge::to_string(r.scope))},
+         {"target", r.target},
+         {"tags", r.tags}};
+  const std::string path = opt_.dir + "/purges.journal";
+  bool empty;
+  {
+    std::lock_guard lock(remover_.mu);
+    empty = remover_.doomed.empty();
+  }
+  // Nothing left to remove: the purges journalled so far are done with.
+  const int fd =
+      ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (empty ? O_TRUNC : 0), 0600);
+  if (fd < 0) {
+    ++write_errors_;
+    return;
+  }
+  const std::string line = j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  if (!write_all(fd, line.data(), line.size()) || ::fsync(fd) != 0) ++write_errors_;
+  ::close(fd);
+}
+
+void DiskCache::read_journal() {
+  std::string text;
+  try {
+    text = read_small_file(opt_.dir + "/purges.journal", 64 << 20);
+  } catch (const std::exception&) {
+    return;  // none
+  }
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t eol = text.find('\n', pos);
+    if (eol == std::string::npos) eol = text.size();  // a line cut short by a crash: still read
+    try {
+      const json j = json::parse(text.substr(pos, eol - pos));
+      purge::Request r;
+      const std::string scope = j.at("scope").get<std::string>();
+      r.scope = scope == "tag"      ? purge::Scope::Tag
+                : scope == "prefix" ? purge::Scope::Prefix
+                                    : purge::Scope::Url;
+      r.target = j.at("target").get<std::string>();
+      r.tags = j.at("tags").get<std::vector<std::string>>();
+      journal_.emplace_back(j.at("at").get<int64_t>(), std::move(r));
+    } catch (const std::exception&) {
+      // A torn line: the purges before it still count.
+    }
+    pos = eol + 1;
+  }
 }
 
 std::string DiskCache::path_of(const std::string& key, const char* suffix) const {
@@ -240,7 +333,7 @@ void DiskCache::load_all() {
   for (const auto& m : metas) {
     const Load r = load_one(opt_.dir + "/" + m);
     if (r != Load::Loaded) {
-      ++(r == Load::Outdated ? outdated_ : corrupt_);
+      if (r != Load::Purged) ++(r == Load::Outdated ? outdated_ : corrupt_);
       const std::string stem = m.substr(0, m.size() - 5);
       ::unlinkat(dir_fd_, m.c_str(), 0);
       ::unlinkat(dir_fd_, (stem + ".body").c_str(), 0);
@@ -269,6 +362,12 @@ DiskCache::Load DiskCache::load_one(const std::string& meta_path) {
     return Load::Corrupt;
   }
   if (path_of(m.key, ".meta") != meta_path) return Load::Corrupt;
+  if (!journal_.empty()) {
+    const auto tags = tags_of(m.stored);
+    for (const auto& [at, r] : journal_) {
+      if (m.stored.response_time <= at && purge::names(r, m.key, tags)) return Load::Purged;
+    }
+  }
   const std::string body_path = path_of(m.key, ".body");
   const int fd = ::open(body_path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Load::Corrupt;
@@ -320,6 +419,7 @@ void DiskCache::insert(EntryMeta meta, std::string body_path, std::string body, 
   e.object = make_object(meta, body_path, std::move(body), in_memory);
   if (in_memory) memory_used_ += meta.size;
   bytes_ += meta.size;
+  purges_.put(meta.key, tags_of(meta.stored));
   e.meta = std::move(meta);
   e.lru = lru_.begin();
   index_.emplace(e.meta.key, std::move(e));
@@ -336,6 +436,7 @@ void DiskCache::remove_entry(std::unordered_map<std::string, Entry>::iterator it
     ::unlink(path_of(e.meta.key, ".body").c_str());
   }
   lru_.erase(e.lru);
+  purges_.erase(it->first);
   index_.erase(it);
 }
 
@@ -445,6 +546,7 @@ const DiskCache::Entry* DiskCache::commit(Writer& w, EntryMeta meta) {
   }
   // Drop the old entry's meta before its body changes under it.
   if (auto old = index_.find(meta.key); old != index_.end()) remove_entry(old, true);
+  claim(meta.key);
   evict_for(meta.size);
   if (::rename(w.tmp_path_.c_str(), body_path.c_str()) != 0) {
     ++write_errors_;
@@ -470,6 +572,7 @@ const DiskCache::Entry* DiskCache::refresh(const std::string& key, const cache::
   auto it = index_.find(key);
   if (it == index_.end()) return nullptr;
   it->second.meta.stored = stored;
+  purges_.put(key, tags_of(stored));                  // revalidated: a soft purge's mark goes
   if (!write_meta(it->second.meta)) ++write_errors_;  // still fresh in memory until restart
   lru_.splice(lru_.begin(), lru_, it->second.lru);
   return &it->second;
@@ -478,6 +581,41 @@ const DiskCache::Entry* DiskCache::refresh(const std::string& key, const cache::
 void DiskCache::erase(const std::string& key) {
   auto it = index_.find(key);
   if (it != index_.end()) remove_entry(it, true);
+}
+
+std::vector<std::string> DiskCache::tags_of(const cache::Stored& stored) {
+  std::vector<std::string> tags;
+  for (const auto& h : stored.headers) {
+    if (!text::iequals(h.name, "Surrogate-Key") && !text::iequals(h.name, "Cache-Tag")) continue;
+    for (auto& t : purge::split_tags(h.value)) {
+      if (std::find(tags.begin(), tags.end(), t) == tags.end()) tags.push_back(std::move(t));
+    }
+  }
+  return tags;
+}
+
+size_t DiskCache::purge(const purge::Request& r, int64_t now_ms) {
+  auto keys = purges_.apply(r, now_ms);
+  if (r.soft || keys.empty()) return keys.size();
+  journal_purge(r);
+  for (const auto& k : keys) {
+    if (auto it = index_.find(k); it != index_.end()) remove_entry(it, false);
+  }
+  const size_t n = keys.size();
+  {
+    std::lock_guard lock(remover_.mu);
+    for (auto& k : keys) {
+      remover_.doomed.insert(k);
+      remover_.queue.push_back(std::move(k));
+    }
+  }
+  remover_.cv.notify_one();
+  return n;
+}
+
+bool DiskCache::purged_since(uint64_t generation, const std::string& key,
+                             const cache::Stored& stored, int64_t now_ms) {
+  return purges_.purged_since(generation, key, tags_of(stored), now_ms);
 }
 
 }  // namespace cdn::replica

@@ -20,13 +20,21 @@
 // eviction or replacement never cuts a transfer short.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <list>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
 
+#include "common/purge/index.hpp"
 #include "daemons/replicad/cache.hpp"
 #include "daemons/replicad/store.hpp"
 
@@ -106,6 +114,11 @@ class DiskCache {
   // loads and verifies every entry. Throws std::runtime_error when the
   // directory cannot be used.
   explicit DiskCache(Options options);
+  ~DiskCache();
+  DiskCache(const DiskCache&) = delete;
+  DiskCache& operator=(const DiskCache&) = delete;
+  // Files of purged objects not yet removed (for tests and status).
+  size_t purged_files_pending() const;
 
   // The entry for `key`, marked as just used; nullptr on a miss.
   const Entry* find(const std::string& key);
@@ -126,6 +139,27 @@ class DiskCache {
   const Entry* refresh(const std::string& key, const cache::Stored& stored);
   void erase(const std::string& key);
 
+  // Purges (common/purge/index.hpp), the request's paths in key form
+  // (encoded as keys are). Hard: the objects leave the index at once (never
+  // served again) and their files are removed by a thread of the cache's
+  // own (unlinking 200,000 files takes minutes on a busy disk; the loop
+  // must not wait for it); the purge is first appended to
+  // <dir>/purges.journal (fsynced), so that a restart before the files are
+  // gone drops every object a journalled purge names that was stored before
+  // it. The journal is emptied by the next purge that finds no removal
+  // pending. Soft: marked stale until stored or refreshed again (not kept
+  // over a restart). Returns how many objects it named. An object's tags are
+  // its stored Surrogate-Key and Cache-Tag fields.
+  size_t purge(const purge::Request& r, int64_t now_ms);
+  bool soft_purged(const std::string& key) const { return purges_.stale(key); }
+  uint64_t purge_generation() const { return purges_.generation(); }
+  // A fetch that started at `generation` brought `stored` for `key`: did
+  // a hard purge since name it? (Then it is served but not stored.)
+  bool purged_since(uint64_t generation, const std::string& key, const cache::Stored& stored,
+                    int64_t now_ms);
+  size_t tags() const { return purges_.tag_count(); }
+  static std::vector<std::string> tags_of(const cache::Stored& stored);
+
   uint64_t bytes() const { return bytes_; }
   uint64_t memory_bytes() const { return memory_used_; }
   size_t objects() const { return index_.size(); }
@@ -141,7 +175,23 @@ class DiskCache {
  private:
   std::string path_of(const std::string& key, const char* suffix) const;
   void load_all();
-  enum class Load { Loaded, Corrupt, Outdated };
+  enum class Load { Loaded, Corrupt, Outdated, Purged };
+  // The background removal of purged objects' files (see purge()).
+  struct Remover {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<std::string> queue;  // keys, in order
+    // Keys whose files are still to go; a commit of one takes it out
+    // (under mu), so its new files are never removed.
+    std::unordered_set<std::string> doomed;
+    bool stop = false;
+    std::thread thread;
+  };
+  void remover_loop();
+  // Before a key's files are written again: no longer doomed.
+  void claim(const std::string& key);
+  void journal_purge(const purge::Request& r);
+  void read_journal();
   Load load_one(const std::string& meta_path);
   std::shared_ptr<const Object> make_object(const EntryMeta& m, const std::string& body_path,
                                             std::string body, bool in_memory);
@@ -154,6 +204,10 @@ class DiskCache {
   Options opt_;
   int dir_fd_ = -1;
   std::unordered_map<std::string, Entry> index_;
+  purge::Index purges_;  // the keys of index_, ordered, with their tags
+  // Hard purges journalled before a restart: (wall seconds, purge).
+  std::vector<std::pair<int64_t, purge::Request>> journal_;
+  Remover remover_;
   std::list<std::string> lru_;
   uint64_t bytes_ = 0;
   uint64_t memory_used_ = 0;

@@ -62,6 +62,7 @@ cache::Policy policy_of(const config::ContentSettings& c) {
   p.default_ttl = override_of(c.default_ttl);
   p.stale_while_revalidate = override_of(c.stale_while_revalidate);
   p.stale_if_error = override_of(c.stale_if_error);
+  p.stale_if_disconnected = seconds(c.stale_if_disconnected);
   return p;
 }
 
@@ -104,7 +105,8 @@ struct Pull::Fetch {
   std::vector<http::Header> head_fields;  // head.headers as http::Header
   cache::Stored stored;
   std::unique_ptr<DiskCache::Writer> writer;
-  std::string local_error;  // why we stopped the transfer ourselves
+  std::string local_error;        // why we stopped the transfer ourselves
+  uint64_t purge_generation = 0;  // the cache's when the fetch started
 };
 
 Pull::Pull(uv_loop_t* loop, const config::ContentSettings& c, std::string name, Responder respond)
@@ -134,6 +136,29 @@ void Pull::reconfigure(const config::ContentSettings& c) {
 void Pull::close() {
   origin_.close();
   fetches_.clear();
+}
+
+namespace {
+// The purge index's clock: only differences matter (how long a purge is
+// remembered for the fetches in flight).
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+size_t Pull::purge(const purge::Request& r) {
+  purge::Request k = r;
+  if (r.scope == purge::Scope::Url) {
+    const size_t q = r.target.find('?');
+    k.target = http::encode_path(std::string_view(r.target).substr(0, q));
+    if (q != std::string::npos) k.target.append(r.target, q);
+  } else if (r.scope == purge::Scope::Prefix) {
+    // Byte by byte, so a path's prefix is its key's prefix.
+    k.target = http::encode_path(r.target);
+  }
+  return cache_.purge(k, now_ms());
 }
 
 int64_t Pull::now() const {
@@ -175,11 +200,18 @@ void Pull::serve(net::Exchange& ex, const std::string& path) {
 
   const auto* e = cache_.find(key);
   if (e != nullptr && !cache::variant_matches(e->meta.stored, req.headers)) e = nullptr;
-  const cache::Action action =
+  const cache::Action decided =
       e != nullptr
           ? cache::decide(e->meta.stored, policy_, now(), req.headers)
           : (cache::parse_cache_control(req.headers).only_if_cached ? cache::Action::GatewayTimeout
                                                                     : cache::Action::Revalidate);
+  // A soft purge: what was fresh is served as stale while one revalidation
+  // runs (no stampede on the origin).
+  const cache::Action action =
+      e != nullptr && cache_.soft_purged(key) &&
+              (decided == cache::Action::Fresh || decided == cache::Action::Stale)
+          ? cache::Action::StaleRevalidate
+          : decided;
   switch (action) {
     case cache::Action::Fresh:
       ++stats_.hits;
@@ -251,6 +283,7 @@ void Pull::start_fetch(const std::string& slot) {
   Fetch* f = it->second.get();
   if (f->started) return;
   f->started = true;
+  f->purge_generation = cache_.purge_generation();
   if (f->target.empty()) f->target = slot;
   const std::string& key = f->target;
   const auto* e = f->private_ ? nullptr : cache_.peek(key);
@@ -516,8 +549,11 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
   const std::string fwd_status = fwd + "; fwd-status=" + std::to_string(status);
   if (!shared_get) {
     // Not stored, and the shared copy (if any) is another answer: kept.
-  } else if (f.writer && cache::storable("GET", f.client, static_cast<int>(status), f.head_fields,
-                                         policy_) == cache::Verdict::Storable) {
+  } else if (f.writer &&
+             cache::storable("GET", f.client, static_cast<int>(status), f.head_fields, policy_) ==
+                 cache::Verdict::Storable &&
+             // Fetched (maybe) before a purge that names it: served, not kept.
+             !cache_.purged_since(f.purge_generation, key, f.stored, now_ms())) {
     if (cache_.commit(*f.writer, meta) != nullptr) {
       for (auto& d : f.waiters) {
         const auto* cur = cache_.peek(key);

@@ -26,6 +26,7 @@
 
 #include "common/config/settings.hpp"
 #include "common/net/server.hpp"
+#include "common/purge/purge.hpp"
 #include "daemons/replicad/cache.hpp"
 #include "daemons/replicad/disk_cache.hpp"
 #include "daemons/replicad/origin.hpp"
@@ -72,6 +73,9 @@ class Pull {
   void prefetch(const std::string& path, std::function<void(bool, std::string)> done);
   // New settings (reload): freshness policy, limits for new fetches.
   void reconfigure(const config::ContentSettings& c);
+  // Applies a purge to the cache (its paths are turned into cache keys);
+  // returns how many objects it named.
+  size_t purge(const purge::Request& r);
   void close();
   void set_name(std::string name) { name_ = std::move(name); }
 

@@ -9,12 +9,15 @@
 #include <ctime>
 #include <optional>
 
+#include <nlohmann/json.hpp>
+
 #include "cdn_config.h"
 #include "common/http/mime.hpp"
 #include "common/http/path.hpp"
 #include "common/http/serialize.hpp"
 #include "common/metrics/process.hpp"
 #include "common/metrics/prometheus.hpp"
+#include "common/purge/purge.hpp"
 #include "common/text/text.hpp"
 #include "daemons/lifecycle.hpp"
 #include "daemons/replicad/range.hpp"
@@ -267,6 +270,10 @@ status::ReplicaStatus Replica::status(bool in_request) const {
 }
 
 void Replica::handle(net::Exchange& ex) {
+  if (ex.request().method == "PURGE") {
+    serve_purge(ex);
+    return;
+  }
   const auto path = daemon::accept_request(ex, pull_ != nullptr);
   if (!path) return;
   if (path->starts_with("/.cdn/")) {
@@ -288,6 +295,26 @@ void Replica::handle(net::Exchange& ex) {
     return;
   }
   serve_content(ex, *path);
+}
+
+void Replica::serve_purge(net::Exchange& ex) {
+  const auto r = admin_.admit_purge(ex);
+  if (!r) return;
+  // Local content (root, page) is read from its files, which are the truth:
+  // there is no copy to purge.
+  const size_t n = pull_ ? pull_->purge(*r) : 0;
+  ++purges_total_;
+  purged_objects_total_ += n;
+  spdlog::info("purge {}{}: {} objects", purge::describe(*r), r->id.empty() ? "" : " id " + r->id,
+               n);
+  nlohmann::json doc;
+  doc["purge"] = purge::describe(*r);
+  doc["scope"] = std::string(purge::to_string(r->scope));
+  doc["soft"] = r->soft;
+  doc["purged"] = n;
+  doc["cached"] = pull_ != nullptr;
+  if (!r->id.empty()) doc["id"] = r->id;
+  daemon::send_document(ex, "application/json", doc.dump() + "\n");
 }
 
 void Replica::serve_content(net::Exchange& ex, const std::string& path) {
@@ -608,10 +635,12 @@ void Replica::serve_metrics(net::Exchange& ex) {
   const auto servers = servers_of(group);
   const auto st = daemon::add_up(servers);
   std::vector<const daemon::RequestLog*> logs{&requests_};  // its own first (see write_metrics)
-  uint64_t unavailable = 0;
+  uint64_t unavailable = 0, purges = 0, purged = 0;
   for (const Replica* r : group) {
     if (r != this) logs.push_back(&r->requests_);
     unavailable += r->unavailable_total_;
+    purges += r->purges_total_;
+    purged += r->purged_objects_total_;
   }
   std::string m;
   metrics::PrometheusWriter w(m);
@@ -641,6 +670,9 @@ void Replica::serve_metrics(net::Exchange& ex) {
            st.bytes_sent.get());
   w.metric("cdn_replica_load", Type::Gauge, "Active connections over capacity.",
            status(/*in_request=*/true).load);
+  w.metric("cdn_replica_purges_total", Type::Counter, "Purges applied.", purges);
+  w.metric("cdn_replica_purged_objects_total", Type::Counter,
+           "Objects the purges named (removed, or marked stale).", purged);
   if (pull_) {
     const auto& ps = pull_->stats();
     const auto& c = pull_->cache();

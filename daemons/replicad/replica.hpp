@@ -84,6 +84,8 @@ class Replica {
   net::ServerOptions options();
   void handle(net::Exchange& ex);
   void serve_content(net::Exchange& ex, const std::string& path);
+  // PURGE (observe.hpp's admit_purge, then the cache's purge).
+  void serve_purge(net::Exchange& ex);
   // Reads and digests a file not yet known on the thread pool, then answers.
   void load_then_serve(net::Exchange& ex, const std::string& path);
   void serve_lookup(net::Exchange& ex, const std::string& path, Lookup found);
@@ -122,6 +124,9 @@ class Replica {
   std::shared_ptr<Store> store_;
   std::unique_ptr<Pull> pull_;                          // origin mode
   std::shared_ptr<std::atomic<uint64_t>> connections_;  // see the constructor
+  // Read by every worker's metrics page (they add up the group's).
+  metrics::OwnCounter purges_total_ = 0;
+  metrics::OwnCounter purged_objects_total_ = 0;
   // Before server_: its on_complete feeds requests_.
   daemon::RequestLog requests_{"cdn-replicad"};
   daemon::AdminGate admin_;

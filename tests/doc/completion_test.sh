@@ -32,7 +32,8 @@ expect "cdn-replicad --log-level w" "$(complete_words cdn-replicad _cdn_replicad
 expect "cdn-get -q" "$(complete_words cdn-get _cdn_get -q)" "-q "
 # Completion offers exactly the options --help lists, short and long: a flag
 # added without its completion, or a completed flag that no longer exists, fails.
-for p in replicad:daemons/replicad/cdn-replicad balancerd:daemons/balancerd/cdn-balancerd get:client/cdn-get; do
+for p in replicad:daemons/replicad/cdn-replicad balancerd:daemons/balancerd/cdn-balancerd get:client/cdn-get \
+    purge:client/cdn-purge; do
   name=cdn-${p%%:*} exe=$build/${p#*:}
   offered=" $(complete_words "$name" "_${name//-/_}" -) "
   listed=" $("$exe" --help | grep -E '^  +-' | awk '{print $1}' | grep -oE -- '--?[a-z][a-z-]*' |

@@ -16,6 +16,7 @@ PROGRAMS = {
     "cdn-replicad": ("daemons/replicad/cdn-replicad", "docs/man/cdn-replicad.8.scd"),
     "cdn-balancerd": ("daemons/balancerd/cdn-balancerd", "docs/man/cdn-balancerd.8.scd"),
     "cdn-get": ("client/cdn-get", "docs/man/cdn-get.1.scd"),
+    "cdn-purge": ("client/cdn-purge", "docs/man/cdn-purge.1.scd"),
 }
 OPTION = re.compile(r"--?[a-z][a-z-]*")
 FILE = re.compile(r"(?:/(?:etc|var|usr)(?:/[\w.*-]+)+|\.FILE\.[\w.-]+)")

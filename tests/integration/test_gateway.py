@@ -383,17 +383,19 @@ def test_early_hints_relayed_and_not_stored(cdn, origin):
 # ------------------------------------------------------- disconnected (§4.2.4)
 
 
-@pytest.mark.parametrize("cc,stale_ok", [
-    ("max-age=1", True),
-    ("max-age=1, must-revalidate", False),
-    ("max-age=1, no-cache", False),
-    ("s-maxage=1", False),
+@pytest.mark.parametrize("cc,setting,stale_ok", [
+    ("max-age=1", None, True),
+    ("max-age=1", "0", False),  # the operator turned it off
+    ("max-age=1, must-revalidate", None, False),
+    ("max-age=1, no-cache", None, False),
+    ("s-maxage=1", None, False),
 ])
-def test_stale_served_only_when_allowed_while_origin_is_cut_off(cdn, origin, cc, stale_ok):
+def test_stale_served_only_when_allowed_while_origin_is_cut_off(cdn, origin, cc, setting, stale_ok):
     state = {"up": True}
     origin.routes["/s"] = lambda s: (
         (200, [("Cache-Control", cc)], b"stored\n") if state["up"] else b"")
-    g = gateway(cdn, origin.url("/"))
+    g = gateway(cdn, origin.url("/"),
+                {"stale_if_disconnected": setting} if setting is not None else None)
     assert send(g, "GET", "/s")[2] == b"stored\n"
     state["up"] = False  # closes the connection without an answer
     time.sleep(2.2)  # max-age=1 must have run out: staleness is the point

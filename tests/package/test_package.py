@@ -105,7 +105,9 @@ def point_contents(debs):
                           "/usr/share/man/man8/cdn-balancerd.8.gz",
                           "/usr/share/bash-completion/completions/cdn-balancerd"},
         "cdn-get": {"/usr/bin/cdn-get", "/usr/share/man/man1/cdn-get.1.gz",
-                    "/usr/share/bash-completion/completions/cdn-get"},
+                    "/usr/share/bash-completion/completions/cdn-get",
+                    "/usr/bin/cdn-purge", "/usr/share/man/man1/cdn-purge.1.gz",
+                    "/usr/share/bash-completion/completions/cdn-purge"},
     }
     for p, files in want.items():
         have = deb_files(debs[p])
@@ -200,7 +202,7 @@ def sandbox_points(sb, debs, source_root, upgrade_debs):
     check(same, "install: /etc/cdn holds the shipped replicad.ini, balancerd.ini, servers.txt")
     doc = sb.prop("cdn-replicad.service", "Documentation")
     check("man:cdn-replicad(8)" in doc, f"units: Documentation={doc}")
-    r = sb.sh("man -w cdn-replicad cdn-balancerd cdn-get cdn.ini 2>&1")
+    r = sb.sh("man -w cdn-replicad cdn-balancerd cdn-get cdn-purge cdn.ini 2>&1")
     check(r.returncode == 0, "man pages: man -w finds the four installed pages", r.stdout)
 
     # The operator's configuration: a replica on 127.0.0.2, a balancer on 127.0.0.1.

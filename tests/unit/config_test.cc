@@ -979,7 +979,7 @@ void check_example_lists_every_key(const fs::path& path, bool balancer_file) {
          {"content.root", "content.page", "content.origin", "content.index", "content.max_age",
           "content.capacity", "content.cache_dir", "content.cache_size", "content.cache_memory",
           "content.default_ttl", "content.stale_while_revalidate", "content.stale_if_error",
-          "content.origin_timeout", "content.ca_file"}) {
+          "content.stale_if_disconnected", "content.origin_timeout", "content.ca_file"}) {
       expected.push_back(k);
     }
   }
@@ -1006,6 +1006,7 @@ void check_example_lists_every_key(const fs::path& path, bool balancer_file) {
     EXPECT_EQ(r.content.cache_size, d.content.cache_size);
     EXPECT_EQ(r.content.cache_memory, d.content.cache_memory);
     EXPECT_EQ(r.content.stale_if_error, d.content.stale_if_error);
+    EXPECT_EQ(r.content.stale_if_disconnected, d.content.stale_if_disconnected);
     EXPECT_EQ(r.content.origin_timeout, d.content.origin_timeout);
     // All three sources uncommented: validate must object.
     EXPECT_TRUE(Contains(error_of([&] { validate(r, copy); }), "all set"));
@@ -1029,6 +1030,7 @@ TEST(ReplicaSettings, CacheKeys) {
       "default_ttl = 5s\n"
       "stale_while_revalidate = 0\n"
       "stale_if_error = 1h\n"
+      "stale_if_disconnected = 0\n"
       "origin_timeout = 1500ms\n"
       "ca_file = /etc/ssl/x.pem\n");
   EXPECT_EQ(r.content.cache_dir, "/var/cache/x");
@@ -1037,6 +1039,8 @@ TEST(ReplicaSettings, CacheKeys) {
   EXPECT_EQ(r.content.default_ttl, milliseconds(5000));
   EXPECT_EQ(r.content.stale_while_revalidate, milliseconds(0));
   EXPECT_EQ(r.content.stale_if_error, milliseconds(3'600'000));
+  EXPECT_EQ(r.content.stale_if_disconnected, milliseconds(0));
+  EXPECT_EQ(ReplicaSettings().content.stale_if_disconnected, milliseconds(24 * 3'600'000));
   EXPECT_EQ(r.content.origin_timeout, milliseconds(1500));
   EXPECT_EQ(r.content.ca_file, "/etc/ssl/x.pem");
   EXPECT_NO_THROW(validate(r, "r.ini"));
@@ -1115,7 +1119,8 @@ TEST(Ranges, EveryDurationKey) {
       cases.push_back({b, "server", k, "0.1", "60m", "0", "100000000h", kTimeout});
     }
   }
-  for (const char* k : {"max_age", "default_ttl", "stale_while_revalidate", "stale_if_error"}) {
+  for (const char* k : {"max_age", "default_ttl", "stale_while_revalidate", "stale_if_error",
+                        "stale_if_disconnected"}) {
     cases.push_back({false, "content", k, "0", "8760h", nullptr, "8761h", kFreshness});
   }
   cases.push_back({false, "content", "origin_timeout", "100ms", "1h", "50ms", "2h", kTimeout});

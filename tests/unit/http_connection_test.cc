@@ -59,6 +59,10 @@ struct Handler : ConnectionHandler {
     }
   }
   std::string_view common_headers() override { return "Date: D\r\nServer: t\r\n"; }
+  std::vector<std::string> errors;  // "status method" of the connection's own answers
+  void on_error_answer(int status) override {
+    errors.push_back(std::to_string(status) + " " + conn->request().method);
+  }
 
   bool ok(uint64_t seq, std::string_view target) {
     const std::string body = "body of " + std::string(target);
@@ -291,8 +295,8 @@ TEST_F(Fixture, OneAnswerAllocatesOneOutputBuffer) {
   uint64_t before = tl_allocations;
   for (int i = 0; i < 10; ++i) {
     RequestParser parser(options.limits);
+    // No reset: after the last answer of a connection the core keeps it.
     ASSERT_EQ(parser.feed(req).status, ParseStatus::Complete);
-    parser.reset();  // as after an answer
   }
   const uint64_t parsing = tl_allocations - before;
   before = tl_allocations;
@@ -693,6 +697,120 @@ TEST_F(Fixture, RefuseSendsItsAnswerAndCloses) {
   wire.flush(*conn, now);
   EXPECT_EQ(wire.got.rfind("HTTP/1.1 503", 0), 0u);
   EXPECT_TRUE(conn->closed());
+}
+
+// The access log hears of the answers the connection gives itself, with what
+// of the request was parsed.
+TEST_F(Fixture, OwnAnswersAreReportedToTheHandler) {
+  open();
+  conn->receive("GET /x HTTP/1.1\r\nBad Header\r\n\r\n", now);
+  ASSERT_EQ(handler.errors, std::vector<std::string>{"400 GET"});
+  handler.errors.clear();
+  reopen();
+  conn->receive("GET /a HTTP/1.1\r\nHost: h\r\nExpect: magic\r\n\r\n", now);
+  EXPECT_EQ(handler.errors, std::vector<std::string>{"417 GET"});
+  handler.errors.clear();
+  reopen();
+  conn->receive("GET /a HTTP/1.1\r\n", now);
+  conn->tick(now + 10'000);
+  EXPECT_EQ(handler.errors, std::vector<std::string>{"408 GET"});
+  EXPECT_TRUE(handler.seen.empty());
+}
+
+// Bodies kept alive by an owner are not copied, except small ones behind a
+// write under way: those join the answers gathered there (one write, and the
+// owner is let go at once).
+TEST_F(Fixture, SmallOwnedBodiesAreGatheredBehindAWriteUnderWay) {
+  auto owner = std::make_shared<std::string>("owned body");
+  handler.answer = [&](uint64_t seq, const Request&) {
+    conn->begin(seq, 200)->header("Content-Length", owner->size());
+    conn->finish(seq, *owner, owner);
+  };
+  open();
+  conn->receive(kGetA, now);
+  wire.hand(*conn, now);  // stuck in the kernel, owner held by the unit
+  EXPECT_EQ(owner.use_count(), 2);
+  conn->receive(kGetB, now);
+  conn->receive(kGetC, now);
+  EXPECT_EQ(owner.use_count(), 2) << "copied, not held";
+  EXPECT_EQ(conn->plan().kind, OutputPlan::Kind::None);
+  wire.complete(*conn, now);
+  EXPECT_EQ(owner.use_count(), 1);
+  const OutputPlan p = conn->plan();
+  ASSERT_EQ(p.kind, OutputPlan::Kind::Bytes);
+  EXPECT_EQ(p.nbufs, 1u);
+  wire.flush(*conn, now);
+  EXPECT_EQ(count(wire.got, "owned body"), 3u);
+}
+
+// A client that pipelines and does not read: one coalesced write in flight
+// and one buffer gathering, however many writes max_writes would allow; the
+// connection says it is backlogged (the adapter's metric) until the client reads.
+TEST_F(Fixture, OneGatheredWriteInFlightForAClientThatDoesNotRead) {
+  open();
+  std::string input;
+  for (int i = 0; i < 2000; ++i) input += kGetA;
+  size_t at = 0;
+  for (int round = 0; round < 50; ++round) {
+    const size_t n = std::min(conn->read_budget(), input.size() - at);
+    if (n > 0) {
+      conn->receive(std::string_view(input).substr(at, n), now);
+      at += n;
+    }
+    if (conn->wants_resume()) conn->resume(now);
+    wire.hand(*conn, now);
+  }
+  EXPECT_LE(conn->write_units(), 2u);
+  EXPECT_TRUE(conn->backlogged());
+  EXPECT_EQ(conn->read_budget(), 0u);
+  EXPECT_LT(handler.seen.size(), 2000u);
+  while (!wire.units.empty()) {
+    wire.complete(*conn, now);
+    wire.flush(*conn, now);
+    if (conn->wants_resume()) conn->resume(now);
+    wire.flush(*conn, now);
+  }
+  EXPECT_FALSE(conn->backlogged());
+}
+
+// After the last answer of a connection (Connection: close) the request is
+// still there for whoever reports it once the bytes are out.
+TEST_F(Fixture, TheLastRequestOutlivesItsAnswer) {
+  open();
+  conn->receive("GET /last HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", now);
+  EXPECT_EQ(conn->state(), State::Closing);
+  EXPECT_EQ(conn->request().target, "/last");
+  wire.flush(*conn, now);
+  EXPECT_TRUE(conn->closed());
+  EXPECT_EQ(conn->request().target, "/last");
+}
+
+// A gateway's answer: 1xx interim responses ahead of it (not for HTTP/1.0,
+// not once it has begun), and a relayed head without our Date and Server.
+TEST_F(Fixture, InterimAnswersAndRelayedHeads) {
+  const std::vector<Header> hints{{"Link", "</s.css>; rel=preload"}};
+  handler.answer = [&](uint64_t seq, const Request&) {
+    EXPECT_TRUE(conn->interim(seq, 103, hints));
+    EXPECT_FALSE(conn->interim(seq, 200, hints));
+    conn->begin(seq, 200, /*relayed=*/true)->header("Content-Length", 2);
+    EXPECT_FALSE(conn->interim(seq, 103, hints));
+    conn->finish(seq, "ok");
+  };
+  open();
+  run(kGetA, Split::Whole);
+  EXPECT_EQ(wire.got.rfind("HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+                           "HTTP/1.1 200 OK\r\n",
+                           0),
+            0u)
+      << wire.got;
+  EXPECT_EQ(wire.got.find("Server: t"), std::string::npos);
+  handler.answer = [&](uint64_t seq, const Request&) {
+    EXPECT_FALSE(conn->interim(seq, 103, hints));
+    handler.ok(seq, "/a");
+  };
+  reopen();
+  run("GET /a HTTP/1.0\r\n\r\n", Split::Whole);
+  EXPECT_EQ(wire.got.rfind("HTTP/1.1 200 OK\r\n", 0), 0u);
 }
 
 }  // namespace

@@ -221,3 +221,106 @@ TEST_F(DiskCacheTest, RefreshKeepsBodyAndPersists) {
 
 }  // namespace
 }  // namespace cdn::replica
+
+namespace cdn::replica {
+namespace {
+
+class DiskCachePurgeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/cdn-dcp-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  DiskCache::Options options() {
+    DiskCache::Options o;
+    o.dir = dir_ + "/cache";
+    return o;
+  }
+  static void put(DiskCache& c, const std::string& key, const std::string& tags,
+                  int64_t response_time = 1000) {
+    auto w = c.begin();
+    ASSERT_TRUE(w);
+    ASSERT_TRUE(w->write(key.data(), key.size()));
+    w->finish();
+    EntryMeta m;
+    m.key = key;
+    m.stored.response_time = response_time;
+    m.stored.headers = {{"Surrogate-Key", tags}, {"Cache-Tag", "k" + key.substr(1, 1)}};
+    ASSERT_NE(c.commit(*w, m), nullptr);
+  }
+  static void wait_removed(const DiskCache& c) {
+    for (int i = 0; i < 2000 && c.purged_files_pending() > 0; ++i) ::usleep(1000);
+    ASSERT_EQ(c.purged_files_pending(), 0U);
+  }
+  size_t files() const {
+    size_t n = 0;
+    for (const auto& e : fs::directory_iterator(dir_ + "/cache")) n += e.is_regular_file();
+    return n;
+  }
+  std::string dir_;
+};
+
+TEST_F(DiskCachePurgeTest, HardPurgeGoesAtOnceItsFilesSoon) {
+  DiskCache c(options());
+  put(c, "/a", "red all");
+  put(c, "/b", "blue, all");
+  put(c, "/c", "red");
+  purge::Request r;
+  r.scope = purge::Scope::Tag;
+  r.tags = {"red"};
+  EXPECT_EQ(c.purge(r, 0), 2U);
+  EXPECT_EQ(c.find("/a"), nullptr);
+  EXPECT_EQ(c.find("/c"), nullptr);
+  EXPECT_NE(c.find("/b"), nullptr);
+  EXPECT_EQ(c.objects(), 1U);
+  wait_removed(c);
+  EXPECT_EQ(files(), 3U);  // /b's body and meta, and the journal
+  // Stored again after the purge: kept (the removal never touches it).
+  put(c, "/a", "red all");
+  r.tags = {"kb"};  // Cache-Tag
+  EXPECT_EQ(c.purge(r, 1), 1U);
+  wait_removed(c);
+  EXPECT_NE(c.find("/a"), nullptr);
+  EXPECT_EQ(c.objects(), 1U);
+  // Soft: still there, marked until stored again.
+  r.soft = true;
+  r.tags = {"all"};
+  EXPECT_EQ(c.purge(r, 2), 1U);
+  EXPECT_TRUE(c.soft_purged("/a"));
+  put(c, "/a", "red all");
+  EXPECT_FALSE(c.soft_purged("/a"));
+}
+
+TEST_F(DiskCachePurgeTest, RestartBeforeTheFilesAreGoneKeepsThePurge) {
+  fs::path saved = dir_ + "/saved";
+  fs::create_directory(saved);
+  {
+    DiskCache c(options());
+    put(c, "/x/1", "t");
+    // The object's files as they are now: put back below, as if the
+    // process died before its remover got to them.
+    for (const auto& e : fs::directory_iterator(dir_ + "/cache")) {
+      if (e.is_regular_file()) fs::copy_file(e.path(), saved / e.path().filename());
+    }
+    purge::Request r;
+    r.scope = purge::Scope::Prefix;
+    r.target = "/x/";
+    EXPECT_EQ(c.purge(r, 0), 1U);
+    wait_removed(c);
+    put(c, "/y", "t", 999'999'999'999);  // stored after the purge: kept
+  }
+  for (const auto& e : fs::directory_iterator(saved)) {
+    fs::copy_file(e.path(), dir_ + "/cache/" + e.path().filename().string(),
+                  fs::copy_options::overwrite_existing);
+  }
+  DiskCache again(options());
+  EXPECT_EQ(again.find("/x/1"), nullptr);
+  EXPECT_NE(again.find("/y"), nullptr);
+  EXPECT_EQ(again.corrupt_dropped(), 0U);
+  EXPECT_EQ(files(), 3U);  // /y, and the journal
+}
+
+}  // namespace
+}  // namespace cdn::replica
