@@ -231,6 +231,7 @@ net::ServerOptions server_options(const config::ServerSettings& s, std::string s
   // origin, else dropped (a small one still gets its proper 405).
   o.limits.max_body = s.max_body;
   o.server_header = std::move(server_header);
+  o.accepting_servers = config::resolve_workers(s.workers);
   return o;
 }
 

@@ -809,7 +809,9 @@ void Connection::close_transport() {
 // ------------------------------------------------------------------ Server
 
 Server::Server(uv_loop_t* loop, ServerOptions options, Handler handler)
-    : loop_(loop), handler_(std::move(handler)), shared_connections_(options.shared_connections) {
+    : loop_(loop),
+      handler_(std::move(handler)),
+      group_(options.group ? options.group : std::make_shared<ServerGroup>()) {
   set_options(std::move(options));
 }
 
@@ -832,6 +834,7 @@ namespace {
 // serves. `rc` is the result of the bind or open that gave `tcp` its socket;
 // on failure the handle is closed and freed.
 constexpr int kDeferAcceptSeconds = 1;
+constexpr std::chrono::milliseconds kWaitingRetry{100};
 
 uint64_t soft_nofile() {
   struct rlimit lim {};
@@ -948,7 +951,8 @@ void Server::on_connection(uv_stream_t* listener, int status) {
     // EMFILE comes here only when libuv's spare descriptor (with which it
     // accepts and closes what it cannot keep) is gone too; libuv calls
     // again at once, so this is logged once per burst, not once per call.
-    const auto said = s->fd_shortage_.failed(std::chrono::steady_clock::now());
+    std::lock_guard lock(s->group_->mu);
+    const auto said = s->group_->fd_shortage.failed(std::chrono::steady_clock::now());
     if (said.first) {
       spdlog::warn("accept: {} (further failures are counted, not logged one by one)",
                    uv_strerror(status));
@@ -959,6 +963,7 @@ void Server::on_connection(uv_stream_t* listener, int status) {
   }
   if (s->out_of_descriptors(listener)) {
     s->waiting_ = listener;  // left unaccepted: libuv stops polling the listener
+    s->retry_waiting_later();
     return;
   }
   s->accept_one(listener);
@@ -975,23 +980,34 @@ bool Server::out_of_descriptors(uv_stream_t* listener) {
   constexpr uint64_t kDescriptorsBesideConnections = 64;
   bool full = false;
   // Every worker's connections take descriptors of the one process.
-  const uint64_t open =
-      shared_connections_ ? shared_connections_->load() : stats_.active_connections.get();
+  const uint64_t open = group_->connections.load();
   if (2 * open + kDescriptorsBesideConnections >= nofile_) {
     uv_os_fd_t fd = -1;
     uv_fileno(reinterpret_cast<uv_handle_t*>(listener), &fd);
-    const int probe = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    full = probe < 0 && (errno == EMFILE || errno == ENFILE);
-    if (probe >= 0) ::close(probe);
+    // One free descriptor for each accepting server (this one's next
+    // accept, and each other's), or this one holds its connection back.
+    std::vector<int> probes;
+    while (!full && probes.size() < std::max<uint32_t>(options_.accepting_servers, 1)) {
+      const int probe = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+      if (probe >= 0) probes.push_back(probe);
+      full = probe < 0 && (errno == EMFILE || errno == ENFILE);
+      if (probe < 0) break;
+    }
+    for (const int probe : probes) ::close(probe);
   }
+  if (!full && !group_->short_of_fds.load()) return false;  // the common case: no lock
+  std::lock_guard lock(group_->mu);
+  auto& shortage = group_->fd_shortage;
   if (!full) {
-    if (!fd_shortage_.active()) return false;
-    if (const auto waited = fd_shortage_.succeeded(std::chrono::steady_clock::now())) {
+    if (!shortage.active()) return false;
+    if (const auto waited = shortage.succeeded(std::chrono::steady_clock::now())) {
       spdlog::info("file descriptors available again ({} more connections had waited)", *waited);
     }
+    group_->short_of_fds = shortage.active();
     return false;
   }
-  const auto said = fd_shortage_.failed(std::chrono::steady_clock::now());
+  const auto said = shortage.failed(std::chrono::steady_clock::now());
+  group_->short_of_fds = true;
   if (said.first) {
     spdlog::warn(
         "out of file descriptors ({} connections, limit {}): new connections wait in the "
@@ -1009,8 +1025,7 @@ void Server::accept_one(uv_stream_t* listener) {
   if (connections_ != nullptr) connections_->prev_ = c;
   connections_ = c;
   ++stats_.active_connections;
-  const uint64_t open =
-      shared_connections_ ? shared_connections_->fetch_add(1) + 1 : stats_.active_connections.get();
+  const uint64_t open = group_->connections.fetch_add(1) + 1;
   if (open > options_.max_connections) {
     // Over the limit: answer 503 rather than leave the client in the backlog.
     ++stats_.rejected_total;
@@ -1031,7 +1046,7 @@ void Server::connection_closed(Connection* c) {
   if (connections_ == c) connections_ = c->next_;
   c->prev_ = c->next_ = nullptr;
   --stats_.active_connections;
-  if (shared_connections_) shared_connections_->fetch_sub(1);
+  group_->connections.fetch_sub(1);
   // Its descriptor is free: the connection left waiting may have it.
   if (uv_stream_t* l = std::exchange(waiting_, nullptr)) on_connection(l, 0);
   maybe_drained();
@@ -1099,9 +1114,20 @@ void Server::drain(std::function<void()> on_drained) {
   maybe_drained();
 }
 
+void Server::retry_waiting_later() {
+  if (options_.accepting_servers <= 1) return;  // its own closing connections retry
+  if (!waiting_timer_) {
+    waiting_timer_ = uv::make_timer(loop_, [this] {
+      if (uv_stream_t* l = std::exchange(waiting_, nullptr)) on_connection(l, 0);
+    });
+  }
+  uv::timer_start(waiting_timer_.get(), static_cast<uint64_t>(kWaitingRetry.count()), 0);
+}
+
 void Server::close() {
   draining_ = true;
   waiting_ = nullptr;
+  uv::close(waiting_timer_);
   on_drained_ = nullptr;
   uv::close(drained_timer_);
   listeners_.clear();

@@ -33,6 +33,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -66,6 +67,16 @@ struct RequestRecord {
   bool whole = true;  // false: the connection closed before the body was all sent
 };
 
+// What the servers of one process's workers share: max_connections is the
+// daemon's, not each worker's, and the descriptors are the process's, so a
+// shortage is one, logged once for all. Any thread.
+struct ServerGroup {
+  std::atomic<uint64_t> connections{0};  // open, over every server of the group
+  std::mutex mu;                         // guards fd_shortage
+  log::Burst fd_shortage{std::chrono::seconds(10), std::chrono::seconds(1)};
+  std::atomic<bool> short_of_fds{false};  // fd_shortage.active(), read without mu
+};
+
 struct ServerOptions {
   uint32_t max_connections = 10000;
   std::chrono::milliseconds idle_timeout{60'000};
@@ -75,10 +86,15 @@ struct ServerOptions {
   std::string server_header = "cdn";
   // Called for every answered request (see RequestRecord); may be empty.
   std::function<void(const RequestRecord&)> on_complete;
-  // Open connections of every worker's server, when several share one
-  // max_connections (the daemon's limit, not each worker's); null: this
-  // server's own. Taken when the server is made (set_options keeps it).
-  std::shared_ptr<std::atomic<uint64_t>> shared_connections;
+  // What the servers of several workers share; null: a group of its own.
+  // Taken when the server is made (set_options keeps it).
+  std::shared_ptr<ServerGroup> group;
+  // Servers of this process that accept on loops of their own (the
+  // workers). Near the descriptor limit each may hold one accepted
+  // connection back (see server.cc), so a server stops accepting while
+  // fewer descriptors than this are free: another's accept must never fail
+  // (libuv would then accept and close connections unseen).
+  uint32_t accepting_servers = 1;
 };
 
 // Written by the server's loop thread only; read from any (the daemon's
@@ -230,6 +246,7 @@ class Server {
   // Out of descriptors (on_connection): true when the connection libuv just
   // accepted took the last one; logs once per burst.
   bool out_of_descriptors(uv_stream_t* listener);
+  void retry_waiting_later();
   void connection_closed(Connection* c);
   void maybe_drained();
   // Connections that yielded after their share of pipelined answers resume
@@ -249,8 +266,11 @@ class Server {
   // A listener whose last connection we left unaccepted for want of
   // descriptors; libuv polls it no more until we take that connection.
   uv_stream_t* waiting_ = nullptr;
-  uint64_t nofile_ = 0;  // RLIMIT_NOFILE's soft limit when we started listening
-  log::Burst fd_shortage_{std::chrono::seconds(10), std::chrono::seconds(1)};
+  // With other accepting servers, whose closing connections free
+  // descriptors this one is not told of: tries the waiting listener again
+  // every kWaitingRetry while there is one.
+  uv::Ptr<uv_timer_t> waiting_timer_;
+  uint64_t nofile_ = 0;                // RLIMIT_NOFILE's soft limit when we started listening
   Connection* connections_ = nullptr;  // intrusive doubly linked list
   Connection* ready_ = nullptr;        // yielded connections, doubly linked too
   Connection* resuming_ = nullptr;     // those on_ready is resuming (detached from ready_)
@@ -258,8 +278,8 @@ class Server {
   // Counted here and by the connections' cores; stats() adds them up.
   ServerStats stats_;
   http::ConnectionStats conn_stats_;
-  http::ConnectionOptions conn_options_;                       // from options_, for new connections
-  std::shared_ptr<std::atomic<uint64_t>> shared_connections_;  // see ServerOptions
+  http::ConnectionOptions conn_options_;  // from options_, for new connections
+  std::shared_ptr<ServerGroup> group_;    // see ServerOptions (never null)
   bool draining_ = false;
   std::function<void()> on_drained_;
   uv::Ptr<uv_timer_t> drained_timer_;  // runs on_drained_ (see drain())

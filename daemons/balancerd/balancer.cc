@@ -284,7 +284,7 @@ void Balancer::purge(purge::Request r, std::string token, daemon::Answer answer)
 net::ServerOptions Front::options() {
   auto o = daemon::server_options(settings_.server, "cdn-balancerd/" CDN_VERSION);
   o.on_complete = [this](const net::RequestRecord& r) { requests_.record(r); };
-  o.shared_connections = shared_.connections();  // max_connections is the daemon's
+  o.group = shared_.server_group();  // max_connections is the daemon's
   return o;
 }
 

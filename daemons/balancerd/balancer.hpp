@@ -156,8 +156,8 @@ class Balancer {
   const daemon::Board<Snapshot>& board() const { return board_; }
   const std::vector<std::unique_ptr<Front>>& fronts() const { return fronts_; }
   bool draining() const { return draining_.load(std::memory_order_relaxed); }
-  // Open connections of every front (max_connections is the daemon's).
-  const std::shared_ptr<std::atomic<uint64_t>>& connections() const { return connections_; }
+  // What every front's server shares (open connections, descriptors).
+  const std::shared_ptr<net::ServerGroup>& server_group() const { return connections_; }
   // A front's PURGE (admitted): the purger, on the main loop, answers it.
   // Any thread.
   void purge(purge::Request r, std::string token, daemon::Answer answer);
@@ -187,7 +187,7 @@ class Balancer {
   std::vector<std::unique_ptr<Front>> fronts_;
   std::atomic<bool> draining_{false};
   mutable std::atomic<uint64_t> rotation_ticket_{0};
-  std::shared_ptr<std::atomic<uint64_t>> connections_ = std::make_shared<std::atomic<uint64_t>>(0);
+  std::shared_ptr<net::ServerGroup> connections_ = std::make_shared<net::ServerGroup>();
 };
 
 }  // namespace cdn::balancer

@@ -90,13 +90,13 @@ std::unique_ptr<Store> open_store(const config::ContentSettings& c) {
 net::ServerOptions Replica::options() {
   auto o = daemon::server_options(settings_.server, "cdn-replicad/" CDN_VERSION);
   o.on_complete = [this](const net::RequestRecord& r) { requests_.record(r); };
-  o.shared_connections = connections_;
+  o.group = connections_;
   return o;
 }
 
 Replica::Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::shared_ptr<Store> store,
                  const daemon::RequestLog::Prepared* log,
-                 std::shared_ptr<std::atomic<uint64_t>> connections)
+                 std::shared_ptr<net::ServerGroup> connections)
     : loop_(loop),
       settings_(std::move(settings)),
       store_(std::move(store)),

@@ -41,11 +41,11 @@ class Replica {
   // With [content] origin= the store is null and the Replica pulls through
   // its cache (throws std::runtime_error when the cache cannot be opened).
   // `log`: another worker's writer to share (RequestLog::shared); null: open one.
-  // `connections`: every worker's open connections (max_connections is the
-  // daemon's); null: this one's alone.
+  // `connections`: what every worker's server shares (net::ServerGroup:
+  // open connections, descriptors); null: a group of its own.
   Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::shared_ptr<Store> store,
           const daemon::RequestLog::Prepared* log = nullptr,
-          std::shared_ptr<std::atomic<uint64_t>> connections = nullptr);
+          std::shared_ptr<net::ServerGroup> connections = nullptr);
   // Every worker's Replica (for the pages that add them up); set before any
   // listens, fixed after.
   void set_group(const std::vector<std::unique_ptr<Replica>>* group) { group_ = group; }
@@ -122,8 +122,8 @@ class Replica {
   // Directory or page; null in origin mode. Shared with digest work running
   // on libuv's thread pool, which may outlive a reload that replaces it.
   std::shared_ptr<Store> store_;
-  std::unique_ptr<Pull> pull_;                          // origin mode
-  std::shared_ptr<std::atomic<uint64_t>> connections_;  // see the constructor
+  std::unique_ptr<Pull> pull_;                     // origin mode
+  std::shared_ptr<net::ServerGroup> connections_;  // see the constructor
   // Read by every worker's metrics page (they add up the group's).
   metrics::OwnCounter purges_total_ = 0;
   metrics::OwnCounter purged_objects_total_ = 0;
@@ -176,7 +176,7 @@ class Replicas {
  private:
   uv_loop_t* loop_;
   std::shared_ptr<daemon::Inbox> inbox_;
-  std::shared_ptr<std::atomic<uint64_t>> connections_ = std::make_shared<std::atomic<uint64_t>>(0);
+  std::shared_ptr<net::ServerGroup> connections_ = std::make_shared<net::ServerGroup>();
   std::unique_ptr<daemon::WorkerThreads> threads_;
   std::vector<std::unique_ptr<Replica>> members_;
 };
