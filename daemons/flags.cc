@@ -32,6 +32,16 @@ void add_common_flags(CLI::App& app, CommonFlags& f, const std::string& program,
   app.add_option("--name", f.name, "name shown in status")->default_str("hostname:port");
   app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error, critical, off")
       ->default_str(log.level);
+  app.add_option("--workers", f.workers,
+                 "event loops serving clients, each on a thread: auto (the online CPUs) or 1 to " +
+                     std::to_string(config::kMaxWorkers))
+      ->default_str(server.workers == 0 ? "auto" : std::to_string(server.workers))
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            if (v == "auto") return std::string();
+            return cli::whole_number(1, config::kMaxWorkers)(v);
+          },
+          "auto|1.." + std::to_string(config::kMaxWorkers)));
   app.add_flag("--check-config", f.check, "validate the configuration and exit");
   app.add_flag("--print-config", f.print_config,
                "print the configuration in effect (defaults, INI file, flags) and exit");
@@ -43,6 +53,9 @@ void apply_common(const CommonFlags& f, config::ServerSettings& server, config::
   if (!f.logfile.empty()) log.file = f.logfile;
   if (!f.log_level.empty()) log.level = f.log_level;
   if (!f.name.empty()) server.name = f.name;
+  if (!f.workers.empty()) {
+    server.workers = f.workers == "auto" ? 0 : static_cast<uint32_t>(std::stoul(f.workers));
+  }
 }
 
 }  // namespace cdn::daemon

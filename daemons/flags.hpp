@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// The command line both daemons share: -c, -p, -a, -l, --name, --log-level,
+// The command line both daemons share: -c, -p, -a, -l, --name, --log-level, --workers,
 // --check-config, --print-config, --version, the --help footer (exit codes,
 // files, signals). Each daemon adds its own flags after these, and applies
 // them with apply_common() over the INI file's settings: flags over INI over
@@ -22,6 +22,7 @@ struct CommonFlags {
   std::string logfile;
   std::string name;
   std::string log_level;
+  std::string workers;  // "auto" or 1..kMaxWorkers (checked by the parser); empty: not given
   bool check = false;
   bool print_config = false;
 };

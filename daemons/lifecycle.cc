@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "daemons/lifecycle.hpp"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -38,7 +39,7 @@ struct Lifecycle::Runner {
   Hooks hooks;
   uv::Ptr<uv_signal_t> sigint, sigterm, sighup;
 #if CDN_DEBUG_HOOKS
-  uv::Ptr<uv_signal_t> sigusr2;
+  uv::Ptr<uv_signal_t> sigusr2, sigusr1;
 #endif
   uv::Ptr<uv_timer_t> status_timer, watchdog_timer, drain_timer;
   bool ready = false;           // run() has announced READY=1
@@ -46,6 +47,7 @@ struct Lifecycle::Runner {
   bool stop_requested = false;  // a SIGINT/SIGTERM came during start-up
   bool stopping = false;
   bool stopped = false;
+  bool worker_stalled = false;  // logged once per stall
   std::string last_status;
 
   void publish_status() {
@@ -62,6 +64,7 @@ struct Lifecycle::Runner {
     sighup.reset();
 #if CDN_DEBUG_HOOKS
     sigusr2.reset();
+    sigusr1.reset();
 #endif
     status_timer.reset();
     watchdog_timer.reset();
@@ -136,6 +139,16 @@ Lifecycle::Lifecycle(uv_loop_t* loop) : r_(std::make_unique<Runner>()) {
     spdlog::warn("SIGUSR2: stalling the event loop for 3600 s (debug hook)");
     for (int i = 0; i < 3600; ++i) sleep(1);
   });
+  // Test-only: SIGUSR1 stalls a worker loop (not the main one), for the
+  // watchdog test of the workers' heartbeats.
+  r.sigusr1 = uv::make_signal(loop, SIGUSR1, [&r] {
+    if (!r.hooks.stall_worker) {
+      spdlog::warn("SIGUSR1: no worker loop to stall (one worker)");
+      return;
+    }
+    spdlog::warn("SIGUSR1: stalling a worker loop for 3600 s (debug hook)");
+    r.hooks.stall_worker();
+  });
 #endif
   // Held since main began (hold_signals): one that came meanwhile is
   // delivered now, to the watchers.
@@ -169,7 +182,17 @@ int Lifecycle::run(Hooks hooks) {
   uv_unref(r.status_timer->base());
   if (auto every = systemd::watchdog_ping_interval()) {
     const uint64_t ms = std::max<uint64_t>(1, static_cast<uint64_t>(every->count() / 1000));
-    r.watchdog_timer = uv::make_timer(r.loop, [] { systemd::notify_watchdog(); });
+    r.watchdog_timer = uv::make_timer(r.loop, [&r, every = *every] {
+      // Each worker loop must have turned within the last interval too.
+      const auto since = std::chrono::steady_clock::now() - every;
+      if (r.hooks.workers_alive && !r.hooks.workers_alive(since)) {
+        if (!r.worker_stalled) spdlog::error("a worker loop is stalled: watchdog pings stop");
+        r.worker_stalled = true;
+        return;
+      }
+      r.worker_stalled = false;
+      systemd::notify_watchdog();
+    });
     uv::timer_start(r.watchdog_timer.get(), ms, ms);
     uv_unref(r.watchdog_timer->base());
     spdlog::info("watchdog: pinging every {} ms", ms);
@@ -208,28 +231,53 @@ net::ServerOptions server_options(const config::ServerSettings& s, std::string s
   // origin, else dropped (a small one still gets its proper 405).
   o.limits.max_body = s.max_body;
   o.server_header = std::move(server_header);
+  o.accepting_servers = config::resolve_workers(s.workers);
   return o;
 }
 
-std::string start_listening(net::Server& server, const config::ServerSettings& s) {
-  const auto fds = systemd::listen_fds();
-  if (!fds.empty()) {
-    for (int fd : fds) {
+Listening start_listening(net::Server& server, const config::ServerSettings& s, uint32_t workers) {
+  Listening l;
+  l.sockets = systemd::listen_fds();
+  if (!l.sockets.empty()) {
+    for (int fd : l.sockets) {
       const int rc = server.adopt(fd);
       if (rc != 0) {
         throw std::runtime_error("socket from systemd (fd " + std::to_string(fd) +
                                  "): " + uv_strerror(rc));
       }
     }
-    return std::to_string(fds.size()) + " socket(s) from systemd, port " +
-           std::to_string(server.port());
+    l.port = server.port();
+    l.where = std::to_string(l.sockets.size()) + " socket(s) from systemd, port " +
+              std::to_string(l.port);
+    return l;
   }
-  const int rc = server.listen(s.address, s.port);
+  l.reuse_port = workers > 1;
+  const int rc = server.listen(
+      s.address, s.port, l.reuse_port ? net::Server::Sharing::First : net::Server::Sharing::None);
   if (rc != 0) {
     throw std::runtime_error("cannot listen on " + s.address + ":" + std::to_string(s.port) + ": " +
                              uv_strerror(rc));
   }
-  return s.address + ":" + std::to_string(server.port());
+  l.port = server.port();
+  l.where = s.address + ":" + std::to_string(l.port);
+  return l;
+}
+
+void join_listening(net::Server& server, const config::ServerSettings& s, const Listening& l) {
+  for (int fd : l.sockets) {
+    const int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    const int rc = dup < 0 ? uv_translate_sys_error(errno) : server.adopt(dup);
+    if (rc != 0) {
+      throw std::runtime_error("socket from systemd (fd " + std::to_string(fd) +
+                               ") for a worker: " + uv_strerror(rc));
+    }
+  }
+  if (!l.sockets.empty()) return;
+  const int rc = server.listen(s.address, l.port, net::Server::Sharing::Join);
+  if (rc != 0) {
+    throw std::runtime_error("worker cannot listen on " + s.address + ":" + std::to_string(l.port) +
+                             ": " + uv_strerror(rc));
+  }
 }
 
 }  // namespace cdn::daemon

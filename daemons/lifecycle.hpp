@@ -16,6 +16,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace cdn::daemon {
 
@@ -49,6 +50,13 @@ struct Hooks {
   std::function<std::string()> status_line;
   // The drain bound, read when the signal arrives (it may change on reload).
   std::function<std::chrono::milliseconds()> drain_timeout;
+  // Asked before each watchdog ping: true when every worker loop turned
+  // after `since` (daemon/workers.hpp); the ping is skipped otherwise, so a
+  // stalled worker gets the daemon restarted. Empty: one loop, always true.
+  std::function<bool(std::chrono::steady_clock::time_point since)> workers_alive;
+  // Debug hook (SIGUSR1 in a -Ddebug_hooks build): blocks a worker loop
+  // other than the main one. Empty: one loop.
+  std::function<void()> stall_worker;
 };
 
 // The daemon's signals from its first moments on. Made right after the loop,
@@ -97,10 +105,23 @@ namespace cdn::daemon {
 // The server's limits and timeouts from a [server] section.
 net::ServerOptions server_options(const config::ServerSettings& s, std::string server_header);
 
+// Where worker 0 listens, for the other workers to listen there too.
+struct Listening {
+  std::string where;         // "127.0.0.1:33000" or "2 socket(s) from systemd, port 80"
+  std::vector<int> sockets;  // systemd's sockets (worker 0 adopted them), none when bound
+  uint16_t port = 0;         // the port bound (port 0 resolved)
+  bool reuse_port = false;   // bound with SO_REUSEPORT (several workers)
+};
+
 // Serve on the sockets systemd passed (socket activation) or bind
-// address:port. Throws std::runtime_error with a clear message on failure.
-// Returns a description such as "127.0.0.1:33000" or "2 sockets from systemd".
-std::string start_listening(net::Server& server, const config::ServerSettings& s);
+// address:port, with SO_REUSEPORT when `workers` > 1. Throws
+// std::runtime_error with a clear message on failure.
+Listening start_listening(net::Server& server, const config::ServerSettings& s,
+                          uint32_t workers = 1);
+// Another worker's server listens where worker 0 does: its own socket on
+// the same port (SO_REUSEPORT: the kernel spreads connections), or a dup
+// of each socket systemd passed (shared: whichever loop accepts first).
+void join_listening(net::Server& server, const config::ServerSettings& s, const Listening& l);
 
 }  // namespace cdn::daemon
 

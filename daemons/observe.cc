@@ -76,20 +76,32 @@ void RequestLog::record(const net::RequestRecord& r, std::string_view site) {
 }
 
 void RequestLog::write_metrics(metrics::PrometheusWriter& w, std::string_view prefix) const {
+  const RequestLog* self = this;
+  write_metrics(std::span<const RequestLog* const>(&self, 1), w, prefix);
+}
+
+void RequestLog::write_metrics(std::span<const RequestLog* const> logs,
+                               metrics::PrometheusWriter& w, std::string_view prefix) {
   using metrics::Type;
   const std::string responses = fmt::format("{}_responses_total", prefix);
   w.family(responses, Type::Counter, "Answers sent, by HTTP status code and site.");
-  for (size_t i = 0; i < responses_.size(); ++i) {
-    if (responses_[i] == 0) continue;
+  metrics::Histogram durations;
+  for (const RequestLog* log : logs) durations.merge(log->durations_);
+  for (size_t i = 0; i < std::tuple_size_v<decltype(responses_)>; ++i) {
+    uint64_t n = 0;
+    for (const RequestLog* log : logs) n += log->responses_[i];
+    if (n == 0) continue;
     const std::string code = std::to_string(i + 100);
-    w.sample({{"code", code}, {"site", kDefaultSite}}, responses_[i]);
+    w.sample({{"code", code}, {"site", kDefaultSite}}, n);
   }
-  const std::string durations = fmt::format("{}_request_duration_seconds", prefix);
-  w.family(durations, Type::Histogram,
+  const std::string name = fmt::format("{}_request_duration_seconds", prefix);
+  w.family(name, Type::Histogram,
            "Time from a request's head to its answer queued whole (a file: sent), by site.");
-  w.histogram({{"site", kDefaultSite}}, durations_);
+  w.histogram({{"site", kDefaultSite}}, durations);
+  // The workers share one access log writer: its count is everyone's.
   w.metric(fmt::format("{}_access_log_dropped_lines_total", prefix), Type::Counter,
-           "Access log lines dropped because the log could not keep up.", lines_dropped());
+           "Access log lines dropped because the log could not keep up.",
+           logs.empty() ? 0 : logs.front()->lines_dropped());
 }
 
 AdminGate AdminGate::from(const config::AdminSettings& s) {
@@ -150,6 +162,38 @@ std::optional<purge::Request> AdminGate::admit_purge(net::Exchange& ex) const {
 ObserverReload prepare_observers(const RequestLog& log, const config::LogSettings& l,
                                  const config::AdminSettings& a) {
   return {log.prepare(l), AdminGate::from(a)};
+}
+
+net::ServerStats add_up(std::span<const net::Server* const> servers) {
+  net::ServerStats t;
+  for (const net::Server* s : servers) {
+    const auto& st = s->stats();
+    t.active_connections += st.active_connections;
+    t.connections_total += st.connections_total;
+    t.requests_total += st.requests_total;
+    t.bytes_sent += st.bytes_sent;
+    t.rejected_total += st.rejected_total;
+    t.errors_total += st.errors_total;
+    t.backlogged_connections += st.backlogged_connections;
+    t.backlogged_total += st.backlogged_total;
+    t.file_bytes_copied += st.file_bytes_copied;
+  }
+  return t;
+}
+
+void write_worker_metrics(std::span<const net::Server* const> servers, metrics::PrometheusWriter& w,
+                          std::string_view prefix) {
+  using metrics::Type;
+  w.family(fmt::format("{}_worker_connections_total", prefix), Type::Counter,
+           "Client connections each worker accepted.");
+  for (size_t i = 0; i < servers.size(); ++i) {
+    w.sample({{"worker", std::to_string(i)}}, servers[i]->stats().connections_total.get());
+  }
+  w.family(fmt::format("{}_worker_connections_active", prefix), Type::Gauge,
+           "Open client connections, by worker.");
+  for (size_t i = 0; i < servers.size(); ++i) {
+    w.sample({{"worker", std::to_string(i)}}, servers[i]->stats().active_connections.get());
+  }
 }
 
 void send_page(net::Exchange& ex, const Page& page) {

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -51,12 +52,19 @@ class RequestLog {
   };
   Prepared prepare(const config::LogSettings& s) const;
   void apply(Prepared p);
+  // What another worker's log applies to write through this log's writer
+  // (one writer per daemon, fed by every worker).
+  Prepared shared(const config::LogSettings& s) const { return {s, writer_}; }
   void configure(const config::LogSettings& s) { apply(prepare(s)); }
 
   void record(const net::RequestRecord& r, std::string_view site = kDefaultSite);
 
   // PREFIX_responses_total{code,site} and PREFIX_request_duration_seconds{site}.
   void write_metrics(metrics::PrometheusWriter& w, std::string_view prefix) const;
+  // The same, added up over every worker's log (any thread may read the
+  // counters of another; the writer is shared, see prepare()).
+  static void write_metrics(std::span<const RequestLog* const> logs, metrics::PrometheusWriter& w,
+                            std::string_view prefix);
   uint64_t lines_dropped() const { return writer_ ? writer_->dropped_lines() : 0; }
 
  private:
@@ -69,7 +77,7 @@ class RequestLog {
   int64_t offset_second_ = INT64_MIN;
   int32_t utc_offset_ = 0;
   // Answers by status code (100..599), and their durations.
-  std::array<uint64_t, 500> responses_{};
+  std::array<metrics::OwnCounter, 500> responses_{};
   metrics::Histogram durations_;
 };
 
@@ -105,6 +113,13 @@ struct ObserverReload {
   RequestLog::Prepared log;
   AdminGate admin;
 };
+// Every worker's server statistics added up (any thread may read them).
+net::ServerStats add_up(std::span<const net::Server* const> servers);
+// PREFIX_worker_connections_total{worker} and PREFIX_worker_connections_active{worker}:
+// how the kernel spread the connections over the workers.
+void write_worker_metrics(std::span<const net::Server* const> servers, metrics::PrometheusWriter& w,
+                          std::string_view prefix);
+
 ObserverReload prepare_observers(const RequestLog& log, const config::LogSettings& l,
                                  const config::AdminSettings& a);
 

@@ -2,6 +2,7 @@
 #include "common/config/settings.hpp"
 
 #include <arpa/inet.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -265,6 +266,12 @@ SectionSpec server_section(const IniFile& f, ServerSettings& s) {
                  s.max_headers = static_cast<uint32_t>(uint_of(f, e, 1, 10'000));
                }},
               {"max_body", [&](const Entry& e) { s.max_body = size_of(f, e, 0, 1ULL << 30); }},
+              {"workers",
+               [&](const Entry& e) {
+                 s.workers = trim(e.value) == "auto"
+                                 ? 0
+                                 : static_cast<uint32_t>(uint_of(f, e, 1, kMaxWorkers));
+               }},
           }};
 }
 
@@ -529,6 +536,11 @@ void write_server(IniWriter& w, const ServerSettings& s) {
   w.size("max_header_bytes", s.max_header_bytes);
   w.number("max_headers", s.max_headers);
   w.size("max_body", s.max_body);
+  if (s.workers == 0) {
+    w.key("workers", "auto");
+  } else {
+    w.number("workers", s.workers);
+  }
 }
 
 void write_log(IniWriter& w, const LogSettings& s) {
@@ -933,6 +945,12 @@ void validate(const BalancerSettings& s, const std::string& path) {
   if (!(s.balance.hash_load_factor > 1.0) || !(s.balance.hash_load_factor <= kMaxHashLoadFactor)) {
     throw Error(prefix + "[balance] hash_load_factor: must be above 1.0 and at most 100");
   }
+}
+
+uint32_t resolve_workers(uint32_t configured) {
+  if (configured != 0) return configured;
+  const long online = sysconf(_SC_NPROCESSORS_ONLN);
+  return online < 1 ? 1 : static_cast<uint32_t>(std::min<long>(online, kMaxWorkers));
 }
 
 }  // namespace cdn::config

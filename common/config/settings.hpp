@@ -33,7 +33,15 @@ struct ServerSettings {
   // Request body bytes read (and, in origin mode, forwarded); over: 413.
   // Held in memory while the request is handled.
   uint64_t max_body = 64 * 1024ULL;
+  // Event loops serving connections, each on its own thread; 0 is "auto"
+  // (one per online CPU, resolved by the daemon). Read at start only.
+  uint32_t workers = 0;
 };
+
+// The most workers [server] workers and --workers accept.
+inline constexpr uint32_t kMaxWorkers = 256;
+// The workers to run for a [server] workers value (0: the online CPUs).
+uint32_t resolve_workers(uint32_t configured);
 
 // [log]
 struct LogSettings {

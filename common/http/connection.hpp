@@ -54,6 +54,7 @@
 #include "common/http/message.hpp"
 #include "common/http/parser.hpp"
 #include "common/http/serialize.hpp"
+#include "common/metrics/counter.hpp"
 
 namespace cdn::http {
 
@@ -102,10 +103,11 @@ struct ConnectionOptions {
 };
 
 // Counters the adapter may share between the connections of a server.
+// Written by the connections' thread; read from any (see metrics::OwnCounter).
 struct ConnectionStats {
-  uint64_t requests_total = 0;
-  uint64_t errors_total = 0;  // requests answered 4xx by the connection itself
-  uint64_t bytes_sent = 0;    // completed by the transport (sent, or a write unit done)
+  metrics::OwnCounter requests_total = 0;
+  metrics::OwnCounter errors_total = 0;  // requests answered 4xx by the connection itself
+  metrics::OwnCounter bytes_sent = 0;    // completed by the transport (sent, or a write unit done)
 };
 
 class ConnectionHandler {

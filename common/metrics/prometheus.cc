@@ -85,9 +85,8 @@ void PrometheusWriter::sample_head(std::initializer_list<Label> labels, std::str
 void PrometheusWriter::histogram(std::initializer_list<Label> labels, const Histogram& h) {
   uint64_t cumulative = 0;
   const auto bounds = h.bounds();
-  const auto counts = h.counts();
   for (size_t i = 0; i <= bounds.size(); ++i) {
-    cumulative += counts[i];
+    cumulative += h.bucket(i);
     const std::string le = i < bounds.size() ? format_value(bounds[i]) : std::string("+Inf");
     const Label l{"le", le};
     sample_head(labels, "_bucket", &l);
@@ -104,19 +103,21 @@ Histogram::Histogram(std::span<const double> bounds) : bounds_(bounds) {
   assert(bounds.size() < counts_.size());
 }
 
+Histogram::Histogram(const Histogram& other) : bounds_(other.bounds_) { merge(other); }
+
 void Histogram::observe(double v) {
   size_t i = 0;
   while (i < bounds_.size() && v > bounds_[i]) ++i;
   ++counts_[i];
-  sum_ += v;
+  sum_.store(sum() + v, std::memory_order_relaxed);
   ++count_;
 }
 
 void Histogram::merge(const Histogram& other) {
   assert(other.bounds_.size() == bounds_.size());
-  for (size_t i = 0; i <= bounds_.size(); ++i) counts_[i] += other.counts_[i];
-  sum_ += other.sum_;
-  count_ += other.count_;
+  for (size_t i = 0; i <= bounds_.size(); ++i) counts_[i] += other.bucket(i);
+  sum_.store(sum() + other.sum(), std::memory_order_relaxed);
+  count_ += other.count();
 }
 
 void PrometheusWriter::sample(std::initializer_list<Label> labels, double value) {

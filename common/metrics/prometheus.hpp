@@ -5,12 +5,15 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <initializer_list>
 #include <span>
 #include <string>
 #include <string_view>
 #include <unordered_set>
+
+#include "common/metrics/counter.hpp"
 
 namespace cdn::metrics {
 
@@ -27,21 +30,25 @@ class Histogram {
       0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 10};
 
   explicit Histogram(std::span<const double> bounds = kDurationBuckets);
+  Histogram(const Histogram& other);
+  Histogram& operator=(const Histogram&) = delete;
+  // One thread observes; any thread may read (or merge from) it meanwhile,
+  // as the pages served by one worker add up every worker's histogram.
   void observe(double v);
   void merge(const Histogram& other);  // same bounds (asserted)
 
   std::span<const double> bounds() const { return bounds_; }
-  // counts()[i]: observations <= bounds()[i] and > bounds()[i-1]; one more
-  // at the end for those above the last bound. Not cumulative.
-  std::span<const uint64_t> counts() const { return counts_; }
-  double sum() const { return sum_; }
+  // Observations <= bounds()[i] and > bounds()[i-1]; i == bounds().size()
+  // for those above the last bound. Not cumulative.
+  uint64_t bucket(size_t i) const { return counts_[i]; }
+  double sum() const { return sum_.load(std::memory_order_relaxed); }
   uint64_t count() const { return count_; }
 
  private:
   std::span<const double> bounds_;
-  std::array<uint64_t, 32> counts_{};
-  double sum_ = 0;
-  uint64_t count_ = 0;
+  std::array<OwnCounter, 32> counts_{};
+  std::atomic<double> sum_{0};
+  OwnCounter count_ = 0;
 };
 
 struct Label {

@@ -809,7 +809,9 @@ void Connection::close_transport() {
 // ------------------------------------------------------------------ Server
 
 Server::Server(uv_loop_t* loop, ServerOptions options, Handler handler)
-    : loop_(loop), handler_(std::move(handler)) {
+    : loop_(loop),
+      handler_(std::move(handler)),
+      group_(options.group ? options.group : std::make_shared<ServerGroup>()) {
   set_options(std::move(options));
 }
 
@@ -832,11 +834,51 @@ namespace {
 // serves. `rc` is the result of the bind or open that gave `tcp` its socket;
 // on failure the handle is closed and freed.
 constexpr int kDeferAcceptSeconds = 1;
+constexpr std::chrono::milliseconds kWaitingRetry{100};
 
 uint64_t soft_nofile() {
   struct rlimit lim {};
   if (::getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY) return UINT64_MAX;
   return lim.rlim_cur;
+}
+
+// A bound socket (SO_REUSEADDR as libuv sets it, SO_REUSEPORT when asked:
+// libuv 1.44 cannot); the descriptor, or a libuv error (< 0).
+int bound_socket(const sockaddr* sa, bool reuse_port) {
+  const int fd = ::socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return uv_translate_sys_error(errno);
+  const int on = 1;
+  const auto len = static_cast<socklen_t>(sa->sa_family == AF_INET6 ? sizeof(sockaddr_in6)
+                                                                    : sizeof(sockaddr_in));
+  if (::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+      (reuse_port && ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0) ||
+      ::bind(fd, sa, len) != 0) {
+    const int err = uv_translate_sys_error(errno);
+    ::close(fd);
+    return err;
+  }
+  return fd;
+}
+
+// Binds `tcp` for Sharing::First or Join (see server.hpp). SO_REUSEPORT
+// alone would let a second daemon of the same user join a port in use, so
+// First proves the port free with a plain bind before it shares it.
+int bind_shared(uv_tcp_t* tcp, Address addr, bool first) {
+  if (first) {
+    const int probe = bound_socket(addr.sa(), false);
+    if (probe < 0) return probe;
+    sockaddr_storage got{};
+    socklen_t len = sizeof got;
+    const int rc = ::getsockname(probe, reinterpret_cast<sockaddr*>(&got), &len);
+    ::close(probe);
+    if (rc != 0) return uv_translate_sys_error(errno);
+    addr.storage = got;  // the address with the port the kernel gave (port 0)
+  }
+  const int fd = bound_socket(addr.sa(), true);
+  if (fd < 0) return fd;
+  const int rc = uv_tcp_open(tcp, fd);
+  if (rc != 0) ::close(fd);
+  return rc;
 }
 }  // namespace
 
@@ -859,14 +901,15 @@ int Server::start_listener(uv::Ptr<uv_tcp_t> tcp, int rc) {
   return rc;
 }
 
-int Server::listen(const std::string& address, uint16_t port) {
+int Server::listen(const std::string& address, uint16_t port, Sharing sharing) {
   std::string err;
   auto addr = resolve(address, port, &err);
   if (!addr) return UV_EADDRNOTAVAIL;
   int rc = 0;
   auto tcp = uv::make_tcp(loop_, this, &rc);
   if (!tcp) return rc;
-  rc = uv_tcp_bind(&tcp->raw, addr->sa(), 0);
+  rc = sharing == Sharing::None ? uv_tcp_bind(&tcp->raw, addr->sa(), 0)
+                                : bind_shared(&tcp->raw, *addr, sharing == Sharing::First);
   return start_listener(std::move(tcp), rc);
 }
 
@@ -894,11 +937,12 @@ void Server::set_options(ServerOptions options) {
   common_headers_.clear();  // the Server header may have changed
 }
 
-const ServerStats& Server::stats() const {
-  stats_.requests_total = conn_stats_.requests_total;
-  stats_.errors_total = conn_stats_.errors_total;
-  stats_.bytes_sent = conn_stats_.bytes_sent;
-  return stats_;
+ServerStats Server::stats() const {
+  ServerStats s = stats_;
+  s.requests_total = conn_stats_.requests_total;
+  s.errors_total = conn_stats_.errors_total;
+  s.bytes_sent = conn_stats_.bytes_sent;
+  return s;
 }
 
 void Server::on_connection(uv_stream_t* listener, int status) {
@@ -907,7 +951,8 @@ void Server::on_connection(uv_stream_t* listener, int status) {
     // EMFILE comes here only when libuv's spare descriptor (with which it
     // accepts and closes what it cannot keep) is gone too; libuv calls
     // again at once, so this is logged once per burst, not once per call.
-    const auto said = s->fd_shortage_.failed(std::chrono::steady_clock::now());
+    std::lock_guard lock(s->group_->mu);
+    const auto said = s->group_->fd_shortage.failed(std::chrono::steady_clock::now());
     if (said.first) {
       spdlog::warn("accept: {} (further failures are counted, not logged one by one)",
                    uv_strerror(status));
@@ -918,6 +963,7 @@ void Server::on_connection(uv_stream_t* listener, int status) {
   }
   if (s->out_of_descriptors(listener)) {
     s->waiting_ = listener;  // left unaccepted: libuv stops polling the listener
+    s->retry_waiting_later();
     return;
   }
   s->accept_one(listener);
@@ -933,26 +979,40 @@ void Server::on_connection(uv_stream_t* listener, int status) {
 bool Server::out_of_descriptors(uv_stream_t* listener) {
   constexpr uint64_t kDescriptorsBesideConnections = 64;
   bool full = false;
-  if (2 * stats_.active_connections + kDescriptorsBesideConnections >= nofile_) {
+  // Every worker's connections take descriptors of the one process.
+  const uint64_t open = group_->connections.load();
+  if (2 * open + kDescriptorsBesideConnections >= nofile_) {
     uv_os_fd_t fd = -1;
     uv_fileno(reinterpret_cast<uv_handle_t*>(listener), &fd);
-    const int probe = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    full = probe < 0 && (errno == EMFILE || errno == ENFILE);
-    if (probe >= 0) ::close(probe);
+    // One free descriptor for each accepting server (this one's next
+    // accept, and each other's), or this one holds its connection back.
+    std::vector<int> probes;
+    while (!full && probes.size() < std::max<uint32_t>(options_.accepting_servers, 1)) {
+      const int probe = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+      if (probe >= 0) probes.push_back(probe);
+      full = probe < 0 && (errno == EMFILE || errno == ENFILE);
+      if (probe < 0) break;
+    }
+    for (const int probe : probes) ::close(probe);
   }
+  if (!full && !group_->short_of_fds.load()) return false;  // the common case: no lock
+  std::lock_guard lock(group_->mu);
+  auto& shortage = group_->fd_shortage;
   if (!full) {
-    if (!fd_shortage_.active()) return false;
-    if (const auto waited = fd_shortage_.succeeded(std::chrono::steady_clock::now())) {
+    if (!shortage.active()) return false;
+    if (const auto waited = shortage.succeeded(std::chrono::steady_clock::now())) {
       spdlog::info("file descriptors available again ({} more connections had waited)", *waited);
     }
+    group_->short_of_fds = shortage.active();
     return false;
   }
-  const auto said = fd_shortage_.failed(std::chrono::steady_clock::now());
+  const auto said = shortage.failed(std::chrono::steady_clock::now());
+  group_->short_of_fds = true;
   if (said.first) {
     spdlog::warn(
         "out of file descriptors ({} connections, limit {}): new connections wait in the "
         "listen backlog until one closes",
-        stats_.active_connections, nofile_);
+        open, nofile_);
   } else if (said.repeated > 0) {
     spdlog::warn("still out of file descriptors: {} more connections had to wait", said.repeated);
   }
@@ -965,7 +1025,8 @@ void Server::accept_one(uv_stream_t* listener) {
   if (connections_ != nullptr) connections_->prev_ = c;
   connections_ = c;
   ++stats_.active_connections;
-  if (stats_.active_connections > options_.max_connections) {
+  const uint64_t open = group_->connections.fetch_add(1) + 1;
+  if (open > options_.max_connections) {
     // Over the limit: answer 503 rather than leave the client in the backlog.
     ++stats_.rejected_total;
     if (!c->start(listener)) {
@@ -985,6 +1046,7 @@ void Server::connection_closed(Connection* c) {
   if (connections_ == c) connections_ = c->next_;
   c->prev_ = c->next_ = nullptr;
   --stats_.active_connections;
+  group_->connections.fetch_sub(1);
   // Its descriptor is free: the connection left waiting may have it.
   if (uv_stream_t* l = std::exchange(waiting_, nullptr)) on_connection(l, 0);
   maybe_drained();
@@ -1052,9 +1114,20 @@ void Server::drain(std::function<void()> on_drained) {
   maybe_drained();
 }
 
+void Server::retry_waiting_later() {
+  if (options_.accepting_servers <= 1) return;  // its own closing connections retry
+  if (!waiting_timer_) {
+    waiting_timer_ = uv::make_timer(loop_, [this] {
+      if (uv_stream_t* l = std::exchange(waiting_, nullptr)) on_connection(l, 0);
+    });
+  }
+  uv::timer_start(waiting_timer_.get(), static_cast<uint64_t>(kWaitingRetry.count()), 0);
+}
+
 void Server::close() {
   draining_ = true;
   waiting_ = nullptr;
+  uv::close(waiting_timer_);
   on_drained_ = nullptr;
   uv::close(drained_timer_);
   listeners_.clear();

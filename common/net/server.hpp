@@ -28,10 +28,12 @@
 
 #include <uv.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -41,6 +43,7 @@
 #include "common/http/parser.hpp"
 #include "common/http/serialize.hpp"
 #include "common/log/burst.hpp"
+#include "common/metrics/counter.hpp"
 #include "common/uv/handle.hpp"
 
 namespace cdn::net {
@@ -64,6 +67,16 @@ struct RequestRecord {
   bool whole = true;  // false: the connection closed before the body was all sent
 };
 
+// What the servers of one process's workers share: max_connections is the
+// daemon's, not each worker's, and the descriptors are the process's, so a
+// shortage is one, logged once for all. Any thread.
+struct ServerGroup {
+  std::atomic<uint64_t> connections{0};  // open, over every server of the group
+  std::mutex mu;                         // guards fd_shortage
+  log::Burst fd_shortage{std::chrono::seconds(10), std::chrono::seconds(1)};
+  std::atomic<bool> short_of_fds{false};  // fd_shortage.active(), read without mu
+};
+
 struct ServerOptions {
   uint32_t max_connections = 10000;
   std::chrono::milliseconds idle_timeout{60'000};
@@ -73,23 +86,34 @@ struct ServerOptions {
   std::string server_header = "cdn";
   // Called for every answered request (see RequestRecord); may be empty.
   std::function<void(const RequestRecord&)> on_complete;
+  // What the servers of several workers share; null: a group of its own.
+  // Taken when the server is made (set_options keeps it).
+  std::shared_ptr<ServerGroup> group;
+  // Servers of this process that accept on loops of their own (the
+  // workers). Near the descriptor limit each may hold one accepted
+  // connection back (see server.cc), so a server stops accepting while
+  // fewer descriptors than this are free: another's accept must never fail
+  // (libuv would then accept and close connections unseen).
+  uint32_t accepting_servers = 1;
 };
 
+// Written by the server's loop thread only; read from any (the daemon's
+// pages add up the stats of every worker).
 struct ServerStats {
-  uint64_t active_connections = 0;
-  uint64_t connections_total = 0;
-  uint64_t requests_total = 0;
-  uint64_t bytes_sent = 0;      // response bytes handed to the kernel
-  uint64_t rejected_total = 0;  // connections refused over max_connections
-  uint64_t errors_total = 0;    // requests answered 4xx by the framing layer
+  metrics::OwnCounter active_connections = 0;
+  metrics::OwnCounter connections_total = 0;
+  metrics::OwnCounter requests_total = 0;
+  metrics::OwnCounter bytes_sent = 0;      // response bytes handed to the kernel
+  metrics::OwnCounter rejected_total = 0;  // connections refused over max_connections
+  metrics::OwnCounter errors_total = 0;    // requests answered 4xx by the framing layer
   // Connections whose client sends requests faster than it reads the answers
   // (pipelining, not reading): past what a connection may hold for it (see
   // server.cc) it is not read until the client takes some answers.
-  uint64_t backlogged_connections = 0;  // now
-  uint64_t backlogged_total = 0;        // times a connection was stopped so
+  metrics::OwnCounter backlogged_connections = 0;  // now
+  metrics::OwnCounter backlogged_total = 0;        // times a connection was stopped so
   // File bytes read into user space (pread + write) rather than sent with
   // sendfile: 0 unless sendfile is refused or the head is still queued.
-  uint64_t file_bytes_copied = 0;
+  metrics::OwnCounter file_bytes_copied = 0;
 };
 
 class Exchange;
@@ -180,9 +204,18 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
+  // How a listener shares its port with other workers' servers.
+  enum class Sharing {
+    None,   // a socket of its own
+    First,  // the port must be free (a plain bind checks, and picks port 0),
+            // then it is bound with SO_REUSEPORT for the others to join
+    Join,   // SO_REUSEPORT on the port a First bound: the kernel spreads
+            // new connections over the sockets
+  };
   // Bind and listen; returns a libuv error (<0) or 0. Port 0 picks a free port.
-  int listen(const std::string& address, uint16_t port);
-  // Serve on an already listening socket (socket activation).
+  int listen(const std::string& address, uint16_t port, Sharing sharing = Sharing::None);
+  // Serve on an already listening socket (socket activation). Takes the
+  // descriptor; workers sharing a socket each adopt a dup of it.
   int adopt(int fd);
   // The bound port of the first listener (after listen on port 0).
   uint16_t port() const;
@@ -202,7 +235,8 @@ class Server {
   bool draining() const { return draining_; }
   bool closed() const { return listeners_.empty() && connections_ == nullptr; }
 
-  const ServerStats& stats() const;
+  // A copy; may be called from any thread (each figure has one writer).
+  ServerStats stats() const;
 
  private:
   friend class Connection;
@@ -212,6 +246,7 @@ class Server {
   // Out of descriptors (on_connection): true when the connection libuv just
   // accepted took the last one; logs once per burst.
   bool out_of_descriptors(uv_stream_t* listener);
+  void retry_waiting_later();
   void connection_closed(Connection* c);
   void maybe_drained();
   // Connections that yielded after their share of pipelined answers resume
@@ -231,16 +266,20 @@ class Server {
   // A listener whose last connection we left unaccepted for want of
   // descriptors; libuv polls it no more until we take that connection.
   uv_stream_t* waiting_ = nullptr;
-  uint64_t nofile_ = 0;  // RLIMIT_NOFILE's soft limit when we started listening
-  log::Burst fd_shortage_{std::chrono::seconds(10), std::chrono::seconds(1)};
+  // With other accepting servers, whose closing connections free
+  // descriptors this one is not told of: tries the waiting listener again
+  // every kWaitingRetry while there is one.
+  uv::Ptr<uv_timer_t> waiting_timer_;
+  uint64_t nofile_ = 0;                // RLIMIT_NOFILE's soft limit when we started listening
   Connection* connections_ = nullptr;  // intrusive doubly linked list
   Connection* ready_ = nullptr;        // yielded connections, doubly linked too
   Connection* resuming_ = nullptr;     // those on_ready is resuming (detached from ready_)
   uv::Ptr<uv_idle_t> ready_idle_;      // made on first use, closed by close()
-  // Counted by the connections' cores; stats() copies them into stats_.
-  mutable ServerStats stats_;
+  // Counted here and by the connections' cores; stats() adds them up.
+  ServerStats stats_;
   http::ConnectionStats conn_stats_;
   http::ConnectionOptions conn_options_;  // from options_, for new connections
+  std::shared_ptr<ServerGroup> group_;    // see ServerOptions (never null)
   bool draining_ = false;
   std::function<void()> on_drained_;
   uv::Ptr<uv_timer_t> drained_timer_;  // runs on_drained_ (see drain())

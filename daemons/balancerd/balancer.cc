@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <iterator>
+#include <random>
 
 #include <nlohmann/json.hpp>
 
@@ -72,39 +73,105 @@ Json replica_json(const Replica& r, Clock::time_point now) {
 
 }  // namespace
 
+Snapshot::Snapshot(const Table& t, uint64_t layout_, const Prober& p, const Purger& purger)
+    : table(t),
+      layout(layout_),
+      sent(std::make_unique<std::atomic<uint64_t>[]>(t.replicas().size())),
+      probes_total(p.probes_total()),
+      streamed_total(p.streamed_total()),
+      probe_failures_total(p.probe_failures_total()),
+      early_probes_total(p.early_probes_total()),
+      purges_total(purger.purges_total()),
+      purges_forwarded_total(purger.forwarded_total()),
+      purges_forward_failed_total(purger.forward_failures_total()),
+      purges_owed(purger.owed_total()) {}
+
 Balancer::Balancer(uv_loop_t* loop, config::BalancerSettings settings)
     : loop_(loop),
       settings_(std::move(settings)),
       table_(settings_.replicas, settings_.probe, settings_.balance),
       prober_(loop, table_),
       purger_(loop, table_),
-      admin_(daemon::AdminGate::from(settings_.admin)),
-      server_(loop, options(), [this](net::Exchange& ex) { handle(ex); }),
-      watches_(loop, [this] { return status_document(); }),
-      traffic_(kTrafficInterval, kTrafficSlots) {
-  requests_.configure(settings_.log);
+      inbox_(daemon::Inbox::make(loop)) {
+  // Front 0 is made now: main.cc's reload reads its request log.
+  auto log = daemon::RequestLog("cdn-balancerd").prepare(settings_.log);
+  fronts_.push_back(std::make_unique<Front>(loop_, *this, settings_, log));
 }
 
-net::ServerOptions Balancer::options() {
-  auto o = daemon::server_options(settings_.server, "cdn-balancerd/" CDN_VERSION);
-  o.on_complete = [this](const net::RequestRecord& r) { requests_.record(r); };
-  return o;
+Balancer::~Balancer() {
+  if (threads_) threads_->stop([this](size_t i) { fronts_[i + 1].reset(); });
+}
+
+bool Balancer::workers_alive(std::chrono::steady_clock::time_point since) const {
+  return !threads_ || threads_->all_beat_since(since);
+}
+
+void Balancer::publish(bool force) {
+  const std::array<uint64_t, 3> purges{purger_.purges_total(), purger_.forwarded_total(),
+                                       purger_.owed_total()};
+  bool changed =
+      force || prober_.probes_total() != published_probes_ || purges != published_purges_;
+  std::vector<std::shared_ptr<const Snapshot>> keep;
+  for (auto& snap : unfolded_) {
+    if (snap->layout != layout_) continue;  // indices of an older list: dropped
+    // Held by no front (only this list; the board holds the newest): no
+    // count can come after the fold below. The fence pairs with the release
+    // of the front's reference, so its last counts are seen.
+    const bool idle = snap.use_count() == 1;
+    if (idle) std::atomic_thread_fence(std::memory_order_acquire);
+    for (size_t i = 0; i < snap->table.replicas().size(); ++i) {
+      const uint64_t n = snap->sent[i].exchange(0, std::memory_order_relaxed);
+      if (n == 0) continue;
+      table_.add_sent(i, n);
+      changed = true;
+    }
+    if (!idle) keep.push_back(std::move(snap));
+  }
+  unfolded_ = std::move(keep);
+  if (!changed) return;
+  published_probes_ = prober_.probes_total();
+  published_purges_ = purges;
+  table_.prepare_snapshot();
+  auto snap = std::make_shared<const Snapshot>(table_, layout_, prober_, purger_);
+  unfolded_.push_back(snap);
+  board_.publish(std::move(snap));
 }
 
 void Balancer::start() {
-  const std::string where = daemon::start_listening(server_, settings_.server);
+  const uint32_t workers = config::resolve_workers(settings_.server.workers);
+  publish(true);
+  const auto listening = daemon::start_listening(fronts_[0]->server(), settings_.server, workers);
   if (settings_.server.name.empty()) {
     char host[256] = {0};
     gethostname(host, sizeof host - 1);
-    settings_.server.name = std::string(host) + ":" + std::to_string(server_.port());
+    settings_.server.name = std::string(host) + ":" + std::to_string(listening.port);
   }
+  fronts_[0]->set_name(settings_.server.name);  // made before the name was known
+  if (workers > 1) {
+    threads_ = std::make_unique<daemon::WorkerThreads>(workers - 1);
+    fronts_.resize(workers);
+    const auto log = fronts_[0]->requests().shared(settings_.log);
+    // Every front exists before any listens: a front's pages read the others.
+    for (size_t i = 1; i < workers; ++i) {
+      threads_->call(i - 1, [&, i] {
+        fronts_[i] = std::make_unique<Front>(threads_->loop(i - 1), *this, settings_, log);
+      });
+    }
+    for (size_t i = 1; i < workers; ++i) {
+      threads_->call(i - 1, [&, i] {
+        daemon::join_listening(fronts_[i]->server(), settings_.server, listening);
+        fronts_[i]->start_sampling();
+      });
+    }
+  }
+  fronts_[0]->start_sampling();
+  publish_timer_ = uv::make_timer(loop_, [this] { publish(); });
+  const auto every = static_cast<uint64_t>(kPublishEvery.count());
+  uv::timer_start(publish_timer_.get(), every, every);
   prober_.start(settings_.probe);
   purger_.start();
-  sample_traffic(Clock::now());
-  traffic_timer_ = uv::make_timer(loop_, [this] { sample_traffic(Clock::now()); });
-  uv::timer_start(traffic_timer_.get(), 1000, 1000);
-  spdlog::info("balancer {} on {}: {} replicas, policy {}", settings_.server.name, where,
-               table_.replicas().size(), to_string(table_.policy()));
+  spdlog::info("balancer {} on {}: {} replicas, policy {}, {} worker(s)", settings_.server.name,
+               listening.where, table_.replicas().size(), to_string(table_.policy()), workers);
 }
 
 void Balancer::reconfigure(config::BalancerSettings settings, daemon::ObserverReload observers) {
@@ -112,16 +179,29 @@ void Balancer::reconfigure(config::BalancerSettings settings, daemon::ObserverRe
       (settings.server.port != settings_.server.port && settings.server.port != 0)) {
     spdlog::warn("[server] address/port changed: takes effect at the next restart");
   }
+  if (settings.server.workers != settings_.server.workers) {
+    spdlog::warn("[server] workers changed: takes effect at the next restart");
+  }
   if (settings.server.name.empty()) settings.server.name = settings_.server.name;
   settings.server.address = settings_.server.address;
   settings.server.port = settings_.server.port;
-  requests_.apply(std::move(observers.log));
-  admin_ = std::move(observers.admin);
-  settings_.server = settings.server;
-  server_.set_options(options());
+  settings.server.workers = settings_.server.workers;
+  // The fronts' counts are folded under the old layout, then the new table
+  // is published before any front answers from its new settings.
+  publish();
   table_.reconfigure(settings.replicas, settings.probe, settings.balance);
   purger_.reconfigured();
+  ++layout_;
+  publish(true);
   settings_ = std::move(settings);
+  // Front 0 first: it opens or reopens the access log, whose writer the
+  // others then take as it is (one reopen, not one per front).
+  fronts_[0]->reconfigure(settings_, observers);
+  auto others = observers;
+  others.log = fronts_[0]->requests().shared(settings_.log);
+  for (size_t i = 1; i < fronts_.size(); ++i) {
+    threads_->call(i - 1, [&, i] { fronts_[i]->reconfigure(settings_, others); });
+  }
   prober_.start(settings_.probe);
   spdlog::info("{} replicas, policy {}", table_.replicas().size(), to_string(table_.policy()));
 }
@@ -130,6 +210,50 @@ void Balancer::drain(std::function<void()> done) {
   draining_ = true;
   prober_.stop();
   purger_.stop();
+  daemon::drain_workers(
+      threads_.get(), fronts_.size(), inbox_,
+      [this](size_t i, std::function<void()> drained) { fronts_[i]->drain(std::move(drained)); },
+      std::move(done));
+}
+
+void Balancer::stop() {
+  prober_.stop();
+  purger_.stop();
+  publish_timer_.reset();
+  for (size_t i = 0; i < fronts_.size(); ++i) {
+    // A front is missing when start-up failed half-way.
+    if (fronts_[i]) daemon::on_worker(threads_.get(), i, [this, i] { fronts_[i]->stop(); });
+  }
+  inbox_->close();
+}
+
+std::string Balancer::status_line() const {
+  uint64_t redirects = 0;
+  for (const auto& f : fronts_) redirects += f->redirects_total;
+  return fmt::format("{}{}/{} replicas up, policy {}, {} redirects", draining() ? "draining: " : "",
+                     table_.up_count(), table_.distinct_count(), to_string(table_.policy()),
+                     redirects);
+}
+
+Front::Front(uv_loop_t* loop, Balancer& shared, const config::BalancerSettings& settings,
+             const daemon::RequestLog::Prepared& log)
+    : loop_(loop),
+      shared_(shared),
+      settings_(settings),
+      admin_(daemon::AdminGate::from(settings_.admin)),
+      server_(loop, options(), [this](net::Exchange& ex) { handle(ex); }),
+      watches_(loop, [this] { return status_document(); }),
+      traffic_(kTrafficInterval, kTrafficSlots) {
+  requests_.apply(log);
+}
+
+void Front::start_sampling() {
+  sample_traffic(Clock::now());
+  traffic_timer_ = uv::make_timer(loop_, [this] { sample_traffic(Clock::now()); });
+  uv::timer_start(traffic_timer_.get(), 1000, 1000);
+}
+
+void Front::drain(std::function<void()> done) {
   traffic_timer_.reset();
   // Watching dashboards hear of the drain now; the streams end so that the
   // drain can finish.
@@ -137,31 +261,67 @@ void Balancer::drain(std::function<void()> done) {
   server_.drain(std::move(done));
 }
 
-void Balancer::stop() {
-  prober_.stop();
-  purger_.stop();
+void Front::stop() {
   traffic_timer_.reset();
   watches_.clear();
   server_.close();
+  inbox_->close();
 }
 
-std::string Balancer::status_line() const {
-  return fmt::format("{}{}/{} replicas up, policy {}, {} redirects", draining_ ? "draining: " : "",
-                     table_.up_count(), table_.distinct_count(), to_string(table_.policy()),
-                     redirects_total_);
+void Balancer::purge(purge::Request r, std::string token, daemon::Answer answer) {
+  // On the front's loop: the purger (and the table it holds replicas in)
+  // lives on the main loop.
+  inbox_->post([this, r = std::move(r), token = std::move(token), answer = std::move(answer)] {
+    // The snapshot the fronts answer from shows the replicas this purge
+    // held (or released) before its client hears of it.
+    purger_.purge(r, token, [this, answer](daemon::Reply reply) {
+      publish(true);
+      answer(std::move(reply));
+    });
+  });
 }
 
-std::string Balancer::url_for(size_t index, std::string_view encoded_path_and_query) const {
+net::ServerOptions Front::options() {
+  auto o = daemon::server_options(settings_.server, "cdn-balancerd/" CDN_VERSION);
+  o.on_complete = [this](const net::RequestRecord& r) { requests_.record(r); };
+  o.group = shared_.server_group();  // max_connections is the daemon's
+  return o;
+}
+
+void Front::reconfigure(const config::BalancerSettings& settings,
+                        const daemon::ObserverReload& observers) {
+  requests_.apply(observers.log);
+  admin_ = observers.admin;
+  settings_ = settings;
+  server_.set_options(options());
+}
+
+Table& Front::table() {
+  if (shared_.board().refresh(snapshot_, seen_)) {
+    if (table_) {
+      table_->adopt(snapshot_->table);
+    } else {
+      table_.emplace(snapshot_->table);
+      table_->reseed(std::random_device{}());
+      if (shared_.fronts().size() > 1) table_->share_rotation(shared_.rotation_ticket());
+    }
+  }
+  return *table_;
+}
+
+std::string Front::url_for(size_t index, std::string_view encoded_path_and_query) {
   std::string url = "http://";
-  url.append(table_.replicas()[index].address.str());
+  url.append(table().replicas()[index].address.str());
   url.append(encoded_path_and_query);
   return url;
 }
 
-void Balancer::handle(net::Exchange& ex) {
+void Front::handle(net::Exchange& ex) {
   if (ex.request().method == "PURGE") {
     // Checked before anything else: the allow-list, the token, the request.
-    if (auto r = admin_.admit_purge(ex)) purger_.purge(ex, std::move(*r), admin_.token());
+    if (auto r = admin_.admit_purge(ex)) {
+      shared_.purge(std::move(*r), admin_.token(), daemon::answer_later(ex, inbox_));
+    }
     return;
   }
   const auto path = daemon::accept_request(ex);
@@ -188,8 +348,8 @@ void Balancer::handle(net::Exchange& ex) {
   redirect(ex, *path);
 }
 
-const std::string& Balancer::url_prefix(size_t index) {
-  const config::HostPort& address = table_.replicas()[index].address;
+const std::string& Front::url_prefix(size_t index) {
+  const config::HostPort& address = table().replicas()[index].address;
   if (url_prefixes_.size() <= index) url_prefixes_.resize(index + 1);
   auto& [built_for, prefix] = url_prefixes_[index];
   if (prefix.empty() || !(built_for == address)) {
@@ -199,11 +359,11 @@ const std::string& Balancer::url_prefix(size_t index) {
   return prefix;
 }
 
-void Balancer::redirect(net::Exchange& ex, const std::string& path) {
-  table_.choose(path, 1 + settings_.balance.fallbacks, Clock::now(), picks_);
+void Front::redirect(net::Exchange& ex, const std::string& path) {
+  table().choose(path, 1 + settings_.balance.fallbacks, Clock::now(), picks_);
   const auto& picks = picks_;
   if (picks.empty()) {
-    ++unavailable_total_;
+    ++unavailable_total;
     cdn::log::event(
         spdlog::level::debug,
         {{cdn::log::kClient, ex.peer()}, {cdn::log::kPath, path}, {cdn::log::kStatus, "503"}},
@@ -213,7 +373,9 @@ void Balancer::redirect(net::Exchange& ex, const std::string& path) {
               {"Cache-Control", "no-store"}});
     return;
   }
-  ++redirects_total_;
+  ++redirects_total;
+  // Counted for the other fronts too (folded by the main loop).
+  snapshot_->sent[picks.front().index].fetch_add(1, std::memory_order_relaxed);
   // The Location is built from the configured replica, the normalised path
   // and the query, both %-encoded: nothing from the request's headers reaches
   // it, and no byte of its target can end a URL of the list (a ',' would add
@@ -234,7 +396,7 @@ void Balancer::redirect(net::Exchange& ex, const std::string& path) {
   }
   if (spdlog::should_log(spdlog::level::debug)) {
     // Checked first: the replica's address string is built only when logged.
-    const std::string replica = table_.replicas()[picks.front().index].address.str();
+    const std::string replica = table().replicas()[picks.front().index].address.str();
     cdn::log::event(spdlog::level::debug,
                     {{cdn::log::kClient, ex.peer()},
                      {cdn::log::kPath, path},
@@ -252,8 +414,8 @@ void Balancer::redirect(net::Exchange& ex, const std::string& path) {
   ex.finish(body_);
 }
 
-void Balancer::serve_locate(net::Exchange& ex) {
-  ++locates_total_;
+void Front::serve_locate(net::Exchange& ex) {
+  ++locates_total;
   const auto query = http::query_of(ex.request().target);
   const auto raw = http::query_param(query, "path");
   std::optional<std::string> path;
@@ -262,16 +424,17 @@ void Balancer::serve_locate(net::Exchange& ex) {
     ex.reply(400, "locate needs ?path=/some/path");
     return;
   }
-  const auto picks = table_.rank(*path, table_.replicas().size(), Clock::now());
+  Table& t = table();
+  const auto picks = t.rank(*path, t.replicas().size(), Clock::now());
   // The path goes into the document %-encoded, as in the URLs: a decoded one
   // may hold any byte, and bytes that are not UTF-8 make the JSON writer throw.
   const std::string tail = http::encode_path(*path);
   Json doc;
   doc["path"] = tail;
-  doc["policy"] = std::string(to_string(table_.policy()));
+  doc["policy"] = std::string(to_string(t.policy()));
   Json list = Json::array();
   for (const auto& c : picks) {
-    Json j = public_replica_json(table_.replicas()[c.index]);
+    Json j = public_replica_json(t.replicas()[c.index]);
     j["url"] = url_for(c.index, tail);
     j["score"] = round3(c.score);
     list.push_back(std::move(j));
@@ -287,39 +450,60 @@ void Balancer::serve_locate(net::Exchange& ex) {
   daemon::send_document(ex, "application/json", body);
 }
 
-void Balancer::sample_traffic(Clock::time_point now) {
+uint64_t Front::redirects_of(size_t i) const {
+  return snapshot_->table.replicas()[i].redirects_total +
+         snapshot_->sent[i].load(std::memory_order_relaxed);
+}
+
+void Front::sample_traffic(Clock::time_point now) {
+  // Every front's clients (its snapshot's folded counts and those since).
+  Table& t = table();
   traffic_totals_.clear();
-  for (const auto& r : table_.replicas()) {
-    if (!r.same_as) traffic_totals_.emplace_back(r.address.str(), r.redirects_total);
+  for (size_t i = 0; i < t.replicas().size(); ++i) {
+    const auto& r = t.replicas()[i];
+    if (!r.same_as) traffic_totals_.emplace_back(r.address.str(), redirects_of(i));
   }
   traffic_.sample(now, traffic_totals_);
 }
 
-void Balancer::serve_status(net::Exchange& ex) {
+void Front::serve_status(net::Exchange& ex) {
   if (watches_.serve(ex)) return;
   daemon::send_document(ex, "application/json", status_document());
 }
 
-std::string Balancer::status_document() {
+std::string Front::status_document() {
   const auto now = Clock::now();
   sample_traffic(now);
+  Table& t = table();
+  uint64_t redirects = 0, unavailable = 0;
+  Json workers = Json::array();
+  for (const auto& f : shared_.fronts()) {
+    redirects += f->redirects_total;
+    unavailable += f->unavailable_total;
+    const auto& st = f->server().stats();
+    workers.push_back({{"connections_total", st.connections_total.get()},
+                       {"connections_active", st.active_connections.get()}});
+  }
   Json doc;
   doc["name"] = settings_.server.name;
-  doc["state"] = draining_ ? "draining" : "serving";
-  doc["policy"] = std::string(to_string(table_.policy()));
-  doc["up"] = table_.up_count();
-  doc["total"] = table_.distinct_count();
-  doc["redirects_total"] = redirects_total_;
-  doc["unavailable_total"] = unavailable_total_;
-  doc["purges_owed"] = purger_.owed_total();
+  doc["state"] = shared_.draining() ? "draining" : "serving";
+  doc["policy"] = std::string(to_string(t.policy()));
+  doc["up"] = t.up_count();
+  doc["total"] = t.distinct_count();
+  doc["redirects_total"] = redirects;
+  doc["unavailable_total"] = unavailable;
+  doc["purges_owed"] = snapshot_->purges_owed;
   doc["version"] = CDN_VERSION;
+  doc["workers"] = std::move(workers);
   doc["traffic_interval_s"] =
       std::chrono::duration_cast<std::chrono::seconds>(traffic_.interval()).count();
   Json list = Json::array();
   // A replica listed twice (two spellings of one address) is shown once.
-  for (const auto& r : table_.replicas()) {
+  for (size_t i = 0; i < t.replicas().size(); ++i) {
+    const auto& r = t.replicas()[i];
     if (r.same_as) continue;
     Json j = replica_json(r, now);
+    j["redirects"] = redirects_of(i);
     // Clients sent per interval, oldest first, the last one under way.
     j["recent_redirects"] = traffic_.counts(r.address.str(), now);
     list.push_back(std::move(j));
@@ -328,54 +512,67 @@ std::string Balancer::status_document() {
   return doc.dump();
 }
 
-void Balancer::serve_metrics(net::Exchange& ex) {
-  const auto& st = server_.stats();
+void Front::serve_metrics(net::Exchange& ex) {
+  Table& t = table();
+  const Snapshot& snap = *snapshot_;
+  std::vector<const net::Server*> servers;
+  std::vector<const daemon::RequestLog*> logs{&requests_};  // its own first (see write_metrics)
+  uint64_t redirects = 0, unavailable = 0;
+  for (const auto& f : shared_.fronts()) {
+    servers.push_back(&f->server());
+    if (f.get() != this) logs.push_back(&f->requests());
+    redirects += f->redirects_total;
+    unavailable += f->unavailable_total;
+  }
+  const net::ServerStats st = daemon::add_up(servers);
   // Sized up front and formatted in place: with 10,000 replicas the page is
   // ~11 MB, and growing it by doubling through temporaries doubled the peak RSS.
   // Owned by the write, not copied into the connection's pooled buffer
   // (which would keep its 11 MB for good).
   auto page = std::make_shared<std::string>();
   std::string& m = *page;
-  m.reserve(4096 + table_.replicas().size() * 1280);
+  m.reserve(4096 + t.replicas().size() * 1280);
   metrics::PrometheusWriter w(m);
   using metrics::Type;
-  w.metric("cdn_balancer_redirects_total", Type::Counter, "Clients sent to a replica.",
-           redirects_total_);
+  w.metric("cdn_balancer_redirects_total", Type::Counter, "Clients sent to a replica.", redirects);
   w.metric("cdn_balancer_redirects_failed_total", Type::Counter,
-           "Clients answered 503 (no replica up).", unavailable_total_);
-  w.metric("cdn_balancer_requests_total", Type::Counter, "Requests answered.", st.requests_total);
+           "Clients answered 503 (no replica up).", unavailable);
+  w.metric("cdn_balancer_requests_total", Type::Counter, "Requests answered.",
+           st.requests_total.get());
   w.metric("cdn_balancer_requests_malformed_total", Type::Counter,
-           "Requests refused by the HTTP layer (400, 408, 413, 431...).", st.errors_total);
-  requests_.write_metrics(w, "cdn_balancer");
+           "Requests refused by the HTTP layer (400, 408, 413, 431...).", st.errors_total.get());
+  daemon::RequestLog::write_metrics(logs, w, "cdn_balancer");
   w.metric("cdn_balancer_connections_active", Type::Gauge, "Open client connections.",
-           st.active_connections);
+           st.active_connections.get());
+  daemon::write_worker_metrics(servers, w, "cdn_balancer");
   w.metric("cdn_balancer_connections_backlogged", Type::Gauge,
-           "Connections not read until their client takes its answers.", st.backlogged_connections);
+           "Connections not read until their client takes its answers.",
+           st.backlogged_connections.get());
   w.metric("cdn_balancer_connections_backlogged_total", Type::Counter,
            "Times a connection was stopped for a client that does not take its answers.",
-           st.backlogged_total);
+           st.backlogged_total.get());
   w.metric("cdn_balancer_probes_total", Type::Counter,
            "Health probe outcomes: answers, failures and streamed status documents.",
-           prober_.probes_total());
+           snap.probes_total);
   w.metric("cdn_balancer_probes_streamed_total", Type::Counter,
-           "Status documents that came on a replica's status stream.", prober_.streamed_total());
+           "Status documents that came on a replica's status stream.", snap.streamed_total);
   w.metric("cdn_balancer_probes_failed_total", Type::Counter, "Health probes that failed.",
-           prober_.probe_failures_total());
-  w.metric("cdn_balancer_replicas_up", Type::Gauge, "Replicas taking clients.", table_.up_count());
-  w.metric("cdn_balancer_purges_total", Type::Counter, "Purges accepted.", purger_.purges_total());
+           snap.probe_failures_total);
+  w.metric("cdn_balancer_replicas_up", Type::Gauge, "Replicas taking clients.", t.up_count());
+  w.metric("cdn_balancer_purges_total", Type::Counter, "Purges accepted.", snap.purges_total);
   w.metric("cdn_balancer_purges_forwarded_total", Type::Counter,
-           "Purges sent to replicas (retries included).", purger_.forwarded_total());
+           "Purges sent to replicas (retries included).", snap.purges_forwarded_total);
   w.metric("cdn_balancer_purges_forward_failed_total", Type::Counter,
-           "Purges a replica did not acknowledge when sent.", purger_.forward_failures_total());
+           "Purges a replica did not acknowledge when sent.", snap.purges_forward_failed_total);
   w.metric("cdn_balancer_purges_owed", Type::Gauge,
-           "Purges replicas owe (held out of the choice until applied).", purger_.owed_total());
+           "Purges replicas owe (held out of the choice until applied).", snap.purges_owed);
   w.metric("cdn_balancer_probes_early_total", Type::Counter,
            "Probes sent at once because a replica closed the probe connection.",
-           prober_.early_probes_total());
+           snap.early_probes_total);
   w.metric("cdn_balancer_sent_bytes_total", Type::Counter, "Response bytes the balancer sent.",
-           st.bytes_sent);
-  table_.refresh_scores(Clock::now());
-  const auto& rs = table_.replicas();
+           st.bytes_sent.get());
+  t.refresh_scores(Clock::now());
+  const auto& rs = t.replicas();
   // One family per figure, one sample per replica.
   auto family = [&](std::string_view name, Type type, std::string_view help, auto value) {
     w.family(name, type, help);
@@ -429,7 +626,9 @@ void Balancer::serve_metrics(net::Exchange& ex) {
   family("cdn_balancer_replica_score", Type::Gauge, "Score (lower is better).",
          [](const Replica& r) { return Opt(r.score); });
   family("cdn_balancer_replica_redirects_total", Type::Counter, "Clients sent to the replica.",
-         [](const Replica& r) { return Opt(static_cast<double>(r.redirects_total)); });
+         [&](const Replica& r) {
+           return Opt(static_cast<double>(redirects_of(static_cast<size_t>(&r - rs.data()))));
+         });
   metrics::write_build_info(w, CDN_VERSION);
   metrics::write_process_metrics(w, metrics::read_process_stats());
   daemon::send_document(ex, "text/plain; version=0.0.4", m, std::move(page));

@@ -140,6 +140,8 @@ int main(int argc, char** argv) {
     hooks.stop_now = [&]() { balancer.stop(); };
     hooks.status_line = [&]() { return balancer.status_line(); };
     hooks.drain_timeout = [&]() { return balancer.settings().server.drain_timeout; };
+    hooks.workers_alive = [&](auto since) { return balancer.workers_alive(since); };
+    if (balancer.stall_worker_hook()) hooks.stall_worker = [&]() { balancer.stall_worker(); };
     rc = life.run(std::move(hooks));
   }
   spdlog::info("stopped");

@@ -46,7 +46,7 @@ void Purger::stop() {
   timer_.reset();
   channels_.clear();
   for (auto& w : waiters_) {
-    if (auto* ex = w.deferred.exchange()) ex->reply(503, "the balancer is stopping");
+    w.answer({503, {{"Content-Type", "text/plain; charset=utf-8"}}, "the balancer is stopping\n"});
   }
   waiters_.clear();
 }
@@ -80,13 +80,13 @@ void Purger::reconfigured() {
   }
 }
 
-void Purger::purge(net::Exchange& ex, purge::Request r, const std::string& token) {
+void Purger::purge(purge::Request r, const std::string& token, daemon::Answer answer) {
   token_ = token;
   ++purges_total_;
   const auto all = names();
   const std::string description = purge::describe(r);
   const uint64_t id = ledger_.add(std::move(r), all, now_ms());
-  Waiter& w = waiters_.emplace_back(Waiter{id, ex.defer(), description, {}, all.size()});
+  Waiter& w = waiters_.emplace_back(Waiter{id, std::move(answer), description, {}, all.size()});
   for (const auto& name : all) {
     Part p;
     p.replica = name;
@@ -95,6 +95,7 @@ void Purger::purge(net::Exchange& ex, purge::Request r, const std::string& token
   spdlog::info("purge {} ({}): sent to {} replicas", id, description, all.size());
   if (all.empty()) {
     finish(w);
+    waiters_.pop_back();
     return;
   }
   for (const auto& name : all) pump(name);
@@ -195,8 +196,6 @@ void Purger::settle(Waiter& w, const std::string& name, uint64_t id, bool ok, in
 }
 
 void Purger::finish(Waiter& w) {
-  auto* ex = w.deferred.exchange();
-  if (!ex) return;
   Json doc;
   doc["id"] = w.id;
   doc["purge"] = w.description;
@@ -220,12 +219,9 @@ void Purger::finish(Waiter& w) {
   doc["replicas"] = std::move(list);
   doc["acknowledged"] = acked;
   doc["owed"] = w.parts.size() - acked;
-  const std::string body = doc.dump() + "\n";
-  auto& h = ex->begin(acked == w.parts.size() ? 200 : 202);
-  h.header("Content-Type", "application/json");
-  h.header("Cache-Control", "no-store");
-  h.header("Content-Length", static_cast<uint64_t>(body.size()));
-  ex->finish(body);
+  w.answer({acked == w.parts.size() ? 200 : 202,
+            {{"Content-Type", "application/json"}, {"Cache-Control", "no-store"}},
+            doc.dump() + "\n"});
 }
 
 void Purger::retry() {

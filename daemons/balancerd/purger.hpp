@@ -9,8 +9,9 @@
 // kRetryEvery until they acknowledge, which is what lets them serve again.
 //
 // The replicas are sent the balancer's own token ([admin] token_file): the
-// fleet shares one purge token. Lives on the loop thread; owned by the
-// Balancer.
+// fleet shares one purge token. Lives on the main loop; owned by the
+// Balancer. The fronts (on any worker loop) hand it their PURGE requests
+// and get the answer back through a daemon::Answer.
 #pragma once
 
 #include <uv.h>
@@ -27,6 +28,7 @@
 #include "common/purge/ledger.hpp"
 #include "common/uv/handle.hpp"
 #include "daemons/balancerd/table.hpp"
+#include "daemons/workers.hpp"
 
 namespace cdn::balancer {
 
@@ -41,8 +43,9 @@ class Purger {
   // The table's replicas changed (reload): the ledger forgets removed ones,
   // held flags are set again on the new indices.
   void reconfigured();
-  // Accept `r` and answer `ex` (deferred) once every replica answered.
-  void purge(net::Exchange& ex, purge::Request r, const std::string& token);
+  // Accept `r`; `answer` is called once every replica answered (or the
+  // purger stops).
+  void purge(purge::Request r, const std::string& token, daemon::Answer answer);
   size_t owed_total() const { return ledger_.owed_total(); }
   size_t replicas_owing() const { return ledger_.replicas_owing(); }
   uint64_t purges_total() const { return purges_total_; }
@@ -66,7 +69,7 @@ class Purger {
   };
   struct Waiter {
     uint64_t id;
-    net::Deferred deferred;
+    daemon::Answer answer;
     std::string description;
     std::vector<Part> parts;
     size_t left = 0;

@@ -385,9 +385,31 @@ const std::vector<size_t>& Table::up_list() {
       if (replicas_[i].health == Health::Up) up_cache_.push_back(i);
     }
     up_dirty_ = false;
+    build_rotation();
   }
   return up_cache_;
 }
+
+void Table::build_rotation() {
+  rotation_.clear();
+  if (policy_ != Policy::RoundRobin || up_cache_.empty()) return;
+  uint64_t total = 0;
+  for (size_t i : up_cache_) total += std::max<uint32_t>(1, replicas_[i].weight);
+  if (total > kRotationMax || up_cache_.size() * total > kRotationWork) return;
+  // The smooth weighted sequence from zero credit; it repeats after `total`.
+  std::vector<double> credit(replicas_.size(), 0);
+  for (uint64_t step = 0; step < total; ++step) {
+    size_t best = up_cache_.front();
+    for (size_t i : up_cache_) {
+      credit[i] += std::max<uint32_t>(1, replicas_[i].weight);
+      if (credit[i] > credit[best]) best = i;
+    }
+    credit[best] -= static_cast<double>(total);
+    rotation_.push_back(static_cast<uint32_t>(best));
+  }
+}
+
+void Table::prepare_snapshot() { up_list(); }
 
 size_t Table::random_below(size_t n) {
   // Lemire's multiply-shift: the same numbers for a seed on every standard
@@ -400,6 +422,22 @@ void Table::record_sent(size_t i, Clock::time_point now) {
   r.sent_since_probe += 1;
   ++r.redirects_total;
   r.score = compute_score(r, now);
+}
+
+void Table::adopt(const Table& newer) {
+  const auto rng = rng_;
+  auto* ticket = shared_ticket_;
+  auto credit = std::move(rr_credit_);
+  *this = newer;
+  rng_ = rng;
+  shared_ticket_ = ticket;
+  if (credit.size() == rr_credit_.size()) rr_credit_ = std::move(credit);
+}
+
+void Table::add_sent(size_t i, uint64_t n) {
+  if (i >= replicas_.size()) return;
+  replicas_[i].sent_since_probe += static_cast<double>(n);
+  replicas_[i].redirects_total += n;
 }
 
 void Table::choose(std::string_view path, size_t count, Clock::time_point now,
@@ -488,6 +526,21 @@ void Table::choose_best(size_t count, Clock::time_point now, std::vector<Choice>
 void Table::choose_round_robin(size_t count, bool advance, std::vector<Choice>& out) {
   std::vector<size_t>& order = up_indices();
   if (order.empty()) return;
+  if (shared_ticket_ != nullptr && !rotation_.empty()) {
+    // Workers share one place in the rotation: the first choice is the
+    // ticket's, the fallbacks the next distinct replicas after it.
+    const uint64_t ticket = advance ? shared_ticket_->fetch_add(1, std::memory_order_relaxed)
+                                    : shared_ticket_->load(std::memory_order_relaxed);
+    const size_t n = std::min(count, order.size());
+    seen_.assign(replicas_.size(), 0);
+    for (size_t k = 0; k < rotation_.size() && out.size() < n; ++k) {
+      const size_t i = rotation_[(ticket + k) % rotation_.size()];
+      if (seen_[i]) continue;
+      seen_[i] = 1;
+      out.push_back({i, replicas_[i].score});
+    }
+    return;
+  }
   if (rr_credit_.size() != replicas_.size()) rr_credit_.assign(replicas_.size(), 0);
   credit_.assign(rr_credit_.begin(), rr_credit_.end());
   double total = 0;

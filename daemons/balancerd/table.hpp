@@ -22,6 +22,7 @@
 //    over slow_start_window(), so it is not flooded with a whole share at once.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -74,6 +75,10 @@ inline constexpr int kMaxVirtualNodes = 1000;  // cap for one replica far above 
 inline constexpr size_t kRefreshEachChoiceMax = 256;
 inline constexpr std::chrono::milliseconds kRefreshEvery{100};
 inline constexpr size_t kP2CRankAllMax = 64;
+// Shared round-robin (share_rotation): the longest rotation kept, and the
+// most work spent building it (replicas x total weight).
+inline constexpr uint64_t kRotationMax = 65536;
+inline constexpr uint64_t kRotationWork = 4'000'000;
 
 struct Replica {
   config::HostPort address;
@@ -170,6 +175,25 @@ class Table {
   // duplicates, when that is new (the caller warns once).
   std::optional<size_t> set_resolved(size_t i, const std::string& address);
 
+  // Workers (balancer.hpp): a worker's table takes a newer snapshot's state
+  // but keeps its own random generator and, with the same replica count,
+  // its round-robin credit (else each adoption would restart the rotation
+  // and every worker would draw the same p2c pairs).
+  void adopt(const Table& newer);
+  void reseed(uint64_t seed) { rng_.seed(seed); }
+  // `n` clients sent to replica i by others (the workers), counted like
+  // those choose() records. Out of range: ignored.
+  void add_sent(size_t i, uint64_t n);
+  // Round-robin over several tables (the workers'): each choice takes the
+  // next ticket of `ticket` and the rotation's replica at it, so the weights
+  // hold over all workers together rather than per worker. Kept by adopt();
+  // null (the default): the table's own credit. Only for fleets whose
+  // rotation is short (total weight <= kRotationMax).
+  void share_rotation(std::atomic<uint64_t>* ticket) { shared_ticket_ = ticket; }
+  // Brings the up list and rotation up to date before the table is copied
+  // (so that every worker's copy need not).
+  void prepare_snapshot();
+
   // Replica i owes purges (true) or has applied them all (false). Held, an
   // Up replica becomes Held at once, and one that rises becomes Held
   // instead of Up; released, a Held one is Up (slow start from `now`).
@@ -210,6 +234,8 @@ class Table {
   // Each appends up to `count` choices to `out`.
   void choose_best(size_t count, Clock::time_point now, std::vector<Choice>& out);
   void choose_round_robin(size_t count, bool advance, std::vector<Choice>& out);
+  // rotation_ from up_cache_ (see share_rotation).
+  void build_rotation();
   void choose_least_loaded(size_t count, std::vector<Choice>& out);
   void choose_p2c(size_t count, Clock::time_point now, std::vector<Choice>& out);
   void choose_p2c_large(const std::vector<size_t>& up, size_t count, Clock::time_point now,
@@ -240,6 +266,8 @@ class Table {
   std::vector<size_t> up_;
   std::vector<size_t> up_cache_;  // see up_list()
   bool up_dirty_ = true;
+  std::vector<uint32_t> rotation_;  // one period of the weighted sequence (round-robin)
+  std::atomic<uint64_t>* shared_ticket_ = nullptr;
   std::optional<Clock::time_point> refreshed_at_;
   std::vector<double> credit_;
   std::vector<char> seen_;

@@ -101,15 +101,15 @@ int main(int argc, char** argv) {
   uv_loop_init(&loop);
   // Before any slow step (the start page may take an origin's timeout).
   cdn::daemon::Lifecycle life(&loop);
-  std::unique_ptr<cdn::replica::Replica> replica_ptr;
+  std::unique_ptr<cdn::replica::Replicas> replica_ptr;
   try {
-    replica_ptr = std::make_unique<cdn::replica::Replica>(&loop, settings, std::move(store));
+    replica_ptr = std::make_unique<cdn::replica::Replicas>(&loop, settings, std::move(store));
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
     std::fprintf(stderr, "cdn-replicad: %s\n", e.what());
     return life.end(1);
   }
-  cdn::replica::Replica& replica = *replica_ptr;
+  cdn::replica::Replicas& replica = *replica_ptr;
   try {
     replica.start();
   } catch (const std::exception& e) {
@@ -164,6 +164,8 @@ int main(int argc, char** argv) {
   hooks.stop_now = [&]() { replica.stop(); };
   hooks.status_line = [&]() { return replica.status_line(); };
   hooks.drain_timeout = [&]() { return replica.settings().server.drain_timeout; };
+  hooks.workers_alive = [&](auto since) { return replica.workers_alive(since); };
+  if (replica.stall_worker_hook()) hooks.stall_worker = [&]() { replica.stall_worker(); };
   const int rc = life.run(std::move(hooks));
   spdlog::info("stopped");
   return rc;

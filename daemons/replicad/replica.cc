@@ -90,13 +90,17 @@ std::unique_ptr<Store> open_store(const config::ContentSettings& c) {
 net::ServerOptions Replica::options() {
   auto o = daemon::server_options(settings_.server, "cdn-replicad/" CDN_VERSION);
   o.on_complete = [this](const net::RequestRecord& r) { requests_.record(r); };
+  o.group = connections_;
   return o;
 }
 
-Replica::Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_ptr<Store> store)
+Replica::Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::shared_ptr<Store> store,
+                 const daemon::RequestLog::Prepared* log,
+                 std::shared_ptr<net::ServerGroup> connections)
     : loop_(loop),
       settings_(std::move(settings)),
       store_(std::move(store)),
+      connections_(std::move(connections)),
       admin_(daemon::AdminGate::from(settings_.admin)),
       server_(loop, options(), [this](net::Exchange& ex) { handle(ex); }),
       started_(std::chrono::steady_clock::now()),
@@ -106,8 +110,11 @@ Replica::Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_
         sample_rate();
         return status::encode(status());
       }) {
-  use_mime_types(settings_.content);
-  requests_.configure(settings_.log);
+  if (log != nullptr) {
+    requests_.apply(*log);
+  } else {
+    requests_.configure(settings_.log);
+  }
   if (!store_) {
     pull_ = std::make_unique<Pull>(
         loop, settings_.content, settings_.server.name,
@@ -142,43 +149,46 @@ bool Replica::prefetch_start_page(std::string& why, const std::function<bool()>&
   return out->ok;
 }
 
-void Replica::start() {
-  const std::string where = daemon::start_listening(server_, settings_.server);
+daemon::Listening Replica::start(uint32_t workers) {
+  auto where = daemon::start_listening(server_, settings_.server, workers);
   if (settings_.server.name.empty()) {
     char host[256] = {0};
     gethostname(host, sizeof host - 1);
-    settings_.server.name = std::string(host) + ":" + std::to_string(server_.port());
+    settings_.server.name = std::string(host) + ":" + std::to_string(where.port);
   }
   if (pull_) pull_->set_name(settings_.server.name);
   state_ = status::State::Serving;
-  spdlog::info("replica {} serving {} on {}", settings_.server.name,
-               store_ ? store_->source() : pull_->source(), where);
+  spdlog::info("replica {} serving {} on {}, {} worker(s)", settings_.server.name,
+               store_ ? store_->source() : pull_->source(), where.where, workers);
+  return where;
 }
 
-void Replica::reconfigure(config::ReplicaSettings settings, std::unique_ptr<Store> store,
-                          daemon::ObserverReload observers) {
-  if (settings.server.address != settings_.server.address ||
-      (settings.server.port != settings_.server.port && settings.server.port != 0)) {
-    spdlog::warn("[server] address/port changed: takes effect at the next restart");
-  }
+void Replica::start_worker(const daemon::Listening& where) {
+  daemon::join_listening(server_, settings_.server, where);
+  state_ = status::State::Serving;
+}
+
+void Replica::reconfigure(config::ReplicaSettings settings, std::shared_ptr<Store> store,
+                          const daemon::ObserverReload& observers) {
   if (settings.server.name.empty()) settings.server.name = settings_.server.name;
   settings.server.address = settings_.server.address;
   settings.server.port = settings_.server.port;
-  requests_.apply(std::move(observers.log));
-  admin_ = std::move(observers.admin);
+  settings.server.workers = settings_.server.workers;
+  requests_.apply(observers.log);
+  admin_ = observers.admin;
   settings_.server = settings.server;
   server_.set_options(options());
-  if (store) {
-    spdlog::info("content source now {}", store->source());
-    store_ = std::move(store);
-  } else if (store_) {
-    store_->set_memory_budget(settings.content.cache_memory);
-  }
+  if (store) store_ = std::move(store);
   if (pull_) pull_->reconfigure(settings.content);
-  // Read again even when the path is the same: the file may be what changed.
-  use_mime_types(settings.content);
   settings_ = std::move(settings);
   cache_control_ = cache_control(settings_.content);
+}
+
+std::vector<const Replica*> Replica::members() const {
+  if (group_ == nullptr) return {this};
+  std::vector<const Replica*> all;
+  for (const auto& r : *group_) all.push_back(r.get());
+  return all;
 }
 
 void Replica::drain(std::function<void()> done) {
@@ -195,11 +205,20 @@ void Replica::stop() {
   if (pull_) pull_->close();
 }
 
+namespace {
+std::vector<const net::Server*> servers_of(const std::vector<const Replica*>& rs) {
+  std::vector<const net::Server*> v;
+  for (const Replica* r : rs) v.push_back(&r->server());
+  return v;
+}
+}  // namespace
+
 void Replica::sample_rate() {
   const auto now = std::chrono::steady_clock::now();
   const double secs = std::chrono::duration<double>(now - rate_last_time_).count();
   if (secs < 0.5) return;
-  const auto& st = server_.stats();
+  // Every worker's figures: each worker samples the sum on its own.
+  const auto st = daemon::add_up(servers_of(members()));
   bytes_per_second_ = static_cast<double>(st.bytes_sent - rate_last_bytes_) / secs;
   requests_per_second_ = static_cast<double>(st.requests_total - rate_last_requests_) / secs;
   rate_last_bytes_ = st.bytes_sent;
@@ -209,14 +228,15 @@ void Replica::sample_rate() {
 
 std::string Replica::status_line() {
   sample_rate();
-  const auto& st = server_.stats();
+  const auto st = daemon::add_up(servers_of(members()));
   return fmt::format("{}: {} connections, {:.0f} req/s, {:.1f} MB/s, {} requests served",
-                     status::to_string(state_), st.active_connections, requests_per_second_,
-                     bytes_per_second_ / 1e6, st.requests_total);
+                     status::to_string(state_), st.active_connections.get(), requests_per_second_,
+                     bytes_per_second_ / 1e6, st.requests_total.get());
 }
 
 status::ReplicaStatus Replica::status(bool in_request) const {
-  const auto& st = server_.stats();
+  const auto group = members();
+  const auto st = daemon::add_up(servers_of(group));
   status::ReplicaStatus s;
   s.name = settings_.server.name;
   s.source = store_ ? store_->source() : pull_->source();
@@ -238,6 +258,8 @@ status::ReplicaStatus Replica::status(bool in_request) const {
   s.requests_total = st.requests_total;
   s.bytes_total = st.bytes_sent;
   s.bytes_per_second = bytes_per_second_;
+  // This worker's status streams are not load; other workers' (a few
+  // balancers' connections at most) count as any connection.
   const uint64_t own = watches_.size() + (in_request ? 1 : 0);
   const uint64_t busy = st.active_connections > own ? st.active_connections - own : 0;
   s.load = s.capacity > 0 ? static_cast<double>(busy) / static_cast<double>(s.capacity) : 0;
@@ -609,34 +631,48 @@ void Replica::serve_status(net::Exchange& ex) {
 
 void Replica::serve_metrics(net::Exchange& ex) {
   sample_rate();
-  const auto& st = server_.stats();
+  const auto group = members();
+  const auto servers = servers_of(group);
+  const auto st = daemon::add_up(servers);
+  std::vector<const daemon::RequestLog*> logs{&requests_};  // its own first (see write_metrics)
+  uint64_t unavailable = 0, purges = 0, purged = 0;
+  for (const Replica* r : group) {
+    if (r != this) logs.push_back(&r->requests_);
+    unavailable += r->unavailable_total_;
+    purges += r->purges_total_;
+    purged += r->purged_objects_total_;
+  }
   std::string m;
   metrics::PrometheusWriter w(m);
   using metrics::Type;
   w.metric("cdn_replica_connections_active", Type::Gauge, "Open client connections.",
-           st.active_connections);
+           st.active_connections.get());
   w.metric("cdn_replica_connections_total", Type::Counter, "Accepted client connections.",
-           st.connections_total);
+           st.connections_total.get());
+  daemon::write_worker_metrics(servers, w, "cdn_replica");
   w.metric("cdn_replica_connections_rejected_total", Type::Counter,
-           "Connections refused over max_connections.", st.rejected_total);
+           "Connections refused over max_connections.", st.rejected_total.get());
   w.metric("cdn_replica_connections_backlogged", Type::Gauge,
-           "Connections not read until their client takes its answers.", st.backlogged_connections);
+           "Connections not read until their client takes its answers.",
+           st.backlogged_connections.get());
   w.metric("cdn_replica_connections_backlogged_total", Type::Counter,
            "Times a connection was stopped for a client that does not take its answers.",
-           st.backlogged_total);
-  w.metric("cdn_replica_requests_total", Type::Counter, "Requests answered.", st.requests_total);
+           st.backlogged_total.get());
+  w.metric("cdn_replica_requests_total", Type::Counter, "Requests answered.",
+           st.requests_total.get());
   w.metric("cdn_replica_requests_malformed_total", Type::Counter,
-           "Requests refused by the HTTP layer (400, 408, 413, 431...).", st.errors_total);
-  requests_.write_metrics(w, "cdn_replica");
+           "Requests refused by the HTTP layer (400, 408, 413, 431...).", st.errors_total.get());
+  daemon::RequestLog::write_metrics(logs, w, "cdn_replica");
   w.metric("cdn_replica_files_unavailable_total", Type::Counter,
            "Requests for files that could not be opened now (no descriptor...), answered 503.",
-           unavailable_total_);
-  w.metric("cdn_replica_sent_bytes_total", Type::Counter, "Response bytes sent.", st.bytes_sent);
+           unavailable);
+  w.metric("cdn_replica_sent_bytes_total", Type::Counter, "Response bytes sent.",
+           st.bytes_sent.get());
   w.metric("cdn_replica_load", Type::Gauge, "Active connections over capacity.",
            status(/*in_request=*/true).load);
-  w.metric("cdn_replica_purges_total", Type::Counter, "Purges applied.", purges_total_);
+  w.metric("cdn_replica_purges_total", Type::Counter, "Purges applied.", purges);
   w.metric("cdn_replica_purged_objects_total", Type::Counter,
-           "Objects the purges named (removed, or marked stale).", purged_objects_total_);
+           "Objects the purges named (removed, or marked stale).", purged);
   if (pull_) {
     const auto& ps = pull_->stats();
     const auto& c = pull_->cache();
@@ -677,6 +713,87 @@ void Replica::serve_metrics(net::Exchange& ex) {
   metrics::write_build_info(w, CDN_VERSION);
   metrics::write_process_metrics(w, metrics::read_process_stats());
   daemon::send_document(ex, "text/plain; version=0.0.4", m);
+}
+
+Replicas::Replicas(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_ptr<Store> store)
+    : loop_(loop), inbox_(daemon::Inbox::make(loop)) {
+  use_mime_types(settings.content);
+  members_.push_back(std::make_unique<Replica>(loop, std::move(settings), std::move(store), nullptr,
+                                               connections_));
+}
+
+Replicas::~Replicas() {
+  if (threads_) threads_->stop([this](size_t i) { members_[i + 1].reset(); });
+}
+
+void Replicas::start() {
+  Replica& first = *members_.front();
+  uint32_t workers = config::resolve_workers(first.settings().server.workers);
+  if (workers > 1 && !first.settings().content.origin.empty()) {
+    spdlog::info("origin mode: 1 worker (the pull-through cache runs on one loop)");
+    workers = 1;
+  }
+  const auto where = first.start(workers);
+  if (workers == 1) return;
+  threads_ = std::make_unique<daemon::WorkerThreads>(workers - 1);
+  members_.resize(workers);
+  const auto store = first.store();
+  const auto log = first.requests().shared(first.settings().log);
+  // Every Replica exists before any listens: a worker's pages read the others.
+  for (size_t i = 1; i < workers; ++i) {
+    threads_->call(i - 1, [&, i] {
+      members_[i] = std::make_unique<Replica>(threads_->loop(i - 1), first.settings(), store, &log,
+                                              connections_);
+    });
+  }
+  for (auto& r : members_) r->set_group(&members_);
+  for (size_t i = 1; i < workers; ++i) {
+    threads_->call(i - 1, [&, i] { members_[i]->start_worker(where); });
+  }
+}
+
+void Replicas::reconfigure(config::ReplicaSettings settings, std::unique_ptr<Store> store,
+                           daemon::ObserverReload observers) {
+  const auto& now = members_.front()->settings();
+  if (settings.server.address != now.server.address ||
+      (settings.server.port != now.server.port && settings.server.port != 0)) {
+    spdlog::warn("[server] address/port changed: takes effect at the next restart");
+  }
+  if (settings.server.workers != now.server.workers) {
+    spdlog::warn("[server] workers changed: takes effect at the next restart");
+  }
+  std::shared_ptr<Store> shared = std::move(store);
+  if (shared) {
+    spdlog::info("content source now {}", shared->source());
+  } else if (auto current = members_.front()->store()) {
+    current->set_memory_budget(settings.content.cache_memory);
+  }
+  // Read again even when the path is the same: the file may be what changed.
+  use_mime_types(settings.content);
+  // Worker 0 first: it opens or reopens the access log, whose writer the
+  // others then take as it is (one reopen, not one per worker). Every worker
+  // has the new settings before the reload is reported done.
+  members_.front()->reconfigure(settings, shared, observers);
+  auto others = observers;
+  others.log = members_.front()->requests().shared(settings.log);
+  for (size_t i = 1; i < members_.size(); ++i) {
+    threads_->call(i - 1, [&, i] { members_[i]->reconfigure(settings, shared, others); });
+  }
+}
+
+void Replicas::drain(std::function<void()> done) {
+  daemon::drain_workers(
+      threads_.get(), members_.size(), inbox_,
+      [this](size_t i, std::function<void()> drained) { members_[i]->drain(std::move(drained)); },
+      std::move(done));
+}
+
+void Replicas::stop() {
+  for (size_t i = 0; i < members_.size(); ++i) {
+    // A worker's Replica is missing when start-up failed half-way.
+    if (members_[i]) daemon::on_worker(threads_.get(), i, [this, i] { members_[i]->stop(); });
+  }
+  inbox_->close();
 }
 
 }  // namespace cdn::replica

@@ -1,7 +1,12 @@
 // SPDX-License-Identifier: MIT
 // The replica daemon's request handling: content, status and metrics over
-// the shared HTTP server. Owns the content store and the server; lives on
-// the loop thread.
+// the shared HTTP server. A Replica serves one worker loop ([server]
+// workers): its server, request log and status watches are its own; the
+// content store (thread-safe) is shared by every worker's Replica. The
+// Replicas own them all and the worker threads; worker 0 is the main loop.
+// The status and metrics pages add up every worker. In origin mode one
+// worker serves (the pull-through cache and its request collapsing live on
+// one loop; see docs/architecture.md).
 #pragma once
 
 #include <uv.h>
@@ -18,10 +23,12 @@
 #include "common/net/server.hpp"
 #include "common/status/status.hpp"
 #include "common/uv/handle.hpp"
+#include "daemons/lifecycle.hpp"
 #include "daemons/observe.hpp"
 #include "daemons/replicad/pull.hpp"
 #include "daemons/replicad/store.hpp"
 #include "daemons/watch.hpp"
+#include "daemons/workers.hpp"
 
 namespace cdn::replica {
 
@@ -33,7 +40,16 @@ class Replica {
  public:
   // With [content] origin= the store is null and the Replica pulls through
   // its cache (throws std::runtime_error when the cache cannot be opened).
-  Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_ptr<Store> store);
+  // `log`: another worker's writer to share (RequestLog::shared); null: open one.
+  // `connections`: what every worker's server shares (net::ServerGroup:
+  // open connections, descriptors); null: a group of its own.
+  Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::shared_ptr<Store> store,
+          const daemon::RequestLog::Prepared* log = nullptr,
+          std::shared_ptr<net::ServerGroup> connections = nullptr);
+  // Every worker's Replica (for the pages that add them up); set before any
+  // listens, fixed after.
+  void set_group(const std::vector<std::unique_ptr<Replica>>* group) { group_ = group; }
+  net::Server& server() { return server_; }
 
   // Origin mode, at start-up: have the start page ("/") in the cache. Runs
   // the loop until it is (true), or the origin failed and no copy exists
@@ -41,15 +57,20 @@ class Replica {
   // during start-up). Always true for a directory or a page.
   bool prefetch_start_page(std::string& why, const std::function<bool()>& give_up = {});
 
-  // Throws std::runtime_error when it cannot listen.
-  void start();
+  // Throws std::runtime_error when it cannot listen. `workers`: how many
+  // will listen with it (SO_REUSEPORT when more than one).
+  daemon::Listening start(uint32_t workers = 1);
+  // Another worker's: listen where worker 0 does (it named the replica).
+  void start_worker(const daemon::Listening& where);
   // New settings (SIGHUP), already validated; `store` is non-null when the
   // content source changed and was opened successfully; `observers` from
   // prepare_observers() (the access log opened, the token read).
-  void reconfigure(config::ReplicaSettings settings, std::unique_ptr<Store> store,
-                   daemon::ObserverReload observers);
+  void reconfigure(config::ReplicaSettings settings, std::shared_ptr<Store> store,
+                   const daemon::ObserverReload& observers);
   const daemon::RequestLog& requests() const { return requests_; }
   const config::ReplicaSettings& settings() const { return settings_; }
+  const std::shared_ptr<Store>& store() const { return store_; }
+  const net::Server& server() const { return server_; }
 
   void drain(std::function<void()> done);
   void stop();
@@ -101,9 +122,11 @@ class Replica {
   // Directory or page; null in origin mode. Shared with digest work running
   // on libuv's thread pool, which may outlive a reload that replaces it.
   std::shared_ptr<Store> store_;
-  std::unique_ptr<Pull> pull_;  // origin mode
-  uint64_t purges_total_ = 0;
-  uint64_t purged_objects_total_ = 0;
+  std::unique_ptr<Pull> pull_;                     // origin mode
+  std::shared_ptr<net::ServerGroup> connections_;  // see the constructor
+  // Read by every worker's metrics page (they add up the group's).
+  metrics::OwnCounter purges_total_ = 0;
+  metrics::OwnCounter purged_objects_total_ = 0;
   // Before server_: its on_complete feeds requests_.
   daemon::RequestLog requests_{"cdn-replicad"};
   daemon::AdminGate admin_;
@@ -117,9 +140,45 @@ class Replica {
   double bytes_per_second_ = 0;
   double requests_per_second_ = 0;
   std::chrono::steady_clock::time_point rate_last_time_;
-  uint64_t unavailable_total_ = 0;
+  metrics::OwnCounter unavailable_total_ = 0;
+  const std::vector<std::unique_ptr<Replica>>* group_ = nullptr;
+  // The group's Replicas, or this one alone.
+  std::vector<const Replica*> members() const;
   log::Burst open_failures_{std::chrono::seconds(10), std::chrono::seconds(1)};
   daemon::StatusWatches watches_;  // /.cdn/status?watch=MS (watch.hpp)
+};
+
+// Every worker's Replica, the worker threads, and what main.cc asks of the
+// replica daemon (the same calls as a Replica's, for all of them).
+class Replicas {
+ public:
+  Replicas(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_ptr<Store> store);
+  ~Replicas();  // ends the worker threads (stop() first)
+
+  bool prefetch_start_page(std::string& why, const std::function<bool()>& give_up = {}) {
+    return members_.front()->prefetch_start_page(why, give_up);
+  }
+  void start();
+  void reconfigure(config::ReplicaSettings settings, std::unique_ptr<Store> store,
+                   daemon::ObserverReload observers);
+  const daemon::RequestLog& requests() const { return members_.front()->requests(); }
+  const config::ReplicaSettings& settings() const { return members_.front()->settings(); }
+  void drain(std::function<void()> done);
+  void stop();
+  std::string status_line() { return members_.front()->status_line(); }
+  // Debug hook (Hooks::stall_worker): true when there is a worker thread.
+  bool stall_worker_hook() const { return threads_ != nullptr; }
+  void stall_worker() { threads_->stall(0); }
+  bool workers_alive(std::chrono::steady_clock::time_point since) const {
+    return !threads_ || threads_->all_beat_since(since);
+  }
+
+ private:
+  uv_loop_t* loop_;
+  std::shared_ptr<daemon::Inbox> inbox_;
+  std::shared_ptr<net::ServerGroup> connections_ = std::make_shared<net::ServerGroup>();
+  std::unique_ptr<daemon::WorkerThreads> threads_;
+  std::vector<std::unique_ptr<Replica>> members_;
 };
 
 }  // namespace cdn::replica

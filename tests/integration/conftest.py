@@ -31,6 +31,9 @@ DEFAULT_PAGE = (b"<!doctype html>\n<html><head><title>cdn test page</title></hea
 
 # Probe fast so that tests see up/down changes within a second or two, but
 # not so tight that a loaded CI machine makes replicas flap.
+# [server] workers for every daemon the tests start: the suite runs once with
+# 1 and once with 2 (meson.build), so each test covers both.
+WORKERS = os.environ.get("CDN_WORKERS", "1")
 FAST_PROBE = {"interval": "400ms", "timeout": "350ms", "rise": 1, "fall": 2}
 
 
@@ -91,7 +94,7 @@ class Cluster:
         if use_config:
             config = merge_sections({
                 "server": {"address": host, "port": port, "name": name,
-                           "drain_timeout": "20s"},
+                           "drain_timeout": "20s", "workers": WORKERS},
                 "log": {"level": "debug", "file": workdir / "replicad.log"},
                 "content": content,
             }, extra)
@@ -115,7 +118,8 @@ class Cluster:
         config = None
         if use_config:
             sections = {
-                "server": {"address": host, "port": port, "name": f"balancer-{port}"},
+                "server": {"address": host, "port": port, "name": f"balancer-{port}",
+                           "workers": WORKERS},
                 "log": {"level": "debug", "file": workdir / "balancerd.log"},
                 "replicas": {"replica": addresses} if addresses else {},
                 "probe": dict(probe or FAST_PROBE),

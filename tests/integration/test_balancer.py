@@ -494,3 +494,30 @@ def test_a_held_up_balancer_reads_before_it_times_out(cdn):
         time.sleep(0.5)
     assert b.metric("cdn_balancer_probes_failed_total") == failures
     assert b.status()["up"] == 3
+
+
+def test_two_workers_share_connections_and_add_up(cdn):
+    """[server] workers = 2: SO_REUSEPORT spreads new connections over both
+    workers (each served some), and the status and metrics pages, served by
+    either, add up both: the redirects of every worker, per replica too."""
+    rs = [cdn.replica(name=f"w{i}") for i in range(2)]
+    b = cdn.balancer(rs, policy="round-robin", extra={"server": {"workers": 2}})
+    cdn.wait_up(b, 2)
+    clients = 200
+    for _ in range(clients):
+        redirect(b)  # a new connection each
+    s = b.status()
+    workers = s["workers"]
+    assert len(workers) == 2, workers
+    served = [w["connections_total"] for w in workers]
+    assert all(n > 0 for n in served), served
+    assert sum(served) >= clients, served
+    assert s["redirects_total"] == clients
+    # Round-robin's place is shared: the two replicas took half each.
+    wait_for(lambda: sorted(r["redirects"] for r in b.status()["replicas"]) == [clients // 2] * 2,
+             what="per-replica redirects folded from both workers")
+    page = b.get("/.cdn/metrics")[2].decode()
+    samples = dict(re.findall(r'^cdn_balancer_worker_connections_total\{worker="(\d)"\} (\d+)$',
+                              page, re.M))
+    assert set(samples) == {"0", "1"} and all(int(v) > 0 for v in samples.values()), samples
+    assert b.metric("cdn_balancer_redirects_total") == clients

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -301,3 +302,31 @@ def test_cdn_purge_command_and_its_exit_codes(cdn, origin, token_file):
     cdn.wait_up(b, 2)  # both owed purges applied, in order, before it is up
     assert b.status()["purges_owed"] == 0
     assert b.metric("cdn_balancer_purges_total") == 4
+
+
+def worker_connections(b):
+    page = b.get("/.cdn/metrics")[2].decode()
+    return {w: int(n) for w, n in re.findall(
+        r'^cdn_balancer_worker_connections_total\{worker="(\d)"\} (\d+)$', page, re.M)}
+
+
+def test_purges_taken_by_either_worker_are_answered(cdn, origin, token_file):
+    """[server] workers = 2: a PURGE may come to either worker, while the
+    purger (and the table whose replicas it holds) is on the main loop; the
+    answer comes back to the worker that took it."""
+    reps = [edge(cdn, origin, token_file) for _ in range(2)]
+    b = cdn.balancer(reps, extra={"admin": {"token_file": token_file},
+                                  "server": {"workers": 2}})
+    cdn.wait_up(b, 2)
+    before = worker_connections(b)
+    purges = 40
+    for i in range(purges):  # a new connection each: the kernel spreads them
+        status, _, body = purge(b, f"/w/{i}")
+        assert status == 200, (status, body)
+        doc = json.loads(body)
+        assert doc["acknowledged"] == 2 and doc["owed"] == 0, doc
+    after = worker_connections(b)
+    assert set(after) == {"0", "1"}, after
+    assert all(after[w] > before.get(w, 0) for w in after), (before, after)
+    assert b.metric("cdn_balancer_purges_total") == purges
+    assert b.status()["purges_owed"] == 0

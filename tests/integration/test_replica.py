@@ -677,3 +677,27 @@ def test_last_response_is_not_held_back(replica, name):
         else:
             assert head.startswith(b"HTTP/1.1 200") and body == expected, head
     assert time.monotonic() - t0 < 1.5
+
+
+def test_two_workers_share_connections_and_a_reload(cdn):
+    """[server] workers = 2: new connections spread over both workers (each
+    served some), the pages add up both, and a reload reaches both."""
+    r = cdn.replica(extra={"server": {"workers": 2}, "content": {"max_age": "60s"}})
+    clients = 200
+    for _ in range(clients):
+        status, h, body = r.get("/index.html")  # a new connection each
+        assert status == 200 and body == DEFAULT_PAGE
+        assert h["Cache-Control"] == "public, max-age=60"
+    _, _, page = r.get("/.cdn/metrics")
+    samples = dict(re.findall(r'^cdn_replica_worker_connections_total\{worker="(\d)"\} (\d+)$',
+                              page.decode(), re.M))
+    assert set(samples) == {"0", "1"} and all(int(v) > 0 for v in samples.values()), samples
+    assert r.metric("cdn_replica_requests_total") >= clients
+    assert r.status()["requests_total"] >= clients
+    text = r.config_path.read_text().replace("max_age = 60s", "max_age = 120s")
+    assert "max_age = 120s" in text
+    r.write_config(text)
+    r.reload()
+    for _ in range(40):
+        _, h, _ = r.get("/index.html")
+        assert h["Cache-Control"] == "public, max-age=120"

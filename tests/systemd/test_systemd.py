@@ -410,6 +410,19 @@ def point_drain(sb, work, big_sha):
           sb.journal("cdn-balancerd.service", match))
 
 
+def wait_restarted(sb, unit, pid):
+    """The unit's new MainPID once systemd restarted it (None after 30 s),
+    and the seconds that took."""
+    t0 = time.monotonic()
+
+    def restarted():
+        p = sb.prop(unit, "MainPID")
+        return p not in ("0", pid) and sb.active(unit) == "active" and p
+
+    newpid = wait_for(restarted, 30, 0.2)
+    return newpid, time.monotonic() - t0
+
+
 def point_watchdog(sb):
     unit = "cdn-replicad.service"
     write_file(sb, f"/etc/systemd/system/{unit}.d/50-watchdog-test.conf",
@@ -420,14 +433,7 @@ def point_watchdog(sb):
     restarts = int(sb.prop(unit, "NRestarts") or 0)
     pinging = "watchdog: pinging every 1000 ms" in sb.journal(unit, f"_PID={pid}")
     sb.sh(f"kill -USR2 {pid}")
-    t0 = time.monotonic()
-
-    def restarted():
-        p = sb.prop(unit, "MainPID")
-        return p not in ("0", pid) and sb.active(unit) == "active" and p
-
-    newpid = wait_for(restarted, 30, 0.2)
-    took = time.monotonic() - t0
+    newpid, took = wait_restarted(sb, unit, pid)
     now = int(sb.prop(unit, "NRestarts") or 0)
     journal = sb.out(f"journalctl --no-pager -o cat -u {unit} | grep -i -E 'watchdog|stalling'")
     c = sb.curl(f"http://{REPLICA}:{PORT}/", timeout=5)
@@ -439,6 +445,33 @@ def point_watchdog(sb):
     for line in journal.splitlines():
         log(f"    journal: {line}")
     sb.sh(f"rm -r /etc/systemd/system/{unit}.d && systemctl daemon-reload")
+
+
+def point_watchdog_worker(sb):
+    """One stalled worker loop (SIGUSR1 debug hook) with the main loop well:
+    the main loop stops the pings, and systemd restarts the daemon."""
+    unit = "cdn-replicad.service"
+    exe = sb.out(f"systemctl show -P ExecStart {unit}")
+    m = re.search(r"path=(\S+) ; argv\[\]=(.*?) ;", exe)
+    argv = m.group(2) if m else "/usr/sbin/cdn-replicad -c /etc/cdn/replicad.ini"
+    write_file(sb, f"/etc/systemd/system/{unit}.d/50-watchdog-test.conf",
+               "[Service]\nWatchdogSec=2s\nRestartSec=200ms\n"
+               f"ExecStart=\nExecStart={argv} --workers 2\n")
+    sb.sh("systemctl daemon-reload")
+    r = sb.sh(f"timeout 60 systemctl restart {unit}")
+    pid = sb.prop(unit, "MainPID")
+    restarts = int(sb.prop(unit, "NRestarts") or 0)
+    sb.sh(f"kill -USR1 {pid}")
+    newpid, took = wait_restarted(sb, unit, pid)
+    now = int(sb.prop(unit, "NRestarts") or 0)
+    journal = sb.out(f"journalctl --no-pager -o cat -u {unit} | grep -i -E 'watchdog|stall'")
+    check(r.returncode == 0 and bool(newpid) and now == restarts + 1
+          and "worker loop is stalled" in journal and "Watchdog timeout" in journal,
+          f"watchdog: one worker loop stalled (SIGUSR1 debug hook, --workers 2), the main loop "
+          f"stopped pinging, systemd restarted cdn-replicad in {took:.1f} s",
+          f"argv={argv!r} journal={journal!r}")
+    sb.sh(f"rm -r /etc/systemd/system/{unit}.d && systemctl daemon-reload && "
+          f"systemctl restart {unit}")
 
 
 def point_socket_activation(sb):
@@ -532,6 +565,7 @@ def main():
             point_reload(sb)
             point_drain(sb, work, big_sha)
             point_watchdog(sb)
+            point_watchdog_worker(sb)
             point_socket_activation(sb)
     except Exception as e:  # noqa: BLE001 - report, dump, fail
         check(False, "test ran to the end", repr(e))

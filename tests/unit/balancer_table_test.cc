@@ -1118,3 +1118,68 @@ TEST(TableResolved, AReloadForgetsAddressesForTheProberToTellAgain) {
 
 }  // namespace
 }  // namespace cdn::balancer
+
+// ---------------------------------------------------------------- workers
+
+namespace cdn::balancer {
+namespace {
+
+// Two workers' tables adopt the main table's snapshots and share one place
+// in the rotation: the weights hold over both together, however the clients
+// fall on them (here: worker 0 takes the first 5 of every 8, worker 1 the rest).
+TEST(BalancerWorkers, SharedRotationKeepsWeightsOverWorkers) {
+  Table main(addrs(2, 33000, {3, 1}), probe_settings(), balance_settings("round-robin"), 1);
+  bring_up(main, {1, 1});
+  main.prepare_snapshot();
+  std::atomic<uint64_t> ticket{0};
+  std::vector<Table> workers(2, main);
+  for (size_t w = 0; w < workers.size(); ++w) {
+    workers[w].reseed(100 + w);
+    workers[w].share_rotation(&ticket);
+  }
+  std::vector<size_t> counts(2, 0);
+  for (size_t k = 0; k < 64; ++k) {
+    Table& t = workers[k % 8 < 5 ? 0 : 1];
+    if (k == 32) {
+      // A newer snapshot half-way: the place in the rotation stays shared.
+      for (auto& w : workers) w.adopt(main);
+    }
+    auto c = t.choose("/", 2, kLater);
+    ASSERT_EQ(c.size(), 2u);
+    EXPECT_NE(c[0].index, c[1].index);  // the fallback is the other replica
+    ++counts[c.front().index];
+  }
+  EXPECT_EQ(counts, (std::vector<size_t>{48, 16}));
+  EXPECT_EQ(ticket.load(), 64u);
+}
+
+// What a worker sends is folded into the main table like its own choices.
+TEST(BalancerWorkers, AddSentCountsLikeAChoice) {
+  Table t = make(2, "least-loaded");
+  bring_up(t, {1, 1});
+  t.add_sent(0, 5);
+  t.add_sent(7, 5);  // out of range: ignored
+  EXPECT_EQ(t.replicas()[0].redirects_total, 5u);
+  EXPECT_DOUBLE_EQ(t.replicas()[0].sent_since_probe, 5.0);
+  EXPECT_EQ(t.choose("/", 1, kLater).front().index, 1u);
+}
+
+// Adopting a snapshot keeps the worker's own random draws: two workers
+// seeded apart do not draw the same p2c pairs after each publication.
+TEST(BalancerWorkers, AdoptKeepsTheWorkersOwnGenerator) {
+  Table main = make(16, "p2c", 7);
+  bring_up(main, std::vector<double>(16, 1));
+  Table a = main, b = main;
+  a.reseed(1);
+  b.reseed(2);
+  size_t same = 0;
+  for (int round = 0; round < 20; ++round) {
+    a.adopt(main);
+    b.adopt(main);
+    if (a.choose("/", 1, kLater).front().index == b.choose("/", 1, kLater).front().index) ++same;
+  }
+  EXPECT_LT(same, 10u);
+}
+
+}  // namespace
+}  // namespace cdn::balancer

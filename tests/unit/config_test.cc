@@ -422,6 +422,7 @@ TEST(Replica, EveryKey) {
       "max_request_line = 4K\n"
       "max_header_bytes = 1MiB\n"
       "max_headers = 20\n"
+      "workers = 3\n"
       "[log]\n"
       "level = DEBUG\n"
       "file = /var/log/cdn.log\n"
@@ -441,6 +442,7 @@ TEST(Replica, EveryKey) {
   EXPECT_EQ(r.server.max_request_line, 4096U);
   EXPECT_EQ(r.server.max_header_bytes, 1U << 20);
   EXPECT_EQ(r.server.max_headers, 20U);
+  EXPECT_EQ(r.server.workers, 3U);
   EXPECT_EQ(r.log.level, "debug");
   EXPECT_EQ(r.log.file, "/var/log/cdn.log");
   EXPECT_EQ(r.content.root, "/srv/site");
@@ -1139,6 +1141,7 @@ TEST(Ranges, EveryCountAndSizeKey) {
     cases.push_back(
         {b, "server", "max_connections", "1", "10000000", "0", "10000001", "from 1 to 10000000"});
     cases.push_back({b, "server", "max_headers", "1", "10000", "0", "10001", "from 1 to 10000"});
+    cases.push_back({b, "server", "workers", "1", "256", "0", "257", "from 1 to 256"});
     cases.push_back(
         {b, "server", "max_request_line", "64", "1M", "63", "1025K", "(allowed: 64 to 1M bytes)"});
     cases.push_back({b, "server", "max_header_bytes", "256", "64M", "255", "65537K",
@@ -1273,6 +1276,14 @@ TEST(Replica, OriginWithAQueryNamesTheLine) {
   EXPECT_TRUE(Contains(msg,
                        "/etc/cdn/r.ini:2: [content] origin: 'http://h/a?x=1#f' is not an origin: "
                        "it has a query ('?...')"));
+}
+
+TEST(Workers, AutoIsTheOnlineCpusAndANumberIsKept) {
+  EXPECT_EQ(replica("[server]\nworkers = auto\n").server.workers, 0U);
+  EXPECT_EQ(ReplicaSettings().server.workers, 0U);  // auto by default
+  const long online = sysconf(_SC_NPROCESSORS_ONLN);
+  EXPECT_EQ(resolve_workers(0), static_cast<uint32_t>(std::max(1L, online)));
+  EXPECT_EQ(resolve_workers(5), 5U);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "common/metrics/prometheus.hpp"
 
+#include "common/metrics/counter.hpp"
 #include "common/metrics/process.hpp"
 
 #include <gtest/gtest.h>
@@ -8,9 +9,38 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <thread>
 
 namespace cdn::metrics {
 namespace {
+
+// One thread counts while another reads (a status page on another worker):
+// the reader sees the count only grow, and the end figure is exact.
+TEST(OwnCounter, OneWriterAnyReader) {
+  constexpr uint64_t kCount = 200'000;
+  OwnCounter c;
+  std::atomic<bool> done{false};
+  std::thread writer([&] {
+    for (uint64_t i = 0; i < kCount; ++i) ++c;
+    c += 10;
+    c -= 10;
+    done = true;
+  });
+  uint64_t last = 0;
+  bool grew_only = true;
+  while (!done) {
+    const uint64_t now = c;
+    grew_only = grew_only && now >= last;
+    last = now;
+  }
+  writer.join();
+  EXPECT_TRUE(grew_only);
+  EXPECT_EQ(c.get(), kCount);
+  OwnCounter copy = c;
+  --copy;
+  EXPECT_EQ(copy.get(), kCount - 1);
+  EXPECT_EQ(c.get(), kCount);
+}
 
 TEST(Prometheus, FamilyThenSamples) {
   std::string page;

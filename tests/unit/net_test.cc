@@ -1366,3 +1366,30 @@ TEST_F(Client, StaleKeptAliveConnectionIsRetriedOrReported) {
 
 }  // namespace
 }  // namespace cdn::net
+
+namespace cdn::net {
+namespace {
+
+// Workers' listeners: a First proves the port free and shares it, a Join
+// shares it, a second First (another daemon) is refused the port in use.
+TEST(ServerSharing, FirstSharesAPortOnlyIfFree) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  {
+    auto noop = [](Exchange& ex) { ex.reply(200, "ok"); };
+    Server first(&loop, {}, noop), join(&loop, {}, noop), other(&loop, {}, noop);
+    ASSERT_EQ(first.listen("127.0.0.1", 0, Server::Sharing::First), 0);
+    const uint16_t port = first.port();
+    ASSERT_NE(port, 0);
+    EXPECT_EQ(join.listen("127.0.0.1", port, Server::Sharing::Join), 0);
+    EXPECT_EQ(join.port(), port);
+    EXPECT_EQ(other.listen("127.0.0.1", port, Server::Sharing::First), UV_EADDRINUSE);
+    EXPECT_EQ(other.listen("127.0.0.1", port), UV_EADDRINUSE);
+    for (Server* s : {&first, &join, &other}) s->close();
+    uv_run(&loop, UV_RUN_DEFAULT);
+  }
+  EXPECT_EQ(uv_loop_close(&loop), 0);
+}
+
+}  // namespace
+}  // namespace cdn::net
