@@ -37,9 +37,18 @@ void RequestLog::apply(Prepared p) {
   target_ = p.settings.access;
 }
 
+RequestLog::SiteCounts& RequestLog::counts_of(std::string_view site) {
+  for (auto& c : sites_) {
+    if (c.site == site) return c;
+  }
+  sites_.push_back(SiteCounts{std::string(site), {}, metrics::Histogram()});
+  return sites_.back();
+}
+
 void RequestLog::record(const net::RequestRecord& r, std::string_view site) {
-  if (r.status >= 100 && r.status < 600) ++responses_[static_cast<size_t>(r.status - 100)];
-  durations_.observe(std::chrono::duration<double>(r.duration).count());
+  SiteCounts& counts = counts_of(site);
+  if (r.status >= 100 && r.status < 600) ++counts.responses[static_cast<size_t>(r.status - 100)];
+  counts.durations.observe(std::chrono::duration<double>(r.duration).count());
   if (!writer_) return;
   const auto now = std::chrono::system_clock::now().time_since_epoch();
   const auto us = std::chrono::duration_cast<std::chrono::microseconds>(now).count();
@@ -79,15 +88,19 @@ void RequestLog::write_metrics(metrics::PrometheusWriter& w, std::string_view pr
   using metrics::Type;
   const std::string responses = fmt::format("{}_responses_total", prefix);
   w.family(responses, Type::Counter, "Answers sent, by HTTP status code and site.");
-  for (size_t i = 0; i < responses_.size(); ++i) {
-    if (responses_[i] == 0) continue;
-    const std::string code = std::to_string(i + 100);
-    w.sample({{"code", code}, {"site", kDefaultSite}}, responses_[i]);
+  for (const auto& c : sites_) {
+    for (size_t i = 0; i < c.responses.size(); ++i) {
+      if (c.responses[i] == 0) continue;
+      const std::string code = std::to_string(i + 100);
+      w.sample({{"code", code}, {"site", c.site}}, c.responses[i]);
+    }
   }
   const std::string durations = fmt::format("{}_request_duration_seconds", prefix);
   w.family(durations, Type::Histogram,
            "Time from a request's head to its answer queued whole (a file: sent), by site.");
-  w.histogram({{"site", kDefaultSite}}, durations_);
+  for (const auto& c : sites_) w.histogram({{"site", c.site}}, c.durations);
+  // Before any answer: the family still shows its buckets.
+  if (sites_.empty()) w.histogram({{"site", kDefaultSite}}, metrics::Histogram{});
   w.metric(fmt::format("{}_access_log_dropped_lines_total", prefix), Type::Counter,
            "Access log lines dropped because the log could not keep up.", lines_dropped());
 }

@@ -21,6 +21,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/access/format.hpp"
 #include "common/access/writer.hpp"
@@ -32,7 +33,7 @@
 
 namespace cdn::daemon {
 
-// The site every request is for until a replica serves several.
+// The site of [content], and of every request of a daemon without sites.
 inline constexpr std::string_view kDefaultSite = "default";
 
 class RequestLog {
@@ -68,9 +69,15 @@ class RequestLog {
   // The zone's offset, looked up (localtime_r) once a second.
   int64_t offset_second_ = INT64_MIN;
   int32_t utc_offset_ = 0;
-  // Answers by status code (100..599), and their durations.
-  std::array<uint64_t, 500> responses_{};
-  metrics::Histogram durations_;
+  // Answers by status code (100..599), and their durations, of one site.
+  struct SiteCounts {
+    std::string site;
+    std::array<uint64_t, 500> responses{};
+    metrics::Histogram durations;
+  };
+  SiteCounts& counts_of(std::string_view site);
+  // In order of first answer; a replica has a handful of sites.
+  std::vector<SiteCounts> sites_;
 };
 
 class AdminGate {

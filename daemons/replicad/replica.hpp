@@ -14,12 +14,14 @@
 #include <vector>
 
 #include "common/config/settings.hpp"
+#include "common/config/site_map.hpp"
 #include "common/log/burst.hpp"
 #include "common/net/server.hpp"
 #include "common/status/status.hpp"
 #include "common/uv/handle.hpp"
 #include "daemons/observe.hpp"
 #include "daemons/replicad/pull.hpp"
+#include "daemons/replicad/site.hpp"
 #include "daemons/replicad/store.hpp"
 #include "daemons/watch.hpp"
 
@@ -31,15 +33,18 @@ std::unique_ptr<Store> open_store(const config::ContentSettings& c);
 
 class Replica {
  public:
-  // With [content] origin= the store is null and the Replica pulls through
-  // its cache (throws std::runtime_error when the cache cannot be opened).
+  // `store`: [content]'s, opened by main (null with an origin, or without
+  // a default site); the Replica opens every other site itself (site.hpp).
+  // Throws std::runtime_error when a site's content or cache cannot be used.
   Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_ptr<Store> store);
 
-  // Origin mode, at start-up: have the start page ("/") in the cache. Runs
-  // the loop until it is (true), or the origin failed and no copy exists
-  // (false, with `why`), or `give_up` says so (false: a stop signal came
-  // during start-up). Always true for a directory or a page.
+  // Origin mode, at start-up: have every origin site's start page ("/") in
+  // its cache. Runs the loop until they are (true), or an origin failed and
+  // no copy exists (false, with `why`), or `give_up` says so (false: a stop
+  // signal came during start-up). Always true for directories and pages.
   bool prefetch_start_page(std::string& why, const std::function<bool()>& give_up = {});
+  // The content of every site, for logs and status ("a=root:/srv/a, b=...").
+  std::string sources() const;
 
   // Throws std::runtime_error when it cannot listen.
   void start();
@@ -62,12 +67,21 @@ class Replica {
   // The server's options from settings_ (on_complete feeds requests_).
   net::ServerOptions options();
   void handle(net::Exchange& ex);
-  void serve_content(net::Exchange& ex, const std::string& path);
-  // PURGE (observe.hpp's admit_purge, then the cache's purge).
-  void serve_purge(net::Exchange& ex);
+  // The site of the request's Host (the default site for others); null
+  // when there is none, and the request is answered 421.
+  Site* site_for(const http::Request& req) const;
+  // Sites from settings_, keeping those whose source did not change
+  // (reload); `store` is [content]'s when main opened it anew.
+  void build_sites(std::unique_ptr<Store> store);
+  bool prefetch_start_page(Site& site, std::string& why, const std::function<bool()>& give_up);
+  // 421: no site of this replica has the request's host.
+  void misdirected(net::Exchange& ex);
+  void serve_content(net::Exchange& ex, Site& site, const std::string& path);
+  // PURGE (observe.hpp's admit_purge, then the site's cache's purge).
+  void serve_purge(net::Exchange& ex, Site* site);
   // Reads and digests a file not yet known on the thread pool, then answers.
-  void load_then_serve(net::Exchange& ex, const std::string& path);
-  void serve_lookup(net::Exchange& ex, const std::string& path, Lookup found);
+  void load_then_serve(net::Exchange& ex, Site& site, const std::string& path);
+  void serve_lookup(net::Exchange& ex, Site& site, const std::string& path, Lookup found);
   // Answers with an object: conditionals, Range, headers, body. `open_fd()`
   // gives the body's descriptor when one is needed (-1: changed, 503). A
   // template, not a std::function, whose captures would be allocated per
@@ -98,10 +112,14 @@ class Replica {
 
   uv_loop_t* loop_;
   config::ReplicaSettings settings_;
-  // Directory or page; null in origin mode. Shared with digest work running
-  // on libuv's thread pool, which may outlive a reload that replaces it.
-  std::shared_ptr<Store> store_;
-  std::unique_ptr<Pull> pull_;  // origin mode
+  // [content] (when it has a source) first, then each [site]; SiteMap's
+  // indexes are into it. Shared with digest work running on libuv's thread
+  // pool, which may outlive a reload that replaces a site.
+  std::vector<std::shared_ptr<Site>> sites_;
+  config::SiteMap site_map_;
+  // Sites a reload replaced or removed: kept until exit, for the exchanges
+  // and fetch callbacks that may still refer to them.
+  std::vector<std::shared_ptr<Site>> retired_;
   uint64_t purges_total_ = 0;
   uint64_t purged_objects_total_ = 0;
   // Before server_: its on_complete feeds requests_.
@@ -110,7 +128,6 @@ class Replica {
   net::Server server_;
   status::State state_ = status::State::Starting;
   std::chrono::steady_clock::time_point started_;
-  std::string cache_control_;  // of local content, from [content] max_age
   // Send rate over the last sampling period (for status and the balancer).
   uint64_t rate_last_bytes_ = 0;
   uint64_t rate_last_requests_ = 0;
