@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cdn_config.h"
+#include "common/config/site_map.hpp"
 #include "common/http/path.hpp"
 #include "common/log/log.hpp"
 #include "common/metrics/process.hpp"
@@ -199,8 +200,27 @@ const std::string& Balancer::url_prefix(size_t index) {
   return prefix;
 }
 
+const std::vector<char>* Balancer::replicas_for(net::Exchange& ex, std::string_view host,
+                                                bool& answered) {
+  answered = false;
+  if (router_.generation() != table_.sites_generation()) {
+    router_.rebuild(table_.replicas(), table_.sites_generation());
+  }
+  const std::vector<char>* only = router_.eligible(host);
+  if (only != nullptr && !SiteRouter::any(*only)) {
+    // RFC 9110 15.5.20: no replica of this fleet is configured for the host.
+    ++misdirected_total_;
+    ex.reply(421, "no replica serves this host", {{"Cache-Control", "no-store"}});
+    answered = true;
+  }
+  return only;
+}
+
 void Balancer::redirect(net::Exchange& ex, const std::string& path) {
-  table_.choose(path, 1 + settings_.balance.fallbacks, Clock::now(), picks_);
+  bool answered = false;
+  const auto* only = replicas_for(ex, ex.request().header("Host").value_or(""), answered);
+  if (answered) return;
+  table_.choose(path, 1 + settings_.balance.fallbacks, Clock::now(), picks_, only);
   const auto& picks = picks_;
   if (picks.empty()) {
     ++unavailable_total_;
@@ -262,13 +282,22 @@ void Balancer::serve_locate(net::Exchange& ex) {
     ex.reply(400, "locate needs ?path=/some/path");
     return;
   }
-  const auto picks = table_.rank(*path, table_.replicas().size(), Clock::now());
+  // The site: ?host= when given (a client asking for another), else Host.
+  const auto host = http::query_param(query, "host");
+  const std::string_view host_name =
+      host ? std::string_view(*host) : ex.request().header("Host").value_or("");
+  bool answered = false;
+  const auto* only = replicas_for(ex, host_name, answered);
+  if (answered) return;
+  std::vector<Choice> picks;
+  table_.rank(*path, table_.replicas().size(), Clock::now(), picks, only);
   // The path goes into the document %-encoded, as in the URLs: a decoded one
   // may hold any byte, and bytes that are not UTF-8 make the JSON writer throw.
   const std::string tail = http::encode_path(*path);
   Json doc;
   doc["path"] = tail;
   doc["policy"] = std::string(to_string(table_.policy()));
+  if (only != nullptr) doc["host"] = config::host_key(host_name).value_or("");
   Json list = Json::array();
   for (const auto& c : picks) {
     Json j = public_replica_json(table_.replicas()[c.index]);
@@ -343,6 +372,8 @@ void Balancer::serve_metrics(net::Exchange& ex) {
            redirects_total_);
   w.metric("cdn_balancer_redirects_failed_total", Type::Counter,
            "Clients answered 503 (no replica up).", unavailable_total_);
+  w.metric("cdn_balancer_misdirected_total", Type::Counter,
+           "Clients answered 421 (no replica serves their Host).", misdirected_total_);
   w.metric("cdn_balancer_requests_total", Type::Counter, "Requests answered.", st.requests_total);
   w.metric("cdn_balancer_requests_malformed_total", Type::Counter,
            "Requests refused by the HTTP layer (400, 408, 413, 431...).", st.errors_total);

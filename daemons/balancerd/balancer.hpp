@@ -16,6 +16,7 @@
 #include "common/uv/handle.hpp"
 #include "daemons/balancerd/prober.hpp"
 #include "daemons/balancerd/purger.hpp"
+#include "daemons/balancerd/sites.hpp"
 #include "daemons/balancerd/table.hpp"
 #include "daemons/balancerd/traffic.hpp"
 #include "daemons/observe.hpp"
@@ -57,6 +58,13 @@ class Balancer {
   uv_loop_t* loop_;
   config::BalancerSettings settings_;
   Table table_;
+  // Which replicas serve a Host (sites.hpp); rebuilt as the table's
+  // sites_generation() moves.
+  SiteRouter router_;
+  // The replicas of the request's Host, or null for any (a fleet of one
+  // site); answers 421 and sets `answered` when no replica serves it.
+  const std::vector<char>* replicas_for(net::Exchange& ex, std::string_view host, bool& answered);
+  uint64_t misdirected_total_ = 0;
   Prober prober_;
   Purger purger_;
   // Before server_: its on_complete feeds requests_.

@@ -136,3 +136,40 @@ def test_local_sites_and_reload(cdn, tmp_path):
     r.reload()
     assert body(r, "/", "three.example") == "one"
     assert body(r, "/", "two.example") == "two"
+
+
+def test_balancer_routes_by_host_to_the_sites_replicas(cdn, origins):
+    a, b = origins
+    only_a = cdn.replica(origin=a.url, extra={
+        "content": {"origin": ""}, "site a": {"hosts": "a.example", "origin": a.url}})
+    only_b = cdn.replica(origin=b.url, extra={
+        "content": {"origin": ""}, "site b": {"hosts": "b.example", "origin": b.url}})
+    bal = cdn.balancer([only_a, only_b], policy="round-robin")
+    cdn.wait_up(bal, 2)
+    for host, replica in (("a.example", only_a), ("b.example", only_b)):
+        for k in range(6):
+            status, headers, _ = bal.get(f"/x/{k}", {"Host": host})
+            assert status == 302, (host, status)
+            assert headers["Location"].startswith(f"http://{replica.address}/"), headers
+            assert replica.address in headers["Location"]
+            assert "CDN-Fallback" not in headers  # the other replica is another site's
+    # No replica serves this host, and none has a default site.
+    status, _, _ = bal.get("/x/1", {"Host": "c.example"})
+    assert status == 421
+    # Locate answers for the Host, or for ?host=.
+    status, _, data = bal.get("/.cdn/locate?path=/x/1", {"Host": "b.example"})
+    doc = json.loads(data)
+    assert status == 200 and doc["host"] == "b.example"
+    assert [r["url"] for r in doc["replicas"]] == [f"http://{only_b.address}/x/1"]
+    status, _, data = bal.get("/.cdn/locate?path=/x/1&host=A.example")
+    assert [r["url"] for r in json.loads(data)["replicas"]] == [f"http://{only_a.address}/x/1"]
+    status, _, _ = bal.get("/.cdn/locate?path=/x/1&host=c.example")
+    assert status == 421
+    # Site b's only replica gone: its clients get 503, site a's still go.
+    only_b.stop()
+    cdn.wait_up(bal, 1, total=2)
+    status, _, _ = bal.get("/x/1", {"Host": "b.example"})
+    assert status == 503
+    status, headers, _ = bal.get("/x/1", {"Host": "a.example"})
+    assert status == 302 and only_a.address in headers["Location"]
+    only_b.start_again()
