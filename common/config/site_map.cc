@@ -63,6 +63,8 @@ bool SiteMap::add(std::string_view host, size_t site) {
 }
 
 std::optional<size_t> SiteMap::find(std::string_view host_header) const {
+  // A replica of one site: no Host to read (and nothing allocated per request).
+  if (hosts_.empty()) return default_;
   if (const auto key = host_key(host_header)) {
     if (const auto it = hosts_.find(*key); it != hosts_.end()) return it->second;
   }

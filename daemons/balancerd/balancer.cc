@@ -162,7 +162,12 @@ std::string Balancer::url_for(size_t index, std::string_view encoded_path_and_qu
 void Balancer::handle(net::Exchange& ex) {
   if (ex.request().method == "PURGE") {
     // Checked before anything else: the allow-list, the token, the request.
-    if (auto r = admin_.admit_purge(ex)) purger_.purge(ex, std::move(*r), admin_.token());
+    if (auto r = admin_.admit_purge(ex)) {
+      // Sent to the replicas of the purge's site (its Host) only.
+      bool answered = false;
+      const auto* only = replicas_for(ex, r->site, answered);
+      if (!answered) purger_.purge(ex, std::move(*r), admin_.token(), only);
+    }
     return;
   }
   const auto path = daemon::accept_request(ex);

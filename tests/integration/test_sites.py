@@ -173,3 +173,35 @@ def test_balancer_routes_by_host_to_the_sites_replicas(cdn, origins):
     status, headers, _ = bal.get("/x/1", {"Host": "a.example"})
     assert status == 302 and only_a.address in headers["Location"]
     only_b.start_again()
+
+
+def test_balancer_purge_goes_to_the_sites_replicas(cdn, origins, token_file):
+    a, b = origins
+    admin = {"token_file": token_file}
+    only_a = cdn.replica(origin=a.url, extra={
+        "admin": admin, "content": {"origin": ""},
+        "site a": {"hosts": "a.example", "origin": a.url}})
+    both = cdn.replica(origin=a.url, extra={
+        "admin": admin, "content": {"origin": ""},
+        "site a": {"hosts": "a.example", "origin": a.url},
+        "site b": {"hosts": "b.example", "origin": b.url}})
+    bal = cdn.balancer([only_a, both], extra={"admin": admin})
+    cdn.wait_up(bal, 2)
+    for r in (only_a, both):
+        assert body(r, "/x/1", "a.example") == "A /x/1"
+    assert body(both, "/x/1", "b.example") == "B /x/1"
+    status, _, data = purge(bal, "/x/1", Host="b.example")
+    assert status == 200, data
+    doc = json.loads(data)
+    assert [p["replica"] for p in doc["replicas"]] == [both.address]
+    assert doc["replicas"][0]["purged"] == 1 and doc["owed"] == 0
+    assert body(both, "/x/1", "a.example") == "A /x/1"
+    assert a.count("/x/1") == 2  # one fetch per replica, none after the purge of b
+    assert body(both, "/x/1", "b.example") == "B /x/1"
+    assert b.count("/x/1") == 2
+    # A site on both: both purged; and both stay up (none is held).
+    status, _, data = purge(bal, "/x/1", Host="a.example")
+    doc = json.loads(data)
+    assert status == 200 and sorted(p["replica"] for p in doc["replicas"]) == sorted(
+        [only_a.address, both.address])
+    assert bal.status()["up"] == 2
