@@ -64,6 +64,9 @@ Json replica_json(const Replica& r, Clock::time_point now) {
   j["probes_failed"] = r.probe_failures_total;
   j["last_error"] = r.last_error;
   j["name"] = r.last_status.name;
+  // What it serves (its status): the sites, and the hosts routed to it.
+  j["sites"] = r.last_status.sites;
+  j["hosts"] = r.last_status.hosts;
   j["last_probe_ms_ago"] =
       r.last_probe
           ? Json(std::chrono::duration_cast<std::chrono::milliseconds>(now - *r.last_probe).count())

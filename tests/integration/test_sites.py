@@ -146,6 +146,8 @@ def test_balancer_routes_by_host_to_the_sites_replicas(cdn, origins):
         "content": {"origin": ""}, "site b": {"hosts": "b.example", "origin": b.url}})
     bal = cdn.balancer([only_a, only_b], policy="round-robin")
     cdn.wait_up(bal, 2)
+    listed = {r["address"]: (r["sites"], r["hosts"]) for r in bal.status()["replicas"]}
+    assert listed == {only_a.address: ("a", "a.example"), only_b.address: ("b", "b.example")}
     for host, replica in (("a.example", only_a), ("b.example", only_b)):
         for k in range(6):
             status, headers, _ = bal.get(f"/x/{k}", {"Host": host})
