@@ -109,7 +109,9 @@ Replica::Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_
 }
 
 Site* Replica::site_for(const http::Request& req) const {
-  const auto i = site_map_.find(req.header("Host").value_or(""));
+  // One site (no host names): no Host to look for, twice a request.
+  const auto i = site_map_.size() == 0 ? site_map_.default_site()
+                                       : site_map_.find(req.header("Host").value_or(""));
   return i ? sites_[*i].get() : nullptr;
 }
 
