@@ -375,7 +375,7 @@ const std::string& Front::url_prefix(size_t index) {
 }
 
 const std::vector<char>* Front::replicas_for(net::Exchange& ex, std::string_view host,
-                                              bool& answered) {
+                                             bool& answered) {
   answered = false;
   Table& t = table();
   if (router_.generation() != t.sites_generation()) {

@@ -127,7 +127,8 @@ Site* Replica::site_for(const http::Request& req) const {
 }
 
 bool Replica::has_origin() const {
-  return std::any_of(sites_.begin(), sites_.end(), [](const auto& s) { return s->pull != nullptr; });
+  return std::any_of(sites_.begin(), sites_.end(),
+                     [](const auto& s) { return s->pull != nullptr; });
 }
 
 void Replica::adopt_sites(const Replica& first) {
