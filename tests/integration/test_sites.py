@@ -207,3 +207,37 @@ def test_balancer_purge_goes_to_the_sites_replicas(cdn, origins, token_file):
     assert status == 200 and sorted(p["replica"] for p in doc["replicas"]) == sorted(
         [only_a.address, both.address])
     assert bal.status()["up"] == 2
+
+
+def test_reload_with_a_bad_site_is_refused_whole(cdn, tmp_path, origins):
+    a, _ = origins
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "index.html").write_bytes(b"one")
+    r = cdn.replica(extra={"content": {"root": ""},
+                           "site one": {"hosts": "one.example", "root": one},
+                           "site a": {"hosts": "a.example", "origin": a.url}})
+    assert body(r, "/x", "a.example") == "A /x"
+    good = r.config_path.read_text()
+    # A host moved, a site's origin changed and a new site whose root is
+    # not there: nothing of it may apply, not even the changes before it.
+    r.write_config(good.replace("hosts = one.example", "hosts = one.example three.example")
+                   .replace(a.url, "http://127.0.0.1:9/") +
+                   "\n[site b]\nhosts = b.example\nroot = /does/not/exist\n")
+    before = r.log_text(limit=10**7)
+    r.reload()
+    after = r.log_text(limit=10**7)[len(before):]
+    refused = [line for line in after.splitlines() if "reload refused" in line]
+    assert len(refused) == 1, after
+    assert "site b" in refused[0] and "/does/not/exist" in refused[0], refused
+    assert "configuration reloaded" not in after, after
+    assert r.alive()
+    assert r.status()["sites"] == "one a"
+    assert body(r, "/", "one.example") == "one"
+    assert get(r, "/", "three.example")[0] == 421
+    assert get(r, "/", "b.example")[0] == 421
+    assert body(r, "/y", "a.example") == "A /y"  # still the old origin
+    # The same file fixed is taken.
+    r.write_config(good.replace("hosts = one.example", "hosts = one.example three.example"))
+    r.reload()
+    assert body(r, "/", "three.example") == "one"
