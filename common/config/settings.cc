@@ -607,6 +607,7 @@ std::string to_ini(const BalancerSettings& s) {
   write_server(w, s.server);
   write_log(w, s.log);
   write_admin(w, s.admin);
+  w.key("state_dir", s.state_dir);
   w.section("replicas");
   if (!s.servers_file.empty()) {
     w.comment("servers_file = " + s.servers_file + " (its replicas are among those below)");
@@ -740,12 +741,22 @@ struct BalancerPending {
   const Entry* servers_entry = nullptr;
 };
 
+// [admin] of the balancer: the replica's keys, and where its state is kept.
+SectionSpec balancer_admin_section(const IniFile& file, BalancerSettings& b) {
+  SectionSpec spec = admin_section(file, b.admin);
+  spec.keys.push_back({"state_dir", [&](const Entry& e) {
+                         const std::string_view v = trim(e.value);
+                         b.state_dir = v.empty() ? std::string() : resolve(file, v);
+                       }});
+  return spec;
+}
+
 std::vector<SectionSpec> balancer_spec(const IniFile& file, BalancerSettings& b,
                                        BalancerPending& pending) {
   return {
       server_section(file, b.server),
       log_section(file, b.log),
-      admin_section(file, b.admin),
+      balancer_admin_section(file, b),
       {"replicas",
        {
            {"servers_file",

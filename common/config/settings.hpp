@@ -166,6 +166,10 @@ struct BalancerSettings {
   std::vector<ReplicaEntry> replicas;
   ProbeSettings probe;
   BalanceSettings balance;
+  // [admin] state_dir: where the purge ledger is kept across restarts
+  // (purges owed to replicas that were away); empty: systemd's
+  // $STATE_DIRECTORY when set, else memory only.
+  std::string state_dir;
 };
 
 // The values a duration key accepts, both ends included. A value outside is

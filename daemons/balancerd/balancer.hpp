@@ -69,6 +69,7 @@ class Front {
   net::Server& server() { return server_; }
   const net::Server& server() const { return server_; }
   const daemon::RequestLog& requests() const { return requests_; }
+  const daemon::AdminGate& admin() const { return admin_; }
   void reconfigure(const config::BalancerSettings& settings,
                    const daemon::ObserverReload& observers);
   void set_name(const std::string& name) { settings_.server.name = name; }
