@@ -318,7 +318,10 @@ void Balancer::purge(purge::Request r, std::string token, daemon::Answer answer)
 
 net::ServerOptions Front::options() {
   auto o = daemon::server_options(settings_.server, "cdn-balancerd/" CDN_VERSION);
-  o.on_complete = [this](const net::RequestRecord& r) { requests_.record(r); };
+  o.on_complete = [this](const net::RequestRecord& r) {
+    // Counted under the site of its Host, as the replicas count theirs.
+    requests_.record(r, router().site_of(r.request.header("Host").value_or("")));
+  };
   o.group = shared_.server_group();  // max_connections is the daemon's
   return o;
 }
@@ -398,14 +401,18 @@ const std::string& Front::url_prefix(size_t index) {
   return prefix;
 }
 
-const std::vector<char>* Front::replicas_for(net::Exchange& ex, std::string_view host,
-                                             bool& answered) {
-  answered = false;
+const SiteRouter& Front::router() {
   Table& t = table();
   if (router_.generation() != t.sites_generation()) {
     router_.rebuild(t.replicas(), t.sites_generation());
   }
-  const std::vector<char>* only = router_.eligible(host);
+  return router_;
+}
+
+const std::vector<char>* Front::replicas_for(net::Exchange& ex, std::string_view host,
+                                             bool& answered) {
+  answered = false;
+  const std::vector<char>* only = router().eligible(host);
   if (only != nullptr && !SiteRouter::any(*only)) {
     // RFC 9110 15.5.20: no replica of this fleet is configured for the host.
     ++misdirected_total;

@@ -387,7 +387,10 @@ status::ReplicaStatus Replica::status(bool in_request) const {
   s.source = sources();
   for (const auto& site : sites_) {
     s.sites += (s.sites.empty() ? "" : " ") + site->name;
-    for (const auto& h : site->hosts) s.hosts += (s.hosts.empty() ? "" : " ") + h;
+    for (const auto& h : site->hosts) {
+      s.hosts += (s.hosts.empty() ? "" : " ") + h;
+      s.host_sites += (s.host_sites.empty() ? "" : " ") + h + "=" + site->name;
+    }
     if (!site->pull) continue;
     const auto& ps = site->pull->stats();
     s.cache_hits += ps.hits;

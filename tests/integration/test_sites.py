@@ -158,6 +158,12 @@ def test_balancer_routes_by_host_to_the_sites_replicas(cdn, origins):
     # No replica serves this host, and none has a default site.
     status, _, _ = bal.get("/x/1", {"Host": "c.example"})
     assert status == 421
+    # Counted under each Host's site, as the replicas count theirs.
+    metrics = bal.get("/.cdn/metrics")[2].decode()
+    for site in ("a", "b"):
+        assert f'cdn_balancer_responses_total{{code="302",site="{site}"}} 6\n' in metrics
+        assert f'cdn_balancer_request_duration_seconds_count{{site="{site}"}} 6\n' in metrics
+    assert 'cdn_balancer_responses_total{code="421",site=""} 1\n' in metrics
     # Locate answers for the Host, or for ?host=.
     status, _, data = bal.get("/.cdn/locate?path=/x/1", {"Host": "b.example"})
     doc = json.loads(data)
