@@ -144,7 +144,9 @@ def test_balancer_routes_by_host_to_the_sites_replicas(cdn, origins):
         "content": {"origin": ""}, "site a": {"hosts": "a.example", "origin": a.url}})
     only_b = cdn.replica(origin=b.url, extra={
         "content": {"origin": ""}, "site b": {"hosts": "b.example", "origin": b.url}})
-    bal = cdn.balancer([only_a, only_b], policy="round-robin")
+    log = cdn.tempdir() / "balancer-access.json"
+    bal = cdn.balancer([only_a, only_b], policy="round-robin",
+                       extra={"log": {"access": log, "access_format": "json"}})
     cdn.wait_up(bal, 2)
     listed = {r["address"]: (r["sites"], r["hosts"]) for r in bal.status()["replicas"]}
     assert listed == {only_a.address: ("a", "a.example"), only_b.address: ("b", "b.example")}
@@ -164,6 +166,16 @@ def test_balancer_routes_by_host_to_the_sites_replicas(cdn, origins):
         assert f'cdn_balancer_responses_total{{code="302",site="{site}"}} 6\n' in metrics
         assert f'cdn_balancer_request_duration_seconds_count{{site="{site}"}} 6\n' in metrics
     assert 'cdn_balancer_responses_total{code="421",site=""} 1\n' in metrics
+    # And so are the access lines, with the replica each was sent to.
+    def lines():
+        try:
+            docs = [json.loads(x) for x in log.read_text().splitlines()]
+        except FileNotFoundError:
+            return None
+        return docs if sum(d["status"] == 302 for d in docs) == 12 else None
+    sent = [d for d in cdnlib.wait_for(lines, what="12 access lines") if d["status"] == 302]
+    assert {(d["site"], d["upstream"]) for d in sent} == {("a", only_a.address),
+                                                          ("b", only_b.address)}
     # Locate answers for the Host, or for ?host=.
     status, _, data = bal.get("/.cdn/locate?path=/x/1", {"Host": "b.example"})
     doc = json.loads(data)
