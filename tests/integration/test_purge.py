@@ -373,3 +373,20 @@ def test_purges_owed_survive_a_balancer_restart(cdn, origin, token_file):
     status, _, body = purge(b, "/p/1")
     assert status == 200, body
     assert (state / "purge-ledger").read_text().endswith("end\n")
+
+
+def test_state_dir_that_cannot_be_used_is_refused(cdn, token_file):
+    state = cdn.tempdir("cdn-state-")
+    b = cdn.balancer(["127.0.0.1:9"], extra={"admin": {"token_file": token_file,
+                                                       "state_dir": state / "missing"}},
+                     start=False)
+    b.start(wait_ready=False)
+    assert b.wait_exit() == 1
+    assert "state_dir" in b.log_text()
+    # On a reload: refused whole, the balancer keeps its directory.
+    b.write_config(b.config_path.read_text().replace(str(state / "missing"), str(state)))
+    b.start_again()
+    b.write_config(b.config_path.read_text().replace(str(state), str(state / "missing")))
+    b.reload()
+    assert b.alive()
+    assert "reload refused" in b.log_text() and "missing" in b.log_text()
