@@ -57,6 +57,7 @@ struct Origin::Transfer {
   OriginRequest request;  // curl reads the body from here until the transfer ends
   OriginCallbacks cb;
   OriginHead head;
+  uint64_t id = 0;
   bool head_done = false;
   bool refused = false;
   std::string malformed;  // why the head cannot be trusted; non-empty: transfer stopped
@@ -104,6 +105,7 @@ void Origin::close() {
     delete t;
   }
   transfers_.clear();
+  ids_.clear();
   curl_multi_cleanup(multi_);
   multi_ = nullptr;
   // Sockets curl did not say goodbye to (pooled connections): close their polls.
@@ -120,7 +122,20 @@ void Origin::close() {
   timer_.reset();
 }
 
-void Origin::fetch(OriginRequest request, OriginCallbacks callbacks) {
+void Origin::cancel(uint64_t id) {
+  auto i = ids_.find(id);
+  if (i == ids_.end()) return;
+  CURL* easy = i->second;
+  ids_.erase(i);
+  auto it = transfers_.find(easy);
+  if (it == transfers_.end()) return;
+  Transfer* t = it->second;
+  transfers_.erase(it);
+  curl_multi_remove_handle(multi_, easy);
+  delete t;
+}
+
+uint64_t Origin::fetch(OriginRequest request, OriginCallbacks callbacks) {
   auto* t = new Transfer;
   t->origin = this;
   t->request = std::move(request);
@@ -130,7 +145,7 @@ void Origin::fetch(OriginRequest request, OriginCallbacks callbacks) {
   t->easy = curl_easy_init();
   if (closed_ || t->easy == nullptr) {
     delete t;
-    return;
+    return 0;
   }
   for (const auto& h : headers) t->headers = curl_slist_append(t->headers, h.c_str());
   // Identity only: the bytes we cache are the bytes we serve and digest.
@@ -165,7 +180,10 @@ void Origin::fetch(OriginRequest request, OriginCallbacks callbacks) {
   curl_easy_setopt(e, CURLOPT_USERAGENT, options_.user_agent.c_str());
   const long timeout_ms = static_cast<long>(options_.timeout.count());
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
-  curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  // Averaged by curl over LOW_SPEED_TIME: a head followed by a trickle of
+  // body gives up like a stall, instead of holding its waiters for ever.
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT,
+                   static_cast<long>(std::clamp<uint64_t>(options_.min_rate, 1, 1ULL << 30)));
   curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, std::max(1L, (timeout_ms + 999) / 1000));
   if (!options_.ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, options_.ca_file.c_str());
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Origin::on_header);
@@ -173,16 +191,21 @@ void Origin::fetch(OriginRequest request, OriginCallbacks callbacks) {
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Origin::on_body);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
   transfers_.emplace(e, t);
+  t->id = ++last_id_;
+  ids_.emplace(t->id, e);
   const CURLMcode rc = curl_multi_add_handle(multi_, e);
   if (rc != CURLM_OK) {
     transfers_.erase(e);
+    ids_.erase(t->id);
     spdlog::error("origin fetch {}: {}", url, curl_multi_strerror(rc));
     // Report asynchronously, like every other outcome.
     auto cb = std::move(t->cb.done);
     delete t;
     OriginResult r{OriginError::Unreachable, curl_multi_strerror(rc)};
     if (cb) cb(r);
+    return 0;
   }
+  return t->id;
 }
 
 size_t Origin::refuse_malformed(Transfer* t, std::string_view why) {
@@ -341,6 +364,7 @@ void Origin::check_done() {
     if (it == transfers_.end()) continue;
     Transfer* t = it->second;
     transfers_.erase(it);
+    ids_.erase(t->id);
     curl_multi_remove_handle(multi_, easy);
     OriginResult r;
     if (code == CURLE_OK) {
