@@ -50,6 +50,20 @@ std::string sha256_hex(std::string_view s) {
   return digest::to_hex(md.data(), len);
 }
 
+bool pwrite_all(int fd, const char* data, size_t n, off_t at) {
+  while (n > 0) {
+    const ssize_t w = ::pwrite(fd, data, n, at);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data += w;
+    at += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
 bool write_all(int fd, const char* data, size_t n) {
   while (n > 0) {
     const ssize_t w = ::write(fd, data, n);
@@ -134,6 +148,8 @@ std::optional<bool> from_json(const json& j, EntryMeta& m) {
 DiskCache::Writer::~Writer() {
   if (fd_ >= 0) ::close(fd_);
   if (!committed_ && !tmp_path_.empty()) ::unlink(tmp_path_.c_str());
+  cache_->inflight_ -= reserved_;
+  *cache_->spill_pool_ -= spill_held_;
 }
 
 bool DiskCache::Writer::write(const char* data, size_t n) {
@@ -143,15 +159,29 @@ bool DiskCache::Writer::write(const char* data, size_t n) {
     keep_memory_ = false;
     std::string().swap(memory_);
   }
+  if (spilled_) return spill(data, n);
+  if (!cache_->reserve(*this, n)) {
+    disk_error_ = "no room within cache_size beside the other bodies in flight";
+    return spill(data, n);
+  }
+  const off_t at = static_cast<off_t>(size_ - n);
+  bool ok = pwrite_all(fd_, data, n, at);
+  // A disk smaller than cache_size: room is made by evicting, not by
+  // holding every later fill in memory.
+  if (!ok && errno == ENOSPC && cache_->evict_for_space(n)) ok = pwrite_all(fd_, data, n, at);
+  if (ok) {
+    if (keep_memory_) memory_.append(data, n);
+    return true;
+  }
+  disk_error_ = std::strerror(errno);
+  return spill(data, n);
+}
+
+bool DiskCache::Writer::spill(const char* data, size_t n) {
+  const uint64_t before = size_ - n;
   if (!spilled_) {
-    if (write_all(fd_, data, n)) {
-      if (keep_memory_) memory_.append(data, n);
-      return true;
-    }
-    // The disk failed: read back what it holds and go on in memory.
-    disk_error_ = std::strerror(errno);
-    const uint64_t before = size_ - n;
-    if (size_ > spill_limit_) return false;
+    // Read back what the disk holds and go on in memory.
+    if (*cache_->spill_pool_ + size_ > spill_limit_) return false;
     if (!keep_memory_) {
       memory_.resize(before);
       uint64_t got = 0;
@@ -161,17 +191,21 @@ bool DiskCache::Writer::write(const char* data, size_t n) {
         got += static_cast<uint64_t>(r);
       }
     }
-    ::close(fd_);
+    if (fd_ >= 0) ::close(fd_);
     fd_ = -1;
-    ::unlink(tmp_path_.c_str());
+    if (!tmp_path_.empty()) ::unlink(tmp_path_.c_str());
     tmp_path_.clear();
+    cache_->inflight_ -= reserved_;
+    reserved_ = 0;
     spilled_ = true;
     keep_memory_ = true;
-    memory_.append(data, n);
-    return true;
+    *cache_->spill_pool_ += before;
+    spill_held_ = before;
   }
-  if (size_ > spill_limit_) return false;
+  if (*cache_->spill_pool_ + n > spill_limit_) return false;
   memory_.append(data, n);
+  *cache_->spill_pool_ += n;
+  spill_held_ += n;
   return true;
 }
 
@@ -179,6 +213,26 @@ void DiskCache::Writer::finish() {
   auto [digest, hex] = finish_sha256(static_cast<EVP_MD_CTX*>(ctx_.get()));
   digest_ = std::move(digest);
   hex_ = std::move(hex);
+}
+
+std::shared_ptr<Object> DiskCache::Writer::object() {
+  std::shared_ptr<Object> obj;
+  if (spill_held_ > 0) {
+    // Freed by the last answer: the memory leaves the pool then, not now.
+    obj = std::shared_ptr<Object>(new Object, [pool = std::weak_ptr<uint64_t>(cache_->spill_pool_),
+                                               n = spill_held_](Object* o) {
+      if (auto p = pool.lock()) *p -= n;
+      delete o;
+    });
+    spill_held_ = 0;
+  } else {
+    obj = std::make_shared<Object>();
+  }
+  obj->size = size_;
+  obj->digest = digest_;
+  obj->in_memory = keep_memory_;
+  if (keep_memory_) obj->body = std::move(memory_);
+  return obj;
 }
 
 int DiskCache::Writer::dup_fd() const {
@@ -419,6 +473,7 @@ void DiskCache::insert(EntryMeta meta, std::string body_path, std::string body, 
   e.object = make_object(meta, body_path, std::move(body), in_memory);
   if (in_memory) memory_used_ += meta.size;
   bytes_ += meta.size;
+  footprint_ += cost(meta.size);
   purges_.put(meta.key, tags_of(meta.stored));
   e.meta = std::move(meta);
   e.lru = lru_.begin();
@@ -429,6 +484,7 @@ void DiskCache::remove_entry(std::unordered_map<std::string, Entry>::iterator it
                              bool unlink_files) {
   const Entry& e = it->second;
   bytes_ -= e.meta.size;
+  footprint_ -= cost(e.meta.size);
   if (e.object->in_memory) memory_used_ -= e.meta.size;
   if (unlink_files) {
     // Meta first: a body without its meta is removed at start, never served.
@@ -454,12 +510,41 @@ void DiskCache::trim_memory() {
   }
 }
 
+uint64_t DiskCache::cost(uint64_t size) const {
+  const uint64_t b = std::max<uint64_t>(opt_.block_size, 1);
+  return (size + b - 1) / b * b + (b > 1 ? b : 0);
+}
+
 void DiskCache::evict_for(uint64_t incoming) {
-  while (!lru_.empty() && bytes_ + incoming > opt_.max_bytes) {
+  while (!lru_.empty() && footprint_ + inflight_ + incoming > opt_.max_bytes) {
     auto it = index_.find(lru_.back());
     remove_entry(it, true);
     ++evictions_;
   }
+}
+
+bool DiskCache::reserve(Writer& w, uint64_t n) {
+  // Bodies in flight alone past the bound: evicting would not make room.
+  if (inflight_ + n > opt_.max_bytes) return false;
+  evict_for(n);
+  inflight_ += n;
+  w.reserved_ += n;
+  return true;
+}
+
+bool DiskCache::evict_for_space(uint64_t n) {
+  // Room for this write and some after it; a cache holding less than that
+  // keeps what it has (the body goes on in memory, and is not stored).
+  const uint64_t want = n + (1ULL << 20);
+  if (footprint_ < want) return false;
+  uint64_t freed = 0;
+  while (!lru_.empty() && freed < want) {
+    auto it = index_.find(lru_.back());
+    freed += cost(it->second.meta.size);
+    remove_entry(it, true);
+    ++evictions_;
+  }
+  return true;
 }
 
 const DiskCache::Entry* DiskCache::find(const std::string& key) {
@@ -488,6 +573,7 @@ int DiskCache::open(const Entry& e) const {
 
 std::unique_ptr<DiskCache::Writer> DiskCache::begin() {
   std::unique_ptr<Writer> w(new Writer);
+  w->cache_ = this;
   w->memory_limit_ = opt_.memory_object_limit;
   w->spill_limit_ = opt_.spill_limit;
   w->ctx_ = std::shared_ptr<void>(new_sha256(),
@@ -535,7 +621,7 @@ const DiskCache::Entry* DiskCache::commit(Writer& w, EntryMeta meta) {
     errno = ENOSPC;
     return nullptr;
   }
-  if (meta.size > opt_.max_bytes) {
+  if (cost(meta.size) > opt_.max_bytes) {
     errno = EFBIG;
     return nullptr;
   }
@@ -547,7 +633,10 @@ const DiskCache::Entry* DiskCache::commit(Writer& w, EntryMeta meta) {
   // Drop the old entry's meta before its body changes under it.
   if (auto old = index_.find(meta.key); old != index_.end()) remove_entry(old, true);
   claim(meta.key);
-  evict_for(meta.size);
+  // The body's bytes stop being in flight and become the entry's blocks.
+  inflight_ -= w.reserved_;
+  w.reserved_ = 0;
+  evict_for(cost(meta.size));
   if (::rename(w.tmp_path_.c_str(), body_path.c_str()) != 0) {
     ++write_errors_;
     return nullptr;

@@ -377,8 +377,8 @@ void Pull::start_fetch(const std::string& slot) {
     f->received += n;
     if (f->writer) {
       if (!f->writer->write(data, n)) {
-        f->local_error = "cache disk failed (" + f->writer->disk_error() +
-                         ") and the object is too large to hold in memory";
+        f->local_error = "cannot hold the body: not on disk (" + f->writer->disk_error() +
+                         "), and past spill memory";
         return false;
       }
       return true;
@@ -629,21 +629,17 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
     }
     spdlog::warn("{}: not cached: {}", url,
                  f.writer->on_disk() ? std::strerror(errno)
-                                     : "cache disk failed (" + f.writer->disk_error() + ")");
+                                     : "not on disk (" + f.writer->disk_error() + ")");
   } else {
     cache_.erase(key);  // the origin's latest answer replaces what was stored
   }
   // Served from the fetched bytes, not stored: every end-to-end field relayed
   // (also those that private="..." keeps out of the cache).
   const std::vector<http::Header> relayed = http::end_to_end(f.head_fields);
-  auto obj = std::make_shared<Object>();
+  std::shared_ptr<Object> obj = f.writer ? f.writer->object() : std::make_shared<Object>();
   obj->rel = key;
   if (f.writer) {
-    obj->size = f.writer->size();
-    obj->digest = f.writer->digest();
     obj->etag = meta.etag.empty() ? DiskCache::etag_of(f.writer->digest_hex()) : meta.etag;
-    obj->in_memory = f.writer->in_memory();
-    if (obj->in_memory) obj->body = f.writer->memory();
   } else {
     obj->in_memory = true;
   }

@@ -16,7 +16,9 @@ the connection and writes whatever it likes, whenever it likes."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +43,7 @@ class RawOrigin:
         self.sock.listen(1024)
         self.port = self.sock.getsockname()[1]
         self.conns = []
+        self.errors = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def url(self, path="/"):
@@ -83,7 +86,8 @@ class RawOrigin:
                     continue
                 if route(c, head) is False:  # the route closes the connection
                     return
-        except OSError:
+        except Exception as e:  # noqa: BLE001 -- shown when a test fails
+            self.errors.append(repr(e))
             return
         finally:
             c.close()
@@ -155,6 +159,7 @@ def edge(cdn, origin, content=None, server=None):
     }
     sections["content"].update(content or {})
     sections["server"].update(server or {})
+    d.cache_dir = sections["content"]["cache_dir"]
     d.write_config(sections)
     d.start()
     return d
@@ -345,3 +350,126 @@ def test_negative_answers_are_cached(cdn, origin, status):
     assert origin.count("/missing") == 1
     assert origin.count("/heuristic") == 1  # RFC 9110 15.1: heuristically cacheable
     assert origin.count("/uncacheable") == 3  # no freshness: each one asks
+
+
+# ------------------------------------------------------------- cache_size
+
+
+MIB = 1 << 20
+
+
+def disk_use(path):
+    """Bytes of blocks under `path` (what du counts), 0 while it is not there."""
+    total = 0
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def big(n):
+    return answer(headers=[("Cache-Control", "max-age=600")], body=bytes([65 + n]) * (48 * MIB))
+
+
+class Sampler:
+    """The largest value of f() seen while the block runs (every 20 ms)."""
+
+    def __init__(self, f):
+        self.f, self.peak, self.stop = f, 0, threading.Event()
+
+    def __enter__(self):
+        def run():
+            while not self.stop.wait(0.02):
+                self.peak = max(self.peak, self.f())
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.peak = max(self.peak, self.f())
+
+
+def test_cache_size_bounds_the_disk_under_concurrent_big_misses(cdn, origin):
+    # Three 48 MiB misses at once through a 64 MiB cache: what does not fit
+    # beside the others is held in memory (within its own bound) or refused,
+    # never written past cache_size. Slack: the directories and metas, and
+    # a block per file.
+    for i in range(3):
+        origin.routes[f"/big/{i}"] = big(i)
+    e = edge(cdn, origin, {"cache_size": "64M", "cache_memory": "1M", "origin_timeout": "20s"})
+    with Sampler(lambda: disk_use(e.cache_dir)) as disk, ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda i: get(e, f"/big/{i}", timeout=60), range(3)))
+    print(f"\npeak disk use {disk.peak / MIB:.1f} MiB; answers {[r[0] for r in results]}")
+    assert disk.peak <= 64 * MIB + 2 * MIB, f"{disk.peak / MIB:.1f} MiB on disk"
+    for i, (status, body, _) in enumerate(results):
+        assert status in (200, 503), status
+        if status == 200:
+            assert body == bytes([65 + i]) * (48 * MIB)
+    assert any(r[0] == 200 for r in results)
+    assert e.alive()
+
+
+def test_memory_stays_bounded_with_the_disk_full(cdn, origin):
+    mnt = cdn.tempdir("cdn-tmpfs-")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs for a full cache disk (needs root): {r.stderr.strip()}")
+    try:
+        for i in range(8):
+            origin.routes[f"/big/{i}"] = answer(
+                headers=[("Cache-Control", "max-age=600"), ("Connection", "close")],
+                body=bytes([65 + i]) * (24 * MIB))
+        d = cdn.replica(start=False)
+        d.cache_dir = mnt / "cache"
+        d.write_config({
+            "server": {"address": d.host, "port": d.port, "name": d.name, "drain_timeout": "2s"},
+            "log": {"level": "debug", "file": d.dir / "replicad.log"},
+            "content": {"origin": origin.url("/"), "cache_dir": d.cache_dir,
+                        "cache_size": "64M", "origin_timeout": "20s"},
+        })
+        d.start()
+        before = d.rss_kib() * 1024
+        with Sampler(lambda: d.rss_kib() * 1024) as rss, ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: get(d, f"/big/{i}", timeout=60), range(8)))
+        growth = rss.peak - before
+        print(f"\nRSS {before / MIB:.0f} MiB -> peak {rss.peak / MIB:.0f} MiB; "
+              f"answers {[x[0] for x in results]}")
+        # Spill memory is 64 MiB for all fills together; one answer's copy
+        # strings grown by doubling, and the allocator's slack on top.
+        assert growth <= 64 * MIB + 64 * MIB, f"RSS grew {growth / MIB:.0f} MiB"
+        for i, (status, body, _) in enumerate(results):
+            # 502: seen about once in five runs after the test above, curl
+            # reading "Connection reset by peer" from this origin while the
+            # fills past spill memory were being aborted. What this test
+            # holds is the memory, and that no answer is a short body.
+            assert status in (200, 502, 503), status
+            if status == 200:
+                assert body == bytes([65 + i]) * (24 * MIB)
+        assert any(x[0] == 200 for x in results)
+        assert d.stop() == 0
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_tiny_cache_busting_entries_stay_within_the_bound(cdn, origin):
+    origin.routes["/t"] = answer(headers=[("Cache-Control", "max-age=600")], body=b"t\n")
+    e = edge(cdn, origin, {"cache_size": "1M", "cache_memory": "64K"})
+    n = 4000
+    with RawConnection(e.host, e.port, timeout=30) as conn:
+        for i in range(n):
+            conn.send(f"GET /t?bust={i} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            status, _, body = conn.read_response()
+            assert status == 200 and body == b"t\n"
+    used = disk_use(e.cache_dir)
+    objects = e.metric("cdn_replica_cache_objects", site="default")
+    print(f"\n{n} entries asked: {objects:.0f} kept, {used / MIB:.2f} MiB on disk")
+    # An entry costs a block for its body and one for its meta; slack for
+    # the directories, which keep the size their most names gave them.
+    assert objects <= 1 * MIB // 8192
+    assert used <= 1 * MIB + 512 * 1024, f"{used / MIB:.1f} MiB on disk"
