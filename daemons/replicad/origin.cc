@@ -4,7 +4,10 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <memory>
 #include <unordered_set>
+
+#include "common/http/parser.hpp"
 
 namespace cdn::replica {
 namespace {
@@ -61,6 +64,11 @@ struct Origin::Transfer {
   bool head_done = false;
   bool refused = false;
   std::string malformed;  // why the head cannot be trusted; non-empty: transfer stopped
+  // Chunked framing read here: curl frames the body but leaves the codings
+  // to us (HTTP_TRANSFER_DECODING off), so that a coding it does not know
+  // is read to the close (RFC 9112 6.3) instead of refused.
+  std::unique_ptr<http::ChunkedDecoder> dechunk;
+  bool dechunked = false;  // the last chunk and the trailers were read
   char error[CURL_ERROR_SIZE] = {0};
 
   ~Transfer() {
@@ -177,6 +185,8 @@ uint64_t Origin::fetch(OriginRequest request, OriginCallbacks callbacks) {
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->error);
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(e, CURLOPT_HTTP_TRANSFER_DECODING, 0L);
+  curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);  // bodies are relayed as coded
   curl_easy_setopt(e, CURLOPT_USERAGENT, options_.user_agent.c_str());
   const long timeout_ms = static_cast<long>(options_.timeout.count());
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
@@ -252,6 +262,16 @@ size_t Origin::on_header(char* data, size_t size, size_t n, void* userp) noexcep
       if (t->head.header("Content-Length") && t->head.header("Transfer-Encoding")) {
         return refuse_malformed(t, "both Content-Length and Transfer-Encoding");
       }
+      const bool bodiless = t->request.method == "HEAD" || status == 204 || status == 304;
+      if (auto te = t->head.header("Transfer-Encoding"); te && !bodiless) {
+        const size_t comma = te->rfind(',');
+        const std::string_view last =
+            trim(comma == std::string_view::npos ? *te : te->substr(comma + 1));
+        if (iequals(last, "chunked")) {
+          t->dechunk = std::make_unique<http::ChunkedDecoder>();
+          t->dechunk->start(UINT64_MAX, 64 * 1024);
+        }
+      }
       t->head_done = true;
       if (t->cb.head && !t->cb.head(t->head)) {
         t->refused = true;
@@ -282,6 +302,24 @@ size_t Origin::on_body(char* data, size_t size, size_t n, void* userp) noexcept 
   auto* t = static_cast<Transfer*>(userp);
   const size_t len = size * n;
   try {
+    if (t->dechunk) {
+      std::string_view in(data, len);
+      while (!in.empty() && !t->dechunked) {
+        const auto step = t->dechunk->next(in);
+        in.remove_prefix(step.consumed);
+        if (step.status == http::ChunkedDecoder::Status::Error) {
+          return refuse_malformed(t, "bad chunked framing");
+        }
+        if (step.status == http::ChunkedDecoder::Status::Done) t->dechunked = true;
+        if (step.status == http::ChunkedDecoder::Status::NeedMore) break;
+        if (step.status == http::ChunkedDecoder::Status::Data && t->cb.body &&
+            !t->cb.body(step.data.data(), step.data.size())) {
+          t->refused = true;
+          return 0;
+        }
+      }
+      return len;
+    }
     if (t->cb.body && !t->cb.body(data, len)) {
       t->refused = true;
       return 0;
@@ -371,6 +409,9 @@ void Origin::check_done() {
       if (!t->head_done) {
         r.error = OriginError::Unreachable;
         r.message = "no response head";
+      } else if (t->dechunk && !t->dechunked) {
+        r.error = OriginError::Malformed;
+        r.message = "chunked body cut short";
       }
     } else if (!t->malformed.empty()) {
       r.error = OriginError::Malformed;

@@ -473,3 +473,31 @@ def test_tiny_cache_busting_entries_stay_within_the_bound(cdn, origin):
     # the directories, which keep the size their most names gave them.
     assert objects <= 1 * MIB // 8192
     assert used <= 1 * MIB + 512 * 1024, f"{used / MIB:.1f} MiB on disk"
+
+
+# ------------------------------------------------------------- transfer codings
+
+
+def test_chunked_and_unknown_codings_are_read_and_not_stored(cdn, origin):
+    # Chunked is decoded here (extensions and trailers dropped); a coding
+    # the replica does not know is read to the close (RFC 9112 6.3); the
+    # field itself is hop-by-hop: never stored nor relayed.
+    origin.routes["/chunked"] = raw(
+        HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
+        b"3;ext=1\r\nabc\r\n3\r\ndef\r\n0\r\nX-Trailer: t\r\n\r\n")
+    origin.routes["/coded"] = raw(HEAD + b"Transfer-Encoding: x-private\r\n\r\nraw bytes")
+    origin.routes["/badchunk"] = raw(HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n")
+    e = edge(cdn, origin, {"origin_timeout": "2s"})
+    for path, want in (("/chunked", b"abcdef"), ("/coded", b"raw bytes")):
+        for _ in range(2):
+            with RawConnection(e.host, e.port) as conn:
+                conn.send(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+                status, headers, body = conn.read_response()
+            assert status == 200 and body == want, (path, status, body)
+            assert headers.get("X-Trailer") is None
+            assert headers.get("Transfer-Encoding") in (None, "chunked")
+        assert origin.count(path) == 1, path
+    for _ in range(2):
+        assert get(e, "/badchunk")[0] == 502
+    assert origin.count("/badchunk") == 2
+    assert e.alive()
