@@ -297,10 +297,35 @@ size_t DiskCache::purged_files_pending() const {
   return r.doomed.size();
 }
 
+void DiskCache::sync_later(int fd) {
+  if (fd < 0) return;
+  {
+    std::lock_guard lock(remover_.mu);
+    remover_.syncs.push_back(fd);
+  }
+  remover_.cv.notify_one();
+}
+
 void DiskCache::remover_loop() {
   std::unique_lock lock(remover_.mu);
   for (;;) {
-    remover_.cv.wait(lock, [this] { return remover_.stop || !remover_.queue.empty(); });
+    remover_.cv.wait(lock, [this] {
+      return remover_.stop || !remover_.queue.empty() || !remover_.syncs.empty();
+    });
+    if (!remover_.syncs.empty()) {
+      // Outside the lock: claim() and purges on the loop must not wait for
+      // the disk.
+      std::vector<int> fds;
+      fds.swap(remover_.syncs);
+      lock.unlock();
+      for (const int fd : fds) {
+        ::fsync(fd);
+        ::close(fd);
+      }
+      ::fsync(dir_fd_);
+      lock.lock();
+      continue;
+    }
     if (remover_.stop) return;
     const std::string key = std::move(remover_.queue.front());
     remover_.queue.pop_front();
@@ -594,15 +619,19 @@ std::unique_ptr<DiskCache::Writer> DiskCache::begin() {
   return w;
 }
 
-bool DiskCache::write_meta(const EntryMeta& m) {
+bool DiskCache::write_meta(const EntryMeta& m, bool sync_later) {
   const std::string path = path_of(m.key, ".meta");
   const std::string tmp = path + ".tmp";
   const std::string text = to_json(m).dump(-1, ' ', false, json::error_handler_t::replace);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return false;
-  const bool ok = write_all(fd, text.data(), text.size()) && ::fsync(fd) == 0;
+  const bool ok = write_all(fd, text.data(), text.size()) && (sync_later || ::fsync(fd) == 0);
   const int err = errno;
-  ::close(fd);
+  if (ok && sync_later) {
+    this->sync_later(fd);
+  } else {
+    ::close(fd);
+  }
   if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err2 = ok ? errno : err;
     ::unlink(tmp.c_str());
@@ -626,10 +655,6 @@ const DiskCache::Entry* DiskCache::commit(Writer& w, EntryMeta meta) {
     return nullptr;
   }
   const std::string body_path = path_of(meta.key, ".body");
-  if (::fsync(w.fd_) != 0) {
-    ++write_errors_;
-    return nullptr;
-  }
   // Drop the old entry's meta before its body changes under it.
   if (auto old = index_.find(meta.key); old != index_.end()) remove_entry(old, true);
   claim(meta.key);
@@ -642,14 +667,16 @@ const DiskCache::Entry* DiskCache::commit(Writer& w, EntryMeta meta) {
     return nullptr;
   }
   w.committed_ = true;
-  if (!write_meta(meta)) {
+  // The body, the meta and then the directory reach the disk on the
+  // cache's thread (fsync of a large body took the loop for tens of ms).
+  sync_later(::fcntl(w.fd_, F_DUPFD_CLOEXEC, 0));
+  if (!write_meta(meta, /*sync_later=*/true)) {
     const int err = errno;
     ::unlink(body_path.c_str());
     ++write_errors_;
     errno = err;
     return nullptr;
   }
-  ::fsync(dir_fd_);
   const bool in_memory = w.in_memory() && meta.size <= opt_.memory_object_limit;
   const std::string key = meta.key;
   insert(std::move(meta), body_path, in_memory ? w.memory() : std::string(), in_memory);

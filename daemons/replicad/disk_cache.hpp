@@ -7,13 +7,15 @@
 // validators, freshness inputs, header fields, size, sha-256 digest), h =
 // hex sha-256 of the key; a meta of another format version is dropped at
 // start (counted in outdated_dropped()), never read as this one;
-// bodies are written to <dir>/tmp/ first. A commit is: body fsync + rename,
-// then meta written the same way, then the directory fsynced. A crash or a
-// full disk leaves at worst a temp file (removed at start) or a body whose
-// meta does not match it: at start every entry is read back and checked
-// against its digest, and one that fails is deleted (and refetched when
-// asked for). Nothing here touches the event loop; all calls are on the
-// loop thread.
+// bodies are written to <dir>/tmp/ first. A commit is: body rename, then
+// meta written and renamed the same way; the body, the meta and the
+// directory are fsynced by the cache's own thread afterwards, so that the
+// loop never waits for the disk. A crash or a full disk leaves at worst a
+// temp file (removed at start) or a body whose meta does not match it (or
+// whose bytes never reached the disk): at start every entry is read back
+// and checked against its digest, and one that fails is deleted (and
+// refetched when asked for). Nothing here touches the event loop; all
+// calls are on the loop thread.
 //
 // Objects handed out are immutable and shared (store.hpp's Object): a
 // response in flight keeps its Object and its open file descriptor, so
@@ -208,9 +210,14 @@ class DiskCache {
     // Keys whose files are still to go; a commit of one takes it out
     // (under mu), so its new files are never removed.
     std::unordered_set<std::string> doomed;
+    // Descriptors (dups) of files just committed, to fsync then close,
+    // with the directory after them: the loop never waits for the disk.
+    std::vector<int> syncs;
     bool stop = false;
     std::thread thread;
   };
+  // Hands `fd` (owned) to the cache's thread to be fsynced and closed.
+  void sync_later(int fd);
   void remover_loop();
   // Before a key's files are written again: no longer doomed.
   void claim(const std::string& key);
@@ -219,7 +226,8 @@ class DiskCache {
   Load load_one(const std::string& meta_path);
   std::shared_ptr<const Object> make_object(const EntryMeta& m, const std::string& body_path,
                                             std::string body, bool in_memory);
-  bool write_meta(const EntryMeta& m);
+  // `sync_later`: fsynced by the cache's thread, not here.
+  bool write_meta(const EntryMeta& m, bool sync_later = false);
   void insert(EntryMeta meta, std::string body_path, std::string body, bool in_memory);
   void remove_entry(std::unordered_map<std::string, Entry>::iterator it, bool unlink_files);
   void trim_memory();
