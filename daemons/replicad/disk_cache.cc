@@ -13,6 +13,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include "common/digest/digest.hpp"
@@ -297,11 +298,20 @@ size_t DiskCache::purged_files_pending() const {
   return r.doomed.size();
 }
 
+namespace {
+constexpr size_t kMaxSyncs = 256;
+}  // namespace
+
 void DiskCache::sync_later(int fd) {
   if (fd < 0) return;
   {
     std::lock_guard lock(remover_.mu);
-    remover_.syncs.push_back(fd);
+    if (remover_.syncs.size() < kMaxSyncs) {
+      remover_.syncs.push_back(fd);
+    } else {
+      ::close(fd);
+      remover_.sync_all = true;
+    }
   }
   remover_.cv.notify_one();
 }
@@ -310,23 +320,35 @@ void DiskCache::remover_loop() {
   std::unique_lock lock(remover_.mu);
   for (;;) {
     remover_.cv.wait(lock, [this] {
-      return remover_.stop || !remover_.queue.empty() || !remover_.syncs.empty();
+      return remover_.stop || !remover_.queue.empty() || !remover_.syncs.empty() ||
+             remover_.sync_all;
     });
-    if (!remover_.syncs.empty()) {
+    if (remover_.stop) {
+      // A clean exit loses nothing the kernel holds; only a crash of the
+      // machine could, and the digest check at start covers that.
+      for (const int fd : remover_.syncs) ::close(fd);
+      remover_.syncs.clear();
+      return;
+    }
+    if (!remover_.syncs.empty() || remover_.sync_all) {
       // Outside the lock: claim() and purges on the loop must not wait for
       // the disk.
       std::vector<int> fds;
       fds.swap(remover_.syncs);
+      const bool all = std::exchange(remover_.sync_all, false);
       lock.unlock();
       for (const int fd : fds) {
-        ::fsync(fd);
+        if (!all) ::fsync(fd);
         ::close(fd);
       }
-      ::fsync(dir_fd_);
+      if (all) {
+        ::syncfs(dir_fd_);
+      } else {
+        ::fsync(dir_fd_);
+      }
       lock.lock();
       continue;
     }
-    if (remover_.stop) return;
     const std::string key = std::move(remover_.queue.front());
     remover_.queue.pop_front();
     // Unlinked under the lock: a commit of this key waits in claim() and

@@ -212,7 +212,10 @@ class DiskCache {
     std::unordered_set<std::string> doomed;
     // Descriptors (dups) of files just committed, to fsync then close,
     // with the directory after them: the loop never waits for the disk.
+    // At most kMaxSyncs are held (descriptors are the process's); past
+    // that one syncfs() of the cache's file system does for the rest.
     std::vector<int> syncs;
+    bool sync_all = false;
     bool stop = false;
     std::thread thread;
   };
