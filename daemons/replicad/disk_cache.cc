@@ -200,13 +200,21 @@ bool DiskCache::Writer::spill(const char* data, size_t n) {
     reserved_ = 0;
     spilled_ = true;
     keep_memory_ = true;
-    *cache_->spill_pool_ += before;
-    spill_held_ = before;
+    *cache_->spill_pool_ += memory_.capacity();
+    spill_held_ = memory_.capacity();
   }
-  if (*cache_->spill_pool_ + n > spill_limit_) return false;
+  // The pool counts what is allocated, not what is used: a string grown by
+  // doubling holds up to twice its bytes. Growth is by half, within the pool.
+  uint64_t& pool = *cache_->spill_pool_;
+  const uint64_t need = memory_.size() + n;
+  if (need > memory_.capacity()) {
+    const uint64_t room = spill_limit_ - std::min(spill_limit_, pool - spill_held_);
+    if (need > room) return false;
+    memory_.reserve(std::min(room, std::max(need, memory_.capacity() + memory_.capacity() / 2)));
+  }
   memory_.append(data, n);
-  *cache_->spill_pool_ += n;
-  spill_held_ += n;
+  pool += memory_.capacity() - spill_held_;
+  spill_held_ = memory_.capacity();
   return true;
 }
 
