@@ -170,6 +170,10 @@ void Engine::close() {
   ERR_clear_error();
 }
 
+bool Engine::has_buffered_input() const {
+  return ssl_ != nullptr && (SSL_pending(ssl_) > 0 || BIO_ctrl_pending(in_) > 0);
+}
+
 size_t Engine::pending_output() const { return out_ == nullptr ? 0 : BIO_ctrl_pending(out_); }
 
 size_t Engine::take_output(std::string& out) {

@@ -50,6 +50,8 @@ class Engine {
   // At most one record (16 KiB) per call's worth is buffered ahead by OpenSSL,
   // so output grows by about what is written.
   size_t write(std::string_view plaintext);
+  // Whether received bytes wait inside (decrypted or not) for read().
+  bool has_buffered_input() const;
   // Queues close_notify.
   void close();
   // Bytes waiting to go to the peer.

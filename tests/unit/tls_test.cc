@@ -13,8 +13,8 @@
 
 #include "common/tls/context.hpp"
 #include "common/tls/engine.hpp"
+#include "tests/unit/tls_pki.hpp"
 
-namespace fs = std::filesystem;
 using cdn::tls::ClientConfig;
 using cdn::tls::ClientContext;
 using cdn::tls::Engine;
@@ -24,53 +24,7 @@ using cdn::tls::TicketKeys;
 
 namespace {
 
-// One CA and leaf certificates signed by it, made once for every test.
-class Pki {
- public:
-  Pki() {
-    char tmpl[] = "/tmp/cdn-tls-test-XXXXXX";
-    dir_ = mkdtemp(tmpl);
-    run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 "
-        "-subj /CN=test-ca -keyout ca.key -out ca.pem");
-    std::ofstream(dir_ + "/index.txt").close();
-    leaf("a", "ec -pkeyopt ec_paramgen_curve:P-256", "DNS:a.test,DNS:*.wild.test");
-    leaf("b", "rsa:2048", "DNS:b.test");
-    leaf("a-rsa", "rsa:2048", "DNS:a.test,DNS:*.wild.test");
-    leaf("other", "ec -pkeyopt ec_paramgen_curve:P-256", "DNS:other.test");
-    // An OCSP response saying "good" for a.pem, signed by the CA.
-    run("openssl ocsp -issuer ca.pem -cert a.pem -reqout a.req -no_nonce");
-    run("openssl ocsp -index index.txt -rsigner ca.pem -rkey ca.key -CA ca.pem -reqin a.req "
-        "-respout a.ocsp -ndays 1");
-  }
-  ~Pki() { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return dir_ + "/" + name; }
-  void write(const std::string& name, const std::string& text) const {
-    std::ofstream(path(name)) << text;
-  }
-
- private:
-  void run(const std::string& cmd) {
-    const std::string full = "cd " + dir_ + " && (" + cmd + ") >/dev/null 2>&1";
-    if (std::system(full.c_str()) != 0) ADD_FAILURE() << "failed: " << cmd;
-  }
-  void leaf(const std::string& name, const std::string& key, const std::string& sans) {
-    run("openssl req -newkey " + key + " -nodes -subj /CN=" + name + " -keyout " + name +
-        ".key -out " + name + ".csr");
-    // The OCSP index lists issued certificates by serial; an empty one
-    // would answer "unknown", so add a line for each.
-    run("printf 'subjectAltName=" + sans + "\\n' > " + name + ".ext && openssl x509 -req -in " +
-        name + ".csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile " + name +
-        ".ext -out " + name + ".leaf && cat " + name + ".leaf ca.pem > " + name + ".pem");
-    run("printf 'V\\t301231235959Z\\t\\t%s\\tunknown\\t/CN=" + name + "\\n' $(openssl x509 -in " +
-        name + ".leaf -noout -serial | cut -d= -f2) >> index.txt");
-  }
-  std::string dir_;
-};
-
-Pki& pki() {
-  static Pki p;
-  return p;
-}
+using cdn::testing::pki;
 
 ServerConfig config_of(std::initializer_list<std::string> names) {
   ServerConfig c;
