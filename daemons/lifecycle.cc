@@ -218,7 +218,9 @@ void hold_signals() {
 
 namespace cdn::daemon {
 
-net::ServerOptions server_options(const config::ServerSettings& s, std::string server_header) {
+net::ServerOptions server_options(const config::ServerSettings& s, std::string server_header,
+                                  const config::TlsSettings& tls,
+                                  std::shared_ptr<TlsCertificates> certificates) {
   net::ServerOptions o;
   o.max_connections = s.max_connections;
   o.idle_timeout = s.idle_timeout;
@@ -232,51 +234,96 @@ net::ServerOptions server_options(const config::ServerSettings& s, std::string s
   o.limits.max_body = s.max_body;
   o.server_header = std::move(server_header);
   o.accepting_servers = config::resolve_workers(s.workers);
+  o.handshake_timeout = tls.handshake_timeout;
+  if (certificates) {
+    o.tls_context = [certificates] { return certificates->current(); };
+  }
   return o;
 }
 
-Listening start_listening(net::Server& server, const config::ServerSettings& s, uint32_t workers) {
-  Listening l;
-  l.sockets = systemd::listen_fds();
-  if (!l.sockets.empty()) {
-    for (int fd : l.sockets) {
-      const int rc = server.adopt(fd);
-      if (rc != 0) {
-        throw std::runtime_error("socket from systemd (fd " + std::to_string(fd) +
-                                 "): " + uv_strerror(rc));
-      }
+namespace {
+
+std::string tls_address(const config::ServerSettings& s, const config::TlsSettings& tls) {
+  return tls.address.empty() ? s.address : tls.address;
+}
+
+void adopt_all(net::Server& server, const std::vector<int>& fds, bool tls, bool dup) {
+  for (int fd : fds) {
+    const int use = dup ? ::fcntl(fd, F_DUPFD_CLOEXEC, 0) : fd;
+    const int rc = use < 0 ? uv_translate_sys_error(errno) : server.adopt(use, tls);
+    if (rc != 0) {
+      throw std::runtime_error(std::string(tls ? "https " : "") + "socket from systemd (fd " +
+                               std::to_string(fd) + ")" + (dup ? " for a worker" : "") + ": " +
+                               uv_strerror(rc));
     }
-    l.port = server.port();
-    l.where = std::to_string(l.sockets.size()) + " socket(s) from systemd, port " +
-              std::to_string(l.port);
-    return l;
+  }
+}
+
+}  // namespace
+
+Listening start_listening(net::Server& server, const config::ServerSettings& s, uint32_t workers,
+                          const config::TlsSettings& tls) {
+  Listening l;
+  for (auto& [fd, name] : systemd::listen_fds()) {
+    (name == systemd::kHttpsSocketName ? l.tls_sockets : l.sockets).push_back(fd);
+  }
+  if (!l.tls_sockets.empty() && !tls.enabled()) {
+    throw std::runtime_error(
+        "systemd passed a socket named \"https\", but [tls] port is 0 "
+        "(set [tls] port, certificate and key)");
   }
   l.reuse_port = workers > 1;
-  const int rc = server.listen(
-      s.address, s.port, l.reuse_port ? net::Server::Sharing::First : net::Server::Sharing::None);
-  if (rc != 0) {
-    throw std::runtime_error("cannot listen on " + s.address + ":" + std::to_string(s.port) + ": " +
-                             uv_strerror(rc));
+  const auto sharing = l.reuse_port ? net::Server::Sharing::First : net::Server::Sharing::None;
+  if (!l.sockets.empty() || !l.tls_sockets.empty()) {
+    adopt_all(server, l.sockets, false, false);
+    adopt_all(server, l.tls_sockets, true, false);
+    l.port = server.port();
+    l.where = std::to_string(l.sockets.size() + l.tls_sockets.size()) +
+              " socket(s) from systemd, port " + std::to_string(l.port);
+  } else {
+    const int rc = server.listen(s.address, s.port, sharing);
+    if (rc != 0) {
+      throw std::runtime_error("cannot listen on " + s.address + ":" + std::to_string(s.port) +
+                               ": " + uv_strerror(rc));
+    }
+    l.port = server.port();
+    l.where = s.address + ":" + std::to_string(l.port);
   }
-  l.port = server.port();
-  l.where = s.address + ":" + std::to_string(l.port);
+  // The [tls] port from the file, unless systemd passed it.
+  if (tls.enabled() && l.tls_sockets.empty()) {
+    const std::string address = tls_address(s, tls);
+    const int rc = server.listen(address, tls.port, sharing, true);
+    if (rc != 0) {
+      throw std::runtime_error("cannot listen on " + address + ":" + std::to_string(tls.port) +
+                               " ([tls] port): " + uv_strerror(rc));
+    }
+  }
+  if (tls.enabled()) {
+    l.tls_port = server.port(true);
+    l.where += ", https on " + (l.tls_sockets.empty() ? tls_address(s, tls) + ":" : "port ") +
+               std::to_string(l.tls_port);
+  }
   return l;
 }
 
-void join_listening(net::Server& server, const config::ServerSettings& s, const Listening& l) {
-  for (int fd : l.sockets) {
-    const int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    const int rc = dup < 0 ? uv_translate_sys_error(errno) : server.adopt(dup);
+void join_listening(net::Server& server, const config::ServerSettings& s, const Listening& l,
+                    const config::TlsSettings& tls) {
+  adopt_all(server, l.sockets, false, true);
+  adopt_all(server, l.tls_sockets, true, true);
+  if (l.sockets.empty() && l.tls_sockets.empty()) {
+    const int rc = server.listen(s.address, l.port, net::Server::Sharing::Join);
     if (rc != 0) {
-      throw std::runtime_error("socket from systemd (fd " + std::to_string(fd) +
-                               ") for a worker: " + uv_strerror(rc));
+      throw std::runtime_error("worker cannot listen on " + s.address + ":" +
+                               std::to_string(l.port) + ": " + uv_strerror(rc));
     }
   }
-  if (!l.sockets.empty()) return;
-  const int rc = server.listen(s.address, l.port, net::Server::Sharing::Join);
-  if (rc != 0) {
-    throw std::runtime_error("worker cannot listen on " + s.address + ":" + std::to_string(l.port) +
-                             ": " + uv_strerror(rc));
+  if (tls.enabled() && l.tls_sockets.empty()) {
+    const std::string address = tls_address(s, tls);
+    const int rc = server.listen(address, l.tls_port, net::Server::Sharing::Join, true);
+    if (rc != 0) {
+      throw std::runtime_error("worker cannot listen on " + address + ":" +
+                               std::to_string(l.tls_port) + " ([tls] port): " + uv_strerror(rc));
+    }
   }
 }
 

@@ -99,11 +99,15 @@ void hold_signals();
 
 #include "common/config/settings.hpp"
 #include "common/net/server.hpp"
+#include "daemons/tls.hpp"
 
 namespace cdn::daemon {
 
-// The server's limits and timeouts from a [server] section.
-net::ServerOptions server_options(const config::ServerSettings& s, std::string server_header);
+// The server's limits and timeouts from a [server] section; with `tls`,
+// the [tls] port's handshakes take their certificates from it.
+net::ServerOptions server_options(const config::ServerSettings& s, std::string server_header,
+                                  const config::TlsSettings& tls = {},
+                                  std::shared_ptr<TlsCertificates> certificates = nullptr);
 
 // Where worker 0 listens, for the other workers to listen there too.
 struct Listening {
@@ -111,17 +115,23 @@ struct Listening {
   std::vector<int> sockets;  // systemd's sockets (worker 0 adopted them), none when bound
   uint16_t port = 0;         // the port bound (port 0 resolved)
   bool reuse_port = false;   // bound with SO_REUSEPORT (several workers)
+  // The [tls] port, the same way (systemd's sockets named "https").
+  std::vector<int> tls_sockets;
+  uint16_t tls_port = 0;
 };
 
 // Serve on the sockets systemd passed (socket activation) or bind
-// address:port, with SO_REUSEPORT when `workers` > 1. Throws
-// std::runtime_error with a clear message on failure.
+// address:port, with SO_REUSEPORT when `workers` > 1; and the same for the
+// [tls] port when it is on (a socket named "https" from systemd, or
+// [tls] address:port). Throws std::runtime_error with a clear message on
+// failure.
 Listening start_listening(net::Server& server, const config::ServerSettings& s,
-                          uint32_t workers = 1);
+                          uint32_t workers = 1, const config::TlsSettings& tls = {});
 // Another worker's server listens where worker 0 does: its own socket on
 // the same port (SO_REUSEPORT: the kernel spreads connections), or a dup
 // of each socket systemd passed (shared: whichever loop accepts first).
-void join_listening(net::Server& server, const config::ServerSettings& s, const Listening& l);
+void join_listening(net::Server& server, const config::ServerSettings& s, const Listening& l,
+                    const config::TlsSettings& tls = {});
 
 }  // namespace cdn::daemon
 

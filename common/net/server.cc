@@ -884,7 +884,8 @@ int bind_shared(uv_tcp_t* tcp, Address addr, bool first) {
 
 // `rc` is the result of the bind or open that gave `tcp` its socket; on
 // failure the handle is closed (and freed on the next loop turn).
-int Server::start_listener(uv::Ptr<uv_tcp_t> tcp, int rc) {
+int Server::start_listener(uv::Ptr<uv_tcp_t> tcp, int rc, bool tls) {
+  if (rc == 0 && tls && !options_.tls_context) rc = UV_EINVAL;  // no certificates to use
   if (rc == 0) {
     uv_tcp_nodelay(&tcp->raw, 1);
     uv_os_fd_t fd = -1;
@@ -896,12 +897,20 @@ int Server::start_listener(uv::Ptr<uv_tcp_t> tcp, int rc) {
       uv::guarded("accept", [&] { on_connection(l, status); });
     });
   }
-  if (rc == 0) listeners_.push_back(std::move(tcp));
+  if (rc == 0) {
+    if (tls) tls_listeners_.push_back(&tcp->raw);
+    listeners_.push_back(std::move(tcp));
+  }
   nofile_ = soft_nofile();
   return rc;
 }
 
-int Server::listen(const std::string& address, uint16_t port, Sharing sharing) {
+bool Server::is_tls(const uv_stream_t* listener) const {
+  return std::find(tls_listeners_.begin(), tls_listeners_.end(),
+                   reinterpret_cast<const uv_tcp_t*>(listener)) != tls_listeners_.end();
+}
+
+int Server::listen(const std::string& address, uint16_t port, Sharing sharing, bool tls) {
   std::string err;
   auto addr = resolve(address, port, &err);
   if (!addr) return UV_EADDRNOTAVAIL;
@@ -910,22 +919,25 @@ int Server::listen(const std::string& address, uint16_t port, Sharing sharing) {
   if (!tcp) return rc;
   rc = sharing == Sharing::None ? uv_tcp_bind(&tcp->raw, addr->sa(), 0)
                                 : bind_shared(&tcp->raw, *addr, sharing == Sharing::First);
-  return start_listener(std::move(tcp), rc);
+  return start_listener(std::move(tcp), rc, tls);
 }
 
-int Server::adopt(int fd) {
+int Server::adopt(int fd, bool tls) {
   int rc = 0;
   auto tcp = uv::make_tcp(loop_, this, &rc);
   if (!tcp) return rc;
   rc = uv_tcp_open(&tcp->raw, fd);
-  return start_listener(std::move(tcp), rc);
+  return start_listener(std::move(tcp), rc, tls);
 }
 
-uint16_t Server::port() const {
-  if (listeners_.empty()) return 0;
-  uv_os_fd_t fd = -1;
-  if (uv_fileno(listeners_.front()->base(), &fd) != 0) return 0;
-  return local_port(fd);
+uint16_t Server::port(bool tls) const {
+  for (const auto& l : listeners_) {
+    if (is_tls(uv::stream(l.get())) != tls) continue;
+    uv_os_fd_t fd = -1;
+    if (uv_fileno(l->base(), &fd) != 0) return 0;
+    return local_port(fd);
+  }
+  return 0;
 }
 
 void Server::set_options(ServerOptions options) {
@@ -1106,6 +1118,7 @@ void Server::drain(std::function<void()> on_drained) {
   waiting_ = nullptr;  // closing its listener closes the connection left waiting
   on_drained_ = std::move(on_drained);
   listeners_.clear();
+  tls_listeners_.clear();
   for (Connection* c = connections_; c != nullptr;) {
     Connection* next = c->next_;
     c->drain();
@@ -1131,6 +1144,7 @@ void Server::close() {
   on_drained_ = nullptr;
   uv::close(drained_timer_);
   listeners_.clear();
+  tls_listeners_.clear();
   while (connections_ != nullptr) connections_->close();
   uv::close(ready_idle_);
 }

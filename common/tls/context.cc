@@ -333,10 +333,11 @@ std::string ServerContext::describe() const {
   std::string out;
   for (const auto& h : hosts_) {
     if (!out.empty()) out += ", ";
-    out += h.names.empty() ? "(no name)" : h.names.front();
-    for (size_t i = 0; i < h.key_types.size(); ++i) {
-      out += (i == 0 ? " (" : "+") + key_type_name(h.key_types[i]);
-    }
+    out += h.subject.empty() ? "(no CN)" : h.subject;
+    out += " [";
+    for (size_t i = 0; i < h.names.size(); ++i) out += (i == 0 ? "" : ", ") + h.names[i];
+    out += "] (";
+    for (size_t i = 0; i < h.key_types.size(); ++i) out += (i == 0 ? "" : "+") + key_type_name(h.key_types[i]);
     out += ")";
   }
   return out;
@@ -401,7 +402,9 @@ ServerContext::Built ServerContext::build(const ServerConfig& config,
         out.error = why;
         return out;
       }
-      self->hosts_.push_back(Host{ctx, names, {}, {}, {}});
+      char cn[256] = {};
+      X509_NAME_get_text_by_NID(X509_get_subject_name(chain.front()), NID_commonName, cn, sizeof cn);
+      self->hosts_.push_back(Host{ctx, names, cn, {}, {}, {}});
       host = &self->hosts_.back();
       SSL_CTX_set_ex_data(ctx, context_index(), self.get());
       SSL_CTX_set_ex_data(ctx, keys_index(), self->keys_.get());

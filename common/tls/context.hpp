@@ -101,7 +101,8 @@ class ServerContext {
 
   // The context new connections start in (SNI may move them to another).
   SSL_CTX* initial() const;
-  // Every certificate's first host name (or subject), for the log.
+  // Each certificate's subject CN, its names and key types, for the log:
+  // "cdn.example [cdn.example, *.cdn.example] (ECDSA+RSA)".
   std::string describe() const;
 
   struct Host;  // one SSL_CTX and the names its certificates cover
@@ -120,6 +121,7 @@ class ServerContext {
 struct ServerContext::Host {
   SSL_CTX* ctx = nullptr;
   std::vector<std::string> names;  // DNS names (lower case, maybe "*.x"), or the CN
+  std::string subject;             // the first certificate's CN
   std::vector<X509*> leaves;       // owned by ctx
   std::vector<std::pair<X509*, std::string>> staples;  // leaf -> DER OCSP response
   std::vector<int> key_types;                          // EVP_PKEY_* of its certificates

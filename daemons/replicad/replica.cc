@@ -88,7 +88,8 @@ std::unique_ptr<Store> open_store(const config::ContentSettings& c) {
 }
 
 net::ServerOptions Replica::options() {
-  auto o = daemon::server_options(settings_.server, "cdn-replicad/" CDN_VERSION);
+  auto o =
+      daemon::server_options(settings_.server, "cdn-replicad/" CDN_VERSION, settings_.tls, tls_);
   o.on_complete = [this](const net::RequestRecord& r) { requests_.record(r); };
   o.group = connections_;
   return o;
@@ -96,11 +97,13 @@ net::ServerOptions Replica::options() {
 
 Replica::Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::shared_ptr<Store> store,
                  const daemon::RequestLog::Prepared* log,
-                 std::shared_ptr<net::ServerGroup> connections)
+                 std::shared_ptr<net::ServerGroup> connections,
+                 std::shared_ptr<daemon::TlsCertificates> tls)
     : loop_(loop),
       settings_(std::move(settings)),
       store_(std::move(store)),
       connections_(std::move(connections)),
+      tls_(std::move(tls)),
       admin_(daemon::AdminGate::from(settings_.admin)),
       server_(loop, options(), [this](net::Exchange& ex) { handle(ex); }),
       started_(std::chrono::steady_clock::now()),
@@ -150,7 +153,7 @@ bool Replica::prefetch_start_page(std::string& why, const std::function<bool()>&
 }
 
 daemon::Listening Replica::start(uint32_t workers) {
-  auto where = daemon::start_listening(server_, settings_.server, workers);
+  auto where = daemon::start_listening(server_, settings_.server, workers, settings_.tls);
   if (settings_.server.name.empty()) {
     char host[256] = {0};
     gethostname(host, sizeof host - 1);
@@ -164,7 +167,7 @@ daemon::Listening Replica::start(uint32_t workers) {
 }
 
 void Replica::start_worker(const daemon::Listening& where) {
-  daemon::join_listening(server_, settings_.server, where);
+  daemon::join_listening(server_, settings_.server, where, settings_.tls);
   state_ = status::State::Serving;
 }
 
@@ -174,6 +177,8 @@ void Replica::reconfigure(config::ReplicaSettings settings, std::shared_ptr<Stor
   settings.server.address = settings_.server.address;
   settings.server.port = settings_.server.port;
   settings.server.workers = settings_.server.workers;
+  settings.tls.port = settings_.tls.port;  // read at start only
+  settings.tls.address = settings_.tls.address;
   requests_.apply(observers.log);
   admin_ = observers.admin;
   settings_.server = settings.server;
@@ -718,8 +723,9 @@ void Replica::serve_metrics(net::Exchange& ex) {
 Replicas::Replicas(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_ptr<Store> store)
     : loop_(loop), inbox_(daemon::Inbox::make(loop)) {
   use_mime_types(settings.content);
+  if (settings.tls.enabled()) tls_ = std::make_shared<daemon::TlsCertificates>(settings.tls);
   members_.push_back(std::make_unique<Replica>(loop, std::move(settings), std::move(store), nullptr,
-                                               connections_));
+                                               connections_, tls_));
 }
 
 Replicas::~Replicas() {
@@ -743,7 +749,7 @@ void Replicas::start() {
   for (size_t i = 1; i < workers; ++i) {
     threads_->call(i - 1, [&, i] {
       members_[i] = std::make_unique<Replica>(threads_->loop(i - 1), first.settings(), store, &log,
-                                              connections_);
+                                              connections_, tls_);
     });
   }
   for (auto& r : members_) r->set_group(&members_);

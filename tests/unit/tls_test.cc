@@ -138,7 +138,7 @@ TEST(Tls, SniChoosesTheCertificateAndFallsBackToTheFirst) {
 
 TEST(Tls, EcdsaAndRsaForOneHostShareAContext) {
   auto ctx = server_ctx(config_of({"a", "a-rsa"}));
-  EXPECT_EQ(ctx->describe(), "*.wild.test (ECDSA+RSA)");
+  EXPECT_EQ(ctx->describe(), "a [*.wild.test, a.test] (ECDSA+RSA)");
   auto ecdsa = connect(ctx, "a.test");
   ASSERT_EQ(ecdsa.client.state(), Engine::State::Open) << ecdsa.client.error();
   EXPECT_EQ(subject_cn(ecdsa.client), "a");
