@@ -5,15 +5,16 @@
 // - Server: owns its listeners and the set of live connections. Lives on the
 //   loop thread; the daemon owns it and must call close() and run the loop
 //   until closed() before destroying it.
-// - Connection (server.cc): the libuv adapter of one accepted TCP stream
-//   around an http::ServerConnection, which holds all of the protocol state
-//   (common/http/connection.hpp). The adapter reads bytes into the core,
-//   carries out its output plan (try_write/writev, uv_write, sendfile with
-//   TCP_CORK and a writable poll), feeds write completions and timer ticks
-//   back, and closes the socket when the core says Closed. Heap-held, never
-//   moves; its handles follow common/uv/handle.hpp, and it is freed in the
-//   close callback of its TCP handle (after every write callback). A close
-//   asked for inside a callback only marks it.
+// - Connection (server.cc): the adapter of one accepted connection between
+//   its Transport (transport.hpp; TcpTransport) and an http::ServerConnection,
+//   which holds all of the protocol state (common/http/connection.hpp). The
+//   adapter hands what the transport reads to the core, hands the core's
+//   output plan to the transport (buffers, file ranges), feeds write
+//   completions and timer ticks back, and drops the transport when the core
+//   says Closed. Heap-held, never moves; its timer follows
+//   common/uv/handle.hpp, and it is freed when the transport says it let go
+//   of everything (on_closed, after every write callback). A close asked for
+//   inside a callback only marks it.
 // - Exchange: the handler's view of one request on a connection: the request,
 //   and the calls that answer it. Valid only inside the handler call; later,
 //   through a Deferred.
@@ -297,7 +298,6 @@ class Server {
   std::function<void()> on_drained_;
   uv::Ptr<uv_timer_t> drained_timer_;  // runs on_drained_ (see drain())
   std::string common_headers_;
-  std::string read_buffer_;  // shared by all connections (see Connection::on_alloc)
   uint64_t date_second_ = 0;
 };
 

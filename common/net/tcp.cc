@@ -39,9 +39,6 @@ static_assert(sizeof(uv_buf_t) == sizeof(iovec) &&
               offsetof(uv_buf_t, base) == offsetof(iovec, iov_base) &&
               offsetof(uv_buf_t, len) == offsetof(iovec, iov_len));
 
-TcpTransport* of(uv_stream_t* s) {
-  return uv::Handle<uv_tcp_t>::owner_of<TcpTransport>(reinterpret_cast<uv_tcp_t*>(s));
-}
 }  // namespace
 
 TcpTransport::TcpTransport(uv_loop_t* loop) : loop_(loop) {}
@@ -53,32 +50,34 @@ TcpTransport::~TcpTransport() {
   }
 }
 
-bool TcpTransport::init(uv_loop_t* loop, int* err) {
-  tcp_ = uv::make_tcp(loop, this, err);
-  if (!tcp_) return false;
-  // Freed after libuv's last use of the socket: the write and connect
-  // callbacks (cancelled by the close) run before the close callback.
-  tcp_->on_closed = [this] {
-    if (user_ != nullptr) user_->on_closed();
-    delete this;
+TcpTransport* TcpTransport::make(uv_loop_t* loop, int* err) {
+  auto* t = new TcpTransport(loop);
+  const int rc = uv::init_tcp(loop, t);
+  if (err != nullptr) *err = rc;
+  if (rc != 0) {
+    delete t;  // its handle was never registered with the loop
+    return nullptr;
+  }
+  t->owner = t;
+  // The close callback frees this after libuv's last use of the socket: the
+  // write and connect callbacks (cancelled by the close) run before it.
+  t->on_closed = [t] {
+    if (t->user_ != nullptr) t->user_->on_closed();
   };
-  return true;
+  return t;
 }
 
 void TcpTransport::opened() {
   uv_os_fd_t fd = -1;
-  if (uv_fileno(tcp_->base(), &fd) == 0) fd_ = fd;
+  if (uv_fileno(base(), &fd) == 0) fd_ = fd;
   open_ = true;
 }
 
 Transport::Ptr TcpTransport::accept(uv_stream_t* listener, int* err) {
-  auto* t = new TcpTransport(listener->loop);
-  if (!t->init(listener->loop, err)) {
-    delete t;  // its handle was never registered with the loop
-    return nullptr;
-  }
+  TcpTransport* t = make(listener->loop, err);
+  if (t == nullptr) return nullptr;
   Ptr p(t);
-  const int rc = uv_accept(listener, uv::stream(t->tcp_.get()));
+  const int rc = uv_accept(listener, t->stream());
   if (err != nullptr) *err = rc;
   if (rc != 0) return nullptr;  // p closes it; no user is told
   t->opened();
@@ -87,14 +86,11 @@ Transport::Ptr TcpTransport::accept(uv_stream_t* listener, int* err) {
 
 Transport::Ptr TcpTransport::connect(uv_loop_t* loop, const Address& to, TransportUser& user,
                                      int* err) {
-  auto* t = new TcpTransport(loop);
-  if (!t->init(loop, err)) {
-    delete t;
-    return nullptr;
-  }
+  TcpTransport* t = make(loop, err);
+  if (t == nullptr) return nullptr;
   Ptr p(t);
   t->connect_.data = t;
-  const int rc = uv_tcp_connect(&t->connect_, &t->tcp_->raw, to.sa(), on_connect);
+  const int rc = uv_tcp_connect(&t->connect_, &t->raw, to.sa(), on_connect);
   if (err != nullptr) *err = rc;
   if (rc != 0) return nullptr;
   t->user_ = &user;
@@ -102,14 +98,13 @@ Transport::Ptr TcpTransport::connect(uv_loop_t* loop, const Address& to, Transpo
 }
 
 Transport::Ptr TcpTransport::adopt(uv_loop_t* loop, int fd, int* err) {
-  auto* t = new TcpTransport(loop);
-  if (!t->init(loop, err)) {
-    delete t;
+  TcpTransport* t = make(loop, err);
+  if (t == nullptr) {
     ::close(fd);
     return nullptr;
   }
   Ptr p(t);
-  const int rc = uv_tcp_open(&t->tcp_->raw, fd);
+  const int rc = uv_tcp_open(&t->raw, fd);
   if (err != nullptr) *err = rc;
   if (rc != 0) {
     ::close(fd);
@@ -123,7 +118,7 @@ void TcpTransport::on_connect(uv_connect_t* req, int status) noexcept {
   auto* t = static_cast<TcpTransport*>(req->data);
   if (t->closing_) return;  // cancelled by the close
   if (status == 0) {
-    uv_tcp_nodelay(&t->tcp_->raw, 1);
+    uv_tcp_nodelay(&t->raw, 1);
     t->opened();
   }
   t->user_->on_open(status);
@@ -137,15 +132,15 @@ void TcpTransport::close() noexcept {
   polling_ = false;
   fd_ = -1;
   uv::close(out_poll_);
-  uv::close(tcp_);  // the close callback frees this
+  uv::close_handle<uv_tcp_t>(this);  // the close callback frees this
 }
 
 void TcpTransport::set_reading(bool on) noexcept {
   if (!open() || on == reading_ || (on && eof_)) return;
   if (on) {
-    reading_ = uv_read_start(uv::stream(tcp_.get()), on_alloc, on_read) == 0;
+    reading_ = uv_read_start(stream(), on_alloc, on_read) == 0;
   } else {
-    uv_read_stop(uv::stream(tcp_.get()));
+    uv_read_stop(stream());
     reading_ = false;
   }
 }
@@ -159,14 +154,14 @@ void TcpTransport::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) noexcept {
     *buf = uv_buf_init(nullptr, 0);  // UV_ENOBUFS for this read
     return;
   }
-  auto* t = of(reinterpret_cast<uv_stream_t*>(h));
+  auto* t = static_cast<TcpTransport*>(Handle::from(h));
   size_t len = t->user_ != nullptr ? std::min(kReadBuffer, t->user_->read_budget()) : kReadBuffer;
   if (len == 0) len = kReadBuffer;  // not reading any more once this read is in
   *buf = uv_buf_init(slab.get(), static_cast<unsigned>(len));
 }
 
 void TcpTransport::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) noexcept {
-  TcpTransport* t = of(s);
+  auto* t = static_cast<TcpTransport*>(Handle::from(reinterpret_cast<uv_tcp_t*>(s)));
   if (t->closing_ || t->user_ == nullptr) return;
   if (nread > 0) {
     t->user_->on_read(std::string_view(buf->base, static_cast<size_t>(nread)));
@@ -214,7 +209,7 @@ Handed TcpTransport::write(std::span<const std::string_view> bufs, WriteHints hi
       } while (n < 0 && errno == EINTR);
       if (n < 0) n = errno == EAGAIN || errno == EWOULDBLOCK ? UV_EAGAIN : -errno;
     } else {
-      n = uv_try_write(uv::stream(tcp_.get()), b, static_cast<unsigned>(bufs.size()));
+      n = uv_try_write(stream(), b, static_cast<unsigned>(bufs.size()));
     }
     if (n < 0 && n != UV_EAGAIN) return Handed{.error = static_cast<int>(n)};
     sent = n > 0 ? static_cast<size_t>(n) : 0;
@@ -255,7 +250,7 @@ int TcpTransport::queue(const uv_buf_t* bufs, unsigned n) {
   WriteReq* w = take_write();
   if (w == nullptr) return UV_ENOMEM;
   w->req.data = w;
-  const int rc = uv_write(&w->req, uv::stream(tcp_.get()), bufs, n, on_write);
+  const int rc = uv_write(&w->req, stream(), bufs, n, on_write);
   if (rc != 0) {
     release(w);
     return rc;

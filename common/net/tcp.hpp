@@ -4,10 +4,11 @@
 // MSG_MORE, send), the rest through uv_write; files with sendfile(2), corked
 // while the socket is full and woken by a writable poll.
 //
-// Ownership: made by accept(), connect() or adopt() as a Transport::Ptr; its
-// handles follow common/uv/handle.hpp, and the object is freed in the close
-// callback of its TCP handle, right after the user's on_closed(): every
-// write callback (cancelled by the close) has run by then.
+// Ownership: made by accept(), connect() or adopt() as a Transport::Ptr. The
+// transport is its TCP handle's heap object (common/uv/handle.hpp: one
+// allocation for both), freed by that handle's close callback right after
+// the user's on_closed(): every write callback (cancelled by the close) has
+// run by then. Its writable poll is a uv::Ptr of its own.
 #pragma once
 
 #include <uv.h>
@@ -20,7 +21,7 @@
 
 namespace cdn::net {
 
-class TcpTransport final : public Transport {
+class TcpTransport final : public Transport, private uv::Handle<uv_tcp_t> {
  public:
   // Accepts the connection waiting on `listener` (TCP_NODELAY comes from the
   // listener). Open at once. Null when that fails (*err says why).
@@ -49,7 +50,9 @@ class TcpTransport final : public Transport {
   explicit TcpTransport(uv_loop_t* loop);
   ~TcpTransport() override;
   void close() noexcept override;
-  bool init(uv_loop_t* loop, int* err);
+  // Made with its handle; null (and *err set) when libuv refuses it.
+  static TcpTransport* make(uv_loop_t* loop, int* err);
+  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&raw); }
   void opened();
   WriteReq* take_write();
   void release(WriteReq* w);
@@ -65,7 +68,6 @@ class TcpTransport final : public Transport {
 
   uv_loop_t* loop_;
   TransportUser* user_ = nullptr;
-  uv::Ptr<uv_tcp_t> tcp_;
   uv::Ptr<uv_poll_t> out_poll_;  // the writable watch for sendfile, on a dup of the socket
   uv_connect_t connect_{};
   int fd_ = -1;  // the socket, for send/sendfile; -1 once closed

@@ -1049,9 +1049,9 @@ TEST(Server, KeepAliveRequestsDoNotAllocate) {
 }
 
 // Connection: close costs a new connection per request: its allocations
-// (the connection, its parser's header list, the response head, and the
-// tcp and timer handles, each a heap object of its own as common/uv/handle.hpp
-// has it) are counted between one handler call and the next.
+// (the connection, its parser's header list, the response head, the timer
+// handle, and the TCP transport, which is its tcp handle's heap object as
+// common/uv/handle.hpp allows) are counted between one handler call and the next.
 TEST(Server, ConnectionsAllocateLittle) {
   std::vector<uint64_t> seen;
   seen.reserve(200);
