@@ -17,6 +17,7 @@
 
 #include "common/net/address.hpp"
 #include "common/net/tcp.hpp"
+#include "common/net/tls.hpp"
 
 namespace cdn::net {
 
@@ -292,6 +293,15 @@ bool Connection::start(uv_stream_t* listener) {
   // callbacks: on_closed().
   transport_ = TcpTransport::accept(listener);
   if (!transport_) return false;
+  if (server_.is_tls(listener)) {
+    // The core hears of the connection once the handshake is over
+    // (on_open); until then the handshake's own timer bounds it.
+    auto context = server_.options_.tls_context ? server_.options_.tls_context() : nullptr;
+    if (!context) return false;
+    transport_ = TlsTransport::server(listener->loop, std::move(transport_), std::move(context),
+                                      server_.options_.handshake_timeout);
+    if (!transport_) return false;
+  }
   transport_->bind(*this);
   if (transport_->open()) on_open(0);  // reads, and arms the header timeout
   return true;
@@ -300,6 +310,8 @@ bool Connection::start(uv_stream_t* listener) {
 void Connection::on_open(int status) noexcept {
   if (closing_) return;
   if (status < 0) {
+    // A failed TLS handshake (junk, a stall, a refused certificate) is the
+    // client's business: debug only, or a scan would flood the log.
     SPDLOG_DEBUG("transport failed to open: {}", uv_strerror(status));
     close();
     return;

@@ -54,9 +54,18 @@ void Engine::init(SSL_CTX* ctx) {
 Engine Engine::server(std::shared_ptr<const ServerContext> context) {
   Engine e;
   e.server_ = std::move(context);
-  e.init(e.server_->initial());
-  if (e.ssl_ != nullptr) SSL_set_accept_state(e.ssl_);
   return e;
+}
+
+bool Engine::first_record_in() const {
+  // The record layer's header: type, version (2), length (2). Anything but
+  // a handshake record, or a length TLS does not allow, goes to OpenSSL at
+  // once, which refuses it.
+  constexpr size_t kMaxRecord = 16384 + 2048;
+  if (early_.size() < 5) return false;
+  const auto* p = reinterpret_cast<const unsigned char*>(early_.data());
+  const size_t length = (size_t{p[3]} << 8) | p[4];
+  return p[0] != 0x16 || length > kMaxRecord || early_.size() >= 5 + length;
 }
 
 Engine Engine::client(std::shared_ptr<const ClientContext> context, std::string_view host) {
@@ -88,6 +97,7 @@ Engine& Engine::operator=(Engine&& o) noexcept {
     out_ = std::exchange(o.out_, nullptr);
     state_ = o.state_;
     error_ = std::move(o.error_);
+    early_ = std::move(o.early_);
     server_ = std::move(o.server_);
     client_ = std::move(o.client_);
   }
@@ -124,12 +134,24 @@ void Engine::handshake() {
 }
 
 Engine::State Engine::start() {
-  if (state_ == State::Handshaking) handshake();
+  if (state_ == State::Handshaking && ssl_ != nullptr) handshake();
   return state_;
 }
 
 Engine::State Engine::receive(std::string_view ciphertext) {
-  if (state_ == State::Failed || in_ == nullptr) return state_;
+  if (state_ == State::Failed) return state_;
+  if (ssl_ == nullptr && server_ != nullptr) {
+    early_.append(ciphertext);
+    if (!first_record_in()) return state_;
+    init(server_->initial());
+    if (ssl_ == nullptr) return state_;
+    SSL_set_accept_state(ssl_);
+    BIO_write(in_, early_.data(), static_cast<int>(early_.size()));
+    std::string().swap(early_);
+    handshake();
+    return state_;
+  }
+  if (in_ == nullptr) return state_;
   if (!ciphertext.empty()) BIO_write(in_, ciphertext.data(), static_cast<int>(ciphertext.size()));
   if (state_ == State::Handshaking) handshake();
   return state_;
@@ -171,7 +193,7 @@ void Engine::close() {
 }
 
 bool Engine::has_buffered_input() const {
-  return ssl_ != nullptr && (SSL_pending(ssl_) > 0 || BIO_ctrl_pending(in_) > 0);
+  return ssl_ == nullptr ? !early_.empty() : SSL_pending(ssl_) > 0 || BIO_ctrl_pending(in_) > 0;
 }
 
 size_t Engine::pending_output() const { return out_ == nullptr ? 0 : BIO_ctrl_pending(out_); }

@@ -40,7 +40,9 @@ class Engine {
   Engine& operator=(Engine&&) noexcept;
   ~Engine();
 
-  // Bytes from the peer; drives the handshake. Returns state().
+  // Bytes from the peer; drives the handshake. Returns state(). A server
+  // holds them until the first record is whole (at most 5 + 2^14 + 2048
+  // bytes), then makes its SSL.
   State receive(std::string_view ciphertext);
   // Starts a client's handshake (its ClientHello goes to the output).
   State start();
@@ -71,6 +73,11 @@ class Engine {
  private:
   Engine() = default;
   void init(SSL_CTX* ctx);
+  // A server's SSL is made only once the first TLS record is in whole: a
+  // client that connects and stalls, or sends a few bytes, costs the few
+  // bytes and not OpenSSL's buffers (tens of KiB).
+  bool first_record_in() const;
+  std::string early_;  // a server's bytes before its first whole record
   void handshake();
   void fail(int ret);
 

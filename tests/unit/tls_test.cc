@@ -317,6 +317,7 @@ TEST(Tls, GarbageAndTruncatedClientHellos) {
     Engine s = Engine::server(ctx);
     EXPECT_EQ(s.receive(std::string_view(hello).substr(0, 50)), Engine::State::Handshaking);
     EXPECT_EQ(s.pending_output(), 0u);
+    EXPECT_EQ(s.ssl(), nullptr);  // no SSL (nor its buffers) before a whole record
     for (size_t i = 50; i < hello.size(); ++i) {
       EXPECT_EQ(s.receive(std::string_view(hello).substr(i, 1)), Engine::State::Handshaking);
     }
