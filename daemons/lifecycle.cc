@@ -2,10 +2,12 @@
 #include "daemons/lifecycle.hpp"
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -243,6 +245,15 @@ net::ServerOptions server_options(const config::ServerSettings& s, std::string s
 
 namespace {
 
+uint16_t local_port_of(int fd) {
+  sockaddr_storage a{};
+  socklen_t len = sizeof a;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) return 0;
+  if (a.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&a)->sin_port);
+  if (a.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&a)->sin6_port);
+  return 0;
+}
+
 std::string tls_address(const config::ServerSettings& s, const config::TlsSettings& tls) {
   return tls.address.empty() ? s.address : tls.address;
 }
@@ -264,8 +275,13 @@ void adopt_all(net::Server& server, const std::vector<int>& fds, bool tls, bool 
 Listening start_listening(net::Server& server, const config::ServerSettings& s, uint32_t workers,
                           const config::TlsSettings& tls) {
   Listening l;
+  // A socket of systemd's is the [tls] port's when its unit names it
+  // "https" (FileDescriptorName=), or when it is bound to [tls] port (one
+  // unit with two ListenStream= lines names both sockets alike).
   for (auto& [fd, name] : systemd::listen_fds()) {
-    (name == systemd::kHttpsSocketName ? l.tls_sockets : l.sockets).push_back(fd);
+    const bool https =
+        name == systemd::kHttpsSocketName || (tls.enabled() && local_port_of(fd) == tls.port);
+    (https ? l.tls_sockets : l.sockets).push_back(fd);
   }
   if (!l.tls_sockets.empty() && !tls.enabled()) {
     throw std::runtime_error(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import cdnlib
 from cdnlib import Pki, describe_run, free_port, run_get, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
@@ -239,3 +240,30 @@ def test_tls_start_fails_with_the_file_and_the_reason(cdn, pki):
     r.start(wait_ready=False)
     assert r.wait_exit() != 0
     assert f"{missing}: cannot be read" in r.log_text()
+
+
+@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None,
+                    reason="needs systemd-socket-activate")
+@pytest.mark.parametrize("names", ["http:https", ""])
+def test_socket_activation_passes_the_https_socket(cdn, pki, names):
+    """Sockets from systemd: the one named "https" (FileDescriptorName=), or
+    without names the one bound to [tls] port, is the TLS listener."""
+    cert, key = pki.leaf("replica")
+    plain, tls_port = free_port(), free_port()
+    r = cdn.replica(files={"index.html": b"activated\n"},
+                    extra=tls_section(tls_port, cert, key), start=False)
+    argv = ["systemd-socket-activate", "-E", "NOTIFY_SOCKET", "-l", f"127.0.0.1:{plain}",
+            "-l", f"127.0.0.1:{tls_port}"]
+    if names:
+        argv.append(f"--fdname={names}")
+    r.binary = Path(shutil.which("systemd-socket-activate"))
+    r.args = argv[1:] + [str(cdnlib.REPLICAD), "-c", str(r.config_path)]
+    r.config_path = None  # given in r.args, after the activator's own
+    r.start(wait_ready=False)
+    # The first connection starts the daemon (systemd-socket-activate execs it).
+    wait_for(lambda: not cdnlib.port_refuses("127.0.0.1", plain), what="the sockets to listen")
+    status, _, body = cdnlib.http_request("127.0.0.1", plain, "GET", "/index.html", timeout=15)
+    assert (status, body) == (200, b"activated\n")
+    r.wait_ready()
+    r.port = plain
+    assert https_get(tls_port, "/index.html", pki.context())[2] == b"activated\n"
