@@ -337,7 +337,8 @@ std::string ServerContext::describe() const {
     out += " [";
     for (size_t i = 0; i < h.names.size(); ++i) out += (i == 0 ? "" : ", ") + h.names[i];
     out += "] (";
-    for (size_t i = 0; i < h.key_types.size(); ++i) out += (i == 0 ? "" : "+") + key_type_name(h.key_types[i]);
+    for (size_t i = 0; i < h.key_types.size(); ++i)
+      out += (i == 0 ? "" : "+") + key_type_name(h.key_types[i]);
     out += ")";
   }
   return out;
@@ -353,8 +354,15 @@ ServerContext::Built ServerContext::build(const ServerConfig& config,
   std::shared_ptr<ServerContext> self(new ServerContext());
   self->keys_ = keys ? std::move(keys) : std::make_shared<TicketKeys>();
   self->h2_ = config.h2;
-  // Each certificate's host index and issuer (the next in its chain, if any), for OCSP.
-  std::vector<std::pair<size_t, X509*>> issuers;
+  // Each certificate's host index and issuer (the next in its chain, if
+  // any, a reference of our own), for OCSP; freed on every way out.
+  struct Issuers {
+    std::vector<std::pair<size_t, X509*>> list;
+    ~Issuers() {
+      for (auto& [i, x] : list) X509_free(x);
+    }
+  } issuers_held;
+  auto& issuers = issuers_held.list;
   for (const auto& files : config.certificates) {
     std::vector<X509*> chain;
     std::string why;
@@ -403,7 +411,8 @@ ServerContext::Built ServerContext::build(const ServerConfig& config,
         return out;
       }
       char cn[256] = {};
-      X509_NAME_get_text_by_NID(X509_get_subject_name(chain.front()), NID_commonName, cn, sizeof cn);
+      X509_NAME_get_text_by_NID(X509_get_subject_name(chain.front()), NID_commonName, cn,
+                                sizeof cn);
       self->hosts_.push_back(Host{ctx, names, cn, {}, {}, {}});
       host = &self->hosts_.back();
       SSL_CTX_set_ex_data(ctx, context_index(), self.get());
@@ -436,7 +445,6 @@ ServerContext::Built ServerContext::build(const ServerConfig& config,
     EVP_PKEY_free(key);
     if (!ok) {
       out.error = files.certificate + ": cannot be used (" + errors + ")";
-      for (auto& [i, x] : issuers) X509_free(x);
       return out;
     }
   }
@@ -501,7 +509,6 @@ ServerContext::Built ServerContext::build(const ServerConfig& config,
       break;
     }
   }
-  for (auto& [i, x] : issuers) X509_free(x);
   if (!ocsp_error.empty()) {
     out.error = ocsp_error;
     return out;

@@ -21,7 +21,7 @@ NOT_ABOUT_TLS = ("cert_chain_of_trust", "cert_trust", "cert_validityPeriod", "ce
                  "DNS_CAArecord", "cert_certificatePolicies_EV", "certificate_transparency",
                  "cert_notAfter", "cert_extlifeSpan", "BREACH", "HSTS", "security_headers",
                  "banner_application", "cookie_count", "cert_commonName_wo_SNI",
-                 "cert_subjectAltName", "cert_caIssuers", "scanProblem")
+                 "cert_subjectAltName", "cert_caIssuers", "cert_revocation", "scanProblem")
 
 
 def test_testssl_finds_nothing_weak(cdn):
