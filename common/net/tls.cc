@@ -63,10 +63,12 @@ Transport::Ptr TlsTransport::server(uv_loop_t* loop, Ptr below,
 Transport::Ptr TlsTransport::client(uv_loop_t* loop, Ptr below,
                                     std::shared_ptr<const tls::ClientContext> context,
                                     std::string_view host,
-                                    std::chrono::milliseconds handshake_timeout) {
+                                    std::chrono::milliseconds handshake_timeout,
+                                    std::function<void(const std::string&)> on_failure) {
   if (!below) return nullptr;
   auto* t = new TlsTransport(loop, std::move(below), tls::Engine::client(std::move(context), host));
   Ptr p(t);
+  t->on_failure_ = std::move(on_failure);
   t->below_->bind(*t);
   const bool failed = t->engine_.state() == tls::Engine::State::Failed;
   t->start_timer(failed ? std::chrono::milliseconds(0) : handshake_timeout);
@@ -119,7 +121,8 @@ void TlsTransport::handshake_failed(int status, std::string why) {
   failure_ = why.empty() ? "handshake failed" : std::move(why);
   flush(false, {.last = true});  // the alert, if the engine made one
   if (below_) below_->set_reading(false);
-  if (user_ != nullptr) user_->on_open(status);
+  if (on_failure_) on_failure_(failure_);
+  if (!closing_ && user_ != nullptr) user_->on_open(status);
 }
 
 void TlsTransport::handshake_progress() {

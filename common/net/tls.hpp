@@ -19,6 +19,7 @@
 
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -42,8 +43,11 @@ class TlsTransport final : public Transport, private TransportUser {
   // this binds itself to it before the loop runs again) or one already open.
   // The ClientHello goes once the one below is open; `host` is sent as SNI
   // and verified against the certificate when the context verifies.
+  // `on_failure` hears why a handshake failed ("certificate verify failed",
+  // "hostname mismatch"...), just before the user's on_open(status < 0).
   static Ptr client(uv_loop_t* loop, Ptr below, std::shared_ptr<const tls::ClientContext> context,
-                    std::string_view host, std::chrono::milliseconds handshake_timeout);
+                    std::string_view host, std::chrono::milliseconds handshake_timeout,
+                    std::function<void(const std::string&)> on_failure = {});
 
   void bind(TransportUser& user) noexcept override { user_ = &user; }
   bool open() const noexcept override { return open_ && !closing_; }
@@ -97,7 +101,8 @@ class TlsTransport final : public Transport, private TransportUser {
   uv::Ptr<uv_timer_t> timer_;  // the handshake's deadline, then a kick to deliver()
   std::deque<Unit> units_;     // ciphertext units under way below, in order
   std::string failure_;
-  std::string out_;  // ciphertext taken from the engine, not yet handed below
+  std::function<void(const std::string&)>
+      on_failure_;  // ciphertext taken from the engine, not yet handed below
   bool open_ = false;
   bool closing_ = false;
   bool user_reading_ = false;

@@ -262,5 +262,26 @@ TEST(TlsTransport, ReadingOffHoldsPlaintextUntilOnAgain) {
   EXPECT_EQ(held, 3u);
 }
 
+TEST(TlsTransport, AClientRefusesACertificateForAnotherName) {
+  Loop l;
+  Sockets s;
+  User server, client;
+  std::string why;
+  server.t = TlsTransport::server(&l.loop, TcpTransport::adopt(&l.loop, s.server), server_context(),
+                                  milliseconds(5000));
+  client.t =
+      TlsTransport::client(&l.loop, TcpTransport::adopt(&l.loop, s.client), client_context(),
+                           "b.test", milliseconds(5000), [&](const std::string& w) { why = w; });
+  server.t->bind(server);
+  client.t->bind(client);
+  client.after_open = [&] {
+    client.t.reset();
+    server.t.reset();
+  };
+  l.run();
+  EXPECT_LT(client.opened, 0);
+  EXPECT_NE(why.find("hostname mismatch"), std::string::npos) << why;
+}
+
 }  // namespace
 }  // namespace cdn::net
