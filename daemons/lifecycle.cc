@@ -220,9 +220,7 @@ void hold_signals() {
 
 namespace cdn::daemon {
 
-net::ServerOptions server_options(const config::ServerSettings& s, std::string server_header,
-                                  const config::TlsSettings& tls,
-                                  std::shared_ptr<TlsCertificates> certificates) {
+net::ServerOptions server_options(const config::ServerSettings& s, std::string server_header) {
   net::ServerOptions o;
   o.max_connections = s.max_connections;
   o.idle_timeout = s.idle_timeout;
@@ -236,10 +234,6 @@ net::ServerOptions server_options(const config::ServerSettings& s, std::string s
   o.limits.max_body = s.max_body;
   o.server_header = std::move(server_header);
   o.accepting_servers = config::resolve_workers(s.workers);
-  o.handshake_timeout = tls.handshake_timeout;
-  if (certificates) {
-    o.tls_context = [certificates] { return certificates->current(); };
-  }
   return o;
 }
 
@@ -258,7 +252,8 @@ std::string tls_address(const config::ServerSettings& s, const config::TlsSettin
   return tls.address.empty() ? s.address : tls.address;
 }
 
-void adopt_all(net::Server& server, const std::vector<int>& fds, bool tls, bool dup) {
+void adopt_all(net::Server& server, const std::vector<int>& fds, const net::TransportLayer& tls,
+               bool dup) {
   for (int fd : fds) {
     const int use = dup ? ::fcntl(fd, F_DUPFD_CLOEXEC, 0) : fd;
     const int rc = use < 0 ? uv_translate_sys_error(errno) : server.adopt(use, tls);
@@ -273,8 +268,11 @@ void adopt_all(net::Server& server, const std::vector<int>& fds, bool tls, bool 
 }  // namespace
 
 Listening start_listening(net::Server& server, const config::ServerSettings& s, uint32_t workers,
-                          const config::TlsSettings& tls) {
+                          const config::TlsSettings& tls,
+                          std::shared_ptr<TlsCertificates> certificates) {
   Listening l;
+  const net::TransportLayer layer =
+      certificates ? tls_layer(server.loop(), std::move(certificates)) : nullptr;
   // A socket of systemd's is the [tls] port's when its unit names it
   // "https" (FileDescriptorName=), or when it is bound to [tls] port (one
   // unit with two ListenStream= lines names both sockets alike).
@@ -283,7 +281,7 @@ Listening start_listening(net::Server& server, const config::ServerSettings& s, 
         name == systemd::kHttpsSocketName || (tls.enabled() && local_port_of(fd) == tls.port);
     (https ? l.tls_sockets : l.sockets).push_back(fd);
   }
-  if (!l.tls_sockets.empty() && !tls.enabled()) {
+  if (!l.tls_sockets.empty() && !layer) {
     throw std::runtime_error(
         "systemd passed a socket named \"https\", but [tls] port is 0 "
         "(set [tls] port, certificate and key)");
@@ -291,9 +289,9 @@ Listening start_listening(net::Server& server, const config::ServerSettings& s, 
   l.reuse_port = workers > 1;
   const auto sharing = l.reuse_port ? net::Server::Sharing::First : net::Server::Sharing::None;
   if (!l.sockets.empty() || !l.tls_sockets.empty()) {
-    adopt_all(server, l.sockets, false, false);
-    adopt_all(server, l.tls_sockets, true, false);
-    l.port = server.port();
+    adopt_all(server, l.sockets, {}, false);
+    adopt_all(server, l.tls_sockets, layer, false);
+    l.port = l.sockets.empty() ? 0 : local_port_of(l.sockets.front());
     l.where = std::to_string(l.sockets.size() + l.tls_sockets.size()) +
               " socket(s) from systemd, port " + std::to_string(l.port);
   } else {
@@ -306,16 +304,16 @@ Listening start_listening(net::Server& server, const config::ServerSettings& s, 
     l.where = s.address + ":" + std::to_string(l.port);
   }
   // The [tls] port from the file, unless systemd passed it.
-  if (tls.enabled() && l.tls_sockets.empty()) {
+  if (layer && l.tls_sockets.empty()) {
     const std::string address = tls_address(s, tls);
-    const int rc = server.listen(address, tls.port, sharing, true);
+    const int rc = server.listen(address, tls.port, sharing, layer);
     if (rc != 0) {
       throw std::runtime_error("cannot listen on " + address + ":" + std::to_string(tls.port) +
                                " ([tls] port): " + uv_strerror(rc));
     }
   }
-  if (tls.enabled()) {
-    l.tls_port = server.port(true);
+  if (layer) {
+    l.tls_port = l.tls_sockets.empty() ? tls.port : local_port_of(l.tls_sockets.front());
     l.where += ", https on " + (l.tls_sockets.empty() ? tls_address(s, tls) + ":" : "port ") +
                std::to_string(l.tls_port);
   }
@@ -323,9 +321,11 @@ Listening start_listening(net::Server& server, const config::ServerSettings& s, 
 }
 
 void join_listening(net::Server& server, const config::ServerSettings& s, const Listening& l,
-                    const config::TlsSettings& tls) {
-  adopt_all(server, l.sockets, false, true);
-  adopt_all(server, l.tls_sockets, true, true);
+                    const config::TlsSettings& tls, std::shared_ptr<TlsCertificates> certificates) {
+  const net::TransportLayer layer =
+      certificates ? tls_layer(server.loop(), std::move(certificates)) : nullptr;
+  adopt_all(server, l.sockets, {}, true);
+  adopt_all(server, l.tls_sockets, layer, true);
   if (l.sockets.empty() && l.tls_sockets.empty()) {
     const int rc = server.listen(s.address, l.port, net::Server::Sharing::Join);
     if (rc != 0) {
@@ -333,9 +333,9 @@ void join_listening(net::Server& server, const config::ServerSettings& s, const 
                                std::to_string(l.port) + ": " + uv_strerror(rc));
     }
   }
-  if (tls.enabled() && l.tls_sockets.empty()) {
+  if (layer && l.tls_sockets.empty()) {
     const std::string address = tls_address(s, tls);
-    const int rc = server.listen(address, l.tls_port, net::Server::Sharing::Join, true);
+    const int rc = server.listen(address, l.tls_port, net::Server::Sharing::Join, layer);
     if (rc != 0) {
       throw std::runtime_error("worker cannot listen on " + address + ":" +
                                std::to_string(l.tls_port) + " ([tls] port): " + uv_strerror(rc));

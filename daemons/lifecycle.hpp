@@ -103,11 +103,8 @@ void hold_signals();
 
 namespace cdn::daemon {
 
-// The server's limits and timeouts from a [server] section; with `tls`,
-// the [tls] port's handshakes take their certificates from it.
-net::ServerOptions server_options(const config::ServerSettings& s, std::string server_header,
-                                  const config::TlsSettings& tls = {},
-                                  std::shared_ptr<TlsCertificates> certificates = nullptr);
+// The server's limits and timeouts from a [server] section.
+net::ServerOptions server_options(const config::ServerSettings& s, std::string server_header);
 
 // Where worker 0 listens, for the other workers to listen there too.
 struct Listening {
@@ -125,13 +122,16 @@ struct Listening {
 // [tls] port when it is on (a socket named "https" from systemd, or
 // [tls] address:port). Throws std::runtime_error with a clear message on
 // failure.
+// `certificates`: the [tls] port's (null when it is off).
 Listening start_listening(net::Server& server, const config::ServerSettings& s,
-                          uint32_t workers = 1, const config::TlsSettings& tls = {});
+                          uint32_t workers = 1, const config::TlsSettings& tls = {},
+                          std::shared_ptr<TlsCertificates> certificates = nullptr);
 // Another worker's server listens where worker 0 does: its own socket on
 // the same port (SO_REUSEPORT: the kernel spreads connections), or a dup
 // of each socket systemd passed (shared: whichever loop accepts first).
 void join_listening(net::Server& server, const config::ServerSettings& s, const Listening& l,
-                    const config::TlsSettings& tls = {});
+                    const config::TlsSettings& tls = {},
+                    std::shared_ptr<TlsCertificates> certificates = nullptr);
 
 }  // namespace cdn::daemon
 

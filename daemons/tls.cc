@@ -18,7 +18,8 @@ tls::ServerConfig tls_config(const config::TlsSettings& s) {
   return c;
 }
 
-TlsCertificates::TlsCertificates(const config::TlsSettings& s) : current_(prepare(s)) {
+TlsCertificates::TlsCertificates(const config::TlsSettings& s)
+    : handshake_ms_(s.handshake_timeout.count()), current_(prepare(s)) {
   spdlog::info("TLS certificates: {}; {}", current_->describe(), tls_file_path_note());
 }
 
@@ -29,7 +30,9 @@ std::shared_ptr<const tls::ServerContext> TlsCertificates::prepare(
   return built.context;
 }
 
-void TlsCertificates::install(std::shared_ptr<const tls::ServerContext> next) {
+void TlsCertificates::install(std::shared_ptr<const tls::ServerContext> next,
+                              std::chrono::milliseconds handshake_timeout) {
+  handshake_ms_.store(handshake_timeout.count(), std::memory_order_relaxed);
   std::lock_guard lock(mutex_);
   current_.swap(next);
   // The old context goes when its last connection does (outside the lock).
@@ -51,10 +54,18 @@ std::shared_ptr<const tls::ServerContext> prepare_tls_reload(const TlsCertificat
 }
 
 void install_tls_reload(TlsCertificates* certificates,
-                        std::shared_ptr<const tls::ServerContext> next) {
+                        std::shared_ptr<const tls::ServerContext> next,
+                        const config::TlsSettings& next_settings) {
   if (certificates == nullptr || !next) return;
   spdlog::info("TLS certificates: {} (new handshakes use them)", next->describe());
-  certificates->install(std::move(next));
+  certificates->install(std::move(next), next_settings.handshake_timeout);
+}
+
+net::TransportLayer tls_layer(uv_loop_t* loop, std::shared_ptr<TlsCertificates> certificates) {
+  return [loop, certificates](net::Transport::Ptr below) {
+    return net::TlsTransport::server(loop, std::move(below), certificates->current(),
+                                     certificates->handshake_timeout());
+  };
 }
 
 std::string tls_file_path_note() {

@@ -7,11 +7,16 @@
 // use stays. Connections keep the context they started with.
 #pragma once
 
+#include <uv.h>
+
+#include <atomic>
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
 
 #include "common/config/settings.hpp"
+#include "common/net/transport.hpp"
 #include "common/tls/context.hpp"
 
 namespace cdn::daemon {
@@ -25,11 +30,16 @@ class TlsCertificates {
   // The context built from `s`, not yet in use; throws as above. A reload
   // builds it before anything is applied, then install()s it.
   std::shared_ptr<const tls::ServerContext> prepare(const config::TlsSettings& s) const;
-  void install(std::shared_ptr<const tls::ServerContext> next);
+  void install(std::shared_ptr<const tls::ServerContext> next,
+               std::chrono::milliseconds handshake_timeout);
   // What a new connection's handshake uses. Any thread.
   std::shared_ptr<const tls::ServerContext> current() const;
+  std::chrono::milliseconds handshake_timeout() const {
+    return std::chrono::milliseconds(handshake_ms_.load(std::memory_order_relaxed));
+  }
 
  private:
+  std::atomic<int64_t> handshake_ms_;
   std::shared_ptr<tls::TicketKeys> keys_ = std::make_shared<tls::TicketKeys>();
   mutable std::mutex mutex_;
   std::shared_ptr<const tls::ServerContext> current_;
@@ -44,7 +54,12 @@ std::shared_ptr<const tls::ServerContext> prepare_tls_reload(const TlsCertificat
                                                              const config::TlsSettings& now,
                                                              const config::TlsSettings& next);
 void install_tls_reload(TlsCertificates* certificates,
-                        std::shared_ptr<const tls::ServerContext> next);
+                        std::shared_ptr<const tls::ServerContext> next,
+                        const config::TlsSettings& next_settings);
+
+// What goes over each TCP connection accepted on a [tls] listener of the
+// server on `loop`: a TLS transport with the certificates in use at accept.
+net::TransportLayer tls_layer(uv_loop_t* loop, std::shared_ptr<TlsCertificates> certificates);
 
 // "kTLS: ..." for the start-up log: whether the kernel offers the tls ULP,
 // and how file bodies go out over TLS.

@@ -17,7 +17,6 @@
 
 #include "common/net/address.hpp"
 #include "common/net/tcp.hpp"
-#include "common/net/tls.hpp"
 
 namespace cdn::net {
 
@@ -50,7 +49,9 @@ class Connection final : public http::ConnectionHandler, public TransportUser {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  bool start(uv_stream_t* listener);
+  // Accepts the connection waiting on `listener`, under the listener's
+  // transport layer when it has one (TLS).
+  bool start(uv_stream_t* listener, const TransportLayer* layer);
   // Over the connection limit: a 503, then close.
   void reject();
   void drain();
@@ -286,22 +287,14 @@ void Exchange::reply(int status, std::string_view text,
 
 // -------------------------------------------------------------- Connection
 
-bool Connection::start(uv_stream_t* listener) {
+bool Connection::start(uv_stream_t* listener, const TransportLayer* layer) {
   timer_ = uv::make_timer(listener->loop, [this] { guard("timer", [this] { on_timer(); }); });
   if (!timer_) return false;
   // Freed (with this connection) in its close callback, after the write
   // callbacks: on_closed().
   transport_ = TcpTransport::accept(listener);
+  if (transport_ && layer != nullptr) transport_ = (*layer)(std::move(transport_));
   if (!transport_) return false;
-  if (server_.is_tls(listener)) {
-    // The core hears of the connection once the handshake is over
-    // (on_open); until then the handshake's own timer bounds it.
-    auto context = server_.options_.tls_context ? server_.options_.tls_context() : nullptr;
-    if (!context) return false;
-    transport_ = TlsTransport::server(listener->loop, std::move(transport_), std::move(context),
-                                      server_.options_.handshake_timeout);
-    if (!transport_) return false;
-  }
   transport_->bind(*this);
   if (transport_->open()) on_open(0);  // reads, and arms the header timeout
   return true;
@@ -310,8 +303,6 @@ bool Connection::start(uv_stream_t* listener) {
 void Connection::on_open(int status) noexcept {
   if (closing_) return;
   if (status < 0) {
-    // A failed TLS handshake (junk, a stall, a refused certificate) is the
-    // client's business: debug only, or a scan would flood the log.
     SPDLOG_DEBUG("transport failed to open: {}", uv_strerror(status));
     close();
     return;
@@ -461,7 +452,7 @@ void Connection::flush() {
     if (h.wait) return;  // on_writable() or on_write_done() comes
     core_.advance(h.now, h.queued, now());
     if (file) {
-      server_.stats_.file_bytes_copied += h.queued;
+      server_.stats_.file_bytes_copied += h.copied;
       file_sent(h.now + h.queued);
     }
   }
@@ -672,8 +663,7 @@ int bind_shared(uv_tcp_t* tcp, Address addr, bool first) {
 
 // `rc` is the result of the bind or open that gave `tcp` its socket; on
 // failure the handle is closed (and freed on the next loop turn).
-int Server::start_listener(uv::Ptr<uv_tcp_t> tcp, int rc, bool tls) {
-  if (rc == 0 && tls && !options_.tls_context) rc = UV_EINVAL;  // no certificates to use
+int Server::start_listener(uv::Ptr<uv_tcp_t> tcp, int rc, TransportLayer layer) {
   if (rc == 0) {
     uv_tcp_nodelay(&tcp->raw, 1);
     uv_os_fd_t fd = -1;
@@ -685,20 +675,13 @@ int Server::start_listener(uv::Ptr<uv_tcp_t> tcp, int rc, bool tls) {
       uv::guarded("accept", [&] { on_connection(l, status); });
     });
   }
-  if (rc == 0) {
-    if (tls) tls_listeners_.push_back(&tcp->raw);
-    listeners_.push_back(std::move(tcp));
-  }
+  if (rc == 0) listeners_.push_back(Listener{std::move(tcp), std::move(layer)});
   nofile_ = soft_nofile();
   return rc;
 }
 
-bool Server::is_tls(const uv_stream_t* listener) const {
-  return std::find(tls_listeners_.begin(), tls_listeners_.end(),
-                   reinterpret_cast<const uv_tcp_t*>(listener)) != tls_listeners_.end();
-}
-
-int Server::listen(const std::string& address, uint16_t port, Sharing sharing, bool tls) {
+int Server::listen(const std::string& address, uint16_t port, Sharing sharing,
+                   TransportLayer layer) {
   std::string err;
   auto addr = resolve(address, port, &err);
   if (!addr) return UV_EADDRNOTAVAIL;
@@ -707,25 +690,22 @@ int Server::listen(const std::string& address, uint16_t port, Sharing sharing, b
   if (!tcp) return rc;
   rc = sharing == Sharing::None ? uv_tcp_bind(&tcp->raw, addr->sa(), 0)
                                 : bind_shared(&tcp->raw, *addr, sharing == Sharing::First);
-  return start_listener(std::move(tcp), rc, tls);
+  return start_listener(std::move(tcp), rc, std::move(layer));
 }
 
-int Server::adopt(int fd, bool tls) {
+int Server::adopt(int fd, TransportLayer layer) {
   int rc = 0;
   auto tcp = uv::make_tcp(loop_, this, &rc);
   if (!tcp) return rc;
   rc = uv_tcp_open(&tcp->raw, fd);
-  return start_listener(std::move(tcp), rc, tls);
+  return start_listener(std::move(tcp), rc, std::move(layer));
 }
 
-uint16_t Server::port(bool tls) const {
-  for (const auto& l : listeners_) {
-    if (is_tls(uv::stream(l.get())) != tls) continue;
-    uv_os_fd_t fd = -1;
-    if (uv_fileno(l->base(), &fd) != 0) return 0;
-    return local_port(fd);
-  }
-  return 0;
+uint16_t Server::port() const {
+  if (listeners_.empty()) return 0;
+  uv_os_fd_t fd = -1;
+  if (uv_fileno(listeners_.front().tcp->base(), &fd) != 0) return 0;
+  return local_port(fd);
 }
 
 void Server::set_options(ServerOptions options) {
@@ -820,6 +800,11 @@ bool Server::out_of_descriptors(uv_stream_t* listener) {
 }
 
 void Server::accept_one(uv_stream_t* listener) {
+  // A few listeners at most: their layers are looked up, not indexed.
+  const TransportLayer* layer = nullptr;
+  for (const Listener& l : listeners_) {
+    if (uv::stream(l.tcp.get()) == listener && l.layer) layer = &l.layer;
+  }
   auto* c = new Connection(*this, uv_now(loop_));
   c->next_ = connections_;
   if (connections_ != nullptr) connections_->prev_ = c;
@@ -829,7 +814,7 @@ void Server::accept_one(uv_stream_t* listener) {
   if (open > options_.max_connections) {
     // Over the limit: answer 503 rather than leave the client in the backlog.
     ++stats_.rejected_total;
-    if (!c->start(listener)) {
+    if (!c->start(listener, layer)) {
       c->close();
       return;
     }
@@ -837,7 +822,7 @@ void Server::accept_one(uv_stream_t* listener) {
     return;
   }
   ++stats_.connections_total;
-  if (!c->start(listener)) c->close();
+  if (!c->start(listener, layer)) c->close();
 }
 
 void Server::connection_closed(Connection* c) {
@@ -906,7 +891,6 @@ void Server::drain(std::function<void()> on_drained) {
   waiting_ = nullptr;  // closing its listener closes the connection left waiting
   on_drained_ = std::move(on_drained);
   listeners_.clear();
-  tls_listeners_.clear();
   for (Connection* c = connections_; c != nullptr;) {
     Connection* next = c->next_;
     c->drain();
@@ -932,7 +916,6 @@ void Server::close() {
   on_drained_ = nullptr;
   uv::close(drained_timer_);
   listeners_.clear();
-  tls_listeners_.clear();
   while (connections_ != nullptr) connections_->close();
   uv::close(ready_idle_);
 }

@@ -45,7 +45,7 @@
 #include "common/http/serialize.hpp"
 #include "common/log/burst.hpp"
 #include "common/metrics/counter.hpp"
-#include "common/tls/context.hpp"
+#include "common/net/transport.hpp"
 #include "common/uv/handle.hpp"
 
 namespace cdn::net {
@@ -97,12 +97,6 @@ struct ServerOptions {
   // fewer descriptors than this are free: another's accept must never fail
   // (libuv would then accept and close connections unseen).
   uint32_t accepting_servers = 1;
-  // HTTPS listeners (listen/adopt with tls): the certificates each new
-  // connection's handshake uses (the daemon swaps them on reload; a
-  // connection keeps the ones it began with), and how long the handshake
-  // may take before the connection is closed.
-  std::function<std::shared_ptr<const tls::ServerContext>()> tls_context;
-  std::chrono::milliseconds handshake_timeout{10'000};
 };
 
 // Written by the server's loop thread only; read from any (the daemon's
@@ -221,16 +215,16 @@ class Server {
             // new connections over the sockets
   };
   // Bind and listen; returns a libuv error (<0) or 0. Port 0 picks a free port.
-  // `tls`: an HTTPS listener (its connections go through a TLS handshake
-  // with options().tls_context(), which must be set).
+  // `layer`: what goes over each accepted TCP connection before the HTTP
+  // core (TLS; see transport.hpp); none: plain HTTP.
   int listen(const std::string& address, uint16_t port, Sharing sharing = Sharing::None,
-             bool tls = false);
+             TransportLayer layer = {});
   // Serve on an already listening socket (socket activation). Takes the
   // descriptor; workers sharing a socket each adopt a dup of it.
-  int adopt(int fd, bool tls = false);
-  // The bound port of the first plain (or, with `tls`, HTTPS) listener
-  // (after listen on port 0); 0 when there is none.
-  uint16_t port(bool tls = false) const;
+  int adopt(int fd, TransportLayer layer = {});
+  // The bound port of the first listener (after listen on port 0).
+  uint16_t port() const;
+  uv_loop_t* loop() const { return loop_; }
 
   // Apply new limits/timeouts to new connections and new requests (reload).
   void set_options(ServerOptions options);
@@ -266,8 +260,7 @@ class Server {
   void add_ready(Connection* c);
   void remove_ready(Connection* c);
   void on_ready();
-  int start_listener(uv::Ptr<uv_tcp_t> tcp, int rc, bool tls);
-  bool is_tls(const uv_stream_t* listener) const;
+  int start_listener(uv::Ptr<uv_tcp_t> tcp, int rc, TransportLayer layer);
   // "Date: ...\r\nServer: ...\r\n", rebuilt once a second (and on reload):
   // every response starts with it.
   const std::string& common_headers();
@@ -275,8 +268,11 @@ class Server {
   uv_loop_t* loop_;
   ServerOptions options_;
   Handler handler_;
-  std::vector<uv::Ptr<uv_tcp_t>> listeners_;
-  std::vector<const uv_tcp_t*> tls_listeners_;  // those of listeners_ that are HTTPS
+  struct Listener {
+    uv::Ptr<uv_tcp_t> tcp;  // its owner is the Server
+    TransportLayer layer;   // empty: plain TCP
+  };
+  std::vector<Listener> listeners_;
   // A listener whose last connection we left unaccepted for want of
   // descriptors; libuv polls it no more until we take that connection.
   uv_stream_t* waiting_ = nullptr;

@@ -142,7 +142,7 @@ void Balancer::start() {
   const uint32_t workers = config::resolve_workers(settings_.server.workers);
   publish(true);
   const auto listening =
-      daemon::start_listening(fronts_[0]->server(), settings_.server, workers, settings_.tls);
+      daemon::start_listening(fronts_[0]->server(), settings_.server, workers, settings_.tls, tls_);
   if (settings_.server.name.empty()) {
     char host[256] = {0};
     gethostname(host, sizeof host - 1);
@@ -161,7 +161,8 @@ void Balancer::start() {
     }
     for (size_t i = 1; i < workers; ++i) {
       threads_->call(i - 1, [&, i] {
-        daemon::join_listening(fronts_[i]->server(), settings_.server, listening, settings_.tls);
+        daemon::join_listening(fronts_[i]->server(), settings_.server, listening, settings_.tls,
+                               tls_);
         fronts_[i]->start_sampling();
       });
     }
@@ -286,8 +287,7 @@ void Balancer::purge(purge::Request r, std::string token, daemon::Answer answer)
 }
 
 net::ServerOptions Front::options() {
-  auto o = daemon::server_options(settings_.server, "cdn-balancerd/" CDN_VERSION, settings_.tls,
-                                  shared_.tls());
+  auto o = daemon::server_options(settings_.server, "cdn-balancerd/" CDN_VERSION);
   o.on_complete = [this](const net::RequestRecord& r) { requests_.record(r); };
   o.group = shared_.server_group();  // max_connections is the daemon's
   return o;

@@ -137,10 +137,11 @@ int main(int argc, char** argv) {
         auto observers = cdn::daemon::prepare_observers(balancer.requests(), next.log, next.admin);
         auto tls = cdn::daemon::prepare_tls_reload(balancer.tls().get(), balancer.settings().tls,
                                                    next.tls);
+        const auto tls_settings = next.tls;
         cdn::log::setup("cdn-balancerd", next.log.level, next.log.file);
         cdn::daemon::check_nofile(descriptors_needed(next));
         balancer.reconfigure(std::move(next), std::move(observers));
-        cdn::daemon::install_tls_reload(balancer.tls().get(), std::move(tls));
+        cdn::daemon::install_tls_reload(balancer.tls().get(), std::move(tls), tls_settings);
         return true;
       } catch (const std::exception& e) {
         spdlog::error("reload refused, keeping the running configuration: {}", e.what());

@@ -150,12 +150,13 @@ int main(int argc, char** argv) {
       // anything is applied.
       auto observers = cdn::daemon::prepare_observers(replica.requests(), next.log, next.admin);
       auto tls = cdn::daemon::prepare_tls_reload(replica.tls(), replica.settings().tls, next.tls);
+      const auto tls_settings = next.tls;
       // Replaces the logger only once the new one is built (a log file that
       // cannot be opened throws here and keeps the old one).
       cdn::log::setup("cdn-replicad", next.log.level, next.log.file);
       cdn::daemon::check_nofile(descriptors_needed(next));
       replica.reconfigure(std::move(next), std::move(next_store), std::move(observers));
-      cdn::daemon::install_tls_reload(replica.tls(), std::move(tls));
+      cdn::daemon::install_tls_reload(replica.tls(), std::move(tls), tls_settings);
       return true;
     } catch (const std::exception& e) {
       spdlog::error("reload refused, keeping the running configuration: {}", e.what());

@@ -88,8 +88,7 @@ std::unique_ptr<Store> open_store(const config::ContentSettings& c) {
 }
 
 net::ServerOptions Replica::options() {
-  auto o =
-      daemon::server_options(settings_.server, "cdn-replicad/" CDN_VERSION, settings_.tls, tls_);
+  auto o = daemon::server_options(settings_.server, "cdn-replicad/" CDN_VERSION);
   o.on_complete = [this](const net::RequestRecord& r) { requests_.record(r); };
   o.group = connections_;
   return o;
@@ -153,7 +152,7 @@ bool Replica::prefetch_start_page(std::string& why, const std::function<bool()>&
 }
 
 daemon::Listening Replica::start(uint32_t workers) {
-  auto where = daemon::start_listening(server_, settings_.server, workers, settings_.tls);
+  auto where = daemon::start_listening(server_, settings_.server, workers, settings_.tls, tls_);
   if (settings_.server.name.empty()) {
     char host[256] = {0};
     gethostname(host, sizeof host - 1);
@@ -167,7 +166,7 @@ daemon::Listening Replica::start(uint32_t workers) {
 }
 
 void Replica::start_worker(const daemon::Listening& where) {
-  daemon::join_listening(server_, settings_.server, where, settings_.tls);
+  daemon::join_listening(server_, settings_.server, where, settings_.tls, tls_);
   state_ = status::State::Serving;
 }
 
