@@ -15,6 +15,7 @@ import pytest
 
 from cdnlib import Pki, free_port
 from test_hostile import Canary, assert_rss_bounded, rss_kib
+from test_pipeline_flood import sanitized
 
 
 def https_ok(port, ctx, timeout=1.0):
@@ -117,6 +118,8 @@ def test_two_thousand_connections_stalled_in_the_handshake(tls_replica):
             for s in socks:
                 s.close()
     assert closed == 2000, f"only {closed} of 2000 stalled handshakes were closed"
-    assert peak - before < 96 * 1024, f"2000 stalled handshakes cost {peak - before} KiB"
-    assert_rss_bounded(r, before)
+    # ASan's quarantine keeps freed memory resident: no memory bound there.
+    if not sanitized():
+        assert peak - before < 96 * 1024, f"2000 stalled handshakes cost {peak - before} KiB"
+        assert_rss_bounded(r, before)
     assert https_ok(r.tls_port, r.ctx)
