@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -37,9 +38,22 @@ void RequestLog::apply(Prepared p) {
   target_ = p.settings.access;
 }
 
+RequestLog::SiteCounts& RequestLog::counts_of(std::string_view site) {
+  // Only this log's worker adds: a relaxed load sees its own count.
+  const size_t n = site_count_.load(std::memory_order_relaxed);
+  for (size_t k = 0; k < n; ++k) {
+    if (sites_[k]->site == site) return *sites_[k];
+  }
+  if (n == kMaxSites) return *sites_[n - 1];
+  sites_[n] = std::make_unique<SiteCounts>(site);
+  site_count_.store(n + 1, std::memory_order_release);
+  return *sites_[n];
+}
+
 void RequestLog::record(const net::RequestRecord& r, std::string_view site) {
-  if (r.status >= 100 && r.status < 600) ++responses_[static_cast<size_t>(r.status - 100)];
-  durations_.observe(std::chrono::duration<double>(r.duration).count());
+  SiteCounts& counts = counts_of(site);
+  if (r.status >= 100 && r.status < 600) ++counts.responses[static_cast<size_t>(r.status - 100)];
+  counts.durations.observe(std::chrono::duration<double>(r.duration).count());
   if (!writer_) return;
   const auto now = std::chrono::system_clock::now().time_since_epoch();
   const auto us = std::chrono::duration_cast<std::chrono::microseconds>(now).count();
@@ -85,19 +99,43 @@ void RequestLog::write_metrics(std::span<const RequestLog* const> logs,
   using metrics::Type;
   const std::string responses = fmt::format("{}_responses_total", prefix);
   w.family(responses, Type::Counter, "Answers sent, by HTTP status code and site.");
-  metrics::Histogram durations;
-  for (const RequestLog* log : logs) durations.merge(log->durations_);
-  for (size_t i = 0; i < std::tuple_size_v<decltype(responses_)>; ++i) {
-    uint64_t n = 0;
-    for (const RequestLog* log : logs) n += log->responses_[i];
-    if (n == 0) continue;
-    const std::string code = std::to_string(i + 100);
-    w.sample({{"code", code}, {"site", kDefaultSite}}, n);
+  // Each site once, in the order the logs first saw them; its figures added
+  // up over every log.
+  std::vector<std::string_view> sites;
+  for (const RequestLog* log : logs) {
+    const size_t n = log->site_count_.load(std::memory_order_acquire);
+    for (size_t k = 0; k < n; ++k) {
+      const std::string& s = log->sites_[k]->site;
+      if (std::find(sites.begin(), sites.end(), s) == sites.end()) sites.emplace_back(s);
+    }
+  }
+  auto each = [&](std::string_view site, auto&& f) {
+    for (const RequestLog* log : logs) {
+      const size_t n = log->site_count_.load(std::memory_order_acquire);
+      for (size_t k = 0; k < n; ++k) {
+        if (log->sites_[k]->site == site) f(*log->sites_[k]);
+      }
+    }
+  };
+  for (const auto site : sites) {
+    for (size_t i = 0; i < 500; ++i) {
+      uint64_t n = 0;
+      each(site, [&](const SiteCounts& c) { n += c.responses[i]; });
+      if (n == 0) continue;
+      const std::string code = std::to_string(i + 100);
+      w.sample({{"code", code}, {"site", site}}, n);
+    }
   }
   const std::string name = fmt::format("{}_request_duration_seconds", prefix);
   w.family(name, Type::Histogram,
            "Time from a request's head to its answer queued whole (a file: sent), by site.");
-  w.histogram({{"site", kDefaultSite}}, durations);
+  for (const auto site : sites) {
+    metrics::Histogram durations;
+    each(site, [&](const SiteCounts& c) { durations.merge(c.durations); });
+    w.histogram({{"site", site}}, durations);
+  }
+  // Before any answer: the family still shows its buckets.
+  if (sites.empty()) w.histogram({{"site", kDefaultSite}}, metrics::Histogram{});
   // The workers share one access log writer: its count is everyone's.
   w.metric(fmt::format("{}_access_log_dropped_lines_total", prefix), Type::Counter,
            "Access log lines dropped because the log could not keep up.",

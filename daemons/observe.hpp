@@ -16,12 +16,14 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/access/format.hpp"
 #include "common/access/writer.hpp"
@@ -33,7 +35,7 @@
 
 namespace cdn::daemon {
 
-// The site every request is for until a replica serves several.
+// The site of [content], and of every request of a daemon without sites.
 inline constexpr std::string_view kDefaultSite = "default";
 
 class RequestLog {
@@ -76,9 +78,21 @@ class RequestLog {
   // The zone's offset, looked up (localtime_r) once a second.
   int64_t offset_second_ = INT64_MIN;
   int32_t utc_offset_ = 0;
-  // Answers by status code (100..599), and their durations.
-  std::array<metrics::OwnCounter, 500> responses_{};
-  metrics::Histogram durations_;
+  // Answers by status code (100..599), and their durations, of one site.
+  struct SiteCounts {
+    explicit SiteCounts(std::string_view name) : site(name) {}
+    const std::string site;
+    std::array<metrics::OwnCounter, 500> responses{};
+    metrics::Histogram durations;
+  };
+  SiteCounts& counts_of(std::string_view site);
+  // Append-only, in order of first answer: this log's worker adds a site and
+  // then publishes the count (release); the metrics pages, on any worker,
+  // read the first site_count_ (acquire). Sites come from the configuration;
+  // past kMaxSites they share the last one's counts.
+  static constexpr size_t kMaxSites = 1024;
+  std::array<std::unique_ptr<SiteCounts>, kMaxSites> sites_;
+  std::atomic<size_t> site_count_{0};
 };
 
 class AdminGate {

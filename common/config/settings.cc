@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "common/admin/allow.hpp"
+#include "common/config/site_map.hpp"
 #include "common/text/text.hpp"
 
 namespace cdn::config {
@@ -353,7 +354,8 @@ std::vector<Listed> servers_with_lines(std::string_view text, const std::string&
   return out;
 }
 
-void check_content_source(const ContentSettings& c, const std::string& prefix) {
+void check_content_source(const ContentSettings& c, const std::string& section,
+                          const std::string& prefix) {
   std::vector<std::string_view> given;
   if (!c.root.empty()) given.push_back("root");
   if (!c.page.empty()) given.push_back("page");
@@ -367,7 +369,7 @@ void check_content_source(const ContentSettings& c, const std::string& prefix) {
   } else {
     why = "root, page and origin are all set";
   }
-  throw Error(prefix + "[content]: set exactly one of root, page or origin (" + why + ")");
+  throw Error(prefix + section + ": set exactly one of root, page or origin (" + why + ")");
 }
 
 void check_duration(milliseconds d, const DurationRange& range, std::string_view name,
@@ -559,19 +561,16 @@ void write_admin(IniWriter& w, const AdminSettings& s) {
 
 }  // namespace
 
-std::string to_ini(const ReplicaSettings& s) {
-  IniWriter w;
-  write_server(w, s.server);
-  write_log(w, s.log);
-  write_admin(w, s.admin);
-  const ContentSettings& c = s.content;
-  w.section("content");
+namespace {
+
+// `site`: a [site]'s keys, without the replica's own (capacity, types_file).
+void write_content(IniWriter& w, const ContentSettings& c, bool site) {
   w.key("root", c.root);
   w.key("page", c.page);
   w.key("origin", c.origin);
   w.key("index", c.index);
   w.key("max_age", c.max_age);
-  w.number("capacity", c.capacity);
+  if (!site) w.number("capacity", c.capacity);
   w.key("cache_dir", c.cache_dir);
   w.size("cache_size", c.cache_size);
   w.size("cache_memory", c.cache_memory);
@@ -581,7 +580,25 @@ std::string to_ini(const ReplicaSettings& s) {
   w.key("stale_if_disconnected", c.stale_if_disconnected);
   w.key("origin_timeout", c.origin_timeout);
   w.key("ca_file", c.ca_file);
-  w.key("types_file", c.types_file);
+  if (!site) w.key("types_file", c.types_file);
+}
+
+}  // namespace
+
+std::string to_ini(const ReplicaSettings& s) {
+  IniWriter w;
+  write_server(w, s.server);
+  write_log(w, s.log);
+  write_admin(w, s.admin);
+  w.section("content");
+  write_content(w, s.content, false);
+  for (const auto& site : s.sites) {
+    w.section("site " + site.name);
+    std::string hosts;
+    for (const auto& h : site.hosts) hosts += (hosts.empty() ? "" : " ") + h;
+    w.key("hosts", hosts);
+    write_content(w, site.content, true);
+  }
   return w.take();
 }
 
@@ -614,78 +631,107 @@ std::string to_ini(const BalancerSettings& s) {
 
 namespace {
 
-std::vector<SectionSpec> replica_spec(const IniFile& file, ReplicaSettings& r) {
-  ContentSettings& c = r.content;
+// [content]'s keys, setting `c`; a [site] takes the same but capacity and types_file.
+std::vector<KeySpec> content_keys(const IniFile& file, ContentSettings& c) {
   return {
+      {"root", [&](const Entry& e) { c.root = resolve(file, trim(e.value)); }},
+      {"page", [&](const Entry& e) { c.page = resolve(file, trim(e.value)); }},
+      {"origin",
+       [&](const Entry& e) {
+         const std::string_view v = trim(e.value);
+         if (v.empty()) {
+           c.origin.clear();
+           return;
+         }
+         try {
+           c.origin = normalize_origin(v);
+         } catch (const Error& err) {
+           bad(file, e, err.what());
+         }
+       }},
+      {"index",
+       [&](const Entry& e) {
+         const std::string_view v = trim(e.value);
+         if (v.empty() || v.find('/') != std::string_view::npos || v == "." || v == "..") {
+           bad(file, e, q(e.value) + " is not a file name (use e.g. index.html)");
+         }
+         c.index = std::string(v);
+       }},
+      {"max_age", [&](const Entry& e) { c.max_age = duration_of(file, e, kFreshnessRange); }},
+      {"capacity",
+       [&](const Entry& e) {
+         c.capacity = static_cast<uint32_t>(uint_of(file, e, 1, kMaxConnections));
+       }},
+      {"cache_dir",
+       [&](const Entry& e) {
+         const std::string_view v = trim(e.value);
+         if (v.empty()) bad(file, e, "must name a directory");
+         c.cache_dir = resolve(file, v);
+       }},
+      {"cache_size",
+       [&](const Entry& e) { c.cache_size = size_of(file, e, 64 * 1024, 1ULL << 50); }},
+      {"cache_memory", [&](const Entry& e) { c.cache_memory = size_of(file, e, 0, 1ULL << 40); }},
+      {"default_ttl",
+       [&](const Entry& e) { c.default_ttl = duration_of(file, e, kFreshnessRange); }},
+      {"stale_while_revalidate",
+       [&](const Entry& e) { c.stale_while_revalidate = duration_of(file, e, kFreshnessRange); }},
+      {"stale_if_error",
+       [&](const Entry& e) { c.stale_if_error = duration_of(file, e, kFreshnessRange); }},
+      {"stale_if_disconnected",
+       [&](const Entry& e) { c.stale_if_disconnected = duration_of(file, e, kFreshnessRange); }},
+      {"origin_timeout",
+       [&](const Entry& e) { c.origin_timeout = duration_of(file, e, kTimeoutRange); }},
+      {"ca_file",
+       [&](const Entry& e) {
+         const std::string_view v = trim(e.value);
+         c.ca_file = v.empty() ? std::string() : resolve(file, v);
+       }},
+      {"types_file",
+       [&](const Entry& e) {
+         const std::string_view v = trim(e.value);
+         c.types_file = v.empty() ? std::string() : resolve(file, v);
+       }},
+  };
+}
+
+constexpr std::string_view kReplicaWideKeys[] = {"capacity", "types_file"};
+constexpr std::string_view kSitePrefix = "site ";
+constexpr size_t kMaxSiteName = 63;
+
+// What replica_settings takes up only after every key is read: the entries
+// of each [site NAME], applied over a copy of the finished [content].
+struct SitePending {
+  std::string section;  // "site NAME"
+  int line = 0;         // of its first heading
+  std::vector<const Entry*> entries;
+};
+
+std::vector<SectionSpec> replica_spec(const IniFile& file, ReplicaSettings& r,
+                                      std::vector<SitePending>& sites) {
+  std::vector<SectionSpec> spec = {
       server_section(file, r.server),
       log_section(file, r.log),
       admin_section(file, r.admin),
-      {"content",
-       {
-           {"root", [&](const Entry& e) { c.root = resolve(file, trim(e.value)); }},
-           {"page", [&](const Entry& e) { c.page = resolve(file, trim(e.value)); }},
-           {"origin",
-            [&](const Entry& e) {
-              const std::string_view v = trim(e.value);
-              if (v.empty()) {
-                c.origin.clear();
-                return;
-              }
-              try {
-                c.origin = normalize_origin(v);
-              } catch (const Error& err) {
-                bad(file, e, err.what());
-              }
-            }},
-           {"index",
-            [&](const Entry& e) {
-              const std::string_view v = trim(e.value);
-              if (v.empty() || v.find('/') != std::string_view::npos || v == "." || v == "..") {
-                bad(file, e, q(e.value) + " is not a file name (use e.g. index.html)");
-              }
-              c.index = std::string(v);
-            }},
-           {"max_age", [&](const Entry& e) { c.max_age = duration_of(file, e, kFreshnessRange); }},
-           {"capacity",
-            [&](const Entry& e) {
-              c.capacity = static_cast<uint32_t>(uint_of(file, e, 1, kMaxConnections));
-            }},
-           {"cache_dir",
-            [&](const Entry& e) {
-              const std::string_view v = trim(e.value);
-              if (v.empty()) bad(file, e, "must name a directory");
-              c.cache_dir = resolve(file, v);
-            }},
-           {"cache_size",
-            [&](const Entry& e) { c.cache_size = size_of(file, e, 64 * 1024, 1ULL << 50); }},
-           {"cache_memory",
-            [&](const Entry& e) { c.cache_memory = size_of(file, e, 0, 1ULL << 40); }},
-           {"default_ttl",
-            [&](const Entry& e) { c.default_ttl = duration_of(file, e, kFreshnessRange); }},
-           {"stale_while_revalidate",
-            [&](const Entry& e) {
-              c.stale_while_revalidate = duration_of(file, e, kFreshnessRange);
-            }},
-           {"stale_if_error",
-            [&](const Entry& e) { c.stale_if_error = duration_of(file, e, kFreshnessRange); }},
-           {"stale_if_disconnected",
-            [&](const Entry& e) {
-              c.stale_if_disconnected = duration_of(file, e, kFreshnessRange);
-            }},
-           {"origin_timeout",
-            [&](const Entry& e) { c.origin_timeout = duration_of(file, e, kTimeoutRange); }},
-           {"ca_file",
-            [&](const Entry& e) {
-              const std::string_view v = trim(e.value);
-              c.ca_file = v.empty() ? std::string() : resolve(file, v);
-            }},
-           {"types_file",
-            [&](const Entry& e) {
-              const std::string_view v = trim(e.value);
-              c.types_file = v.empty() ? std::string() : resolve(file, v);
-            }},
-       }},
+      {"content", content_keys(file, r.content)},
   };
+  for (const auto& heading : file.sections) {
+    if (!heading.name.starts_with(kSitePrefix)) continue;
+    const bool seen = std::any_of(sites.begin(), sites.end(),
+                                  [&](const SitePending& p) { return p.section == heading.name; });
+    if (seen) continue;
+    sites.push_back(SitePending{heading.name, heading.line, {}});
+  }
+  for (size_t i = 0; i < sites.size(); ++i) {
+    SectionSpec site{sites[i].section, {}};
+    const auto record = [&sites, i](const Entry& e) { sites[i].entries.push_back(&e); };
+    site.keys.push_back({"hosts", record});
+    ContentSettings scratch;
+    for (const auto& k : content_keys(file, scratch)) {
+      if (!one_of(k.name, kReplicaWideKeys)) site.keys.push_back({k.name, record});
+    }
+    spec.push_back(std::move(site));
+  }
+  return spec;
 }
 
 // What balancer_settings takes up only after every key is read.
@@ -755,6 +801,77 @@ std::vector<SectionSpec> balancer_spec(const IniFile& file, BalancerSettings& b,
   };
 }
 
+bool is_site_name(std::string_view n) {
+  return !n.empty() && n.size() <= kMaxSiteName && std::all_of(n.begin(), n.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+  });
+}
+
+// "a.example, b.example www.b.example": host names (or [v6] literals),
+// without ports, in host_key() form.
+std::vector<std::string> hosts_of(const IniFile& f, const Entry& e) {
+  std::vector<std::string> out;
+  const std::string_view all = e.value;
+  for (size_t pos = 0; pos < all.size();) {
+    const size_t b = all.find_first_not_of(" \t,", pos);
+    if (b == std::string_view::npos) break;
+    const size_t end = std::min(all.size(), all.find_first_of(" \t,", b));
+    const std::string_view word = all.substr(b, end - b);
+    pos = end;
+    const auto key = host_key(word);
+    const bool has_port =
+        word.front() == '[' ? !word.ends_with(']') : word.find(':') != std::string_view::npos;
+    if (!key || has_port) {
+      bad(f, e, q(word) + " is not a host name (use e.g. www.example.com, without a port)");
+    }
+    out.push_back(*key);
+  }
+  if (out.empty()) bad(f, e, "names no host (use e.g. hosts = example.com www.example.com)");
+  return out;
+}
+
+// Each [site NAME] over a copy of [content] (its source cleared); a host
+// may belong to one site only.
+void build_sites(const IniFile& f, ReplicaSettings& r, const std::vector<SitePending>& pending) {
+  std::map<std::string, std::string> owner;  // host -> "[site NAME]"
+  for (const auto& p : pending) {
+    const std::string here = f.path + ":" + std::to_string(p.line) + ": [" + p.section + "]: ";
+    SiteSettings site;
+    site.name = std::string(trim(std::string_view(p.section).substr(kSitePrefix.size())));
+    if (!is_site_name(site.name)) {
+      throw Error(here + q(site.name) +
+                  " is not a site name (a-z, 0-9, '-' and '_', at most 63 characters)");
+    }
+    if (site.name == kDefaultSite) {
+      throw Error(here + "'default' is [content]'s site; name this one otherwise");
+    }
+    if (std::any_of(r.sites.begin(), r.sites.end(),
+                    [&](const SiteSettings& s) { return s.name == site.name; })) {
+      throw Error(here + "a site of this name is already defined");
+    }
+    site.content = r.content;
+    site.content.root.clear();
+    site.content.page.clear();
+    site.content.origin.clear();
+    const std::vector<KeySpec> keys = content_keys(f, site.content);
+    for (const Entry* e : p.entries) {
+      if (e->key == "hosts") {
+        for (auto& h : hosts_of(f, *e)) {
+          const auto [it, fresh] = owner.emplace(h, "[" + p.section + "]");
+          if (!fresh) bad(f, *e, q(h) + " is also a host of " + it->second);
+          site.hosts.push_back(std::move(h));
+        }
+        continue;
+      }
+      for (const auto& k : keys) {
+        if (k.name == e->key) k.set(*e);
+      }
+    }
+    if (site.hosts.empty()) throw Error(here + "no hosts (set hosts = example.com ...)");
+    r.sites.push_back(std::move(site));
+  }
+}
+
 std::vector<KnownKey> keys_of(const std::vector<SectionSpec>& spec) {
   std::vector<KnownKey> out;
   for (const auto& s : spec) {
@@ -767,15 +884,29 @@ std::vector<KnownKey> keys_of(const std::vector<SectionSpec>& spec) {
 
 ReplicaSettings replica_settings(const IniFile& file) {
   ReplicaSettings r;
-  const std::vector<SectionSpec> spec = replica_spec(file, r);
+  std::vector<SitePending> sites;
+  const std::vector<SectionSpec> spec = replica_spec(file, r, sites);
   apply(file, spec);
+  build_sites(file, r, sites);
   return r;
 }
 
 std::vector<KnownKey> replica_keys() {
   const IniFile none;
   ReplicaSettings r;
-  return keys_of(replica_spec(none, r));
+  std::vector<SitePending> sites;
+  auto keys = keys_of(replica_spec(none, r, sites));
+  // The other keys of a [site] are [content]'s, described there.
+  keys.push_back({"site NAME", "hosts"});
+  return keys;
+}
+
+bool has_default_site(const ReplicaSettings& s) {
+  return !s.content.root.empty() || !s.content.page.empty() || !s.content.origin.empty();
+}
+
+std::string site_cache_dir(const SiteSettings& site) {
+  return site.content.cache_dir + "/sites/" + site.name;
 }
 
 std::vector<KnownKey> balancer_keys() {
@@ -873,38 +1004,63 @@ std::vector<ReplicaEntry> load_servers(const std::string& path, uint16_t default
   return parse_servers(read_config_file(path), path, default_port);
 }
 
+namespace {
+
+// A site's content settings, under `section` ("[content]", "[site NAME]").
+void check_content(const ContentSettings& c, const std::string& section,
+                   const std::string& prefix) {
+  check_content_source(c, section, prefix);
+  const std::string_view o = c.origin;
+  if (!o.empty() && o.substr(0, 7) != "http://" && o.substr(0, 8) != "https://") {
+    throw Error(prefix + section + " origin: " + q(o) + " must start with http:// or https://");
+  }
+  if (c.index.empty() || c.index.find('/') != std::string::npos) {
+    throw Error(prefix + section + " index: " + q(c.index) + " is not a file name");
+  }
+  check_duration(c.max_age, kFreshnessRange, section + " max_age", prefix);
+  if (c.cache_dir.empty()) throw Error(prefix + section + " cache_dir: must not be empty");
+  check_duration(c.default_ttl, kFreshnessRange, section + " default_ttl", prefix);
+  check_duration(c.stale_while_revalidate, kFreshnessRange, section + " stale_while_revalidate",
+                 prefix);
+  check_duration(c.stale_if_error, kFreshnessRange, section + " stale_if_error", prefix);
+  check_duration(c.stale_if_disconnected, kFreshnessRange, section + " stale_if_disconnected",
+                 prefix);
+  check_duration(c.origin_timeout, kTimeoutRange, section + " origin_timeout", prefix);
+  // cache_size bounds the edge cache only: with root= or page= the memory
+  // tier is the whole bound, and cache_size means nothing.
+  if (!o.empty() && c.cache_memory > c.cache_size) {
+    throw Error(prefix + section + " cache_memory: " + std::to_string(c.cache_memory) +
+                " bytes is more than cache_size (" + std::to_string(c.cache_size) + ")");
+  }
+}
+
+}  // namespace
+
 void validate(const ReplicaSettings& s, const std::string& path) {
   const std::string prefix = path + ": ";
   check_server(s.server, prefix);
   check_log(s.log, prefix);
   check_admin(s.admin, prefix);
-  check_content_source(s.content, prefix);
-  const std::string_view o = s.content.origin;
-  if (!o.empty() && o.substr(0, 7) != "http://" && o.substr(0, 8) != "https://") {
-    throw Error(prefix + "[content] origin: " + q(o) + " must start with http:// or https://");
-  }
-  if (s.content.index.empty() || s.content.index.find('/') != std::string::npos) {
-    throw Error(prefix + "[content] index: " + q(s.content.index) + " is not a file name");
-  }
   const ContentSettings& c = s.content;
-  check_duration(c.max_age, kFreshnessRange, "[content] max_age", prefix);
   if (c.capacity < 1 || c.capacity > kMaxConnections) {
     throw Error(prefix + "[content] capacity: " + std::to_string(c.capacity) +
                 " is out of range (allowed: 1 to " + std::to_string(kMaxConnections) + ")");
   }
-  if (c.cache_dir.empty()) throw Error(prefix + "[content] cache_dir: must not be empty");
-  check_duration(c.default_ttl, kFreshnessRange, "[content] default_ttl", prefix);
-  check_duration(c.stale_while_revalidate, kFreshnessRange, "[content] stale_while_revalidate",
-                 prefix);
-  check_duration(c.stale_if_error, kFreshnessRange, "[content] stale_if_error", prefix);
-  check_duration(c.stale_if_disconnected, kFreshnessRange, "[content] stale_if_disconnected",
-                 prefix);
-  check_duration(c.origin_timeout, kTimeoutRange, "[content] origin_timeout", prefix);
-  // cache_size bounds the edge cache only: with root= or page= the memory
-  // tier is the whole bound, and cache_size means nothing.
-  if (!o.empty() && s.content.cache_memory > s.content.cache_size) {
-    throw Error(prefix + "[content] cache_memory: " + std::to_string(s.content.cache_memory) +
-                " bytes is more than cache_size (" + std::to_string(s.content.cache_size) + ")");
+  // Beside [site] sections, [content] may name no source: then it only
+  // gives the sites' defaults, and there is no default site.
+  if (s.sites.empty() || has_default_site(s)) check_content(c, "[content]", prefix);
+  std::map<std::string, std::string> owner;
+  for (const auto& site : s.sites) {
+    const std::string section = "[site " + site.name + "]";
+    if (!is_site_name(site.name) || site.name == kDefaultSite) {
+      throw Error(prefix + section + ": not a site name");
+    }
+    if (site.hosts.empty()) throw Error(prefix + section + ": no hosts");
+    for (const auto& h : site.hosts) {
+      const auto [it, fresh] = owner.emplace(h, section);
+      if (!fresh) throw Error(prefix + section + " hosts: " + q(h) + " is also in " + it->second);
+    }
+    check_content(site.content, section, prefix);
   }
 }
 

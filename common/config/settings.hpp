@@ -88,12 +88,34 @@ struct ContentSettings {
   std::string types_file = "/etc/mime.types";
 };
 
+// [site NAME] of replicad: a site of its own, chosen by the request's Host.
+// Its content keys start from [content]'s values (its root, page and origin
+// excepted); capacity and types_file are the replica's, in [content] only.
+struct SiteSettings {
+  std::string name;                // [a-z0-9_-], at most 63 characters; not "default"
+  std::vector<std::string> hosts;  // host_key() form (site_map.hpp): lower case, no port
+  ContentSettings content;
+};
+// The name of the site [content] makes (status, metrics' site label).
+inline constexpr std::string_view kDefaultSite = "default";
+
 struct ReplicaSettings {
   ServerSettings server;
   LogSettings log;
   AdminSettings admin;
+  // With a root, page or origin: the default site, which serves every Host
+  // no [site] names (the only site when there is no [site]). Without one
+  // (allowed only beside [site] sections), other hosts get 421.
   ContentSettings content;
+  std::vector<SiteSettings> sites;  // in file order
 };
+// Whether [content] names a source (and so is the default site).
+bool has_default_site(const ReplicaSettings& s);
+// Where a site's edge cache lives: [content]'s in cache_dir itself (as
+// before sites existed), a [site NAME]'s in <its cache_dir>/sites/NAME, so
+// that no object of one site is ever found under another's key, even when
+// they share a cache_dir.
+std::string site_cache_dir(const SiteSettings& site);
 
 // [replicas] + [probe] + [balance] of balancerd.
 struct ProbeSettings {

@@ -84,6 +84,8 @@ std::string encode(const ReplicaStatus& s) {
       {"cache_objects", s.cache_objects},
       {"origin_requests_total", s.origin_requests_total},
       {"origin_errors_total", s.origin_errors_total},
+      {"sites", s.sites},
+      {"hosts", s.hosts},
   };
   // replace: a name or path that is not UTF-8 must not make dump() throw.
   return doc.dump(-1, ' ', false, json::error_handler_t::replace);
@@ -136,6 +138,8 @@ const Field kFields[] = {
     count("cache_objects", &ReplicaStatus::cache_objects),
     count("origin_requests_total", &ReplicaStatus::origin_requests_total),
     count("origin_errors_total", &ReplicaStatus::origin_errors_total),
+    text("sites", &ReplicaStatus::sites),
+    text("hosts", &ReplicaStatus::hosts),
 };
 constexpr size_t kName = 0, kState = 2, kLoad = 8;
 static_assert(std::size(kFields) < 32);
@@ -319,7 +323,8 @@ std::optional<ReplicaStatus> decode_full(std::string_view text) {
         !read_count(doc, "cache_bytes", s.cache_bytes) ||
         !read_count(doc, "cache_objects", s.cache_objects) ||
         !read_count(doc, "origin_requests_total", s.origin_requests_total) ||
-        !read_count(doc, "origin_errors_total", s.origin_errors_total)) {
+        !read_count(doc, "origin_errors_total", s.origin_errors_total) ||
+        !read_string(doc, "sites", s.sites) || !read_string(doc, "hosts", s.hosts)) {
       return std::nullopt;
     }
     return s;

@@ -36,6 +36,13 @@ struct ReplicaStatus {
   uint64_t cache_objects = 0;
   uint64_t origin_requests_total = 0;
   uint64_t origin_errors_total = 0;
+  // Sites (replicad.ini's [site NAME]; "default" for [content]), names
+  // separated by blanks, and the host names of the sites other than the
+  // default, the same way (lower case, no port). What the balancer routes
+  // a Host by: a replica serves the hosts it lists, and every other host
+  // when it lists "default" or no site at all (one from before sites).
+  std::string sites;
+  std::string hosts;
 
   bool operator==(const ReplicaStatus&) const = default;
 };

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cdn_config.h"
+#include "common/config/site_map.hpp"
 #include "common/http/path.hpp"
 #include "common/log/log.hpp"
 #include "common/metrics/process.hpp"
@@ -64,6 +65,9 @@ Json replica_json(const Replica& r, Clock::time_point now) {
   j["probes_failed"] = r.probe_failures_total;
   j["last_error"] = r.last_error;
   j["name"] = r.last_status.name;
+  // What it serves (its status): the sites, and the hosts routed to it.
+  j["sites"] = r.last_status.sites;
+  j["hosts"] = r.last_status.hosts;
   j["last_probe_ms_ago"] =
       r.last_probe
           ? Json(std::chrono::duration_cast<std::chrono::milliseconds>(now - *r.last_probe).count())
@@ -274,10 +278,17 @@ void Balancer::purge(purge::Request r, std::string token, daemon::Answer answer)
   inbox_->post([this, r = std::move(r), token = std::move(token), answer = std::move(answer)] {
     // The snapshot the fronts answer from shows the replicas this purge
     // held (or released) before its client hears of it.
-    purger_.purge(r, token, [this, answer](daemon::Reply reply) {
-      publish(true);
-      answer(std::move(reply));
-    });
+    if (router_.generation() != table_.sites_generation()) {
+      router_.rebuild(table_.replicas(), table_.sites_generation());
+    }
+    const std::vector<char>* only = router_.eligible(r.site);
+    purger_.purge(
+        r, token,
+        [this, answer](daemon::Reply reply) {
+          publish(true);
+          answer(std::move(reply));
+        },
+        only);
   });
 }
 
@@ -320,7 +331,11 @@ void Front::handle(net::Exchange& ex) {
   if (ex.request().method == "PURGE") {
     // Checked before anything else: the allow-list, the token, the request.
     if (auto r = admin_.admit_purge(ex)) {
-      shared_.purge(std::move(*r), admin_.token(), daemon::answer_later(ex, inbox_));
+      // Sent to the replicas of the purge's site (its Host) only: 421 here
+      // when no replica serves it; the main loop picks them in its table.
+      bool answered = false;
+      replicas_for(ex, r->site, answered);
+      if (!answered) shared_.purge(std::move(*r), admin_.token(), daemon::answer_later(ex, inbox_));
     }
     return;
   }
@@ -359,8 +374,28 @@ const std::string& Front::url_prefix(size_t index) {
   return prefix;
 }
 
+const std::vector<char>* Front::replicas_for(net::Exchange& ex, std::string_view host,
+                                             bool& answered) {
+  answered = false;
+  Table& t = table();
+  if (router_.generation() != t.sites_generation()) {
+    router_.rebuild(t.replicas(), t.sites_generation());
+  }
+  const std::vector<char>* only = router_.eligible(host);
+  if (only != nullptr && !SiteRouter::any(*only)) {
+    // RFC 9110 15.5.20: no replica of this fleet is configured for the host.
+    ++misdirected_total;
+    ex.reply(421, "no replica serves this host", {{"Cache-Control", "no-store"}});
+    answered = true;
+  }
+  return only;
+}
+
 void Front::redirect(net::Exchange& ex, const std::string& path) {
-  table().choose(path, 1 + settings_.balance.fallbacks, Clock::now(), picks_);
+  bool answered = false;
+  const auto* only = replicas_for(ex, ex.request().header("Host").value_or(""), answered);
+  if (answered) return;
+  table().choose(path, 1 + settings_.balance.fallbacks, Clock::now(), picks_, only);
   const auto& picks = picks_;
   if (picks.empty()) {
     ++unavailable_total;
@@ -424,14 +459,23 @@ void Front::serve_locate(net::Exchange& ex) {
     ex.reply(400, "locate needs ?path=/some/path");
     return;
   }
+  // The site: ?host= when given (a client asking for another), else Host.
+  const auto host = http::query_param(query, "host");
+  const std::string_view host_name =
+      host ? std::string_view(*host) : ex.request().header("Host").value_or("");
+  bool answered = false;
+  const auto* only = replicas_for(ex, host_name, answered);
+  if (answered) return;
   Table& t = table();
-  const auto picks = t.rank(*path, t.replicas().size(), Clock::now());
+  std::vector<Choice> picks;
+  t.rank(*path, t.replicas().size(), Clock::now(), picks, only);
   // The path goes into the document %-encoded, as in the URLs: a decoded one
   // may hold any byte, and bytes that are not UTF-8 make the JSON writer throw.
   const std::string tail = http::encode_path(*path);
   Json doc;
   doc["path"] = tail;
   doc["policy"] = std::string(to_string(t.policy()));
+  if (only != nullptr) doc["host"] = config::host_key(host_name).value_or("");
   Json list = Json::array();
   for (const auto& c : picks) {
     Json j = public_replica_json(t.replicas()[c.index]);
@@ -517,12 +561,13 @@ void Front::serve_metrics(net::Exchange& ex) {
   const Snapshot& snap = *snapshot_;
   std::vector<const net::Server*> servers;
   std::vector<const daemon::RequestLog*> logs{&requests_};  // its own first (see write_metrics)
-  uint64_t redirects = 0, unavailable = 0;
+  uint64_t redirects = 0, unavailable = 0, misdirected = 0;
   for (const auto& f : shared_.fronts()) {
     servers.push_back(&f->server());
     if (f.get() != this) logs.push_back(&f->requests());
     redirects += f->redirects_total;
     unavailable += f->unavailable_total;
+    misdirected += f->misdirected_total;
   }
   const net::ServerStats st = daemon::add_up(servers);
   // Sized up front and formatted in place: with 10,000 replicas the page is
@@ -537,6 +582,8 @@ void Front::serve_metrics(net::Exchange& ex) {
   w.metric("cdn_balancer_redirects_total", Type::Counter, "Clients sent to a replica.", redirects);
   w.metric("cdn_balancer_redirects_failed_total", Type::Counter,
            "Clients answered 503 (no replica up).", unavailable);
+  w.metric("cdn_balancer_misdirected_total", Type::Counter,
+           "Clients answered 421 (no replica serves their Host).", misdirected);
   w.metric("cdn_balancer_requests_total", Type::Counter, "Requests answered.",
            st.requests_total.get());
   w.metric("cdn_balancer_requests_malformed_total", Type::Counter,

@@ -23,6 +23,7 @@
 #include "common/uv/handle.hpp"
 #include "daemons/balancerd/prober.hpp"
 #include "daemons/balancerd/purger.hpp"
+#include "daemons/balancerd/sites.hpp"
 #include "daemons/balancerd/table.hpp"
 #include "daemons/balancerd/traffic.hpp"
 #include "daemons/observe.hpp"
@@ -80,6 +81,7 @@ class Front {
   metrics::OwnCounter redirects_total = 0;
   metrics::OwnCounter unavailable_total = 0;
   metrics::OwnCounter locates_total = 0;
+  metrics::OwnCounter misdirected_total = 0;
 
  private:
   net::ServerOptions options();
@@ -108,6 +110,12 @@ class Front {
   std::shared_ptr<const Snapshot> snapshot_;
   uint64_t seen_ = 0;  // the board's generation of snapshot_
   std::optional<Table> table_;
+  // Which replicas of table_ serve a Host (sites.hpp); rebuilt as the
+  // table's sites_generation() moves.
+  SiteRouter router_;
+  // The replicas of the request's Host, or null for any (a fleet of one
+  // site); answers 421 and sets `answered` when no replica serves it.
+  const std::vector<char>* replicas_for(net::Exchange& ex, std::string_view host, bool& answered);
   // This loop's inbox: answers made on the main loop (purges) come back here.
   std::shared_ptr<daemon::Inbox> inbox_ = daemon::Inbox::make(loop_);
   // Before server_: its on_complete feeds requests_.
@@ -172,6 +180,8 @@ class Balancer {
   uv_loop_t* loop_;
   config::BalancerSettings settings_;
   Table table_;
+  // table_'s sites, for purges (the purger runs on the main loop).
+  SiteRouter router_;
   Prober prober_;
   Purger purger_;
   daemon::Board<Snapshot> board_;

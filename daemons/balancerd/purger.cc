@@ -51,10 +51,13 @@ void Purger::stop() {
   waiters_.clear();
 }
 
-std::vector<std::string> Purger::names() const {
+std::vector<std::string> Purger::names(const std::vector<char>* only) const {
   std::vector<std::string> out;
-  for (const auto& r : table_.replicas()) {
-    if (!r.same_as) out.push_back(r.address.str());
+  const auto& rs = table_.replicas();
+  for (size_t i = 0; i < rs.size(); ++i) {
+    if (rs[i].same_as) continue;
+    if (only != nullptr && (i >= only->size() || (*only)[i] == 0)) continue;
+    out.push_back(rs[i].address.str());
   }
   return out;
 }
@@ -80,10 +83,11 @@ void Purger::reconfigured() {
   }
 }
 
-void Purger::purge(purge::Request r, const std::string& token, daemon::Answer answer) {
+void Purger::purge(purge::Request r, const std::string& token, daemon::Answer answer,
+                   const std::vector<char>* only) {
   token_ = token;
   ++purges_total_;
-  const auto all = names();
+  const auto all = names(only);
   const std::string description = purge::describe(r);
   const uint64_t id = ledger_.add(std::move(r), all, now_ms());
   Waiter& w = waiters_.emplace_back(Waiter{id, std::move(answer), description, {}, all.size()});
@@ -143,8 +147,11 @@ void Purger::pump(const std::string& name) {
              if (!res.ok()) {
                answered(name, id, false, 0, res.message, "");
              } else {
-               answered(name, id, resp.status == 200, resp.status,
-                        resp.status == 200 ? "" : "answered " + std::to_string(resp.status), *body);
+               // 421: the replica serves no site of this Host (any more), so
+               // it holds none of its objects: nothing it could serve stale.
+               const bool ok = resp.status == 200 || resp.status == 421;
+               answered(name, id, ok, resp.status,
+                        ok ? "" : "answered " + std::to_string(resp.status), *body);
              }
            }});
 }

@@ -44,8 +44,10 @@ class Purger {
   // held flags are set again on the new indices.
   void reconfigured();
   // Accept `r`; `answer` is called once every replica answered (or the
-  // purger stops).
-  void purge(purge::Request r, const std::string& token, daemon::Answer answer);
+  // purger stops). `only`: the replicas of the purge's site (a mask over
+  // the table's replicas, sites.hpp); null: every replica.
+  void purge(purge::Request r, const std::string& token, daemon::Answer answer,
+             const std::vector<char>* only = nullptr);
   size_t owed_total() const { return ledger_.owed_total(); }
   size_t replicas_owing() const { return ledger_.replicas_owing(); }
   uint64_t purges_total() const { return purges_total_; }
@@ -74,7 +76,8 @@ class Purger {
     std::vector<Part> parts;
     size_t left = 0;
   };
-  std::vector<std::string> names() const;
+  // The replicas by name, those of `only` when given.
+  std::vector<std::string> names(const std::vector<char>* only = nullptr) const;
   std::optional<size_t> index_of(const std::string& name) const;
   // Send replica `name` the oldest purge it owes, unless one is in flight.
   void pump(const std::string& name);

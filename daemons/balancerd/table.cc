@@ -107,6 +107,7 @@ void Table::reconfigure(std::vector<config::ReplicaEntry> replicas,
   rr_credit_.assign(replicas_.size(), 0);
   policy_ = balance.policy;
   up_dirty_ = true;
+  ++sites_generation_;  // indices may have changed
   refreshed_at_.reset();
   rebuild_ring();
 }
@@ -205,6 +206,7 @@ void Table::probe_succeeded(size_t i, std::optional<std::chrono::microseconds> r
       std::isfinite(st.bytes_per_second) && st.bytes_per_second >= 0 ? st.bytes_per_second : 0;
   r.sent_since_probe = 0;  // the clients we sent are in reported_load from now on
   r.last_probe = now;
+  if (st.sites != r.last_status.sites || st.hosts != r.last_status.hosts) ++sites_generation_;
   r.last_status = st;
   r.bad_streak = 0;
   r.last_error.clear();
@@ -387,7 +389,12 @@ const std::vector<size_t>& Table::up_list() {
     up_dirty_ = false;
     build_rotation();
   }
-  return up_cache_;
+  if (only_ == nullptr) return up_cache_;
+  up_only_.clear();
+  for (size_t i : up_cache_) {
+    if (eligible(i)) up_only_.push_back(i);
+  }
+  return up_only_;
 }
 
 void Table::build_rotation() {
@@ -439,9 +446,25 @@ void Table::add_sent(size_t i, uint64_t n) {
   replicas_[i].sent_since_probe += static_cast<double>(n);
   replicas_[i].redirects_total += n;
 }
+namespace {
+// Sets a table's mask for the length of one choice.
+class Only {
+ public:
+  Only(const std::vector<char>*& slot, const std::vector<char>* mask) : slot_(slot) {
+    slot_ = mask;
+  }
+  ~Only() { slot_ = nullptr; }
+  Only(const Only&) = delete;
+  Only& operator=(const Only&) = delete;
+
+ private:
+  const std::vector<char>*& slot_;
+};
+}  // namespace
 
 void Table::choose(std::string_view path, size_t count, Clock::time_point now,
-                   std::vector<Choice>& out) {
+                   std::vector<Choice>& out, const std::vector<char>* only) {
+  const Only scope(only_, only);
   out.clear();
   out.reserve(std::min(count, replicas_.size()));
   refresh_for_choice(now);
@@ -461,7 +484,8 @@ std::vector<Choice> Table::choose(std::string_view path, size_t count, Clock::ti
 }
 
 void Table::rank(std::string_view path, size_t count, Clock::time_point now,
-                 std::vector<Choice>& out) {
+                 std::vector<Choice>& out, const std::vector<char>* only) {
+  const Only scope(only_, only);
   out.clear();
   refresh_for_choice(now);
   if (count == 0) return;
@@ -535,7 +559,7 @@ void Table::choose_round_robin(size_t count, bool advance, std::vector<Choice>& 
     seen_.assign(replicas_.size(), 0);
     for (size_t k = 0; k < rotation_.size() && out.size() < n; ++k) {
       const size_t i = rotation_[(ticket + k) % rotation_.size()];
-      if (seen_[i]) continue;
+      if (seen_[i] || !eligible(i)) continue;  // eligible: the request's site
       seen_[i] = 1;
       out.push_back({i, replicas_[i].score});
     }
@@ -657,8 +681,9 @@ void Table::choose_consistent(std::string_view path, size_t count, std::vector<C
   size_t up = 0;
   double held_total = 0;  // clients, over the up replicas
   double cap_total = 0;
-  for (const auto& r : replicas_) {
-    if (r.health != Health::Up) continue;
+  for (size_t i = 0; i < replicas_.size(); ++i) {
+    const Replica& r = replicas_[i];
+    if (r.health != Health::Up || !eligible(i)) continue;
     ++up;
     held_total += load_estimate(r) * capacity_of(r);
     cap_total += capacity_of(r);
@@ -680,7 +705,7 @@ void Table::choose_consistent(std::string_view path, size_t count, std::vector<C
     if (seen[i]) continue;
     seen[i] = 1;
     const Replica& r = replicas_[i];
-    if (r.health != Health::Up) continue;
+    if (r.health != Health::Up || !eligible(i)) continue;
     if (out.empty()) {
       const double cap = capacity_of(r);
       const double held = load_estimate(r) * cap;  // in clients of this replica

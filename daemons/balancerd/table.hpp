@@ -159,12 +159,16 @@ class Table {
   // The answer goes into `out` (cleared first): a caller that keeps it
   // across requests makes the choice without allocating, as the table keeps
   // its own scratch space (a 302 is then allocation-free).
-  void choose(std::string_view path, size_t count, Clock::time_point now, std::vector<Choice>& out);
+  // `only`, when given: a mask over replicas() (sites.hpp), the others are
+  // passed over as if they were down (the replicas of another site).
+  void choose(std::string_view path, size_t count, Clock::time_point now, std::vector<Choice>& out,
+              const std::vector<char>* only = nullptr);
   std::vector<Choice> choose(std::string_view path, size_t count, Clock::time_point now);
   // The same ranking without recording anything as sent (for /.cdn/locate,
   // which answers a question and sends no client). P2C still draws from the
   // generator, RoundRobin does not advance.
-  void rank(std::string_view path, size_t count, Clock::time_point now, std::vector<Choice>& out);
+  void rank(std::string_view path, size_t count, Clock::time_point now, std::vector<Choice>& out,
+            const std::vector<char>* only = nullptr);
   std::vector<Choice> rank(std::string_view path, size_t count, Clock::time_point now);
 
   // Replica i's host resolved to `address` (the prober tells: at once for an
@@ -200,6 +204,9 @@ class Table {
   void set_held(size_t i, bool held, Clock::time_point now);
 
   const std::vector<Replica>& replicas() const { return replicas_; }
+  // Moves whenever a replica's sites or hosts (its status) or the replica
+  // list change: when a SiteRouter must be rebuilt.
+  uint64_t sites_generation() const { return sites_generation_; }
   // Replicas not same_as another one: what status counts and shows.
   size_t distinct_count() const;
   size_t up_count() const;
@@ -255,6 +262,12 @@ class Table {
   void ranked(std::vector<size_t>& idx, size_t count, Key key, std::vector<Choice>& out);
 
   std::vector<Replica> replicas_;
+  uint64_t sites_generation_ = 0;
+  // The mask of the choice in progress (choose/rank's `only`), and the up
+  // replicas it leaves (built per choice: not cached like up_cache_).
+  const std::vector<char>* only_ = nullptr;
+  std::vector<size_t> up_only_;
+  bool eligible(size_t i) const { return only_ == nullptr || (i < only_->size() && (*only_)[i]); }
   // Resolved address -> the replica kept at it (see set_resolved).
   std::unordered_map<std::string, size_t> keepers_;
   config::ProbeSettings probe_;

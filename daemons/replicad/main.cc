@@ -93,7 +93,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "cdn-replicad: %s\n", e.what());
     return 1;
   }
-  const std::string source = store ? store->source() : "origin:" + settings.content.origin;
+  std::string source = store ? store->source()
+                       : cdn::config::has_default_site(settings)
+                           ? "origin:" + settings.content.origin
+                           : "";
+  for (const auto& site : settings.sites) {
+    source += (source.empty() ? "site " : ", site ") + site.name;
+  }
   if (auto rc = cdn::daemon::answer_config_flags(f.common, settings, source)) return *rc;
 
   cdn::daemon::raise_nofile_limit(descriptors_needed(settings));
@@ -125,10 +131,13 @@ int main(int argc, char** argv) {
       spdlog::info("stopped during start-up, before the start page came");
       return life.end(0);
     }
-    spdlog::critical("cannot fetch the start page from {} and no cached copy exists: {}",
-                     settings.content.origin, why);
-    std::fprintf(stderr, "cdn-replicad: cannot fetch the start page from %s: %s\n",
-                 settings.content.origin.c_str(), why.c_str());
+    // `why` names the site when there are several.
+    const std::string origin =
+        settings.sites.empty() ? settings.content.origin : std::string("a site's origin");
+    spdlog::critical("cannot fetch the start page from {} and no cached copy exists: {}", origin,
+                     why);
+    std::fprintf(stderr, "cdn-replicad: cannot fetch the start page from %s: %s\n", origin.c_str(),
+                 why.c_str());
     return life.end(1);
   }
 

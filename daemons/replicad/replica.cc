@@ -48,11 +48,6 @@ bool etag_matches(std::string_view header, std::string_view etag) {
   return false;
 }
 
-std::string cache_control(const config::ContentSettings& c) {
-  return "public, max-age=" +
-         std::to_string(std::chrono::duration_cast<std::chrono::seconds>(c.max_age).count());
-}
-
 constexpr std::chrono::milliseconds kRevalidateAfter{100};
 
 // An unreadable types_file is not fatal: every file is still served, with the
@@ -90,22 +85,24 @@ std::unique_ptr<Store> open_store(const config::ContentSettings& c) {
 
 net::ServerOptions Replica::options() {
   auto o = daemon::server_options(settings_.server, "cdn-replicad/" CDN_VERSION);
-  o.on_complete = [this](const net::RequestRecord& r) { requests_.record(r); };
+  o.on_complete = [this](const net::RequestRecord& r) {
+    // A request for no site of this replica (421) is counted under none.
+    const Site* site = site_for(r.request);
+    requests_.record(r, site != nullptr ? std::string_view(site->name) : std::string_view());
+  };
   o.group = connections_;
   return o;
 }
 
-Replica::Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::shared_ptr<Store> store,
+Replica::Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_ptr<Store> store,
                  const daemon::RequestLog::Prepared* log,
-                 std::shared_ptr<net::ServerGroup> connections)
+                 std::shared_ptr<net::ServerGroup> connections, const Replica* sites_of)
     : loop_(loop),
       settings_(std::move(settings)),
-      store_(std::move(store)),
       connections_(std::move(connections)),
       admin_(daemon::AdminGate::from(settings_.admin)),
       server_(loop, options(), [this](net::Exchange& ex) { handle(ex); }),
       started_(std::chrono::steady_clock::now()),
-      cache_control_(cache_control(settings_.content)),
       rate_last_time_(started_),
       watches_(loop, [this] {
         sample_rate();
@@ -116,22 +113,105 @@ Replica::Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::shared_
   } else {
     requests_.configure(settings_.log);
   }
-  if (!store_) {
-    pull_ = std::make_unique<Pull>(
-        loop, settings_.content, settings_.server.name,
-        [this](net::Exchange& ex, Answer a) { answer_pulled(ex, std::move(a)); });
+  if (sites_of != nullptr) {
+    adopt_sites(*sites_of);
+  } else {
+    build_sites(std::move(store));
   }
 }
 
+Site* Replica::site_for(const http::Request& req) const {
+  // One site (no host names): no Host to look for, twice a request.
+  const auto i = site_map_.size() == 0 ? site_map_.default_site()
+                                       : site_map_.find(req.header("Host").value_or(""));
+  return i ? sites_[*i].get() : nullptr;
+}
+
+bool Replica::has_origin() const {
+  return std::any_of(sites_.begin(), sites_.end(),
+                     [](const auto& s) { return s->pull != nullptr; });
+}
+
+void Replica::adopt_sites(const Replica& first) {
+  // Called on this worker's loop while `first` is between reloads: its
+  // sites are whole, and only Stores (which lock) are shared, since a
+  // replica with an origin site runs one worker (Replicas::start).
+  sites_ = first.sites_;
+  site_map_ = first.site_map_;
+}
+
+void Replica::build_sites(std::unique_ptr<Store> store) {
+  std::vector<std::shared_ptr<Site>> next;
+  config::SiteMap map;
+  for (auto& spec : site_specs(settings_)) {
+    const bool is_default = spec.name == config::kDefaultSite;
+    std::shared_ptr<Site> site;
+    for (const auto& old : sites_) {
+      if (old->name == spec.name && old->same_source(spec.content) && !(is_default && store)) {
+        site = old;
+      }
+    }
+    if (site && site->pull) {
+      // One worker (see adopt_sites): changed in place, its cache kept.
+      site->pull->reconfigure(spec.content);
+      site->hosts = std::move(spec.hosts);
+      site->content = spec.content;
+      site->cache_control = cache_control_of(spec.content);
+    } else if (site) {
+      // Other workers may be reading the old Site: a new one, with the
+      // same store (and its memory tier).
+      site->store->set_memory_budget(spec.content.cache_memory);
+      auto renewed = std::make_shared<Site>();
+      renewed->name = site->name;
+      renewed->hosts = std::move(spec.hosts);
+      renewed->content = spec.content;
+      renewed->store = site->store;
+      renewed->cache_control = cache_control_of(spec.content);
+      site = std::move(renewed);
+    } else {
+      site = open_site(loop_, spec.name, std::move(spec.hosts), spec.content,
+                       is_default ? std::move(store) : nullptr, settings_.server.name,
+                       [this](net::Exchange& ex, Answer a) { answer_pulled(ex, std::move(a)); });
+      if (!sites_.empty()) spdlog::info("site {}: {}", site->name, site->source());
+    }
+    const size_t index = next.size();
+    if (is_default) map.set_default(index);
+    for (const auto& h : site->hosts) map.add(h, index);
+    next.push_back(std::move(site));
+  }
+  for (auto& old : sites_) {
+    if (std::find(next.begin(), next.end(), old) != next.end()) continue;
+    // Fetches of a site that is gone end now; the object stays until exit,
+    // as exchanges and fetch callbacks may still hold on to it. A store's
+    // users hold it by shared_ptr (thread-pool work) or only for a call.
+    if (!old->pull) continue;
+    old->pull->close();
+    retired_.push_back(std::move(old));
+  }
+  sites_ = std::move(next);
+  site_map_ = std::move(map);
+}
+
 bool Replica::prefetch_start_page(std::string& why, const std::function<bool()>& give_up) {
-  if (!pull_) return true;
+  for (const auto& site : sites_) {
+    if (!site->pull) continue;
+    if (!prefetch_start_page(*site, why, give_up)) {
+      if (sites_.size() > 1) why = "site " + site->name + ": " + why;
+      return false;
+    }
+  }
+  return true;
+}
+
+bool Replica::prefetch_start_page(Site& site, std::string& why,
+                                  const std::function<bool()>& give_up) {
   // Shared with the callback, which may come after a give-up returned.
   struct Outcome {
     bool done = false, ok = false;
     std::string why;
   };
   auto out = std::make_shared<Outcome>();
-  pull_->prefetch("/", [out](bool good, std::string message) {
+  site.pull->prefetch("/", [out](bool good, std::string message) {
     out->done = true;
     out->ok = good;
     out->why = std::move(message);
@@ -145,7 +225,7 @@ bool Replica::prefetch_start_page(std::string& why, const std::function<bool()>&
   }
   why = out->why;
   if (out->ok && !why.empty()) {
-    spdlog::warn("origin failed ({}): starting with the cached copy", why);
+    spdlog::warn("site {}: origin failed ({}): starting with the cached copy", site.name, why);
   }
   return out->ok;
 }
@@ -157,10 +237,12 @@ daemon::Listening Replica::start(uint32_t workers) {
     gethostname(host, sizeof host - 1);
     settings_.server.name = std::string(host) + ":" + std::to_string(where.port);
   }
-  if (pull_) pull_->set_name(settings_.server.name);
+  for (const auto& site : sites_) {
+    if (site->pull) site->pull->set_name(settings_.server.name);
+  }
   state_ = status::State::Serving;
-  spdlog::info("replica {} serving {} on {}, {} worker(s)", settings_.server.name,
-               store_ ? store_->source() : pull_->source(), where.where, workers);
+  spdlog::info("replica {} serving {} on {}, {} worker(s)", settings_.server.name, sources(),
+               where.where, workers);
   return where;
 }
 
@@ -169,8 +251,8 @@ void Replica::start_worker(const daemon::Listening& where) {
   state_ = status::State::Serving;
 }
 
-void Replica::reconfigure(config::ReplicaSettings settings, std::shared_ptr<Store> store,
-                          const daemon::ObserverReload& observers) {
+void Replica::reconfigure(config::ReplicaSettings settings, std::unique_ptr<Store> store,
+                          const daemon::ObserverReload& observers, const Replica* sites_of) {
   if (settings.server.name.empty()) settings.server.name = settings_.server.name;
   settings.server.address = settings_.server.address;
   settings.server.port = settings_.server.port;
@@ -179,10 +261,18 @@ void Replica::reconfigure(config::ReplicaSettings settings, std::shared_ptr<Stor
   admin_ = observers.admin;
   settings_.server = settings.server;
   server_.set_options(options());
-  if (store) store_ = std::move(store);
-  if (pull_) pull_->reconfigure(settings.content);
+  if (store) spdlog::info("content source now {}", store->source());
   settings_ = std::move(settings);
-  cache_control_ = cache_control(settings_.content);
+  if (sites_of != nullptr) {
+    adopt_sites(*sites_of);
+    return;
+  }
+  try {
+    build_sites(std::move(store));
+  } catch (const std::exception& err) {
+    // Reload errors are reported and survived: the sites that were stay.
+    spdlog::error("reload: {}; the sites are as they were", err.what());
+  }
 }
 
 std::vector<const Replica*> Replica::members() const {
@@ -203,7 +293,19 @@ void Replica::drain(std::function<void()> done) {
 void Replica::stop() {
   watches_.clear();
   server_.close();
-  if (pull_) pull_->close();
+  for (const auto& site : sites_) {
+    if (site->pull) site->pull->close();
+  }
+}
+
+std::string Replica::sources() const {
+  std::string out;
+  for (const auto& site : sites_) {
+    if (!out.empty()) out += ", ";
+    if (sites_.size() > 1) out += site->name + "=";
+    out += site->source();
+  }
+  return out;
 }
 
 namespace {
@@ -240,19 +342,23 @@ status::ReplicaStatus Replica::status(bool in_request) const {
   const auto st = daemon::add_up(servers_of(group));
   status::ReplicaStatus s;
   s.name = settings_.server.name;
-  s.source = store_ ? store_->source() : pull_->source();
-  if (pull_) {
-    const auto& ps = pull_->stats();
-    s.cache_hits = ps.hits;
-    s.cache_misses = ps.misses;
-    s.cache_hit_ratio = ps.hits + ps.misses > 0 ? static_cast<double>(ps.hits) /
-                                                      static_cast<double>(ps.hits + ps.misses)
-                                                : 0;
-    s.cache_bytes = pull_->cache().bytes();
-    s.cache_objects = pull_->cache().objects();
-    s.origin_requests_total = ps.origin_requests;
-    s.origin_errors_total = ps.origin_errors;
+  s.source = sources();
+  for (const auto& site : sites_) {
+    s.sites += (s.sites.empty() ? "" : " ") + site->name;
+    for (const auto& h : site->hosts) s.hosts += (s.hosts.empty() ? "" : " ") + h;
+    if (!site->pull) continue;
+    const auto& ps = site->pull->stats();
+    s.cache_hits += ps.hits;
+    s.cache_misses += ps.misses;
+    s.cache_bytes += site->pull->cache().bytes();
+    s.cache_objects += site->pull->cache().objects();
+    s.origin_requests_total += ps.origin_requests;
+    s.origin_errors_total += ps.origin_errors;
   }
+  s.cache_hit_ratio =
+      s.cache_hits + s.cache_misses > 0
+          ? static_cast<double>(s.cache_hits) / static_cast<double>(s.cache_hits + s.cache_misses)
+          : 0;
   s.state = state_;
   s.active_connections = st.active_connections;
   s.capacity = settings_.content.capacity;
@@ -271,11 +377,12 @@ status::ReplicaStatus Replica::status(bool in_request) const {
 }
 
 void Replica::handle(net::Exchange& ex) {
+  Site* site = site_for(ex.request());
   if (ex.request().method == "PURGE") {
-    serve_purge(ex);
+    serve_purge(ex, site);
     return;
   }
-  const auto path = daemon::accept_request(ex, pull_ != nullptr);
+  const auto path = daemon::accept_request(ex, site != nullptr && site->pull != nullptr);
   if (!path) return;
   if (path->starts_with("/.cdn/")) {
     // Every endpoint that is not content is the operators' (observe.hpp).
@@ -295,40 +402,55 @@ void Replica::handle(net::Exchange& ex) {
     }
     return;
   }
-  serve_content(ex, *path);
+  if (site == nullptr) {
+    misdirected(ex);
+    return;
+  }
+  serve_content(ex, *site, *path);
 }
 
-void Replica::serve_purge(net::Exchange& ex) {
+void Replica::misdirected(net::Exchange& ex) {
+  // RFC 9110 15.5.20: this server is not configured for the request's host;
+  // a client may try another connection.
+  ex.reply(421, "no site here for this host");
+}
+
+void Replica::serve_purge(net::Exchange& ex, Site* site) {
   const auto r = admin_.admit_purge(ex);
   if (!r) return;
+  if (site == nullptr) {
+    misdirected(ex);
+    return;
+  }
   // Local content (root, page) is read from its files, which are the truth:
   // there is no copy to purge.
-  const size_t n = pull_ ? pull_->purge(*r) : 0;
+  const size_t n = site->pull ? site->pull->purge(*r) : 0;
   ++purges_total_;
   purged_objects_total_ += n;
-  spdlog::info("purge {}{}: {} objects", purge::describe(*r), r->id.empty() ? "" : " id " + r->id,
-               n);
+  spdlog::info("purge {}{} of site {}: {} objects", purge::describe(*r),
+               r->id.empty() ? "" : " id " + r->id, site->name, n);
   nlohmann::json doc;
+  doc["site"] = site->name;
   doc["purge"] = purge::describe(*r);
   doc["scope"] = std::string(purge::to_string(r->scope));
   doc["soft"] = r->soft;
   doc["purged"] = n;
-  doc["cached"] = pull_ != nullptr;
+  doc["cached"] = site->pull != nullptr;
   if (!r->id.empty()) doc["id"] = r->id;
   daemon::send_document(ex, "application/json", doc.dump() + "\n");
 }
 
-void Replica::serve_content(net::Exchange& ex, const std::string& path) {
-  if (pull_) {
-    pull_->serve(ex, path);
+void Replica::serve_content(net::Exchange& ex, Site& site, const std::string& path) {
+  if (site.pull) {
+    site.pull->serve(ex, path);
     return;
   }
-  Lookup found = store_->lookup(path, /*may_load=*/false);
+  Lookup found = site.store->lookup(path, /*may_load=*/false);
   if (std::holds_alternative<NeedsLoad>(found)) {
-    load_then_serve(ex, path);
+    load_then_serve(ex, site, path);
     return;
   }
-  serve_lookup(ex, path, std::move(found));
+  serve_lookup(ex, site, path, std::move(found));
 }
 
 namespace {
@@ -337,17 +459,17 @@ namespace {
 struct LoadWork {
   uv_work_t req{};
   Replica* replica = nullptr;
-  std::shared_ptr<Store> store;
+  std::shared_ptr<Site> site;
   std::string path;
   net::Deferred deferred;
   Lookup result = NotFound{};
 };
 }  // namespace
 
-void Replica::load_then_serve(net::Exchange& ex, const std::string& path) {
+void Replica::load_then_serve(net::Exchange& ex, Site& site, const std::string& path) {
   auto* w = new LoadWork();
   w->replica = this;
-  w->store = store_;
+  w->site = site.shared_from_this();
   w->path = path;
   w->deferred = ex.defer();
   w->req.data = w;
@@ -356,7 +478,8 @@ void Replica::load_then_serve(net::Exchange& ex, const std::string& path) {
       [](uv_work_t* req) noexcept {
         auto* work = static_cast<LoadWork*>(req->data);
         // On libuv's pool thread: a failure (out of memory) is a 503, not a crash.
-        if (!uv::guarded("lookup", [work] { work->result = work->store->lookup(work->path); })) {
+        if (!uv::guarded("lookup",
+                         [work] { work->result = work->site->store->lookup(work->path); })) {
           work->result = Unavailable{ENOMEM};
         }
       },
@@ -366,7 +489,7 @@ void Replica::load_then_serve(net::Exchange& ex, const std::string& path) {
         if (e == nullptr) return;  // the client went away meanwhile
         // No exception may cross libuv's callback.
         if (uv::guarded("lookup", [&] {
-              work->replica->serve_lookup(*e, work->path, std::move(work->result));
+              work->replica->serve_lookup(*e, *work->site, work->path, std::move(work->result));
             })) {
           return;
         }
@@ -376,11 +499,11 @@ void Replica::load_then_serve(net::Exchange& ex, const std::string& path) {
       });
   if (rc != 0) {
     delete w;
-    serve_lookup(ex, path, store_->lookup(path));
+    serve_lookup(ex, site, path, site.store->lookup(path));
   }
 }
 
-void Replica::serve_lookup(net::Exchange& ex, const std::string& path, Lookup found) {
+void Replica::serve_lookup(net::Exchange& ex, Site& site, const std::string& path, Lookup found) {
   const auto& req = ex.request();
   if (std::holds_alternative<RedirectSlash>(found)) {
     std::string location = http::encode_path(std::get<RedirectSlash>(found).location);
@@ -402,9 +525,9 @@ void Replica::serve_lookup(net::Exchange& ex, const std::string& path, Lookup fo
     return;
   }
   auto obj = std::get<Found>(found).object;
-  answer(ex, obj, cache_control_,
-         [this, &obj, &path]() {
-           const int fd = store_->open(*obj);
+  answer(ex, obj, site.cache_control,
+         [this, &site, &obj, &path]() {
+           const int fd = site.store->open(*obj);
            if (fd >= 0) {
              available();
            } else if (errno == ESTALE || errno == ENOENT) {
@@ -679,43 +802,68 @@ void Replica::serve_metrics(net::Exchange& ex) {
   w.metric("cdn_replica_purges_total", Type::Counter, "Purges applied.", purges);
   w.metric("cdn_replica_purged_objects_total", Type::Counter,
            "Objects the purges named (removed, or marked stale).", purged);
-  if (pull_) {
-    const auto& ps = pull_->stats();
-    const auto& c = pull_->cache();
-    const uint64_t asked = ps.hits + ps.misses;
-    w.metric("cdn_replica_cache_hits_total", Type::Counter, "Requests answered from the cache.",
-             ps.hits);
-    w.metric("cdn_replica_cache_misses_total", Type::Counter,
-             "Requests that waited for the origin (miss or revalidation).", ps.misses);
-    w.metric("cdn_replica_cache_hit_ratio", Type::Gauge, "Hits over hits and misses.",
-             asked > 0 ? static_cast<double>(ps.hits) / static_cast<double>(asked) : 0.0);
-    w.metric("cdn_replica_cache_stale_served_total", Type::Counter,
-             "Stale copies served (while revalidating or while the origin failed).",
-             ps.stale_served);
-    w.metric("cdn_replica_cache_revalidated_total", Type::Counter, "Copies refreshed by a 304.",
-             ps.revalidated);
-    w.metric("cdn_replica_cache_bytes", Type::Gauge, "Bytes of cached bodies on disk.", c.bytes());
-    w.metric("cdn_replica_cache_memory_bytes", Type::Gauge,
-             "Bytes of cached bodies held in memory.", c.memory_bytes());
-    w.metric("cdn_replica_cache_objects", Type::Gauge, "Cached objects.", c.objects());
-    w.metric("cdn_replica_cache_evictions_total", Type::Counter, "Objects evicted (LRU).",
-             c.evictions());
-    w.metric("cdn_replica_cache_writes_failed_total", Type::Counter,
-             "Objects that could not be stored (disk full, I/O errors).", c.write_errors());
-    w.metric("cdn_replica_origin_requests_total", Type::Counter, "Requests sent to the origin.",
-             ps.origin_requests);
-    w.metric("cdn_replica_origin_requests_failed_total", Type::Counter,
-             "Origin fetches that failed (unreachable, timeout, 5xx, bad digest).",
-             ps.origin_errors);
-  } else if (store_) {
-    w.metric("cdn_replica_cache_memory_bytes", Type::Gauge,
-             "Bytes of local files held in memory (at most [content] cache_memory).",
-             store_->memory_bytes());
-    w.metric("cdn_replica_cache_objects", Type::Gauge, "Local files remembered (metadata, digest).",
-             store_->entries());
-    w.metric("cdn_replica_cache_evictions_total", Type::Counter, "Local files forgotten (LRU).",
-             store_->evictions());
-  }
+  // The content figures by site: `value` gives a site's figure, or nullopt
+  // when it has none (an origin's figures for a directory or a page). The
+  // workers share their sites: these are every worker's figures.
+  const auto per_site = [&](std::string_view name, Type type, std::string_view help,
+                            const auto& value) {
+    bool any = false;
+    for (const auto& site : sites_) {
+      const auto v = value(*site);
+      if (!v) continue;
+      if (!any) w.family(name, type, help);
+      any = true;
+      w.sample({{"site", site->name}}, *v);
+    }
+  };
+  using Count = std::optional<uint64_t>;
+  const auto pulled = [](auto get) {
+    return [get](const Site& site) -> Count {
+      if (!site.pull) return std::nullopt;
+      return get(site.pull->stats(), site.pull->cache());
+    };
+  };
+  per_site("cdn_replica_cache_hits_total", Type::Counter, "Requests answered from the cache.",
+           pulled([](const PullStats& ps, const DiskCache&) { return ps.hits; }));
+  per_site("cdn_replica_cache_misses_total", Type::Counter,
+           "Requests that waited for the origin (miss or revalidation).",
+           pulled([](const PullStats& ps, const DiskCache&) { return ps.misses; }));
+  per_site("cdn_replica_cache_hit_ratio", Type::Gauge, "Hits over hits and misses.",
+           [](const Site& site) -> std::optional<double> {
+             if (!site.pull) return std::nullopt;
+             const auto& ps = site.pull->stats();
+             const uint64_t asked = ps.hits + ps.misses;
+             return asked > 0 ? static_cast<double>(ps.hits) / static_cast<double>(asked) : 0.0;
+           });
+  per_site("cdn_replica_cache_stale_served_total", Type::Counter,
+           "Stale copies served (while revalidating or while the origin failed).",
+           pulled([](const PullStats& ps, const DiskCache&) { return ps.stale_served; }));
+  per_site("cdn_replica_cache_revalidated_total", Type::Counter, "Copies refreshed by a 304.",
+           pulled([](const PullStats& ps, const DiskCache&) { return ps.revalidated; }));
+  per_site("cdn_replica_cache_bytes", Type::Gauge, "Bytes of cached bodies on disk.",
+           pulled([](const PullStats&, const DiskCache& c) { return c.bytes(); }));
+  per_site("cdn_replica_cache_memory_bytes", Type::Gauge,
+           "Bytes of bodies held in memory (cached, or local files up to cache_memory).",
+           [](const Site& site) -> Count {
+             return site.pull ? site.pull->cache().memory_bytes() : site.store->memory_bytes();
+           });
+  per_site("cdn_replica_cache_objects", Type::Gauge,
+           "Cached objects, or local files remembered (metadata, digest).",
+           [](const Site& site) -> Count {
+             return site.pull ? site.pull->cache().objects() : site.store->entries();
+           });
+  per_site("cdn_replica_cache_evictions_total", Type::Counter,
+           "Objects evicted, or local files forgotten (LRU).", [](const Site& site) -> Count {
+             return site.pull ? site.pull->cache().evictions() : site.store->evictions();
+           });
+  per_site("cdn_replica_cache_writes_failed_total", Type::Counter,
+           "Objects that could not be stored (disk full, I/O errors).",
+           pulled([](const PullStats&, const DiskCache& c) { return c.write_errors(); }));
+  per_site("cdn_replica_origin_requests_total", Type::Counter, "Requests sent to the origin.",
+           pulled([](const PullStats& ps, const DiskCache&) { return ps.origin_requests; }));
+  per_site("cdn_replica_origin_requests_failed_total", Type::Counter,
+           "Origin fetches that failed (unreachable, timeout, 5xx, bad digest).",
+           pulled([](const PullStats& ps, const DiskCache&) { return ps.origin_errors; }));
   metrics::write_build_info(w, CDN_VERSION);
   metrics::write_process_metrics(w, metrics::read_process_stats());
   daemon::send_document(ex, "text/plain; version=0.0.4", m);
@@ -735,7 +883,7 @@ Replicas::~Replicas() {
 void Replicas::start() {
   Replica& first = *members_.front();
   uint32_t workers = config::resolve_workers(first.settings().server.workers);
-  if (workers > 1 && !first.settings().content.origin.empty()) {
+  if (workers > 1 && first.has_origin()) {
     spdlog::info("origin mode: 1 worker (the pull-through cache runs on one loop)");
     workers = 1;
   }
@@ -743,13 +891,13 @@ void Replicas::start() {
   if (workers == 1) return;
   threads_ = std::make_unique<daemon::WorkerThreads>(workers - 1);
   members_.resize(workers);
-  const auto store = first.store();
   const auto log = first.requests().shared(first.settings().log);
-  // Every Replica exists before any listens: a worker's pages read the others.
+  // Every Replica exists before any listens: a worker's pages read the
+  // others. They serve worker 0's sites (shared stores).
   for (size_t i = 1; i < workers; ++i) {
     threads_->call(i - 1, [&, i] {
-      members_[i] = std::make_unique<Replica>(threads_->loop(i - 1), first.settings(), store, &log,
-                                              connections_);
+      members_[i] = std::make_unique<Replica>(threads_->loop(i - 1), first.settings(), nullptr,
+                                              &log, connections_, &first);
     });
   }
   for (auto& r : members_) r->set_group(&members_);
@@ -768,22 +916,18 @@ void Replicas::reconfigure(config::ReplicaSettings settings, std::unique_ptr<Sto
   if (settings.server.workers != now.server.workers) {
     spdlog::warn("[server] workers changed: takes effect at the next restart");
   }
-  std::shared_ptr<Store> shared = std::move(store);
-  if (shared) {
-    spdlog::info("content source now {}", shared->source());
-  } else if (auto current = members_.front()->store()) {
-    current->set_memory_budget(settings.content.cache_memory);
-  }
   // Read again even when the path is the same: the file may be what changed.
   use_mime_types(settings.content);
   // Worker 0 first: it opens or reopens the access log, whose writer the
   // others then take as it is (one reopen, not one per worker). Every worker
   // has the new settings before the reload is reported done.
-  members_.front()->reconfigure(settings, shared, observers);
+  // Worker 0 builds the sites anew; the others take its sites as they are.
+  Replica& first = *members_.front();
+  first.reconfigure(settings, std::move(store), observers);
   auto others = observers;
-  others.log = members_.front()->requests().shared(settings.log);
+  others.log = first.requests().shared(settings.log);
   for (size_t i = 1; i < members_.size(); ++i) {
-    threads_->call(i - 1, [&, i] { members_[i]->reconfigure(settings, shared, others); });
+    threads_->call(i - 1, [&, i] { members_[i]->reconfigure(settings, nullptr, others, &first); });
   }
 }
 

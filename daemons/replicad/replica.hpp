@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/config/settings.hpp"
+#include "common/config/site_map.hpp"
 #include "common/log/burst.hpp"
 #include "common/net/server.hpp"
 #include "common/status/status.hpp"
@@ -26,6 +27,7 @@
 #include "daemons/lifecycle.hpp"
 #include "daemons/observe.hpp"
 #include "daemons/replicad/pull.hpp"
+#include "daemons/replicad/site.hpp"
 #include "daemons/replicad/store.hpp"
 #include "daemons/watch.hpp"
 #include "daemons/workers.hpp"
@@ -38,24 +40,32 @@ std::unique_ptr<Store> open_store(const config::ContentSettings& c);
 
 class Replica {
  public:
-  // With [content] origin= the store is null and the Replica pulls through
-  // its cache (throws std::runtime_error when the cache cannot be opened).
+  // `store`: [content]'s, opened by main (null with an origin, or without
+  // a default site); the Replica opens every other site itself (site.hpp).
+  // Throws std::runtime_error when a site's content or cache cannot be used.
   // `log`: another worker's writer to share (RequestLog::shared); null: open one.
   // `connections`: what every worker's server shares (net::ServerGroup:
   // open connections, descriptors); null: a group of its own.
-  Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::shared_ptr<Store> store,
+  // `sites_of`: another worker's Replica whose sites this one serves too
+  // (then `store` is null).
+  Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_ptr<Store> store,
           const daemon::RequestLog::Prepared* log = nullptr,
-          std::shared_ptr<net::ServerGroup> connections = nullptr);
+          std::shared_ptr<net::ServerGroup> connections = nullptr,
+          const Replica* sites_of = nullptr);
   // Every worker's Replica (for the pages that add them up); set before any
   // listens, fixed after.
   void set_group(const std::vector<std::unique_ptr<Replica>>* group) { group_ = group; }
   net::Server& server() { return server_; }
+  // Whether a site pulls from an origin (its cache runs on one loop).
+  bool has_origin() const;
 
-  // Origin mode, at start-up: have the start page ("/") in the cache. Runs
-  // the loop until it is (true), or the origin failed and no copy exists
-  // (false, with `why`), or `give_up` says so (false: a stop signal came
-  // during start-up). Always true for a directory or a page.
+  // Origin mode, at start-up: have every origin site's start page ("/") in
+  // its cache. Runs the loop until they are (true), or an origin failed and
+  // no copy exists (false, with `why`), or `give_up` says so (false: a stop
+  // signal came during start-up). Always true for directories and pages.
   bool prefetch_start_page(std::string& why, const std::function<bool()>& give_up = {});
+  // The content of every site, for logs and status ("a=root:/srv/a, b=...").
+  std::string sources() const;
 
   // Throws std::runtime_error when it cannot listen. `workers`: how many
   // will listen with it (SO_REUSEPORT when more than one).
@@ -65,11 +75,11 @@ class Replica {
   // New settings (SIGHUP), already validated; `store` is non-null when the
   // content source changed and was opened successfully; `observers` from
   // prepare_observers() (the access log opened, the token read).
-  void reconfigure(config::ReplicaSettings settings, std::shared_ptr<Store> store,
-                   const daemon::ObserverReload& observers);
+  // `sites_of`: take that worker's sites (reconfigured first) as they are.
+  void reconfigure(config::ReplicaSettings settings, std::unique_ptr<Store> store,
+                   const daemon::ObserverReload& observers, const Replica* sites_of = nullptr);
   const daemon::RequestLog& requests() const { return requests_; }
   const config::ReplicaSettings& settings() const { return settings_; }
-  const std::shared_ptr<Store>& store() const { return store_; }
   const net::Server& server() const { return server_; }
 
   void drain(std::function<void()> done);
@@ -83,12 +93,23 @@ class Replica {
   // The server's options from settings_ (on_complete feeds requests_).
   net::ServerOptions options();
   void handle(net::Exchange& ex);
-  void serve_content(net::Exchange& ex, const std::string& path);
-  // PURGE (observe.hpp's admit_purge, then the cache's purge).
-  void serve_purge(net::Exchange& ex);
+  // The site of the request's Host (the default site for others); null
+  // when there is none, and the request is answered 421.
+  Site* site_for(const http::Request& req) const;
+  // Sites from settings_, keeping those whose source did not change
+  // (reload); `store` is [content]'s when main opened it anew.
+  void build_sites(std::unique_ptr<Store> store);
+  // Another worker's sites, shared (see build_sites).
+  void adopt_sites(const Replica& first);
+  bool prefetch_start_page(Site& site, std::string& why, const std::function<bool()>& give_up);
+  // 421: no site of this replica has the request's host.
+  void misdirected(net::Exchange& ex);
+  void serve_content(net::Exchange& ex, Site& site, const std::string& path);
+  // PURGE (observe.hpp's admit_purge, then the site's cache's purge).
+  void serve_purge(net::Exchange& ex, Site* site);
   // Reads and digests a file not yet known on the thread pool, then answers.
-  void load_then_serve(net::Exchange& ex, const std::string& path);
-  void serve_lookup(net::Exchange& ex, const std::string& path, Lookup found);
+  void load_then_serve(net::Exchange& ex, Site& site, const std::string& path);
+  void serve_lookup(net::Exchange& ex, Site& site, const std::string& path, Lookup found);
   // Answers with an object: conditionals, Range, headers, body. `open_fd()`
   // gives the body's descriptor when one is needed (-1: changed, 503). A
   // template, not a std::function, whose captures would be allocated per
@@ -119,10 +140,15 @@ class Replica {
 
   uv_loop_t* loop_;
   config::ReplicaSettings settings_;
-  // Directory or page; null in origin mode. Shared with digest work running
-  // on libuv's thread pool, which may outlive a reload that replaces it.
-  std::shared_ptr<Store> store_;
-  std::unique_ptr<Pull> pull_;                     // origin mode
+  // [content] (when it has a source) first, then each [site]; SiteMap's
+  // indexes are into it. Shared with digest work running on libuv's thread
+  // pool, which may outlive a reload that replaces a site, and with the
+  // other workers (adopt_sites).
+  std::vector<std::shared_ptr<Site>> sites_;
+  config::SiteMap site_map_;
+  // Origin sites a reload replaced or removed: kept until exit, for the
+  // exchanges and fetch callbacks that may still refer to them.
+  std::vector<std::shared_ptr<Site>> retired_;
   std::shared_ptr<net::ServerGroup> connections_;  // see the constructor
   // Read by every worker's metrics page (they add up the group's).
   metrics::OwnCounter purges_total_ = 0;
@@ -133,7 +159,6 @@ class Replica {
   net::Server server_;
   status::State state_ = status::State::Starting;
   std::chrono::steady_clock::time_point started_;
-  std::string cache_control_;  // of local content, from [content] max_age
   // Send rate over the last sampling period (for status and the balancer).
   uint64_t rate_last_bytes_ = 0;
   uint64_t rate_last_requests_ = 0;

@@ -70,8 +70,8 @@ def test_crawl_larger_than_the_memory_bound_keeps_rss_bounded(cdn):
     base = rss_before if asan else 0
     assert rss_peak - base <= bound + 32 * MIB, f"peak RSS {rss_peak / MIB:.1f} MiB"
     assert rss_after - base <= bound + 32 * MIB, f"RSS after {rss_after / MIB:.1f} MiB"
-    held = r.metric("cdn_replica_cache_memory_bytes")
-    evicted = r.metric("cdn_replica_cache_evictions_total")
+    held = r.metric("cdn_replica_cache_memory_bytes", site="default")
+    evicted = r.metric("cdn_replica_cache_evictions_total", site="default")
     print(f"held {held / MIB:.1f} MiB, {evicted:.0f} evictions")
     assert held <= bound
     assert evicted >= len(files)  # every file left the memory tier at least once
@@ -83,7 +83,7 @@ def test_crawl_larger_than_the_memory_bound_keeps_rss_bounded(cdn):
     mark = len(r.notify.messages)
     r.signal(signal.SIGHUP)
     r.notify.wait("READY=1", start=mark, proc=r.proc)
-    assert r.metric("cdn_replica_cache_memory_bytes") <= 1 * MIB
+    assert r.metric("cdn_replica_cache_memory_bytes", site="default") <= 1 * MIB
     status, _, body = r.get("/d0/f0.bin")
     assert status == 200 and body == files["d0/f0.bin"]
 

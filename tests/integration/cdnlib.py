@@ -386,10 +386,14 @@ class Daemon:
         assert status == 200, f"/.cdn/status answered {status}: {body[:200]!r}"
         return json.loads(body)
 
-    def metric(self, name):
-        """The value of a sample without labels on /.cdn/metrics."""
+    def metric(self, name, **labels):
+        """The value of a sample on /.cdn/metrics: without labels, or with
+        exactly these (in order), e.g. metric("cdn_replica_cache_objects",
+        site="default")."""
         status, _, body = self.get("/.cdn/metrics")
         assert status == 200, f"/.cdn/metrics answered {status}: {body[:200]!r}"
+        if labels:
+            name += "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
         for line in body.decode().splitlines():
             if line.startswith(name + " "):
                 return float(line.split()[1])

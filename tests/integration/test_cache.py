@@ -187,7 +187,7 @@ def test_status_and_metrics_report_cache(cdn):
     text = m.decode()
     for name in ("cdn_replica_cache_hit_ratio", "cdn_replica_cache_bytes",
                  "cdn_replica_origin_requests_failed_total", "cdn_replica_cache_hits_total"):
-        assert f"\n{name} " in text, name
+        assert f'\n{name}{{site="default"}} ' in text, name
     e.check_metrics_page()
     origin.check_metrics_page()  # a replica of local files: the other set of families
 
@@ -427,7 +427,7 @@ def test_disk_full_still_serves_and_keeps_cache(cdn):
         assert s == 200 and b == FILES["a.txt"] and h["Cache-Status"].endswith("; hit")
         assert not list((mnt / "cache" / "tmp").iterdir())  # no half-written file left
         _, _, m = e.get("/.cdn/metrics")
-        assert "\ncdn_replica_cache_writes_failed_total 1\n" in m.decode()
+        assert '\ncdn_replica_cache_writes_failed_total{site="default"} 1\n' in m.decode()
         assert e.stop() == 0
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
