@@ -221,7 +221,7 @@ inline uv_stream_t* stream(Handle<uv_tcp_t>* h) { return reinterpret_cast<uv_str
 inline int close_loop(uv_loop_t* loop) {
   uv_walk(
       loop,
-      [](uv_handle_t* h, void*) {
+      [](uv_handle_t* h, void*) noexcept {
         if (!uv_is_closing(h)) uv_close(h, nullptr);
       },
       nullptr);

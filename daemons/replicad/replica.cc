@@ -19,6 +19,7 @@
 #include "common/metrics/prometheus.hpp"
 #include "common/purge/purge.hpp"
 #include "common/text/text.hpp"
+#include "common/uv/handle.hpp"
 #include "daemons/lifecycle.hpp"
 #include "daemons/replicad/range.hpp"
 
@@ -478,21 +479,27 @@ void Replica::load_then_serve(net::Exchange& ex, Site& site, const std::string& 
   w->req.data = w;
   const int rc = uv_queue_work(
       loop_, &w->req,
-      [](uv_work_t* req) {
+      [](uv_work_t* req) noexcept {
         auto* work = static_cast<LoadWork*>(req->data);
-        work->result = work->site->store->lookup(work->path);
+        // On libuv's pool thread: a failure (out of memory) is a 503, not a crash.
+        if (!uv::guarded("lookup",
+                         [work] { work->result = work->site->store->lookup(work->path); })) {
+          work->result = Unavailable{ENOMEM};
+        }
       },
-      [](uv_work_t* req, int) {
+      [](uv_work_t* req, int) noexcept {
         std::unique_ptr<LoadWork> work(static_cast<LoadWork*>(req->data));
         net::Exchange* e = work->deferred.exchange();
         if (e == nullptr) return;  // the client went away meanwhile
-        try {
-          work->replica->serve_lookup(*e, *work->site, work->path, std::move(work->result));
-        } catch (const std::exception& err) {
-          // No exception may cross libuv's callback.
-          spdlog::error("{}: {}", work->path, err.what());
-          if (auto* again = work->deferred.exchange()) again->reply(500, "internal error");
+        // No exception may cross libuv's callback.
+        if (uv::guarded("lookup", [&] {
+              work->replica->serve_lookup(*e, *work->site, work->path, std::move(work->result));
+            })) {
+          return;
         }
+        uv::guarded("lookup", [&] {
+          if (auto* again = work->deferred.exchange()) again->reply(500, "internal error");
+        });
       });
   if (rc != 0) {
     delete w;
