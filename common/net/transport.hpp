@@ -136,8 +136,8 @@ class Transport {
 // one below to itself and returns itself, which the caller binds to its
 // user before the loop runs again. Never null: a layer that cannot work
 // says so with on_open(status < 0), from a loop callback like any other.
-// Used per client connection (ClientConnection::create); a server's
-// listeners choose theirs in net::Server.
+// Used per client connection (ClientConnection::create) and per listener
+// (Server::listen and adopt: the [tls] port's, daemon::tls_layer).
 using TransportLayer = std::function<Transport::Ptr(Transport::Ptr below)>;
 
 }  // namespace cdn::net
