@@ -20,6 +20,7 @@
 #include "common/http/message.hpp"
 #include "common/net/address.hpp"
 #include "common/net/client.hpp"
+#include "common/net/tls.hpp"
 #include "common/uv/handle.hpp"
 
 namespace cdn::get {
@@ -145,7 +146,17 @@ class Fetcher {
       on_attempt_error(url.authority() + ": " + err);
       return;
     }
-    conn_ = net::ClientConnection::create(&loop_, *addr);
+    // https://: TLS over each TCP connection, the host name checked against
+    // the certificate (unless --insecure).
+    net::TransportLayer layer;
+    tls_failure_.clear();
+    if (url.tls) {
+      layer = [this, host = url.host](net::Transport::Ptr below) {
+        return net::TlsTransport::client(&loop_, std::move(below), opt_.tls, host, opt_.timeout,
+                                         [this](const std::string& why) { tls_failure_ = why; });
+      };
+    }
+    conn_ = net::ClientConnection::create(&loop_, *addr, {}, std::move(layer));
     std::string extra = "User-Agent: cdn-get\r\nAccept: */*\r\n";
     if (!balancer && written_ > 0 && (!etag_.empty() || continuing_)) {
       // Resume where the last replica stopped, if it is still the same
@@ -375,7 +386,9 @@ class Fetcher {
         on_attempt_error(current_.authority() + current_.target + ": " + reject_reason_);
         return;
       case Mode::Unknown:
-        on_attempt_error(r.ok() ? current_.authority() + ": no usable answer" : r.message);
+        on_attempt_error(r.ok()                 ? current_.authority() + ": no usable answer"
+                         : tls_failure_.empty() ? r.message
+                                                : current_.authority() + ": TLS: " + tls_failure_);
         return;
       case Mode::Body:
         break;
@@ -506,6 +519,7 @@ class Fetcher {
   int verify_failures_ = 0;
   Mode mode_ = Mode::Unknown;
   std::string reject_reason_;
+  std::string tls_failure_;  // why the last TLS handshake failed, if it did
   std::string write_error_;
 
   int tmp_fd_ = -1;

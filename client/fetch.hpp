@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "client/url.hpp"
+#include "common/tls/context.hpp"
 
 namespace cdn::get {
 
@@ -36,6 +37,8 @@ struct Options {
   // with a Range request; the digest is checked over the whole file.
   bool resume = false;
   int max_rounds = 3;  // times the balancer is asked after every replica failed
+  // What https:// URLs are checked against (--cacert, --insecure).
+  std::shared_ptr<const tls::ClientContext> tls;
   // Told each time the balancer is to be asked again (no replica up yet, or
   // the balancer unreachable): what happened and the wait before the next try.
   std::function<void(const std::string& why, std::chrono::milliseconds delay)> on_wait;

@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
   std::string url, output, balancer, logfile, wait = "30s", timeout = "10s";
   std::optional<uint16_t> port;
   bool quiet = false, verbose = false;
-  app.add_option("url", url, "http://BALANCER[:PORT]/path");
+  app.add_option("url", url, "http[s]://BALANCER[:PORT]/path");
   app.add_option("-o,--output", output, "file or directory to write ('-': standard output)")
       ->default_str("the URL's last segment");
   app.add_option("-s,--server", balancer, "balancer host (the seed's form)");
@@ -75,6 +75,12 @@ int main(int argc, char** argv) {
       ->default_str(wait);
   app.add_option("--timeout", timeout, "an attempt with no progress for this long fails")
       ->default_str(timeout);
+  std::string cacert;
+  bool insecure = false;
+  app.add_option("--cacert", cacert,
+                 "trust the certificates of this PEM file for https:// (not the system's)");
+  app.add_flag("--insecure", insecure,
+               "https://: do not check the certificate or host name (warns on stderr)");
   bool resume = false;
   app.add_flag("-c,--continue", resume,
                "resume a partial FILE: ask for the rest, check the digest of the whole");
@@ -111,6 +117,16 @@ int main(int argc, char** argv) {
   if (!t || t->count() == 0) return usage("--timeout '" + timeout + "' is not a positive duration");
   opt.wait = *w;
   opt.timeout = *t;
+  // Built whatever the first URL: a plain balancer may name https:// replicas.
+  auto tls = cdn::tls::ClientContext::build({cacert, !insecure});
+  if (!tls.context) return usage("--cacert: " + tls.error);
+  opt.tls = tls.context;
+  if (insecure) {
+    std::fputs(
+        "cdn-get: warning: --insecure: https:// servers' certificates and names are not "
+        "checked\n",
+        stderr);
+  }
 
   try {
     // The console shows only what matters; the -l file gets every attempt.

@@ -15,17 +15,20 @@ std::string Url::authority() const {
 }
 
 bool parse_url(const std::string& text, Url& out, std::string& error) {
-  constexpr std::string_view kScheme = "http://";
   std::string_view s = text;
-  if (s.substr(0, kScheme.size()) != kScheme) {
-    error = "'" + text + "': only http:// URLs are supported";
+  if (s.starts_with("http://")) {
+    out.tls = false;
+  } else if (s.starts_with("https://")) {
+    out.tls = true;
+  } else {
+    error = "'" + text + "': only http:// and https:// URLs are supported";
     return false;
   }
-  s.remove_prefix(kScheme.size());
+  s.remove_prefix(out.tls ? 8 : 7);
   const size_t slash = s.find('/');
   std::string_view authority = s.substr(0, slash);
   out.target = slash == std::string_view::npos ? "/" : std::string(s.substr(slash));
-  out.port = 80;
+  out.port = out.tls ? 443 : 80;
   std::string_view port;
   if (!authority.empty() && authority.front() == '[') {
     const size_t close = authority.find(']');
@@ -92,19 +95,24 @@ std::string quoted(std::string_view s) {
 }
 
 bool same_authority(const Url& a, const Url& b) {
-  return a.port == b.port && http::iequals(a.host, b.host);
+  return a.tls == b.tls && a.port == b.port && http::iequals(a.host, b.host);
 }
 
-// An absolute http:// URL with a valid origin-form target; false and `why`
-// otherwise.
-bool absolute_url(std::string_view text, Url& out, std::string& why) {
-  if (!text.starts_with("http://")) {
-    why = quoted(text) + " is not an absolute http:// URL";
+// An absolute http:// or https:// URL with a valid origin-form target, and
+// https:// when `asked` was (no redirect takes a download off TLS); false
+// and `why` otherwise.
+bool absolute_url(std::string_view text, const Url& asked, Url& out, std::string& why) {
+  if (!text.starts_with("http://") && !text.starts_with("https://")) {
+    why = quoted(text) + " is not an absolute http:// or https:// URL";
     return false;
   }
   std::string err;
   if (!parse_url(std::string(text), out, err) || !http::is_uri_target(out.target)) {
-    why = quoted(text) + " is not a valid http:// URL";
+    why = quoted(text) + " is not a valid URL";
+    return false;
+  }
+  if (asked.tls && !out.tls) {
+    why = quoted(text) + " is not https:// (the download started over TLS stays on it)";
     return false;
   }
   return true;
@@ -133,7 +141,7 @@ RedirectTargets redirect_targets(const Url& asked, bool may_name_hosts,
       } else {
         first = std::move(u);
       }
-    } else if (!absolute_url(text, u, why)) {
+    } else if (!absolute_url(text, asked, u, why)) {
       ignore("Location " + why);
     } else if (!may_name_hosts && !same_authority(u, asked)) {
       ignore("Location " + quoted(text) + ": " + asked.authority() +
@@ -159,7 +167,7 @@ RedirectTargets redirect_targets(const Url& asked, bool may_name_hosts,
         ignore("CDN-Fallback " + quoted(element) + " without a usable Location");
       } else if (taken == kMaxFallbacks) {
         ignore("CDN-Fallback names more than " + std::to_string(kMaxFallbacks) + " URLs");
-      } else if (!absolute_url(element, u, why)) {
+      } else if (!absolute_url(element, asked, u, why)) {
         ignore("CDN-Fallback " + why);
       } else if (u.target != first->target) {
         ignore("CDN-Fallback " + quoted(element) + " is not the Location's resource " +

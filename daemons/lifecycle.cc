@@ -2,10 +2,12 @@
 #include "daemons/lifecycle.hpp"
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -235,48 +237,109 @@ net::ServerOptions server_options(const config::ServerSettings& s, std::string s
   return o;
 }
 
-Listening start_listening(net::Server& server, const config::ServerSettings& s, uint32_t workers) {
-  Listening l;
-  l.sockets = systemd::listen_fds();
-  if (!l.sockets.empty()) {
-    for (int fd : l.sockets) {
-      const int rc = server.adopt(fd);
-      if (rc != 0) {
-        throw std::runtime_error("socket from systemd (fd " + std::to_string(fd) +
-                                 "): " + uv_strerror(rc));
-      }
+namespace {
+
+uint16_t local_port_of(int fd) {
+  sockaddr_storage a{};
+  socklen_t len = sizeof a;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) return 0;
+  if (a.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&a)->sin_port);
+  if (a.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&a)->sin6_port);
+  return 0;
+}
+
+std::string tls_address(const config::ServerSettings& s, const config::TlsSettings& tls) {
+  return tls.address.empty() ? s.address : tls.address;
+}
+
+void adopt_all(net::Server& server, const std::vector<int>& fds, const net::TransportLayer& tls,
+               bool dup) {
+  for (int fd : fds) {
+    const int use = dup ? ::fcntl(fd, F_DUPFD_CLOEXEC, 0) : fd;
+    const int rc = use < 0 ? uv_translate_sys_error(errno) : server.adopt(use, tls);
+    if (rc != 0) {
+      throw std::runtime_error(std::string(tls ? "https " : "") + "socket from systemd (fd " +
+                               std::to_string(fd) + ")" + (dup ? " for a worker" : "") + ": " +
+                               uv_strerror(rc));
     }
-    l.port = server.port();
-    l.where = std::to_string(l.sockets.size()) + " socket(s) from systemd, port " +
-              std::to_string(l.port);
-    return l;
+  }
+}
+
+}  // namespace
+
+Listening start_listening(net::Server& server, const config::ServerSettings& s, uint32_t workers,
+                          const config::TlsSettings& tls,
+                          std::shared_ptr<TlsCertificates> certificates) {
+  Listening l;
+  const net::TransportLayer layer =
+      certificates ? tls_layer(server.loop(), std::move(certificates)) : nullptr;
+  // A socket of systemd's is the [tls] port's when its unit names it
+  // "https" (FileDescriptorName=), or when it is bound to [tls] port (one
+  // unit with two ListenStream= lines names both sockets alike).
+  for (auto& [fd, name] : systemd::listen_fds()) {
+    const bool https =
+        name == systemd::kHttpsSocketName || (tls.enabled() && local_port_of(fd) == tls.port);
+    (https ? l.tls_sockets : l.sockets).push_back(fd);
+  }
+  if (!l.tls_sockets.empty() && !layer) {
+    throw std::runtime_error(
+        "systemd passed a socket named \"https\", but [tls] port is 0 "
+        "(set [tls] port, certificate and key)");
   }
   l.reuse_port = workers > 1;
-  const int rc = server.listen(
-      s.address, s.port, l.reuse_port ? net::Server::Sharing::First : net::Server::Sharing::None);
-  if (rc != 0) {
-    throw std::runtime_error("cannot listen on " + s.address + ":" + std::to_string(s.port) + ": " +
-                             uv_strerror(rc));
+  const auto sharing = l.reuse_port ? net::Server::Sharing::First : net::Server::Sharing::None;
+  if (!l.sockets.empty() || !l.tls_sockets.empty()) {
+    adopt_all(server, l.sockets, {}, false);
+    adopt_all(server, l.tls_sockets, layer, false);
+    l.port = l.sockets.empty() ? 0 : local_port_of(l.sockets.front());
+    l.where = std::to_string(l.sockets.size() + l.tls_sockets.size()) +
+              " socket(s) from systemd, port " + std::to_string(l.port);
+  } else {
+    const int rc = server.listen(s.address, s.port, sharing);
+    if (rc != 0) {
+      throw std::runtime_error("cannot listen on " + s.address + ":" + std::to_string(s.port) +
+                               ": " + uv_strerror(rc));
+    }
+    l.port = server.port();
+    l.where = s.address + ":" + std::to_string(l.port);
   }
-  l.port = server.port();
-  l.where = s.address + ":" + std::to_string(l.port);
+  // The [tls] port from the file, unless systemd passed it.
+  if (layer && l.tls_sockets.empty()) {
+    const std::string address = tls_address(s, tls);
+    const int rc = server.listen(address, tls.port, sharing, layer);
+    if (rc != 0) {
+      throw std::runtime_error("cannot listen on " + address + ":" + std::to_string(tls.port) +
+                               " ([tls] port): " + uv_strerror(rc));
+    }
+  }
+  if (layer) {
+    l.tls_port = l.tls_sockets.empty() ? tls.port : local_port_of(l.tls_sockets.front());
+    l.where += ", https on " + (l.tls_sockets.empty() ? tls_address(s, tls) + ":" : "port ") +
+               std::to_string(l.tls_port);
+  }
   return l;
 }
 
-void join_listening(net::Server& server, const config::ServerSettings& s, const Listening& l) {
-  for (int fd : l.sockets) {
-    const int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    const int rc = dup < 0 ? uv_translate_sys_error(errno) : server.adopt(dup);
+void join_listening(net::Server& server, const config::ServerSettings& s, const Listening& l,
+                    const config::TlsSettings& tls, std::shared_ptr<TlsCertificates> certificates) {
+  const net::TransportLayer layer =
+      certificates ? tls_layer(server.loop(), std::move(certificates)) : nullptr;
+  adopt_all(server, l.sockets, {}, true);
+  adopt_all(server, l.tls_sockets, layer, true);
+  if (l.sockets.empty() && l.tls_sockets.empty()) {
+    const int rc = server.listen(s.address, l.port, net::Server::Sharing::Join);
     if (rc != 0) {
-      throw std::runtime_error("socket from systemd (fd " + std::to_string(fd) +
-                               ") for a worker: " + uv_strerror(rc));
+      throw std::runtime_error("worker cannot listen on " + s.address + ":" +
+                               std::to_string(l.port) + ": " + uv_strerror(rc));
     }
   }
-  if (!l.sockets.empty()) return;
-  const int rc = server.listen(s.address, l.port, net::Server::Sharing::Join);
-  if (rc != 0) {
-    throw std::runtime_error("worker cannot listen on " + s.address + ":" + std::to_string(l.port) +
-                             ": " + uv_strerror(rc));
+  if (layer && l.tls_sockets.empty()) {
+    const std::string address = tls_address(s, tls);
+    const int rc = server.listen(address, l.tls_port, net::Server::Sharing::Join, layer);
+    if (rc != 0) {
+      throw std::runtime_error("worker cannot listen on " + address + ":" +
+                               std::to_string(l.tls_port) + " ([tls] port): " + uv_strerror(rc));
+    }
   }
 }
 

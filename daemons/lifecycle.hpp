@@ -99,6 +99,7 @@ void hold_signals();
 
 #include "common/config/settings.hpp"
 #include "common/net/server.hpp"
+#include "daemons/tls.hpp"
 
 namespace cdn::daemon {
 
@@ -111,17 +112,26 @@ struct Listening {
   std::vector<int> sockets;  // systemd's sockets (worker 0 adopted them), none when bound
   uint16_t port = 0;         // the port bound (port 0 resolved)
   bool reuse_port = false;   // bound with SO_REUSEPORT (several workers)
+  // The [tls] port, the same way (systemd's sockets named "https").
+  std::vector<int> tls_sockets;
+  uint16_t tls_port = 0;
 };
 
 // Serve on the sockets systemd passed (socket activation) or bind
-// address:port, with SO_REUSEPORT when `workers` > 1. Throws
-// std::runtime_error with a clear message on failure.
+// address:port, with SO_REUSEPORT when `workers` > 1; and the same for the
+// [tls] port when it is on (a socket named "https" from systemd, or
+// [tls] address:port). Throws std::runtime_error with a clear message on
+// failure.
+// `certificates`: the [tls] port's (null when it is off).
 Listening start_listening(net::Server& server, const config::ServerSettings& s,
-                          uint32_t workers = 1);
+                          uint32_t workers = 1, const config::TlsSettings& tls = {},
+                          std::shared_ptr<TlsCertificates> certificates = nullptr);
 // Another worker's server listens where worker 0 does: its own socket on
 // the same port (SO_REUSEPORT: the kernel spreads connections), or a dup
 // of each socket systemd passed (shared: whichever loop accepts first).
-void join_listening(net::Server& server, const config::ServerSettings& s, const Listening& l);
+void join_listening(net::Server& server, const config::ServerSettings& s, const Listening& l,
+                    const config::TlsSettings& tls = {},
+                    std::shared_ptr<TlsCertificates> certificates = nullptr);
 
 }  // namespace cdn::daemon
 

@@ -29,6 +29,8 @@ command -v npm >/dev/null 2>&1 || CDN_TEST_DEPS+=(npm)
 CDN_TEST_DEPS+=(chromium)
 # cdn-get's progress line is read from a tmux pane (tests/integration/test_cli.py).
 CDN_TEST_DEPS+=(tmux)
+# The slow suite scans the [tls] port with testssl.sh (tests/testssl).
+CDN_TEST_DEPS+=(testssl.sh)
 
 cdn_sudo() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -221,20 +221,18 @@ std::string resolve(const IniFile& f, std::string_view value) {
   return (dir / p).lexically_normal().string();
 }
 
+std::string ip_of(const IniFile& f, const Entry& e) {
+  std::string_view v = trim(e.value);
+  if (v.size() >= 2 && v.front() == '[' && v.back() == ']') v = v.substr(1, v.size() - 2);
+  if (!is_ip_literal(v))
+    bad(f, e, q(e.value) + " is not an IP address (use 0.0.0.0, ::, 127.0.0.1)");
+  return std::string(v);
+}
+
 SectionSpec server_section(const IniFile& f, ServerSettings& s) {
   return {"server",
           {
-              {"address",
-               [&](const Entry& e) {
-                 std::string_view v = trim(e.value);
-                 if (v.size() >= 2 && v.front() == '[' && v.back() == ']') {
-                   v = v.substr(1, v.size() - 2);
-                 }
-                 if (!is_ip_literal(v)) {
-                   bad(f, e, q(e.value) + " is not an IP address (use 0.0.0.0, ::, 127.0.0.1)");
-                 }
-                 s.address = std::string(v);
-               }},
+              {"address", [&](const Entry& e) { s.address = ip_of(f, e); }},
               // 0 asks the kernel for any free port (tests use it).
               {"port",
                [&](const Entry& e) { s.port = static_cast<uint16_t>(uint_of(f, e, 0, 65535)); }},
@@ -277,6 +275,30 @@ SectionSpec server_section(const IniFile& f, ServerSettings& s) {
 }
 
 std::string resolve(const IniFile& f, std::string_view value);
+
+std::string file_of(const IniFile& f, const Entry& e) {
+  const std::string_view v = trim(e.value);
+  if (v.empty()) bad(f, e, "must name a file");
+  return resolve(f, v);
+}
+
+SectionSpec tls_section(const IniFile& f, TlsSettings& s) {
+  return {
+      "tls",
+      {
+          {"port",
+           [&](const Entry& e) { s.port = static_cast<uint16_t>(uint_of(f, e, 0, 65535)); }},
+          {"address",
+           [&](const Entry& e) {
+             s.address = trim(e.value).empty() ? std::string() : ip_of(f, e);
+           }},
+          {"certificate", [&](const Entry& e) { s.certificates.push_back(file_of(f, e)); }, true},
+          {"key", [&](const Entry& e) { s.keys.push_back(file_of(f, e)); }, true},
+          {"ocsp", [&](const Entry& e) { s.ocsp.push_back(file_of(f, e)); }, true},
+          {"handshake_timeout",
+           [&](const Entry& e) { s.handshake_timeout = duration_of(f, e, kTimeoutRange); }},
+      }};
+}
 
 SectionSpec log_section(const IniFile& f, LogSettings& s) {
   return {"log",
@@ -397,6 +419,28 @@ void check_server(const ServerSettings& s, const std::string& prefix) {
   if (s.max_request_line < 1) throw Error(prefix + "[server] max_request_line: must be at least 1");
   if (s.max_header_bytes < 1) throw Error(prefix + "[server] max_header_bytes: must be at least 1");
   if (s.max_headers < 1) throw Error(prefix + "[server] max_headers: must be at least 1");
+}
+
+void check_tls(const TlsSettings& t, const ServerSettings& server, const std::string& prefix) {
+  if (!t.address.empty() && !is_ip_literal(t.address)) {
+    throw Error(prefix + "[tls] address: " + q(t.address) + " is not an IP address");
+  }
+  check_duration(t.handshake_timeout, kTimeoutRange, "[tls] handshake_timeout", prefix);
+  if (t.certificates.size() != t.keys.size()) {
+    throw Error(prefix + "[tls]: " + std::to_string(t.certificates.size()) +
+                " certificate(s) but " + std::to_string(t.keys.size()) +
+                " key(s) (give one key after each certificate, in the same order)");
+  }
+  if (!t.enabled()) return;
+  if (t.certificates.empty()) {
+    throw Error(prefix + "[tls] port: " + std::to_string(t.port) +
+                " needs a certificate and its key ([tls] certificate, key)");
+  }
+  const std::string_view address = t.address.empty() ? server.address : t.address;
+  if (t.port == server.port && address == server.address) {
+    throw Error(prefix + "[tls] port: " + std::to_string(t.port) +
+                " is [server] port too (HTTPS needs a port of its own)");
+  }
 }
 
 void check_log(const LogSettings& s, const std::string& prefix) {
@@ -545,6 +589,18 @@ void write_server(IniWriter& w, const ServerSettings& s) {
   }
 }
 
+void write_tls(IniWriter& w, const TlsSettings& s) {
+  w.section("tls");
+  w.number("port", s.port);
+  w.key("address", s.address);
+  for (size_t i = 0; i < s.certificates.size(); ++i) {
+    w.key("certificate", s.certificates[i]);
+    if (i < s.keys.size()) w.key("key", s.keys[i]);
+  }
+  for (const auto& o : s.ocsp) w.key("ocsp", o);
+  w.key("handshake_timeout", s.handshake_timeout);
+}
+
 void write_log(IniWriter& w, const LogSettings& s) {
   w.section("log");
   w.key("level", s.level);
@@ -584,13 +640,20 @@ void write_content(IniWriter& w, const ContentSettings& c, bool site) {
   if (!site) w.key("types_file", c.types_file);
 }
 
+// The sections both daemons have.
+void write_common(IniWriter& w, const ServerSettings& server, const TlsSettings& tls,
+                  const LogSettings& log, const AdminSettings& admin) {
+  write_server(w, server);
+  write_tls(w, tls);
+  write_log(w, log);
+  write_admin(w, admin);
+}
+
 }  // namespace
 
 std::string to_ini(const ReplicaSettings& s) {
   IniWriter w;
-  write_server(w, s.server);
-  write_log(w, s.log);
-  write_admin(w, s.admin);
+  write_common(w, s.server, s.tls, s.log, s.admin);
   w.section("content");
   write_content(w, s.content, false);
   for (const auto& site : s.sites) {
@@ -605,10 +668,8 @@ std::string to_ini(const ReplicaSettings& s) {
 
 std::string to_ini(const BalancerSettings& s) {
   IniWriter w;
-  write_server(w, s.server);
-  write_log(w, s.log);
-  write_admin(w, s.admin);
-  w.key("state_dir", s.state_dir);
+  write_common(w, s.server, s.tls, s.log, s.admin);
+  w.key("state_dir", s.state_dir);  // in [admin], written last
   w.section("replicas");
   if (!s.servers_file.empty()) {
     w.comment("servers_file = " + s.servers_file + " (its replicas are among those below)");
@@ -714,6 +775,7 @@ std::vector<SectionSpec> replica_spec(const IniFile& file, ReplicaSettings& r,
                                       std::vector<SitePending>& sites) {
   std::vector<SectionSpec> spec = {
       server_section(file, r.server),
+      tls_section(file, r.tls),
       log_section(file, r.log),
       admin_section(file, r.admin),
       {"content", content_keys(file, r.content)},
@@ -758,6 +820,7 @@ std::vector<SectionSpec> balancer_spec(const IniFile& file, BalancerSettings& b,
                                        BalancerPending& pending) {
   return {
       server_section(file, b.server),
+      tls_section(file, b.tls),
       log_section(file, b.log),
       balancer_admin_section(file, b),
       {"replicas",
@@ -1053,6 +1116,7 @@ void check_content(const ContentSettings& c, const std::string& section,
 void validate(const ReplicaSettings& s, const std::string& path) {
   const std::string prefix = path + ": ";
   check_server(s.server, prefix);
+  check_tls(s.tls, s.server, prefix);
   check_log(s.log, prefix);
   check_admin(s.admin, prefix);
   const ContentSettings& c = s.content;
@@ -1081,6 +1145,7 @@ void validate(const ReplicaSettings& s, const std::string& path) {
 void validate(const BalancerSettings& s, const std::string& path) {
   const std::string prefix = path + ": ";
   check_server(s.server, prefix);
+  check_tls(s.tls, s.server, prefix);
   check_log(s.log, prefix);
   check_admin(s.admin, prefix);
   if (s.replicas.empty()) {

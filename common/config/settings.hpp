@@ -43,6 +43,21 @@ inline constexpr uint32_t kMaxWorkers = 256;
 // The workers to run for a [server] workers value (0: the online CPUs).
 uint32_t resolve_workers(uint32_t configured);
 
+// [tls]: HTTPS beside the plain port, for both daemons. Off (port 0) by
+// default. The n-th key goes with the n-th certificate; the first
+// certificate is the default, the others are chosen by the name a client
+// asks for (SNI). Certificates, keys and OCSP responses are re-read on
+// SIGHUP; a set that does not load is refused and the old one kept.
+struct TlsSettings {
+  uint16_t port = 0;
+  std::string address;                     // empty: [server] address
+  std::vector<std::string> certificates;   // PEM: the leaf, then its chain
+  std::vector<std::string> keys;           // PEM private keys (ECDSA or RSA), unencrypted
+  std::vector<std::string> ocsp;           // DER OCSP responses to staple
+  milliseconds handshake_timeout{10'000};  // a TLS handshake must finish within this
+  bool enabled() const { return port != 0; }
+};
+
 // [log]
 struct LogSettings {
   std::string level = "info";  // trace, debug, info, warn, error, critical, off
@@ -105,6 +120,7 @@ inline constexpr std::string_view kDefaultSite = "default";
 
 struct ReplicaSettings {
   ServerSettings server;
+  TlsSettings tls;
   LogSettings log;
   AdminSettings admin;
   // With a root, page or origin: the default site, which serves every Host
@@ -163,6 +179,7 @@ inline constexpr uint32_t kMaxWeight = 1000;
 
 struct BalancerSettings {
   ServerSettings server;
+  TlsSettings tls;
   LogSettings log;
   AdminSettings admin;
   std::string servers_file;  // [replicas] servers_file: seed format, one replica a line

@@ -4,9 +4,13 @@
 // for the next request to the same address (probes stay cheap).
 //
 // Ownership: ClientConnection::create() returns a Ptr; dropping the Ptr
-// closes the handles and the close callback frees the object. No callback
-// runs after the Ptr is gone, and a callback may drop it (the callbacks are
-// kept until the object is freed, so the one running is not destroyed).
+// closes the transport and the timer, and the object is freed once the
+// transports it made said on_closed and the timer's close callback ran
+// (never from inside a call of the owner's). No callback runs after the Ptr
+// is gone, and a callback may drop it (the callbacks are kept until the
+// object is freed, so the one running is not destroyed). Bytes go through a
+// Transport (transport.hpp): a TCP one today, made anew for each connection
+// attempt.
 #pragma once
 
 #include <uv.h>
@@ -20,6 +24,8 @@
 #include "common/http/message.hpp"
 #include "common/http/parser.hpp"
 #include "common/net/address.hpp"
+#include "common/net/transport.hpp"
+#include "common/uv/handle.hpp"
 
 namespace cdn::net {
 
@@ -49,14 +55,17 @@ struct ClientCallbacks {
   std::function<void(const ClientResult&, const http::Response&)> on_done;
 };
 
-class ClientConnection {
+class ClientConnection final : private TransportUser {
  public:
   struct Deleter {
     void operator()(ClientConnection* c) const { c->close(); }
   };
   using Ptr = std::unique_ptr<ClientConnection, Deleter>;
 
-  static Ptr create(uv_loop_t* loop, const Address& address, const http::Limits& limits = {});
+  // `layer`: what goes over each TCP connection before HTTP (TLS; see
+  // transport.hpp); none: plain HTTP.
+  static Ptr create(uv_loop_t* loop, const Address& address, const http::Limits& limits = {},
+                    TransportLayer layer = {});
 
   // Send `method target` with Host and the extra header lines (each
   // "Name: value\r\n"). `timeout`: the longest wait for any progress
@@ -88,7 +97,8 @@ class ClientConnection {
   void expire();
 
  private:
-  ClientConnection(uv_loop_t* loop, const Address& address, const http::Limits& limits);
+  ClientConnection(uv_loop_t* loop, const Address& address, const http::Limits& limits,
+                   TransportLayer layer);
   ~ClientConnection() = default;
   void close();
   void connect();
@@ -97,40 +107,53 @@ class ClientConnection {
   void complete();
   void disconnect();
   void arm();
-  void write_rest(size_t from);
   bool report_headers();
+  // The connection broke (reset, EOF, a failed write) while `what`: a
+  // kept-alive connection the server closed as we reused it gets one fresh
+  // try; otherwise the request fails (or, idle, the owner is told).
+  void broken(const std::string& why);
+  // Freed once nothing of libuv's refers to it any more.
+  void maybe_free();
   // Runs on_headers/on_body: while one runs, close() leaves cb_ alone.
   template <typename F>
   bool call(F&& f) {
-    ++calling_;
-    const bool ok = f();
-    --calling_;
-    return ok;
+    struct Calling {
+      int& n;
+      explicit Calling(int& c) : n(++c) {}
+      ~Calling() { --n; }
+    } calling(calling_);
+    return f();
   }
-  static void on_connect(uv_connect_t* req, int status);
-  static void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf);
-  static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
-  static void on_write(uv_write_t* req, int status);
-  // The TCP handle of one connection attempt; replaced on reconnect and freed
-  // in its own close callback (the timer lives as long as the object).
-  struct Stream {
-    uv_tcp_t tcp{};
-    uv_connect_t connect{};
-    uv_write_t write{};
-    ClientConnection* owner = nullptr;
-    bool connected = false;
-    bool closing = false;
-    bool write_pending = false;
-    bool connect_pending = false;
-  };
+  // Runs a transport callback's work: an exception (thrown by an owner's
+  // callback) is logged and fails the request in flight; nothing else.
+  template <typename F>
+  void guard(const char* where, F&& f) noexcept {
+    if (uv::guarded(where, std::forward<F>(f))) return;
+    uv::guarded(where, [this] {
+      if (!closing_ && busy_) fail(ClientError::Aborted, "a callback failed");
+    });
+  }
+
+  // TransportUser: only the current transport calls anything but on_closed.
+  void on_open(int status) noexcept override;
+  void on_read(std::string_view data) noexcept override;
+  void on_eof() noexcept override;
+  void on_error(int status) noexcept override;
+  void on_write_done(int status) noexcept override;
+  void on_writable() noexcept override {}
+  size_t read_budget() const noexcept override;
+  void on_closed() noexcept override;
 
   uv_loop_t* loop_;
   Address address_;
   http::ResponseParser parser_;
-  uv_timer_t timer_{};
-  Stream* stream_ = nullptr;
-  int live_streams_ = 0;
+  TransportLayer layer_;
+  uv::Ptr<uv_timer_t> timer_;
+  Transport::Ptr transport_;  // the current attempt; null between connections
+  int live_transports_ = 0;   // made and not yet closed (on_closed)
   bool timer_open_ = false;
+  bool connected_ = false;  // transport_ is open
+  bool writing_ = false;    // a write unit of out_ is under way
   bool closing_ = false;
   bool busy_ = false;
   bool reused_ = false;     // this request went out on a kept-alive connection
@@ -140,7 +163,7 @@ class ClientConnection {
   bool external_timer_ = false;
   int calling_ = 0;             // on_headers/on_body frames on the stack
   uint64_t last_progress_ = 0;  // uv_now() at the last progress
-  std::string out_;             // the request bytes
+  std::string out_;             // the request bytes (a write unit keeps them until done)
   std::chrono::milliseconds timeout_{5000};
   ClientCallbacks cb_;
   std::function<void()> on_idle_close_;

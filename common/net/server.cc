@@ -6,38 +6,21 @@
 #include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
-#include <sys/sendfile.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <ctime>
 #include <optional>
+#include <span>
 
 #include "common/net/address.hpp"
+#include "common/net/tcp.hpp"
 
 namespace cdn::net {
 
 namespace {
-// Bounds on what a connection holds for a client that sends requests faster
-// than it reads the answers: see http::ConnectionOptions. The read buffer is
-// as big as the input a connection may hold.
-constexpr size_t kReadBuffer = 16 * 1024;
-// Files go out with sendfile(2) while the socket takes them. When it is full,
-// the loop waits for it to drain with a uv_poll on a dup of the socket (libuv
-// has no "writable" callback for a TCP handle, and one fd cannot carry two
-// watchers; epoll tells the dup apart), and sendfile resumes: no file byte is
-// copied through user space. Where that poll cannot be set up (dup fails),
-// one chunk read with pread goes through uv_write instead, whose callback
-// says when the socket drained; that chunk is small so that little is
-// copied. Without sendfile (EINVAL/ENOSYS) every chunk is big.
-constexpr size_t kFileChunk = 256 * 1024;
-constexpr size_t kWakeChunk = 32 * 1024;
-constexpr size_t kSendfileMax = 1 << 30;
-
 constexpr std::string_view kRejectResponse =
     "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
     "Connection: close\r\n\r\n";
@@ -50,42 +33,25 @@ struct OpenFile {
   OpenFile& operator=(const OpenFile&) = delete;
   int fd;
 };
-
-// libuv's uv_buf_t is struct iovec's layout on Unix (documented), so a plan's
-// buffers go to sendmsg as they are.
-static_assert(sizeof(uv_buf_t) == sizeof(iovec) &&
-              offsetof(uv_buf_t, base) == offsetof(iovec, iov_base) &&
-              offsetof(uv_buf_t, len) == offsetof(iovec, iov_len));
 }  // namespace
 
-// One uv_write under way: a write unit of the core, whose bytes the core
-// keeps in place until write_done(). Pooled per connection; the connection
-// outlives it (it is freed after every write callback).
-struct WriteReq {
-  uv_write_t req{};
-  Connection* conn = nullptr;
-  WriteReq* next_free = nullptr;
-};
-
-// The transport adapter of one accepted connection (see server.hpp). Its own
-// state is I/O state only: whether libuv reads, the timer's due time, the
-// socket corked, the writable poll; every protocol decision is the core's.
-class Connection final : public http::ConnectionHandler {
+// The adapter of one accepted connection between its transport and its core
+// (see server.hpp). Its own state is loop state only: the timer's due time,
+// the ready list, what the access log is told; every protocol decision is
+// the core's, and every socket call the transport's.
+class Connection final : public http::ConnectionHandler, public TransportUser {
  public:
   Connection(Server& server, uint64_t now)
       : server_(server),
         core_(*this, server.conn_options_, now, &server.conn_stats_),
         exchange_(*this) {}
-  ~Connection() override {
-    while (free_writes_ != nullptr) {
-      WriteReq* w = std::exchange(free_writes_, free_writes_->next_free);
-      if (w != &first_write_) delete w;
-    }
-  }
+  ~Connection() = default;
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  bool start(uv_stream_t* listener);
+  // Accepts the connection waiting on `listener`, under the listener's
+  // transport layer when it has one (TLS).
+  bool start(uv_stream_t* listener, const TransportLayer* layer);
   // Over the connection limit: a 503, then close.
   void reject();
   void drain();
@@ -98,6 +64,24 @@ class Connection final : public http::ConnectionHandler {
   void on_request(uint64_t seq, const http::Request& req) override;
   std::string_view common_headers() override { return server_.common_headers(); }
   void on_error_answer(int status) override;
+
+  // TransportUser
+  void on_open(int status) noexcept override;
+  void on_read(std::string_view data) noexcept override;
+  void on_eof() noexcept override;
+  void on_error(int status) noexcept override;
+  void on_write_done(int status) noexcept override;
+  void on_writable() noexcept override;
+  size_t read_budget() const noexcept override { return core_.read_budget(); }
+  // The transport let go of the core's bytes: the connection goes.
+  void on_closed() noexcept override { delete this; }
+  // Runs a callback's work; an exception closes this connection only.
+  template <typename F>
+  void guard(const char* where, F&& f) noexcept {
+    if (uv::guarded(where, std::forward<F>(f))) return;
+    busy_ = 0;
+    close();
+  }
 
   uint64_t now() const { return uv_now(server_.loop_); }
   // After anything changed the core from outside one of this connection's
@@ -121,11 +105,9 @@ class Connection final : public http::ConnectionHandler {
   Server& server_;
   http::ServerConnection core_;
   Exchange exchange_;
-  uv::Ptr<uv_tcp_t> tcp_;
+  Transport::Ptr transport_;  // null once closed (it frees itself, then tells on_closed)
   uv::Ptr<uv_timer_t> timer_;
-  uv::Ptr<uv_poll_t> out_poll_;  // the writable watch for sendfile, on a dup of the socket
-  int fd_ = -1;                  // the socket, for send/sendfile; -1 once closed
-  Connection* prev_ = nullptr;   // the server's list of connections
+  Connection* prev_ = nullptr;  // the server's list of connections
   Connection* next_ = nullptr;
   Connection* ready_prev_ = nullptr;  // the server's ready list
   Connection* ready_next_ = nullptr;
@@ -162,46 +144,20 @@ class Connection final : public http::ConnectionHandler {
   // further away) it re-arms itself: a request on a kept-alive connection
   // costs no timer-heap update.
   uint64_t timer_due_ = 0;
-  int busy_ = 0;  // inside sync() (or a callback that ends with one)
+  int busy_ = 0;         // inside sync() (or a callback that ends with one)
+  bool opened_ = false;  // the transport carries bytes (a TLS one: handshake done)
   bool closing_ = false;
-  bool reading_ = false;
   bool yielded_ = false;  // in the server's ready list
   bool backlogged_ = false;
-  bool corked_ = false;
-  bool no_sendfile_ = false;       // sendfile refused: pread + uv_write only
-  bool polling_ = false;           // out_poll_ started
-  std::unique_ptr<char[]> chunk_;  // a file chunk read with pread (one under way at most)
-
-  // Writes are pooled per connection. The first lives inside the connection
-  // (most connections never have two under way), more are allocated on demand
-  // and freed with the connection.
-  WriteReq first_write_;
-  WriteReq* free_writes_ = &first_write_;
-  WriteReq* take_write();
-  void release(WriteReq* w);
 
   // Carries out what the core asks for: output, reading, resuming, the timer, the close.
   void sync();
   void flush();
-  bool send_bytes(const http::OutputPlan& p);
-  bool send_file(const http::OutputPlan& p);
-  bool queue(WriteReq* w, const uv_buf_t* bufs, unsigned n);
   void file_sent(uint64_t n);
-  bool wait_writable();
-  void stop_writable_wait();
-  void cork(bool on);
-  void update_reading();
   void arm();
   void on_timer();
   void backlog(bool on);
   void close_transport();
-
-  static void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) noexcept;
-  static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) noexcept;
-  static void on_write(uv_write_t* req, int status) noexcept;
-  static Connection* of(uv_stream_t* s) {
-    return uv::Handle<uv_tcp_t>::owner_of<Connection>(reinterpret_cast<uv_tcp_t*>(s));
-  }
 };
 
 // ---------------------------------------------------------------- Exchange
@@ -341,31 +297,36 @@ void Exchange::reply(int status, std::string_view text,
 
 // -------------------------------------------------------------- Connection
 
-bool Connection::start(uv_stream_t* listener) {
-  uv_loop_t* loop = listener->loop;
-  tcp_ = uv::make_tcp(loop, this);
-  if (!tcp_) return false;
-  // Freed after libuv's last use of the socket: write callbacks (cancelled
-  // by the close) run before the close callback.
-  tcp_->on_closed = [this] { delete this; };
-  timer_ = uv::make_timer(loop, [this] { on_timer(); });
+bool Connection::start(uv_stream_t* listener, const TransportLayer* layer) {
+  timer_ = uv::make_timer(listener->loop, [this] { guard("timer", [this] { on_timer(); }); });
   if (!timer_) return false;
-  if (uv_accept(listener, uv::stream(tcp_.get())) != 0) return false;
-  // TCP_NODELAY comes from the listener (see start_listener).
-  uv_os_fd_t fd = -1;
-  if (uv_fileno(tcp_->base(), &fd) == 0) fd_ = fd;
-  sync();  // reads, and arms the header timeout
+  // Freed (with this connection) in its close callback, after the write
+  // callbacks: on_closed().
+  transport_ = TcpTransport::accept(listener);
+  if (transport_ && layer != nullptr) transport_ = (*layer)(std::move(transport_));
+  if (!transport_) return false;
+  transport_->bind(*this);
+  if (transport_->open()) on_open(0);  // reads, and arms the header timeout
   return true;
 }
 
+void Connection::on_open(int status) noexcept {
+  if (closing_) return;
+  if (status < 0) {
+    SPDLOG_DEBUG("transport failed to open: {}", uv_strerror(status));
+    close();
+    return;
+  }
+  opened_ = true;
+  guard("open", [this] { sync(); });
+}
+
 const sockaddr* Connection::peer_address() {
-  // Once closed, fd_ is -1: the number may already belong to another socket.
-  if (!peer_known_ && fd_ >= 0) {
-    socklen_t len = sizeof peer_addr_;
-    if (::getpeername(fd_, reinterpret_cast<sockaddr*>(&peer_addr_), &len) == 0) {
-      peer_known_ = true;
-      peer_ip_ = ip_of(peer_addr_);
-    }
+  // Once closed, no transport is asked: its socket's number may already
+  // belong to another connection.
+  if (!peer_known_ && transport_ && transport_->peer_address(peer_addr_)) {
+    peer_known_ = true;
+    peer_ip_ = ip_of(peer_addr_);
   }
   return peer_known_ ? reinterpret_cast<const sockaddr*>(&peer_addr_) : nullptr;
 }
@@ -441,6 +402,11 @@ void Connection::on_error_answer(int status) {
 // requests that wait (this turn's share), then reading and the timer.
 void Connection::sync() {
   if (closing_) return;
+  if (!opened_) {
+    // Nothing is carried before the transport opens; a close may come.
+    if (core_.closed()) close_transport();
+    return;
+  }
   ++busy_;
   for (;;) {
     flush();
@@ -458,212 +424,54 @@ void Connection::sync() {
     server_.add_ready(this);
   }
   backlog(core_.backlogged());
-  update_reading();
+  transport_->set_reading(!yielded_ && core_.read_budget() > 0);
   arm();
 }
 
 void Connection::resume() {
   if (closing_) return;
-  ++busy_;
-  core_.resume(now());
-  --busy_;
-  sync();
+  guard("resume", [this] {
+    ++busy_;
+    core_.resume(now());
+    --busy_;
+    sync();
+  });
 }
 
+// Hands the core's output to the transport until it takes no more.
 void Connection::flush() {
   while (!core_.closed()) {
     const http::OutputPlan p = core_.plan();
     if (p.kind == http::OutputPlan::Kind::None) return;
-    const bool go_on = p.kind == http::OutputPlan::Kind::Bytes ? send_bytes(p) : send_file(p);
-    if (!go_on) return;
-  }
-}
-
-// Writes at once when nothing is under way (uv_try_write keeps the order): a
-// complete write needs no request, no callback and no epoll change. What the
-// kernel did not take goes on as one uv_write.
-// A plan followed by a file goes with MSG_MORE, so the head leaves with the
-// first file bytes. The answer that ends the connection cleanly (the client
-// asked to close, nothing unread) also goes with MSG_MORE: the kernel holds
-// it until the close right after, which sends the data and the FIN in one
-// segment (one packet and one wake-up less per connection for the client,
-// and for us its ACK). After an error the client's unread bytes make the
-// close an RST, which would discard data held back: that answer goes at once.
-bool Connection::send_bytes(const http::OutputPlan& p) {
-  uv_buf_t bufs[http::OutputPlan::kMaxBufs];
-  for (size_t i = 0; i < p.nbufs; ++i) {
-    bufs[i] =
-        uv_buf_init(const_cast<char*>(p.bufs[i].data()), static_cast<unsigned>(p.bufs[i].size()));
-  }
-  size_t sent = 0;
-  if (core_.write_units() == 0) {
-    ssize_t n;
-    if ((p.more || p.last) && fd_ >= 0 && !no_sendfile_) {
-      msghdr msg{};
-      msg.msg_iov = reinterpret_cast<iovec*>(bufs);
-      msg.msg_iovlen = p.nbufs;
-      do {
-        n = ::sendmsg(fd_, &msg, MSG_MORE | MSG_NOSIGNAL | MSG_DONTWAIT);
-      } while (n < 0 && errno == EINTR);
-      if (n < 0) n = errno == EAGAIN || errno == EWOULDBLOCK ? UV_EAGAIN : -errno;
-    } else {
-      n = uv_try_write(uv::stream(tcp_.get()), bufs, static_cast<unsigned>(p.nbufs));
-    }
-    if (n < 0 && n != UV_EAGAIN) {
-      SPDLOG_DEBUG("{}: write failed: {}", peer(), uv_strerror(static_cast<int>(n)));
+    const WriteHints hints{.more = p.more, .last = p.last};
+    const bool file = p.kind == http::OutputPlan::Kind::File;
+    const Handed h = file ? transport_->send_file(p.fd, p.offset, p.length, hints)
+                          : transport_->write(std::span(p.bufs.data(), p.nbufs), hints);
+    if (h.error != 0) {
+      if (h.file_error) {
+        // The length promised in the head cannot be kept: the connection
+        // closes rather than send a short body.
+        spdlog::warn("{}: file read failed after {} bytes: {}", peer(), p.offset,
+                     h.error == UV_EOF ? "unexpected end of file" : uv_strerror(h.error));
+      } else {
+        SPDLOG_DEBUG("{}: write failed: {}", peer(), uv_strerror(h.error));
+      }
       core_.abort();
-      return false;
+      return;
     }
-    sent = n > 0 ? static_cast<size_t>(n) : 0;
-    if (sent == p.bytes) {
-      core_.advance(sent, 0, now());
-      return true;
-    }
-  }
-  unsigned first = 0;
-  for (size_t done = sent; done > 0;) {
-    const size_t take = std::min<size_t>(done, bufs[first].len);
-    bufs[first].base += take;
-    bufs[first].len -= static_cast<unsigned>(take);
-    done -= take;
-    if (bufs[first].len == 0) ++first;
-  }
-  if (!queue(take_write(), bufs + first, static_cast<unsigned>(p.nbufs) - first)) return false;
-  core_.advance(sent, p.bytes - sent, now());
-  return true;
-}
-
-// uv_write of bufs; false (and the core aborted) when libuv refuses it.
-bool Connection::queue(WriteReq* w, const uv_buf_t* bufs, unsigned n) {
-  w->req.data = w;
-  const int rc = uv_write(&w->req, uv::stream(tcp_.get()), bufs, n, on_write);
-  if (rc != 0) {
-    SPDLOG_DEBUG("{}: write failed: {}", peer(), uv_strerror(rc));
-    release(w);
-    core_.abort();
-    return false;
-  }
-  return true;
-}
-
-// Sends what the socket takes of the file; false when it waits (writable
-// poll, or a chunk's uv_write) or failed.
-bool Connection::send_file(const http::OutputPlan& p) {
-  if (!no_sendfile_ && fd_ >= 0) {
-    off_t off = static_cast<off_t>(p.offset);
-    const size_t want = static_cast<size_t>(std::min<uint64_t>(p.length, kSendfileMax));
-    const ssize_t n = ::sendfile(fd_, p.fd, &off, want);
-    if (n > 0) {
-      core_.advance(static_cast<size_t>(n), 0, now());
-      file_sent(static_cast<uint64_t>(n));
-      return true;
-    }
-    if (n == 0) {
-      // The file shrank under us: the length promised in the head cannot be
-      // kept, so the connection must close rather than send a short body.
-      spdlog::warn("{}: file read failed after {} bytes: unexpected end of file", peer(), p.offset);
-      core_.abort();
-      return false;
-    }
-    if (errno == EINTR) return true;
-    if (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) {
-      no_sendfile_ = true;  // e.g. a file system without splice support
-    } else if (errno != EAGAIN) {
-      SPDLOG_DEBUG("{}: sendfile failed: {}", peer(), std::strerror(errno));
-      core_.abort();
-      return false;
-    } else if (wait_writable()) {
-      // Level-triggered: the watch stays on while the file goes on, so a
-      // socket that fills again costs no epoll_ctl.
-      cork(true);
-      return false;
+    if (h.wait) return;  // on_writable() or on_write_done() comes
+    core_.advance(h.now, h.queued, now());
+    if (file) {
+      server_.stats_.file_bytes_copied += h.queued;
+      file_sent(h.now + h.queued);
     }
   }
-  if (!chunk_) chunk_ = std::make_unique<char[]>(kFileChunk);
-  const size_t want =
-      static_cast<size_t>(std::min<uint64_t>(p.length, no_sendfile_ ? kFileChunk : kWakeChunk));
-  ssize_t got;
-  do {
-    got = ::pread(p.fd, chunk_.get(), want, static_cast<off_t>(p.offset));
-  } while (got < 0 && errno == EINTR);
-  if (got <= 0) {
-    spdlog::warn("{}: file read failed after {} bytes: {}", peer(), p.offset,
-                 got == 0 ? "unexpected end of file" : std::strerror(errno));
-    core_.abort();
-    return false;
-  }
-  server_.stats_.file_bytes_copied += static_cast<uint64_t>(got);
-  const uv_buf_t buf = uv_buf_init(chunk_.get(), static_cast<unsigned>(got));
-  if (!queue(take_write(), &buf, 1)) return false;
-  core_.advance(0, static_cast<size_t>(got), now());
-  file_sent(static_cast<uint64_t>(got));
-  return true;
 }
 
 void Connection::file_sent(uint64_t n) {
   if (file_left_ == 0) return;
   file_left_ -= std::min(file_left_, n);
-  if (file_left_ > 0) return;
-  stop_writable_wait();
-  cork(false);
-  report(true);
-}
-
-bool Connection::wait_writable() {
-  if (!out_poll_) {
-    const int dup = ::fcntl(fd_, F_DUPFD_CLOEXEC, 0);
-    if (dup < 0) return false;
-    out_poll_ = uv::make_poll(server_.loop_, dup, [this](int status, int) {
-      if (closing_) return;
-      if (status < 0) {
-        SPDLOG_DEBUG("{}: poll error: {}", peer(), uv_strerror(status));
-        core_.abort();
-      }
-      sync();
-    });
-    if (!out_poll_) {
-      ::close(dup);
-      return false;
-    }
-    // Closing the poll handle takes the dup out of epoll; then it is closed.
-    out_poll_->on_closed = [dup] { ::close(dup); };
-  }
-  if (!polling_) {
-    if (uv::poll_start(out_poll_.get(), UV_WRITABLE) != 0) return false;
-    polling_ = true;
-  }
-  return true;
-}
-
-void Connection::stop_writable_wait() {
-  if (!polling_) return;
-  uv_poll_stop(&out_poll_->raw);
-  polling_ = false;
-}
-
-// A file that fills the socket is sent in small pieces: each wake-up tops the
-// socket up with what the client's ACKs freed, and with TCP_NODELAY every piece
-// would leave at once as a short segment (about 20 segments a MiB on loopback
-// instead of 16, and more ACKs for the client to send). Corked, the kernel
-// sends full segments only; uncorking at the end of the file sends its tail at
-// once. nginx does the same with `tcp_nopush`. Two setsockopt per file that
-// fills the socket, none for a file that fits.
-void Connection::cork(bool on) {
-  if (corked_ == on || fd_ < 0) return;
-  const int v = on ? 1 : 0;
-  ::setsockopt(fd_, IPPROTO_TCP, TCP_CORK, &v, sizeof v);
-  corked_ = on;
-}
-
-void Connection::update_reading() {
-  const bool want = !yielded_ && core_.read_budget() > 0;
-  if (want == reading_) return;
-  if (want) {
-    reading_ = uv_read_start(uv::stream(tcp_.get()), on_alloc, on_read) == 0;
-  } else {
-    uv_read_stop(uv::stream(tcp_.get()));
-    reading_ = false;
-  }
+  if (file_left_ == 0) report(true);
 }
 
 void Connection::arm() {
@@ -704,78 +512,54 @@ void Connection::backlog(bool on) {
   }
 }
 
-void Connection::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) noexcept {
-  // One read buffer per server: libuv calls alloc and read back to back on
-  // the loop thread, and the core copies what it keeps, so sharing is safe
-  // and an idle connection costs no buffer at all. A read takes no more than
-  // the input the core may still hold.
-  Connection* c = of(reinterpret_cast<uv_stream_t*>(h));
-  auto& b = c->server_.read_buffer_;
-  if (b.size() < kReadBuffer) b.resize(kReadBuffer);
-  size_t len = std::min(b.size(), c->core_.read_budget());
-  if (len == 0) len = b.size();  // not reading any more once this read is in
-  *buf = uv_buf_init(b.data(), static_cast<unsigned>(len));
+void Connection::on_read(std::string_view data) noexcept {
+  guard("read", [&] {
+    ++busy_;
+    core_.receive(data, now());
+    --busy_;
+    sync();
+  });
 }
 
-void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) noexcept {
-  Connection* c = of(s);
-  if (c->closing_) return;
-  uv::guarded("read", [&] {
-    ++c->busy_;
-    if (nread > 0) {
-      c->core_.receive(std::string_view(buf->base, static_cast<size_t>(nread)), c->now());
-    } else if (nread == UV_EOF && c->on_gone_ &&
-               c->core_.state() == http::ServerConnection::State::Handling) {
+void Connection::on_eof() noexcept {
+  guard("read", [&] {
+    ++busy_;
+    if (on_gone_ && core_.state() == http::ServerConnection::State::Handling) {
       // A client that stops sending while it waits on a gateway's origin
       // has left (or half-closed, which a gateway cannot tell from leaving):
       // its answer is dropped and its descriptor freed now.
-      c->core_.abort();
-    } else if (nread == UV_EOF) {
+      core_.abort();
+    } else {
       // Half-closed: every request already received is still answered, in
       // order; the core closes once nothing complete is left to answer.
-      c->core_.receive_eof(c->now());
-    } else if (nread < 0) {
-      c->core_.abort();
+      core_.receive_eof(now());
     }
-    --c->busy_;
-    c->sync();
+    --busy_;
+    sync();
   });
-  // An exception escaped the core or the adapter: this connection only ends.
-  if (c->busy_ != 0) {
-    c->busy_ = 0;
-    c->close();
-  }
 }
 
-void Connection::on_write(uv_write_t* req, int status) noexcept {
-  auto* w = static_cast<WriteReq*>(req->data);
-  Connection* c = w->conn;
-  c->release(w);
-  c->core_.write_done(c->now());
-  if (c->closing_) return;
-  uv::guarded("write", [&] {
+void Connection::on_error([[maybe_unused]] int status) noexcept {
+  guard("read", [&] {
+    SPDLOG_DEBUG("{}: connection error: {}", peer(), uv_strerror(status));
+    core_.abort();
+    sync();
+  });
+}
+
+void Connection::on_write_done(int status) noexcept {
+  guard("write", [&] {
+    core_.write_done(now());
     if (status < 0) {
-      SPDLOG_DEBUG("{}: write error: {}", c->peer(), uv_strerror(status));
-      c->core_.abort();
+      SPDLOG_DEBUG("{}: write error: {}", peer(), uv_strerror(status));
+      core_.abort();
     }
-    c->sync();
+    sync();
   });
 }
 
-WriteReq* Connection::take_write() {
-  WriteReq* w = free_writes_;
-  if (w != nullptr) {
-    free_writes_ = w->next_free;
-  } else {
-    w = new WriteReq();
-  }
-  w->conn = this;
-  return w;
-}
-
-void Connection::release(WriteReq* w) {
-  w->next_free = free_writes_;
-  free_writes_ = w;
+void Connection::on_writable() noexcept {
+  guard("write", [&] { sync(); });
 }
 
 void Connection::reject() {
@@ -795,9 +579,9 @@ void Connection::close() {
   close_transport();
 }
 
-// The core is Closed: the socket goes. Marked at once (no callback of this
-// connection does anything more); the memory goes in the TCP handle's close
-// callback, on the loop's next turn.
+// The core is Closed: the transport goes. Marked at once (no callback of
+// this connection does anything more); the memory goes in on_closed(), on
+// the loop's next turn.
 void Connection::close_transport() {
   if (closing_) return;
   closing_ = true;
@@ -813,16 +597,12 @@ void Connection::close_transport() {
     report(false);
   }
   file_left_ = 0;
-  reading_ = false;
-  polling_ = false;
-  fd_ = -1;
   uv::close(timer_);
-  uv::close(out_poll_);
   server_.connection_closed(this);
-  if (tcp_) {
-    uv::close(tcp_);
+  if (transport_) {
+    transport_.reset();  // on_closed() comes on a later loop turn
   } else {
-    delete this;  // never registered with the loop (start failed)
+    delete this;  // no transport was made (start failed)
   }
 }
 
@@ -904,7 +684,7 @@ int bind_shared(uv_tcp_t* tcp, Address addr, bool first) {
 
 // `rc` is the result of the bind or open that gave `tcp` its socket; on
 // failure the handle is closed (and freed on the next loop turn).
-int Server::start_listener(uv::Ptr<uv_tcp_t> tcp, int rc) {
+int Server::start_listener(uv::Ptr<uv_tcp_t> tcp, int rc, TransportLayer layer) {
   if (rc == 0) {
     uv_tcp_nodelay(&tcp->raw, 1);
     uv_os_fd_t fd = -1;
@@ -916,12 +696,13 @@ int Server::start_listener(uv::Ptr<uv_tcp_t> tcp, int rc) {
       uv::guarded("accept", [&] { on_connection(l, status); });
     });
   }
-  if (rc == 0) listeners_.push_back(std::move(tcp));
+  if (rc == 0) listeners_.push_back(Listener{std::move(tcp), std::move(layer)});
   nofile_ = soft_nofile();
   return rc;
 }
 
-int Server::listen(const std::string& address, uint16_t port, Sharing sharing) {
+int Server::listen(const std::string& address, uint16_t port, Sharing sharing,
+                   TransportLayer layer) {
   std::string err;
   auto addr = resolve(address, port, &err);
   if (!addr) return UV_EADDRNOTAVAIL;
@@ -930,21 +711,21 @@ int Server::listen(const std::string& address, uint16_t port, Sharing sharing) {
   if (!tcp) return rc;
   rc = sharing == Sharing::None ? uv_tcp_bind(&tcp->raw, addr->sa(), 0)
                                 : bind_shared(&tcp->raw, *addr, sharing == Sharing::First);
-  return start_listener(std::move(tcp), rc);
+  return start_listener(std::move(tcp), rc, std::move(layer));
 }
 
-int Server::adopt(int fd) {
+int Server::adopt(int fd, TransportLayer layer) {
   int rc = 0;
   auto tcp = uv::make_tcp(loop_, this, &rc);
   if (!tcp) return rc;
   rc = uv_tcp_open(&tcp->raw, fd);
-  return start_listener(std::move(tcp), rc);
+  return start_listener(std::move(tcp), rc, std::move(layer));
 }
 
 uint16_t Server::port() const {
   if (listeners_.empty()) return 0;
   uv_os_fd_t fd = -1;
-  if (uv_fileno(listeners_.front()->base(), &fd) != 0) return 0;
+  if (uv_fileno(listeners_.front().tcp->base(), &fd) != 0) return 0;
   return local_port(fd);
 }
 
@@ -1040,6 +821,11 @@ bool Server::out_of_descriptors(uv_stream_t* listener) {
 }
 
 void Server::accept_one(uv_stream_t* listener) {
+  // A few listeners at most: their layers are looked up, not indexed.
+  const TransportLayer* layer = nullptr;
+  for (const Listener& l : listeners_) {
+    if (uv::stream(l.tcp.get()) == listener && l.layer) layer = &l.layer;
+  }
   auto* c = new Connection(*this, uv_now(loop_));
   c->next_ = connections_;
   if (connections_ != nullptr) connections_->prev_ = c;
@@ -1049,7 +835,7 @@ void Server::accept_one(uv_stream_t* listener) {
   if (open > options_.max_connections) {
     // Over the limit: answer 503 rather than leave the client in the backlog.
     ++stats_.rejected_total;
-    if (!c->start(listener)) {
+    if (!c->start(listener, layer)) {
       c->close();
       return;
     }
@@ -1057,7 +843,7 @@ void Server::accept_one(uv_stream_t* listener) {
     return;
   }
   ++stats_.connections_total;
-  if (!c->start(listener)) c->close();
+  if (!c->start(listener, layer)) c->close();
 }
 
 void Server::connection_closed(Connection* c) {

@@ -5,15 +5,16 @@
 // - Server: owns its listeners and the set of live connections. Lives on the
 //   loop thread; the daemon owns it and must call close() and run the loop
 //   until closed() before destroying it.
-// - Connection (server.cc): the libuv adapter of one accepted TCP stream
-//   around an http::ServerConnection, which holds all of the protocol state
-//   (common/http/connection.hpp). The adapter reads bytes into the core,
-//   carries out its output plan (try_write/writev, uv_write, sendfile with
-//   TCP_CORK and a writable poll), feeds write completions and timer ticks
-//   back, and closes the socket when the core says Closed. Heap-held, never
-//   moves; its handles follow common/uv/handle.hpp, and it is freed in the
-//   close callback of its TCP handle (after every write callback). A close
-//   asked for inside a callback only marks it.
+// - Connection (server.cc): the adapter of one accepted connection between
+//   its Transport (transport.hpp; TcpTransport) and an http::ServerConnection,
+//   which holds all of the protocol state (common/http/connection.hpp). The
+//   adapter hands what the transport reads to the core, hands the core's
+//   output plan to the transport (buffers, file ranges), feeds write
+//   completions and timer ticks back, and drops the transport when the core
+//   says Closed. Heap-held, never moves; its timer follows
+//   common/uv/handle.hpp, and it is freed when the transport says it let go
+//   of everything (on_closed, after every write callback). A close asked for
+//   inside a callback only marks it.
 // - Exchange: the handler's view of one request on a connection: the request,
 //   and the calls that answer it. Valid only inside the handler call; later,
 //   through a Deferred.
@@ -44,6 +45,7 @@
 #include "common/http/serialize.hpp"
 #include "common/log/burst.hpp"
 #include "common/metrics/counter.hpp"
+#include "common/net/transport.hpp"
 #include "common/uv/handle.hpp"
 
 namespace cdn::net {
@@ -222,12 +224,16 @@ class Server {
             // new connections over the sockets
   };
   // Bind and listen; returns a libuv error (<0) or 0. Port 0 picks a free port.
-  int listen(const std::string& address, uint16_t port, Sharing sharing = Sharing::None);
+  // `layer`: what goes over each accepted TCP connection before the HTTP
+  // core (TLS: the daemon's tls_layer); none: plain HTTP.
+  int listen(const std::string& address, uint16_t port, Sharing sharing = Sharing::None,
+             TransportLayer layer = {});
   // Serve on an already listening socket (socket activation). Takes the
   // descriptor; workers sharing a socket each adopt a dup of it.
-  int adopt(int fd);
+  int adopt(int fd, TransportLayer layer = {});
   // The bound port of the first listener (after listen on port 0).
   uint16_t port() const;
+  uv_loop_t* loop() const { return loop_; }
 
   // Apply new limits/timeouts to new connections and new requests (reload).
   void set_options(ServerOptions options);
@@ -263,7 +269,7 @@ class Server {
   void add_ready(Connection* c);
   void remove_ready(Connection* c);
   void on_ready();
-  int start_listener(uv::Ptr<uv_tcp_t> tcp, int rc);
+  int start_listener(uv::Ptr<uv_tcp_t> tcp, int rc, TransportLayer layer);
   // "Date: ...\r\nServer: ...\r\n", rebuilt once a second (and on reload):
   // every response starts with it.
   const std::string& common_headers();
@@ -271,7 +277,11 @@ class Server {
   uv_loop_t* loop_;
   ServerOptions options_;
   Handler handler_;
-  std::vector<uv::Ptr<uv_tcp_t>> listeners_;
+  struct Listener {
+    uv::Ptr<uv_tcp_t> tcp;  // its owner is the Server
+    TransportLayer layer;   // empty: plain TCP
+  };
+  std::vector<Listener> listeners_;
   // A listener whose last connection we left unaccepted for want of
   // descriptors; libuv polls it no more until we take that connection.
   uv_stream_t* waiting_ = nullptr;
@@ -293,7 +303,6 @@ class Server {
   std::function<void()> on_drained_;
   uv::Ptr<uv_timer_t> drained_timer_;  // runs on_drained_ (see drain())
   std::string common_headers_;
-  std::string read_buffer_;  // shared by all connections (see Connection::on_alloc)
   uint64_t date_second_ = 0;
 };
 

@@ -68,14 +68,20 @@ std::optional<std::chrono::microseconds> watchdog_ping_interval() {
   return std::nullopt;
 }
 
-std::vector<int> listen_fds() {
-  std::vector<int> fds;
+std::vector<ListenFd> listen_fds() {
+  std::vector<ListenFd> fds;
 #if CDN_HAVE_SYSTEMD
   // unset_environment=1: children (none today) must not inherit them.
-  const int n = sd_listen_fds(1);
+  char** names = nullptr;
+  const int n = sd_listen_fds_with_names(1, &names);
   for (int i = 0; i < n; ++i) {
     const int fd = SD_LISTEN_FDS_START + i;
-    if (sd_is_socket_inet(fd, 0, SOCK_STREAM, 1, 0) > 0) fds.push_back(fd);
+    std::string name = names != nullptr && names[i] != nullptr ? names[i] : "";
+    if (sd_is_socket_inet(fd, 0, SOCK_STREAM, 1, 0) > 0) fds.push_back({fd, std::move(name)});
+  }
+  if (names != nullptr) {
+    for (int i = 0; i < n; ++i) free(names[i]);
+    free(names);
   }
 #endif
   return fds;

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -20,7 +21,14 @@ void notify_watchdog();
 // Half of WatchdogSec when the watchdog is on for this process, else nullopt.
 std::optional<std::chrono::microseconds> watchdog_ping_interval();
 // Listening TCP sockets passed by socket activation (LISTEN_FDS), checked
-// with sd_is_socket_inet; empty when none were passed.
-std::vector<int> listen_fds();
+// with sd_is_socket_inet; empty when none were passed. `name` is the
+// socket unit's FileDescriptorName= (LISTEN_FDNAMES): "https" sockets are
+// the [tls] port's.
+struct ListenFd {
+  int fd;
+  std::string name;
+};
+std::vector<ListenFd> listen_fds();
+inline constexpr std::string_view kHttpsSocketName = "https";
 
 }  // namespace cdn::systemd

@@ -26,23 +26,34 @@ void report_exception(const char* where, const char* what) noexcept;
 }  // namespace detail
 
 // Runs f; an exception is logged and swallowed, never passed to libuv.
+// False when one was: the caller closes what it was working on.
 template <typename F>
-void guarded(const char* where, F&& f) noexcept {
+bool guarded(const char* where, F&& f) noexcept {
   try {
     std::forward<F>(f)();
+    return true;
   } catch (const std::exception& e) {
     detail::report_exception(where, e.what());
   } catch (...) {
     detail::report_exception(where, "unknown exception");
   }
+  return false;
 }
 
 // A heap-held libuv handle of type T (uv_timer_t, uv_signal_t, uv_tcp_t, ...).
 // `Ptr` below owns it: destroying the Ptr closes the handle, and the close
 // callback deletes it. raw.data always points at the Handle; callbacks reach
 // their owner through `owner`.
+// An owner that lives exactly as long as its one handle may be that heap
+// object itself: it derives from Handle<T> (one allocation for both, e.g. a
+// connection's TCP transport), is made with init(), closed with
+// close_handle(), and freed by the close callback like any Handle.
 template <typename T>
 struct Handle {
+  Handle() = default;
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  virtual ~Handle() = default;
   T raw{};
   void* owner = nullptr;
   std::function<void()> on_event;  // timers, signals, idle, async, prepare, check
@@ -196,6 +207,12 @@ inline Ptr<uv_tcp_t> make_tcp(uv_loop_t* loop, void* owner, int* err = nullptr) 
   h->owner = owner;
   return detail::adopt(h, uv_tcp_init(loop, &h->raw), err);
 }
+// The same for an owner derived from Handle<uv_tcp_t>: 0 or a libuv error,
+// in which case the handle was never registered and the caller deletes it.
+inline int init_tcp(uv_loop_t* loop, Handle<uv_tcp_t>* h) {
+  h->raw.data = h;
+  return uv_tcp_init(loop, &h->raw);
+}
 inline uv_stream_t* stream(Handle<uv_tcp_t>* h) { return reinterpret_cast<uv_stream_t*>(&h->raw); }
 
 // Shutdown: close every handle still open and run the loop until their close
@@ -204,7 +221,7 @@ inline uv_stream_t* stream(Handle<uv_tcp_t>* h) { return reinterpret_cast<uv_str
 inline int close_loop(uv_loop_t* loop) {
   uv_walk(
       loop,
-      [](uv_handle_t* h, void*) {
+      [](uv_handle_t* h, void*) noexcept {
         if (!uv_is_closing(h)) uv_close(h, nullptr);
       },
       nullptr);

@@ -113,6 +113,7 @@ Balancer::Balancer(uv_loop_t* loop, config::BalancerSettings settings)
       prober_(loop, table_),
       purger_(loop, table_),
       inbox_(daemon::Inbox::make(loop)) {
+  if (settings_.tls.enabled()) tls_ = std::make_shared<daemon::TlsCertificates>(settings_.tls);
   // Front 0 is made now: main.cc's reload reads its request log.
   auto log = daemon::RequestLog("cdn-balancerd").prepare(settings_.log);
   fronts_.push_back(std::make_unique<Front>(loop_, *this, settings_, log));
@@ -164,7 +165,8 @@ void Balancer::publish(bool force) {
 void Balancer::start() {
   const uint32_t workers = config::resolve_workers(settings_.server.workers);
   publish(true);
-  const auto listening = daemon::start_listening(fronts_[0]->server(), settings_.server, workers);
+  const auto listening =
+      daemon::start_listening(fronts_[0]->server(), settings_.server, workers, settings_.tls, tls_);
   if (settings_.server.name.empty()) {
     char host[256] = {0};
     gethostname(host, sizeof host - 1);
@@ -183,7 +185,8 @@ void Balancer::start() {
     }
     for (size_t i = 1; i < workers; ++i) {
       threads_->call(i - 1, [&, i] {
-        daemon::join_listening(fronts_[i]->server(), settings_.server, listening);
+        daemon::join_listening(fronts_[i]->server(), settings_.server, listening, settings_.tls,
+                               tls_);
         fronts_[i]->start_sampling();
       });
     }
@@ -210,6 +213,8 @@ void Balancer::reconfigure(config::BalancerSettings settings, daemon::ObserverRe
   settings.server.address = settings_.server.address;
   settings.server.port = settings_.server.port;
   settings.server.workers = settings_.server.workers;
+  settings.tls.port = settings_.tls.port;  // read at start only
+  settings.tls.address = settings_.tls.address;
   // The fronts' counts are folded under the old layout, then the new table
   // is published before any front answers from its new settings.
   publish();

@@ -26,6 +26,7 @@
 #include "daemons/balancerd/sites.hpp"
 #include "daemons/balancerd/table.hpp"
 #include "daemons/balancerd/traffic.hpp"
+#include "daemons/lifecycle.hpp"
 #include "daemons/observe.hpp"
 #include "daemons/watch.hpp"
 #include "daemons/workers.hpp"
@@ -169,6 +170,8 @@ class Balancer {
   bool draining() const { return draining_.load(std::memory_order_relaxed); }
   // What every front's server shares (open connections, descriptors).
   const std::shared_ptr<net::ServerGroup>& server_group() const { return connections_; }
+  // Every front's [tls] certificates (null when [tls] port is 0).
+  const std::shared_ptr<daemon::TlsCertificates>& tls() const { return tls_; }
   // A front's PURGE (admitted): the purger, on the main loop, answers it.
   // Any thread.
   void purge(purge::Request r, std::string token, daemon::Answer answer);
@@ -203,6 +206,7 @@ class Balancer {
   std::atomic<bool> draining_{false};
   mutable std::atomic<uint64_t> rotation_ticket_{0};
   std::shared_ptr<net::ServerGroup> connections_ = std::make_shared<net::ServerGroup>();
+  std::shared_ptr<daemon::TlsCertificates> tls_;
 };
 
 }  // namespace cdn::balancer

@@ -140,7 +140,15 @@ int main(int argc, char** argv) {
   cdn::daemon::Lifecycle life(&loop);
   int rc = 0;
   {
-    cdn::balancer::Balancer balancer(&loop, settings);
+    std::optional<cdn::balancer::Balancer> made;
+    try {
+      made.emplace(&loop, settings);  // reads the [tls] certificates
+    } catch (const std::exception& e) {
+      spdlog::critical("{}", e.what());
+      std::fprintf(stderr, "cdn-balancerd: %s\n", e.what());
+      return life.end(1);
+    }
+    cdn::balancer::Balancer& balancer = *made;
     try {
       balancer.start();
     } catch (const std::exception& e) {
@@ -154,9 +162,13 @@ int main(int argc, char** argv) {
         auto next = load(f, src);
         check_state_dir(next);
         auto observers = cdn::daemon::prepare_observers(balancer.requests(), next.log, next.admin);
+        auto tls = cdn::daemon::prepare_tls_reload(balancer.tls().get(), balancer.settings().tls,
+                                                   next.tls);
+        const auto tls_settings = next.tls;
         cdn::log::setup("cdn-balancerd", next.log.level, next.log.file);
         cdn::daemon::check_nofile(descriptors_needed(next));
         balancer.reconfigure(std::move(next), std::move(observers));
+        cdn::daemon::install_tls_reload(balancer.tls().get(), std::move(tls), tls_settings);
         return true;
       } catch (const std::exception& e) {
         spdlog::error("reload refused, keeping the running configuration: {}", e.what());

@@ -87,16 +87,19 @@ struct Resolver::Shared {
 Resolver::Resolver(uv_loop_t* loop, size_t threads, Done done)
     : shared_(std::make_shared<Shared>()), done_(std::move(done)) {
   shared_->max_threads = std::max<size_t>(1, threads);
-  auto* h = new uv::Handle<uv_async_t>();
-  h->raw.data = h;
-  h->owner = this;
-  uv_async_init(loop, &h->raw, [](uv_async_t* a) {
-    static_cast<Resolver*>(uv::Handle<uv_async_t>::from(a)->owner)->deliver();
-  });
+  int rc = 0;
+  async_ = uv::make_async(
+      loop, [this] { deliver(); }, &rc);
+  if (!async_) {
+    // Out of descriptors (eventfd): no answer could come back; names stay
+    // unresolved rather than the reload failing.
+    spdlog::error("resolver: cannot start: {}", uv_strerror(rc));
+    shared_->closed = true;
+    return;
+  }
   // Waiting for an answer is no reason to keep the loop running.
-  uv_unref(h->base());
-  async_.reset(h);
-  shared_->async = &h->raw;
+  uv_unref(async_->base());
+  shared_->async = &async_->raw;
 }
 
 Resolver::~Resolver() { close(); }

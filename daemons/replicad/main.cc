@@ -159,6 +159,8 @@ int main(int argc, char** argv) {
       // anything is applied.
       auto observers = cdn::daemon::prepare_observers(replica.requests(), next.log, next.admin);
       cdn::daemon::check_nofile(descriptors_needed(next));
+      auto tls = cdn::daemon::prepare_tls_reload(replica.tls(), replica.settings().tls, next.tls);
+      const auto tls_settings = next.tls;
       // Every site that changed opened (a bad one throws, naming it) before
       // any is applied: the running sites serve on as they were.
       auto sites = replica.open_sites(next, std::move(next_store));
@@ -171,6 +173,7 @@ int main(int argc, char** argv) {
         throw;
       }
       replica.reconfigure(std::move(next), std::move(sites), std::move(observers));
+      cdn::daemon::install_tls_reload(replica.tls(), std::move(tls), tls_settings);
       return true;
     } catch (const std::exception& e) {
       spdlog::error("reload refused, keeping the running configuration: {}", e.what());

@@ -8,29 +8,13 @@
 #include <unordered_set>
 
 #include "common/http/parser.hpp"
+#include "common/text/text.hpp"
 
 namespace cdn::replica {
 namespace {
 
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    char x = a[i], y = b[i];
-    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
-    if (x != y) return false;
-  }
-  return true;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() &&
-         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
+using text::iequals;
+using text::trim;
 
 // Curl's global state is set up once per process, before any transfer.
 void global_init() {
@@ -77,10 +61,10 @@ struct Origin::Transfer {
   }
 };
 
-// One socket curl asked us to watch. Freed in the poll handle's close callback.
+// One socket curl asked us to watch. Its poll handle is closed when curl
+// says goodbye to it (and freed by its close callback); the Socket at once.
 struct Origin::Socket {
-  uv_poll_t poll{};
-  curl_socket_t fd = CURL_SOCKET_BAD;
+  uv::Ptr<uv_poll_t> poll;
   Origin* origin = nullptr;
 };
 
@@ -124,8 +108,7 @@ void Origin::close() {
       continue;
     }
     it = live_sockets().erase(it);
-    uv_close(reinterpret_cast<uv_handle_t*>(&s->poll),
-             [](uv_handle_t* h) { delete static_cast<Socket*>(h->data); });
+    delete s;  // closes its poll
   }
   timer_.reset();
 }
@@ -337,40 +320,34 @@ int Origin::on_socket(CURL*, curl_socket_t s, int what, void* userp, void* socke
   if (what == CURL_POLL_REMOVE) {
     if (sock != nullptr) {
       live_sockets().erase(sock);
-      uv_poll_stop(&sock->poll);
-      uv_close(reinterpret_cast<uv_handle_t*>(&sock->poll),
-               [](uv_handle_t* h) { delete static_cast<Socket*>(h->data); });
+      delete sock;  // closes its poll
       curl_multi_assign(self->multi_, s, nullptr);
     }
     return 0;
   }
   if (sock == nullptr) {
-    sock = new Socket;
-    sock->fd = s;
-    sock->origin = self;
-    if (uv_poll_init_socket(self->loop_, &sock->poll, s) != 0) {
-      delete sock;
-      return -1;
-    }
-    sock->poll.data = sock;
+    auto fresh = std::make_unique<Socket>();
+    fresh->origin = self;
+    // A socket error (a reset, a pooled connection the origin closed) is
+    // told as readable and writable, as curl's own poll loop does: curl then
+    // meets the error in recv/send, and retries a reused connection on a
+    // fresh one instead of failing the transfer ("select/poll returned error").
+    fresh->poll = uv::make_poll(self->loop_, s, [self, s](int status, int ev) {
+      int flags = 0;
+      if (status < 0) flags = CURL_CSELECT_IN | CURL_CSELECT_OUT;
+      if ((ev & UV_READABLE) != 0) flags |= CURL_CSELECT_IN;
+      if ((ev & UV_WRITABLE) != 0) flags |= CURL_CSELECT_OUT;
+      self->action(s, flags);
+    });
+    if (!fresh->poll) return -1;
+    sock = fresh.release();
     live_sockets().insert(sock);
     curl_multi_assign(self->multi_, s, sock);
   }
   int events = 0;
   if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) events |= UV_READABLE;
   if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) events |= UV_WRITABLE;
-  uv_poll_start(&sock->poll, events, [](uv_poll_t* p, int status, int ev) {
-    auto* so = static_cast<Socket*>(p->data);
-    int flags = 0;
-    // A socket error (a reset, a pooled connection the origin closed) is
-    // told as readable and writable, as curl's own poll loop does: curl then
-    // meets the error in recv/send, and retries a reused connection on a
-    // fresh one instead of failing the transfer ("select/poll returned error").
-    if (status < 0) flags = CURL_CSELECT_IN | CURL_CSELECT_OUT;
-    if ((ev & UV_READABLE) != 0) flags |= CURL_CSELECT_IN;
-    if ((ev & UV_WRITABLE) != 0) flags |= CURL_CSELECT_OUT;
-    so->origin->action(so->fd, flags);
-  });
+  uv::poll_start(sock->poll.get(), events);
   return 0;
 }
 

@@ -19,6 +19,7 @@
 #include "common/metrics/prometheus.hpp"
 #include "common/purge/purge.hpp"
 #include "common/text/text.hpp"
+#include "common/uv/handle.hpp"
 #include "daemons/lifecycle.hpp"
 #include "daemons/replicad/range.hpp"
 
@@ -95,10 +96,12 @@ net::ServerOptions Replica::options() {
 
 Replica::Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_ptr<Store> store,
                  const daemon::RequestLog::Prepared* log,
-                 std::shared_ptr<net::ServerGroup> connections, const Replica* sites_of)
+                 std::shared_ptr<net::ServerGroup> connections, const Replica* sites_of,
+                 std::shared_ptr<daemon::TlsCertificates> tls)
     : loop_(loop),
       settings_(std::move(settings)),
       connections_(std::move(connections)),
+      tls_(std::move(tls)),
       admin_(daemon::AdminGate::from(settings_.admin)),
       server_(loop, options(), [this](net::Exchange& ex) { handle(ex); }),
       started_(std::chrono::steady_clock::now()),
@@ -274,7 +277,7 @@ bool Replica::prefetch_start_page(Site& site, std::string& why,
 }
 
 daemon::Listening Replica::start(uint32_t workers) {
-  auto where = daemon::start_listening(server_, settings_.server, workers);
+  auto where = daemon::start_listening(server_, settings_.server, workers, settings_.tls, tls_);
   if (settings_.server.name.empty()) {
     char host[256] = {0};
     gethostname(host, sizeof host - 1);
@@ -290,7 +293,7 @@ daemon::Listening Replica::start(uint32_t workers) {
 }
 
 void Replica::start_worker(const daemon::Listening& where) {
-  daemon::join_listening(server_, settings_.server, where);
+  daemon::join_listening(server_, settings_.server, where, settings_.tls, tls_);
   state_ = status::State::Serving;
 }
 
@@ -300,6 +303,8 @@ void Replica::reconfigure(config::ReplicaSettings settings, OpenedSites sites,
   settings.server.address = settings_.server.address;
   settings.server.port = settings_.server.port;
   settings.server.workers = settings_.server.workers;
+  settings.tls.port = settings_.tls.port;  // read at start only
+  settings.tls.address = settings_.tls.address;
   requests_.apply(observers.log);
   admin_ = observers.admin;
   settings_.server = settings.server;
@@ -520,21 +525,27 @@ void Replica::load_then_serve(net::Exchange& ex, Site& site, const std::string& 
   w->req.data = w;
   const int rc = uv_queue_work(
       loop_, &w->req,
-      [](uv_work_t* req) {
+      [](uv_work_t* req) noexcept {
         auto* work = static_cast<LoadWork*>(req->data);
-        work->result = work->site->store->lookup(work->path);
+        // On libuv's pool thread: a failure (out of memory) is a 503, not a crash.
+        if (!uv::guarded("lookup",
+                         [work] { work->result = work->site->store->lookup(work->path); })) {
+          work->result = Unavailable{ENOMEM};
+        }
       },
-      [](uv_work_t* req, int) {
+      [](uv_work_t* req, int) noexcept {
         std::unique_ptr<LoadWork> work(static_cast<LoadWork*>(req->data));
         net::Exchange* e = work->deferred.exchange();
         if (e == nullptr) return;  // the client went away meanwhile
-        try {
-          work->replica->serve_lookup(*e, *work->site, work->path, std::move(work->result));
-        } catch (const std::exception& err) {
-          // No exception may cross libuv's callback.
-          spdlog::error("{}: {}", work->path, err.what());
-          if (auto* again = work->deferred.exchange()) again->reply(500, "internal error");
+        // No exception may cross libuv's callback.
+        if (uv::guarded("lookup", [&] {
+              work->replica->serve_lookup(*e, *work->site, work->path, std::move(work->result));
+            })) {
+          return;
         }
+        uv::guarded("lookup", [&] {
+          if (auto* again = work->deferred.exchange()) again->reply(500, "internal error");
+        });
       });
   if (rc != 0) {
     delete w;
@@ -914,8 +925,9 @@ void Replica::serve_metrics(net::Exchange& ex) {
 Replicas::Replicas(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_ptr<Store> store)
     : loop_(loop), inbox_(daemon::Inbox::make(loop)) {
   use_mime_types(settings.content);
+  if (settings.tls.enabled()) tls_ = std::make_shared<daemon::TlsCertificates>(settings.tls);
   members_.push_back(std::make_unique<Replica>(loop, std::move(settings), std::move(store), nullptr,
-                                               connections_));
+                                               connections_, nullptr, tls_));
 }
 
 Replicas::~Replicas() {
@@ -939,7 +951,7 @@ void Replicas::start() {
   for (size_t i = 1; i < workers; ++i) {
     threads_->call(i - 1, [&, i] {
       members_[i] = std::make_unique<Replica>(threads_->loop(i - 1), first.settings(), nullptr,
-                                              &log, connections_, &first);
+                                              &log, connections_, &first, tls_);
     });
   }
   for (auto& r : members_) r->set_group(&members_);

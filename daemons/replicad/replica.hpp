@@ -51,7 +51,8 @@ class Replica {
   Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_ptr<Store> store,
           const daemon::RequestLog::Prepared* log = nullptr,
           std::shared_ptr<net::ServerGroup> connections = nullptr,
-          const Replica* sites_of = nullptr);
+          const Replica* sites_of = nullptr,
+          std::shared_ptr<daemon::TlsCertificates> tls = nullptr);
   // Every worker's Replica (for the pages that add them up); set before any
   // listens, fixed after.
   void set_group(const std::vector<std::unique_ptr<Replica>>* group) { group_ = group; }
@@ -163,6 +164,7 @@ class Replica {
   // exchanges and fetch callbacks that may still refer to them.
   std::vector<std::shared_ptr<Site>> retired_;
   std::shared_ptr<net::ServerGroup> connections_;  // see the constructor
+  std::shared_ptr<daemon::TlsCertificates> tls_;   // the [tls] port's, shared; null when off
   // Read by every worker's metrics page (they add up the group's).
   metrics::OwnCounter purges_total_ = 0;
   metrics::OwnCounter purged_objects_total_ = 0;
@@ -206,6 +208,8 @@ class Replicas {
                    daemon::ObserverReload observers);
   const daemon::RequestLog& requests() const { return members_.front()->requests(); }
   const config::ReplicaSettings& settings() const { return members_.front()->settings(); }
+  // Every worker's [tls] certificates (null when [tls] port is 0).
+  daemon::TlsCertificates* tls() const { return tls_.get(); }
   void drain(std::function<void()> done);
   void stop();
   std::string status_line() { return members_.front()->status_line(); }
@@ -220,6 +224,7 @@ class Replicas {
   uv_loop_t* loop_;
   std::shared_ptr<daemon::Inbox> inbox_;
   std::shared_ptr<net::ServerGroup> connections_ = std::make_shared<net::ServerGroup>();
+  std::shared_ptr<daemon::TlsCertificates> tls_;
   std::unique_ptr<daemon::WorkerThreads> threads_;
   std::vector<std::unique_ptr<Replica>> members_;
 };

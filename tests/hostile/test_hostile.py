@@ -92,8 +92,10 @@ def drain_socket(s, limit=64 * MiB):
 class Canary:
     """A well-behaved client asking every 100 ms on a thread, counting failures."""
 
-    def __init__(self, d, path="/index.html", expect=200):
-        self.d, self.path, self.expect = d, path, expect
+    def __init__(self, d, path="/index.html", expect=200, ask=None):
+        """`ask`: another client's request (a callable, true when served),
+        in place of a plain GET of `path` expecting `expect`."""
+        self.d, self.path, self.expect, self.ask = d, path, expect, ask
         self.ok = 0
         self.failures = []
         self._stop = threading.Event()
@@ -102,8 +104,11 @@ class Canary:
     def _run(self):
         while not self._stop.is_set():
             try:
-                status, _, _ = cdnlib.http_request(self.d.host, self.d.port, "GET", self.path,
-                                                   timeout=3.0)
+                if self.ask is not None:
+                    status = self.expect if self.ask() else "not served"
+                else:
+                    status, _, _ = cdnlib.http_request(self.d.host, self.d.port, "GET", self.path,
+                                                       timeout=3.0)
                 if status == self.expect:
                     self.ok += 1
                 else:

@@ -22,6 +22,7 @@ import select
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -619,3 +620,41 @@ def short_tempdir(prefix="cdn-it-"):
 
 def remove_tree(path):
     shutil.rmtree(path, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# TLS: a CA and certificates made at test time
+
+
+def _openssl(cwd, *args):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+class Pki:
+    """A CA, and leaf certificates for localhost / 127.0.0.1 signed by it."""
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _openssl(self.dir, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                 "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=cdn-test-ca",
+                 "-keyout", "ca.key", "-out", "ca.pem")
+        self.ca = self.dir / "ca.pem"
+
+    def leaf(self, name, cn=None, key="ec", sans="DNS:localhost,IP:127.0.0.1"):
+        """name.pem (leaf + CA) and name.key; returns (cert, key) paths."""
+        keyopt = (["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"] if key == "ec"
+                  else ["-newkey", "rsa:2048"])
+        _openssl(self.dir, "req", *keyopt, "-nodes", "-subj", f"/CN={cn or name}",
+                 "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        (self.dir / f"{name}.ext").write_text(f"subjectAltName={sans}\n")
+        _openssl(self.dir, "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey",
+                 "ca.key", "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext",
+                 "-out", f"{name}.leaf")
+        pem = self.dir / f"{name}.pem"
+        pem.write_bytes((self.dir / f"{name}.leaf").read_bytes() + self.ca.read_bytes())
+        return pem, self.dir / f"{name}.key"
+
+    def context(self):
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        return ctx

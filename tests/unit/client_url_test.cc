@@ -26,7 +26,8 @@ const Url kReplica = url("http://10.0.0.2:33000/dir");
 
 std::vector<std::string> urls(const RedirectTargets& t) {
   std::vector<std::string> out;
-  for (const Url& u : t.urls) out.push_back("http://" + u.authority() + u.target);
+  for (const Url& u : t.urls)
+    out.push_back((u.tls ? "https://" : "http://") + u.authority() + u.target);
   return out;
 }
 
@@ -75,12 +76,13 @@ TEST(RedirectTargets, UrlsSlippedInThroughTheQueryAreLeftOut) {
 
 TEST(RedirectTargets, FallbacksMustBeAbsoluteHttpUrlsOfTheSameResource) {
   const auto t = redirect_targets(kBalancer, true, "http://a:1/p?q",
-                                  "/p?q, https://b/p?q, b:2/p?q, http://b:2/other, http://b:2/p,"
+                                  "/p?q, ftp://b/p?q, b:2/p?q, http://b:2/other, http://b:2/p,"
                                   "http://b:2/p?q#f, http://:2/p?q, http://b:99999/p?q, "
                                   "http://b:2/p?q%, http://b:2/p?q\x80, http://b:2/p?q\"");
   EXPECT_EQ(urls(t), (Strings{"http://a:1/p?q"}));
   EXPECT_EQ(t.ignored, 11u);
-  EXPECT_NE(t.first_problem.find("'/p?q' is not an absolute http:// URL"), std::string::npos)
+  EXPECT_NE(t.first_problem.find("'/p?q' is not an absolute http:// or https:// URL"),
+            std::string::npos)
       << t.first_problem;
 }
 
@@ -147,10 +149,52 @@ TEST(ParseUrl, Forms) {
   EXPECT_EQ(u.port, 80);
   EXPECT_EQ(u.target, "/");
   std::string err;
-  for (const char* bad :
-       {"https://a/", "http:///x", "http://a:0/", "http://a:x/", "http://[::1/", "http://a/b c"}) {
+  for (const char* bad : {"ftp://a/", "https:///x", "http:///x", "http://a:0/", "http://a:x/",
+                          "http://[::1/", "http://a/b c"}) {
     EXPECT_FALSE(parse_url(bad, u, err)) << bad;
   }
+}
+
+}  // namespace
+}  // namespace cdn::get
+
+namespace cdn::get {
+namespace {
+
+TEST(ParseUrl, Https) {
+  const Url u = url("https://cdn.example/a?b");
+  EXPECT_TRUE(u.tls);
+  EXPECT_EQ(u.port, 443);
+  EXPECT_EQ(u.host, "cdn.example");
+  EXPECT_EQ(u.target, "/a?b");
+  EXPECT_EQ(url("https://[::1]:8443/").port, 8443);
+  EXPECT_FALSE(url("http://h/").tls);
+  Url bad;
+  std::string err;
+  EXPECT_FALSE(parse_url("ftp://h/", bad, err));
+  EXPECT_EQ(err, "'ftp://h/': only http:// and https:// URLs are supported");
+}
+
+// Over TLS the download stays on TLS: the balancer may send https:// URLs,
+// never http:// ones; a plain balancer may send either.
+TEST(RedirectTargets, ADownloadStartedOverTlsStaysOnIt) {
+  const Url tls_balancer = url("https://b.example/f");
+  const auto t = redirect_targets(tls_balancer, true, "https://r1.example:8443/f",
+                                  "http://r2.example/f, https://r3.example/f");
+  EXPECT_EQ(urls(t), (Strings{"https://r1.example:8443/f", "https://r3.example:443/f"}));
+  EXPECT_EQ(t.ignored, 1u);
+  EXPECT_NE(t.first_problem.find("is not https://"), std::string::npos) << t.first_problem;
+  const auto down = redirect_targets(tls_balancer, true, "http://r1.example/f", std::nullopt);
+  EXPECT_TRUE(down.urls.empty());
+  const auto up =
+      redirect_targets(kBalancer, true, "https://r1.example/missing?x", "http://r2:1/missing?x");
+  EXPECT_EQ(urls(up), (Strings{"https://r1.example:443/missing?x", "http://r2:1/missing?x"}));
+  // A replica redirecting to itself keeps its scheme.
+  const Url tls_replica = url("https://r1.example/dir");
+  EXPECT_EQ(urls(redirect_targets(tls_replica, false, "/dir/", std::nullopt)),
+            (Strings{"https://r1.example:443/dir/"}));
+  EXPECT_TRUE(redirect_targets(tls_replica, false, "http://r1.example:443/dir/", std::nullopt)
+                  .urls.empty());
 }
 
 }  // namespace

@@ -1290,5 +1290,45 @@ TEST(Workers, AutoIsTheOnlineCpusAndANumberIsKept) {
   EXPECT_EQ(resolve_workers(5), 5U);
 }
 
+TEST(Tls, OffByDefaultAndPairsCertificatesWithKeysInOrder) {
+  EXPECT_FALSE(replica("[content]\nroot = /srv\n").tls.enabled());
+  const ReplicaSettings r = replica(
+      "[tls]\nport = 443\naddress = [::1]\ncertificate = a.pem\nkey = a.key\n"
+      "certificate = /etc/tls/b.pem\nkey = b.key\nocsp = a.ocsp\nhandshake_timeout = 3s\n"
+      "[content]\nroot = /srv\n",
+      "/etc/cdn/r.ini");
+  EXPECT_EQ(r.tls.port, 443);
+  EXPECT_EQ(r.tls.address, "::1");
+  EXPECT_EQ(r.tls.certificates, (std::vector<std::string>{"/etc/cdn/a.pem", "/etc/tls/b.pem"}));
+  EXPECT_EQ(r.tls.keys, (std::vector<std::string>{"/etc/cdn/a.key", "/etc/cdn/b.key"}));
+  EXPECT_EQ(r.tls.ocsp, (std::vector<std::string>{"/etc/cdn/a.ocsp"}));
+  EXPECT_EQ(r.tls.handshake_timeout, milliseconds(3000));
+  EXPECT_NO_THROW(validate(r, "r.ini"));
+  const ReplicaSettings back = replica_settings(parse_ini(to_ini(r), "/x/r.ini"));
+  EXPECT_EQ(back.tls.certificates, r.tls.certificates);
+  EXPECT_EQ(back.tls.keys, r.tls.keys);
+  EXPECT_EQ(to_ini(back), to_ini(r));
+}
+
+TEST(Tls, RefusesWhatCannotServe) {
+  const auto check = [](const std::string& ini) {
+    return error_of([&] { validate(replica(ini + "[content]\nroot = /srv\n"), "r.ini"); });
+  };
+  EXPECT_EQ(check("[tls]\nport = 443\n"),
+            "r.ini: [tls] port: 443 needs a certificate and its key ([tls] certificate, key)");
+  EXPECT_EQ(check("[tls]\nport = 443\ncertificate = /a.pem\n"),
+            "r.ini: [tls]: 1 certificate(s) but 0 key(s) (give one key after each certificate, "
+            "in the same order)");
+  EXPECT_EQ(check("[server]\nport = 443\n[tls]\nport = 443\ncertificate = /a\nkey = /b\n"),
+            "r.ini: [tls] port: 443 is [server] port too (HTTPS needs a port of its own)");
+  EXPECT_NO_THROW(
+      validate(balancer("[server]\nport = 443\naddress = 127.0.0.1\n[tls]\nport = 443\naddress = "
+                        "127.0.0.2\ncertificate = /a\nkey = /b\n[replicas]\nreplica = r:1\n"),
+               "b.ini"));
+  EXPECT_TRUE(Contains(error_of([] { replica("[tls]\naddress = example.com\n"); }),
+                       "is not an IP address"));
+  EXPECT_TRUE(Contains(error_of([] { replica("[tls]\ncertificate =\n"); }), "must name a file"));
+}
+
 }  // namespace
 }  // namespace cdn::config

@@ -20,18 +20,23 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <new>
 #include <optional>
+#include <span>
+#include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "common/net/client.hpp"
 #include "common/net/server.hpp"
+#include "common/net/transport.hpp"
 
 #include "tests/unit/count_allocations.hpp"
 
@@ -1016,6 +1021,30 @@ TEST_F(FileServer, StreamsWholeFileToASlowReader) {
   EXPECT_EQ(s.stats().file_bytes_copied, 0u);
 }
 
+// An exception escaping into a transport callback (here the access log's
+// on_complete, called when the file's last byte went out, from the
+// writable callback) is logged and closes that connection only: the body
+// is whole, the connection ends, and the server serves the next one.
+TEST_F(FileServer, ExceptionInACallbackClosesOnlyItsConnection) {
+  ServerOptions o = fast_options();
+  o.on_complete = [](const RequestRecord& r) {
+    if (r.request.target == "/file") throw std::runtime_error("access log failed");
+  };
+  ServerThread s(o, handler());
+  {
+    Sock c(s.port(), 16 * 1024);
+    ASSERT_TRUE(c.send("GET /file HTTP/1.1\r\nHost: x\r\n\r\n"));
+    std::this_thread::sleep_for(200ms);  // the socket fills: the rest goes from callbacks
+    const auto r = c.read_response();
+    ASSERT_TRUE(r.ok);
+    EXPECT_TRUE(r.body == data_);
+    EXPECT_TRUE(c.closed_by_peer()) << "kept alive after an exception";
+  }
+  Sock c(s.port());
+  ASSERT_TRUE(c.send(kGet));
+  EXPECT_EQ(c.read_response().body, "/a");
+}
+
 TEST_F(FileServer, PipelinedFilesAndSmallAnswersKeepTheirOrder) {
   ServerThread s(fast_options(), handler());
   Sock c(s.port());
@@ -1083,9 +1112,9 @@ TEST(Server, KeepAliveRequestsDoNotAllocate) {
 }
 
 // Connection: close costs a new connection per request: its allocations
-// (the connection, its parser's header list, the response head, and the
-// tcp and timer handles, each a heap object of its own as common/uv/handle.hpp
-// has it) are counted between one handler call and the next.
+// (the connection, its parser's header list, the response head, the timer
+// handle, and the TCP transport, which is its tcp handle's heap object as
+// common/uv/handle.hpp allows) are counted between one handler call and the next.
 TEST(Server, ConnectionsAllocateLittle) {
   std::vector<uint64_t> seen;
   seen.reserve(200);
@@ -1315,6 +1344,227 @@ TEST_F(Client, CallbackMayDropTheConnection) {
     EXPECT_TRUE(gone) << "the callbacks are freed with the connection";
     EXPECT_FALSE(done_called) << "no callback after the connection was dropped";
   }
+}
+
+// An exception from an owner's callback stops short of libuv: the request
+// it was in fails (a body callback) or is over (on_done), and the connection
+// serves the next request.
+TEST_F(Client, ThrowingCallbackFailsOnlyItsRequest) {
+  Peer peer([](int fd) {
+    while (Peer::read_head(fd)) {
+      Peer::send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+    }
+    ::close(fd);
+  });
+  auto& c = connect(peer.port());
+  for (const bool in_done : {false, true}) {
+    Outcome out;
+    ClientCallbacks cb;
+    if (!in_done) cb.on_body = [](std::string_view) -> bool { throw std::runtime_error("full"); };
+    cb.on_done = [&out, in_done](const ClientResult& r, const http::Response&) {
+      out.done = true;
+      out.result = r;
+      if (in_done) throw std::runtime_error("owner failed");
+    };
+    c.request("GET", "/x", "peer", "", 2000ms, std::move(cb));
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (!out.done && std::chrono::steady_clock::now() < deadline) uv_run(&loop_, UV_RUN_ONCE);
+    ASSERT_TRUE(out.done);
+    EXPECT_EQ(out.result.ok(), in_done) << out.result.message;
+    const auto o = run_request(&loop_, c, 2000ms);
+    EXPECT_TRUE(o.result.ok()) << o.result.message;
+    EXPECT_EQ(o.body, "hello");
+  }
+}
+
+// ------------------------------------------------- a layer over the seam
+// A toy of a TLS client transport, to hold the seam to what TLS needs: a
+// handshake ("HELLO\n", answered "OLLEH\n") once the TCP transport below is
+// open and before the client's core sees a byte, bounded by a timer of its
+// own; then every byte transformed both ways (XOR), one unit below per unit
+// above.
+class XorLayer final : public Transport, public TransportUser {
+ public:
+  static constexpr char kKey = 0x5a;
+  static std::string flip(std::string_view in) {
+    std::string out(in);
+    for (char& c : out) c = static_cast<char>(c ^ kKey);
+    return out;
+  }
+  static TransportLayer layer(uv_loop_t* loop) {
+    return [loop](Transport::Ptr below) -> Transport::Ptr {
+      return Transport::Ptr(new XorLayer(loop, std::move(below)));
+    };
+  }
+
+  // Transport (to the client)
+  void bind(TransportUser& user) noexcept override { user_ = &user; }
+  bool open() const noexcept override { return open_; }
+  void set_reading(bool on) noexcept override {
+    if (open_) below_->set_reading(on);
+  }
+  Handed write(std::span<const std::string_view> bufs, WriteHints) noexcept override {
+    std::string plain;
+    for (const auto b : bufs) plain.append(b);
+    return send(flip(plain), true);
+  }
+  Handed send_file(int, uint64_t, uint64_t, WriteHints) noexcept override {
+    return Handed{.error = UV_ENOTSUP};  // a client sends no files
+  }
+  bool peer_address(sockaddr_storage& out) const noexcept override {
+    return below_ && below_->peer_address(out);
+  }
+
+  // TransportUser (of the TCP transport below)
+  void on_open(int status) noexcept override {
+    if (status < 0) {
+      fail(status);
+      return;
+    }
+    below_->set_reading(true);
+    send("HELLO\n", false);
+  }
+  void on_read(std::string_view data) noexcept override {
+    if (open_) {
+      user_->on_read(flip(data));
+      return;
+    }
+    hello_.append(data);
+    const auto end = hello_.find('\n');
+    if (end == std::string::npos) return;
+    if (hello_.substr(0, end) != "OLLEH") {
+      fail(UV_EPROTO);
+      return;
+    }
+    uv::close(timer_);
+    open_ = true;
+    user_->on_open(0);
+  }
+  void on_eof() noexcept override {
+    if (open_) {
+      user_->on_eof();
+    } else {
+      fail(UV_EOF);
+    }
+  }
+  void on_error(int status) noexcept override {
+    if (open_) {
+      user_->on_error(status);
+    } else {
+      fail(status);
+    }
+  }
+  void on_write_done(int status) noexcept override {
+    const bool told = units_.front().second;
+    units_.pop_front();
+    if (told) user_->on_write_done(status);
+  }
+  void on_writable() noexcept override { user_->on_writable(); }
+  size_t read_budget() const noexcept override { return open_ ? user_->read_budget() : 64 * 1024; }
+  void on_closed() noexcept override {
+    user_->on_closed();
+    delete this;
+  }
+
+ private:
+  XorLayer(uv_loop_t* loop, Transport::Ptr below) : below_(std::move(below)) {
+    below_->bind(*this);
+    // The handshake's own timeout, from the connect on.
+    timer_ = uv::make_timer(loop, [this] { fail(UV_ETIMEDOUT); });
+    uv::timer_start(timer_.get(), 300, 0);
+  }
+  void close() noexcept override {
+    if (closing_) return;
+    closing_ = true;
+    open_ = false;
+    uv::close(timer_);
+    below_.reset();  // its on_closed frees this
+  }
+  void fail(int status) {
+    if (failed_ || closing_) return;
+    failed_ = true;
+    uv::close(timer_);
+    user_->on_open(status);
+  }
+  // The ciphertext lives until its write below is done.
+  Handed send(std::string cipher, bool tell) {
+    const size_t n = cipher.size();
+    units_.emplace_back(std::move(cipher), tell);
+    const std::string_view b[] = {units_.back().first};
+    const Handed h = below_->write(b, {});
+    if (h.error != 0 || h.queued == 0) {
+      units_.pop_back();
+      return h.error != 0 ? Handed{.error = h.error} : Handed{.now = n};
+    }
+    return tell ? Handed{.queued = n} : Handed{};
+  }
+
+  Transport::Ptr below_;
+  TransportUser* user_ = nullptr;
+  uv::Ptr<uv_timer_t> timer_;
+  std::string hello_;
+  std::deque<std::pair<std::string, bool>> units_;  // bool: a unit of the user's
+  bool open_ = false;
+  bool failed_ = false;
+  bool closing_ = false;
+};
+
+// Reads from fd until `n` bytes came; what came.
+std::string recv_exactly(int fd, size_t n) {
+  std::string got;
+  char buf[4096];
+  while (got.size() < n) {
+    const ssize_t r = ::recv(fd, buf, std::min(sizeof buf, n - got.size()), 0);
+    if (r <= 0) break;
+    got.append(buf, static_cast<size_t>(r));
+  }
+  return got;
+}
+
+// The handshake first, then a kept-alive connection carries requests and
+// answers transformed both ways; the parser only ever sees plain bytes.
+TEST_F(Client, ALayerOverTheTransportCarriesItsRequests) {
+  const std::string req = "GET /x HTTP/1.1\r\nHost: peer\r\n\r\n";
+  Peer peer([&req](int fd) {
+    if (recv_exactly(fd, 6) != "HELLO\n") return (void)::close(fd);
+    Peer::send_all(fd, "OLLEH\n");
+    while (recv_exactly(fd, req.size()) == XorLayer::flip(req)) {
+      Peer::send_all(fd, XorLayer::flip("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"));
+    }
+    ::close(fd);
+  });
+  auto addr = resolve("127.0.0.1", peer.port());
+  conn_ = ClientConnection::create(&loop_, *addr, {}, XorLayer::layer(&loop_));
+  for (int i = 0; i < 2; ++i) {
+    const auto o = run_request(&loop_, *conn_, 2000ms);
+    ASSERT_TRUE(o.done);
+    EXPECT_TRUE(o.result.ok()) << o.result.message;
+    EXPECT_EQ(o.body, "hello");
+  }
+  EXPECT_EQ(peer.accepted(), 1);
+}
+
+// Until the layer opens the client sends no request: a peer that never
+// finishes the handshake gets none, and the layer's own timeout (300 ms,
+// before the request's 2 s) fails the request as a connect failure.
+TEST_F(Client, NoRequestGoesBeforeTheLayerOpens) {
+  std::atomic<size_t> received{0};
+  Peer peer([&received](int fd) {
+    received = recv_exactly(fd, 1000).size();  // until the client gives up
+    ::close(fd);
+  });
+  auto addr = resolve("127.0.0.1", peer.port());
+  conn_ = ClientConnection::create(&loop_, *addr, {}, XorLayer::layer(&loop_));
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto o = run_request(&loop_, *conn_, 2000ms);
+  ASSERT_TRUE(o.done);
+  EXPECT_EQ(o.result.error, ClientError::Connect) << o.result.message;
+  EXPECT_EQ(o.result.code, UV_ETIMEDOUT);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1500ms);
+  conn_.reset();
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  for (int i = 0; i < 100 && received == 0; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(received, 6u) << "only the handshake went out";
 }
 
 TEST_F(Client, SilentPeerTimesOut) {

@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: MIT
+// The TLS transport: a Transport to the layer above (the HTTP core's
+// adapter) and the TransportUser of the TCP transport below it (bind()).
+// Ciphertext read below goes through a tls::Engine and comes up as
+// plaintext; a write is encrypted at once and written below, and its unit
+// (if the kernel did not take it all) completes when the ciphertext unit
+// does; send_file() reads at most kFileChunk of the file, encrypts it and
+// answers it queued (no sendfile: the kernel does not encrypt for us, see
+// ktls_offered()). The handshake runs before on_open(0), bounded by its own
+// timer; a failed or timed-out one is on_open(status < 0).
+//
+// Ownership: the Ptr made by server()/client() owns the TLS transport, which
+// owns the TCP transport below. Dropping the Ptr drops the one below; its
+// on_closed() frees this, after calling the user's on_closed(). The timer is
+// a uv::Ptr handle, freed by its own close callback.
+#pragma once
+
+#include <uv.h>
+
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/net/transport.hpp"
+#include "common/tls/engine.hpp"
+#include "common/uv/handle.hpp"
+
+namespace cdn::net {
+
+class TlsTransport final : public Transport, private TransportUser {
+ public:
+  // File bodies are encrypted this much at a time, and at most two such
+  // chunks are under way per connection.
+  static constexpr size_t kFileChunk = 64 * 1024;
+
+  // Over an accepted (open) TCP transport: reads at once, whatever the user
+  // asks, until the handshake is over.
+  static Ptr server(uv_loop_t* loop, Ptr below, std::shared_ptr<const tls::ServerContext> context,
+                    std::chrono::milliseconds handshake_timeout);
+  // Over a TCP transport from TcpTransport::connect() (made with any user:
+  // this binds itself to it before the loop runs again) or one already open.
+  // The ClientHello goes once the one below is open; `host` is sent as SNI
+  // and verified against the certificate when the context verifies.
+  // `on_failure` hears why a handshake failed ("certificate verify failed",
+  // "hostname mismatch"...), just before the user's on_open(status < 0).
+  static Ptr client(uv_loop_t* loop, Ptr below, std::shared_ptr<const tls::ClientContext> context,
+                    std::string_view host, std::chrono::milliseconds handshake_timeout,
+                    std::function<void(const std::string&)> on_failure = {});
+
+  void bind(TransportUser& user) noexcept override { user_ = &user; }
+  bool open() const noexcept override { return open_ && !closing_; }
+  void set_reading(bool on) noexcept override;
+  Handed write(std::span<const std::string_view> bufs, WriteHints hints) noexcept override;
+  Handed send_file(int fd, uint64_t offset, uint64_t length, WriteHints hints) noexcept override;
+  bool peer_address(sockaddr_storage& out) const noexcept override;
+
+  const tls::Engine& engine() const { return engine_; }
+  // Why the handshake failed ("" while none did).
+  const std::string& failure() const { return failure_; }
+
+  // Whether the kernel offers the "tls" ULP (kTLS). Read from
+  // /proc/sys/net/ipv4/tcp_available_ulp.
+  static bool ktls_offered();
+
+ private:
+  TlsTransport(uv_loop_t* loop, Ptr below, tls::Engine engine);
+  ~TlsTransport() = default;
+  void close() noexcept override;
+  void start_timer(std::chrono::milliseconds timeout);
+
+  // From the TCP transport below.
+  void on_open(int status) noexcept override;
+  void on_read(std::string_view data) noexcept override;
+  void on_eof() noexcept override;
+  void on_error(int status) noexcept override;
+  void on_write_done(int status) noexcept override;
+  void on_writable() noexcept override;
+  size_t read_budget() const noexcept override;
+  void on_closed() noexcept override;
+
+  // Writes what the engine has for the peer below; `user_unit`: the unit
+  // (if any) completes a write of the user's. Returns what below did.
+  Handed flush(bool user_unit, WriteHints hints);
+  void handshake_progress();
+  void handshake_failed(int status, std::string why);
+  // Hands plaintext up while the user takes it; then the end, if it came.
+  void deliver();
+  void update_reading();
+
+  struct Unit {
+    std::string bytes;  // ciphertext below holds until its on_write_done
+    bool user;          // completes a unit of the user's
+  };
+
+  uv_loop_t* loop_;
+  Ptr below_;
+  tls::Engine engine_;
+  TransportUser* user_ = nullptr;
+  uv::Ptr<uv_timer_t> timer_;  // the handshake's deadline, then a kick to deliver()
+  std::deque<Unit> units_;     // ciphertext units under way below, in order
+  std::string failure_;
+  std::function<void(const std::string&)>
+      on_failure_;  // ciphertext taken from the engine, not yet handed below
+  bool open_ = false;
+  bool closing_ = false;
+  bool user_reading_ = false;
+  bool eof_below_ = false;   // the TCP stream ended
+  bool eof_told_ = false;    // on_eof() went up
+  bool waiting_ = false;     // a send_file answered wait: on_writable() is owed
+  bool delivering_ = false;  // inside deliver(): no nested call
+};
+
+}  // namespace cdn::net

@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: MIT
+// One TLS connection without I/O (as h11 and nghttp2's mem_recv/mem_send):
+// the caller hands it the bytes read from the socket (receive), takes the
+// plaintext out (read), hands it plaintext to send (write) and takes out the
+// bytes to write to the socket (take_output). The handshake runs inside
+// receive(); its outcome and every failure are values (state(), error()),
+// never exceptions. OpenSSL's SSL sits over two memory BIOs.
+//
+// Ownership: an Engine owns its SSL and keeps the context it was made from
+// alive (a reload replaces the daemon's context; connections under way keep
+// theirs). Not thread-safe; one per connection, used on its loop.
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/tls/context.hpp"
+
+namespace cdn::tls {
+
+class Engine {
+ public:
+  enum class State {
+    Handshaking,  // not yet open: feed it what the peer sends, send what it outputs
+    Open,         // application data both ways
+    Closed,       // the peer sent close_notify; output may still hold ours
+    Failed,       // error() says why; output may hold an alert to send
+  };
+
+  static Engine server(std::shared_ptr<const ServerContext> context);
+  // `host`: sent as SNI (unless an IP literal) and checked against the
+  // server's certificate when the context verifies.
+  static Engine client(std::shared_ptr<const ClientContext> context, std::string_view host);
+
+  Engine(Engine&&) noexcept;
+  Engine& operator=(Engine&&) noexcept;
+  ~Engine();
+
+  // Bytes from the peer; drives the handshake. Returns state(). A server
+  // holds them until the first record is whole (at most 5 + 2^14 + 2048
+  // bytes), then makes its SSL.
+  State receive(std::string_view ciphertext);
+  // Starts a client's handshake (its ClientHello goes to the output).
+  State start();
+  // Up to `size` bytes of plaintext; 0 when none is ready (see state()).
+  size_t read(char* buffer, size_t size);
+  // Encrypts up to all of `plaintext` (Open only); returns the bytes taken.
+  // At most one record (16 KiB) per call's worth is buffered ahead by OpenSSL,
+  // so output grows by about what is written.
+  size_t write(std::string_view plaintext);
+  // Whether received bytes wait inside (decrypted or not) for read().
+  bool has_buffered_input() const;
+  // Queues close_notify.
+  void close();
+  // Bytes waiting to go to the peer.
+  size_t pending_output() const;
+  // Appends the bytes waiting to go to the peer to `out`; returns how many.
+  size_t take_output(std::string& out);
+
+  State state() const { return state_; }
+  const std::string& error() const { return error_; }
+  bool resumed() const;
+  Protocol protocol() const;
+  std::string_view server_name() const;  // the client's SNI, on a server
+  std::string_view version() const;      // "TLSv1.3"
+  std::string_view cipher() const;
+  SSL* ssl() const { return ssl_; }  // for tests and logs
+
+ private:
+  Engine() = default;
+  void init(SSL_CTX* ctx);
+  // A server's SSL is made only once the first TLS record is in whole: a
+  // client that connects and stalls, or sends a few bytes, costs the few
+  // bytes and not OpenSSL's buffers (tens of KiB).
+  bool first_record_in() const;
+  std::string early_;  // a server's bytes before its first whole record
+  void handshake();
+  void fail(int ret);
+
+  SSL* ssl_ = nullptr;
+  BIO* in_ = nullptr;   // ciphertext from the peer (owned by ssl_)
+  BIO* out_ = nullptr;  // ciphertext to the peer (owned by ssl_)
+  State state_ = State::Handshaking;
+  std::string error_;
+  std::shared_ptr<const ServerContext> server_;
+  std::shared_ptr<const ClientContext> client_;
+};
+
+std::string_view to_string(Engine::State s) noexcept;
+
+}  // namespace cdn::tls

@@ -1,0 +1,287 @@
+// SPDX-License-Identifier: MIT
+// The TLS transport (common/net/tls.hpp) stacked on the TCP transport, over
+// the two ends of a socketpair on one loop: the handshake opens both sides,
+// bytes and files arrive whole through a full socket, and a client that
+// stalls, sends junk or leaves in the handshake is told as a failed open.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <cstdio>
+#include <functional>
+#include <string>
+
+#include "common/net/tcp.hpp"
+#include "common/net/tls.hpp"
+#include "common/uv/handle.hpp"
+#include "tests/unit/tls_pki.hpp"
+
+namespace cdn::net {
+namespace {
+
+using cdn::testing::pki;
+using std::chrono::milliseconds;
+
+struct Loop {
+  uv_loop_t loop{};
+  Loop() { uv_loop_init(&loop); }
+  ~Loop() { EXPECT_EQ(uv::close_loop(&loop), 0); }
+  void run() { uv_run(&loop, UV_RUN_DEFAULT); }
+};
+
+struct User final : TransportUser {
+  Transport::Ptr t;
+  std::string got;
+  int opened = 1;  // 1: not told yet
+  int eofs = 0;
+  int errors = 0;
+  int writes_done = 0;
+  int writable = 0;
+  int closed = 0;
+  size_t budget = 64 * 1024;
+  std::function<void()> after_open;
+  std::function<void()> after_read;
+  std::function<void()> after_write;
+  std::function<void()> after_eof;
+
+  void on_open(int status) noexcept override {
+    opened = status;
+    if (after_open) after_open();
+  }
+  void on_read(std::string_view data) noexcept override {
+    got.append(data);
+    if (after_read) after_read();
+  }
+  void on_eof() noexcept override {
+    ++eofs;
+    if (after_eof) after_eof();
+  }
+  void on_error(int) noexcept override { ++errors; }
+  void on_write_done(int) noexcept override {
+    ++writes_done;
+    if (after_write) after_write();
+  }
+  void on_writable() noexcept override {
+    ++writable;
+    if (after_write) after_write();
+  }
+  size_t read_budget() const noexcept override { return budget; }
+  void on_closed() noexcept override { ++closed; }
+};
+
+std::shared_ptr<const tls::ServerContext> server_context() {
+  tls::ServerConfig c;
+  c.certificates.push_back({pki().path("a.pem"), pki().path("a.key")});
+  auto built = tls::ServerContext::build(c, nullptr);
+  EXPECT_EQ(built.error, "");
+  return built.context;
+}
+
+std::shared_ptr<const tls::ClientContext> client_context() {
+  auto built = tls::ClientContext::build({pki().path("ca.pem"), true});
+  EXPECT_EQ(built.error, "");
+  return built.context;
+}
+
+// A TLS server on one end of a socketpair; the other end is returned raw.
+struct Sockets {
+  int server = -1;
+  int client = -1;
+  explicit Sockets(int sndbuf = 0) {
+    int fds[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+    server = fds[0];
+    client = fds[1];
+    if (sndbuf > 0) {
+      ::setsockopt(server, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+      ::setsockopt(client, SOL_SOCKET, SO_RCVBUF, &sndbuf, sizeof sndbuf);
+    }
+  }
+};
+
+std::string pattern(size_t n) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + (i * 7) % 26);
+  return s;
+}
+
+struct Pair {
+  User server, client;
+  Pair(uv_loop_t* loop, milliseconds timeout = milliseconds(5000), int sndbuf = 0) {
+    Sockets s(sndbuf);
+    server.t =
+        TlsTransport::server(loop, TcpTransport::adopt(loop, s.server), server_context(), timeout);
+    client.t = TlsTransport::client(loop, TcpTransport::adopt(loop, s.client), client_context(),
+                                    "a.test", timeout);
+    server.t->bind(server);
+    client.t->bind(client);
+  }
+};
+
+TEST(TlsTransport, HandshakeOpensBothSidesAndBytesGoBothWays) {
+  Loop l;
+  Pair p(&l.loop);
+  p.server.after_open = [&] { p.server.t->set_reading(true); };
+  p.client.after_open = [&] {
+    p.client.t->set_reading(true);
+    const std::string_view req[] = {"GET / HTTP/1.1\r\n", "Host: a.test\r\n\r\n"};
+    EXPECT_EQ(p.client.t->write(req, {}).error, 0);
+  };
+  const std::string body = pattern(1 << 20);
+  p.server.after_read = [&] {
+    if (p.server.got.size() < 32) return;
+    const std::string_view out[] = {body};
+    const Handed h = p.server.t->write(out, {.last = true});
+    EXPECT_EQ(h.error, 0);
+    EXPECT_EQ(h.now + h.queued, body.size());
+  };
+  p.client.after_eof = [&] {
+    p.client.t.reset();
+    p.server.t.reset();
+  };
+  l.run();
+  EXPECT_EQ(p.server.opened, 0);
+  EXPECT_EQ(p.client.opened, 0);
+  EXPECT_EQ(p.server.got, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n");
+  EXPECT_EQ(p.client.got.size(), body.size());
+  EXPECT_TRUE(p.client.got == body);
+  EXPECT_EQ(p.client.eofs, 1);  // close_notify after the last write
+  EXPECT_EQ(p.server.closed, 1);
+  EXPECT_EQ(p.client.closed, 1);
+}
+
+TEST(TlsTransport, AFileGoesInBoundedEncryptedChunks) {
+  char path[] = "/tmp/cdn-tls-file-XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  const std::string content = pattern(3 * 1024 * 1024 + 17);
+  ASSERT_EQ(::write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
+  Loop l;
+  Pair p(&l.loop, milliseconds(5000), 64 * 1024);
+  uint64_t offset = 0;
+  int waits = 0;
+  size_t most_queued = 0;
+  const auto pump = [&] {
+    while (offset < content.size() && p.server.t) {
+      const Handed h = p.server.t->send_file(fd, offset, content.size() - offset, {.last = true});
+      ASSERT_EQ(h.error, 0);
+      if (h.wait) {
+        ++waits;
+        return;
+      }
+      EXPECT_LE(h.now + h.queued, TlsTransport::kFileChunk);
+      most_queued = std::max(most_queued, h.queued);
+      offset += h.now + h.queued;
+    }
+  };
+  p.server.after_open = [&] { pump(); };
+  p.server.after_write = [&] { pump(); };
+  p.client.after_open = [&] { p.client.t->set_reading(true); };
+  p.client.after_eof = [&] {
+    p.client.t.reset();
+    p.server.t.reset();
+  };
+  l.run();
+  ::close(fd);
+  ::unlink(path);
+  EXPECT_EQ(offset, content.size());
+  EXPECT_TRUE(p.client.got == content);
+  EXPECT_GT(waits, 0);  // the socket filled: the chunks waited, bounded
+  EXPECT_GT(most_queued, 0u);
+}
+
+TEST(TlsTransport, AStalledHandshakeTimesOut) {
+  Loop l;
+  Sockets s;
+  User server;
+  server.t = TlsTransport::server(&l.loop, TcpTransport::adopt(&l.loop, s.server), server_context(),
+                                  milliseconds(100));
+  server.t->bind(server);
+  // Half a ClientHello, then nothing.
+  ASSERT_EQ(::write(s.client, "\x16\x03\x01\x02\x00\x01", 6), 6);
+  const uint64_t start = uv_now(&l.loop);
+  server.after_open = [&] { server.t.reset(); };
+  l.run();
+  EXPECT_EQ(server.opened, UV_ETIMEDOUT);
+  EXPECT_GE(uv_now(&l.loop) - start, 100u);
+  EXPECT_EQ(server.closed, 1);
+  ::close(s.client);
+}
+
+TEST(TlsTransport, JunkOrALeavingClientFailsTheOpen) {
+  for (const std::string& junk : {std::string("GET / HTTP/1.1\r\n\r\n"), std::string("\x16\x03")}) {
+    Loop l;
+    Sockets s;
+    User server;
+    server.t = TlsTransport::server(&l.loop, TcpTransport::adopt(&l.loop, s.server),
+                                    server_context(), milliseconds(5000));
+    server.t->bind(server);
+    ASSERT_EQ(::write(s.client, junk.data(), junk.size()), static_cast<ssize_t>(junk.size()));
+    ::shutdown(s.client, SHUT_WR);
+    server.after_open = [&] {
+      EXPECT_FALSE(static_cast<TlsTransport*>(server.t.get())->failure().empty());
+      server.t.reset();
+    };
+    l.run();
+    EXPECT_LT(server.opened, 0);
+    EXPECT_EQ(server.closed, 1);
+    ::close(s.client);
+  }
+}
+
+TEST(TlsTransport, ReadingOffHoldsPlaintextUntilOnAgain) {
+  Loop l;
+  Pair p(&l.loop);
+  p.server.after_open = [&] { p.server.t->set_reading(true); };
+  p.client.after_open = [&] {
+    const std::string_view req[] = {"one", "two", "three"};
+    p.client.t->write(req, {});
+  };
+  uv::Ptr<uv_timer_t> later;
+  size_t held = 0;
+  p.server.after_read = [&] {
+    if (p.server.got.size() >= 3 && !later) {
+      p.server.t->set_reading(false);
+      held = p.server.got.size();
+      later = uv::make_timer(&l.loop, [&] {
+        EXPECT_EQ(p.server.got.size(), held);  // nothing came up while off
+        p.server.t->set_reading(true);
+      });
+      uv::timer_start(later.get(), 20, 0);
+    }
+    if (p.server.got == "onetwothree") {
+      p.server.t.reset();
+      p.client.t.reset();
+      later.reset();
+    }
+  };
+  p.server.budget = 3;
+  l.run();
+  EXPECT_EQ(p.server.got, "onetwothree");
+  EXPECT_EQ(held, 3u);
+}
+
+TEST(TlsTransport, AClientRefusesACertificateForAnotherName) {
+  Loop l;
+  Sockets s;
+  User server, client;
+  std::string why;
+  server.t = TlsTransport::server(&l.loop, TcpTransport::adopt(&l.loop, s.server), server_context(),
+                                  milliseconds(5000));
+  client.t =
+      TlsTransport::client(&l.loop, TcpTransport::adopt(&l.loop, s.client), client_context(),
+                           "b.test", milliseconds(5000), [&](const std::string& w) { why = w; });
+  server.t->bind(server);
+  client.t->bind(client);
+  client.after_open = [&] {
+    client.t.reset();
+    server.t.reset();
+  };
+  l.run();
+  EXPECT_LT(client.opened, 0);
+  EXPECT_NE(why.find("hostname mismatch"), std::string::npos) << why;
+}
+
+}  // namespace
+}  // namespace cdn::net
