@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 
 #include "cdn_config.h"
@@ -11,6 +12,7 @@
 #include "common/http/fields.hpp"
 #include "common/http/path.hpp"
 #include "common/http/serialize.hpp"
+#include "daemons/replicad/fill_stream.hpp"
 
 namespace cdn::replica {
 namespace {
@@ -107,6 +109,16 @@ struct Pull::Fetch {
   std::unique_ptr<DiskCache::Writer> writer;
   std::string local_error;        // why we stopped the transfer ourselves
   uint64_t purge_generation = 0;  // the cache's when the fetch started
+  // A 200 whose body goes to disk: its clients stream it as it comes
+  // (read-while-writer). Failed if the fetch ends any other way than whole.
+  std::shared_ptr<FillProgress> fill;
+  std::shared_ptr<const Object> fill_object;  // what the streamed answers describe
+  std::vector<http::Header> fill_fields;      // their relayed fields
+  std::string fill_status;                    // their Cache-Status parameters
+
+  ~Fetch() {
+    if (fill) fill->fail();
+  }
 };
 
 Pull::Pull(uv_loop_t* loop, const config::ContentSettings& c, std::string name, Responder respond)
@@ -245,7 +257,9 @@ void Pull::serve(net::Exchange& ex, const std::string& path) {
   auto d = ex.defer();
   auto it = fetches_.find(key);
   if (it != fetches_.end()) {
-    it->second->waiters.push_back(std::move(d));  // collapsed onto the fetch in flight
+    // Collapsed onto the fetch in flight: streamed from its file when its
+    // body is coming, else answered at its end.
+    if (!join_fill(ex, *it->second)) it->second->waiters.push_back(std::move(d));
     return;
   }
   auto f = std::make_unique<Fetch>();
@@ -322,6 +336,17 @@ void Pull::start_fetch(const std::string& slot) {
                          ") and the object is too large to hold in memory";
         return false;
       }
+      if (f->fill) {
+        // The disk failed: what follows is in memory only, where no
+        // streaming client can read it. Those already streaming are cut;
+        // the others are answered from memory at the end.
+        if (!f->writer->on_disk()) {
+          f->fill->fail();
+          f->fill.reset();
+        } else {
+          f->fill->advance(f->writer->size(), now_ms());
+        }
+      }
       return true;
     }
     return true;  // no writer: no body expected (HEAD)
@@ -350,6 +375,73 @@ void Pull::on_head(Fetch& f, const OriginHead& h) {
     f.writer = cache_.begin();
     if (!f.writer) f.local_error = std::string("cannot buffer the body: ") + std::strerror(errno);
   }
+  if (h.status == 200 && f.writer && f.writer->on_disk()) start_fill(f);
+}
+
+void Pull::start_fill(Fetch& f) {
+  std::optional<uint64_t> length;
+  if (auto cl = f.head.header("Content-Length")) {
+    uint64_t v = 0;
+    const auto [end, ec] = std::from_chars(cl->data(), cl->data() + cl->size(), v);
+    if (ec == std::errc() && end == cl->data() + cl->size()) length = v;
+  }
+  f.fill = std::make_shared<FillProgress>(length, now_ms());
+  const bool shared_get = f.method == "GET" && !f.private_;
+  // What finish_fetch would answer with, decided now: the stored fields
+  // when the answer is storable, else every end-to-end field.
+  const bool storable = shared_get && cache::storable("GET", f.client, 200, f.head_fields,
+                                                      policy_) == cache::Verdict::Storable;
+  f.fill_fields = storable ? f.stored.headers : http::end_to_end(f.head_fields);
+  const bool was_cached = shared_get && cache_.peek(f.target) != nullptr;
+  f.fill_status = std::string(!shared_get  ? "fwd=bypass"
+                              : was_cached ? "fwd=stale"
+                                           : "fwd=uri-miss") +
+                  "; fwd-status=200";
+  auto obj = std::make_shared<Object>();
+  obj->rel = f.target;
+  obj->size = length.value_or(0);
+  const std::string etag(f.head.header("ETag").value_or(""));
+  if (!etag.starts_with("W/")) obj->etag = etag;
+  obj->content_type = std::string(f.head.header("Content-Type").value_or(""));
+  obj->last_modified = std::string(f.head.header("Last-Modified").value_or(""));
+  obj->mtime = obj->last_modified.empty() ? -1 : http::parse_http_date(obj->last_modified);
+  obj->in_memory = false;
+  f.fill_object = std::move(obj);
+  // The clients waiting now whose request selects this response (Vary);
+  // the others wait for the end, as before.
+  std::vector<net::Deferred> keep;
+  for (size_t i = 0; i < f.waiters.size(); ++i) {
+    auto* ex = f.waiters[i].exchange();
+    if (ex == nullptr) continue;
+    const bool mine = (i == 0 && f.client_waits) ||
+                      cache::variant_key(f.head_fields, ex->request().headers) == f.stored.variant;
+    if (mine && can_stream(ex->request(), *f.fill)) {
+      answer_fill(*ex, f);
+    } else {
+      keep.push_back(std::move(f.waiters[i]));
+    }
+  }
+  f.client_waits = f.client_waits && !keep.empty() && f.waiters.size() == keep.size();
+  f.waiters = std::move(keep);
+}
+
+bool Pull::join_fill(net::Exchange& ex, Fetch& f) {
+  if (!f.fill || f.fill->view().state != FillProgress::State::Filling) return false;
+  if (cache::variant_key(f.head_fields, ex.request().headers) != f.stored.variant) return false;
+  if (!can_stream(ex.request(), *f.fill)) return false;
+  answer_fill(ex, f);
+  return true;
+}
+
+void Pull::answer_fill(net::Exchange& ex, Fetch& f) {
+  Answer a;
+  a.object = f.fill_object;
+  a.fd = ex.is_head() ? -1 : f.writer->dup_fd();
+  a.status = 200;
+  a.headers = f.fill_fields;
+  a.cache_status = name_ + "; " + f.fill_status;
+  a.fill = f.fill;
+  respond_(ex, std::move(a));
 }
 
 void Pull::invalidate(const Fetch& f) {
@@ -471,6 +563,14 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
     }
   }
 
+  if (f.fill) {
+    // The clients streaming it end with the fetch: whole, or cut.
+    if (failure.empty()) {
+      f.fill->finish();
+    } else {
+      f.fill->fail();
+    }
+  }
   if (!failure.empty()) {
     ++stats_.origin_errors;
     spdlog::warn("{}: {}", url, failure);

@@ -29,6 +29,7 @@
 #include "common/purge/purge.hpp"
 #include "daemons/replicad/cache.hpp"
 #include "daemons/replicad/disk_cache.hpp"
+#include "daemons/replicad/fill.hpp"
 #include "daemons/replicad/origin.hpp"
 
 namespace cdn::replica {
@@ -44,6 +45,9 @@ struct Answer {
   http::Fields headers;
   int64_t age = -1;          // Age header (seconds), -1: none
   std::string cache_status;  // RFC 9211 Cache-Status parameters ("hit", "fwd=uri-miss", ...)
+  // Non-null: the body is still arriving in `fd` (read-while-writer); the
+  // object's size is the origin's Content-Length, if any.
+  std::shared_ptr<FillProgress> fill;
 };
 
 struct PullStats {
@@ -88,6 +92,12 @@ class Pull {
   std::string url_for(const std::string& key) const;
   void start_fetch(const std::string& slot);
   void on_head(Fetch& f, const OriginHead& h);
+  // A 200 going to disk: the fill its clients stream (fill.hpp), and the
+  // waiters that can be streamed to are answered from it now.
+  void start_fill(Fetch& f);
+  // A client collapsed onto `f` after its head came: streamed, when it can be.
+  bool join_fill(net::Exchange& ex, Fetch& f);
+  void answer_fill(net::Exchange& ex, Fetch& f);
   void finish_fetch(const std::string& slot, const OriginResult& r);
   // A successful unsafe method: drops the stored answers it makes stale.
   void invalidate(const Fetch& f);

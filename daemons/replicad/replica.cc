@@ -20,6 +20,7 @@
 #include "common/purge/purge.hpp"
 #include "common/text/text.hpp"
 #include "daemons/lifecycle.hpp"
+#include "daemons/replicad/fill_stream.hpp"
 #include "daemons/replicad/range.hpp"
 
 namespace cdn::replica {
@@ -103,10 +104,12 @@ Replica::Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_
       server_(loop, options(), [this](net::Exchange& ex) { handle(ex); }),
       started_(std::chrono::steady_clock::now()),
       rate_last_time_(started_),
-      watches_(loop, [this] {
-        sample_rate();
-        return status::encode(status());
-      }) {
+      watches_(loop,
+               [this] {
+                 sample_rate();
+                 return status::encode(status());
+               }),
+      inbox_(daemon::Inbox::make(loop)) {
   if (log != nullptr) {
     requests_.apply(*log);
   } else {
@@ -291,6 +294,7 @@ void Replica::drain(std::function<void()> done) {
 
 void Replica::stop() {
   watches_.clear();
+  inbox_->close();
   server_.close();
   for (const auto& site : sites_) {
     if (site->pull) site->pull->close();
@@ -600,6 +604,11 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
                      const std::string& cache_status, const Answer* relay) {
   const auto& req = ex.request();
   const int origin_status = relay != nullptr ? relay->status : 200;
+  // A body still coming from the origin (read-while-writer): its size is
+  // known only when the origin sent a Content-Length; without one it goes
+  // chunked, and a Range is ignored (RFC 9110 14.2 allows that).
+  const bool filling = relay != nullptr && relay->fill != nullptr;
+  const bool sized = !filling || relay->fill->view().length.has_value();
   const http::Fields fields = relay != nullptr ? relay->headers : http::Fields{};
   // The validators the client saw: an origin's own when it sent them.
   const std::string_view etag = field_of(fields, "ETag").value_or(obj->etag);
@@ -651,7 +660,7 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
   }
 
   RangeResult range;
-  if (auto r = req.header("Range"); r && origin_status == 200) {
+  if (auto r = req.header("Range"); r && origin_status == 200 && sized) {
     bool use_range = true;
     if (auto if_range = req.header("If-Range")) {
       // Only a strong validator that still matches may resume (RFC 9110 13.1.5).
@@ -674,7 +683,7 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
   }
 
   int fd = -1;
-  if (!obj->in_memory && length > 0 && !ex.is_head()) {
+  if (!obj->in_memory && (length > 0 || filling) && !ex.is_head()) {
     fd = open_fd();
     if (fd < 0) {
       // Changed or removed since the lookup (answer from a fresh lookup rather
@@ -697,7 +706,9 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
       relay_fields(h, *relay, age, {"Accept-Ranges", "Cache-Status", "CDN-Replica"});
     }
     // RFC 9110 8.6: no length in a 204 or 1xx; a 304 passed through keeps none either.
-    if (status != 204 && status != 304 && status >= 200) h.header("Content-Length", length);
+    if (status != 204 && status != 304 && status >= 200 && sized) {
+      h.header("Content-Length", length);
+    }
     if (ranged) {
       h.header("Content-Range", "bytes " + std::to_string(offset) + "-" +
                                     std::to_string(offset + length - 1) + "/" +
@@ -706,7 +717,7 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
     // Validators and digest of the whole representation: not of a partial
     // body the origin sent.
     if (origin_status == 200) {
-      if (!field_of(fields, "ETag")) h.header("ETag", obj->etag);
+      if (!field_of(fields, "ETag") && !obj->etag.empty()) h.header("ETag", obj->etag);
       if (!field_of(fields, "Repr-Digest") && !obj->digest.empty()) {
         h.header("Repr-Digest", obj->digest);
       }
@@ -737,6 +748,9 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
   } else if (obj->in_memory) {
     const std::string_view body = std::string_view(obj->body).substr(offset, length);
     ex.finish(body, obj);
+  } else if (fd >= 0 && filling) {
+    stream_fill(ex, relay->fill, fd, offset,
+                sized ? std::optional<uint64_t>(offset + length) : std::nullopt, !sized, inbox_);
   } else if (fd >= 0) {
     ex.finish_file(fd, offset, length);
   } else {

@@ -171,6 +171,8 @@ class Replica {
   std::vector<const Replica*> members() const;
   log::Burst open_failures_{std::chrono::seconds(10), std::chrono::seconds(1)};
   daemon::StatusWatches watches_;  // /.cdn/status?watch=MS (watch.hpp)
+  // Work for this loop from others: wakes of the fills its clients stream.
+  std::shared_ptr<daemon::Inbox> inbox_;
 };
 
 // Every worker's Replica, the worker threads, and what main.cc asks of the
