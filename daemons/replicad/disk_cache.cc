@@ -423,6 +423,7 @@ void DiskCache::insert(EntryMeta meta, std::string body_path, std::string body, 
   e.meta = std::move(meta);
   e.lru = lru_.begin();
   index_.emplace(e.meta.key, std::move(e));
+  objects_ = index_.size();
 }
 
 void DiskCache::remove_entry(std::unordered_map<std::string, Entry>::iterator it,
@@ -438,6 +439,7 @@ void DiskCache::remove_entry(std::unordered_map<std::string, Entry>::iterator it
   lru_.erase(e.lru);
   purges_.erase(it->first);
   index_.erase(it);
+  objects_ = index_.size();
 }
 
 void DiskCache::trim_memory() {

@@ -34,6 +34,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/metrics/counter.hpp"
 #include "common/purge/index.hpp"
 #include "daemons/replicad/cache.hpp"
 #include "daemons/replicad/store.hpp"
@@ -160,9 +161,10 @@ class DiskCache {
   size_t tags() const { return purges_.tag_count(); }
   static std::vector<std::string> tags_of(const cache::Stored& stored);
 
+  // The figures are read by every worker's pages (OwnCounter: one writer).
   uint64_t bytes() const { return bytes_; }
   uint64_t memory_bytes() const { return memory_used_; }
-  size_t objects() const { return index_.size(); }
+  size_t objects() const { return objects_; }
   uint64_t evictions() const { return evictions_; }
   uint64_t corrupt_dropped() const { return corrupt_; }
   uint64_t outdated_dropped() const { return outdated_; }
@@ -209,12 +211,13 @@ class DiskCache {
   std::vector<std::pair<int64_t, purge::Request>> journal_;
   Remover remover_;
   std::list<std::string> lru_;
-  uint64_t bytes_ = 0;
-  uint64_t memory_used_ = 0;
-  uint64_t evictions_ = 0;
+  metrics::OwnCounter bytes_ = 0;
+  metrics::OwnCounter memory_used_ = 0;
+  metrics::OwnCounter objects_ = 0;  // index_.size()
+  metrics::OwnCounter evictions_ = 0;
   uint64_t corrupt_ = 0;
   uint64_t outdated_ = 0;
-  uint64_t write_errors_ = 0;
+  metrics::OwnCounter write_errors_ = 0;
   uint64_t tmp_counter_ = 0;
 };
 

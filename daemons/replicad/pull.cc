@@ -90,7 +90,7 @@ struct Pull::Fetch {
   std::string method = "GET";
   std::string body;  // the client's request body, forwarded
   std::string host;  // the client's Host: Location values naming it are same-origin
-  std::vector<net::Deferred> waiters;
+  std::vector<Waiter> waiters;
   std::vector<std::function<void(bool, std::string)>> prefetchers;
   std::vector<std::string> request_headers;  // to the origin, as curl lines
   // The first client's request fields: what the response's Vary selects on,
@@ -121,11 +121,66 @@ struct Pull::Fetch {
   }
 };
 
-Pull::Pull(uv_loop_t* loop, const config::ContentSettings& c, std::string name, Responder respond)
+PullClient::PullClient(net::Exchange& ex, Responder respond, std::shared_ptr<daemon::Inbox> home)
+    : request_(ex.request()),
+      d_(ex.defer()),
+      respond_(std::move(respond)),
+      home_(std::move(home)) {}
+
+void PullClient::run(std::function<void(net::Exchange&)> fn) {
+  if (!home_) {
+    if (auto* ex = d_.exchange()) fn(*ex);
+    return;
+  }
+  home_->post([d = d_, fn = std::move(fn)] {
+    if (auto* ex = d.exchange()) fn(*ex);
+  });
+}
+
+namespace {
+// An Answer on its way to another loop: its descriptor is closed if it is
+// never sent (the client left, or that loop stopped).
+struct PostedAnswer {
+  Answer a;
+  explicit PostedAnswer(Answer x) : a(std::move(x)) {}
+  ~PostedAnswer() {
+    if (a.fd >= 0) ::close(a.fd);
+  }
+  PostedAnswer(const PostedAnswer&) = delete;
+  PostedAnswer& operator=(const PostedAnswer&) = delete;
+};
+}  // namespace
+
+void PullClient::respond(Answer a) {
+  auto posted = std::make_shared<PostedAnswer>(std::move(a));
+  run([posted, respond = respond_](net::Exchange& ex) {
+    respond(ex, std::move(posted->a));
+    posted->a.fd = -1;  // the responder's now
+  });
+}
+
+void PullClient::reply(
+    int status, std::string_view text,
+    std::initializer_list<std::pair<std::string_view, std::string_view>> headers) {
+  std::vector<std::pair<std::string, std::string>> fields;
+  for (const auto& [k, v] : headers) fields.emplace_back(k, v);
+  run([status, text = std::string(text), fields = std::move(fields)](net::Exchange& ex) {
+    auto& h = ex.begin(status);
+    h.header("Content-Type", "text/plain; charset=utf-8");
+    for (const auto& [k, v] : fields) h.header(k, v);
+    h.header("Content-Length", static_cast<uint64_t>(text.size() + 1));
+    ex.finish(text + "\n");
+  });
+}
+
+void PullClient::interim(int status, std::vector<http::Header> fields) {
+  run([status, fields = std::move(fields)](net::Exchange& ex) { ex.interim(status, fields); });
+}
+
+Pull::Pull(uv_loop_t* loop, const config::ContentSettings& c, std::string name)
     : loop_(loop),
       origin_url_(c.origin),
       name_(std::move(name)),
-      respond_(std::move(respond)),
       policy_(policy_of(c)),
       cache_(cache_options(c)),
       origin_(loop, origin_options(c)) {
@@ -146,6 +201,7 @@ void Pull::reconfigure(const config::ContentSettings& c) {
 }
 
 void Pull::close() {
+  closed_ = true;
   origin_.close();
   fetches_.clear();
 }
@@ -179,7 +235,12 @@ int64_t Pull::now() const {
       .count();
 }
 
-void Pull::serve(net::Exchange& ex, const std::string& path) {
+void Pull::serve(Waiter client, const std::string& path) {
+  PullClient& ex = *client;
+  if (closed_) {  // a site a reload replaced: its worker asked before it knew
+    ex.reply(503, "try again", {{"Retry-After", "1"}});
+    return;
+  }
   const auto& req = ex.request();
   std::string key = http::encode_path(path);
   const auto query = http::query_of(req.target);
@@ -203,7 +264,7 @@ void Pull::serve(net::Exchange& ex, const std::string& path) {
     f->host = std::string(req.header("Host").value_or(""));
     f->request_headers = forwarded_fields(req, cacheable_method, name_);
     f->client = req.headers;
-    f->waiters.push_back(ex.defer());
+    f->waiters.push_back(client);
     const std::string slot = "\x01private " + std::to_string(++private_fetches_);
     fetches_.emplace(slot, std::move(f));
     start_fetch(slot);
@@ -254,7 +315,7 @@ void Pull::serve(net::Exchange& ex, const std::string& path) {
       break;
   }
   ++stats_.misses;
-  auto d = ex.defer();
+  auto d = client;
   auto it = fetches_.find(key);
   if (it != fetches_.end()) {
     // Collapsed onto the fetch in flight: streamed from its file when its
@@ -326,7 +387,7 @@ void Pull::start_fetch(const std::string& slot) {
     for (const auto& [name, value] : h.headers) fields.push_back({name, value});
     fields = http::end_to_end(fields);
     for (auto& d : f->waiters) {
-      if (auto* ex = d.exchange()) ex->interim(static_cast<int>(h.status), fields);
+      if (auto* ex = live(d)) ex->interim(static_cast<int>(h.status), fields);
     }
   };
   cb.body = [f](const char* data, size_t n) {
@@ -396,7 +457,7 @@ void Pull::start_fill(Fetch& f) {
   f.fill_status = std::string(!shared_get  ? "fwd=bypass"
                               : was_cached ? "fwd=stale"
                                            : "fwd=uri-miss") +
-                  "; fwd-status=200";
+                  "; fwd-status=200" + (storable ? "; stored" : "");
   auto obj = std::make_shared<Object>();
   obj->rel = f.target;
   obj->size = length.value_or(0);
@@ -409,9 +470,9 @@ void Pull::start_fill(Fetch& f) {
   f.fill_object = std::move(obj);
   // The clients waiting now whose request selects this response (Vary);
   // the others wait for the end, as before.
-  std::vector<net::Deferred> keep;
+  std::vector<Waiter> keep;
   for (size_t i = 0; i < f.waiters.size(); ++i) {
-    auto* ex = f.waiters[i].exchange();
+    auto* ex = live(f.waiters[i]);
     if (ex == nullptr) continue;
     const bool mine = (i == 0 && f.client_waits) ||
                       cache::variant_key(f.head_fields, ex->request().headers) == f.stored.variant;
@@ -425,7 +486,7 @@ void Pull::start_fill(Fetch& f) {
   f.waiters = std::move(keep);
 }
 
-bool Pull::join_fill(net::Exchange& ex, Fetch& f) {
+bool Pull::join_fill(PullClient& ex, Fetch& f) {
   if (!f.fill || f.fill->view().state != FillProgress::State::Filling) return false;
   if (cache::variant_key(f.head_fields, ex.request().headers) != f.stored.variant) return false;
   if (!can_stream(ex.request(), *f.fill)) return false;
@@ -433,7 +494,7 @@ bool Pull::join_fill(net::Exchange& ex, Fetch& f) {
   return true;
 }
 
-void Pull::answer_fill(net::Exchange& ex, Fetch& f) {
+void Pull::answer_fill(PullClient& ex, Fetch& f) {
   Answer a;
   a.object = f.fill_object;
   a.fd = ex.is_head() ? -1 : f.writer->dup_fd();
@@ -441,7 +502,7 @@ void Pull::answer_fill(net::Exchange& ex, Fetch& f) {
   a.headers = f.fill_fields;
   a.cache_status = name_ + "; " + f.fill_status;
   a.fill = f.fill;
-  respond_(ex, std::move(a));
+  ex.respond(std::move(a));
 }
 
 void Pull::invalidate(const Fetch& f) {
@@ -454,15 +515,15 @@ void Pull::invalidate(const Fetch& f) {
   }
 }
 
-std::vector<net::Deferred> Pull::take_other_variants(Fetch& f) {
+std::vector<Waiter> Pull::take_other_variants(Fetch& f) {
   // A 304 answers for the stored response: its Vary and variant decide.
   const auto* stored = f.head.status == 304 ? cache_.peek(f.target) : nullptr;
   const std::vector<http::Header>& vary_from =
       stored != nullptr ? stored->meta.stored.headers : f.head_fields;
   const std::string variant = stored != nullptr ? stored->meta.stored.variant : f.stored.variant;
-  std::vector<net::Deferred> keep, others;
+  std::vector<Waiter> keep, others;
   for (size_t i = 0; i < f.waiters.size(); ++i) {
-    auto* ex = f.waiters[i].exchange();
+    auto* ex = live(f.waiters[i]);
     if (ex == nullptr) continue;
     const bool mine = (i == 0 && f.client_waits) ||
                       cache::variant_key(vary_from, ex->request().headers) == variant;
@@ -472,14 +533,14 @@ std::vector<net::Deferred> Pull::take_other_variants(Fetch& f) {
   return others;
 }
 
-void Pull::refetch(const std::string& key, std::vector<net::Deferred> waiters) {
+void Pull::refetch(const std::string& key, std::vector<Waiter> waiters) {
   if (waiters.empty()) return;
   auto it = fetches_.find(key);
   if (it != fetches_.end()) {  // one began meanwhile: collapse onto it
     for (auto& d : waiters) it->second->waiters.push_back(std::move(d));
     return;
   }
-  auto* ex = waiters.front().exchange();
+  auto* ex = live(waiters.front());
   if (ex == nullptr) return;
   auto f = std::make_unique<Fetch>();
   f->request_headers = forwarded_fields(ex->request(), true, name_);
@@ -490,7 +551,7 @@ void Pull::refetch(const std::string& key, std::vector<net::Deferred> waiters) {
   start_fetch(key);
 }
 
-void Pull::answer_entry(net::Exchange& ex, const DiskCache::Entry& e, std::string status,
+void Pull::answer_entry(PullClient& ex, const DiskCache::Entry& e, std::string status,
                         bool as_received) {
   Answer a;
   a.object = e.object;
@@ -511,10 +572,10 @@ void Pull::answer_entry(net::Exchange& ex, const DiskCache::Entry& e, std::strin
   // came: whole-second clocks would add a second of "delay" at random.
   a.age = as_received ? -1 : cache::current_age(e.meta.stored, now());
   a.cache_status = name_ + "; " + status;
-  respond_(ex, std::move(a));
+  ex.respond(std::move(a));
 }
 
-void Pull::answer_error(net::Exchange& ex, Fetch& f, const DiskCache::Entry& e) {
+void Pull::answer_error(PullClient& ex, Fetch& f, const DiskCache::Entry& e) {
   ++stats_.stale_served;
   const std::string fwd =
       f.have_head ? "; fwd-status=" + std::to_string(f.head.status) : std::string();
@@ -579,7 +640,7 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
     const bool disconnected =
         r.error == OriginError::Unreachable || r.error == OriginError::Timeout;
     for (auto& d : f.waiters) {
-      auto* ex = d.exchange();
+      auto* ex = live(d);
       if (ex == nullptr) continue;
       const auto* e = f.private_ ? nullptr : cache_.find(key);
       if (e != nullptr && cache::variant_matches(e->meta.stored, ex->request().headers) &&
@@ -604,9 +665,9 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
   struct Later {
     Pull* pull;
     std::string key;
-    std::vector<net::Deferred> waiters;
+    std::vector<Waiter> waiters;
     ~Later() { pull->refetch(key, std::move(waiters)); }
-  } later{this, key, f.private_ ? std::vector<net::Deferred>{} : take_other_variants(f)};
+  } later{this, key, f.private_ ? std::vector<Waiter>{} : take_other_variants(f)};
 
   if (status == 304 && shared_get) {
     const auto* old = cache_.peek(key);
@@ -616,7 +677,7 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
       ++stats_.origin_errors;
       spdlog::warn("{}: 304 with validators of another representation: copy dropped", url);
       for (auto& d : f.waiters) {
-        if (auto* ex = d.exchange()) {
+        if (auto* ex = live(d)) {
           ex->reply(502, "origin answered 304 for another representation\n",
                     {{"Cache-Control", "no-store"}});
         }
@@ -628,8 +689,7 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
     ++stats_.revalidated;
     spdlog::debug("{}: 304, copy refreshed", url);
     for (auto& d : f.waiters) {
-      if (auto* ex = d.exchange())
-        answer_entry(*ex, *cache_.peek(key), "fwd=stale; fwd-status=304");
+      if (auto* ex = live(d)) answer_entry(*ex, *cache_.peek(key), "fwd=stale; fwd-status=304");
     }
     for (auto& p : f.prefetchers) p(true, {});
     return;
@@ -657,7 +717,7 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
     if (cache_.commit(*f.writer, meta) != nullptr) {
       for (auto& d : f.waiters) {
         const auto* cur = cache_.peek(key);
-        if (auto* ex = d.exchange(); ex != nullptr && cur != nullptr) {
+        if (auto* ex = live(d); ex != nullptr && cur != nullptr) {
           answer_entry(*ex, *cur, fwd_status + "; stored", /*as_received=*/true);
         }
       }
@@ -689,7 +749,7 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
   obj->mtime = lm;
   obj->last_modified = meta.last_modified;
   for (auto& d : f.waiters) {
-    auto* ex = d.exchange();
+    auto* ex = live(d);
     if (ex == nullptr) continue;
     Answer a;
     a.object = obj;
@@ -697,7 +757,7 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
     a.status = static_cast<int>(status);
     a.headers = relayed;
     a.cache_status = name_ + "; " + fwd_status;
-    respond_(*ex, std::move(a));
+    ex->respond(std::move(a));
   }
   if (status != 200) spdlog::info("{}: origin answered {}", url, status);
   for (auto& p : f.prefetchers) p(true, {});

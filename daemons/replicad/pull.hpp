@@ -12,7 +12,8 @@
 // - origin unreachable, timing out or answering 5xx: a stale copy within
 //   stale-if-error is served, else 502 / 504.
 //
-// Lives on the loop thread; owned by the Replica. close() aborts fetches.
+// Lives on the main loop; owned by worker 0's Replica (the Site), shared by
+// every worker through PullClient. close() aborts fetches.
 #pragma once
 
 #include <uv.h>
@@ -25,12 +26,14 @@
 #include <vector>
 
 #include "common/config/settings.hpp"
+#include "common/metrics/counter.hpp"
 #include "common/net/server.hpp"
 #include "common/purge/purge.hpp"
 #include "daemons/replicad/cache.hpp"
 #include "daemons/replicad/disk_cache.hpp"
 #include "daemons/replicad/fill.hpp"
 #include "daemons/replicad/origin.hpp"
+#include "daemons/workers.hpp"
 
 namespace cdn::replica {
 
@@ -40,9 +43,9 @@ struct Answer {
   int fd = -1;       // owned: the body file, or -1 when the object is in memory
   int status = 200;  // the origin's
   // The origin's end-to-end fields, relayed (the object's validators and
-  // type are not sent again from the Object). Borrowed: valid only during
-  // the Responder call, which writes the head at once.
-  http::Fields headers;
+  // type are not sent again from the Object). A copy: the answer may be
+  // made on another worker's loop.
+  std::vector<http::Header> headers;
   int64_t age = -1;          // Age header (seconds), -1: none
   std::string cache_status;  // RFC 9211 Cache-Status parameters ("hit", "fwd=uri-miss", ...)
   // Non-null: the body is still arriving in `fd` (read-while-writer); the
@@ -50,27 +53,57 @@ struct Answer {
   std::shared_ptr<FillProgress> fill;
 };
 
+// Written by the Pull's loop; read by every worker's pages.
 struct PullStats {
-  uint64_t hits = 0;          // answered from the cache without waiting for the origin
-  uint64_t misses = 0;        // waited for the origin (miss or revalidation)
-  uint64_t stale_served = 0;  // stale copies served (while revalidating or on error)
-  uint64_t revalidated = 0;   // 304s that refreshed a copy
-  uint64_t origin_requests = 0;
-  uint64_t origin_errors = 0;  // unreachable, timeout, 5xx, bad digest
+  metrics::OwnCounter hits = 0;          // answered from the cache without waiting for the origin
+  metrics::OwnCounter misses = 0;        // waited for the origin (miss or revalidation)
+  metrics::OwnCounter stale_served = 0;  // stale copies served (while revalidating or on error)
+  metrics::OwnCounter revalidated = 0;   // 304s that refreshed a copy
+  metrics::OwnCounter origin_requests = 0;
+  metrics::OwnCounter origin_errors = 0;  // unreachable, timeout, 5xx, bad digest
 };
+
+// One client's request handed to the Pull, which lives on the main loop
+// while clients come to every worker ([server] workers): a copy of the
+// request, and the calls that answer it. Each answer runs on the client's
+// own loop: at once when that is the Pull's, else posted to `home` (the
+// inbox of the client's loop), where it finds the exchange through its
+// Deferred (gone: dropped, and a descriptor it carried closed).
+class PullClient {
+ public:
+  using Responder = std::function<void(net::Exchange&, Answer)>;
+  // Defers `ex`. `respond`: the client's Replica's answer with an object.
+  PullClient(net::Exchange& ex, Responder respond, std::shared_ptr<daemon::Inbox> home);
+  const http::Request& request() const { return request_; }
+  bool is_head() const { return request_.method == "HEAD"; }
+  // The client went away (only known on its own loop; elsewhere false).
+  bool gone() const { return !home_ && d_.exchange() == nullptr; }
+  void respond(Answer a);
+  void reply(int status, std::string_view text,
+             std::initializer_list<std::pair<std::string_view, std::string_view>> headers = {});
+  void interim(int status, std::vector<http::Header> fields);
+
+ private:
+  void run(std::function<void(net::Exchange&)> fn);
+  http::Request request_;
+  net::Deferred d_;
+  Responder respond_;
+  std::shared_ptr<daemon::Inbox> home_;  // null: the Pull's own loop
+};
+using Waiter = std::shared_ptr<PullClient>;
+inline PullClient* live(const Waiter& w) { return w && !w->gone() ? w.get() : nullptr; }
 
 class Pull {
  public:
-  using Responder = std::function<void(net::Exchange&, Answer)>;
-
   // Throws std::runtime_error when the cache directory cannot be used.
-  Pull(uv_loop_t* loop, const config::ContentSettings& c, std::string name, Responder respond);
+  Pull(uv_loop_t* loop, const config::ContentSettings& c, std::string name);
   ~Pull();
   Pull(const Pull&) = delete;
   Pull& operator=(const Pull&) = delete;
 
-  // Answers a GET/HEAD for a normalised path (query kept from the target).
-  void serve(net::Exchange& ex, const std::string& path);
+  // Answers a request for a normalised path (query kept from the target).
+  // On the Pull's loop; the client may be another worker's.
+  void serve(Waiter client, const std::string& path);
   // Start-up: makes sure `path` is in the cache. done(true, "") when it is
   // (fetched, revalidated, or a stale copy exists while the origin fails);
   // done(false, why) when the origin failed and no copy exists.
@@ -96,27 +129,27 @@ class Pull {
   // waiters that can be streamed to are answered from it now.
   void start_fill(Fetch& f);
   // A client collapsed onto `f` after its head came: streamed, when it can be.
-  bool join_fill(net::Exchange& ex, Fetch& f);
-  void answer_fill(net::Exchange& ex, Fetch& f);
+  bool join_fill(PullClient& ex, Fetch& f);
+  void answer_fill(PullClient& ex, Fetch& f);
   void finish_fetch(const std::string& slot, const OriginResult& r);
   // A successful unsafe method: drops the stored answers it makes stale.
   void invalidate(const Fetch& f);
   // The waiters of `f` whose request selects another variant of its
   // response (Vary) than the one it was fetched for, taken out of `f`.
-  std::vector<net::Deferred> take_other_variants(Fetch& f);
+  std::vector<Waiter> take_other_variants(Fetch& f);
   // A fetch of its own for waiters that did not get theirs from another.
-  void refetch(const std::string& key, std::vector<net::Deferred> waiters);
+  void refetch(const std::string& key, std::vector<Waiter> waiters);
   // `as_received`: the stored Age line is relayed (the fetch's own clients)
   // instead of one computed now.
-  void answer_entry(net::Exchange& ex, const DiskCache::Entry& e, std::string status,
+  void answer_entry(PullClient& ex, const DiskCache::Entry& e, std::string status,
                     bool as_received = false);
-  void answer_error(net::Exchange& ex, Fetch& f, const DiskCache::Entry& e);
+  void answer_error(PullClient& ex, Fetch& f, const DiskCache::Entry& e);
   int64_t now() const;
 
   uv_loop_t* loop_;
   std::string origin_url_;  // ends without '/' (the path is appended)
   std::string name_;
-  Responder respond_;
+  bool closed_ = false;
   cache::Policy policy_;
   DiskCache cache_;
   Origin origin_;

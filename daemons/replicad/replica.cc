@@ -116,6 +116,7 @@ Replica::Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_
     requests_.configure(settings_.log);
   }
   if (sites_of != nullptr) {
+    pull_home_ = sites_of->inbox_;
     adopt_sites(*sites_of);
   } else {
     build_sites(std::move(store));
@@ -129,15 +130,10 @@ Site* Replica::site_for(const http::Request& req) const {
   return i ? sites_[*i].get() : nullptr;
 }
 
-bool Replica::has_origin() const {
-  return std::any_of(sites_.begin(), sites_.end(),
-                     [](const auto& s) { return s->pull != nullptr; });
-}
-
 void Replica::adopt_sites(const Replica& first) {
   // Called on this worker's loop while `first` is between reloads: its
-  // sites are whole, and only Stores (which lock) are shared, since a
-  // replica with an origin site runs one worker (Replicas::start).
+  // sites are whole. Stores lock; a Pull is only ever called on the main
+  // loop (serve_content, serve_purge post there).
   sites_ = first.sites_;
   site_map_ = first.site_map_;
 }
@@ -172,8 +168,7 @@ void Replica::build_sites(std::unique_ptr<Store> store) {
       site = std::move(renewed);
     } else {
       site = open_site(loop_, spec.name, std::move(spec.hosts), spec.content,
-                       is_default ? std::move(store) : nullptr, settings_.server.name,
-                       [this](net::Exchange& ex, Answer a) { answer_pulled(ex, std::move(a)); });
+                       is_default ? std::move(store) : nullptr, settings_.server.name);
       if (!sites_.empty()) spdlog::info("site {}: {}", site->name, site->source());
     }
     const size_t index = next.size();
@@ -296,6 +291,7 @@ void Replica::stop() {
   watches_.clear();
   inbox_->close();
   server_.close();
+  if (pull_home_) return;  // the sites are worker 0's, closed there
   for (const auto& site : sites_) {
     if (site->pull) site->pull->close();
   }
@@ -425,27 +421,52 @@ void Replica::serve_purge(net::Exchange& ex, Site* site) {
     misdirected(ex);
     return;
   }
+  if (site->pull && pull_home_) {
+    // The cache is the main loop's: purged there, answered here.
+    auto d = ex.defer();
+    auto done = [this, d, r = *r, name = site->name](size_t n) {
+      if (auto* later = d.exchange()) purged(*later, r, name, n, true);
+    };
+    pull_home_->post([site = site->shared_from_this(), r = *r, home = inbox_, done] {
+      const size_t n = site->pull->purge(r);
+      home->post([done, n] { done(n); });
+    });
+    return;
+  }
   // Local content (root, page) is read from its files, which are the truth:
   // there is no copy to purge.
-  const size_t n = site->pull ? site->pull->purge(*r) : 0;
+  purged(ex, *r, site->name, site->pull ? site->pull->purge(*r) : 0, site->pull != nullptr);
+}
+
+void Replica::purged(net::Exchange& ex, const purge::Request& request, const std::string& site,
+                     size_t n, bool cached) {
+  const auto* r = &request;
   ++purges_total_;
   purged_objects_total_ += n;
   spdlog::info("purge {}{} of site {}: {} objects", purge::describe(*r),
-               r->id.empty() ? "" : " id " + r->id, site->name, n);
+               r->id.empty() ? "" : " id " + r->id, site, n);
   nlohmann::json doc;
-  doc["site"] = site->name;
+  doc["site"] = site;
   doc["purge"] = purge::describe(*r);
   doc["scope"] = std::string(purge::to_string(r->scope));
   doc["soft"] = r->soft;
   doc["purged"] = n;
-  doc["cached"] = site->pull != nullptr;
+  doc["cached"] = cached;
   if (!r->id.empty()) doc["id"] = r->id;
   daemon::send_document(ex, "application/json", doc.dump() + "\n");
 }
 
 void Replica::serve_content(net::Exchange& ex, Site& site, const std::string& path) {
   if (site.pull) {
-    site.pull->serve(ex, path);
+    auto client = std::make_shared<PullClient>(
+        ex, [this](net::Exchange& e, Answer a) { answer_pulled(e, std::move(a)); },
+        pull_home_ ? inbox_ : nullptr);
+    if (!pull_home_) {
+      site.pull->serve(std::move(client), path);
+    } else if (!pull_home_->post(
+                   [s = site.shared_from_this(), client, path] { s->pull->serve(client, path); })) {
+      ex.reply(503, "stopping", {{"Retry-After", "1"}});
+    }
     return;
   }
   Lookup found = site.store->lookup(path, /*may_load=*/false);
@@ -889,11 +910,7 @@ Replicas::~Replicas() {
 
 void Replicas::start() {
   Replica& first = *members_.front();
-  uint32_t workers = config::resolve_workers(first.settings().server.workers);
-  if (workers > 1 && first.has_origin()) {
-    spdlog::info("origin mode: 1 worker (the pull-through cache runs on one loop)");
-    workers = 1;
-  }
+  const uint32_t workers = config::resolve_workers(first.settings().server.workers);
   const auto where = first.start(workers);
   if (workers == 1) return;
   threads_ = std::make_unique<daemon::WorkerThreads>(workers - 1);

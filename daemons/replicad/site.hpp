@@ -41,8 +41,7 @@ std::string cache_control_of(const config::ContentSettings& c);
 // Throws std::runtime_error when the content or the cache cannot be used.
 std::shared_ptr<Site> open_site(uv_loop_t* loop, std::string name, std::vector<std::string> hosts,
                                 const config::ContentSettings& content,
-                                std::unique_ptr<Store> store, const std::string& server_name,
-                                Pull::Responder respond);
+                                std::unique_ptr<Store> store, const std::string& server_name);
 
 // [content] (when it names a source) first, then every [site], each with
 // its cache directory (config::site_cache_dir).
