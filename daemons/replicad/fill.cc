@@ -40,6 +40,32 @@ void FillProgress::advance(uint64_t available, int64_t now_ms) {
   wake_all(std::move(wakes));
 }
 
+void FillProgress::spill(uint64_t file_end) {
+  std::lock_guard lock(mu_);
+  if (v_.file_end == UINT64_MAX) v_.file_end = memory_end_ = file_end;
+}
+
+void FillProgress::spilled(std::string_view bytes) {
+  if (bytes.empty()) return;
+  auto chunk = std::make_shared<const std::string>(bytes);
+  std::lock_guard lock(mu_);
+  if (v_.file_end == UINT64_MAX || v_.state != State::Filling) return;
+  memory_.emplace_back(memory_end_, std::move(chunk));
+  memory_end_ += bytes.size();
+}
+
+std::pair<std::shared_ptr<const std::string>, size_t> FillProgress::memory_at(
+    uint64_t offset) const {
+  std::lock_guard lock(mu_);
+  // The chunk whose start is the last one at or before offset.
+  auto it = std::upper_bound(memory_.begin(), memory_.end(), offset,
+                             [](uint64_t o, const auto& c) { return o < c.first; });
+  if (it == memory_.begin()) return {};
+  --it;
+  if (offset >= it->first + it->second->size()) return {};
+  return {it->second, static_cast<size_t>(offset - it->first)};
+}
+
 void FillProgress::finish() { end(State::Done); }
 
 void FillProgress::fail() { end(State::Failed); }
@@ -95,7 +121,10 @@ FillStep next_fill_step(const FillProgress::View& v, uint64_t next, std::optiona
   uint64_t limit = v.available;
   if (!done && v.length && *v.length > 0) limit = std::min(limit, *v.length - 1);
   if (end) limit = std::min(limit, *end);
-  if (limit > next) return {Kind::Send, next, limit - next};
+  if (limit > next) {
+    if (next >= v.file_end) return {Kind::SendMemory, next, limit - next};
+    return {Kind::Send, next, std::min(limit, v.file_end) - next};
+  }
   const bool all = end ? next >= *end : done && next >= v.available;
   if (all) return {Kind::End};
   // Done, yet short of what was promised: never end it as if whole.

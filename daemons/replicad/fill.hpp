@@ -21,9 +21,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 namespace cdn::replica {
 
@@ -35,6 +40,9 @@ class FillProgress {
     State state = State::Filling;
     std::optional<uint64_t> length;  // the origin's Content-Length, when it sent one
     int64_t last_progress_ms = 0;    // when bytes last came (the caller's clock)
+    // Bytes from here on are not in the file but in memory chunks (the
+    // disk failed mid-body: see spill()).
+    uint64_t file_end = UINT64_MAX;
   };
   using Wake = std::function<void()>;
 
@@ -45,6 +53,14 @@ class FillProgress {
   // be whole (the origin broke off, the disk failed, the fetch was dropped).
   // After finish() or fail(), every call but view() does nothing.
   void advance(uint64_t available, int64_t now_ms);
+  // The disk failed: the file holds the body up to `file_end`; what follows
+  // comes with spilled() (the writer's spill to memory, bounded by its
+  // spill_limit), once per fill, not per client.
+  void spill(uint64_t file_end);
+  void spilled(std::string_view bytes);
+  // The memory chunk holding byte `offset` (past file_end), and where in it
+  // that byte is; null when there is none.
+  std::pair<std::shared_ptr<const std::string>, size_t> memory_at(uint64_t offset) const;
   void finish();
   void fail();
 
@@ -71,6 +87,8 @@ class FillProgress {
   View v_;
   uint64_t next_id_ = 0;
   std::unordered_map<uint64_t, Sub> subs_;
+  uint64_t memory_end_ = 0;  // one past the last spilled byte
+  std::vector<std::pair<uint64_t, std::shared_ptr<const std::string>>> memory_;  // (offset, bytes)
 };
 
 // What a streaming client does next, from the fill's state, the next byte
@@ -78,10 +96,11 @@ class FillProgress {
 // nullopt: to the end of the body).
 struct FillStep {
   enum class Kind : uint8_t {
-    Wait,  // nothing new to send yet
-    Send,  // the bytes [offset, offset + length)
-    End,   // every byte it wants is sent: end the answer
-    Cut,   // the fill failed: close the connection (never a short body as whole)
+    Wait,        // nothing new to send yet
+    Send,        // the bytes [offset, offset + length) of the file
+    SendMemory,  // the bytes [offset, offset + length), past the file's end (memory_at)
+    End,         // every byte it wants is sent: end the answer
+    Cut,         // the fill failed: close the connection (never a short body as whole)
   };
   Kind kind = Kind::Wait;
   uint64_t offset = 0;

@@ -65,6 +65,23 @@ class Streamer : public std::enable_shared_from_this<Streamer> {
           }
           next_ += step.length;
           continue;
+        case FillStep::Kind::SendMemory: {
+          // One chunk at most: the connection copies it, and takes no more
+          // until it is sent (bounded memory per client).
+          const auto [chunk, at] = fill_->memory_at(step.offset);
+          if (!chunk) {
+            ex->cut_stream();
+            stop();
+            return;
+          }
+          const auto piece = std::string_view(*chunk).substr(at, step.length);
+          if (!ex->send_piece(piece)) {
+            stop();
+            return;
+          }
+          next_ += piece.size();
+          continue;
+        }
         case FillStep::Kind::End:
           ex->end_stream();
           stop();

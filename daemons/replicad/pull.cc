@@ -392,21 +392,20 @@ void Pull::start_fetch(const std::string& slot) {
   };
   cb.body = [f](const char* data, size_t n) {
     if (f->writer) {
+      const bool was_on_disk = f->writer->on_disk();
       if (!f->writer->write(data, n)) {
         f->local_error = "cache disk failed (" + f->writer->disk_error() +
                          ") and the object is too large to hold in memory";
         return false;
       }
       if (f->fill) {
-        // The disk failed: what follows is in memory only, where no
-        // streaming client can read it. Those already streaming are cut;
-        // the others are answered from memory at the end.
         if (!f->writer->on_disk()) {
-          f->fill->fail();
-          f->fill.reset();
-        } else {
-          f->fill->advance(f->writer->size(), now_ms());
+          // The disk failed: the file holds what came before this piece;
+          // the rest reaches the streaming clients from memory (once).
+          if (was_on_disk) f->fill->spill(f->writer->size() - n);
+          f->fill->spilled(std::string_view(data, n));
         }
+        f->fill->advance(f->writer->size(), now_ms());
       }
       return true;
     }
@@ -488,6 +487,7 @@ void Pull::start_fill(Fetch& f) {
 
 bool Pull::join_fill(PullClient& ex, Fetch& f) {
   if (!f.fill || f.fill->view().state != FillProgress::State::Filling) return false;
+  if (!f.writer->on_disk()) return false;  // spilled: no file to join; answered at the end
   if (cache::variant_key(f.head_fields, ex.request().headers) != f.stored.variant) return false;
   if (!can_stream(ex.request(), *f.fill)) return false;
   answer_fill(ex, f);

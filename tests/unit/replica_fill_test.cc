@@ -112,6 +112,27 @@ TEST(NextFillStep, FailedOrShortIsCut) {
   EXPECT_EQ(next_fill_step(v, 60, 100).kind, Kind::Cut);
 }
 
+TEST(NextFillStep, PastTheFilesEndFromMemory) {
+  FillProgress f(std::nullopt, 0);
+  f.advance(100, 1);
+  f.spill(100);  // the disk failed: bytes 100.. are in memory
+  f.spilled("abc");
+  f.spilled("defg");
+  f.advance(107, 2);
+  const auto v = f.view();
+  const auto s = next_fill_step(v, 40, std::nullopt);
+  EXPECT_EQ(s.kind, Kind::Send);  // the file's part first, up to its end
+  EXPECT_EQ(s.length, 60u);
+  const auto m = next_fill_step(v, 100, std::nullopt);
+  EXPECT_EQ(m.kind, Kind::SendMemory);
+  EXPECT_EQ(m.length, 7u);
+  auto [chunk, at] = f.memory_at(104);
+  ASSERT_TRUE(chunk);
+  EXPECT_EQ(chunk->substr(at), "efg");
+  EXPECT_FALSE(f.memory_at(107).first);
+  EXPECT_FALSE(f.memory_at(99).first);
+}
+
 // Readers on other threads, each pumping when woken (as through an Inbox):
 // every reader sees the end and the last byte, whatever the interleaving.
 TEST(FillProgress, ReadersOnOtherThreadsSeeEveryByte) {
