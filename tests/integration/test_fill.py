@@ -11,6 +11,7 @@ piece of the body leaves and where the answer breaks off.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
@@ -216,3 +217,22 @@ def test_broken_origin_never_a_short_body_as_whole(cdn, raw_origin, mode):
     assert raw_origin.count["/big.bin"] == 2
     assert again["raw"] == BODY
     wait_for(lambda: e.alive(), what="replica alive")
+
+
+def test_clients_on_two_workers_share_one_fill(cdn, raw_origin):
+    """[server] workers = 2 with an origin: clients on both workers (new
+    connections spread by the kernel) stream one fill; one origin fetch."""
+    raw_origin.routes["/big.bin"] = "slow"
+    e = edge(cdn, raw_origin.url(), content={"origin_timeout": "5s"}, server={"workers": 2})
+    results = [{} for _ in range(8)]
+    threads = [threading.Thread(target=get, args=(e.host, e.port, "/big.bin", r)) for r in results]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert all(r["raw"] == BODY for r in results)
+    assert raw_origin.count["/big.bin"] == 1
+    page = e.get("/.cdn/metrics")[2].decode()
+    served = dict(re.findall(r'^cdn_replica_worker_connections_total\{worker="(\d)"\} (\d+)$',
+                             page, re.M))
+    assert set(served) == {"0", "1"} and all(int(n) > 0 for n in served.values()), served
