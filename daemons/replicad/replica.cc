@@ -149,21 +149,20 @@ void Replica::build_sites(std::unique_ptr<Store> store) {
         site = old;
       }
     }
-    if (site && site->pull) {
-      // One worker (see adopt_sites): changed in place, its cache kept.
-      site->pull->reconfigure(spec.content);
-      site->hosts = std::move(spec.hosts);
-      site->content = spec.content;
-      site->cache_control = cache_control_of(spec.content);
-    } else if (site) {
+    if (site) {
       // Other workers may be reading the old Site: a new one, with the
-      // same store (and its memory tier).
-      site->store->set_memory_budget(spec.content.cache_memory);
+      // same store (and its memory tier) or the same pull (and its cache).
+      if (site->pull) {
+        site->pull->reconfigure(spec.content);
+      } else {
+        site->store->set_memory_budget(spec.content.cache_memory);
+      }
       auto renewed = std::make_shared<Site>();
       renewed->name = site->name;
       renewed->hosts = std::move(spec.hosts);
       renewed->content = spec.content;
       renewed->store = site->store;
+      renewed->pull = site->pull;
       renewed->cache_control = cache_control_of(spec.content);
       site = std::move(renewed);
     } else {
@@ -178,6 +177,10 @@ void Replica::build_sites(std::unique_ptr<Store> store) {
   }
   for (auto& old : sites_) {
     if (std::find(next.begin(), next.end(), old) != next.end()) continue;
+    if (old->pull && std::any_of(next.begin(), next.end(),
+                                 [&](const auto& n) { return n->pull == old->pull; })) {
+      continue;  // renewed: its pull goes on
+    }
     // Fetches of a site that is gone end now; the object stays until exit,
     // as exchanges and fetch callbacks may still hold on to it. A store's
     // users hold it by shared_ptr (thread-pool work) or only for a call.

@@ -28,7 +28,7 @@ std::shared_ptr<Site> open_site(uv_loop_t* loop, std::string name, std::vector<s
   if (!store) store = open_store(content);
   site->store = std::move(store);
   if (!site->store) {
-    site->pull = std::make_unique<Pull>(loop, content, server_name);
+    site->pull = std::make_shared<Pull>(loop, content, server_name);
   }
   return site;
 }

@@ -25,7 +25,7 @@ struct Site : std::enable_shared_from_this<Site> {
   std::vector<std::string> hosts;   // empty for the default site
   config::ContentSettings content;  // cache_dir: where this site's cache is
   std::shared_ptr<Store> store;     // root or page; null with an origin
-  std::unique_ptr<Pull> pull;       // origin
+  std::shared_ptr<Pull> pull;       // origin (a reload's renewed Site shares it)
   std::string cache_control;        // of local content, from max_age
 
   std::string source() const { return store ? store->source() : pull->source(); }
