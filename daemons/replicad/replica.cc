@@ -441,21 +441,20 @@ void Replica::serve_purge(net::Exchange& ex, Site* site) {
   purged(ex, *r, site->name, site->pull ? site->pull->purge(*r) : 0, site->pull != nullptr);
 }
 
-void Replica::purged(net::Exchange& ex, const purge::Request& request, const std::string& site,
-                     size_t n, bool cached) {
-  const auto* r = &request;
+void Replica::purged(net::Exchange& ex, const purge::Request& r, const std::string& site, size_t n,
+                     bool cached) {
   ++purges_total_;
   purged_objects_total_ += n;
-  spdlog::info("purge {}{} of site {}: {} objects", purge::describe(*r),
-               r->id.empty() ? "" : " id " + r->id, site, n);
+  spdlog::info("purge {}{} of site {}: {} objects", purge::describe(r),
+               r.id.empty() ? "" : " id " + r.id, site, n);
   nlohmann::json doc;
   doc["site"] = site;
-  doc["purge"] = purge::describe(*r);
-  doc["scope"] = std::string(purge::to_string(r->scope));
-  doc["soft"] = r->soft;
+  doc["purge"] = purge::describe(r);
+  doc["scope"] = std::string(purge::to_string(r.scope));
+  doc["soft"] = r.soft;
   doc["purged"] = n;
   doc["cached"] = cached;
-  if (!r->id.empty()) doc["id"] = r->id;
+  if (!r.id.empty()) doc["id"] = r.id;
   daemon::send_document(ex, "application/json", doc.dump() + "\n");
 }
 
