@@ -236,3 +236,33 @@ def test_clients_on_two_workers_share_one_fill(cdn, raw_origin):
     served = dict(re.findall(r'^cdn_replica_worker_connections_total\{worker="(\d)"\} (\d+)$',
                              page, re.M))
     assert set(served) == {"0", "1"} and all(int(n) > 0 for n in served.values()), served
+
+
+def test_a_client_that_does_not_read_holds_nobody_back(cdn, raw_origin):
+    """One client stops reading (its socket fills); another gets the whole
+    body as the origin finishes, and the first still gets every byte later."""
+    raw_origin.routes["/big.bin"] = "slow"
+    e = edge(cdn, raw_origin.url(), content={"origin_timeout": "5s"})
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect((e.host, e.port))
+    stuck.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.1)
+    reader = {}
+    get(e.host, e.port, "/big.bin", reader)
+    ended = time.monotonic()
+    assert reader["raw"] == BODY
+    wait_for(lambda: "/big.bin" in raw_origin.finished, what="origin done")
+    assert ended - raw_origin.finished["/big.bin"] < 1.0
+    data = b""
+    stuck.settimeout(10)
+    with stuck:
+        while len(data) < len(BODY) + 200:
+            got = stuck.recv(65536)
+            if not got:
+                break
+            data += got
+            if data.partition(b"\r\n\r\n")[2] == BODY:
+                break
+    assert data.partition(b"\r\n\r\n")[2] == BODY
+    assert raw_origin.count["/big.bin"] == 1
