@@ -579,6 +579,7 @@ void write_content(IniWriter& w, const ContentSettings& c, bool site) {
   w.key("stale_if_error", c.stale_if_error);
   w.key("stale_if_disconnected", c.stale_if_disconnected);
   w.key("origin_timeout", c.origin_timeout);
+  w.size("origin_min_rate", c.origin_min_rate);
   w.key("ca_file", c.ca_file);
   if (!site) w.key("types_file", c.types_file);
 }
@@ -681,6 +682,8 @@ std::vector<KeySpec> content_keys(const IniFile& file, ContentSettings& c) {
        [&](const Entry& e) { c.stale_if_disconnected = duration_of(file, e, kFreshnessRange); }},
       {"origin_timeout",
        [&](const Entry& e) { c.origin_timeout = duration_of(file, e, kTimeoutRange); }},
+      {"origin_min_rate",
+       [&](const Entry& e) { c.origin_min_rate = size_of(file, e, 0, 1ULL << 30); }},
       {"ca_file",
        [&](const Entry& e) {
          const std::string_view v = trim(e.value);

@@ -152,6 +152,9 @@ class Connection final : public http::ConnectionHandler {
   std::optional<http::HeadWriter> scratch_writer_;
 
   uint64_t deferred_ = 0;  // the request whose answer was deferred
+  // Exchange::defer(on_gone): run when the connection closes before the
+  // deferred answer has begun; its client's EOF closes the connection.
+  std::function<void()> on_gone_;
   // Deferred answers hold this weakly; it points at nothing once closed.
   std::shared_ptr<Connection*> self_;
 
@@ -219,6 +222,7 @@ void Exchange::interim(int status, const std::vector<http::Header>& headers) {
 http::HeadWriter& Exchange::begin(int status, bool relayed) {
   Connection& c = conn_;
   if (http::HeadWriter* h = c.core_.begin(c.core_.seq(), status, relayed)) {
+    c.on_gone_ = nullptr;  // answered: the client is not abandoned any more
     c.answer_status_ = status;
     c.open_ = Connection::Open::Answer;
     return *h;
@@ -266,6 +270,12 @@ Deferred Exchange::defer() {
   c.deferred_ = c.core_.seq();
   if (!c.self_) c.self_ = std::make_shared<Connection*>(&c);
   return Deferred(c.self_, c.core_.seq());
+}
+
+Deferred Exchange::defer(std::function<void()> on_gone) {
+  Deferred d = defer();
+  conn_.on_gone_ = std::move(on_gone);
+  return d;
 }
 
 void Exchange::start_stream(bool chunked) {
@@ -749,6 +759,12 @@ void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) noe
     ++c->busy_;
     if (nread > 0) {
       c->core_.receive(std::string_view(buf->base, static_cast<size_t>(nread)), c->now());
+    } else if (nread == UV_EOF && c->on_gone_ &&
+               c->core_.state() == http::ServerConnection::State::Handling) {
+      // A client that stops sending while it waits on a gateway's origin
+      // has left (or half-closed, which a gateway cannot tell from leaving):
+      // its answer is dropped and its descriptor freed now.
+      c->core_.abort();
     } else if (nread == UV_EOF) {
       // Half-closed: every request already received is still answered, in
       // order; the core closes once nothing complete is left to answer.
@@ -820,6 +836,10 @@ void Connection::close() {
 void Connection::close_transport() {
   if (closing_) return;
   closing_ = true;
+  if (on_gone_) {
+    auto gone = std::exchange(on_gone_, nullptr);
+    uv::guarded("gone", [&] { gone(); });
+  }
   if (yielded_) server_.remove_ready(this);
   backlog(false);
   if (self_) *self_ = nullptr;

@@ -79,6 +79,7 @@ DiskCache::Options cache_options(const config::ContentSettings& c) {
 OriginOptions origin_options(const config::ContentSettings& c) {
   OriginOptions o;
   o.timeout = c.origin_timeout;
+  o.min_rate = c.origin_min_rate;
   o.ca_file = c.ca_file;
   o.user_agent = "cdn-replicad/" CDN_VERSION;
   return o;
@@ -115,17 +116,32 @@ struct Pull::Fetch {
   std::shared_ptr<const Object> fill_object;  // what the streamed answers describe
   std::vector<http::Header> fill_fields;      // their relayed fields
   std::string fill_status;                    // their Cache-Status parameters
+  uint64_t transfer = 0;                      // Origin's id of the transfer, for cancel()
+  uint64_t received = 0;                      // body bytes so far
 
   ~Fetch() {
     if (fill) fill->fail();
   }
 };
 
-PullClient::PullClient(net::Exchange& ex, Responder respond, std::shared_ptr<daemon::Inbox> home)
+namespace {
+// A fetch whose clients have all gone is finished for the cache anyway when
+// no more than this is left of a body of known length (cheaper than asking
+// again); any other is cancelled, freeing its origin connection at once.
+constexpr uint64_t kFinishForCache = 1 << 20;
+}  // namespace
+
+PullClient::PullClient(net::Exchange& ex, Responder respond, std::shared_ptr<daemon::Inbox> home,
+                       std::function<void()> on_gone)
     : request_(ex.request()),
-      d_(ex.defer()),
       respond_(std::move(respond)),
-      home_(std::move(home)) {}
+      home_(std::move(home)),
+      left_(std::make_shared<std::atomic<bool>>(false)) {
+  d_ = ex.defer([left = left_, on_gone = std::move(on_gone)] {
+    left->store(true, std::memory_order_relaxed);
+    if (on_gone) on_gone();
+  });
+}
 
 void PullClient::run(std::function<void(net::Exchange&)> fn) {
   if (!home_) {
@@ -183,7 +199,9 @@ Pull::Pull(uv_loop_t* loop, const config::ContentSettings& c, std::string name)
       name_(std::move(name)),
       policy_(policy_of(c)),
       cache_(cache_options(c)),
-      origin_(loop, origin_options(c)) {
+      origin_(loop, origin_options(c)),
+      self_(std::make_shared<Pull*>(this)) {
+  sweep_timer_ = uv::make_timer(loop_, [this] { sweep(); });
   while (!origin_url_.empty() && origin_url_.back() == '/') origin_url_.pop_back();
   if (!c.ca_file.empty() && ::access(c.ca_file.c_str(), R_OK) != 0) {
     throw std::runtime_error("ca_file " + c.ca_file + ": " + std::strerror(errno));
@@ -193,7 +211,7 @@ Pull::Pull(uv_loop_t* loop, const config::ContentSettings& c, std::string name)
                cache_.outdated_dropped());
 }
 
-Pull::~Pull() = default;
+Pull::~Pull() { *self_ = nullptr; }
 
 void Pull::reconfigure(const config::ContentSettings& c) {
   policy_ = policy_of(c);
@@ -202,8 +220,55 @@ void Pull::reconfigure(const config::ContentSettings& c) {
 
 void Pull::close() {
   closed_ = true;
+  *self_ = nullptr;
+  sweep_timer_.reset();
   origin_.close();
   fetches_.clear();
+}
+
+std::function<void()> Pull::departures(std::shared_ptr<daemon::Inbox> via) {
+  // Not now: the connection may be closing inside one of our own calls.
+  auto schedule = [weak = std::weak_ptr<Pull*>(self_)] {
+    auto p = weak.lock();
+    if (!p || *p == nullptr || !(*p)->sweep_timer_) return;
+    uv::timer_start((*p)->sweep_timer_.get(), 0, 0);
+  };
+  if (!via) return schedule;
+  return [via = std::move(via), schedule] { via->post(schedule); };
+}
+
+bool Pull::abandoned(const Fetch& f) const {
+  // Background revalidations and prefetches have no client to lose; an
+  // unsafe method goes on, its effect on the origin and the cache is owed.
+  if (f.waiters.empty() || !f.prefetchers.empty() || !f.started) return false;
+  if (f.method != "GET" && f.method != "HEAD") return false;
+  for (const auto& w : f.waiters) {
+    if (live(w) != nullptr) return false;
+  }
+  if (f.have_head && !f.private_ && f.method == "GET") {
+    const auto cl = f.head.header("Content-Length");
+    uint64_t length = 0;
+    if (cl && std::from_chars(cl->data(), cl->data() + cl->size(), length).ec == std::errc() &&
+        length >= f.received && length - f.received <= kFinishForCache &&
+        cache::storable("GET", f.client, static_cast<int>(f.head.status), f.head_fields, policy_) ==
+            cache::Verdict::Storable) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void Pull::sweep() {
+  std::vector<std::string> gone;
+  for (const auto& [slot, f] : fetches_) {
+    if (abandoned(*f)) gone.push_back(slot);
+  }
+  for (const auto& slot : gone) {
+    auto node = fetches_.extract(slot);
+    ++stats_.origin_cancelled;
+    spdlog::debug("{}: every client left, fetch cancelled", url_for(node.mapped()->target));
+    origin_.cancel(node.mapped()->transfer);
+  }
 }
 
 namespace {
@@ -390,13 +455,21 @@ void Pull::start_fetch(const std::string& slot) {
       if (auto* ex = live(d)) ex->interim(static_cast<int>(h.status), fields);
     }
   };
-  cb.body = [f](const char* data, size_t n) {
+  cb.body = [this, f](const char* data, size_t n) {
+    f->received += n;
     if (f->writer) {
       const bool was_on_disk = f->writer->on_disk();
       if (!f->writer->write(data, n)) {
-        f->local_error = "cache disk failed (" + f->writer->disk_error() +
-                         ") and the object is too large to hold in memory";
+        f->local_error = "cannot hold the body: not on disk (" + f->writer->disk_error() +
+                         "), and past spill memory";
         return false;
+      }
+      // The clients start streaming with the first body bytes: an answer
+      // that fails before any (a bad head, a bad first chunk) is still a
+      // clean 502 for them.
+      if (!f->fill && f->have_head && f->head.status == 200 && f->writer->on_disk() &&
+          f->writer->size() == n) {
+        start_fill(*f);
       }
       if (f->fill) {
         if (!f->writer->on_disk()) {
@@ -417,7 +490,11 @@ void Pull::start_fetch(const std::string& slot) {
   request.url = url;
   request.headers = f->request_headers;
   request.body = std::move(f->body);
-  origin_.fetch(std::move(request), std::move(cb));
+  // done() may run inside fetch() (a refused transfer) and free `f`.
+  const uint64_t id = origin_.fetch(std::move(request), std::move(cb));
+  if (auto again = fetches_.find(slot); again != fetches_.end() && again->second.get() == f) {
+    f->transfer = id;
+  }
 }
 
 void Pull::on_head(Fetch& f, const OriginHead& h) {
@@ -435,7 +512,6 @@ void Pull::on_head(Fetch& f, const OriginHead& h) {
     f.writer = cache_.begin();
     if (!f.writer) f.local_error = std::string("cannot buffer the body: ") + std::strerror(errno);
   }
-  if (h.status == 200 && f.writer && f.writer->on_disk()) start_fill(f);
 }
 
 void Pull::start_fill(Fetch& f) {
@@ -726,21 +802,17 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
     }
     spdlog::warn("{}: not cached: {}", url,
                  f.writer->on_disk() ? std::strerror(errno)
-                                     : "cache disk failed (" + f.writer->disk_error() + ")");
+                                     : "not on disk (" + f.writer->disk_error() + ")");
   } else {
     cache_.erase(key);  // the origin's latest answer replaces what was stored
   }
   // Served from the fetched bytes, not stored: every end-to-end field relayed
   // (also those that private="..." keeps out of the cache).
   const std::vector<http::Header> relayed = http::end_to_end(f.head_fields);
-  auto obj = std::make_shared<Object>();
+  std::shared_ptr<Object> obj = f.writer ? f.writer->object() : std::make_shared<Object>();
   obj->rel = key;
   if (f.writer) {
-    obj->size = f.writer->size();
-    obj->digest = f.writer->digest();
     obj->etag = meta.etag.empty() ? DiskCache::etag_of(f.writer->digest_hex()) : meta.etag;
-    obj->in_memory = f.writer->in_memory();
-    if (obj->in_memory) obj->body = f.writer->memory();
   } else {
     obj->in_memory = true;
   }

@@ -18,6 +18,7 @@
 
 #include <uv.h>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -60,7 +61,8 @@ struct PullStats {
   metrics::OwnCounter stale_served = 0;  // stale copies served (while revalidating or on error)
   metrics::OwnCounter revalidated = 0;   // 304s that refreshed a copy
   metrics::OwnCounter origin_requests = 0;
-  metrics::OwnCounter origin_errors = 0;  // unreachable, timeout, 5xx, bad digest
+  metrics::OwnCounter origin_cancelled = 0;  // fetches stopped because every client had gone
+  metrics::OwnCounter origin_errors = 0;     // unreachable, timeout, 5xx, bad digest
 };
 
 // One client's request handed to the Pull, which lives on the main loop
@@ -73,11 +75,17 @@ class PullClient {
  public:
   using Responder = std::function<void(net::Exchange&, Answer)>;
   // Defers `ex`. `respond`: the client's Replica's answer with an object.
-  PullClient(net::Exchange& ex, Responder respond, std::shared_ptr<daemon::Inbox> home);
+  // `on_gone` (Pull::departures): runs on the client's loop when it leaves
+  // before its answer began (net::Exchange::defer's on_gone).
+  PullClient(net::Exchange& ex, Responder respond, std::shared_ptr<daemon::Inbox> home,
+             std::function<void()> on_gone);
   const http::Request& request() const { return request_; }
   bool is_head() const { return request_.method == "HEAD"; }
-  // The client went away (only known on its own loop; elsewhere false).
-  bool gone() const { return !home_ && d_.exchange() == nullptr; }
+  // The client went away: known from any thread once its connection
+  // closed; on its own loop also once it was answered.
+  bool gone() const {
+    return left_->load(std::memory_order_relaxed) || (!home_ && d_.exchange() == nullptr);
+  }
   void respond(Answer a);
   void reply(int status, std::string_view text,
              std::initializer_list<std::pair<std::string_view, std::string_view>> headers = {});
@@ -89,6 +97,7 @@ class PullClient {
   net::Deferred d_;
   Responder respond_;
   std::shared_ptr<daemon::Inbox> home_;  // null: the Pull's own loop
+  std::shared_ptr<std::atomic<bool>> left_;
 };
 using Waiter = std::shared_ptr<PullClient>;
 inline PullClient* live(const Waiter& w) { return w && !w->gone() ? w.get() : nullptr; }
@@ -110,6 +119,10 @@ class Pull {
   void prefetch(const std::string& path, std::function<void(bool, std::string)> done);
   // New settings (reload): freshness policy, limits for new fetches.
   void reconfigure(const config::ContentSettings& c);
+  // What a PullClient's on_gone calls, from the client's loop: schedules
+  // sweep() on the Pull's (posted through `via`, the main loop's inbox, when
+  // the client is another worker's; null: the same loop).
+  std::function<void()> departures(std::shared_ptr<daemon::Inbox> via);
   // Applies a purge to the cache (its paths are turned into cache keys);
   // returns how many objects it named.
   size_t purge(const purge::Request& r);
@@ -139,6 +152,9 @@ class Pull {
   std::vector<Waiter> take_other_variants(Fetch& f);
   // A fetch of its own for waiters that did not get theirs from another.
   void refetch(const std::string& key, std::vector<Waiter> waiters);
+  // Cancels the fetches whose clients have all gone (see abandoned()).
+  void sweep();
+  bool abandoned(const Fetch& f) const;
   // `as_received`: the stored Age line is relayed (the fetch's own clients)
   // instead of one computed now.
   void answer_entry(PullClient& ex, const DiskCache::Entry& e, std::string status,
@@ -156,6 +172,10 @@ class Pull {
   // Keyed by cache key; a private (Authorization) fetch has a slot of its own.
   std::unordered_map<std::string, std::unique_ptr<Fetch>> fetches_;
   uint64_t private_fetches_ = 0;
+  uv::Ptr<uv_timer_t> sweep_timer_;  // closed by close()
+  // What the waiters' on_gone reach: null once closed (a connection may
+  // close after this Pull, at the daemon's stop).
+  std::shared_ptr<Pull*> self_;
   PullStats stats_;
 };
 

@@ -462,7 +462,7 @@ void Replica::serve_content(net::Exchange& ex, Site& site, const std::string& pa
   if (site.pull) {
     auto client = std::make_shared<PullClient>(
         ex, [this](net::Exchange& e, Answer a) { answer_pulled(e, std::move(a)); },
-        pull_home_ ? inbox_ : nullptr);
+        pull_home_ ? inbox_ : nullptr, site.pull->departures(pull_home_));
     if (!pull_home_) {
       site.pull->serve(std::move(client), path);
     } else if (!pull_home_->post(
@@ -894,6 +894,9 @@ void Replica::serve_metrics(net::Exchange& ex) {
   per_site("cdn_replica_origin_requests_failed_total", Type::Counter,
            "Origin fetches that failed (unreachable, timeout, 5xx, bad digest).",
            pulled([](const PullStats& ps, const DiskCache&) { return ps.origin_errors; }));
+  per_site("cdn_replica_origin_requests_cancelled_total", Type::Counter,
+           "Origin fetches cancelled because every client waiting on them had gone.",
+           pulled([](const PullStats& ps, const DiskCache&) { return ps.origin_cancelled; }));
   metrics::write_build_info(w, CDN_VERSION);
   metrics::write_process_metrics(w, metrics::read_process_stats());
   daemon::send_document(ex, "text/plain; version=0.0.4", m);
