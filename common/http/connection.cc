@@ -548,12 +548,13 @@ bool ServerConnection::finish_file(uint64_t seq, FileRange file) {
   return true;
 }
 
-bool ServerConnection::start_stream(uint64_t seq) {
+bool ServerConnection::start_stream(uint64_t seq, bool chunked) {
   if (!is_current(seq) || state_ != State::Answering) return false;
   const Request& r = parser_.request();
   // Chunked framing is HTTP/1.1's; an HTTP/1.0 client gets a whole answer.
-  if (r.version_major == 1 && r.version_minor == 0) return false;
-  writer_->header("Transfer-Encoding", "chunked");
+  if (chunked && r.version_major == 1 && r.version_minor == 0) return false;
+  chunked_ = chunked;
+  if (chunked) writer_->header("Transfer-Encoding", "chunked");
   writer_->end();
   writer_.reset();
   push_head();
@@ -571,16 +572,40 @@ bool ServerConnection::send_piece(uint64_t seq, std::string_view piece) {
   // Bytes still in flight mean the kernel's send buffer is full: the client
   // has stopped reading.
   if (inflight_bytes_ > 0 || unhanded_bytes_ >= options_.max_output) return false;
-  char size[20];
-  const int n = std::snprintf(size, sizeof size, "%zx\r\n", piece.size());
-  head_.assign(size, static_cast<size_t>(n)).append(piece).append("\r\n");
+  if (chunked_) {
+    char size[20];
+    const int n = std::snprintf(size, sizeof size, "%zx\r\n", piece.size());
+    head_.assign(size, static_cast<size_t>(n)).append(piece).append("\r\n");
+  } else {
+    head_.assign(piece);
+  }
   push_head();
+  return state_ != State::Closed;
+}
+
+bool ServerConnection::stream_ready() const {
+  // Room for a chunk's size line, the file and its CRLF.
+  return state_ == State::Streaming && files_ == 0 && inflight_bytes_ == 0 &&
+         unhanded_bytes_ < options_.max_output && out_.size() + 3 <= kMaxPieces;
+}
+
+bool ServerConnection::send_file_piece(uint64_t seq, FileRange file) {
+  if (!is_current(seq) || !stream_ready() || file.length == 0) return false;
+  if (chunked_) {
+    char size[20];
+    const int n =
+        std::snprintf(size, sizeof size, "%llx\r\n", static_cast<unsigned long long>(file.length));
+    push_owned(std::string_view(size, static_cast<size_t>(n)), false);
+  }
+  push_file(std::move(file));
+  if (chunked_) push_owned("\r\n", false);
+  settle();
   return state_ != State::Closed;
 }
 
 bool ServerConnection::end_stream(uint64_t seq) {
   if (!is_current(seq) || state_ != State::Streaming) return false;
-  push_owned("0\r\n\r\n", true);
+  if (chunked_) push_owned("0\r\n\r\n", true);
   complete_answer();
   settle();
   return true;

@@ -242,11 +242,20 @@ class ServerConnection {
   // Ends the head, then the file range (dropped for HEAD).
   bool finish_file(uint64_t seq, FileRange file);
   // Ends the head with "Transfer-Encoding: chunked"; pieces follow. For HEAD
-  // the answer ends with the head.
-  bool start_stream(uint64_t seq);
+  // the answer ends with the head. `chunked` false: the caller put a
+  // Content-Length in the head and the pieces are the body as they are
+  // (also for HTTP/1.0 clients); the caller sends exactly that many bytes.
+  bool start_stream(uint64_t seq, bool chunked = true);
   // One chunk. False also when output is still queued (the client does not
   // read): the caller ends the stream rather than queue without bound.
   bool send_piece(uint64_t seq, std::string_view piece);
+  // A stream can take a file piece now: everything before it was handed to
+  // the transport. A streamer waits for this (the adapter tells it) instead
+  // of queueing: a slow client holds no body bytes in memory.
+  bool stream_ready() const;
+  // One piece of the body from a file (sent with sendfile); false when not
+  // stream_ready(). Chunked streams frame it as one chunk.
+  bool send_file_piece(uint64_t seq, FileRange file);
   bool end_stream(uint64_t seq);
   // A short text answer (status, text/plain, the text and a newline).
   bool reply(uint64_t seq, int status, std::string_view text);
@@ -336,6 +345,7 @@ class ServerConnection {
   size_t rest_ = 0;           // bytes left after the request being handled, in process()
   int depth_ = 0;             // process() frames (settle() only at the outermost)
   bool keep_alive_ = true;    // of the answer under way
+  bool chunked_ = true;       // of the stream under way
   bool eof_ = false;          // the client shut its side
   bool draining_ = false;
 

@@ -129,7 +129,8 @@ class Connection final : public http::ConnectionHandler, public TransportUser {
   std::optional<http::Request> file_req_;  // its request (the core moved on); with on_complete only
   std::string note_cache_;
   std::string note_upstream_;
-  std::string scratch_;  // reply() bodies; begin() heads refused by the core
+  std::function<void()> writable_;  // Exchange::when_writable
+  std::string scratch_;             // reply() bodies; begin() heads refused by the core
   std::optional<http::HeadWriter> scratch_writer_;
 
   uint64_t deferred_ = 0;  // the request whose answer was deferred
@@ -233,7 +234,7 @@ Deferred Exchange::defer(std::function<void()> on_gone) {
   return d;
 }
 
-void Exchange::start_stream() {
+void Exchange::start_stream(bool chunked) {
   Connection& c = conn_;
   const uint64_t seq = c.core_.seq();
   if (c.deferred_ != seq || !c.core_.is_current(seq) ||
@@ -244,7 +245,7 @@ void Exchange::start_stream() {
   if (is_head()) {
     c.report(true);  // the head is the whole answer
     c.core_.start_stream(seq);
-  } else if (c.core_.start_stream(seq)) {
+  } else if (c.core_.start_stream(seq, chunked)) {
     c.open_ = Connection::Open::Stream;
   } else {
     // Chunked framing is HTTP/1.1's: an HTTP/1.0 client cannot be streamed to.
@@ -265,6 +266,33 @@ bool Exchange::send_piece(std::string_view piece) {
   c.answer_bytes_ += piece.size();
   c.kick();
   return !c.core_.closed();
+}
+
+bool Exchange::send_file_piece(int fd, uint64_t offset, uint64_t length,
+                               std::shared_ptr<const void> owner) {
+  Connection& c = conn_;
+  if (!c.core_.send_file_piece(c.core_.seq(),
+                               http::FileRange{fd, offset, length, std::move(owner)})) {
+    return false;
+  }
+  c.answer_bytes_ += length;
+  c.file_left_ += length;  // less what is left unsent if the connection closes first
+  c.kick();
+  return !c.core_.closed();
+}
+
+bool Exchange::stream_ready() const { return conn_.core_.stream_ready(); }
+
+void Exchange::when_writable(std::function<void()> fn) {
+  conn_.writable_ = std::move(fn);
+  conn_.kick();
+}
+
+void Exchange::cut_stream() {
+  Connection& c = conn_;
+  if (!streaming()) return;
+  c.core_.fail(c.core_.seq(), 502);
+  c.kick();
 }
 
 void Exchange::end_stream() {
@@ -426,6 +454,12 @@ void Connection::sync() {
   backlog(core_.backlogged());
   transport_->set_reading(!yielded_ && core_.read_budget() > 0);
   arm();
+  if (writable_ && core_.stream_ready() && busy_ == 0) {
+    // May answer more (a nested sync), or let go of its streamer.
+    auto fn = std::move(writable_);
+    writable_ = nullptr;
+    fn();
+  }
 }
 
 void Connection::resume() {
@@ -471,7 +505,8 @@ void Connection::flush() {
 void Connection::file_sent(uint64_t n) {
   if (file_left_ == 0) return;
   file_left_ -= std::min(file_left_, n);
-  if (file_left_ == 0) report(true);
+  // A stream's piece: the stream goes on (end_stream reports it).
+  if (file_left_ == 0 && open_ == Open::File) report(true);
 }
 
 void Connection::arm() {
@@ -592,6 +627,7 @@ void Connection::close_transport() {
   if (yielded_) server_.remove_ready(this);
   backlog(false);
   if (self_) *self_ = nullptr;
+  writable_ = nullptr;
   if (open_ == Open::File || open_ == Open::Stream) {
     answer_bytes_ -= std::min(answer_bytes_, file_left_);
     report(false);

@@ -191,10 +191,24 @@ class Exchange {
   // when the piece was not sent: no stream, or the client has not taken the
   // previous pieces (its socket is full), in which case the caller ends the
   // stream rather than queue without bound.
-  void start_stream();
+  // `chunked` false: the caller put a Content-Length in the head and sends
+  // exactly that many bytes (HTTP/1.0 clients too).
+  void start_stream(bool chunked = true);
   bool send_piece(std::string_view piece);
   void end_stream();
   bool streaming() const;
+  // A body that grows in a file while it is sent (the edge cache's fill,
+  // read while its writer writes): one range of `fd`, sent with sendfile,
+  // which `owner` keeps open. False when the stream cannot take it now
+  // (what came before is not sent yet): then when_writable() says when.
+  bool send_file_piece(int fd, uint64_t offset, uint64_t length, std::shared_ptr<const void> owner);
+  bool stream_ready() const;
+  // `fn` runs once, on this connection's loop, when the stream can take a
+  // piece again; dropped when the connection closes.
+  void when_writable(std::function<void()> fn);
+  // The stream cannot be completed: the connection closes after what was
+  // sent, so the client sees a body cut short, never one that looks whole.
+  void cut_stream();
 
   // A complete short answer: status, Content-Type text/plain, the text as body.
   void reply(int status, std::string_view text,

@@ -205,7 +205,7 @@ bool DiskCache::Writer::spill(const char* data, size_t n) {
   }
   // The pool counts what is allocated, not what is used: a string grown by
   // doubling holds up to twice its bytes. Growth is by half, within the pool.
-  uint64_t& pool = *cache_->spill_pool_;
+  std::atomic<uint64_t>& pool = *cache_->spill_pool_;
   const uint64_t need = memory_.size() + n;
   if (need > memory_.capacity()) {
     const uint64_t room = spill_limit_ - std::min(spill_limit_, pool - spill_held_);
@@ -228,11 +228,12 @@ std::shared_ptr<Object> DiskCache::Writer::object() {
   std::shared_ptr<Object> obj;
   if (spill_held_ > 0) {
     // Freed by the last answer: the memory leaves the pool then, not now.
-    obj = std::shared_ptr<Object>(new Object, [pool = std::weak_ptr<uint64_t>(cache_->spill_pool_),
-                                               n = spill_held_](Object* o) {
-      if (auto p = pool.lock()) *p -= n;
-      delete o;
-    });
+    obj = std::shared_ptr<Object>(new Object,
+                                  [pool = std::weak_ptr<std::atomic<uint64_t>>(cache_->spill_pool_),
+                                   n = spill_held_](Object* o) {
+                                    if (auto p = pool.lock()) *p -= n;
+                                    delete o;
+                                  });
     spill_held_ = 0;
   } else {
     obj = std::make_shared<Object>();
@@ -533,6 +534,7 @@ void DiskCache::insert(EntryMeta meta, std::string body_path, std::string body, 
   e.meta = std::move(meta);
   e.lru = lru_.begin();
   index_.emplace(e.meta.key, std::move(e));
+  objects_ = index_.size();
 }
 
 void DiskCache::remove_entry(std::unordered_map<std::string, Entry>::iterator it,
@@ -549,6 +551,7 @@ void DiskCache::remove_entry(std::unordered_map<std::string, Entry>::iterator it
   lru_.erase(e.lru);
   purges_.erase(it->first);
   index_.erase(it);
+  objects_ = index_.size();
 }
 
 void DiskCache::trim_memory() {

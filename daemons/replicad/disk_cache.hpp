@@ -22,6 +22,7 @@
 // eviction or replacement never cuts a transfer short.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -36,6 +37,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/metrics/counter.hpp"
 #include "common/purge/index.hpp"
 #include "daemons/replicad/cache.hpp"
 #include "daemons/replicad/store.hpp"
@@ -182,13 +184,14 @@ class DiskCache {
   size_t tags() const { return purges_.tag_count(); }
   static std::vector<std::string> tags_of(const cache::Stored& stored);
 
+  // The figures are read by every worker's pages (OwnCounter: one writer).
   uint64_t bytes() const { return bytes_; }
   // What max_bytes bounds: the entries' blocks (block_size) and the bodies
   // being received.
   uint64_t disk_bytes() const { return footprint_ + inflight_; }
-  uint64_t spilled_bytes() const { return *spill_pool_; }
+  uint64_t spilled_bytes() const { return spill_pool_->load(); }
   uint64_t memory_bytes() const { return memory_used_; }
-  size_t objects() const { return index_.size(); }
+  size_t objects() const { return objects_; }
   uint64_t evictions() const { return evictions_; }
   uint64_t corrupt_dropped() const { return corrupt_; }
   uint64_t outdated_dropped() const { return outdated_; }
@@ -251,17 +254,20 @@ class DiskCache {
   std::vector<std::pair<int64_t, purge::Request>> journal_;
   Remover remover_;
   std::list<std::string> lru_;
-  uint64_t bytes_ = 0;
+  metrics::OwnCounter bytes_ = 0;
   uint64_t footprint_ = 0;  // sum of cost() of the entries
   uint64_t inflight_ = 0;   // writers' bytes on disk
   // Bytes of bodies held in memory instead of on disk: writers' and those
   // of the Objects made from them (which may outlive the cache).
-  std::shared_ptr<uint64_t> spill_pool_ = std::make_shared<uint64_t>(0);
-  uint64_t memory_used_ = 0;
-  uint64_t evictions_ = 0;
+  // Atomic: the last answer holding such an Object may end on another
+  // worker's loop.
+  std::shared_ptr<std::atomic<uint64_t>> spill_pool_ = std::make_shared<std::atomic<uint64_t>>(0);
+  metrics::OwnCounter memory_used_ = 0;
+  metrics::OwnCounter objects_ = 0;  // index_.size()
+  metrics::OwnCounter evictions_ = 0;
   uint64_t corrupt_ = 0;
   uint64_t outdated_ = 0;
-  uint64_t write_errors_ = 0;
+  metrics::OwnCounter write_errors_ = 0;
   uint64_t tmp_counter_ = 0;
 };
 

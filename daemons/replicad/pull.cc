@@ -12,6 +12,7 @@
 #include "common/http/fields.hpp"
 #include "common/http/path.hpp"
 #include "common/http/serialize.hpp"
+#include "daemons/replicad/fill_stream.hpp"
 
 namespace cdn::replica {
 namespace {
@@ -90,7 +91,7 @@ struct Pull::Fetch {
   std::string method = "GET";
   std::string body;  // the client's request body, forwarded
   std::string host;  // the client's Host: Location values naming it are same-origin
-  std::vector<net::Deferred> waiters;
+  std::vector<Waiter> waiters;
   std::vector<std::function<void(bool, std::string)>> prefetchers;
   std::vector<std::string> request_headers;  // to the origin, as curl lines
   // The first client's request fields: what the response's Vary selects on,
@@ -109,8 +110,18 @@ struct Pull::Fetch {
   std::unique_ptr<DiskCache::Writer> writer;
   std::string local_error;        // why we stopped the transfer ourselves
   uint64_t purge_generation = 0;  // the cache's when the fetch started
-  uint64_t transfer = 0;          // Origin's id of the transfer, for cancel()
-  uint64_t received = 0;          // body bytes so far
+  // A 200 whose body goes to disk: its clients stream it as it comes
+  // (read-while-writer). Failed if the fetch ends any other way than whole.
+  std::shared_ptr<FillProgress> fill;
+  std::shared_ptr<const Object> fill_object;  // what the streamed answers describe
+  std::vector<http::Header> fill_fields;      // their relayed fields
+  std::string fill_status;                    // their Cache-Status parameters
+  uint64_t transfer = 0;                      // Origin's id of the transfer, for cancel()
+  uint64_t received = 0;                      // body bytes so far
+
+  ~Fetch() {
+    if (fill) fill->fail();
+  }
 };
 
 namespace {
@@ -120,11 +131,72 @@ namespace {
 constexpr uint64_t kFinishForCache = 1 << 20;
 }  // namespace
 
-Pull::Pull(uv_loop_t* loop, const config::ContentSettings& c, std::string name, Responder respond)
+PullClient::PullClient(net::Exchange& ex, Responder respond, std::shared_ptr<daemon::Inbox> home,
+                       std::function<void()> on_gone)
+    : request_(ex.request()),
+      respond_(std::move(respond)),
+      home_(std::move(home)),
+      left_(std::make_shared<std::atomic<bool>>(false)) {
+  d_ = ex.defer([left = left_, on_gone = std::move(on_gone)] {
+    left->store(true, std::memory_order_relaxed);
+    if (on_gone) on_gone();
+  });
+}
+
+void PullClient::run(std::function<void(net::Exchange&)> fn) {
+  if (!home_) {
+    if (auto* ex = d_.exchange()) fn(*ex);
+    return;
+  }
+  home_->post([d = d_, fn = std::move(fn)] {
+    if (auto* ex = d.exchange()) fn(*ex);
+  });
+}
+
+namespace {
+// An Answer on its way to another loop: its descriptor is closed if it is
+// never sent (the client left, or that loop stopped).
+struct PostedAnswer {
+  Answer a;
+  explicit PostedAnswer(Answer x) : a(std::move(x)) {}
+  ~PostedAnswer() {
+    if (a.fd >= 0) ::close(a.fd);
+  }
+  PostedAnswer(const PostedAnswer&) = delete;
+  PostedAnswer& operator=(const PostedAnswer&) = delete;
+};
+}  // namespace
+
+void PullClient::respond(Answer a) {
+  auto posted = std::make_shared<PostedAnswer>(std::move(a));
+  run([posted, respond = respond_](net::Exchange& ex) {
+    respond(ex, std::move(posted->a));
+    posted->a.fd = -1;  // the responder's now
+  });
+}
+
+void PullClient::reply(
+    int status, std::string_view text,
+    std::initializer_list<std::pair<std::string_view, std::string_view>> headers) {
+  std::vector<std::pair<std::string, std::string>> fields;
+  for (const auto& [k, v] : headers) fields.emplace_back(k, v);
+  run([status, text = std::string(text), fields = std::move(fields)](net::Exchange& ex) {
+    auto& h = ex.begin(status);
+    h.header("Content-Type", "text/plain; charset=utf-8");
+    for (const auto& [k, v] : fields) h.header(k, v);
+    h.header("Content-Length", static_cast<uint64_t>(text.size() + 1));
+    ex.finish(text + "\n");
+  });
+}
+
+void PullClient::interim(int status, std::vector<http::Header> fields) {
+  run([status, fields = std::move(fields)](net::Exchange& ex) { ex.interim(status, fields); });
+}
+
+Pull::Pull(uv_loop_t* loop, const config::ContentSettings& c, std::string name)
     : loop_(loop),
       origin_url_(c.origin),
       name_(std::move(name)),
-      respond_(std::move(respond)),
       policy_(policy_of(c)),
       cache_(cache_options(c)),
       origin_(loop, origin_options(c)),
@@ -147,19 +219,22 @@ void Pull::reconfigure(const config::ContentSettings& c) {
 }
 
 void Pull::close() {
+  closed_ = true;
   *self_ = nullptr;
   sweep_timer_.reset();
   origin_.close();
   fetches_.clear();
 }
 
-net::Deferred Pull::wait_on(net::Exchange& ex) {
-  return ex.defer([weak = std::weak_ptr<Pull*>(self_)] {
+std::function<void()> Pull::departures(std::shared_ptr<daemon::Inbox> via) {
+  // Not now: the connection may be closing inside one of our own calls.
+  auto schedule = [weak = std::weak_ptr<Pull*>(self_)] {
     auto p = weak.lock();
     if (!p || *p == nullptr || !(*p)->sweep_timer_) return;
-    // Not now: the connection may be closing inside one of our own calls.
     uv::timer_start((*p)->sweep_timer_.get(), 0, 0);
-  });
+  };
+  if (!via) return schedule;
+  return [via = std::move(via), schedule] { via->post(schedule); };
 }
 
 bool Pull::abandoned(const Fetch& f) const {
@@ -167,8 +242,8 @@ bool Pull::abandoned(const Fetch& f) const {
   // unsafe method goes on, its effect on the origin and the cache is owed.
   if (f.waiters.empty() || !f.prefetchers.empty() || !f.started) return false;
   if (f.method != "GET" && f.method != "HEAD") return false;
-  for (const auto& d : f.waiters) {
-    if (d.exchange() != nullptr) return false;
+  for (const auto& w : f.waiters) {
+    if (live(w) != nullptr) return false;
   }
   if (f.have_head && !f.private_ && f.method == "GET") {
     const auto cl = f.head.header("Content-Length");
@@ -225,7 +300,12 @@ int64_t Pull::now() const {
       .count();
 }
 
-void Pull::serve(net::Exchange& ex, const std::string& path) {
+void Pull::serve(Waiter client, const std::string& path) {
+  PullClient& ex = *client;
+  if (closed_) {  // a site a reload replaced: its worker asked before it knew
+    ex.reply(503, "try again", {{"Retry-After", "1"}});
+    return;
+  }
   const auto& req = ex.request();
   std::string key = http::encode_path(path);
   const auto query = http::query_of(req.target);
@@ -249,7 +329,7 @@ void Pull::serve(net::Exchange& ex, const std::string& path) {
     f->host = std::string(req.header("Host").value_or(""));
     f->request_headers = forwarded_fields(req, cacheable_method, name_);
     f->client = req.headers;
-    f->waiters.push_back(wait_on(ex));
+    f->waiters.push_back(client);
     const std::string slot = "\x01private " + std::to_string(++private_fetches_);
     fetches_.emplace(slot, std::move(f));
     start_fetch(slot);
@@ -300,10 +380,12 @@ void Pull::serve(net::Exchange& ex, const std::string& path) {
       break;
   }
   ++stats_.misses;
-  auto d = wait_on(ex);
+  auto d = client;
   auto it = fetches_.find(key);
   if (it != fetches_.end()) {
-    it->second->waiters.push_back(std::move(d));  // collapsed onto the fetch in flight
+    // Collapsed onto the fetch in flight: streamed from its file when its
+    // body is coming, else answered at its end.
+    if (!join_fill(ex, *it->second)) it->second->waiters.push_back(std::move(d));
     return;
   }
   auto f = std::make_unique<Fetch>();
@@ -370,16 +452,33 @@ void Pull::start_fetch(const std::string& slot) {
     for (const auto& [name, value] : h.headers) fields.push_back({name, value});
     fields = http::end_to_end(fields);
     for (auto& d : f->waiters) {
-      if (auto* ex = d.exchange()) ex->interim(static_cast<int>(h.status), fields);
+      if (auto* ex = live(d)) ex->interim(static_cast<int>(h.status), fields);
     }
   };
-  cb.body = [f](const char* data, size_t n) {
+  cb.body = [this, f](const char* data, size_t n) {
     f->received += n;
     if (f->writer) {
+      const bool was_on_disk = f->writer->on_disk();
       if (!f->writer->write(data, n)) {
         f->local_error = "cannot hold the body: not on disk (" + f->writer->disk_error() +
                          "), and past spill memory";
         return false;
+      }
+      // The clients start streaming with the first body bytes: an answer
+      // that fails before any (a bad head, a bad first chunk) is still a
+      // clean 502 for them.
+      if (!f->fill && f->have_head && f->head.status == 200 && f->writer->on_disk() &&
+          f->writer->size() == n) {
+        start_fill(*f);
+      }
+      if (f->fill) {
+        if (!f->writer->on_disk()) {
+          // The disk failed: the file holds what came before this piece;
+          // the rest reaches the streaming clients from memory (once).
+          if (was_on_disk) f->fill->spill(f->writer->size() - n);
+          f->fill->spilled(std::string_view(data, n));
+        }
+        f->fill->advance(f->writer->size(), now_ms());
       }
       return true;
     }
@@ -415,6 +514,73 @@ void Pull::on_head(Fetch& f, const OriginHead& h) {
   }
 }
 
+void Pull::start_fill(Fetch& f) {
+  std::optional<uint64_t> length;
+  if (auto cl = f.head.header("Content-Length")) {
+    uint64_t v = 0;
+    const auto [end, ec] = std::from_chars(cl->data(), cl->data() + cl->size(), v);
+    if (ec == std::errc() && end == cl->data() + cl->size()) length = v;
+  }
+  f.fill = std::make_shared<FillProgress>(length, now_ms());
+  const bool shared_get = f.method == "GET" && !f.private_;
+  // What finish_fetch would answer with, decided now: the stored fields
+  // when the answer is storable, else every end-to-end field.
+  const bool storable = shared_get && cache::storable("GET", f.client, 200, f.head_fields,
+                                                      policy_) == cache::Verdict::Storable;
+  f.fill_fields = storable ? f.stored.headers : http::end_to_end(f.head_fields);
+  const bool was_cached = shared_get && cache_.peek(f.target) != nullptr;
+  f.fill_status = std::string(!shared_get  ? "fwd=bypass"
+                              : was_cached ? "fwd=stale"
+                                           : "fwd=uri-miss") +
+                  "; fwd-status=200" + (storable ? "; stored" : "");
+  auto obj = std::make_shared<Object>();
+  obj->rel = f.target;
+  obj->size = length.value_or(0);
+  const std::string etag(f.head.header("ETag").value_or(""));
+  if (!etag.starts_with("W/")) obj->etag = etag;
+  obj->content_type = std::string(f.head.header("Content-Type").value_or(""));
+  obj->last_modified = std::string(f.head.header("Last-Modified").value_or(""));
+  obj->mtime = obj->last_modified.empty() ? -1 : http::parse_http_date(obj->last_modified);
+  obj->in_memory = false;
+  f.fill_object = std::move(obj);
+  // The clients waiting now whose request selects this response (Vary);
+  // the others wait for the end, as before.
+  std::vector<Waiter> keep;
+  for (size_t i = 0; i < f.waiters.size(); ++i) {
+    auto* ex = live(f.waiters[i]);
+    if (ex == nullptr) continue;
+    const bool mine = (i == 0 && f.client_waits) ||
+                      cache::variant_key(f.head_fields, ex->request().headers) == f.stored.variant;
+    if (mine && can_stream(ex->request(), *f.fill)) {
+      answer_fill(*ex, f);
+    } else {
+      keep.push_back(std::move(f.waiters[i]));
+    }
+  }
+  f.client_waits = f.client_waits && !keep.empty() && f.waiters.size() == keep.size();
+  f.waiters = std::move(keep);
+}
+
+bool Pull::join_fill(PullClient& ex, Fetch& f) {
+  if (!f.fill || f.fill->view().state != FillProgress::State::Filling) return false;
+  if (!f.writer->on_disk()) return false;  // spilled: no file to join; answered at the end
+  if (cache::variant_key(f.head_fields, ex.request().headers) != f.stored.variant) return false;
+  if (!can_stream(ex.request(), *f.fill)) return false;
+  answer_fill(ex, f);
+  return true;
+}
+
+void Pull::answer_fill(PullClient& ex, Fetch& f) {
+  Answer a;
+  a.object = f.fill_object;
+  a.fd = ex.is_head() ? -1 : f.writer->dup_fd();
+  a.status = 200;
+  a.headers = f.fill_fields;
+  a.cache_status = name_ + "; " + f.fill_status;
+  a.fill = f.fill;
+  ex.respond(std::move(a));
+}
+
 void Pull::invalidate(const Fetch& f) {
   // RFC 9111 4.4: the target, and Location / Content-Location when they are
   // on the same origin (never another site's: that would let one site purge
@@ -425,15 +591,15 @@ void Pull::invalidate(const Fetch& f) {
   }
 }
 
-std::vector<net::Deferred> Pull::take_other_variants(Fetch& f) {
+std::vector<Waiter> Pull::take_other_variants(Fetch& f) {
   // A 304 answers for the stored response: its Vary and variant decide.
   const auto* stored = f.head.status == 304 ? cache_.peek(f.target) : nullptr;
   const std::vector<http::Header>& vary_from =
       stored != nullptr ? stored->meta.stored.headers : f.head_fields;
   const std::string variant = stored != nullptr ? stored->meta.stored.variant : f.stored.variant;
-  std::vector<net::Deferred> keep, others;
+  std::vector<Waiter> keep, others;
   for (size_t i = 0; i < f.waiters.size(); ++i) {
-    auto* ex = f.waiters[i].exchange();
+    auto* ex = live(f.waiters[i]);
     if (ex == nullptr) continue;
     const bool mine = (i == 0 && f.client_waits) ||
                       cache::variant_key(vary_from, ex->request().headers) == variant;
@@ -443,14 +609,14 @@ std::vector<net::Deferred> Pull::take_other_variants(Fetch& f) {
   return others;
 }
 
-void Pull::refetch(const std::string& key, std::vector<net::Deferred> waiters) {
+void Pull::refetch(const std::string& key, std::vector<Waiter> waiters) {
   if (waiters.empty()) return;
   auto it = fetches_.find(key);
   if (it != fetches_.end()) {  // one began meanwhile: collapse onto it
     for (auto& d : waiters) it->second->waiters.push_back(std::move(d));
     return;
   }
-  auto* ex = waiters.front().exchange();
+  auto* ex = live(waiters.front());
   if (ex == nullptr) return;
   auto f = std::make_unique<Fetch>();
   f->request_headers = forwarded_fields(ex->request(), true, name_);
@@ -461,7 +627,7 @@ void Pull::refetch(const std::string& key, std::vector<net::Deferred> waiters) {
   start_fetch(key);
 }
 
-void Pull::answer_entry(net::Exchange& ex, const DiskCache::Entry& e, std::string status,
+void Pull::answer_entry(PullClient& ex, const DiskCache::Entry& e, std::string status,
                         bool as_received) {
   Answer a;
   a.object = e.object;
@@ -482,10 +648,10 @@ void Pull::answer_entry(net::Exchange& ex, const DiskCache::Entry& e, std::strin
   // came: whole-second clocks would add a second of "delay" at random.
   a.age = as_received ? -1 : cache::current_age(e.meta.stored, now());
   a.cache_status = name_ + "; " + status;
-  respond_(ex, std::move(a));
+  ex.respond(std::move(a));
 }
 
-void Pull::answer_error(net::Exchange& ex, Fetch& f, const DiskCache::Entry& e) {
+void Pull::answer_error(PullClient& ex, Fetch& f, const DiskCache::Entry& e) {
   ++stats_.stale_served;
   const std::string fwd =
       f.have_head ? "; fwd-status=" + std::to_string(f.head.status) : std::string();
@@ -534,6 +700,14 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
     }
   }
 
+  if (f.fill) {
+    // The clients streaming it end with the fetch: whole, or cut.
+    if (failure.empty()) {
+      f.fill->finish();
+    } else {
+      f.fill->fail();
+    }
+  }
   if (!failure.empty()) {
     ++stats_.origin_errors;
     spdlog::warn("{}: {}", url, failure);
@@ -542,7 +716,7 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
     const bool disconnected =
         r.error == OriginError::Unreachable || r.error == OriginError::Timeout;
     for (auto& d : f.waiters) {
-      auto* ex = d.exchange();
+      auto* ex = live(d);
       if (ex == nullptr) continue;
       const auto* e = f.private_ ? nullptr : cache_.find(key);
       if (e != nullptr && cache::variant_matches(e->meta.stored, ex->request().headers) &&
@@ -567,9 +741,9 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
   struct Later {
     Pull* pull;
     std::string key;
-    std::vector<net::Deferred> waiters;
+    std::vector<Waiter> waiters;
     ~Later() { pull->refetch(key, std::move(waiters)); }
-  } later{this, key, f.private_ ? std::vector<net::Deferred>{} : take_other_variants(f)};
+  } later{this, key, f.private_ ? std::vector<Waiter>{} : take_other_variants(f)};
 
   if (status == 304 && shared_get) {
     const auto* old = cache_.peek(key);
@@ -579,7 +753,7 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
       ++stats_.origin_errors;
       spdlog::warn("{}: 304 with validators of another representation: copy dropped", url);
       for (auto& d : f.waiters) {
-        if (auto* ex = d.exchange()) {
+        if (auto* ex = live(d)) {
           ex->reply(502, "origin answered 304 for another representation\n",
                     {{"Cache-Control", "no-store"}});
         }
@@ -591,8 +765,7 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
     ++stats_.revalidated;
     spdlog::debug("{}: 304, copy refreshed", url);
     for (auto& d : f.waiters) {
-      if (auto* ex = d.exchange())
-        answer_entry(*ex, *cache_.peek(key), "fwd=stale; fwd-status=304");
+      if (auto* ex = live(d)) answer_entry(*ex, *cache_.peek(key), "fwd=stale; fwd-status=304");
     }
     for (auto& p : f.prefetchers) p(true, {});
     return;
@@ -620,7 +793,7 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
     if (cache_.commit(*f.writer, meta) != nullptr) {
       for (auto& d : f.waiters) {
         const auto* cur = cache_.peek(key);
-        if (auto* ex = d.exchange(); ex != nullptr && cur != nullptr) {
+        if (auto* ex = live(d); ex != nullptr && cur != nullptr) {
           answer_entry(*ex, *cur, fwd_status + "; stored", /*as_received=*/true);
         }
       }
@@ -648,7 +821,7 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
   obj->mtime = lm;
   obj->last_modified = meta.last_modified;
   for (auto& d : f.waiters) {
-    auto* ex = d.exchange();
+    auto* ex = live(d);
     if (ex == nullptr) continue;
     Answer a;
     a.object = obj;
@@ -656,7 +829,7 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
     a.status = static_cast<int>(status);
     a.headers = relayed;
     a.cache_status = name_ + "; " + fwd_status;
-    respond_(*ex, std::move(a));
+    ex->respond(std::move(a));
   }
   if (status != 200) spdlog::info("{}: origin answered {}", url, status);
   for (auto& p : f.prefetchers) p(true, {});

@@ -12,11 +12,13 @@
 // - origin unreachable, timing out or answering 5xx: a stale copy within
 //   stale-if-error is served, else 502 / 504.
 //
-// Lives on the loop thread; owned by the Replica. close() aborts fetches.
+// Lives on the main loop; owned by worker 0's Replica (the Site), shared by
+// every worker through PullClient. close() aborts fetches.
 #pragma once
 
 #include <uv.h>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -25,11 +27,14 @@
 #include <vector>
 
 #include "common/config/settings.hpp"
+#include "common/metrics/counter.hpp"
 #include "common/net/server.hpp"
 #include "common/purge/purge.hpp"
 #include "daemons/replicad/cache.hpp"
 #include "daemons/replicad/disk_cache.hpp"
+#include "daemons/replicad/fill.hpp"
 #include "daemons/replicad/origin.hpp"
+#include "daemons/workers.hpp"
 
 namespace cdn::replica {
 
@@ -39,41 +44,85 @@ struct Answer {
   int fd = -1;       // owned: the body file, or -1 when the object is in memory
   int status = 200;  // the origin's
   // The origin's end-to-end fields, relayed (the object's validators and
-  // type are not sent again from the Object). Borrowed: valid only during
-  // the Responder call, which writes the head at once.
-  http::Fields headers;
+  // type are not sent again from the Object). A copy: the answer may be
+  // made on another worker's loop.
+  std::vector<http::Header> headers;
   int64_t age = -1;          // Age header (seconds), -1: none
   std::string cache_status;  // RFC 9211 Cache-Status parameters ("hit", "fwd=uri-miss", ...)
+  // Non-null: the body is still arriving in `fd` (read-while-writer); the
+  // object's size is the origin's Content-Length, if any.
+  std::shared_ptr<FillProgress> fill;
 };
 
+// Written by the Pull's loop; read by every worker's pages.
 struct PullStats {
-  uint64_t hits = 0;          // answered from the cache without waiting for the origin
-  uint64_t misses = 0;        // waited for the origin (miss or revalidation)
-  uint64_t stale_served = 0;  // stale copies served (while revalidating or on error)
-  uint64_t revalidated = 0;   // 304s that refreshed a copy
-  uint64_t origin_requests = 0;
-  uint64_t origin_cancelled = 0;  // fetches stopped because every client had gone
-  uint64_t origin_errors = 0;     // unreachable, timeout, 5xx, bad digest
+  metrics::OwnCounter hits = 0;          // answered from the cache without waiting for the origin
+  metrics::OwnCounter misses = 0;        // waited for the origin (miss or revalidation)
+  metrics::OwnCounter stale_served = 0;  // stale copies served (while revalidating or on error)
+  metrics::OwnCounter revalidated = 0;   // 304s that refreshed a copy
+  metrics::OwnCounter origin_requests = 0;
+  metrics::OwnCounter origin_cancelled = 0;  // fetches stopped because every client had gone
+  metrics::OwnCounter origin_errors = 0;     // unreachable, timeout, 5xx, bad digest
 };
+
+// One client's request handed to the Pull, which lives on the main loop
+// while clients come to every worker ([server] workers): a copy of the
+// request, and the calls that answer it. Each answer runs on the client's
+// own loop: at once when that is the Pull's, else posted to `home` (the
+// inbox of the client's loop), where it finds the exchange through its
+// Deferred (gone: dropped, and a descriptor it carried closed).
+class PullClient {
+ public:
+  using Responder = std::function<void(net::Exchange&, Answer)>;
+  // Defers `ex`. `respond`: the client's Replica's answer with an object.
+  // `on_gone` (Pull::departures): runs on the client's loop when it leaves
+  // before its answer began (net::Exchange::defer's on_gone).
+  PullClient(net::Exchange& ex, Responder respond, std::shared_ptr<daemon::Inbox> home,
+             std::function<void()> on_gone);
+  const http::Request& request() const { return request_; }
+  bool is_head() const { return request_.method == "HEAD"; }
+  // The client went away: known from any thread once its connection
+  // closed; on its own loop also once it was answered.
+  bool gone() const {
+    return left_->load(std::memory_order_relaxed) || (!home_ && d_.exchange() == nullptr);
+  }
+  void respond(Answer a);
+  void reply(int status, std::string_view text,
+             std::initializer_list<std::pair<std::string_view, std::string_view>> headers = {});
+  void interim(int status, std::vector<http::Header> fields);
+
+ private:
+  void run(std::function<void(net::Exchange&)> fn);
+  http::Request request_;
+  net::Deferred d_;
+  Responder respond_;
+  std::shared_ptr<daemon::Inbox> home_;  // null: the Pull's own loop
+  std::shared_ptr<std::atomic<bool>> left_;
+};
+using Waiter = std::shared_ptr<PullClient>;
+inline PullClient* live(const Waiter& w) { return w && !w->gone() ? w.get() : nullptr; }
 
 class Pull {
  public:
-  using Responder = std::function<void(net::Exchange&, Answer)>;
-
   // Throws std::runtime_error when the cache directory cannot be used.
-  Pull(uv_loop_t* loop, const config::ContentSettings& c, std::string name, Responder respond);
+  Pull(uv_loop_t* loop, const config::ContentSettings& c, std::string name);
   ~Pull();
   Pull(const Pull&) = delete;
   Pull& operator=(const Pull&) = delete;
 
-  // Answers a GET/HEAD for a normalised path (query kept from the target).
-  void serve(net::Exchange& ex, const std::string& path);
+  // Answers a request for a normalised path (query kept from the target).
+  // On the Pull's loop; the client may be another worker's.
+  void serve(Waiter client, const std::string& path);
   // Start-up: makes sure `path` is in the cache. done(true, "") when it is
   // (fetched, revalidated, or a stale copy exists while the origin fails);
   // done(false, why) when the origin failed and no copy exists.
   void prefetch(const std::string& path, std::function<void(bool, std::string)> done);
   // New settings (reload): freshness policy, limits for new fetches.
   void reconfigure(const config::ContentSettings& c);
+  // What a PullClient's on_gone calls, from the client's loop: schedules
+  // sweep() on the Pull's (posted through `via`, the main loop's inbox, when
+  // the client is another worker's; null: the same loop).
+  std::function<void()> departures(std::shared_ptr<daemon::Inbox> via);
   // Applies a purge to the cache (its paths are turned into cache keys);
   // returns how many objects it named.
   size_t purge(const purge::Request& r);
@@ -89,31 +138,34 @@ class Pull {
   std::string url_for(const std::string& key) const;
   void start_fetch(const std::string& slot);
   void on_head(Fetch& f, const OriginHead& h);
+  // A 200 going to disk: the fill its clients stream (fill.hpp), and the
+  // waiters that can be streamed to are answered from it now.
+  void start_fill(Fetch& f);
+  // A client collapsed onto `f` after its head came: streamed, when it can be.
+  bool join_fill(PullClient& ex, Fetch& f);
+  void answer_fill(PullClient& ex, Fetch& f);
   void finish_fetch(const std::string& slot, const OriginResult& r);
   // A successful unsafe method: drops the stored answers it makes stale.
   void invalidate(const Fetch& f);
   // The waiters of `f` whose request selects another variant of its
   // response (Vary) than the one it was fetched for, taken out of `f`.
-  std::vector<net::Deferred> take_other_variants(Fetch& f);
+  std::vector<Waiter> take_other_variants(Fetch& f);
   // A fetch of its own for waiters that did not get theirs from another.
-  void refetch(const std::string& key, std::vector<net::Deferred> waiters);
-  // A client waiting on a fetch: its departure (net::Exchange::defer's
-  // on_gone) schedules sweep() on the next loop turn.
-  net::Deferred wait_on(net::Exchange& ex);
+  void refetch(const std::string& key, std::vector<Waiter> waiters);
   // Cancels the fetches whose clients have all gone (see abandoned()).
   void sweep();
   bool abandoned(const Fetch& f) const;
   // `as_received`: the stored Age line is relayed (the fetch's own clients)
   // instead of one computed now.
-  void answer_entry(net::Exchange& ex, const DiskCache::Entry& e, std::string status,
+  void answer_entry(PullClient& ex, const DiskCache::Entry& e, std::string status,
                     bool as_received = false);
-  void answer_error(net::Exchange& ex, Fetch& f, const DiskCache::Entry& e);
+  void answer_error(PullClient& ex, Fetch& f, const DiskCache::Entry& e);
   int64_t now() const;
 
   uv_loop_t* loop_;
   std::string origin_url_;  // ends without '/' (the path is appended)
   std::string name_;
-  Responder respond_;
+  bool closed_ = false;
   cache::Policy policy_;
   DiskCache cache_;
   Origin origin_;

@@ -21,6 +21,7 @@
 #include "common/text/text.hpp"
 #include "common/uv/handle.hpp"
 #include "daemons/lifecycle.hpp"
+#include "daemons/replicad/fill_stream.hpp"
 #include "daemons/replicad/range.hpp"
 
 namespace cdn::replica {
@@ -106,16 +107,19 @@ Replica::Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_
       server_(loop, options(), [this](net::Exchange& ex) { handle(ex); }),
       started_(std::chrono::steady_clock::now()),
       rate_last_time_(started_),
-      watches_(loop, [this] {
-        sample_rate();
-        return status::encode(status());
-      }) {
+      watches_(loop,
+               [this] {
+                 sample_rate();
+                 return status::encode(status());
+               }),
+      inbox_(daemon::Inbox::make(loop)) {
   if (log != nullptr) {
     requests_.apply(*log);
   } else {
     requests_.configure(settings_.log);
   }
   if (sites_of != nullptr) {
+    pull_home_ = sites_of->inbox_;
     adopt_sites(*sites_of);
   } else {
     build_sites(open_sites(settings_, std::move(store)));
@@ -129,15 +133,10 @@ Site* Replica::site_for(const http::Request& req) const {
   return i ? sites_[*i].get() : nullptr;
 }
 
-bool Replica::has_origin() const {
-  return std::any_of(sites_.begin(), sites_.end(),
-                     [](const auto& s) { return s->pull != nullptr; });
-}
-
 void Replica::adopt_sites(const Replica& first) {
   // Called on this worker's loop while `first` is between reloads: its
-  // sites are whole, and only Stores (which lock) are shared, since a
-  // replica with an origin site runs one worker (Replicas::start).
+  // sites are whole. Stores lock; a Pull is only ever called on the main
+  // loop (serve_content, serve_purge post there).
   sites_ = first.sites_;
   site_map_ = first.site_map_;
 }
@@ -165,9 +164,8 @@ Replica::OpenedSites Replica::open_sites(const config::ReplicaSettings& s,
         continue;
       }
       try {
-        out.fresh.push_back(open_site(
-            loop_, spec.name, spec.hosts, spec.content, is_default ? std::move(store) : nullptr,
-            server_name, [this](net::Exchange& ex, Answer a) { answer_pulled(ex, std::move(a)); }));
+        out.fresh.push_back(open_site(loop_, spec.name, spec.hosts, spec.content,
+                                      is_default ? std::move(store) : nullptr, server_name));
       } catch (const std::exception& e) {
         if (is_default) throw;  // [content]: its own message, as at start-up
         throw std::runtime_error("site " + spec.name + ": " + e.what());
@@ -202,21 +200,20 @@ void Replica::build_sites(OpenedSites opened) {
     std::shared_ptr<Site> site = std::move(opened.fresh[i]);
     if (site) {
       if (!sites_.empty()) spdlog::info("site {}: {}", site->name, site->source());
-    } else if (site = kept_site(spec, new_default_store); site && site->pull) {
-      // One worker (see adopt_sites): changed in place, its cache kept.
-      site->pull->reconfigure(spec.content);
-      site->hosts = std::move(spec.hosts);
-      site->content = spec.content;
-      site->cache_control = cache_control_of(spec.content);
-    } else {
+    } else if ((site = kept_site(spec, new_default_store))) {
       // Other workers may be reading the old Site: a new one, with the
-      // same store (and its memory tier).
-      site->store->set_memory_budget(spec.content.cache_memory);
+      // same store (and its memory tier) or the same pull (and its cache).
+      if (site->pull) {
+        site->pull->reconfigure(spec.content);
+      } else {
+        site->store->set_memory_budget(spec.content.cache_memory);
+      }
       auto renewed = std::make_shared<Site>();
       renewed->name = site->name;
       renewed->hosts = std::move(spec.hosts);
       renewed->content = spec.content;
       renewed->store = site->store;
+      renewed->pull = site->pull;
       renewed->cache_control = cache_control_of(spec.content);
       site = std::move(renewed);
     }
@@ -227,6 +224,10 @@ void Replica::build_sites(OpenedSites opened) {
   }
   for (auto& old : sites_) {
     if (std::find(next.begin(), next.end(), old) != next.end()) continue;
+    if (old->pull && std::any_of(next.begin(), next.end(),
+                                 [&](const auto& n) { return n->pull == old->pull; })) {
+      continue;  // renewed: its pull goes on
+    }
     // Fetches of a site that is gone end now; the object stays until exit,
     // as exchanges and fetch callbacks may still hold on to it. A store's
     // users hold it by shared_ptr (thread-pool work) or only for a call.
@@ -339,7 +340,9 @@ void Replica::drain(std::function<void()> done) {
 
 void Replica::stop() {
   watches_.clear();
+  inbox_->close();
   server_.close();
+  if (pull_home_) return;  // the sites are worker 0's, closed there
   for (const auto& site : sites_) {
     if (site->pull) site->pull->close();
   }
@@ -472,27 +475,51 @@ void Replica::serve_purge(net::Exchange& ex, Site* site) {
     misdirected(ex);
     return;
   }
+  if (site->pull && pull_home_) {
+    // The cache is the main loop's: purged there, answered here.
+    auto d = ex.defer();
+    auto done = [this, d, r = *r, name = site->name](size_t n) {
+      if (auto* later = d.exchange()) purged(*later, r, name, n, true);
+    };
+    pull_home_->post([site = site->shared_from_this(), r = *r, home = inbox_, done] {
+      const size_t n = site->pull->purge(r);
+      home->post([done, n] { done(n); });
+    });
+    return;
+  }
   // Local content (root, page) is read from its files, which are the truth:
   // there is no copy to purge.
-  const size_t n = site->pull ? site->pull->purge(*r) : 0;
+  purged(ex, *r, site->name, site->pull ? site->pull->purge(*r) : 0, site->pull != nullptr);
+}
+
+void Replica::purged(net::Exchange& ex, const purge::Request& r, const std::string& site, size_t n,
+                     bool cached) {
   ++purges_total_;
   purged_objects_total_ += n;
-  spdlog::info("purge {}{} of site {}: {} objects", purge::describe(*r),
-               r->id.empty() ? "" : " id " + r->id, site->name, n);
+  spdlog::info("purge {}{} of site {}: {} objects", purge::describe(r),
+               r.id.empty() ? "" : " id " + r.id, site, n);
   nlohmann::json doc;
-  doc["site"] = site->name;
-  doc["purge"] = purge::describe(*r);
-  doc["scope"] = std::string(purge::to_string(r->scope));
-  doc["soft"] = r->soft;
+  doc["site"] = site;
+  doc["purge"] = purge::describe(r);
+  doc["scope"] = std::string(purge::to_string(r.scope));
+  doc["soft"] = r.soft;
   doc["purged"] = n;
-  doc["cached"] = site->pull != nullptr;
-  if (!r->id.empty()) doc["id"] = r->id;
+  doc["cached"] = cached;
+  if (!r.id.empty()) doc["id"] = r.id;
   daemon::send_document(ex, "application/json", doc.dump() + "\n");
 }
 
 void Replica::serve_content(net::Exchange& ex, Site& site, const std::string& path) {
   if (site.pull) {
-    site.pull->serve(ex, path);
+    auto client = std::make_shared<PullClient>(
+        ex, [this](net::Exchange& e, Answer a) { answer_pulled(e, std::move(a)); },
+        pull_home_ ? inbox_ : nullptr, site.pull->departures(pull_home_));
+    if (!pull_home_) {
+      site.pull->serve(std::move(client), path);
+    } else if (!pull_home_->post(
+                   [s = site.shared_from_this(), client, path] { s->pull->serve(client, path); })) {
+      ex.reply(503, "stopping", {{"Retry-After", "1"}});
+    }
     return;
   }
   Lookup found = site.store->lookup(path, /*may_load=*/false);
@@ -657,6 +684,11 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
                      const std::string& cache_status, const Answer* relay) {
   const auto& req = ex.request();
   const int origin_status = relay != nullptr ? relay->status : 200;
+  // A body still coming from the origin (read-while-writer): its size is
+  // known only when the origin sent a Content-Length; without one it goes
+  // chunked, and a Range is ignored (RFC 9110 14.2 allows that).
+  const bool filling = relay != nullptr && relay->fill != nullptr;
+  const bool sized = !filling || relay->fill->view().length.has_value();
   const http::Fields fields = relay != nullptr ? relay->headers : http::Fields{};
   // The validators the client saw: an origin's own when it sent them.
   const std::string_view etag = field_of(fields, "ETag").value_or(obj->etag);
@@ -708,7 +740,7 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
   }
 
   RangeResult range;
-  if (auto r = req.header("Range"); r && origin_status == 200) {
+  if (auto r = req.header("Range"); r && origin_status == 200 && sized) {
     bool use_range = true;
     if (auto if_range = req.header("If-Range")) {
       // Only a strong validator that still matches may resume (RFC 9110 13.1.5).
@@ -731,7 +763,7 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
   }
 
   int fd = -1;
-  if (!obj->in_memory && length > 0 && !ex.is_head()) {
+  if (!obj->in_memory && (length > 0 || filling) && !ex.is_head()) {
     fd = open_fd();
     if (fd < 0) {
       // Changed or removed since the lookup (answer from a fresh lookup rather
@@ -754,7 +786,9 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
       relay_fields(h, *relay, age, {"Accept-Ranges", "Cache-Status", "CDN-Replica"});
     }
     // RFC 9110 8.6: no length in a 204 or 1xx; a 304 passed through keeps none either.
-    if (status != 204 && status != 304 && status >= 200) h.header("Content-Length", length);
+    if (status != 204 && status != 304 && status >= 200 && sized) {
+      h.header("Content-Length", length);
+    }
     if (ranged) {
       h.header("Content-Range", "bytes " + std::to_string(offset) + "-" +
                                     std::to_string(offset + length - 1) + "/" +
@@ -763,7 +797,7 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
     // Validators and digest of the whole representation: not of a partial
     // body the origin sent.
     if (origin_status == 200) {
-      if (!field_of(fields, "ETag")) h.header("ETag", obj->etag);
+      if (!field_of(fields, "ETag") && !obj->etag.empty()) h.header("ETag", obj->etag);
       if (!field_of(fields, "Repr-Digest") && !obj->digest.empty()) {
         h.header("Repr-Digest", obj->digest);
       }
@@ -794,6 +828,9 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
   } else if (obj->in_memory) {
     const std::string_view body = std::string_view(obj->body).substr(offset, length);
     ex.finish(body, obj);
+  } else if (fd >= 0 && filling) {
+    stream_fill(ex, relay->fill, fd, offset,
+                sized ? std::optional<uint64_t>(offset + length) : std::nullopt, !sized, inbox_);
   } else if (fd >= 0) {
     ex.finish_file(fd, offset, length);
   } else {
@@ -936,11 +973,7 @@ Replicas::~Replicas() {
 
 void Replicas::start() {
   Replica& first = *members_.front();
-  uint32_t workers = config::resolve_workers(first.settings().server.workers);
-  if (workers > 1 && first.has_origin()) {
-    spdlog::info("origin mode: 1 worker (the pull-through cache runs on one loop)");
-    workers = 1;
-  }
+  const uint32_t workers = config::resolve_workers(first.settings().server.workers);
   const auto where = first.start(workers);
   if (workers == 1) return;
   threads_ = std::make_unique<daemon::WorkerThreads>(workers - 1);

@@ -4,9 +4,9 @@
 // workers): its server, request log and status watches are its own; the
 // content store (thread-safe) is shared by every worker's Replica. The
 // Replicas own them all and the worker threads; worker 0 is the main loop.
-// The status and metrics pages add up every worker. In origin mode one
-// worker serves (the pull-through cache and its request collapsing live on
-// one loop; see docs/architecture.md).
+// The status and metrics pages add up every worker. An origin site's Pull
+// (cache index, memory tier, disk cache, request collapsing) lives on the
+// main loop; other workers hand it their requests (see docs/architecture.md).
 #pragma once
 
 #include <uv.h>
@@ -57,8 +57,6 @@ class Replica {
   // listens, fixed after.
   void set_group(const std::vector<std::unique_ptr<Replica>>* group) { group_ = group; }
   net::Server& server() { return server_; }
-  // Whether a site pulls from an origin (its cache runs on one loop).
-  bool has_origin() const;
 
   // Origin mode, at start-up: have every origin site's start page ("/") in
   // its cache. Runs the loop until they are (true), or an origin failed and
@@ -121,6 +119,9 @@ class Replica {
   void serve_content(net::Exchange& ex, Site& site, const std::string& path);
   // PURGE (observe.hpp's admit_purge, then the site's cache's purge).
   void serve_purge(net::Exchange& ex, Site* site);
+  // A purge applied: counted, logged and answered (`cached`: an origin site).
+  void purged(net::Exchange& ex, const purge::Request& r, const std::string& site, size_t n,
+              bool cached);
   // Reads and digests a file not yet known on the thread pool, then answers.
   void load_then_serve(net::Exchange& ex, Site& site, const std::string& path);
   void serve_lookup(net::Exchange& ex, Site& site, const std::string& path, Lookup found);
@@ -186,6 +187,12 @@ class Replica {
   std::vector<const Replica*> members() const;
   log::Burst open_failures_{std::chrono::seconds(10), std::chrono::seconds(1)};
   daemon::StatusWatches watches_;  // /.cdn/status?watch=MS (watch.hpp)
+  // Work for this loop from others: wakes of the fills its clients stream,
+  // answers of the Pull (on the main loop) to its clients.
+  std::shared_ptr<daemon::Inbox> inbox_;
+  // Another worker's: the main loop's inbox, where the origin sites' Pulls
+  // are called (serve_content, serve_purge). Null for worker 0.
+  std::shared_ptr<daemon::Inbox> pull_home_;
 };
 
 // Every worker's Replica, the worker threads, and what main.cc asks of the

@@ -19,8 +19,7 @@ bool Site::same_source(const config::ContentSettings& c) const {
 
 std::shared_ptr<Site> open_site(uv_loop_t* loop, std::string name, std::vector<std::string> hosts,
                                 const config::ContentSettings& content,
-                                std::unique_ptr<Store> store, const std::string& server_name,
-                                Pull::Responder respond) {
+                                std::unique_ptr<Store> store, const std::string& server_name) {
   auto site = std::make_shared<Site>();
   site->name = std::move(name);
   site->hosts = std::move(hosts);
@@ -29,7 +28,7 @@ std::shared_ptr<Site> open_site(uv_loop_t* loop, std::string name, std::vector<s
   if (!store) store = open_store(content);
   site->store = std::move(store);
   if (!site->store) {
-    site->pull = std::make_unique<Pull>(loop, content, server_name, std::move(respond));
+    site->pull = std::make_shared<Pull>(loop, content, server_name);
   }
   return site;
 }

@@ -25,7 +25,7 @@ struct Site : std::enable_shared_from_this<Site> {
   std::vector<std::string> hosts;   // empty for the default site
   config::ContentSettings content;  // cache_dir: where this site's cache is
   std::shared_ptr<Store> store;     // root or page; null with an origin
-  std::unique_ptr<Pull> pull;       // origin
+  std::shared_ptr<Pull> pull;       // origin (a reload's renewed Site shares it)
   std::string cache_control;        // of local content, from max_age
 
   std::string source() const { return store ? store->source() : pull->source(); }
@@ -41,8 +41,7 @@ std::string cache_control_of(const config::ContentSettings& c);
 // Throws std::runtime_error when the content or the cache cannot be used.
 std::shared_ptr<Site> open_site(uv_loop_t* loop, std::string name, std::vector<std::string> hosts,
                                 const config::ContentSettings& content,
-                                std::unique_ptr<Store> store, const std::string& server_name,
-                                Pull::Responder respond);
+                                std::unique_ptr<Store> store, const std::string& server_name);
 
 // [content] (when it names a source) first, then every [site], each with
 // its cache directory (config::site_cache_dir).

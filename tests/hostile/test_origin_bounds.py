@@ -174,7 +174,7 @@ def get(d, path, timeout=30):
         conn.send(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
         try:
             status, _headers, body = conn.read_response()
-        except (ConnectionError, AssertionError, ValueError):
+        except (ConnectionError, AssertionError, ValueError, EOFError):
             return None, b"", time.monotonic() - t0
     return status, body, time.monotonic() - t0
 
@@ -315,7 +315,9 @@ def test_hostile_origin_answer_is_502_and_not_stored(cdn, origin, response):
     mark = len(e.log_text(limit=10**7))
     for _ in range(2):
         status, _body, took = get(e, "/bad")
-        assert status == 502, status
+        # A body cut short reaches the clients already streaming it as a
+        # closed connection (never a short body as whole); the others get 502.
+        assert status == 502 or (status is None and response.endswith(b"abc")), status
         assert took < 3
         assert get(e, "/healthy")[0] == 200
     assert origin.count("/bad") == 2  # nothing stored
@@ -408,7 +410,9 @@ def test_cache_size_bounds_the_disk_under_concurrent_big_misses(cdn, origin):
     print(f"\npeak disk use {disk.peak / MIB:.1f} MiB; answers {[r[0] for r in results]}")
     assert disk.peak <= 64 * MIB + 2 * MIB, f"{disk.peak / MIB:.1f} MiB on disk"
     for i, (status, body, _) in enumerate(results):
-        assert status in (200, 502, 503), status  # 502: see the test below
+        # 502: see the test below; None: a stream cut once begun (a body
+        # that could not be held), never a short body as whole.
+        assert status in (200, 502, 503, None), status
         if status == 200:
             assert body == bytes([65 + i]) * (48 * MIB)
     assert any(r[0] == 200 for r in results)
@@ -455,7 +459,7 @@ def test_memory_stays_bounded_with_the_disk_full(cdn, origin):
             # origin as the fetches began (cause not found; the origin's
             # side saw no error of its own). What this test holds is the
             # memory, and that no answer is a short body.
-            assert status in (200, 502, 503), status
+            assert status in (200, 502, 503, None), status  # None: as above
             if status == 200:
                 assert body == bytes([65 + i]) * (24 * MIB)
         assert any(x[0] == 200 for x in results)

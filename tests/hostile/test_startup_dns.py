@@ -40,6 +40,9 @@ from cdnlib import wait_for
 
 STATUS_BOUND = 0.050  # the bound on /.cdn/status while names hang
 
+# The suite runs with CDN_WORKERS=1 and 2 (see conftest.py): edges too.
+WORKERS = os.environ.get("CDN_WORKERS", "1")
+
 
 # ---------------------------------------------------------------- helpers
 
@@ -230,7 +233,8 @@ def origin_that_waits():
 def slow_edge(cdn, origin_url, name):
     d = cdn.replica(start=False)
     sections = {
-        "server": {"address": d.host, "port": d.port, "name": name, "drain_timeout": "5s"},
+        "server": {"address": d.host, "port": d.port, "name": name, "drain_timeout": "5s",
+                   "workers": WORKERS},
         "log": {"level": "debug", "file": d.dir / "replicad.log"},
         "content": {"origin": origin_url, "cache_dir": d.dir / "cache", "origin_timeout": "60s"},
     }

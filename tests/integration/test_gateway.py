@@ -16,6 +16,7 @@ import email.utils
 import hashlib
 import http.client
 import json
+import os
 import http.server
 import socket
 import threading
@@ -24,6 +25,9 @@ import time
 import pytest
 
 from cdnlib import HTTP_TIMEOUT
+
+# The suite runs with CDN_WORKERS=1 and 2 (see conftest.py): edges too.
+WORKERS = os.environ.get("CDN_WORKERS", "1")
 
 
 class Seen:
@@ -116,7 +120,7 @@ def origin():
 def gateway(cdn, origin_url, content=None):
     d = cdn.replica(start=False)
     sections = {
-        "server": {"address": d.host, "port": d.port, "name": d.name},
+        "server": {"address": d.host, "port": d.port, "name": d.name, "workers": WORKERS},
         "log": {"level": "debug", "file": d.dir / "replicad.log"},
         "content": {"origin": origin_url, "cache_dir": d.dir / "cache", "origin_timeout": "2s"},
     }
@@ -265,7 +269,8 @@ def test_request_body_limit_413(cdn, origin):
     origin.routes["/up"] = lambda s: (200, [], b"got %d\n" % len(s.body))
     d = cdn.replica(start=False)
     d.write_config({
-        "server": {"address": d.host, "port": d.port, "name": d.name, "max_body": "1K"},
+        "server": {"address": d.host, "port": d.port, "name": d.name, "max_body": "1K",
+                   "workers": WORKERS},
         "log": {"level": "debug", "file": d.dir / "replicad.log"},
         "content": {"origin": origin.url("/"), "cache_dir": d.dir / "cache"},
     })

@@ -594,6 +594,44 @@ TEST_F(Fixture, StreamsChunkedPiecesAndRefusesThemWhenTheClientStopsReading) {
   EXPECT_EQ(conn->state(), State::Idle);
 }
 
+// Read-while-writer: file pieces of a growing body, one at a time (the next
+// only once the one before was handed over), with a Content-Length or chunked;
+// a cut stream closes without the terminating chunk.
+TEST_F(Fixture, StreamsFilePiecesOneAtATime) {
+  wire.files[7] = "0123456789";
+  open();
+  handler.answer = [](uint64_t, const Request&) {};
+  conn->receive(std::string(kGetA) + std::string(kGetB), now);
+  conn->begin(1, 200)->header("Content-Length", uint64_t{10});
+  ASSERT_TRUE(conn->start_stream(1, /*chunked=*/false));
+  EXPECT_TRUE(conn->stream_ready());
+  EXPECT_TRUE(conn->send_file_piece(1, FileRange{7, 0, 4, nullptr}));
+  EXPECT_FALSE(conn->stream_ready());  // the piece is not handed over yet
+  EXPECT_FALSE(conn->send_file_piece(1, FileRange{7, 4, 6, nullptr}));
+  wire.flush(*conn, now);
+  EXPECT_TRUE(conn->stream_ready());
+  EXPECT_TRUE(conn->send_file_piece(1, FileRange{7, 4, 6, nullptr}));
+  wire.flush(*conn, now);
+  EXPECT_TRUE(conn->end_stream(1));
+  conn->resume(now);
+  wire.flush(*conn, now);
+  EXPECT_TRUE(wire.got.ends_with("Content-Length: 10\r\n\r\n0123456789"));
+  EXPECT_EQ(wire.got.find("chunked"), std::string::npos);
+  EXPECT_EQ(handler.seqs, (std::vector<uint64_t>{1, 2}));  // the next request went on
+
+  reopen();
+  wire.files[7] = "0123456789";
+  conn->receive(kGetA, now);
+  conn->begin(1, 200);
+  ASSERT_TRUE(conn->start_stream(1));
+  EXPECT_TRUE(conn->send_file_piece(1, FileRange{7, 2, 3, nullptr}));
+  wire.flush(*conn, now);
+  EXPECT_TRUE(conn->fail(1, 502));  // the origin broke off
+  wire.flush(*conn, now);
+  EXPECT_TRUE(wire.got.ends_with("chunked\r\n\r\n3\r\n234\r\n"));
+  EXPECT_TRUE(conn->closed());
+}
+
 TEST_F(Fixture, SendsFilesWithSendfileAndHoldsTheNextRequestBack) {
   open();
   wire.files[9] = "0123456789abcdefghij";
