@@ -49,7 +49,9 @@ class Connection final : public http::ConnectionHandler, public TransportUser {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  bool start(uv_stream_t* listener);
+  // Accepts the connection waiting on `listener`, under the listener's
+  // transport layer when it has one (TLS).
+  bool start(uv_stream_t* listener, const TransportLayer* layer);
   // Over the connection limit: a 503, then close.
   void reject();
   void drain();
@@ -285,12 +287,13 @@ void Exchange::reply(int status, std::string_view text,
 
 // -------------------------------------------------------------- Connection
 
-bool Connection::start(uv_stream_t* listener) {
+bool Connection::start(uv_stream_t* listener, const TransportLayer* layer) {
   timer_ = uv::make_timer(listener->loop, [this] { guard("timer", [this] { on_timer(); }); });
   if (!timer_) return false;
   // Freed (with this connection) in its close callback, after the write
   // callbacks: on_closed().
   transport_ = TcpTransport::accept(listener);
+  if (transport_ && layer != nullptr) transport_ = (*layer)(std::move(transport_));
   if (!transport_) return false;
   transport_->bind(*this);
   if (transport_->open()) on_open(0);  // reads, and arms the header timeout
@@ -449,7 +452,7 @@ void Connection::flush() {
     if (h.wait) return;  // on_writable() or on_write_done() comes
     core_.advance(h.now, h.queued, now());
     if (file) {
-      server_.stats_.file_bytes_copied += h.queued;
+      server_.stats_.file_bytes_copied += h.copied;
       file_sent(h.now + h.queued);
     }
   }
@@ -660,7 +663,7 @@ int bind_shared(uv_tcp_t* tcp, Address addr, bool first) {
 
 // `rc` is the result of the bind or open that gave `tcp` its socket; on
 // failure the handle is closed (and freed on the next loop turn).
-int Server::start_listener(uv::Ptr<uv_tcp_t> tcp, int rc) {
+int Server::start_listener(uv::Ptr<uv_tcp_t> tcp, int rc, TransportLayer layer) {
   if (rc == 0) {
     uv_tcp_nodelay(&tcp->raw, 1);
     uv_os_fd_t fd = -1;
@@ -672,12 +675,13 @@ int Server::start_listener(uv::Ptr<uv_tcp_t> tcp, int rc) {
       uv::guarded("accept", [&] { on_connection(l, status); });
     });
   }
-  if (rc == 0) listeners_.push_back(std::move(tcp));
+  if (rc == 0) listeners_.push_back(Listener{std::move(tcp), std::move(layer)});
   nofile_ = soft_nofile();
   return rc;
 }
 
-int Server::listen(const std::string& address, uint16_t port, Sharing sharing) {
+int Server::listen(const std::string& address, uint16_t port, Sharing sharing,
+                   TransportLayer layer) {
   std::string err;
   auto addr = resolve(address, port, &err);
   if (!addr) return UV_EADDRNOTAVAIL;
@@ -686,21 +690,21 @@ int Server::listen(const std::string& address, uint16_t port, Sharing sharing) {
   if (!tcp) return rc;
   rc = sharing == Sharing::None ? uv_tcp_bind(&tcp->raw, addr->sa(), 0)
                                 : bind_shared(&tcp->raw, *addr, sharing == Sharing::First);
-  return start_listener(std::move(tcp), rc);
+  return start_listener(std::move(tcp), rc, std::move(layer));
 }
 
-int Server::adopt(int fd) {
+int Server::adopt(int fd, TransportLayer layer) {
   int rc = 0;
   auto tcp = uv::make_tcp(loop_, this, &rc);
   if (!tcp) return rc;
   rc = uv_tcp_open(&tcp->raw, fd);
-  return start_listener(std::move(tcp), rc);
+  return start_listener(std::move(tcp), rc, std::move(layer));
 }
 
 uint16_t Server::port() const {
   if (listeners_.empty()) return 0;
   uv_os_fd_t fd = -1;
-  if (uv_fileno(listeners_.front()->base(), &fd) != 0) return 0;
+  if (uv_fileno(listeners_.front().tcp->base(), &fd) != 0) return 0;
   return local_port(fd);
 }
 
@@ -796,6 +800,11 @@ bool Server::out_of_descriptors(uv_stream_t* listener) {
 }
 
 void Server::accept_one(uv_stream_t* listener) {
+  // A few listeners at most: their layers are looked up, not indexed.
+  const TransportLayer* layer = nullptr;
+  for (const Listener& l : listeners_) {
+    if (uv::stream(l.tcp.get()) == listener && l.layer) layer = &l.layer;
+  }
   auto* c = new Connection(*this, uv_now(loop_));
   c->next_ = connections_;
   if (connections_ != nullptr) connections_->prev_ = c;
@@ -805,7 +814,7 @@ void Server::accept_one(uv_stream_t* listener) {
   if (open > options_.max_connections) {
     // Over the limit: answer 503 rather than leave the client in the backlog.
     ++stats_.rejected_total;
-    if (!c->start(listener)) {
+    if (!c->start(listener, layer)) {
       c->close();
       return;
     }
@@ -813,7 +822,7 @@ void Server::accept_one(uv_stream_t* listener) {
     return;
   }
   ++stats_.connections_total;
-  if (!c->start(listener)) c->close();
+  if (!c->start(listener, layer)) c->close();
 }
 
 void Server::connection_closed(Connection* c) {

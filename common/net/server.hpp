@@ -45,6 +45,7 @@
 #include "common/http/serialize.hpp"
 #include "common/log/burst.hpp"
 #include "common/metrics/counter.hpp"
+#include "common/net/transport.hpp"
 #include "common/uv/handle.hpp"
 
 namespace cdn::net {
@@ -214,10 +215,13 @@ class Server {
             // new connections over the sockets
   };
   // Bind and listen; returns a libuv error (<0) or 0. Port 0 picks a free port.
-  int listen(const std::string& address, uint16_t port, Sharing sharing = Sharing::None);
+  // `layer`: what goes over each accepted TCP connection before the HTTP
+  // core (TLS; see transport.hpp); none: plain HTTP.
+  int listen(const std::string& address, uint16_t port, Sharing sharing = Sharing::None,
+             TransportLayer layer = {});
   // Serve on an already listening socket (socket activation). Takes the
   // descriptor; workers sharing a socket each adopt a dup of it.
-  int adopt(int fd);
+  int adopt(int fd, TransportLayer layer = {});
   // The bound port of the first listener (after listen on port 0).
   uint16_t port() const;
 
@@ -255,7 +259,7 @@ class Server {
   void add_ready(Connection* c);
   void remove_ready(Connection* c);
   void on_ready();
-  int start_listener(uv::Ptr<uv_tcp_t> tcp, int rc);
+  int start_listener(uv::Ptr<uv_tcp_t> tcp, int rc, TransportLayer layer);
   // "Date: ...\r\nServer: ...\r\n", rebuilt once a second (and on reload):
   // every response starts with it.
   const std::string& common_headers();
@@ -263,7 +267,11 @@ class Server {
   uv_loop_t* loop_;
   ServerOptions options_;
   Handler handler_;
-  std::vector<uv::Ptr<uv_tcp_t>> listeners_;
+  struct Listener {
+    uv::Ptr<uv_tcp_t> tcp;  // its owner is the Server
+    TransportLayer layer;   // empty: plain TCP
+  };
+  std::vector<Listener> listeners_;
   // A listener whose last connection we left unaccepted for want of
   // descriptors; libuv polls it no more until we take that connection.
   uv_stream_t* waiting_ = nullptr;
