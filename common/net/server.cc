@@ -452,7 +452,7 @@ void Connection::flush() {
     if (h.wait) return;  // on_writable() or on_write_done() comes
     core_.advance(h.now, h.queued, now());
     if (file) {
-      server_.stats_.file_bytes_copied += h.copied;
+      server_.stats_.file_bytes_copied += h.queued;
       file_sent(h.now + h.queued);
     }
   }

@@ -216,7 +216,7 @@ class Server {
   };
   // Bind and listen; returns a libuv error (<0) or 0. Port 0 picks a free port.
   // `layer`: what goes over each accepted TCP connection before the HTTP
-  // core (TLS; see transport.hpp); none: plain HTTP.
+  // core (TLS: the daemon's tls_layer); none: plain HTTP.
   int listen(const std::string& address, uint16_t port, Sharing sharing = Sharing::None,
              TransportLayer layer = {});
   // Serve on an already listening socket (socket activation). Takes the
@@ -224,6 +224,7 @@ class Server {
   int adopt(int fd, TransportLayer layer = {});
   // The bound port of the first listener (after listen on port 0).
   uint16_t port() const;
+  uv_loop_t* loop() const { return loop_; }
 
   // Apply new limits/timeouts to new connections and new requests (reload).
   void set_options(ServerOptions options);

@@ -309,7 +309,7 @@ Handed TcpTransport::send_file(int fd, uint64_t offset, uint64_t length, WriteHi
   const uv_buf_t buf = uv_buf_init(chunk_.get(), static_cast<unsigned>(got));
   if (const int rc = queue(&buf, 1); rc != 0) return Handed{.error = rc};
   if (static_cast<uint64_t>(got) == length) file_done();
-  return Handed{.queued = static_cast<size_t>(got), .copied = static_cast<size_t>(got)};
+  return Handed{.queued = static_cast<size_t>(got)};
 }
 
 bool TcpTransport::wait_writable() {

@@ -85,20 +85,14 @@ struct WriteHints {
 
 // What a transport did with the bytes given to write() or send_file().
 struct Handed {
-  // < 0: a libuv error; nothing more is carried, the user drops it.
-  int error = 0;
-  // Bytes taken at once (the kernel has them): no unit.
-  size_t now = 0;
-  // The bytes after those, gone on as one write unit (on_write_done).
-  size_t queued = 0;
-  // send_file: of now + queued, the file bytes read into user space (a pread
-  // fallback, or encrypted) rather than sent with sendfile.
-  size_t copied = 0;
-  // send_file only: nothing taken, the socket is full; on_writable() (or
-  // on_write_done()) says when to try again.
-  bool wait = false;
-  // `error` is the file's (it could not be read), not the peer's.
-  bool file_error = false;
+  int error = 0;            // < 0: a libuv error; nothing more is carried, the user drops it
+  size_t now = 0;           // bytes taken at once (the kernel has them): no unit
+  size_t queued = 0;        // the bytes after those, gone on as one write unit
+                            // (on_write_done); of a file: copied into the
+                            // transport's own buffer (no sendfile)
+  bool wait = false;        // send_file only: nothing taken, the socket is full;
+                            // on_writable() (or on_write_done()) says when to try again
+  bool file_error = false;  // `error` is the file's (it could not be read), not the peer's
 };
 
 class Transport {
@@ -142,7 +136,8 @@ class Transport {
 // one below to itself and returns itself, which the caller binds to its
 // user before the loop runs again. Never null: a layer that cannot work
 // says so with on_open(status < 0), from a loop callback like any other.
-// Used per listener (Server::listen) and per client connection.
+// Used per client connection (ClientConnection::create) and per listener
+// (Server::listen and adopt: the [tls] port's, daemon::tls_layer).
 using TransportLayer = std::function<Transport::Ptr(Transport::Ptr below)>;
 
 }  // namespace cdn::net
