@@ -67,6 +67,7 @@ void Writer::reopen() {
   {
     const std::lock_guard lock(mutex_);
     reopen_ = true;
+    reopen_at_ = buffer_.size();
   }
   wake_.notify_one();
 }
@@ -101,6 +102,13 @@ void Writer::run() {
     batch.swap(buffer_);
     const bool reopen = std::exchange(reopen_, false);
     const bool stop = stop_;
+    // Lines logged after the reopen was asked for (a request answered once
+    // the SIGHUP was handled) belong in the new file.
+    std::string after;
+    if (reopen && reopen_at_ < batch.size()) {
+      after.assign(batch, reopen_at_);
+      batch.resize(reopen_at_);
+    }
     lock.unlock();
     if (!batch.empty()) write_batch(batch);
     batch.clear();
@@ -114,6 +122,7 @@ void Writer::run() {
         fd_ = fd;
       }
     }
+    if (!after.empty()) write_batch(after);
     lock.lock();
     if (stop && buffer_.empty()) return;
   }

@@ -69,6 +69,9 @@ class Writer {
   std::string buffer_;  // lines waiting, under mutex_
   bool stop_ = false;
   bool reopen_ = false;
+  // buffer_'s size when reopen() was called: the lines before it go to the
+  // old file, those after to the new one, however late the thread wakes.
+  size_t reopen_at_ = 0;
   uint64_t dropped_ = 0;
   uint64_t failed_ = 0;
   std::chrono::steady_clock::time_point first_waiting_{};

@@ -579,6 +579,7 @@ void write_content(IniWriter& w, const ContentSettings& c, bool site) {
   w.key("stale_if_error", c.stale_if_error);
   w.key("stale_if_disconnected", c.stale_if_disconnected);
   w.key("origin_timeout", c.origin_timeout);
+  w.size("origin_min_rate", c.origin_min_rate);
   w.key("ca_file", c.ca_file);
   if (!site) w.key("types_file", c.types_file);
 }
@@ -607,6 +608,7 @@ std::string to_ini(const BalancerSettings& s) {
   write_server(w, s.server);
   write_log(w, s.log);
   write_admin(w, s.admin);
+  w.key("state_dir", s.state_dir);
   w.section("replicas");
   if (!s.servers_file.empty()) {
     w.comment("servers_file = " + s.servers_file + " (its replicas are among those below)");
@@ -681,6 +683,8 @@ std::vector<KeySpec> content_keys(const IniFile& file, ContentSettings& c) {
        [&](const Entry& e) { c.stale_if_disconnected = duration_of(file, e, kFreshnessRange); }},
       {"origin_timeout",
        [&](const Entry& e) { c.origin_timeout = duration_of(file, e, kTimeoutRange); }},
+      {"origin_min_rate",
+       [&](const Entry& e) { c.origin_min_rate = size_of(file, e, 0, 1ULL << 30); }},
       {"ca_file",
        [&](const Entry& e) {
          const std::string_view v = trim(e.value);
@@ -740,12 +744,22 @@ struct BalancerPending {
   const Entry* servers_entry = nullptr;
 };
 
+// [admin] of the balancer: the replica's keys, and where its state is kept.
+SectionSpec balancer_admin_section(const IniFile& file, BalancerSettings& b) {
+  SectionSpec spec = admin_section(file, b.admin);
+  spec.keys.push_back({"state_dir", [&](const Entry& e) {
+                         const std::string_view v = trim(e.value);
+                         b.state_dir = v.empty() ? std::string() : resolve(file, v);
+                       }});
+  return spec;
+}
+
 std::vector<SectionSpec> balancer_spec(const IniFile& file, BalancerSettings& b,
                                        BalancerPending& pending) {
   return {
       server_section(file, b.server),
       log_section(file, b.log),
-      admin_section(file, b.admin),
+      balancer_admin_section(file, b),
       {"replicas",
        {
            {"servers_file",

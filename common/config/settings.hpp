@@ -82,7 +82,11 @@ struct ContentSettings {
   // timed out), as RFC 9111 section 4.2.4 lets a disconnected cache; 0: off.
   milliseconds stale_if_disconnected{24 * 3'600'000};
   milliseconds origin_timeout{10'000};  // connect / no-progress bound for origin fetches
-  std::string ca_file;                  // PEM bundle trusted for https origins; empty: the system's
+  // Bytes a second an origin fetch must average over origin_timeout, or it
+  // gives up (504 or a stale copy): a trickling origin cannot hold its
+  // waiting clients for ever. 0: only a fetch that stalls gives up.
+  uint64_t origin_min_rate = 1024;
+  std::string ca_file;  // PEM bundle trusted for https origins; empty: the system's
   // Content-Type by extension (mime.types format); empty, or a file that
   // cannot be read: the built-in table of common web types alone.
   std::string types_file = "/etc/mime.types";
@@ -166,6 +170,10 @@ struct BalancerSettings {
   std::vector<ReplicaEntry> replicas;
   ProbeSettings probe;
   BalanceSettings balance;
+  // [admin] state_dir: where the purge ledger is kept across restarts
+  // (purges owed to replicas that were away); empty: systemd's
+  // $STATE_DIRECTORY when set, else memory only.
+  std::string state_dir;
 };
 
 // The values a duration key accepts, both ends included. A value outside is

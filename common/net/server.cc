@@ -133,6 +133,9 @@ class Connection final : public http::ConnectionHandler, public TransportUser {
   std::optional<http::HeadWriter> scratch_writer_;
 
   uint64_t deferred_ = 0;  // the request whose answer was deferred
+  // Exchange::defer(on_gone): run when the connection closes before the
+  // deferred answer has begun; its client's EOF closes the connection.
+  std::function<void()> on_gone_;
   // Deferred answers hold this weakly; it points at nothing once closed.
   std::shared_ptr<Connection*> self_;
 
@@ -174,6 +177,7 @@ void Exchange::interim(int status, const std::vector<http::Header>& headers) {
 http::HeadWriter& Exchange::begin(int status, bool relayed) {
   Connection& c = conn_;
   if (http::HeadWriter* h = c.core_.begin(c.core_.seq(), status, relayed)) {
+    c.on_gone_ = nullptr;  // answered: the client is not abandoned any more
     c.answer_status_ = status;
     c.open_ = Connection::Open::Answer;
     return *h;
@@ -221,6 +225,12 @@ Deferred Exchange::defer() {
   c.deferred_ = c.core_.seq();
   if (!c.self_) c.self_ = std::make_shared<Connection*>(&c);
   return Deferred(c.self_, c.core_.seq());
+}
+
+Deferred Exchange::defer(std::function<void()> on_gone) {
+  Deferred d = defer();
+  conn_.on_gone_ = std::move(on_gone);
+  return d;
 }
 
 void Exchange::start_stream() {
@@ -516,7 +526,14 @@ void Connection::on_read(std::string_view data) noexcept {
 void Connection::on_eof() noexcept {
   guard("read", [&] {
     ++busy_;
-    core_.receive_eof(now());
+    if (on_gone_ && core_.state() == http::ServerConnection::State::Handling) {
+      // A client that stops sending while it waits on a gateway's origin
+      // has left (or half-closed, which a gateway cannot tell from leaving):
+      // its answer is dropped and its descriptor freed now.
+      core_.abort();
+    } else {
+      core_.receive_eof(now());
+    }
     --busy_;
     sync();
   });
@@ -568,6 +585,10 @@ void Connection::close() {
 void Connection::close_transport() {
   if (closing_) return;
   closing_ = true;
+  if (on_gone_) {
+    auto gone = std::exchange(on_gone_, nullptr);
+    uv::guarded("gone", [&] { gone(); });
+  }
   if (yielded_) server_.remove_ready(this);
   backlog(false);
   if (self_) *self_ = nullptr;

@@ -173,6 +173,15 @@ class Exchange {
   // Answer later: the handler returns without finishing, and calls
   // finish*() through the Deferred's exchange() when it has the answer.
   Deferred defer();
+  // The same, for an answer that is worth nothing once its client left (a
+  // gateway waiting on its origin): `on_gone` runs once, on the loop thread,
+  // when the connection closes before the answer has begun, and the client
+  // shutting its side counts as leaving (as nginx's default
+  // proxy_ignore_client_abort off), so that its connection is released at
+  // once rather than held in CLOSE-WAIT until the origin answers. `on_gone`
+  // may be called from inside any call that closes the connection: it
+  // should only note the departure and act on a later loop turn.
+  Deferred defer(std::function<void()> on_gone);
 
   // A body sent in pieces over time (an event stream, e.g. the replica's
   // status watch), on a deferred exchange of an HTTP/1.1 request:

@@ -13,12 +13,25 @@
 // Bounds: at most kMaxOwed purges per replica. Past that, its queue is
 // replaced by one hard purge of "/*" (everything): a replica away for a long
 // time comes back empty rather than with an unbounded queue.
+//
+// Persistence: save() writes the ledger as text and load() reads it back,
+// so that a balancer restart does not forget what replicas owe (the daemon
+// writes the file atomically, see daemons/balancerd/purger.hpp). One line a
+// record, fields separated by a blank, each %-encoded (bytes <= 0x20, >= 0x7f
+// and '%'; "-" is the empty string):
+//   cdn-purge-ledger 1
+//   next ID
+//   purge ID AT_MS url|prefix|tag SOFT(0|1) SITE TARGET [TAG...]
+//   owes REPLICA ID [ID...]            (oldest first)
+//   end                                (a file cut short is refused)
 #pragma once
 
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -51,6 +64,12 @@ class Ledger {
   size_t replicas_owing() const;
   size_t owed_total() const;
   const Entry* find(uint64_t id) const;
+
+  std::string save() const;
+  // nullopt, with `error`, for a text save() did not write: a version, a
+  // record or a figure it does not know, an id owed but not listed, more
+  // than kMaxOwed owed by one replica.
+  static std::optional<Ledger> load(std::string_view text, std::string& error);
 
  private:
   void release(uint64_t id);

@@ -86,6 +86,7 @@ std::string encode(const ReplicaStatus& s) {
       {"origin_errors_total", s.origin_errors_total},
       {"sites", s.sites},
       {"hosts", s.hosts},
+      {"host_sites", s.host_sites},
   };
   // replace: a name or path that is not UTF-8 must not make dump() throw.
   return doc.dump(-1, ' ', false, json::error_handler_t::replace);
@@ -140,6 +141,7 @@ const Field kFields[] = {
     count("origin_errors_total", &ReplicaStatus::origin_errors_total),
     text("sites", &ReplicaStatus::sites),
     text("hosts", &ReplicaStatus::hosts),
+    text("host_sites", &ReplicaStatus::host_sites),
 };
 constexpr size_t kName = 0, kState = 2, kLoad = 8;
 static_assert(std::size(kFields) < 32);
@@ -324,7 +326,8 @@ std::optional<ReplicaStatus> decode_full(std::string_view text) {
         !read_count(doc, "cache_objects", s.cache_objects) ||
         !read_count(doc, "origin_requests_total", s.origin_requests_total) ||
         !read_count(doc, "origin_errors_total", s.origin_errors_total) ||
-        !read_string(doc, "sites", s.sites) || !read_string(doc, "hosts", s.hosts)) {
+        !read_string(doc, "sites", s.sites) || !read_string(doc, "hosts", s.hosts) ||
+        !read_string(doc, "host_sites", s.host_sites)) {
       return std::nullopt;
     }
     return s;

@@ -43,6 +43,10 @@ struct ReplicaStatus {
   // when it lists "default" or no site at all (one from before sites).
   std::string sites;
   std::string hosts;
+  // Each host of `hosts` with its site, "HOST=SITE" separated by blanks
+  // (added later: "" from an older replica): what the balancer labels a
+  // request's metrics with.
+  std::string host_sites;
 
   bool operator==(const ReplicaStatus&) const = default;
 };

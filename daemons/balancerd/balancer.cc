@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <iterator>
 #include <random>
 
@@ -90,6 +91,21 @@ Snapshot::Snapshot(const Table& t, uint64_t layout_, const Prober& p, const Purg
       purges_forward_failed_total(purger.forward_failures_total()),
       purges_owed(purger.owed_total()) {}
 
+namespace {
+
+// [admin] state_dir, else the unit's StateDirectory= (systemd passes it as
+// $STATE_DIRECTORY, several joined by ':'), else none.
+std::string ledger_file(const config::BalancerSettings& s) {
+  std::string dir = s.state_dir;
+  if (dir.empty()) {
+    const char* env = std::getenv("STATE_DIRECTORY");
+    if (env != nullptr) dir = std::string_view(env).substr(0, std::string_view(env).find(':'));
+  }
+  return dir.empty() ? std::string() : dir + "/purge-ledger";
+}
+
+}  // namespace
+
 Balancer::Balancer(uv_loop_t* loop, config::BalancerSettings settings)
     : loop_(loop),
       settings_(std::move(settings)),
@@ -100,6 +116,10 @@ Balancer::Balancer(uv_loop_t* loop, config::BalancerSettings settings)
   // Front 0 is made now: main.cc's reload reads its request log.
   auto log = daemon::RequestLog("cdn-balancerd").prepare(settings_.log);
   fronts_.push_back(std::make_unique<Front>(loop_, *this, settings_, log));
+  // Purges owed from before a restart: those replicas are held from now.
+  purger_.set_token(fronts_[0]->admin().token());
+  purger_.use_state_file(ledger_file(settings_));
+  purger_.reconfigured();
 }
 
 Balancer::~Balancer() {
@@ -194,6 +214,10 @@ void Balancer::reconfigure(config::BalancerSettings settings, daemon::ObserverRe
   // is published before any front answers from its new settings.
   publish();
   table_.reconfigure(settings.replicas, settings.probe, settings.balance);
+  purger_.set_token(observers.admin.token());
+  if (const auto file = ledger_file(settings); file != ledger_file(settings_)) {
+    purger_.use_state_file(file);
+  }
   purger_.reconfigured();
   ++layout_;
   publish(true);
@@ -294,7 +318,10 @@ void Balancer::purge(purge::Request r, std::string token, daemon::Answer answer)
 
 net::ServerOptions Front::options() {
   auto o = daemon::server_options(settings_.server, "cdn-balancerd/" CDN_VERSION);
-  o.on_complete = [this](const net::RequestRecord& r) { requests_.record(r); };
+  o.on_complete = [this](const net::RequestRecord& r) {
+    // Counted under the site of its Host, as the replicas count theirs.
+    requests_.record(r, router().site_of(r.request.header("Host").value_or("")));
+  };
   o.group = shared_.server_group();  // max_connections is the daemon's
   return o;
 }
@@ -374,14 +401,18 @@ const std::string& Front::url_prefix(size_t index) {
   return prefix;
 }
 
-const std::vector<char>* Front::replicas_for(net::Exchange& ex, std::string_view host,
-                                             bool& answered) {
-  answered = false;
+const SiteRouter& Front::router() {
   Table& t = table();
   if (router_.generation() != t.sites_generation()) {
     router_.rebuild(t.replicas(), t.sites_generation());
   }
-  const std::vector<char>* only = router_.eligible(host);
+  return router_;
+}
+
+const std::vector<char>* Front::replicas_for(net::Exchange& ex, std::string_view host,
+                                             bool& answered) {
+  answered = false;
+  const std::vector<char>* only = router().eligible(host);
   if (only != nullptr && !SiteRouter::any(*only)) {
     // RFC 9110 15.5.20: no replica of this fleet is configured for the host.
     ++misdirected_total;

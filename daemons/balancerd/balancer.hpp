@@ -69,6 +69,7 @@ class Front {
   net::Server& server() { return server_; }
   const net::Server& server() const { return server_; }
   const daemon::RequestLog& requests() const { return requests_; }
+  const daemon::AdminGate& admin() const { return admin_; }
   void reconfigure(const config::BalancerSettings& settings,
                    const daemon::ObserverReload& observers);
   void set_name(const std::string& name) { settings_.server.name = name; }
@@ -113,6 +114,8 @@ class Front {
   // Which replicas of table_ serve a Host (sites.hpp); rebuilt as the
   // table's sites_generation() moves.
   SiteRouter router_;
+  // router_, rebuilt first when the table's sites moved.
+  const SiteRouter& router();
   // The replicas of the request's Host, or null for any (a fleet of one
   // site); answers 421 and sets `answered` when no replica serves it.
   const std::vector<char>* replicas_for(net::Exchange& ex, std::string_view host, bool& answered);
@@ -182,6 +185,8 @@ class Balancer {
   Table table_;
   // table_'s sites, for purges (the purger runs on the main loop).
   SiteRouter router_;
+  // router_, rebuilt first when the table's sites moved.
+  const SiteRouter& router();
   Prober prober_;
   Purger purger_;
   daemon::Board<Snapshot> board_;

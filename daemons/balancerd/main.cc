@@ -5,10 +5,16 @@
 #include <spdlog/spdlog.h>
 #include <uv.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
 #include <CLI/CLI.hpp>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <optional>
+#include <stdexcept>
 
 #include "cdn_config.h"
 #include "common/cli/cli.hpp"
@@ -69,6 +75,25 @@ cdn::config::BalancerSettings load(const Flags& f, const cdn::daemon::ConfigSour
   return s;
 }
 
+// [admin] state_dir must be a directory the balancer can write its purge
+// ledger in: found now (start-up error, refused reload) rather than at the
+// first purge, when nothing but a log line could say so.
+void check_state_dir(const cdn::config::BalancerSettings& s) {
+  if (s.state_dir.empty()) return;
+  struct stat st {};
+  int err = 0;
+  if (::stat(s.state_dir.c_str(), &st) != 0) {
+    err = errno;
+  } else if (!S_ISDIR(st.st_mode)) {
+    err = ENOTDIR;
+  } else if (::access(s.state_dir.c_str(), W_OK | X_OK) != 0) {
+    err = errno;
+  }
+  if (err != 0) {
+    throw std::runtime_error("[admin] state_dir " + s.state_dir + ": " + std::strerror(err));
+  }
+}
+
 // Descriptors at the limits: the client connections, a probe connection per
 // replica, and listeners, logs and the resolver's sockets.
 uint64_t descriptors_needed(const cdn::config::BalancerSettings& s) {
@@ -96,6 +121,7 @@ int main(int argc, char** argv) {
   try {
     settings = load(f, src);
     if (f.common.print_config) return *cdn::daemon::answer_config_flags(f.common, settings, "");
+    check_state_dir(settings);
     cdn::log::setup("cdn-balancerd", settings.log.level, settings.log.file);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cdn-balancerd: %s\n", e.what());
@@ -126,6 +152,7 @@ int main(int argc, char** argv) {
     hooks.reload = [&]() {
       try {
         auto next = load(f, src);
+        check_state_dir(next);
         auto observers = cdn::daemon::prepare_observers(balancer.requests(), next.log, next.admin);
         cdn::log::setup("cdn-balancerd", next.log.level, next.log.file);
         cdn::daemon::check_nofile(descriptors_needed(next));

@@ -1,8 +1,13 @@
 // SPDX-License-Identifier: MIT
 #include "daemons/balancerd/purger.hpp"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 #include "common/purge/purge.hpp"
@@ -33,7 +38,116 @@ std::optional<net::Address> address_of(const std::string& resolved) {
   return net::resolve(host, static_cast<uint16_t>(port));
 }
 
+// A ledger file larger than this is not one of ours (1024 purges owed per
+// replica, each a line of at most a few KiB).
+constexpr off_t kMaxStateBytes = 64 << 20;
+
+std::string errno_text(const std::string& what) { return what + ": " + std::strerror(errno); }
+
+bool write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+// temp + fsync + rename + fsync of the directory: after a crash the file
+// is the old ledger or the new one, never a mix.
+bool write_atomically(const std::string& path, std::string_view text, std::string& error) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    error = errno_text(tmp);
+    return false;
+  }
+  const bool ok = write_all(fd, text) && ::fsync(fd) == 0;
+  if (!ok) error = errno_text(tmp);
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    if (ok) error = errno_text(path);
+    ::unlink(tmp.c_str());
+    return false;
+  }
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+  return true;
+}
+
+// The file's text; nullopt with `error` unless it is absent (no error).
+std::optional<std::string> read_state(const std::string& path, std::string& error) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno != ENOENT) error = errno_text(path);
+    return std::nullopt;
+  }
+  std::string text;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > kMaxStateBytes) {
+    error = path + ": not a regular file of at most 64 MiB";
+    ::close(fd);
+    return std::nullopt;
+  }
+  char buf[65536];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) error = errno_text(path);
+    if (n <= 0) break;
+    text.append(buf, static_cast<size_t>(n));
+    if (text.size() > static_cast<size_t>(kMaxStateBytes)) {
+      error = path + ": larger than 64 MiB";
+      break;
+    }
+  }
+  ::close(fd);
+  if (!error.empty()) return std::nullopt;
+  return text;
+}
+
 }  // namespace
+
+void Purger::use_state_file(std::string path) {
+  const bool first = !state_read_;
+  state_read_ = true;
+  state_file_ = std::move(path);
+  if (state_file_.empty()) return;
+  if (!first) {
+    save();
+    return;
+  }
+  std::string error;
+  const auto text = read_state(state_file_, error);
+  if (text) {
+    if (auto ledger = purge::Ledger::load(*text, error)) {
+      ledger_ = std::move(*ledger);
+      spdlog::info("purge ledger {}: {} purges owed by {} replicas", state_file_,
+                   ledger_.owed_total(), ledger_.replicas_owing());
+      return;
+    }
+  }
+  if (!error.empty()) {
+    spdlog::error("purge ledger {} ignored (starting with none owed): {}", state_file_, error);
+  }
+}
+
+void Purger::save() {
+  dirty_ = false;
+  if (state_file_.empty()) return;
+  std::string error;
+  if (!write_atomically(state_file_, ledger_.save(), error)) {
+    // Kept in memory still; a restart before the next good write would
+    // forget what is owed. Once per failure: purges are rare.
+    spdlog::error("purge ledger not saved: {}", error);
+  }
+}
 
 void Purger::start() {
   if (timer_) return;
@@ -43,6 +157,7 @@ void Purger::start() {
 }
 
 void Purger::stop() {
+  if (dirty_) save();
   timer_.reset();
   channels_.clear();
   for (auto& w : waiters_) {
@@ -72,7 +187,9 @@ std::optional<size_t> Purger::index_of(const std::string& name) const {
 
 void Purger::reconfigured() {
   const auto all = names();
+  const size_t owed = ledger_.owed_total();
   ledger_.keep_only(all);
+  if (ledger_.owed_total() != owed) dirty_ = true;
   for (auto it = channels_.begin(); it != channels_.end();) {
     it = std::find(all.begin(), all.end(), it->first) == all.end() ? channels_.erase(it)
                                                                    : std::next(it);
@@ -90,6 +207,9 @@ void Purger::purge(purge::Request r, const std::string& token, daemon::Answer an
   const auto all = names(only);
   const std::string description = purge::describe(r);
   const uint64_t id = ledger_.add(std::move(r), all, now_ms());
+  // On disk before any replica is sent it: what it reports done stays owed
+  // by replicas that miss it, across a restart too.
+  save();
   Waiter& w = waiters_.emplace_back(Waiter{id, std::move(answer), description, {}, all.size()});
   for (const auto& name : all) {
     Part p;
@@ -162,6 +282,7 @@ void Purger::answered(const std::string& name, uint64_t id, bool ok, int status,
   const auto now = Clock::now();
   if (ok) {
     ledger_.ack(name, id);
+    dirty_ = true;
     for (auto& w : waiters_) settle(w, name, id, true, status, error, body);
     if (!ledger_.owes(name)) {
       if (i) table_.set_held(*i, false, now);
@@ -232,6 +353,7 @@ void Purger::finish(Waiter& w) {
 }
 
 void Purger::retry() {
+  if (dirty_) save();
   if (ledger_.replicas_owing() == 0) return;
   // Held already (since the send that failed): not held here, so that a
   // replica whose first send is merely in flight keeps its clients.

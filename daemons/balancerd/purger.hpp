@@ -9,7 +9,16 @@
 // kRetryEvery until they acknowledge, which is what lets them serve again.
 //
 // The replicas are sent the balancer's own token ([admin] token_file): the
-// fleet shares one purge token. Lives on the main loop; owned by the
+// fleet shares one purge token.
+//
+// The ledger outlives a restart: with a state file ([admin] state_dir, or
+// systemd's StateDirectory), a purge is written there (temp file, fsync,
+// rename) before it is sent, acknowledgements at the next retry tick (one
+// that is lost only has a replica purge twice: purges are idempotent). At
+// start the file is read back and the replicas that owe are held, so one
+// that missed a purge gets it before its first client even if the balancer
+// restarted meanwhile. A file that cannot be read back is logged and
+// ignored (and replaced at the next write). Lives on the main loop; owned by the
 // Balancer. The fronts (on any worker loop) hand it their PURGE requests
 // and get the answer back through a daemon::Answer.
 #pragma once
@@ -38,6 +47,13 @@ inline constexpr std::chrono::milliseconds kPurgeTimeout{2000};
 class Purger {
  public:
   Purger(uv_loop_t* loop, Table& table) : loop_(loop), table_(table) {}
+  // Where the ledger is kept ("": memory only). The first call reads the
+  // file (call reconfigured() after); later ones (a reload) write the ledger
+  // to the new place.
+  void use_state_file(std::string path);
+  // The token purges are sent with ([admin] token_file), also to replicas
+  // owing purges from before a restart.
+  void set_token(std::string token) { token_ = std::move(token); }
   void start();
   void stop();
   // The table's replicas changed (reload): the ledger forgets removed ones,
@@ -87,8 +103,13 @@ class Purger {
               const std::string& error, const std::string& body);
   void finish(Waiter& w);
   void retry();
+  // The ledger to the state file, when there is one (logs failures).
+  void save();
 
   uv_loop_t* loop_;
+  std::string state_file_;
+  bool state_read_ = false;
+  bool dirty_ = false;  // acknowledged since the last save
   Table& table_;
   purge::Ledger ledger_;
   std::string token_;

@@ -28,10 +28,20 @@ class SiteRouter {
   const std::vector<char>* eligible(std::string_view host_header) const;
   // Whether any replica, up or not, serves the host (else: 421).
   static bool any(const std::vector<char>& mask);
+  // The site a request for the host is counted under (metrics): the name
+  // its replicas give it (status host_sites; the first replica's when they
+  // differ, the host itself from a replica that names none), "default" for
+  // the hosts that go to default sites, "" when no replica takes the host.
+  std::string_view site_of(std::string_view host_header) const;
 
  private:
-  std::unordered_map<std::string, std::vector<char>> by_host_;
+  struct Host {
+    std::vector<char> mask;
+    std::string site;
+  };
+  std::unordered_map<std::string, Host> by_host_;
   std::vector<char> defaults_;
+  bool any_default_ = false;
   uint64_t generation_ = UINT64_MAX;
 };
 

@@ -206,7 +206,10 @@ void Table::probe_succeeded(size_t i, std::optional<std::chrono::microseconds> r
       std::isfinite(st.bytes_per_second) && st.bytes_per_second >= 0 ? st.bytes_per_second : 0;
   r.sent_since_probe = 0;  // the clients we sent are in reported_load from now on
   r.last_probe = now;
-  if (st.sites != r.last_status.sites || st.hosts != r.last_status.hosts) ++sites_generation_;
+  if (st.sites != r.last_status.sites || st.hosts != r.last_status.hosts ||
+      st.host_sites != r.last_status.host_sites) {
+    ++sites_generation_;
+  }
   r.last_status = st;
   r.bad_streak = 0;
   r.last_error.clear();

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include "common/digest/digest.hpp"
@@ -48,6 +49,20 @@ std::string sha256_hex(std::string_view s) {
   unsigned int len = 0;
   EVP_Digest(s.data(), s.size(), md.data(), &len, EVP_sha256(), nullptr);
   return digest::to_hex(md.data(), len);
+}
+
+bool pwrite_all(int fd, const char* data, size_t n, off_t at) {
+  while (n > 0) {
+    const ssize_t w = ::pwrite(fd, data, n, at);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data += w;
+    at += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
 }
 
 bool write_all(int fd, const char* data, size_t n) {
@@ -134,6 +149,8 @@ std::optional<bool> from_json(const json& j, EntryMeta& m) {
 DiskCache::Writer::~Writer() {
   if (fd_ >= 0) ::close(fd_);
   if (!committed_ && !tmp_path_.empty()) ::unlink(tmp_path_.c_str());
+  cache_->inflight_ -= reserved_;
+  *cache_->spill_pool_ -= spill_held_;
 }
 
 bool DiskCache::Writer::write(const char* data, size_t n) {
@@ -143,15 +160,29 @@ bool DiskCache::Writer::write(const char* data, size_t n) {
     keep_memory_ = false;
     std::string().swap(memory_);
   }
+  if (spilled_) return spill(data, n);
+  if (!cache_->reserve(*this, n)) {
+    disk_error_ = "no room within cache_size beside the other bodies in flight";
+    return spill(data, n);
+  }
+  const off_t at = static_cast<off_t>(size_ - n);
+  bool ok = pwrite_all(fd_, data, n, at);
+  // A disk smaller than cache_size: room is made by evicting, not by
+  // holding every later fill in memory.
+  if (!ok && errno == ENOSPC && cache_->evict_for_space(n)) ok = pwrite_all(fd_, data, n, at);
+  if (ok) {
+    if (keep_memory_) memory_.append(data, n);
+    return true;
+  }
+  disk_error_ = std::strerror(errno);
+  return spill(data, n);
+}
+
+bool DiskCache::Writer::spill(const char* data, size_t n) {
+  const uint64_t before = size_ - n;
   if (!spilled_) {
-    if (write_all(fd_, data, n)) {
-      if (keep_memory_) memory_.append(data, n);
-      return true;
-    }
-    // The disk failed: read back what it holds and go on in memory.
-    disk_error_ = std::strerror(errno);
-    const uint64_t before = size_ - n;
-    if (size_ > spill_limit_) return false;
+    // Read back what the disk holds and go on in memory.
+    if (*cache_->spill_pool_ + size_ > spill_limit_) return false;
     if (!keep_memory_) {
       memory_.resize(before);
       uint64_t got = 0;
@@ -161,17 +192,29 @@ bool DiskCache::Writer::write(const char* data, size_t n) {
         got += static_cast<uint64_t>(r);
       }
     }
-    ::close(fd_);
+    if (fd_ >= 0) ::close(fd_);
     fd_ = -1;
-    ::unlink(tmp_path_.c_str());
+    if (!tmp_path_.empty()) ::unlink(tmp_path_.c_str());
     tmp_path_.clear();
+    cache_->inflight_ -= reserved_;
+    reserved_ = 0;
     spilled_ = true;
     keep_memory_ = true;
-    memory_.append(data, n);
-    return true;
+    *cache_->spill_pool_ += memory_.capacity();
+    spill_held_ = memory_.capacity();
   }
-  if (size_ > spill_limit_) return false;
+  // The pool counts what is allocated, not what is used: a string grown by
+  // doubling holds up to twice its bytes. Growth is by half, within the pool.
+  uint64_t& pool = *cache_->spill_pool_;
+  const uint64_t need = memory_.size() + n;
+  if (need > memory_.capacity()) {
+    const uint64_t room = spill_limit_ - std::min(spill_limit_, pool - spill_held_);
+    if (need > room) return false;
+    memory_.reserve(std::min(room, std::max(need, memory_.capacity() + memory_.capacity() / 2)));
+  }
   memory_.append(data, n);
+  pool += memory_.capacity() - spill_held_;
+  spill_held_ = memory_.capacity();
   return true;
 }
 
@@ -179,6 +222,26 @@ void DiskCache::Writer::finish() {
   auto [digest, hex] = finish_sha256(static_cast<EVP_MD_CTX*>(ctx_.get()));
   digest_ = std::move(digest);
   hex_ = std::move(hex);
+}
+
+std::shared_ptr<Object> DiskCache::Writer::object() {
+  std::shared_ptr<Object> obj;
+  if (spill_held_ > 0) {
+    // Freed by the last answer: the memory leaves the pool then, not now.
+    obj = std::shared_ptr<Object>(new Object, [pool = std::weak_ptr<uint64_t>(cache_->spill_pool_),
+                                               n = spill_held_](Object* o) {
+      if (auto p = pool.lock()) *p -= n;
+      delete o;
+    });
+    spill_held_ = 0;
+  } else {
+    obj = std::make_shared<Object>();
+  }
+  obj->size = size_;
+  obj->digest = digest_;
+  obj->in_memory = keep_memory_;
+  if (keep_memory_) obj->body = std::move(memory_);
+  return obj;
 }
 
 int DiskCache::Writer::dup_fd() const {
@@ -243,11 +306,57 @@ size_t DiskCache::purged_files_pending() const {
   return r.doomed.size();
 }
 
+namespace {
+constexpr size_t kMaxSyncs = 256;
+}  // namespace
+
+void DiskCache::sync_later(int fd) {
+  if (fd < 0) return;
+  {
+    std::lock_guard lock(remover_.mu);
+    if (remover_.syncs.size() < kMaxSyncs) {
+      remover_.syncs.push_back(fd);
+    } else {
+      ::close(fd);
+      remover_.sync_all = true;
+    }
+  }
+  remover_.cv.notify_one();
+}
+
 void DiskCache::remover_loop() {
   std::unique_lock lock(remover_.mu);
   for (;;) {
-    remover_.cv.wait(lock, [this] { return remover_.stop || !remover_.queue.empty(); });
-    if (remover_.stop) return;
+    remover_.cv.wait(lock, [this] {
+      return remover_.stop || !remover_.queue.empty() || !remover_.syncs.empty() ||
+             remover_.sync_all;
+    });
+    if (remover_.stop) {
+      // A clean exit loses nothing the kernel holds; only a crash of the
+      // machine could, and the digest check at start covers that.
+      for (const int fd : remover_.syncs) ::close(fd);
+      remover_.syncs.clear();
+      return;
+    }
+    if (!remover_.syncs.empty() || remover_.sync_all) {
+      // Outside the lock: claim() and purges on the loop must not wait for
+      // the disk.
+      std::vector<int> fds;
+      fds.swap(remover_.syncs);
+      const bool all = std::exchange(remover_.sync_all, false);
+      lock.unlock();
+      for (const int fd : fds) {
+        if (!all) ::fsync(fd);
+        ::close(fd);
+      }
+      if (all) {
+        ::syncfs(dir_fd_);
+      } else {
+        ::fsync(dir_fd_);
+      }
+      lock.lock();
+      continue;
+    }
     const std::string key = std::move(remover_.queue.front());
     remover_.queue.pop_front();
     // Unlinked under the lock: a commit of this key waits in claim() and
@@ -419,6 +528,7 @@ void DiskCache::insert(EntryMeta meta, std::string body_path, std::string body, 
   e.object = make_object(meta, body_path, std::move(body), in_memory);
   if (in_memory) memory_used_ += meta.size;
   bytes_ += meta.size;
+  footprint_ += cost(meta.size);
   purges_.put(meta.key, tags_of(meta.stored));
   e.meta = std::move(meta);
   e.lru = lru_.begin();
@@ -429,6 +539,7 @@ void DiskCache::remove_entry(std::unordered_map<std::string, Entry>::iterator it
                              bool unlink_files) {
   const Entry& e = it->second;
   bytes_ -= e.meta.size;
+  footprint_ -= cost(e.meta.size);
   if (e.object->in_memory) memory_used_ -= e.meta.size;
   if (unlink_files) {
     // Meta first: a body without its meta is removed at start, never served.
@@ -454,12 +565,41 @@ void DiskCache::trim_memory() {
   }
 }
 
+uint64_t DiskCache::cost(uint64_t size) const {
+  const uint64_t b = std::max<uint64_t>(opt_.block_size, 1);
+  return (size + b - 1) / b * b + (b > 1 ? b : 0);
+}
+
 void DiskCache::evict_for(uint64_t incoming) {
-  while (!lru_.empty() && bytes_ + incoming > opt_.max_bytes) {
+  while (!lru_.empty() && footprint_ + inflight_ + incoming > opt_.max_bytes) {
     auto it = index_.find(lru_.back());
     remove_entry(it, true);
     ++evictions_;
   }
+}
+
+bool DiskCache::reserve(Writer& w, uint64_t n) {
+  // Bodies in flight alone past the bound: evicting would not make room.
+  if (inflight_ + n > opt_.max_bytes) return false;
+  evict_for(n);
+  inflight_ += n;
+  w.reserved_ += n;
+  return true;
+}
+
+bool DiskCache::evict_for_space(uint64_t n) {
+  // Room for this write and some after it; a cache holding less than that
+  // keeps what it has (the body goes on in memory, and is not stored).
+  const uint64_t want = n + (1ULL << 20);
+  if (footprint_ < want) return false;
+  uint64_t freed = 0;
+  while (!lru_.empty() && freed < want) {
+    auto it = index_.find(lru_.back());
+    freed += cost(it->second.meta.size);
+    remove_entry(it, true);
+    ++evictions_;
+  }
+  return true;
 }
 
 const DiskCache::Entry* DiskCache::find(const std::string& key) {
@@ -488,6 +628,7 @@ int DiskCache::open(const Entry& e) const {
 
 std::unique_ptr<DiskCache::Writer> DiskCache::begin() {
   std::unique_ptr<Writer> w(new Writer);
+  w->cache_ = this;
   w->memory_limit_ = opt_.memory_object_limit;
   w->spill_limit_ = opt_.spill_limit;
   w->ctx_ = std::shared_ptr<void>(new_sha256(),
@@ -508,15 +649,19 @@ std::unique_ptr<DiskCache::Writer> DiskCache::begin() {
   return w;
 }
 
-bool DiskCache::write_meta(const EntryMeta& m) {
+bool DiskCache::write_meta(const EntryMeta& m, bool sync_later) {
   const std::string path = path_of(m.key, ".meta");
   const std::string tmp = path + ".tmp";
   const std::string text = to_json(m).dump(-1, ' ', false, json::error_handler_t::replace);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return false;
-  const bool ok = write_all(fd, text.data(), text.size()) && ::fsync(fd) == 0;
+  const bool ok = write_all(fd, text.data(), text.size()) && (sync_later || ::fsync(fd) == 0);
   const int err = errno;
-  ::close(fd);
+  if (ok && sync_later) {
+    this->sync_later(fd);
+  } else {
+    ::close(fd);
+  }
   if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err2 = ok ? errno : err;
     ::unlink(tmp.c_str());
@@ -535,32 +680,33 @@ const DiskCache::Entry* DiskCache::commit(Writer& w, EntryMeta meta) {
     errno = ENOSPC;
     return nullptr;
   }
-  if (meta.size > opt_.max_bytes) {
+  if (cost(meta.size) > opt_.max_bytes) {
     errno = EFBIG;
     return nullptr;
   }
   const std::string body_path = path_of(meta.key, ".body");
-  if (::fsync(w.fd_) != 0) {
-    ++write_errors_;
-    return nullptr;
-  }
   // Drop the old entry's meta before its body changes under it.
   if (auto old = index_.find(meta.key); old != index_.end()) remove_entry(old, true);
   claim(meta.key);
-  evict_for(meta.size);
+  // The body's bytes stop being in flight and become the entry's blocks.
+  inflight_ -= w.reserved_;
+  w.reserved_ = 0;
+  evict_for(cost(meta.size));
   if (::rename(w.tmp_path_.c_str(), body_path.c_str()) != 0) {
     ++write_errors_;
     return nullptr;
   }
   w.committed_ = true;
-  if (!write_meta(meta)) {
+  // The body, the meta and then the directory reach the disk on the
+  // cache's thread (fsync of a large body took the loop for tens of ms).
+  sync_later(::fcntl(w.fd_, F_DUPFD_CLOEXEC, 0));
+  if (!write_meta(meta, /*sync_later=*/true)) {
     const int err = errno;
     ::unlink(body_path.c_str());
     ++write_errors_;
     errno = err;
     return nullptr;
   }
-  ::fsync(dir_fd_);
   const bool in_memory = w.in_memory() && meta.size <= opt_.memory_object_limit;
   const std::string key = meta.key;
   insert(std::move(meta), body_path, in_memory ? w.memory() : std::string(), in_memory);

@@ -7,13 +7,15 @@
 // validators, freshness inputs, header fields, size, sha-256 digest), h =
 // hex sha-256 of the key; a meta of another format version is dropped at
 // start (counted in outdated_dropped()), never read as this one;
-// bodies are written to <dir>/tmp/ first. A commit is: body fsync + rename,
-// then meta written the same way, then the directory fsynced. A crash or a
-// full disk leaves at worst a temp file (removed at start) or a body whose
-// meta does not match it: at start every entry is read back and checked
-// against its digest, and one that fails is deleted (and refetched when
-// asked for). Nothing here touches the event loop; all calls are on the
-// loop thread.
+// bodies are written to <dir>/tmp/ first. A commit is: body rename, then
+// meta written and renamed the same way; the body, the meta and the
+// directory are fsynced by the cache's own thread afterwards, so that the
+// loop never waits for the disk. A crash or a full disk leaves at worst a
+// temp file (removed at start) or a body whose meta does not match it (or
+// whose bytes never reached the disk): at start every entry is read back
+// and checked against its digest, and one that fails is deleted (and
+// refetched when asked for). Nothing here touches the event loop; all
+// calls are on the loop thread.
 //
 // Objects handed out are immutable and shared (store.hpp's Object): a
 // response in flight keeps its Object and its open file descriptor, so
@@ -59,7 +61,14 @@ class DiskCache {
     uint64_t max_bytes = 1ULL << 30;
     uint64_t memory_bytes = 64ULL << 20;
     uint64_t memory_object_limit = 256 * 1024;  // bodies up to this size may live in memory
-    uint64_t spill_limit = 64ULL << 20;         // disk full: body kept in memory up to this
+    // Bodies that cannot go to disk (disk full, or no room within
+    // max_bytes while others are in flight) are held in memory up to this,
+    // all writers together; past it a fill fails.
+    uint64_t spill_limit = 64ULL << 20;
+    // The unit of disk use: an entry costs its body rounded up to it, plus
+    // one for its meta, so that many tiny entries cannot pass max_bytes in
+    // blocks (40,000 entries of a few bytes are 312 MiB of 4 KiB blocks).
+    uint64_t block_size = 4096;
   };
 
   struct Entry {
@@ -69,10 +78,14 @@ class DiskCache {
   };
 
   // A body being received. Written to a temp file and hashed as it arrives;
-  // small bodies are also kept in memory. If the disk fails (ENOSPC, EIO),
-  // the bytes so far are read back and the rest is kept in memory up to
-  // spill_limit: the waiting clients still get their answer, nothing is
-  // stored. Destroying an uncommitted writer removes its temp file.
+  // small bodies are also kept in memory. Its bytes on disk count against
+  // max_bytes while it is received (least recently used entries are evicted
+  // to make room). If the disk fails (EIO; ENOSPC when evicting cannot make
+  // room), or the bodies in flight alone would pass max_bytes, the bytes so
+  // far are read back and the rest is kept in memory within spill_limit
+  // (shared by every writer): the waiting clients still get their answer,
+  // nothing is stored. Destroying an uncommitted writer removes its temp
+  // file and gives back what it held. Must not outlive its DiskCache.
   class Writer {
    public:
     ~Writer();
@@ -92,10 +105,19 @@ class DiskCache {
     // The body when it is in memory (small, or spilled), else empty.
     bool in_memory() const { return keep_memory_; }
     const std::string& memory() const { return memory_; }
+    // An Object for answering from this body when it is not stored (after
+    // finish()): a body in memory is moved into it, and a spilled one keeps
+    // counting against spill_limit until the last answer lets it go.
+    std::shared_ptr<Object> object();
 
    private:
     friend class DiskCache;
     Writer() = default;
+    // The disk failed or has no room: the body goes on in memory.
+    bool spill(const char* data, size_t n);
+    DiskCache* cache_ = nullptr;
+    uint64_t reserved_ = 0;    // bytes on disk counted in the cache's in-flight total
+    uint64_t spill_held_ = 0;  // bytes counted in the cache's spill pool
     int fd_ = -1;
     std::string tmp_path_;
     uint64_t size_ = 0;
@@ -161,6 +183,10 @@ class DiskCache {
   static std::vector<std::string> tags_of(const cache::Stored& stored);
 
   uint64_t bytes() const { return bytes_; }
+  // What max_bytes bounds: the entries' blocks (block_size) and the bodies
+  // being received.
+  uint64_t disk_bytes() const { return footprint_ + inflight_; }
+  uint64_t spilled_bytes() const { return *spill_pool_; }
   uint64_t memory_bytes() const { return memory_used_; }
   size_t objects() const { return index_.size(); }
   uint64_t evictions() const { return evictions_; }
@@ -184,9 +210,17 @@ class DiskCache {
     // Keys whose files are still to go; a commit of one takes it out
     // (under mu), so its new files are never removed.
     std::unordered_set<std::string> doomed;
+    // Descriptors (dups) of files just committed, to fsync then close,
+    // with the directory after them: the loop never waits for the disk.
+    // At most kMaxSyncs are held (descriptors are the process's); past
+    // that one syncfs() of the cache's file system does for the rest.
+    std::vector<int> syncs;
+    bool sync_all = false;
     bool stop = false;
     std::thread thread;
   };
+  // Hands `fd` (owned) to the cache's thread to be fsynced and closed.
+  void sync_later(int fd);
   void remover_loop();
   // Before a key's files are written again: no longer doomed.
   void claim(const std::string& key);
@@ -195,11 +229,19 @@ class DiskCache {
   Load load_one(const std::string& meta_path);
   std::shared_ptr<const Object> make_object(const EntryMeta& m, const std::string& body_path,
                                             std::string body, bool in_memory);
-  bool write_meta(const EntryMeta& m);
+  // `sync_later`: fsynced by the cache's thread, not here.
+  bool write_meta(const EntryMeta& m, bool sync_later = false);
   void insert(EntryMeta meta, std::string body_path, std::string body, bool in_memory);
   void remove_entry(std::unordered_map<std::string, Entry>::iterator it, bool unlink_files);
   void trim_memory();
   void evict_for(uint64_t incoming);
+  uint64_t cost(uint64_t size) const;
+  // Room for `n` more bytes of a body on disk within max_bytes (evicting);
+  // false when the bodies in flight alone would pass it.
+  bool reserve(Writer& w, uint64_t n);
+  // The disk is full: evicts entries to free about `n` bytes, when the
+  // cache holds enough to make a difference. False: nothing evicted.
+  bool evict_for_space(uint64_t n);
 
   Options opt_;
   int dir_fd_ = -1;
@@ -210,6 +252,11 @@ class DiskCache {
   Remover remover_;
   std::list<std::string> lru_;
   uint64_t bytes_ = 0;
+  uint64_t footprint_ = 0;  // sum of cost() of the entries
+  uint64_t inflight_ = 0;   // writers' bytes on disk
+  // Bytes of bodies held in memory instead of on disk: writers' and those
+  // of the Objects made from them (which may outlive the cache).
+  std::shared_ptr<uint64_t> spill_pool_ = std::make_shared<uint64_t>(0);
   uint64_t memory_used_ = 0;
   uint64_t evictions_ = 0;
   uint64_t corrupt_ = 0;

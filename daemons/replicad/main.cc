@@ -158,11 +158,19 @@ int main(int argc, char** argv) {
       // The access log opened and the token read (either may throw) before
       // anything is applied.
       auto observers = cdn::daemon::prepare_observers(replica.requests(), next.log, next.admin);
-      // Replaces the logger only once the new one is built (a log file that
-      // cannot be opened throws here and keeps the old one).
-      cdn::log::setup("cdn-replicad", next.log.level, next.log.file);
       cdn::daemon::check_nofile(descriptors_needed(next));
-      replica.reconfigure(std::move(next), std::move(next_store), std::move(observers));
+      // Every site that changed opened (a bad one throws, naming it) before
+      // any is applied: the running sites serve on as they were.
+      auto sites = replica.open_sites(next, std::move(next_store));
+      try {
+        // Replaces the logger only once the new one is built (a log file
+        // that cannot be opened throws here and keeps the old one).
+        cdn::log::setup("cdn-replicad", next.log.level, next.log.file);
+      } catch (...) {
+        replica.discard(std::move(sites));
+        throw;
+      }
+      replica.reconfigure(std::move(next), std::move(sites), std::move(observers));
       return true;
     } catch (const std::exception& e) {
       spdlog::error("reload refused, keeping the running configuration: {}", e.what());

@@ -4,8 +4,10 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <memory>
 #include <unordered_set>
 
+#include "common/http/parser.hpp"
 #include "common/text/text.hpp"
 
 namespace cdn::replica {
@@ -42,9 +44,15 @@ struct Origin::Transfer {
   OriginRequest request;  // curl reads the body from here until the transfer ends
   OriginCallbacks cb;
   OriginHead head;
+  uint64_t id = 0;
   bool head_done = false;
   bool refused = false;
   std::string malformed;  // why the head cannot be trusted; non-empty: transfer stopped
+  // Chunked framing read here: curl frames the body but leaves the codings
+  // to us (HTTP_TRANSFER_DECODING off), so that a coding it does not know
+  // is read to the close (RFC 9112 6.3) instead of refused.
+  std::unique_ptr<http::ChunkedDecoder> dechunk;
+  bool dechunked = false;  // the last chunk and the trailers were read
   char error[CURL_ERROR_SIZE] = {0};
 
   ~Transfer() {
@@ -89,6 +97,7 @@ void Origin::close() {
     delete t;
   }
   transfers_.clear();
+  ids_.clear();
   curl_multi_cleanup(multi_);
   multi_ = nullptr;
   // Sockets curl did not say goodbye to (pooled connections): close their polls.
@@ -104,7 +113,20 @@ void Origin::close() {
   timer_.reset();
 }
 
-void Origin::fetch(OriginRequest request, OriginCallbacks callbacks) {
+void Origin::cancel(uint64_t id) {
+  auto i = ids_.find(id);
+  if (i == ids_.end()) return;
+  CURL* easy = i->second;
+  ids_.erase(i);
+  auto it = transfers_.find(easy);
+  if (it == transfers_.end()) return;
+  Transfer* t = it->second;
+  transfers_.erase(it);
+  curl_multi_remove_handle(multi_, easy);
+  delete t;
+}
+
+uint64_t Origin::fetch(OriginRequest request, OriginCallbacks callbacks) {
   auto* t = new Transfer;
   t->origin = this;
   t->request = std::move(request);
@@ -114,7 +136,7 @@ void Origin::fetch(OriginRequest request, OriginCallbacks callbacks) {
   t->easy = curl_easy_init();
   if (closed_ || t->easy == nullptr) {
     delete t;
-    return;
+    return 0;
   }
   for (const auto& h : headers) t->headers = curl_slist_append(t->headers, h.c_str());
   // Identity only: the bytes we cache are the bytes we serve and digest.
@@ -146,10 +168,15 @@ void Origin::fetch(OriginRequest request, OriginCallbacks callbacks) {
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->error);
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(e, CURLOPT_HTTP_TRANSFER_DECODING, 0L);
+  curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);  // bodies are relayed as coded
   curl_easy_setopt(e, CURLOPT_USERAGENT, options_.user_agent.c_str());
   const long timeout_ms = static_cast<long>(options_.timeout.count());
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
-  curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  // Averaged by curl over LOW_SPEED_TIME: a head followed by a trickle of
+  // body gives up like a stall, instead of holding its waiters for ever.
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT,
+                   static_cast<long>(std::clamp<uint64_t>(options_.min_rate, 1, 1ULL << 30)));
   curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, std::max(1L, (timeout_ms + 999) / 1000));
   if (!options_.ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, options_.ca_file.c_str());
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Origin::on_header);
@@ -157,16 +184,21 @@ void Origin::fetch(OriginRequest request, OriginCallbacks callbacks) {
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Origin::on_body);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
   transfers_.emplace(e, t);
+  t->id = ++last_id_;
+  ids_.emplace(t->id, e);
   const CURLMcode rc = curl_multi_add_handle(multi_, e);
   if (rc != CURLM_OK) {
     transfers_.erase(e);
+    ids_.erase(t->id);
     spdlog::error("origin fetch {}: {}", url, curl_multi_strerror(rc));
     // Report asynchronously, like every other outcome.
     auto cb = std::move(t->cb.done);
     delete t;
     OriginResult r{OriginError::Unreachable, curl_multi_strerror(rc)};
     if (cb) cb(r);
+    return 0;
   }
+  return t->id;
 }
 
 size_t Origin::refuse_malformed(Transfer* t, std::string_view why) {
@@ -213,6 +245,16 @@ size_t Origin::on_header(char* data, size_t size, size_t n, void* userp) noexcep
       if (t->head.header("Content-Length") && t->head.header("Transfer-Encoding")) {
         return refuse_malformed(t, "both Content-Length and Transfer-Encoding");
       }
+      const bool bodiless = t->request.method == "HEAD" || status == 204 || status == 304;
+      if (auto te = t->head.header("Transfer-Encoding"); te && !bodiless) {
+        const size_t comma = te->rfind(',');
+        const std::string_view last =
+            trim(comma == std::string_view::npos ? *te : te->substr(comma + 1));
+        if (iequals(last, "chunked")) {
+          t->dechunk = std::make_unique<http::ChunkedDecoder>();
+          t->dechunk->start(UINT64_MAX, 64 * 1024);
+        }
+      }
       t->head_done = true;
       if (t->cb.head && !t->cb.head(t->head)) {
         t->refused = true;
@@ -243,6 +285,24 @@ size_t Origin::on_body(char* data, size_t size, size_t n, void* userp) noexcept 
   auto* t = static_cast<Transfer*>(userp);
   const size_t len = size * n;
   try {
+    if (t->dechunk) {
+      std::string_view in(data, len);
+      while (!in.empty() && !t->dechunked) {
+        const auto step = t->dechunk->next(in);
+        in.remove_prefix(step.consumed);
+        if (step.status == http::ChunkedDecoder::Status::Error) {
+          return refuse_malformed(t, "bad chunked framing");
+        }
+        if (step.status == http::ChunkedDecoder::Status::Done) t->dechunked = true;
+        if (step.status == http::ChunkedDecoder::Status::NeedMore) break;
+        if (step.status == http::ChunkedDecoder::Status::Data && t->cb.body &&
+            !t->cb.body(step.data.data(), step.data.size())) {
+          t->refused = true;
+          return 0;
+        }
+      }
+      return len;
+    }
     if (t->cb.body && !t->cb.body(data, len)) {
       t->refused = true;
       return 0;
@@ -319,12 +379,16 @@ void Origin::check_done() {
     if (it == transfers_.end()) continue;
     Transfer* t = it->second;
     transfers_.erase(it);
+    ids_.erase(t->id);
     curl_multi_remove_handle(multi_, easy);
     OriginResult r;
     if (code == CURLE_OK) {
       if (!t->head_done) {
         r.error = OriginError::Unreachable;
         r.message = "no response head";
+      } else if (t->dechunk && !t->dechunked) {
+        r.error = OriginError::Malformed;
+        r.message = "chunked body cut short";
       }
     } else if (!t->malformed.empty()) {
       r.error = OriginError::Malformed;

@@ -30,7 +30,8 @@ namespace cdn::replica {
 
 struct OriginOptions {
   std::chrono::milliseconds timeout{10'000};  // connect, and no progress for this long
-  std::string ca_file;                        // empty: the system's CA store
+  uint64_t min_rate = 1024;  // bytes/s averaged over `timeout`, or the fetch gives up
+  std::string ca_file;       // empty: the system's CA store
   std::string user_agent = "cdn-replicad";
 };
 
@@ -82,7 +83,11 @@ class Origin {
   // Starts `request`. Callbacks run on the loop thread from curl's
   // progress; only when curl refuses the transfer outright does `done` run
   // inside fetch().
-  void fetch(OriginRequest request, OriginCallbacks callbacks);
+  // Returns the transfer's id for cancel(), 0 when `done` already ran.
+  uint64_t fetch(OriginRequest request, OriginCallbacks callbacks);
+  // Stops a transfer (its connection to the origin is closed, not reused);
+  // `done` is not called. Not from inside that transfer's own callbacks.
+  void cancel(uint64_t id);
   void set_options(OriginOptions options) { options_ = std::move(options); }
   void close();
   size_t active() const { return transfers_.size(); }
@@ -103,6 +108,8 @@ class Origin {
   CURLM* multi_ = nullptr;
   uv::Ptr<uv_timer_t> timer_;
   std::unordered_map<CURL*, Transfer*> transfers_;
+  std::unordered_map<uint64_t, CURL*> ids_;
+  uint64_t last_id_ = 0;
   bool closed_ = false;
 };
 

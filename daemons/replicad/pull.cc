@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 
 #include "cdn_config.h"
@@ -77,6 +78,7 @@ DiskCache::Options cache_options(const config::ContentSettings& c) {
 OriginOptions origin_options(const config::ContentSettings& c) {
   OriginOptions o;
   o.timeout = c.origin_timeout;
+  o.min_rate = c.origin_min_rate;
   o.ca_file = c.ca_file;
   o.user_agent = "cdn-replicad/" CDN_VERSION;
   return o;
@@ -107,7 +109,16 @@ struct Pull::Fetch {
   std::unique_ptr<DiskCache::Writer> writer;
   std::string local_error;        // why we stopped the transfer ourselves
   uint64_t purge_generation = 0;  // the cache's when the fetch started
+  uint64_t transfer = 0;          // Origin's id of the transfer, for cancel()
+  uint64_t received = 0;          // body bytes so far
 };
+
+namespace {
+// A fetch whose clients have all gone is finished for the cache anyway when
+// no more than this is left of a body of known length (cheaper than asking
+// again); any other is cancelled, freeing its origin connection at once.
+constexpr uint64_t kFinishForCache = 1 << 20;
+}  // namespace
 
 Pull::Pull(uv_loop_t* loop, const config::ContentSettings& c, std::string name, Responder respond)
     : loop_(loop),
@@ -116,7 +127,9 @@ Pull::Pull(uv_loop_t* loop, const config::ContentSettings& c, std::string name, 
       respond_(std::move(respond)),
       policy_(policy_of(c)),
       cache_(cache_options(c)),
-      origin_(loop, origin_options(c)) {
+      origin_(loop, origin_options(c)),
+      self_(std::make_shared<Pull*>(this)) {
+  sweep_timer_ = uv::make_timer(loop_, [this] { sweep(); });
   while (!origin_url_.empty() && origin_url_.back() == '/') origin_url_.pop_back();
   if (!c.ca_file.empty() && ::access(c.ca_file.c_str(), R_OK) != 0) {
     throw std::runtime_error("ca_file " + c.ca_file + ": " + std::strerror(errno));
@@ -126,7 +139,7 @@ Pull::Pull(uv_loop_t* loop, const config::ContentSettings& c, std::string name, 
                cache_.outdated_dropped());
 }
 
-Pull::~Pull() = default;
+Pull::~Pull() { *self_ = nullptr; }
 
 void Pull::reconfigure(const config::ContentSettings& c) {
   policy_ = policy_of(c);
@@ -134,8 +147,53 @@ void Pull::reconfigure(const config::ContentSettings& c) {
 }
 
 void Pull::close() {
+  *self_ = nullptr;
+  sweep_timer_.reset();
   origin_.close();
   fetches_.clear();
+}
+
+net::Deferred Pull::wait_on(net::Exchange& ex) {
+  return ex.defer([weak = std::weak_ptr<Pull*>(self_)] {
+    auto p = weak.lock();
+    if (!p || *p == nullptr || !(*p)->sweep_timer_) return;
+    // Not now: the connection may be closing inside one of our own calls.
+    uv::timer_start((*p)->sweep_timer_.get(), 0, 0);
+  });
+}
+
+bool Pull::abandoned(const Fetch& f) const {
+  // Background revalidations and prefetches have no client to lose; an
+  // unsafe method goes on, its effect on the origin and the cache is owed.
+  if (f.waiters.empty() || !f.prefetchers.empty() || !f.started) return false;
+  if (f.method != "GET" && f.method != "HEAD") return false;
+  for (const auto& d : f.waiters) {
+    if (d.exchange() != nullptr) return false;
+  }
+  if (f.have_head && !f.private_ && f.method == "GET") {
+    const auto cl = f.head.header("Content-Length");
+    uint64_t length = 0;
+    if (cl && std::from_chars(cl->data(), cl->data() + cl->size(), length).ec == std::errc() &&
+        length >= f.received && length - f.received <= kFinishForCache &&
+        cache::storable("GET", f.client, static_cast<int>(f.head.status), f.head_fields, policy_) ==
+            cache::Verdict::Storable) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void Pull::sweep() {
+  std::vector<std::string> gone;
+  for (const auto& [slot, f] : fetches_) {
+    if (abandoned(*f)) gone.push_back(slot);
+  }
+  for (const auto& slot : gone) {
+    auto node = fetches_.extract(slot);
+    ++stats_.origin_cancelled;
+    spdlog::debug("{}: every client left, fetch cancelled", url_for(node.mapped()->target));
+    origin_.cancel(node.mapped()->transfer);
+  }
 }
 
 namespace {
@@ -191,7 +249,7 @@ void Pull::serve(net::Exchange& ex, const std::string& path) {
     f->host = std::string(req.header("Host").value_or(""));
     f->request_headers = forwarded_fields(req, cacheable_method, name_);
     f->client = req.headers;
-    f->waiters.push_back(ex.defer());
+    f->waiters.push_back(wait_on(ex));
     const std::string slot = "\x01private " + std::to_string(++private_fetches_);
     fetches_.emplace(slot, std::move(f));
     start_fetch(slot);
@@ -242,7 +300,7 @@ void Pull::serve(net::Exchange& ex, const std::string& path) {
       break;
   }
   ++stats_.misses;
-  auto d = ex.defer();
+  auto d = wait_on(ex);
   auto it = fetches_.find(key);
   if (it != fetches_.end()) {
     it->second->waiters.push_back(std::move(d));  // collapsed onto the fetch in flight
@@ -316,10 +374,11 @@ void Pull::start_fetch(const std::string& slot) {
     }
   };
   cb.body = [f](const char* data, size_t n) {
+    f->received += n;
     if (f->writer) {
       if (!f->writer->write(data, n)) {
-        f->local_error = "cache disk failed (" + f->writer->disk_error() +
-                         ") and the object is too large to hold in memory";
+        f->local_error = "cannot hold the body: not on disk (" + f->writer->disk_error() +
+                         "), and past spill memory";
         return false;
       }
       return true;
@@ -332,7 +391,11 @@ void Pull::start_fetch(const std::string& slot) {
   request.url = url;
   request.headers = f->request_headers;
   request.body = std::move(f->body);
-  origin_.fetch(std::move(request), std::move(cb));
+  // done() may run inside fetch() (a refused transfer) and free `f`.
+  const uint64_t id = origin_.fetch(std::move(request), std::move(cb));
+  if (auto again = fetches_.find(slot); again != fetches_.end() && again->second.get() == f) {
+    f->transfer = id;
+  }
 }
 
 void Pull::on_head(Fetch& f, const OriginHead& h) {
@@ -566,21 +629,17 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
     }
     spdlog::warn("{}: not cached: {}", url,
                  f.writer->on_disk() ? std::strerror(errno)
-                                     : "cache disk failed (" + f.writer->disk_error() + ")");
+                                     : "not on disk (" + f.writer->disk_error() + ")");
   } else {
     cache_.erase(key);  // the origin's latest answer replaces what was stored
   }
   // Served from the fetched bytes, not stored: every end-to-end field relayed
   // (also those that private="..." keeps out of the cache).
   const std::vector<http::Header> relayed = http::end_to_end(f.head_fields);
-  auto obj = std::make_shared<Object>();
+  std::shared_ptr<Object> obj = f.writer ? f.writer->object() : std::make_shared<Object>();
   obj->rel = key;
   if (f.writer) {
-    obj->size = f.writer->size();
-    obj->digest = f.writer->digest();
     obj->etag = meta.etag.empty() ? DiskCache::etag_of(f.writer->digest_hex()) : meta.etag;
-    obj->in_memory = f.writer->in_memory();
-    if (obj->in_memory) obj->body = f.writer->memory();
   } else {
     obj->in_memory = true;
   }

@@ -52,7 +52,8 @@ struct PullStats {
   uint64_t stale_served = 0;  // stale copies served (while revalidating or on error)
   uint64_t revalidated = 0;   // 304s that refreshed a copy
   uint64_t origin_requests = 0;
-  uint64_t origin_errors = 0;  // unreachable, timeout, 5xx, bad digest
+  uint64_t origin_cancelled = 0;  // fetches stopped because every client had gone
+  uint64_t origin_errors = 0;     // unreachable, timeout, 5xx, bad digest
 };
 
 class Pull {
@@ -96,6 +97,12 @@ class Pull {
   std::vector<net::Deferred> take_other_variants(Fetch& f);
   // A fetch of its own for waiters that did not get theirs from another.
   void refetch(const std::string& key, std::vector<net::Deferred> waiters);
+  // A client waiting on a fetch: its departure (net::Exchange::defer's
+  // on_gone) schedules sweep() on the next loop turn.
+  net::Deferred wait_on(net::Exchange& ex);
+  // Cancels the fetches whose clients have all gone (see abandoned()).
+  void sweep();
+  bool abandoned(const Fetch& f) const;
   // `as_received`: the stored Age line is relayed (the fetch's own clients)
   // instead of one computed now.
   void answer_entry(net::Exchange& ex, const DiskCache::Entry& e, std::string status,
@@ -113,6 +120,10 @@ class Pull {
   // Keyed by cache key; a private (Authorization) fetch has a slot of its own.
   std::unordered_map<std::string, std::unique_ptr<Fetch>> fetches_;
   uint64_t private_fetches_ = 0;
+  uv::Ptr<uv_timer_t> sweep_timer_;  // closed by close()
+  // What the waiters' on_gone reach: null once closed (a connection may
+  // close after this Pull, at the daemon's stop).
+  std::shared_ptr<Pull*> self_;
   PullStats stats_;
 };
 

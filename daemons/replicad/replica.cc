@@ -116,7 +116,7 @@ Replica::Replica(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_
   if (sites_of != nullptr) {
     adopt_sites(*sites_of);
   } else {
-    build_sites(std::move(store));
+    build_sites(open_sites(settings_, std::move(store)));
   }
 }
 
@@ -140,24 +140,73 @@ void Replica::adopt_sites(const Replica& first) {
   site_map_ = first.site_map_;
 }
 
-void Replica::build_sites(std::unique_ptr<Store> store) {
-  std::vector<std::shared_ptr<Site>> next;
-  config::SiteMap map;
-  for (auto& spec : site_specs(settings_)) {
-    const bool is_default = spec.name == config::kDefaultSite;
-    std::shared_ptr<Site> site;
-    for (const auto& old : sites_) {
-      if (old->name == spec.name && old->same_source(spec.content) && !(is_default && store)) {
-        site = old;
+std::shared_ptr<Site> Replica::kept_site(const SiteSpec& spec, bool new_default_store) const {
+  const bool is_default = spec.name == config::kDefaultSite;
+  if (is_default && new_default_store) return nullptr;
+  for (const auto& old : sites_) {
+    if (old->name == spec.name && old->same_source(spec.content)) return old;
+  }
+  return nullptr;
+}
+
+Replica::OpenedSites Replica::open_sites(const config::ReplicaSettings& s,
+                                         std::unique_ptr<Store> store) {
+  OpenedSites out;
+  out.specs = site_specs(s);
+  const bool new_default_store = store != nullptr;
+  const std::string& server_name = s.server.name.empty() ? settings_.server.name : s.server.name;
+  try {
+    for (const auto& spec : out.specs) {
+      const bool is_default = spec.name == config::kDefaultSite;
+      if (kept_site(spec, new_default_store)) {
+        out.fresh.push_back(nullptr);
+        continue;
+      }
+      try {
+        out.fresh.push_back(open_site(
+            loop_, spec.name, spec.hosts, spec.content, is_default ? std::move(store) : nullptr,
+            server_name, [this](net::Exchange& ex, Answer a) { answer_pulled(ex, std::move(a)); }));
+      } catch (const std::exception& e) {
+        if (is_default) throw;  // [content]: its own message, as at start-up
+        throw std::runtime_error("site " + spec.name + ": " + e.what());
       }
     }
-    if (site && site->pull) {
+  } catch (...) {
+    discard(std::move(out));
+    throw;
+  }
+  return out;
+}
+
+void Replica::discard(OpenedSites opened) {
+  for (auto& site : opened.fresh) {
+    // Its fetches have not begun, but its origin client holds loop handles,
+    // which close with the loop's help: kept until exit like a replaced site.
+    if (!site || !site->pull) continue;
+    site->pull->close();
+    retired_.push_back(std::move(site));
+  }
+}
+
+void Replica::build_sites(OpenedSites opened) {
+  std::vector<std::shared_ptr<Site>> next;
+  config::SiteMap map;
+  const bool new_default_store =
+      std::any_of(opened.fresh.begin(), opened.fresh.end(),
+                  [](const auto& s) { return s && s->name == config::kDefaultSite && s->store; });
+  for (size_t i = 0; i < opened.specs.size(); ++i) {
+    SiteSpec& spec = opened.specs[i];
+    const bool is_default = spec.name == config::kDefaultSite;
+    std::shared_ptr<Site> site = std::move(opened.fresh[i]);
+    if (site) {
+      if (!sites_.empty()) spdlog::info("site {}: {}", site->name, site->source());
+    } else if (site = kept_site(spec, new_default_store); site && site->pull) {
       // One worker (see adopt_sites): changed in place, its cache kept.
       site->pull->reconfigure(spec.content);
       site->hosts = std::move(spec.hosts);
       site->content = spec.content;
       site->cache_control = cache_control_of(spec.content);
-    } else if (site) {
+    } else {
       // Other workers may be reading the old Site: a new one, with the
       // same store (and its memory tier).
       site->store->set_memory_budget(spec.content.cache_memory);
@@ -168,11 +217,6 @@ void Replica::build_sites(std::unique_ptr<Store> store) {
       renewed->store = site->store;
       renewed->cache_control = cache_control_of(spec.content);
       site = std::move(renewed);
-    } else {
-      site = open_site(loop_, spec.name, std::move(spec.hosts), spec.content,
-                       is_default ? std::move(store) : nullptr, settings_.server.name,
-                       [this](net::Exchange& ex, Answer a) { answer_pulled(ex, std::move(a)); });
-      if (!sites_.empty()) spdlog::info("site {}: {}", site->name, site->source());
     }
     const size_t index = next.size();
     if (is_default) map.set_default(index);
@@ -251,7 +295,7 @@ void Replica::start_worker(const daemon::Listening& where) {
   state_ = status::State::Serving;
 }
 
-void Replica::reconfigure(config::ReplicaSettings settings, std::unique_ptr<Store> store,
+void Replica::reconfigure(config::ReplicaSettings settings, OpenedSites sites,
                           const daemon::ObserverReload& observers, const Replica* sites_of) {
   if (settings.server.name.empty()) settings.server.name = settings_.server.name;
   settings.server.address = settings_.server.address;
@@ -261,18 +305,17 @@ void Replica::reconfigure(config::ReplicaSettings settings, std::unique_ptr<Stor
   admin_ = observers.admin;
   settings_.server = settings.server;
   server_.set_options(options());
-  if (store) spdlog::info("content source now {}", store->source());
   settings_ = std::move(settings);
   if (sites_of != nullptr) {
     adopt_sites(*sites_of);
     return;
   }
-  try {
-    build_sites(std::move(store));
-  } catch (const std::exception& err) {
-    // Reload errors are reported and survived: the sites that were stay.
-    spdlog::error("reload: {}; the sites are as they were", err.what());
+  for (const auto& site : sites.fresh) {
+    if (site && site->store && site->name == config::kDefaultSite) {
+      spdlog::info("content source now {}", site->store->source());
+    }
   }
+  build_sites(std::move(sites));
 }
 
 std::vector<const Replica*> Replica::members() const {
@@ -345,7 +388,10 @@ status::ReplicaStatus Replica::status(bool in_request) const {
   s.source = sources();
   for (const auto& site : sites_) {
     s.sites += (s.sites.empty() ? "" : " ") + site->name;
-    for (const auto& h : site->hosts) s.hosts += (s.hosts.empty() ? "" : " ") + h;
+    for (const auto& h : site->hosts) {
+      s.hosts += (s.hosts.empty() ? "" : " ") + h;
+      s.host_sites += (s.host_sites.empty() ? "" : " ") + h + "=" + site->name;
+    }
     if (!site->pull) continue;
     const auto& ps = site->pull->stats();
     s.cache_hits += ps.hits;
@@ -864,6 +910,9 @@ void Replica::serve_metrics(net::Exchange& ex) {
   per_site("cdn_replica_origin_requests_failed_total", Type::Counter,
            "Origin fetches that failed (unreachable, timeout, 5xx, bad digest).",
            pulled([](const PullStats& ps, const DiskCache&) { return ps.origin_errors; }));
+  per_site("cdn_replica_origin_requests_cancelled_total", Type::Counter,
+           "Origin fetches cancelled because every client waiting on them had gone.",
+           pulled([](const PullStats& ps, const DiskCache&) { return ps.origin_cancelled; }));
   metrics::write_build_info(w, CDN_VERSION);
   metrics::write_process_metrics(w, metrics::read_process_stats());
   daemon::send_document(ex, "text/plain; version=0.0.4", m);
@@ -906,7 +955,7 @@ void Replicas::start() {
   }
 }
 
-void Replicas::reconfigure(config::ReplicaSettings settings, std::unique_ptr<Store> store,
+void Replicas::reconfigure(config::ReplicaSettings settings, Replica::OpenedSites sites,
                            daemon::ObserverReload observers) {
   const auto& now = members_.front()->settings();
   if (settings.server.address != now.server.address ||
@@ -923,11 +972,11 @@ void Replicas::reconfigure(config::ReplicaSettings settings, std::unique_ptr<Sto
   // has the new settings before the reload is reported done.
   // Worker 0 builds the sites anew; the others take its sites as they are.
   Replica& first = *members_.front();
-  first.reconfigure(settings, std::move(store), observers);
+  first.reconfigure(settings, std::move(sites), observers);
   auto others = observers;
   others.log = first.requests().shared(settings.log);
   for (size_t i = 1; i < members_.size(); ++i) {
-    threads_->call(i - 1, [&, i] { members_[i]->reconfigure(settings, nullptr, others, &first); });
+    threads_->call(i - 1, [&, i] { members_[i]->reconfigure(settings, {}, others, &first); });
   }
 }
 

@@ -72,11 +72,23 @@ class Replica {
   daemon::Listening start(uint32_t workers = 1);
   // Another worker's: listen where worker 0 does (it named the replica).
   void start_worker(const daemon::Listening& where);
-  // New settings (SIGHUP), already validated; `store` is non-null when the
-  // content source changed and was opened successfully; `observers` from
-  // prepare_observers() (the access log opened, the token read).
-  // `sites_of`: take that worker's sites (reconfigured first) as they are.
-  void reconfigure(config::ReplicaSettings settings, std::unique_ptr<Store> store,
+  // A reload's sites in two steps, so that one bad site refuses the whole
+  // reload before anything is applied. open_sites() opens every site whose
+  // name or source changed and touches no running one; it throws
+  // std::runtime_error naming the site (and closes what it opened).
+  // `store`: [content]'s when main opened it anew.
+  struct OpenedSites {
+    std::vector<SiteSpec> specs;
+    std::vector<std::shared_ptr<Site>> fresh;  // per spec; null: the running site is kept
+  };
+  OpenedSites open_sites(const config::ReplicaSettings& s, std::unique_ptr<Store> store);
+  // A reload refused after open_sites(): what it opened is closed.
+  void discard(OpenedSites opened);
+  // New settings (SIGHUP), already validated; `sites` from open_sites();
+  // `observers` from prepare_observers() (the access log opened, the token
+  // read). `sites_of`: take that worker's sites (reconfigured first) as they
+  // are (then `sites` is empty).
+  void reconfigure(config::ReplicaSettings settings, OpenedSites sites,
                    const daemon::ObserverReload& observers, const Replica* sites_of = nullptr);
   const daemon::RequestLog& requests() const { return requests_; }
   const config::ReplicaSettings& settings() const { return settings_; }
@@ -96,9 +108,10 @@ class Replica {
   // The site of the request's Host (the default site for others); null
   // when there is none, and the request is answered 421.
   Site* site_for(const http::Request& req) const;
-  // Sites from settings_, keeping those whose source did not change
-  // (reload); `store` is [content]'s when main opened it anew.
-  void build_sites(std::unique_ptr<Store> store);
+  // Sites from open_sites(), keeping the running ones it did not reopen.
+  void build_sites(OpenedSites opened);
+  // The running site a reload keeps for `spec` (same name and source), or null.
+  std::shared_ptr<Site> kept_site(const SiteSpec& spec, bool new_default_store) const;
   // Another worker's sites, shared (see build_sites).
   void adopt_sites(const Replica& first);
   bool prefetch_start_page(Site& site, std::string& why, const std::function<bool()>& give_up);
@@ -184,7 +197,12 @@ class Replicas {
     return members_.front()->prefetch_start_page(why, give_up);
   }
   void start();
-  void reconfigure(config::ReplicaSettings settings, std::unique_ptr<Store> store,
+  // Worker 0's (see Replica::open_sites).
+  Replica::OpenedSites open_sites(const config::ReplicaSettings& s, std::unique_ptr<Store> store) {
+    return members_.front()->open_sites(s, std::move(store));
+  }
+  void discard(Replica::OpenedSites opened) { members_.front()->discard(std::move(opened)); }
+  void reconfigure(config::ReplicaSettings settings, Replica::OpenedSites sites,
                    daemon::ObserverReload observers);
   const daemon::RequestLog& requests() const { return members_.front()->requests(); }
   const config::ReplicaSettings& settings() const { return members_.front()->settings(); }

@@ -195,6 +195,39 @@ def replica_of(location):
     return f"{u.hostname}:{u.port}"
 
 
+def comes_back_under_clients(b, down, want):
+    """Starts replica `down` again while clients of /p/1 go through balancer
+    `b` all along, until it has been sent 3; returns the answers that were
+    not `want`, as (replica, status, body)."""
+    seen, errors = {}, []
+    stop = threading.Event()
+
+    def clients():
+        while not stop.is_set():
+            status, headers, _ = b.get("/p/1")
+            if status != 302:
+                continue
+            loc = headers.get("Location")
+            u = urlsplit(loc)
+            st, _, got = cdnlib.http_request(u.hostname, u.port, "GET", u.path)
+            who = replica_of(loc)
+            seen[who] = seen.get(who, 0) + 1
+            if got != want:
+                errors.append((who, st, got))
+
+    t = threading.Thread(target=clients)
+    t.start()
+    try:
+        time.sleep(0.3)  # clients under way before it returns
+        down.start_again()
+        cdnlib.wait_for(lambda: seen.get(down.address, 0) >= 3, timeout=20,
+                        what="the returned replica to be sent clients")
+    finally:
+        stop.set()
+        t.join()
+    return errors
+
+
 def test_purge_through_the_balancer_reaches_a_replica_that_was_down(cdn, origin, token_file):
     admin = {"admin": {"token_file": token_file}}
     reps = [edge(cdn, origin, token_file) for _ in range(3)]
@@ -219,34 +252,7 @@ def test_purge_through_the_balancer_reaches_a_replica_that_was_down(cdn, origin,
 
     # The stopped replica still holds v1 on disk. Clients go through the
     # balancer all along while it comes back: not one may get v1.
-    seen = {}
-    stop = threading.Event()
-    errors = []
-
-    def clients():
-        while not stop.is_set():
-            status, headers, _ = b.get("/p/1")
-            if status != 302:
-                continue
-            loc = headers.get("Location")
-            u = urlsplit(loc)
-            st, _, got = cdnlib.http_request(u.hostname, u.port, "GET", u.path)
-            who = replica_of(loc)
-            seen[who] = seen.get(who, 0) + 1
-            if got != b"v2 /p/1":
-                errors.append((who, st, got))
-
-    t = threading.Thread(target=clients)
-    t.start()
-    try:
-        time.sleep(0.3)
-        down.start_again()
-        cdnlib.wait_for(lambda: seen.get(down.address, 0) >= 3, timeout=20,
-                        what="the returned replica to be sent clients")
-    finally:
-        stop.set()
-        t.join()
-    assert errors == []
+    assert comes_back_under_clients(b, down, b"v2 /p/1") == []
     assert b.status()["purges_owed"] == 0
     assert body_of(down, "/p/1") == "v2 /p/1"
     assert b.metric("cdn_balancer_purges_owed") == 0
@@ -330,3 +336,57 @@ def test_purges_taken_by_either_worker_are_answered(cdn, origin, token_file):
     assert all(after[w] > before.get(w, 0) for w in after), (before, after)
     assert b.metric("cdn_balancer_purges_total") == purges
     assert b.status()["purges_owed"] == 0
+
+
+def test_purges_owed_survive_a_balancer_restart(cdn, origin, token_file):
+    state = cdn.tempdir("cdn-state-")
+    extra = {"admin": {"token_file": token_file, "state_dir": state}}
+    reps = [edge(cdn, origin, token_file) for _ in range(2)]
+    b = cdn.balancer(reps, policy="round-robin", extra=extra)
+    cdn.wait_up(b, 2)
+    for r in reps:
+        assert body_of(r, "/p/1") == "v1 /p/1"
+    down = reps[1]
+    down.stop()
+    origin.version = "v2"
+    status, _, body = purge(b, "/p/1")
+    assert status == 202, body
+    # The balancer forgets nothing it owes across a restart.
+    b.stop()
+    assert "owes" in (state / "purge-ledger").read_text()
+    b.start_again()
+    assert b.status()["purges_owed"] == 1
+    assert "purge ledger" in b.log_text()
+
+    assert comes_back_under_clients(b, down, b"v2 /p/1") == []
+    assert b.status()["purges_owed"] == 0
+    cdnlib.wait_for(lambda: "\nowes " not in (state / "purge-ledger").read_text(),
+                    what="the acknowledgement saved")
+
+    # A ledger that cannot be read is logged and ignored: the balancer
+    # starts with nothing owed and writes a good one at the next purge.
+    b.stop()
+    (state / "purge-ledger").write_bytes(b"cdn-purge-ledger 1\nnext 2\nowes r 1\n\x00\xff")
+    b.start_again()
+    assert b.status()["purges_owed"] == 0
+    assert "purge ledger" in b.log_text() and "ignored" in b.log_text()
+    status, _, body = purge(b, "/p/1")
+    assert status == 200, body
+    assert (state / "purge-ledger").read_text().endswith("end\n")
+
+
+def test_state_dir_that_cannot_be_used_is_refused(cdn, token_file):
+    state = cdn.tempdir("cdn-state-")
+    b = cdn.balancer(["127.0.0.1:9"], extra={"admin": {"token_file": token_file,
+                                                       "state_dir": state / "missing"}},
+                     start=False)
+    b.start(wait_ready=False)
+    assert b.wait_exit() == 1
+    assert "state_dir" in b.log_text()
+    # On a reload: refused whole, the balancer keeps its directory.
+    b.write_config(b.config_path.read_text().replace(str(state / "missing"), str(state)))
+    b.start_again()
+    b.write_config(b.config_path.read_text().replace(str(state), str(state / "missing")))
+    b.reload()
+    assert b.alive()
+    assert "reload refused" in b.log_text() and "missing" in b.log_text()

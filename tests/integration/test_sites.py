@@ -144,7 +144,9 @@ def test_balancer_routes_by_host_to_the_sites_replicas(cdn, origins):
         "content": {"origin": ""}, "site a": {"hosts": "a.example", "origin": a.url}})
     only_b = cdn.replica(origin=b.url, extra={
         "content": {"origin": ""}, "site b": {"hosts": "b.example", "origin": b.url}})
-    bal = cdn.balancer([only_a, only_b], policy="round-robin")
+    log = cdn.tempdir() / "balancer-access.json"
+    bal = cdn.balancer([only_a, only_b], policy="round-robin",
+                       extra={"log": {"access": log, "access_format": "json"}})
     cdn.wait_up(bal, 2)
     listed = {r["address"]: (r["sites"], r["hosts"]) for r in bal.status()["replicas"]}
     assert listed == {only_a.address: ("a", "a.example"), only_b.address: ("b", "b.example")}
@@ -158,6 +160,22 @@ def test_balancer_routes_by_host_to_the_sites_replicas(cdn, origins):
     # No replica serves this host, and none has a default site.
     status, _, _ = bal.get("/x/1", {"Host": "c.example"})
     assert status == 421
+    # Counted under each Host's site, as the replicas count theirs.
+    metrics = bal.get("/.cdn/metrics")[2].decode()
+    for site in ("a", "b"):
+        assert f'cdn_balancer_responses_total{{code="302",site="{site}"}} 6\n' in metrics
+        assert f'cdn_balancer_request_duration_seconds_count{{site="{site}"}} 6\n' in metrics
+    assert 'cdn_balancer_responses_total{code="421",site=""} 1\n' in metrics
+    # And so are the access lines, with the replica each was sent to.
+    def lines():
+        try:
+            docs = [json.loads(x) for x in log.read_text().splitlines()]
+        except FileNotFoundError:
+            return None
+        return docs if sum(d["status"] == 302 for d in docs) == 12 else None
+    sent = [d for d in cdnlib.wait_for(lines, what="12 access lines") if d["status"] == 302]
+    assert {(d["site"], d["upstream"]) for d in sent} == {("a", only_a.address),
+                                                          ("b", only_b.address)}
     # Locate answers for the Host, or for ?host=.
     status, _, data = bal.get("/.cdn/locate?path=/x/1", {"Host": "b.example"})
     doc = json.loads(data)
@@ -207,3 +225,37 @@ def test_balancer_purge_goes_to_the_sites_replicas(cdn, origins, token_file):
     assert status == 200 and sorted(p["replica"] for p in doc["replicas"]) == sorted(
         [only_a.address, both.address])
     assert bal.status()["up"] == 2
+
+
+def test_reload_with_a_bad_site_is_refused_whole(cdn, tmp_path, origins):
+    a, _ = origins
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "index.html").write_bytes(b"one")
+    r = cdn.replica(extra={"content": {"root": ""},
+                           "site one": {"hosts": "one.example", "root": one},
+                           "site a": {"hosts": "a.example", "origin": a.url}})
+    assert body(r, "/x", "a.example") == "A /x"
+    good = r.config_path.read_text()
+    # A host moved, a site's origin changed and a new site whose root is
+    # not there: nothing of it may apply, not even the changes before it.
+    r.write_config(good.replace("hosts = one.example", "hosts = one.example three.example")
+                   .replace(a.url, "http://127.0.0.1:9/") +
+                   "\n[site b]\nhosts = b.example\nroot = /does/not/exist\n")
+    before = r.log_text(limit=10**7)
+    r.reload()
+    after = r.log_text(limit=10**7)[len(before):]
+    refused = [line for line in after.splitlines() if "reload refused" in line]
+    assert len(refused) == 1, after
+    assert "site b" in refused[0] and "/does/not/exist" in refused[0], refused
+    assert "configuration reloaded" not in after, after
+    assert r.alive()
+    assert r.status()["sites"] == "one a"
+    assert body(r, "/", "one.example") == "one"
+    assert get(r, "/", "three.example")[0] == 421
+    assert get(r, "/", "b.example")[0] == 421
+    assert body(r, "/y", "a.example") == "A /y"  # still the old origin
+    # The same file fixed is taken.
+    r.write_config(good.replace("hosts = one.example", "hosts = one.example three.example"))
+    r.reload()
+    assert body(r, "/", "three.example") == "one"

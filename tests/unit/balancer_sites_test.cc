@@ -62,6 +62,31 @@ TEST(SiteRouter, HostsFromStatuses) {
   EXPECT_TRUE(SiteRouter::any(mask(r, "c.example")));
 }
 
+TEST(SiteRouter, SiteOfAHostForItsMetrics) {
+  std::vector<Replica> replicas(3);
+  replicas[0].last_status = serving("a", "a.example www.a.example");
+  replicas[0].last_status.host_sites = "a.example=a www.a.example=a";
+  replicas[1].last_status = serving("default b", "b.example");
+  replicas[1].last_status.host_sites = "b.example=b junk =x y=";
+  // From before host_sites: the host stands for its site.
+  replicas[2].last_status = serving("c", "c.example");
+  SiteRouter r;
+  r.rebuild(replicas, 0);
+  EXPECT_EQ(r.site_of("WWW.A.example:80"), "a");
+  EXPECT_EQ(r.site_of("b.example"), "b");
+  EXPECT_EQ(r.site_of("c.example"), "c.example");
+  EXPECT_EQ(r.site_of("other.example"), "default");
+  EXPECT_EQ(r.site_of(""), "default");
+  replicas[1].last_status = serving("b", "b.example");
+  r.rebuild(replicas, 1);
+  EXPECT_EQ(r.site_of("other.example"), "");  // 421: no replica takes it
+  EXPECT_EQ(r.site_of("b.example"), "b.example");
+  // A fleet of one site: every request is the default site's.
+  std::vector<Replica> plain(2);
+  r.rebuild(plain, 2);
+  EXPECT_EQ(r.site_of("a.example"), "default");
+}
+
 TEST(SiteRouter, NoHostsAnywhereMeansEveryReplica) {
   std::vector<Replica> replicas(3);
   SiteRouter r;

@@ -979,7 +979,8 @@ void check_example_lists_every_key(const fs::path& path, bool balancer_file) {
          {"content.root", "content.page", "content.origin", "content.index", "content.max_age",
           "content.capacity", "content.cache_dir", "content.cache_size", "content.cache_memory",
           "content.default_ttl", "content.stale_while_revalidate", "content.stale_if_error",
-          "content.stale_if_disconnected", "content.origin_timeout", "content.ca_file"}) {
+          "content.stale_if_disconnected", "content.origin_timeout", "content.origin_min_rate",
+          "content.ca_file"}) {
       expected.push_back(k);
     }
   }
@@ -1032,6 +1033,7 @@ TEST(ReplicaSettings, CacheKeys) {
       "stale_if_error = 1h\n"
       "stale_if_disconnected = 0\n"
       "origin_timeout = 1500ms\n"
+      "origin_min_rate = 4K\n"
       "ca_file = /etc/ssl/x.pem\n");
   EXPECT_EQ(r.content.cache_dir, "/var/cache/x");
   EXPECT_EQ(r.content.cache_size, 2U * 1024 * 1024);
@@ -1042,6 +1044,8 @@ TEST(ReplicaSettings, CacheKeys) {
   EXPECT_EQ(r.content.stale_if_disconnected, milliseconds(0));
   EXPECT_EQ(ReplicaSettings().content.stale_if_disconnected, milliseconds(24 * 3'600'000));
   EXPECT_EQ(r.content.origin_timeout, milliseconds(1500));
+  EXPECT_EQ(r.content.origin_min_rate, 4096U);
+  EXPECT_EQ(ReplicaSettings().content.origin_min_rate, 1024U);
   EXPECT_EQ(r.content.ca_file, "/etc/ssl/x.pem");
   EXPECT_NO_THROW(validate(r, "r.ini"));
 }

@@ -755,6 +755,40 @@ TEST(Server, DeferredOfAnAnsweredRequestCannotAnswerTheNext) {
   EXPECT_EQ(c.read_response().body, "two\n");
 }
 
+// defer(on_gone): a client that shuts its side while the answer is owed has
+// left; its connection is closed at once (never held in CLOSE-WAIT until the
+// answer) and on_gone runs once. Once the answer has begun it is not called.
+TEST(Server, DeferredWithOnGoneReleasesAClientThatLeft) {
+  std::atomic<int> gone{0};
+  std::vector<Deferred> held;  // loop thread only
+  ServerThread s(fast_options(),
+                 [&](Exchange& ex) { held.push_back(ex.defer([&gone] { ++gone; })); });
+  {
+    Sock c(s.port());
+    ASSERT_TRUE(c.send(kGet));
+    ASSERT_TRUE(eventually([&] { return s.call<size_t>([&] { return held.size(); }) == 1; }));
+    ::shutdown(c.fd(), SHUT_WR);
+    ASSERT_TRUE(eventually([&] { return gone.load() == 1; }));
+    EXPECT_TRUE(c.closed_by_peer());
+  }
+  EXPECT_TRUE(eventually([&] { return s.stats().active_connections == 0; }));
+  EXPECT_TRUE(s.call<bool>([&] { return held[0].exchange() == nullptr; }));
+
+  {
+    Sock c(s.port());
+    ASSERT_TRUE(c.send(kGet));
+    ASSERT_TRUE(eventually([&] { return s.call<size_t>([&] { return held.size(); }) == 2; }));
+    ASSERT_TRUE(s.call<bool>([&] {
+      Exchange* e = held[1].exchange();
+      if (e != nullptr) e->reply(200, "kept");
+      return e != nullptr;
+    }));
+    EXPECT_EQ(c.read_response().body, "kept\n");
+  }  // closed after its answer: not gone
+  EXPECT_TRUE(eventually([&] { return s.stats().active_connections == 0; }));
+  EXPECT_EQ(gone.load(), 1);
+}
+
 // Expect: 100-continue gets its interim answer once the head is read, and
 // the final one after the body; other expectations are refused.
 TEST(Server, ExpectContinueIsAnsweredBeforeTheBody) {

@@ -210,5 +210,68 @@ TEST(PurgeLedger, LongAbsenceCollapsesToEverything) {
   EXPECT_EQ(owed[1]->request.target, "/f" + std::to_string(kMaxOwed + 1));
 }
 
+TEST(PurgeLedger, SavedAndLoadedAsItWas) {
+  Ledger l;
+  Request odd;
+  odd.target = "/a b/%/-/\xc3\xa9\x01";
+  odd.site = "b.example";
+  const uint64_t a = l.add(odd, {"r1:1", "[::1]:2"}, 7);
+  Request tags = req("/", {.tag = "t1 t2"});
+  tags.soft = true;
+  const uint64_t b = l.add(tags, {"r1:1"}, 9);
+  l.add(req("/gone"), {"r1:1"}, 10);
+  l.ack("r1:1", 3);
+  std::string error;
+  const auto back = Ledger::load(l.save(), error);
+  ASSERT_TRUE(back) << error;
+  EXPECT_EQ(back->save(), l.save());
+  ASSERT_EQ(back->owed("r1:1").size(), 2u);
+  EXPECT_EQ(back->owed("r1:1")[0]->request, l.find(a)->request);
+  EXPECT_EQ(back->owed("r1:1")[0]->at_ms, 7);
+  EXPECT_EQ(back->owed("r1:1")[1]->request, l.find(b)->request);
+  EXPECT_EQ(back->owed("[::1]:2")[0]->id, a);
+  EXPECT_EQ(back->find(3), nullptr);
+  // Ids go on from where they were: a replica never sees one id twice.
+  Ledger copy = *back;
+  EXPECT_EQ(copy.add(req("/next"), {"r1:1"}, 11), 4u);
+  // Acknowledgements count as before: the last one forgets the purge.
+  copy.ack("r1:1", a);
+  copy.ack("[::1]:2", a);
+  EXPECT_EQ(copy.find(a), nullptr);
+  const auto empty = Ledger::load(Ledger().save(), error);
+  ASSERT_TRUE(empty) << error;
+  EXPECT_EQ(empty->owed_total(), 0u);
+}
+
+TEST(PurgeLedger, LoadRefusesWhatSaveDidNotWrite) {
+  Ledger l;
+  l.add(req("/a"), {"r1:1"}, 7);
+  const std::string good = l.save();
+  std::string error;
+  ASSERT_TRUE(Ledger::load(good, error)) << error;
+  // Every prefix but the whole is refused (a write cut short), and so is
+  // every line changed.
+  for (size_t n = 0; n < good.size(); ++n) {
+    EXPECT_FALSE(Ledger::load(good.substr(0, n), error)) << n;
+  }
+  for (const std::string bad : {
+           "cdn-purge-ledger 2\nnext 2\nend\n",
+           "cdn-purge-ledger 1\nnext 0\nend\n",
+           "cdn-purge-ledger 1\nnext 1\npurge 1 7 url 0 - /a\nend\n",              // next not above
+           "cdn-purge-ledger 1\nnext 2\nowes r 1\nend\n",                          // not listed
+           "cdn-purge-ledger 1\nnext 2\npurge 1 7 url 0 - /a\nowes r 1 1\nend\n",  // twice
+           "cdn-purge-ledger 1\nnext 2\npurge 1 7 ban 0 - /a\nend\n",
+           "cdn-purge-ledger 1\nnext 2\npurge 1 7 url 2 - /a\nend\n",
+           "cdn-purge-ledger 1\nnext 2\npurge 1 7 url 0 - /%zz\nend\n",
+           "cdn-purge-ledger 1\nnext 2\npurge 1 x url 0 - /a\nend\n",
+           "cdn-purge-ledger 1\nnext 2\n\nend\n",
+           "cdn-purge-ledger 1\nnext 2\nend\nend\n",
+           "\x00\x01garbage",
+       }) {
+    EXPECT_FALSE(Ledger::load(bad, error)) << bad;
+    EXPECT_FALSE(error.empty());
+  }
+}
+
 }  // namespace
 }  // namespace cdn::purge

@@ -32,6 +32,7 @@ class DiskCacheTest : public ::testing::Test {
     o.max_bytes = max;
     o.memory_bytes = memory;
     o.memory_object_limit = 1024;
+    o.block_size = 1;  // byte counts, not a file system's blocks
     return o;
   }
 
@@ -193,7 +194,73 @@ TEST_F(DiskCacheTest, EvictsLeastRecentlyUsed) {
   m.key = "/huge";
   EXPECT_EQ(c.commit(*w, m), nullptr);
   EXPECT_EQ(c.objects(), 3U);
-  EXPECT_EQ(read_fd(w->dup_fd()), huge);  // still servable from the writer
+  // Never on disk (no room within max_bytes): still servable from memory.
+  EXPECT_FALSE(w->on_disk());
+  EXPECT_EQ(w->memory(), huge);
+  EXPECT_EQ(c.disk_bytes(), 3000U);
+}
+
+// Bodies being received count against max_bytes: the entries make room as
+// they grow, and what the bodies in flight cannot fit is held in memory
+// (within spill_limit, shared by every writer), never on disk.
+TEST_F(DiskCacheTest, BodiesInFlightCountAgainstTheBound) {
+  DiskCache::Options o = options(3000, 0);
+  o.spill_limit = 2500;
+  DiskCache c(o);
+  const std::string kb(1000, 'k');
+  put(c, "/1", kb);
+  put(c, "/2", kb);
+  put(c, "/3", kb);
+  auto a = c.begin();
+  ASSERT_TRUE(a->write(kb.data(), kb.size()));
+  EXPECT_EQ(c.objects(), 2U);  // /1 made room before the byte hit the disk
+  EXPECT_LE(c.disk_bytes(), 3000U);
+  ASSERT_TRUE(a->write(kb.data(), kb.size()));
+  auto b = c.begin();
+  ASSERT_TRUE(b->write(kb.data(), kb.size()));
+  EXPECT_EQ(c.objects(), 0U);
+  EXPECT_EQ(c.disk_bytes(), 3000U);
+  EXPECT_TRUE(a->on_disk() && b->on_disk());
+  // No room left beside the others: b goes on in memory.
+  ASSERT_TRUE(b->write(kb.data(), kb.size()));
+  EXPECT_FALSE(b->on_disk());
+  EXPECT_EQ(c.disk_bytes(), 2000U);
+  EXPECT_EQ(c.spilled_bytes(), 2000U);
+  // A third writer spills at once, and past spill_limit (all writers
+  // together) it fails rather than grow memory.
+  auto d = c.begin();
+  ASSERT_TRUE(d->write(kb.data(), 400));
+  EXPECT_EQ(c.disk_bytes(), 2400U);
+  EXPECT_FALSE(d->write(kb.data(), kb.size()));
+  // Answering from a spilled body keeps its memory counted until the
+  // last answer lets the Object go.
+  b->finish();
+  auto served = b->object();
+  EXPECT_EQ(served->body.size(), 2000U);
+  b.reset();
+  EXPECT_EQ(c.spilled_bytes(), 2000U);
+  served.reset();
+  EXPECT_EQ(c.spilled_bytes(), 0U);
+  a->finish();
+  EntryMeta m;
+  m.key = "/a";
+  ASSERT_NE(c.commit(*a, m), nullptr);
+  a.reset();
+  EXPECT_EQ(c.disk_bytes(), 2400U);  // /a's entry and d's bytes
+  d.reset();
+  EXPECT_EQ(c.disk_bytes(), 2000U);
+}
+
+// An entry costs its blocks and a block for its meta: tiny entries cannot
+// fill a disk far past max_bytes.
+TEST_F(DiskCacheTest, TinyEntriesCostTheirBlocks) {
+  DiskCache::Options o = options(64 * 1024, 0);
+  o.block_size = 4096;
+  DiskCache c(o);
+  for (int i = 0; i < 40; ++i) put(c, "/t?" + std::to_string(i), "x");
+  EXPECT_EQ(c.objects(), 8U);  // 64 KiB / (4 KiB + 4 KiB)
+  EXPECT_EQ(c.disk_bytes(), 64U * 1024);
+  EXPECT_EQ(c.bytes(), 8U);
 }
 
 TEST_F(DiskCacheTest, RefreshKeepsBodyAndPersists) {

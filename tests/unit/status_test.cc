@@ -31,6 +31,9 @@ ReplicaStatus sample() {
   s.cache_objects = 7;
   s.origin_requests_total = 12;
   s.origin_errors_total = 2;
+  s.sites = "default a";
+  s.hosts = "a.example www.a.example";
+  s.host_sites = "a.example=a www.a.example=a";
   return s;
 }
 
