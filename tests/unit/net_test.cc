@@ -142,12 +142,15 @@ class Sock {
 // ------------------------------------------------------- server fixture
 class ServerThread {
  public:
-  ServerThread(ServerOptions options, Server::Handler handler) {
+  // `layer_for`: the listener's transport layer, made for the server's loop.
+  ServerThread(ServerOptions options, Server::Handler handler,
+               const std::function<TransportLayer(uv_loop_t*)>& layer_for = {}) {
     uv_loop_init(&loop_);
     uv_async_init(&loop_, &async_, on_async);
     async_.data = this;
     server_ = std::make_unique<Server>(&loop_, std::move(options), std::move(handler));
-    listen_rc_ = server_->listen("127.0.0.1", 0);
+    listen_rc_ = server_->listen("127.0.0.1", 0, Server::Sharing::None,
+                                 layer_for ? layer_for(&loop_) : TransportLayer{});
     port_ = server_->port();
     thread_ = std::thread([this] { uv_run(&loop_, UV_RUN_DEFAULT); });
   }
@@ -1378,11 +1381,13 @@ TEST_F(Client, ThrowingCallbackFailsOnlyItsRequest) {
 }
 
 // ------------------------------------------------- a layer over the seam
-// A toy of a TLS client transport, to hold the seam to what TLS needs: a
-// handshake ("HELLO\n", answered "OLLEH\n") once the TCP transport below is
-// open and before the client's core sees a byte, bounded by a timer of its
-// own; then every byte transformed both ways (XOR), one unit below per unit
-// above.
+// A toy of a TLS transport, to hold the seam to what TLS needs: a handshake
+// (the client's "HELLO\n", the server's "OLLEH\n") before the core sees a
+// byte, bounded by a timer of its own; then every byte transformed both ways
+// (XOR), one unit below per unit above; a file range read in bounded chunks
+// and sent as bytes (no sendfile), one chunk under way at most. A server
+// layer is made over an accepted (open) TCP transport, a client one over a
+// connecting one.
 class XorLayer final : public Transport, public TransportUser {
  public:
   static constexpr char kKey = 0x5a;
@@ -1391,9 +1396,9 @@ class XorLayer final : public Transport, public TransportUser {
     for (char& c : out) c = static_cast<char>(c ^ kKey);
     return out;
   }
-  static TransportLayer layer(uv_loop_t* loop) {
-    return [loop](Transport::Ptr below) -> Transport::Ptr {
-      return Transport::Ptr(new XorLayer(loop, std::move(below)));
+  static TransportLayer layer(uv_loop_t* loop, std::atomic<int>* handshakes = nullptr) {
+    return [loop, handshakes](Transport::Ptr below) -> Transport::Ptr {
+      return Transport::Ptr(new XorLayer(loop, std::move(below), handshakes));
     };
   }
 
@@ -1408,8 +1413,13 @@ class XorLayer final : public Transport, public TransportUser {
     for (const auto b : bufs) plain.append(b);
     return send(flip(plain), true);
   }
-  Handed send_file(int, uint64_t, uint64_t, WriteHints) noexcept override {
-    return Handed{.error = UV_ENOTSUP};  // a client sends no files
+  Handed send_file(int fd, uint64_t offset, uint64_t length, WriteHints) noexcept override {
+    if (!units_.empty()) return Handed{.wait = true};
+    std::string chunk(static_cast<size_t>(std::min<uint64_t>(length, 4096)), '\0');
+    const ssize_t got = ::pread(fd, chunk.data(), chunk.size(), static_cast<off_t>(offset));
+    if (got <= 0) return Handed{.error = got == 0 ? UV_EOF : -errno, .file_error = true};
+    chunk.resize(static_cast<size_t>(got));
+    return send(flip(chunk), true);
   }
   bool peer_address(sockaddr_storage& out) const noexcept override {
     return below_ && below_->peer_address(out);
@@ -1432,13 +1442,17 @@ class XorLayer final : public Transport, public TransportUser {
     hello_.append(data);
     const auto end = hello_.find('\n');
     if (end == std::string::npos) return;
-    if (hello_.substr(0, end) != "OLLEH") {
+    if (hello_.substr(0, end) != (server_ ? "HELLO" : "OLLEH")) {
       fail(UV_EPROTO);
       return;
     }
+    if (server_) send("OLLEH\n", false);
+    if (handshakes_ != nullptr) ++*handshakes_;
     uv::close(timer_);
     open_ = true;
     user_->on_open(0);
+    // Bytes after the handshake in the same read: the first plaintext.
+    if (!closing_ && end + 1 < hello_.size()) user_->on_read(flip(hello_.substr(end + 1)));
   }
   void on_eof() noexcept override {
     if (open_) {
@@ -1467,9 +1481,11 @@ class XorLayer final : public Transport, public TransportUser {
   }
 
  private:
-  XorLayer(uv_loop_t* loop, Transport::Ptr below) : below_(std::move(below)) {
+  XorLayer(uv_loop_t* loop, Transport::Ptr below, std::atomic<int>* handshakes)
+      : below_(std::move(below)), handshakes_(handshakes), server_(below_->open()) {
     below_->bind(*this);
-    // The handshake's own timeout, from the connect on.
+    if (server_) below_->set_reading(true);  // the client speaks first
+    // The handshake's own timeout (the core's timeouts start at on_open).
     timer_ = uv::make_timer(loop, [this] { fail(UV_ETIMEDOUT); });
     uv::timer_start(timer_.get(), 300, 0);
   }
@@ -1501,6 +1517,8 @@ class XorLayer final : public Transport, public TransportUser {
 
   Transport::Ptr below_;
   TransportUser* user_ = nullptr;
+  std::atomic<int>* handshakes_;
+  const bool server_;
   uv::Ptr<uv_timer_t> timer_;
   std::string hello_;
   std::deque<std::pair<std::string, bool>> units_;  // bool: a unit of the user's
@@ -1565,6 +1583,83 @@ TEST_F(Client, NoRequestGoesBeforeTheLayerOpens) {
   uv_run(&loop_, UV_RUN_DEFAULT);
   for (int i = 0; i < 100 && received == 0; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_EQ(received, 6u) << "only the handshake went out";
+}
+
+// The bodies of the Content-Length framed answers in `plain`, in order.
+std::vector<std::string> bodies_of(std::string_view plain) {
+  std::vector<std::string> out;
+  while (true) {
+    const auto end = plain.find("\r\n\r\n");
+    if (end == std::string_view::npos) return out;
+    const std::string head(plain.substr(0, end + 2));
+    const auto cl = head.find("Content-Length: ");
+    const size_t len = cl == std::string::npos ? 0 : std::stoull(head.substr(cl + 16));
+    out.emplace_back(plain.substr(end + 4, len));
+    plain.remove_prefix(std::min(plain.size(), end + 4 + len));
+  }
+}
+
+std::function<TransportLayer(uv_loop_t*)> xor_layer(std::atomic<int>* handshakes) {
+  return [handshakes](uv_loop_t* loop) { return XorLayer::layer(loop, handshakes); };
+}
+
+// The handshake and the first requests arrive in one segment; the answers,
+// a 5 MiB file among them, go through the layer in its chunks, through a
+// small receive buffer, in order.
+TEST_F(FileServer, ALayerOverTheTransportCarriesAnswersAndFiles) {
+  std::atomic<int> handshakes{0};
+  ServerThread s(fast_options(), handler(), xor_layer(&handshakes));
+  Sock c(s.port(), 16 * 1024);
+  ASSERT_TRUE(
+      c.send("HELLO\n" + XorLayer::flip(std::string(kGet) + "GET /part HTTP/1.1\r\nHost: x\r\n\r\n"
+                                                            "GET /file HTTP/1.1\r\nHost: x\r\n"
+                                                            "Connection: close\r\n\r\n")));
+  while (c.fill()) {
+  }
+  const std::string& raw = c.buffered();
+  ASSERT_EQ(raw.substr(0, 6), "OLLEH\n");
+  const auto bodies = bodies_of(XorLayer::flip(std::string_view(raw).substr(6)));
+  ASSERT_EQ(bodies.size(), 3u);
+  EXPECT_EQ(bodies[0], "/a");
+  EXPECT_TRUE(bodies[1] == data_.substr(1000, 70000));
+  EXPECT_TRUE(bodies[2] == data_) << "file differs (size " << bodies[2].size() << ")";
+  EXPECT_EQ(handshakes, 1);
+  const auto st = s.stats();
+  EXPECT_EQ(st.requests_total, 3u);
+}
+
+// Until the layer opens, the core sees nothing and runs no timer; the
+// layer's own handshake timeout (300 ms, before the core's 2 s header
+// timeout) closes the connection, with no answer and no request handled.
+TEST(Server, NothingReachesTheCoreBeforeTheLayerOpens) {
+  std::atomic<int> handshakes{0};
+  std::atomic<int> handled{0};
+  ServerThread s(
+      fast_options(),
+      [&handled](Exchange& ex) {
+        ++handled;
+        echo_target(ex);
+      },
+      xor_layer(&handshakes));
+  // Silent (the timeout), then a wrong handshake (closed at once).
+  for (const bool silent : {true, false}) {
+    Sock c(s.port());
+    if (!silent) {
+      ASSERT_TRUE(c.send("HI\n" + XorLayer::flip(kGet)));
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_TRUE(c.closed_by_peer());
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 1500ms);
+    EXPECT_EQ(c.buffered(), "") << "nothing is sent before the layer opens";
+  }
+  EXPECT_EQ(handled, 0);
+  EXPECT_EQ(handshakes, 0);
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; ++i) {
+    gone = s.stats().active_connections == 0;
+    if (!gone) std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_TRUE(gone);
 }
 
 TEST_F(Client, SilentPeerTimesOut) {
