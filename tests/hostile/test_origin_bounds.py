@@ -420,13 +420,16 @@ def test_cache_size_bounds_the_disk_under_concurrent_big_misses(cdn, origin):
 
 
 def test_memory_stays_bounded_with_the_disk_full(cdn, origin):
+    # 16 x 24 MiB: 384 MiB of bodies, so that a replica holding every one
+    # (before the bound, 8 of them took RSS from 15 to 231 MiB) fails by far.
+    MISSES = 16
     mnt = cdn.tempdir("cdn-tmpfs-")
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
                        capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs for a full cache disk (needs root): {r.stderr.strip()}")
     try:
-        for i in range(8):
+        for i in range(MISSES):
             origin.routes[f"/big/{i}"] = answer(
                 headers=[("Cache-Control", "max-age=600"), ("Connection", "close")],
                 body=bytes([65 + i]) * (24 * MIB))
@@ -444,15 +447,17 @@ def test_memory_stays_bounded_with_the_disk_full(cdn, origin):
             d.extra_env["ASAN_OPTIONS"] = (options + ":" if options else "") + "quarantine_size_mb=0"
         d.start()
         before = d.rss_kib() * 1024
-        with Sampler(lambda: d.rss_kib() * 1024) as rss, ThreadPoolExecutor(8) as pool:
-            results = list(pool.map(lambda i: get(d, f"/big/{i}", timeout=60), range(8)))
+        with Sampler(lambda: d.rss_kib() * 1024) as rss, ThreadPoolExecutor(MISSES) as pool:
+            results = list(pool.map(lambda i: get(d, f"/big/{i}", timeout=60), range(MISSES)))
         growth = rss.peak - before
         print(f"\nRSS {before / MIB:.0f} MiB -> peak {rss.peak / MIB:.0f} MiB; "
               f"answers {[x[0] for x in results]}")
-        # Spill memory is 64 MiB for all fills together; one answer's copy
-        # strings grown by doubling, and the allocator's slack on top.
-        # ASan's shadow of what is allocated doubles the figure.
-        assert growth <= (64 * MIB + 64 * MIB) * (2 if asan else 1), f"RSS grew {growth / MIB:.0f} MiB"
+        # Spill memory is 64 MiB for all fills together. On top: the bodies
+        # that fit, as strings grown by doubling while a fill streams them,
+        # and the allocator's slack; measured 106-128 MiB of growth with 8
+        # and with 16 misses alike (it does not grow with the misses), up to
+        # 143 MiB on a loaded machine. ASan's shadow doubles the figure.
+        assert growth <= (64 * MIB + 96 * MIB) * (2 if asan else 1), f"RSS grew {growth / MIB:.0f} MiB"
         for i, (status, body, _) in enumerate(results):
             # 502: seen about once in five runs after the test above, curl
             # reading "Empty reply" or "Connection reset by peer" from this
