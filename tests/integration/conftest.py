@@ -74,7 +74,7 @@ class Cluster:
         """A cdn-replicad serving `root` (or a fresh root filled with `files`:
         {relative path: bytes}; default: index.html = DEFAULT_PAGE), or with
         `origin` (a URL) an edge cache pulling from it, its cache_dir in its
-        own work dir."""
+        own work dir (for a root too: a named origin site's cache goes there)."""
         workdir = self.tempdir("cdn-r-")
         if origin is not None:
             content = {"origin": origin, "cache_dir": workdir / "cache"}
@@ -87,7 +87,12 @@ class Cluster:
                     p = root / rel
                     p.parent.mkdir(parents=True, exist_ok=True)
                     p.write_bytes(data)
-            content = {"root": root}
+            # cache_dir too: a named origin site ([site NAME] origin=) of a
+            # replica whose [content] is a root caches in cache_dir/sites/NAME,
+            # which must be this work dir, never the default /var/cache/cdn
+            # (a test left one there, and the systemd suite's sandbox, an
+            # overlay of /, then refused to start the replica's unit).
+            content = {"root": root, "cache_dir": workdir / "cache"}
         port = port or free_port(host)
         name = name or f"replica-{port}-{host}"
         config = None
