@@ -362,14 +362,22 @@ MIB = 1 << 20
 
 
 def disk_use(path):
-    """Bytes of blocks under `path` (what du counts), 0 while it is not there."""
+    """Bytes of blocks under `path` (what du counts), 0 while it is not there.
+    Each inode once, as du does: a file renamed while the walk reads its
+    directory (a body committed: temp name to final) may be listed under
+    both names, which counted one 48 MiB body twice."""
     total = 0
+    seen = set()
     for root, dirs, files in os.walk(path):
         for name in dirs + files:
             try:
-                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+                st = os.lstat(os.path.join(root, name))
             except FileNotFoundError:
-                pass
+                continue
+            if st.st_ino in seen:
+                continue
+            seen.add(st.st_ino)
+            total += st.st_blocks * 512
     return total
 
 
