@@ -522,6 +522,10 @@ void Pull::start_fill(Fetch& f) {
     if (ec == std::errc() && end == cl->data() + cl->size()) length = v;
   }
   f.fill = std::make_shared<FillProgress>(length, now_ms());
+  // The first body bytes are in the file already: the clients answered below
+  // send them with the head, in this turn, rather than on a wake that waits
+  // behind the origin's next reads.
+  f.fill->advance(f.writer->size(), now_ms());
   const bool shared_get = f.method == "GET" && !f.private_;
   // What finish_fetch would answer with, decided now: the stored fields
   // when the answer is storable, else every end-to-end field.
