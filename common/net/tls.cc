@@ -106,7 +106,7 @@ void TlsTransport::set_reading(bool on) noexcept {
 
 Handed TlsTransport::flush(bool user_unit, WriteHints hints) {
   if (engine_.pending_output() == 0 || !below_) return Handed{};
-  // The unit's bytes must not move once below has them: a deque keeps its
+  // The unit's bytes must not move once below has them: a list keeps its
   // elements in place, and the string is filled where it stays.
   Unit& u = units_.emplace_back(Unit{std::string(), user_unit});
   engine_.take_output(u.bytes);

@@ -18,8 +18,8 @@
 #include <uv.h>
 
 #include <chrono>
-#include <deque>
 #include <functional>
+#include <list>
 #include <memory>
 #include <string>
 
@@ -99,7 +99,10 @@ class TlsTransport final : public Transport, private TransportUser {
   tls::Engine engine_;
   TransportUser* user_ = nullptr;
   uv::Ptr<uv_timer_t> timer_;  // the handshake's deadline, then a kick to deliver()
-  std::deque<Unit> units_;     // ciphertext units under way below, in order
+  // Ciphertext units under way below, in order. A list: an element stays
+  // where it is made, and an empty one holds no memory (a deque keeps a
+  // block of half a KiB from its birth, an idle connection's cost).
+  std::list<Unit> units_;
   std::string failure_;
   std::function<void(const std::string&)>
       on_failure_;  // ciphertext taken from the engine, not yet handed below

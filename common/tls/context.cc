@@ -184,7 +184,13 @@ int on_ticket_key(SSL* ssl, unsigned char key_name[16], unsigned char* iv, EVP_C
   const int ok = enc == 1 ? EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), nullptr, k.aes.data(), iv)
                           : EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), nullptr, k.aes.data(), iv);
   if (ok != 1) return -1;
-  return enc == 1 || newest ? 1 : 2;  // 2: accepted, but send a ticket under the new key
+  if (enc == 1) return 1;
+  // 2: accepted, and a new ticket goes out after the handshake. TLS 1.3
+  // clients use a ticket once (RFC 8446 C.4), and OpenSSL's server sends
+  // none on a resumption unless asked: without one, every resumed
+  // connection would make the next a full handshake. TLS 1.2 tickets are
+  // renewed when their key is no longer the newest.
+  return SSL_version(ssl) >= TLS1_3_VERSION || !newest ? 2 : 1;
 }
 
 bool load_pem_chain(const std::string& path, std::vector<X509*>& chain, std::string& why) {

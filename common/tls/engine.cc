@@ -5,9 +5,74 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
+#include <cstring>
 #include <utility>
 
 namespace cdn::tls {
+
+namespace {
+
+// The engine's BIO, one for both ways: OpenSSL reads the peer's ciphertext
+// from Wire::in and appends its own to Wire::out. Memory BIOs would do the
+// same but keep their largest buffer (a handshake's flight, a 64 KiB file
+// chunk's records) for the life of the connection and copy the output once
+// more on the way out; here an emptied side holds no memory (an idle
+// connection keeps none) and take_output() moves Wire::out out whole.
+int wire_create(BIO* b) {
+  BIO_set_init(b, 1);
+  return 1;
+}
+
+long wire_ctrl(BIO* /*b*/, int cmd, long /*num*/, void* /*ptr*/) {
+  // A flush has nowhere further to go; nothing else is asked of it.
+  return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+}  // namespace
+
+// Friends of Engine's private Wire.
+struct WireAccess {
+  static int write(BIO* b, const char* data, int size) {
+    BIO_clear_retry_flags(b);
+    if (size <= 0) return 0;
+    static_cast<Engine::Wire*>(BIO_get_data(b))->out.append(data, static_cast<size_t>(size));
+    return size;
+  }
+
+  static int read(BIO* b, char* data, int size) {
+    BIO_clear_retry_flags(b);
+    auto* w = static_cast<Engine::Wire*>(BIO_get_data(b));
+    const size_t left = w->in.size() - w->in_at;
+    if (left == 0 || size <= 0) {
+      // Empty reads as "retry", not as the end of the stream.
+      BIO_set_retry_read(b);
+      return -1;
+    }
+    const size_t n = std::min(left, static_cast<size_t>(size));
+    std::memcpy(data, w->in.data() + w->in_at, n);
+    w->in_at += n;
+    if (w->in_at == w->in.size()) {
+      std::string().swap(w->in);
+      w->in_at = 0;
+    }
+    return static_cast<int>(n);
+  }
+
+  static BIO_METHOD* method() {
+    static BIO_METHOD* const m = [] {
+      BIO_METHOD* x = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "cdn engine wire");
+      if (x != nullptr) {
+        BIO_meth_set_write(x, write);
+        BIO_meth_set_read(x, read);
+        BIO_meth_set_ctrl(x, wire_ctrl);
+        BIO_meth_set_create(x, wire_create);
+      }
+      return x;
+    }();
+    return m;
+  }
+};
 
 namespace {
 
@@ -35,20 +100,20 @@ std::string_view to_string(Engine::State s) noexcept {
 
 void Engine::init(SSL_CTX* ctx) {
   ssl_ = SSL_new(ctx);
-  in_ = BIO_new(BIO_s_mem());
-  out_ = BIO_new(BIO_s_mem());
-  if (ssl_ == nullptr || in_ == nullptr || out_ == nullptr) {
-    BIO_free(in_);
-    BIO_free(out_);
-    in_ = out_ = nullptr;
+  BIO_METHOD* method = WireAccess::method();
+  BIO* bio = method == nullptr ? nullptr : BIO_new(method);
+  if (ssl_ == nullptr || bio == nullptr) {
+    BIO_free(bio);
+    SSL_free(ssl_);
+    ssl_ = nullptr;
     state_ = State::Failed;
     error_ = "out of memory for a TLS connection";
     return;
   }
-  // An empty memory BIO reads as "retry", not as the end of the stream.
-  BIO_set_mem_eof_return(in_, -1);
-  BIO_set_mem_eof_return(out_, -1);
-  SSL_set_bio(ssl_, in_, out_);
+  wire_ = std::make_unique<Wire>();
+  BIO_set_data(bio, wire_.get());
+  // One BIO both ways: the SSL takes the one reference.
+  SSL_set_bio(ssl_, bio, bio);
 }
 
 Engine Engine::server(std::shared_ptr<const ServerContext> context) {
@@ -93,8 +158,7 @@ Engine& Engine::operator=(Engine&& o) noexcept {
   if (this != &o) {
     SSL_free(ssl_);
     ssl_ = std::exchange(o.ssl_, nullptr);
-    in_ = std::exchange(o.in_, nullptr);
-    out_ = std::exchange(o.out_, nullptr);
+    wire_ = std::move(o.wire_);
     state_ = o.state_;
     error_ = std::move(o.error_);
     early_ = std::move(o.early_);
@@ -146,13 +210,13 @@ Engine::State Engine::receive(std::string_view ciphertext) {
     init(server_->initial());
     if (ssl_ == nullptr) return state_;
     SSL_set_accept_state(ssl_);
-    BIO_write(in_, early_.data(), static_cast<int>(early_.size()));
+    wire_->in.swap(early_);
     std::string().swap(early_);
     handshake();
     return state_;
   }
-  if (in_ == nullptr) return state_;
-  if (!ciphertext.empty()) BIO_write(in_, ciphertext.data(), static_cast<int>(ciphertext.size()));
+  if (!wire_) return state_;
+  wire_->in.append(ciphertext);
   if (state_ == State::Handshaking) handshake();
   return state_;
 }
@@ -193,19 +257,23 @@ void Engine::close() {
 }
 
 bool Engine::has_buffered_input() const {
-  return ssl_ == nullptr ? !early_.empty() : SSL_pending(ssl_) > 0 || BIO_ctrl_pending(in_) > 0;
+  if (ssl_ == nullptr) return !early_.empty();
+  return SSL_pending(ssl_) > 0 || (wire_ && wire_->in.size() > wire_->in_at);
 }
 
-size_t Engine::pending_output() const { return out_ == nullptr ? 0 : BIO_ctrl_pending(out_); }
+size_t Engine::pending_output() const { return wire_ ? wire_->out.size() : 0; }
 
 size_t Engine::take_output(std::string& out) {
   const size_t n = pending_output();
   if (n == 0) return 0;
-  const size_t at = out.size();
-  out.resize(at + n);
-  const int got = BIO_read(out_, out.data() + at, static_cast<int>(n));
-  out.resize(at + (got > 0 ? static_cast<size_t>(got) : 0));
-  return got > 0 ? static_cast<size_t>(got) : 0;
+  if (out.empty()) {
+    out.swap(wire_->out);
+    std::string().swap(wire_->out);
+  } else {
+    out.append(wire_->out);
+    std::string().swap(wire_->out);
+  }
+  return n;
 }
 
 bool Engine::resumed() const { return ssl_ != nullptr && SSL_session_reused(ssl_) == 1; }

@@ -4,7 +4,8 @@
 // plaintext out (read), hands it plaintext to send (write) and takes out the
 // bytes to write to the socket (take_output). The handshake runs inside
 // receive(); its outcome and every failure are values (state(), error()),
-// never exceptions. OpenSSL's SSL sits over two memory BIOs.
+// never exceptions. OpenSSL's SSL sits over a BIO of the engine's own (see
+// Wire) that gives back its memory once emptied.
 //
 // Ownership: an Engine owns its SSL and keeps the context it was made from
 // alive (a reload replaces the daemon's context; connections under way keep
@@ -59,6 +60,7 @@ class Engine {
   // Bytes waiting to go to the peer.
   size_t pending_output() const;
   // Appends the bytes waiting to go to the peer to `out`; returns how many.
+  // Into an empty `out` they are moved, not copied.
   size_t take_output(std::string& out);
 
   State state() const { return state_; }
@@ -81,9 +83,18 @@ class Engine {
   void handshake();
   void fail(int ret);
 
+  // The ciphertext both ways, which the SSL's BIO reads and appends to. On
+  // the heap, so that a moved Engine keeps the address its BIO knows.
+  struct Wire {
+    std::string in;    // from the peer
+    size_t in_at = 0;  // how much of `in` OpenSSL has read
+    std::string out;   // to the peer, until take_output()
+  };
+
+  friend struct WireAccess;  // the BIO's functions (engine.cc)
+
   SSL* ssl_ = nullptr;
-  BIO* in_ = nullptr;   // ciphertext from the peer (owned by ssl_)
-  BIO* out_ = nullptr;  // ciphertext to the peer (owned by ssl_)
+  std::unique_ptr<Wire> wire_;
   State state_ = State::Handshaking;
   std::string error_;
   std::shared_ptr<const ServerContext> server_;

@@ -243,6 +243,30 @@ TEST(Tls, TicketsResumeAcrossContextsSharingTheKeys) {
   }
 }
 
+TEST(Tls, AResumedTls13ConnectionHandsOutATicketForTheNext) {
+  // TLS 1.3 clients use a ticket once: a resumption that sent no new one
+  // would make the client's next connection a full handshake.
+  auto ctx = server_ctx(config_of({"a"}));
+  auto client = client_ctx();
+  auto first = connect(ctx, "a.test", client);
+  ASSERT_EQ(first.client.state(), Engine::State::Open) << first.client.error();
+  SSL_SESSION* session = session_of(first);
+  ASSERT_NE(session, nullptr);
+  for (int i = 0; i < 3; ++i) {
+    SCOPED_TRACE(i);
+    auto r = connect(ctx, "a.test", client, session);
+    ASSERT_EQ(r.client.state(), Engine::State::Open) << r.client.error();
+    EXPECT_TRUE(r.server.resumed());
+    SSL_SESSION* next = session_of(r);
+    ASSERT_NE(next, nullptr);
+    EXPECT_NE(next, session) << "no new ticket after a resumption";
+    EXPECT_TRUE(SSL_SESSION_is_resumable(next));
+    SSL_SESSION_free(session);
+    session = next;
+  }
+  SSL_SESSION_free(session);
+}
+
 TEST(Tls, TicketKeysRotateAndExpire) {
   auto now = std::chrono::steady_clock::time_point{} + std::chrono::hours(1000);
   auto keys = std::make_shared<TicketKeys>(std::chrono::seconds(3600), 3, [&] { return now; });
