@@ -21,15 +21,29 @@
 
 namespace cdn::daemon {
 
-tls::ServerConfig tls_config(const config::TlsSettings& s);
+// A replica's [site NAME] certificate and key: offered on the [tls] port
+// beside [tls]'s own (after them: [tls]'s first stays the default), chosen
+// by SNI like them, re-read with them.
+struct SiteCertificate {
+  std::string site;  // NAME
+  tls::CertificateFiles files;
+};
+using SiteCertificates = std::vector<SiteCertificate>;
+// Every [site]'s certificate, in file order; a pair of files already in
+// [tls] or in an earlier site is offered once.
+SiteCertificates site_certificates(const config::ReplicaSettings& s);
+
+tls::ServerConfig tls_config(const config::TlsSettings& s, const SiteCertificates& sites = {});
 
 class TlsCertificates {
  public:
-  // Throws std::runtime_error ("[tls]: FILE: reason") when they do not load.
-  explicit TlsCertificates(const config::TlsSettings& s);
+  // Throws std::runtime_error ("[tls]: FILE: reason", or "[site NAME]: ..."
+  // for a site's file) when they do not load.
+  explicit TlsCertificates(const config::TlsSettings& s, const SiteCertificates& sites = {});
   // The context built from `s`, not yet in use; throws as above. A reload
   // builds it before anything is applied, then install()s it.
-  std::shared_ptr<const tls::ServerContext> prepare(const config::TlsSettings& s) const;
+  std::shared_ptr<const tls::ServerContext> prepare(const config::TlsSettings& s,
+                                                    const SiteCertificates& sites = {}) const;
   void install(std::shared_ptr<const tls::ServerContext> next,
                std::chrono::milliseconds handshake_timeout);
   // What a new connection's handshake uses. Any thread.
@@ -52,7 +66,8 @@ class TlsCertificates {
 // install_tls_reload puts it in use and logs what it holds.
 std::shared_ptr<const tls::ServerContext> prepare_tls_reload(const TlsCertificates* certificates,
                                                              const config::TlsSettings& now,
-                                                             const config::TlsSettings& next);
+                                                             const config::TlsSettings& next,
+                                                             const SiteCertificates& sites = {});
 void install_tls_reload(TlsCertificates* certificates,
                         std::shared_ptr<const tls::ServerContext> next,
                         const config::TlsSettings& next_settings);

@@ -661,6 +661,10 @@ std::string to_ini(const ReplicaSettings& s) {
     std::string hosts;
     for (const auto& h : site.hosts) hosts += (hosts.empty() ? "" : " ") + h;
     w.key("hosts", hosts);
+    if (!site.certificate.empty()) {
+      w.key("certificate", site.certificate);
+      w.key("key", site.key);
+    }
     write_content(w, site.content, true);
   }
   return w.take();
@@ -674,10 +678,7 @@ std::string to_ini(const BalancerSettings& s) {
   if (!s.servers_file.empty()) {
     w.comment("servers_file = " + s.servers_file + " (its replicas are among those below)");
   }
-  for (const auto& r : s.replicas) {
-    w.key("replica",
-          r.address.str() + (r.weight == 1 ? "" : " weight=" + std::to_string(r.weight)));
-  }
+  for (const auto& r : s.replicas) w.key("replica", replica_entry_text(r));
   w.section("probe");
   w.key("interval", s.probe.interval);
   w.key("timeout", s.probe.timeout);
@@ -791,6 +792,8 @@ std::vector<SectionSpec> replica_spec(const IniFile& file, ReplicaSettings& r,
     SectionSpec site{sites[i].section, {}};
     const auto record = [&sites, i](const Entry& e) { sites[i].entries.push_back(&e); };
     site.keys.push_back({"hosts", record});
+    site.keys.push_back({"certificate", record});
+    site.keys.push_back({"key", record});
     ContentSettings scratch;
     for (const auto& k : content_keys(file, scratch)) {
       if (!one_of(k.name, kReplicaWideKeys)) site.keys.push_back({k.name, record});
@@ -940,11 +943,20 @@ void build_sites(const IniFile& f, ReplicaSettings& r, const std::vector<SitePen
         }
         continue;
       }
+      if (e->key == "certificate" || e->key == "key") {
+        (e->key == "key" ? site.key : site.certificate) = file_of(f, *e);
+        continue;
+      }
       for (const auto& k : keys) {
         if (k.name == e->key) k.set(*e);
       }
     }
     if (site.hosts.empty()) throw Error(here + "no hosts (set hosts = example.com ...)");
+    if (site.certificate.empty() != site.key.empty()) {
+      throw Error(here +
+                  (site.key.empty() ? "certificate without a key" : "key without a certificate") +
+                  " (give both, or neither)");
+    }
     r.sites.push_back(std::move(site));
   }
 }
@@ -975,6 +987,8 @@ std::vector<KnownKey> replica_keys() {
   auto keys = keys_of(replica_spec(none, r, sites));
   // The other keys of a [site] are [content]'s, described there.
   keys.push_back({"site NAME", "hosts"});
+  keys.push_back({"site NAME", "certificate"});
+  keys.push_back({"site NAME", "key"});
   return keys;
 }
 
@@ -1049,25 +1063,77 @@ ReplicaEntry parse_replica_entry(std::string_view text, uint16_t default_port) {
   if (words.empty()) throw Error("'' is not an address (use host, host:port or [v6]:port)");
   const auto hp = parse_host_port(words[0], default_port);
   if (!hp) throw Error(q(words[0]) + " is not an address (use host, host:port or [v6]:port)");
-  ReplicaEntry r{*hp, 1};
-  bool weighted = false;
+  ReplicaEntry r;
+  r.address = *hp;
+  bool weighted = false, named = false, tls = false;
+  const auto once = [&](bool& given, std::string_view name) {
+    if (given) throw Error(q(all) + ": " + std::string(name) + " is given twice");
+    given = true;
+  };
   for (size_t k = 1; k < words.size(); ++k) {
     const std::string_view w = words[k];
     const size_t eq = w.find('=');
-    if (eq == std::string_view::npos || lowered(w.substr(0, eq)) != "weight") {
-      throw Error(q(all) + ": " + q(w) + " is not an option (the only one is weight=N)");
+    const std::string option = eq == std::string_view::npos ? "" : lowered(w.substr(0, eq));
+    const std::string_view value = eq == std::string_view::npos ? "" : w.substr(eq + 1);
+    if (option == "weight") {
+      once(weighted, "weight");
+      const auto v = parse_uint(value);
+      if (!v || *v < 1 || *v > kMaxWeight) {
+        throw Error(q(all) + ": weight " + q(value) + " is not a whole number from 1 to " +
+                    std::to_string(kMaxWeight));
+      }
+      r.weight = static_cast<uint32_t>(*v);
+    } else if (option == "host") {
+      once(named, "host");
+      if (!is_dns_name(value)) {
+        throw Error(q(all) + ": host " + q(value) +
+                    " is not a DNS name (letters, digits, '-' and dots, e.g. "
+                    "cdn1.example.com)");
+      }
+      r.public_host = lowered(value);
+    } else if (option == "tls_port") {
+      once(tls, "tls_port");
+      const auto v = parse_uint(value);
+      if (!v || *v < 1 || *v > 65535) {
+        throw Error(q(all) + ": tls_port " + q(value) + " is not a port (1 to 65535)");
+      }
+      r.tls_port = static_cast<uint16_t>(*v);
+    } else {
+      throw Error(q(all) + ": " + q(w) + " is not an option (use weight=N, host=NAME, tls_port=N)");
     }
-    if (weighted) throw Error(q(all) + ": weight is given twice");
-    weighted = true;
-    const std::string_view n = w.substr(eq + 1);
-    const auto v = parse_uint(n);
-    if (!v || *v < 1 || *v > kMaxWeight) {
-      throw Error(q(all) + ": weight " + q(n) + " is not a whole number from 1 to " +
-                  std::to_string(kMaxWeight));
-    }
-    r.weight = static_cast<uint32_t>(*v);
+  }
+  if (named && !tls) {
+    throw Error(q(all) + ": host=" + r.public_host +
+                " names the replica's https:// URL: give its tls_port=N too");
   }
   return r;
+}
+
+std::string replica_entry_text(const ReplicaEntry& r) {
+  std::string out = r.address.str();
+  if (r.weight != 1) out += " weight=" + std::to_string(r.weight);
+  if (!r.public_host.empty()) out += " host=" + r.public_host;
+  if (r.tls_port != 0) out += " tls_port=" + std::to_string(r.tls_port);
+  return out;
+}
+
+bool is_dns_name(std::string_view name) noexcept {
+  if (name.empty() || name.size() > 253) return false;
+  size_t label = 0;
+  char prev = '.';
+  for (const char c : name) {
+    if (c == '.') {
+      if (label == 0 || prev == '-') return false;
+      label = 0;
+    } else {
+      const bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+      if (!alnum && c != '-') return false;
+      if (c == '-' && label == 0) return false;
+      if (++label > 63) return false;
+    }
+    prev = c;
+  }
+  return label > 0 && prev != '-';
 }
 
 std::vector<ReplicaEntry> parse_servers(std::string_view text, const std::string& path,
@@ -1139,6 +1205,14 @@ void validate(const ReplicaSettings& s, const std::string& path) {
       if (!fresh) throw Error(prefix + section + " hosts: " + q(h) + " is also in " + it->second);
     }
     check_content(site.content, section, prefix);
+    if (site.certificate.empty() != site.key.empty()) {
+      throw Error(prefix + section + ": a certificate needs its key (give both, or neither)");
+    }
+    if (!site.certificate.empty() && !s.tls.enabled()) {
+      throw Error(prefix + section +
+                  " certificate: HTTPS is off (set [tls] port, certificate "
+                  "and key; the site's certificate is added to theirs)");
+    }
   }
 }
 
@@ -1152,7 +1226,11 @@ void validate(const BalancerSettings& s, const std::string& path) {
     throw Error(prefix + "no replicas: set [replicas] replica= or servers_file=");
   }
   std::map<std::string, std::string> seen;
-  for (const auto& [r, weight] : s.replicas) {
+  for (const auto& [r, weight, public_host, tls_port] : s.replicas) {
+    if (!public_host.empty() && (!is_dns_name(public_host) || tls_port == 0)) {
+      throw Error(prefix + "[replicas]: replica " + r.str() + " has host " + q(public_host) +
+                  " (a DNS name, with a tls_port)");
+    }
     if (r.port == 0) throw Error(prefix + "[replicas]: replica " + q(r.host) + " has no port");
     if (!seen.emplace(canonical(r), r.str()).second) {
       throw Error(prefix + "[replicas]: replica " + r.str() + " is listed twice");

@@ -114,6 +114,10 @@ struct SiteSettings {
   std::string name;                // [a-z0-9_-], at most 63 characters; not "default"
   std::vector<std::string> hosts;  // host_key() form (site_map.hpp): lower case, no port
   ContentSettings content;
+  // The site's own certificate (PEM, leaf then chain) and key, added to
+  // those of the [tls] port (chosen by SNI); both or neither.
+  std::string certificate;
+  std::string key;
 };
 // The name of the site [content] makes (status, metrics' site label).
 inline constexpr std::string_view kDefaultSite = "default";
@@ -166,16 +170,27 @@ struct BalanceSettings {
   double hash_load_factor = 1.25;  // consistent: no replica above factor x mean
 };
 
-// One replica of balancerd's list: "host[:port] [weight=N]". The weight is
-// the operator's, for round-robin only (as HAProxy's and nginx's `weight`):
-// a replica of weight 4 gets 4 clients for every 1 of a replica of weight 1.
-// The load-aware policies go by what the replicas report and ignore it.
+// One replica of balancerd's list: "host[:port] [weight=N] [host=NAME]
+// [tls_port=N]". The weight is the operator's, for round-robin only (as
+// HAProxy's and nginx's `weight`): a replica of weight 4 gets 4 clients for
+// every 1 of a replica of weight 1. The load-aware policies go by what the
+// replicas report and ignore it. tls_port (0: none) is where the replica
+// serves HTTPS ([tls] port of its replicad.ini): clients that came to the
+// balancer over TLS are sent to https://NAME:tls_port/..., NAME being
+// `public_host` (what its certificate names) or else the address's host.
 struct ReplicaEntry {
   HostPort address;
   uint32_t weight = 1;
+  std::string public_host{};  // lower case, a DNS name; empty: address.host
+  uint16_t tls_port = 0;
   bool operator==(const ReplicaEntry&) const = default;
 };
 inline constexpr uint32_t kMaxWeight = 1000;
+
+// A host name of DNS syntax (RFC 1123 2.1): dot-separated labels of 1 to 63
+// letters, digits and '-', no label starting or ending with '-', at most
+// 253 characters, no trailing dot. What a certificate's DNS name can match.
+bool is_dns_name(std::string_view name) noexcept;
 
 struct BalancerSettings {
   ServerSettings server;
@@ -183,7 +198,7 @@ struct BalancerSettings {
   LogSettings log;
   AdminSettings admin;
   std::string servers_file;  // [replicas] servers_file: seed format, one replica a line
-  // [replicas] replica = host[:port] [weight=N] (repeatable), then servers_file's.
+  // [replicas] replica = host[:port] [options] (repeatable), then servers_file's.
   std::vector<ReplicaEntry> replicas;
   ProbeSettings probe;
   BalanceSettings balance;
@@ -230,15 +245,19 @@ struct KnownKey {
 std::vector<KnownKey> replica_keys();
 std::vector<KnownKey> balancer_keys();
 
-// "host[:port] [weight=N]": an address (a bare host takes default_port; the
-// port may come out 0 when default_port is 0, for the caller to refuse) and
-// optional options separated by blanks; only weight=N (1..kMaxWeight) is
-// known. Throws Error with the problem alone (no file prefix): the callers
-// name the file and line, or the flag.
+// "host[:port] [weight=N] [host=NAME] [tls_port=N]": an address (a bare
+// host takes default_port; the port may come out 0 when default_port is 0,
+// for the caller to refuse) and optional options separated by blanks, each
+// at most once: weight=N (1..kMaxWeight), host=NAME (is_dns_name; needs
+// tls_port) and tls_port=N (1..65535). Throws Error with the problem alone
+// (no file prefix): the callers name the file and line, or the flag.
 ReplicaEntry parse_replica_entry(std::string_view text, uint16_t default_port);
+// The entry as parse_replica_entry reads it back: the address, then the
+// options that differ from their defaults.
+std::string replica_entry_text(const ReplicaEntry& r);
 
 // Seed's servers.txt: one "host" or "host:port" a line, optionally followed by
-// "weight=N"; '#' comments and blank lines ignored; a bare host takes
+// the options of parse_replica_entry; '#' comments and blank lines ignored; a bare host takes
 // default_port. Throws Error "FILE:LINE: ...".
 std::vector<ReplicaEntry> parse_servers(std::string_view text, const std::string& path,
                                         uint16_t default_port);

@@ -117,6 +117,7 @@ class Connection final : public http::ConnectionHandler, public TransportUser {
   // never for most connections.
   std::string peer_;
   std::string peer_ip_;
+  bool secure_ = false;  // accepted under a listener's transport layer (TLS)
   sockaddr_storage peer_addr_{};
   bool peer_known_ = false;
 
@@ -169,6 +170,7 @@ const sockaddr* Exchange::peer_address() const { return conn_.peer_address(); }
 void Exchange::note_cache(std::string_view status) { conn_.note_cache_.assign(status); }
 void Exchange::note_upstream(std::string_view upstream) { conn_.note_upstream_.assign(upstream); }
 bool Exchange::is_head() const { return conn_.core_.is_head(); }
+bool Exchange::secure() const { return conn_.secure_; }
 
 void Exchange::interim(int status, const std::vector<http::Header>& headers) {
   Connection& c = conn_;
@@ -331,7 +333,10 @@ bool Connection::start(uv_stream_t* listener, const TransportLayer* layer) {
   // Freed (with this connection) in its close callback, after the write
   // callbacks: on_closed().
   transport_ = TcpTransport::accept(listener);
-  if (transport_ && layer != nullptr) transport_ = (*layer)(std::move(transport_));
+  if (transport_ && layer != nullptr) {
+    transport_ = (*layer)(std::move(transport_));
+    secure_ = true;
+  }
   if (!transport_) return false;
   transport_->bind(*this);
   if (transport_->open()) on_open(0);  // reads, and arms the header timeout

@@ -145,6 +145,9 @@ class Exchange {
   // longer knows it (the client went away).
   const sockaddr* peer_address() const;
   bool is_head() const;
+  // The request came on a listener with a transport layer (the [tls] port):
+  // what the balancer keeps when it sends the client on (https://).
+  bool secure() const;
 
   // What the access log says of this answer besides what the server knows:
   // the cache's verdict and, for the balancer, where the client was sent.

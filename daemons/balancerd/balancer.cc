@@ -352,13 +352,6 @@ Table& Front::table() {
   return *table_;
 }
 
-std::string Front::url_for(size_t index, std::string_view encoded_path_and_query) {
-  std::string url = "http://";
-  url.append(table().replicas()[index].address.str());
-  url.append(encoded_path_and_query);
-  return url;
-}
-
 void Front::handle(net::Exchange& ex) {
   if (ex.request().method == "PURGE") {
     // Checked before anything else: the allow-list, the token, the request.
@@ -395,15 +388,20 @@ void Front::handle(net::Exchange& ex) {
   redirect(ex, *path);
 }
 
-const std::string& Front::url_prefix(size_t index) {
-  const config::HostPort& address = table().replicas()[index].address;
+const std::string& Front::url_prefix(size_t index, bool https) {
+  const Replica& r = table().replicas()[index];
   if (url_prefixes_.size() <= index) url_prefixes_.resize(index + 1);
-  auto& [built_for, prefix] = url_prefixes_[index];
-  if (prefix.empty() || !(built_for == address)) {
-    built_for = address;
-    prefix = "http://" + address.str();
+  Prefixes& p = url_prefixes_[index];
+  if (p.http.empty() || !(p.address == r.address) || p.public_host != r.public_host ||
+      p.tls_port != r.tls_port) {
+    p.address = r.address;
+    p.public_host = r.public_host;
+    p.tls_port = r.tls_port;
+    p.http = http_prefix(r);
+    p.https = https_prefix(r);
   }
-  return prefix;
+  // A replica without a TLS port is never routed to a TLS client as https.
+  return https && !p.https.empty() ? p.https : p.http;
 }
 
 const SiteRouter& Front::router() {
@@ -429,9 +427,11 @@ const std::vector<char>* Front::replicas_for(net::Exchange& ex, std::string_view
 
 void Front::redirect(net::Exchange& ex, const std::string& path) {
   bool answered = false;
-  const auto* only = replicas_for(ex, ex.request().header("Host").value_or(""), answered);
+  const auto* site = replicas_for(ex, ex.request().header("Host").value_or(""), answered);
   if (answered) return;
-  table().choose(path, 1 + settings_.balance.fallbacks, Clock::now(), picks_, only);
+  Table& t = table();
+  const auto [only, https] = schemes_.route(t.replicas(), site, ex.secure(), t.sites_generation());
+  t.choose(path, 1 + settings_.balance.fallbacks, Clock::now(), picks_, only);
   const auto& picks = picks_;
   if (picks.empty()) {
     ++unavailable_total;
@@ -458,12 +458,13 @@ void Front::redirect(net::Exchange& ex, const std::string& path) {
     tail_.push_back('?');
     http::append_encoded_query(tail_, query);
   }
-  location_.assign(url_prefix(picks.front().index)).append(tail_);
-  ex.note_upstream(std::string_view(url_prefix(picks.front().index)).substr(7));  // "http://"
+  location_.assign(url_prefix(picks.front().index, https)).append(tail_);
+  // The access log's upstream is the replica's address, whatever the scheme.
+  ex.note_upstream(std::string_view(url_prefix(picks.front().index, false)).substr(7));
   fallbacks_.clear();
   for (size_t i = 1; i < picks.size(); ++i) {
     if (!fallbacks_.empty()) fallbacks_.append(", ");
-    fallbacks_.append(url_prefix(picks[i].index)).append(tail_);
+    fallbacks_.append(url_prefix(picks[i].index, https)).append(tail_);
   }
   if (spdlog::should_log(spdlog::level::debug)) {
     // Checked first: the replica's address string is built only when logged.
@@ -500,9 +501,12 @@ void Front::serve_locate(net::Exchange& ex) {
   const std::string_view host_name =
       host ? std::string_view(*host) : ex.request().header("Host").value_or("");
   bool answered = false;
-  const auto* only = replicas_for(ex, host_name, answered);
+  const auto* site = replicas_for(ex, host_name, answered);
   if (answered) return;
   Table& t = table();
+  // Ranked as a 302 would choose for this client: a TLS client among the
+  // replicas with a TLS port (scheme.hpp).
+  const auto [only, https] = schemes_.route(t.replicas(), site, ex.secure(), t.sites_generation());
   std::vector<Choice> picks;
   t.rank(*path, t.replicas().size(), Clock::now(), picks, only);
   // The path goes into the document %-encoded, as in the URLs: a decoded one
@@ -511,11 +515,15 @@ void Front::serve_locate(net::Exchange& ex) {
   Json doc;
   doc["path"] = tail;
   doc["policy"] = std::string(to_string(t.policy()));
-  if (only != nullptr) doc["host"] = config::host_key(host_name).value_or("");
+  doc["scheme"] = https ? "https" : "http";
+  if (site != nullptr) doc["host"] = config::host_key(host_name).value_or("");
   Json list = Json::array();
   for (const auto& c : picks) {
     Json j = public_replica_json(t.replicas()[c.index]);
-    j["url"] = url_for(c.index, tail);
+    // Both URLs of the replica, and the one a 302 would send this client to.
+    j["http_url"] = url_prefix(c.index, false) + tail;
+    if (t.replicas()[c.index].tls_port != 0) j["https_url"] = url_prefix(c.index, true) + tail;
+    j["url"] = url_prefix(c.index, https) + tail;
     j["score"] = round3(c.score);
     list.push_back(std::move(j));
   }

@@ -23,6 +23,7 @@
 #include "common/uv/handle.hpp"
 #include "daemons/balancerd/prober.hpp"
 #include "daemons/balancerd/purger.hpp"
+#include "daemons/balancerd/scheme.hpp"
 #include "daemons/balancerd/sites.hpp"
 #include "daemons/balancerd/table.hpp"
 #include "daemons/balancerd/traffic.hpp"
@@ -102,9 +103,9 @@ class Front {
   // Feeds traffic_ the table's redirect counts.
   void sample_traffic(Clock::time_point now);
   void serve_metrics(net::Exchange& ex);
-  std::string url_for(size_t index, std::string_view encoded_path_and_query);
-  // "http://host:port" of replica `index`, formatted once per address.
-  const std::string& url_prefix(size_t index);
+  // "http://host:port" or "https://name[:port]" of replica `index`
+  // (scheme.hpp), formatted once per address.
+  const std::string& url_prefix(size_t index, bool https);
 
   uv_loop_t* loop_;
   Balancer& shared_;
@@ -133,10 +134,18 @@ class Front {
   TrafficHistory traffic_;
   uv::Ptr<uv_timer_t> traffic_timer_;
   std::vector<std::pair<std::string, uint64_t>> traffic_totals_;  // scratch
-  // Per replica index: the address a prefix was built for, and the prefix.
+  // Which replicas a TLS client may be sent to (scheme.hpp).
+  SchemeRouter schemes_;
+  // Per replica index: what its prefixes were built for, and the prefixes.
   // Checked against the table on use, so a reload that moves replicas
   // cannot pair an index with another replica's URL.
-  std::vector<std::pair<config::HostPort, std::string>> url_prefixes_;
+  struct Prefixes {
+    config::HostPort address;
+    std::string public_host;
+    uint16_t tls_port = 0;
+    std::string http, https;
+  };
+  std::vector<Prefixes> url_prefixes_;
   // Buffers of the 302 answer, reused so that a redirect allocates nothing.
   std::string tail_, location_, fallbacks_, body_;
   std::vector<Choice> picks_;

@@ -109,9 +109,10 @@ int main(int argc, char** argv) {
   cdn::daemon::add_common_flags(app, f.common, "cdn-balancerd", CDN_SYSCONFDIR "/balancerd.ini",
                                 "  [replicas] servers_file: one replica host[:port] a line\n");
   app.add_option("-s,--servers", f.servers,
-                 "servers file: one replica host[:port] [weight=N] a line");
+                 "servers file: one replica host[:port] [options] a line");
   app.add_option("--replica", f.replicas,
-                 "a replica \"host[:port] [weight=N]\" (repeatable; weight: round-robin)");
+                 "a replica \"host[:port] [weight=N] [host=NAME] [tls_port=N]\" (repeatable; "
+                 "weight: round-robin; tls_port, host: its https:// URL)");
   app.add_option("--policy", f.policy, "best, round-robin, least-loaded, p2c, consistent")
       ->default_str(std::string(cdn::config::to_string(cdn::config::BalanceSettings{}.policy)));
   if (auto rc = cdn::cli::parse(app, argc, argv)) return *rc;

@@ -72,6 +72,8 @@ Table::Table(std::vector<config::ReplicaEntry> replicas, const config::ProbeSett
     Replica r;
     r.address = std::move(a.address);
     r.weight = a.weight;
+    r.public_host = std::move(a.public_host);
+    r.tls_port = a.tls_port;
     replicas_.push_back(std::move(r));
   }
   rebuild_ring();
@@ -94,6 +96,8 @@ void Table::reconfigure(std::vector<config::ReplicaEntry> replicas,
     }
     r.address = std::move(a.address);
     r.weight = a.weight;
+    r.public_host = std::move(a.public_host);
+    r.tls_port = a.tls_port;
     // Indices change: the prober reports every address again.
     r.resolved.clear();
     r.same_as.reset();

@@ -82,7 +82,11 @@ inline constexpr uint64_t kRotationWork = 4'000'000;
 
 struct Replica {
   config::HostPort address;
-  uint32_t weight = 1;           // the operator's round-robin weight (config::ReplicaEntry)
+  uint32_t weight = 1;  // the operator's round-robin weight (config::ReplicaEntry)
+  // Where it serves HTTPS (config::ReplicaEntry): tls_port 0 is none; the
+  // https:// URL names public_host, or the address's host when empty.
+  std::string public_host;
+  uint16_t tls_port = 0;
   Health health = Health::Down;  // a new replica starts down until `rise` good probes
   uint32_t good_streak = 0;
   uint32_t bad_streak = 0;

@@ -159,7 +159,8 @@ int main(int argc, char** argv) {
       // anything is applied.
       auto observers = cdn::daemon::prepare_observers(replica.requests(), next.log, next.admin);
       cdn::daemon::check_nofile(descriptors_needed(next));
-      auto tls = cdn::daemon::prepare_tls_reload(replica.tls(), replica.settings().tls, next.tls);
+      auto tls = cdn::daemon::prepare_tls_reload(replica.tls(), replica.settings().tls, next.tls,
+                                                 cdn::daemon::site_certificates(next));
       const auto tls_settings = next.tls;
       // Every site that changed opened (a bad one throws, naming it) before
       // any is applied: the running sites serve on as they were.

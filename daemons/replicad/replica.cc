@@ -962,7 +962,10 @@ void Replica::serve_metrics(net::Exchange& ex) {
 Replicas::Replicas(uv_loop_t* loop, config::ReplicaSettings settings, std::unique_ptr<Store> store)
     : loop_(loop), inbox_(daemon::Inbox::make(loop)) {
   use_mime_types(settings.content);
-  if (settings.tls.enabled()) tls_ = std::make_shared<daemon::TlsCertificates>(settings.tls);
+  if (settings.tls.enabled()) {
+    tls_ = std::make_shared<daemon::TlsCertificates>(settings.tls,
+                                                     daemon::site_certificates(settings));
+  }
   members_.push_back(std::make_unique<Replica>(loop, std::move(settings), std::move(store), nullptr,
                                                connections_, nullptr, tls_));
 }

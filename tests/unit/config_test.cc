@@ -774,8 +774,9 @@ TEST(Balancer, ServersFileProblems) {
 
   const auto servers = dir.write("s.txt", "a:1\n\nnot an address\n");
   msg = error_of([&] { balancer("[replicas]\nservers_file = " + servers + "\n"); });
-  EXPECT_EQ(msg,
-            servers + ":3: 'not an address': 'an' is not an option (the only one is weight=N)");
+  EXPECT_EQ(
+      msg, servers +
+               ":3: 'not an address': 'an' is not an option (use weight=N, host=NAME, tls_port=N)");
 
   const auto dup = dir.write("d.txt", "a:1\n");
   msg = error_of([&] { balancer("[replicas]\nreplica = a:1\nservers_file = " + dup + "\n"); });
@@ -832,8 +833,9 @@ TEST(Servers, SeedFormat) {
 TEST(Servers, EmptyAndErrors) {
   EXPECT_TRUE(parse_servers("", "s", 1).empty());
   EXPECT_TRUE(parse_servers("\n\n# only comments\n", "s", 1).empty());
-  EXPECT_EQ(error_of([] { parse_servers("a\nb c\n", "/etc/cdn/servers.txt", 1); }),
-            "/etc/cdn/servers.txt:2: 'b c': 'c' is not an option (the only one is weight=N)");
+  EXPECT_EQ(
+      error_of([] { parse_servers("a\nb c\n", "/etc/cdn/servers.txt", 1); }),
+      "/etc/cdn/servers.txt:2: 'b c': 'c' is not an option (use weight=N, host=NAME, tls_port=N)");
   EXPECT_EQ(error_of([] { parse_servers("\n\nxx:99999\n", "s.txt", 1); }),
             "s.txt:3: 'xx:99999' is not an address (use host, host:port or [v6]:port)");
   EXPECT_TRUE(
@@ -858,10 +860,12 @@ TEST(Servers, Weights) {
   }
   EXPECT_EQ(error_of([] { parse_servers("\na weight=2 weight=3\n", "s.txt", 1); }),
             "s.txt:2: 'a weight=2 weight=3': weight is given twice");
-  EXPECT_EQ(error_of([] { parse_servers("a weight 2\n", "s.txt", 1); }),
-            "s.txt:1: 'a weight 2': 'weight' is not an option (the only one is weight=N)");
-  EXPECT_EQ(error_of([] { parse_servers("a backup=1\n", "s.txt", 1); }),
-            "s.txt:1: 'a backup=1': 'backup=1' is not an option (the only one is weight=N)");
+  EXPECT_EQ(
+      error_of([] { parse_servers("a weight 2\n", "s.txt", 1); }),
+      "s.txt:1: 'a weight 2': 'weight' is not an option (use weight=N, host=NAME, tls_port=N)");
+  EXPECT_EQ(
+      error_of([] { parse_servers("a backup=1\n", "s.txt", 1); }),
+      "s.txt:1: 'a backup=1': 'backup=1' is not an option (use weight=N, host=NAME, tls_port=N)");
 }
 
 TEST(Servers, ReplicaEntry) {
@@ -871,6 +875,87 @@ TEST(Servers, ReplicaEntry) {
             "'' is not an address (use host, host:port or [v6]:port)");
   EXPECT_EQ(error_of([] { parse_replica_entry("h:x weight=2", 1); }),
             "'h:x' is not an address (use host, host:port or [v6]:port)");
+}
+
+TEST(Servers, HostAndTlsPort) {
+  const auto v = parse_servers(
+      "10.0.0.1 host=CDN1.Example.com tls_port=443  # public name\n"
+      "10.0.0.2:8000 tls_port=8443 weight=2\n"
+      "[::1]:9000\n",
+      "servers.txt", 33000);
+  ASSERT_EQ(v.size(), 3U);
+  EXPECT_EQ(v[0], (ReplicaEntry{{"10.0.0.1", 33000}, 1, "cdn1.example.com", 443}));
+  EXPECT_EQ(v[1], (ReplicaEntry{{"10.0.0.2", 8000}, 2, "", 8443}));
+  EXPECT_EQ(v[2], (ReplicaEntry{{"::1", 9000}, 1, "", 0}));
+  // Read back from what --print-config writes.
+  for (const auto& r : v) EXPECT_EQ(parse_replica_entry(replica_entry_text(r), 1), r);
+  EXPECT_EQ(replica_entry_text(v[0]), "10.0.0.1:33000 host=cdn1.example.com tls_port=443");
+  for (const char* p : {"0", "65536", "-1", "x", "", "443x"}) {
+    EXPECT_EQ(error_of([&] { parse_servers(std::string("\na tls_port=") + p, "s.txt", 1); }),
+              std::string("s.txt:2: 'a tls_port=") + p + "': tls_port '" + p +
+                  "' is not a port (1 to 65535)")
+        << p;
+  }
+  for (const char* h : {"", "-a.example", "a-.example", "a..example", "a.example.", ".a",
+                        "a_b.example", "a:443", "[::1]", "xn--\xc3\xa9.example"}) {
+    EXPECT_EQ(error_of([&] { parse_servers(std::string("a tls_port=1 host=") + h, "s.txt", 1); }),
+              std::string("s.txt:1: 'a tls_port=1 host=") + h + "': host '" + h +
+                  "' is not a DNS name (letters, digits, '-' and dots, e.g. cdn1.example.com)")
+        << h;
+  }
+  EXPECT_EQ(error_of([] { parse_servers("a host=a.example\n", "s.txt", 1); }),
+            "s.txt:1: 'a host=a.example': host=a.example names the replica's https:// URL: give "
+            "its tls_port=N too");
+  EXPECT_EQ(error_of([] { parse_servers("a tls_port=1 tls_port=2\n", "s.txt", 1); }),
+            "s.txt:1: 'a tls_port=1 tls_port=2': tls_port is given twice");
+  EXPECT_EQ(error_of([] { parse_servers("a tls_port=1 host=b host=c\n", "s.txt", 1); }),
+            "s.txt:1: 'a tls_port=1 host=b host=c': host is given twice");
+}
+
+TEST(Servers, DnsNames) {
+  for (const char* ok :
+       {"localhost", "a.example", "cdn-1.example.com", "A.EXAMPLE", "1.2.3.4", "x1"}) {
+    EXPECT_TRUE(is_dns_name(ok)) << ok;
+  }
+  EXPECT_TRUE(is_dns_name(std::string(63, 'a') + ".example"));
+  EXPECT_FALSE(is_dns_name(std::string(64, 'a') + ".example"));
+  std::string long_name;
+  while (long_name.size() < 250) long_name += "abcdefghi.";
+  long_name += "example";
+  EXPECT_FALSE(is_dns_name(long_name));
+  EXPECT_TRUE(is_dns_name(long_name.substr(long_name.size() - 253)));
+}
+
+TEST(Balancer, ReplicaHostAndTlsPortInIni) {
+  TempDir dir;
+  const auto servers = dir.write(
+      "s.txt", "# fleet\ns1 host=s1.example tls_port=8443\n\ns2 weight=2 tls_port=99999\n");
+  auto msg = error_of([&] {
+    balancer("[replicas]\nreplica = r1:1 host=r1.example tls_port=443\nservers_file = " + servers +
+             "\n");
+  });
+  EXPECT_EQ(
+      msg,
+      servers + ":4: 's2 weight=2 tls_port=99999': tls_port '99999' is not a port (1 to 65535)");
+  dir.write("s.txt", "s1 host=s1.example tls_port=8443\n");
+  const BalancerSettings b = balancer(
+      "[replicas]\nreplica = r1:1 host=r1.example tls_port=443\nservers_file = " + servers + "\n");
+  ASSERT_EQ(b.replicas.size(), 2U);
+  EXPECT_EQ(b.replicas[0], (ReplicaEntry{{"r1", 1}, 1, "r1.example", 443}));
+  EXPECT_EQ(b.replicas[1], (ReplicaEntry{{"s1", 33000}, 1, "s1.example", 8443}));
+  EXPECT_NO_THROW(validate(b, "b.ini"));
+  msg =
+      error_of([] { balancer("[replicas]\nreplica = a:1\nreplica = b:1 host=b_1 tls_port=1\n"); });
+  EXPECT_EQ(msg,
+            "/etc/cdn/b.ini:3: [replicas] replica: 'b:1 host=b_1 tls_port=1': host 'b_1' is not a "
+            "DNS name (letters, digits, '-' and dots, e.g. cdn1.example.com)");
+  // --print-config's form reads back to the same list.
+  const std::string ini = to_ini(b);
+  EXPECT_TRUE(Contains(ini, "replica = r1:1 host=r1.example tls_port=443")) << ini;
+  // A host given some other way than the parser (a flag) is checked again.
+  BalancerSettings c = b;
+  c.replicas[0].tls_port = 0;
+  EXPECT_TRUE(Contains(error_of([&] { validate(c, "b.ini"); }), "has host 'r1.example'"));
 }
 
 TEST(Balancer, ReplicaWeights) {
@@ -892,7 +977,7 @@ TEST(Balancer, ReplicaWeights) {
   msg = error_of([] { balancer("[replicas]\nreplica = b:1 wieght=2\n"); });
   EXPECT_EQ(msg,
             "/etc/cdn/b.ini:2: [replicas] replica: 'b:1 wieght=2': 'wieght=2' is not an option "
-            "(the only one is weight=N)");
+            "(use weight=N, host=NAME, tls_port=N)");
   // The same address with another weight is still listed twice.
   msg = error_of([] { balancer("[replicas]\nreplica = a:1 weight=2\nreplica = a:1 weight=3\n"); });
   EXPECT_TRUE(Contains(msg, "/etc/cdn/b.ini:3: replica a:1 is listed twice")) << msg;

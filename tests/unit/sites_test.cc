@@ -141,12 +141,48 @@ TEST(Sites, Refused) {
   EXPECT_TRUE(Contains(error_of("[content]\nmax_age = 1m\n"), "[content]: set exactly one"));
 }
 
+TEST(Sites, OwnCertificate) {
+  const std::string tls = "[tls]\nport = 8443\ncertificate = main.pem\nkey = main.key\n";
+  const ReplicaSettings r = replica(tls +
+                                    "[site a]\nhosts = a.example\nroot = /x\n"
+                                    "certificate = certs/a.pem\nkey = /keys/a.key\n"
+                                    "[site b]\nhosts = b.example\nroot = /y\n");
+  ASSERT_EQ(r.sites.size(), 2u);
+  EXPECT_EQ(r.sites[0].certificate, "/etc/cdn/certs/a.pem");  // beside the file, as [tls]'s
+  EXPECT_EQ(r.sites[0].key, "/keys/a.key");
+  EXPECT_TRUE(r.sites[1].certificate.empty() && r.sites[1].key.empty());
+  // --print-config writes them, and reads back.
+  const std::string text = to_ini(r);
+  EXPECT_TRUE(Contains(text,
+                       "[site a]\nhosts = a.example\ncertificate = /etc/cdn/certs/a.pem\n"
+                       "key = /keys/a.key\n"))
+      << text;
+  EXPECT_EQ(to_ini(replica_settings(parse_ini(text, "/elsewhere/p.ini"))), text);
+
+  EXPECT_TRUE(
+      Contains(error_of(tls + "[site a]\nhosts = a.example\nroot = /x\ncertificate = a.pem\n"),
+               "r.ini:5: [site a]: certificate without a key (give both, or neither)"));
+  EXPECT_TRUE(Contains(error_of(tls + "[site a]\nhosts = a.example\nroot = /x\nkey = a.key\n"),
+                       "[site a]: key without a certificate"));
+  EXPECT_TRUE(Contains(error_of("[site a]\nhosts = a.example\nroot = /x\ncertificate = a.pem\n"
+                                "key = a.key\n"),
+                       "[site a] certificate: HTTPS is off (set [tls] port"));
+  EXPECT_TRUE(Contains(error_of(tls + "[site a]\nhosts = a.example\nroot = /x\ncertificate =\n"
+                                      "key = a.key\n"),
+                       "[site a] certificate: must name a file"));
+  // [content] has no certificate of its own: the default site's is [tls]'s.
+  EXPECT_TRUE(
+      Contains(error_of(tls + "[content]\nroot = /x\ncertificate = a.pem\n"), "unknown key"));
+}
+
 TEST(Sites, KnownKeysNameTheSection) {
-  bool hosts = false;
+  bool hosts = false, certificate = false, key = false;
   for (const auto& k : replica_keys()) {
     if (k.section == "site NAME" && k.key == "hosts") hosts = true;
+    if (k.section == "site NAME" && k.key == "certificate") certificate = true;
+    if (k.section == "site NAME" && k.key == "key") key = true;
   }
-  EXPECT_TRUE(hosts);
+  EXPECT_TRUE(hosts && certificate && key);
 }
 
 TEST(Sites, ToIniRoundTrip) {
