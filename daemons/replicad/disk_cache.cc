@@ -552,7 +552,6 @@ void DiskCache::insert(EntryMeta meta, std::string body_path, std::string body, 
   index_bytes_ += index_cost(e);
   const std::string key = e.meta.key;
   index_.emplace(std::move(id), std::move(e));
-  objects_ = index_.size();
   // Past max_variants: the URL's least recently used variant goes.
   for (const auto& v : dropped) {
     if (auto it = index_.find(variants::id_of(key, v)); it != index_.end()) {
@@ -561,6 +560,8 @@ void DiskCache::insert(EntryMeta meta, std::string body_path, std::string body, 
     }
   }
   evict_entries();
+  // Only now: other workers' pages read it, and never see the bound passed.
+  objects_ = index_.size();
 }
 
 uint64_t DiskCache::index_cost(const Entry& e) {
