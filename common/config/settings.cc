@@ -630,6 +630,8 @@ void write_content(IniWriter& w, const ContentSettings& c, bool site) {
   w.key("cache_dir", c.cache_dir);
   w.size("cache_size", c.cache_size);
   w.size("cache_memory", c.cache_memory);
+  w.number("cache_entries", c.cache_entries);
+  w.number("max_variants", c.max_variants);
   w.key("default_ttl", c.default_ttl);
   w.key("stale_while_revalidate", c.stale_while_revalidate);
   w.key("stale_if_error", c.stale_if_error);
@@ -735,6 +737,10 @@ std::vector<KeySpec> content_keys(const IniFile& file, ContentSettings& c) {
       {"cache_size",
        [&](const Entry& e) { c.cache_size = size_of(file, e, 64 * 1024, 1ULL << 50); }},
       {"cache_memory", [&](const Entry& e) { c.cache_memory = size_of(file, e, 0, 1ULL << 40); }},
+      {"cache_entries",
+       [&](const Entry& e) { c.cache_entries = uint_of(file, e, 1, 100'000'000); }},
+      {"max_variants",
+       [&](const Entry& e) { c.max_variants = static_cast<uint32_t>(uint_of(file, e, 1, 1024)); }},
       {"default_ttl",
        [&](const Entry& e) { c.default_ttl = duration_of(file, e, kFreshnessRange); }},
       {"stale_while_revalidate",

@@ -90,6 +90,11 @@ struct ContentSettings {
   std::string cache_dir = "/var/cache/cdn";     // the unit's CacheDirectory=
   uint64_t cache_size = 1024ULL * 1024 * 1024;  // bytes of bodies on disk (LRU beyond)
   uint64_t cache_memory = 64ULL * 1024 * 1024;  // bytes of small bodies also held in memory
+  // Objects the edge cache holds at most (LRU beyond): each costs an index
+  // entry in memory and two files on disk whatever its size. Never unbounded.
+  uint64_t cache_entries = 100'000;
+  // Variants (Vary) one URL may hold at most; its least recently used goes.
+  uint32_t max_variants = 8;
   milliseconds default_ttl{0};  // freshness without max-age/Expires, in place of the heuristic
   milliseconds stale_while_revalidate{0};  // serve stale while refreshing, unless the origin says
   milliseconds stale_if_error{0};          // serve stale while the origin fails, unless it says

@@ -7,11 +7,17 @@ namespace cdn::purge {
 
 namespace {
 
+// A key without the variant it may carry: "/a?x\0accept: y" -> "/a?x".
+std::string_view url_of(std::string_view key) { return key.substr(0, key.find('\0')); }
+
 // A key's path: "/a?x" -> "/a".
-std::string_view path_of(std::string_view key) { return key.substr(0, key.find('?')); }
+std::string_view path_of(std::string_view key) {
+  const std::string_view url = url_of(key);
+  return url.substr(0, url.find('?'));
+}
 
 bool url_matches(const std::string& target, std::string_view key) {
-  if (target.find('?') != std::string::npos) return key == target;
+  if (target.find('?') != std::string::npos) return url_of(key) == target;
   return path_of(key) == target;
 }
 
@@ -76,12 +82,15 @@ template <typename Fn>
 void Index::each_match(const Request& r, Fn fn) const {
   switch (r.scope) {
     case Scope::Url: {
-      if (r.target.find('?') != std::string::npos) {
-        if (auto it = keys_.find(r.target); it != keys_.end()) fn(it->first);
-        return;
+      // The URL itself and its variants ("url\0variant": they sort together
+      // right after it).
+      const std::string variants = r.target + std::string(1, '\0');
+      for (auto it = keys_.lower_bound(r.target);
+           it != keys_.end() && (it->first == r.target || it->first.starts_with(variants)); ++it) {
+        fn(it->first);
       }
-      if (auto it = keys_.find(r.target); it != keys_.end()) fn(it->first);
-      // Its query variants sort together right after "path?".
+      if (r.target.find('?') != std::string::npos) return;
+      // Its queries (and their variants) sort together right after "path?".
       const std::string from = r.target + "?";
       for (auto it = keys_.lower_bound(from); it != keys_.end() && it->first.starts_with(from);
            ++it) {

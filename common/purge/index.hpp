@@ -15,7 +15,9 @@
 // most kMaxRecent of them; a fetch older than what is remembered is treated
 // as purged (not stored), which errs on the side of a refetch.
 //
-// Keys are "path" or "path?query" (the disk cache's). Owned by the disk
+// Keys are "path" or "path?query" (the disk cache's), each optionally
+// followed by a NUL and a variant (RFC 9111 §4.1: one stored response of
+// several for the URL); a purge of the URL names all of them. Owned by the disk
 // cache, which keeps it in step with what it holds (stores, evictions).
 #pragma once
 

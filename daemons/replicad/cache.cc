@@ -518,7 +518,11 @@ std::optional<std::string> variant_key(Fields response, Fields request) {
     key.append(name);
     if (http::has_field(request, name)) {
       key.append(": ");
-      key.append(folded(http::combined(request, name), name == "accept-encoding"));
+      // Members whose order and case carry no meaning: coding names
+      // (RFC 9110 §8.4.1) and language ranges (§12.5.4, BCP 47), each with
+      // its own q-value.
+      const bool unordered = name == "accept-encoding" || name == "accept-language";
+      key.append(folded(http::combined(request, name), unordered));
     }
     key.push_back('\n');
   }

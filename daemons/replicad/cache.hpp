@@ -194,8 +194,8 @@ bool may_serve_stale(const Stored& s, const Policy& p);
 
 // The secondary cache key (§4.1) of `request` for a response with these
 // `Vary` lines: each named request field, names lower-cased and sorted, its
-// lines combined, whitespace around commas folded, Accept-Encoding's members
-// lower-cased and sorted; a field the request lacks differs from an empty
+// lines combined, whitespace around commas folded, Accept-Encoding's and
+// Accept-Language's members lower-cased and sorted; a field the request lacks differs from an empty
 // one. nullopt for `Vary: *`, which no request matches. "" with no Vary.
 std::optional<std::string> variant_key(Fields response, Fields request);
 // Whether `request` selects this stored response (its `variant` key).

@@ -257,6 +257,8 @@ std::string DiskCache::etag_of(const std::string& digest_hex) {
 }
 
 DiskCache::DiskCache(Options options) : opt_(std::move(options)) {
+  opt_.max_entries = std::max<size_t>(opt_.max_entries, 1);
+  variants_.set_max(opt_.max_variants);
   std::error_code ec;
   const std::string& d = opt_.dir;
   // mkdir -p with owner-only permissions: the cache is nobody else's business.
@@ -425,8 +427,8 @@ void DiskCache::read_journal() {
   }
 }
 
-std::string DiskCache::path_of(const std::string& key, const char* suffix) const {
-  return opt_.dir + "/" + sha256_hex(key).substr(0, 40) + suffix;
+std::string DiskCache::path_of(const std::string& id, const char* suffix) const {
+  return opt_.dir + "/" + sha256_hex(id).substr(0, 40) + suffix;
 }
 
 void DiskCache::load_all() {
@@ -459,6 +461,7 @@ void DiskCache::load_all() {
   }
   trim_memory();
   evict_for(0);
+  evict_entries();
 }
 
 DiskCache::Load DiskCache::load_one(const std::string& meta_path) {
@@ -471,14 +474,24 @@ DiskCache::Load DiskCache::load_one(const std::string& meta_path) {
   } catch (const std::exception&) {
     return Load::Corrupt;
   }
-  if (path_of(m.key, ".meta") != meta_path) return Load::Corrupt;
+  const std::string id = variants::id_of(m.key, m.stored.variant);
+  if (path_of(id, ".meta") != meta_path) {
+    // Before variants, every response of a URL was filed under its key:
+    // one with a variant moves to its own name (the same format otherwise).
+    if (m.stored.variant.empty() || path_of(m.key, ".meta") != meta_path) return Load::Corrupt;
+    if (::rename(path_of(m.key, ".body").c_str(), path_of(id, ".body").c_str()) != 0 ||
+        ::rename(meta_path.c_str(), path_of(id, ".meta").c_str()) != 0) {
+      ::unlink(path_of(id, ".body").c_str());
+      return Load::Corrupt;
+    }
+  }
   if (!journal_.empty()) {
     const auto tags = tags_of(m.stored);
     for (const auto& [at, r] : journal_) {
       if (m.stored.response_time <= at && purge::names(r, m.key, tags)) return Load::Purged;
     }
   }
-  const std::string body_path = path_of(m.key, ".body");
+  const std::string body_path = path_of(id, ".body");
   const int fd = ::open(body_path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Load::Corrupt;
   std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(new_sha256(), EVP_MD_CTX_free);
@@ -523,18 +536,53 @@ std::shared_ptr<const Object> DiskCache::make_object(const EntryMeta& m,
 }
 
 void DiskCache::insert(EntryMeta meta, std::string body_path, std::string body, bool in_memory) {
-  if (auto old = index_.find(meta.key); old != index_.end()) remove_entry(old, false);
-  lru_.push_front(meta.key);
+  std::string id = variants::id_of(meta.key, meta.stored.variant);
+  if (auto old = index_.find(id); old != index_.end()) remove_entry(old, false);
+  lru_.push_front(id);
   Entry e;
   e.object = make_object(meta, body_path, std::move(body), in_memory);
   if (in_memory) memory_used_ += meta.size;
   bytes_ += meta.size;
   footprint_ += cost(meta.size);
-  purges_.put(meta.key, tags_of(meta.stored));
+  purges_.put(id, tags_of(meta.stored));
+  const auto dropped = variants_.add(meta.key, meta.stored.variant);
   e.meta = std::move(meta);
   e.lru = lru_.begin();
-  index_.emplace(e.meta.key, std::move(e));
+  e.id = id;
+  index_bytes_ += index_cost(e);
+  const std::string key = e.meta.key;
+  index_.emplace(std::move(id), std::move(e));
+  // Past max_variants: the URL's least recently used variant goes.
+  for (const auto& v : dropped) {
+    if (auto it = index_.find(variants::id_of(key, v)); it != index_.end()) {
+      remove_entry(it, true);
+      ++evictions_;
+    }
+  }
+  evict_entries();
+  // Only now: other workers' pages read it, and never see the bound passed.
   objects_ = index_.size();
+}
+
+uint64_t DiskCache::index_cost(const Entry& e) {
+  // The map node and its id, the LRU node and its copy of the id, the
+  // purge index's node and copy, the Object and the meta's strings; each
+  // string's heap block counted at its length (short ones live inline).
+  uint64_t n = sizeof(Entry) + sizeof(Object) + 4 * e.id.size() + 192;
+  const EntryMeta& m = e.meta;
+  n += m.key.size() + m.stored.variant.size() + m.digest.size() + m.etag.size() +
+       m.origin_etag.size() + m.last_modified.size() + m.content_type.size();
+  n += e.object->rel.size() + e.object->etag.size() + e.object->digest.size() +
+       e.object->content_type.size() + e.object->last_modified.size();
+  for (const auto& h : m.stored.headers) n += sizeof(h) + h.name.size() + h.value.size();
+  return n;
+}
+
+void DiskCache::evict_entries() {
+  while (index_.size() > opt_.max_entries && !lru_.empty()) {
+    remove_entry(index_.find(lru_.back()), true);
+    ++evictions_;
+  }
 }
 
 void DiskCache::remove_entry(std::unordered_map<std::string, Entry>::iterator it,
@@ -543,12 +591,14 @@ void DiskCache::remove_entry(std::unordered_map<std::string, Entry>::iterator it
   bytes_ -= e.meta.size;
   footprint_ -= cost(e.meta.size);
   if (e.object->in_memory) memory_used_ -= e.meta.size;
+  index_bytes_ -= index_cost(e);
   if (unlink_files) {
     // Meta first: a body without its meta is removed at start, never served.
-    ::unlink(path_of(e.meta.key, ".meta").c_str());
-    ::unlink(path_of(e.meta.key, ".body").c_str());
+    ::unlink(path_of(e.id, ".meta").c_str());
+    ::unlink(path_of(e.id, ".body").c_str());
   }
   lru_.erase(e.lru);
+  variants_.erase(e.meta.key, e.meta.stored.variant);
   purges_.erase(it->first);
   index_.erase(it);
   objects_ = index_.size();
@@ -605,15 +655,34 @@ bool DiskCache::evict_for_space(uint64_t n) {
   return true;
 }
 
-const DiskCache::Entry* DiskCache::find(const std::string& key) {
-  auto it = index_.find(key);
-  if (it == index_.end()) return nullptr;
-  lru_.splice(lru_.begin(), lru_, it->second.lru);
-  return &it->second;
+const DiskCache::Entry* DiskCache::find(const std::string& key, http::Fields request) {
+  const Entry* e = peek(key, request);
+  if (e == nullptr) return nullptr;
+  lru_.splice(lru_.begin(), lru_, e->lru);
+  variants_.touch(key, e->meta.stored.variant);
+  return e;
 }
 
-const DiskCache::Entry* DiskCache::peek(const std::string& key) const {
-  auto it = index_.find(key);
+const DiskCache::Entry* DiskCache::peek(const std::string& key, http::Fields request) const {
+  const auto list = variants_.of(key);
+  if (list.empty()) return nullptr;
+  // At most max_variants of them: a small array, no allocation for most.
+  std::vector<const Entry*> entries;
+  std::vector<const cache::Stored*> stored;
+  entries.reserve(list.size());
+  stored.reserve(list.size());
+  for (const auto& v : list) {
+    const Entry* e = peek_variant(key, v);
+    entries.push_back(e);
+    stored.push_back(e != nullptr ? &e->meta.stored : nullptr);
+  }
+  const auto i = variants::select(stored, request);
+  return i ? entries[*i] : nullptr;
+}
+
+const DiskCache::Entry* DiskCache::peek_variant(const std::string& key,
+                                                const std::string& variant) const {
+  auto it = index_.find(variants::id_of(key, variant));
   return it == index_.end() ? nullptr : &it->second;
 }
 
@@ -653,7 +722,7 @@ std::unique_ptr<DiskCache::Writer> DiskCache::begin() {
 }
 
 bool DiskCache::write_meta(const EntryMeta& m, bool sync_later) {
-  const std::string path = path_of(m.key, ".meta");
+  const std::string path = path_of(variants::id_of(m.key, m.stored.variant), ".meta");
   const std::string tmp = path + ".tmp";
   const std::string text = to_json(m).dump(-1, ' ', false, json::error_handler_t::replace);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -687,10 +756,11 @@ const DiskCache::Entry* DiskCache::commit(Writer& w, EntryMeta meta) {
     errno = EFBIG;
     return nullptr;
   }
-  const std::string body_path = path_of(meta.key, ".body");
+  const std::string id = variants::id_of(meta.key, meta.stored.variant);
+  const std::string body_path = path_of(id, ".body");
   // Drop the old entry's meta before its body changes under it.
-  if (auto old = index_.find(meta.key); old != index_.end()) remove_entry(old, true);
-  claim(meta.key);
+  if (auto old = index_.find(id); old != index_.end()) remove_entry(old, true);
+  claim(id);
   // The body's bytes stop being in flight and become the entry's blocks.
   inflight_ -= w.reserved_;
   w.reserved_ = 0;
@@ -712,24 +782,35 @@ const DiskCache::Entry* DiskCache::commit(Writer& w, EntryMeta meta) {
   }
   const bool in_memory = w.in_memory() && meta.size <= opt_.memory_object_limit;
   const std::string key = meta.key;
+  const std::string variant = meta.stored.variant;
   insert(std::move(meta), body_path, in_memory ? w.memory() : std::string(), in_memory);
   trim_memory();
-  return peek(key);
+  return peek_variant(key, variant);
 }
 
 const DiskCache::Entry* DiskCache::refresh(const std::string& key, const cache::Stored& stored) {
-  auto it = index_.find(key);
+  auto it = index_.find(variants::id_of(key, stored.variant));
   if (it == index_.end()) return nullptr;
-  it->second.meta.stored = stored;
-  purges_.put(key, tags_of(stored));                  // revalidated: a soft purge's mark goes
-  if (!write_meta(it->second.meta)) ++write_errors_;  // still fresh in memory until restart
-  lru_.splice(lru_.begin(), lru_, it->second.lru);
-  return &it->second;
+  Entry& e = it->second;
+  index_bytes_ -= index_cost(e);
+  e.meta.stored = stored;
+  index_bytes_ += index_cost(e);
+  purges_.put(e.id, tags_of(stored));        // revalidated: a soft purge's mark goes
+  if (!write_meta(e.meta)) ++write_errors_;  // still fresh in memory until restart
+  lru_.splice(lru_.begin(), lru_, e.lru);
+  variants_.touch(key, stored.variant);
+  return &e;
 }
 
-void DiskCache::erase(const std::string& key) {
-  auto it = index_.find(key);
+void DiskCache::erase(const std::string& key, const std::string& variant) {
+  auto it = index_.find(variants::id_of(key, variant));
   if (it != index_.end()) remove_entry(it, true);
+}
+
+void DiskCache::erase_all(const std::string& key) {
+  const auto list = variants_.of(key);
+  const std::vector<std::string> all(list.begin(), list.end());
+  for (const auto& v : all) erase(key, v);
 }
 
 std::vector<std::string> DiskCache::tags_of(const cache::Stored& stored) {

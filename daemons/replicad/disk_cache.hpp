@@ -3,10 +3,20 @@
 // memory, LRU eviction beyond `max_bytes`, and a memory tier holding the
 // bodies of small hot objects (up to `memory_bytes` in all).
 //
+// Variants (variants.hpp): a URL's key holds up to `max_variants` stored
+// responses, each under its id (the key, or key NUL variant for a response
+// with Vary); a lookup gives the one the request selects. Beyond the bound
+// the URL's least recently used variant goes; removing a URL (invalidation,
+// purge) removes all of them.
+//
+// Bounds: `max_bytes` counts each entry's disk blocks, `max_entries` the
+// entries whatever their size (each costs an index entry in memory and two
+// files), both least-recently-used across all URLs.
+//
 // Layout: <dir>/<h>.body and <dir>/<h>.meta (JSON: format version, key,
-// validators, freshness inputs, header fields, size, sha-256 digest), h =
-// hex sha-256 of the key; a meta of another format version is dropped at
-// start (counted in outdated_dropped()), never read as this one;
+// variant, validators, freshness inputs, header fields, size, sha-256
+// digest), h = hex sha-256 of the id; a meta of another format version is
+// dropped at start (counted in outdated_dropped()), never read as this one;
 // bodies are written to <dir>/tmp/ first. A commit is: body rename, then
 // meta written and renamed the same way; the body, the meta and the
 // directory are fsynced by the cache's own thread afterwards, so that the
@@ -41,6 +51,7 @@
 #include "common/purge/index.hpp"
 #include "daemons/replicad/cache.hpp"
 #include "daemons/replicad/store.hpp"
+#include "daemons/replicad/variants.hpp"
 
 namespace cdn::replica {
 
@@ -71,12 +82,16 @@ class DiskCache {
     // one for its meta, so that many tiny entries cannot pass max_bytes in
     // blocks (40,000 entries of a few bytes are 312 MiB of 4 KiB blocks).
     uint64_t block_size = 4096;
+    // Entries held at most, and stored responses (variants) per URL.
+    size_t max_entries = 100'000;
+    size_t max_variants = 8;
   };
 
   struct Entry {
     EntryMeta meta;
     std::shared_ptr<const Object> object;  // rel = the body's absolute path
     std::list<std::string>::iterator lru;  // position in lru_ (front = most recent)
+    std::string id;                        // variants::id_of(meta.key, meta.stored.variant)
   };
 
   // A body being received. Written to a temp file and hashed as it arrives;
@@ -144,24 +159,35 @@ class DiskCache {
   // Files of purged objects not yet removed (for tests and status).
   size_t purged_files_pending() const;
 
-  // The entry for `key`, marked as just used; nullptr on a miss.
-  const Entry* find(const std::string& key);
-  const Entry* peek(const std::string& key) const;
+  // The entry of `key` that `request` selects (variants::select), marked
+  // as just used; nullptr on a miss. Without `request`: a request with no
+  // fields (what a prefetch asks).
+  const Entry* find(const std::string& key, http::Fields request = {});
+  const Entry* peek(const std::string& key, http::Fields request = {}) const;
+  // One stored response by its variant (not a selection); nullptr when gone.
+  const Entry* peek_variant(const std::string& key, const std::string& variant) const;
+  // Whether the URL holds any variant (a miss of them all is a vary-miss).
+  bool holds(const std::string& key) const { return !variants_.of(key).empty(); }
   // A descriptor of the entry's body for sending; -1 (errno) when it is gone.
   int open(const Entry& e) const;
 
   // A writer for a new body; nullptr with errno set when no temp file can be made.
   std::unique_ptr<Writer> begin();
-  // Stores a finished body under meta.key (size, digest and etag filled in
-  // from the writer when empty), replacing an older copy and evicting the
-  // least recently used entries to stay within max_bytes. Returns the entry,
+  // Stores a finished body under meta.key as the variant
+  // meta.stored.variant (size, digest and etag filled in from the writer
+  // when empty), replacing an older copy of that variant, dropping the
+  // URL's least recently used variant past max_variants and evicting the
+  // least recently used entries to stay within max_bytes and max_entries. Returns the entry,
   // or nullptr (errno set; logged by the caller) when it cannot be stored:
   // larger than max_bytes (EFBIG), spilled to memory, or a write failed.
   const Entry* commit(Writer& w, EntryMeta meta);
-  // A 304 refreshed the stored response: new header lines and times (meta
-  // rewritten).
+  // A 304 refreshed the stored response `key`, stored.variant: new header
+  // lines and times (meta rewritten).
   const Entry* refresh(const std::string& key, const cache::Stored& stored);
-  void erase(const std::string& key);
+  // Removes one variant of `key`.
+  void erase(const std::string& key, const std::string& variant);
+  // Removes every variant of `key` (invalidation, RFC 9111 §4.4).
+  void erase_all(const std::string& key);
 
   // Purges (common/purge/index.hpp), the request's paths in key form
   // (encoded as keys are). Hard: the objects leave the index at once (never
@@ -175,7 +201,7 @@ class DiskCache {
   // over a restart). Returns how many objects it named. An object's tags are
   // its stored Surrogate-Key and Cache-Tag fields.
   size_t purge(const purge::Request& r, int64_t now_ms);
-  bool soft_purged(const std::string& key) const { return purges_.stale(key); }
+  bool soft_purged(const Entry& e) const { return purges_.stale(e.id); }
   uint64_t purge_generation() const { return purges_.generation(); }
   // A fetch that started at `generation` brought `stored` for `key`: did
   // a hard purge since name it? (Then it is served but not stored.)
@@ -192,6 +218,10 @@ class DiskCache {
   uint64_t spilled_bytes() const { return spill_pool_->load(); }
   uint64_t memory_bytes() const { return memory_used_; }
   size_t objects() const { return objects_; }
+  // An estimate of the memory the index takes for its entries (keys,
+  // stored header lines, the Object, map, list and purge index nodes), not
+  // counting bodies in memory (memory_bytes()).
+  uint64_t index_bytes() const { return index_bytes_; }
   uint64_t evictions() const { return evictions_; }
   uint64_t corrupt_dropped() const { return corrupt_; }
   uint64_t outdated_dropped() const { return outdated_; }
@@ -202,14 +232,15 @@ class DiskCache {
   static std::string etag_of(const std::string& digest_hex);
 
  private:
-  std::string path_of(const std::string& key, const char* suffix) const;
+  // The file of an entry by its id.
+  std::string path_of(const std::string& id, const char* suffix) const;
   void load_all();
   enum class Load { Loaded, Corrupt, Outdated, Purged };
   // The background removal of purged objects' files (see purge()).
   struct Remover {
     std::mutex mu;
     std::condition_variable cv;
-    std::deque<std::string> queue;  // keys, in order
+    std::deque<std::string> queue;  // ids, in order
     // Keys whose files are still to go; a commit of one takes it out
     // (under mu), so its new files are never removed.
     std::unordered_set<std::string> doomed;
@@ -238,6 +269,9 @@ class DiskCache {
   void remove_entry(std::unordered_map<std::string, Entry>::iterator it, bool unlink_files);
   void trim_memory();
   void evict_for(uint64_t incoming);
+  // Drops the least recently used entries beyond max_entries.
+  void evict_entries();
+  static uint64_t index_cost(const Entry& e);
   uint64_t cost(uint64_t size) const;
   // Room for `n` more bytes of a body on disk within max_bytes (evicting);
   // false when the bodies in flight alone would pass it.
@@ -248,12 +282,13 @@ class DiskCache {
 
   Options opt_;
   int dir_fd_ = -1;
-  std::unordered_map<std::string, Entry> index_;
-  purge::Index purges_;  // the keys of index_, ordered, with their tags
+  std::unordered_map<std::string, Entry> index_;  // by id
+  purge::Index purges_;                           // the ids of index_, ordered, with their tags
   // Hard purges journalled before a restart: (wall seconds, purge).
   std::vector<std::pair<int64_t, purge::Request>> journal_;
   Remover remover_;
-  std::list<std::string> lru_;
+  std::list<std::string> lru_;  // ids
+  variants::Lru variants_{8};   // set_max() from the options
   metrics::OwnCounter bytes_ = 0;
   uint64_t footprint_ = 0;  // sum of cost() of the entries
   uint64_t inflight_ = 0;   // writers' bytes on disk
@@ -264,6 +299,7 @@ class DiskCache {
   std::shared_ptr<std::atomic<uint64_t>> spill_pool_ = std::make_shared<std::atomic<uint64_t>>(0);
   metrics::OwnCounter memory_used_ = 0;
   metrics::OwnCounter objects_ = 0;  // index_.size()
+  metrics::OwnCounter index_bytes_ = 0;
   metrics::OwnCounter evictions_ = 0;
   uint64_t corrupt_ = 0;
   uint64_t outdated_ = 0;

@@ -138,9 +138,21 @@ uint64_t Origin::fetch(OriginRequest request, OriginCallbacks callbacks) {
     delete t;
     return 0;
   }
-  for (const auto& h : headers) t->headers = curl_slist_append(t->headers, h.c_str());
-  // Identity only: the bytes we cache are the bytes we serve and digest.
-  t->headers = curl_slist_append(t->headers, "Accept-Encoding: identity");
+  bool accept_encoding = false;
+  for (const auto& h : headers) {
+    t->headers = curl_slist_append(t->headers, h.c_str());
+    // "Accept-Encoding: v", or "Accept-Encoding;" (curl's empty field).
+    const std::string_view line(h);
+    accept_encoding =
+        accept_encoding || (line.size() > 15 && (line[15] == ':' || line[15] == ';') &&
+                            text::iequals(line.substr(0, 15), "Accept-Encoding"));
+  }
+  // The client's coding preference, or identity; curl decodes nothing
+  // (no CURLOPT_ACCEPT_ENCODING): the bytes we cache are the bytes the
+  // origin sent, served with its Content-Encoding.
+  if (!accept_encoding) {
+    t->headers = curl_slist_append(t->headers, "Accept-Encoding: identity");
+  }
   // The body is complete before it is sent: no round trip waiting for 100.
   t->headers = curl_slist_append(t->headers, "Expect:");
   CURL* e = t->easy;

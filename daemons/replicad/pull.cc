@@ -28,15 +28,17 @@ bool is_client_conditional(std::string_view name) {
 }
 
 // The client's end-to-end request fields as curl header lines, with our
-// Via hop. Host is the origin's (curl sets it from the URL); Accept-Encoding
-// is the origin fetch's own (identity); Expect is answered here.
+// Via hop. Host is the origin's (curl sets it from the URL); Expect is
+// answered here. Accept-Encoding goes as the client sent it: an origin
+// that varies on it answers each variant (stored and served as the bytes
+// it sent, Content-Encoding relayed); without one the fetch asks identity.
 std::vector<std::string> forwarded_fields(const http::Request& req, bool shared_fetch,
                                           const std::string& name) {
   std::vector<std::string> out;
   std::string via;
   for (const auto& [k, v] : http::end_to_end(req.headers)) {
-    if (http::iequals(k, "Host") || http::iequals(k, "Accept-Encoding") ||
-        http::iequals(k, "Expect") || (shared_fetch && is_client_conditional(k))) {
+    if (http::iequals(k, "Host") || http::iequals(k, "Expect") ||
+        (shared_fetch && is_client_conditional(k))) {
       continue;
     }
     if (http::iequals(k, "Via")) {
@@ -73,6 +75,8 @@ DiskCache::Options cache_options(const config::ContentSettings& c) {
   o.dir = c.cache_dir;
   o.max_bytes = c.cache_size;
   o.memory_bytes = c.cache_memory;
+  o.max_entries = c.cache_entries;
+  o.max_variants = c.max_variants;
   return o;
 }
 
@@ -101,6 +105,10 @@ struct Pull::Fetch {
   std::string target;         // origin path + query, and the cache key unless private_
   bool private_ = false;      // for a request with Authorization: never stored nor shared
   bool conditional = false;
+  // The stored variant the request selected (`selected`), whose validators
+  // a conditional fetch sent: what a 304 refreshes.
+  bool selected = false;
+  std::string revalidating;
   bool started = false;
   int64_t request_time = 0;
   bool have_head = false;
@@ -336,8 +344,8 @@ void Pull::serve(Waiter client, const std::string& path) {
     return;
   }
 
-  const auto* e = cache_.find(key);
-  if (e != nullptr && !cache::variant_matches(e->meta.stored, req.headers)) e = nullptr;
+  // The stored response this request selects among the URL's variants.
+  const auto* e = cache_.find(key, req.headers);
   const cache::Action decided =
       e != nullptr
           ? cache::decide(e->meta.stored, policy_, now(), req.headers)
@@ -346,7 +354,7 @@ void Pull::serve(Waiter client, const std::string& path) {
   // A soft purge: what was fresh is served as stale while one revalidation
   // runs (no stampede on the origin).
   const cache::Action action =
-      e != nullptr && cache_.soft_purged(key) &&
+      e != nullptr && cache_.soft_purged(*e) &&
               (decided == cache::Action::Fresh || decided == cache::Action::Stale)
           ? cache::Action::StaleRevalidate
           : decided;
@@ -426,9 +434,11 @@ void Pull::start_fetch(const std::string& slot) {
   f->purge_generation = cache_.purge_generation();
   if (f->target.empty()) f->target = slot;
   const std::string& key = f->target;
-  const auto* e = f->private_ ? nullptr : cache_.peek(key);
   // Only the stored variant this client selects may be refreshed by a 304.
-  if (e != nullptr && cache::variant_matches(e->meta.stored, f->client)) {
+  const auto* e = f->private_ ? nullptr : cache_.peek(key, f->client);
+  if (e != nullptr) {
+    f->selected = true;
+    f->revalidating = e->meta.stored.variant;
     const size_t before = f->request_headers.size();
     if (!e->meta.origin_etag.empty()) {
       f->request_headers.push_back("If-None-Match: " + e->meta.origin_etag);
@@ -532,11 +542,7 @@ void Pull::start_fill(Fetch& f) {
   const bool storable = shared_get && cache::storable("GET", f.client, 200, f.head_fields,
                                                       policy_) == cache::Verdict::Storable;
   f.fill_fields = storable ? f.stored.headers : http::end_to_end(f.head_fields);
-  const bool was_cached = shared_get && cache_.peek(f.target) != nullptr;
-  f.fill_status = std::string(!shared_get  ? "fwd=bypass"
-                              : was_cached ? "fwd=stale"
-                                           : "fwd=uri-miss") +
-                  "; fwd-status=200" + (storable ? "; stored" : "");
+  f.fill_status = std::string(forwarded(f)) + "; fwd-status=200" + (storable ? "; stored" : "");
   auto obj = std::make_shared<Object>();
   obj->rel = f.target;
   obj->size = length.value_or(0);
@@ -585,19 +591,30 @@ void Pull::answer_fill(PullClient& ex, Fetch& f) {
   ex.respond(std::move(a));
 }
 
+std::string_view Pull::forwarded(const Fetch& f) const {
+  // RFC 9211 2.2: why the request went to the origin.
+  if (f.method != "GET" || f.private_) return "fwd=bypass";
+  if (f.selected) return "fwd=stale";
+  return cache_.holds(f.target) ? "fwd=vary-miss" : "fwd=uri-miss";
+}
+
+const DiskCache::Entry* Pull::revalidated(const Fetch& f) const {
+  return f.conditional ? cache_.peek_variant(f.target, f.revalidating) : nullptr;
+}
+
 void Pull::invalidate(const Fetch& f) {
   // RFC 9111 4.4: the target, and Location / Content-Location when they are
   // on the same origin (never another site's: that would let one site purge
-  // another's objects).
+  // another's objects); every variant of each.
   for (const auto& key : cache::invalidation_targets(f.method, static_cast<int>(f.head.status),
                                                      f.target, f.host, f.head_fields)) {
-    cache_.erase(key);
+    cache_.erase_all(key);
   }
 }
 
 std::vector<Waiter> Pull::take_other_variants(Fetch& f) {
   // A 304 answers for the stored response: its Vary and variant decide.
-  const auto* stored = f.head.status == 304 ? cache_.peek(f.target) : nullptr;
+  const auto* stored = f.head.status == 304 ? revalidated(f) : nullptr;
   const std::vector<http::Header>& vary_from =
       stored != nullptr ? stored->meta.stored.headers : f.head_fields;
   const std::string variant = stored != nullptr ? stored->meta.stored.variant : f.stored.variant;
@@ -641,7 +658,8 @@ void Pull::answer_entry(PullClient& ex, const DiskCache::Entry& e, std::string s
       spdlog::warn("cache body of {} vanished ({}): dropping the entry", e.meta.key,
                    std::strerror(errno));
       const std::string key = e.meta.key;
-      cache_.erase(key);
+      const std::string variant = e.meta.stored.variant;
+      cache_.erase(key, variant);
       ex.reply(503, "cached copy is being replaced, try again", {{"Retry-After", "1"}});
       return;
     }
@@ -683,7 +701,7 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
     failure = "origin sent a malformed response: " + r.message;
   } else if (r.error != OriginError::None) {
     failure = "origin unreachable: " + r.message;
-  } else if (status == 304 && shared_get && (!f.conditional || cache_.peek(key) == nullptr)) {
+  } else if (status == 304 && shared_get && revalidated(f) == nullptr) {
     failure = "origin answered 304 to a request that was not conditional";
   }
   if (failure.empty() && f.writer) {
@@ -698,7 +716,7 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
   // A 5xx is relayed as the origin sent it, unless stale-if-error lets a
   // stored copy answer instead (RFC 5861 4).
   if (failure.empty() && status >= 500 && shared_get) {
-    const auto* e = cache_.peek(key);
+    const auto* e = cache_.peek(key, f.client);
     if (e != nullptr && cache::usable_on_error(e->meta.stored, policy_, now())) {
       failure = "origin answered " + std::to_string(status);
     }
@@ -722,8 +740,8 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
     for (auto& d : f.waiters) {
       auto* ex = live(d);
       if (ex == nullptr) continue;
-      const auto* e = f.private_ ? nullptr : cache_.find(key);
-      if (e != nullptr && cache::variant_matches(e->meta.stored, ex->request().headers) &&
+      const auto* e = f.private_ ? nullptr : cache_.find(key, ex->request().headers);
+      if (e != nullptr &&
           (disconnected ? cache::usable_when_disconnected(e->meta.stored, policy_, now())
                         : cache::usable_on_error(e->meta.stored, policy_, now()))) {
         answer_error(*ex, f, *e);
@@ -733,7 +751,7 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
         ex->reply(error_status, http::reason_phrase(error_status), {{"Cache-Control", "no-store"}});
       }
     }
-    const bool have_copy = cache_.peek(key) != nullptr;
+    const bool have_copy = cache_.peek(key, f.client) != nullptr;
     for (auto& p : f.prefetchers) p(have_copy, failure);
     return;
   }
@@ -750,10 +768,11 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
   } later{this, key, f.private_ ? std::vector<Waiter>{} : take_other_variants(f)};
 
   if (status == 304 && shared_get) {
-    const auto* old = cache_.peek(key);
+    const auto* old = revalidated(f);
+    const std::string variant = old->meta.stored.variant;
     if (!cache::not_modified_applies(old->meta.stored.headers, f.head_fields)) {
       // RFC 9111 4.3.4: the origin means another representation than ours.
-      cache_.erase(key);
+      cache_.erase(key, variant);
       ++stats_.origin_errors;
       spdlog::warn("{}: 304 with validators of another representation: copy dropped", url);
       for (auto& d : f.waiters) {
@@ -769,7 +788,10 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
     ++stats_.revalidated;
     spdlog::debug("{}: 304, copy refreshed", url);
     for (auto& d : f.waiters) {
-      if (auto* ex = live(d)) answer_entry(*ex, *cache_.peek(key), "fwd=stale; fwd-status=304");
+      const auto* cur = cache_.peek_variant(key, variant);
+      if (auto* ex = live(d); ex != nullptr && cur != nullptr) {
+        answer_entry(*ex, *cur, "fwd=stale; fwd-status=304");
+      }
     }
     for (auto& p : f.prefetchers) p(true, {});
     return;
@@ -784,9 +806,8 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
   }
   meta.last_modified = std::string(f.head.header("Last-Modified").value_or(""));
   meta.content_type = std::string(f.head.header("Content-Type").value_or(""));
-  const bool was_cached = shared_get && cache_.peek(key) != nullptr;
-  const std::string fwd = !shared_get ? "fwd=bypass" : was_cached ? "fwd=stale" : "fwd=uri-miss";
-  const std::string fwd_status = fwd + "; fwd-status=" + std::to_string(status);
+  const std::string fwd_status =
+      std::string(forwarded(f)) + "; fwd-status=" + std::to_string(status);
   if (!shared_get) {
     // Not stored, and the shared copy (if any) is another answer: kept.
   } else if (f.writer &&
@@ -796,7 +817,7 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
              !cache_.purged_since(f.purge_generation, key, f.stored, now_ms())) {
     if (cache_.commit(*f.writer, meta) != nullptr) {
       for (auto& d : f.waiters) {
-        const auto* cur = cache_.peek(key);
+        const auto* cur = cache_.peek_variant(key, meta.stored.variant);
         if (auto* ex = live(d); ex != nullptr && cur != nullptr) {
           answer_entry(*ex, *cur, fwd_status + "; stored", /*as_received=*/true);
         }
@@ -807,8 +828,10 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
     spdlog::warn("{}: not cached: {}", url,
                  f.writer->on_disk() ? std::strerror(errno)
                                      : "not on disk (" + f.writer->disk_error() + ")");
-  } else {
-    cache_.erase(key);  // the origin's latest answer replaces what was stored
+  } else if (const auto* old = cache_.peek(key, f.client)) {
+    // The origin's latest answer replaces what this request selected.
+    const std::string variant = old->meta.stored.variant;
+    cache_.erase(key, variant);
   }
   // Served from the fetched bytes, not stored: every end-to-end field relayed
   // (also those that private="..." keeps out of the cache).

@@ -147,6 +147,13 @@ class Pull {
   void finish_fetch(const std::string& slot, const OriginResult& r);
   // A successful unsafe method: drops the stored answers it makes stale.
   void invalidate(const Fetch& f);
+  // Cache-Status's fwd= for a fetch (RFC 9211): bypass, stale (a stored
+  // variant was revalidated), vary-miss (the URL holds other variants only)
+  // or uri-miss.
+  std::string_view forwarded(const Fetch& f) const;
+  // The stored variant a conditional fetch revalidates; nullptr when it
+  // was not conditional or that variant has gone meanwhile.
+  const DiskCache::Entry* revalidated(const Fetch& f) const;
   // The waiters of `f` whose request selects another variant of its
   // response (Vary) than the one it was fetched for, taken out of `f`.
   std::vector<Waiter> take_other_variants(Fetch& f);

@@ -939,6 +939,9 @@ void Replica::serve_metrics(net::Exchange& ex) {
            [](const Site& site) -> Count {
              return site.pull ? site.pull->cache().objects() : site.store->entries();
            });
+  per_site("cdn_replica_cache_index_bytes", Type::Gauge,
+           "Memory the cache's index takes for its objects (an estimate; bodies not counted).",
+           pulled([](const PullStats&, const DiskCache& c) { return c.index_bytes(); }));
   per_site("cdn_replica_cache_evictions_total", Type::Counter,
            "Objects evicted, or local files forgotten (LRU).", [](const Site& site) -> Count {
              return site.pull ? site.pull->cache().evictions() : site.store->evictions();

@@ -499,6 +499,44 @@ def test_tiny_cache_busting_entries_stay_within_the_bound(cdn, origin):
     assert used <= 1 * MIB + 512 * 1024, f"{used / MIB:.1f} MiB on disk"
 
 
+def test_cache_busting_misses_keep_entry_count_and_rss_bounded(cdn, origin):
+    # Issue 15: 40,000 tiny cache-busting entries cost +45 MB RSS while the
+    # cache reported 1.4 MB. With room on disk to spare, cache_entries is the
+    # bound: the entry count stays at it, and so do the index's memory and
+    # the process's RSS once the index is full.
+    origin.routes["/t"] = answer(headers=[("Cache-Control", "max-age=600")], body=b"t\n")
+    cap = 300
+    e = edge(cdn, origin, {"cache_size": "256M", "cache_memory": "1M", "cache_entries": str(cap)})
+
+    def bust(start, count):
+        with RawConnection(e.host, e.port, timeout=30) as conn:
+            for i in range(start, start + count):
+                conn.send(f"GET /t?bust={i} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+                status, _, body = conn.read_response()
+                assert status == 200 and body == b"t\n"
+
+    bust(0, 2 * cap)  # the index is full, the allocator warmed up
+    assert e.metric("cdn_replica_cache_objects", site="default") == cap
+    index_full = e.metric("cdn_replica_cache_index_bytes", site="default")
+    rss_full = e.metric("process_resident_memory_bytes")
+    bust(2 * cap, 4 * cap)
+    objects = e.metric("cdn_replica_cache_objects", site="default")
+    index = e.metric("cdn_replica_cache_index_bytes", site="default")
+    rss = e.metric("process_resident_memory_bytes")
+    files = sum(1 for p in os.listdir(e.cache_dir) if p.endswith((".meta", ".body")))
+    print(f"\n{6 * cap} misses, cache_entries={cap}: {objects:.0f} objects, {files} files, "
+          f"index {index / 1024:.0f} KiB, RSS {rss_full / MIB:.1f} -> {rss / MIB:.1f} MiB")
+    assert objects == cap
+    assert files == 2 * cap
+    assert index > 0 and index <= index_full * 1.25, (index_full, index)
+    # 1,200 more entries through a full index: what may grow is allocator
+    # slack, not an entry's worth each (1,200 x 1.1 KiB, as the issue saw,
+    # would be 1.3 MiB).
+    assert rss - rss_full < 1 * MIB, f"RSS grew {(rss - rss_full) / MIB:.1f} MiB"
+    assert e.metric("cdn_replica_cache_evictions_total", site="default") >= 4 * cap
+    assert e.stop() == 0
+
+
 # ------------------------------------------------------------- transfer codings
 
 

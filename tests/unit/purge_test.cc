@@ -89,6 +89,24 @@ TEST(PurgeIndex, UrlMatchesPathAndItsQueries) {
   EXPECT_TRUE(ix.match(req("/zz")).empty());
 }
 
+TEST(PurgeIndex, AUrlNamesEveryVariantOfIt) {
+  // A key may carry a variant after a NUL (the edge cache's ids for Vary).
+  const std::string nul(1, '\0');
+  const std::string a_gz = "/a" + nul + "accept-encoding: gzip\n";
+  const std::string a_br = "/a" + nul + "accept-encoding: br\n";
+  const std::string q_gz = "/a?x" + nul + "accept-encoding: gzip\n";
+  Index ix;
+  for (const std::string& k : {a_gz, a_br, std::string("/a?x"), q_gz, std::string("/ab")}) {
+    ix.put(k, {"t"});
+  }
+  EXPECT_EQ(ix.match(req("/a")), (std::vector<std::string>{a_br, a_gz, "/a?x", q_gz}));
+  EXPECT_EQ(ix.match(req("/a?x")), (std::vector<std::string>{"/a?x", q_gz}));
+  EXPECT_EQ(ix.match(req("/a*")).size(), 5U);
+  EXPECT_TRUE(names(req("/a"), a_gz, {}));
+  EXPECT_TRUE(names(req("/a?x"), q_gz, {}));
+  EXPECT_FALSE(names(req("/a?x"), a_gz, {}));
+}
+
 TEST(PurgeIndex, PrefixWalksItsRangeOnly) {
   Index ix;
   for (const char* k : {"/im", "/img", "/img?x", "/img/a", "/img/b/c?q", "/imgs/z", "/j"}) {

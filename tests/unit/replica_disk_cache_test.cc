@@ -10,6 +10,7 @@
 #include <fstream>
 #include <string>
 
+#include "common/purge/purge.hpp"
 #include "daemons/replicad/disk_cache.hpp"
 
 namespace cdn::replica {
@@ -269,8 +270,11 @@ TEST_F(DiskCacheTest, RefreshKeepsBodyAndPersists) {
     put(c, "/r", "body");
     cache::Stored s;
     s.headers = {{"Cache-Control", "max-age=99"}, {"X-Kept", "a"}};
-    s.variant = "accept-encoding: gzip\n";
     s.response_time = 5000;
+    // A 304 refreshes the variant it was asked about (the same id); another is none of ours.
+    s.variant = "accept-encoding: gzip\n";
+    EXPECT_EQ(c.refresh("/r", s), nullptr);
+    s.variant = "";
     const auto* e = c.refresh("/r", s);
     ASSERT_NE(e, nullptr);
     EXPECT_EQ(e->object->body, "body");
@@ -282,11 +286,180 @@ TEST_F(DiskCacheTest, RefreshKeepsBodyAndPersists) {
   EXPECT_EQ(e->meta.stored.headers[0].name, "Cache-Control");
   EXPECT_EQ(e->meta.stored.headers[0].value, "max-age=99");
   EXPECT_EQ(e->meta.stored.headers[1].value, "a");
-  EXPECT_EQ(e->meta.stored.variant, "accept-encoding: gzip\n");
+  EXPECT_EQ(e->meta.stored.variant, "");
   EXPECT_EQ(e->meta.stored.response_time, 5000);
 }
 
 }  // namespace
+// ------------------------------------------------------------ variants, entry bound
+
+using H = std::vector<http::Header>;
+
+// Stores `body` for `key` as the response (Vary: Accept-Encoding) to a
+// request with this Accept-Encoding ("-": none).
+const DiskCache::Entry* put_variant(DiskCache& c, const std::string& key, const std::string& ae,
+                                    const std::string& body, int64_t at = 1000) {
+  auto w = c.begin();
+  EXPECT_TRUE(w);
+  EXPECT_TRUE(w->write(body.data(), body.size()));
+  w->finish();
+  EntryMeta m;
+  m.key = key;
+  m.stored.response_time = at;
+  m.stored.headers = {{"Vary", "Accept-Encoding"}, {"Surrogate-Key", "t" + key}};
+  const H req = ae == "-" ? H{} : H{{"Accept-Encoding", ae}};
+  m.stored.variant = cache::variant_key(m.stored.headers, req).value_or("");
+  return c.commit(*w, m);
+}
+
+H ae(const std::string& v) { return {{"Accept-Encoding", v}}; }
+
+std::string body_of(const DiskCache::Entry* e) {
+  if (e == nullptr) return "(none)";
+  return e->object->in_memory ? e->object->body : "(disk)";
+}
+
+TEST_F(DiskCacheTest, SeveralVariantsOfOneUrlEachSelected) {
+  DiskCache c(options());
+  ASSERT_NE(put_variant(c, "/v", "gzip", "zipped"), nullptr);
+  ASSERT_NE(put_variant(c, "/v", "br, gzip", "brotli"), nullptr);
+  ASSERT_NE(put_variant(c, "/v", "-", "plain"), nullptr);
+  EXPECT_EQ(c.objects(), 3U);
+  EXPECT_EQ(body_of(c.find("/v", ae("gzip"))), "zipped");
+  EXPECT_EQ(body_of(c.find("/v", ae("GZIP , br"))), "brotli");
+  EXPECT_EQ(body_of(c.find("/v")), "plain");
+  EXPECT_EQ(c.find("/v", ae("zstd")), nullptr);
+  EXPECT_TRUE(c.holds("/v"));
+  // Stored again: replaces that variant only.
+  ASSERT_NE(put_variant(c, "/v", "gzip", "zipped2"), nullptr);
+  EXPECT_EQ(c.objects(), 3U);
+  EXPECT_EQ(body_of(c.find("/v", ae("gzip"))), "zipped2");
+  // One variant erased, then the whole URL.
+  c.erase("/v", c.peek("/v", ae("br,gzip"))->meta.stored.variant);
+  EXPECT_EQ(c.find("/v", ae("br,gzip")), nullptr);
+  EXPECT_EQ(c.objects(), 2U);
+  c.erase_all("/v");
+  EXPECT_EQ(c.objects(), 0U);
+  EXPECT_FALSE(c.holds("/v"));
+  size_t files = 0;
+  for (const auto& f : fs::directory_iterator(dir_ + "/cache")) files += f.is_regular_file();
+  EXPECT_EQ(files, 0U);
+}
+
+TEST_F(DiskCacheTest, MaxVariantsDropsTheUrlsLeastRecentlyUsed) {
+  auto o = options();
+  o.max_variants = 2;
+  DiskCache c(o);
+  put_variant(c, "/v", "a", "A");
+  put_variant(c, "/v", "b", "B");
+  put_variant(c, "/w", "a", "other url");
+  ASSERT_NE(c.find("/v", ae("a")), nullptr);  // b is now the URL's least recently used
+  put_variant(c, "/v", "c", "C");
+  EXPECT_EQ(c.find("/v", ae("b")), nullptr);
+  EXPECT_EQ(body_of(c.find("/v", ae("a"))), "A");
+  EXPECT_EQ(body_of(c.find("/v", ae("c"))), "C");
+  EXPECT_EQ(body_of(c.find("/w", ae("a"))), "other url");
+  EXPECT_EQ(c.objects(), 3U);
+  EXPECT_EQ(c.evictions(), 1U);
+}
+
+TEST_F(DiskCacheTest, WarmRestartFindsEveryVariant) {
+  {
+    DiskCache c(options());
+    put_variant(c, "/v?q=1", "gzip", "zipped");
+    put_variant(c, "/v?q=1", "br", "brotli");
+    put_variant(c, "/v?q=1", "-", "plain");
+  }
+  DiskCache again(options());
+  EXPECT_EQ(again.objects(), 3U);
+  EXPECT_EQ(again.corrupt_dropped(), 0U);
+  EXPECT_EQ(body_of(again.find("/v?q=1", ae("gzip"))), "zipped");
+  EXPECT_EQ(body_of(again.find("/v?q=1", ae("br"))), "brotli");
+  EXPECT_EQ(body_of(again.find("/v?q=1")), "plain");
+}
+
+TEST_F(DiskCacheTest, AVariantFiledUnderItsKeyBeforeVariantsIsMovedToItsOwnName) {
+  const fs::path dir = dir_ + "/cache";
+  auto regular = [&] {
+    std::vector<fs::path> out;
+    for (const auto& f : fs::directory_iterator(dir)) {
+      if (f.is_regular_file()) out.push_back(f.path());
+    }
+    return out;
+  };
+  std::string stem;  // the name of the key alone, as every entry had before variants
+  {
+    DiskCache c(options());
+    put(c, "/old", "x");
+    for (const auto& p : regular()) stem = p.stem().string();
+    c.erase("/old", "");
+    put_variant(c, "/old", "gzip", "zipped");
+  }
+  const auto files = regular();
+  ASSERT_EQ(files.size(), 2U);
+  for (const auto& p : files) {
+    ASSERT_NE(p.stem().string(), stem);
+    fs::rename(p, dir / (stem + p.extension().string()));
+  }
+  {
+    DiskCache again(options());
+    EXPECT_EQ(again.corrupt_dropped(), 0U);
+    EXPECT_EQ(body_of(again.find("/old", ae("gzip"))), "zipped");
+  }
+  DiskCache third(options());  // and it stays found under its own name
+  EXPECT_EQ(body_of(third.find("/old", ae("gzip"))), "zipped");
+  for (const auto& p : regular()) EXPECT_NE(p.stem().string(), stem);
+}
+
+TEST_F(DiskCacheTest, PurgeOfAUrlOrTagRemovesEveryVariant) {
+  DiskCache c(options());
+  put_variant(c, "/p", "gzip", "1");
+  put_variant(c, "/p", "br", "2");
+  put_variant(c, "/p?x", "br", "3");
+  put_variant(c, "/q", "br", "4");
+  purge::Request r;
+  r.scope = purge::Scope::Url;
+  r.target = "/p?x";
+  EXPECT_EQ(c.purge(r, 0), 1U);
+  r.target = "/p";
+  EXPECT_EQ(c.purge(r, 1), 2U);
+  EXPECT_FALSE(c.holds("/p"));
+  EXPECT_NE(c.find("/q", ae("br")), nullptr);
+  r.scope = purge::Scope::Tag;
+  r.tags = {"t/q"};
+  EXPECT_EQ(c.purge(r, 2), 1U);
+  EXPECT_EQ(c.objects(), 0U);
+}
+
+TEST_F(DiskCacheTest, EntryBoundEvictsLeastRecentlyUsed) {
+  auto o = options();
+  o.max_entries = 3;
+  DiskCache c(o);
+  put(c, "/1", "a");
+  put(c, "/2", "b");
+  put(c, "/3", "c");
+  const uint64_t three = c.index_bytes();
+  EXPECT_GT(three, 3 * sizeof(DiskCache::Entry));
+  ASSERT_NE(c.find("/1"), nullptr);
+  put(c, "/4", "d");
+  EXPECT_EQ(c.objects(), 3U);
+  EXPECT_EQ(c.peek("/2"), nullptr);
+  EXPECT_NE(c.peek("/1"), nullptr);
+  EXPECT_EQ(c.evictions(), 1U);
+  for (int i = 0; i < 100; ++i) put(c, "/bust?" + std::to_string(i), "x");
+  EXPECT_EQ(c.objects(), 3U);
+  EXPECT_LT(c.index_bytes(), three * 2);
+  size_t files = 0;
+  for (const auto& f : fs::directory_iterator(dir_ + "/cache")) files += f.is_regular_file();
+  EXPECT_EQ(files, 6U);
+  // The bound holds at start too.
+  o.max_entries = 2;
+  DiskCache again(o);
+  EXPECT_EQ(again.objects(), 2U);
+  c.erase_all("/nothing");
+  EXPECT_EQ(c.objects(), 3U);
+}
+
 }  // namespace cdn::replica
 
 namespace cdn::replica {
@@ -355,9 +528,9 @@ TEST_F(DiskCachePurgeTest, HardPurgeGoesAtOnceItsFilesSoon) {
   r.soft = true;
   r.tags = {"all"};
   EXPECT_EQ(c.purge(r, 2), 1U);
-  EXPECT_TRUE(c.soft_purged("/a"));
+  EXPECT_TRUE(c.soft_purged(*c.peek("/a")));
   put(c, "/a", "red all");
-  EXPECT_FALSE(c.soft_purged("/a"));
+  EXPECT_FALSE(c.soft_purged(*c.peek("/a")));
 }
 
 TEST_F(DiskCachePurgeTest, RestartBeforeTheFilesAreGoneKeepsThePurge) {
