@@ -49,9 +49,9 @@ class Connection final : public http::ConnectionHandler, public TransportUser {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  // Accepts the connection waiting on `listener`, under the listener's
-  // transport layer when it has one (TLS).
-  bool start(uv_stream_t* listener, const TransportLayer* layer);
+  // Serves `fd`, a socket just accepted (taken, closed on failure), under
+  // its listener's transport layer when it has one (TLS).
+  bool start(int fd, const TransportLayer* layer);
   // Over the connection limit: a 503, then close.
   void reject();
   void drain();
@@ -327,12 +327,15 @@ void Exchange::reply(int status, std::string_view text,
 
 // -------------------------------------------------------------- Connection
 
-bool Connection::start(uv_stream_t* listener, const TransportLayer* layer) {
-  timer_ = uv::make_timer(listener->loop, [this] { guard("timer", [this] { on_timer(); }); });
-  if (!timer_) return false;
+bool Connection::start(int fd, const TransportLayer* layer) {
+  timer_ = uv::make_timer(server_.loop_, [this] { guard("timer", [this] { on_timer(); }); });
+  if (!timer_) {
+    ::close(fd);
+    return false;
+  }
   // Freed (with this connection) in its close callback, after the write
   // callbacks: on_closed().
-  transport_ = TcpTransport::accept(listener);
+  transport_ = TcpTransport::adopt(server_.loop_, fd);
   if (transport_ && layer != nullptr) {
     transport_ = (*layer)(std::move(transport_));
     secure_ = true;
@@ -701,10 +704,10 @@ int bound_socket(const sockaddr* sa, bool reuse_port) {
   return fd;
 }
 
-// Binds `tcp` for Sharing::First or Join (see server.hpp). SO_REUSEPORT
+// A socket bound for Sharing::First or Join (see server.hpp). SO_REUSEPORT
 // alone would let a second daemon of the same user join a port in use, so
 // First proves the port free with a plain bind before it shares it.
-int bind_shared(uv_tcp_t* tcp, Address addr, bool first) {
+int bind_shared(Address addr, bool first) {
   if (first) {
     const int probe = bound_socket(addr.sa(), false);
     if (probe < 0) return probe;
@@ -715,30 +718,52 @@ int bind_shared(uv_tcp_t* tcp, Address addr, bool first) {
     if (rc != 0) return uv_translate_sys_error(errno);
     addr.storage = got;  // the address with the port the kernel gave (port 0)
   }
-  const int fd = bound_socket(addr.sa(), true);
-  if (fd < 0) return fd;
-  const int rc = uv_tcp_open(tcp, fd);
-  if (rc != 0) ::close(fd);
-  return rc;
+  return bound_socket(addr.sa(), true);
 }
+
+// The kernel caps it at net.core.somaxconn (4096 by default since Linux
+// 5.4). A listener takes at most kAcceptBatch connections per wake, so a
+// burst waits in this queue longer than with uv_listen's accept-them-all:
+// 2,000 simultaneous connects under ASan overflowed libuv's usual 511.
+constexpr int kListenBacklog = 4096;
+// Connections one listener accepts per wake of its loop. Workers sharing
+// one inherited socket are all woken by a burst; each takes a few and goes
+// back to its loop, so the burst spreads over them rather than all going to
+// the first awake (nginx's multi_accept off takes one; 8 costs fewer wakes).
+constexpr int kAcceptBatch = 8;
 }  // namespace
 
-// `rc` is the result of the bind or open that gave `tcp` its socket; on
-// failure the handle is closed (and freed on the next loop turn).
-int Server::start_listener(uv::Ptr<uv_tcp_t> tcp, int rc, TransportLayer layer) {
-  if (rc == 0) {
-    uv_tcp_nodelay(&tcp->raw, 1);
-    uv_os_fd_t fd = -1;
-    if (uv_fileno(tcp->base(), &fd) == 0) {
-      ::setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &kDeferAcceptSeconds,
-                   sizeof kDeferAcceptSeconds);
-    }
-    rc = uv_listen(uv::stream(tcp.get()), 511, [](uv_stream_t* l, int status) noexcept {
-      uv::guarded("accept", [&] { on_connection(l, status); });
-    });
-  }
-  if (rc == 0) listeners_.push_back(Listener{std::move(tcp), std::move(layer)});
+int Server::start_listener(int fd, int rc, TransportLayer layer) {
   nofile_ = soft_nofile();
+  if (rc != 0) {
+    if (fd >= 0) ::close(fd);
+    return rc;
+  }
+  const int on = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &kDeferAcceptSeconds, sizeof kDeferAcceptSeconds);
+  // Non-blocking (an inherited socket may not be; its dups share the flag):
+  // another worker may take the connection this one was woken for.
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
+      ::listen(fd, kListenBacklog) != 0) {
+    rc = uv_translate_sys_error(errno);
+    ::close(fd);
+    return rc;
+  }
+  auto l = std::make_unique<Listener>();
+  Listener* raw = l.get();
+  l->fd = fd;
+  l->layer = std::move(layer);
+  l->poll = uv::make_poll(
+      loop_, fd, [this, raw](int status, int) { on_listener(*raw, status); }, &rc);
+  if (!l->poll) {
+    ::close(fd);
+    return rc;
+  }
+  l->poll->on_closed = [fd] { ::close(fd); };
+  rc = uv::poll_start(l->poll.get(), UV_READABLE);
+  if (rc == 0) listeners_.push_back(std::move(l));
   return rc;
 }
 
@@ -747,27 +772,16 @@ int Server::listen(const std::string& address, uint16_t port, Sharing sharing,
   std::string err;
   auto addr = resolve(address, port, &err);
   if (!addr) return UV_EADDRNOTAVAIL;
-  int rc = 0;
-  auto tcp = uv::make_tcp(loop_, this, &rc);
-  if (!tcp) return rc;
-  rc = sharing == Sharing::None ? uv_tcp_bind(&tcp->raw, addr->sa(), 0)
-                                : bind_shared(&tcp->raw, *addr, sharing == Sharing::First);
-  return start_listener(std::move(tcp), rc, std::move(layer));
+  const int fd = sharing == Sharing::None ? bound_socket(addr->sa(), false)
+                                          : bind_shared(*addr, sharing == Sharing::First);
+  return start_listener(fd, fd < 0 ? fd : 0, std::move(layer));
 }
 
-int Server::adopt(int fd, TransportLayer layer) {
-  int rc = 0;
-  auto tcp = uv::make_tcp(loop_, this, &rc);
-  if (!tcp) return rc;
-  rc = uv_tcp_open(&tcp->raw, fd);
-  return start_listener(std::move(tcp), rc, std::move(layer));
-}
+int Server::adopt(int fd, TransportLayer layer) { return start_listener(fd, 0, std::move(layer)); }
 
 uint16_t Server::port() const {
   if (listeners_.empty()) return 0;
-  uv_os_fd_t fd = -1;
-  if (uv_fileno(listeners_.front().tcp->base(), &fd) != 0) return 0;
-  return local_port(fd);
+  return local_port(listeners_.front()->fd);
 }
 
 void Server::set_options(ServerOptions options) {
@@ -787,45 +801,80 @@ ServerStats Server::stats() const {
   return s;
 }
 
-void Server::on_connection(uv_stream_t* listener, int status) {
-  auto* s = uv::Handle<uv_tcp_t>::owner_of<Server>(reinterpret_cast<uv_tcp_t*>(listener));
+void Server::on_listener(Listener& l, int status) {
   if (status < 0) {
-    // EMFILE comes here only when libuv's spare descriptor (with which it
-    // accepts and closes what it cannot keep) is gone too; libuv calls
-    // again at once, so this is logged once per burst, not once per call.
-    std::lock_guard lock(s->group_->mu);
-    const auto said = s->group_->fd_shortage.failed(std::chrono::steady_clock::now());
-    if (said.first) {
-      spdlog::warn("accept: {} (further failures are counted, not logged one by one)",
-                   uv_strerror(status));
-    } else if (said.repeated > 0) {
-      spdlog::warn("accept: {} {} more times", uv_strerror(status), said.repeated);
+    spdlog::warn("listening socket: {}", uv_strerror(status));
+    pause_listener(l, true);
+    return;
+  }
+  for (int i = 0; i < kAcceptBatch; ++i) {
+    if (out_of_descriptors(l.fd)) {
+      pause_listener(l, false);
+      return;
     }
-    return;
+    const int fd = ::accept4(l.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      const int err = errno;
+      // Gone before we took it (ECONNABORTED) or interrupted: the next.
+      if (err == EINTR || err == ECONNABORTED) continue;
+      if (err == EAGAIN || err == EWOULDBLOCK) return;  // none left (or another worker's)
+      // EMFILE after all (descriptors opened since the probe), ENFILE,
+      // ENOBUFS, ENOMEM: the client waits in the backlog, and this listener
+      // rests rather than spin on a socket that stays readable.
+      std::lock_guard lock(group_->mu);
+      const auto said = group_->fd_shortage.failed(std::chrono::steady_clock::now());
+      if (said.first) {
+        spdlog::warn("accept: {} (further failures are counted, not logged one by one)",
+                     uv_strerror(uv_translate_sys_error(err)));
+      } else if (said.repeated > 0) {
+        spdlog::warn("accept: {} {} more times", uv_strerror(uv_translate_sys_error(err)),
+                     said.repeated);
+      }
+      pause_listener(l, true);
+      return;
+    }
+    accept_one(l, fd);
+    // Nothing a new connection runs can drain or close the server (it has
+    // read nothing yet), but a listener gone would be freed memory.
+    if (draining_) return;
   }
-  if (s->out_of_descriptors(listener)) {
-    s->waiting_ = listener;  // left unaccepted: libuv stops polling the listener
-    s->retry_waiting_later();
-    return;
-  }
-  s->accept_one(listener);
 }
 
-// Accepting until accept() fails with EMFILE would have libuv accept and
-// close connections (its EMFILE trick) without a word to anyone. Instead,
-// when the connection just accepted took the last descriptor, it is left
-// unaccepted: libuv stops polling that listener, new clients wait in the
-// kernel's backlog, and the next connection of ours to close lets it in
-// (nginx disables accept events likewise). Probing costs a dup and a close,
-// so only near the limit: each connection may hold a socket and a file.
-bool Server::out_of_descriptors(uv_stream_t* listener) {
+void Server::pause_listener(Listener& l, bool retry_by_timer) {
+  uv_poll_stop(&l.poll->raw);
+  l.paused = true;
+  waiting_ = true;
+  if (!retry_by_timer && options_.accepting_servers <= 1) return;  // our closes resume it
+  if (!waiting_timer_) {
+    waiting_timer_ = uv::make_timer(loop_, [this] { resume_waiting(); });
+    if (!waiting_timer_) return;
+  }
+  uv::timer_start(waiting_timer_.get(), static_cast<uint64_t>(kWaitingRetry.count()), 0);
+}
+
+// Polling again: a connection still pending wakes the loop at once.
+void Server::resume_waiting() {
+  if (!std::exchange(waiting_, false)) return;
+  for (auto& l : listeners_) {
+    if (std::exchange(l->paused, false)) uv::poll_start(l->poll.get(), UV_READABLE);
+  }
+}
+
+// Accepting until accept() fails with EMFILE would leave a connection we
+// cannot serve (libuv's uv_listen accepts and closes it, its EMFILE trick,
+// without a word to anyone). Instead, when the next accept would take the
+// last descriptor, the connection is left unaccepted: the listener is not
+// polled, new clients wait in the kernel's backlog, and the next connection
+// of ours to close lets them in (nginx disables accept events likewise).
+// Probing costs a dup and a close, so only near the limit: each connection
+// may hold a socket and a file.
+bool Server::out_of_descriptors(int listener_fd) {
   constexpr uint64_t kDescriptorsBesideConnections = 64;
   bool full = false;
   // Every worker's connections take descriptors of the one process.
   const uint64_t open = group_->connections.load();
   if (2 * open + kDescriptorsBesideConnections >= nofile_) {
-    uv_os_fd_t fd = -1;
-    uv_fileno(reinterpret_cast<uv_handle_t*>(listener), &fd);
+    const int fd = listener_fd;
     // One free descriptor for each accepting server (this one's next
     // accept, and each other's), or this one holds its connection back.
     std::vector<int> probes;
@@ -861,12 +910,8 @@ bool Server::out_of_descriptors(uv_stream_t* listener) {
   return true;
 }
 
-void Server::accept_one(uv_stream_t* listener) {
-  // A few listeners at most: their layers are looked up, not indexed.
-  const TransportLayer* layer = nullptr;
-  for (const Listener& l : listeners_) {
-    if (uv::stream(l.tcp.get()) == listener && l.layer) layer = &l.layer;
-  }
+void Server::accept_one(Listener& l, int fd) {
+  const TransportLayer* layer = l.layer ? &l.layer : nullptr;
   auto* c = new Connection(*this, uv_now(loop_));
   c->next_ = connections_;
   if (connections_ != nullptr) connections_->prev_ = c;
@@ -876,7 +921,7 @@ void Server::accept_one(uv_stream_t* listener) {
   if (open > options_.max_connections) {
     // Over the limit: answer 503 rather than leave the client in the backlog.
     ++stats_.rejected_total;
-    if (!c->start(listener, layer)) {
+    if (!c->start(fd, layer)) {
       c->close();
       return;
     }
@@ -884,7 +929,7 @@ void Server::accept_one(uv_stream_t* listener) {
     return;
   }
   ++stats_.connections_total;
-  if (!c->start(listener, layer)) c->close();
+  if (!c->start(fd, layer)) c->close();
 }
 
 void Server::connection_closed(Connection* c) {
@@ -894,8 +939,8 @@ void Server::connection_closed(Connection* c) {
   c->prev_ = c->next_ = nullptr;
   --stats_.active_connections;
   group_->connections.fetch_sub(1);
-  // Its descriptor is free: the connection left waiting may have it.
-  if (uv_stream_t* l = std::exchange(waiting_, nullptr)) on_connection(l, 0);
+  // Its descriptor is free: the connections left waiting may have it.
+  resume_waiting();
   maybe_drained();
 }
 
@@ -950,7 +995,7 @@ void Server::maybe_drained() {
 
 void Server::drain(std::function<void()> on_drained) {
   draining_ = true;
-  waiting_ = nullptr;  // closing its listener closes the connection left waiting
+  waiting_ = false;  // closing the listeners closes the connections left waiting
   on_drained_ = std::move(on_drained);
   listeners_.clear();
   for (Connection* c = connections_; c != nullptr;) {
@@ -961,19 +1006,9 @@ void Server::drain(std::function<void()> on_drained) {
   maybe_drained();
 }
 
-void Server::retry_waiting_later() {
-  if (options_.accepting_servers <= 1) return;  // its own closing connections retry
-  if (!waiting_timer_) {
-    waiting_timer_ = uv::make_timer(loop_, [this] {
-      if (uv_stream_t* l = std::exchange(waiting_, nullptr)) on_connection(l, 0);
-    });
-  }
-  uv::timer_start(waiting_timer_.get(), static_cast<uint64_t>(kWaitingRetry.count()), 0);
-}
-
 void Server::close() {
   draining_ = true;
-  waiting_ = nullptr;
+  waiting_ = false;
   uv::close(waiting_timer_);
   on_drained_ = nullptr;
   uv::close(drained_timer_);

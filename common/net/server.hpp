@@ -273,12 +273,18 @@ class Server {
  private:
   friend class Connection;
   friend class Exchange;
-  static void on_connection(uv_stream_t* listener, int status);
-  void accept_one(uv_stream_t* listener);
-  // Out of descriptors (on_connection): true when the connection libuv just
-  // accepted took the last one; logs once per burst.
-  bool out_of_descriptors(uv_stream_t* listener);
-  void retry_waiting_later();
+  struct Listener;
+  // The listening socket is readable: accepts at most kAcceptBatch.
+  void on_listener(Listener& l, int status);
+  void accept_one(Listener& l, int fd);
+  // Out of descriptors: true when the next accept could take the last one
+  // (or the last another worker needs); logs once per burst.
+  bool out_of_descriptors(int listener_fd);
+  // Stops polling `l` until a connection of ours closes or, with other
+  // accepting servers (or after an error), kWaitingRetry passed.
+  void pause_listener(Listener& l, bool retry_by_timer);
+  // Polls every paused listener again.
+  void resume_waiting();
   void connection_closed(Connection* c);
   void maybe_drained();
   // Connections that yielded after their share of pipelined answers resume
@@ -286,7 +292,9 @@ class Server {
   void add_ready(Connection* c);
   void remove_ready(Connection* c);
   void on_ready();
-  int start_listener(uv::Ptr<uv_tcp_t> tcp, int rc, TransportLayer layer);
+  // Listens on `fd` (a bound or inherited socket, taken) or, with `rc` < 0,
+  // only closes it and returns rc.
+  int start_listener(int fd, int rc, TransportLayer layer);
   // "Date: ...\r\nServer: ...\r\n", rebuilt once a second (and on reload):
   // every response starts with it.
   const std::string& common_headers();
@@ -294,17 +302,23 @@ class Server {
   uv_loop_t* loop_;
   ServerOptions options_;
   Handler handler_;
+  // A listening socket, accepted from by our own loop (not uv_listen, which
+  // accepts every pending connection in one wake: with workers sharing one
+  // inherited socket, one worker took a whole burst). Freed with the server
+  // or on drain; the poll handle's close callback closes the socket.
   struct Listener {
-    uv::Ptr<uv_tcp_t> tcp;  // its owner is the Server
-    TransportLayer layer;   // empty: plain TCP
+    int fd = -1;
+    uv::Ptr<uv_poll_t> poll;
+    TransportLayer layer;  // empty: plain TCP
+    // Not polled for want of descriptors (or after an accept error): new
+    // clients wait in the kernel's backlog until it resumes.
+    bool paused = false;
   };
-  std::vector<Listener> listeners_;
-  // A listener whose last connection we left unaccepted for want of
-  // descriptors; libuv polls it no more until we take that connection.
-  uv_stream_t* waiting_ = nullptr;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  bool waiting_ = false;  // some listener is paused
   // With other accepting servers, whose closing connections free
-  // descriptors this one is not told of: tries the waiting listener again
-  // every kWaitingRetry while there is one.
+  // descriptors this one is not told of, or after an accept error: tries
+  // the waiting listener again every kWaitingRetry while there is one.
   uv::Ptr<uv_timer_t> waiting_timer_;
   uint64_t nofile_ = 0;                // RLIMIT_NOFILE's soft limit when we started listening
   Connection* connections_ = nullptr;  // intrusive doubly linked list

@@ -232,6 +232,7 @@ class Daemon:
         self.stderr_path = self.dir / "stderr.log"
         self.stdout_path = self.dir / "stdout.log"
         self.extra_env = env or {}
+        self.pass_fds = ()  # descriptors the daemon inherits (see test_replica's passed socket)
         self.notify = NotifySocket(self.dir / "notify.sock")
         self.proc = None
         self.expect_exit = False  # set when a test kills or stops it itself
@@ -263,7 +264,8 @@ class Daemon:
         env.update(self.extra_env)
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(self.argv(), cwd=self.dir, env=env,
-                                         stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                         pass_fds=self.pass_fds)
         if wait_ready:
             self.wait_ready(timeout=timeout)
         return self
@@ -346,6 +348,14 @@ class Daemon:
         self.notify.close()
 
     # logs
+    def sanitizer_reports(self):
+        """How many reports ThreadSanitizer wrote to this daemon's stderr."""
+        try:
+            text = self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return 0
+        return text.count("WARNING: ThreadSanitizer:")
+
     def log_text(self, limit=20000):
         parts = []
         for p in [self.stderr_path, self.stdout_path] + [Path(f) for f in self.log_files]:

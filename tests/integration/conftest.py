@@ -174,6 +174,13 @@ class Cluster:
                 problems.append(str(e))
         for d in self.daemons:
             d.cleanup()
+        # A ThreadSanitizer build (scripts/run-tests) reports a race on the
+        # daemon's stderr; with halt_on_error the daemon also exits 66, but a
+        # daemon the test killed itself is checked here alone.
+        for d in self.daemons:
+            if d.proc is not None and d.sanitizer_reports():
+                problems.append(f"{d.kind} {d.address} (pid {d.pid}): ThreadSanitizer reported "
+                                f"{d.sanitizer_reports()} problem(s) (see its stderr.log)")
         if not problems and not self.failed:
             for p in self.dirs:
                 cdnlib.remove_tree(p)

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import os
 import re
+import signal
 import socket
 import time
 
@@ -677,6 +678,52 @@ def test_last_response_is_not_held_back(replica, name):
         else:
             assert head.startswith(b"HTTP/1.1 200") and body == expected, head
     assert time.monotonic() - t0 < 1.5
+
+
+def test_two_workers_share_a_burst_on_a_passed_socket(cdn):
+    """Two workers on one socket passed as systemd does (LISTEN_FDS, no
+    SO_REUSEPORT): a burst of connections already waiting when they wake is
+    spread over both, neither taking more than 60% (each takes at most a few
+    per wake; libuv's uv_listen took every pending one, so one worker served
+    the whole burst)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4096)
+    port = listener.getsockname()[1]
+    r = cdn.replica(port=port, extra={"server": {"workers": 2}}, start=False)
+    fd = listener.fileno()
+    argv = r.argv()
+    # sd_listen_fds(3): the socket at fd 3, LISTEN_PID the daemon's own pid
+    # (the shell's, kept by exec). bash: dash takes no descriptor above 9.
+    r.argv = lambda: ["/bin/bash", "-c",
+                      f'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@" 3<&{fd} {fd}<&-', "sh", *argv]
+    r.pass_fds = (fd,)
+    r.start()
+    listener.close()
+    r.get("/index.html")  # both loops running (READY came from the main thread)
+    burst = 300
+    r.signal(signal.SIGSTOP)  # the burst waits in the backlog, as in a rush
+    clients = []
+    try:
+        for _ in range(burst):
+            c = socket.create_connection((r.host, r.port), timeout=30)
+            c.sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            clients.append(c)
+    finally:
+        r.signal(signal.SIGCONT)
+    for c in clients:
+        with c:
+            data = b""
+            while chunk := c.recv(65536):
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200") and data.endswith(DEFAULT_PAGE), data[:200]
+    _, _, page = r.get("/.cdn/metrics")
+    served = {w: int(n) for w, n in re.findall(
+        r'^cdn_replica_worker_connections_total\{worker="(\d)"\} (\d+)$', page.decode(), re.M)}
+    assert set(served) == {"0", "1"}, served
+    total = sum(served.values())
+    assert total >= burst + 1, served
+    assert max(served.values()) <= 0.6 * total, served
 
 
 def test_two_workers_share_connections_and_a_reload(cdn):
