@@ -215,6 +215,9 @@ net::ServerStats add_up(std::span<const net::Server* const> servers) {
     t.backlogged_connections += st.backlogged_connections;
     t.backlogged_total += st.backlogged_total;
     t.file_bytes_copied += st.file_bytes_copied;
+    t.h2_connections_total += st.h2_connections_total;
+    t.h2_streams_total += st.h2_streams_total;
+    t.h2_resets_total += st.h2_resets_total;
   }
   return t;
 }

@@ -15,6 +15,7 @@ tls::ServerConfig tls_config(const config::TlsSettings& s) {
     c.certificates.push_back({s.certificates[i], s.keys[i]});
   }
   c.ocsp = s.ocsp;
+  c.h2 = true;  // both daemons serve HTTP/2 (common/net/h2_link.hpp)
   return c;
 }
 
