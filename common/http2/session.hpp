@@ -50,6 +50,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/http/connection.hpp"
 #include "common/http/message.hpp"
 #include "common/http/parser.hpp"
 
@@ -99,13 +100,9 @@ class SessionHandler {
   virtual void on_stream_writable(int32_t /*id*/) {}
 };
 
-// A file range of a body. `owner` keeps the descriptor open.
-struct FileRange {
-  int fd = -1;
-  uint64_t offset = 0;
-  uint64_t length = 0;
-  std::shared_ptr<const void> owner;
-};
+// A file range of a body (`owner` keeps the descriptor open): the HTTP/1.1
+// core's.
+using FileRange = http::FileRange;
 
 class Session {
  public:

@@ -9,19 +9,12 @@
 #include <utility>
 
 #include "common/net/address.hpp"
+#include "common/net/open_file.hpp"
 #include "common/uv/handle.hpp"
 
 namespace cdn::net {
 
 namespace {
-// Keeps a file open while the session reads its range.
-struct OpenFd {
-  explicit OpenFd(int f) : fd(f) {}
-  ~OpenFd() { ::close(fd); }
-  OpenFd(const OpenFd&) = delete;
-  OpenFd& operator=(const OpenFd&) = delete;
-  int fd;
-};
 
 http2::SessionOptions session_options(const ServerOptions& o) {
   http2::SessionOptions s;
@@ -80,7 +73,7 @@ class H2Link::Stream final : public ExchangeImpl {
   }
 
   void finish_file(int fd, uint64_t offset, uint64_t length) override {
-    auto owner = std::make_shared<OpenFd>(fd);
+    auto owner = std::make_shared<OpenFile>(fd);
     if (!begun_ || done_) return;
     if (is_head() || length == 0) {
       finish({}, nullptr);

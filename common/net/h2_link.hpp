@@ -53,9 +53,7 @@ class H2Link final : public http2::SessionHandler {
   // Streamed answers that asked when_writable() and can take a piece now.
   void notify_writable();
   // The session is over and nothing is under way: close the transport.
-  bool finished() const {
-    return session_.aborted() || (session_.closed() && !session_.writing());
-  }
+  bool finished() const { return session_.aborted() || (session_.closed() && !session_.writing()); }
 
   // http2::SessionHandler
   void on_request(int32_t id, const http::Request& req) override;

@@ -17,6 +17,7 @@
 
 #include "common/net/address.hpp"
 #include "common/net/h2_link.hpp"
+#include "common/net/open_file.hpp"
 #include "common/net/tcp.hpp"
 
 namespace cdn::net {
@@ -26,14 +27,6 @@ constexpr std::string_view kRejectResponse =
     "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
     "Connection: close\r\n\r\n";
 
-// Keeps a file open while its range is queued (http::FileRange::owner).
-struct OpenFile {
-  explicit OpenFile(int f) : fd(f) {}
-  ~OpenFile() { ::close(fd); }
-  OpenFile(const OpenFile&) = delete;
-  OpenFile& operator=(const OpenFile&) = delete;
-  int fd;
-};
 }  // namespace
 
 // The adapter of one accepted connection between its transport and its core

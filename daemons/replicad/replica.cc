@@ -874,14 +874,7 @@ void Replica::serve_metrics(net::Exchange& ex) {
   w.metric("cdn_replica_connections_backlogged_total", Type::Counter,
            "Times a connection was stopped for a client that does not take its answers.",
            st.backlogged_total.get());
-  w.metric("cdn_replica_http2_connections_total", Type::Counter,
-           "Connections that spoke HTTP/2 (ALPN h2 or h2c with prior knowledge).",
-           st.h2_connections_total.get());
-  w.metric("cdn_replica_http2_streams_total", Type::Counter, "HTTP/2 requests (streams) handled.",
-           st.h2_streams_total.get());
-  w.metric("cdn_replica_http2_streams_reset_total", Type::Counter,
-           "HTTP/2 streams that ended before their answer was sent whole.",
-           st.h2_resets_total.get());
+  daemon::write_http2_metrics(st, w, "cdn_replica");
   w.metric("cdn_replica_requests_total", Type::Counter, "Requests answered.",
            st.requests_total.get());
   w.metric("cdn_replica_requests_malformed_total", Type::Counter,
