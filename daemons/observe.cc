@@ -215,8 +215,24 @@ net::ServerStats add_up(std::span<const net::Server* const> servers) {
     t.backlogged_connections += st.backlogged_connections;
     t.backlogged_total += st.backlogged_total;
     t.file_bytes_copied += st.file_bytes_copied;
+    t.h2_connections_total += st.h2_connections_total;
+    t.h2_streams_total += st.h2_streams_total;
+    t.h2_resets_total += st.h2_resets_total;
   }
   return t;
+}
+
+void write_http2_metrics(const net::ServerStats& st, metrics::PrometheusWriter& w,
+                         std::string_view prefix) {
+  using metrics::Type;
+  w.metric(fmt::format("{}_http2_connections_total", prefix), Type::Counter,
+           "Connections that spoke HTTP/2 (ALPN h2 or h2c with prior knowledge).",
+           st.h2_connections_total.get());
+  w.metric(fmt::format("{}_http2_streams_total", prefix), Type::Counter,
+           "HTTP/2 requests (streams) handled.", st.h2_streams_total.get());
+  w.metric(fmt::format("{}_http2_streams_reset_total", prefix), Type::Counter,
+           "HTTP/2 streams that ended before their answer was sent whole.",
+           st.h2_resets_total.get());
 }
 
 void write_worker_metrics(std::span<const net::Server* const> servers, metrics::PrometheusWriter& w,

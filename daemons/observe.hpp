@@ -133,6 +133,10 @@ net::ServerStats add_up(std::span<const net::Server* const> servers);
 // how the kernel spread the connections over the workers.
 void write_worker_metrics(std::span<const net::Server* const> servers, metrics::PrometheusWriter& w,
                           std::string_view prefix);
+// The HTTP/2 figures of `st` (connections, streams, streams cut short), as
+// PREFIX_http2_*.
+void write_http2_metrics(const net::ServerStats& st, metrics::PrometheusWriter& w,
+                         std::string_view prefix);
 
 ObserverReload prepare_observers(const RequestLog& log, const config::LogSettings& l,
                                  const config::AdminSettings& a);

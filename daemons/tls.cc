@@ -34,6 +34,7 @@ tls::ServerConfig tls_config(const config::TlsSettings& s, const SiteCertificate
   }
   for (const auto& site : sites) c.certificates.push_back(site.files);
   c.ocsp = s.ocsp;
+  c.h2 = true;  // both daemons serve HTTP/2 (common/net/h2_link.hpp)
   return c;
 }
 

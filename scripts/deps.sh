@@ -10,12 +10,12 @@ cdn_libsystemd_version=$(dpkg-query -W -f='${Version}' libsystemd0 2>/dev/null |
 CDN_DEPS=(
   build-essential pkg-config meson ninja-build
   libuv1-dev "libsystemd-dev${cdn_libsystemd_version:+=$cdn_libsystemd_version}" libinih-dev libspdlog-dev libhttp-parser-dev
-  libcurl4-openssl-dev libssl-dev libcli11-dev nlohmann-json3-dev libgtest-dev
+  libcurl4-openssl-dev libssl-dev libnghttp2-dev libcli11-dev nlohmann-json3-dev libgtest-dev
   curl openssl iproute2 python3-pytest
 )
 # Tests and benchmarks also run the rivals and fuzzers.
 # prometheus: promtool checks the metrics pages; goaccess reads the access log.
-CDN_TEST_DEPS=(clang goaccess libclang-rt-14-dev nginx-light haproxy wrk hyperfine systemd util-linux prometheus nodejs)
+CDN_TEST_DEPS=(clang goaccess nghttp2-client libclang-rt-14-dev nginx-light haproxy wrk hyperfine systemd util-linux prometheus nodejs)
 # Packaging and documentation (tests/package, tests/doc): the .deb build, lintian,
 # the man pages (scdoc, rendered by man-db), bash completion's install path,
 # and /etc/mime.types (media-types) for the replica's content types.

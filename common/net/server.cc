@@ -16,6 +16,8 @@
 #include <span>
 
 #include "common/net/address.hpp"
+#include "common/net/h2_link.hpp"
+#include "common/net/open_file.hpp"
 #include "common/net/tcp.hpp"
 
 namespace cdn::net {
@@ -25,14 +27,6 @@ constexpr std::string_view kRejectResponse =
     "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
     "Connection: close\r\n\r\n";
 
-// Keeps a file open while its range is queued (http::FileRange::owner).
-struct OpenFile {
-  explicit OpenFile(int f) : fd(f) {}
-  ~OpenFile() { ::close(fd); }
-  OpenFile(const OpenFile&) = delete;
-  OpenFile& operator=(const OpenFile&) = delete;
-  int fd;
-};
 }  // namespace
 
 // The adapter of one accepted connection between its transport and its core
@@ -72,7 +66,10 @@ class Connection final : public http::ConnectionHandler, public TransportUser {
   void on_error(int status) noexcept override;
   void on_write_done(int status) noexcept override;
   void on_writable() noexcept override;
-  size_t read_budget() const noexcept override { return core_.read_budget(); }
+  size_t read_budget() const noexcept override {
+    if (h2_) return h2_->session().closed() ? 0 : kH2ReadBudget;
+    return core_.read_budget();
+  }
   // The transport let go of the core's bytes: the connection goes.
   void on_closed() noexcept override { delete this; }
   // Runs a callback's work; an exception closes this connection only.
@@ -152,6 +149,18 @@ class Connection final : public http::ConnectionHandler, public TransportUser {
   bool yielded_ = false;  // in the server's ready list
   bool backlogged_ = false;
 
+  // HTTP/2: the link once the connection speaks it (ALPN h2, or the client
+  // preface on a plain port); the connection then forwards its transport's
+  // events to it. `preface_`: the first bytes of a plain connection while
+  // they may still be the preface (at most its 24 bytes).
+  static constexpr size_t kH2ReadBudget = 64 * 1024;
+  static constexpr unsigned kH2RoundsPerTurn = 8;
+  std::unique_ptr<H2Link> h2_;
+  std::string preface_;
+  bool sniffing_ = false;  // a plain connection whose first bytes are not read yet
+  void start_h2();
+  void h2_sync();
+
   // Carries out what the core asks for: output, reading, resuming, the timer, the close.
   void sync();
   void flush();
@@ -164,20 +173,34 @@ class Connection final : public http::ConnectionHandler, public TransportUser {
 
 // ---------------------------------------------------------------- Exchange
 
-const http::Request& Exchange::request() const { return conn_.core_.request(); }
+const http::Request& Exchange::request() const {
+  return impl_ != nullptr ? impl_->request() : conn_.core_.request();
+}
 const std::string& Exchange::peer() const { return conn_.peer(); }
 const sockaddr* Exchange::peer_address() const { return conn_.peer_address(); }
-void Exchange::note_cache(std::string_view status) { conn_.note_cache_.assign(status); }
-void Exchange::note_upstream(std::string_view upstream) { conn_.note_upstream_.assign(upstream); }
-bool Exchange::is_head() const { return conn_.core_.is_head(); }
+void Exchange::note_cache(std::string_view status) {
+  if (impl_ != nullptr) return impl_->note_cache(status);
+  conn_.note_cache_.assign(status);
+}
+void Exchange::note_upstream(std::string_view upstream) {
+  if (impl_ != nullptr) return impl_->note_upstream(upstream);
+  conn_.note_upstream_.assign(upstream);
+}
+bool Exchange::is_head() const {
+  return impl_ != nullptr ? impl_->is_head() : conn_.core_.is_head();
+}
+// An HTTP/2 stream's connection is the one that took the TLS handshake (or
+// the h2c preface), so it answers for the stream too.
 bool Exchange::secure() const { return conn_.secure_; }
 
 void Exchange::interim(int status, const std::vector<http::Header>& headers) {
+  if (impl_ != nullptr) return impl_->interim(status, headers);
   Connection& c = conn_;
   if (c.core_.interim(c.core_.seq(), status, headers)) c.kick();
 }
 
 http::HeadWriter& Exchange::begin(int status, bool relayed) {
+  if (impl_ != nullptr) return impl_->begin(status, relayed);
   Connection& c = conn_;
   if (http::HeadWriter* h = c.core_.begin(c.core_.seq(), status, relayed)) {
     c.on_gone_ = nullptr;  // answered: the client is not abandoned any more
@@ -192,6 +215,7 @@ http::HeadWriter& Exchange::begin(int status, bool relayed) {
 }
 
 void Exchange::finish(std::string_view body, std::shared_ptr<const void> owner) {
+  if (impl_ != nullptr) return impl_->finish(body, std::move(owner));
   Connection& c = conn_;
   const uint64_t seq = c.core_.seq();
   if (!c.core_.is_current(seq) || c.core_.state() != http::ServerConnection::State::Answering) {
@@ -204,6 +228,7 @@ void Exchange::finish(std::string_view body, std::shared_ptr<const void> owner) 
 }
 
 void Exchange::finish_file(int fd, uint64_t offset, uint64_t length) {
+  if (impl_ != nullptr) return impl_->finish_file(fd, offset, length);
   Connection& c = conn_;
   const uint64_t seq = c.core_.seq();
   if (!c.core_.is_current(seq) || c.core_.state() != http::ServerConnection::State::Answering) {
@@ -224,6 +249,7 @@ void Exchange::finish_file(int fd, uint64_t offset, uint64_t length) {
 }
 
 Deferred Exchange::defer() {
+  if (impl_ != nullptr) return impl_->defer(nullptr);
   Connection& c = conn_;
   c.deferred_ = c.core_.seq();
   if (!c.self_) c.self_ = std::make_shared<Connection*>(&c);
@@ -231,12 +257,14 @@ Deferred Exchange::defer() {
 }
 
 Deferred Exchange::defer(std::function<void()> on_gone) {
+  if (impl_ != nullptr) return impl_->defer(std::move(on_gone));
   Deferred d = defer();
   conn_.on_gone_ = std::move(on_gone);
   return d;
 }
 
 void Exchange::start_stream(bool chunked) {
+  if (impl_ != nullptr) return impl_->start_stream(chunked);
   Connection& c = conn_;
   const uint64_t seq = c.core_.seq();
   if (c.deferred_ != seq || !c.core_.is_current(seq) ||
@@ -259,10 +287,12 @@ void Exchange::start_stream(bool chunked) {
 }
 
 bool Exchange::streaming() const {
+  if (impl_ != nullptr) return impl_->streaming();
   return conn_.core_.state() == http::ServerConnection::State::Streaming;
 }
 
 bool Exchange::send_piece(std::string_view piece) {
+  if (impl_ != nullptr) return impl_->send_piece(piece);
   Connection& c = conn_;
   if (!c.core_.send_piece(c.core_.seq(), piece)) return false;
   c.answer_bytes_ += piece.size();
@@ -272,6 +302,7 @@ bool Exchange::send_piece(std::string_view piece) {
 
 bool Exchange::send_file_piece(int fd, uint64_t offset, uint64_t length,
                                std::shared_ptr<const void> owner) {
+  if (impl_ != nullptr) return impl_->send_file_piece(fd, offset, length, std::move(owner));
   Connection& c = conn_;
   if (!c.core_.send_file_piece(c.core_.seq(),
                                http::FileRange{fd, offset, length, std::move(owner)})) {
@@ -283,14 +314,18 @@ bool Exchange::send_file_piece(int fd, uint64_t offset, uint64_t length,
   return !c.core_.closed();
 }
 
-bool Exchange::stream_ready() const { return conn_.core_.stream_ready(); }
+bool Exchange::stream_ready() const {
+  return impl_ != nullptr ? impl_->stream_ready() : conn_.core_.stream_ready();
+}
 
 void Exchange::when_writable(std::function<void()> fn) {
+  if (impl_ != nullptr) return impl_->when_writable(std::move(fn));
   conn_.writable_ = std::move(fn);
   conn_.kick();
 }
 
 void Exchange::cut_stream() {
+  if (impl_ != nullptr) return impl_->cut_stream();
   Connection& c = conn_;
   if (!streaming()) return;
   c.core_.fail(c.core_.seq(), 502);
@@ -298,6 +333,7 @@ void Exchange::cut_stream() {
 }
 
 void Exchange::end_stream() {
+  if (impl_ != nullptr) return impl_->end_stream();
   Connection& c = conn_;
   if (!streaming()) return;
   c.report(true);
@@ -306,6 +342,7 @@ void Exchange::end_stream() {
 }
 
 Exchange* Deferred::exchange() const {
+  if (auto s = stream_.lock()) return *s;
   auto p = conn_.lock();
   if (!p || *p == nullptr) return nullptr;
   Connection* c = *p;
@@ -341,6 +378,7 @@ bool Connection::start(int fd, const TransportLayer* layer) {
     secure_ = true;
   }
   if (!transport_) return false;
+  sniffing_ = layer == nullptr;
   transport_->bind(*this);
   if (transport_->open()) on_open(0);  // reads, and arms the header timeout
   return true;
@@ -354,7 +392,10 @@ void Connection::on_open(int status) noexcept {
     return;
   }
   opened_ = true;
-  guard("open", [this] { sync(); });
+  guard("open", [this] {
+    if (transport_->h2()) start_h2();  // ALPN chose it
+    sync();
+  });
 }
 
 const sockaddr* Connection::peer_address() {
@@ -438,6 +479,10 @@ void Connection::on_error_answer(int status) {
 // requests that wait (this turn's share), then reading and the timer.
 void Connection::sync() {
   if (closing_) return;
+  if (h2_ && opened_) {
+    h2_sync();
+    return;
+  }
   if (!opened_) {
     // Nothing is carried before the transport opens; a close may come.
     if (core_.closed()) close_transport();
@@ -470,8 +515,44 @@ void Connection::sync() {
   }
 }
 
+void Connection::start_h2() {
+  sniffing_ = false;
+  h2_ = std::make_unique<H2Link>(
+      server_, *this, [this] { kick(); }, now());
+}
+
+// sync() for an HTTP/2 connection: output (a bounded number of rounds per
+// turn; the rest on the loop's next turn, like pipelined HTTP/1.1 answers),
+// streams that may take pieces again, reading, the timer, the close.
+void Connection::h2_sync() {
+  ++busy_;
+  h2_->flush(*transport_, kH2RoundsPerTurn);
+  --busy_;
+  if (h2_->finished()) {
+    close_transport();
+    return;
+  }
+  if (!yielded_ && h2_->more()) server_.add_ready(this);
+  transport_->set_reading(!h2_->session().closed());
+  arm();
+  if (busy_ == 0) {
+    ++busy_;
+    h2_->notify_writable();
+    --busy_;
+    if (closing_) return;
+    ++busy_;
+    h2_->flush(*transport_, 1);  // what the streams just queued
+    --busy_;
+    if (h2_->finished()) close_transport();
+  }
+}
+
 void Connection::resume() {
   if (closing_) return;
+  if (h2_) {
+    guard("resume", [this] { sync(); });
+    return;
+  }
   guard("resume", [this] {
     ++busy_;
     core_.resume(now());
@@ -518,7 +599,7 @@ void Connection::file_sent(uint64_t n) {
 }
 
 void Connection::arm() {
-  const uint64_t due = core_.next_deadline();
+  const uint64_t due = h2_ ? h2_->session().next_deadline() : core_.next_deadline();
   if (due == http::ServerConnection::kNoDeadline) return;  // a stale timer finds nothing due
   if (uv_is_active(timer_->base()) && timer_due_ <= due) return;
   const uint64_t t = now();
@@ -529,7 +610,7 @@ void Connection::arm() {
 void Connection::on_timer() {
   if (closing_) return;
   const uint64_t t = now();
-  const uint64_t due = core_.next_deadline();
+  const uint64_t due = h2_ ? h2_->session().next_deadline() : core_.next_deadline();
   if (due == http::ServerConnection::kNoDeadline) return;
   if (t < due) {
     // The deadline moved since the timer was started: wait for the rest.
@@ -538,7 +619,11 @@ void Connection::on_timer() {
     return;
   }
   ++busy_;
-  core_.tick(t);
+  if (h2_) {
+    h2_->session().tick(t);
+  } else {
+    core_.tick(t);
+  }
   --busy_;
   if (core_.closed()) SPDLOG_DEBUG("{}: timed out", peer());
   sync();
@@ -557,6 +642,43 @@ void Connection::backlog(bool on) {
 
 void Connection::on_read(std::string_view data) noexcept {
   guard("read", [&] {
+    if (h2_) {
+      ++busy_;
+      h2_->session().receive(data, now());
+      --busy_;
+      sync();
+      return;
+    }
+    if (sniffing_) {
+      // h2c with prior knowledge: the first bytes are the client preface.
+      // While they may still be, they wait here; then the connection is
+      // HTTP/2's, or the bytes go to the HTTP/1.1 core as they came.
+      const std::string_view pre = http2::kPreface;
+      const size_t n = std::min(pre.size() - preface_.size(), data.size());
+      if (pre.substr(preface_.size(), n) == data.substr(0, n)) {
+        preface_.append(data.substr(0, n));
+        if (preface_.size() < pre.size()) return;
+        sniffing_ = false;
+        start_h2();
+        std::string first = std::exchange(preface_, std::string());
+        first.append(data.substr(n));
+        ++busy_;
+        h2_->session().receive(first, now());
+        --busy_;
+        sync();
+        return;
+      }
+      sniffing_ = false;
+      if (!preface_.empty()) {
+        std::string first = std::exchange(preface_, std::string());
+        first.append(data);
+        ++busy_;
+        core_.receive(first, now());
+        --busy_;
+        sync();
+        return;
+      }
+    }
     ++busy_;
     core_.receive(data, now());
     --busy_;
@@ -567,6 +689,12 @@ void Connection::on_read(std::string_view data) noexcept {
 void Connection::on_eof() noexcept {
   guard("read", [&] {
     ++busy_;
+    if (h2_) {
+      h2_->session().receive_eof(now());
+      --busy_;
+      sync();
+      return;
+    }
     if (on_gone_ && core_.state() == http::ServerConnection::State::Handling) {
       // A client that stops sending while it waits on a gateway's origin
       // has left (or half-closed, which a gateway cannot tell from leaving):
@@ -585,6 +713,7 @@ void Connection::on_eof() noexcept {
 void Connection::on_error([[maybe_unused]] int status) noexcept {
   guard("read", [&] {
     SPDLOG_DEBUG("{}: connection error: {}", peer(), uv_strerror(status));
+    if (h2_) h2_->session().abort();
     core_.abort();
     sync();
   });
@@ -592,6 +721,12 @@ void Connection::on_error([[maybe_unused]] int status) noexcept {
 
 void Connection::on_write_done(int status) noexcept {
   guard("write", [&] {
+    if (h2_) {
+      h2_->write_done(now());
+      if (status < 0) h2_->session().abort();
+      sync();
+      return;
+    }
     core_.write_done(now());
     if (status < 0) {
       SPDLOG_DEBUG("{}: write error: {}", peer(), uv_strerror(status));
@@ -612,12 +747,18 @@ void Connection::reject() {
 
 void Connection::drain() {
   if (closing_) return;
+  if (h2_) {
+    h2_->session().drain(now());
+    kick();
+    return;
+  }
   core_.drain(now());
   kick();
 }
 
 void Connection::close() {
   if (closing_) return;
+  if (h2_) h2_->session().abort();
   core_.abort();
   close_transport();
 }
@@ -628,6 +769,7 @@ void Connection::close() {
 void Connection::close_transport() {
   if (closing_) return;
   closing_ = true;
+  if (h2_) h2_->session().abort();  // its streams end (access log, on_gone)
   if (on_gone_) {
     auto gone = std::exchange(on_gone_, nullptr);
     uv::guarded("gone", [&] { gone(); });

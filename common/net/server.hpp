@@ -51,6 +51,7 @@
 namespace cdn::net {
 
 class Connection;
+class H2Link;
 
 // One answered request as the server saw it, for access logs and metrics:
 // handed to ServerOptions::on_complete once per response, on the loop
@@ -116,9 +117,43 @@ struct ServerStats {
   // File bytes read into user space (pread + write) rather than sent with
   // sendfile: 0 unless sendfile is refused or the head is still queued.
   metrics::OwnCounter file_bytes_copied = 0;
+  // HTTP/2 (h2_link.hpp): connections that spoke it (ALPN h2 or h2c prior
+  // knowledge), and their streams handed to the handler.
+  metrics::OwnCounter h2_connections_total = 0;
+  metrics::OwnCounter h2_streams_total = 0;
+  metrics::OwnCounter h2_resets_total = 0;  // streams reset by the client
 };
 
 class Exchange;
+class Deferred;
+
+// The answering calls of an Exchange carried by another protocol than the
+// connection's HTTP/1.1 core: an HTTP/2 stream (h2_link.hpp). Same meaning
+// as Exchange's calls of the same names.
+class ExchangeImpl {
+ public:
+  virtual const http::Request& request() const = 0;
+  virtual bool is_head() const = 0;
+  virtual void note_cache(std::string_view status) = 0;
+  virtual void note_upstream(std::string_view upstream) = 0;
+  virtual http::HeadWriter& begin(int status, bool relayed) = 0;
+  virtual void interim(int status, const std::vector<http::Header>& headers) = 0;
+  virtual void finish(std::string_view body, std::shared_ptr<const void> owner) = 0;
+  virtual void finish_file(int fd, uint64_t offset, uint64_t length) = 0;
+  virtual Deferred defer(std::function<void()> on_gone) = 0;
+  virtual void start_stream(bool chunked) = 0;
+  virtual bool send_piece(std::string_view piece) = 0;
+  virtual void end_stream() = 0;
+  virtual bool streaming() const = 0;
+  virtual bool send_file_piece(int fd, uint64_t offset, uint64_t length,
+                               std::shared_ptr<const void> owner) = 0;
+  virtual bool stream_ready() const = 0;
+  virtual void when_writable(std::function<void()> fn) = 0;
+  virtual void cut_stream() = 0;
+
+ protected:
+  ~ExchangeImpl() = default;
+};
 
 // A response promised for later (e.g. after an origin fetch). Holds the
 // connection weakly, and the number of its request on it: exchange() is null
@@ -132,8 +167,12 @@ class Deferred {
 
  private:
   friend class Exchange;
+  friend class H2Link;
   Deferred(std::weak_ptr<Connection*> c, uint64_t seq) : conn_(std::move(c)), seq_(seq) {}
+  // An HTTP/2 stream's: points at nothing once its answer is done or it closed.
+  explicit Deferred(std::weak_ptr<Exchange*> stream) : stream_(std::move(stream)) {}
   std::weak_ptr<Connection*> conn_;
+  std::weak_ptr<Exchange*> stream_;
   uint64_t seq_ = 0;
 };
 
@@ -219,8 +258,10 @@ class Exchange {
 
  private:
   friend class Connection;
-  explicit Exchange(Connection& c) : conn_(c) {}
-  Connection& conn_;
+  friend class H2Link;
+  explicit Exchange(Connection& c, ExchangeImpl* impl = nullptr) : conn_(c), impl_(impl) {}
+  Connection& conn_;    // the connection (peer, address), also for an HTTP/2 stream
+  ExchangeImpl* impl_;  // null: the connection's HTTP/1.1 core answers
 };
 
 class Server {
@@ -273,6 +314,7 @@ class Server {
  private:
   friend class Connection;
   friend class Exchange;
+  friend class H2Link;
   struct Listener;
   // The listening socket is readable: accepts at most kAcceptBatch.
   void on_listener(Listener& l, int status);

@@ -55,6 +55,7 @@ class TlsTransport final : public Transport, private TransportUser {
   Handed write(std::span<const std::string_view> bufs, WriteHints hints) noexcept override;
   Handed send_file(int fd, uint64_t offset, uint64_t length, WriteHints hints) noexcept override;
   bool peer_address(sockaddr_storage& out) const noexcept override;
+  bool h2() const noexcept override { return engine_.protocol() == tls::Protocol::H2; }
 
   const tls::Engine& engine() const { return engine_; }
   // Why the handshake failed ("" while none did).

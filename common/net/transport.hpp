@@ -125,6 +125,8 @@ class Transport {
   virtual Handed send_file(int fd, uint64_t offset, uint64_t length, WriteHints hints) noexcept = 0;
   // The peer's socket address; false when the kernel no longer knows it.
   virtual bool peer_address(sockaddr_storage& out) const noexcept = 0;
+  // The peer and this end agreed on HTTP/2 (TLS: ALPN chose h2).
+  virtual bool h2() const noexcept { return false; }
 
  protected:
   // Through Ptr only: marks the transport closed at once; see the glossary.

@@ -642,6 +642,7 @@ void Front::serve_metrics(net::Exchange& ex) {
   w.metric("cdn_balancer_connections_backlogged_total", Type::Counter,
            "Times a connection was stopped for a client that does not take its answers.",
            st.backlogged_total.get());
+  daemon::write_http2_metrics(st, w, "cdn_balancer");
   w.metric("cdn_balancer_probes_total", Type::Counter,
            "Health probe outcomes: answers, failures and streamed status documents.",
            snap.probes_total);

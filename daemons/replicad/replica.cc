@@ -874,6 +874,7 @@ void Replica::serve_metrics(net::Exchange& ex) {
   w.metric("cdn_replica_connections_backlogged_total", Type::Counter,
            "Times a connection was stopped for a client that does not take its answers.",
            st.backlogged_total.get());
+  daemon::write_http2_metrics(st, w, "cdn_replica");
   w.metric("cdn_replica_requests_total", Type::Counter, "Requests answered.",
            st.requests_total.get());
   w.metric("cdn_replica_requests_malformed_total", Type::Counter,
