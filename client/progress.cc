@@ -15,8 +15,8 @@ std::string format_bytes(uint64_t n) {
     ++u;
   }
   char buf[32];
-  std::snprintf(buf, sizeof buf, v < 10 ? "%.2f %s" : (v < 100 ? "%.1f %s" : "%.0f %s"), v,
-                kUnits[u]);
+  (void)std::snprintf(buf, sizeof buf, v < 10 ? "%.2f %s" : (v < 100 ? "%.1f %s" : "%.0f %s"), v,
+                      kUnits[u]);
   return buf;
 }
 
@@ -24,9 +24,9 @@ std::string format_eta(std::chrono::seconds s) {
   const long long t = s.count() < 0 ? 0 : s.count();
   char buf[32];
   if (t >= 3600) {
-    std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", t / 3600, t / 60 % 60, t % 60);
+    (void)std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", t / 3600, t / 60 % 60, t % 60);
   } else {
-    std::snprintf(buf, sizeof buf, "%lld:%02lld", t / 60, t % 60);
+    (void)std::snprintf(buf, sizeof buf, "%lld:%02lld", t / 60, t % 60);
   }
   return buf;
 }

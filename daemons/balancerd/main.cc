@@ -124,7 +124,7 @@ int main(int argc, char** argv) {
     check_state_dir(settings);
     cdn::log::setup("cdn-balancerd", settings.log.level, settings.log.file);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "cdn-balancerd: %s\n", e.what());
+    (void)std::fprintf(stderr, "cdn-balancerd: %s\n", e.what());
     return 1;
   }
   if (auto rc = cdn::daemon::answer_config_flags(
@@ -145,7 +145,7 @@ int main(int argc, char** argv) {
       made.emplace(&loop, settings);  // reads the [tls] certificates
     } catch (const std::exception& e) {
       spdlog::critical("{}", e.what());
-      std::fprintf(stderr, "cdn-balancerd: %s\n", e.what());
+      (void)std::fprintf(stderr, "cdn-balancerd: %s\n", e.what());
       return life.end(1);
     }
     cdn::balancer::Balancer& balancer = *made;

@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
     cdn::log::setup("cdn-replicad", settings.log.level, settings.log.file);
     store = cdn::replica::open_store(settings.content);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "cdn-replicad: %s\n", e.what());
+    (void)std::fprintf(stderr, "cdn-replicad: %s\n", e.what());
     return 1;
   }
   std::string source = store ? store->source()
@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
     replica_ptr = std::make_unique<cdn::replica::Replicas>(&loop, settings, std::move(store));
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
-    std::fprintf(stderr, "cdn-replicad: %s\n", e.what());
+    (void)std::fprintf(stderr, "cdn-replicad: %s\n", e.what());
     return life.end(1);
   }
   cdn::replica::Replicas& replica = *replica_ptr;
@@ -136,8 +136,8 @@ int main(int argc, char** argv) {
         settings.sites.empty() ? settings.content.origin : std::string("a site's origin");
     spdlog::critical("cannot fetch the start page from {} and no cached copy exists: {}", origin,
                      why);
-    std::fprintf(stderr, "cdn-replicad: cannot fetch the start page from %s: %s\n", origin.c_str(),
-                 why.c_str());
+    (void)std::fprintf(stderr, "cdn-replicad: cannot fetch the start page from %s: %s\n",
+                       origin.c_str(), why.c_str());
     return life.end(1);
   }
 

@@ -667,7 +667,7 @@ void Replica::relay_fields(http::HeadWriter& h, const Answer& a, int64_t age,
       continue;
     }
     if (std::any_of(skip.begin(), skip.end(),
-                    [&k](std::string_view n) { return http::iequals(k, n); })) {
+                    [&key = k](std::string_view n) { return http::iequals(key, n); })) {
       continue;
     }
     h.header(k, v);
@@ -823,15 +823,14 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
     if (!cache_status.empty()) h.header("Cache-Status", cache_status);
     h.header("CDN-Replica", settings_.server.name);
   }
-  if (status == 304 || status == 204) {
-    ex.finish();
-  } else if (obj->in_memory) {
+  const bool bodiless = status == 304 || status == 204;
+  if (!bodiless && obj->in_memory) {
     const std::string_view body = std::string_view(obj->body).substr(offset, length);
     ex.finish(body, obj);
-  } else if (fd >= 0 && filling) {
+  } else if (!bodiless && fd >= 0 && filling) {
     stream_fill(ex, relay->fill, fd, offset,
                 sized ? std::optional<uint64_t>(offset + length) : std::nullopt, !sized, inbox_);
-  } else if (fd >= 0) {
+  } else if (!bodiless && fd >= 0) {
     ex.finish_file(fd, offset, length);
   } else {
     ex.finish();
@@ -994,7 +993,7 @@ void Replicas::start() {
 }
 
 void Replicas::reconfigure(config::ReplicaSettings settings, Replica::OpenedSites sites,
-                           daemon::ObserverReload observers) {
+                           const daemon::ObserverReload& observers) {
   const auto& now = members_.front()->settings();
   if (settings.server.address != now.server.address ||
       (settings.server.port != now.server.port && settings.server.port != 0)) {

@@ -212,7 +212,7 @@ class Replicas {
   }
   void discard(Replica::OpenedSites opened) { members_.front()->discard(std::move(opened)); }
   void reconfigure(config::ReplicaSettings settings, Replica::OpenedSites sites,
-                   daemon::ObserverReload observers);
+                   const daemon::ObserverReload& observers);
   const daemon::RequestLog& requests() const { return members_.front()->requests(); }
   const config::ReplicaSettings& settings() const { return members_.front()->settings(); }
   // Every worker's [tls] certificates (null when [tls] port is 0).
