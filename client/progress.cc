@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "client/progress.hpp"
 
+#include <cmath>
 #include <cstdio>
 
 namespace cdn::get {
@@ -65,7 +66,7 @@ std::string Progress::line(Clock::time_point now) const {
   }
   out += "  " + (rate ? format_bytes(static_cast<uint64_t>(*rate)) + "/s" : std::string("--/s"));
   if (total_ != kUnknown && rate && *rate > 0 && total_ >= bytes_) {
-    const auto left = static_cast<long long>(static_cast<double>(total_ - bytes_) / *rate + 0.5);
+    const long long left = std::llround(static_cast<double>(total_ - bytes_) / *rate);
     out += "  ETA " + format_eta(std::chrono::seconds(left));
   }
   if (!replica_.empty()) out += "  from " + replica_;

@@ -49,7 +49,7 @@ constexpr const char* kFooter =
     "server; with -s or --replica a bare /path will do. --tag takes tags, not URLs.";
 
 int usage(const std::string& message) {
-  std::fprintf(stderr, "cdn-purge: %s (see cdn-purge --help)\n", message.c_str());
+  (void)std::fprintf(stderr, "cdn-purge: %s (see cdn-purge --help)\n", message.c_str());
   return cdn::cli::kUsage;
 }
 
@@ -208,7 +208,8 @@ int main(int argc, char** argv) {
     if (!conn) {
       auto address = cdn::net::resolve(job.server.host, job.server.port, &err);
       if (!address) {
-        std::fprintf(stderr, "cdn-purge: %s: %s: %s\n", job.what.c_str(), key.c_str(), err.c_str());
+        (void)std::fprintf(stderr, "cdn-purge: %s: %s: %s\n", job.what.c_str(), key.c_str(),
+                           err.c_str());
         worst = std::max(worst, kUnreachable);
         run();
         return;
@@ -228,7 +229,7 @@ int main(int argc, char** argv) {
                          const Outcome o = judge(job, r, resp.status, *body);
                          worst = std::max(worst, o.code);
                          if (o.code != kOk) {
-                           std::fprintf(stderr, "cdn-purge: %s\n", o.line.c_str());
+                           (void)std::fprintf(stderr, "cdn-purge: %s\n", o.line.c_str());
                          } else if (!quiet) {
                            std::printf("%s\n", o.line.c_str());
                          }

@@ -522,7 +522,8 @@ std::shared_ptr<const Object> DiskCache::make_object(const EntryMeta& m,
   return obj;
 }
 
-void DiskCache::insert(EntryMeta meta, std::string body_path, std::string body, bool in_memory) {
+void DiskCache::insert(EntryMeta meta, const std::string& body_path, std::string body,
+                       bool in_memory) {
   if (auto old = index_.find(meta.key); old != index_.end()) remove_entry(old, false);
   lru_.push_front(meta.key);
   Entry e;

@@ -627,7 +627,7 @@ void Pull::refetch(const std::string& key, std::vector<Waiter> waiters) {
   start_fetch(key);
 }
 
-void Pull::answer_entry(PullClient& ex, const DiskCache::Entry& e, std::string status,
+void Pull::answer_entry(PullClient& ex, const DiskCache::Entry& e, const std::string& status,
                         bool as_received) {
   Answer a;
   a.object = e.object;

@@ -157,7 +157,7 @@ class Pull {
   bool abandoned(const Fetch& f) const;
   // `as_received`: the stored Age line is relayed (the fetch's own clients)
   // instead of one computed now.
-  void answer_entry(PullClient& ex, const DiskCache::Entry& e, std::string status,
+  void answer_entry(PullClient& ex, const DiskCache::Entry& e, const std::string& status,
                     bool as_received = false);
   void answer_error(PullClient& ex, Fetch& f, const DiskCache::Entry& e);
   int64_t now() const;
