@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <exception>
 #include <optional>
 
 #include "cdn_config.h"
@@ -59,7 +60,7 @@ constexpr const char* kFooter =
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run_main(int argc, char** argv) {
   CLI::App app{"cdn-get: download a file through the CDN, verified, written atomically"};
   cdn::cli::setup(app, "cdn-get", kFooter);
   std::string url, output, balancer, logfile, wait = "30s", timeout = "10s";
@@ -179,4 +180,17 @@ int main(int argc, char** argv) {
   (void)std::fprintf(stderr, "cdn-get: %s\n", result.message.c_str());
   for (const auto& f : result.failures) (void)std::fprintf(stderr, "  %s\n", f.c_str());
   return result.exit_code;
+}
+
+// What the body did not catch ends the process with a message and exit code
+// 1, not std::terminate (bugprone-exception-escape).
+int main(int argc, char** argv) {
+  try {
+    return run_main(argc, argv);
+  } catch (const std::exception& e) {
+    (void)std::fprintf(stderr, "cdn-get: %s\n", e.what());
+  } catch (...) {
+    (void)std::fprintf(stderr, "cdn-get: unknown exception\n");
+  }
+  return 1;
 }

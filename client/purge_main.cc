@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <exception>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -101,7 +102,7 @@ bool parse_server(const std::string& text, cdn::get::Url& out, std::string& erro
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run_main(int argc, char** argv) {
   CLI::App app{"cdn-purge: purge URLs, prefixes or tags from the CDN's caches"};
   cdn::cli::setup(app, "cdn-purge", kFooter);
   std::vector<std::string> targets;
@@ -242,4 +243,17 @@ int main(int argc, char** argv) {
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
   return worst;
+}
+
+// What the body did not catch ends the process with a message and exit code
+// 1, not std::terminate (bugprone-exception-escape).
+int main(int argc, char** argv) {
+  try {
+    return run_main(argc, argv);
+  } catch (const std::exception& e) {
+    (void)std::fprintf(stderr, "cdn-purge: %s\n", e.what());
+  } catch (...) {
+    (void)std::fprintf(stderr, "cdn-purge: unknown exception\n");
+  }
+  return 1;
 }
