@@ -264,8 +264,9 @@ DiskCache::DiskCache(Options options) : opt_(std::move(options)) {
     if (pos == d.size() || d[pos] == '/') {
       const std::string part = d.substr(0, pos);
       if (::mkdir(part.c_str(), 0700) != 0 && errno != EEXIST) {
-        throw std::runtime_error("cache_dir " + d + ": cannot create " + part + ": " +
-                                 std::strerror(errno));
+        std::string why = "cache_dir ";
+        why.append(d).append(": cannot create ").append(part).append(": ");
+        throw std::runtime_error(why.append(std::strerror(errno)));
       }
     }
   }

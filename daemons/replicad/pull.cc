@@ -44,7 +44,9 @@ std::vector<std::string> forwarded_fields(const http::Request& req, bool shared_
       continue;
     }
     // curl sends "Name:" lines as a removal; "Name;" is an empty field.
-    out.push_back(v.empty() ? k + ";" : k + ": " + v);
+    std::string line(k);
+    line.append(v.empty() ? ";" : ": ").append(v);
+    out.push_back(std::move(line));
   }
   out.push_back("Via: " + via + "1.1 " + name);
   return out;

@@ -243,7 +243,7 @@ bool Replica::prefetch_start_page(std::string& why, const std::function<bool()>&
   for (const auto& site : sites_) {
     if (!site->pull) continue;
     if (!prefetch_start_page(*site, why, give_up)) {
-      if (sites_.size() > 1) why = "site " + site->name + ": " + why;
+      if (sites_.size() > 1) why = fmt::format("site {}: {}", site->name, why);
       return false;
     }
   }
