@@ -302,7 +302,7 @@ int64_t Pull::now() const {
       .count();
 }
 
-void Pull::serve(Waiter client, const std::string& path) {
+void Pull::serve(const Waiter& client, const std::string& path) {
   PullClient& ex = *client;
   if (closed_) {  // a site a reload replaced: its worker asked before it knew
     ex.reply(503, "try again", {{"Retry-After", "1"}});

@@ -512,7 +512,7 @@ void Replica::purged(net::Exchange& ex, const purge::Request& r, const std::stri
 void Replica::serve_content(net::Exchange& ex, Site& site, const std::string& path) {
   if (site.pull) {
     auto client = std::make_shared<PullClient>(
-        ex, [this](net::Exchange& e, Answer a) { answer_pulled(e, std::move(a)); },
+        ex, [this](net::Exchange& e, const Answer& a) { answer_pulled(e, a); },
         pull_home_ ? inbox_ : nullptr, site.pull->departures(pull_home_));
     if (!pull_home_) {
       site.pull->serve(std::move(client), path);
@@ -557,7 +557,7 @@ void Replica::load_then_serve(net::Exchange& ex, Site& site, const std::string& 
         // On libuv's pool thread: a failure (out of memory) is a 503, not a crash.
         if (!uv::guarded("lookup",
                          [work] { work->result = work->site->store->lookup(work->path); })) {
-          work->result = Unavailable{ENOMEM};
+          uv::guarded("lookup", [work] { work->result = Unavailable{ENOMEM}; });
         }
       },
       [](uv_work_t* req, int) noexcept {
@@ -639,7 +639,7 @@ void Replica::end_unavailable() {
   }
 }
 
-void Replica::answer_pulled(net::Exchange& ex, Answer a) {
+void Replica::answer_pulled(net::Exchange& ex, const Answer& a) {
   int fd = a.fd;
   answer(
       ex, a.object, {}, [&fd]() { return std::exchange(fd, -1); }, a.age, a.cache_status, &a);

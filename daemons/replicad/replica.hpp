@@ -139,7 +139,7 @@ class Replica {
   // none), Age and Via; `skip` names fields this answer sets itself.
   void relay_fields(http::HeadWriter& h, const Answer& a, int64_t age,
                     std::initializer_list<std::string_view> skip);
-  void answer_pulled(net::Exchange& ex, Answer a);
+  void answer_pulled(net::Exchange& ex, const Answer& a);
   // A file could not be opened for want of descriptors or memory (not
   // because it is missing): counted, and logged once per burst; the caller
   // answers 503 with Retry-After.
