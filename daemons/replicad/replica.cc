@@ -361,6 +361,7 @@ std::string Replica::sources() const {
 namespace {
 std::vector<const net::Server*> servers_of(const std::vector<const Replica*>& rs) {
   std::vector<const net::Server*> v;
+  v.reserve(rs.size());
   for (const Replica* r : rs) v.push_back(&r->server());
   return v;
 }
@@ -515,7 +516,7 @@ void Replica::serve_content(net::Exchange& ex, Site& site, const std::string& pa
         ex, [this](net::Exchange& e, const Answer& a) { answer_pulled(e, a); },
         pull_home_ ? inbox_ : nullptr, site.pull->departures(pull_home_));
     if (!pull_home_) {
-      site.pull->serve(std::move(client), path);
+      site.pull->serve(client, path);
     } else if (!pull_home_->post(
                    [s = site.shared_from_this(), client, path] { s->pull->serve(client, path); })) {
       ex.reply(503, "stopping", {{"Retry-After", "1"}});
