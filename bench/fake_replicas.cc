@@ -189,14 +189,14 @@ int main(int argc, char** argv) {
   // FIRST: index of the first address, so several processes (each within
   // its RLIMIT_NOFILE: a listener and a connection per replica) share N.
   if (argc != 4 && argc != 5) {
-    std::fprintf(stderr, "usage: %s COUNT PORT SERVERS_FILE [FIRST]\n", argv[0]);
+    (void)std::fprintf(stderr, "usage: %s COUNT PORT SERVERS_FILE [FIRST]\n", argv[0]);
     return 2;
   }
   const int count = std::atoi(argv[1]);
   const int port = std::atoi(argv[2]);
   const int first = argc == 5 ? std::atoi(argv[4]) : 0;
   if (count <= 0 || first < 0 || first + count > 60000 || port <= 0 || port > 65535) {
-    std::fprintf(stderr, "FIRST + COUNT in 1..60000, PORT in 1..65535\n");
+    (void)std::fprintf(stderr, "FIRST + COUNT in 1..60000, PORT in 1..65535\n");
     return 2;
   }
   rlimit rl{};
@@ -211,7 +211,7 @@ int main(int argc, char** argv) {
   g_response = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
                std::to_string(body.size()) + "\r\n\r\n" + body;
   char size[16];
-  std::snprintf(size, sizeof size, "%zx\r\n", body.size() + 1);
+  (void)std::snprintf(size, sizeof size, "%zx\r\n", body.size() + 1);
   g_chunk = size + body + "\n\r\n";
   g_stream_head =
       "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
@@ -230,7 +230,7 @@ int main(int argc, char** argv) {
     int rc = uv_tcp_bind(tcp, reinterpret_cast<const sockaddr*>(&sa), 0);
     if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(tcp), 128, on_connection);
     if (rc != 0) {
-      std::fprintf(stderr, "listen %s:%d: %s\n", address(i).c_str(), port, uv_strerror(rc));
+      (void)std::fprintf(stderr, "listen %s:%d: %s\n", address(i).c_str(), port, uv_strerror(rc));
       return 1;
     }
     listeners.push_back(l);
@@ -244,11 +244,11 @@ int main(int argc, char** argv) {
       [](uv_signal_t*, int) {
         std::printf("answered %llu probed %llu\n", static_cast<unsigned long long>(g_answered),
                     static_cast<unsigned long long>(g_probed));
-        std::fflush(stdout);
+        (void)std::fflush(stdout);
       },
       SIGUSR1);
   uv_unref(reinterpret_cast<uv_handle_t*>(&usr1));
   std::printf("ready %d\n", count);
-  std::fflush(stdout);
+  (void)std::fflush(stdout);
   return uv_run(loop, UV_RUN_DEFAULT);
 }

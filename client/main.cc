@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <exception>
 #include <optional>
 
 #include "cdn_config.h"
@@ -31,7 +32,7 @@ std::string default_output(const std::string& target) {
 }
 
 int usage(const std::string& message) {
-  std::fprintf(stderr, "cdn-get: %s (see cdn-get --help)\n", message.c_str());
+  (void)std::fprintf(stderr, "cdn-get: %s (see cdn-get --help)\n", message.c_str());
   return cdn::get::kUsage;
 }
 
@@ -59,7 +60,7 @@ constexpr const char* kFooter =
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run_main(int argc, char** argv) {
   CLI::App app{"cdn-get: download a file through the CDN, verified, written atomically"};
   cdn::cli::setup(app, "cdn-get", kFooter);
   std::string url, output, balancer, logfile, wait = "30s", timeout = "10s";
@@ -122,7 +123,7 @@ int main(int argc, char** argv) {
   if (!tls.context) return usage("--cacert: " + tls.error);
   opt.tls = tls.context;
   if (insecure) {
-    std::fputs(
+    (void)std::fputs(
         "cdn-get: warning: --insecure: https:// servers' certificates and names are not "
         "checked\n",
         stderr);
@@ -147,8 +148,8 @@ int main(int argc, char** argv) {
     opt.on_wait = [&told](const std::string& why, std::chrono::milliseconds delay) {
       if (told) return;  // once: the wait is one state, not news every second
       told = true;
-      std::fprintf(stderr, "cdn-get: %s, retrying (next in %lld ms)\n", why.c_str(),
-                   static_cast<long long>(delay.count()));
+      (void)std::fprintf(stderr, "cdn-get: %s, retrying (next in %lld ms)\n", why.c_str(),
+                         static_cast<long long>(delay.count()));
     };
   }
   // The progress line: on a terminal only, redrawn in place.
@@ -160,22 +161,36 @@ int main(int argc, char** argv) {
     };
     opt.on_body_progress = [&](uint64_t bytes) {
       if (auto line = progress.update(std::chrono::steady_clock::now(), bytes)) {
-        std::fprintf(stderr, "\r%s\x1b[K", line->c_str());
+        (void)std::fprintf(stderr, "\r%s\x1b[K", line->c_str());
         drawn = true;
       }
     };
   }
   spdlog::info("fetching {}{} into {}", opt.start.authority(), opt.start.target, opt.output);
   const auto result = cdn::get::fetch(opt);
-  if (drawn) std::fputs("\r\x1b[K", stderr);  // the line gives way to the outcome
+  if (drawn) (void)std::fputs("\r\x1b[K", stderr);  // the line gives way to the outcome
   if (result.exit_code == cdn::get::kOk) {
     spdlog::info("{}", result.message);
     // With -o - standard output is the file: the message must not join it.
-    if (!quiet) std::fprintf(opt.output == "-" ? stderr : stdout, "%s\n", result.message.c_str());
+    if (!quiet)
+      (void)std::fprintf(opt.output == "-" ? stderr : stdout, "%s\n", result.message.c_str());
     return 0;
   }
   spdlog::error("{}", result.message);
-  std::fprintf(stderr, "cdn-get: %s\n", result.message.c_str());
-  for (const auto& f : result.failures) std::fprintf(stderr, "  %s\n", f.c_str());
+  (void)std::fprintf(stderr, "cdn-get: %s\n", result.message.c_str());
+  for (const auto& f : result.failures) (void)std::fprintf(stderr, "  %s\n", f.c_str());
   return result.exit_code;
+}
+
+// What the body did not catch ends the process with a message and exit code
+// 1, not std::terminate (bugprone-exception-escape).
+int main(int argc, char** argv) {
+  try {
+    return run_main(argc, argv);
+  } catch (const std::exception& e) {
+    (void)std::fprintf(stderr, "cdn-get: %s\n", e.what());
+  } catch (...) {
+    (void)std::fprintf(stderr, "cdn-get: unknown exception\n");
+  }
+  return 1;
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "client/progress.hpp"
 
+#include <cmath>
 #include <cstdio>
 
 namespace cdn::get {
@@ -15,8 +16,8 @@ std::string format_bytes(uint64_t n) {
     ++u;
   }
   char buf[32];
-  std::snprintf(buf, sizeof buf, v < 10 ? "%.2f %s" : (v < 100 ? "%.1f %s" : "%.0f %s"), v,
-                kUnits[u]);
+  (void)std::snprintf(buf, sizeof buf, v < 10 ? "%.2f %s" : (v < 100 ? "%.1f %s" : "%.0f %s"), v,
+                      kUnits[u]);
   return buf;
 }
 
@@ -24,9 +25,9 @@ std::string format_eta(std::chrono::seconds s) {
   const long long t = s.count() < 0 ? 0 : s.count();
   char buf[32];
   if (t >= 3600) {
-    std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", t / 3600, t / 60 % 60, t % 60);
+    (void)std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", t / 3600, t / 60 % 60, t % 60);
   } else {
-    std::snprintf(buf, sizeof buf, "%lld:%02lld", t / 60, t % 60);
+    (void)std::snprintf(buf, sizeof buf, "%lld:%02lld", t / 60, t % 60);
   }
   return buf;
 }
@@ -65,7 +66,7 @@ std::string Progress::line(Clock::time_point now) const {
   }
   out += "  " + (rate ? format_bytes(static_cast<uint64_t>(*rate)) + "/s" : std::string("--/s"));
   if (total_ != kUnknown && rate && *rate > 0 && total_ >= bytes_) {
-    const auto left = static_cast<long long>(static_cast<double>(total_ - bytes_) / *rate + 0.5);
+    const long long left = std::llround(static_cast<double>(total_ - bytes_) / *rate);
     out += "  ETA " + format_eta(std::chrono::seconds(left));
   }
   if (!replica_.empty()) out += "  from " + replica_;

@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <exception>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -49,7 +50,7 @@ constexpr const char* kFooter =
     "server; with -s or --replica a bare /path will do. --tag takes tags, not URLs.";
 
 int usage(const std::string& message) {
-  std::fprintf(stderr, "cdn-purge: %s (see cdn-purge --help)\n", message.c_str());
+  (void)std::fprintf(stderr, "cdn-purge: %s (see cdn-purge --help)\n", message.c_str());
   return cdn::cli::kUsage;
 }
 
@@ -101,7 +102,7 @@ bool parse_server(const std::string& text, cdn::get::Url& out, std::string& erro
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run_main(int argc, char** argv) {
   CLI::App app{"cdn-purge: purge URLs, prefixes or tags from the CDN's caches"};
   cdn::cli::setup(app, "cdn-purge", kFooter);
   std::vector<std::string> targets;
@@ -208,7 +209,8 @@ int main(int argc, char** argv) {
     if (!conn) {
       auto address = cdn::net::resolve(job.server.host, job.server.port, &err);
       if (!address) {
-        std::fprintf(stderr, "cdn-purge: %s: %s: %s\n", job.what.c_str(), key.c_str(), err.c_str());
+        (void)std::fprintf(stderr, "cdn-purge: %s: %s: %s\n", job.what.c_str(), key.c_str(),
+                           err.c_str());
         worst = std::max(worst, kUnreachable);
         run();
         return;
@@ -228,7 +230,7 @@ int main(int argc, char** argv) {
                          const Outcome o = judge(job, r, resp.status, *body);
                          worst = std::max(worst, o.code);
                          if (o.code != kOk) {
-                           std::fprintf(stderr, "cdn-purge: %s\n", o.line.c_str());
+                           (void)std::fprintf(stderr, "cdn-purge: %s\n", o.line.c_str());
                          } else if (!quiet) {
                            std::printf("%s\n", o.line.c_str());
                          }
@@ -241,4 +243,17 @@ int main(int argc, char** argv) {
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
   return worst;
+}
+
+// What the body did not catch ends the process with a message and exit code
+// 1, not std::terminate (bugprone-exception-escape).
+int main(int argc, char** argv) {
+  try {
+    return run_main(argc, argv);
+  } catch (const std::exception& e) {
+    (void)std::fprintf(stderr, "cdn-purge: %s\n", e.what());
+  } catch (...) {
+    (void)std::fprintf(stderr, "cdn-purge: unknown exception\n");
+  }
+  return 1;
 }

@@ -42,7 +42,8 @@ template <typename Settings>
 std::optional<int> answer_config_flags(const CommonFlags& f, const Settings& s,
                                        const std::string& summary) {
   if (f.print_config) {
-    std::fputs(config::to_ini(s).c_str(), stdout);
+    // Written to stdout: if that fails, there is no one left to tell.
+    (void)std::fputs(config::to_ini(s).c_str(), stdout);
     return 0;
   }
   if (f.check) {

@@ -129,7 +129,7 @@ struct Lifecycle::Runner {
 
 Lifecycle::Lifecycle(uv_loop_t* loop) : r_(std::make_unique<Runner>()) {
   // A client that vanishes mid-write must give EPIPE, not kill the daemon.
-  std::signal(SIGPIPE, SIG_IGN);
+  (void)std::signal(SIGPIPE, SIG_IGN);  // cannot fail for SIGPIPE
   Runner& r = *r_;
   r.loop = loop;
   r.sigint = uv::make_signal(loop, SIGINT, [&r] { r.on_stop_signal("SIGINT"); });

@@ -92,7 +92,7 @@ void install_tls_reload(TlsCertificates* certificates,
 }
 
 net::TransportLayer tls_layer(uv_loop_t* loop, std::shared_ptr<TlsCertificates> certificates) {
-  return [loop, certificates](net::Transport::Ptr below) {
+  return [loop, certificates = std::move(certificates)](net::Transport::Ptr below) {
     return net::TlsTransport::server(loop, std::move(below), certificates->current(),
                                      certificates->handshake_timeout());
   };

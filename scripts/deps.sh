@@ -14,8 +14,9 @@ CDN_DEPS=(
   curl openssl iproute2 python3-pytest
 )
 # Tests and benchmarks also run the rivals and fuzzers.
-# prometheus: promtool checks the metrics pages; goaccess reads the access log.
-CDN_TEST_DEPS=(clang goaccess nghttp2-client libclang-rt-14-dev nginx-light haproxy wrk hyperfine systemd util-linux prometheus nodejs)
+# prometheus: promtool checks the metrics pages; goaccess reads the access log;
+# clang-tidy-14 runs the committed .clang-tidy (the lint suite).
+CDN_TEST_DEPS=(clang clang-tidy-14 goaccess nghttp2-client libclang-rt-14-dev nginx-light haproxy wrk hyperfine systemd util-linux prometheus nodejs)
 # Packaging and documentation (tests/package, tests/doc): the .deb build, lintian,
 # the man pages (scdoc, rendered by man-db), bash completion's install path,
 # and /etc/mime.types (media-types) for the replica's content types.

@@ -179,7 +179,7 @@ ChunkedDecoder::Step ChunkedDecoder::next(std::string_view in) {
         break;
       case State::DataCr:
       case State::DataLf:
-        if (c != (state_ == State::DataCr ? '\r' : '\n')) {
+        if (c != (state_ == State::DataCr ? uint8_t{'\r'} : uint8_t{'\n'})) {
           return fail(i, 400, "chunk data not followed by CRLF");
         }
         state_ = state_ == State::DataCr ? State::DataLf : State::Size;

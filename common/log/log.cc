@@ -104,8 +104,9 @@ class JournalSink final : public spdlog::sinks::base_sink<std::mutex> {
     }
     for (const auto& f : t_fields) add(f);
     if (sd_journal_sendv(iov.data(), static_cast<int>(iov.size())) < 0) {
-      std::fprintf(stderr, "<%d>%.*s\n", priority, static_cast<int>(msg.payload.size()),
-                   msg.payload.data());
+      // Nothing is left to tell if stderr fails too.
+      (void)std::fprintf(stderr, "<%d>%.*s\n", priority, static_cast<int>(msg.payload.size()),
+                         msg.payload.data());
     }
   }
   void flush_() override {}

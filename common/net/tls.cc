@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <fstream>
 #include <iterator>
+#include <new>
 
 namespace cdn::net {
 
@@ -205,7 +206,10 @@ Handed TlsTransport::send_file(int fd, uint64_t offset, uint64_t length,
     waiting_ = true;
     return Handed{.wait = true};
   }
-  thread_local std::unique_ptr<char[]> chunk(new char[kFileChunk]);
+  // noexcept: an allocation that fails is this write's error, not terminate().
+  thread_local std::unique_ptr<char[]> chunk;
+  if (!chunk) chunk.reset(new (std::nothrow) char[kFileChunk]);
+  if (!chunk) return Handed{.error = UV_ENOMEM};
   const size_t want = static_cast<size_t>(std::min<uint64_t>(length, kFileChunk));
   ssize_t got;
   do {

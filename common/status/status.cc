@@ -120,7 +120,7 @@ constexpr Field count(std::string_view k, uint64_t ReplicaStatus::*m) {
 constexpr Field figure(std::string_view k, double ReplicaStatus::*m) {
   return {k, Kind::Figure, nullptr, nullptr, m};
 }
-const Field kFields[] = {
+constexpr Field kFields[] = {
     text("name", &ReplicaStatus::name),
     text("source", &ReplicaStatus::source),
     {"state", Kind::StateName},

@@ -157,7 +157,7 @@ int on_status(SSL* ssl, void* /*arg*/) {
   if (der == nullptr) return SSL_TLSEXT_ERR_NOACK;
   auto* copy = static_cast<unsigned char*>(OPENSSL_malloc(der->size()));
   if (copy == nullptr) return SSL_TLSEXT_ERR_NOACK;
-  std::memcpy(copy, der->data(), der->size());
+  std::copy_n(der->data(), der->size(), copy);  // DER: bytes, no terminator
   SSL_set_tlsext_status_ocsp_resp(ssl, copy, static_cast<long>(der->size()));
   return SSL_TLSEXT_ERR_OK;
 }

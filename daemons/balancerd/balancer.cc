@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <iterator>
 #include <random>
@@ -37,7 +38,7 @@ std::string retry_after_seconds(std::chrono::milliseconds d) {
   return std::to_string(std::max<int64_t>(1, s.count()));
 }
 
-double round3(double v) { return static_cast<double>(static_cast<int64_t>(v * 1000 + 0.5)) / 1000; }
+double round3(double v) { return std::round(v * 1000) / 1000; }
 
 // The public view of a replica (locate): where it is and how it ranks.
 Json public_replica_json(const Replica& r) {
@@ -201,7 +202,8 @@ void Balancer::start() {
                listening.where, table_.replicas().size(), to_string(table_.policy()), workers);
 }
 
-void Balancer::reconfigure(config::BalancerSettings settings, daemon::ObserverReload observers) {
+void Balancer::reconfigure(config::BalancerSettings settings,
+                           const daemon::ObserverReload& observers) {
   if (settings.server.address != settings_.server.address ||
       (settings.server.port != settings_.server.port && settings.server.port != 0)) {
     spdlog::warn("[server] address/port changed: takes effect at the next restart");

@@ -161,7 +161,7 @@ class Balancer {
   // Throws std::runtime_error when it cannot listen.
   void start();
   // `observers` from daemon::prepare_observers() (may throw, before this).
-  void reconfigure(config::BalancerSettings settings, daemon::ObserverReload observers);
+  void reconfigure(config::BalancerSettings settings, const daemon::ObserverReload& observers);
   const daemon::RequestLog& requests() const { return fronts_.front()->requests(); }
   const config::BalancerSettings& settings() const { return settings_; }
   void drain(std::function<void()> done);

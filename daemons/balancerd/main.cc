@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <optional>
 #include <stdexcept>
 
@@ -82,11 +83,10 @@ void check_state_dir(const cdn::config::BalancerSettings& s) {
   if (s.state_dir.empty()) return;
   struct stat st {};
   int err = 0;
-  if (::stat(s.state_dir.c_str(), &st) != 0) {
-    err = errno;
-  } else if (!S_ISDIR(st.st_mode)) {
+  const bool found = ::stat(s.state_dir.c_str(), &st) == 0;
+  if (found && !S_ISDIR(st.st_mode)) {
     err = ENOTDIR;
-  } else if (::access(s.state_dir.c_str(), W_OK | X_OK) != 0) {
+  } else if (!found || ::access(s.state_dir.c_str(), W_OK | X_OK) != 0) {
     err = errno;
   }
   if (err != 0) {
@@ -102,7 +102,7 @@ uint64_t descriptors_needed(const cdn::config::BalancerSettings& s) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run_main(int argc, char** argv) {
   cdn::daemon::hold_signals();
   CLI::App app{"cdn-balancerd: sends each client to the best replica"};
   Flags f;
@@ -125,7 +125,7 @@ int main(int argc, char** argv) {
     check_state_dir(settings);
     cdn::log::setup("cdn-balancerd", settings.log.level, settings.log.file);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "cdn-balancerd: %s\n", e.what());
+    (void)std::fprintf(stderr, "cdn-balancerd: %s\n", e.what());
     return 1;
   }
   if (auto rc = cdn::daemon::answer_config_flags(
@@ -146,7 +146,7 @@ int main(int argc, char** argv) {
       made.emplace(&loop, settings);  // reads the [tls] certificates
     } catch (const std::exception& e) {
       spdlog::critical("{}", e.what());
-      std::fprintf(stderr, "cdn-balancerd: %s\n", e.what());
+      (void)std::fprintf(stderr, "cdn-balancerd: %s\n", e.what());
       return life.end(1);
     }
     cdn::balancer::Balancer& balancer = *made;
@@ -168,7 +168,7 @@ int main(int argc, char** argv) {
         const auto tls_settings = next.tls;
         cdn::log::setup("cdn-balancerd", next.log.level, next.log.file);
         cdn::daemon::check_nofile(descriptors_needed(next));
-        balancer.reconfigure(std::move(next), std::move(observers));
+        balancer.reconfigure(std::move(next), observers);
         cdn::daemon::install_tls_reload(balancer.tls().get(), std::move(tls), tls_settings);
         return true;
       } catch (const std::exception& e) {
@@ -186,4 +186,17 @@ int main(int argc, char** argv) {
   }
   spdlog::info("stopped");
   return rc;
+}
+
+// What the body did not catch ends the process with a message and exit code
+// 1, not std::terminate (bugprone-exception-escape).
+int main(int argc, char** argv) {
+  try {
+    return run_main(argc, argv);
+  } catch (const std::exception& e) {
+    (void)std::fprintf(stderr, "cdn-balancerd: %s\n", e.what());
+  } catch (...) {
+    (void)std::fprintf(stderr, "cdn-balancerd: unknown exception\n");
+  }
+  return 1;
 }

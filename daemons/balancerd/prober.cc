@@ -136,7 +136,7 @@ void Prober::start(const config::ProbeSettings& settings) {
     resolver_ = std::make_unique<Resolver>(
         loop_, kResolverThreads,
         [this](const std::string& host, std::optional<net::Address> address,
-               const std::string& error) { resolved(host, std::move(address), error); });
+               const std::string& error) { resolved(host, address, error); });
   }
   for (auto& [host, n] : names_) n.due_ms = 0;
   if (!names_timer_) {

@@ -277,7 +277,7 @@ void Purger::pump(const std::string& name) {
 }
 
 void Purger::answered(const std::string& name, uint64_t id, bool ok, int status, std::string error,
-                      std::string body) {
+                      const std::string& body) {
   const auto i = index_of(name);
   const auto now = Clock::now();
   if (ok) {

@@ -98,7 +98,7 @@ class Purger {
   // Send replica `name` the oldest purge it owes, unless one is in flight.
   void pump(const std::string& name);
   void answered(const std::string& name, uint64_t id, bool ok, int status, std::string error,
-                std::string body);
+                const std::string& body);
   void settle(Waiter& w, const std::string& name, uint64_t id, bool ok, int status,
               const std::string& error, const std::string& body);
   void finish(Waiter& w);

@@ -266,8 +266,9 @@ DiskCache::DiskCache(Options options) : opt_(std::move(options)) {
     if (pos == d.size() || d[pos] == '/') {
       const std::string part = d.substr(0, pos);
       if (::mkdir(part.c_str(), 0700) != 0 && errno != EEXIST) {
-        throw std::runtime_error("cache_dir " + d + ": cannot create " + part + ": " +
-                                 std::strerror(errno));
+        std::string why = "cache_dir ";
+        why.append(d).append(": cannot create ").append(part).append(": ");
+        throw std::runtime_error(why.append(std::strerror(errno)));
       }
     }
   }
@@ -535,7 +536,8 @@ std::shared_ptr<const Object> DiskCache::make_object(const EntryMeta& m,
   return obj;
 }
 
-void DiskCache::insert(EntryMeta meta, std::string body_path, std::string body, bool in_memory) {
+void DiskCache::insert(EntryMeta meta, const std::string& body_path, std::string body,
+                       bool in_memory) {
   std::string id = variants::id_of(meta.key, meta.stored.variant);
   if (auto old = index_.find(id); old != index_.end()) remove_entry(old, false);
   lru_.push_front(id);

@@ -265,7 +265,7 @@ class DiskCache {
                                             std::string body, bool in_memory);
   // `sync_later`: fsynced by the cache's thread, not here.
   bool write_meta(const EntryMeta& m, bool sync_later = false);
-  void insert(EntryMeta meta, std::string body_path, std::string body, bool in_memory);
+  void insert(EntryMeta meta, const std::string& body_path, std::string body, bool in_memory);
   void remove_entry(std::unordered_map<std::string, Entry>::iterator it, bool unlink_files);
   void trim_memory();
   void evict_for(uint64_t incoming);

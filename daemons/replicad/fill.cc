@@ -24,8 +24,8 @@ std::vector<FillProgress::Wake> FillProgress::news_locked(bool end) {
   return out;
 }
 
-void FillProgress::wake_all(std::vector<Wake> wakes) {
-  for (auto& w : wakes) w();
+void FillProgress::wake_all(const std::vector<Wake>& wakes) {
+  for (const auto& w : wakes) w();
 }
 
 void FillProgress::advance(uint64_t available, int64_t now_ms) {
@@ -37,7 +37,7 @@ void FillProgress::advance(uint64_t available, int64_t now_ms) {
     v_.last_progress_ms = now_ms;
     wakes = news_locked(false);
   }
-  wake_all(std::move(wakes));
+  wake_all(wakes);
 }
 
 void FillProgress::spill(uint64_t file_end) {
@@ -78,7 +78,7 @@ void FillProgress::end(State state) {
     v_.state = state;
     wakes = news_locked(true);
   }
-  wake_all(std::move(wakes));
+  wake_all(wakes);
 }
 
 uint64_t FillProgress::subscribe(Wake wake) {

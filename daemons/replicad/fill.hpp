@@ -76,7 +76,7 @@ class FillProgress {
   // Takes the armed wakes out (to be called outside the lock); at the end,
   // every wake is dropped.
   std::vector<Wake> news_locked(bool end);
-  void wake_all(std::vector<Wake> wakes);
+  void wake_all(const std::vector<Wake>& wakes);
   void end(State state);
 
   struct Sub {

@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <exception>
 #include <optional>
 
 #include "cdn_config.h"
@@ -69,7 +70,7 @@ bool same_source(const cdn::config::ContentSettings& a, const cdn::config::Conte
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run_main(int argc, char** argv) {
   cdn::daemon::hold_signals();
   CLI::App app{"cdn-replicad: serves a copy of a site (a directory, a page or an origin)"};
   Flags f;
@@ -90,7 +91,7 @@ int main(int argc, char** argv) {
     cdn::log::setup("cdn-replicad", settings.log.level, settings.log.file);
     store = cdn::replica::open_store(settings.content);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "cdn-replicad: %s\n", e.what());
+    (void)std::fprintf(stderr, "cdn-replicad: %s\n", e.what());
     return 1;
   }
   std::string source = store ? store->source()
@@ -112,7 +113,7 @@ int main(int argc, char** argv) {
     replica_ptr = std::make_unique<cdn::replica::Replicas>(&loop, settings, std::move(store));
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
-    std::fprintf(stderr, "cdn-replicad: %s\n", e.what());
+    (void)std::fprintf(stderr, "cdn-replicad: %s\n", e.what());
     return life.end(1);
   }
   cdn::replica::Replicas& replica = *replica_ptr;
@@ -136,8 +137,8 @@ int main(int argc, char** argv) {
         settings.sites.empty() ? settings.content.origin : std::string("a site's origin");
     spdlog::critical("cannot fetch the start page from {} and no cached copy exists: {}", origin,
                      why);
-    std::fprintf(stderr, "cdn-replicad: cannot fetch the start page from %s: %s\n", origin.c_str(),
-                 why.c_str());
+    (void)std::fprintf(stderr, "cdn-replicad: cannot fetch the start page from %s: %s\n",
+                       origin.c_str(), why.c_str());
     return life.end(1);
   }
 
@@ -173,7 +174,7 @@ int main(int argc, char** argv) {
         replica.discard(std::move(sites));
         throw;
       }
-      replica.reconfigure(std::move(next), std::move(sites), std::move(observers));
+      replica.reconfigure(std::move(next), std::move(sites), observers);
       cdn::daemon::install_tls_reload(replica.tls(), std::move(tls), tls_settings);
       return true;
     } catch (const std::exception& e) {
@@ -190,4 +191,17 @@ int main(int argc, char** argv) {
   const int rc = life.run(std::move(hooks));
   spdlog::info("stopped");
   return rc;
+}
+
+// What the body did not catch ends the process with a message and exit code
+// 1, not std::terminate (bugprone-exception-escape).
+int main(int argc, char** argv) {
+  try {
+    return run_main(argc, argv);
+  } catch (const std::exception& e) {
+    (void)std::fprintf(stderr, "cdn-replicad: %s\n", e.what());
+  } catch (...) {
+    (void)std::fprintf(stderr, "cdn-replicad: unknown exception\n");
+  }
+  return 1;
 }

@@ -46,7 +46,9 @@ std::vector<std::string> forwarded_fields(const http::Request& req, bool shared_
       continue;
     }
     // curl sends "Name:" lines as a removal; "Name;" is an empty field.
-    out.push_back(v.empty() ? k + ";" : k + ": " + v);
+    std::string line(k);
+    line.append(v.empty() ? ";" : ": ").append(v);
+    out.push_back(std::move(line));
   }
   out.push_back("Via: " + via + "1.1 " + name);
   return out;
@@ -308,7 +310,7 @@ int64_t Pull::now() const {
       .count();
 }
 
-void Pull::serve(Waiter client, const std::string& path) {
+void Pull::serve(const Waiter& client, const std::string& path) {
   PullClient& ex = *client;
   if (closed_) {  // a site a reload replaced: its worker asked before it knew
     ex.reply(503, "try again", {{"Retry-After", "1"}});
@@ -648,7 +650,7 @@ void Pull::refetch(const std::string& key, std::vector<Waiter> waiters) {
   start_fetch(key);
 }
 
-void Pull::answer_entry(PullClient& ex, const DiskCache::Entry& e, std::string status,
+void Pull::answer_entry(PullClient& ex, const DiskCache::Entry& e, const std::string& status,
                         bool as_received) {
   Answer a;
   a.object = e.object;

@@ -112,7 +112,7 @@ class Pull {
 
   // Answers a request for a normalised path (query kept from the target).
   // On the Pull's loop; the client may be another worker's.
-  void serve(Waiter client, const std::string& path);
+  void serve(const Waiter& client, const std::string& path);
   // Start-up: makes sure `path` is in the cache. done(true, "") when it is
   // (fetched, revalidated, or a stale copy exists while the origin fails);
   // done(false, why) when the origin failed and no copy exists.
@@ -164,7 +164,7 @@ class Pull {
   bool abandoned(const Fetch& f) const;
   // `as_received`: the stored Age line is relayed (the fetch's own clients)
   // instead of one computed now.
-  void answer_entry(PullClient& ex, const DiskCache::Entry& e, std::string status,
+  void answer_entry(PullClient& ex, const DiskCache::Entry& e, const std::string& status,
                     bool as_received = false);
   void answer_error(PullClient& ex, Fetch& f, const DiskCache::Entry& e);
   int64_t now() const;

@@ -243,7 +243,7 @@ bool Replica::prefetch_start_page(std::string& why, const std::function<bool()>&
   for (const auto& site : sites_) {
     if (!site->pull) continue;
     if (!prefetch_start_page(*site, why, give_up)) {
-      if (sites_.size() > 1) why = "site " + site->name + ": " + why;
+      if (sites_.size() > 1) why = fmt::format("site {}: {}", site->name, why);
       return false;
     }
   }
@@ -361,6 +361,7 @@ std::string Replica::sources() const {
 namespace {
 std::vector<const net::Server*> servers_of(const std::vector<const Replica*>& rs) {
   std::vector<const net::Server*> v;
+  v.reserve(rs.size());
   for (const Replica* r : rs) v.push_back(&r->server());
   return v;
 }
@@ -512,10 +513,10 @@ void Replica::purged(net::Exchange& ex, const purge::Request& r, const std::stri
 void Replica::serve_content(net::Exchange& ex, Site& site, const std::string& path) {
   if (site.pull) {
     auto client = std::make_shared<PullClient>(
-        ex, [this](net::Exchange& e, Answer a) { answer_pulled(e, std::move(a)); },
+        ex, [this](net::Exchange& e, const Answer& a) { answer_pulled(e, a); },
         pull_home_ ? inbox_ : nullptr, site.pull->departures(pull_home_));
     if (!pull_home_) {
-      site.pull->serve(std::move(client), path);
+      site.pull->serve(client, path);
     } else if (!pull_home_->post(
                    [s = site.shared_from_this(), client, path] { s->pull->serve(client, path); })) {
       ex.reply(503, "stopping", {{"Retry-After", "1"}});
@@ -557,7 +558,7 @@ void Replica::load_then_serve(net::Exchange& ex, Site& site, const std::string& 
         // On libuv's pool thread: a failure (out of memory) is a 503, not a crash.
         if (!uv::guarded("lookup",
                          [work] { work->result = work->site->store->lookup(work->path); })) {
-          work->result = Unavailable{ENOMEM};
+          uv::guarded("lookup", [work] { work->result = Unavailable{ENOMEM}; });
         }
       },
       [](uv_work_t* req, int) noexcept {
@@ -639,7 +640,7 @@ void Replica::end_unavailable() {
   }
 }
 
-void Replica::answer_pulled(net::Exchange& ex, Answer a) {
+void Replica::answer_pulled(net::Exchange& ex, const Answer& a) {
   int fd = a.fd;
   answer(
       ex, a.object, {}, [&fd]() { return std::exchange(fd, -1); }, a.age, a.cache_status, &a);
@@ -667,7 +668,7 @@ void Replica::relay_fields(http::HeadWriter& h, const Answer& a, int64_t age,
       continue;
     }
     if (std::any_of(skip.begin(), skip.end(),
-                    [&k](std::string_view n) { return http::iequals(k, n); })) {
+                    [&key = k](std::string_view n) { return http::iequals(key, n); })) {
       continue;
     }
     h.header(k, v);
@@ -823,15 +824,14 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
     if (!cache_status.empty()) h.header("Cache-Status", cache_status);
     h.header("CDN-Replica", settings_.server.name);
   }
-  if (status == 304 || status == 204) {
-    ex.finish();
-  } else if (obj->in_memory) {
+  const bool bodiless = status == 304 || status == 204;
+  if (!bodiless && obj->in_memory) {
     const std::string_view body = std::string_view(obj->body).substr(offset, length);
     ex.finish(body, obj);
-  } else if (fd >= 0 && filling) {
+  } else if (!bodiless && fd >= 0 && filling) {
     stream_fill(ex, relay->fill, fd, offset,
                 sized ? std::optional<uint64_t>(offset + length) : std::nullopt, !sized, inbox_);
-  } else if (fd >= 0) {
+  } else if (!bodiless && fd >= 0) {
     ex.finish_file(fd, offset, length);
   } else {
     ex.finish();
@@ -1001,7 +1001,7 @@ void Replicas::start() {
 }
 
 void Replicas::reconfigure(config::ReplicaSettings settings, Replica::OpenedSites sites,
-                           daemon::ObserverReload observers) {
+                           const daemon::ObserverReload& observers) {
   const auto& now = members_.front()->settings();
   if (settings.server.address != now.server.address ||
       (settings.server.port != now.server.port && settings.server.port != 0)) {

@@ -139,7 +139,7 @@ class Replica {
   // none), Age and Via; `skip` names fields this answer sets itself.
   void relay_fields(http::HeadWriter& h, const Answer& a, int64_t age,
                     std::initializer_list<std::string_view> skip);
-  void answer_pulled(net::Exchange& ex, Answer a);
+  void answer_pulled(net::Exchange& ex, const Answer& a);
   // A file could not be opened for want of descriptors or memory (not
   // because it is missing): counted, and logged once per burst; the caller
   // answers 503 with Retry-After.
@@ -212,7 +212,7 @@ class Replicas {
   }
   void discard(Replica::OpenedSites opened) { members_.front()->discard(std::move(opened)); }
   void reconfigure(config::ReplicaSettings settings, Replica::OpenedSites sites,
-                   daemon::ObserverReload observers);
+                   const daemon::ObserverReload& observers);
   const daemon::RequestLog& requests() const { return members_.front()->requests(); }
   const config::ReplicaSettings& settings() const { return members_.front()->settings(); }
   // Every worker's [tls] certificates (null when [tls] port is 0).
