@@ -171,9 +171,10 @@ bool step(Run& r, Slot& s, size_t index) {
 }
 
 int usage() {
-  std::fprintf(stderr,
-               "usage: cdn-bench-tls-client handshakes PORT CONNECTIONS SECONDS [full|resume] "
-               "[PATH]\n       cdn-bench-tls-client idle PORT CONNECTIONS\n");
+  (void)std::fprintf(
+      stderr,
+      "usage: cdn-bench-tls-client handshakes PORT CONNECTIONS SECONDS [full|resume] "
+      "[PATH]\n       cdn-bench-tls-client idle PORT CONNECTIONS\n");
   return 2;
 }
 
@@ -226,7 +227,7 @@ int main(int argc, char** argv) {
   size_t next = 0;
   for (; next < burst; ++next) {
     if (!start(r, slots[next], next)) {
-      std::fprintf(stderr, "cannot connect (%s)\n", std::strerror(errno));
+      (void)std::fprintf(stderr, "cannot connect (%s)\n", std::strerror(errno));
       return 1;
     }
   }
@@ -238,7 +239,7 @@ int main(int argc, char** argv) {
     if (r.idle) {
       if (!told && r.idle_up + r.errors >= static_cast<long>(connections)) {
         std::printf("idle %ld errors %ld\n", r.idle_up, r.errors);
-        std::fflush(stdout);
+        (void)std::fflush(stdout);
         told = true;
         // Held until standard input ends.
         char c;
