@@ -7,6 +7,7 @@ served within a second throughout, and the daemon's RSS stays bounded."""
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
@@ -15,6 +16,7 @@ import pytest
 
 import cdnlib
 from test_hostile import Canary, assert_rss_bounded, rss_kib
+from test_store_bounds import sanitized
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 ENHANCE_YOUR_CALM = 0xB
@@ -82,9 +84,15 @@ def fast_canary(d):
 
 @pytest.fixture
 def h2_replica(cdn):
-    return cdn.replica(files={"index.html": b"<p>hello</p>\n" * 100,
-                              "big.bin": b"x" * (4 << 20)},
-                       extra={"server": {"send_timeout": "2s", "max_connections": 5000}})
+    r = cdn.replica(files={"index.html": b"<p>hello</p>\n" * 100,
+                           "big.bin": b"x" * (4 << 20)},
+                    extra={"server": {"send_timeout": "2s", "max_connections": 5000}},
+                    start=False)
+    if sanitized():  # freed buffers must leave, not wait in ASan's quarantine
+        options = os.environ.get("ASAN_OPTIONS", "")
+        r.extra_env["ASAN_OPTIONS"] = (options + ":" if options else "") + "quarantine_size_mb=0"
+    r.start()
+    return r
 
 
 def test_rapid_reset_is_cut_off_with_enhance_your_calm(h2_replica):

@@ -532,7 +532,10 @@ def test_cache_busting_misses_keep_entry_count_and_rss_bounded(cdn, origin):
     # 1,200 more entries through a full index: what may grow is allocator
     # slack, not an entry's worth each (1,200 x 1.1 KiB, as the issue saw,
     # would be 1.3 MiB).
-    assert rss - rss_full < 1 * MIB, f"RSS grew {(rss - rss_full) / MIB:.1f} MiB"
+    if sanitized():  # ASan's quarantine and redzones hold what is freed
+        print("sanitizer build: RSS growth not asserted")
+    else:
+        assert rss - rss_full < 1 * MIB, f"RSS grew {(rss - rss_full) / MIB:.1f} MiB"
     assert e.metric("cdn_replica_cache_evictions_total", site="default") >= 4 * cap
     assert e.stop() == 0
 

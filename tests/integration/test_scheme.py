@@ -162,9 +162,13 @@ def test_cdn_get_follows_https_through_the_balancer_and_its_fallbacks(cdn, pki, 
     assert port_refuses("127.0.0.1", dead)
     bcert, bkey = pki.leaf("balancer", sans="DNS:localhost")
     btls = free_port()
+    # hash_load_factor 100: bounded loads never move a path off its ring
+    # place, so the second asking of a path names the replica the first did.
     bal = cdn.balancer([f"{good.address} host=localhost tls_port={good_tls}",
                         f"{other.address} host=localhost tls_port={dead}"],
-                       policy="consistent", extra=tls_section(btls, bcert, bkey))
+                       policy="consistent",
+                       extra={**tls_section(btls, bcert, bkey),
+                              "balance": {"hash_load_factor": 100}})
     cdn.wait_up(bal, 2)
     # consistent: each path has its replica; take one sent to the dead
     # port first and one sent to the good one.
