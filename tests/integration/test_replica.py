@@ -683,9 +683,10 @@ def test_last_response_is_not_held_back(replica, name):
 def test_two_workers_share_a_burst_on_a_passed_socket(cdn):
     """Two workers on one socket passed as systemd does (LISTEN_FDS, no
     SO_REUSEPORT): a burst of connections already waiting when they wake is
-    spread over both, neither taking more than 75% (each takes at most a few
-    per wake; libuv's uv_listen took every pending one, so one worker served
-    the whole burst)."""
+    spread over both, each taking at least 15% of it (each takes at most a
+    few per wake; libuv's uv_listen took every pending one, so one worker
+    served the whole burst). How even the split is beyond that follows the
+    scheduler: on a busy machine one thread may be woken more often."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(4096)
@@ -723,7 +724,7 @@ def test_two_workers_share_a_burst_on_a_passed_socket(cdn):
     assert set(served) == {"0", "1"}, served
     total = sum(served.values())
     assert total >= burst + 1, served
-    assert max(served.values()) <= 0.75 * total, served
+    assert min(served.values()) >= 0.15 * total, served
 
 
 def test_two_workers_share_connections_and_a_reload(cdn):
