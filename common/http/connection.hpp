@@ -59,21 +59,25 @@
 namespace cdn::http {
 
 namespace detail {
-// A queue of at most N elements in place: no allocation, and an element
-// never moves while it is queued (its bytes may be in a write under way).
-// Popped slots keep what they own (string capacity) for the next push.
+// A queue of at most N elements in one block, taken at the first push (a
+// connection that never answers, such as an idle TLS one, holds none): an
+// element never moves while it is queued (its bytes may be in a write under
+// way). Popped slots keep what they own (string capacity) for the next push.
 template <typename T, size_t N>
 class Ring {
  public:
   size_t size() const { return n_; }
   bool empty() const { return n_ == 0; }
   bool full() const { return n_ == N; }
-  T& operator[](size_t i) { return a_[(first_ + i) % N]; }
-  const T& operator[](size_t i) const { return a_[(first_ + i) % N]; }
-  T& front() { return a_[first_]; }
+  T& operator[](size_t i) { return (*a_)[(first_ + i) % N]; }
+  const T& operator[](size_t i) const { return (*a_)[(first_ + i) % N]; }
+  T& front() { return (*a_)[first_]; }
   T& back() { return (*this)[n_ - 1]; }
   // The caller checks full() first.
-  T& push_back() { return (*this)[n_++]; }
+  T& push_back() {
+    if (!a_) a_ = std::make_unique<std::array<T, N>>();
+    return (*this)[n_++];
+  }
   void pop_front() {
     first_ = (first_ + 1) % N;
     // Empty: start again at the first slot, whose buffers are warm (most
@@ -83,7 +87,7 @@ class Ring {
   void pop_back() { --n_; }
 
  private:
-  std::array<T, N> a_{};
+  std::unique_ptr<std::array<T, N>> a_;
   size_t first_ = 0;
   size_t n_ = 0;
 };

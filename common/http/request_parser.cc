@@ -118,9 +118,6 @@ RequestParser::RequestParser(const Limits& limits) : limits_(limits) {
   settings_.on_headers_complete = &RequestParser::on_headers_complete;
   settings_.on_body = &RequestParser::on_body;
   settings_.on_message_complete = &RequestParser::on_message_complete;
-  // Most requests carry a handful of headers: one allocation for them rather
-  // than one per doubling of the vector (a new parser per connection).
-  request_.headers.reserve(8);
   reset();
 }
 
@@ -303,6 +300,10 @@ void RequestParser::note_line_bytes(std::string_view run) {
 }
 
 Header& RequestParser::add_header() {
+  // Most requests carry a handful of headers: one allocation for them rather
+  // than one per doubling of the vector, made with the first header (a
+  // connection that never sends a request costs none).
+  if (request_.headers.capacity() == 0) request_.headers.reserve(8);
   if (spare_.empty()) return request_.headers.emplace_back();
   Header& h = request_.headers.emplace_back(std::move(spare_.back()));
   spare_.pop_back();

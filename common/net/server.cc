@@ -123,8 +123,9 @@ class Connection final : public http::ConnectionHandler, public TransportUser {
   int answer_status_ = 0;
   uint64_t answer_bytes_ = 0;
   uint64_t request_start_ns_ = 0;
-  uint64_t file_left_ = 0;                 // file bytes of the answer not handed over yet
-  std::optional<http::Request> file_req_;  // its request (the core moved on); with on_complete only
+  uint64_t file_left_ = 0;  // file bytes of the answer not handed over yet
+  std::unique_ptr<http::Request>
+      file_req_;  // its request (the core moved on); with on_complete only
   std::string note_cache_;
   std::string note_upstream_;
   std::function<void()> writable_;  // Exchange::when_writable
@@ -243,7 +244,8 @@ void Exchange::finish_file(int fd, uint64_t offset, uint64_t length) {
   c.open_ = Connection::Open::File;
   c.answer_bytes_ = length;  // less what is left unsent if the connection closes first
   c.file_left_ = length;
-  if (c.server_.options_.on_complete) c.file_req_ = c.core_.request();
+  if (c.server_.options_.on_complete)
+    c.file_req_ = std::make_unique<http::Request>(c.core_.request());
   c.core_.finish_file(seq, http::FileRange{fd, offset, length, std::make_shared<OpenFile>(fd)});
   c.kick();
 }

@@ -283,8 +283,10 @@ TEST_F(Fixture, KeepAliveAnswersAllocateNothing) {
   EXPECT_EQ(conn->queued(), 0u);
 }
 
-// A connection that answers one request allocates what its parser does and
-// one buffer for its output: the head is built in it and handed over.
+// A connection that answers one request allocates what its parser does, the
+// block of its output slots (taken with the first answer, so that a
+// connection that never asks holds none) and one buffer for its output: the
+// head is built in it and handed over.
 TEST_F(Fixture, OneAnswerAllocatesOneOutputBuffer) {
   handler.quiet = true;
   handler.answer = [&](uint64_t seq, const Request&) {
@@ -309,7 +311,19 @@ TEST_F(Fixture, OneAnswerAllocatesOneOutputBuffer) {
     c.advance(p.bytes, 0, now);
     ASSERT_TRUE(c.closed());
   }
-  EXPECT_EQ(tl_allocations - before, parsing + 10u);
+  EXPECT_EQ(tl_allocations - before, parsing + 20u);
+}
+
+// An open connection that has sent nothing (an idle TLS or keep-alive
+// client before its first request) costs its object and nothing more.
+TEST_F(Fixture, AConnectionThatNeverAsksAllocatesNothing) {
+  const uint64_t before = tl_allocations;
+  {
+    ServerConnection c(handler, options, now);
+    EXPECT_EQ(c.plan().kind, OutputPlan::Kind::None);
+    c.tick(now + 1000);
+  }
+  EXPECT_EQ(tl_allocations - before, 0u);
 }
 
 TEST_F(Fixture, GathersSmallAnswersBehindAWriteUnderWay) {
