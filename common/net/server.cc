@@ -26,12 +26,14 @@ constexpr std::string_view kRejectResponse =
     "Connection: close\r\n\r\n";
 
 // Keeps a file open while its range is queued (http::FileRange::owner).
+// `also`: what else must live as long as the descriptor (finish_file's owner).
 struct OpenFile {
-  explicit OpenFile(int f) : fd(f) {}
+  explicit OpenFile(int f, std::shared_ptr<const void> a = nullptr) : fd(f), also(std::move(a)) {}
   ~OpenFile() { ::close(fd); }
   OpenFile(const OpenFile&) = delete;
   OpenFile& operator=(const OpenFile&) = delete;
   int fd;
+  std::shared_ptr<const void> also;
 };
 }  // namespace
 
@@ -201,7 +203,8 @@ void Exchange::finish(std::string_view body, std::shared_ptr<const void> owner) 
   c.kick();
 }
 
-void Exchange::finish_file(int fd, uint64_t offset, uint64_t length) {
+void Exchange::finish_file(int fd, uint64_t offset, uint64_t length,
+                           std::shared_ptr<const void> owner) {
   Connection& c = conn_;
   const uint64_t seq = c.core_.seq();
   if (!c.core_.is_current(seq) || c.core_.state() != http::ServerConnection::State::Answering) {
@@ -217,7 +220,8 @@ void Exchange::finish_file(int fd, uint64_t offset, uint64_t length) {
   c.answer_bytes_ = length;  // less what is left unsent if the connection closes first
   c.file_left_ = length;
   if (c.server_.options_.on_complete) c.file_req_ = c.core_.request();
-  c.core_.finish_file(seq, http::FileRange{fd, offset, length, std::make_shared<OpenFile>(fd)});
+  c.core_.finish_file(
+      seq, http::FileRange{fd, offset, length, std::make_shared<OpenFile>(fd, std::move(owner))});
   c.kick();
 }
 

@@ -52,6 +52,22 @@ void FillProgress::spilled(std::string_view bytes) {
   if (v_.file_end == UINT64_MAX || v_.state != State::Filling) return;
   memory_.emplace_back(memory_end_, std::move(chunk));
   memory_end_ += bytes.size();
+  memory_held_ += bytes.size();
+  trim_locked();
+}
+
+void FillProgress::window(uint64_t bytes) {
+  std::lock_guard lock(mu_);
+  window_ = bytes;
+  trim_locked();
+}
+
+void FillProgress::trim_locked() {
+  // The newest chunk always stays: it is what the clients are waiting for.
+  while (memory_held_ > window_ && memory_.size() > 1) {
+    memory_held_ -= memory_.front().second->size();
+    memory_.pop_front();
+  }
 }
 
 std::pair<std::shared_ptr<const std::string>, size_t> FillProgress::memory_at(

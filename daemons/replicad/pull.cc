@@ -129,6 +129,21 @@ namespace {
 // no more than this is left of a body of known length (cheaper than asking
 // again); any other is cancelled, freeing its origin connection at once.
 constexpr uint64_t kFinishForCache = 1 << 20;
+// A body held neither on disk nor in spill memory goes on to the clients
+// streaming it through this much memory (the newest bytes; a client further
+// behind the origin is cut).
+constexpr uint64_t kPassWindow = 8 << 20;
+
+// The origin's Content-Length (the origin adapter refuses two different
+// ones), nullopt when it sent none or one that is not a number.
+std::optional<uint64_t> content_length(const OriginHead& h) {
+  const auto cl = h.header("Content-Length");
+  uint64_t v = 0;
+  if (!cl) return std::nullopt;
+  const auto [end, ec] = std::from_chars(cl->data(), cl->data() + cl->size(), v);
+  if (ec != std::errc() || end != cl->data() + cl->size()) return std::nullopt;
+  return v;
+}
 }  // namespace
 
 PullClient::PullClient(net::Exchange& ex, Responder respond, std::shared_ptr<daemon::Inbox> home,
@@ -246,10 +261,8 @@ bool Pull::abandoned(const Fetch& f) const {
     if (live(w) != nullptr) return false;
   }
   if (f.have_head && !f.private_ && f.method == "GET") {
-    const auto cl = f.head.header("Content-Length");
-    uint64_t length = 0;
-    if (cl && std::from_chars(cl->data(), cl->data() + cl->size(), length).ec == std::errc() &&
-        length >= f.received && length - f.received <= kFinishForCache &&
+    const auto length = content_length(f.head);
+    if (length && *length >= f.received && *length - f.received <= kFinishForCache &&
         cache::storable("GET", f.client, static_cast<int>(f.head.status), f.head_fields, policy_) ==
             cache::Verdict::Storable) {
       return false;
@@ -455,20 +468,30 @@ void Pull::start_fetch(const std::string& slot) {
       if (auto* ex = live(d)) ex->interim(static_cast<int>(h.status), fields);
     }
   };
-  cb.body = [this, f](const char* data, size_t n) {
+  cb.body = [this, f, url](const char* data, size_t n) {
     f->received += n;
     if (f->writer) {
       const bool was_on_disk = f->writer->on_disk();
       if (!f->writer->write(data, n)) {
-        f->local_error = "cannot hold the body: not on disk (" + f->writer->disk_error() +
-                         "), and past spill memory";
-        return false;
+        if (!f->fill || f->fill->subscribers() == 0) {
+          f->local_error = "cannot hold the body: not on disk (" + f->writer->disk_error() +
+                           "), and past spill memory";
+          return false;
+        }
+        // Its clients are streaming it: they still get all of it, from a
+        // window of memory; nothing is stored.
+        spdlog::warn(
+            "{}: not cached: not on disk ({}), past spill memory: passed through to "
+            "the {} clients streaming it",
+            url, f->writer->disk_error(), f->fill->subscribers());
+        f->writer->pass();
+        f->fill->window(kPassWindow);
       }
       // The clients start streaming with the first body bytes: an answer
       // that fails before any (a bad head, a bad first chunk) is still a
-      // clean 502 for them.
-      if (!f->fill && f->have_head && f->head.status == 200 && f->writer->on_disk() &&
-          f->writer->size() == n) {
+      // clean 502 for them. A body with no room on disk streams from
+      // memory.
+      if (!f->fill && f->have_head && f->head.status == 200 && f->writer->size() == n) {
         start_fill(*f);
       }
       if (f->fill) {
@@ -509,19 +532,16 @@ void Pull::on_head(Fetch& f, const OriginHead& h) {
   s.request_time = f.request_time;
   s.response_time = now();
   if (f.method != "HEAD") {
-    f.writer = cache_.begin();
+    // Its Content-Length is reserved on disk at once (within cache_size).
+    f.writer = cache_.begin(content_length(h));
     if (!f.writer) f.local_error = std::string("cannot buffer the body: ") + std::strerror(errno);
   }
 }
 
 void Pull::start_fill(Fetch& f) {
-  std::optional<uint64_t> length;
-  if (auto cl = f.head.header("Content-Length")) {
-    uint64_t v = 0;
-    const auto [end, ec] = std::from_chars(cl->data(), cl->data() + cl->size(), v);
-    if (ec == std::errc() && end == cl->data() + cl->size()) length = v;
-  }
+  const std::optional<uint64_t> length = content_length(f.head);
   f.fill = std::make_shared<FillProgress>(length, now_ms());
+  if (!f.writer->on_disk()) f.fill->spill(0);  // no room on disk: from memory from the start
   const bool shared_get = f.method == "GET" && !f.private_;
   // What finish_fetch would answer with, decided now: the stored fields
   // when the answer is storable, else every end-to-end field.
@@ -542,6 +562,7 @@ void Pull::start_fill(Fetch& f) {
   obj->last_modified = std::string(f.head.header("Last-Modified").value_or(""));
   obj->mtime = obj->last_modified.empty() ? -1 : http::parse_http_date(obj->last_modified);
   obj->in_memory = false;
+  obj->hold = f.writer->hold();  // the file's blocks stay counted while it is streamed
   f.fill_object = std::move(obj);
   // The clients waiting now whose request selects this response (Vary);
   // the others wait for the end, as before.
@@ -800,9 +821,11 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
       for (auto& p : f.prefetchers) p(true, {});
       return;
     }
-    spdlog::warn("{}: not cached: {}", url,
-                 f.writer->on_disk() ? std::strerror(errno)
-                                     : "not on disk (" + f.writer->disk_error() + ")");
+    if (!f.writer->passing()) {  // which said so when it began
+      spdlog::warn("{}: not cached: {}", url,
+                   f.writer->on_disk() ? std::strerror(errno)
+                                       : "not on disk (" + f.writer->disk_error() + ")");
+    }
   } else {
     cache_.erase(key);  // the origin's latest answer replaces what was stored
   }
@@ -823,6 +846,13 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
   for (auto& d : f.waiters) {
     auto* ex = live(d);
     if (ex == nullptr) continue;
+    if (f.writer && f.writer->passing() && !ex->is_head()) {
+      // Passed through to the clients streaming it, kept nowhere: those
+      // that could not stream it ask again.
+      ex->reply(503, http::reason_phrase(503),
+                {{"Retry-After", "1"}, {"Cache-Control", "no-store"}});
+      continue;
+    }
     Answer a;
     a.object = obj;
     if (!obj->in_memory && !ex->is_head()) a.fd = f.writer->dup_fd();

@@ -133,6 +133,29 @@ TEST(NextFillStep, PastTheFilesEndFromMemory) {
   EXPECT_FALSE(f.memory_at(99).first);
 }
 
+// Passed through (no disk, no whole body in memory): only a window of the
+// newest bytes is kept; a client that fell further behind is cut.
+TEST(NextFillStep, PassedThroughKeepsAWindow) {
+  FillProgress f(10, 0);
+  f.spill(0);  // never on disk
+  f.spilled("ab");
+  f.window(4);
+  f.spilled("cd");
+  f.spilled("ef");  // "ab" goes: 6 bytes held past a window of 4
+  f.advance(6, 1);
+  EXPECT_FALSE(f.memory_at(1).first);
+  auto [chunk, at] = f.memory_at(2);
+  ASSERT_TRUE(chunk);
+  EXPECT_EQ(chunk->substr(at), "cd");
+  f.spilled("ghij");  // bigger than the window alone: the newest stays
+  f.advance(10, 2);
+  EXPECT_FALSE(f.memory_at(5).first);
+  auto [last, off] = f.memory_at(7);
+  ASSERT_TRUE(last);
+  EXPECT_EQ(last->substr(off), "hij");
+  EXPECT_EQ(next_fill_step(f.view(), 6, std::nullopt).kind, Kind::SendMemory);
+}
+
 // Readers on other threads, each pumping when woken (as through an Inbox):
 // every reader sees the end and the last byte, whatever the interleaving.
 TEST(FillProgress, ReadersOnOtherThreadsSeeEveryByte) {
