@@ -129,6 +129,7 @@ class DiskCache {
     // held goes, disk and memory. Never stored; object() has no body.
     void pass();
     bool passing() const { return passing_; }
+
     uint64_t size() const { return size_; }
     bool on_disk() const { return fd_ >= 0 && !spilled_; }
     const std::string& disk_error() const { return disk_error_; }

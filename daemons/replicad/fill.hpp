@@ -96,9 +96,12 @@ class FillProgress {
   uint64_t next_id_ = 0;
   std::unordered_map<uint64_t, Sub> subs_;
   uint64_t memory_end_ = 0;  // one past the last spilled byte
-  std::deque<std::pair<uint64_t, std::shared_ptr<const std::string>>> memory_;  // (offset, bytes)
-  uint64_t memory_held_ = 0;                                                    // bytes in memory_
-  uint64_t window_ = UINT64_MAX;                                                // see window()
+  // (offset, bytes). The last chunk grows while no reader holds it (up to
+  // kChunk): a client is sent a chunk per turn, and the origin's pieces are
+  // small.
+  std::deque<std::pair<uint64_t, std::shared_ptr<std::string>>> memory_;
+  uint64_t memory_held_ = 0;      // bytes in memory_
+  uint64_t window_ = UINT64_MAX;  // see window()
 };
 
 // What a streaming client does next, from the fill's state, the next byte

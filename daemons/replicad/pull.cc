@@ -116,6 +116,8 @@ struct Pull::Fetch {
   std::shared_ptr<const Object> fill_object;  // what the streamed answers describe
   std::vector<http::Header> fill_fields;      // their relayed fields
   std::string fill_status;                    // their Cache-Status parameters
+  uint64_t streamed = 0;                      // answers streaming the fill (not HEAD)
+  std::shared_ptr<void> pass_slot;            // one of kMaxPassing while passed through
   uint64_t transfer = 0;                      // Origin's id of the transfer, for cancel()
   uint64_t received = 0;                      // body bytes so far
 
@@ -132,7 +134,10 @@ constexpr uint64_t kFinishForCache = 1 << 20;
 // A body held neither on disk nor in spill memory goes on to the clients
 // streaming it through this much memory (the newest bytes; a client further
 // behind the origin is cut).
-constexpr uint64_t kPassWindow = 8 << 20;
+constexpr uint64_t kPassWindow = 4 << 20;
+// At most this many fills are passed through at once (their windows are
+// memory too); past it a body that cannot be held fails as before.
+constexpr int kMaxPassing = 4;
 
 // The origin's Content-Length (the origin adapter refuses two different
 // ones), nullopt when it sent none or one that is not a number.
@@ -473,7 +478,7 @@ void Pull::start_fetch(const std::string& slot) {
     if (f->writer) {
       const bool was_on_disk = f->writer->on_disk();
       if (!f->writer->write(data, n)) {
-        if (!f->fill || f->fill->subscribers() == 0) {
+        if (!f->fill || f->streamed == 0 || *passing_ >= kMaxPassing) {
           f->local_error = "cannot hold the body: not on disk (" + f->writer->disk_error() +
                            "), and past spill memory";
           return false;
@@ -483,15 +488,19 @@ void Pull::start_fetch(const std::string& slot) {
         spdlog::warn(
             "{}: not cached: not on disk ({}), past spill memory: passed through to "
             "the {} clients streaming it",
-            url, f->writer->disk_error(), f->fill->subscribers());
+            url, f->writer->disk_error(), f->streamed);
         f->writer->pass();
         f->fill->window(kPassWindow);
+        ++*passing_;
+        f->pass_slot = std::shared_ptr<void>(nullptr, [n = passing_](void*) { --*n; });
       }
       // The clients start streaming with the first body bytes: an answer
       // that fails before any (a bad head, a bad first chunk) is still a
-      // clean 502 for them. A body with no room on disk streams from
-      // memory.
-      if (!f->fill && f->have_head && f->head.status == 200 && f->writer->size() == n) {
+      // clean 502 for them. A body with no room on disk from the start is
+      // answered whole from spill memory at the end (streaming it from
+      // memory as well would hold it twice).
+      if (!f->fill && f->have_head && f->head.status == 200 && f->writer->on_disk() &&
+          f->writer->size() == n) {
         start_fill(*f);
       }
       if (f->fill) {
@@ -599,6 +608,7 @@ void Pull::answer_fill(PullClient& ex, Fetch& f) {
   a.headers = f.fill_fields;
   a.cache_status = name_ + "; " + f.fill_status;
   a.fill = f.fill;
+  if (!ex.is_head()) ++f.streamed;
   ex.respond(std::move(a));
 }
 

@@ -450,8 +450,11 @@ def test_cache_size_bounds_the_disk_under_concurrent_big_misses(cdn, origin):
     # while the others are fetched again and evict): disk blocks as du
     # counts them, unlinked files still open included, never pass
     # cache_size plus the slack (the directories, a meta and a block per
-    # file: 1 MiB is plenty). A body that cannot have room is answered
-    # without being stored.
+    # file: 1 MiB is plenty). A body that cannot have room is not written
+    # at all: answered from spill memory (64 MiB for all), or past that a
+    # 503 (none of its bytes sent yet). A body that ran out of room while
+    # streamed goes on through a window of memory, which cuts a client that
+    # falls further behind the origin (None: never a short body as whole).
     for i in range(3):
         origin.routes[f"/big/{i}"] = paced(bytes([65 + i]) * (48 * MIB), 32 * MIB)
     e = edge(cdn, origin, {"cache_size": "64M", "cache_memory": "1M", "origin_timeout": "20s"})
@@ -466,8 +469,10 @@ def test_cache_size_bounds_the_disk_under_concurrent_big_misses(cdn, origin):
     assert disk.peak <= 64 * MIB + 1 * MIB, f"{disk.peak / MIB:.1f} MiB on disk"
     for rs in results:
         for i, (status, body, _) in enumerate(rs):
-            assert status == 200, (i, status)
-            assert body == bytes([65 + i]) * (48 * MIB)
+            assert status in (200, 502, 503, None), (i, status)
+            if status == 200:
+                assert body == bytes([65 + i]) * (48 * MIB)
+        assert sum(r[0] == 200 for r in rs) >= 2
     assert e.alive()
 
 

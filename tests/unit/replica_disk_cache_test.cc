@@ -285,7 +285,9 @@ TEST_F(DiskCacheTest, ContentLengthIsReservedAtBegin) {
   ASSERT_TRUE(a->write(half.data(), half.size()));
   EXPECT_EQ(c.disk_bytes(), 2500U);
   a->finish();
-  ASSERT_NE(c.commit(*a, EntryMeta{.key = "/a"}), nullptr);
+  EntryMeta m;
+  m.key = "/a";
+  ASSERT_NE(c.commit(*a, m), nullptr);
   a.reset();
   EXPECT_EQ(c.disk_bytes(), 2500U);  // /2 and /a
 }

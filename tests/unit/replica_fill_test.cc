@@ -134,22 +134,29 @@ TEST(NextFillStep, PastTheFilesEndFromMemory) {
 }
 
 // Passed through (no disk, no whole body in memory): only a window of the
-// newest bytes is kept; a client that fell further behind is cut.
+// newest bytes is kept; a client that fell further behind is cut. Small
+// pieces are gathered into one chunk while no reader holds it.
 TEST(NextFillStep, PassedThroughKeepsAWindow) {
   FillProgress f(10, 0);
   f.spill(0);  // never on disk
   f.spilled("ab");
-  f.window(4);
   f.spilled("cd");
-  f.spilled("ef");  // "ab" goes: 6 bytes held past a window of 4
+  auto [both, at2] = f.memory_at(2);
+  ASSERT_TRUE(both);
+  EXPECT_EQ(*both, "abcd");  // one chunk
+  EXPECT_EQ(at2, 2u);
+  f.spilled("ef");  // `both` is held: a chunk of its own
+  f.window(4);      // "abcd" goes: 6 bytes held past a window of 4
   f.advance(6, 1);
   EXPECT_FALSE(f.memory_at(1).first);
-  auto [chunk, at] = f.memory_at(2);
-  ASSERT_TRUE(chunk);
-  EXPECT_EQ(chunk->substr(at), "cd");
-  f.spilled("ghij");  // bigger than the window alone: the newest stays
+  EXPECT_EQ(*both, "abcd");  // what a reader holds stays whole
+  auto [ef, at4] = f.memory_at(4);
+  ASSERT_TRUE(ef);
+  EXPECT_EQ(ef->substr(at4), "ef");
+  ef.reset();
+  both.reset();
+  f.spilled("ghij");  // the newest chunk stays, even past the window
   f.advance(10, 2);
-  EXPECT_FALSE(f.memory_at(5).first);
   auto [last, off] = f.memory_at(7);
   ASSERT_TRUE(last);
   EXPECT_EQ(last->substr(off), "hij");
