@@ -661,8 +661,11 @@ bool DiskCache::reserve(Writer& w, uint64_t total) {
 
 bool DiskCache::evict_for_space(uint64_t n) {
   // Room for this write and some after it: the least recently used entries
-  // nobody reads (a file being read frees nothing when unlinked).
+  // nobody reads (a file being read frees nothing when unlinked). A cache
+  // holding less than that keeps what it has (the body goes on in memory,
+  // and is not stored).
   const uint64_t want = n + (1ULL << 20);
+  if (footprint_ < want) return false;
   uint64_t freed = 0;
   auto it = lru_.end();
   while (freed < want && it != lru_.begin()) {
