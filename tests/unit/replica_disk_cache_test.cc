@@ -42,12 +42,18 @@ class DiskCacheTest : public ::testing::Test {
     auto w = c.begin();
     EXPECT_TRUE(w);
     EXPECT_TRUE(w->write(body.data(), body.size()));
-    w->finish();
+    return commit_as(c, *w, key);
+  }
+
+  // Finishes a body received so far and stores it under `key`.
+  static const DiskCache::Entry* commit_as(DiskCache& c, DiskCache::Writer& w,
+                                           const std::string& key) {
+    w.finish();
     EntryMeta m;
     m.key = key;
     m.stored.response_time = 1000;
     m.content_type = "text/plain";
-    return c.commit(*w, m);
+    return c.commit(w, m);
   }
 
   static std::string read_fd(int fd) {
@@ -242,10 +248,7 @@ TEST_F(DiskCacheTest, BodiesInFlightCountAgainstTheBound) {
   EXPECT_EQ(c.spilled_bytes(), 2000U);
   served.reset();
   EXPECT_EQ(c.spilled_bytes(), 0U);
-  a->finish();
-  EntryMeta m;
-  m.key = "/a";
-  ASSERT_NE(c.commit(*a, m), nullptr);
+  ASSERT_NE(commit_as(c, *a, "/a"), nullptr);
   a.reset();
   EXPECT_EQ(c.disk_bytes(), 2400U);  // /a's entry and d's bytes
   d.reset();
@@ -285,10 +288,7 @@ TEST_F(DiskCacheTest, ContentLengthIsReservedAtBegin) {
   ASSERT_TRUE(a->write(half.data(), half.size()));
   ASSERT_TRUE(a->write(half.data(), half.size()));
   EXPECT_EQ(c.disk_bytes(), 2500U);
-  a->finish();
-  EntryMeta m;
-  m.key = "/a";
-  ASSERT_NE(c.commit(*a, m), nullptr);
+  ASSERT_NE(commit_as(c, *a, "/a"), nullptr);
   a.reset();
   EXPECT_EQ(c.disk_bytes(), 2500U);  // /2 and /a
 }
@@ -461,6 +461,47 @@ TEST_F(DiskCacheTest, MaxVariantsDropsTheUrlsLeastRecentlyUsed) {
   EXPECT_EQ(body_of(c.find("/w", ae("a"))), "other url");
   EXPECT_EQ(c.objects(), 3U);
   EXPECT_EQ(c.evictions(), 1U);
+}
+
+// Every variant is an entry of its own on disk: its blocks count, and a
+// variant dropped (past max_variants) or purged with its URL while an
+// answer reads it stays counted until that answer ends.
+TEST_F(DiskCacheTest, VariantsCountTheirBlocksUntilTheLastReaderGoes) {
+  auto o = options(3000, 0);
+  o.max_variants = 2;
+  DiskCache c(o);
+  const std::string kb(1000, 'k');
+  ASSERT_NE(put_variant(c, "/v", "a", kb), nullptr);
+  ASSERT_NE(put_variant(c, "/v", "b", kb), nullptr);
+  EXPECT_EQ(c.disk_bytes(), 2000U);
+  // An answer reads variant a (peek: not marked as used), the URL's least
+  // recently used: a third variant drops it, its file still counted.
+  std::shared_ptr<const Object> reading_a = c.peek("/v", ae("a"))->object;
+  ASSERT_NE(put_variant(c, "/v", "c", kb), nullptr);
+  EXPECT_EQ(c.peek("/v", ae("a")), nullptr);
+  EXPECT_EQ(c.objects(), 2U);
+  EXPECT_EQ(c.released_open_bytes(), 1000U);
+  EXPECT_EQ(c.disk_bytes(), 3000U);
+  // Full: another URL makes room by evicting b, the least recently used
+  // entry nobody reads.
+  ASSERT_NE(put_variant(c, "/w", "a", kb), nullptr);
+  EXPECT_EQ(c.peek("/v", ae("b")), nullptr);
+  EXPECT_NE(c.peek("/v", ae("c")), nullptr);
+  EXPECT_EQ(c.disk_bytes(), 3000U);
+  // Every variant of the URL purged, c while it is read.
+  std::shared_ptr<const Object> reading_c = c.peek("/v", ae("c"))->object;
+  c.erase_all("/v");
+  EXPECT_FALSE(c.holds("/v"));
+  EXPECT_EQ(c.released_open_bytes(), 2000U);
+  EXPECT_EQ(c.disk_bytes(), 3000U);
+  // Nothing can be evicted for a body while those are read.
+  auto w = c.begin(1500);
+  EXPECT_FALSE(w->on_disk());
+  w.reset();
+  reading_a.reset();
+  reading_c.reset();
+  EXPECT_EQ(c.released_open_bytes(), 0U);
+  EXPECT_EQ(c.disk_bytes(), 1000U);  // /w
 }
 
 TEST_F(DiskCacheTest, WarmRestartFindsEveryVariant) {
