@@ -72,8 +72,9 @@ class H2Link::Stream final : public ExchangeImpl {
     link_.kick();
   }
 
-  void finish_file(int fd, uint64_t offset, uint64_t length) override {
-    auto owner = std::make_shared<OpenFile>(fd);
+  void finish_file(int fd, uint64_t offset, uint64_t length,
+                   std::shared_ptr<const void> also) override {
+    auto owner = std::make_shared<OpenFile>(fd, std::move(also));
     if (!begun_ || done_) return;
     if (is_head() || length == 0) {
       finish({}, nullptr);

@@ -228,8 +228,9 @@ void Exchange::finish(std::string_view body, std::shared_ptr<const void> owner) 
   c.kick();
 }
 
-void Exchange::finish_file(int fd, uint64_t offset, uint64_t length) {
-  if (impl_ != nullptr) return impl_->finish_file(fd, offset, length);
+void Exchange::finish_file(int fd, uint64_t offset, uint64_t length,
+                           std::shared_ptr<const void> owner) {
+  if (impl_ != nullptr) return impl_->finish_file(fd, offset, length, std::move(owner));
   Connection& c = conn_;
   const uint64_t seq = c.core_.seq();
   if (!c.core_.is_current(seq) || c.core_.state() != http::ServerConnection::State::Answering) {
@@ -246,7 +247,8 @@ void Exchange::finish_file(int fd, uint64_t offset, uint64_t length) {
   c.file_left_ = length;
   if (c.server_.options_.on_complete)
     c.file_req_ = std::make_unique<http::Request>(c.core_.request());
-  c.core_.finish_file(seq, http::FileRange{fd, offset, length, std::make_shared<OpenFile>(fd)});
+  c.core_.finish_file(
+      seq, http::FileRange{fd, offset, length, std::make_shared<OpenFile>(fd, std::move(owner))});
   c.kick();
 }
 

@@ -139,7 +139,8 @@ class ExchangeImpl {
   virtual http::HeadWriter& begin(int status, bool relayed) = 0;
   virtual void interim(int status, const std::vector<http::Header>& headers) = 0;
   virtual void finish(std::string_view body, std::shared_ptr<const void> owner) = 0;
-  virtual void finish_file(int fd, uint64_t offset, uint64_t length) = 0;
+  virtual void finish_file(int fd, uint64_t offset, uint64_t length,
+                           std::shared_ptr<const void> owner) = 0;
   virtual Deferred defer(std::function<void()> on_gone) = 0;
   virtual void start_stream(bool chunked) = 0;
   virtual bool send_piece(std::string_view piece) = 0;
@@ -209,8 +210,11 @@ class Exchange {
   // `owner` keeps them alive until written.
   void finish(std::string_view body = {}, std::shared_ptr<const void> owner = nullptr);
   // Ends the head and streams `length` bytes of `fd` from `offset`; takes
-  // ownership of fd (closed when done, also for HEAD).
-  void finish_file(int fd, uint64_t offset, uint64_t length);
+  // ownership of fd (closed when done, also for HEAD). `owner` is let go
+  // when fd is closed (the edge cache counts an evicted body's blocks until
+  // the last descriptor of it closes).
+  void finish_file(int fd, uint64_t offset, uint64_t length,
+                   std::shared_ptr<const void> owner = nullptr);
 
   // Answer later: the handler returns without finishing, and calls
   // finish*() through the Deferred's exchange() when it has the answer.

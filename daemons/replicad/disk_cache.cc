@@ -146,23 +146,31 @@ std::optional<bool> from_json(const json& j, EntryMeta& m) {
 
 // ---------------------------------------------------------------- Writer
 
+DiskCache::Blocks::~Blocks() {
+  if (charge == 0) return;
+  if (auto p = pool.lock()) *p -= charge;
+}
+
 DiskCache::Writer::~Writer() {
   if (fd_ >= 0) ::close(fd_);
   if (!committed_ && !tmp_path_.empty()) ::unlink(tmp_path_.c_str());
+  // Streaming answers may still read the unlinked file.
   cache_->inflight_ -= reserved_;
+  cache_->release(blocks_, reserved_);
   *cache_->spill_pool_ -= spill_held_;
 }
 
 bool DiskCache::Writer::write(const char* data, size_t n) {
   EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_.get()), data, n);
   size_ += n;
+  if (passing_) return true;
   if (keep_memory_ && !spilled_ && size_ > memory_limit_) {
     keep_memory_ = false;
     std::string().swap(memory_);
   }
   if (spilled_) return spill(data, n);
-  if (!cache_->reserve(*this, n)) {
-    disk_error_ = "no room within cache_size beside the other bodies in flight";
+  if (!cache_->reserve(*this, size_)) {
+    disk_error_ = "no room within cache_size beside the bodies in flight and being read";
     return spill(data, n);
   }
   const off_t at = static_cast<off_t>(size_ - n);
@@ -192,12 +200,7 @@ bool DiskCache::Writer::spill(const char* data, size_t n) {
         got += static_cast<uint64_t>(r);
       }
     }
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-    if (!tmp_path_.empty()) ::unlink(tmp_path_.c_str());
-    tmp_path_.clear();
-    cache_->inflight_ -= reserved_;
-    reserved_ = 0;
+    drop_file();
     spilled_ = true;
     keep_memory_ = true;
     *cache_->spill_pool_ += memory_.capacity();
@@ -216,6 +219,28 @@ bool DiskCache::Writer::spill(const char* data, size_t n) {
   pool += memory_.capacity() - spill_held_;
   spill_held_ = memory_.capacity();
   return true;
+}
+
+void DiskCache::Writer::drop_file() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  if (!tmp_path_.empty()) ::unlink(tmp_path_.c_str());
+  tmp_path_.clear();
+  // What streaming answers read of the file stays counted until they end.
+  cache_->inflight_ -= reserved_;
+  cache_->release(blocks_, reserved_);
+  reserved_ = 0;
+}
+
+void DiskCache::Writer::pass() {
+  if (passing_) return;
+  passing_ = true;
+  drop_file();
+  std::string().swap(memory_);
+  *cache_->spill_pool_ -= spill_held_;
+  spill_held_ = 0;
+  spilled_ = true;
+  keep_memory_ = false;
 }
 
 void DiskCache::Writer::finish() {
@@ -241,7 +266,11 @@ std::shared_ptr<Object> DiskCache::Writer::object() {
   obj->size = size_;
   obj->digest = digest_;
   obj->in_memory = keep_memory_;
-  if (keep_memory_) obj->body = std::move(memory_);
+  if (keep_memory_) {
+    obj->body = std::move(memory_);
+  } else {
+    obj->hold = blocks_;  // answered from the file: its blocks stay counted
+  }
   return obj;
 }
 
@@ -461,7 +490,7 @@ void DiskCache::load_all() {
     }
   }
   trim_memory();
-  evict_for(0);
+  make_room(0);
   evict_entries();
 }
 
@@ -537,12 +566,19 @@ std::shared_ptr<const Object> DiskCache::make_object(const EntryMeta& m,
 }
 
 void DiskCache::insert(EntryMeta meta, const std::string& body_path, std::string body,
-                       bool in_memory) {
+                       bool in_memory, std::shared_ptr<Blocks> blocks) {
   std::string id = variants::id_of(meta.key, meta.stored.variant);
   if (auto old = index_.find(id); old != index_.end()) remove_entry(old, false);
   lru_.push_front(id);
   Entry e;
-  e.object = make_object(meta, body_path, std::move(body), in_memory);
+  if (!blocks) {
+    blocks = std::make_shared<Blocks>();
+    blocks->pool = open_pool_;
+  }
+  auto obj = make_object(meta, body_path, std::move(body), in_memory);
+  std::const_pointer_cast<Object>(obj)->hold = blocks;
+  e.object = std::move(obj);
+  e.blocks = std::move(blocks);
   if (in_memory) memory_used_ += meta.size;
   bytes_ += meta.size;
   footprint_ += cost(meta.size);
@@ -599,6 +635,7 @@ void DiskCache::remove_entry(std::unordered_map<std::string, Entry>::iterator it
     ::unlink(path_of(e.id, ".meta").c_str());
     ::unlink(path_of(e.id, ".body").c_str());
   }
+  release(it->second.blocks, cost(e.meta.size));
   lru_.erase(e.lru);
   variants_.erase(e.meta.key, e.meta.stored.variant);
   purges_.erase(it->first);
@@ -625,36 +662,75 @@ uint64_t DiskCache::cost(uint64_t size) const {
   return (size + b - 1) / b * b + (b > 1 ? b : 0);
 }
 
-void DiskCache::evict_for(uint64_t incoming) {
-  while (!lru_.empty() && footprint_ + inflight_ + incoming > opt_.max_bytes) {
-    auto it = index_.find(lru_.back());
-    remove_entry(it, true);
-    ++evictions_;
+void DiskCache::release(std::shared_ptr<Blocks>& b, uint64_t bytes) {
+  if (!b) return;
+  // Counted before our reference goes: the last holder (maybe this one,
+  // maybe an answer on another worker's loop) gives it back.
+  if (bytes > 0) {
+    b->charge += bytes;
+    *open_pool_ += bytes;
   }
+  b.reset();
 }
 
-bool DiskCache::reserve(Writer& w, uint64_t n) {
-  // Bodies in flight alone past the bound: evicting would not make room.
-  if (inflight_ + n > opt_.max_bytes) return false;
-  evict_for(n);
-  inflight_ += n;
-  w.reserved_ += n;
+bool DiskCache::in_use(const Entry& e) {
+  // The entry holds its Object and its Blocks, the Object holds the Blocks;
+  // anything more is an answer (or an older copy of the Object one holds).
+  return e.object.use_count() > 1 || e.blocks.use_count() > 2;
+}
+
+bool DiskCache::make_room(uint64_t n) {
+  const auto fits = [&] {
+    return footprint_ + inflight_ + open_pool_->load() + n <= opt_.max_bytes;
+  };
+  // What no eviction can free past the bound already: keep the entries.
+  if (inflight_ + open_pool_->load() + n > opt_.max_bytes) return false;
+  // From the least recently used end; entries being read are passed over.
+  auto it = lru_.end();
+  while (!fits() && it != lru_.begin()) {
+    const auto cur = std::prev(it);
+    const auto e = index_.find(*cur);
+    if (in_use(e->second)) {
+      it = cur;
+      continue;
+    }
+    remove_entry(e, true);  // erases *cur; `it` stays valid
+    ++evictions_;
+  }
+  return fits();
+}
+
+bool DiskCache::reserve(Writer& w, uint64_t total) {
+  const uint64_t want = cost(total);
+  if (want <= w.reserved_) return true;
+  const uint64_t more = want - w.reserved_;
+  if (!make_room(more)) return false;
+  inflight_ += more;
+  w.reserved_ += more;
   return true;
 }
 
 bool DiskCache::evict_for_space(uint64_t n) {
-  // Room for this write and some after it; a cache holding less than that
-  // keeps what it has (the body goes on in memory, and is not stored).
+  // Room for this write and some after it: the least recently used entries
+  // nobody reads (a file being read frees nothing when unlinked). A cache
+  // holding less than that keeps what it has (the body goes on in memory,
+  // and is not stored).
   const uint64_t want = n + (1ULL << 20);
   if (footprint_ < want) return false;
   uint64_t freed = 0;
-  while (!lru_.empty() && freed < want) {
-    auto it = index_.find(lru_.back());
-    freed += cost(it->second.meta.size);
-    remove_entry(it, true);
+  auto it = lru_.end();
+  while (freed < want && it != lru_.begin()) {
+    const auto cur = std::prev(it);
+    const auto e = index_.find(*cur);
+    if (in_use(e->second)) {
+      it = cur;
+      continue;
+    }
+    freed += cost(e->second.meta.size);
+    remove_entry(e, true);
     ++evictions_;
   }
-  return true;
+  return freed > 0;
 }
 
 const DiskCache::Entry* DiskCache::find(const std::string& key, http::Fields request) {
@@ -700,9 +776,11 @@ int DiskCache::open(const Entry& e) const {
   return fd;
 }
 
-std::unique_ptr<DiskCache::Writer> DiskCache::begin() {
+std::unique_ptr<DiskCache::Writer> DiskCache::begin(std::optional<uint64_t> length) {
   std::unique_ptr<Writer> w(new Writer);
   w->cache_ = this;
+  w->blocks_ = std::make_shared<Blocks>();
+  w->blocks_->pool = open_pool_;
   w->memory_limit_ = opt_.memory_object_limit;
   w->spill_limit_ = opt_.spill_limit;
   w->ctx_ = std::shared_ptr<void>(new_sha256(),
@@ -718,6 +796,12 @@ std::unique_ptr<DiskCache::Writer> DiskCache::begin() {
     // No temp file (disk full of inodes, permissions): keep the body in memory.
     w->disk_error_ = std::strerror(errno);
     w->tmp_path_.clear();
+    w->spilled_ = true;
+  } else if (length && !reserve(*w, *length)) {
+    // No room for all of it: not a byte goes to disk (it would be counted
+    // past the bound, or cut off halfway); held in memory, not stored.
+    w->drop_file();
+    w->disk_error_ = "no room for its Content-Length within cache_size";
     w->spilled_ = true;
   }
   return w;
@@ -763,21 +847,26 @@ const DiskCache::Entry* DiskCache::commit(Writer& w, EntryMeta meta) {
   // Drop the old entry's meta before its body changes under it.
   if (auto old = index_.find(id); old != index_.end()) remove_entry(old, true);
   claim(id);
-  // The body's bytes stop being in flight and become the entry's blocks.
-  inflight_ -= w.reserved_;
-  w.reserved_ = 0;
-  evict_for(cost(meta.size));
+  // The meta's block (and the body's last one) within the bound too.
+  if (!reserve(w, meta.size)) {
+    errno = ENOSPC;
+    return nullptr;
+  }
   if (::rename(w.tmp_path_.c_str(), body_path.c_str()) != 0) {
     ++write_errors_;
     return nullptr;
   }
   w.committed_ = true;
+  // The body's reservation becomes the entry's blocks (insert() below).
+  inflight_ -= w.reserved_;
+  w.reserved_ = 0;
   // The body, the meta and then the directory reach the disk on the
   // cache's thread (fsync of a large body took the loop for tens of ms).
   sync_later(::fcntl(w.fd_, F_DUPFD_CLOEXEC, 0));
   if (!write_meta(meta, /*sync_later=*/true)) {
     const int err = errno;
     ::unlink(body_path.c_str());
+    release(w.blocks_, cost(meta.size));  // answers streaming it may still read it
     ++write_errors_;
     errno = err;
     return nullptr;
@@ -785,7 +874,7 @@ const DiskCache::Entry* DiskCache::commit(Writer& w, EntryMeta meta) {
   const bool in_memory = w.in_memory() && meta.size <= opt_.memory_object_limit;
   const std::string key = meta.key;
   const std::string variant = meta.stored.variant;
-  insert(std::move(meta), body_path, in_memory ? w.memory() : std::string(), in_memory);
+  insert(std::move(meta), body_path, in_memory ? w.memory() : std::string(), in_memory, w.blocks_);
   trim_memory();
   return peek_variant(key, variant);
 }

@@ -30,6 +30,19 @@
 // Objects handed out are immutable and shared (store.hpp's Object): a
 // response in flight keeps its Object and its open file descriptor, so
 // eviction or replacement never cuts a transfer short.
+//
+// The bound (max_bytes, cache_size) is on disk blocks, counted as du counts
+// them: the entries' (body rounded up to block_size, plus a block for the
+// meta), the bodies being received (reserved by their Content-Length when
+// they have one, else as their bytes arrive), and the body files no longer
+// the cache's (evicted, replaced, purged, spilled, not stored) that some
+// answer still reads: an unlinked file keeps its blocks until its last
+// descriptor closes, so its bytes stay counted until the last Object (or
+// writer) holding it lets go (Blocks, shared through Object::hold).
+// Eviction takes the least recently used entries that nobody is reading
+// (evicting one being read would free nothing); a body that cannot be given
+// room is not written to disk at all (held in memory within spill_limit,
+// answered, not stored).
 #pragma once
 
 #include <atomic>
@@ -87,22 +100,38 @@ class DiskCache {
     size_t max_variants = 8;
   };
 
+  // The blocks of one body file (see above). Shared by the writer, the
+  // entry and every Object made for answering from that file; `charge` is
+  // what it still counts once the cache let go of the file, given back by
+  // the last holder (on whatever thread that is).
+  struct Blocks {
+    std::weak_ptr<std::atomic<uint64_t>> pool;
+    uint64_t charge = 0;
+    Blocks() = default;
+    Blocks(const Blocks&) = delete;
+    Blocks& operator=(const Blocks&) = delete;
+    ~Blocks();
+  };
+
   struct Entry {
     EntryMeta meta;
     std::shared_ptr<const Object> object;  // rel = the body's absolute path
+    std::shared_ptr<Blocks> blocks;        // also object->hold
     std::list<std::string>::iterator lru;  // position in lru_ (front = most recent)
     std::string id;                        // variants::id_of(meta.key, meta.stored.variant)
   };
 
   // A body being received. Written to a temp file and hashed as it arrives;
-  // small bodies are also kept in memory. Its bytes on disk count against
-  // max_bytes while it is received (least recently used entries are evicted
-  // to make room). If the disk fails (EIO; ENOSPC when evicting cannot make
-  // room), or the bodies in flight alone would pass max_bytes, the bytes so
-  // far are read back and the rest is kept in memory within spill_limit
-  // (shared by every writer): the waiting clients still get their answer,
-  // nothing is stored. Destroying an uncommitted writer removes its temp
-  // file and gives back what it held. Must not outlive its DiskCache.
+  // small bodies are also kept in memory. Its blocks count against
+  // max_bytes while it is received: all of its Content-Length at begin()
+  // when known, else as its bytes arrive (least recently used entries
+  // nobody reads are evicted to make room). If the disk fails (EIO; ENOSPC
+  // when evicting once cannot make room), or no room can be made within
+  // max_bytes, the bytes so far are read back and the rest is kept in
+  // memory within spill_limit (shared by every writer): the waiting clients
+  // still get their answer, nothing is stored. Destroying an uncommitted
+  // writer removes its temp file; its blocks stay counted while streaming
+  // answers still read it (Blocks). Must not outlive its DiskCache.
   class Writer {
    public:
     ~Writer();
@@ -110,6 +139,12 @@ class DiskCache {
     Writer& operator=(const Writer&) = delete;
     // False when the body can be neither written nor held (over spill_limit).
     bool write(const char* data, size_t n);
+    // From now on the body is neither written nor held, only hashed and
+    // counted (the caller passes it on to its streaming clients): what it
+    // held goes, disk and memory. Never stored; object() has no body.
+    void pass();
+    bool passing() const { return passing_; }
+
     uint64_t size() const { return size_; }
     bool on_disk() const { return fd_ >= 0 && !spilled_; }
     const std::string& disk_error() const { return disk_error_; }
@@ -126,14 +161,21 @@ class DiskCache {
     // finish()): a body in memory is moved into it, and a spilled one keeps
     // counting against spill_limit until the last answer lets it go.
     std::shared_ptr<Object> object();
+    // What an Object answering from this writer's file must hold
+    // (Object::hold), so that its blocks stay counted while it is read.
+    std::shared_ptr<const void> hold() const { return blocks_; }
 
    private:
     friend class DiskCache;
     Writer() = default;
     // The disk failed or has no room: the body goes on in memory.
     bool spill(const char* data, size_t n);
+    // Closes and unlinks the temp file; its reservation is given back (its
+    // blocks stay counted while streaming answers read it).
+    void drop_file();
     DiskCache* cache_ = nullptr;
-    uint64_t reserved_ = 0;    // bytes on disk counted in the cache's in-flight total
+    uint64_t reserved_ = 0;  // bytes counted in the cache's in-flight total
+    std::shared_ptr<Blocks> blocks_;
     uint64_t spill_held_ = 0;  // bytes counted in the cache's spill pool
     int fd_ = -1;
     std::string tmp_path_;
@@ -143,6 +185,7 @@ class DiskCache {
     bool keep_memory_ = true;
     bool spilled_ = false;
     bool committed_ = false;
+    bool passing_ = false;
     std::string memory_;
     std::string disk_error_;
     std::string digest_, hex_;
@@ -171,13 +214,18 @@ class DiskCache {
   // A descriptor of the entry's body for sending; -1 (errno) when it is gone.
   int open(const Entry& e) const;
 
-  // A writer for a new body; nullptr with errno set when no temp file can be made.
-  std::unique_ptr<Writer> begin();
+  // A writer for a new body; nullptr with errno set when no temp file can be
+  // made. `length`: the body's size when known (the origin's
+  // Content-Length), reserved at once; when it cannot be given room, the
+  // writer holds the body in memory from its first byte (disk_error() says
+  // why) and it is not stored.
+  std::unique_ptr<Writer> begin(std::optional<uint64_t> length = std::nullopt);
   // Stores a finished body under meta.key as the variant
   // meta.stored.variant (size, digest and etag filled in from the writer
   // when empty), replacing an older copy of that variant, dropping the
   // URL's least recently used variant past max_variants and evicting the
-  // least recently used entries to stay within max_bytes and max_entries. Returns the entry,
+  // least recently used entries nobody reads to stay within max_bytes (and
+  // any past max_entries). Returns the entry,
   // or nullptr (errno set; logged by the caller) when it cannot be stored:
   // larger than max_bytes (EFBIG), spilled to memory, or a write failed.
   const Entry* commit(Writer& w, EntryMeta meta);
@@ -212,9 +260,11 @@ class DiskCache {
 
   // The figures are read by every worker's pages (OwnCounter: one writer).
   uint64_t bytes() const { return bytes_; }
-  // What max_bytes bounds: the entries' blocks (block_size) and the bodies
-  // being received.
-  uint64_t disk_bytes() const { return footprint_ + inflight_; }
+  // What max_bytes bounds: the entries' blocks (block_size), the bodies
+  // being received, and the files let go of that answers still read.
+  uint64_t disk_bytes() const { return footprint_ + inflight_ + open_pool_->load(); }
+  // The last of those alone.
+  uint64_t released_open_bytes() const { return open_pool_->load(); }
   uint64_t spilled_bytes() const { return spill_pool_->load(); }
   uint64_t memory_bytes() const { return memory_used_; }
   size_t objects() const { return objects_; }
@@ -265,17 +315,26 @@ class DiskCache {
                                             std::string body, bool in_memory);
   // `sync_later`: fsynced by the cache's thread, not here.
   bool write_meta(const EntryMeta& m, bool sync_later = false);
-  void insert(EntryMeta meta, const std::string& body_path, std::string body, bool in_memory);
+  void insert(EntryMeta meta, const std::string& body_path, std::string body, bool in_memory,
+              std::shared_ptr<Blocks> blocks = nullptr);
+  // The cache lets go of a body file: its `bytes` stay counted (open_pool_)
+  // until the last holder of `b` lets go.
+  void release(std::shared_ptr<Blocks>& b, uint64_t bytes);
+  // An answer reads this entry (evicting it would free nothing now).
+  static bool in_use(const Entry& e);
+  // Evicts the least recently used entries nobody reads until `n` more
+  // bytes fit within max_bytes; false when they cannot.
+  bool make_room(uint64_t n);
   void remove_entry(std::unordered_map<std::string, Entry>::iterator it, bool unlink_files);
   void trim_memory();
-  void evict_for(uint64_t incoming);
-  // Drops the least recently used entries beyond max_entries.
+  // Drops the least recently used entries beyond max_entries (being read or
+  // not: the bound is on the index; their blocks stay counted while read).
   void evict_entries();
   static uint64_t index_cost(const Entry& e);
   uint64_t cost(uint64_t size) const;
-  // Room for `n` more bytes of a body on disk within max_bytes (evicting);
-  // false when the bodies in flight alone would pass it.
-  bool reserve(Writer& w, uint64_t n);
+  // Room for the writer's body to be `total` bytes on disk within max_bytes
+  // (its blocks; evicting); false when it cannot be made.
+  bool reserve(Writer& w, uint64_t total);
   // The disk is full: evicts entries to free about `n` bytes, when the
   // cache holds enough to make a difference. False: nothing evicted.
   bool evict_for_space(uint64_t n);
@@ -291,7 +350,9 @@ class DiskCache {
   variants::Lru variants_{8};   // set_max() from the options
   metrics::OwnCounter bytes_ = 0;
   uint64_t footprint_ = 0;  // sum of cost() of the entries
-  uint64_t inflight_ = 0;   // writers' bytes on disk
+  uint64_t inflight_ = 0;   // writers' reservations
+  // Blocks of files the cache let go of that answers still read (Blocks).
+  std::shared_ptr<std::atomic<uint64_t>> open_pool_ = std::make_shared<std::atomic<uint64_t>>(0);
   // Bytes of bodies held in memory instead of on disk: writers' and those
   // of the Objects made from them (which may outlive the cache).
   // Atomic: the last answer holding such an Object may end on another

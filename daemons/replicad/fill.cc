@@ -47,11 +47,33 @@ void FillProgress::spill(uint64_t file_end) {
 
 void FillProgress::spilled(std::string_view bytes) {
   if (bytes.empty()) return;
-  auto chunk = std::make_shared<const std::string>(bytes);
   std::lock_guard lock(mu_);
   if (v_.file_end == UINT64_MAX || v_.state != State::Filling) return;
-  memory_.emplace_back(memory_end_, std::move(chunk));
+  // Readers take chunks only under mu_: one no reader holds now is ours.
+  constexpr size_t kChunk = 256 * 1024;
+  if (!memory_.empty() && memory_.back().second.use_count() == 1 &&
+      memory_.back().second->size() + bytes.size() <= kChunk) {
+    memory_.back().second->append(bytes);
+  } else {
+    memory_.emplace_back(memory_end_, std::make_shared<std::string>(bytes));
+  }
   memory_end_ += bytes.size();
+  memory_held_ += bytes.size();
+  trim_locked();
+}
+
+void FillProgress::window(uint64_t bytes) {
+  std::lock_guard lock(mu_);
+  window_ = bytes;
+  trim_locked();
+}
+
+void FillProgress::trim_locked() {
+  // The newest chunk always stays: it is what the clients are waiting for.
+  while (memory_held_ > window_ && memory_.size() > 1) {
+    memory_held_ -= memory_.front().second->size();
+    memory_.pop_front();
+  }
 }
 
 std::pair<std::shared_ptr<const std::string>, size_t> FillProgress::memory_at(

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -58,6 +59,12 @@ class FillProgress {
   // spill_limit), once per fill, not per client.
   void spill(uint64_t file_end);
   void spilled(std::string_view bytes);
+  // From now on at most about `bytes` of spilled chunks are kept: the
+  // oldest go as new ones come (a fill passed through to its streaming
+  // clients, held neither on disk nor whole in memory). A client that far
+  // behind the origin finds its bytes gone and is cut (FillStep::Cut via
+  // memory_at), never sent a short body as whole.
+  void window(uint64_t bytes);
   // The memory chunk holding byte `offset` (past file_end), and where in it
   // that byte is; null when there is none.
   std::pair<std::shared_ptr<const std::string>, size_t> memory_at(uint64_t offset) const;
@@ -77,6 +84,7 @@ class FillProgress {
   // every wake is dropped.
   std::vector<Wake> news_locked(bool end);
   void wake_all(const std::vector<Wake>& wakes);
+  void trim_locked();  // memory_ within window_
   void end(State state);
 
   struct Sub {
@@ -88,7 +96,12 @@ class FillProgress {
   uint64_t next_id_ = 0;
   std::unordered_map<uint64_t, Sub> subs_;
   uint64_t memory_end_ = 0;  // one past the last spilled byte
-  std::vector<std::pair<uint64_t, std::shared_ptr<const std::string>>> memory_;  // (offset, bytes)
+  // (offset, bytes). The last chunk grows while no reader holds it (up to
+  // kChunk): a client is sent a chunk per turn, and the origin's pieces are
+  // small.
+  std::deque<std::pair<uint64_t, std::shared_ptr<std::string>>> memory_;
+  uint64_t memory_held_ = 0;      // bytes in memory_
+  uint64_t window_ = UINT64_MAX;  // see window()
 };
 
 // What a streaming client does next, from the fill's state, the next byte

@@ -9,13 +9,14 @@ namespace cdn::replica {
 namespace {
 
 struct OpenFd {
-  explicit OpenFd(int f) : fd(f) {}
+  OpenFd(int f, std::shared_ptr<const void> o) : fd(f), owner(std::move(o)) {}
   ~OpenFd() {
     if (fd >= 0) ::close(fd);
   }
   OpenFd(const OpenFd&) = delete;
   OpenFd& operator=(const OpenFd&) = delete;
   int fd;
+  std::shared_ptr<const void> owner;  // let go with the descriptor
 };
 
 // One client's stream. Owned by whatever will run its next pump: the fill's
@@ -25,10 +26,11 @@ struct OpenFd {
 class Streamer : public std::enable_shared_from_this<Streamer> {
  public:
   Streamer(net::Deferred d, std::shared_ptr<FillProgress> fill, int fd, uint64_t offset,
-           std::optional<uint64_t> end, std::shared_ptr<daemon::Inbox> home)
+           std::optional<uint64_t> end, std::shared_ptr<daemon::Inbox> home,
+           std::shared_ptr<const void> owner)
       : d_(std::move(d)),
         fill_(std::move(fill)),
-        file_(std::make_shared<OpenFd>(fd)),
+        file_(std::make_shared<OpenFd>(fd, std::move(owner))),
         next_(offset),
         end_(end),
         home_(std::move(home)) {}
@@ -117,14 +119,16 @@ bool can_stream(const http::Request& req, const FillProgress& fill) {
 }
 
 void stream_fill(net::Exchange& ex, std::shared_ptr<FillProgress> fill, int fd, uint64_t offset,
-                 std::optional<uint64_t> end, bool chunked, std::shared_ptr<daemon::Inbox> home) {
+                 std::optional<uint64_t> end, bool chunked, std::shared_ptr<daemon::Inbox> home,
+                 std::shared_ptr<const void> owner) {
   net::Deferred d = ex.defer();
   ex.start_stream(chunked);
   if (!ex.streaming()) {  // HEAD: the head was the answer
     ::close(fd);
     return;
   }
-  std::make_shared<Streamer>(std::move(d), std::move(fill), fd, offset, end, std::move(home))
+  std::make_shared<Streamer>(std::move(d), std::move(fill), fd, offset, end, std::move(home),
+                             std::move(owner))
       ->start();
 }
 

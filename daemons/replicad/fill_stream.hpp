@@ -20,8 +20,11 @@ namespace cdn::replica {
 // the kernel, read from the file with sendfile, so a slow client costs no
 // memory and never holds the fill back. Wakes come through `home`, the
 // inbox of this exchange's loop. A failed fill closes the connection.
+// `owner` is let go when `fd` is closed (the edge cache counts the file's
+// blocks until then).
 void stream_fill(net::Exchange& ex, std::shared_ptr<FillProgress> fill, int fd, uint64_t offset,
-                 std::optional<uint64_t> end, bool chunked, std::shared_ptr<daemon::Inbox> home);
+                 std::optional<uint64_t> end, bool chunked, std::shared_ptr<daemon::Inbox> home,
+                 std::shared_ptr<const void> owner = nullptr);
 
 // Whether this client can be streamed to: without a length the body is
 // chunked, which an HTTP/1.0 client does not know (it waits for the end).

@@ -126,6 +126,8 @@ struct Pull::Fetch {
   std::shared_ptr<const Object> fill_object;  // what the streamed answers describe
   std::vector<http::Header> fill_fields;      // their relayed fields
   std::string fill_status;                    // their Cache-Status parameters
+  uint64_t streamed = 0;                      // answers streaming the fill (not HEAD)
+  std::shared_ptr<void> pass_slot;            // one of kMaxPassing while passed through
   uint64_t transfer = 0;                      // Origin's id of the transfer, for cancel()
   uint64_t received = 0;                      // body bytes so far
 
@@ -139,6 +141,24 @@ namespace {
 // no more than this is left of a body of known length (cheaper than asking
 // again); any other is cancelled, freeing its origin connection at once.
 constexpr uint64_t kFinishForCache = 1 << 20;
+// A body held neither on disk nor in spill memory goes on to the clients
+// streaming it through this much memory (the newest bytes; a client further
+// behind the origin is cut).
+constexpr uint64_t kPassWindow = 4 << 20;
+// At most this many fills are passed through at once (their windows are
+// memory too); past it a body that cannot be held fails as before.
+constexpr int kMaxPassing = 4;
+
+// The origin's Content-Length (the origin adapter refuses two different
+// ones), nullopt when it sent none or one that is not a number.
+std::optional<uint64_t> content_length(const OriginHead& h) {
+  const auto cl = h.header("Content-Length");
+  uint64_t v = 0;
+  if (!cl) return std::nullopt;
+  const auto [end, ec] = std::from_chars(cl->data(), cl->data() + cl->size(), v);
+  if (ec != std::errc() || end != cl->data() + cl->size()) return std::nullopt;
+  return v;
+}
 }  // namespace
 
 PullClient::PullClient(net::Exchange& ex, Responder respond, std::shared_ptr<daemon::Inbox> home,
@@ -256,10 +276,8 @@ bool Pull::abandoned(const Fetch& f) const {
     if (live(w) != nullptr) return false;
   }
   if (f.have_head && !f.private_ && f.method == "GET") {
-    const auto cl = f.head.header("Content-Length");
-    uint64_t length = 0;
-    if (cl && std::from_chars(cl->data(), cl->data() + cl->size(), length).ec == std::errc() &&
-        length >= f.received && length - f.received <= kFinishForCache &&
+    const auto length = content_length(f.head);
+    if (length && *length >= f.received && *length - f.received <= kFinishForCache &&
         cache::storable("GET", f.client, static_cast<int>(f.head.status), f.head_fields, policy_) ==
             cache::Verdict::Storable) {
       return false;
@@ -467,18 +485,32 @@ void Pull::start_fetch(const std::string& slot) {
       if (auto* ex = live(d)) ex->interim(static_cast<int>(h.status), fields);
     }
   };
-  cb.body = [this, f](const char* data, size_t n) {
+  cb.body = [this, f, url](const char* data, size_t n) {
     f->received += n;
     if (f->writer) {
       const bool was_on_disk = f->writer->on_disk();
       if (!f->writer->write(data, n)) {
-        f->local_error = "cannot hold the body: not on disk (" + f->writer->disk_error() +
-                         "), and past spill memory";
-        return false;
+        if (!f->fill || f->streamed == 0 || *passing_ >= kMaxPassing) {
+          f->local_error = "cannot hold the body: not on disk (" + f->writer->disk_error() +
+                           "), and past spill memory";
+          return false;
+        }
+        // Its clients are streaming it: they still get all of it, from a
+        // window of memory; nothing is stored.
+        spdlog::warn(
+            "{}: not cached: not on disk ({}), past spill memory: passed through to "
+            "the {} clients streaming it",
+            url, f->writer->disk_error(), f->streamed);
+        f->writer->pass();
+        f->fill->window(kPassWindow);
+        ++*passing_;
+        f->pass_slot = std::shared_ptr<void>(nullptr, [n = passing_](void*) { --*n; });
       }
       // The clients start streaming with the first body bytes: an answer
       // that fails before any (a bad head, a bad first chunk) is still a
-      // clean 502 for them.
+      // clean 502 for them. A body with no room on disk from the start is
+      // answered whole from spill memory at the end (streaming it from
+      // memory as well would hold it twice).
       if (!f->fill && f->have_head && f->head.status == 200 && f->writer->on_disk() &&
           f->writer->size() == n) {
         start_fill(*f);
@@ -521,23 +553,23 @@ void Pull::on_head(Fetch& f, const OriginHead& h) {
   s.request_time = f.request_time;
   s.response_time = now();
   if (f.method != "HEAD") {
-    f.writer = cache_.begin();
+    // Its Content-Length is reserved on disk at once (within cache_size).
+    f.writer = cache_.begin(content_length(h));
     if (!f.writer) f.local_error = std::string("cannot buffer the body: ") + std::strerror(errno);
   }
 }
 
 void Pull::start_fill(Fetch& f) {
-  std::optional<uint64_t> length;
-  if (auto cl = f.head.header("Content-Length")) {
-    uint64_t v = 0;
-    const auto [end, ec] = std::from_chars(cl->data(), cl->data() + cl->size(), v);
-    if (ec == std::errc() && end == cl->data() + cl->size()) length = v;
-  }
+  const std::optional<uint64_t> length = content_length(f.head);
   f.fill = std::make_shared<FillProgress>(length, now_ms());
-  // The first body bytes are in the file already: the clients answered below
-  // send them with the head, in this turn, rather than on a wake that waits
-  // behind the origin's next reads.
-  f.fill->advance(f.writer->size(), now_ms());
+  if (!f.writer->on_disk()) {
+    f.fill->spill(0);  // no room on disk: from memory from the start
+  } else {
+    // The first body bytes are in the file already: the clients answered
+    // below send them with the head, in this turn, rather than on a wake
+    // that waits behind the origin's next reads.
+    f.fill->advance(f.writer->size(), now_ms());
+  }
   const bool shared_get = f.method == "GET" && !f.private_;
   // What finish_fetch would answer with, decided now: the stored fields
   // when the answer is storable, else every end-to-end field.
@@ -554,6 +586,7 @@ void Pull::start_fill(Fetch& f) {
   obj->last_modified = std::string(f.head.header("Last-Modified").value_or(""));
   obj->mtime = obj->last_modified.empty() ? -1 : http::parse_http_date(obj->last_modified);
   obj->in_memory = false;
+  obj->hold = f.writer->hold();  // the file's blocks stay counted while it is streamed
   f.fill_object = std::move(obj);
   // The clients waiting now whose request selects this response (Vary);
   // the others wait for the end, as before.
@@ -590,6 +623,7 @@ void Pull::answer_fill(PullClient& ex, Fetch& f) {
   a.headers = f.fill_fields;
   a.cache_status = name_ + "; " + f.fill_status;
   a.fill = f.fill;
+  if (!ex.is_head()) ++f.streamed;
   ex.respond(std::move(a));
 }
 
@@ -827,9 +861,11 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
       for (auto& p : f.prefetchers) p(true, {});
       return;
     }
-    spdlog::warn("{}: not cached: {}", url,
-                 f.writer->on_disk() ? std::strerror(errno)
-                                     : "not on disk (" + f.writer->disk_error() + ")");
+    if (!f.writer->passing()) {  // which said so when it began
+      spdlog::warn("{}: not cached: {}", url,
+                   f.writer->on_disk() ? std::strerror(errno)
+                                       : "not on disk (" + f.writer->disk_error() + ")");
+    }
   } else if (const auto* old = cache_.peek(key, f.client)) {
     // The origin's latest answer replaces what this request selected.
     const std::string variant = old->meta.stored.variant;
@@ -852,6 +888,13 @@ void Pull::finish_fetch(const std::string& slot, const OriginResult& r) {
   for (auto& d : f.waiters) {
     auto* ex = live(d);
     if (ex == nullptr) continue;
+    if (f.writer && f.writer->passing() && !ex->is_head()) {
+      // Passed through to the clients streaming it, kept nowhere: those
+      // that could not stream it ask again.
+      ex->reply(503, http::reason_phrase(503),
+                {{"Retry-After", "1"}, {"Cache-Control", "no-store"}});
+      continue;
+    }
     Answer a;
     a.object = obj;
     if (!obj->in_memory && !ex->is_head()) a.fd = f.writer->dup_fd();

@@ -184,6 +184,9 @@ class Pull {
   // close after this Pull, at the daemon's stop).
   std::shared_ptr<Pull*> self_;
   PullStats stats_;
+  // Fills passed through now (the Pull's loop only; shared with the Fetches'
+  // slots, which may outlive this).
+  std::shared_ptr<int> passing_ = std::make_shared<int>(0);
 };
 
 }  // namespace cdn::replica

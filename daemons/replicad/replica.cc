@@ -764,7 +764,9 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
   }
 
   int fd = -1;
-  if (!obj->in_memory && (length > 0 || filling) && !ex.is_head()) {
+  // A fill with no room on disk streams from memory only: no file to open.
+  const bool from_file = !filling || relay->fill->view().file_end > 0;
+  if (!obj->in_memory && (length > 0 || filling) && !ex.is_head() && from_file) {
     fd = open_fd();
     if (fd < 0) {
       // Changed or removed since the lookup (answer from a fresh lookup rather
@@ -828,12 +830,16 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
   if (!bodiless && obj->in_memory) {
     const std::string_view body = std::string_view(obj->body).substr(offset, length);
     ex.finish(body, obj);
-  } else if (!bodiless && fd >= 0 && filling) {
+  } else if (!bodiless && filling && (fd >= 0 || !ex.is_head())) {
     stream_fill(ex, relay->fill, fd, offset,
-                sized ? std::optional<uint64_t>(offset + length) : std::nullopt, !sized, inbox_);
+                sized ? std::optional<uint64_t>(offset + length) : std::nullopt, !sized, inbox_,
+                obj);
   } else if (!bodiless && fd >= 0) {
-    ex.finish_file(fd, offset, length);
+    // The object lives as long as the descriptor: an evicted body's blocks
+    // stay counted against cache_size until its last reader is done.
+    ex.finish_file(fd, offset, length, obj);
   } else {
+    if (fd >= 0) ::close(fd);  // a 304 or 204 of a fill: no body to send
     ex.finish();
   }
 }

@@ -73,6 +73,11 @@ struct Object {
   std::string last_modified;  // IMF-fixdate
   std::string body;           // the bytes when size <= memory_limit, else empty
   bool in_memory = false;
+  // Whatever must live as long as any copy of this object (the edge cache:
+  // its body file's blocks, counted against cache_size until the last
+  // answer reading them lets go, even once the file is evicted). Copies
+  // share it.
+  std::shared_ptr<const void> hold;
 };
 
 struct NotFound {};

@@ -42,12 +42,18 @@ class DiskCacheTest : public ::testing::Test {
     auto w = c.begin();
     EXPECT_TRUE(w);
     EXPECT_TRUE(w->write(body.data(), body.size()));
-    w->finish();
+    return commit_as(c, *w, key);
+  }
+
+  // Finishes a body received so far and stores it under `key`.
+  static const DiskCache::Entry* commit_as(DiskCache& c, DiskCache::Writer& w,
+                                           const std::string& key) {
+    w.finish();
     EntryMeta m;
     m.key = key;
     m.stored.response_time = 1000;
     m.content_type = "text/plain";
-    return c.commit(*w, m);
+    return c.commit(w, m);
   }
 
   static std::string read_fd(int fd) {
@@ -242,14 +248,108 @@ TEST_F(DiskCacheTest, BodiesInFlightCountAgainstTheBound) {
   EXPECT_EQ(c.spilled_bytes(), 2000U);
   served.reset();
   EXPECT_EQ(c.spilled_bytes(), 0U);
-  a->finish();
-  EntryMeta m;
-  m.key = "/a";
-  ASSERT_NE(c.commit(*a, m), nullptr);
+  ASSERT_NE(commit_as(c, *a, "/a"), nullptr);
   a.reset();
   EXPECT_EQ(c.disk_bytes(), 2400U);  // /a's entry and d's bytes
   d.reset();
   EXPECT_EQ(c.disk_bytes(), 2000U);
+}
+
+// A body's Content-Length is counted at once: a second body that cannot
+// have room for all of it never touches the disk (held in memory, within
+// spill_limit), rather than pass the bound or be cut halfway.
+TEST_F(DiskCacheTest, ContentLengthIsReservedAtBegin) {
+  DiskCache::Options o = options(3000, 0);
+  o.spill_limit = 4000;
+  DiskCache c(o);
+  put(c, "/1", std::string(1000, '1'));
+  auto a = c.begin(2000);
+  ASSERT_TRUE(a);
+  EXPECT_TRUE(a->on_disk());
+  EXPECT_EQ(c.disk_bytes(), 3000U);  // /1 and a's 2000 before a byte came
+  auto b = c.begin(1500);
+  ASSERT_TRUE(b);
+  EXPECT_FALSE(b->on_disk());  // 2000 + 1500 > 3000: no eviction could help
+  EXPECT_EQ(c.objects(), 1U);  // so none was made
+  EXPECT_EQ(c.disk_bytes(), 3000U);
+  const std::string body(1500, 'b');
+  ASSERT_TRUE(b->write(body.data(), body.size()));
+  EXPECT_EQ(c.disk_bytes(), 3000U);
+  EXPECT_GE(c.spilled_bytes(), 1500U);
+  // /1 makes room for /2; larger than the whole cache: not reserved,
+  // nothing evicted for it.
+  put(c, "/2", std::string(500, '2'));
+  EXPECT_EQ(c.peek("/1"), nullptr);
+  auto h = c.begin(4000);
+  EXPECT_FALSE(h->on_disk());
+  EXPECT_EQ(c.objects(), 1U);
+  // Within its reservation a body costs nothing more as it arrives.
+  const std::string half(1000, 'a');
+  ASSERT_TRUE(a->write(half.data(), half.size()));
+  ASSERT_TRUE(a->write(half.data(), half.size()));
+  EXPECT_EQ(c.disk_bytes(), 2500U);
+  ASSERT_NE(commit_as(c, *a, "/a"), nullptr);
+  a.reset();
+  EXPECT_EQ(c.disk_bytes(), 2500U);  // /2 and /a
+}
+
+// An evicted or replaced body keeps its blocks while an answer reads it
+// (an unlinked file is freed with its last descriptor): its bytes stay
+// counted until the last Object holding it goes, and eviction passes over
+// entries being read, which would free nothing.
+TEST_F(DiskCacheTest, BodiesBeingReadStayCountedUntilTheLastReaderGoes) {
+  DiskCache c(options(3000, 0));
+  const std::string kb(1000, 'k');
+  put(c, "/1", kb);
+  put(c, "/2", kb);
+  put(c, "/3", kb);
+  // An answer reads /1 (the least recently used): /2 goes instead.
+  std::shared_ptr<const Object> reading = c.peek("/1")->object;
+  put(c, "/4", kb);
+  EXPECT_NE(c.peek("/1"), nullptr);
+  EXPECT_EQ(c.peek("/2"), nullptr);
+  EXPECT_EQ(c.disk_bytes(), 3000U);
+  // Replaced while read: the old file's bytes count until the answer ends.
+  ASSERT_NE(put(c, "/1", std::string(500, 'n')), nullptr);
+  EXPECT_EQ(c.released_open_bytes(), 1000U);
+  EXPECT_EQ(c.peek("/3"), nullptr);  // made room for the new /1 beside the old
+  EXPECT_EQ(c.disk_bytes(), 2500U);
+  // A copy of the Object (the memory tier makes them) holds it as well.
+  auto copy = std::make_shared<Object>(*reading);
+  reading.reset();
+  EXPECT_EQ(c.released_open_bytes(), 1000U);
+  copy.reset();
+  EXPECT_EQ(c.released_open_bytes(), 0U);
+  EXPECT_EQ(c.disk_bytes(), 1500U);
+  // Everything being read: a new body has no room, and nothing is evicted.
+  auto r1 = c.peek("/1")->object;
+  auto r4 = c.peek("/4")->object;
+  auto w = c.begin(2000);
+  EXPECT_FALSE(w->on_disk());
+  EXPECT_EQ(c.objects(), 2U);
+}
+
+// A body streamed to clients while it is received, then spilled (no room
+// left) or dropped: its file is unlinked but the clients still read it.
+TEST_F(DiskCacheTest, AFileLetGoWhileStreamedStaysCounted) {
+  DiskCache c(options(3000, 0));
+  const std::string kb(1000, 'k');
+  auto a = c.begin();
+  ASSERT_TRUE(a->write(kb.data(), kb.size()));
+  auto streaming = a->hold();  // what a streaming answer's Object holds
+  auto b = c.begin();
+  ASSERT_TRUE(b->write(kb.data(), kb.size()));
+  ASSERT_TRUE(b->write(kb.data(), kb.size()));
+  ASSERT_TRUE(a->write(kb.data(), kb.size()));  // no room: a goes on in memory
+  EXPECT_FALSE(a->on_disk());
+  EXPECT_EQ(c.disk_bytes(), 3000U);  // a's first 1000 are still being read
+  streaming.reset();
+  EXPECT_EQ(c.disk_bytes(), 2000U);
+  auto reader = b->hold();
+  b.reset();  // never committed (the origin broke off)
+  EXPECT_EQ(c.disk_bytes(), 2000U);
+  reader.reset();
+  EXPECT_EQ(c.disk_bytes(), 0U);
 }
 
 // An entry costs its blocks and a block for its meta: tiny entries cannot
@@ -361,6 +461,47 @@ TEST_F(DiskCacheTest, MaxVariantsDropsTheUrlsLeastRecentlyUsed) {
   EXPECT_EQ(body_of(c.find("/w", ae("a"))), "other url");
   EXPECT_EQ(c.objects(), 3U);
   EXPECT_EQ(c.evictions(), 1U);
+}
+
+// Every variant is an entry of its own on disk: its blocks count, and a
+// variant dropped (past max_variants) or purged with its URL while an
+// answer reads it stays counted until that answer ends.
+TEST_F(DiskCacheTest, VariantsCountTheirBlocksUntilTheLastReaderGoes) {
+  auto o = options(3000, 0);
+  o.max_variants = 2;
+  DiskCache c(o);
+  const std::string kb(1000, 'k');
+  ASSERT_NE(put_variant(c, "/v", "a", kb), nullptr);
+  ASSERT_NE(put_variant(c, "/v", "b", kb), nullptr);
+  EXPECT_EQ(c.disk_bytes(), 2000U);
+  // An answer reads variant a (peek: not marked as used), the URL's least
+  // recently used: a third variant drops it, its file still counted.
+  std::shared_ptr<const Object> reading_a = c.peek("/v", ae("a"))->object;
+  ASSERT_NE(put_variant(c, "/v", "c", kb), nullptr);
+  EXPECT_EQ(c.peek("/v", ae("a")), nullptr);
+  EXPECT_EQ(c.objects(), 2U);
+  EXPECT_EQ(c.released_open_bytes(), 1000U);
+  EXPECT_EQ(c.disk_bytes(), 3000U);
+  // Full: another URL makes room by evicting b, the least recently used
+  // entry nobody reads.
+  ASSERT_NE(put_variant(c, "/w", "a", kb), nullptr);
+  EXPECT_EQ(c.peek("/v", ae("b")), nullptr);
+  EXPECT_NE(c.peek("/v", ae("c")), nullptr);
+  EXPECT_EQ(c.disk_bytes(), 3000U);
+  // Every variant of the URL purged, c while it is read.
+  std::shared_ptr<const Object> reading_c = c.peek("/v", ae("c"))->object;
+  c.erase_all("/v");
+  EXPECT_FALSE(c.holds("/v"));
+  EXPECT_EQ(c.released_open_bytes(), 2000U);
+  EXPECT_EQ(c.disk_bytes(), 3000U);
+  // Nothing can be evicted for a body while those are read.
+  auto w = c.begin(1500);
+  EXPECT_FALSE(w->on_disk());
+  w.reset();
+  reading_a.reset();
+  reading_c.reset();
+  EXPECT_EQ(c.released_open_bytes(), 0U);
+  EXPECT_EQ(c.disk_bytes(), 1000U);  // /w
 }
 
 TEST_F(DiskCacheTest, WarmRestartFindsEveryVariant) {

@@ -133,6 +133,36 @@ TEST(NextFillStep, PastTheFilesEndFromMemory) {
   EXPECT_FALSE(f.memory_at(99).first);
 }
 
+// Passed through (no disk, no whole body in memory): only a window of the
+// newest bytes is kept; a client that fell further behind is cut. Small
+// pieces are gathered into one chunk while no reader holds it.
+TEST(NextFillStep, PassedThroughKeepsAWindow) {
+  FillProgress f(10, 0);
+  f.spill(0);  // never on disk
+  f.spilled("ab");
+  f.spilled("cd");
+  auto [both, at2] = f.memory_at(2);
+  ASSERT_TRUE(both);
+  EXPECT_EQ(*both, "abcd");  // one chunk
+  EXPECT_EQ(at2, 2u);
+  f.spilled("ef");  // `both` is held: a chunk of its own
+  f.window(4);      // "abcd" goes: 6 bytes held past a window of 4
+  f.advance(6, 1);
+  EXPECT_FALSE(f.memory_at(1).first);
+  EXPECT_EQ(*both, "abcd");  // what a reader holds stays whole
+  auto [ef, at4] = f.memory_at(4);
+  ASSERT_TRUE(ef);
+  EXPECT_EQ(ef->substr(at4), "ef");
+  ef.reset();
+  both.reset();
+  f.spilled("ghij");  // the newest chunk stays, even past the window
+  f.advance(10, 2);
+  auto [last, off] = f.memory_at(7);
+  ASSERT_TRUE(last);
+  EXPECT_EQ(last->substr(off), "hij");
+  EXPECT_EQ(next_fill_step(f.view(), 6, std::nullopt).kind, Kind::SendMemory);
+}
+
 // Readers on other threads, each pumping when woken (as through an Inbox):
 // every reader sees the end and the last byte, whatever the interleaving.
 TEST(FillProgress, ReadersOnOtherThreadsSeeEveryByte) {
