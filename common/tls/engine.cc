@@ -51,10 +51,51 @@ void Engine::init(SSL_CTX* ctx) {
   SSL_set_bio(ssl_, in_, out_);
 }
 
-Engine Engine::server(std::shared_ptr<const ServerContext> context) {
+Engine Engine::server(std::shared_ptr<const ServerContext> context, int send_fd) {
   Engine e;
   e.server_ = std::move(context);
+  e.send_fd_ = send_fd;
   return e;
+}
+
+// SSL_set_wfd replaces (and frees) the memory BIO with a socket BIO that
+// does not close the socket, and asks the kernel for the tls ULP
+// (ktls_enable: harmless where it is refused). SSL_OP_ENABLE_KTLS then lets
+// OpenSSL install the write keys where the cipher allows.
+void Engine::write_to_socket() {
+  if (ssl_ == nullptr || send_fd_ < 0) return;
+  SSL_set_options(ssl_, SSL_OP_ENABLE_KTLS);
+  if (SSL_set_wfd(ssl_, send_fd_) == 1) {
+    out_ = nullptr;
+  } else {
+    ERR_clear_error();
+    send_fd_ = -1;  // the memory BIO stays
+  }
+}
+
+bool Engine::kernel_sends() const {
+#ifndef OPENSSL_NO_KTLS
+  return ssl_ != nullptr && out_ == nullptr && (state_ == State::Open || state_ == State::Closed) &&
+         BIO_get_ktls_send(SSL_get_wbio(ssl_));
+#else
+  return false;
+#endif
+}
+
+void Engine::stop_direct_writes() {
+  if (ssl_ == nullptr || out_ != nullptr || (state_ != State::Open && state_ != State::Closed)) {
+    return;
+  }
+  BIO* mem = BIO_new(BIO_s_mem());
+  if (mem == nullptr) {
+    state_ = State::Failed;
+    error_ = "out of memory for a TLS connection";
+    return;
+  }
+  BIO_set_mem_eof_return(mem, -1);
+  out_ = mem;
+  SSL_set0_wbio(ssl_, out_);  // frees the socket BIO, which leaves the socket open
+  send_fd_ = -1;
 }
 
 bool Engine::first_record_in() const {
@@ -95,6 +136,8 @@ Engine& Engine::operator=(Engine&& o) noexcept {
     ssl_ = std::exchange(o.ssl_, nullptr);
     in_ = std::exchange(o.in_, nullptr);
     out_ = std::exchange(o.out_, nullptr);
+    send_fd_ = std::exchange(o.send_fd_, -1);
+    want_write_ = o.want_write_;
     state_ = o.state_;
     error_ = std::move(o.error_);
     early_ = std::move(o.early_);
@@ -123,12 +166,14 @@ void Engine::fail(int ret) {
 
 void Engine::handshake() {
   ERR_clear_error();
+  want_write_ = false;
   const int r = SSL_do_handshake(ssl_);
   if (r == 1) {
     state_ = State::Open;
     return;
   }
   const int e = SSL_get_error(ssl_, r);
+  want_write_ = e == SSL_ERROR_WANT_WRITE;
   if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return;
   fail(r);
 }
@@ -145,6 +190,7 @@ Engine::State Engine::receive(std::string_view ciphertext) {
     if (!first_record_in()) return state_;
     init(server_->initial());
     if (ssl_ == nullptr) return state_;
+    write_to_socket();
     SSL_set_accept_state(ssl_);
     BIO_write(in_, early_.data(), static_cast<int>(early_.size()));
     std::string().swap(early_);
