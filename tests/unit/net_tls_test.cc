@@ -8,8 +8,10 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <functional>
+#include <span>
 #include <string>
 
 #include "common/net/tcp.hpp"
@@ -108,12 +110,18 @@ std::string pattern(size_t n) {
 
 struct Pair {
   User server, client;
-  Pair(uv_loop_t* loop, milliseconds timeout = milliseconds(5000), int sndbuf = 0) {
+  Pair(uv_loop_t* loop, milliseconds timeout = milliseconds(5000), int sndbuf = 0,
+       bool ktls = false) {
     Sockets s(sndbuf);
-    server.t =
-        TlsTransport::server(loop, TcpTransport::adopt(loop, s.server), server_context(), timeout);
-    client.t = TlsTransport::client(loop, TcpTransport::adopt(loop, s.client), client_context(),
-                                    "a.test", timeout);
+    // The first test makes the certificates (openssl, seconds on a busy
+    // machine): the handshake timers start from the loop's time after that.
+    auto server_ctx = server_context();
+    auto client_ctx = client_context();
+    uv_update_time(loop);
+    server.t = TlsTransport::server(loop, TcpTransport::adopt(loop, s.server),
+                                    std::move(server_ctx), timeout, ktls);
+    client.t = TlsTransport::client(loop, TcpTransport::adopt(loop, s.client),
+                                    std::move(client_ctx), "a.test", timeout);
     server.t->bind(server);
     client.t->bind(client);
   }
@@ -151,20 +159,31 @@ TEST(TlsTransport, HandshakeOpensBothSidesAndBytesGoBothWays) {
   EXPECT_EQ(p.client.closed, 1);
 }
 
-TEST(TlsTransport, AFileGoesInBoundedEncryptedChunks) {
-  char path[] = "/tmp/cdn-tls-file-XXXXXX";
-  const int fd = mkstemp(path);
-  ASSERT_GE(fd, 0);
-  const std::string content = pattern(3 * 1024 * 1024 + 17);
-  ASSERT_EQ(::write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
-  Loop l;
-  Pair p(&l.loop, milliseconds(5000), 64 * 1024);
+// A file holding `content`, removed at the end of the test.
+struct TempFile {
+  char path[32] = "/tmp/cdn-tls-file-XXXXXX";
+  int fd = -1;
+  explicit TempFile(const std::string& content) : fd(mkstemp(path)) {
+    EXPECT_GE(fd, 0);
+    EXPECT_EQ(::write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
+  }
+  ~TempFile() {
+    ::close(fd);
+    ::unlink(path);
+  }
+};
+
+// Hands a whole file to a transport's send_file as far as it takes it now;
+// called again when the transport says it may take more.
+struct FilePump {
+  int fd;
+  uint64_t size;
   uint64_t offset = 0;
   int waits = 0;
   size_t most_queued = 0;
-  const auto pump = [&] {
-    while (offset < content.size() && p.server.t) {
-      const Handed h = p.server.t->send_file(fd, offset, content.size() - offset, {.last = true});
+  void operator()(Transport::Ptr& t) {
+    while (offset < size && t) {
+      const Handed h = t->send_file(fd, offset, size - offset, {.last = true});
       ASSERT_EQ(h.error, 0);
       if (h.wait) {
         ++waits;
@@ -174,21 +193,63 @@ TEST(TlsTransport, AFileGoesInBoundedEncryptedChunks) {
       most_queued = std::max(most_queued, h.queued);
       offset += h.now + h.queued;
     }
-  };
-  p.server.after_open = [&] { pump(); };
-  p.server.after_write = [&] { pump(); };
-  p.client.after_open = [&] { p.client.t->set_reading(true); };
-  p.client.after_eof = [&] {
-    p.client.t.reset();
-    p.server.t.reset();
-  };
-  l.run();
-  ::close(fd);
-  ::unlink(path);
-  EXPECT_EQ(offset, content.size());
+  }
+  // Sends the file from the server of `p` once open (after `first`), the
+  // client reading it until close_notify; then both close.
+  void serve(Loop& l, Pair& p, std::function<void()> first = {}) {
+    p.server.after_open = [&, first] {
+      if (first) first();
+      (*this)(p.server.t);
+    };
+    p.server.after_write = [&] { (*this)(p.server.t); };
+    p.client.after_open = [&] { p.client.t->set_reading(true); };
+    p.client.after_eof = [&] {
+      p.client.t.reset();
+      p.server.t.reset();
+    };
+    l.run();
+  }
+};
+
+TEST(TlsTransport, AFileGoesInBoundedEncryptedChunks) {
+  const std::string content = pattern(3 * 1024 * 1024 + 17);
+  const TempFile file(content);
+  Loop l;
+  Pair p(&l.loop, milliseconds(5000), 64 * 1024);
+  FilePump pump{file.fd, content.size()};
+  pump.serve(l, p);
+  EXPECT_EQ(pump.offset, content.size());
   EXPECT_TRUE(p.client.got == content);
-  EXPECT_GT(waits, 0);  // the socket filled: the chunks waited, bounded
-  EXPECT_GT(most_queued, 0u);
+  EXPECT_GT(pump.waits, 0);  // the socket filled: the chunks waited, bounded
+  EXPECT_GT(pump.most_queued, 0u);
+}
+
+// A server that wants kTLS where the kernel will not take it (no tls ULP on
+// a Unix socket, nor on these machines at all): its handshake goes straight
+// to the socket through OpenSSL, then the connection falls back to the
+// memory BIO and files still arrive whole, in bounded chunks.
+TEST(TlsTransport, KtlsRefusedByTheKernelFallsBackAfterTheHandshake) {
+  const std::string content = pattern(2 * 1024 * 1024 + 5);
+  const TempFile file(content);
+  const auto before = TlsTransport::ktls_counts().user_total.load();
+  Loop l;
+  Pair p(&l.loop, milliseconds(5000), 64 * 1024, /*ktls=*/true);
+  FilePump pump{file.fd, content.size()};
+  bool kernel = true;
+  pump.serve(l, p, [&] {
+    kernel = static_cast<TlsTransport*>(p.server.t.get())->kernel_tls();
+    const std::string_view head = "HTTP/1.1 200 OK\r\n\r\n";
+    EXPECT_EQ(p.server.t->write(std::span(&head, 1), {.more = true}).error, 0);
+  });
+  EXPECT_EQ(p.server.opened, 0);
+  EXPECT_EQ(p.client.opened, 0);
+  EXPECT_FALSE(kernel);
+  EXPECT_EQ(pump.offset, content.size());
+  EXPECT_TRUE(p.client.got == "HTTP/1.1 200 OK\r\n\r\n" + content);
+  EXPECT_EQ(p.client.eofs, 1);  // close_notify, through the memory BIO again
+  EXPECT_GT(pump.waits, 0);
+  EXPECT_EQ(TlsTransport::ktls_counts().user_total.load(), before + 1);
+  EXPECT_EQ(TlsTransport::ktls_counts().kernel_open.load(), 0u);
 }
 
 TEST(TlsTransport, AStalledHandshakeTimesOut) {
