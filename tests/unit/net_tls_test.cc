@@ -4,6 +4,7 @@
 // bytes and files arrive whole through a full socket, and a client that
 // stalls, sends junk or leaves in the handshake is told as a failed open.
 #include <gtest/gtest.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
@@ -72,17 +73,23 @@ struct User final : TransportUser {
   void on_closed() noexcept override { ++closed; }
 };
 
-std::shared_ptr<const tls::ServerContext> server_context() {
+std::shared_ptr<const tls::ServerContext> server_context(bool h2 = false) {
   tls::ServerConfig c;
   c.certificates.push_back({pki().path("a.pem"), pki().path("a.key")});
+  c.h2 = h2;
   auto built = tls::ServerContext::build(c, nullptr);
   EXPECT_EQ(built.error, "");
   return built.context;
 }
 
-std::shared_ptr<const tls::ClientContext> client_context() {
+// `h2`: the client offers h2 then http/1.1 by ALPN, as curl --http2 does.
+std::shared_ptr<const tls::ClientContext> client_context(bool h2 = false) {
   auto built = tls::ClientContext::build({pki().path("ca.pem"), true});
   EXPECT_EQ(built.error, "");
+  if (h2 && built.context) {
+    static constexpr unsigned char kAlpn[] = "\x02h2\x08http/1.1";
+    EXPECT_EQ(SSL_CTX_set_alpn_protos(built.context->ctx(), kAlpn, sizeof kAlpn - 1), 0);
+  }
   return built.context;
 }
 
@@ -111,12 +118,12 @@ std::string pattern(size_t n) {
 struct Pair {
   User server, client;
   Pair(uv_loop_t* loop, milliseconds timeout = milliseconds(5000), int sndbuf = 0,
-       bool ktls = false) {
+       bool ktls = false, bool h2 = false) {
     Sockets s(sndbuf);
     // The first test makes the certificates (openssl, seconds on a busy
     // machine): the handshake timers start from the loop's time after that.
-    auto server_ctx = server_context();
-    auto client_ctx = client_context();
+    auto server_ctx = server_context(h2);
+    auto client_ctx = client_context(h2);
     uv_update_time(loop);
     server.t = TlsTransport::server(loop, TcpTransport::adopt(loop, s.server),
                                     std::move(server_ctx), timeout, ktls);
@@ -227,7 +234,7 @@ TEST(TlsTransport, AFileGoesInBoundedEncryptedChunks) {
 // A server that wants kTLS where the kernel will not take it (no tls ULP on
 // a Unix socket, nor on these machines at all): its handshake goes straight
 // to the socket through OpenSSL, then the connection falls back to the
-// memory BIO and files still arrive whole, in bounded chunks.
+// engine's own BIO and files still arrive whole, in bounded chunks.
 TEST(TlsTransport, KtlsRefusedByTheKernelFallsBackAfterTheHandshake) {
   const std::string content = pattern(2 * 1024 * 1024 + 5);
   const TempFile file(content);
@@ -246,10 +253,52 @@ TEST(TlsTransport, KtlsRefusedByTheKernelFallsBackAfterTheHandshake) {
   EXPECT_FALSE(kernel);
   EXPECT_EQ(pump.offset, content.size());
   EXPECT_TRUE(p.client.got == "HTTP/1.1 200 OK\r\n\r\n" + content);
-  EXPECT_EQ(p.client.eofs, 1);  // close_notify, through the memory BIO again
+  EXPECT_EQ(p.client.eofs, 1);  // close_notify, through the engine's BIO again
   EXPECT_GT(pump.waits, 0);
   EXPECT_EQ(TlsTransport::ktls_counts().user_total.load(), before + 1);
   EXPECT_EQ(TlsTransport::ktls_counts().kernel_open.load(), 0u);
+}
+
+// HTTP/2 over TLS on a connection that wanted kTLS and fell back: ALPN's
+// h2 is seen on both write paths' transport, and the frames (writes) go
+// both ways through the engine's own BIO once the handshake is over.
+TEST(TlsTransport, KtlsRefusedStillCarriesH2ChosenByAlpn) {
+  Loop l;
+  Pair p(&l.loop, milliseconds(5000), 0, /*ktls=*/true, /*h2=*/true);
+  const std::string preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+  const std::string answer = pattern(300 * 1024);
+  bool server_h2 = false;
+  bool client_h2 = false;
+  bool kernel = true;
+  p.server.after_open = [&] {
+    server_h2 = p.server.t->h2();
+    kernel = static_cast<TlsTransport*>(p.server.t.get())->kernel_tls();
+    p.server.t->set_reading(true);
+  };
+  p.client.after_open = [&] {
+    client_h2 = p.client.t->h2();
+    p.client.t->set_reading(true);
+    const std::string_view out[] = {preface};
+    EXPECT_EQ(p.client.t->write(out, {}).error, 0);
+  };
+  p.server.after_read = [&] {
+    if (p.server.got.size() < preface.size()) return;
+    const std::string_view out[] = {answer};
+    EXPECT_EQ(p.server.t->write(out, {.last = true}).error, 0);
+  };
+  p.client.after_eof = [&] {
+    p.client.t.reset();
+    p.server.t.reset();
+  };
+  l.run();
+  EXPECT_EQ(p.server.opened, 0);
+  EXPECT_EQ(p.client.opened, 0);
+  EXPECT_TRUE(server_h2);
+  EXPECT_TRUE(client_h2);
+  EXPECT_FALSE(kernel);
+  EXPECT_EQ(p.server.got, preface);
+  EXPECT_TRUE(p.client.got == answer);
+  EXPECT_EQ(p.client.eofs, 1);
 }
 
 TEST(TlsTransport, AStalledHandshakeTimesOut) {

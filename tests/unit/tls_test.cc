@@ -419,7 +419,7 @@ TEST(Tls, BrokenFilesAreRefusedWithTheFileAndTheReason) {
 // kTLS wanted (a socket to write to) where the kernel will not take the
 // keys (a Unix socket has no tls ULP, nor have the test machines): the
 // handshake's output goes to the socket, none to take_output(); afterwards
-// the kernel holds nothing, and with the memory BIO back the engine writes
+// the kernel holds nothing, and with its own BIO back the engine writes
 // as any other. TLS 1.2 and 1.3.
 TEST(Tls, KtlsWantedWritesTheHandshakeToTheSocketThenFallsBack) {
   for (const int version : {TLS1_2_VERSION, TLS1_3_VERSION}) {
