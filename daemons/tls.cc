@@ -40,7 +40,11 @@ tls::ServerConfig tls_config(const config::TlsSettings& s, const SiteCertificate
 
 TlsCertificates::TlsCertificates(const config::TlsSettings& s, const SiteCertificates& sites)
     : handshake_ms_(s.handshake_timeout.count()), current_(prepare(s, sites)) {
-  spdlog::info("TLS certificates: {}; {}", current_->describe(), tls_file_path_note());
+  spdlog::info("TLS certificates: {}", current_->describe());
+  // Probed only when wanted: "off" leaves the kernel alone.
+  const tls::KtlsProbe probe = s.ktls == "off" ? tls::KtlsProbe{} : net::TlsTransport::probe_ktls();
+  ktls_ = ktls_mode(s.ktls, probe);
+  spdlog::info("{}", ktls_note(ktls_, probe));
 }
 
 std::shared_ptr<const tls::ServerContext> TlsCertificates::prepare(
@@ -79,6 +83,7 @@ std::shared_ptr<const tls::ServerContext> prepare_tls_reload(const TlsCertificat
   if (next.port != now.port || next.address != now.address) {
     spdlog::warn("[tls] port/address changed: takes effect at the next restart");
   }
+  if (next.ktls != now.ktls) spdlog::warn("[tls] ktls changed: takes effect at the next restart");
   if (certificates == nullptr || !next.enabled()) return nullptr;
   return certificates->prepare(next, sites);
 }
@@ -94,19 +99,30 @@ void install_tls_reload(TlsCertificates* certificates,
 net::TransportLayer tls_layer(uv_loop_t* loop, std::shared_ptr<TlsCertificates> certificates) {
   return [loop, certificates = std::move(certificates)](net::Transport::Ptr below) {
     return net::TlsTransport::server(loop, std::move(below), certificates->current(),
-                                     certificates->handshake_timeout());
+                                     certificates->handshake_timeout(), certificates->ktls());
   };
 }
 
-std::string tls_file_path_note() {
-  // Without the tls ULP the kernel cannot encrypt: file bodies are read in
-  // bounded chunks and encrypted here. With it, the same (handing sessions
-  // to the kernel is not done yet).
-  return net::TlsTransport::ktls_offered()
-             ? "the kernel offers kTLS (tls ULP), unused: file bodies over TLS are encrypted "
-               "in user space, 64 KiB at a time"
-             : "no kTLS (the kernel offers no tls ULP): file bodies over TLS are encrypted in "
-               "user space, 64 KiB at a time";
+tls::KtlsMode ktls_mode(std::string_view setting, const tls::KtlsProbe& probe) {
+  return tls::ktls_mode(setting == "off" ? tls::KtlsSetting::Off : tls::KtlsSetting::Auto, probe);
+}
+
+std::string ktls_note(tls::KtlsMode mode, const tls::KtlsProbe& probe) {
+  return tls::ktls_note(mode, probe, net::TlsTransport::kFileChunk);
+}
+
+void write_tls_metrics(metrics::PrometheusWriter& w, std::string_view prefix) {
+  using metrics::Type;
+  const auto& c = net::TlsTransport::ktls_counts();
+  w.metric(fmt::format("{}_ktls_connections", prefix), Type::Gauge,
+           "Open TLS connections whose records the kernel writes (kTLS: files go by sendfile).",
+           c.kernel_open.load(std::memory_order_relaxed));
+  w.metric(fmt::format("{}_ktls_connections_total", prefix), Type::Counter,
+           "TLS handshakes after which the kernel took the session (kTLS).",
+           c.kernel_total.load(std::memory_order_relaxed));
+  w.metric(fmt::format("{}_tls_userspace_connections_total", prefix), Type::Counter,
+           "TLS handshakes after which records are encrypted in user space (no kTLS).",
+           c.user_total.load(std::memory_order_relaxed));
 }
 
 }  // namespace cdn::daemon

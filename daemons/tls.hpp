@@ -16,8 +16,10 @@
 #include <string>
 
 #include "common/config/settings.hpp"
+#include "common/metrics/prometheus.hpp"
 #include "common/net/transport.hpp"
 #include "common/tls/context.hpp"
+#include "common/tls/ktls.hpp"
 
 namespace cdn::daemon {
 
@@ -38,7 +40,8 @@ tls::ServerConfig tls_config(const config::TlsSettings& s, const SiteCertificate
 class TlsCertificates {
  public:
   // Throws std::runtime_error ("[tls]: FILE: reason", or "[site NAME]: ..."
-  // for a site's file) when they do not load.
+  // for a site's file) when they do not load. Probes for kTLS (once: [tls]
+  // ktls is read at start) and logs the outcome.
   explicit TlsCertificates(const config::TlsSettings& s, const SiteCertificates& sites = {});
   // The context built from `s`, not yet in use; throws as above. A reload
   // builds it before anything is applied, then install()s it.
@@ -51,8 +54,11 @@ class TlsCertificates {
   std::chrono::milliseconds handshake_timeout() const {
     return std::chrono::milliseconds(handshake_ms_.load(std::memory_order_relaxed));
   }
+  // Whether new connections offer their sessions to the kernel.
+  bool ktls() const { return ktls_ == tls::KtlsMode::On; }
 
  private:
+  tls::KtlsMode ktls_;
   std::atomic<int64_t> handshake_ms_;
   std::shared_ptr<tls::TicketKeys> keys_ = std::make_shared<tls::TicketKeys>();
   mutable std::mutex mutex_;
@@ -76,8 +82,13 @@ void install_tls_reload(TlsCertificates* certificates,
 // server on `loop`: a TLS transport with the certificates in use at accept.
 net::TransportLayer tls_layer(uv_loop_t* loop, std::shared_ptr<TlsCertificates> certificates);
 
-// "kTLS: ..." for the start-up log: whether the kernel offers the tls ULP,
-// and how file bodies go out over TLS.
-std::string tls_file_path_note();
+// The kTLS mode for [tls] ktls (`setting`: "auto" or "off") and what the
+// kernel answered to `probe`, and the start-up log line that says it.
+tls::KtlsMode ktls_mode(std::string_view setting, const tls::KtlsProbe& probe);
+std::string ktls_note(tls::KtlsMode mode, const tls::KtlsProbe& probe);
+
+// The process's kTLS figures: server TLS connections whose records the
+// kernel writes (open, and in all) and those whose records are encrypted here.
+void write_tls_metrics(metrics::PrometheusWriter& w, std::string_view prefix);
 
 }  // namespace cdn::daemon

@@ -30,6 +30,7 @@ constexpr double kMaxHashLoadFactor = 100.0;
 constexpr size_t kMaxNameLength = 255;
 constexpr std::string_view kNameRule = "printable ASCII, at most 255 characters";
 constexpr std::string_view kAccessFormats[] = {"combined", "json"};
+constexpr std::string_view kKtlsModes[] = {"auto", "off"};
 constexpr std::string_view kLevels[] = {"trace", "debug",    "info", "warn",
                                         "error", "critical", "off"};
 // In BalancePolicy's order.
@@ -297,6 +298,7 @@ SectionSpec tls_section(const IniFile& f, TlsSettings& s) {
           {"ocsp", [&](const Entry& e) { s.ocsp.push_back(file_of(f, e)); }, true},
           {"handshake_timeout",
            [&](const Entry& e) { s.handshake_timeout = duration_of(f, e, kTimeoutRange); }},
+          {"ktls", [&](const Entry& e) { s.ktls = choice_of(f, e, "kTLS mode", kKtlsModes); }},
       }};
 }
 
@@ -599,6 +601,7 @@ void write_tls(IniWriter& w, const TlsSettings& s) {
   }
   for (const auto& o : s.ocsp) w.key("ocsp", o);
   w.key("handshake_timeout", s.handshake_timeout);
+  w.key("ktls", s.ktls);
 }
 
 void write_log(IniWriter& w, const LogSettings& s) {

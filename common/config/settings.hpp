@@ -55,6 +55,9 @@ struct TlsSettings {
   std::vector<std::string> keys;           // PEM private keys (ECDSA or RSA), unencrypted
   std::vector<std::string> ocsp;           // DER OCSP responses to staple
   milliseconds handshake_timeout{10'000};  // a TLS handshake must finish within this
+  // "auto": hand sessions to the kernel (kTLS) where it offers the tls ULP,
+  // so file bodies go out with sendfile; "off": never. Read at start.
+  std::string ktls = "auto";
   bool enabled() const { return port != 0; }
 };
 

@@ -338,6 +338,15 @@ bool TcpTransport::wait_writable() {
   return true;
 }
 
+bool TcpTransport::watch_writable(bool on) noexcept {
+  if (on) return !closing_ && fd_ >= 0 && wait_writable();
+  if (polling_) {
+    uv_poll_stop(&out_poll_->raw);
+    polling_ = false;
+  }
+  return true;
+}
+
 // The range is all handed over: no writable watch, no cork.
 void TcpTransport::file_done() {
   if (polling_) {

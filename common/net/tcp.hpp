@@ -40,6 +40,15 @@ class TcpTransport final : public Transport, private uv::Handle<uv_tcp_t> {
   Handed send_file(int fd, uint64_t offset, uint64_t length, WriteHints hints) noexcept override;
   bool peer_address(sockaddr_storage& out) const noexcept override;
 
+  // For a TLS layer that hands its session to the kernel (kTLS): the socket,
+  // -1 once closed. Whatever is written to it directly must not overtake a
+  // unit under way (the TLS layer writes to it only before its first unit).
+  int socket() const noexcept { return fd_; }
+  // The writable watch, for such a layer's handshake that found the socket
+  // full: on_writable() while on (level-triggered: turn it off when done).
+  // False when it cannot be watched.
+  bool watch_writable(bool on) noexcept;
+
  private:
   // One uv_write under way: a write unit.
   struct WriteReq {

@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: MIT
 #include "common/net/tls.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -8,6 +12,8 @@
 #include <fstream>
 #include <iterator>
 #include <new>
+
+#include "common/net/tcp.hpp"
 
 namespace cdn::net {
 
@@ -21,13 +27,58 @@ constexpr size_t kHandshakeRead = 16 * 1024;
 constexpr size_t kMaxUnits = 2;
 }  // namespace
 
-bool TlsTransport::ktls_offered() {
-  std::ifstream in("/proc/sys/net/ipv4/tcp_available_ulp");
-  std::string word;
-  while (in >> word) {
-    if (word == "tls") return true;
+namespace {
+// A connected loopback TCP socket (the client end; the others are closed),
+// or -1 with errno set. Blocking: loopback connects at once.
+int loopback_connected() {
+  const int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (l < 0) return -1;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int c = -1;
+  if (::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 && ::listen(l, 1) == 0 &&
+      ::getsockname(l, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c >= 0 && ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      const int e = errno;
+      ::close(c);
+      c = -1;
+      errno = e;
+    }
   }
-  return false;
+  const int e = errno;
+  if (c >= 0) {
+    const int s = ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+    if (s >= 0) ::close(s);
+  }
+  ::close(l);
+  errno = e;
+  return c;
+}
+}  // namespace
+
+tls::KtlsProbe TlsTransport::probe_ktls() {
+  tls::KtlsProbe p;
+#ifndef OPENSSL_NO_KTLS
+  p.openssl = true;
+#endif
+  const int fd = loopback_connected();
+  if (fd < 0) {
+    p.ulp_errno = errno;
+    return p;
+  }
+  static constexpr char kUlp[] = "tls";
+  p.ulp = ::setsockopt(fd, SOL_TCP, TCP_ULP, kUlp, sizeof kUlp - 1) == 0;
+  if (!p.ulp) p.ulp_errno = errno;
+  ::close(fd);
+  return p;
+}
+
+TlsTransport::KtlsCounts& TlsTransport::ktls_counts() {
+  static KtlsCounts counts;
+  return counts;
 }
 
 TlsTransport::TlsTransport(uv_loop_t* loop, Ptr below, tls::Engine engine)
@@ -49,10 +100,15 @@ void TlsTransport::start_timer(std::chrono::milliseconds timeout) {
 
 Transport::Ptr TlsTransport::server(uv_loop_t* loop, Ptr below,
                                     std::shared_ptr<const tls::ServerContext> context,
-                                    std::chrono::milliseconds handshake_timeout) {
+                                    std::chrono::milliseconds handshake_timeout, bool ktls) {
   if (!below) return nullptr;
-  auto* t = new TlsTransport(loop, std::move(below), tls::Engine::server(std::move(context)));
+  // Only the TCP transport has a socket to give OpenSSL.
+  auto* tcp = ktls ? dynamic_cast<TcpTransport*>(below.get()) : nullptr;
+  const int fd = tcp != nullptr ? tcp->socket() : -1;
+  auto* t = new TlsTransport(loop, std::move(below), tls::Engine::server(std::move(context), fd));
   Ptr p(t);
+  t->server_side_ = true;
+  if (fd >= 0) t->tcp_ = tcp;
   t->below_->bind(*t);
   // An engine that could not even be made fails at the next loop turn.
   const bool failed = t->engine_.state() == tls::Engine::State::Failed;
@@ -85,6 +141,7 @@ void TlsTransport::close() noexcept {
   if (closing_) return;
   closing_ = true;
   open_ = false;
+  if (kernel_) ktls_counts().kernel_open.fetch_sub(1, std::memory_order_relaxed);
   uv::close(timer_);
   // The TCP transport's on_closed() comes back here and frees this.
   below_.reset();
@@ -120,6 +177,8 @@ Handed TlsTransport::flush(bool user_unit, WriteHints hints) {
 void TlsTransport::handshake_failed(int status, std::string why) {
   if (open_ || !failure_.empty() || closing_) return;
   failure_ = why.empty() ? "handshake failed" : std::move(why);
+  if (watching_ && tcp_ != nullptr) tcp_->watch_writable(false);
+  watching_ = false;
   flush(false, {.last = true});  // the alert, if the engine made one
   if (below_) below_->set_reading(false);
   if (on_failure_) on_failure_(failure_);
@@ -129,11 +188,25 @@ void TlsTransport::handshake_failed(int status, std::string why) {
 void TlsTransport::handshake_progress() {
   flush(false, {});
   if (closing_) return;
+  // kTLS: a handshake writing to a full socket goes on once it drains.
+  if (tcp_ != nullptr && engine_.wants_writable() != watching_) {
+    watching_ = engine_.wants_writable();
+    if (!tcp_->watch_writable(watching_) && watching_) {
+      handshake_failed(UV_EIO, "cannot watch the socket for the handshake");
+      return;
+    }
+  }
   switch (engine_.state()) {
     case tls::Engine::State::Handshaking:
       return;
     case tls::Engine::State::Open:
     case tls::Engine::State::Closed:
+      choose_write_path();
+      if (closing_) return;
+      if (engine_.state() == tls::Engine::State::Failed) {
+        handshake_failed(UV_EPROTO, engine_.error());
+        return;
+      }
       open_ = true;
       if (timer_) uv_timer_stop(&timer_->raw);
       update_reading();
@@ -144,6 +217,50 @@ void TlsTransport::handshake_progress() {
       handshake_failed(UV_EPROTO, engine_.error());
       return;
   }
+}
+
+void TlsTransport::choose_write_path() {
+  if (server_side_) {
+    const auto outcome =
+        tls::ktls_outcome(tcp_ != nullptr ? tls::KtlsMode::On : tls::KtlsMode::Off,
+                          engine_.version(), engine_.cipher(), engine_.kernel_sends());
+    kernel_ = outcome.kernel;
+    auto& counts = ktls_counts();
+    if (kernel_) {
+      counts.kernel_open.fetch_add(1, std::memory_order_relaxed);
+      counts.kernel_total.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      counts.user_total.fetch_add(1, std::memory_order_relaxed);
+      if (tcp_ != nullptr) {
+        SPDLOG_DEBUG("kTLS not used for a {} {} session: {}", engine_.version(), engine_.cipher(),
+                     outcome.why);
+      }
+    }
+  }
+  if (tcp_ == nullptr) return;
+  if (watching_) tcp_->watch_writable(false);
+  watching_ = false;
+  if (!kernel_) engine_.stop_direct_writes();
+  tcp_ = nullptr;
+}
+
+void TlsTransport::kernel_close_notify() {
+  if (below_units_ > 0) {
+    close_notify_owed_ = true;
+    return;
+  }
+  close_notify_owed_ = false;
+  engine_.close();  // through the kernel, as a record of its own
+}
+
+// What the TCP transport did with plaintext it carries for the kernel's
+// records: the units are counted (close_notify waits for them), and the
+// last bytes of the connection are followed by close_notify.
+Handed TlsTransport::kernel_passed(Handed h, bool last_done) {
+  if (h.error != 0 || h.wait) return h;
+  if (h.queued > 0) ++below_units_;
+  if (last_done) kernel_close_notify();
+  return h;
 }
 
 void TlsTransport::deliver() {
@@ -181,6 +298,7 @@ void TlsTransport::deliver() {
 Handed TlsTransport::write(std::span<const std::string_view> bufs, WriteHints hints) noexcept {
   if (!open()) return Handed{.error = UV_ENOTCONN};
   if (bufs.size() > kMaxWriteBufs) return Handed{.error = UV_EINVAL};
+  if (kernel_) return kernel_passed(below_->write(bufs, hints), hints.last);
   size_t total = 0;
   for (const std::string_view b : bufs) {
     for (size_t done = 0; done < b.size();) {
@@ -201,6 +319,11 @@ Handed TlsTransport::send_file(int fd, uint64_t offset, uint64_t length,
                                WriteHints hints) noexcept {
   if (!open()) return Handed{.error = UV_ENOTCONN};
   if (length == 0) return Handed{};
+  if (kernel_) {
+    // sendfile: the kernel reads the file and makes the records.
+    const Handed h = below_->send_file(fd, offset, length, hints);
+    return kernel_passed(h, hints.last && h.now + h.queued == length);
+  }
   // Bounded: at most kMaxUnits chunks of ciphertext wait for the kernel.
   if (units_.size() >= kMaxUnits) {
     waiting_ = true;
@@ -278,7 +401,14 @@ void TlsTransport::on_error(int status) noexcept {
 }
 
 void TlsTransport::on_write_done(int status) noexcept {
-  if (closing_ || units_.empty()) return;
+  if (closing_) return;
+  if (kernel_) {
+    if (below_units_ > 0) --below_units_;
+    if (close_notify_owed_ && below_units_ == 0 && status >= 0) kernel_close_notify();
+    if (user_ != nullptr) user_->on_write_done(status);
+    return;
+  }
+  if (units_.empty()) return;
   const bool user_unit = units_.front().user;
   units_.pop_front();
   if (user_ == nullptr) return;
@@ -294,7 +424,16 @@ void TlsTransport::on_write_done(int status) noexcept {
 }
 
 void TlsTransport::on_writable() noexcept {
-  if (!closing_ && user_ != nullptr) user_->on_writable();
+  if (closing_) return;
+  if (!open_) {
+    // kTLS: the handshake's socket drained.
+    if (watching_ && engine_.state() == tls::Engine::State::Handshaking) {
+      engine_.start();
+      handshake_progress();
+    }
+    return;
+  }
+  if (user_ != nullptr) user_->on_writable();
 }
 
 size_t TlsTransport::read_budget() const noexcept {

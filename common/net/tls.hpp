@@ -5,9 +5,18 @@
 // plaintext; a write is encrypted at once and written below, and its unit
 // (if the kernel did not take it all) completes when the ciphertext unit
 // does; send_file() reads at most kFileChunk of the file, encrypts it and
-// answers it queued (no sendfile: the kernel does not encrypt for us, see
-// ktls_offered()). The handshake runs before on_open(0), bounded by its own
+// answers it queued. The handshake runs before on_open(0), bounded by its own
 // timer; a failed or timed-out one is on_open(status < 0).
+//
+// kTLS (a server made with `ktls`, over a TCP transport): the handshake
+// writes straight to the socket through OpenSSL, which installs the write
+// keys in the kernel where it and the kernel can (see tls/engine.hpp for why
+// this way). When the kernel took them, the connection is a plain TCP one
+// for writing: write() hands plaintext below, send_file() is the TCP
+// transport's sendfile, and the kernel makes the records; reading still
+// goes through the engine. When it did not, the connection goes on as
+// above. tls/ktls.hpp holds the decisions, unit-tested; the kernel path
+// itself runs only where the kernel has the tls ULP.
 //
 // Ownership: the Ptr made by server()/client() owns the TLS transport, which
 // owns the TCP transport below. Dropping the Ptr drops the one below; its
@@ -17,7 +26,9 @@
 
 #include <uv.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <list>
 #include <memory>
@@ -25,9 +36,12 @@
 
 #include "common/net/transport.hpp"
 #include "common/tls/engine.hpp"
+#include "common/tls/ktls.hpp"
 #include "common/uv/handle.hpp"
 
 namespace cdn::net {
+
+class TcpTransport;
 
 class TlsTransport final : public Transport, private TransportUser {
  public:
@@ -36,9 +50,11 @@ class TlsTransport final : public Transport, private TransportUser {
   static constexpr size_t kFileChunk = 64 * 1024;
 
   // Over an accepted (open) TCP transport: reads at once, whatever the user
-  // asks, until the handshake is over.
+  // asks, until the handshake is over. `ktls`: offer the session to the
+  // kernel (the process's probe said it has the tls ULP); ignored over
+  // anything but a TcpTransport.
   static Ptr server(uv_loop_t* loop, Ptr below, std::shared_ptr<const tls::ServerContext> context,
-                    std::chrono::milliseconds handshake_timeout);
+                    std::chrono::milliseconds handshake_timeout, bool ktls = false);
   // Over a TCP transport from TcpTransport::connect() (made with any user:
   // this binds itself to it before the loop runs again) or one already open.
   // The ClientHello goes once the one below is open; `host` is sent as SNI
@@ -61,9 +77,22 @@ class TlsTransport final : public Transport, private TransportUser {
   // Why the handshake failed ("" while none did).
   const std::string& failure() const { return failure_; }
 
-  // Whether the kernel offers the "tls" ULP (kTLS). Read from
-  // /proc/sys/net/ipv4/tcp_available_ulp.
-  static bool ktls_offered();
+  // Whether the kernel writes this connection's records (kTLS).
+  bool kernel_tls() const { return kernel_; }
+
+  // What kTLS needs, asked once at start: whether OpenSSL was built with it
+  // and whether the kernel accepts setsockopt(TCP_ULP, "tls") on a connected
+  // loopback TCP socket (the ULP takes only established TCP sockets; the
+  // kernel may load its module for it).
+  static tls::KtlsProbe probe_ktls();
+
+  // Server connections of the process, any thread (for the metrics).
+  struct KtlsCounts {
+    std::atomic<uint64_t> kernel_open{0};   // open, their records written by the kernel
+    std::atomic<uint64_t> kernel_total{0};  // handshakes after which the kernel took the keys
+    std::atomic<uint64_t> user_total{0};    // handshakes after which records are encrypted here
+  };
+  static KtlsCounts& ktls_counts();
 
  private:
   TlsTransport(uv_loop_t* loop, Ptr below, tls::Engine engine);
@@ -85,6 +114,11 @@ class TlsTransport final : public Transport, private TransportUser {
   // (if any) completes a write of the user's. Returns what below did.
   Handed flush(bool user_unit, WriteHints hints);
   void handshake_progress();
+  // The handshake is over: the kernel writes the records, or we do.
+  void choose_write_path();
+  // kTLS: close_notify once nothing is under way below, or owed till then.
+  void kernel_close_notify();
+  Handed kernel_passed(Handed h, bool last_done);
   void handshake_failed(int status, std::string why);
   // Hands plaintext up while the user takes it; then the end, if it came.
   void deliver();
@@ -114,6 +148,16 @@ class TlsTransport final : public Transport, private TransportUser {
   bool eof_told_ = false;    // on_eof() went up
   bool waiting_ = false;     // a send_file answered wait: on_writable() is owed
   bool delivering_ = false;  // inside deliver(): no nested call
+  // kTLS. tcp_: the transport below while the handshake may write to its
+  // socket (null otherwise); kernel_: the kernel took the keys (below
+  // carries plaintext from then on); below_units_: units under way below
+  // then; close_notify_owed_: sent once they are all done.
+  TcpTransport* tcp_ = nullptr;
+  bool server_side_ = false;
+  bool kernel_ = false;
+  bool watching_ = false;  // the TCP transport's writable watch is on for the handshake
+  bool close_notify_owed_ = false;
+  unsigned below_units_ = 0;
 };
 
 }  // namespace cdn::net

@@ -112,14 +112,52 @@ void Engine::init(SSL_CTX* ctx) {
   }
   wire_ = std::make_unique<Wire>();
   BIO_set_data(bio, wire_.get());
-  // One BIO both ways: the SSL takes the one reference.
+  // One BIO both ways: SSL_set_bio takes the one reference and adds another,
+  // one per side (a kTLS engine's write side may let its own go).
   SSL_set_bio(ssl_, bio, bio);
 }
 
-Engine Engine::server(std::shared_ptr<const ServerContext> context) {
+Engine Engine::server(std::shared_ptr<const ServerContext> context, int send_fd) {
   Engine e;
   e.server_ = std::move(context);
+  e.send_fd_ = send_fd;
   return e;
+}
+
+// SSL_set_wfd replaces the write side with a socket BIO that does not close
+// the socket, and asks the kernel for the tls ULP (ktls_enable: harmless
+// where it is refused). The Wire was both sides, with a reference for each
+// (SSL_set_bio took a second one): the write side's is dropped, the read
+// side keeps the Wire. SSL_OP_ENABLE_KTLS then lets OpenSSL install the
+// write keys where the cipher allows.
+void Engine::write_to_socket() {
+  if (ssl_ == nullptr || send_fd_ < 0) return;
+  SSL_set_options(ssl_, SSL_OP_ENABLE_KTLS);
+  if (SSL_set_wfd(ssl_, send_fd_) != 1) {
+    ERR_clear_error();
+    send_fd_ = -1;  // the Wire still writes
+  }
+}
+
+bool Engine::kernel_sends() const {
+#ifndef OPENSSL_NO_KTLS
+  return ssl_ != nullptr && send_fd_ >= 0 && (state_ == State::Open || state_ == State::Closed) &&
+         BIO_get_ktls_send(SSL_get_wbio(ssl_));
+#else
+  return false;
+#endif
+}
+
+void Engine::stop_direct_writes() {
+  if (ssl_ == nullptr || send_fd_ < 0 || (state_ != State::Open && state_ != State::Closed)) {
+    return;
+  }
+  // The Wire writes again: a second reference for the write side, which
+  // SSL_set0_wbio takes; it frees the socket BIO, which leaves the socket open.
+  BIO* wire = SSL_get_rbio(ssl_);
+  BIO_up_ref(wire);
+  SSL_set0_wbio(ssl_, wire);
+  send_fd_ = -1;
 }
 
 bool Engine::first_record_in() const {
@@ -159,6 +197,8 @@ Engine& Engine::operator=(Engine&& o) noexcept {
     SSL_free(ssl_);
     ssl_ = std::exchange(o.ssl_, nullptr);
     wire_ = std::move(o.wire_);
+    send_fd_ = std::exchange(o.send_fd_, -1);
+    want_write_ = o.want_write_;
     state_ = o.state_;
     error_ = std::move(o.error_);
     early_ = std::move(o.early_);
@@ -187,12 +227,14 @@ void Engine::fail(int ret) {
 
 void Engine::handshake() {
   ERR_clear_error();
+  want_write_ = false;
   const int r = SSL_do_handshake(ssl_);
   if (r == 1) {
     state_ = State::Open;
     return;
   }
   const int e = SSL_get_error(ssl_, r);
+  want_write_ = e == SSL_ERROR_WANT_WRITE;
   if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return;
   fail(r);
 }
@@ -209,6 +251,7 @@ Engine::State Engine::receive(std::string_view ciphertext) {
     if (!first_record_in()) return state_;
     init(server_->initial());
     if (ssl_ == nullptr) return state_;
+    write_to_socket();
     SSL_set_accept_state(ssl_);
     wire_->in.swap(early_);
     std::string().swap(early_);

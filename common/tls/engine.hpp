@@ -7,6 +7,22 @@
 // never exceptions. OpenSSL's SSL sits over a BIO of the engine's own (see
 // Wire) that gives back its memory once emptied.
 //
+// kTLS (a server made with a socket to write to): the write side is a socket
+// BIO over that socket instead, so that OpenSSL itself installs the write
+// keys in the kernel (setsockopt TLS_TX) at the record where they start; the
+// handshake's output then goes straight to the socket (take_output() has
+// none) and the read side stays the Wire. After the handshake
+// kernel_sends() says whether the kernel took the keys; when it did not,
+// stop_direct_writes() makes the Wire the write BIO again and the engine is
+// as any other.
+// Why a socket BIO rather than taking the keys out and calling setsockopt
+// ourselves: OpenSSL 3.0 has no public call for a session's traffic secrets
+// or its write sequence number (only the key log callback, and the sequence
+// would have to be counted from the records it wrote, tickets included), so
+// we would re-implement the TLS 1.2 and 1.3 key schedules against its
+// internals; through the socket BIO OpenSSL's own, tested kTLS code does it,
+// and refuses cleanly (no kernel keys) for what it or the kernel cannot take.
+//
 // Ownership: an Engine owns its SSL and keeps the context it was made from
 // alive (a reload replaces the daemon's context; connections under way keep
 // theirs). Not thread-safe; one per connection, used on its loop.
@@ -32,7 +48,9 @@ class Engine {
     Failed,       // error() says why; output may hold an alert to send
   };
 
-  static Engine server(std::shared_ptr<const ServerContext> context);
+  // `send_fd` >= 0: kTLS wanted; the handshake writes to that socket (the
+  // caller's, not closed here) and OpenSSL may hand its keys to the kernel.
+  static Engine server(std::shared_ptr<const ServerContext> context, int send_fd = -1);
   // `host`: sent as SNI (unless an IP literal) and checked against the
   // server's certificate when the context verifies.
   static Engine client(std::shared_ptr<const ClientContext> context, std::string_view host);
@@ -45,7 +63,8 @@ class Engine {
   // holds them until the first record is whole (at most 5 + 2^14 + 2048
   // bytes), then makes its SSL.
   State receive(std::string_view ciphertext);
-  // Starts a client's handshake (its ClientHello goes to the output).
+  // Starts a client's handshake (its ClientHello goes to the output); goes
+  // on with a handshake that wants_writable().
   State start();
   // Up to `size` bytes of plaintext; 0 when none is ready (see state()).
   size_t read(char* buffer, size_t size);
@@ -63,6 +82,17 @@ class Engine {
   // Into an empty `out` they are moved, not copied.
   size_t take_output(std::string& out);
 
+  // kTLS: the handshake could not write to its socket (full); start() again
+  // once it is writable.
+  bool wants_writable() const { return want_write_; }
+  // kTLS: the handshake is over and the kernel holds the write keys: the
+  // kernel encrypts whatever is written to the socket from now on (write()
+  // must not be used; close() still sends close_notify through it).
+  bool kernel_sends() const;
+  // kTLS: the kernel did not take the keys; output goes through the Wire
+  // again (take_output()), as for any other engine. Only once Open.
+  void stop_direct_writes();
+
   State state() const { return state_; }
   const std::string& error() const { return error_; }
   bool resumed() const;
@@ -75,6 +105,7 @@ class Engine {
  private:
   Engine() = default;
   void init(SSL_CTX* ctx);
+  void write_to_socket();
   // A server's SSL is made only once the first TLS record is in whole: a
   // client that connects and stalls, or sends a few bytes, costs the few
   // bytes and not OpenSSL's buffers (tens of KiB).
@@ -95,6 +126,8 @@ class Engine {
 
   SSL* ssl_ = nullptr;
   std::unique_ptr<Wire> wire_;
+  int send_fd_ = -1;  // kTLS: the socket the handshake writes to; -1 once the Wire writes
+  bool want_write_ = false;
   State state_ = State::Handshaking;
   std::string error_;
   std::shared_ptr<const ServerContext> server_;

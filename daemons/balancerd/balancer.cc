@@ -665,6 +665,7 @@ void Front::serve_metrics(net::Exchange& ex) {
            snap.early_probes_total);
   w.metric("cdn_balancer_sent_bytes_total", Type::Counter, "Response bytes the balancer sent.",
            st.bytes_sent.get());
+  if (shared_.tls()) daemon::write_tls_metrics(w, "cdn_balancer");
   t.refresh_scores(Clock::now());
   const auto& rs = t.replicas();
   // One family per figure, one sample per replica.

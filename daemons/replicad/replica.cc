@@ -891,6 +891,7 @@ void Replica::serve_metrics(net::Exchange& ex) {
            unavailable);
   w.metric("cdn_replica_sent_bytes_total", Type::Counter, "Response bytes sent.",
            st.bytes_sent.get());
+  if (tls_) daemon::write_tls_metrics(w, "cdn_replica");
   w.metric("cdn_replica_load", Type::Gauge, "Active connections over capacity.",
            status(/*in_request=*/true).load);
   w.metric("cdn_replica_purges_total", Type::Counter, "Purges applied.", purges);

@@ -503,6 +503,8 @@ TEST(Replica, BadValues) {
            Case{"[server]\nmax_header_bytes = 1T\n",
                 ":2: [server] max_header_bytes: '1T' is out of range"},
            Case{"[log]\nlevel = loud\n", ":2: [log] level: 'loud' is not a log level"},
+           Case{"[tls]\nktls = on\n",
+                ":2: [tls] ktls: 'on' is not a kTLS mode (use one of auto, off)"},
            Case{"[content]\nindex = a/b\n", ":2: [content] index: 'a/b'"},
            Case{"[content]\ncapacity = 0\n", ":2: [content] capacity: '0'"},
            Case{"[content]\norigin = ftp://x/\n",
@@ -1388,6 +1390,8 @@ TEST(Tls, OffByDefaultAndPairsCertificatesWithKeysInOrder) {
   EXPECT_EQ(r.tls.keys, (std::vector<std::string>{"/etc/cdn/a.key", "/etc/cdn/b.key"}));
   EXPECT_EQ(r.tls.ocsp, (std::vector<std::string>{"/etc/cdn/a.ocsp"}));
   EXPECT_EQ(r.tls.handshake_timeout, milliseconds(3000));
+  EXPECT_EQ(r.tls.ktls, "auto");  // the default
+  EXPECT_EQ(replica("[tls]\nktls = OFF\n[content]\nroot = /srv\n").tls.ktls, "off");
   EXPECT_NO_THROW(validate(r, "r.ini"));
   const ReplicaSettings back = replica_settings(parse_ini(to_ini(r), "/x/r.ini"));
   EXPECT_EQ(back.tls.certificates, r.tls.certificates);

@@ -4,12 +4,15 @@
 // bytes and files arrive whole through a full socket, and a client that
 // stalls, sends junk or leaves in the handshake is told as a failed open.
 #include <gtest/gtest.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <functional>
+#include <span>
 #include <string>
 
 #include "common/net/tcp.hpp"
@@ -70,17 +73,23 @@ struct User final : TransportUser {
   void on_closed() noexcept override { ++closed; }
 };
 
-std::shared_ptr<const tls::ServerContext> server_context() {
+std::shared_ptr<const tls::ServerContext> server_context(bool h2 = false) {
   tls::ServerConfig c;
   c.certificates.push_back({pki().path("a.pem"), pki().path("a.key")});
+  c.h2 = h2;
   auto built = tls::ServerContext::build(c, nullptr);
   EXPECT_EQ(built.error, "");
   return built.context;
 }
 
-std::shared_ptr<const tls::ClientContext> client_context() {
+// `h2`: the client offers h2 then http/1.1 by ALPN, as curl --http2 does.
+std::shared_ptr<const tls::ClientContext> client_context(bool h2 = false) {
   auto built = tls::ClientContext::build({pki().path("ca.pem"), true});
   EXPECT_EQ(built.error, "");
+  if (h2 && built.context) {
+    static constexpr unsigned char kAlpn[] = "\x02h2\x08http/1.1";
+    EXPECT_EQ(SSL_CTX_set_alpn_protos(built.context->ctx(), kAlpn, sizeof kAlpn - 1), 0);
+  }
   return built.context;
 }
 
@@ -108,12 +117,18 @@ std::string pattern(size_t n) {
 
 struct Pair {
   User server, client;
-  Pair(uv_loop_t* loop, milliseconds timeout = milliseconds(5000), int sndbuf = 0) {
+  Pair(uv_loop_t* loop, milliseconds timeout = milliseconds(5000), int sndbuf = 0,
+       bool ktls = false, bool h2 = false) {
     Sockets s(sndbuf);
-    server.t =
-        TlsTransport::server(loop, TcpTransport::adopt(loop, s.server), server_context(), timeout);
-    client.t = TlsTransport::client(loop, TcpTransport::adopt(loop, s.client), client_context(),
-                                    "a.test", timeout);
+    // The first test makes the certificates (openssl, seconds on a busy
+    // machine): the handshake timers start from the loop's time after that.
+    auto server_ctx = server_context(h2);
+    auto client_ctx = client_context(h2);
+    uv_update_time(loop);
+    server.t = TlsTransport::server(loop, TcpTransport::adopt(loop, s.server),
+                                    std::move(server_ctx), timeout, ktls);
+    client.t = TlsTransport::client(loop, TcpTransport::adopt(loop, s.client),
+                                    std::move(client_ctx), "a.test", timeout);
     server.t->bind(server);
     client.t->bind(client);
   }
@@ -151,20 +166,31 @@ TEST(TlsTransport, HandshakeOpensBothSidesAndBytesGoBothWays) {
   EXPECT_EQ(p.client.closed, 1);
 }
 
-TEST(TlsTransport, AFileGoesInBoundedEncryptedChunks) {
-  char path[] = "/tmp/cdn-tls-file-XXXXXX";
-  const int fd = mkstemp(path);
-  ASSERT_GE(fd, 0);
-  const std::string content = pattern(3 * 1024 * 1024 + 17);
-  ASSERT_EQ(::write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
-  Loop l;
-  Pair p(&l.loop, milliseconds(5000), 64 * 1024);
+// A file holding `content`, removed at the end of the test.
+struct TempFile {
+  char path[32] = "/tmp/cdn-tls-file-XXXXXX";
+  int fd = -1;
+  explicit TempFile(const std::string& content) : fd(mkstemp(path)) {
+    EXPECT_GE(fd, 0);
+    EXPECT_EQ(::write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
+  }
+  ~TempFile() {
+    ::close(fd);
+    ::unlink(path);
+  }
+};
+
+// Hands a whole file to a transport's send_file as far as it takes it now;
+// called again when the transport says it may take more.
+struct FilePump {
+  int fd;
+  uint64_t size;
   uint64_t offset = 0;
   int waits = 0;
   size_t most_queued = 0;
-  const auto pump = [&] {
-    while (offset < content.size() && p.server.t) {
-      const Handed h = p.server.t->send_file(fd, offset, content.size() - offset, {.last = true});
+  void operator()(Transport::Ptr& t) {
+    while (offset < size && t) {
+      const Handed h = t->send_file(fd, offset, size - offset, {.last = true});
       ASSERT_EQ(h.error, 0);
       if (h.wait) {
         ++waits;
@@ -174,21 +200,105 @@ TEST(TlsTransport, AFileGoesInBoundedEncryptedChunks) {
       most_queued = std::max(most_queued, h.queued);
       offset += h.now + h.queued;
     }
+  }
+  // Sends the file from the server of `p` once open (after `first`), the
+  // client reading it until close_notify; then both close.
+  void serve(Loop& l, Pair& p, std::function<void()> first = {}) {
+    p.server.after_open = [&, first] {
+      if (first) first();
+      (*this)(p.server.t);
+    };
+    p.server.after_write = [&] { (*this)(p.server.t); };
+    p.client.after_open = [&] { p.client.t->set_reading(true); };
+    p.client.after_eof = [&] {
+      p.client.t.reset();
+      p.server.t.reset();
+    };
+    l.run();
+  }
+};
+
+TEST(TlsTransport, AFileGoesInBoundedEncryptedChunks) {
+  const std::string content = pattern(3 * 1024 * 1024 + 17);
+  const TempFile file(content);
+  Loop l;
+  Pair p(&l.loop, milliseconds(5000), 64 * 1024);
+  FilePump pump{file.fd, content.size()};
+  pump.serve(l, p);
+  EXPECT_EQ(pump.offset, content.size());
+  EXPECT_TRUE(p.client.got == content);
+  EXPECT_GT(pump.waits, 0);  // the socket filled: the chunks waited, bounded
+  EXPECT_GT(pump.most_queued, 0u);
+}
+
+// A server that wants kTLS where the kernel will not take it (no tls ULP on
+// a Unix socket, nor on these machines at all): its handshake goes straight
+// to the socket through OpenSSL, then the connection falls back to the
+// engine's own BIO and files still arrive whole, in bounded chunks.
+TEST(TlsTransport, KtlsRefusedByTheKernelFallsBackAfterTheHandshake) {
+  const std::string content = pattern(2 * 1024 * 1024 + 5);
+  const TempFile file(content);
+  const auto before = TlsTransport::ktls_counts().user_total.load();
+  Loop l;
+  Pair p(&l.loop, milliseconds(5000), 64 * 1024, /*ktls=*/true);
+  FilePump pump{file.fd, content.size()};
+  bool kernel = true;
+  pump.serve(l, p, [&] {
+    kernel = static_cast<TlsTransport*>(p.server.t.get())->kernel_tls();
+    const std::string_view head = "HTTP/1.1 200 OK\r\n\r\n";
+    EXPECT_EQ(p.server.t->write(std::span(&head, 1), {.more = true}).error, 0);
+  });
+  EXPECT_EQ(p.server.opened, 0);
+  EXPECT_EQ(p.client.opened, 0);
+  EXPECT_FALSE(kernel);
+  EXPECT_EQ(pump.offset, content.size());
+  EXPECT_TRUE(p.client.got == "HTTP/1.1 200 OK\r\n\r\n" + content);
+  EXPECT_EQ(p.client.eofs, 1);  // close_notify, through the engine's BIO again
+  EXPECT_GT(pump.waits, 0);
+  EXPECT_EQ(TlsTransport::ktls_counts().user_total.load(), before + 1);
+  EXPECT_EQ(TlsTransport::ktls_counts().kernel_open.load(), 0u);
+}
+
+// HTTP/2 over TLS on a connection that wanted kTLS and fell back: ALPN's
+// h2 is seen on both write paths' transport, and the frames (writes) go
+// both ways through the engine's own BIO once the handshake is over.
+TEST(TlsTransport, KtlsRefusedStillCarriesH2ChosenByAlpn) {
+  Loop l;
+  Pair p(&l.loop, milliseconds(5000), 0, /*ktls=*/true, /*h2=*/true);
+  const std::string preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+  const std::string answer = pattern(300 * 1024);
+  bool server_h2 = false;
+  bool client_h2 = false;
+  bool kernel = true;
+  p.server.after_open = [&] {
+    server_h2 = p.server.t->h2();
+    kernel = static_cast<TlsTransport*>(p.server.t.get())->kernel_tls();
+    p.server.t->set_reading(true);
   };
-  p.server.after_open = [&] { pump(); };
-  p.server.after_write = [&] { pump(); };
-  p.client.after_open = [&] { p.client.t->set_reading(true); };
+  p.client.after_open = [&] {
+    client_h2 = p.client.t->h2();
+    p.client.t->set_reading(true);
+    const std::string_view out[] = {preface};
+    EXPECT_EQ(p.client.t->write(out, {}).error, 0);
+  };
+  p.server.after_read = [&] {
+    if (p.server.got.size() < preface.size()) return;
+    const std::string_view out[] = {answer};
+    EXPECT_EQ(p.server.t->write(out, {.last = true}).error, 0);
+  };
   p.client.after_eof = [&] {
     p.client.t.reset();
     p.server.t.reset();
   };
   l.run();
-  ::close(fd);
-  ::unlink(path);
-  EXPECT_EQ(offset, content.size());
-  EXPECT_TRUE(p.client.got == content);
-  EXPECT_GT(waits, 0);  // the socket filled: the chunks waited, bounded
-  EXPECT_GT(most_queued, 0u);
+  EXPECT_EQ(p.server.opened, 0);
+  EXPECT_EQ(p.client.opened, 0);
+  EXPECT_TRUE(server_h2);
+  EXPECT_TRUE(client_h2);
+  EXPECT_FALSE(kernel);
+  EXPECT_EQ(p.server.got, preface);
+  EXPECT_TRUE(p.client.got == answer);
+  EXPECT_EQ(p.client.eofs, 1);
 }
 
 TEST(TlsTransport, AStalledHandshakeTimesOut) {

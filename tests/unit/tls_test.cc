@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -412,4 +414,48 @@ TEST(Tls, BrokenFilesAreRefusedWithTheFileAndTheReason) {
             std::string::npos);
   EXPECT_EQ(ServerContext::build(ServerConfig{}, nullptr).error,
             "no certificate ([tls] certificate and key)");
+}
+
+// kTLS wanted (a socket to write to) where the kernel will not take the
+// keys (a Unix socket has no tls ULP, nor have the test machines): the
+// handshake's output goes to the socket, none to take_output(); afterwards
+// the kernel holds nothing, and with its own BIO back the engine writes
+// as any other. TLS 1.2 and 1.3.
+TEST(Tls, KtlsWantedWritesTheHandshakeToTheSocketThenFallsBack) {
+  for (const int version : {TLS1_2_VERSION, TLS1_3_VERSION}) {
+    int fds[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+    Engine client = Engine::client(client_ctx(), "a.test");
+    Engine server = Engine::server(server_ctx(config_of({"a"})), fds[0]);
+    SSL_set_max_proto_version(client.ssl(), version);
+    client.start();
+    for (int i = 0; i < 100 && server.state() == Engine::State::Handshaking; ++i) {
+      std::string to_server;
+      client.take_output(to_server);
+      server.receive(to_server);
+      std::string direct;
+      EXPECT_EQ(server.take_output(direct), 0u);  // nothing through memory
+      char buf[65536];
+      const ssize_t n = ::recv(fds[1], buf, sizeof buf, MSG_DONTWAIT);
+      if (n > 0) client.receive(std::string_view(buf, static_cast<size_t>(n)));
+    }
+    ASSERT_EQ(server.state(), Engine::State::Open) << server.error();
+    EXPECT_FALSE(server.wants_writable());
+    EXPECT_FALSE(server.kernel_sends());
+    // The last of the handshake (TLS 1.3: the tickets) went to the socket.
+    char buf[65536];
+    const ssize_t n = ::recv(fds[1], buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0) client.receive(std::string_view(buf, static_cast<size_t>(n)));
+    server.stop_direct_writes();
+    pump(client, server);
+    ASSERT_EQ(client.state(), Engine::State::Open) << client.error();
+    EXPECT_EQ(server.version(), version == TLS1_2_VERSION ? "TLSv1.2" : "TLSv1.3");
+    EXPECT_EQ(server.write("after the fallback"), 18u);
+    EXPECT_GT(server.pending_output(), 0u);
+    pump(client, server);
+    EXPECT_EQ(::recv(fds[1], buf, sizeof buf, MSG_DONTWAIT), -1);  // nothing more there
+    EXPECT_EQ(read_all(client), "after the fallback");
+    ::close(fds[0]);
+    ::close(fds[1]);
+  }
 }
