@@ -2,6 +2,7 @@
 #include "daemons/replicad/fill.hpp"
 
 #include <algorithm>
+#include <iterator>
 #include <utility>
 #include <vector>
 
@@ -49,13 +50,17 @@ void FillProgress::spilled(std::string_view bytes) {
   if (bytes.empty()) return;
   std::lock_guard lock(mu_);
   if (v_.file_end == UINT64_MAX || v_.state != State::Filling) return;
-  // Readers take chunks only under mu_: one no reader holds now is ours.
+  // The newest chunk grows only until a reader is handed it: from then on a
+  // reader on another thread may be copying from it outside mu_. (Its
+  // use_count() could say whether one still holds it, but that read orders
+  // nothing: the reader's copy could still race the append's reallocation.)
   constexpr size_t kChunk = 256 * 1024;
-  if (!memory_.empty() && memory_.back().second.use_count() == 1 &&
+  if (!memory_.empty() && !newest_handed_ &&
       memory_.back().second->size() + bytes.size() <= kChunk) {
     memory_.back().second->append(bytes);
   } else {
     memory_.emplace_back(memory_end_, std::make_shared<std::string>(bytes));
+    newest_handed_ = false;
   }
   memory_end_ += bytes.size();
   memory_held_ += bytes.size();
@@ -85,6 +90,7 @@ std::pair<std::shared_ptr<const std::string>, size_t> FillProgress::memory_at(
   if (it == memory_.begin()) return {};
   --it;
   if (offset >= it->first + it->second->size()) return {};
+  if (std::next(it) == memory_.end()) newest_handed_ = true;
   return {it->second, static_cast<size_t>(offset - it->first)};
 }
 

@@ -96,12 +96,13 @@ class FillProgress {
   uint64_t next_id_ = 0;
   std::unordered_map<uint64_t, Sub> subs_;
   uint64_t memory_end_ = 0;  // one past the last spilled byte
-  // (offset, bytes). The last chunk grows while no reader holds it (up to
-  // kChunk): a client is sent a chunk per turn, and the origin's pieces are
-  // small.
+  // (offset, bytes). The last chunk grows until a reader is handed it (up
+  // to kChunk): a client is sent a chunk per turn, and the origin's pieces
+  // are small. A chunk a reader was handed never changes again.
   std::deque<std::pair<uint64_t, std::shared_ptr<std::string>>> memory_;
-  uint64_t memory_held_ = 0;      // bytes in memory_
-  uint64_t window_ = UINT64_MAX;  // see window()
+  mutable bool newest_handed_ = false;  // memory_at() gave out memory_.back()
+  uint64_t memory_held_ = 0;            // bytes in memory_
+  uint64_t window_ = UINT64_MAX;        // see window()
 };
 
 // What a streaming client does next, from the fill's state, the next byte
