@@ -30,7 +30,6 @@ ServerConnection::ServerConnection(ConnectionHandler& handler, const ConnectionO
     : handler_(handler),
       options_(options),
       stats_(stats != nullptr ? stats : &own_stats_),
-      parser_(options.limits),
       now_(now),
       idle_since_(now) {}
 
@@ -120,10 +119,11 @@ size_t ServerConnection::process(std::string_view input) {
       state_ = State::Head;
       head_since_ = now_;
     }
-    const auto res = parser_.feed(input.substr(offset));
+    if (!parser_) parser_ = std::make_unique<RequestParser>(options_.limits);
+    const auto res = parser_->feed(input.substr(offset));
     offset += res.consumed;
     if (res.status == ParseStatus::NeedMore) {
-      if (parser_.headers_complete() && !check_expect(true)) return input.size();
+      if (parser_->headers_complete() && !check_expect(true)) return input.size();
       break;
     }
     if (res.status == ParseStatus::Error) {
@@ -145,7 +145,7 @@ size_t ServerConnection::process(std::string_view input) {
 // as the head is read; a request that came whole needs none. An expectation
 // other than 100-continue is refused with 417; an HTTP/1.0 client's is ignored.
 bool ServerConnection::check_expect(bool headers_only) {
-  const Request& r = parser_.request();
+  const Request& r = parser_->request();
   const auto expect = r.header("Expect");
   if (!expect || (r.version_major == 1 && r.version_minor == 0)) return true;
   if (!iequals(*expect, "100-continue")) {
@@ -164,8 +164,8 @@ void ServerConnection::start_request() {
   ++seq_;
   ++stats_->requests_total;
   state_ = State::Handling;
-  keep_alive_ = parser_.request().keep_alive;
-  handler_.on_request(seq_, parser_.request());
+  keep_alive_ = parser_->request().keep_alive;
+  handler_.on_request(seq_, parser_->request());
 }
 
 // Moves on once the caller is back at the top: closes a connection that can
@@ -477,9 +477,14 @@ void ServerConnection::release_front() {
 
 // ---------------------------------------------------------------- answers
 
+const Request& ServerConnection::request() const {
+  static const Request kNone;
+  return parser_ ? parser_->request() : kNone;
+}
+
 bool ServerConnection::interim(uint64_t seq, int status, const std::vector<Header>& headers) {
   if (!is_current(seq) || state_ != State::Handling || status < 100 || status > 199) return false;
-  const Request& r = parser_.request();
+  const Request& r = parser_->request();
   if (r.version_major == 1 && r.version_minor == 0) return false;
   head_.clear();
   head_.append("HTTP/1.1 ").append(std::to_string(status)).append(" ");
@@ -493,7 +498,7 @@ bool ServerConnection::interim(uint64_t seq, int status, const std::vector<Heade
 
 HeadWriter* ServerConnection::begin(uint64_t seq, int status, bool relayed) {
   if (!is_current(seq) || state_ != State::Handling) return nullptr;
-  const Request& r = parser_.request();
+  const Request& r = parser_->request();
   // A drain or a half-close may have begun since the request arrived (e.g.
   // while the answer was deferred): this answer says so.
   keep_alive_ = r.keep_alive && !draining_ &&
@@ -550,7 +555,7 @@ bool ServerConnection::finish_file(uint64_t seq, FileRange file) {
 
 bool ServerConnection::start_stream(uint64_t seq, bool chunked) {
   if (!is_current(seq) || state_ != State::Answering) return false;
-  const Request& r = parser_.request();
+  const Request& r = parser_->request();
   // Chunked framing is HTTP/1.1's; an HTTP/1.0 client gets a whole answer.
   if (chunked && r.version_major == 1 && r.version_minor == 0) return false;
   chunked_ = chunked;
@@ -630,7 +635,7 @@ bool ServerConnection::fail(uint64_t seq, int status) {
   if (state_ == State::Streaming) {
     // The head is gone: only the close can tell the client (its chunked body
     // never ends).
-    parser_.reset();
+    if (parser_) parser_->reset();
     close_after_output(Ending::Error);
     settle();
     return true;
@@ -640,7 +645,7 @@ bool ServerConnection::fail(uint64_t seq, int status) {
   head_.clear();
   write_text_answer(head_, status, reason_phrase(status), !is_head());
   push_head();
-  parser_.reset();
+  if (parser_) parser_->reset();
   close_after_output(Ending::Error);
   settle();
   return true;
@@ -655,7 +660,7 @@ void ServerConnection::complete_answer() {
     close_after_output(input_after() == 0 ? Ending::Clean : Ending::Error);
     return;
   }
-  parser_.reset();
+  if (parser_) parser_->reset();
   state_ = State::Idle;
   idle_since_ = now_;
 }

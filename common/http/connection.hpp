@@ -273,8 +273,9 @@ class ServerConnection {
            (state_ == State::Handling || state_ == State::Answering || state_ == State::Streaming);
   }
   uint64_t seq() const { return seq_; }
-  const Request& request() const { return parser_.request(); }
-  bool is_head() const { return parser_.request().method == "HEAD"; }
+  // The request being answered (an empty one before the first request).
+  const Request& request() const;
+  bool is_head() const { return request().method == "HEAD"; }
   State state() const { return state_; }
   bool closed() const { return state_ == State::Closed; }
   bool draining() const { return draining_; }
@@ -333,12 +334,14 @@ class ServerConnection {
   void write_text_answer(std::string& out, int status, std::string_view text, bool with_body);
 
   ConnectionHandler& handler_;
-  ConnectionOptions options_;
+  const ConnectionOptions& options_;  // the adapter's, outliving the connection
   ConnectionStats* stats_;
   ConnectionStats own_stats_;
   State state_ = State::Idle;
   Ending ending_ = Ending::Clean;
-  RequestParser parser_;
+  // Made with the first byte of a request: an idle connection that never
+  // asks anything (a client's spare, a browser's preconnect) does not hold it.
+  std::unique_ptr<RequestParser> parser_;
   uint64_t now_;
   uint64_t seq_ = 0;          // the latest request taken
   uint64_t continued_ = 0;    // the latest request sent 100 Continue

@@ -109,14 +109,16 @@ class Connection final : public http::ConnectionHandler, public TransportUser {
   Connection* ready_prev_ = nullptr;  // the server's ready list
   Connection* ready_next_ = nullptr;
 
-  // "ip:port" of the client, for logs: asked of the kernel (getpeername) the
+  // The client's address, for logs: asked of the kernel (getpeername) the
   // first time it is needed, which without an access log or admin request is
-  // never for most connections.
-  std::string peer_;
-  std::string peer_ip_;
+  // never for most connections; so it is held apart, from then on.
+  struct Peer {
+    sockaddr_storage addr{};
+    std::string ip;
+    std::string text;  // "ip:port"
+  };
+  std::unique_ptr<Peer> peer_info_;
   bool secure_ = false;  // accepted under a listener's transport layer (TLS)
-  sockaddr_storage peer_addr_{};
-  bool peer_known_ = false;
 
   // The answer being made, for report().
   Open open_ = Open::None;
@@ -405,18 +407,21 @@ void Connection::on_open(int status) noexcept {
 const sockaddr* Connection::peer_address() {
   // Once closed, no transport is asked: its socket's number may already
   // belong to another connection.
-  if (!peer_known_ && transport_ && transport_->peer_address(peer_addr_)) {
-    peer_known_ = true;
-    peer_ip_ = ip_of(peer_addr_);
+  if (!peer_info_ && transport_) {
+    auto p = std::make_unique<Peer>();
+    if (transport_->peer_address(p->addr)) {
+      p->ip = ip_of(p->addr);
+      peer_info_ = std::move(p);
+    }
   }
-  return peer_known_ ? reinterpret_cast<const sockaddr*>(&peer_addr_) : nullptr;
+  return peer_info_ ? reinterpret_cast<const sockaddr*>(&peer_info_->addr) : nullptr;
 }
 
 const std::string& Connection::peer() {
-  if (peer_.empty()) {
-    peer_ = peer_address() != nullptr ? Address{peer_addr_}.str() : std::string("?");
-  }
-  return peer_;
+  static const std::string kUnknown("?");
+  if (peer_address() == nullptr) return kUnknown;
+  if (peer_info_->text.empty()) peer_info_->text = Address{peer_info_->addr}.str();
+  return peer_info_->text;
 }
 
 // The one place on_complete is called from.
@@ -431,7 +436,7 @@ void Connection::report(bool whole) {
   cb(RequestRecord{
       .request = req,
       .peer = addr,
-      .client = addr != nullptr ? std::string_view(peer_ip_) : std::string_view("-"),
+      .client = addr != nullptr ? std::string_view(peer_info_->ip) : std::string_view("-"),
       .status = answer_status_,
       .body_bytes = answer_bytes_,
       .duration = std::chrono::microseconds(elapsed_ns / 1000),

@@ -45,8 +45,7 @@ TcpTransport::TcpTransport(uv_loop_t* loop) : loop_(loop) {}
 
 TcpTransport::~TcpTransport() {
   while (free_writes_ != nullptr) {
-    WriteReq* w = std::exchange(free_writes_, free_writes_->next_free);
-    if (w != &first_write_) delete w;
+    delete std::exchange(free_writes_, free_writes_->next_free);
   }
 }
 
@@ -89,8 +88,9 @@ Transport::Ptr TcpTransport::connect(uv_loop_t* loop, const Address& to, Transpo
   TcpTransport* t = make(loop, err);
   if (t == nullptr) return nullptr;
   Ptr p(t);
-  t->connect_.data = t;
-  const int rc = uv_tcp_connect(&t->connect_, &t->raw, to.sa(), on_connect);
+  t->connect_ = std::make_unique<uv_connect_t>();
+  t->connect_->data = t;
+  const int rc = uv_tcp_connect(t->connect_.get(), &t->raw, to.sa(), on_connect);
   if (err != nullptr) *err = rc;
   if (rc != 0) return nullptr;
   t->user_ = &user;
@@ -241,6 +241,12 @@ TcpTransport::WriteReq* TcpTransport::take_write() {
 }
 
 void TcpTransport::release(WriteReq* w) {
+  if (units_ == 0) {
+    // Nothing else under way: an idle connection holds no request.
+    delete w;
+    while (free_writes_ != nullptr) delete std::exchange(free_writes_, free_writes_->next_free);
+    return;
+  }
   w->next_free = free_writes_;
   free_writes_ = w;
 }
@@ -262,8 +268,8 @@ int TcpTransport::queue(const uv_buf_t* bufs, unsigned n) {
 void TcpTransport::on_write(uv_write_t* req, int status) noexcept {
   auto* w = static_cast<WriteReq*>(req->data);
   TcpTransport* t = w->owner;
-  t->release(w);
   --t->units_;
+  t->release(w);
   if (t->closing_ || t->user_ == nullptr) return;  // cancelled by the close
   t->user_->on_write_done(status);
 }

@@ -78,8 +78,8 @@ class TcpTransport final : public Transport, private uv::Handle<uv_tcp_t> {
   uv_loop_t* loop_;
   TransportUser* user_ = nullptr;
   uv::Ptr<uv_poll_t> out_poll_;  // the writable watch for sendfile, on a dup of the socket
-  uv_connect_t connect_{};
-  int fd_ = -1;  // the socket, for send/sendfile; -1 once closed
+  std::unique_ptr<uv_connect_t> connect_;  // a connect() under way (client side only)
+  int fd_ = -1;                            // the socket, for send/sendfile; -1 once closed
   unsigned units_ = 0;
   bool open_ = false;
   bool closing_ = false;
@@ -89,10 +89,9 @@ class TcpTransport final : public Transport, private uv::Handle<uv_tcp_t> {
   bool corked_ = false;
   bool no_sendfile_ = false;       // sendfile refused: pread + uv_write only
   std::unique_ptr<char[]> chunk_;  // a file chunk read with pread (one under way at most)
-  // Write requests are pooled: the first lives inside the transport (most
-  // connections never have two under way), more are allocated on demand.
-  WriteReq first_write_;
-  WriteReq* free_writes_ = &first_write_;
+  // Write requests are allocated on demand and pooled while others are
+  // under way; the last one done is freed, so an idle connection holds none.
+  WriteReq* free_writes_ = nullptr;
 };
 
 }  // namespace cdn::net

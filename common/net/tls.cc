@@ -85,16 +85,17 @@ TlsTransport::TlsTransport(uv_loop_t* loop, Ptr below, tls::Engine engine)
     : loop_(loop), below_(std::move(below)), engine_(std::move(engine)) {}
 
 void TlsTransport::start_timer(std::chrono::milliseconds timeout) {
-  timer_ = uv::make_timer(loop_, [this] {
-    if (closing_) return;
-    if (!open_) {
-      handshake_failed(UV_ETIMEDOUT, engine_.state() == tls::Engine::State::Failed
-                                         ? engine_.error()
-                                         : "the handshake timed out");
-    } else {
-      deliver();
-    }
-  });
+  if (!timer_)
+    timer_ = uv::make_timer(loop_, [this] {
+      if (closing_) return;
+      if (!open_) {
+        handshake_failed(UV_ETIMEDOUT, engine_.state() == tls::Engine::State::Failed
+                                           ? engine_.error()
+                                           : "the handshake timed out");
+      } else {
+        deliver();
+      }
+    });
   if (timer_) uv::timer_start(timer_.get(), static_cast<uint64_t>(timeout.count()), 0);
 }
 
@@ -157,8 +158,8 @@ void TlsTransport::set_reading(bool on) noexcept {
   update_reading();
   // Plaintext already inside the engine comes up on a loop turn of its own
   // (never from inside the user's call).
-  if (on && open() && timer_ && (engine_.has_buffered_input() || eof_below_)) {
-    uv::timer_start(timer_.get(), 0, 0);
+  if (on && open() && (engine_.has_buffered_input() || eof_below_)) {
+    start_timer(std::chrono::milliseconds(0));
   }
 }
 
@@ -208,7 +209,9 @@ void TlsTransport::handshake_progress() {
         return;
       }
       open_ = true;
-      if (timer_) uv_timer_stop(&timer_->raw);
+      // The handshake's deadline is met: an open connection holds no timer
+      // of this layer's until a kick needs one (set_reading()).
+      uv::close(timer_);
       update_reading();
       if (user_ != nullptr) user_->on_open(0);
       if (!closing_) deliver();

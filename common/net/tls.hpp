@@ -98,6 +98,8 @@ class TlsTransport final : public Transport, private TransportUser {
   TlsTransport(uv_loop_t* loop, Ptr below, tls::Engine engine);
   ~TlsTransport() = default;
   void close() noexcept override;
+  // The handshake's deadline, or (open) a kick to deliver() on the loop's
+  // next turn; the timer is made on first use.
   void start_timer(std::chrono::milliseconds timeout);
 
   // From the TCP transport below.
@@ -133,7 +135,7 @@ class TlsTransport final : public Transport, private TransportUser {
   Ptr below_;
   tls::Engine engine_;
   TransportUser* user_ = nullptr;
-  uv::Ptr<uv_timer_t> timer_;  // the handshake's deadline, then a kick to deliver()
+  uv::Ptr<uv_timer_t> timer_;  // see start_timer()
   // Ciphertext units under way below, in order. A list: an element stays
   // where it is made, and an empty one holds no memory (a deque keeps a
   // block of half a KiB from its birth, an idle connection's cost).

@@ -283,10 +283,10 @@ TEST_F(Fixture, KeepAliveAnswersAllocateNothing) {
   EXPECT_EQ(conn->queued(), 0u);
 }
 
-// A connection that answers one request allocates what its parser does, the
-// block of its output slots (taken with the first answer, so that a
-// connection that never asks holds none) and one buffer for its output: the
-// head is built in it and handed over.
+// A connection that answers one request allocates its parser and what the
+// parser does (taken with the first byte), the block of its output slots
+// (taken with the first answer: a connection that never asks holds neither)
+// and one buffer for its output: the head is built in it and handed over.
 TEST_F(Fixture, OneAnswerAllocatesOneOutputBuffer) {
   handler.quiet = true;
   handler.answer = [&](uint64_t seq, const Request&) {
@@ -311,7 +311,7 @@ TEST_F(Fixture, OneAnswerAllocatesOneOutputBuffer) {
     c.advance(p.bytes, 0, now);
     ASSERT_TRUE(c.closed());
   }
-  EXPECT_EQ(tl_allocations - before, parsing + 20u);
+  EXPECT_EQ(tl_allocations - before, parsing + 30u);
 }
 
 // An open connection that has sent nothing (an idle TLS or keep-alive
