@@ -33,7 +33,10 @@ constexpr std::string_view kRejectResponse =
 // (see server.hpp). Its own state is loop state only: the timer's due time,
 // the ready list, what the access log is told; every protocol decision is
 // the core's, and every socket call the transport's.
-class Connection final : public http::ConnectionHandler, public TransportUser {
+// A DeadlineHeap::Node: its deadline waits in the server's heap (see arm()).
+class Connection final : public http::ConnectionHandler,
+                         public TransportUser,
+                         public DeadlineHeap::Node {
  public:
   Connection(Server& server, uint64_t now)
       : server_(server),
@@ -102,8 +105,7 @@ class Connection final : public http::ConnectionHandler, public TransportUser {
   Server& server_;
   http::ServerConnection core_;
   Exchange exchange_;
-  Transport::Ptr transport_;  // null once closed (it frees itself, then tells on_closed)
-  uv::Ptr<uv_timer_t> timer_;
+  Transport::Ptr transport_;    // null once closed (it frees itself, then tells on_closed)
   Connection* prev_ = nullptr;  // the server's list of connections
   Connection* next_ = nullptr;
   Connection* ready_prev_ = nullptr;  // the server's ready list
@@ -141,11 +143,10 @@ class Connection final : public http::ConnectionHandler, public TransportUser {
   // Deferred answers hold this weakly; it points at nothing once closed.
   std::shared_ptr<Connection*> self_;
 
-  // Timeouts: the libuv timer is restarted only when the core's deadline
-  // comes sooner than it is due; when it fires early (the deadline moved
-  // further away) it re-arms itself: a request on a kept-alive connection
-  // costs no timer-heap update.
-  uint64_t timer_due_ = 0;
+  // Timeouts: the connection's place in the server's deadline heap moves
+  // only when the core's deadline comes sooner than it is due; when it
+  // comes due early (the deadline moved further away) it is put back for
+  // the rest: a request on a kept-alive connection costs no heap update.
   int busy_ = 0;         // inside sync() (or a callback that ends with one)
   bool opened_ = false;  // the transport carries bytes (a TLS one: handshake done)
   bool closing_ = false;
@@ -371,11 +372,6 @@ void Exchange::reply(int status, std::string_view text,
 // -------------------------------------------------------------- Connection
 
 bool Connection::start(int fd, const TransportLayer* layer) {
-  timer_ = uv::make_timer(server_.loop_, [this] { guard("timer", [this] { on_timer(); }); });
-  if (!timer_) {
-    ::close(fd);
-    return false;
-  }
   // Freed (with this connection) in its close callback, after the write
   // callbacks: on_closed().
   transport_ = TcpTransport::adopt(server_.loop_, fd);
@@ -609,11 +605,10 @@ void Connection::file_sent(uint64_t n) {
 
 void Connection::arm() {
   const uint64_t due = h2_ ? h2_->session().next_deadline() : core_.next_deadline();
-  if (due == http::ServerConnection::kNoDeadline) return;  // a stale timer finds nothing due
-  if (uv_is_active(timer_->base()) && timer_due_ <= due) return;
-  const uint64_t t = now();
-  timer_due_ = due;
-  uv::timer_start(timer_.get(), due > t ? due - t : 0, 0);
+  if (due == http::ServerConnection::kNoDeadline) return;  // a stale one finds nothing due
+  const DeadlineHeap::Node& deadline = *this;
+  if (deadline.scheduled() && deadline.due <= due) return;
+  server_.schedule(*this, due);
 }
 
 void Connection::on_timer() {
@@ -622,9 +617,8 @@ void Connection::on_timer() {
   const uint64_t due = h2_ ? h2_->session().next_deadline() : core_.next_deadline();
   if (due == http::ServerConnection::kNoDeadline) return;
   if (t < due) {
-    // The deadline moved since the timer was started: wait for the rest.
-    timer_due_ = due;
-    uv::timer_start(timer_.get(), due - t, 0);
+    // The deadline moved since it was scheduled: wait for the rest.
+    server_.schedule(*this, due);
     return;
   }
   ++busy_;
@@ -792,7 +786,7 @@ void Connection::close_transport() {
     report(false);
   }
   file_left_ = 0;
-  uv::close(timer_);
+  server_.unschedule(*this);
   server_.connection_closed(this);
   if (transport_) {
     transport_.reset();  // on_closed() comes on a later loop turn
@@ -1130,6 +1124,42 @@ void Server::on_ready() {
   if (ready_ == nullptr && ready_idle_) uv_idle_stop(&ready_idle_->raw);
 }
 
+void Server::schedule(DeadlineHeap::Node& n, uint64_t due) {
+  deadlines_.set(n, due);
+  arm_deadlines();
+}
+
+void Server::unschedule(DeadlineHeap::Node& n) {
+  deadlines_.remove(n);
+  // An empty heap stops the timer (a drained loop must be free to end); one
+  // whose soonest deadline moved later lets it fire early and re-arm.
+  if (deadlines_.size() == 0 && deadline_timer_) uv_timer_stop(&deadline_timer_->raw);
+}
+
+void Server::arm_deadlines() {
+  const uint64_t next = deadlines_.next_due();
+  if (next == DeadlineHeap::kNever) return;
+  if (!deadline_timer_) {
+    deadline_timer_ = uv::make_timer(loop_, [this] { on_deadlines(); });
+    if (!deadline_timer_) return;  // out of memory: timeouts wait for the next arm
+  }
+  if (uv_is_active(deadline_timer_->base()) && deadline_timer_due_ <= next) return;
+  const uint64_t t = uv_now(loop_);
+  deadline_timer_due_ = next;
+  uv::timer_start(deadline_timer_.get(), next > t ? next - t : 0, 0);
+}
+
+void Server::on_deadlines() {
+  const uint64_t t = uv_now(loop_);
+  // Each connection is taken out before it is told: what it does (close,
+  // schedule itself or another again) changes the heap under this loop.
+  while (DeadlineHeap::Node* n = deadlines_.pop_due(t)) {
+    auto* c = static_cast<Connection*>(n);
+    c->guard("timer", [c] { c->on_timer(); });
+  }
+  arm_deadlines();
+}
+
 void Server::maybe_drained() {
   if (!draining_ || connections_ != nullptr || !on_drained_) return;
   if (!drained_timer_) {
@@ -1162,6 +1192,7 @@ void Server::close() {
   waiting_ = false;
   uv::close(waiting_timer_);
   on_drained_ = nullptr;
+  uv::close(deadline_timer_);
   uv::close(drained_timer_);
   listeners_.clear();
   while (connections_ != nullptr) connections_->close();

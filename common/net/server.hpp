@@ -45,6 +45,7 @@
 #include "common/http/serialize.hpp"
 #include "common/log/burst.hpp"
 #include "common/metrics/counter.hpp"
+#include "common/net/deadlines.hpp"
 #include "common/net/transport.hpp"
 #include "common/uv/handle.hpp"
 
@@ -297,7 +298,8 @@ class Server {
   uint16_t port() const;
   uv_loop_t* loop() const { return loop_; }
 
-  // Apply new limits/timeouts to new connections and new requests (reload).
+  // Apply new options (reload): limits to new requests, timeouts to every
+  // connection from its next deadline on (the cores read the server's).
   void set_options(ServerOptions options);
   const ServerOptions& options() const { return options_; }
 
@@ -332,6 +334,12 @@ class Server {
   // Polls every paused listener again.
   void resume_waiting();
   void connection_closed(Connection* c);
+  // The connections' deadlines, behind one timer (a handle per connection
+  // cost an idle one a quarter of a KiB).
+  void schedule(DeadlineHeap::Node& n, uint64_t due);
+  void unschedule(DeadlineHeap::Node& n);
+  void arm_deadlines();
+  void on_deadlines();
   void maybe_drained();
   // Connections that yielded after their share of pipelined answers resume
   // from an idle handle, i.e. once the loop has polled the others.
@@ -371,6 +379,9 @@ class Server {
   Connection* ready_ = nullptr;        // yielded connections, doubly linked too
   Connection* resuming_ = nullptr;     // those on_ready is resuming (detached from ready_)
   uv::Ptr<uv_idle_t> ready_idle_;      // made on first use, closed by close()
+  DeadlineHeap deadlines_;
+  uv::Ptr<uv_timer_t> deadline_timer_;  // made on first use, closed by close()
+  uint64_t deadline_timer_due_ = 0;
   // Counted here and by the connections' cores; stats() adds them up.
   ServerStats stats_;
   http::ConnectionStats conn_stats_;
