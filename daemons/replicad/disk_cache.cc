@@ -807,16 +807,16 @@ std::unique_ptr<DiskCache::Writer> DiskCache::begin(std::optional<uint64_t> leng
   return w;
 }
 
-bool DiskCache::write_meta(const EntryMeta& m, bool sync_later) {
+bool DiskCache::write_meta(const EntryMeta& m) {
   const std::string path = path_of(variants::id_of(m.key, m.stored.variant), ".meta");
   const std::string tmp = path + ".tmp";
   const std::string text = to_json(m).dump(-1, ' ', false, json::error_handler_t::replace);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return false;
-  const bool ok = write_all(fd, text.data(), text.size()) && (sync_later || ::fsync(fd) == 0);
+  const bool ok = write_all(fd, text.data(), text.size());
   const int err = errno;
-  if (ok && sync_later) {
-    this->sync_later(fd);
+  if (ok) {
+    sync_later(fd);
   } else {
     ::close(fd);
   }
@@ -863,7 +863,7 @@ const DiskCache::Entry* DiskCache::commit(Writer& w, EntryMeta meta) {
   // The body, the meta and then the directory reach the disk on the
   // cache's thread (fsync of a large body took the loop for tens of ms).
   sync_later(::fcntl(w.fd_, F_DUPFD_CLOEXEC, 0));
-  if (!write_meta(meta, /*sync_later=*/true)) {
+  if (!write_meta(meta)) {
     const int err = errno;
     ::unlink(body_path.c_str());
     release(w.blocks_, cost(meta.size));  // answers streaming it may still read it

@@ -313,8 +313,9 @@ class DiskCache {
   Load load_one(const std::string& meta_path);
   std::shared_ptr<const Object> make_object(const EntryMeta& m, const std::string& body_path,
                                             std::string body, bool in_memory);
-  // `sync_later`: fsynced by the cache's thread, not here.
-  bool write_meta(const EntryMeta& m, bool sync_later = false);
+  // Written and renamed into place; fsynced by the cache's thread, never on
+  // the loop (a meta torn by a crash before that is dropped at start).
+  bool write_meta(const EntryMeta& m);
   void insert(EntryMeta meta, const std::string& body_path, std::string body, bool in_memory,
               std::shared_ptr<Blocks> blocks = nullptr);
   // The cache lets go of a body file: its `bytes` stay counted (open_pool_)
