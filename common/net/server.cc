@@ -128,18 +128,28 @@ class Connection final : public http::ConnectionHandler,
   uint64_t answer_bytes_ = 0;
   uint64_t request_start_ns_ = 0;
   uint64_t file_left_ = 0;  // file bytes of the answer not handed over yet
-  std::unique_ptr<http::Request>
-      file_req_;  // its request (the core moved on); with on_complete only
-  std::string note_cache_;
-  std::string note_upstream_;
-  std::function<void()> writable_;  // Exchange::when_writable
-  std::string scratch_;             // reply() bodies; begin() heads refused by the core
-  std::optional<http::HeadWriter> scratch_writer_;
+  // What answers use beyond the core: made with the connection's first
+  // request (or answer of its own) and kept, so that a kept-alive connection
+  // allocates nothing per request and one that never asks holds none of it.
+  struct Answering {
+    std::unique_ptr<http::Request>
+        file_req;  // its request (the core moved on); with on_complete only
+    std::string note_cache;
+    std::string note_upstream;
+    std::function<void()> writable;  // Exchange::when_writable
+    std::string scratch;             // reply() bodies; begin() heads refused by the core
+    std::optional<http::HeadWriter> scratch_writer;
+    // Exchange::defer(on_gone): run when the connection closes before the
+    // deferred answer has begun; its client's EOF closes the connection.
+    std::function<void()> on_gone;
+  };
+  std::unique_ptr<Answering> answering_;
+  Answering& answering() {
+    if (!answering_) answering_ = std::make_unique<Answering>();
+    return *answering_;
+  }
 
   uint64_t deferred_ = 0;  // the request whose answer was deferred
-  // Exchange::defer(on_gone): run when the connection closes before the
-  // deferred answer has begun; its client's EOF closes the connection.
-  std::function<void()> on_gone_;
   // Deferred answers hold this weakly; it points at nothing once closed.
   std::shared_ptr<Connection*> self_;
 
@@ -184,11 +194,11 @@ const std::string& Exchange::peer() const { return conn_.peer(); }
 const sockaddr* Exchange::peer_address() const { return conn_.peer_address(); }
 void Exchange::note_cache(std::string_view status) {
   if (impl_ != nullptr) return impl_->note_cache(status);
-  conn_.note_cache_.assign(status);
+  conn_.answering().note_cache.assign(status);
 }
 void Exchange::note_upstream(std::string_view upstream) {
   if (impl_ != nullptr) return impl_->note_upstream(upstream);
-  conn_.note_upstream_.assign(upstream);
+  conn_.answering().note_upstream.assign(upstream);
 }
 bool Exchange::is_head() const {
   return impl_ != nullptr ? impl_->is_head() : conn_.core_.is_head();
@@ -207,15 +217,16 @@ http::HeadWriter& Exchange::begin(int status, bool relayed) {
   if (impl_ != nullptr) return impl_->begin(status, relayed);
   Connection& c = conn_;
   if (http::HeadWriter* h = c.core_.begin(c.core_.seq(), status, relayed)) {
-    c.on_gone_ = nullptr;  // answered: the client is not abandoned any more
+    c.answering().on_gone = nullptr;  // answered: the client is not abandoned any more
     c.answer_status_ = status;
     c.open_ = Connection::Open::Answer;
     return *h;
   }
   // Not the time for a head (answered already, or the connection closed):
   // the caller's headers go nowhere, and its finish*() is refused.
-  c.scratch_.clear();
-  return c.scratch_writer_.emplace(c.scratch_);
+  Connection::Answering& a = c.answering();
+  a.scratch.clear();
+  return a.scratch_writer.emplace(a.scratch);
 }
 
 void Exchange::finish(std::string_view body, std::shared_ptr<const void> owner) {
@@ -249,7 +260,7 @@ void Exchange::finish_file(int fd, uint64_t offset, uint64_t length,
   c.answer_bytes_ = length;  // less what is left unsent if the connection closes first
   c.file_left_ = length;
   if (c.server_.options_.on_complete)
-    c.file_req_ = std::make_unique<http::Request>(c.core_.request());
+    c.answering().file_req = std::make_unique<http::Request>(c.core_.request());
   c.core_.finish_file(
       seq, http::FileRange{fd, offset, length, std::make_shared<OpenFile>(fd, std::move(owner))});
   c.kick();
@@ -266,7 +277,7 @@ Deferred Exchange::defer() {
 Deferred Exchange::defer(std::function<void()> on_gone) {
   if (impl_ != nullptr) return impl_->defer(std::move(on_gone));
   Deferred d = defer();
-  conn_.on_gone_ = std::move(on_gone);
+  conn_.answering().on_gone = std::move(on_gone);
   return d;
 }
 
@@ -327,7 +338,7 @@ bool Exchange::stream_ready() const {
 
 void Exchange::when_writable(std::function<void()> fn) {
   if (impl_ != nullptr) return impl_->when_writable(std::move(fn));
-  conn_.writable_ = std::move(fn);
+  conn_.answering().writable = std::move(fn);
   conn_.kick();
 }
 
@@ -363,8 +374,8 @@ void Exchange::reply(int status, std::string_view text,
   h.header("Content-Type", "text/plain; charset=utf-8");
   for (const auto& [name, value] : headers) h.header(name, value);
   h.header("Content-Length", static_cast<uint64_t>(text.size() + 1));
-  // The core copies a small body into the head's buffer: scratch_ is reused.
-  std::string& body = conn_.scratch_;
+  // The core copies a small body into the head's buffer: scratch is reused.
+  std::string& body = conn_.answering().scratch;
   body.assign(text).push_back('\n');
   finish(body);
 }
@@ -428,7 +439,8 @@ void Connection::report(bool whole) {
   if (!cb) return;
   const uint64_t elapsed_ns = uv_hrtime() - request_start_ns_;
   const sockaddr* addr = peer_address();
-  const http::Request& req = open == Open::File && file_req_ ? *file_req_ : core_.request();
+  Answering& a = answering();
+  const http::Request& req = open == Open::File && a.file_req ? *a.file_req : core_.request();
   cb(RequestRecord{
       .request = req,
       .peer = addr,
@@ -436,17 +448,18 @@ void Connection::report(bool whole) {
       .status = answer_status_,
       .body_bytes = answer_bytes_,
       .duration = std::chrono::microseconds(elapsed_ns / 1000),
-      .cache = note_cache_,
-      .upstream = note_upstream_,
+      .cache = a.note_cache,
+      .upstream = a.note_upstream,
       .whole = whole,
   });
-  file_req_.reset();
+  a.file_req.reset();
 }
 
 void Connection::on_request(uint64_t seq, const http::Request& req) {
   request_start_ns_ = uv_hrtime();
-  note_cache_.clear();
-  note_upstream_.clear();
+  Answering& a = answering();
+  a.note_cache.clear();
+  a.note_upstream.clear();
   open_ = Open::None;
   try {
     server_.handler_(exchange_);
@@ -473,8 +486,9 @@ void Connection::on_request(uint64_t seq, const http::Request& req) {
 void Connection::on_error_answer(int status) {
   SPDLOG_DEBUG("{}: answered {} itself", peer(), status);
   request_start_ns_ = uv_hrtime();
-  note_cache_.clear();
-  note_upstream_.clear();
+  Answering& a = answering();
+  a.note_cache.clear();
+  a.note_upstream.clear();
   answer_status_ = status;
   open_ = Open::Answer;
   report_now(http::reason_phrase(status).size() + 1);
@@ -512,10 +526,9 @@ void Connection::sync() {
   backlog(core_.backlogged());
   transport_->set_reading(!yielded_ && core_.read_budget() > 0);
   arm();
-  if (writable_ && core_.stream_ready() && busy_ == 0) {
+  if (answering_ && answering_->writable && core_.stream_ready() && busy_ == 0) {
     // May answer more (a nested sync), or let go of its streamer.
-    auto fn = std::move(writable_);
-    writable_ = nullptr;
+    auto fn = std::exchange(answering_->writable, nullptr);
     fn();
   }
 }
@@ -698,7 +711,8 @@ void Connection::on_eof() noexcept {
       sync();
       return;
     }
-    if (on_gone_ && core_.state() == http::ServerConnection::State::Handling) {
+    if (answering_ && answering_->on_gone &&
+        core_.state() == http::ServerConnection::State::Handling) {
       // A client that stops sending while it waits on a gateway's origin
       // has left (or half-closed, which a gateway cannot tell from leaving):
       // its answer is dropped and its descriptor freed now.
@@ -773,14 +787,14 @@ void Connection::close_transport() {
   if (closing_) return;
   closing_ = true;
   if (h2_) h2_->session().abort();  // its streams end (access log, on_gone)
-  if (on_gone_) {
-    auto gone = std::exchange(on_gone_, nullptr);
+  if (answering_ && answering_->on_gone) {
+    auto gone = std::exchange(answering_->on_gone, nullptr);
     uv::guarded("gone", [&] { gone(); });
   }
   if (yielded_) server_.remove_ready(this);
   backlog(false);
   if (self_) *self_ = nullptr;
-  writable_ = nullptr;
+  if (answering_) answering_->writable = nullptr;
   if (open_ == Open::File || open_ == Open::Stream) {
     answer_bytes_ -= std::min(answer_bytes_, file_left_);
     report(false);
