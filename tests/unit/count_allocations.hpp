@@ -19,5 +19,11 @@ __attribute__((noinline)) void* operator new(std::size_t n) {
   if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
   throw std::bad_alloc();
 }
+// The nothrow form too: its memory comes back through the delete below, so
+// it must come from malloc (a sanitizer's own new would call that a mismatch).
+__attribute__((noinline)) void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  ++tl_allocations;
+  return std::malloc(n == 0 ? 1 : n);
+}
 __attribute__((noinline)) void operator delete(void* p) noexcept { std::free(p); }
 __attribute__((noinline)) void operator delete(void* p, std::size_t) noexcept { std::free(p); }
