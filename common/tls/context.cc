@@ -242,8 +242,12 @@ SSL_CTX* new_server_ctx(std::string& why) {
   }
   SSL_CTX_set_dh_auto(ctx, 1);
   // Memory BIOs: a record may be written in pieces, and a buffer may move.
+  // The chain sent is the certificate file's, as written: without
+  // NO_AUTO_CHAIN, OpenSSL would build one from its store at every
+  // handshake whose file holds the leaf alone (a verification's worth of
+  // allocations and locks each time).
   SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                            SSL_MODE_RELEASE_BUFFERS);
+                            SSL_MODE_RELEASE_BUFFERS | SSL_MODE_NO_AUTO_CHAIN);
   // Tickets only: a session cache would be per process and per worker's
   // luck; a ticket resumes on whichever worker the kernel picks.
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
