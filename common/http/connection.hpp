@@ -336,7 +336,6 @@ class ServerConnection {
   ConnectionHandler& handler_;
   const ConnectionOptions& options_;  // the adapter's, outliving the connection
   ConnectionStats* stats_;
-  ConnectionStats own_stats_;
   State state_ = State::Idle;
   Ending ending_ = Ending::Clean;
   // Made with the first byte of a request: an idle connection that never

@@ -41,7 +41,7 @@ static_assert(sizeof(uv_buf_t) == sizeof(iovec) &&
 
 }  // namespace
 
-TcpTransport::TcpTransport(uv_loop_t* loop) : loop_(loop) {}
+TcpTransport::TcpTransport() = default;
 
 TcpTransport::~TcpTransport() {
   while (free_writes_ != nullptr) {
@@ -50,7 +50,7 @@ TcpTransport::~TcpTransport() {
 }
 
 TcpTransport* TcpTransport::make(uv_loop_t* loop, int* err) {
-  auto* t = new TcpTransport(loop);
+  auto* t = new TcpTransport();
   const int rc = uv::init_tcp(loop, t);
   if (err != nullptr) *err = rc;
   if (rc != 0) {
@@ -58,12 +58,14 @@ TcpTransport* TcpTransport::make(uv_loop_t* loop, int* err) {
     return nullptr;
   }
   t->owner = t;
-  // The close callback frees this after libuv's last use of the socket: the
-  // write and connect callbacks (cancelled by the close) run before it.
-  t->on_closed = [t] {
-    if (t->user_ != nullptr) t->user_->on_closed();
-  };
   return t;
+}
+
+// The close callback frees this right after: libuv's last use of the socket
+// is over, as the write and connect callbacks (cancelled by the close) ran
+// before it.
+void TcpTransport::closed() noexcept {
+  if (user_ != nullptr) user_->on_closed();
 }
 
 void TcpTransport::opened() {
@@ -154,14 +156,14 @@ void TcpTransport::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) noexcept {
     *buf = uv_buf_init(nullptr, 0);  // UV_ENOBUFS for this read
     return;
   }
-  auto* t = static_cast<TcpTransport*>(Handle::from(h));
+  auto* t = static_cast<TcpTransport*>(HandleBase::from(h));
   size_t len = t->user_ != nullptr ? std::min(kReadBuffer, t->user_->read_budget()) : kReadBuffer;
   if (len == 0) len = kReadBuffer;  // not reading any more once this read is in
   *buf = uv_buf_init(slab.get(), static_cast<unsigned>(len));
 }
 
 void TcpTransport::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) noexcept {
-  auto* t = static_cast<TcpTransport*>(Handle::from(reinterpret_cast<uv_tcp_t*>(s)));
+  auto* t = static_cast<TcpTransport*>(HandleBase::from(reinterpret_cast<uv_tcp_t*>(s)));
   if (t->closing_ || t->user_ == nullptr) return;
   if (nread > 0) {
     t->user_->on_read(std::string_view(buf->base, static_cast<size_t>(nread)));
@@ -322,7 +324,7 @@ bool TcpTransport::wait_writable() {
   if (!out_poll_) {
     const int dup = ::fcntl(fd_, F_DUPFD_CLOEXEC, 0);
     if (dup < 0) return false;
-    out_poll_ = uv::make_poll(loop_, dup, [this](int status, int) {
+    out_poll_ = uv::make_poll(raw.loop, dup, [this](int status, int) {
       if (closing_ || user_ == nullptr) return;
       if (status < 0) {
         user_->on_error(status);

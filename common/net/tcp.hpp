@@ -21,7 +21,7 @@
 
 namespace cdn::net {
 
-class TcpTransport final : public Transport, private uv::Handle<uv_tcp_t> {
+class TcpTransport final : public Transport, private uv::HandleBase<uv_tcp_t> {
  public:
   // Accepts the connection waiting on `listener` (TCP_NODELAY comes from the
   // listener). Open at once. Null when that fails (*err says why).
@@ -56,9 +56,10 @@ class TcpTransport final : public Transport, private uv::Handle<uv_tcp_t> {
     TcpTransport* owner = nullptr;
     WriteReq* next_free = nullptr;
   };
-  explicit TcpTransport(uv_loop_t* loop);
+  TcpTransport();
   ~TcpTransport() override;
   void close() noexcept override;
+  void closed() noexcept override;
   // Made with its handle; null (and *err set) when libuv refuses it.
   static TcpTransport* make(uv_loop_t* loop, int* err);
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&raw); }
@@ -75,7 +76,6 @@ class TcpTransport final : public Transport, private uv::Handle<uv_tcp_t> {
   static void on_write(uv_write_t* req, int status) noexcept;
   static void on_connect(uv_connect_t* req, int status) noexcept;
 
-  uv_loop_t* loop_;
   TransportUser* user_ = nullptr;
   uv::Ptr<uv_poll_t> out_poll_;  // the writable watch for sendfile, on a dup of the socket
   std::unique_ptr<uv_connect_t> connect_;  // a connect() under way (client side only)

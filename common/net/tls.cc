@@ -126,7 +126,7 @@ Transport::Ptr TlsTransport::client(uv_loop_t* loop, Ptr below,
   if (!below) return nullptr;
   auto* t = new TlsTransport(loop, std::move(below), tls::Engine::client(std::move(context), host));
   Ptr p(t);
-  t->on_failure_ = std::move(on_failure);
+  if (on_failure) t->failure_.reset(new Failure{std::string(), std::move(on_failure)});
   t->below_->bind(*t);
   const bool failed = t->engine_.state() == tls::Engine::State::Failed;
   t->start_timer(failed ? std::chrono::milliseconds(0) : handshake_timeout);
@@ -175,14 +175,20 @@ Handed TlsTransport::flush(bool user_unit, WriteHints hints) {
   return h;
 }
 
+const std::string& TlsTransport::failure() const {
+  static const std::string kNone;
+  return failure_ ? failure_->why : kNone;
+}
+
 void TlsTransport::handshake_failed(int status, std::string why) {
-  if (open_ || !failure_.empty() || closing_) return;
-  failure_ = why.empty() ? "handshake failed" : std::move(why);
+  if (open_ || !failure().empty() || closing_) return;
+  if (!failure_) failure_ = std::make_unique<Failure>();
+  failure_->why = why.empty() ? "handshake failed" : std::move(why);
   if (watching_ && tcp_ != nullptr) tcp_->watch_writable(false);
   watching_ = false;
   flush(false, {.last = true});  // the alert, if the engine made one
   if (below_) below_->set_reading(false);
-  if (on_failure_) on_failure_(failure_);
+  if (failure_->tell) failure_->tell(failure_->why);
   if (!closing_ && user_ != nullptr) user_->on_open(status);
 }
 

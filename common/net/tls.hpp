@@ -75,7 +75,7 @@ class TlsTransport final : public Transport, private TransportUser {
 
   const tls::Engine& engine() const { return engine_; }
   // Why the handshake failed ("" while none did).
-  const std::string& failure() const { return failure_; }
+  const std::string& failure() const;
 
   // Whether the kernel writes this connection's records (kTLS).
   bool kernel_tls() const { return kernel_; }
@@ -140,9 +140,13 @@ class TlsTransport final : public Transport, private TransportUser {
   // where it is made, and an empty one holds no memory (a deque keeps a
   // block of half a KiB from its birth, an idle connection's cost).
   std::list<Unit> units_;
-  std::string failure_;
-  std::function<void(const std::string&)>
-      on_failure_;  // ciphertext taken from the engine, not yet handed below
+  // Why the handshake failed, and whom to tell (a client's): made when
+  // either is needed, as most server connections need neither.
+  struct Failure {
+    std::string why;
+    std::function<void(const std::string&)> tell;
+  };
+  std::unique_ptr<Failure> failure_;
   bool open_ = false;
   bool closing_ = false;
   bool user_reading_ = false;

@@ -107,10 +107,10 @@ void Engine::init(SSL_CTX* ctx) {
     SSL_free(ssl_);
     ssl_ = nullptr;
     state_ = State::Failed;
-    error_ = "out of memory for a TLS connection";
+    error_ = std::make_unique<std::string>("out of memory for a TLS connection");
     return;
   }
-  wire_ = std::make_unique<Wire>();
+  if (!wire_) wire_ = std::make_unique<Wire>();
   BIO_set_data(bio, wire_.get());
   // One BIO both ways: SSL_set_bio takes the one reference and adds another,
   // one per side (a kTLS engine's write side may let its own go).
@@ -165,10 +165,11 @@ bool Engine::first_record_in() const {
   // a handshake record, or a length TLS does not allow, goes to OpenSSL at
   // once, which refuses it.
   constexpr size_t kMaxRecord = 16384 + 2048;
-  if (early_.size() < 5) return false;
-  const auto* p = reinterpret_cast<const unsigned char*>(early_.data());
+  const std::string& in = wire_->in;
+  if (in.size() < 5) return false;
+  const auto* p = reinterpret_cast<const unsigned char*>(in.data());
   const size_t length = (size_t{p[3]} << 8) | p[4];
-  return p[0] != 0x16 || length > kMaxRecord || early_.size() >= 5 + length;
+  return p[0] != 0x16 || length > kMaxRecord || in.size() >= 5 + length;
 }
 
 Engine Engine::client(std::shared_ptr<const ClientContext> context, std::string_view host) {
@@ -201,7 +202,6 @@ Engine& Engine::operator=(Engine&& o) noexcept {
     want_write_ = o.want_write_;
     state_ = o.state_;
     error_ = std::move(o.error_);
-    early_ = std::move(o.early_);
     server_ = std::move(o.server_);
     client_ = std::move(o.client_);
   }
@@ -209,6 +209,11 @@ Engine& Engine::operator=(Engine&& o) noexcept {
 }
 
 Engine::~Engine() { SSL_free(ssl_); }
+
+const std::string& Engine::error() const {
+  static const std::string kNone;
+  return error_ ? *error_ : kNone;
+}
 
 void Engine::fail(int ret) {
   const int e = SSL_get_error(ssl_, ret);
@@ -221,7 +226,8 @@ void Engine::fail(int ret) {
     why = e == SSL_ERROR_SYSCALL ? "the peer's stream ended inside a record"
                                  : "TLS error " + std::to_string(e);
   }
-  error_ = (state_ == State::Handshaking ? "handshake failed: " : "") + why;
+  error_ = std::make_unique<std::string>(
+      (state_ == State::Handshaking ? "handshake failed: " : "") + why);
   state_ = State::Failed;
 }
 
@@ -247,14 +253,13 @@ Engine::State Engine::start() {
 Engine::State Engine::receive(std::string_view ciphertext) {
   if (state_ == State::Failed) return state_;
   if (ssl_ == nullptr && server_ != nullptr) {
-    early_.append(ciphertext);
+    if (!wire_) wire_ = std::make_unique<Wire>();
+    wire_->in.append(ciphertext);
     if (!first_record_in()) return state_;
     init(server_->initial());
     if (ssl_ == nullptr) return state_;
     write_to_socket();
     SSL_set_accept_state(ssl_);
-    wire_->in.swap(early_);
-    std::string().swap(early_);
     handshake();
     return state_;
   }
@@ -300,7 +305,7 @@ void Engine::close() {
 }
 
 bool Engine::has_buffered_input() const {
-  if (ssl_ == nullptr) return !early_.empty();
+  if (ssl_ == nullptr) return wire_ && !wire_->in.empty();
   return SSL_pending(ssl_) > 0 || (wire_ && wire_->in.size() > wire_->in_at);
 }
 

@@ -94,7 +94,7 @@ class Engine {
   void stop_direct_writes();
 
   State state() const { return state_; }
-  const std::string& error() const { return error_; }
+  const std::string& error() const;
   bool resumed() const;
   Protocol protocol() const;
   std::string_view server_name() const;  // the client's SNI, on a server
@@ -109,8 +109,8 @@ class Engine {
   // A server's SSL is made only once the first TLS record is in whole: a
   // client that connects and stalls, or sends a few bytes, costs the few
   // bytes and not OpenSSL's buffers (tens of KiB).
+  // Until then the bytes wait in the Wire's `in`.
   bool first_record_in() const;
-  std::string early_;  // a server's bytes before its first whole record
   void handshake();
   void fail(int ret);
 
@@ -129,7 +129,7 @@ class Engine {
   int send_fd_ = -1;  // kTLS: the socket the handshake writes to; -1 once the Wire writes
   bool want_write_ = false;
   State state_ = State::Handshaking;
-  std::string error_;
+  std::unique_ptr<std::string> error_;  // made when it fails: most never do
   std::shared_ptr<const ServerContext> server_;
   std::shared_ptr<const ClientContext> client_;
 };

@@ -41,45 +41,58 @@ bool guarded(const char* where, F&& f) noexcept {
 }
 
 // A heap-held libuv handle of type T (uv_timer_t, uv_signal_t, uv_tcp_t, ...).
-// `Ptr` below owns it: destroying the Ptr closes the handle, and the close
-// callback deletes it. raw.data always points at the Handle; callbacks reach
-// their owner through `owner`.
-// An owner that lives exactly as long as its one handle may be that heap
-// object itself: it derives from Handle<T> (one allocation for both, e.g. a
-// connection's TCP transport), is made with init(), closed with
-// close_handle(), and freed by the close callback like any Handle.
+// raw.data always points at it; callbacks reach their owner through `owner`.
+// close_handle() hands it to uv_close, and the close callback runs closed()
+// and deletes it. An owner that lives exactly as long as its one handle may
+// be that heap object itself: it derives from HandleBase<T> (one allocation
+// for both, e.g. a connection's TCP transport), overrides closed(), is made
+// with init_tcp() and closed with close_handle().
 template <typename T>
-struct Handle {
-  Handle() = default;
-  Handle(const Handle&) = delete;
-  Handle& operator=(const Handle&) = delete;
-  virtual ~Handle() = default;
+struct HandleBase {
+  HandleBase() = default;
+  HandleBase(const HandleBase&) = delete;
+  HandleBase& operator=(const HandleBase&) = delete;
+  virtual ~HandleBase() = default;
   T raw{};
   void* owner = nullptr;
-  std::function<void()> on_event;  // timers, signals, idle, async, prepare, check
-  std::function<void(int status, int events)> on_poll;  // poll handles
   // Runs in the close callback, just before the handle is freed: an owner
   // that must outlive libuv's last use of the handle (a connection whose
-  // write callbacks run before the close callback) frees itself here, and a
-  // poll handle closes the descriptor it watched.
-  std::function<void()> on_closed;
+  // write callbacks run before the close callback) frees itself here.
+  virtual void closed() noexcept {}
 
   uv_handle_t* base() { return reinterpret_cast<uv_handle_t*>(&raw); }
-  static Handle* from(T* h) { return static_cast<Handle*>(h->data); }
-  static Handle* from(uv_handle_t* h) { return static_cast<Handle*>(h->data); }
+  static HandleBase* from(T* h) { return static_cast<HandleBase*>(h->data); }
+  static HandleBase* from(uv_handle_t* h) { return static_cast<HandleBase*>(h->data); }
   template <typename O>
   static O* owner_of(T* h) {
     return static_cast<O*>(from(h)->owner);
   }
 };
 
+// The handle `Ptr` below owns, with std::function callbacks. Each is 32
+// bytes, so an owner derived from HandleBase (one per connection) does not
+// carry them.
 template <typename T>
-void close_handle(Handle<T>* h) {
+struct Handle final : HandleBase<T> {
+  std::function<void()> on_event;  // timers, signals, idle, async, prepare, check
+  std::function<void(int status, int events)> on_poll;  // poll handles
+  // Runs in the close callback (a poll handle closes the descriptor it watched).
+  std::function<void()> on_closed;
+
+  void closed() noexcept override {
+    if (on_closed) guarded("close", [this] { on_closed(); });
+  }
+  static Handle* from(T* h) { return static_cast<Handle*>(HandleBase<T>::from(h)); }
+  static Handle* from(uv_handle_t* h) { return static_cast<Handle*>(HandleBase<T>::from(h)); }
+};
+
+template <typename T>
+void close_handle(HandleBase<T>* h) {
   if (h == nullptr) return;
   if (uv_is_closing(h->base())) return;
   uv_close(h->base(), [](uv_handle_t* raw) noexcept {
-    auto* hh = static_cast<Handle<T>*>(raw->data);
-    if (hh->on_closed) guarded("close", [hh] { hh->on_closed(); });
+    auto* hh = static_cast<HandleBase<T>*>(raw->data);
+    hh->closed();
     delete hh;
   });
 }
@@ -109,7 +122,7 @@ Ptr<T> adopt(Handle<T>* h, int rc, int* err) {
     delete h;
     return Ptr<T>();
   }
-  h->raw.data = h;
+  h->raw.data = static_cast<HandleBase<T>*>(h);
   return Ptr<T>(h);
 }
 
@@ -207,13 +220,16 @@ inline Ptr<uv_tcp_t> make_tcp(uv_loop_t* loop, void* owner, int* err = nullptr) 
   h->owner = owner;
   return detail::adopt(h, uv_tcp_init(loop, &h->raw), err);
 }
-// The same for an owner derived from Handle<uv_tcp_t>: 0 or a libuv error,
-// in which case the handle was never registered and the caller deletes it.
-inline int init_tcp(uv_loop_t* loop, Handle<uv_tcp_t>* h) {
+// The same for an owner derived from HandleBase<uv_tcp_t>: 0 or a libuv
+// error, in which case the handle was never registered and the caller
+// deletes it.
+inline int init_tcp(uv_loop_t* loop, HandleBase<uv_tcp_t>* h) {
   h->raw.data = h;
   return uv_tcp_init(loop, &h->raw);
 }
-inline uv_stream_t* stream(Handle<uv_tcp_t>* h) { return reinterpret_cast<uv_stream_t*>(&h->raw); }
+inline uv_stream_t* stream(HandleBase<uv_tcp_t>* h) {
+  return reinterpret_cast<uv_stream_t*>(&h->raw);
+}
 
 // Shutdown: close every handle still open and run the loop until their close
 // callbacks have freed them, then close the loop (uv_loop_close fails while
