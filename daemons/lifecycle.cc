@@ -23,10 +23,15 @@
 #include "common/http/path.hpp"
 #include "common/systemd/notify.hpp"
 #include "common/uv/handle.hpp"
+#include "daemons/heap.hpp"
 
 namespace cdn::daemon {
 
 namespace {
+// Free heap memory that piles up past this is given back (daemons/heap.hpp):
+// about what 64 TLS handshakes in flight leave behind.
+constexpr size_t kHeapTrimSlack = size_t{1} << 20;
+
 // What hold_signals() blocks until the Lifecycle's watchers are in place.
 sigset_t held_signals() {
   sigset_t set;
@@ -51,6 +56,14 @@ struct Lifecycle::Runner {
   bool stopped = false;
   bool worker_stalled = false;  // logged once per stall
   std::string last_status;
+  HeapTrim heap_trim{kHeapTrimSlack};
+
+  // On the status timer, once a second (daemons/heap.hpp).
+  void settle_heap() {
+    if (!heap_trim.due(heap_free_bytes())) return;
+    trim_heap();
+    heap_trim.trimmed(heap_free_bytes());
+  }
 
   void publish_status() {
     std::string line = hooks.status_line ? hooks.status_line() : std::string();
@@ -179,7 +192,10 @@ int Lifecycle::run(Hooks hooks) {
     r.finish();
     return end(0);
   }
-  r.status_timer = uv::make_timer(r.loop, [&r] { r.publish_status(); });
+  r.status_timer = uv::make_timer(r.loop, [&r] {
+    r.publish_status();
+    r.settle_heap();
+  });
   uv::timer_start(r.status_timer.get(), 1000, 1000);
   uv_unref(r.status_timer->base());
   if (auto every = systemd::watchdog_ping_interval()) {
