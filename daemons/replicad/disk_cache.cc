@@ -320,90 +320,228 @@ DiskCache::DiskCache(Options options) : opt_(std::move(options)) {
   read_journal();
   load_all();
   journal_.clear();  // only start-up reads it
-  remover_.thread = std::thread([this] { remover_loop(); });
+  io_.thread = std::thread([this] { io_loop(); });
 }
 
 DiskCache::~DiskCache() {
   {
-    std::lock_guard lock(remover_.mu);
-    remover_.stop = true;  // what is left is in the journal
+    // The thread runs the jobs queued but purges' removals (the journal
+    // has those), and ends: no commit is left half done.
+    std::lock_guard lock(io_.mu);
+    io_.stop = true;
   }
-  remover_.cv.notify_all();
-  if (remover_.thread.joinable()) remover_.thread.join();
+  io_.cv.notify_all();
+  if (io_.thread.joinable()) io_.thread.join();
   if (dir_fd_ >= 0) ::close(dir_fd_);
 }
 
 size_t DiskCache::purged_files_pending() const {
-  auto& r = const_cast<Remover&>(remover_);
-  std::lock_guard lock(r.mu);
-  return r.doomed.size();
+  auto& t = const_cast<IoThread&>(io_);
+  std::lock_guard lock(t.mu);
+  return t.doomed.size();
 }
 
 namespace {
 constexpr size_t kMaxSyncs = 256;
+// Jobs run between two fsync batches at most, when fsyncs wait.
+constexpr size_t kJobsPerSync = 64;
 }  // namespace
 
-void DiskCache::sync_later(int fd) {
-  if (fd < 0) return;
+void DiskCache::queue_job(Job job) {
+  if (job.kind == Job::Kind::Commit || job.kind == Job::Kind::Meta) ++unreaped_;
   {
-    std::lock_guard lock(remover_.mu);
-    if (remover_.syncs.size() < kMaxSyncs) {
-      remover_.syncs.push_back(fd);
-    } else {
-      ::close(fd);
-      remover_.sync_all = true;
-    }
+    std::lock_guard lock(io_.mu);
+    io_.queue.push_back(std::move(job));
   }
-  remover_.cv.notify_one();
+  io_.cv.notify_one();
 }
 
-void DiskCache::remover_loop() {
-  std::unique_lock lock(remover_.mu);
-  for (;;) {
-    remover_.cv.wait(lock, [this] {
-      return remover_.stop || !remover_.queue.empty() || !remover_.syncs.empty() ||
-             remover_.sync_all;
-    });
-    if (remover_.stop) {
-      // A clean exit loses nothing the kernel holds; only a crash of the
-      // machine could, and the digest check at start covers that.
-      for (const int fd : remover_.syncs) ::close(fd);
-      remover_.syncs.clear();
-      return;
+void DiskCache::hold_sync(int fd) {
+  if (fd < 0) return;
+  if (io_.syncs.size() < kMaxSyncs) {
+    io_.syncs.push_back(fd);
+  } else {
+    ::close(fd);
+    io_.sync_all = true;
+  }
+}
+
+bool DiskCache::put_meta(const std::string& id, const std::string& text, int& fd) const {
+  const std::string path = path_of(id, ".meta");
+  const std::string tmp = path + ".tmp";
+  fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  if (write_all(fd, text.data(), text.size()) && ::rename(tmp.c_str(), path.c_str()) == 0) {
+    return true;
+  }
+  const int err = errno;
+  ::close(fd);
+  fd = -1;
+  ::unlink(tmp.c_str());
+  errno = err;
+  return false;
+}
+
+DiskCache::Outcome DiskCache::run_job(Job& job, std::vector<int>& syncs) {
+  Outcome out;
+  out.kind = job.kind;
+  out.gen = job.gen;
+  const std::string meta = path_of(job.id, ".meta");
+  const std::string body = path_of(job.id, ".body");
+  // Meta first: a body without its meta is removed at start, never served.
+  const auto unlink_both = [&] {
+    ::unlink(meta.c_str());
+    ::unlink(body.c_str());
+  };
+  switch (job.kind) {
+    case Job::Kind::Unlink:
+    case Job::Kind::Purged:
+      unlink_both();
+      break;
+    case Job::Kind::Commit: {
+      if (opt_.before_job) opt_.before_job();
+      syncs.push_back(std::exchange(job.fd, -1));
+      int meta_fd = -1;
+      if (::rename(job.tmp.c_str(), body.c_str()) != 0) {
+        out.err = errno;
+        out.step = "body rename";
+        ::unlink(job.tmp.c_str());
+        unlink_both();  // nothing of an older entry stays under this id
+      } else if (!put_meta(job.id, job.meta, meta_fd)) {
+        out.err = errno;
+        out.step = "meta write";
+        unlink_both();
+      }
+      syncs.push_back(meta_fd);
+      break;
     }
-    if (!remover_.syncs.empty() || remover_.sync_all) {
-      // Outside the lock: claim() and purges on the loop must not wait for
-      // the disk.
-      std::vector<int> fds;
-      fds.swap(remover_.syncs);
-      const bool all = std::exchange(remover_.sync_all, false);
-      lock.unlock();
-      for (const int fd : fds) {
-        if (!all) ::fsync(fd);
-        ::close(fd);
+    case Job::Kind::Meta: {
+      if (opt_.before_job) opt_.before_job();
+      // The entry's commit failed before (its body is gone): nothing to describe.
+      struct stat st {};
+      if (::stat(body.c_str(), &st) != 0) break;
+      int meta_fd = -1;
+      if (!put_meta(job.id, job.meta, meta_fd)) {
+        out.err = errno;
+        out.step = "meta rewrite";
       }
-      if (all) {
-        ::syncfs(dir_fd_);
+      syncs.push_back(meta_fd);
+      break;
+    }
+  }
+  out.id = std::move(job.id);
+  out.key = std::move(job.key);
+  return out;
+}
+
+void DiskCache::io_loop() {
+  std::unique_lock lock(io_.mu);
+  size_t since_sync = 0;
+  for (;;) {
+    io_.cv.wait(lock, [this] {
+      return io_.stop || !io_.queue.empty() || !io_.syncs.empty() || io_.sync_all;
+    });
+    const bool syncs_wait = !io_.syncs.empty() || io_.sync_all;
+    if (!io_.queue.empty() && (io_.stop || !syncs_wait || since_sync < kJobsPerSync)) {
+      Job job = std::move(io_.queue.front());
+      io_.queue.pop_front();
+      const bool purged = job.kind == Job::Kind::Purged;
+      const std::string purged_id = purged ? job.id : std::string();
+      const bool reported = job.kind == Job::Kind::Commit || job.kind == Job::Kind::Meta;
+      if (purged && io_.stop) {
+        // At exit: the journal names it, the next start drops it.
       } else {
-        ::fsync(dir_fd_);
+        io_.running = true;
+        lock.unlock();
+        std::vector<int> fds;
+        Outcome out = run_job(job, fds);
+        if (job.fd >= 0) ::close(job.fd);
+        lock.lock();
+        io_.running = false;
+        ++since_sync;
+        for (const int fd : fds) hold_sync(fd);
+        if (reported) {
+          const bool first = io_.done.empty();
+          io_.done.push_back(std::move(out));
+          if (first && !io_.stop && opt_.wake) {
+            lock.unlock();
+            opt_.wake();
+            lock.lock();
+          }
+        }
       }
-      lock.lock();
+      if (purged) {
+        if (auto it = io_.doomed.find(purged_id); it != io_.doomed.end() && --it->second == 0) {
+          io_.doomed.erase(it);
+        }
+      }
+      if (io_.queue.empty() && !io_.running) io_.idle.notify_all();
       continue;
     }
-    const std::string key = std::move(remover_.queue.front());
-    remover_.queue.pop_front();
-    // Unlinked under the lock: a commit of this key waits in claim() and
-    // writes its files after these are gone, never before.
-    if (remover_.doomed.erase(key)) {
-      ::unlink(path_of(key, ".meta").c_str());
-      ::unlink(path_of(key, ".body").c_str());
+    if (io_.stop) {
+      // A clean exit loses nothing the kernel holds; only a crash of the
+      // machine could, and the digest check at start covers that.
+      for (const int fd : io_.syncs) ::close(fd);
+      io_.syncs.clear();
+      io_.idle.notify_all();
+      return;
     }
+    // Outside the lock: the loop's jobs and purges must not wait for the disk.
+    std::vector<int> fds;
+    fds.swap(io_.syncs);
+    const bool all = std::exchange(io_.sync_all, false);
+    since_sync = 0;
+    lock.unlock();
+    for (const int fd : fds) {
+      if (!all) ::fsync(fd);
+      ::close(fd);
+    }
+    if (all) {
+      ::syncfs(dir_fd_);
+    } else {
+      ::fsync(dir_fd_);
+    }
+    lock.lock();
   }
 }
 
-void DiskCache::claim(const std::string& key) {
-  std::lock_guard lock(remover_.mu);
-  remover_.doomed.erase(key);
+std::vector<std::string> DiskCache::reap() {
+  std::vector<std::string> failures;
+  std::vector<Outcome> done;
+  {
+    std::lock_guard lock(io_.mu);
+    done.swap(io_.done);
+  }
+  for (auto& o : done) {
+    --unreaped_;
+    auto it = index_.find(o.id);
+    const bool mine = it != index_.end() && it->second.gen == o.gen;
+    if (mine) {
+      --it->second.jobs;
+      if (o.kind == Job::Kind::Commit) it->second.body_fd.reset();  // served by its name now
+    }
+    if (o.err == 0) continue;
+    ++write_errors_;
+    if (o.kind == Job::Kind::Commit) {
+      failures.push_back(o.key + " not stored: " + o.step + ": " + std::strerror(o.err));
+      // Its files are gone (the thread removed them); answers reading it
+      // keep their descriptors.
+      if (mine) remove_entry(it, false);
+    } else {
+      // The old meta stays, with its body: still fresh in memory until restart.
+      failures.push_back(o.key + " refreshed in memory only: " + o.step + ": " +
+                         std::strerror(o.err));
+    }
+  }
+  return failures;
+}
+
+std::vector<std::string> DiskCache::settle() {
+  {
+    std::unique_lock lock(io_.mu);
+    io_.idle.wait(lock, [this] { return (io_.queue.empty() && !io_.running) || io_.stop; });
+  }
+  return reap();
 }
 
 void DiskCache::journal_purge(const purge::Request& r) {
@@ -414,8 +552,8 @@ void DiskCache::journal_purge(const purge::Request& r) {
   const std::string path = opt_.dir + "/purges.journal";
   bool empty;
   {
-    std::lock_guard lock(remover_.mu);
-    empty = remover_.doomed.empty();
+    std::lock_guard lock(io_.mu);
+    empty = io_.doomed.empty();
   }
   // Nothing left to remove: the purges journalled so far are done with.
   const int fd =
@@ -587,6 +725,7 @@ void DiskCache::insert(EntryMeta meta, const std::string& body_path, std::string
   e.meta = std::move(meta);
   e.lru = lru_.begin();
   e.id = id;
+  e.gen = ++gen_counter_;
   index_bytes_ += index_cost(e);
   const std::string key = e.meta.key;
   index_.emplace(std::move(id), std::move(e));
@@ -630,7 +769,14 @@ void DiskCache::remove_entry(std::unordered_map<std::string, Entry>::iterator it
   footprint_ -= cost(e.meta.size);
   if (e.object->in_memory) memory_used_ -= e.meta.size;
   index_bytes_ -= index_cost(e);
-  if (unlink_files) {
+  if (unlink_files && e.jobs > 0) {
+    // After its jobs, on the cache's thread: their renames must not bring
+    // the files back.
+    Job job;
+    job.kind = Job::Kind::Unlink;
+    job.id = e.id;
+    queue_job(std::move(job));
+  } else if (unlink_files) {
     // Meta first: a body without its meta is removed at start, never served.
     ::unlink(path_of(e.id, ".meta").c_str());
     ::unlink(path_of(e.id, ".body").c_str());
@@ -765,7 +911,9 @@ const DiskCache::Entry* DiskCache::peek_variant(const std::string& key,
 }
 
 int DiskCache::open(const Entry& e) const {
-  const int fd = ::open(e.object->rel.c_str(), O_RDONLY | O_CLOEXEC);
+  // Offsets are never shared in effect: answers read by offset (pread, sendfile).
+  const int fd = e.body_fd ? ::fcntl(*e.body_fd, F_DUPFD_CLOEXEC, 0)
+                           : ::open(e.object->rel.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -1;
   struct stat st {};
   if (::fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != e.meta.size) {
@@ -807,28 +955,6 @@ std::unique_ptr<DiskCache::Writer> DiskCache::begin(std::optional<uint64_t> leng
   return w;
 }
 
-bool DiskCache::write_meta(const EntryMeta& m) {
-  const std::string path = path_of(variants::id_of(m.key, m.stored.variant), ".meta");
-  const std::string tmp = path + ".tmp";
-  const std::string text = to_json(m).dump(-1, ' ', false, json::error_handler_t::replace);
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return false;
-  const bool ok = write_all(fd, text.data(), text.size());
-  const int err = errno;
-  if (ok) {
-    sync_later(fd);
-  } else {
-    ::close(fd);
-  }
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err2 = ok ? errno : err;
-    ::unlink(tmp.c_str());
-    errno = err2;
-    return false;
-  }
-  return true;
-}
-
 const DiskCache::Entry* DiskCache::commit(Writer& w, EntryMeta meta) {
   meta.size = w.size();
   meta.digest = w.digest();
@@ -846,35 +972,48 @@ const DiskCache::Entry* DiskCache::commit(Writer& w, EntryMeta meta) {
   const std::string body_path = path_of(id, ".body");
   // Drop the old entry's meta before its body changes under it.
   if (auto old = index_.find(id); old != index_.end()) remove_entry(old, true);
-  claim(id);
   // The meta's block (and the body's last one) within the bound too.
   if (!reserve(w, meta.size)) {
     errno = ENOSPC;
     return nullptr;
   }
-  if (::rename(w.tmp_path_.c_str(), body_path.c_str()) != 0) {
-    ++write_errors_;
-    return nullptr;
-  }
-  w.committed_ = true;
-  // The body's reservation becomes the entry's blocks (insert() below).
-  inflight_ -= w.reserved_;
-  w.reserved_ = 0;
-  // The body, the meta and then the directory reach the disk on the
-  // cache's thread (fsync of a large body took the loop for tens of ms).
-  sync_later(::fcntl(w.fd_, F_DUPFD_CLOEXEC, 0));
-  if (!write_meta(meta)) {
+  // One descriptor answers from the body until the job is reaped, the
+  // other is the thread's to fsync.
+  const int keep = ::fcntl(w.fd_, F_DUPFD_CLOEXEC, 0);
+  const int sync = keep < 0 ? -1 : ::fcntl(w.fd_, F_DUPFD_CLOEXEC, 0);
+  if (sync < 0) {
     const int err = errno;
-    ::unlink(body_path.c_str());
-    release(w.blocks_, cost(meta.size));  // answers streaming it may still read it
+    if (keep >= 0) ::close(keep);
     ++write_errors_;
     errno = err;
     return nullptr;
   }
+  w.committed_ = true;  // the temp file is the job's
+  // The body's reservation becomes the entry's blocks (insert() below).
+  inflight_ -= w.reserved_;
+  w.reserved_ = 0;
+  Job job;
+  job.kind = Job::Kind::Commit;
+  job.id = id;
+  job.key = meta.key;
+  job.tmp = w.tmp_path_;
+  job.meta = to_json(meta).dump(-1, ' ', false, json::error_handler_t::replace);
+  job.fd = sync;
   const bool in_memory = w.in_memory() && meta.size <= opt_.memory_object_limit;
   const std::string key = meta.key;
   const std::string variant = meta.stored.variant;
   insert(std::move(meta), body_path, in_memory ? w.memory() : std::string(), in_memory, w.blocks_);
+  Entry& e = index_.at(id);  // the newest entry is never the one evicted
+  e.body_fd = std::shared_ptr<const int>(new int(keep), [](const int* fd) {
+    ::close(*fd);
+    delete fd;
+  });
+  ++e.jobs;
+  job.gen = e.gen;
+  // The renames, the meta and the fsyncs: the cache's thread (a rename or
+  // an open waits on the directory's lock and the journal, tens of ms
+  // under a flood of fills).
+  queue_job(std::move(job));
   trim_memory();
   return peek_variant(key, variant);
 }
@@ -886,8 +1025,15 @@ const DiskCache::Entry* DiskCache::refresh(const std::string& key, const cache::
   index_bytes_ -= index_cost(e);
   e.meta.stored = stored;
   index_bytes_ += index_cost(e);
-  purges_.put(e.id, tags_of(stored));        // revalidated: a soft purge's mark goes
-  if (!write_meta(e.meta)) ++write_errors_;  // still fresh in memory until restart
+  purges_.put(e.id, tags_of(stored));  // revalidated: a soft purge's mark goes
+  Job job;
+  job.kind = Job::Kind::Meta;
+  job.id = e.id;
+  job.key = key;
+  job.gen = e.gen;
+  job.meta = to_json(e.meta).dump(-1, ' ', false, json::error_handler_t::replace);
+  ++e.jobs;
+  queue_job(std::move(job));
   lru_.splice(lru_.begin(), lru_, e.lru);
   variants_.touch(key, stored.variant);
   return &e;
@@ -924,13 +1070,16 @@ size_t DiskCache::purge(const purge::Request& r, int64_t now_ms) {
   }
   const size_t n = keys.size();
   {
-    std::lock_guard lock(remover_.mu);
+    std::lock_guard lock(io_.mu);
     for (auto& k : keys) {
-      remover_.doomed.insert(k);
-      remover_.queue.push_back(std::move(k));
+      ++io_.doomed[k];
+      Job job;
+      job.kind = Job::Kind::Purged;
+      job.id = std::move(k);
+      io_.queue.push_back(std::move(job));
     }
   }
-  remover_.cv.notify_one();
+  io_.cv.notify_one();
   return n;
 }
 

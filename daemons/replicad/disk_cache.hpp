@@ -18,14 +18,22 @@
 // digest), h = hex sha-256 of the id; a meta of another format version is
 // dropped at start (counted in outdated_dropped()), never read as this one;
 // bodies are written to <dir>/tmp/ first. A commit is: body rename, then
-// meta written and renamed the same way; the body, the meta and the
-// directory are fsynced by the cache's own thread afterwards, so that the
-// loop never waits for the disk. A crash or a full disk leaves at worst a
-// temp file (removed at start) or a body whose meta does not match it (or
-// whose bytes never reached the disk): at start every entry is read back
-// and checked against its digest, and one that fails is deleted (and
-// refetched when asked for). Nothing here touches the event loop; all
-// calls are on the loop thread.
+// meta written and renamed the same way, then the body, the meta and the
+// directory fsynced; all of it on the cache's own thread (a job), so that
+// the loop never waits for the disk: the loop only updates the index. The
+// thread runs its jobs (commits, meta rewrites of refresh(), removals of
+// entries whose jobs are pending, purges' removals) one at a time in the
+// order queued, so that a removal queued after a commit of the same id
+// always comes after its renames (nothing comes back). Until the thread
+// reports a commit (reap()), the entry serves from a descriptor of its body
+// kept open (whatever name the file has meanwhile); a commit that fails
+// there drops the entry when reap() hears of it (one line for the log,
+// counted in write_errors()). A crash or a full disk leaves at worst a temp file
+// (removed at start) or a body whose meta does not match it (or whose bytes
+// never reached the disk): at start every entry is read back and checked
+// against its digest, and one that fails is deleted (and refetched when
+// asked for). Nothing here touches the event loop; all calls but
+// Options::wake are on the loop thread.
 //
 // Objects handed out are immutable and shared (store.hpp's Object): a
 // response in flight keeps its Object and its open file descriptor, so
@@ -49,6 +57,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -98,6 +107,13 @@ class DiskCache {
     // Entries held at most, and stored responses (variants) per URL.
     size_t max_entries = 100'000;
     size_t max_variants = 8;
+    // Called on the cache's thread when jobs it ran have outcomes for the
+    // loop (once until reap() takes them): the owner has its loop call
+    // reap() soon. Must not block. Empty: the owner calls reap() itself.
+    std::function<void()> wake;
+    // Tests: runs on the cache's thread before each commit or meta job
+    // (holding it there widens the window between commit() and the files).
+    std::function<void()> before_job;
   };
 
   // The blocks of one body file (see above). Shared by the writer, the
@@ -119,6 +135,11 @@ class DiskCache {
     std::shared_ptr<Blocks> blocks;        // also object->hold
     std::list<std::string>::iterator lru;  // position in lru_ (front = most recent)
     std::string id;                        // variants::id_of(meta.key, meta.stored.variant)
+    uint64_t gen = 0;                      // this entry of `id` (jobs and their outcomes name it)
+    uint32_t jobs = 0;                     // jobs queued for it whose outcome reap() has not had
+    // The body while its commit job is not reaped: open() hands out
+    // duplicates, whatever name the file has meanwhile. Closed with it.
+    std::shared_ptr<const int> body_fd;
   };
 
   // A body being received. Written to a temp file and hashed as it arrives;
@@ -201,6 +222,16 @@ class DiskCache {
   DiskCache& operator=(const DiskCache&) = delete;
   // Files of purged objects not yet removed (for tests and status).
   size_t purged_files_pending() const;
+  // On the loop: applies what the cache's thread reported (commits done:
+  // the entry's descriptor closes; failed: the entry goes, its blocks
+  // released, counted in write_errors()). Returns a line per failure, for
+  // the caller's log. See Options::wake.
+  std::vector<std::string> reap();
+  // Waits until the cache's thread has run every job queued so far (not
+  // their fsyncs), then reap(): at close, and in tests.
+  std::vector<std::string> settle();
+  // Commit and meta jobs whose outcome reap() has not had.
+  size_t jobs_pending() const { return unreaped_; }
 
   // The entry of `key` that `request` selects (variants::select), marked
   // as just used; nullptr on a miss. Without `request`: a request with no
@@ -225,9 +256,10 @@ class DiskCache {
   // when empty), replacing an older copy of that variant, dropping the
   // URL's least recently used variant past max_variants and evicting the
   // least recently used entries nobody reads to stay within max_bytes (and
-  // any past max_entries). Returns the entry,
-  // or nullptr (errno set; logged by the caller) when it cannot be stored:
-  // larger than max_bytes (EFBIG), spilled to memory, or a write failed.
+  // any past max_entries). Returns the entry (its files are made by the
+  // cache's thread; a failure there is reap()'s to handle), or nullptr
+  // (errno set; logged by the caller) when it cannot be stored: larger than
+  // max_bytes (EFBIG), spilled to memory, or no descriptor left.
   const Entry* commit(Writer& w, EntryMeta meta);
   // A 304 refreshed the stored response `key`, stored.variant: new header
   // lines and times (meta rewritten).
@@ -239,9 +271,9 @@ class DiskCache {
 
   // Purges (common/purge/index.hpp), the request's paths in key form
   // (encoded as keys are). Hard: the objects leave the index at once (never
-  // served again) and their files are removed by a thread of the cache's
-  // own (unlinking 200,000 files takes minutes on a busy disk; the loop
-  // must not wait for it); the purge is first appended to
+  // served again) and their files are removed by the cache's thread, after
+  // any job queued before (unlinking 200,000 files takes minutes on a busy
+  // disk; the loop must not wait for it); the purge is first appended to
   // <dir>/purges.journal (fsynced), so that a restart before the files are
   // gone drops every object a journalled purge names that was stored before
   // it. The journal is emptied by the next purge that finds no removal
@@ -286,36 +318,64 @@ class DiskCache {
   std::string path_of(const std::string& id, const char* suffix) const;
   void load_all();
   enum class Load { Loaded, Corrupt, Outdated, Purged };
-  // The background removal of purged objects' files (see purge()).
-  struct Remover {
+  // A file operation of the cache's thread; they run in the order queued.
+  struct Job {
+    enum class Kind {
+      Commit,  // body renamed from `tmp`, meta written; `fd` (the body's) fsynced
+      Meta,    // meta rewritten (refresh), when the body is there
+      Unlink,  // an entry's files go (after its jobs)
+      Purged,  // a purged entry's files go (counted in doomed; left to the journal at exit)
+    };
+    Kind kind = Kind::Unlink;
+    std::string id;
+    std::string key;   // Commit, Meta: for the log line
+    uint64_t gen = 0;  // Commit, Meta: the entry's
+    std::string tmp;   // Commit: the body's temp file
+    std::string meta;  // Commit, Meta: the meta's text
+    int fd = -1;       // Commit: the body, owned
+  };
+  // What a Commit or Meta job reports to reap().
+  struct Outcome {
+    Job::Kind kind = Job::Kind::Commit;
+    std::string id, key;
+    uint64_t gen = 0;
+    int err = 0;            // errno of the step that failed; 0: done
+    const char* step = "";  // which
+  };
+  // The cache's own thread and what it is handed (under mu).
+  struct IoThread {
     std::mutex mu;
-    std::condition_variable cv;
-    std::deque<std::string> queue;  // ids, in order
-    // Keys whose files are still to go; a commit of one takes it out
-    // (under mu), so its new files are never removed.
-    std::unordered_set<std::string> doomed;
-    // Descriptors (dups) of files just committed, to fsync then close,
-    // with the directory after them: the loop never waits for the disk.
-    // At most kMaxSyncs are held (descriptors are the process's); past
-    // that one syncfs() of the cache's file system does for the rest.
+    std::condition_variable cv;    // work for the thread
+    std::condition_variable idle;  // the queue ran dry (settle())
+    std::deque<Job> queue;
+    bool running = false;  // a job taken off the queue is under way
+    std::vector<Outcome> done;
+    // Purged ids whose files are still to go, with their Purged jobs queued.
+    std::unordered_map<std::string, size_t> doomed;
+    // Descriptors of files just written, to fsync then close, with the
+    // directory after them. At most kMaxSyncs are held (descriptors are
+    // the process's); past that one syncfs() of the cache's file system
+    // does for the rest.
     std::vector<int> syncs;
     bool sync_all = false;
     bool stop = false;
     std::thread thread;
   };
-  // Hands `fd` (owned) to the cache's thread to be fsynced and closed.
-  void sync_later(int fd);
-  void remover_loop();
-  // Before a key's files are written again: no longer doomed.
-  void claim(const std::string& key);
+  void queue_job(Job job);
+  void io_loop();
+  // Runs a job on the cache's thread; the descriptors to fsync go to `syncs`.
+  Outcome run_job(Job& job, std::vector<int>& syncs);
+  // Holds `fd` (owned) for the next fsync batch (under io_.mu).
+  void hold_sync(int fd);
   void journal_purge(const purge::Request& r);
   void read_journal();
   Load load_one(const std::string& meta_path);
   std::shared_ptr<const Object> make_object(const EntryMeta& m, const std::string& body_path,
                                             std::string body, bool in_memory);
-  // Written and renamed into place; fsynced by the cache's thread, never on
-  // the loop (a meta torn by a crash before that is dropped at start).
-  bool write_meta(const EntryMeta& m);
+  // On the cache's thread: `text` written to <meta>.tmp and renamed onto
+  // the entry's meta; `fd` the new meta's descriptor (to fsync). Errno and
+  // false when it fails (the temp file removed).
+  bool put_meta(const std::string& id, const std::string& text, int& fd) const;
   void insert(EntryMeta meta, const std::string& body_path, std::string body, bool in_memory,
               std::shared_ptr<Blocks> blocks = nullptr);
   // The cache lets go of a body file: its `bytes` stay counted (open_pool_)
@@ -346,7 +406,9 @@ class DiskCache {
   purge::Index purges_;                           // the ids of index_, ordered, with their tags
   // Hard purges journalled before a restart: (wall seconds, purge).
   std::vector<std::pair<int64_t, purge::Request>> journal_;
-  Remover remover_;
+  IoThread io_;
+  uint64_t gen_counter_ = 0;
+  size_t unreaped_ = 0;         // jobs_pending()
   std::list<std::string> lru_;  // ids
   variants::Lru variants_{8};   // set_max() from the options
   metrics::OwnCounter bytes_ = 0;

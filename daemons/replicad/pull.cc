@@ -72,8 +72,10 @@ cache::Policy policy_of(const config::ContentSettings& c) {
   return p;
 }
 
-DiskCache::Options cache_options(const config::ContentSettings& c) {
+// `wake`: the cache's thread has outcomes for the loop (DiskCache::reap).
+DiskCache::Options cache_options(const config::ContentSettings& c, std::function<void()> wake) {
   DiskCache::Options o;
+  o.wake = std::move(wake);
   o.dir = c.cache_dir;
   o.max_bytes = c.cache_size;
   o.memory_bytes = c.cache_memory;
@@ -228,7 +230,11 @@ Pull::Pull(uv_loop_t* loop, const config::ContentSettings& c, std::string name)
       origin_url_(c.origin),
       name_(std::move(name)),
       policy_(policy_of(c)),
-      cache_(cache_options(c)),
+      cache_inbox_(daemon::Inbox::make(loop)),
+      // Posts are dropped once the inbox is closed (close(), ~Pull), so
+      // `this` is never reached after it.
+      cache_(cache_options(
+          c, [inbox = cache_inbox_, this] { inbox->post([this] { reap_cache(); }); })),
       origin_(loop, origin_options(c)),
       self_(std::make_shared<Pull*>(this)) {
   sweep_timer_ = uv::make_timer(loop_, [this] { sweep(); });
@@ -241,7 +247,10 @@ Pull::Pull(uv_loop_t* loop, const config::ContentSettings& c, std::string name)
                cache_.outdated_dropped());
 }
 
-Pull::~Pull() { *self_ = nullptr; }
+Pull::~Pull() {
+  *self_ = nullptr;
+  cache_inbox_->close();
+}
 
 void Pull::reconfigure(const config::ContentSettings& c) {
   policy_ = policy_of(c);
@@ -254,6 +263,13 @@ void Pull::close() {
   sweep_timer_.reset();
   origin_.close();
   fetches_.clear();
+  // The commits queued are done (a reload may open this directory again).
+  for (const auto& line : cache_.settle()) spdlog::warn("cache {}: {}", cache_.dir(), line);
+  cache_inbox_->close();
+}
+
+void Pull::reap_cache() {
+  for (const auto& line : cache_.reap()) spdlog::warn("cache {}: {}", cache_.dir(), line);
 }
 
 std::function<void()> Pull::departures(std::shared_ptr<daemon::Inbox> via) {

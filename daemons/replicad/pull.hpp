@@ -168,12 +168,17 @@ class Pull {
                     bool as_received = false);
   void answer_error(PullClient& ex, Fetch& f, const DiskCache::Entry& e);
   int64_t now() const;
+  // The outcomes of the cache's jobs applied, failures logged.
+  void reap_cache();
 
   uv_loop_t* loop_;
   std::string origin_url_;  // ends without '/' (the path is appended)
   std::string name_;
   bool closed_ = false;
   cache::Policy policy_;
+  // Where the cache's thread has the loop reap its jobs' outcomes; closed
+  // by close(). Before cache_: its wake posts here.
+  std::shared_ptr<daemon::Inbox> cache_inbox_;
   DiskCache cache_;
   Origin origin_;
   // Keyed by cache key; a private (Authorization) fetch has a slot of its own.

@@ -5,10 +5,16 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "common/purge/purge.hpp"
 #include "daemons/replicad/disk_cache.hpp"
@@ -441,6 +447,7 @@ TEST_F(DiskCacheTest, SeveralVariantsOfOneUrlEachSelected) {
   c.erase_all("/v");
   EXPECT_EQ(c.objects(), 0U);
   EXPECT_FALSE(c.holds("/v"));
+  c.settle();
   size_t files = 0;
   for (const auto& f : fs::directory_iterator(dir_ + "/cache")) files += f.is_regular_file();
   EXPECT_EQ(files, 0U);
@@ -532,6 +539,7 @@ TEST_F(DiskCacheTest, AVariantFiledUnderItsKeyBeforeVariantsIsMovedToItsOwnName)
   {
     DiskCache c(options());
     put(c, "/old", "x");
+    c.settle();  // its files are the cache's thread's to make
     for (const auto& p : regular()) stem = p.stem().string();
     c.erase("/old", "");
     put_variant(c, "/old", "gzip", "zipped");
@@ -590,6 +598,7 @@ TEST_F(DiskCacheTest, EntryBoundEvictsLeastRecentlyUsed) {
   for (int i = 0; i < 100; ++i) put(c, "/bust?" + std::to_string(i), "x");
   EXPECT_EQ(c.objects(), 3U);
   EXPECT_LT(c.index_bytes(), three * 2);
+  EXPECT_TRUE(c.settle().empty());
   size_t files = 0;
   for (const auto& f : fs::directory_iterator(dir_ + "/cache")) files += f.is_regular_file();
   EXPECT_EQ(files, 6U);
@@ -680,6 +689,7 @@ TEST_F(DiskCachePurgeTest, RestartBeforeTheFilesAreGoneKeepsThePurge) {
   {
     DiskCache c(options());
     put(c, "/x/1", "t");
+    c.settle();
     // The object's files as they are now: put back below, as if the
     // process died before its remover got to them.
     for (const auto& e : fs::directory_iterator(dir_ + "/cache")) {
@@ -701,6 +711,248 @@ TEST_F(DiskCachePurgeTest, RestartBeforeTheFilesAreGoneKeepsThePurge) {
   EXPECT_NE(again.find("/y"), nullptr);
   EXPECT_EQ(again.corrupt_dropped(), 0U);
   EXPECT_EQ(files(), 3U);  // /y, and the journal
+}
+
+}  // namespace
+}  // namespace cdn::replica
+
+// ------------------------------------------------------------ the cache's thread
+// Commits (renames, meta) run on the cache's thread; the loop only updates
+// the index. These hold that thread before each job (Options::before_job)
+// to make the window between commit() and the files on disk wide.
+
+namespace cdn::replica {
+namespace {
+
+// Closed: the cache's thread waits at it (10 s at most, so that a broken
+// test ends) before each commit or meta job.
+struct Gate {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool open = true;
+  int held = 0;
+  void close() {
+    std::lock_guard lock(mu);
+    open = false;
+  }
+  void release() {
+    std::lock_guard lock(mu);
+    open = true;
+    cv.notify_all();
+  }
+  void pass() {
+    std::unique_lock lock(mu);
+    ++held;
+    cv.notify_all();
+    cv.wait_for(lock, std::chrono::seconds(10), [this] { return open; });
+    --held;
+  }
+  bool wait_held(int n) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, std::chrono::seconds(10), [&] { return held >= n; });
+  }
+};
+
+class DiskCacheJobTest : public DiskCacheTest {
+ protected:
+  DiskCache::Options gated() {
+    auto o = options(1 << 20, 0);
+    o.memory_object_limit = 0;  // every body answered from its file
+    o.before_job = [g = gate_] { g->pass(); };
+    return o;
+  }
+  // Regular files in the cache directory (not tmp/) by name.
+  std::vector<std::string> files() const {
+    std::vector<std::string> out;
+    for (const auto& f : fs::directory_iterator(dir_ + "/cache")) {
+      if (f.is_regular_file()) out.push_back(f.path().filename().string());
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  size_t ending(const std::string& suffix) const {
+    size_t n = 0;
+    for (const auto& f : files()) n += f.ends_with(suffix);
+    return n;
+  }
+  static std::string pattern(size_t n, char seed) {
+    std::string s(n, '\0');
+    for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>(seed + i % 23);
+    return s;
+  }
+  std::shared_ptr<Gate> gate_ = std::make_shared<Gate>();
+};
+
+TEST_F(DiskCacheJobTest, HitsWhileACommitIsPendingGetItsBytes) {
+  const std::string body = pattern(5000, 'a');
+  {
+    DiskCache c(gated());
+    gate_->close();
+    const auto* e = put(c, "/w", body);
+    ASSERT_NE(e, nullptr);
+    ASSERT_TRUE(gate_->wait_held(1));
+    // Held before the rename: no file has its name yet, the hit is served.
+    EXPECT_EQ(c.jobs_pending(), 1U);
+    EXPECT_EQ(ending(".body"), 0U);
+    EXPECT_FALSE(e->object->in_memory);
+    EXPECT_EQ(read_fd(c.open(*c.find("/w"))), body);
+    const int early = c.open(*c.find("/w"));
+    gate_->release();
+    // Renamed, meta written, not yet heard of on the loop: served still.
+    for (int i = 0; i < 5000 && ending(".meta") == 0; ++i) ::usleep(1000);
+    ASSERT_EQ(files().size(), 2U);
+    EXPECT_EQ(c.jobs_pending(), 1U);
+    EXPECT_EQ(read_fd(c.open(*c.find("/w"))), body);
+    EXPECT_TRUE(c.settle().empty());
+    EXPECT_EQ(c.jobs_pending(), 0U);
+    EXPECT_EQ(c.find("/w")->body_fd, nullptr);  // by its name now
+    EXPECT_EQ(read_fd(c.open(*c.find("/w"))), body);
+    EXPECT_EQ(read_fd(early), body);
+  }
+  DiskCache again(options(1 << 20, 0));
+  EXPECT_EQ(again.corrupt_dropped(), 0U);
+  ASSERT_NE(again.find("/w"), nullptr);
+  EXPECT_EQ(read_fd(again.open(*again.find("/w"))), body);
+}
+
+// Purged, invalidated or evicted while its commit waits: the removal comes
+// after the renames, nothing comes back (now or at restart), and an answer
+// that began still gets its whole body.
+TEST_F(DiskCacheJobTest, RemovedWhileItsCommitIsPendingStaysRemoved) {
+  const std::string body = pattern(5000, 'p');
+  {
+    auto o = gated();
+    o.max_entries = 2;
+    DiskCache c(o);
+    gate_->close();
+    ASSERT_NE(put(c, "/p", body), nullptr);
+    ASSERT_TRUE(gate_->wait_held(1));
+    const int reading = c.open(*c.find("/p"));
+    purge::Request r;
+    r.scope = purge::Scope::Url;
+    r.target = "/p";
+    EXPECT_EQ(c.purge(r, 0), 1U);
+    EXPECT_EQ(c.find("/p"), nullptr);
+    ASSERT_NE(put(c, "/i", body), nullptr);
+    c.erase_all("/i");  // an unsafe method's invalidation
+    ASSERT_NE(put(c, "/e1", body), nullptr);
+    ASSERT_NE(put(c, "/e2", body), nullptr);
+    ASSERT_NE(put(c, "/e3", body), nullptr);  // evicts /e1 (max_entries)
+    EXPECT_EQ(c.peek("/e1"), nullptr);
+    EXPECT_EQ(c.objects(), 2U);
+    gate_->release();
+    EXPECT_TRUE(c.settle().empty());
+    for (int i = 0; i < 5000 && c.purged_files_pending() > 0; ++i) ::usleep(1000);
+    EXPECT_EQ(read_fd(reading), body);
+    EXPECT_EQ(c.objects(), 2U);
+    EXPECT_EQ(c.write_errors(), 0U);
+    // /e2 and /e3, and the purge journal.
+    EXPECT_EQ(ending(".body"), 2U);
+    EXPECT_EQ(ending(".meta"), 2U);
+    EXPECT_EQ(files().size(), 5U);
+  }
+  DiskCache again(options());
+  EXPECT_EQ(again.find("/p"), nullptr);
+  EXPECT_EQ(again.find("/i"), nullptr);
+  EXPECT_EQ(again.find("/e1"), nullptr);
+  EXPECT_EQ(again.objects(), 2U);
+  EXPECT_EQ(again.corrupt_dropped(), 0U);
+}
+
+// The same key stored twice (and refreshed) before the thread gets to it:
+// the last one wins on disk and in the index, its meta with its body.
+TEST_F(DiskCacheJobTest, CommitsOfOneKeyInARowEndWithTheLast) {
+  const std::string first = pattern(5000, 'f'), second = pattern(7000, 's');
+  {
+    DiskCache c(gated());
+    gate_->close();
+    ASSERT_NE(put(c, "/k", first), nullptr);
+    ASSERT_TRUE(gate_->wait_held(1));
+    ASSERT_NE(put(c, "/k", second), nullptr);
+    EXPECT_EQ(read_fd(c.open(*c.find("/k"))), second);
+    cache::Stored s;
+    s.headers = {{"X-Refreshed", "yes"}};
+    s.response_time = 2000;
+    ASSERT_NE(c.refresh("/k", s), nullptr);
+    EXPECT_EQ(c.jobs_pending(), 3U);
+    gate_->release();
+    EXPECT_TRUE(c.settle().empty());
+    EXPECT_EQ(c.objects(), 1U);
+    EXPECT_EQ(read_fd(c.open(*c.find("/k"))), second);
+    EXPECT_EQ(files().size(), 2U);
+  }
+  DiskCache again(options(1 << 20, 0));
+  EXPECT_EQ(again.corrupt_dropped(), 0U);
+  const auto* e = again.find("/k");
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(read_fd(again.open(*e)), second);
+  ASSERT_EQ(e->meta.stored.headers.size(), 1U);
+  EXPECT_EQ(e->meta.stored.headers[0].value, "yes");
+}
+
+// A rename or meta write that fails on the thread: the entry goes when the
+// loop hears of it, its blocks with it, counted and reported once; an
+// answer that began keeps its bytes.
+TEST_F(DiskCacheJobTest, AFailedCommitDropsTheEntry) {
+  const std::string body = pattern(5000, 'x');
+  DiskCache c(gated());
+  gate_->close();
+  ASSERT_NE(put(c, "/f", body), nullptr);
+  ASSERT_TRUE(gate_->wait_held(1));
+  const int reading = c.open(*c.find("/f"));
+  for (const auto& t : fs::directory_iterator(dir_ + "/cache/tmp")) fs::remove(t.path());
+  gate_->release();
+  auto failures = c.settle();
+  ASSERT_EQ(failures.size(), 1U);
+  EXPECT_NE(failures[0].find("/f not stored: body rename"), std::string::npos) << failures[0];
+  EXPECT_EQ(c.find("/f"), nullptr);
+  EXPECT_EQ(c.objects(), 0U);
+  EXPECT_EQ(c.write_errors(), 1U);
+  EXPECT_EQ(c.disk_bytes(), 0U);
+  EXPECT_EQ(read_fd(reading), body);
+  EXPECT_TRUE(files().empty());
+
+  // The meta: its name taken by a directory.
+  ASSERT_NE(put(c, "/m", body), nullptr);
+  EXPECT_TRUE(c.settle().empty());
+  const std::string stem = files().front().substr(0, files().front().find('.'));
+  c.erase("/m", "");
+  fs::create_directory(dir_ + "/cache/" + stem + ".meta");
+  ASSERT_NE(put(c, "/m", body), nullptr);
+  failures = c.settle();
+  ASSERT_EQ(failures.size(), 1U);
+  EXPECT_NE(failures[0].find("/m not stored: meta write"), std::string::npos) << failures[0];
+  EXPECT_EQ(c.objects(), 0U);
+  EXPECT_EQ(c.write_errors(), 2U);
+  EXPECT_EQ(c.disk_bytes(), 0U);
+  EXPECT_TRUE(files().empty());  // the body went too
+  fs::remove(dir_ + "/cache/" + stem + ".meta");
+}
+
+// Closing the cache with commits queued: they are done first, whole.
+TEST_F(DiskCacheJobTest, ShutdownCompletesTheCommitsQueued) {
+  std::thread opener;
+  {
+    DiskCache c(gated());
+    gate_->close();
+    for (const char* k : {"/1", "/2", "/3"}) ASSERT_NE(put(c, k, pattern(5000, k[1])), nullptr);
+    ASSERT_TRUE(gate_->wait_held(1));
+    EXPECT_EQ(c.jobs_pending(), 3U);
+    // Opened while the destructor waits (or just before: the same end).
+    opener = std::thread([g = gate_] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      g->release();
+    });
+  }
+  opener.join();
+  DiskCache again(options(1 << 20, 0));
+  EXPECT_EQ(again.objects(), 3U);
+  EXPECT_EQ(again.corrupt_dropped(), 0U);
+  for (const char* k : {"/1", "/2", "/3"}) {
+    ASSERT_NE(again.find(k), nullptr);
+    EXPECT_EQ(read_fd(again.open(*again.find(k))), pattern(5000, k[1]));
+  }
+  EXPECT_TRUE(fs::is_empty(dir_ + "/cache/tmp"));
 }
 
 }  // namespace
