@@ -320,6 +320,7 @@ DiskCache::DiskCache(Options options) : opt_(std::move(options)) {
   read_journal();
   load_all();
   journal_.clear();  // only start-up reads it
+  sync_.thread = std::thread([this] { sync_loop(); });
   io_.thread = std::thread([this] { io_loop(); });
 }
 
@@ -332,6 +333,12 @@ DiskCache::~DiskCache() {
   }
   io_.cv.notify_all();
   if (io_.thread.joinable()) io_.thread.join();
+  {
+    std::lock_guard lock(sync_.mu);
+    sync_.stop = true;
+  }
+  sync_.cv.notify_all();
+  if (sync_.thread.joinable()) sync_.thread.join();
   if (dir_fd_ >= 0) ::close(dir_fd_);
 }
 
@@ -343,8 +350,6 @@ size_t DiskCache::purged_files_pending() const {
 
 namespace {
 constexpr size_t kMaxSyncs = 256;
-// Jobs run between two fsync batches at most, when fsyncs wait.
-constexpr size_t kJobsPerSync = 64;
 }  // namespace
 
 void DiskCache::queue_job(Job job) {
@@ -358,12 +363,17 @@ void DiskCache::queue_job(Job job) {
 
 void DiskCache::hold_sync(int fd) {
   if (fd < 0) return;
-  if (io_.syncs.size() < kMaxSyncs) {
-    io_.syncs.push_back(fd);
-  } else {
-    ::close(fd);
-    io_.sync_all = true;
+  {
+    std::lock_guard lock(sync_.mu);
+    if (sync_.fds.size() < kMaxSyncs) {
+      sync_.fds.push_back(fd);
+      fd = -1;
+    } else {
+      sync_.all = true;
+    }
   }
+  if (fd >= 0) ::close(fd);
+  sync_.cv.notify_one();
 }
 
 bool DiskCache::put_meta(const std::string& id, const std::string& text, int& fd) const {
@@ -436,13 +446,9 @@ DiskCache::Outcome DiskCache::run_job(Job& job, std::vector<int>& syncs) {
 
 void DiskCache::io_loop() {
   std::unique_lock lock(io_.mu);
-  size_t since_sync = 0;
   for (;;) {
-    io_.cv.wait(lock, [this] {
-      return io_.stop || !io_.queue.empty() || !io_.syncs.empty() || io_.sync_all;
-    });
-    const bool syncs_wait = !io_.syncs.empty() || io_.sync_all;
-    if (!io_.queue.empty() && (io_.stop || !syncs_wait || since_sync < kJobsPerSync)) {
+    io_.cv.wait(lock, [this] { return io_.stop || !io_.queue.empty(); });
+    if (!io_.queue.empty()) {
       Job job = std::move(io_.queue.front());
       io_.queue.pop_front();
       const bool purged = job.kind == Job::Kind::Purged;
@@ -458,7 +464,6 @@ void DiskCache::io_loop() {
         if (job.fd >= 0) ::close(job.fd);
         lock.lock();
         io_.running = false;
-        ++since_sync;
         for (const int fd : fds) hold_sync(fd);
         if (reported) {
           const bool first = io_.done.empty();
@@ -478,20 +483,29 @@ void DiskCache::io_loop() {
       if (io_.queue.empty() && !io_.running) io_.idle.notify_all();
       continue;
     }
-    if (io_.stop) {
+    // Stopping, and the queue is done.
+    io_.idle.notify_all();
+    return;
+  }
+}
+
+void DiskCache::sync_loop() {
+  std::unique_lock lock(sync_.mu);
+  for (;;) {
+    sync_.cv.wait(lock, [this] { return sync_.stop || !sync_.fds.empty() || sync_.all; });
+    if (sync_.stop) {
       // A clean exit loses nothing the kernel holds; only a crash of the
       // machine could, and the digest check at start covers that.
-      for (const int fd : io_.syncs) ::close(fd);
-      io_.syncs.clear();
-      io_.idle.notify_all();
+      for (const int fd : sync_.fds) ::close(fd);
+      sync_.fds.clear();
       return;
     }
-    // Outside the lock: the loop's jobs and purges must not wait for the disk.
+    // Outside the lock: the job thread hands over descriptors meanwhile.
     std::vector<int> fds;
-    fds.swap(io_.syncs);
-    const bool all = std::exchange(io_.sync_all, false);
-    since_sync = 0;
+    fds.swap(sync_.fds);
+    const bool all = std::exchange(sync_.all, false);
     lock.unlock();
+    if (opt_.before_sync) opt_.before_sync();
     for (const int fd : fds) {
       if (!all) ::fsync(fd);
       ::close(fd);

@@ -114,6 +114,9 @@ class DiskCache {
     // Tests: runs on the cache's thread before each commit or meta job
     // (holding it there widens the window between commit() and the files).
     std::function<void()> before_job;
+    // Tests: runs on the fsync thread before each batch of fsyncs (holding
+    // it there stands for a slow disk).
+    std::function<void()> before_sync;
   };
 
   // The blocks of one body file (see above). Shared by the writer, the
@@ -352,17 +355,27 @@ class DiskCache {
     std::vector<Outcome> done;
     // Purged ids whose files are still to go, with their Purged jobs queued.
     std::unordered_map<std::string, size_t> doomed;
+    bool stop = false;
+    std::thread thread;
+  };
+  // The fsyncs of what the jobs wrote, on a thread of their own: a commit
+  // (rename, meta) must not wait behind a batch of fsyncs on a busy disk,
+  // or the files of evicted entries would wait with it, over cache_size.
+  struct SyncThread {
+    std::mutex mu;
+    std::condition_variable cv;
     // Descriptors of files just written, to fsync then close, with the
     // directory after them. At most kMaxSyncs are held (descriptors are
     // the process's); past that one syncfs() of the cache's file system
     // does for the rest.
-    std::vector<int> syncs;
-    bool sync_all = false;
+    std::vector<int> fds;
+    bool all = false;
     bool stop = false;
     std::thread thread;
   };
   void queue_job(Job job);
   void io_loop();
+  void sync_loop();
   // Runs a job on the cache's thread; the descriptors to fsync go to `syncs`.
   Outcome run_job(Job& job, std::vector<int>& syncs);
   // Holds `fd` (owned) for the next fsync batch (under io_.mu).
@@ -407,6 +420,7 @@ class DiskCache {
   // Hard purges journalled before a restart: (wall seconds, purge).
   std::vector<std::pair<int64_t, purge::Request>> journal_;
   IoThread io_;
+  SyncThread sync_;
   uint64_t gen_counter_ = 0;
   size_t unreaped_ = 0;         // jobs_pending()
   std::list<std::string> lru_;  // ids

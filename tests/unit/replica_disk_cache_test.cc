@@ -815,6 +815,26 @@ TEST_F(DiskCacheJobTest, HitsWhileACommitIsPendingGetItsBytes) {
   EXPECT_EQ(read_fd(again.open(*again.find("/w"))), body);
 }
 
+// A slow disk holds the fsyncs, not the commits: renames and metas go on
+// while a batch of fsyncs waits, so the files of evicted entries go too
+// (they once waited behind every 64 commits' fsyncs, over cache_size).
+TEST_F(DiskCacheJobTest, CommitsGoOnWhileFsyncsWait) {
+  auto synced = std::make_shared<Gate>();
+  auto o = options(1 << 20, 0);
+  o.before_sync = [synced] { synced->pass(); };
+  DiskCache c(o);
+  synced->close();
+  constexpr int kEntries = 150;
+  for (int i = 0; i < kEntries; ++i) ASSERT_NE(put(c, "/s" + std::to_string(i), "x"), nullptr);
+  ASSERT_TRUE(synced->wait_held(1));
+  for (int i = 0; i < 5000 && ending(".meta") < kEntries; ++i) ::usleep(1000);
+  EXPECT_EQ(ending(".meta"), size_t{kEntries});
+  EXPECT_EQ(ending(".body"), size_t{kEntries});
+  EXPECT_TRUE(c.settle().empty());
+  EXPECT_EQ(c.jobs_pending(), 0U);
+  synced->release();
+}
+
 // Purged, invalidated or evicted while its commit waits: the removal comes
 // after the renames, nothing comes back (now or at restart), and an answer
 // that began still gets its whole body.
