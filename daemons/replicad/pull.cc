@@ -238,6 +238,7 @@ Pull::Pull(uv_loop_t* loop, const config::ContentSettings& c, std::string name)
       origin_(loop, origin_options(c)),
       self_(std::make_shared<Pull*>(this)) {
   sweep_timer_ = uv::make_timer(loop_, [this] { sweep(); });
+  cache_.keep_spare();
   while (!origin_url_.empty() && origin_url_.back() == '/') origin_url_.pop_back();
   if (!c.ca_file.empty() && ::access(c.ca_file.c_str(), R_OK) != 0) {
     throw std::runtime_error("ca_file " + c.ca_file + ": " + std::strerror(errno));
@@ -530,6 +531,8 @@ void Pull::start_fetch(const std::string& slot) {
       if (!f->fill && f->have_head && f->head.status == 200 && f->writer->on_disk() &&
           f->writer->size() == n) {
         start_fill(*f);
+        // The heads are out: the cache's thread may have the CPU now.
+        cache_.keep_spare();
       }
       if (f->fill) {
         if (!f->writer->on_disk()) {
@@ -544,7 +547,10 @@ void Pull::start_fetch(const std::string& slot) {
     }
     return true;  // no writer: no body expected (HEAD)
   };
-  cb.done = [this, slot](const OriginResult& r) { finish_fetch(slot, r); };
+  cb.done = [this, slot](const OriginResult& r) {
+    finish_fetch(slot, r);
+    cache_.keep_spare();  // once its answers are out, if it took the spare
+  };
   OriginRequest request;
   request.method = f->method;
   request.url = url;
