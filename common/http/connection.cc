@@ -127,7 +127,7 @@ size_t ServerConnection::process(std::string_view input) {
       // The whole head must arrive within header_timeout of its first byte:
       // a slow client cannot extend it byte by byte.
       state_ = State::Head;
-      head_since_ = now_;
+      w_->head_since = now_;
     }
     const auto res = w_->parser.feed(input.substr(offset));
     offset += res.consumed;
@@ -141,9 +141,9 @@ size_t ServerConnection::process(std::string_view input) {
       return input.size();
     }
     if (!check_expect(false)) return input.size();
-    rest_ = input.size() - offset;
+    w_->rest = input.size() - offset;
     start_request();
-    rest_ = 0;
+    w_->rest = 0;
     ++turn_;
   }
   return offset;
@@ -248,7 +248,7 @@ void ServerConnection::tick(uint64_t now) {
     abort();
     return;
   }
-  if (state_ == State::Head && now >= after(head_since_, options_.header_timeout)) {
+  if (state_ == State::Head && now >= after(w_->head_since, options_.header_timeout)) {
     ++stats_->errors_total;
     error_answer(408);
   } else if (state_ == State::Idle && !sending && (!w_ || w_->in.empty()) &&
@@ -264,7 +264,7 @@ uint64_t ServerConnection::next_deadline() const {
   uint64_t d = kNoDeadline;
   const bool sending = queued() > 0 || (w_ && w_->files > 0);
   if (sending) d = after(progress_at_, options_.send_timeout);
-  if (state_ == State::Head) d = std::min(d, after(head_since_, options_.header_timeout));
+  if (state_ == State::Head) d = std::min(d, after(w_->head_since, options_.header_timeout));
   if (state_ == State::Idle && !sending && (!w_ || w_->in.empty())) {
     // The first request gets header_timeout from the accept: a connection
     // that sends nothing costs little time.

@@ -306,8 +306,11 @@ class ServerConnection {
   // an RST, so the answer goes out at once.
   enum class Ending : uint8_t { Clean, Error };
 
-  // The input after the request being answered: rest_ inside process(), Work::in after it.
-  size_t input_after() const { return depth_ > 0 ? rest_ : w_ ? w_->in.size() : 0; }
+  // The input after the request being answered: Work::rest inside process(), Work::in after it.
+  size_t input_after() const {
+    if (!w_) return 0;
+    return depth_ > 0 ? w_->rest : w_->in.size();
+  }
   size_t process(std::string_view input);
   void process_input();
   void keep_input(std::string_view data);
@@ -349,9 +352,7 @@ class ServerConnection {
   uint64_t now_;
   uint64_t seq_ = 0;          // the latest request taken
   uint64_t idle_since_;       // Idle: since when (the idle timeout counts from it)
-  uint64_t head_since_ = 0;   // Head: first byte of the request
   uint64_t progress_at_ = 0;  // output: last progress, or its start
-  size_t rest_ = 0;           // bytes left after the request being handled, in process()
 
   // What serving requests takes: made with the first bytes read (or a
   // refusal) and kept for the requests that follow. An idle connection that
@@ -368,7 +369,9 @@ class ServerConnection {
     detail::Ring<Unit, kMaxPieces> units;  // a unit holds at least one piece, or file bytes
     size_t unhanded_bytes = 0;             // byte items not handed over (files not counted)
     size_t inflight_bytes = 0;
-    size_t files = 0;  // file items not fully sent
+    size_t files = 0;         // file items not fully sent
+    uint64_t head_since = 0;  // Head: first byte of the request
+    size_t rest = 0;          // bytes left after the request being handled, in process()
   };
   std::unique_ptr<Work> w_;
 };
