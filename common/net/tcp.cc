@@ -96,7 +96,7 @@ Transport::Ptr TcpTransport::connect(uv_loop_t* loop, const Address& to, Transpo
   const int rc = uv_tcp_connect(req.get(), &t->raw, to.sa(), on_connect);
   if (err != nullptr) *err = rc;
   if (rc != 0) return nullptr;
-  req.release();
+  static_cast<void>(req.release());  // on_connect() frees it
   t->user_ = &user;
   return p;
 }
