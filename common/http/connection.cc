@@ -43,20 +43,22 @@ ServerConnection::ServerConnection(ConnectionHandler& handler, const ConnectionO
 // ------------------------------------------------------------------ input
 
 size_t ServerConnection::read_budget() const {
-  if (state_ >= State::Closing || eof_ || in_.size() >= options_.max_input) return 0;
+  const size_t in = w_ ? w_->in.size() : 0;
+  if (state_ >= State::Closing || eof_ || in >= options_.max_input) return 0;
   // Requests already read wait for resume(), or for the client to take its
-  // answers (output_full()): reading more would only grow in_.
+  // answers (output_full()): reading more would only grow Work::in.
   const bool taking = state_ == State::Idle || state_ == State::Head;
-  if (taking && (!in_.empty() || output_full())) return 0;
-  return options_.max_input - in_.size();
+  if (taking && (in > 0 || output_full())) return 0;
+  return options_.max_input - in;
 }
 
 void ServerConnection::receive(std::string_view data, uint64_t now) {
   now_ = now;
   if (state_ >= State::Closing || data.empty()) return;
+  if (!w_) w_ = std::make_unique<Work>(options_.limits);
   turn_ = 0;
   ++depth_;
-  if (in_.empty() && (state_ == State::Idle || state_ == State::Head)) {
+  if (w_->in.empty() && (state_ == State::Idle || state_ == State::Head)) {
     // Straight from the transport's buffer: only what is left is copied.
     const size_t used = process(data);
     if (state_ < State::Closing) keep_input(data.substr(used));
@@ -68,19 +70,19 @@ void ServerConnection::receive(std::string_view data, uint64_t now) {
   settle();
 }
 
-// Appends to in_, one buffer of max_input (a read takes no more than what
+// Appends to Work::in, one buffer of max_input (a read takes no more than what
 // is left of it) rather than an exact one and then a chain of doublings,
 // whose buffers would be left to the allocator.
 void ServerConnection::keep_input(std::string_view data) {
-  const size_t need = in_.size() + data.size();
-  if (need > in_.capacity()) {
+  const size_t need = w_->in.size() + data.size();
+  if (need > w_->in.capacity()) {
     // A new string: reserve() on this one would double its capacity anyway.
     std::string grown;
     grown.reserve(std::max(need, options_.max_input));
-    grown.append(in_);
-    in_.swap(grown);
+    grown.append(w_->in);
+    w_->in.swap(grown);
   }
-  in_.append(data);
+  w_->in.append(data);
 }
 
 void ServerConnection::receive_eof(uint64_t now) {
@@ -90,7 +92,8 @@ void ServerConnection::receive_eof(uint64_t now) {
 }
 
 bool ServerConnection::wants_resume() const {
-  return (state_ == State::Idle || state_ == State::Head) && !in_.empty() && !output_full();
+  return (state_ == State::Idle || state_ == State::Head) && w_ && !w_->in.empty() &&
+         !output_full();
 }
 
 void ServerConnection::resume(uint64_t now) {
@@ -108,11 +111,11 @@ void ServerConnection::proceed(uint64_t now) {
 }
 
 void ServerConnection::process_input() {
-  if (in_.empty() || (state_ != State::Idle && state_ != State::Head)) return;
-  // in_ is not changed while process() reads it: nothing the handler can
+  if (!w_ || w_->in.empty() || (state_ != State::Idle && state_ != State::Head)) return;
+  // Work::in is not changed while process() reads it: nothing the handler can
   // call touches it (abort() leaves it to settle()).
-  const size_t used = process(in_);
-  if (state_ < State::Closing) in_.erase(0, used);
+  const size_t used = process(w_->in);
+  if (state_ < State::Closing) w_->in.erase(0, used);
 }
 
 size_t ServerConnection::process(std::string_view input) {
@@ -124,13 +127,12 @@ size_t ServerConnection::process(std::string_view input) {
       // The whole head must arrive within header_timeout of its first byte:
       // a slow client cannot extend it byte by byte.
       state_ = State::Head;
-      head_since_ = now_;
+      w_->head_since = now_;
     }
-    if (!parser_) parser_ = std::make_unique<RequestParser>(options_.limits);
-    const auto res = parser_->feed(input.substr(offset));
+    const auto res = w_->parser.feed(input.substr(offset));
     offset += res.consumed;
     if (res.status == ParseStatus::NeedMore) {
-      if (parser_->headers_complete() && !check_expect(true)) return input.size();
+      if (w_->parser.headers_complete() && !check_expect(true)) return input.size();
       break;
     }
     if (res.status == ParseStatus::Error) {
@@ -139,9 +141,9 @@ size_t ServerConnection::process(std::string_view input) {
       return input.size();
     }
     if (!check_expect(false)) return input.size();
-    rest_ = input.size() - offset;
+    w_->rest = input.size() - offset;
     start_request();
-    rest_ = 0;
+    w_->rest = 0;
     ++turn_;
   }
   return offset;
@@ -152,7 +154,7 @@ size_t ServerConnection::process(std::string_view input) {
 // as the head is read; a request that came whole needs none. An expectation
 // other than 100-continue is refused with 417; an HTTP/1.0 client's is ignored.
 bool ServerConnection::check_expect(bool headers_only) {
-  const Request& r = parser_->request();
+  const Request& r = w_->parser.request();
   const auto expect = r.header("Expect");
   if (!expect || (r.version_major == 1 && r.version_minor == 0)) return true;
   if (!iequals(*expect, "100-continue")) {
@@ -160,8 +162,8 @@ bool ServerConnection::check_expect(bool headers_only) {
     error_answer(417);
     return false;
   }
-  if (headers_only && continued_ != seq_ + 1) {
-    continued_ = seq_ + 1;
+  if (headers_only && !continued_) {
+    continued_ = true;
     push_owned("HTTP/1.1 100 Continue\r\n\r\n", true);
   }
   return true;
@@ -169,28 +171,30 @@ bool ServerConnection::check_expect(bool headers_only) {
 
 void ServerConnection::start_request() {
   ++seq_;
+  continued_ = false;
   ++stats_->requests_total;
   state_ = State::Handling;
-  keep_alive_ = parser_->request().keep_alive;
-  handler_.on_request(seq_, parser_->request());
+  keep_alive_ = w_->parser.request().keep_alive;
+  handler_.on_request(seq_, w_->parser.request());
 }
 
 // Moves on once the caller is back at the top: closes a connection that can
 // take no more requests, and finishes a close whose output is out.
 void ServerConnection::settle() {
   if (depth_ > 0) return;
+  const bool input = w_ && !w_->in.empty();
   if (state_ >= State::Closing) {
-    in_.clear();
-  } else if (eof_ && (state_ == State::Idle || state_ == State::Head) && in_.empty()) {
+    if (input) w_->in.clear();
+  } else if (eof_ && (state_ == State::Idle || state_ == State::Head) && !input) {
     // Half-closed, every complete request answered: what is left (if
     // anything) is a request that can never end.
     close_after_output(Ending::Clean);
   }
-  if (state_ == State::Closing && out_.empty()) state_ = State::Closed;
+  if (state_ == State::Closing && (!w_ || w_->out.empty())) state_ = State::Closed;
 }
 
 void ServerConnection::close_after_output(Ending ending) {
-  writer_.reset();
+  if (w_) w_->writer.reset();
   if (state_ == State::Closed) return;
   state_ = State::Closing;
   ending_ = ending;
@@ -199,14 +203,17 @@ void ServerConnection::close_after_output(Ending ending) {
 void ServerConnection::abort() {
   if (state_ == State::Closed) return;
   state_ = State::Closed;
-  writer_.reset();
-  // Pieces in flight stay until their units are done (write_done()); the rest goes now.
-  while (out_.size() > inflight_items_) {
-    if (out_.back().is_file() && out_.back().length > 0) --files_;
-    out_.back() = Item{};
-    out_.pop_back();
+  if (w_) {
+    Work& w = *w_;
+    w.writer.reset();
+    // Pieces in flight stay until their units are done (write_done()); the rest goes now.
+    while (w.out.size() > w.inflight_items) {
+      if (w.out.back().is_file() && w.out.back().length > 0) --w.files;
+      w.out.back() = Item{};
+      w.out.pop_back();
+    }
+    w.unhanded_bytes = 0;
   }
-  unhanded_bytes_ = 0;
   settle();
 }
 
@@ -217,13 +224,15 @@ void ServerConnection::drain(uint64_t now) {
   // (after what is still being sent). Otherwise the answer under way says
   // "Connection: close" (begin()) or the connection closes after it.
   if (state_ == State::Idle || state_ == State::Head) {
-    close_after_output(in_.empty() && state_ == State::Idle ? Ending::Clean : Ending::Error);
+    const bool input = w_ && !w_->in.empty();
+    close_after_output(!input && state_ == State::Idle ? Ending::Clean : Ending::Error);
   }
   settle();
 }
 
 void ServerConnection::refuse(std::string_view response) {
   if (state_ >= State::Closing) return;
+  if (!w_) w_ = std::make_unique<Work>(options_.limits);
   push_owned(response, false);
   close_after_output(Ending::Error);
   settle();
@@ -234,15 +243,15 @@ void ServerConnection::refuse(std::string_view response) {
 void ServerConnection::tick(uint64_t now) {
   now_ = now;
   if (state_ == State::Closed) return;
-  const bool sending = queued() > 0 || files_ > 0;
+  const bool sending = queued() > 0 || (w_ && w_->files > 0);
   if (sending && now >= after(progress_at_, options_.send_timeout)) {
     abort();
     return;
   }
-  if (state_ == State::Head && now >= after(head_since_, options_.header_timeout)) {
+  if (state_ == State::Head && now >= after(w_->head_since, options_.header_timeout)) {
     ++stats_->errors_total;
     error_answer(408);
-  } else if (state_ == State::Idle && !sending && in_.empty() &&
+  } else if (state_ == State::Idle && !sending && (!w_ || w_->in.empty()) &&
              now >= after(std::max(idle_since_, progress_at_),
                           seq_ == 0 ? options_.header_timeout : options_.idle_timeout)) {
     close_after_output(Ending::Clean);
@@ -253,10 +262,10 @@ void ServerConnection::tick(uint64_t now) {
 uint64_t ServerConnection::next_deadline() const {
   if (state_ == State::Closed) return kNoDeadline;
   uint64_t d = kNoDeadline;
-  const bool sending = queued() > 0 || files_ > 0;
+  const bool sending = queued() > 0 || (w_ && w_->files > 0);
   if (sending) d = after(progress_at_, options_.send_timeout);
-  if (state_ == State::Head) d = std::min(d, after(head_since_, options_.header_timeout));
-  if (state_ == State::Idle && !sending && in_.empty()) {
+  if (state_ == State::Head) d = std::min(d, after(w_->head_since, options_.header_timeout));
+  if (state_ == State::Idle && !sending && (!w_ || w_->in.empty())) {
     // The first request gets header_timeout from the accept: a connection
     // that sends nothing costs little time.
     d = std::min(d, after(std::max(idle_since_, progress_at_),
@@ -268,86 +277,88 @@ uint64_t ServerConnection::next_deadline() const {
 // ----------------------------------------------------------------- output
 
 bool ServerConnection::output_full() const {
-  return unhanded_bytes_ >= options_.max_output || units_.size() >= options_.max_writes ||
-         inflight_bytes_ >= options_.max_queued || files_ > 0 ||
-         out_.size() + kPiecesPerAnswer > kMaxPieces;
+  if (!w_) return false;
+  return w_->unhanded_bytes >= options_.max_output || w_->units.size() >= options_.max_writes ||
+         w_->inflight_bytes >= options_.max_queued || w_->files > 0 ||
+         w_->out.size() + kPiecesPerAnswer > kMaxPieces;
 }
 
 OutputPlan ServerConnection::plan() const {
   OutputPlan p;
-  if (state_ == State::Closed || out_.size() == inflight_items_) return p;
-  const bool clean_end = state_ == State::Closing && ending_ == Ending::Clean && in_.empty();
-  const Item& first = out_[inflight_items_];
+  if (state_ == State::Closed || !w_ || w_->out.size() == w_->inflight_items) return p;
+  const bool clean_end = state_ == State::Closing && ending_ == Ending::Clean && w_->in.empty();
+  const Item& first = w_->out[w_->inflight_items];
   if (first.is_file()) {
     // After every write under way (sendfile does not queue behind them).
-    if (!units_.empty()) return p;
+    if (!w_->units.empty()) return p;
     p.kind = OutputPlan::Kind::File;
     p.fd = first.fd;
     p.offset = first.offset;
     p.length = first.length;
-    p.more = out_.size() > inflight_items_ + 1;
+    p.more = w_->out.size() > w_->inflight_items + 1;
     p.last = !p.more && clean_end;
     return p;
   }
-  if (!units_.empty()) {
+  if (!w_->units.empty()) {
     // Behind writes the client has not taken yet, small answers gather and
     // go as one write once those are done (output_full() stops taking
     // answers at max_output): a client that does not read holds one
     // coalesced write and one gathering buffer, not max_writes of them.
     // Anything else goes now.
     bool gather = true;
-    for (size_t i = inflight_items_; i < out_.size() && gather; ++i) {
-      gather = out_[i].coalescable;
+    for (size_t i = w_->inflight_items; i < w_->out.size() && gather; ++i) {
+      gather = w_->out[i].coalescable;
     }
     if (gather) return p;
   }
   p.kind = OutputPlan::Kind::Bytes;
-  size_t i = inflight_items_;
-  for (; i < out_.size() && p.nbufs < OutputPlan::kMaxBufs; ++i) {
-    const Item& it = out_[i];
+  size_t i = w_->inflight_items;
+  for (; i < w_->out.size() && p.nbufs < OutputPlan::kMaxBufs; ++i) {
+    const Item& it = w_->out[i];
     if (it.is_file()) break;
     const std::string_view b = it.bytes().substr(it.skip);
     p.bufs[p.nbufs++] = b;
     p.bytes += b.size();
   }
-  p.more = i < out_.size();
+  p.more = i < w_->out.size();
   p.last = !p.more && clean_end;
   return p;
 }
 
 void ServerConnection::advance(size_t sent, size_t handed, uint64_t now) {
+  if (!w_) return;  // no plan was made
   now_ = now;
   if (sent + handed > 0) progress_at_ = now;
-  if (!units_.empty()) {
+  if (!w_->units.empty()) {
     // Nothing overtakes a write under way: bytes "sent" now queue behind it.
     handed += sent;
     sent = 0;
   }
   stats_->bytes_sent += sent;
-  while (sent > 0 && !out_.empty()) {
-    sent -= take(out_.front(), sent);
-    if (!out_.front().done()) break;
+  while (sent > 0 && !w_->out.empty()) {
+    sent -= take(w_->out.front(), sent);
+    if (!w_->out.front().done()) break;
     release_front();
   }
   if (handed > 0) {
     Unit u{handed, 0};
-    while (handed > 0 && inflight_items_ < out_.size()) {
+    while (handed > 0 && w_->inflight_items < w_->out.size()) {
       // A plan hands over whole byte pieces (their bytes stay put until the
       // unit is done); of a file, what the adapter copied into a buffer of its own.
-      Item& it = out_[inflight_items_];
+      Item& it = w_->out[w_->inflight_items];
       handed -= take(it, handed);
       if (!it.done()) break;
-      ++inflight_items_;
+      ++w_->inflight_items;
       ++u.items;
     }
-    inflight_bytes_ += u.bytes;
-    if (units_.full()) {
+    w_->inflight_bytes += u.bytes;
+    if (w_->units.full()) {
       // Cannot happen (a unit holds a piece or file bytes, and files wait
       // for the units before them); the connection cannot keep count: end it.
       abort();
       return;
     }
-    units_.push_back() = u;
+    w_->units.push_back() = u;
   }
   settle();
 }
@@ -357,69 +368,69 @@ size_t ServerConnection::take(Item& it, size_t n) {
     const size_t t = static_cast<size_t>(std::min<uint64_t>(n, it.length));
     it.offset += t;
     it.length -= t;
-    if (it.length == 0) --files_;
+    if (it.length == 0) --w_->files;
     return t;
   }
   const size_t t = std::min(n, it.bytes().size() - it.skip);
   it.skip += t;
-  unhanded_bytes_ -= t;
+  w_->unhanded_bytes -= t;
   return t;
 }
 
 void ServerConnection::write_done(uint64_t now) {
-  if (units_.empty()) return;
+  if (!w_ || w_->units.empty()) return;
   now_ = now;
-  const Unit u = units_.front();
-  units_.pop_front();
-  inflight_bytes_ -= u.bytes;
+  const Unit u = w_->units.front();
+  w_->units.pop_front();
+  w_->inflight_bytes -= u.bytes;
   if (state_ != State::Closed) {
     stats_->bytes_sent += u.bytes;
     progress_at_ = now;
   }
   for (size_t k = 0; k < u.items; ++k) release_front();
-  inflight_items_ -= u.items;
+  w_->inflight_items -= u.items;
   settle();
 }
 
 void ServerConnection::note_output_start() {
-  if (queued() == 0 && files_ == 0) progress_at_ = now_;
+  if (queued() == 0 && w_->files == 0) progress_at_ = now_;
 }
 
 ServerConnection::Item* ServerConnection::new_item() {
-  if (out_.full()) {
+  if (w_->out.full()) {
     // Answers are taken only with room for theirs (output_full()): a handler
     // that answers with more pieces than that loses its connection.
     abort();
     return nullptr;
   }
-  return &out_.push_back();
+  return &w_->out.push_back();
 }
 
 void ServerConnection::push_owned(std::string_view bytes, bool coalescable) {
   if (Item* it = push_bytes(bytes, coalescable)) it->own.assign(bytes);
 }
 
-// As push_owned(head_): a slot that has no buffer yet takes head_'s rather
-// than allocate one (head_ gets a buffer again at the next begin()), so a
+// As push_owned(Work::head): a slot that has no buffer yet takes head's rather
+// than allocate one (head gets a buffer again at the next begin()), so a
 // connection that answers once allocates one buffer for its output, not two.
 void ServerConnection::push_head() {
-  if (Item* it = push_bytes(head_, true)) {
-    if (it->own.capacity() < head_.size()) {
-      it->own.swap(head_);
+  if (Item* it = push_bytes(w_->head, true)) {
+    if (it->own.capacity() < w_->head.size()) {
+      it->own.swap(w_->head);
     } else {
-      it->own.assign(head_);
+      it->own.assign(w_->head);
     }
   }
-  head_.clear();
+  w_->head.clear();
 }
 
 ServerConnection::Item* ServerConnection::push_bytes(std::string_view bytes, bool coalescable) {
   if (bytes.empty() || state_ == State::Closed) return nullptr;
   note_output_start();
   coalescable = coalescable && bytes.size() <= kCoalesceMax;
-  if (coalescable && out_.size() > inflight_items_ && out_.back().coalescable &&
-      out_.back().own.size() + bytes.size() <= kCoalesceCapacity) {
-    std::string& own = out_.back().own;
+  if (coalescable && w_->out.size() > w_->inflight_items && w_->out.back().coalescable &&
+      w_->out.back().own.size() + bytes.size() <= kCoalesceCapacity) {
+    std::string& own = w_->out.back().own;
     if (own.size() + bytes.size() > own.capacity()) {
       // Straight to the size a coalescing buffer usually reaches (output_full()
       // stops taking answers at max_output; it stays in its slot for the
@@ -430,19 +441,19 @@ ServerConnection::Item* ServerConnection::push_bytes(std::string_view bytes, boo
       own.swap(grown);
     }
     own.append(bytes);
-    unhanded_bytes_ += bytes.size();
+    w_->unhanded_bytes += bytes.size();
     return nullptr;
   }
   Item* it = new_item();
   if (it == nullptr) return nullptr;
   it->coalescable = coalescable;
-  unhanded_bytes_ += bytes.size();
+  w_->unhanded_bytes += bytes.size();
   return it;
 }
 
 void ServerConnection::push_view(std::string_view bytes, std::shared_ptr<const void> owner) {
   if (bytes.empty() || state_ == State::Closed) return;
-  if (!units_.empty() && bytes.size() <= kCoalesceMax) {
+  if (!w_->units.empty() && bytes.size() <= kCoalesceMax) {
     // Behind writes the client has not taken yet a small body is copied and
     // gathered with the answers around it (see plan()), as an owned one is:
     // one write in flight, not one per answer, for a client that does not read.
@@ -454,7 +465,7 @@ void ServerConnection::push_view(std::string_view bytes, std::shared_ptr<const v
   if (it == nullptr) return;
   it->view = bytes;
   it->owner = std::move(owner);
-  unhanded_bytes_ += bytes.size();
+  w_->unhanded_bytes += bytes.size();
 }
 
 void ServerConnection::push_file(FileRange file) {
@@ -466,11 +477,11 @@ void ServerConnection::push_file(FileRange file) {
   it->offset = file.offset;
   it->length = file.length;
   it->owner = std::move(file.owner);
-  ++files_;
+  ++w_->files;
 }
 
 void ServerConnection::release_front() {
-  Item& it = out_.front();
+  Item& it = w_->out.front();
   // The slot keeps its buffer for the next piece, unless a big copied body grew it.
   std::string own;
   if (it.own.capacity() <= kCoalesceCapacity) {
@@ -479,25 +490,25 @@ void ServerConnection::release_front() {
   }
   it = Item{};
   it.own.swap(own);
-  out_.pop_front();
+  w_->out.pop_front();
 }
 
 // ---------------------------------------------------------------- answers
 
 const Request& ServerConnection::request() const {
   static const Request kNone;
-  return parser_ ? parser_->request() : kNone;
+  return w_ ? w_->parser.request() : kNone;
 }
 
 bool ServerConnection::interim(uint64_t seq, int status, const std::vector<Header>& headers) {
   if (!is_current(seq) || state_ != State::Handling || status < 100 || status > 199) return false;
-  const Request& r = parser_->request();
+  const Request& r = w_->parser.request();
   if (r.version_major == 1 && r.version_minor == 0) return false;
-  head_.clear();
-  head_.append("HTTP/1.1 ").append(std::to_string(status)).append(" ");
-  head_.append(reason_phrase(status)).append("\r\n");
-  for (const auto& h : headers) head_.append(h.name).append(": ").append(h.value).append("\r\n");
-  head_.append("\r\n");
+  w_->head.clear();
+  w_->head.append("HTTP/1.1 ").append(std::to_string(status)).append(" ");
+  w_->head.append(reason_phrase(status)).append("\r\n");
+  for (const auto& h : headers) w_->head.append(h.name).append(": ").append(h.value).append("\r\n");
+  w_->head.append("\r\n");
   push_head();
   settle();
   return state_ != State::Closed;
@@ -505,35 +516,35 @@ bool ServerConnection::interim(uint64_t seq, int status, const std::vector<Heade
 
 HeadWriter* ServerConnection::begin(uint64_t seq, int status, bool relayed) {
   if (!is_current(seq) || state_ != State::Handling) return nullptr;
-  const Request& r = parser_->request();
+  const Request& r = w_->parser.request();
   // A drain or a half-close may have begun since the request arrived (e.g.
   // while the answer was deferred): this answer says so.
   keep_alive_ = r.keep_alive && !draining_ &&
                 (options_.max_requests == 0 || seq_ < options_.max_requests) &&
                 !(eof_ && input_after() == 0);
-  if (head_.capacity() < kHeadReserve) head_.reserve(kHeadReserve);
-  head_.clear();
-  writer_.emplace(head_);
-  writer_->status_line(status);
-  if (!relayed) writer_->prebuilt(handler_.common_headers());
+  if (w_->head.capacity() < kHeadReserve) w_->head.reserve(kHeadReserve);
+  w_->head.clear();
+  w_->writer.emplace(w_->head);
+  w_->writer->status_line(status);
+  if (!relayed) w_->writer->prebuilt(handler_.common_headers());
   if (!keep_alive_) {
-    writer_->header("Connection", "close");
+    w_->writer->header("Connection", "close");
   } else if (r.version_major == 1 && r.version_minor == 0) {
-    writer_->header("Connection", "keep-alive");
+    w_->writer->header("Connection", "keep-alive");
   }
   state_ = State::Answering;
-  return &*writer_;
+  return &*w_->writer;
 }
 
 bool ServerConnection::finish(uint64_t seq, std::string_view body,
                               std::shared_ptr<const void> owner) {
   if (!is_current(seq) || state_ != State::Answering) return false;
-  writer_->end();
-  writer_.reset();
+  w_->writer->end();
+  w_->writer.reset();
   if (is_head()) body = {};
   if (!body.empty() && !owner && body.size() <= kInlineBody) {
     // Small bodies (redirects, errors, JSON) go in the head's buffer.
-    head_.append(body);
+    w_->head.append(body);
     body = {};
   }
   push_head();
@@ -551,8 +562,8 @@ bool ServerConnection::finish(uint64_t seq, std::string_view body,
 
 bool ServerConnection::finish_file(uint64_t seq, FileRange file) {
   if (!is_current(seq) || state_ != State::Answering) return false;
-  writer_->end();
-  writer_.reset();
+  w_->writer->end();
+  w_->writer.reset();
   push_head();
   if (!is_head() && file.length > 0) push_file(std::move(file));
   complete_answer();
@@ -562,13 +573,13 @@ bool ServerConnection::finish_file(uint64_t seq, FileRange file) {
 
 bool ServerConnection::start_stream(uint64_t seq, bool chunked) {
   if (!is_current(seq) || state_ != State::Answering) return false;
-  const Request& r = parser_->request();
+  const Request& r = w_->parser.request();
   // Chunked framing is HTTP/1.1's; an HTTP/1.0 client gets a whole answer.
   if (chunked && r.version_major == 1 && r.version_minor == 0) return false;
   chunked_ = chunked;
-  if (chunked) writer_->header("Transfer-Encoding", "chunked");
-  writer_->end();
-  writer_.reset();
+  if (chunked) w_->writer->header("Transfer-Encoding", "chunked");
+  w_->writer->end();
+  w_->writer.reset();
   push_head();
   if (is_head()) {
     complete_answer();
@@ -583,13 +594,13 @@ bool ServerConnection::send_piece(uint64_t seq, std::string_view piece) {
   if (!is_current(seq) || state_ != State::Streaming || piece.empty()) return false;
   // Bytes still in flight mean the kernel's send buffer is full: the client
   // has stopped reading.
-  if (inflight_bytes_ > 0 || unhanded_bytes_ >= options_.max_output) return false;
+  if (w_->inflight_bytes > 0 || w_->unhanded_bytes >= options_.max_output) return false;
   if (chunked_) {
     char size[20];
     const int n = std::snprintf(size, sizeof size, "%zx\r\n", piece.size());
-    head_.assign(size, static_cast<size_t>(n)).append(piece).append("\r\n");
+    w_->head.assign(size, static_cast<size_t>(n)).append(piece).append("\r\n");
   } else {
-    head_.assign(piece);
+    w_->head.assign(piece);
   }
   push_head();
   return state_ != State::Closed;
@@ -597,8 +608,8 @@ bool ServerConnection::send_piece(uint64_t seq, std::string_view piece) {
 
 bool ServerConnection::stream_ready() const {
   // Room for a chunk's size line, the file and its CRLF.
-  return state_ == State::Streaming && files_ == 0 && inflight_bytes_ == 0 &&
-         unhanded_bytes_ < options_.max_output && out_.size() + 3 <= kMaxPieces;
+  return state_ == State::Streaming && w_->files == 0 && w_->inflight_bytes == 0 &&
+         w_->unhanded_bytes < options_.max_output && w_->out.size() + 3 <= kMaxPieces;
 }
 
 bool ServerConnection::send_file_piece(uint64_t seq, FileRange file) {
@@ -629,8 +640,8 @@ bool ServerConnection::reply(uint64_t seq, int status, std::string_view text) {
   h->header("Content-Type", "text/plain; charset=utf-8");
   h->header("Content-Length", static_cast<uint64_t>(text.size() + 1));
   h->end();
-  writer_.reset();
-  if (!is_head()) head_.append(text).push_back('\n');
+  w_->writer.reset();
+  if (!is_head()) w_->head.append(text).push_back('\n');
   push_head();
   complete_answer();
   settle();
@@ -642,24 +653,24 @@ bool ServerConnection::fail(uint64_t seq, int status) {
   if (state_ == State::Streaming) {
     // The head is gone: only the close can tell the client (its chunked body
     // never ends).
-    if (parser_) parser_->reset();
+    w_->parser.reset();
     close_after_output(Ending::Error);
     settle();
     return true;
   }
-  writer_.reset();
+  w_->writer.reset();
   keep_alive_ = false;
-  head_.clear();
-  write_text_answer(head_, status, reason_phrase(status), !is_head());
+  w_->head.clear();
+  write_text_answer(w_->head, status, reason_phrase(status), !is_head());
   push_head();
-  if (parser_) parser_->reset();
+  w_->parser.reset();
   close_after_output(Ending::Error);
   settle();
   return true;
 }
 
 void ServerConnection::complete_answer() {
-  writer_.reset();
+  w_->writer.reset();
   if (state_ == State::Closed) return;
   if (!keep_alive_ || draining_) {
     // No request follows: the parser keeps this one (a reset would only
@@ -667,7 +678,7 @@ void ServerConnection::complete_answer() {
     close_after_output(input_after() == 0 ? Ending::Clean : Ending::Error);
     return;
   }
-  if (parser_) parser_->reset();
+  w_->parser.reset();
   state_ = State::Idle;
   idle_since_ = now_;
 }
@@ -675,9 +686,9 @@ void ServerConnection::complete_answer() {
 // An answer of the connection's own (parse errors, 408, 417): it closes after it.
 void ServerConnection::error_answer(int status) {
   handler_.on_error_answer(status);
-  writer_.reset();
-  head_.clear();
-  write_text_answer(head_, status, reason_phrase(status), true);
+  w_->writer.reset();
+  w_->head.clear();
+  write_text_answer(w_->head, status, reason_phrase(status), true);
   push_head();
   close_after_output(Ending::Error);
 }

@@ -215,12 +215,13 @@ class ServerConnection {
   // Waiting for the client to take its answers before taking another request
   // (the client sends faster than it reads); a file being sent does not count.
   bool backlogged() const {
-    return (state_ == State::Idle || state_ == State::Head) && files_ == 0 && output_full();
+    return (state_ == State::Idle || state_ == State::Head) && w_ && w_->files == 0 &&
+           output_full();
   }
   // Bytes not yet completed by the transport (files not counted).
-  size_t queued() const { return unhanded_bytes_ + inflight_bytes_; }
-  size_t write_units() const { return units_.size(); }
-  bool has_output() const { return out_.size() > inflight_items_; }
+  size_t queued() const { return w_ ? w_->unhanded_bytes + w_->inflight_bytes : 0; }
+  size_t write_units() const { return w_ ? w_->units.size() : 0; }
+  bool has_output() const { return w_ && w_->out.size() > w_->inflight_items; }
   // Pieces of output a connection holds at most (in flight and not): the
   // queue lives inside the connection, so an answer allocates nothing for it.
   static constexpr size_t kMaxPieces = 16;
@@ -298,15 +299,18 @@ class ServerConnection {
   };
   struct Unit {
     size_t bytes = 0;
-    size_t items = 0;  // front items of out_ it completes
+    size_t items = 0;  // front items of Work::out it completes
   };
   // How the connection ends once in Closing: a clean end lets the last data
   // wait for the FIN; after an error the client's unread bytes make the close
   // an RST, so the answer goes out at once.
   enum class Ending : uint8_t { Clean, Error };
 
-  // The input after the request being answered: rest_ inside process(), in_ after it.
-  size_t input_after() const { return depth_ > 0 ? rest_ : in_.size(); }
+  // The input after the request being answered: Work::rest inside process(), Work::in after it.
+  size_t input_after() const {
+    if (!w_) return 0;
+    return depth_ > 0 ? w_->rest : w_->in.size();
+  }
   size_t process(std::string_view input);
   void process_input();
   void keep_input(std::string_view data);
@@ -325,7 +329,7 @@ class ServerConnection {
   Item* push_bytes(std::string_view bytes, bool coalescable);
   void push_view(std::string_view bytes, std::shared_ptr<const void> owner);
   void push_file(FileRange file);
-  // A free slot at the back of out_, or null (then the connection is aborted).
+  // A free slot at the back of Work::out, or null (then the connection is aborted).
   Item* new_item();
   void note_output_start();
   // Marks up to n bytes of `it` handed over; returns how many.
@@ -338,32 +342,38 @@ class ServerConnection {
   ConnectionStats* stats_;
   State state_ = State::Idle;
   Ending ending_ = Ending::Clean;
-  // Made with the first byte of a request: an idle connection that never
-  // asks anything (a client's spare, a browser's preconnect) does not hold it.
-  std::unique_ptr<RequestParser> parser_;
+  bool keep_alive_ = true;  // of the answer under way
+  bool chunked_ = true;     // of the stream under way
+  bool eof_ = false;        // the client shut its side
+  bool draining_ = false;
+  bool continued_ = false;  // the request being read (seq_ + 1) was sent 100 Continue
+  unsigned turn_ = 0;       // requests answered in this turn
+  int depth_ = 0;           // process() frames (settle() only at the outermost)
   uint64_t now_;
   uint64_t seq_ = 0;          // the latest request taken
-  uint64_t continued_ = 0;    // the latest request sent 100 Continue
   uint64_t idle_since_;       // Idle: since when (the idle timeout counts from it)
-  uint64_t head_since_ = 0;   // Head: first byte of the request
   uint64_t progress_at_ = 0;  // output: last progress, or its start
-  unsigned turn_ = 0;         // requests answered in this turn
-  size_t rest_ = 0;           // bytes left after the request being handled, in process()
-  int depth_ = 0;             // process() frames (settle() only at the outermost)
-  bool keep_alive_ = true;    // of the answer under way
-  bool chunked_ = true;       // of the stream under way
-  bool eof_ = false;          // the client shut its side
-  bool draining_ = false;
 
-  std::string in_;    // bytes read and not parsed yet
-  std::string head_;  // the head being built; also scratch for the connection's own answers
-  std::optional<HeadWriter> writer_;
-  detail::Ring<Item, kMaxPieces> out_;
-  size_t inflight_items_ = 0;             // front items of out_ in units under way
-  detail::Ring<Unit, kMaxPieces> units_;  // a unit holds at least one piece, or file bytes
-  size_t unhanded_bytes_ = 0;             // byte items not handed over (files not counted)
-  size_t inflight_bytes_ = 0;
-  size_t files_ = 0;  // file items not fully sent
+  // What serving requests takes: made with the first bytes read (or a
+  // refusal) and kept for the requests that follow. An idle connection that
+  // never asks anything (a client's spare, a browser's preconnect, an idle
+  // TLS connection) holds none of it.
+  struct Work {
+    explicit Work(const Limits& limits) : parser(limits) {}
+    RequestParser parser;
+    std::string in;    // bytes read and not parsed yet
+    std::string head;  // the head being built; also scratch for the connection's own answers
+    std::optional<HeadWriter> writer;
+    detail::Ring<Item, kMaxPieces> out;
+    size_t inflight_items = 0;             // front items of out in units under way
+    detail::Ring<Unit, kMaxPieces> units;  // a unit holds at least one piece, or file bytes
+    size_t unhanded_bytes = 0;             // byte items not handed over (files not counted)
+    size_t inflight_bytes = 0;
+    size_t files = 0;         // file items not fully sent
+    uint64_t head_since = 0;  // Head: first byte of the request
+    size_t rest = 0;          // bytes left after the request being handled, in process()
+  };
+  std::unique_ptr<Work> w_;
 };
 
 }  // namespace cdn::http

@@ -39,9 +39,7 @@ class Connection final : public http::ConnectionHandler,
                          public DeadlineHeap::Node {
  public:
   Connection(Server& server, uint64_t now)
-      : server_(server),
-        core_(*this, server.conn_options_, now, &server.conn_stats_),
-        exchange_(*this) {}
+      : server_(server), core_(*this, server.conn_options_, now, &server.conn_stats_) {}
   ~Connection() = default;
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -98,13 +96,12 @@ class Connection final : public http::ConnectionHandler,
   enum class Open : uint8_t { None, Answer, File, Stream };
   void report(bool whole);
   void report_now(uint64_t body_bytes) {
-    answer_bytes_ = body_bytes;
+    answering().answer_bytes = body_bytes;
     report(true);
   }
 
   Server& server_;
   http::ServerConnection core_;
-  Exchange exchange_;
   Transport::Ptr transport_;    // null once closed (it frees itself, then tells on_closed)
   Connection* prev_ = nullptr;  // the server's list of connections
   Connection* next_ = nullptr;
@@ -113,25 +110,29 @@ class Connection final : public http::ConnectionHandler,
 
   // The client's address, for logs: asked of the kernel (getpeername) the
   // first time it is needed, which without an access log or admin request is
-  // never for most connections; so it is held apart, from then on.
+  // never for most connections; so it is held apart (in Answering), from then on.
   struct Peer {
     sockaddr_storage addr{};
     std::string ip;
     std::string text;  // "ip:port"
   };
-  std::unique_ptr<Peer> peer_info_;
-  bool secure_ = false;  // accepted under a listener's transport layer (TLS)
 
-  // The answer being made, for report().
-  Open open_ = Open::None;
-  int answer_status_ = 0;
-  uint64_t answer_bytes_ = 0;
-  uint64_t request_start_ns_ = 0;
-  uint64_t file_left_ = 0;  // file bytes of the answer not handed over yet
   // What answers use beyond the core: made with the connection's first
   // request (or answer of its own) and kept, so that a kept-alive connection
   // allocates nothing per request and one that never asks holds none of it.
   struct Answering {
+    explicit Answering(Connection& c) : exchange(c) {}
+    Exchange exchange;  // the handler's view of the request being answered
+    // The answer being made, for report().
+    Open open = Open::None;
+    int answer_status = 0;
+    uint64_t answer_bytes = 0;
+    uint64_t request_start_ns = 0;
+    uint64_t file_left = 0;  // file bytes of the answer not handed over yet
+    uint64_t deferred = 0;   // the request whose answer was deferred
+    // Deferred answers hold this weakly; it points at nothing once closed.
+    std::shared_ptr<Connection*> self;
+    std::unique_ptr<Peer> peer;  // see Peer
     std::unique_ptr<http::Request>
         file_req;  // its request (the core moved on); with on_complete only
     std::string note_cache;
@@ -145,33 +146,27 @@ class Connection final : public http::ConnectionHandler,
   };
   std::unique_ptr<Answering> answering_;
   Answering& answering() {
-    if (!answering_) answering_ = std::make_unique<Answering>();
+    if (!answering_) answering_ = std::make_unique<Answering>(*this);
     return *answering_;
   }
 
-  uint64_t deferred_ = 0;  // the request whose answer was deferred
-  // Deferred answers hold this weakly; it points at nothing once closed.
-  std::shared_ptr<Connection*> self_;
+  // HTTP/2: the link once the connection speaks it (ALPN h2, or the client
+  // preface on a plain port); the connection then forwards its transport's
+  // events to it. `preface_`: how many of a plain connection's first bytes
+  // were the preface's, while they may still be it (they wait here).
+  static constexpr size_t kH2ReadBudget = 64 * 1024;
+  static constexpr unsigned kH2RoundsPerTurn = 8;
+  std::unique_ptr<H2Link> h2_;
 
-  // Timeouts: the connection's place in the server's deadline heap moves
-  // only when the core's deadline comes sooner than it is due; when it
-  // comes due early (the deadline moved further away) it is put back for
-  // the rest: a request on a kept-alive connection costs no heap update.
-  int busy_ = 0;         // inside sync() (or a callback that ends with one)
+  // Small fields together: an idle connection is mostly this object.
+  uint8_t busy_ = 0;     // inside sync() (or a callback that ends with one): nesting depth
   bool opened_ = false;  // the transport carries bytes (a TLS one: handshake done)
   bool closing_ = false;
   bool yielded_ = false;  // in the server's ready list
   bool backlogged_ = false;
-
-  // HTTP/2: the link once the connection speaks it (ALPN h2, or the client
-  // preface on a plain port); the connection then forwards its transport's
-  // events to it. `preface_`: the first bytes of a plain connection while
-  // they may still be the preface (at most its 24 bytes).
-  static constexpr size_t kH2ReadBudget = 64 * 1024;
-  static constexpr unsigned kH2RoundsPerTurn = 8;
-  std::unique_ptr<H2Link> h2_;
-  std::string preface_;
+  bool secure_ = false;    // accepted under a listener's transport layer (TLS)
   bool sniffing_ = false;  // a plain connection whose first bytes are not read yet
+  uint8_t preface_ = 0;
   void start_h2();
   void h2_sync();
 
@@ -216,15 +211,15 @@ void Exchange::interim(int status, const std::vector<http::Header>& headers) {
 http::HeadWriter& Exchange::begin(int status, bool relayed) {
   if (impl_ != nullptr) return impl_->begin(status, relayed);
   Connection& c = conn_;
+  Connection::Answering& a = c.answering();
   if (http::HeadWriter* h = c.core_.begin(c.core_.seq(), status, relayed)) {
-    c.answering().on_gone = nullptr;  // answered: the client is not abandoned any more
-    c.answer_status_ = status;
-    c.open_ = Connection::Open::Answer;
+    a.on_gone = nullptr;  // answered: the client is not abandoned any more
+    a.answer_status = status;
+    a.open = Connection::Open::Answer;
     return *h;
   }
   // Not the time for a head (answered already, or the connection closed):
   // the caller's headers go nowhere, and its finish*() is refused.
-  Connection::Answering& a = c.answering();
   a.scratch.clear();
   return a.scratch_writer.emplace(a.scratch);
 }
@@ -256,11 +251,12 @@ void Exchange::finish_file(int fd, uint64_t offset, uint64_t length,
     finish();
     return;
   }
-  c.open_ = Connection::Open::File;
-  c.answer_bytes_ = length;  // less what is left unsent if the connection closes first
-  c.file_left_ = length;
+  Connection::Answering& a = c.answering();
+  a.open = Connection::Open::File;
+  a.answer_bytes = length;  // less what is left unsent if the connection closes first
+  a.file_left = length;
   if (c.server_.options_.on_complete)
-    c.answering().file_req = std::make_unique<http::Request>(c.core_.request());
+    a.file_req = std::make_unique<http::Request>(c.core_.request());
   c.core_.finish_file(
       seq, http::FileRange{fd, offset, length, std::make_shared<OpenFile>(fd, std::move(owner))});
   c.kick();
@@ -269,9 +265,10 @@ void Exchange::finish_file(int fd, uint64_t offset, uint64_t length,
 Deferred Exchange::defer() {
   if (impl_ != nullptr) return impl_->defer(nullptr);
   Connection& c = conn_;
-  c.deferred_ = c.core_.seq();
-  if (!c.self_) c.self_ = std::make_shared<Connection*>(&c);
-  return Deferred(c.self_, c.core_.seq());
+  Connection::Answering& a = c.answering();
+  a.deferred = c.core_.seq();
+  if (!a.self) a.self = std::make_shared<Connection*>(&c);
+  return Deferred(a.self, c.core_.seq());
 }
 
 Deferred Exchange::defer(std::function<void()> on_gone) {
@@ -285,19 +282,19 @@ void Exchange::start_stream(bool chunked) {
   if (impl_ != nullptr) return impl_->start_stream(chunked);
   Connection& c = conn_;
   const uint64_t seq = c.core_.seq();
-  if (c.deferred_ != seq || !c.core_.is_current(seq) ||
+  if (c.answering().deferred != seq || !c.core_.is_current(seq) ||
       c.core_.state() != http::ServerConnection::State::Answering) {
     return;
   }
-  c.answer_bytes_ = 0;
+  c.answering().answer_bytes = 0;
   if (is_head()) {
     c.report(true);  // the head is the whole answer
     c.core_.start_stream(seq);
   } else if (c.core_.start_stream(seq, chunked)) {
-    c.open_ = Connection::Open::Stream;
+    c.answering().open = Connection::Open::Stream;
   } else {
     // Chunked framing is HTTP/1.1's: an HTTP/1.0 client cannot be streamed to.
-    c.answer_status_ = 505;
+    c.answering().answer_status = 505;
     c.report(true);
     c.core_.fail(seq, 505);
   }
@@ -313,7 +310,7 @@ bool Exchange::send_piece(std::string_view piece) {
   if (impl_ != nullptr) return impl_->send_piece(piece);
   Connection& c = conn_;
   if (!c.core_.send_piece(c.core_.seq(), piece)) return false;
-  c.answer_bytes_ += piece.size();
+  c.answering().answer_bytes += piece.size();
   c.kick();
   return !c.core_.closed();
 }
@@ -326,8 +323,8 @@ bool Exchange::send_file_piece(int fd, uint64_t offset, uint64_t length,
                                http::FileRange{fd, offset, length, std::move(owner)})) {
     return false;
   }
-  c.answer_bytes_ += length;
-  c.file_left_ += length;  // less what is left unsent if the connection closes first
+  c.answering().answer_bytes += length;
+  c.answering().file_left += length;  // less what is left unsent if the connection closes first
   c.kick();
   return !c.core_.closed();
 }
@@ -364,8 +361,10 @@ Exchange* Deferred::exchange() const {
   auto p = conn_.lock();
   if (!p || *p == nullptr) return nullptr;
   Connection* c = *p;
-  if (c->deferred_ != seq_ || !c->core_.is_current(seq_)) return nullptr;
-  return &c->exchange_;
+  if (!c->answering_ || c->answering_->deferred != seq_ || !c->core_.is_current(seq_)) {
+    return nullptr;
+  }
+  return &c->answering_->exchange;
 }
 
 void Exchange::reply(int status, std::string_view text,
@@ -414,39 +413,41 @@ void Connection::on_open(int status) noexcept {
 const sockaddr* Connection::peer_address() {
   // Once closed, no transport is asked: its socket's number may already
   // belong to another connection.
-  if (!peer_info_ && transport_) {
+  if ((!answering_ || !answering_->peer) && transport_) {
     auto p = std::make_unique<Peer>();
     if (transport_->peer_address(p->addr)) {
       p->ip = ip_of(p->addr);
-      peer_info_ = std::move(p);
+      answering().peer = std::move(p);
     }
   }
-  return peer_info_ ? reinterpret_cast<const sockaddr*>(&peer_info_->addr) : nullptr;
+  return answering_ && answering_->peer ? reinterpret_cast<const sockaddr*>(&answering_->peer->addr)
+                                        : nullptr;
 }
 
 const std::string& Connection::peer() {
   static const std::string kUnknown("?");
   if (peer_address() == nullptr) return kUnknown;
-  if (peer_info_->text.empty()) peer_info_->text = Address{peer_info_->addr}.str();
-  return peer_info_->text;
+  Peer& p = *answering_->peer;
+  if (p.text.empty()) p.text = Address{p.addr}.str();
+  return p.text;
 }
 
 // The one place on_complete is called from.
 void Connection::report(bool whole) {
-  if (open_ == Open::None) return;
-  const Open open = std::exchange(open_, Open::None);
+  if (!answering_ || answering_->open == Open::None) return;
+  Answering& a = *answering_;
+  const Open open = std::exchange(a.open, Open::None);
   const auto& cb = server_.options_.on_complete;
   if (!cb) return;
-  const uint64_t elapsed_ns = uv_hrtime() - request_start_ns_;
+  const uint64_t elapsed_ns = uv_hrtime() - a.request_start_ns;
   const sockaddr* addr = peer_address();
-  Answering& a = answering();
   const http::Request& req = open == Open::File && a.file_req ? *a.file_req : core_.request();
   cb(RequestRecord{
       .request = req,
       .peer = addr,
-      .client = addr != nullptr ? std::string_view(peer_info_->ip) : std::string_view("-"),
-      .status = answer_status_,
-      .body_bytes = answer_bytes_,
+      .client = addr != nullptr ? std::string_view(a.peer->ip) : std::string_view("-"),
+      .status = a.answer_status,
+      .body_bytes = a.answer_bytes,
       .duration = std::chrono::microseconds(elapsed_ns / 1000),
       .cache = a.note_cache,
       .upstream = a.note_upstream,
@@ -456,28 +457,28 @@ void Connection::report(bool whole) {
 }
 
 void Connection::on_request(uint64_t seq, const http::Request& req) {
-  request_start_ns_ = uv_hrtime();
   Answering& a = answering();
+  a.request_start_ns = uv_hrtime();
   a.note_cache.clear();
   a.note_upstream.clear();
-  open_ = Open::None;
+  a.open = Open::None;
   try {
-    server_.handler_(exchange_);
+    server_.handler_(a.exchange);
   } catch (const std::exception& e) {
     spdlog::error("{} {} {}: handler failed: {}", peer(), req.method, req.target, e.what());
     if (core_.is_current(seq) && core_.state() != http::ServerConnection::State::Streaming) {
-      answer_status_ = 500;
-      open_ = Open::Answer;
+      a.answer_status = 500;
+      a.open = Open::Answer;
       report_now(0);
     }
     core_.fail(seq, 500);  // a begun head is dropped
     return;
   }
-  if (!core_.is_current(seq) || deferred_ == seq) return;
+  if (!core_.is_current(seq) || a.deferred == seq) return;
   spdlog::error("{} {} {}: handler gave no answer", peer(), req.method, req.target);
   if (core_.state() != http::ServerConnection::State::Streaming) {
-    answer_status_ = 500;
-    open_ = Open::Answer;
+    a.answer_status = 500;
+    a.open = Open::Answer;
     report_now(0);
   }
   core_.fail(seq, 500);
@@ -485,12 +486,12 @@ void Connection::on_request(uint64_t seq, const http::Request& req) {
 
 void Connection::on_error_answer(int status) {
   SPDLOG_DEBUG("{}: answered {} itself", peer(), status);
-  request_start_ns_ = uv_hrtime();
   Answering& a = answering();
+  a.request_start_ns = uv_hrtime();
   a.note_cache.clear();
   a.note_upstream.clear();
-  answer_status_ = status;
-  open_ = Open::Answer;
+  a.answer_status = status;
+  a.open = Open::Answer;
   report_now(http::reason_phrase(status).size() + 1);
 }
 
@@ -610,10 +611,11 @@ void Connection::flush() {
 }
 
 void Connection::file_sent(uint64_t n) {
-  if (file_left_ == 0) return;
-  file_left_ -= std::min(file_left_, n);
+  if (!answering_ || answering_->file_left == 0) return;
+  Answering& a = *answering_;
+  a.file_left -= std::min(a.file_left, n);
   // A stream's piece: the stream goes on (end_stream reports it).
-  if (file_left_ == 0 && open_ == Open::File) report(true);
+  if (a.file_left == 0 && a.open == Open::File) report(true);
 }
 
 void Connection::arm() {
@@ -670,13 +672,13 @@ void Connection::on_read(std::string_view data) noexcept {
       // While they may still be, they wait here; then the connection is
       // HTTP/2's, or the bytes go to the HTTP/1.1 core as they came.
       const std::string_view pre = http2::kPreface;
-      const size_t n = std::min(pre.size() - preface_.size(), data.size());
-      if (pre.substr(preface_.size(), n) == data.substr(0, n)) {
-        preface_.append(data.substr(0, n));
-        if (preface_.size() < pre.size()) return;
+      const size_t n = std::min(pre.size() - preface_, data.size());
+      if (pre.substr(preface_, n) == data.substr(0, n)) {
+        preface_ += static_cast<uint8_t>(n);
+        if (preface_ < pre.size()) return;
         sniffing_ = false;
         start_h2();
-        std::string first = std::exchange(preface_, std::string());
+        std::string first(pre);
         first.append(data.substr(n));
         ++busy_;
         h2_->session().receive(first, now());
@@ -685,8 +687,8 @@ void Connection::on_read(std::string_view data) noexcept {
         return;
       }
       sniffing_ = false;
-      if (!preface_.empty()) {
-        std::string first = std::exchange(preface_, std::string());
+      if (preface_ > 0) {
+        std::string first(pre.substr(0, std::exchange(preface_, 0)));
         first.append(data);
         ++busy_;
         core_.receive(first, now());
@@ -793,13 +795,16 @@ void Connection::close_transport() {
   }
   if (yielded_) server_.remove_ready(this);
   backlog(false);
-  if (self_) *self_ = nullptr;
-  if (answering_) answering_->writable = nullptr;
-  if (open_ == Open::File || open_ == Open::Stream) {
-    answer_bytes_ -= std::min(answer_bytes_, file_left_);
-    report(false);
+  if (answering_) {
+    Answering& a = *answering_;
+    if (a.self) *a.self = nullptr;
+    a.writable = nullptr;
+    if (a.open == Open::File || a.open == Open::Stream) {
+      a.answer_bytes -= std::min(a.answer_bytes, a.file_left);
+      report(false);
+    }
+    a.file_left = 0;
   }
-  file_left_ = 0;
   server_.unschedule(*this);
   server_.connection_closed(this);
   if (transport_) {

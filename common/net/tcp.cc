@@ -57,7 +57,6 @@ TcpTransport* TcpTransport::make(uv_loop_t* loop, int* err) {
     delete t;  // its handle was never registered with the loop
     return nullptr;
   }
-  t->owner = t;
   return t;
 }
 
@@ -90,11 +89,14 @@ Transport::Ptr TcpTransport::connect(uv_loop_t* loop, const Address& to, Transpo
   TcpTransport* t = make(loop, err);
   if (t == nullptr) return nullptr;
   Ptr p(t);
-  t->connect_ = std::make_unique<uv_connect_t>();
-  t->connect_->data = t;
-  const int rc = uv_tcp_connect(t->connect_.get(), &t->raw, to.sa(), on_connect);
+  // Freed by its callback, which libuv runs (cancelled by a close) before
+  // the handle's close callback frees this.
+  auto req = std::make_unique<uv_connect_t>();
+  req->data = t;
+  const int rc = uv_tcp_connect(req.get(), &t->raw, to.sa(), on_connect);
   if (err != nullptr) *err = rc;
   if (rc != 0) return nullptr;
+  static_cast<void>(req.release());  // on_connect() frees it
   t->user_ = &user;
   return p;
 }
@@ -117,6 +119,7 @@ Transport::Ptr TcpTransport::adopt(uv_loop_t* loop, int fd, int* err) {
 }
 
 void TcpTransport::on_connect(uv_connect_t* req, int status) noexcept {
+  const std::unique_ptr<uv_connect_t> own(req);
   auto* t = static_cast<TcpTransport*>(req->data);
   if (t->closing_) return;  // cancelled by the close
   if (status == 0) {

@@ -78,8 +78,7 @@ class TcpTransport final : public Transport, private uv::HandleBase<uv_tcp_t> {
 
   TransportUser* user_ = nullptr;
   uv::Ptr<uv_poll_t> out_poll_;  // the writable watch for sendfile, on a dup of the socket
-  std::unique_ptr<uv_connect_t> connect_;  // a connect() under way (client side only)
-  int fd_ = -1;                            // the socket, for send/sendfile; -1 once closed
+  int fd_ = -1;                  // the socket, for send/sendfile; -1 once closed
   unsigned units_ = 0;
   bool open_ = false;
   bool closing_ = false;

@@ -109,7 +109,7 @@ Transport::Ptr TlsTransport::server(uv_loop_t* loop, Ptr below,
   auto* t = new TlsTransport(loop, std::move(below), tls::Engine::server(std::move(context), fd));
   Ptr p(t);
   t->server_side_ = true;
-  if (fd >= 0) t->tcp_ = tcp;
+  t->tcp_ = fd >= 0;
   t->below_->bind(*t);
   // An engine that could not even be made fails at the next loop turn.
   const bool failed = t->engine_.state() == tls::Engine::State::Failed;
@@ -165,14 +165,32 @@ void TlsTransport::set_reading(bool on) noexcept {
 
 Handed TlsTransport::flush(bool user_unit, WriteHints hints) {
   if (engine_.pending_output() == 0 || !below_) return Handed{};
-  // The unit's bytes must not move once below has them: a list keeps its
-  // elements in place, and the string is filled where it stays.
-  Unit& u = units_.emplace_back(Unit{std::string(), user_unit});
+  // The unit's bytes must not move once below has them: a unit stays where
+  // it is made, and the string is filled where it stays.
+  Unit* const prev = last_unit_;
+  std::unique_ptr<Unit>& slot = prev != nullptr ? prev->next : units_;
+  slot = std::make_unique<Unit>();
+  Unit& u = *slot;
+  u.user = user_unit;
+  last_unit_ = &u;
   engine_.take_output(u.bytes);
   const std::string_view v = u.bytes;
   const Handed h = below_->write(std::span<const std::string_view>(&v, 1), hints);
-  if (h.error != 0 || h.queued == 0) units_.pop_back();
+  if (h.error != 0 || h.queued == 0) {
+    slot.reset();
+    last_unit_ = prev;
+  }
   return h;
+}
+
+bool TlsTransport::units_below_max() const {
+  size_t n = 0;
+  for (const Unit* u = units_.get(); u != nullptr && n < kMaxUnits; u = u->next.get()) ++n;
+  return n < kMaxUnits;
+}
+
+TcpTransport* TlsTransport::handshake_socket() const {
+  return tcp_ ? static_cast<TcpTransport*>(below_.get()) : nullptr;
 }
 
 const std::string& TlsTransport::failure() const {
@@ -184,7 +202,9 @@ void TlsTransport::handshake_failed(int status, std::string why) {
   if (open_ || !failure().empty() || closing_) return;
   if (!failure_) failure_ = std::make_unique<Failure>();
   failure_->why = why.empty() ? "handshake failed" : std::move(why);
-  if (watching_ && tcp_ != nullptr) tcp_->watch_writable(false);
+  if (TcpTransport* tcp = handshake_socket(); watching_ && tcp != nullptr) {
+    tcp->watch_writable(false);
+  }
   watching_ = false;
   flush(false, {.last = true});  // the alert, if the engine made one
   if (below_) below_->set_reading(false);
@@ -196,9 +216,10 @@ void TlsTransport::handshake_progress() {
   flush(false, {});
   if (closing_) return;
   // kTLS: a handshake writing to a full socket goes on once it drains.
-  if (tcp_ != nullptr && engine_.wants_writable() != watching_) {
+  TcpTransport* tcp = handshake_socket();
+  if (tcp != nullptr && engine_.wants_writable() != watching_) {
     watching_ = engine_.wants_writable();
-    if (!tcp_->watch_writable(watching_) && watching_) {
+    if (!tcp->watch_writable(watching_) && watching_) {
       handshake_failed(UV_EIO, "cannot watch the socket for the handshake");
       return;
     }
@@ -231,8 +252,8 @@ void TlsTransport::handshake_progress() {
 void TlsTransport::choose_write_path() {
   if (server_side_) {
     const auto outcome =
-        tls::ktls_outcome(tcp_ != nullptr ? tls::KtlsMode::On : tls::KtlsMode::Off,
-                          engine_.version(), engine_.cipher(), engine_.kernel_sends());
+        tls::ktls_outcome(tcp_ ? tls::KtlsMode::On : tls::KtlsMode::Off, engine_.version(),
+                          engine_.cipher(), engine_.kernel_sends());
     kernel_ = outcome.kernel;
     auto& counts = ktls_counts();
     if (kernel_) {
@@ -240,17 +261,18 @@ void TlsTransport::choose_write_path() {
       counts.kernel_total.fetch_add(1, std::memory_order_relaxed);
     } else {
       counts.user_total.fetch_add(1, std::memory_order_relaxed);
-      if (tcp_ != nullptr) {
+      if (tcp_) {
         SPDLOG_DEBUG("kTLS not used for a {} {} session: {}", engine_.version(), engine_.cipher(),
                      outcome.why);
       }
     }
   }
-  if (tcp_ == nullptr) return;
-  if (watching_) tcp_->watch_writable(false);
+  TcpTransport* tcp = handshake_socket();
+  if (tcp == nullptr) return;
+  if (watching_) tcp->watch_writable(false);
   watching_ = false;
   if (!kernel_) engine_.stop_direct_writes();
-  tcp_ = nullptr;
+  tcp_ = false;
 }
 
 void TlsTransport::kernel_close_notify() {
@@ -334,7 +356,7 @@ Handed TlsTransport::send_file(int fd, uint64_t offset, uint64_t length,
     return kernel_passed(h, hints.last && h.now + h.queued == length);
   }
   // Bounded: at most kMaxUnits chunks of ciphertext wait for the kernel.
-  if (units_.size() >= kMaxUnits) {
+  if (!units_below_max()) {
     waiting_ = true;
     return Handed{.wait = true};
   }
@@ -417,16 +439,18 @@ void TlsTransport::on_write_done(int status) noexcept {
     if (user_ != nullptr) user_->on_write_done(status);
     return;
   }
-  if (units_.empty()) return;
-  const bool user_unit = units_.front().user;
-  units_.pop_front();
+  if (!units_) return;
+  const bool user_unit = units_->user;
+  std::unique_ptr<Unit> rest = std::move(units_->next);
+  units_ = std::move(rest);
+  if (!units_) last_unit_ = nullptr;
   if (user_ == nullptr) return;
   if (user_unit) {
     user_->on_write_done(status);
   } else if (status < 0) {
     user_->on_error(status);
   }
-  if (!closing_ && waiting_ && units_.size() < kMaxUnits) {
+  if (!closing_ && waiting_ && units_below_max()) {
     waiting_ = false;
     user_->on_writable();
   }

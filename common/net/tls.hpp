@@ -30,7 +30,6 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
-#include <list>
 #include <memory>
 #include <string>
 
@@ -128,18 +127,25 @@ class TlsTransport final : public Transport, private TransportUser {
 
   struct Unit {
     std::string bytes;  // ciphertext below holds until its on_write_done
-    bool user;          // completes a unit of the user's
+    bool user = false;  // completes a unit of the user's
+    std::unique_ptr<Unit> next;
   };
+  // Whether fewer than kMaxUnits units are under way below.
+  bool units_below_max() const;
+  // kTLS: the TCP transport below while the handshake may write to its socket.
+  TcpTransport* handshake_socket() const;
 
   uv_loop_t* loop_;
   Ptr below_;
   tls::Engine engine_;
   TransportUser* user_ = nullptr;
   uv::Ptr<uv_timer_t> timer_;  // see start_timer()
-  // Ciphertext units under way below, in order. A list: an element stays
-  // where it is made, and an empty one holds no memory (a deque keeps a
-  // block of half a KiB from its birth, an idle connection's cost).
-  std::list<Unit> units_;
+  // Ciphertext units under way below, oldest first, and the newest. Linked:
+  // a unit stays where it is made, and an idle connection holds none and
+  // two pointers for them (a deque keeps a block of half a KiB from its
+  // birth, a std::list three words).
+  std::unique_ptr<Unit> units_;
+  Unit* last_unit_ = nullptr;
   // Why the handshake failed, and whom to tell (a client's): made when
   // either is needed, as most server connections need neither.
   struct Failure {
@@ -154,11 +160,11 @@ class TlsTransport final : public Transport, private TransportUser {
   bool eof_told_ = false;    // on_eof() went up
   bool waiting_ = false;     // a send_file answered wait: on_writable() is owed
   bool delivering_ = false;  // inside deliver(): no nested call
-  // kTLS. tcp_: the transport below while the handshake may write to its
-  // socket (null otherwise); kernel_: the kernel took the keys (below
-  // carries plaintext from then on); below_units_: units under way below
-  // then; close_notify_owed_: sent once they are all done.
-  TcpTransport* tcp_ = nullptr;
+  // kTLS. tcp_: below is a TCP transport and the handshake may write to
+  // its socket (handshake_socket()); kernel_: the kernel took the keys
+  // (below carries plaintext from then on); below_units_: units under way
+  // below then; close_notify_owed_: sent once they are all done.
+  bool tcp_ = false;
   bool server_side_ = false;
   bool kernel_ = false;
   bool watching_ = false;  // the TCP transport's writable watch is on for the handshake

@@ -110,8 +110,7 @@ void Engine::init(SSL_CTX* ctx) {
     error_ = std::make_unique<std::string>("out of memory for a TLS connection");
     return;
   }
-  if (!wire_) wire_ = std::make_unique<Wire>();
-  BIO_set_data(bio, wire_.get());
+  BIO_set_data(bio, &wire_);
   // One BIO both ways: SSL_set_bio takes the one reference and adds another,
   // one per side (a kTLS engine's write side may let its own go).
   SSL_set_bio(ssl_, bio, bio);
@@ -119,7 +118,7 @@ void Engine::init(SSL_CTX* ctx) {
 
 Engine Engine::server(std::shared_ptr<const ServerContext> context, int send_fd) {
   Engine e;
-  e.server_ = std::move(context);
+  e.context_ = std::move(context);
   e.send_fd_ = send_fd;
   return e;
 }
@@ -165,7 +164,7 @@ bool Engine::first_record_in() const {
   // a handshake record, or a length TLS does not allow, goes to OpenSSL at
   // once, which refuses it.
   constexpr size_t kMaxRecord = 16384 + 2048;
-  const std::string& in = wire_->in;
+  const std::string& in = wire_.in;
   if (in.size() < 5) return false;
   const auto* p = reinterpret_cast<const unsigned char*>(in.data());
   const size_t length = (size_t{p[3]} << 8) | p[4];
@@ -174,13 +173,15 @@ bool Engine::first_record_in() const {
 
 Engine Engine::client(std::shared_ptr<const ClientContext> context, std::string_view host) {
   Engine e;
-  e.client_ = std::move(context);
-  e.init(e.client_->ctx());
+  const ClientContext& c = *context;
+  e.context_ = std::move(context);
+  e.client_ = true;
+  e.init(c.ctx());
   if (e.ssl_ == nullptr) return e;
   SSL_set_connect_state(e.ssl_);
   const std::string name(host);
   if (!is_ip_literal(name)) SSL_set_tlsext_host_name(e.ssl_, name.c_str());
-  if (e.client_->verify()) {
+  if (c.verify()) {
     if (is_ip_literal(name)) {
       X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(e.ssl_), name.c_str());
     } else {
@@ -198,12 +199,15 @@ Engine& Engine::operator=(Engine&& o) noexcept {
     SSL_free(ssl_);
     ssl_ = std::exchange(o.ssl_, nullptr);
     wire_ = std::move(o.wire_);
+    o.wire_ = Wire{};
+    // The BIO (the read side's always is the Wire) follows the Wire.
+    if (ssl_ != nullptr) BIO_set_data(SSL_get_rbio(ssl_), &wire_);
     send_fd_ = std::exchange(o.send_fd_, -1);
     want_write_ = o.want_write_;
+    client_ = o.client_;
     state_ = o.state_;
     error_ = std::move(o.error_);
-    server_ = std::move(o.server_);
-    client_ = std::move(o.client_);
+    context_ = std::move(o.context_);
   }
   return *this;
 }
@@ -218,7 +222,7 @@ const std::string& Engine::error() const {
 void Engine::fail(int ret) {
   const int e = SSL_get_error(ssl_, ret);
   std::string why = take_errors();
-  if (state_ == State::Handshaking && client_ != nullptr) {
+  if (state_ == State::Handshaking && client_) {
     const long v = SSL_get_verify_result(ssl_);
     if (v != X509_V_OK) why = X509_verify_cert_error_string(v);
   }
@@ -252,19 +256,18 @@ Engine::State Engine::start() {
 
 Engine::State Engine::receive(std::string_view ciphertext) {
   if (state_ == State::Failed) return state_;
-  if (ssl_ == nullptr && server_ != nullptr) {
-    if (!wire_) wire_ = std::make_unique<Wire>();
-    wire_->in.append(ciphertext);
+  if (ssl_ == nullptr && !client_ && context_ != nullptr) {
+    wire_.in.append(ciphertext);
     if (!first_record_in()) return state_;
-    init(server_->initial());
+    init(server_context().initial());
     if (ssl_ == nullptr) return state_;
     write_to_socket();
     SSL_set_accept_state(ssl_);
     handshake();
     return state_;
   }
-  if (!wire_) return state_;
-  wire_->in.append(ciphertext);
+  if (ssl_ == nullptr) return state_;
+  wire_.in.append(ciphertext);
   if (state_ == State::Handshaking) handshake();
   return state_;
 }
@@ -305,21 +308,21 @@ void Engine::close() {
 }
 
 bool Engine::has_buffered_input() const {
-  if (ssl_ == nullptr) return wire_ && !wire_->in.empty();
-  return SSL_pending(ssl_) > 0 || (wire_ && wire_->in.size() > wire_->in_at);
+  if (ssl_ == nullptr) return !wire_.in.empty();
+  return SSL_pending(ssl_) > 0 || wire_.in.size() > wire_.in_at;
 }
 
-size_t Engine::pending_output() const { return wire_ ? wire_->out.size() : 0; }
+size_t Engine::pending_output() const { return wire_.out.size(); }
 
 size_t Engine::take_output(std::string& out) {
   const size_t n = pending_output();
   if (n == 0) return 0;
   if (out.empty()) {
-    out.swap(wire_->out);
-    std::string().swap(wire_->out);
+    out.swap(wire_.out);
+    std::string().swap(wire_.out);
   } else {
-    out.append(wire_->out);
-    std::string().swap(wire_->out);
+    out.append(wire_.out);
+    std::string().swap(wire_.out);
   }
   return n;
 }

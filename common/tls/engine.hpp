@@ -31,6 +31,7 @@
 #include <openssl/ssl.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -41,7 +42,7 @@ namespace cdn::tls {
 
 class Engine {
  public:
-  enum class State {
+  enum class State : uint8_t {
     Handshaking,  // not yet open: feed it what the peer sends, send what it outputs
     Open,         // application data both ways
     Closed,       // the peer sent close_notify; output may still hold ours
@@ -114,8 +115,9 @@ class Engine {
   void handshake();
   void fail(int ret);
 
-  // The ciphertext both ways, which the SSL's BIO reads and appends to. On
-  // the heap, so that a moved Engine keeps the address its BIO knows.
+  // The ciphertext both ways, which the SSL's BIO reads and appends to.
+  // Inside the engine (a block of its own would cost an idle connection
+  // its own allocation): a move tells the BIO the new address.
   struct Wire {
     std::string in;    // from the peer
     size_t in_at = 0;  // how much of `in` OpenSSL has read
@@ -124,14 +126,20 @@ class Engine {
 
   friend struct WireAccess;  // the BIO's functions (engine.cc)
 
+  const ServerContext& server_context() const {
+    return *static_cast<const ServerContext*>(context_.get());
+  }
+
   SSL* ssl_ = nullptr;
-  std::unique_ptr<Wire> wire_;
+  Wire wire_;
+  std::unique_ptr<std::string> error_;  // made when it fails: most never do
+  // The context it was made from: a ServerContext, or a ClientContext when
+  // client_ (one pointer for either, as an engine is one or the other).
+  std::shared_ptr<const void> context_;
   int send_fd_ = -1;  // kTLS: the socket the handshake writes to; -1 once the Wire writes
   bool want_write_ = false;
+  bool client_ = false;
   State state_ = State::Handshaking;
-  std::unique_ptr<std::string> error_;  // made when it fails: most never do
-  std::shared_ptr<const ServerContext> server_;
-  std::shared_ptr<const ClientContext> client_;
 };
 
 std::string_view to_string(Engine::State s) noexcept;

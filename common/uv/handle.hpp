@@ -41,7 +41,8 @@ bool guarded(const char* where, F&& f) noexcept {
 }
 
 // A heap-held libuv handle of type T (uv_timer_t, uv_signal_t, uv_tcp_t, ...).
-// raw.data always points at it; callbacks reach their owner through `owner`.
+// raw.data always points at it; a Handle's callbacks reach their owner
+// through `owner`.
 // close_handle() hands it to uv_close, and the close callback runs closed()
 // and deletes it. An owner that lives exactly as long as its one handle may
 // be that heap object itself: it derives from HandleBase<T> (one allocation
@@ -54,7 +55,6 @@ struct HandleBase {
   HandleBase& operator=(const HandleBase&) = delete;
   virtual ~HandleBase() = default;
   T raw{};
-  void* owner = nullptr;
   // Runs in the close callback, just before the handle is freed: an owner
   // that must outlive libuv's last use of the handle (a connection whose
   // write callbacks run before the close callback) frees itself here.
@@ -63,17 +63,14 @@ struct HandleBase {
   uv_handle_t* base() { return reinterpret_cast<uv_handle_t*>(&raw); }
   static HandleBase* from(T* h) { return static_cast<HandleBase*>(h->data); }
   static HandleBase* from(uv_handle_t* h) { return static_cast<HandleBase*>(h->data); }
-  template <typename O>
-  static O* owner_of(T* h) {
-    return static_cast<O*>(from(h)->owner);
-  }
 };
 
 // The handle `Ptr` below owns, with std::function callbacks. Each is 32
 // bytes, so an owner derived from HandleBase (one per connection) does not
-// carry them.
+// carry them, nor `owner` (it is its own).
 template <typename T>
 struct Handle final : HandleBase<T> {
+  void* owner = nullptr;
   std::function<void()> on_event;  // timers, signals, idle, async, prepare, check
   std::function<void(int status, int events)> on_poll;  // poll handles
   // Runs in the close callback (a poll handle closes the descriptor it watched).
@@ -84,6 +81,10 @@ struct Handle final : HandleBase<T> {
   }
   static Handle* from(T* h) { return static_cast<Handle*>(HandleBase<T>::from(h)); }
   static Handle* from(uv_handle_t* h) { return static_cast<Handle*>(HandleBase<T>::from(h)); }
+  template <typename O>
+  static O* owner_of(T* h) {
+    return static_cast<O*>(from(h)->owner);
+  }
 };
 
 template <typename T>

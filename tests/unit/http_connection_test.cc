@@ -283,10 +283,11 @@ TEST_F(Fixture, KeepAliveAnswersAllocateNothing) {
   EXPECT_EQ(conn->queued(), 0u);
 }
 
-// A connection that answers one request allocates its parser and what the
-// parser does (taken with the first byte), the block of its output slots
-// (taken with the first answer: a connection that never asks holds neither)
-// and one buffer for its output: the head is built in it and handed over.
+// A connection that answers one request allocates its request-side block
+// (the parser inside) and what the parser does (taken with the first byte),
+// the block of its output slots (taken with the first answer: a connection
+// that never asks holds neither) and one buffer for its output: the head is
+// built in it and handed over.
 TEST_F(Fixture, OneAnswerAllocatesOneOutputBuffer) {
   handler.quiet = true;
   handler.answer = [&](uint64_t seq, const Request&) {

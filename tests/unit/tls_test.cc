@@ -123,6 +123,31 @@ TEST(Tls, HandshakeAlpnAndDataBothWays) {
   EXPECT_EQ(p.server.state(), Engine::State::Closed);
 }
 
+// The Wire lives inside the engine: a moved engine's BIO reads and writes
+// the new one, mid-handshake (bytes waiting in it) and once open.
+TEST(Tls, AMovedEngineKeepsItsWire) {
+  Engine client = Engine::client(client_ctx(), "a.test");
+  Engine server = Engine::server(server_ctx(config_of({"a"})));
+  client.start();
+  std::string hello;
+  client.take_output(hello);
+  server.receive(hello.substr(0, 3));  // part of the first record: no SSL yet
+  Engine server2(std::move(server));
+  server2.receive(hello.substr(3));
+  Engine client2 = Engine::client(client_ctx(), "b.test");
+  client2 = std::move(client);
+  pump(client2, server2);
+  ASSERT_EQ(client2.state(), Engine::State::Open) << client2.error();
+  ASSERT_EQ(server2.state(), Engine::State::Open) << server2.error();
+  Engine server3(std::move(server2));
+  EXPECT_EQ(client2.write("ping"), 4u);
+  pump(client2, server3);
+  EXPECT_EQ(read_all(server3), "ping");
+  EXPECT_EQ(server3.write("pong"), 4u);
+  pump(client2, server3);
+  EXPECT_EQ(read_all(client2), "pong");
+}
+
 TEST(Tls, SniChoosesTheCertificateAndFallsBackToTheFirst) {
   auto ctx = server_ctx(config_of({"a", "b"}));
   auto b = connect(ctx, "b.test");
