@@ -683,21 +683,30 @@ def test_last_response_is_not_held_back(replica, name):
 def test_two_workers_share_a_burst_on_a_passed_socket(cdn):
     """Two workers on one socket passed as systemd does (LISTEN_FDS, no
     SO_REUSEPORT): a burst of connections already waiting when they wake is
-    spread over both, each taking at least 15% of it (each takes at most a
+    spread over both, each taking at least 5% of it (each takes at most a
     few per wake; libuv's uv_listen took every pending one, so one worker
-    served the whole burst). How even the split is beyond that follows the
-    scheduler: on a busy machine one thread may be woken more often."""
+    served the whole burst and the other none of it). How even the split is beyond that follows the
+    scheduler: with a CPU each, a worker whose CPU is taken by something
+    else may not run before the other has served the whole burst (it did
+    under a loaded CI: 298 and 4). So the daemon runs on one CPU here: both
+    workers are runnable on its queue when the burst is let go, and the
+    scheduler gives each turns while the burst lasts, which each answer's
+    256 KiB makes longer than a few of its time slices."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(4096)
     port = listener.getsockname()[1]
-    r = cdn.replica(port=port, extra={"server": {"workers": 2}}, start=False)
+    big = bytes(range(256)) * 1024
+    r = cdn.replica({"index.html": DEFAULT_PAGE, "big.bin": big}, port=port,
+                    extra={"server": {"workers": 2}}, start=False)
     fd = listener.fileno()
     argv = r.argv()
     # sd_listen_fds(3): the socket at fd 3, LISTEN_PID the daemon's own pid
     # (the shell's, kept by exec). bash: dash takes no descriptor above 9.
+    cpu = min(os.sched_getaffinity(0))
     r.argv = lambda: ["/bin/bash", "-c",
-                      f'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@" 3<&{fd} {fd}<&-', "sh", *argv]
+                      f'LISTEN_PID=$$ LISTEN_FDS=1 exec taskset -c {cpu} "$@" 3<&{fd} {fd}<&-',
+                      "sh", *argv]
     r.pass_fds = (fd,)
     r.start()
     listener.close()
@@ -708,7 +717,7 @@ def test_two_workers_share_a_burst_on_a_passed_socket(cdn):
     try:
         for _ in range(burst):
             c = socket.create_connection((r.host, r.port), timeout=30)
-            c.sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            c.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             clients.append(c)
     finally:
         r.signal(signal.SIGCONT)
@@ -717,14 +726,15 @@ def test_two_workers_share_a_burst_on_a_passed_socket(cdn):
             data = b""
             while chunk := c.recv(65536):
                 data += chunk
-            assert data.startswith(b"HTTP/1.1 200") and data.endswith(DEFAULT_PAGE), data[:200]
+            assert data.startswith(b"HTTP/1.1 200") and data.endswith(big), data[:200]
     _, _, page = r.get("/.cdn/metrics")
     served = {w: int(n) for w, n in re.findall(
         r'^cdn_replica_worker_connections_total\{worker="(\d)"\} (\d+)$', page.decode(), re.M)}
+    print(f"\nconnections per worker: {served}")
     assert set(served) == {"0", "1"}, served
     total = sum(served.values())
     assert total >= burst + 1, served
-    assert min(served.values()) >= 0.15 * total, served
+    assert min(served.values()) >= 0.05 * total, served
 
 
 def test_two_workers_share_connections_and_a_reload(cdn):
