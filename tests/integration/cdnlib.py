@@ -18,6 +18,7 @@ import http.client
 import importlib.util
 import json
 import os
+import random
 import select
 import shutil
 import signal
@@ -76,25 +77,42 @@ def wait_for(condition, timeout=CONDITION_TIMEOUT, interval=POLL_INTERVAL, what=
 # ports
 
 
+# Its own generator: a test that seeds `random` must not make two suites
+# running side by side pick the same ports.
+_ports = random.SystemRandom()
+
+
 def free_port(host="127.0.0.1", also_on=()):
-    """A port that is free on host (and on every address of also_on): bind
-    :0, read the port, close.  The small race with other programs is
-    accepted; fixed ports never are."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
+    """A port that is free on host (and on every address of also_on), taken
+    at random below the kernel's ephemeral range and tried with a bind.
+    Not bind :0: that port comes from the range the kernel also gives every
+    outgoing connection's local end, and one did take a balancer's TLS port
+    between this check and the daemon's listen (EADDRINUSE under ASan, with
+    two suites running). The small race with other tests picking the same
+    port at once is accepted; fixed ports never are."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = _ports.randrange(max(1024, low - 12000), low)
         ok = True
-        for other in also_on:
+        for address in (host, *also_on):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                 try:
-                    s.bind((other, port))
+                    s.bind((address, port))
                 except OSError:
                     ok = False
                     break
         if ok:
             return port
     raise RuntimeError("no free port found")
+
+
+def _ephemeral_low():
+    """The first port of the kernel's ephemeral range (32768 by default)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def port_refuses(host, port, timeout=2.0):
