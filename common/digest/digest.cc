@@ -28,4 +28,9 @@ std::string repr_digest_sha256(const unsigned char* md, size_t n) {
   return "sha-256=:" + to_base64(md, n) + ":";
 }
 
+const EVP_MD* sha256() {
+  static EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  return md;
+}
+
 }  // namespace cdn::digest

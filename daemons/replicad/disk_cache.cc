@@ -29,7 +29,7 @@ using nlohmann::json;
 
 EVP_MD_CTX* new_sha256() {
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  if (ctx != nullptr && EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1) {
+  if (ctx != nullptr && EVP_DigestInit_ex(ctx, digest::sha256(), nullptr) != 1) {
     EVP_MD_CTX_free(ctx);
     return nullptr;
   }
@@ -47,7 +47,7 @@ std::pair<std::string, std::string> finish_sha256(EVP_MD_CTX* ctx) {
 std::string sha256_hex(std::string_view s) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
   unsigned int len = 0;
-  EVP_Digest(s.data(), s.size(), md.data(), &len, EVP_sha256(), nullptr);
+  EVP_Digest(s.data(), s.size(), md.data(), &len, digest::sha256(), nullptr);
   return digest::to_hex(md.data(), len);
 }
 
@@ -286,6 +286,8 @@ std::string DiskCache::etag_of(const std::string& digest_hex) {
 }
 
 DiskCache::DiskCache(Options options) : opt_(std::move(options)) {
+  // Fetched now, not by the first fill.
+  if (digest::sha256() == nullptr) throw std::runtime_error("OpenSSL offers no SHA-256");
   opt_.max_entries = std::max<size_t>(opt_.max_entries, 1);
   variants_.set_max(opt_.max_variants);
   std::error_code ec;
@@ -339,6 +341,10 @@ DiskCache::~DiskCache() {
   }
   sync_.cv.notify_all();
   if (sync_.thread.joinable()) sync_.thread.join();
+  if (io_.spare_fd >= 0) {
+    ::close(io_.spare_fd);
+    ::unlink(io_.spare_path.c_str());
+  }
   if (dir_fd_ >= 0) ::close(dir_fd_);
 }
 
@@ -351,6 +357,37 @@ size_t DiskCache::purged_files_pending() const {
 namespace {
 constexpr size_t kMaxSyncs = 256;
 }  // namespace
+
+std::string DiskCache::tmp_name() const {
+  static std::atomic<uint64_t> counter{0};
+  return opt_.dir + "/tmp/" + std::to_string(::getpid()) + "." + std::to_string(++counter);
+}
+
+void DiskCache::keep_spare() {
+  if (!no_spare_) return;
+  no_spare_ = false;
+  {
+    std::lock_guard lock(io_.mu);
+    io_.want_spare = true;
+  }
+  io_.cv.notify_one();
+}
+
+void DiskCache::open_spare() {
+  std::string path = tmp_name();
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  // None made (no inode, no permission): begin() tries on its own, and
+  // asks again after.
+  if (fd < 0) return;
+  std::lock_guard lock(io_.mu);
+  if (io_.spare_fd >= 0 || io_.stop) {
+    ::close(fd);
+    ::unlink(path.c_str());
+    return;
+  }
+  io_.spare_fd = fd;
+  io_.spare_path = std::move(path);
+}
 
 void DiskCache::queue_job(Job job) {
   if (job.kind == Job::Kind::Commit || job.kind == Job::Kind::Meta) ++unreaped_;
@@ -447,7 +484,15 @@ DiskCache::Outcome DiskCache::run_job(Job& job, std::vector<int>& syncs) {
 void DiskCache::io_loop() {
   std::unique_lock lock(io_.mu);
   for (;;) {
-    io_.cv.wait(lock, [this] { return io_.stop || !io_.queue.empty(); });
+    io_.cv.wait(lock, [this] { return io_.stop || io_.want_spare || !io_.queue.empty(); });
+    if (io_.want_spare && !io_.stop) {
+      // Before the jobs: a client's first byte may wait on it.
+      io_.want_spare = false;
+      lock.unlock();
+      open_spare();
+      lock.lock();
+      continue;
+    }
     if (!io_.queue.empty()) {
       Job job = std::move(io_.queue.front());
       io_.queue.pop_front();
@@ -951,9 +996,17 @@ std::unique_ptr<DiskCache::Writer> DiskCache::begin(std::optional<uint64_t> leng
     errno = ENOMEM;
     return nullptr;
   }
-  w->tmp_path_ =
-      opt_.dir + "/tmp/" + std::to_string(::getpid()) + "." + std::to_string(++tmp_counter_);
-  w->fd_ = ::open(w->tmp_path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  {
+    std::lock_guard lock(io_.mu);
+    w->fd_ = std::exchange(io_.spare_fd, -1);
+    w->tmp_path_ = std::move(io_.spare_path);
+    io_.spare_path.clear();
+  }
+  no_spare_ = true;
+  if (w->fd_ < 0) {
+    w->tmp_path_ = tmp_name();
+    w->fd_ = ::open(w->tmp_path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  }
   if (w->fd_ < 0) {
     // No temp file (disk full of inodes, permissions): keep the body in memory.
     w->disk_error_ = std::strerror(errno);
@@ -965,6 +1018,10 @@ std::unique_ptr<DiskCache::Writer> DiskCache::begin(std::optional<uint64_t> leng
     w->drop_file();
     w->disk_error_ = "no room for its Content-Length within cache_size";
     w->spilled_ = true;
+  } else if (length && *length > w->memory_limit_) {
+    // Never kept in memory: its first bytes are not copied there either
+    // (a copy and an allocation before the first client's head).
+    w->keep_memory_ = false;
   }
   return w;
 }

@@ -248,6 +248,15 @@ class DiskCache {
   // A descriptor of the entry's body for sending; -1 (errno) when it is gone.
   int open(const Entry& e) const;
 
+  // Has the cache's thread open a temp file for the next begin() when none
+  // is ready (and the last was taken): a miss then does not wait for an
+  // open() in tmp/ (a directory lock, tens of ms under a flood of commits)
+  // before its first bytes go out. Called by the owner once the work a
+  // client waits on is done (the thread would take the CPU from it);
+  // without calls, begin() opens its own. The spare is empty (no blocks
+  // counted); removed when the cache closes, or at the next start.
+  void keep_spare();
+
   // A writer for a new body; nullptr with errno set when no temp file can be
   // made. `length`: the body's size when known (the origin's
   // Content-Length), reserved at once; when it cannot be given room, the
@@ -355,6 +364,10 @@ class DiskCache {
     std::vector<Outcome> done;
     // Purged ids whose files are still to go, with their Purged jobs queued.
     std::unordered_map<std::string, size_t> doomed;
+    // keep_spare(): a temp file opened ahead for begin(), -1 when none.
+    int spare_fd = -1;
+    std::string spare_path;
+    bool want_spare = false;
     bool stop = false;
     std::thread thread;
   };
@@ -376,9 +389,14 @@ class DiskCache {
   void queue_job(Job job);
   void io_loop();
   void sync_loop();
+  // On the cache's thread, without io_.mu: a spare for keep_spare().
+  void open_spare();
+  // A new name in tmp/, unique in the process (a reload's cache on the
+  // same directory must not take another's names).
+  std::string tmp_name() const;
   // Runs a job on the cache's thread; the descriptors to fsync go to `syncs`.
   Outcome run_job(Job& job, std::vector<int>& syncs);
-  // Holds `fd` (owned) for the next fsync batch (under io_.mu).
+  // Holds `fd` (owned) for the fsync thread's next batch.
   void hold_sync(int fd);
   void journal_purge(const purge::Request& r);
   void read_journal();
@@ -442,7 +460,9 @@ class DiskCache {
   uint64_t corrupt_ = 0;
   uint64_t outdated_ = 0;
   metrics::OwnCounter write_errors_ = 0;
-  uint64_t tmp_counter_ = 0;
+  // None asked for yet, or begin() took it or found none: keep_spare()
+  // asks the thread for one.
+  bool no_spare_ = true;
 };
 
 }  // namespace cdn::replica

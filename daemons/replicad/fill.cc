@@ -142,14 +142,16 @@ size_t FillProgress::subscribers() const {
   return subs_.size();
 }
 
-FillStep next_fill_step(const FillProgress::View& v, uint64_t next, std::optional<uint64_t> end) {
+FillStep next_fill_step(const FillProgress::View& v, uint64_t next, std::optional<uint64_t> end,
+                        uint64_t first) {
   using Kind = FillStep::Kind;
   if (v.state == FillProgress::State::Failed) return {Kind::Cut};
   const bool done = v.state == FillProgress::State::Done;
-  uint64_t limit = v.available;
+  uint64_t limit = std::max(v.available, first);
   if (!done && v.length && *v.length > 0) limit = std::min(limit, *v.length - 1);
   if (end) limit = std::min(limit, *end);
   if (limit > next) {
+    if (next < first) return {Kind::SendFirst, next, std::min(limit, first) - next};
     if (next >= v.file_end) return {Kind::SendMemory, next, limit - next};
     return {Kind::Send, next, std::min(limit, v.file_end) - next};
   }

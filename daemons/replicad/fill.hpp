@@ -113,6 +113,7 @@ struct FillStep {
     Wait,        // nothing new to send yet
     Send,        // the bytes [offset, offset + length) of the file
     SendMemory,  // the bytes [offset, offset + length), past the file's end (memory_at)
+    SendFirst,   // the bytes [offset, offset + length) of the client's own first piece
     End,         // every byte it wants is sent: end the answer
     Cut,         // the fill failed: close the connection (never a short body as whole)
   };
@@ -124,6 +125,11 @@ struct FillStep {
 // done: a client never holds a whole body the fetch may still reject (a
 // wrong Repr-Digest), since the close then leaves it one byte short. A range
 // that ends before it is sent as soon as its bytes are in the file.
-FillStep next_fill_step(const FillProgress::View& v, uint64_t next, std::optional<uint64_t> end);
+// `first`: the body's first bytes [0, first) are the client's in memory
+// already (the origin's first piece, handed to the answer before it was
+// written, so that the head never waits for the disk); sent from there
+// under the same rules.
+FillStep next_fill_step(const FillProgress::View& v, uint64_t next, std::optional<uint64_t> end,
+                        uint64_t first = 0);
 
 }  // namespace cdn::replica

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <string_view>
 #include <utility>
 
 namespace cdn::replica {
@@ -27,10 +28,11 @@ class Streamer : public std::enable_shared_from_this<Streamer> {
  public:
   Streamer(net::Deferred d, std::shared_ptr<FillProgress> fill, int fd, uint64_t offset,
            std::optional<uint64_t> end, std::shared_ptr<daemon::Inbox> home,
-           std::shared_ptr<const void> owner)
+           std::shared_ptr<const void> owner, std::shared_ptr<const std::string> first)
       : d_(std::move(d)),
         fill_(std::move(fill)),
         file_(std::make_shared<OpenFd>(fd, std::move(owner))),
+        first_(std::move(first)),
         next_(offset),
         end_(end),
         home_(std::move(home)) {}
@@ -56,12 +58,21 @@ class Streamer : public std::enable_shared_from_this<Streamer> {
         ex->when_writable([self = shared_from_this()] { self->pump(); });
         return;
       }
-      const FillStep step = next_fill_step(fill_->take(id_), next_, end_);
+      const FillStep step =
+          next_fill_step(fill_->take(id_), next_, end_, first_ ? first_->size() : 0);
+      if (first_ && next_ >= first_->size()) first_.reset();  // sent
       switch (step.kind) {
         case FillStep::Kind::Wait:
           return;  // the wake is armed
         case FillStep::Kind::Send:
           if (!ex->send_file_piece(file_->fd, step.offset, step.length, file_)) {
+            stop();
+            return;
+          }
+          next_ += step.length;
+          continue;
+        case FillStep::Kind::SendFirst:
+          if (!ex->send_piece(std::string_view(*first_).substr(step.offset, step.length))) {
             stop();
             return;
           }
@@ -105,6 +116,7 @@ class Streamer : public std::enable_shared_from_this<Streamer> {
   net::Deferred d_;
   std::shared_ptr<FillProgress> fill_;
   std::shared_ptr<OpenFd> file_;
+  std::shared_ptr<const std::string> first_;  // until its bytes are sent
   uint64_t next_;
   std::optional<uint64_t> end_;
   std::shared_ptr<daemon::Inbox> home_;
@@ -120,7 +132,7 @@ bool can_stream(const http::Request& req, const FillProgress& fill) {
 
 void stream_fill(net::Exchange& ex, std::shared_ptr<FillProgress> fill, int fd, uint64_t offset,
                  std::optional<uint64_t> end, bool chunked, std::shared_ptr<daemon::Inbox> home,
-                 std::shared_ptr<const void> owner) {
+                 std::shared_ptr<const void> owner, std::shared_ptr<const std::string> first) {
   net::Deferred d = ex.defer();
   ex.start_stream(chunked);
   if (!ex.streaming()) {  // HEAD: the head was the answer
@@ -128,7 +140,7 @@ void stream_fill(net::Exchange& ex, std::shared_ptr<FillProgress> fill, int fd, 
     return;
   }
   std::make_shared<Streamer>(std::move(d), std::move(fill), fd, offset, end, std::move(home),
-                             std::move(owner))
+                             std::move(owner), std::move(first))
       ->start();
 }
 

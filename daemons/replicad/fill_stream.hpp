@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 
 #include "common/net/server.hpp"
 #include "daemons/replicad/fill.hpp"
@@ -21,10 +22,12 @@ namespace cdn::replica {
 // memory and never holds the fill back. Wakes come through `home`, the
 // inbox of this exchange's loop. A failed fill closes the connection.
 // `owner` is let go when `fd` is closed (the edge cache counts the file's
-// blocks until then).
+// blocks until then). `first`: the body's first bytes, sent from memory
+// (next_fill_step's `first`), null when the file holds all there is.
 void stream_fill(net::Exchange& ex, std::shared_ptr<FillProgress> fill, int fd, uint64_t offset,
                  std::optional<uint64_t> end, bool chunked, std::shared_ptr<daemon::Inbox> home,
-                 std::shared_ptr<const void> owner = nullptr);
+                 std::shared_ptr<const void> owner = nullptr,
+                 std::shared_ptr<const std::string> first = nullptr);
 
 // Whether this client can be streamed to: without a length the body is
 // chunked, which an HTTP/1.0 client does not know (it waits for the end).

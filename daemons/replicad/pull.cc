@@ -238,6 +238,7 @@ Pull::Pull(uv_loop_t* loop, const config::ContentSettings& c, std::string name)
       origin_(loop, origin_options(c)),
       self_(std::make_shared<Pull*>(this)) {
   sweep_timer_ = uv::make_timer(loop_, [this] { sweep(); });
+  cache_.keep_spare();
   while (!origin_url_.empty() && origin_url_.back() == '/') origin_url_.pop_back();
   if (!c.ca_file.empty() && ::access(c.ca_file.c_str(), R_OK) != 0) {
     throw std::runtime_error("ca_file " + c.ca_file + ": " + std::strerror(errno));
@@ -504,6 +505,16 @@ void Pull::start_fetch(const std::string& slot) {
   cb.body = [this, f, url](const char* data, size_t n) {
     f->received += n;
     if (f->writer) {
+      // The clients start streaming with the first body bytes: an answer
+      // that fails before any (a bad head, no body) is still a clean 502
+      // for them. They are answered before those bytes are written, and
+      // send them from memory: a client's first byte never waits on the
+      // disk. A body with no room on disk from the start is answered whole
+      // from spill memory at the end (streaming it from memory as well
+      // would hold it twice).
+      const bool first = !f->fill && f->have_head && f->head.status == 200 &&
+                         f->writer->on_disk() && f->writer->size() == 0 && n > 0;
+      if (first) start_fill(*f, std::string_view(data, n));
       const bool was_on_disk = f->writer->on_disk();
       if (!f->writer->write(data, n)) {
         if (!f->fill || f->streamed == 0 || *passing_ >= kMaxPassing) {
@@ -522,15 +533,6 @@ void Pull::start_fetch(const std::string& slot) {
         ++*passing_;
         f->pass_slot = std::shared_ptr<void>(nullptr, [n = passing_](void*) { --*n; });
       }
-      // The clients start streaming with the first body bytes: an answer
-      // that fails before any (a bad head, a bad first chunk) is still a
-      // clean 502 for them. A body with no room on disk from the start is
-      // answered whole from spill memory at the end (streaming it from
-      // memory as well would hold it twice).
-      if (!f->fill && f->have_head && f->head.status == 200 && f->writer->on_disk() &&
-          f->writer->size() == n) {
-        start_fill(*f);
-      }
       if (f->fill) {
         if (!f->writer->on_disk()) {
           // The disk failed: the file holds what came before this piece;
@@ -540,11 +542,16 @@ void Pull::start_fetch(const std::string& slot) {
         }
         f->fill->advance(f->writer->size(), now_ms());
       }
+      // The heads are out: the cache's thread may have the CPU now.
+      if (first) cache_.keep_spare();
       return true;
     }
     return true;  // no writer: no body expected (HEAD)
   };
-  cb.done = [this, slot](const OriginResult& r) { finish_fetch(slot, r); };
+  cb.done = [this, slot](const OriginResult& r) {
+    finish_fetch(slot, r);
+    cache_.keep_spare();  // once its answers are out, if it took the spare
+  };
   OriginRequest request;
   request.method = f->method;
   request.url = url;
@@ -575,17 +582,12 @@ void Pull::on_head(Fetch& f, const OriginHead& h) {
   }
 }
 
-void Pull::start_fill(Fetch& f) {
+void Pull::start_fill(Fetch& f, std::string_view first) {
   const std::optional<uint64_t> length = content_length(f.head);
   f.fill = std::make_shared<FillProgress>(length, now_ms());
-  if (!f.writer->on_disk()) {
-    f.fill->spill(0);  // no room on disk: from memory from the start
-  } else {
-    // The first body bytes are in the file already: the clients answered
-    // below send them with the head, in this turn, rather than on a wake
-    // that waits behind the origin's next reads.
-    f.fill->advance(f.writer->size(), now_ms());
-  }
+  // The clients answered below send the first bytes with the head, in this
+  // turn, rather than on a wake that waits behind the origin's next reads.
+  const auto bytes = std::make_shared<const std::string>(first);
   const bool shared_get = f.method == "GET" && !f.private_;
   // What finish_fetch would answer with, decided now: the stored fields
   // when the answer is storable, else every end-to-end field.
@@ -613,7 +615,7 @@ void Pull::start_fill(Fetch& f) {
     const bool mine = (i == 0 && f.client_waits) ||
                       cache::variant_key(f.head_fields, ex->request().headers) == f.stored.variant;
     if (mine && can_stream(ex->request(), *f.fill)) {
-      answer_fill(*ex, f);
+      answer_fill(*ex, f, bytes);
     } else {
       keep.push_back(std::move(f.waiters[i]));
     }
@@ -631,7 +633,7 @@ bool Pull::join_fill(PullClient& ex, Fetch& f) {
   return true;
 }
 
-void Pull::answer_fill(PullClient& ex, Fetch& f) {
+void Pull::answer_fill(PullClient& ex, Fetch& f, const std::shared_ptr<const std::string>& first) {
   Answer a;
   a.object = f.fill_object;
   a.fd = ex.is_head() ? -1 : f.writer->dup_fd();
@@ -639,7 +641,10 @@ void Pull::answer_fill(PullClient& ex, Fetch& f) {
   a.headers = f.fill_fields;
   a.cache_status = name_ + "; " + f.fill_status;
   a.fill = f.fill;
-  if (!ex.is_head()) ++f.streamed;
+  if (!ex.is_head()) {
+    a.first = first;
+    ++f.streamed;
+  }
   ex.respond(std::move(a));
 }
 

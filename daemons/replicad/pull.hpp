@@ -52,6 +52,9 @@ struct Answer {
   // Non-null: the body is still arriving in `fd` (read-while-writer); the
   // object's size is the origin's Content-Length, if any.
   std::shared_ptr<FillProgress> fill;
+  // With `fill`: the body's first bytes, which the file may not hold yet
+  // (sent from here: the head does not wait for their disk write).
+  std::shared_ptr<const std::string> first;
 };
 
 // Written by the Pull's loop; read by every worker's pages.
@@ -140,10 +143,13 @@ class Pull {
   void on_head(Fetch& f, const OriginHead& h);
   // A 200 going to disk: the fill its clients stream (fill.hpp), and the
   // waiters that can be streamed to are answered from it now.
-  void start_fill(Fetch& f);
+  // `first`: the body's first piece, not written yet; the clients answered
+  // now send it from memory.
+  void start_fill(Fetch& f, std::string_view first);
   // A client collapsed onto `f` after its head came: streamed, when it can be.
   bool join_fill(PullClient& ex, Fetch& f);
-  void answer_fill(PullClient& ex, Fetch& f);
+  void answer_fill(PullClient& ex, Fetch& f,
+                   const std::shared_ptr<const std::string>& first = nullptr);
   void finish_fetch(const std::string& slot, const OriginResult& r);
   // A successful unsafe method: drops the stored answers it makes stale.
   void invalidate(const Fetch& f);

@@ -833,7 +833,7 @@ void Replica::answer(net::Exchange& ex, const std::shared_ptr<const Object>& obj
   } else if (!bodiless && filling && (fd >= 0 || !ex.is_head())) {
     stream_fill(ex, relay->fill, fd, offset,
                 sized ? std::optional<uint64_t>(offset + length) : std::nullopt, !sized, inbox_,
-                obj);
+                obj, relay->first);
   } else if (!bodiless && fd >= 0) {
     // The object lives as long as the descriptor: an evicted body's blocks
     // stay counted against cache_size until its last reader is done.

@@ -295,7 +295,7 @@ std::shared_ptr<const Object> Store::load(const std::string& rel) const {
     if (in_memory) obj->body.reserve(size);
 
     MdCtx ctx(EVP_MD_CTX_new());
-    if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
+    if (!ctx || EVP_DigestInit_ex(ctx.get(), digest::sha256(), nullptr) != 1) {
       errno = ENOMEM;
       return nullptr;
     }

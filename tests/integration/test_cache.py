@@ -433,7 +433,10 @@ def test_disk_full_still_serves_and_keeps_cache(cdn):
         # What was cached is still there and served.
         s, h, b = e.get("/a.txt")
         assert s == 200 and b == FILES["a.txt"] and h["Cache-Status"].endswith("; hit")
-        assert not list((mnt / "cache" / "tmp").iterdir())  # no half-written file left
+        # No half-written file left: at most the spare temp file the cache
+        # keeps open for the next miss, empty.
+        left = list((mnt / "cache" / "tmp").iterdir())
+        assert len(left) <= 1 and all(p.stat().st_size == 0 for p in left), left
         _, _, m = e.get("/.cdn/metrics")
         assert '\ncdn_replica_cache_writes_failed_total{site="default"} 1\n' in m.decode()
         assert e.stop() == 0

@@ -108,6 +108,51 @@ TEST_F(DiskCacheTest, CommitFindAndReload) {
   EXPECT_EQ(read_fd(again.open(*b)), big);
 }
 
+// The files in the cache's tmp/ now.
+size_t temp_files(const std::string& cache_dir) {
+  size_t n = 0;
+  for (const auto& e : fs::directory_iterator(cache_dir + "/tmp")) n += e.is_regular_file();
+  return n;
+}
+
+TEST_F(DiskCacheTest, SpareTempFileIsTakenByTheNextWriterAndRemovedAtClose) {
+  const std::string cache = dir_ + "/cache";
+  const std::string body(5000, 's');
+  {
+    DiskCache c(options());
+    EXPECT_EQ(temp_files(cache), 0U);  // none until asked for
+    c.keep_spare();
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (temp_files(cache) == 0 && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    ASSERT_EQ(temp_files(cache), 1U);
+    auto w = c.begin(body.size());
+    ASSERT_TRUE(w);
+    EXPECT_TRUE(w->on_disk());
+    EXPECT_EQ(temp_files(cache), 1U);  // the spare is the writer's file
+    ASSERT_TRUE(w->write(body.data(), body.size()));
+    EXPECT_FALSE(w->in_memory());  // its length is past memory_object_limit from the start
+    const auto* e = commit_as(c, *w, "/spare");
+    ASSERT_NE(e, nullptr);
+    c.settle();
+    EXPECT_EQ(read_fd(c.open(*e)), body);
+    EXPECT_EQ(temp_files(cache), 0U);  // renamed into place
+    // Asked for again: one spare, left when the cache closes.
+    c.keep_spare();
+    c.keep_spare();
+    while (temp_files(cache) == 0 && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    EXPECT_EQ(temp_files(cache), 1U);
+  }
+  EXPECT_EQ(temp_files(cache), 0U);
+  DiskCache again(options());
+  const auto* e = again.find("/spare");
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(read_fd(again.open(*e)), body);
+}
+
 TEST_F(DiskCacheTest, CorruptEntriesAreDroppedAtLoad) {
   {
     DiskCache c(options());

@@ -82,6 +82,40 @@ TEST(NextFillStep, SendsWhatIsThereAndHoldsBackTheLastByte) {
   EXPECT_EQ(next_fill_step(v, 100, std::nullopt).kind, Kind::End);
 }
 
+TEST(NextFillStep, FirstPieceFromMemoryBeforeTheFileHoldsIt) {
+  FillProgress::View v;
+  v.length = 100;  // nothing written yet; the answer carries bytes 0..39
+  auto s = next_fill_step(v, 0, std::nullopt, 40);
+  EXPECT_EQ(s.kind, Kind::SendFirst);
+  EXPECT_EQ(s.offset, 0u);
+  EXPECT_EQ(s.length, 40u);
+  EXPECT_EQ(next_fill_step(v, 40, std::nullopt, 40).kind, Kind::Wait);
+  v.available = 70;  // the file from there on
+  s = next_fill_step(v, 40, std::nullopt, 40);
+  EXPECT_EQ(s.kind, Kind::Send);
+  EXPECT_EQ(s.offset, 40u);
+  EXPECT_EQ(s.length, 30u);
+  // A range inside the first piece, and one across its end.
+  v.available = 0;
+  s = next_fill_step(v, 10, 20, 40);
+  EXPECT_EQ(s.kind, Kind::SendFirst);
+  EXPECT_EQ(s.length, 10u);
+  EXPECT_EQ(next_fill_step(v, 20, 20, 40).kind, Kind::End);
+  // The whole body in the first piece: its last byte waits for the check.
+  FillProgress::View small;
+  small.length = 40;
+  s = next_fill_step(small, 0, std::nullopt, 40);
+  EXPECT_EQ(s.kind, Kind::SendFirst);
+  EXPECT_EQ(s.length, 39u);
+  EXPECT_EQ(next_fill_step(small, 39, std::nullopt, 40).kind, Kind::Wait);
+  small.state = FillProgress::State::Failed;  // the digest did not match
+  EXPECT_EQ(next_fill_step(small, 39, std::nullopt, 40).kind, Kind::Cut);
+  small.state = FillProgress::State::Done;
+  small.available = 40;
+  EXPECT_EQ(next_fill_step(small, 39, std::nullopt, 40).kind, Kind::SendFirst);
+  EXPECT_EQ(next_fill_step(small, 40, std::nullopt, 40).kind, Kind::End);
+}
+
 TEST(NextFillStep, ChunkedSendsEverythingAndEndsOnlyWhenDone) {
   FillProgress::View v;
   v.available = 50;
