@@ -509,23 +509,29 @@ void Pull::start_fetch(const std::string& slot) {
       // that fails before any (a bad head, no body) is still a clean 502
       // for them. They are answered before those bytes are written, and
       // send them from memory: a client's first byte never waits on the
-      // disk. A body with no room on disk from the start is answered whole
-      // from spill memory at the end (streaming it from memory as well
-      // would hold it twice).
+      // disk. A body with no room on disk when its fetch began is answered
+      // whole from spill memory at the end (streaming it from memory as
+      // well would hold it twice).
       const bool first = !f->fill && f->have_head && f->head.status == 200 &&
                          f->writer->on_disk() && f->writer->size() == 0 && n > 0;
       if (first) start_fill(*f, std::string_view(data, n));
       const bool was_on_disk = f->writer->on_disk();
-      if (!f->writer->write(data, n)) {
+      bool held = f->writer->write(data, n);
+      // That first write failed: its clients, answered already, stream the
+      // body from the fill's memory. A spilled copy beside it, kept for the
+      // cache, would hold the whole body twice and count only once; it is
+      // passed through instead (or fails), uncached.
+      if (held && first && !f->writer->on_disk()) held = false;
+      if (!held) {
         if (!f->fill || f->streamed == 0 || *passing_ >= kMaxPassing) {
           f->local_error = "cannot hold the body: not on disk (" + f->writer->disk_error() +
-                           "), and past spill memory";
+                           "), and no spill memory or pass-through left for it";
           return false;
         }
         // Its clients are streaming it: they still get all of it, from a
         // window of memory; nothing is stored.
         spdlog::warn(
-            "{}: not cached: not on disk ({}), past spill memory: passed through to "
+            "{}: not cached: not on disk ({}), not spilled: passed through to "
             "the {} clients streaming it",
             url, f->writer->disk_error(), f->streamed);
         f->writer->pass();

@@ -413,6 +413,40 @@ def test_https_origin_with_ca_file(cdn):
 # ------------------------------------------------------------- disk full
 
 
+def test_disk_full_from_the_start_passes_the_body_through(cdn):
+    # The clients of a miss are answered (head and first bytes) before its
+    # first write. When that write finds no room, the body reaches them from
+    # memory and is stored nowhere: held once, not twice (a streamed copy
+    # and a spilled one beside it, as it was when this first went in).
+    mnt = cdn.tempdir("cdn-tmpfs-")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {r.stderr.strip()}")
+    try:
+        origin = cdn.replica(FILES, name="origin")
+        e = edge(cdn, origin.url("/"), {"cache_size": "64M"}, cache_dir=mnt / "cache")
+        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)  # full before the miss
+        try:
+            while os.write(fd, b"\0" * 4096) > 0:
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        for _ in range(2):
+            before = origin_requests(origin)
+            s, h, b = e.get("/data.bin")
+            assert s == 200 and b == FILES["data.bin"]
+            # Not stored: the second request is a miss again.
+            assert origin_requests(origin) - before - 1 == 1
+        log = e.log_text()
+        assert "not cached: not on disk" in log and "passed through" in log, log[-2000:]
+        assert e.stop() == 0
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
 def test_disk_full_still_serves_and_keeps_cache(cdn):
     mnt = cdn.tempdir("cdn-tmpfs-")
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)],
