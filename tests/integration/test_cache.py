@@ -11,6 +11,7 @@ test CA, a full disk (tmpfs), and the cache figures in status and metrics.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import http.server
 import os
@@ -413,11 +414,10 @@ def test_https_origin_with_ca_file(cdn):
 # ------------------------------------------------------------- disk full
 
 
-def test_disk_full_from_the_start_passes_the_body_through(cdn):
-    # The clients of a miss are answered (head and first bytes) before its
-    # first write. When that write finds no room, the body reaches them from
-    # memory and is stored nowhere: held once, not twice (a streamed copy
-    # and a spilled one beside it, as it was when this first went in).
+@contextlib.contextmanager
+def edge_on_small_disk(cdn):
+    """(origin, edge, mount): an edge whose cache_dir is on a 512 KiB tmpfs
+    under a 64 MiB cache_size; unmounted at the end."""
     mnt = cdn.tempdir("cdn-tmpfs-")
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)],
                        capture_output=True, text=True)
@@ -426,6 +426,17 @@ def test_disk_full_from_the_start_passes_the_body_through(cdn):
     try:
         origin = cdn.replica(FILES, name="origin")
         e = edge(cdn, origin.url("/"), {"cache_size": "64M"}, cache_dir=mnt / "cache")
+        yield origin, e, mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_disk_full_from_the_start_passes_the_body_through(cdn):
+    # The clients of a miss are answered (head and first bytes) before its
+    # first write. When that write finds no room, the body reaches them from
+    # memory and is stored nowhere: held once, not twice (a streamed copy
+    # and a spilled one beside it, as it was when this first went in).
+    with edge_on_small_disk(cdn) as (origin, e, mnt):
         fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)  # full before the miss
         try:
             while os.write(fd, b"\0" * 4096) > 0:
@@ -443,19 +454,10 @@ def test_disk_full_from_the_start_passes_the_body_through(cdn):
         log = e.log_text()
         assert "not cached: not on disk" in log and "passed through" in log, log[-2000:]
         assert e.stop() == 0
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def test_disk_full_still_serves_and_keeps_cache(cdn):
-    mnt = cdn.tempdir("cdn-tmpfs-")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {r.stderr.strip()}")
-    try:
-        origin = cdn.replica(FILES, name="origin")
-        e = edge(cdn, origin.url("/"), {"cache_size": "64M"}, cache_dir=mnt / "cache")
+    with edge_on_small_disk(cdn) as (origin, e, mnt):
         assert e.get("/a.txt")[2] == FILES["a.txt"]
         # 1 MB does not fit in 512 KB: served anyway (held in memory), not stored.
         s, h, b = e.get("/data.bin")
@@ -474,5 +476,3 @@ def test_disk_full_still_serves_and_keeps_cache(cdn):
         _, _, m = e.get("/.cdn/metrics")
         assert '\ncdn_replica_cache_writes_failed_total{site="default"} 1\n' in m.decode()
         assert e.stop() == 0
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
