@@ -280,6 +280,9 @@ def test_sighup_while_the_replica_fetches_its_start_page(cdn):
         d.wait_ready()
         wait_for(lambda: d.status().get("name") == "after-reload",
                  what="the reload that came during start-up to be applied")
+        # The new name is served (by a worker) before the main loop logs the
+        # reload: wait for its line, then it must be the only one.
+        wait_for(lambda: "configuration reloaded" in log_of(d), what="the reload's log line")
         assert log_of(d).count("configuration reloaded") == 1
     finally:
         close()
